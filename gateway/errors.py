@@ -1,0 +1,155 @@
+"""The error hierarchy and the `Diagnostic` record.
+
+Runtime errors carry their HTTP status and stable code as class attributes; the HTTP layer
+renders every one of them in a single place. Config problems are `Diagnostic`s, collected
+and reported all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Diagnostic:
+    """One problem in a config file, located to the line and column (both 1-based)."""
+
+    file: str
+    line: int
+    column: int
+    code: str
+    message: str
+    pointer: str = ""
+    severity: str = "error"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "pointer": self.pointer,
+        }
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    status: int = 500
+    code: str = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(GatewayError):
+    """The config has problems; `diagnostics` lists every one of them."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics)
+        super().__init__(f"{len(self.diagnostics)} problem(s) in the config")
+
+
+# --- Errors a caller causes (4xx) -------------------------------------------------------------
+
+
+class NotFoundError(GatewayError):
+    status, code = 404, "NOT_FOUND"
+
+
+class MethodNotAllowedError(GatewayError):
+    status, code = 405, "METHOD_NOT_ALLOWED"
+
+
+class MissingDataError(GatewayError):
+    status, code = 400, "MISSING_DATA"
+
+
+class InvalidDataError(GatewayError):
+    status, code = 400, "INVALID_DATA"
+
+
+class MalformedBodyError(GatewayError):
+    status, code = 400, "INVALID_BODY"
+
+
+class PayloadTooLargeError(GatewayError):
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class UnauthorizedError(GatewayError):
+    status, code = 401, "UNAUTHORIZED"
+
+
+class ForbiddenError(GatewayError):
+    status, code = 403, "FORBIDDEN"
+
+
+class NotRunError(GatewayError):
+    """The workflow's `only_when` was false; status is 400, or 200 when the workflow asks."""
+
+    code = "NOT_RUN"
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- Errors raised while a run is under way ---------------------------------------------------
+
+
+class RunError(GatewayError):
+    """A step failed. `location` is the step's `file:line`, for the log, never the caller."""
+
+    status, code = 500, "ERROR"
+
+    def __init__(self, message: str, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class TemplateError(RunError):
+    """A template failed at run time (an undefined name, a sandbox refusal, a bad filter)."""
+
+
+class StepFailedError(GatewayError):
+    """A `fail` step: ends the run with the status, code and message the workflow chose."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "FAILED") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+# --- Storage ----------------------------------------------------------------------------------
+
+
+class StorageError(GatewayError):
+    """The database failed; driver exceptions are chained to it (`raise ... from exc`)."""
+
+    status, code = 500, "ERROR"
+
+
+class DuplicateError(StorageError):
+    """A `unique` field already holds this value in another record."""
+
+    status, code = 409, "DUPLICATE"
+
+    def __init__(self, message: str, type_name: str = "", field: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.field = field
+
+
+class RecordNotFoundError(StorageError):
+    status, code = 404, "NOT_FOUND"
+
+
+class ValidationError(StorageError):
+    """A value does not fit its field's declared type."""
+
+    status, code = 400, "INVALID_DATA"
