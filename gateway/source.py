@@ -1,0 +1,175 @@
+"""Strict YAML with positions.
+
+Files are composed into PyYAML's node tree (never with PyYAML's global loader changed) and
+turned into plain JSON-like data by hand, so that every value keeps its line and column under
+its JSON pointer. Duplicate keys and keys YAML reads as something other than a string (an
+unquoted `on:` is a boolean in YAML 1.1) are errors, reported with every other problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from gateway import pointer as ptr
+from gateway.errors import Diagnostic
+
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_constructor = SafeConstructor()
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+_SCALARS = {
+    "tag:yaml.org,2002:null": _constructor.construct_yaml_null,
+    "tag:yaml.org,2002:bool": _constructor.construct_yaml_bool,
+    "tag:yaml.org,2002:int": _constructor.construct_yaml_int,
+    "tag:yaml.org,2002:float": _constructor.construct_yaml_float,
+}
+# Dates stay text: the config is JSON data, and the schema and compiler decide what a date is.
+_AS_TEXT = {_STR, "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
+
+Position = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One YAML document: its data and where each value (and each mapping key) stands."""
+
+    file: str
+    index: int
+    data: Any
+    positions: Mapping[str, Position] = field(default_factory=dict)
+    key_positions: Mapping[str, Position] = field(default_factory=dict)
+
+    def locate(self, pointer: str, *, key: bool = False) -> Position:
+        """The position of `pointer`, or of its nearest ancestor that has one."""
+        if key and pointer in self.key_positions:
+            return self.key_positions[pointer]
+        while True:
+            if pointer in self.positions:
+                return self.positions[pointer]
+            if not pointer:
+                return (1, 1)
+            pointer = ptr.parent(pointer)
+
+    def diagnostic(self, pointer: str, code: str, message: str, *, key: bool = False) -> Diagnostic:
+        line, column = self.locate(pointer, key=key)
+        return Diagnostic(self.file, line, column, code, message, pointer)
+
+
+def _mark(node: yaml.Node) -> Position:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    """Turns one composed node tree into data, positions and diagnostics."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[str, Position] = {}
+        self.key_positions: dict[str, Position] = {}
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, node: yaml.Node, pointer: str, code: str, message: str) -> None:
+        line, column = _mark(node)
+        self.diagnostics.append(Diagnostic(self.file, line, column, code, message, pointer))
+
+    def build(self, node: yaml.Node, pointer: str) -> Any:
+        self.positions[pointer] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, pointer)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, ptr.join(pointer, i)) for i, item in enumerate(node.value)]
+        return self.scalar(node, pointer)
+
+    def scalar(self, node: yaml.Node, pointer: str) -> Any:
+        if node.tag in _AS_TEXT:
+            return node.value
+        construct = _SCALARS.get(node.tag)
+        if construct is None:
+            self.error(node, pointer, "yaml.unknown-tag", f"unsupported YAML tag '{node.tag}'")
+            return None
+        return construct(node)
+
+    def mapping(self, node: yaml.MappingNode, pointer: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged.update(self.merge_source(value_node, pointer))
+                continue
+            key = self.key(key_node, pointer)
+            if key is None:
+                continue
+            child = ptr.join(pointer, key)
+            if key in result:
+                line = self.key_positions[child][0]
+                self.error(key_node, child, "yaml.duplicate-key",
+                           f"duplicate key '{key}' (first defined on line {line})")
+                continue
+            self.key_positions[child] = _mark(key_node)
+            result[key] = self.build(value_node, child)
+        return {**merged, **result}
+
+    def merge_source(self, node: yaml.Node, pointer: str) -> dict[str, Any]:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                self.error(source, pointer, "yaml.bad-merge", "a merge key '<<' takes a mapping")
+                continue
+            merged.update(self.mapping(source, pointer))
+        return merged
+
+    def key(self, node: yaml.Node, pointer: str) -> str | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            return str(node.value)
+        text = node.value if isinstance(node, yaml.ScalarNode) else node.id
+        read_as = _SCALARS.get(node.tag)
+        shown = repr(read_as(node)) if isinstance(node, yaml.ScalarNode) and read_as else node.id
+        self.error(node, pointer, "yaml.non-string-key",
+                   f"key {text!r} is not a string (YAML reads it as {shown}); quote it")
+        return None
+
+
+def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
+    """Every document in `text`, and every problem found in it."""
+    documents: list[Document] = []
+    diagnostics: list[Diagnostic] = []
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return [], [Diagnostic(file, line, column, "yaml.syntax", problem)]
+    except yaml.YAMLError as exc:
+        return [], [Diagnostic(file, 1, 1, "yaml.syntax", str(exc))]
+    for index, node in enumerate(nodes):
+        if node is None:
+            continue
+        builder = _Builder(file)
+        data = builder.build(node, "")
+        diagnostics.extend(builder.diagnostics)
+        if not isinstance(data, dict):
+            builder.error(node, "", "yaml.not-a-mapping",
+                          "a document must be a mapping with a 'kind' key")
+            diagnostics.extend(builder.diagnostics[-1:])
+            continue
+        documents.append(Document(file, index, data, builder.positions, builder.key_positions))
+    return documents, diagnostics
+
+
+def load_file(path: Path, display: str | None = None) -> tuple[list[Document], list[Diagnostic]]:
+    """Read and parse one file; an unreadable file is a diagnostic, not an exception."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [Diagnostic(name, 1, 1, "file.unreadable", f"cannot read the file: {exc}")]
+    return load_text(text, name)
