@@ -64,6 +64,10 @@ class NotFoundError(GatewayError):
 class MethodNotAllowedError(GatewayError):
     status, code = 405, "METHOD_NOT_ALLOWED"
 
+    def __init__(self, message: str, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
 
 class MissingDataError(GatewayError):
     status, code = 400, "MISSING_DATA"

@@ -1,0 +1,8 @@
+"""Step actions: one module per family. `ACTIONS` maps each action name to its function."""
+
+from __future__ import annotations
+
+from gateway.actions import flow
+from gateway.model import Execute
+
+ACTIONS: dict[str, Execute] = {**flow.ACTIONS}

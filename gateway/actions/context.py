@@ -1,0 +1,62 @@
+"""What an action gets to work with: the run context, and the reply that ends a run.
+
+Actions import no services: storage, the clock and the way to call a custom event all come
+from the `RunContext` the interpreter builds for each run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.storage import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a run acts for: `anonymous`, `user` (with `user_id`) or `admin`."""
+
+    kind: str = "anonymous"
+    user_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "user_id": self.user_id}
+
+
+ANONYMOUS = Identity()
+ADMIN = Identity("admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """How a run ends: JSON `data`, or `text` with a content type; a status and headers."""
+
+    data: Any = None
+    text: str | None = None
+    content_type: str | None = None
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+CallEvent = Callable[["RunContext", str, Mapping[str, Any]], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class RunContext:
+    """The state and services of one run (custom events called inline get their own)."""
+
+    run_id: str
+    workflow: str
+    now: datetime
+    call_event: CallEvent
+    storage: Storage | None = None
+    identity: Identity = ANONYMOUS
+    ignore_privacy_rules: bool = False
+    depth: int = 0
+    source: str = "http"
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.run"))
+    steps: list[dict[str, Any]] = field(default_factory=list)

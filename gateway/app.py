@@ -1,0 +1,69 @@
+"""`create_app()`: a Starlette application serving one registry, with its store's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway import http
+from gateway.interpreter import Clock, Interpreter, utc_now
+from gateway.loader import load
+from gateway.model import Registry
+from gateway.settings import with_environment
+from gateway.storage import FieldSpec, Storage, TypeSpec, open_storage
+
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+
+def create_app(registry: Registry, storage: Storage | None = None,
+               clock: Clock = utc_now) -> Starlette:
+    """The app for a compiled registry. The store (if any) is opened and closed with the
+    app's lifespan; the registry's data types get their indexes when it opens."""
+    interpreter = Interpreter(registry, storage, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if storage is not None:
+            await storage.open(storage_types(registry))
+        try:
+            yield
+        finally:
+            if storage is not None:
+                await storage.close()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes: list[BaseRoute] = [Route("/healthz", healthz), *http.routes(interpreter)]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        HTTPException: http.http_exception, Exception: http.server_error})
+    app.state.registry = registry
+    app.state.interpreter = interpreter
+    return app
+
+
+def storage_types(registry: Registry) -> list[TypeSpec]:
+    return [TypeSpec(t.name, {f.name: FieldSpec(f.name, f.type, f.list, f.unique, f.indexed,
+                                                f.default) for f in t.fields.values()})
+            for t in registry.data_types.values()]
+
+
+def config_paths() -> Sequence[Path]:
+    return [Path(p) for p in os.environ.get(CONFIG_ENV, "workflows.d").split(os.pathsep)]
+
+
+def app_from_environment() -> Starlette:
+    """The factory `gateway serve` hands to uvicorn (so that every worker builds its own)."""
+    registry = load(config_paths())
+    settings = with_environment(registry.settings)
+    registry = Registry(registry.workflows, registry.events, registry.data_types, settings,
+                        registry.files)
+    return create_app(registry, open_storage(settings.database))

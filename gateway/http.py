@@ -1,0 +1,201 @@
+"""The registry as Starlette routes; requests to parameters; outcomes and errors to responses.
+
+Every error a caller can see is rendered here, in one shape:
+`{"statusCode": N, "body": {"status": CODE, "message": ...}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.actions.context import Reply
+from gateway.errors import (
+    GatewayError,
+    MalformedBodyError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from gateway.interpreter import Interpreter, RunResult
+from gateway.model import Workflow
+from gateway.templating import dumps
+
+PREFIX = "/api/1.1/wf"
+JSON = "application/json"
+log = logging.getLogger("gateway.http")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(error: GatewayError, run_id: str | None = None) -> Response:
+    body: dict[str, Any] = {"status": error.code, "message": error.message}
+    if run_id is not None and error.status >= 500:
+        body["run_id"] = run_id
+        body["message"] = f"{error.message} (run {run_id})" if error.status == 500 else \
+            error.message
+    headers = {"X-Run-Id": run_id} if run_id else {}
+    if isinstance(error, MethodNotAllowedError) and error.allow:
+        headers["Allow"] = error.allow
+    content = dumps({"statusCode": error.status, "body": body})
+    return Response(content, status_code=error.status, media_type=JSON, headers=headers)
+
+
+def public_error(error: GatewayError) -> GatewayError:
+    """A 5xx never shows its cause to the caller: the run log and the server log have it."""
+    if error.status >= 500 and error.code == "ERROR":
+        return GatewayError("The workflow failed; see the run log for details")
+    return error
+
+
+def reply_response(result: RunResult) -> Response:
+    if result.error is not None:
+        return error_response(public_error(result.error), result.run_id)
+    reply = result.reply or Reply(data={})
+    headers = {**reply.headers, "X-Run-Id": result.run_id}
+    if reply.text is not None:
+        return Response(reply.text, status_code=reply.status, headers=headers,
+                        media_type=reply.content_type)
+    if reply.content_type and reply.content_type != JSON:
+        content = reply.data if isinstance(reply.data, str) else dumps(reply.data)
+        return Response(content, status_code=reply.status, headers=headers,
+                        media_type=reply.content_type)
+    content = dumps({"status": "success", "response": reply.data if reply.data is not None
+                     else {}})
+    return Response(content, status_code=reply.status, headers=headers, media_type=JSON)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes, declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _multi(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Form and query items; a repeated key becomes a list."""
+    result: dict[str, Any] = {}
+    for key, value in items:
+        if key in result:
+            previous = result[key]
+            result[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            result[key] = value
+    return result
+
+
+async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        return _multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    if content_type == "multipart/form-data":
+        return await _parse_multipart(request, body)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBodyError(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedBodyError("The JSON body must be an object of parameter values")
+    return data
+
+
+async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
+    async def stream() -> Any:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream()).parse()
+    except MultiPartException as exc:
+        raise MalformedBodyError(f"The multipart body is malformed: {exc.message}") from exc
+    items: list[tuple[str, Any]] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            # Files arrive as text until file parameters exist; the data is not lost.
+            items.append((key, (await value.read()).decode("utf-8", "replace")))
+        else:
+            items.append((key, value))
+    return _multi(items)
+
+
+def request_facts(request: Request, body: bytes) -> dict[str, Any]:
+    """What templates see as `request` (the `api_token` query parameter is left out)."""
+    query = {k: v for k, v in request.query_params.items() if k != "api_token"}
+    return {
+        "method": request.method, "path": request.url.path, "headers": dict(request.headers),
+        "query": query, "body": body.decode("utf-8", "replace"),
+        "client": request.client.host if request.client else None,
+    }
+
+
+def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) -> Endpoint:
+    query_names = frozenset(p.name for p in workflow.params
+                            if p.in_query or workflow.method == "GET")
+
+    async def endpoint(request: Request) -> Response:
+        if request.method != workflow.method:
+            return error_response(MethodNotAllowedError(
+                f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
+        try:
+            body = await read_body(request, limit)
+            raw = await parse_body(request, body) if workflow.method != "GET" else {}
+        except GatewayError as exc:
+            return error_response(exc)
+        if query_names:
+            query = _multi(request.query_params.multi_items())
+            raw.update({k: v for k, v in query.items() if k in query_names})
+        result = await interpreter.run(workflow, raw, source="http",
+                                       request=request_facts(request, body))
+        return reply_response(result)
+
+    return endpoint
+
+
+async def not_found(request: Request) -> Response:
+    # Unknown and unexposed workflows get the same answer, so names do not leak.
+    name = request.path_params.get("name", "")
+    return error_response(NotFoundError(f"No workflow named {name} is exposed" if name else
+                                        "Not found"))
+
+
+def routes(interpreter: Interpreter) -> list[BaseRoute]:
+    limit = interpreter.registry.settings.max_body_bytes
+    found: list[BaseRoute] = [
+        Route(f"{PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, limit),
+              methods=None, name=f"wf:{wf.name}")
+        for wf in interpreter.registry.exposed()
+    ]
+    found.append(Route(PREFIX + "/{name:path}", not_found, methods=None))
+    return found
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    errors: Mapping[int, type[GatewayError]] = {404: NotFoundError, 405: MethodNotAllowedError}
+    error_class = errors.get(exc.status_code, GatewayError)
+    error = error_class(exc.detail if exc.status_code != 404 else "Not found")
+    error.status = exc.status_code
+    return error_response(error)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(GatewayError("The server failed to handle the request"))

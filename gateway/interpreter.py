@@ -1,0 +1,224 @@
+"""Runs a compiled workflow on plain data: parameters, an identity, request facts.
+
+It never sees HTTP: the HTTP layer, `gateway run` and (later) the scheduler all call `run`.
+Every run is recorded, whatever its outcome, with each step's status, duration and, when a
+step did not run or its error was swallowed, the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets as random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from gateway.actions.context import ANONYMOUS, Identity, Reply, RunContext
+from gateway.errors import (
+    DuplicateError,
+    GatewayError,
+    InvalidDataError,
+    NotRunError,
+    RunError,
+    StepFailedError,
+)
+from gateway.model import Param, Registry, Step, Workflow
+
+if TYPE_CHECKING:
+    from gateway.storage import Storage
+
+Clock = Callable[[], datetime]
+log = logging.getLogger("gateway.run")
+
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api_?key|authorization|signature", re.I)
+REDACTED = "[redacted]"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_run_id(now: datetime) -> str:
+    """Time-sortable, in the shape of Bubble's ids: `<unix ms>x<18 random digits>`."""
+    return f"{int(now.timestamp() * 1000)}x{random.randbelow(10**18):018d}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended: a reply, or an error to render. `run_id` is set either way."""
+
+    run_id: str
+    reply: Reply | None = None
+    error: GatewayError | None = None
+
+
+class Interpreter:
+    """Runs workflows of one registry against one store."""
+
+    def __init__(self, registry: Registry, storage: Storage | None = None,
+                 clock: Clock = utc_now) -> None:
+        self.registry = registry
+        self.storage = storage
+        self.clock = clock
+        self.timeout = registry.settings.run_timeout.total_seconds()
+
+    async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
+                  identity: Identity = ANONYMOUS,
+                  request: Mapping[str, Any] | None = None) -> RunResult:
+        now = self.clock()
+        ctx = RunContext(run_id=new_run_id(now), workflow=workflow.name, now=now,
+                         call_event=self.call_event, storage=self.storage, identity=identity,
+                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
+        started = time.perf_counter()
+        params: dict[str, Any] = {}
+        reply: Reply | None = None
+        error: GatewayError | None = None
+        try:
+            params = await self.load_records(workflow.params, workflow.coerce(raw))
+            scope = self.scope(ctx, params, request)
+            async with asyncio.timeout(self.timeout):
+                reply = await self.execute(workflow, ctx, scope)
+        except GatewayError as exc:
+            error = exc
+        except TimeoutError:
+            error = RunError(f"the run took longer than {self.timeout:g} s and was stopped")
+        self.report(ctx, workflow, started, raw if not params else params, reply, error)
+        return RunResult(ctx.run_id, reply or Reply(data={}), error)
+
+    def scope(self, ctx: RunContext, params: dict[str, Any],
+              request: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {
+            "params": params, "steps": {}, "now": ctx.now,
+            "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth},
+            "current_user": ({"_id": ctx.identity.user_id} if ctx.identity.user_id else None),
+            "request": request or {}, "secrets": dict(self.registry.settings.secrets),
+        }
+
+    async def load_records(self, declared: tuple[Param, ...],
+                           params: dict[str, Any]) -> dict[str, Any]:
+        """Parameters of a data type arrive as ids; each must name an existing record."""
+        for param in declared:
+            value = params.get(param.name)
+            if not param.is_record or value is None or self.storage is None:
+                continue
+            ids = value if param.list else [value]
+            records = [await self.storage.get(param.type, record_id) for record_id in ids]
+            if any(record is None for record in records):
+                raise InvalidDataError(f"Invalid value for parameter {param.name} "
+                                       f"(no {param.type} with that id)")
+            params[param.name] = records if param.list else records[0]
+        return params
+
+    async def execute(self, workflow: Workflow, ctx: RunContext,
+                      scope: dict[str, Any]) -> Reply | None:
+        if workflow.only_when is not None and not workflow.only_when(scope):
+            status = 200 if workflow.return_200_if_condition_fails else 400
+            raise NotRunError(f"The condition for the workflow {workflow.name} is not met. "
+                              "Workflow won't run", status)
+        for step in workflow.steps:
+            result = await self.step(step, ctx, scope)
+            if isinstance(result, Reply):
+                return result
+            if step.id:
+                scope["steps"][step.id] = result
+        return None
+
+    async def step(self, step: Step, ctx: RunContext, scope: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"id": step.id, "action": step.action, "status": "success"}
+        ctx.steps.append(entry)
+        try:
+            if step.only_when is not None and not step.only_when(scope):
+                entry.update(status="skipped", reason="only_when was false")
+                return None
+            result = await step.execute(ctx, step.args(scope))
+            if step.action == "search" and isinstance(result, dict) and not result.get("count"):
+                entry["reason"] = "the search came back empty"
+            return result
+        except (StepFailedError, DuplicateError) as exc:
+            entry.update(status="failed", reason=exc.message)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure of a step is handled here
+            return self.step_error(step, entry, exc)
+        finally:
+            entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
+    def step_error(self, step: Step, entry: dict[str, Any], exc: Exception) -> None:
+        message = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
+        if step.continue_on_error:
+            entry.update(status="skipped", reason=f"error ignored (on_error: continue): {message}")
+            return None
+        entry.update(status="failed", reason=message)
+        if isinstance(exc, GatewayError) and exc.status < 500:
+            raise exc
+        label = f"step {step.index + 1} ({step.action})"
+        raise RunError(f"{label} failed: {message}", step.location) from exc
+
+    async def call_event(self, caller: RunContext, name: str, raw: Mapping[str, Any]) -> Any:
+        """`trigger_event`: run a custom event inline and give back its return values."""
+        event = self.registry.events[name]
+        if caller.depth + 1 > self.registry.settings.max_event_depth:
+            raise RunError(f"custom event '{name}' would nest deeper than "
+                           f"{self.registry.settings.max_event_depth} levels")
+        try:
+            params = await self.load_records(event.params, event.coerce(raw))
+        except GatewayError as exc:
+            raise RunError(f"custom event '{name}': {exc.message}") from exc
+        ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])
+        scope = self.scope(ctx, params, None)
+        reply = await self.execute(event, ctx, scope)
+        caller.steps[-1]["steps"] = ctx.steps
+        data = reply.data if reply is not None else {}
+        return data if not isinstance(data, dict) else {**data}
+
+    def report(self, ctx: RunContext, workflow: Workflow, started: float,
+               params: Mapping[str, Any], reply: Reply | None,
+               error: GatewayError | None) -> None:
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        status = _status_of(error)
+        if isinstance(error, RunError) or (error is not None and error.status >= 500):
+            cause = error.__cause__ or error
+            log.error("run %s of %s failed at %s: %s", ctx.run_id, workflow.name,
+                      getattr(error, "location", "") or workflow.location, cause,
+                      exc_info=cause if not isinstance(cause, GatewayError) else None)
+        if self.storage is None:
+            return
+        self.storage.record_run({
+            "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
+            "identity": ctx.identity.as_dict(), "status": status, "started_at": ctx.now,
+            "duration_ms": duration, "params": self.redact(params),
+            "result": self.redact(reply.data if reply else None),
+            "error": None if error is None else {"code": error.code, "message": error.message,
+                                                 "location": getattr(error, "location", "")},
+            "steps": ctx.steps,
+        })
+
+    def redact(self, value: Any) -> Any:
+        """Secrets out of what the run log keeps: by key name, and by value."""
+        hidden = set(self.registry.settings.secrets.values())
+        return _redact(value, hidden)
+
+
+def _redact(value: Any, hidden: set[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if _SECRET_KEY.search(str(k)) else _redact(v, hidden)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(item, hidden) for item in value]
+    if isinstance(value, str) and value in hidden:
+        return REDACTED
+    return value
+
+
+def _status_of(error: GatewayError | None) -> str:
+    if error is None:
+        return "success"
+    if isinstance(error, NotRunError):
+        return "not_run"
+    if error.status < 500 and not isinstance(error, (StepFailedError, DuplicateError)):
+        return "rejected"
+    return "failed"

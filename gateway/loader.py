@@ -1,0 +1,55 @@
+"""Files to a `Registry`, or every problem in them: source, then schema, then compiler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from gateway import schema
+from gateway.compiler import Compiler
+from gateway.errors import ConfigError, Diagnostic
+from gateway.model import Registry
+from gateway.source import Document, load_file
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """The YAML files under each path (folders are searched recursively), in a stable order."""
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Diagnostic(str(path), 1, 1, "file.not-found",
+                                       "no such file or folder"))
+    return files, problems
+
+
+def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, list[Diagnostic]]:
+    """Load and compile; the registry is only meaningful when no diagnostic came back."""
+    files, problems = discover(paths)
+    documents: list[Document] = []
+    for file in files:
+        docs, diagnostics = load_file(file)
+        problems.extend(diagnostics)
+        for doc in docs:
+            found = schema.check(doc)
+            problems.extend(found)
+            if not found:
+                documents.append(doc)
+    compiler = Compiler(documents, codegen=codegen)
+    registry = compiler.compile()
+    problems.extend(compiler.diagnostics)
+    return registry, sorted(set(problems))
+
+
+def load(paths: Sequence[Path]) -> Registry:
+    """A registry ready to serve; raises `ConfigError` with every problem otherwise."""
+    registry, problems = check(paths)
+    if problems:
+        raise ConfigError(problems)
+    return registry

@@ -1,0 +1,106 @@
+"""The compiled model: frozen, with every template compiled. Built by the compiler only."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.settings import Settings
+from gateway.templating import Compiled
+
+if TYPE_CHECKING:
+    from gateway.actions.context import RunContext
+
+SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object")
+
+# An action, compiled: given the run context and the step's rendered arguments, its result.
+Execute = Callable[["RunContext", dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A declared parameter of a workflow or custom event."""
+
+    name: str
+    type: str
+    list: bool = False
+    optional: bool = False
+    default: Any = None
+    has_default: bool = False
+    in_query: bool = False
+
+    @property
+    def is_record(self) -> bool:
+        return self.type not in SCALAR_TYPES
+
+    def describe(self) -> str:
+        return f"list of {self.type}" if self.list else self.type
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A field of a data type."""
+
+    name: str
+    type: str
+    list: bool = False
+    unique: bool = False
+    indexed: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataType:
+    name: str
+    fields: Mapping[str, Field]
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step, ready to run: its arguments compiled, its action bound."""
+
+    index: int
+    action: str
+    execute: Execute
+    args: Compiled
+    id: str | None = None
+    only_when: Compiled | None = None
+    continue_on_error: bool = False
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """An API workflow or a custom event (`kind` says which)."""
+
+    kind: str
+    name: str
+    params: tuple[Param, ...]
+    steps: tuple[Step, ...]
+    label: str = ""
+    expose: bool = False
+    auth: str = "admin"
+    method: str = "POST"
+    ignore_privacy_rules: bool = False
+    only_when: Compiled | None = None
+    return_200_if_condition_fails: bool = False
+    returns: tuple[Param, ...] = ()
+    location: str = ""
+    coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Everything one config compiles to. Immutable: a new config is a new registry."""
+
+    workflows: Mapping[str, Workflow] = field(default_factory=dict)
+    events: Mapping[str, Workflow] = field(default_factory=dict)
+    data_types: Mapping[str, DataType] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    files: tuple[str, ...] = ()
+
+    def exposed(self) -> list[Workflow]:
+        return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)

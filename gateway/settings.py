@@ -1,0 +1,88 @@
+"""Settings: the `settings` document, then the environment (`GATEWAY_*`), then flags."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+DEFAULT_DATABASE = "sqlite:///gateway.db"
+_DURATION = re.compile(r"^(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d)$")
+_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """`300s`, `5m`, `24h`, `14d`, `250ms`; a bare number is seconds."""
+    if isinstance(text, (int, float)):
+        return timedelta(seconds=text)
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h or d)")
+    return timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway is configured with, after every override is applied."""
+
+    database: str = DEFAULT_DATABASE
+    secret_names: tuple[str, ...] = ()
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    max_body_bytes: int = 1_048_576
+    run_timeout: timedelta = timedelta(seconds=300)
+    run_retention: timedelta = timedelta(days=14)
+    failed_run_retention: timedelta = timedelta(days=30)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_event_depth: int = 10
+
+    def missing_secrets(self) -> list[str]:
+        return [name for name in self.secret_names if name not in self.secrets]
+
+
+def from_document(data: Mapping[str, Any] | None) -> Settings:
+    """Settings from a validated `settings` document (or the defaults when there is none)."""
+    if not data:
+        return Settings()
+    limits = data.get("limits", {})
+    run_log = data.get("run_log", {})
+    server = data.get("server", {})
+    defaults = Settings()
+    return Settings(
+        database=data.get("database", defaults.database),
+        secret_names=tuple(data.get("secrets", ())),
+        max_body_bytes=limits.get("max_body_bytes", defaults.max_body_bytes),
+        run_timeout=parse_duration(limits.get("run_timeout", "300s")),
+        run_retention=parse_duration(run_log.get("retention", "14d")),
+        failed_run_retention=parse_duration(run_log.get("failed_retention", "30d")),
+        host=server.get("host", defaults.host),
+        port=server.get("port", defaults.port),
+        workers=server.get("workers", defaults.workers),
+    )
+
+
+def with_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """Apply `GATEWAY_DATABASE_URL`, `GATEWAY_HOST`, `GATEWAY_PORT`, `GATEWAY_WORKERS`,
+    `GATEWAY_MAX_BODY_BYTES`, and read the declared secrets from the environment."""
+    env = os.environ if environ is None else environ
+    changes: dict[str, Any] = {
+        "secrets": {name: env[name] for name in settings.secret_names if name in env},
+    }
+    if "GATEWAY_DATABASE_URL" in env:
+        changes["database"] = env["GATEWAY_DATABASE_URL"]
+    if "GATEWAY_HOST" in env:
+        changes["host"] = env["GATEWAY_HOST"]
+    for name, key in (("GATEWAY_PORT", "port"), ("GATEWAY_WORKERS", "workers"),
+                      ("GATEWAY_MAX_BODY_BYTES", "max_body_bytes")):
+        if name in env:
+            changes[key] = int(env[name])
+    return replace(settings, **changes)
+
+
+def with_flags(settings: Settings, **flags: Any) -> Settings:
+    """Apply command-line flags; a flag left at None changes nothing."""
+    return replace(settings, **{key: value for key, value in flags.items() if value is not None})

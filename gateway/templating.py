@@ -1,0 +1,219 @@
+"""The one sandboxed Jinja environment, and values compiled once at load time.
+
+A string that is exactly one `{{ expr }}` evaluates to the expression's native value (a
+number stays a number, a list a list); any other string with template syntax renders to
+text; everything else is a constant. Output is never rendered again, so request data that
+contains `{{ }}` is only ever data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from gateway import pointer as ptr
+from gateway.errors import TemplateError
+
+Scope = Mapping[str, Any]
+Compiled = Callable[[Scope], Any]
+
+# Names a template may use; which of them a given workflow provides is the compiler's business.
+GLOBAL_NAMES = frozenset({"minutes", "hours", "days", "seconds", "parse_date", "range", "dict",
+                          "lipsum", "cycler", "joiner", "namespace"})
+_LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
+_DOTTED = re.compile(r"^\s*[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*$")
+
+
+def json_default(value: Any) -> Any:
+    """JSON for the values templates and records produce: dates as ISO 8601 in UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_date(value: Any) -> datetime:
+    """ISO 8601 text (or epoch milliseconds) to an aware UTC datetime."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    else:
+        raise ValueError(f"not a date: {value!r}")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
+    return parse_date(value).strftime(fmt)
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, default=json_default, ensure_ascii=False, indent=indent)
+
+
+def _make_environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                        keep_trailing_newline=True, cache_size=0)
+    env.globals.update(
+        minutes=lambda n: timedelta(minutes=n), hours=lambda n: timedelta(hours=n),
+        days=lambda n: timedelta(days=n), seconds=lambda n: timedelta(seconds=n),
+        parse_date=parse_date,
+    )
+    env.filters.update(format_date=_format_date, date=_format_date, tojson=_tojson,
+                       parse_date=parse_date)
+    return env
+
+
+ENV = _make_environment()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One template string as written, parsed; `expression` is set for a lone `{{ expr }}`."""
+
+    text: str
+    ast: nodes.Template
+    expression: str | None
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def lone_expression(text: str) -> str | None:
+    match = _LONE.match(text)
+    if match is None:
+        return None
+    inner = match.group("expr")
+    return None if ("{{" in inner or "}}" in inner or "{%" in inner) else inner
+
+
+def parse(text: str) -> Source:
+    """Parse a template; raises `jinja2.TemplateSyntaxError` with a line number."""
+    expression = lone_expression(text)
+    ast = ENV.parse(text)
+    return Source(text, ast, expression)
+
+
+def _undefined_error(value: Undefined) -> TemplateError:
+    try:
+        str(value)
+    except UndefinedError as exc:
+        return TemplateError(str(exc))
+    return TemplateError("the expression is undefined")
+
+
+def compile_source(source: Source) -> Compiled:
+    """A function of the scope that evaluates the template."""
+    if source.expression is not None:
+        expression = ENV.compile_expression(source.expression, undefined_to_none=False)
+        path = [name.strip() for name in source.expression.split(".")] if _DOTTED.match(source.expression) else None
+
+        def evaluate(scope: Scope) -> Any:
+            if path is not None:
+                # The common `{{ params.x }}`: plain lookups through dicts; anything else
+                # (an object, a missing key) takes Jinja's path and its exact semantics.
+                value: Any = scope
+                for name in path:
+                    if type(value) is not dict or name not in value:
+                        break
+                    value = value[name]
+                else:
+                    return value
+            try:
+                value = expression(**scope)
+            except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
+                    LookupError, AttributeError) as exc:
+                raise TemplateError(f"{source.text.strip()}: {exc}") from exc
+            if isinstance(value, Undefined):
+                raise TemplateError(f"{source.text.strip()}: {_undefined_error(value)}")
+            return value
+
+        return evaluate
+    template = ENV.from_string(source.ast)
+
+    def render(scope: Scope) -> str:
+        try:
+            return template.render(scope)
+        except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
+                LookupError, AttributeError) as exc:
+            raise TemplateError(f"{source.text.strip()}: {exc}") from exc
+
+    return render
+
+
+def constant(value: Any) -> Compiled:
+    """A value with no template in it; marked so that trees of constants fold."""
+
+    def fixed(scope: Scope) -> Any:
+        return value
+
+    fixed.constant = True  # type: ignore[attr-defined]
+    return fixed
+
+
+def compile_tree(value: Any, leaf: Callable[[str, str], Compiled], pointer: str = "") -> Compiled:
+    """Compile a nested JSON-like value; `leaf(text, pointer)` compiles each string in it."""
+    if isinstance(value, str):
+        return leaf(value, pointer)
+    if isinstance(value, dict):
+        items = [(key, compile_tree(item, leaf, ptr.join(pointer, key)))
+                 for key, item in value.items()]
+        if all(getattr(fn, "constant", False) for _, fn in items):
+            return constant(value)
+        return lambda scope: {key: fn(scope) for key, fn in items}
+    if isinstance(value, list):
+        parts = [compile_tree(item, leaf, ptr.join(pointer, i)) for i, item in enumerate(value)]
+        if all(getattr(fn, "constant", False) for fn in parts):
+            return constant(value)
+        return lambda scope: [fn(scope) for fn in parts]
+    return constant(value)
+
+
+def syntax_error_line(exc: TemplateSyntaxError) -> int:
+    return exc.lineno or 1
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """What a template refers to: free names, and the keys read under `params` / `steps`."""
+
+    names: frozenset[str]
+    attributes: tuple[tuple[str, str, int], ...]  # (root name, first key, template line)
+
+
+def references(source: Source) -> References:
+    names = frozenset(meta.find_undeclared_variables(source.ast))
+    found: list[tuple[str, str, int]] = []
+    for node in source.ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not isinstance(target, nodes.Name) or target.ctx != "load":
+            continue
+        if isinstance(node, nodes.Getattr):
+            found.append((target.name, node.attr, node.lineno))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.append((target.name, node.arg.value, node.lineno))
+    return References(names, tuple(found))
