@@ -1,0 +1,33 @@
+"""The built-in database: one async `Storage` interface, two backends.
+
+`open_storage(url)` picks the backend from the URL scheme and imports its module only
+then, so the PostgreSQL driver is loaded only by those who use PostgreSQL:
+
+    sqlite:///relative/path.db    sqlite:////absolute/path.db    postgresql://user@host/db
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from gateway.errors import StorageError
+from gateway.storage.interface import Constraint, FieldSpec, Page, SortKey, Storage, TypeSpec
+
+__all__ = ["Constraint", "FieldSpec", "Page", "SortKey", "Storage", "TypeSpec", "open_storage"]
+
+_BACKENDS = {
+    "sqlite": ("gateway.storage.sqlite", "SqliteStorage"),
+    "postgresql": ("gateway.storage.postgresql", "PostgresStorage"),
+    "postgres": ("gateway.storage.postgresql", "PostgresStorage"),
+}
+
+
+def open_storage(url: str) -> Storage:
+    """A storage for `url`, not yet opened: call `await storage.open(types)` next."""
+    scheme = url.partition(":")[0].lower()
+    if scheme not in _BACKENDS:
+        raise StorageError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+    module_name, class_name = _BACKENDS[scheme]
+    backend = getattr(importlib.import_module(module_name), class_name)
+    return cast(Storage, backend(url))

@@ -1,0 +1,63 @@
+"""How search keys and values look in PostgreSQL's JSONB operators.
+
+Declared scalar fields get a typed expression (numeric for numbers, text in the "C"
+collation otherwise), the same text the per-type expression index is built on, so equality,
+ranges and sorting use the index. The "C" collation makes text order byte order, as on
+SQLite, and dates (fixed-width ISO text) sort in time order. Undeclared fields, lists and
+objects are compared as JSONB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.storage.codec import check_name, dumps, to_storable
+from gateway.storage.interface import SYSTEM_KEYS, TypeSpec
+from gateway.storage.query import Term, declared
+
+_NUMERIC = frozenset({"number", "integer"})
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    value = to_storable(None, value)
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _json(value: Any) -> str:
+    return dumps(to_storable(None, value))
+
+
+class PostgresDialect:
+    """Expressions over `gateway_records` for PostgreSQL."""
+
+    def term(self, spec: TypeSpec | None, key: str) -> Term:
+        if key in SYSTEM_KEYS:
+            return Term("id" if key == "_id" else key, "%s", _same)
+        name = check_name(key, "field")
+        field = declared(spec, key)
+        if field is None or field.list or field.type == "object":
+            return Term(f"(data->'{name}')", "%s::jsonb", _json, key, True)
+        if field.type in _NUMERIC:
+            return Term(f"((data->>'{name}')::numeric)", "%s::numeric", _same, key)
+        return Term(f'((data->>\'{name}\') COLLATE "C")', "%s", _text, key)
+
+    def contains(self, term: Term, value: Any) -> tuple[str, list[Any]]:
+        if term.field is None or not term.is_list:
+            return f"strpos({term.expr}::text, %s) > 0", [str(value)]
+        return f"(data->'{term.field}') @> %s::jsonb", [_json([value])]
+
+    def text_contains(self, term: Term, value: str) -> tuple[str, list[Any]]:
+        text = term.expr if term.field is None else f"(data->>'{term.field}')"
+        return f"strpos(lower({text}::text), %s) > 0", [value.lower()]
+
+    def is_empty(self, term: Term) -> str:
+        if term.field is None:
+            return f"({term.expr} IS NULL OR {term.expr}::text = '')"
+        value = f"(data->'{term.field}')"
+        return f"({value} IS NULL OR {value} IN ('null'::jsonb, '\"\"'::jsonb, '[]'::jsonb))"

@@ -1,0 +1,147 @@
+"""Compiling searches (constraints and sort keys) and per-type indexes into SQL.
+
+The shape of a query is shared; each backend supplies a `Dialect` that says how a key
+becomes an expression and how a value is bound. A declared field's expression is the very
+text its index was created with, so the planner can match the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.errors import ValidationError
+from gateway.storage.codec import check_name
+from gateway.storage.interface import CONSTRAINTS, Constraint, FieldSpec, SortKey, TypeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A search key as SQL: its expression and how values compared with it are bound."""
+
+    expr: str
+    placeholder: str
+    convert: Callable[[Any], Any]
+    field: str | None = None  # the JSON key, None for a system column
+    is_list: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDef:
+    name: str
+    type_name: str
+    field: str
+    unique: bool
+    expression: str
+
+
+class Dialect(Protocol):
+    def term(self, spec: TypeSpec | None, key: str) -> Term: ...
+    def contains(self, term: Term, value: Any) -> tuple[str, list[Any]]: ...
+    def text_contains(self, term: Term, value: str) -> tuple[str, list[Any]]: ...
+    def is_empty(self, term: Term) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    sql: str
+    params: list[Any]
+
+
+def literal(text: str) -> str:
+    """A SQL string literal for a name already checked by `check_name` (no quotes in it)."""
+    return f"'{check_name(text, 'type')}'"
+
+
+def compile_where(
+    dialect: Dialect, spec: TypeSpec | None, type_name: str, constraints: Sequence[Constraint]
+) -> Where:
+    # The type is inlined, not bound: a partial index (`WHERE type = 'lead'`) is only
+    # chosen when the planner can see that the query implies its predicate.
+    parts, params = [f"type = {literal(type_name)}"], []
+    for constraint in constraints:
+        sql, values = _compile_one(dialect, spec, constraint)
+        parts.append(sql)
+        params.extend(values)
+    return Where(" AND ".join(parts), params)
+
+
+def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tuple[str, list[Any]]:
+    if c.constraint not in CONSTRAINTS:
+        raise ValidationError(f"unknown constraint {c.constraint!r}")
+    term = dialect.term(spec, c.key)
+    kind = c.constraint
+    if kind in ("is_empty", "is_not_empty"):
+        sql = dialect.is_empty(term)
+        return (sql if kind == "is_empty" else f"NOT {sql}"), []
+    if kind in ("in", "not_in"):
+        return _compile_in(term, c.value, negate=kind == "not_in")
+    if kind in ("contains", "not_contains"):
+        sql, params = dialect.contains(term, c.value)
+        return (sql if kind == "contains" else f"NOT {sql}"), params
+    if kind == "text_contains":
+        return dialect.text_contains(term, str(c.value))
+    value = term.convert(c.value)
+    if kind == "equals":
+        return (f"{term.expr} IS NULL", []) if value is None else (
+            f"{term.expr} = {term.placeholder}", [value])
+    if kind == "not_equal":
+        return (f"{term.expr} IS NOT NULL", []) if value is None else (
+            f"({term.expr} IS NULL OR {term.expr} <> {term.placeholder})", [value])
+    operator = ">" if kind == "greater_than" else "<"
+    return f"{term.expr} {operator} {term.placeholder}", [value]
+
+
+def _compile_in(term: Term, values: Any, negate: bool) -> tuple[str, list[Any]]:
+    if not isinstance(values, list | tuple):
+        raise ValidationError("the value of `in` and `not_in` must be a list")
+    if not values:
+        return ("1 = 1" if negate else "1 = 0"), []
+    marks = ", ".join([term.placeholder] * len(values))
+    params = [term.convert(v) for v in values]
+    if negate:
+        return f"({term.expr} IS NULL OR {term.expr} NOT IN ({marks}))", params
+    return f"{term.expr} IN ({marks})", params
+
+
+def compile_order(dialect: Dialect, spec: TypeSpec | None, sort: Sequence[SortKey]) -> str:
+    """ORDER BY terms; empty values sort last ascending, first descending, on both backends.
+
+    The record id breaks ties, so paging with a cursor never repeats or skips a record.
+    """
+    if not sort:
+        return "created_at, id"
+    terms = [
+        f"{dialect.term(spec, key.key).expr} {'DESC NULLS FIRST' if key.descending else 'ASC NULLS LAST'}"
+        for key in sort
+    ]
+    return ", ".join([*terms, "id"])
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:16]
+
+
+def index_definitions(dialect: Dialect, spec: TypeSpec) -> list[IndexDef]:
+    """The expression indexes a type's `unique` and `indexed` fields need.
+
+    Names are deterministic and include a hash of what the index is, so a changed
+    declaration yields a new name and the stale index can be dropped.
+    """
+    defs = []
+    for field in spec.fields.values():
+        if field.list or not (field.unique or field.indexed):
+            continue
+        expression = dialect.term(spec, field.name).expr
+        kind = "ux" if field.unique else "ix"
+        digest = hashlib.sha1(f"{spec.name}\0{field.name}\0{kind}\0{expression}".encode())
+        name = f"gateway_{kind}_{_slug(spec.name)}_{_slug(field.name)}_{digest.hexdigest()[:10]}"
+        defs.append(IndexDef(name, spec.name, field.name, field.unique, expression))
+    return defs
+
+
+def declared(spec: TypeSpec | None, key: str) -> FieldSpec | None:
+    return spec.fields.get(key) if spec is not None else None

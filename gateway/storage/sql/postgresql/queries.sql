@@ -1,0 +1,82 @@
+-- Named query blocks for the PostgreSQL backend. `{placeholders}` are filled with
+-- identifiers and expressions built by the backend (never with values); values are bound.
+
+-- name: lock_migrations
+SELECT pg_advisory_xact_lock(7245623001);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS gateway_migrations (
+    name       text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT name FROM gateway_migrations ORDER BY name;
+
+-- name: record_migration
+INSERT INTO gateway_migrations (name) VALUES (%s);
+
+-- name: create_record
+INSERT INTO gateway_records (id, type, data, created_at, modified_at, created_by)
+VALUES (%s, %s, %s, %s, %s, %s);
+
+-- name: get_record
+SELECT id, type, data, created_at, modified_at, created_by
+FROM gateway_records WHERE id = %s AND type = %s;
+
+-- name: update_record
+UPDATE gateway_records SET data = data || %s, modified_at = %s
+WHERE id = %s AND type = %s
+RETURNING id, type, data, created_at, modified_at, created_by;
+
+-- name: update_records
+UPDATE gateway_records SET data = data || %s, modified_at = %s
+WHERE id = ANY(%s) AND type = %s
+RETURNING id, type, data, created_at, modified_at, created_by;
+
+-- name: delete_record
+DELETE FROM gateway_records WHERE id = %s AND type = %s;
+
+-- name: delete_records
+DELETE FROM gateway_records WHERE id = ANY(%s) AND type = %s;
+
+-- name: search_records
+-- The total rides along as an uncorrelated subquery (evaluated once): one statement, one
+-- snapshot, one round trip. An empty page falls back to count_records.
+SELECT (SELECT count(*) FROM gateway_records WHERE {where}) AS total,
+       id, type, data, created_at, modified_at, created_by
+FROM gateway_records WHERE {where} ORDER BY {order} LIMIT %s OFFSET %s;
+
+-- name: count_records
+SELECT count(*) FROM gateway_records WHERE {where};
+
+-- name: list_indexes
+SELECT indexname FROM pg_indexes
+WHERE schemaname = current_schema() AND tablename = 'gateway_records'
+  AND (indexname LIKE 'gateway\_ix\_%%' OR indexname LIKE 'gateway\_ux\_%%');
+
+-- name: create_index
+CREATE {unique} INDEX IF NOT EXISTS {name} ON gateway_records ({expression}) WHERE type = {type};
+
+-- name: drop_index
+DROP INDEX IF EXISTS {name};
+
+-- name: upsert_runs
+INSERT INTO gateway_runs (id, workflow, status, started_at, data) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    workflow = excluded.workflow, status = excluded.status,
+    started_at = excluded.started_at, data = excluded.data;
+
+-- name: get_run
+SELECT data FROM gateway_runs WHERE id = %s;
+
+-- name: list_runs
+SELECT data FROM gateway_runs
+WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: purge_runs
+DELETE FROM gateway_runs
+WHERE (status <> 'failed' AND started_at < %s) OR (status = 'failed' AND started_at < %s);

@@ -1,0 +1,63 @@
+-- Named query blocks for the SQLite backend. `{placeholders}` are filled with identifiers
+-- and expressions built by the backend (never with values); values are always bound.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS gateway_migrations (
+    name       TEXT PRIMARY KEY,
+    applied_at TEXT NOT NULL
+);
+
+-- name: applied_migrations
+SELECT name FROM gateway_migrations ORDER BY name;
+
+-- name: record_migration
+INSERT INTO gateway_migrations (name, applied_at) VALUES (?, ?);
+
+-- name: create_record
+INSERT INTO gateway_records (id, type, data, created_at, modified_at, created_by)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: get_record
+SELECT id, type, data, created_at, modified_at, created_by
+FROM gateway_records WHERE id = ? AND type = ?;
+
+-- name: update_record
+UPDATE gateway_records SET data = ?, modified_at = ? WHERE id = ?;
+
+-- name: delete_record
+DELETE FROM gateway_records WHERE id = ? AND type = ?;
+
+-- name: search_records
+SELECT id, type, data, created_at, modified_at, created_by
+FROM gateway_records WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?;
+
+-- name: count_records
+SELECT count(*) FROM gateway_records WHERE {where};
+
+-- name: list_indexes
+SELECT name FROM sqlite_master
+WHERE type = 'index' AND tbl_name = 'gateway_records' AND (name LIKE 'gateway\_ix\_%' ESCAPE '\' OR name LIKE 'gateway\_ux\_%' ESCAPE '\');
+
+-- name: create_index
+CREATE {unique} INDEX IF NOT EXISTS {name} ON gateway_records ({expression}) WHERE type = {type};
+
+-- name: drop_index
+DROP INDEX IF EXISTS {name};
+
+-- name: upsert_run
+INSERT INTO gateway_runs (id, workflow, status, started_at, data) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    workflow = excluded.workflow, status = excluded.status,
+    started_at = excluded.started_at, data = excluded.data;
+
+-- name: get_run
+SELECT data FROM gateway_runs WHERE id = ?;
+
+-- name: list_runs
+SELECT data FROM gateway_runs
+WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR started_at >= ?3)
+ORDER BY started_at DESC, id DESC LIMIT ?4;
+
+-- name: purge_runs
+DELETE FROM gateway_runs
+WHERE (status <> 'failed' AND started_at < ?) OR (status = 'failed' AND started_at < ?);
