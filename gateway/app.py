@@ -18,7 +18,7 @@ from gateway.interpreter import Clock, Interpreter, utc_now
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.settings import with_environment
-from gateway.storage import FieldSpec, Storage, TypeSpec, open_storage
+from gateway.storage import Storage, TypeSpec, open_storage
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 
@@ -51,9 +51,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
 
 
 def storage_types(registry: Registry) -> list[TypeSpec]:
-    return [TypeSpec(t.name, {f.name: FieldSpec(f.name, f.type, f.list, f.unique, f.indexed,
-                                                f.default) for f in t.fields.values()})
-            for t in registry.data_types.values()]
+    return list(registry.data_types.values())
 
 
 def config_paths() -> Sequence[Path]:

@@ -78,7 +78,7 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
-def _record_id(value: Any) -> str:
+def record_id(value: Any) -> str:
     # A record arrives as its id; whether the record exists is checked against the store.
     if isinstance(value, dict) and isinstance(value.get("_id"), str):
         return str(value["_id"])
@@ -95,7 +95,7 @@ CONVERTERS: dict[str, Convert] = {
 
 def converter(type_name: str) -> Convert:
     """The converter for a declared type (a data type's name converts to a record id)."""
-    return CONVERTERS.get(type_name, _record_id)
+    return CONVERTERS.get(type_name, record_id)
 
 
 def _listed(convert: Convert) -> Convert:

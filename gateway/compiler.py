@@ -21,19 +21,19 @@ from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.coercion import compile_coercer, converter
 from gateway.errors import Diagnostic
-from gateway.model import SCALAR_TYPES, DataType, Field, Param, Registry, Step, Workflow
+from gateway.model import SCALAR_TYPES, Param, Registry, Step, Workflow
 from gateway.settings import Settings, from_document
 from gateway.source import Document
+from gateway.storage.interface import SYSTEM_KEYS, FieldSpec, TypeSpec
 from gateway.templating import Compiled
 
 STEP_KEYS = frozenset({"id", "action", "only_when", "on_error", "description"})
-BUILTIN_TYPES = {"user": DataType("user", {"email": Field("email", "text", unique=True)})}
+BUILTIN_TYPES = {"user": TypeSpec("user", {"email": FieldSpec("email", "text", unique=True)})}
 _NAMES = {
     "api_workflow": frozenset({"params", "steps", "now", "current_user", "request", "secrets",
                                "run"}),
     "custom_event": frozenset({"params", "steps", "now", "current_user", "secrets", "run"}),
 }
-_RECORD_KEYS = ("_id", "_type", "created_at", "modified_at", "created_by")
 
 
 @dataclass(slots=True)
@@ -66,7 +66,7 @@ class Compiler:
         self.codegen = codegen
         self.diagnostics: list[Diagnostic] = []
         self.settings = Settings()
-        self.data_types: dict[str, DataType] = dict(BUILTIN_TYPES)
+        self.data_types: dict[str, TypeSpec] = dict(BUILTIN_TYPES)
         self.pending: dict[tuple[str, str], _Pending] = {}
 
     def error(self, doc: Document, pointer: str, code: str, message: str, *,
@@ -104,14 +104,13 @@ class Compiler:
                 self._duplicate(doc, seen[name], "data type", name)
                 continue
             seen[name] = doc
-            fields = {key: Field(key, spec["type"], spec.get("list", False),
-                                 spec.get("unique", False), spec.get("indexed", False),
-                                 spec.get("default"))
+            fields = {key: FieldSpec(key, spec["type"], spec.get("list", False),
+                                     spec.get("unique", False), spec.get("indexed", False),
+                                     spec.get("default"))
                       for key, spec in doc.data.get("fields", {}).items()}
             base = BUILTIN_TYPES.get(name)
             merged = {**(base.fields if base else {}), **fields}
-            line = doc.locate("")[0]
-            self.data_types[name] = DataType(name, merged, doc.file, line)
+            self.data_types[name] = TypeSpec(name, merged)
         for name, doc in seen.items():
             for key, spec in doc.data.get("fields", {}).items():
                 self._check_type(doc, ptr.join("/fields", key, "type"), spec["type"])
@@ -348,9 +347,56 @@ class Compiler:
                            f"the declared return '{param.name}' is missing")
 
 
+    def _check_record(self, scope: _Scope, unit: _Pending, base: str,
+                      args: Mapping[str, Any]) -> None:
+        name = args.get("type", "")
+        spec = self.data_types.get(name)
+        if spec is None:
+            self.error(scope.doc, base + "/type", "ref.unknown-type",
+                       f"unknown data type '{name}'" + _suggest(name, self.data_types))
+            return
+        fields = args.get("fields") or {}
+        for key, value in fields.items() if isinstance(fields, dict) else ():
+            pointer = ptr.join(base, "fields", key)
+            if self._known_field(scope, spec, pointer, key, system=False):
+                field = spec.fields[key]
+                self._check_value(scope.doc, pointer, value, field.type, field.list)
+        for index, item in enumerate(args.get("constraints") or []):
+            self._check_constraint(scope, spec, f"{base}/constraints/{index}", item)
+        for index, item in enumerate(args.get("sort") or []):
+            self._known_field(scope, spec, f"{base}/sort/{index}/key", item["key"], system=True)
+
+    def _known_field(self, scope: _Scope, spec: TypeSpec, pointer: str, key: str, *,
+                     system: bool) -> bool:
+        if key in spec.fields or (system and key in SYSTEM_KEYS):
+            return True
+        self.error(scope.doc, pointer, "ref.unknown-field",
+                   f"data type '{spec.name}' has no field '{key}'" + _suggest(key, spec.fields),
+                   key=pointer.split("/")[-2] == "fields")
+        return False
+
+    def _check_constraint(self, scope: _Scope, spec: TypeSpec, pointer: str,
+                          item: Mapping[str, Any]) -> None:
+        key, kind = item["key"], item["constraint"]
+        if not self._known_field(scope, spec, pointer + "/key", key, system=True):
+            return
+        field = spec.fields.get(key)
+        if field is None:
+            return
+        if kind in ("contains", "not_contains") and not field.list:
+            self.error(scope.doc, pointer + "/constraint", "constraint.mismatch",
+                       f"'{kind}' applies to list fields; '{key}' is not a list")
+        elif kind == "text_contains" and field.type != "text":
+            self.error(scope.doc, pointer + "/constraint", "constraint.mismatch",
+                       f"'text_contains' applies to text fields; '{key}' is {field.type}")
+
+
+_RECORD_ACTIONS = ("create_thing", "make_changes", "make_changes_to_list", "delete_thing",
+                   "delete_list", "get_thing", "search")
 _ACTION_CHECKS: dict[str, Callable[..., None]] = {
     "trigger_event": Compiler._check_trigger,
     "return_data": Compiler._check_return,
+    **{action: Compiler._check_record for action in _RECORD_ACTIONS},
 }
 
 

@@ -32,6 +32,8 @@ from gateway.model import Workflow
 from gateway.templating import dumps
 
 PREFIX = "/api/1.1/wf"
+# Every method reaches the endpoint, which answers a wrong one with the JSON 405.
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON = "application/json"
 log = logging.getLogger("gateway.http")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -180,10 +182,10 @@ def routes(interpreter: Interpreter) -> list[BaseRoute]:
     limit = interpreter.registry.settings.max_body_bytes
     found: list[BaseRoute] = [
         Route(f"{PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, limit),
-              methods=None, name=f"wf:{wf.name}")
+              methods=ALL_METHODS, name=f"wf:{wf.name}")
         for wf in interpreter.registry.exposed()
     ]
-    found.append(Route(PREFIX + "/{name:path}", not_found, methods=None))
+    found.append(Route(PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
     return found
 
 

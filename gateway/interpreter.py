@@ -72,6 +72,7 @@ class Interpreter:
         now = self.clock()
         ctx = RunContext(run_id=new_run_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
+                         data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
         started = time.perf_counter()
         params: dict[str, Any] = {}

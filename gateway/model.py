@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.settings import Settings
+from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
 if TYPE_CHECKING:
@@ -36,26 +37,6 @@ class Param:
 
     def describe(self) -> str:
         return f"list of {self.type}" if self.list else self.type
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A field of a data type."""
-
-    name: str
-    type: str
-    list: bool = False
-    unique: bool = False
-    indexed: bool = False
-    default: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class DataType:
-    name: str
-    fields: Mapping[str, Field]
-    file: str = ""
-    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +79,7 @@ class Registry:
 
     workflows: Mapping[str, Workflow] = field(default_factory=dict)
     events: Mapping[str, Workflow] = field(default_factory=dict)
-    data_types: Mapping[str, DataType] = field(default_factory=dict)
+    data_types: Mapping[str, TypeSpec] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     files: tuple[str, ...] = ()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.actions import flow
+from gateway.actions import flow, records
 from gateway.model import Execute
 
-ACTIONS: dict[str, Execute] = {**flow.ACTIONS}
+ACTIONS: dict[str, Execute] = {**flow.ACTIONS, **records.ACTIONS}

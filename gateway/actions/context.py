@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.storage import Storage
+    from gateway.storage.interface import Storage, TypeSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,7 @@ class RunContext:
     now: datetime
     call_event: CallEvent
     storage: Storage | None = None
+    data_types: Mapping[str, TypeSpec] = field(default_factory=dict)
     identity: Identity = ANONYMOUS
     ignore_privacy_rules: bool = False
     depth: int = 0

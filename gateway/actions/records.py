@@ -1,0 +1,150 @@
+"""Record actions: `create_thing`, `make_changes`, `make_changes_to_list`, `delete_thing`,
+`delete_list`, `get_thing` and `search`.
+
+Values are checked against the declared field types before they reach the store; a record
+reference may be given as an id or as the record itself (the result of an earlier step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.actions.context import RunContext
+from gateway.coercion import converter, record_id as coerce_record_id
+from gateway.errors import RunError, ValidationError
+from gateway.model import Execute
+from gateway.storage.interface import (
+    SYSTEM_KEYS,
+    Constraint,
+    FieldSpec,
+    SortKey,
+    Storage,
+    TypeSpec,
+)
+
+_LIST_CONSTRAINTS = frozenset({"in", "not_in"})
+_VALUELESS = frozenset({"is_empty", "is_not_empty"})
+
+
+def _storage(ctx: RunContext) -> Storage:
+    if ctx.storage is None:
+        raise RunError("no database is configured for this run")
+    return ctx.storage
+
+
+def _type(ctx: RunContext, name: str) -> TypeSpec:
+    spec = ctx.data_types.get(name)
+    if spec is None:
+        raise RunError(f"unknown data type '{name}'")
+    return spec
+
+
+def record_id(value: Any) -> str:
+    """An id from an id or a record."""
+    try:
+        return coerce_record_id(value)
+    except ValueError as exc:
+        raise RunError(f"expected a record or a record id, got {value!r}") from exc
+
+
+def check_value(spec: TypeSpec, key: str, value: Any) -> Any:
+    """`value` converted to field `key`'s declared type; None clears a field."""
+    field = spec.fields.get(key)
+    if field is None:
+        raise ValidationError(f"data type '{spec.name}' has no field '{key}'")
+    if value is None:
+        return [] if field.list else None
+    convert = converter(field.type)
+    try:
+        if field.list:
+            if not isinstance(value, list):
+                raise ValueError
+            return [convert(item) for item in value]
+        return convert(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        shown = f"list of {field.type}" if field.list else field.type
+        raise ValidationError(
+            f"invalid value for field {key} of {spec.name} (must be {shown}): {value!r}") from exc
+
+
+def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: check_value(spec, key, value) for key, value in fields.items()}
+
+
+async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
+    spec = _type(ctx, args["type"])
+    defaults = {f.name: f.default for f in spec.fields.values() if f.default is not None}
+    fields = {**defaults, **check_fields(spec, args.get("fields") or {})}
+    return await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)
+
+
+async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
+    spec = _type(ctx, args["type"])
+    fields = check_fields(spec, args.get("fields") or {})
+    return await _storage(ctx).update(spec.name, record_id(args["thing"]), fields)
+
+
+async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _type(ctx, args["type"])
+    fields = check_fields(spec, args.get("fields") or {})
+    ids = [record_id(thing) for thing in _things(args["things"])]
+    return await _storage(ctx).update_many(spec.name, ids, fields)
+
+
+async def delete_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
+    deleted = await _storage(ctx).delete(_type(ctx, args["type"]).name, record_id(args["thing"]))
+    return {"deleted": deleted}
+
+
+async def delete_list(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
+    ids = [record_id(thing) for thing in _things(args["things"])]
+    count = await _storage(ctx).delete_many(_type(ctx, args["type"]).name, ids)
+    return {"deleted": count}
+
+
+async def get_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any] | None:
+    if args.get("id") in (None, ""):
+        return None
+    return await _storage(ctx).get(_type(ctx, args["type"]).name, record_id(args["id"]))
+
+
+async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
+    spec = _type(ctx, args["type"])
+    constraints = [_constraint(spec, c) for c in args.get("constraints") or []]
+    sort = [SortKey(s["key"], bool(s.get("descending", False))) for s in args.get("sort") or []]
+    limit = args.get("limit")
+    page = await _storage(ctx).search(spec.name, constraints, sort,
+                                      None if limit is None else int(limit),
+                                      args.get("cursor") or None)
+    return {"results": page.results, "count": page.count, "remaining": page.remaining,
+            "cursor": page.cursor}
+
+
+def _things(value: Any) -> list[Any]:
+    if isinstance(value, dict) and isinstance(value.get("results"), list):
+        return list(value["results"])  # the result of a search step
+    if isinstance(value, list):
+        return value
+    raise RunError(f"expected a list of records or ids, got {value!r}")
+
+
+def _constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
+    key, kind, value = raw["key"], raw["constraint"], raw.get("value")
+    if kind in _VALUELESS or key in SYSTEM_KEYS or key not in spec.fields:
+        return Constraint(key, kind, value)
+    field = spec.fields[key]
+    element = TypeSpec(spec.name, {key: FieldSpec(key, field.type)})
+    if kind in _LIST_CONSTRAINTS:
+        items = value if isinstance(value, list) else [value]
+        return Constraint(key, kind, [check_value(element, key, item) for item in items])
+    if kind == "text_contains":
+        return Constraint(key, kind, str(value))
+    return Constraint(key, kind, check_value(element, key, value))
+
+
+ACTIONS: dict[str, Execute] = {
+    "create_thing": create_thing, "make_changes": make_changes,
+    "make_changes_to_list": make_changes_to_list, "delete_thing": delete_thing,
+    "delete_list": delete_list, "get_thing": get_thing, "search": search,
+}
