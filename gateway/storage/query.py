@@ -81,7 +81,8 @@ def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tupl
         return _compile_in(term, c.value, negate=kind == "not_in")
     if kind in ("contains", "not_contains"):
         sql, params = dialect.contains(term, c.value)
-        return (sql if kind == "contains" else f"NOT {sql}"), params
+        # A missing field makes the test NULL; "does not contain" must then be true.
+        return (sql if kind == "contains" else f"NOT coalesce({sql}, false)"), params
     if kind == "text_contains":
         return dialect.text_contains(term, str(c.value))
     value = term.convert(c.value)

@@ -1,0 +1,113 @@
+"""Shared fixtures: real storage on a fresh SQLite file or a fresh PostgreSQL database.
+
+PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL points at a server (CI sets it); each
+test gets its own database cloned from `gateway_test_template`, which is migrated once and
+rebuilt only when the migrations change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from gateway.storage import Storage, TypeSpec, open_storage
+from gateway.storage.sqlfile import migrations
+
+POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
+TEMPLATE = "gateway_test_template"
+_TEMPLATE_LOCK = 7245623002
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _migrations_digest() -> str:
+    text = "\0".join(f"{m.name}\0{m.sql}" for m in migrations("postgresql"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _template_is_current(admin: psycopg.Connection, digest: str) -> bool:
+    row = admin.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (TEMPLATE,),
+    ).fetchone()
+    return row is not None and row[0] == digest
+
+
+async def _migrate(url: str) -> None:
+    storage = open_storage(url)
+    await storage.open()
+    await storage.close()
+
+
+def _build_template(admin: psycopg.Connection, url: str, digest: str) -> None:
+    admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    asyncio.run(_migrate(_with_database(url, TEMPLATE)))
+    admin.execute(f"COMMENT ON DATABASE {TEMPLATE} IS '{digest}'")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The server's admin URL, with the template database migrated and current."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
+    digest = _migrations_digest()
+    with psycopg.connect(url, autocommit=True) as admin:
+        # Several test runs may share the server: one of them (re)builds the template.
+        admin.execute("SELECT pg_advisory_lock(%s)", (_TEMPLATE_LOCK,))
+        try:
+            if not _template_is_current(admin, digest):
+                _build_template(admin, url, digest)
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", (_TEMPLATE_LOCK,))
+    yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    name = f"gateway_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    try:
+        yield _with_database(postgres_server, name)
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for an empty database of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def storage_types() -> Sequence[TypeSpec]:
+    """The data types `storage` is opened with; override it in a test module."""
+    return ()
+
+
+@pytest.fixture
+async def storage(storage_url: str, storage_types: Sequence[TypeSpec]) -> AsyncIterator[Storage]:
+    """An opened storage on a fresh database, for each backend."""
+    store = open_storage(storage_url)
+    await store.open(storage_types)
+    try:
+        yield store
+    finally:
+        await store.close()
