@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,10 +19,13 @@ from gateway import http
 from gateway.interpreter import Clock, Interpreter, utc_now
 from gateway.loader import load
 from gateway.model import Registry
-from gateway.settings import with_environment
+from gateway.errors import GatewayError
+from gateway.settings import Settings, with_environment
 from gateway.storage import Storage, TypeSpec, open_storage
 
 CONFIG_ENV = "GATEWAY_CONFIG"
+PURGE_INTERVAL = 3600.0
+log = logging.getLogger("gateway")
 
 
 def create_app(registry: Registry, storage: Storage | None = None,
@@ -31,23 +36,51 @@ def create_app(registry: Registry, storage: Storage | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if storage is not None:
-            await storage.open(storage_types(registry))
+        if storage is None:
+            yield
+            return
+        await storage.open(storage_types(registry))
+        retention = asyncio.create_task(purge_runs_forever(storage, registry.settings, clock))
         try:
             yield
         finally:
-            if storage is not None:
-                await storage.close()
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+            await storage.close()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), *http.routes(interpreter)]
+    async def readyz(request: Request) -> Response:
+        try:
+            if storage is not None:
+                await storage.get("user", "0x0")
+        except GatewayError as exc:
+            return JSONResponse({"status": "unavailable", "reason": exc.message}, 503)
+        return JSONResponse({"status": "ready", "workflows": len(registry.workflows)})
+
+    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz),
+                               *http.routes(interpreter)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: http.http_exception, Exception: http.server_error})
     app.state.registry = registry
     app.state.interpreter = interpreter
     return app
+
+
+async def purge_runs_forever(storage: Storage, settings: Settings, clock: Clock,
+                             every: float = PURGE_INTERVAL) -> None:
+    """Delete runs past their retention, in the background, once an interval."""
+    while True:
+        try:
+            deleted = await storage.purge_runs(clock(), settings.run_retention,
+                                               settings.failed_run_retention)
+            if deleted:
+                log.info("deleted %d run(s) past their retention", deleted)
+        except GatewayError as exc:
+            log.warning("could not purge old runs: %s", exc.message)
+        await asyncio.sleep(every)
 
 
 def storage_types(registry: Registry) -> list[TypeSpec]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import uvicorn
@@ -21,13 +22,15 @@ from gateway.actions.context import ADMIN
 from gateway.app import CONFIG_ENV, storage_types
 from gateway.diagnostics import render_json, render_text
 from gateway.http import PREFIX, reply_response
-from gateway.interpreter import Interpreter
+from gateway.interpreter import Interpreter, utc_now
 from gateway.loader import check, discover
 from gateway.model import Registry
-from gateway.settings import Settings, with_environment, with_flags
-from gateway.storage import open_storage
+from gateway.settings import Settings, parse_duration, with_environment, with_flags
+from gateway.storage import Storage, open_storage
+from gateway.templating import dumps, json_default
 
 DEFAULT_CONFIG = Path("workflows.d")
+T = TypeVar("T")
 
 config_option = click.option(
     "--config", "config", type=click.Path(path_type=Path), multiple=True,
@@ -92,6 +95,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     paths = list(config) or [DEFAULT_CONFIG]
     registry = _load_or_exit(paths)
     settings = _settled(registry, host=host, port=port, workers=workers, database=database)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
@@ -142,13 +146,9 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
 
 
 async def _run_once(registry: Registry, name: str, params: dict[str, Any]) -> tuple[int, str, str]:
-    storage = open_storage(registry.settings.database)
-    await storage.open(storage_types(registry))
-    try:
-        result = await Interpreter(registry, storage).run(
-            registry.workflows[name], params, source="cli", identity=ADMIN)
-    finally:
-        await storage.close()
+    interpreter = Interpreter(registry, open_storage(registry.settings.database))
+    result = await _with_store(interpreter.storage, registry, lambda s: interpreter.run(
+        registry.workflows[name], params, source="cli", identity=ADMIN))
     response = reply_response(result)
     return response.status_code, bytes(response.body).decode(), result.run_id
 
@@ -176,3 +176,97 @@ def print_schema() -> None:
       gateway schema > gateway.schema.json
     """
     click.echo(json.dumps(schema.schema_document(), indent=2))
+
+
+def _store_of(config: tuple[Path, ...], database: str | None) -> tuple[Registry, Storage]:
+    registry = _load_or_exit(config)
+    settings = _settled(registry, database=database)
+    return registry, open_storage(settings.database)
+
+
+@main.group()
+def runs() -> None:
+    """Inspect the run log: every run, its status, steps and reasons."""
+
+
+@runs.command("list")
+@click.option("--workflow", "-w", default=None, help="Only runs of this workflow.")
+@click.option("--status", type=click.Choice(["success", "failed", "not_run", "rejected"]),
+              default=None, help="Only runs with this status.")
+@click.option("--since", default=None, metavar="DURATION",
+              help="Only runs started within this long (e.g. 30m, 1h, 7d).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@config_option
+@database_option
+def runs_list(workflow: str | None, status: str | None, since: str | None, limit: int,
+              as_json: bool, config: tuple[Path, ...], database: str | None) -> None:
+    """List recent runs, newest first.
+
+    \b
+    Example:
+      gateway runs list --workflow create-lead --status failed --since 1h
+    """
+    try:
+        cutoff = utc_now() - parse_duration(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    registry, storage = _store_of(config, database)
+    found = asyncio.run(_with_store(storage, registry, lambda s: s.list_runs(
+        workflow=workflow, status=status, since=cutoff, limit=limit)))
+    for item in found:
+        if as_json:
+            click.echo(dumps(item))
+            continue
+        error = item.get("error") or {}
+        click.echo(f"{item['id']}  {item['started_at']:%Y-%m-%d %H:%M:%S}  "
+                   f"{item['status']:<8} {item['duration_ms']:>9.2f} ms  {item['workflow']}"
+                   + (f"  {error.get('code')}: {error.get('message')}" if error else ""))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@config_option
+@database_option
+def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> None:
+    """Show one run: parameters (secrets redacted), result, error and every step.
+
+    \b
+    Example:
+      gateway runs show 1732406400000x123456789012345678
+    """
+    registry, storage = _store_of(config, database)
+    found = asyncio.run(_with_store(storage, registry, lambda s: s.get_run(run_id)))
+    if found is None:
+        click.echo(f"no run with id {run_id}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(found, default=json_default, indent=2, ensure_ascii=False))
+
+
+@main.group()
+def db() -> None:
+    """Manage the built-in database."""
+
+
+@db.command("upgrade")
+@config_option
+@database_option
+def db_upgrade(config: tuple[Path, ...], database: str | None) -> None:
+    """Apply pending schema migrations (the server also applies them at start).
+
+    \b
+    Example:
+      gateway db upgrade --database postgresql://gateway@db.internal/gateway
+    """
+    registry, storage = _store_of(config, database)
+    applied = asyncio.run(_with_store(storage, registry, lambda s: s.migrate()))
+    click.echo("\n".join(f"applied {name}" for name in applied) or "already up to date")
+
+
+async def _with_store(storage: Storage, registry: Registry,
+                      work: Callable[[Storage], Awaitable[T]]) -> T:
+    await storage.open(storage_types(registry))
+    try:
+        return await work(storage)
+    finally:
+        await storage.close()
