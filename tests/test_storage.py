@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 import pytest
 
 from gateway.errors import DuplicateError, RecordNotFoundError, ValidationError
 from gateway.storage import Constraint, FieldSpec, SortKey, Storage, TypeSpec, open_storage
+from gateway.storage.postgresql_dialect import PostgresDialect
+from gateway.storage.query import compile_order, compile_where
+from gateway.storage.sqlfile import queries
+from gateway.storage.sqlite_dialect import SqliteDialect
 
 LEAD = TypeSpec(
     "lead",
@@ -286,3 +292,34 @@ async def test_record_run_never_raises(storage: Storage) -> None:
     logged = await storage.get_run("odd")
     assert logged is not None and logged["params"]["x"].startswith("<object")
     assert logged["started_at"].tzinfo is not None
+
+
+def explain(storage: Storage, constraint: Constraint, sort: list[SortKey]) -> str:
+    backend = storage.url.partition(":")[0]
+    dialect = SqliteDialect() if backend == "sqlite" else PostgresDialect()
+    where = compile_where(dialect, LEAD, "lead", [constraint])
+    sql = queries(backend)["search_records"].format(where=where.sql, order=compile_order(dialect, LEAD, sort))
+    if backend == "sqlite":
+        with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", [*where.params, 10, 0]).fetchall()
+            return "\n".join(str(row[3]) for row in rows)
+    with psycopg.connect(storage.url) as conn:
+        conn.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway
+        rows = conn.execute(f"EXPLAIN {sql}".encode(), [*where.params, *where.params, 10, 0]).fetchall()
+        return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("constraint", "field"),
+    [
+        (Constraint("name", "equals", "n3"), "name"),
+        (Constraint("score", "greater_than", 40), "score"),
+        (Constraint("due", "less_than", T0), "due"),
+    ],
+)
+async def test_searches_on_indexed_fields_use_their_index(storage: Storage, constraint: Constraint, field: str) -> None:
+    for i in range(50):
+        await storage.create("lead", {"name": f"n{i}", "score": i, "due": T0 + timedelta(days=i - 25)})
+    plan = explain(storage, constraint, [SortKey(field)])
+    assert f"gateway_ix_lead_{field}_" in plan, plan
+    assert "SCAN" not in plan and "Seq Scan" not in plan, plan

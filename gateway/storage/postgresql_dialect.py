@@ -61,3 +61,6 @@ class PostgresDialect:
             return f"({term.expr} IS NULL OR {term.expr}::text = '')"
         value = f"(data->'{term.field}')"
         return f"({value} IS NULL OR {value} IN ('null'::jsonb, '\"\"'::jsonb, '[]'::jsonb))"
+
+    def index_columns(self, expr: str) -> str:
+        return expr

@@ -43,6 +43,7 @@ class Dialect(Protocol):
     def contains(self, term: Term, value: Any) -> tuple[str, list[Any]]: ...
     def text_contains(self, term: Term, value: str) -> tuple[str, list[Any]]: ...
     def is_empty(self, term: Term) -> str: ...
+    def index_columns(self, expr: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ def index_definitions(dialect: Dialect, spec: TypeSpec) -> list[IndexDef]:
     for field in spec.fields.values():
         if field.list or not (field.unique or field.indexed):
             continue
-        expression = dialect.term(spec, field.name).expr
+        expression = dialect.index_columns(dialect.term(spec, field.name).expr)
         kind = "ux" if field.unique else "ix"
         digest = hashlib.sha1(f"{spec.name}\0{field.name}\0{kind}\0{expression}".encode())
         name = f"gateway_{kind}_{_slug(spec.name)}_{_slug(field.name)}_{digest.hexdigest()[:10]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from gateway.storage.sqlfile import migrations, queries
 from gateway.storage.sqlite_dialect import LOWER_FUNCTION, SqliteDialect, fold
 from gateway.storage.writer import Writer
 
+_OUR_INDEX = re.compile(r"INDEX gateway_[iu]x_|PRIMARY KEY")
 Row = tuple[str, str, str, str, str, str | None]
 Q = queries("sqlite")
 _DIALECT = SqliteDialect()
@@ -209,7 +211,7 @@ class SqliteStorage:
         if quick is None:
             plan = self._reader_connection().execute(f"EXPLAIN QUERY PLAN {sql}", params)
             details = [str(row[3]) for row in plan.fetchall()]
-            quick = self._quick[sql] = all(_quick_step(d) for d in details)
+            quick = self._quick[sql] = _is_quick_plan(details)
         return quick
 
     # --- the run log ---------------------------------------------------------------------
@@ -252,11 +254,18 @@ class SqliteStorage:
             raise self._translate(exc) from exc
 
 
-def _quick_step(detail: str) -> bool:
-    if detail.startswith("SCAN") or "TEMP B-TREE" in detail:
-        return False
-    if detail.startswith("SEARCH"):
-        return any(f" INDEX gateway_{kind}_" in detail for kind in ("ix", "ux")) or "PRIMARY KEY" in detail
+def _is_quick_plan(details: list[str]) -> bool:
+    """True when every table access seeks one of our field indexes (or the primary key).
+
+    Sorting the matches is tolerated after an equality seek (few rows match a value we
+    index for lookups), not after a range seek, which may match most of the type.
+    """
+    equality = any(re.search(r"\(type=\? AND .*=\?\)$", d) for d in details)
+    for detail in details:
+        if detail.startswith("SCAN") or ("TEMP B-TREE" in detail and not equality):
+            return False
+        if detail.startswith("SEARCH") and not _OUR_INDEX.search(detail):
+            return False
     return True
 
 

@@ -56,3 +56,8 @@ class SqliteDialect:
             f"(coalesce(json_type(data, {path}), 'null') = 'null' OR {term.expr} = ''"
             f" OR (json_type(data, {path}) = 'array' AND json_array_length(data, {path}) = 0))"
         )
+
+    def index_columns(self, expr: str) -> str:
+        # `type` leads even though the index is partial on it: without statistics SQLite
+        # would otherwise prefer the (type, created_at) index for `type = ? AND expr > ?`.
+        return f"type, {expr}"

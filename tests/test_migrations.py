@@ -1,0 +1,125 @@
+"""The migrations produce exactly the declared schema, on both backends, and run once.
+
+The declared schema of each backend is kept beside its migrations
+(`gateway/storage/sql/<backend>/schema.txt`); a migration that changes the schema must
+change that file too, which keeps the schema reviewable in one place.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.storage import FieldSpec, Storage, TypeSpec, open_storage
+from gateway.storage.sqlfile import migrations
+
+
+def declared_schema(backend: str) -> list[str]:
+    text = resources.files("gateway.storage").joinpath("sql", backend, "schema.txt").read_text()
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def _squash(sql: str) -> str:
+    return re.sub(r"\s+", " ", sql).strip()
+
+
+def sqlite_schema(path: str, indexes: str = "gateway_records_%") -> list[str]:
+    with sqlite3.connect(path) as conn:
+        lines = []
+        tables = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'gateway%' ORDER BY name"
+        ).fetchall()
+        for (table,) in tables:
+            lines.append(f"table {table}")
+            for _, name, type_, notnull, _, pk in conn.execute(f"PRAGMA table_info({table})"):
+                lines.append(f"column {table}.{name} {type_.lower()}{' not null' if notnull else ''}{' primary key' if pk else ''}")
+        for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'gateway%' ORDER BY name"
+        ):
+            lines.append(f"index {name}: {_squash(sql)}")
+    return lines
+
+
+def postgres_schema(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        lines = []
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name LIKE 'gateway%'"
+            " ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        for table in sorted({row[0] for row in columns}):
+            lines.append(f"table {table}")
+            lines += [f"column {t}.{c} {d}{' not null' if n == 'NO' else ''}" for t, c, d, n in columns if t == table]
+        for name, sql in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND tablename LIKE 'gateway%' ORDER BY indexname"
+        ):
+            lines.append(f"index {name}: {_squash(sql).replace(' public.', ' ')}")
+    return lines
+
+
+def schema_of(storage: Storage) -> list[str]:
+    if storage.url.startswith("sqlite"):
+        return sqlite_schema(storage.url.removeprefix("sqlite:///"))
+    return postgres_schema(storage.url)
+
+
+def backend_of(storage: Storage) -> str:
+    return storage.url.partition(":")[0]
+
+
+async def test_migrations_produce_the_declared_schema(storage: Storage) -> None:
+    assert schema_of(storage) == declared_schema(backend_of(storage))
+
+
+async def test_every_migration_is_recorded_and_migrate_is_idempotent(storage: Storage) -> None:
+    assert await storage.migrate() == []
+    assert await storage.migrate() == []
+    expected = [m.name for m in migrations(backend_of(storage))]
+    assert expected and expected[0] == "0001_initial"
+    if backend_of(storage) == "sqlite":
+        with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as conn:
+            applied = [row[0] for row in conn.execute("SELECT name FROM gateway_migrations ORDER BY name")]
+    else:
+        with psycopg.connect(storage.url) as conn:
+            applied = [row[0] for row in conn.execute("SELECT name FROM gateway_migrations ORDER BY name")]
+    assert applied == expected
+
+
+async def test_a_fresh_sqlite_file_is_migrated_on_open(tmp_path: Path) -> None:
+    store = open_storage(f"sqlite:///{tmp_path / 'fresh.db'}")
+    await store.open()
+    try:
+        assert sqlite_schema(str(tmp_path / "fresh.db")) == declared_schema("sqlite")
+    finally:
+        await store.close()
+
+
+def index_lines(storage: Storage) -> list[str]:
+    return [line for line in schema_of(storage) if re.match(r"index gateway_[iu]x_", line)]
+
+
+LEAD = TypeSpec("lead", {"email": FieldSpec("email", "text", unique=True), "score": FieldSpec("score", "number", indexed=True)})
+LEAD_CHANGED = TypeSpec("lead", {"email": FieldSpec("email", "text", indexed=True)})
+
+
+async def reopen(url: str, types: list[TypeSpec]) -> list[str]:
+    store = open_storage(url)
+    await store.open(types)
+    await store.close()
+    return index_lines(store)
+
+
+async def test_type_indexes_are_created_refreshed_and_idempotent(storage_url: str) -> None:
+    first = await reopen(storage_url, [LEAD])
+    assert len(first) == 2 and any("UNIQUE" in line and "email" in line for line in first)
+    assert all("WHERE" in line and "'lead'" in line for line in first)  # partial: per type
+    assert await reopen(storage_url, [LEAD]) == first  # idempotent
+    changed = await reopen(storage_url, [LEAD_CHANGED])  # stale indexes are replaced
+    assert len(changed) == 1 and "UNIQUE" not in changed[0] and "email" in changed[0]
