@@ -26,6 +26,7 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    UnauthorizedError,
 )
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Workflow
@@ -156,6 +157,10 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) 
         if request.method != workflow.method:
             return error_response(MethodNotAllowedError(
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
+        if workflow.auth != "none":
+            # No credential can be presented yet, so nothing but `auth: none` may run.
+            return error_response(UnauthorizedError(
+                f"The workflow {workflow.name} requires authentication ({workflow.auth})"))
         try:
             body = await read_body(request, limit)
             raw = await parse_body(request, body) if workflow.method != "GET" else {}
