@@ -15,13 +15,13 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib.abc import Traversable
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError, best_match, relevance
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
@@ -92,16 +92,16 @@ _DISCRIMINATORS: dict[int, tuple[Any, tuple[str, str] | None]] = {}
 def _if(validator: Validator, condition: Any, instance: Any, schema: dict[str, Any]) -> Any:
     """Draft 2020-12 `if`, with the dispatch on `kind` and `action` evaluated directly.
 
-    `{properties: {key: {const: value}}, required: [key]}` holds exactly when the instance is
-    not a mapping or maps `key` to `value`; testing that in Python instead of running a
-    sub-validator per alternative makes checking a document several times faster.
+    `{type: object, properties: {key: {const: value}}, required: [key]}` holds exactly when
+    the instance is a mapping of `key` to `value`; testing that in Python instead of running
+    a sub-validator per alternative makes checking a document about twice as fast.
     """
     test = _discriminator(condition)
     if test is None:
         yield from _PLAIN_IF(validator, condition, instance, schema)
         return
     key, value = test
-    holds = not isinstance(instance, dict) or instance.get(key, _ABSENT) == value
+    holds = isinstance(instance, dict) and instance.get(key, _ABSENT) == value
     branch = "then" if holds else "else"
     if branch in schema:
         yield from validator.descend(instance, schema[branch], schema_path=branch)
@@ -117,7 +117,8 @@ def _discriminator(condition: Any) -> tuple[str, str] | None:
 
 
 def _read_discriminator(condition: Any) -> tuple[str, str] | None:
-    if not isinstance(condition, dict) or condition.keys() != {"properties", "required"}:
+    if not isinstance(condition, dict) or condition.get("type") != "object" \
+            or condition.keys() != {"type", "properties", "required"}:
         return None
     properties, required = condition["properties"], condition["required"]
     if not isinstance(properties, dict) or len(properties) != 1:
@@ -184,15 +185,15 @@ def check(doc: Document) -> list[Diagnostic]:
 
 def diagnose(doc: Document, errors: Iterable[ValidationError]) -> list[Diagnostic]:
     """The diagnostics for a document's validation errors (see `check`)."""
-    errors = list(errors)
-    kind_error = next((error for error in errors if _is_kind_error(error)), None)
+    found = list(errors)
+    kind_error = next((error for error in found if _is_kind_error(error)), None)
     if kind_error is not None:
         # Without a known kind nothing else can be said usefully about the document.
         first = next(_diagnostics(doc, kind_error))
         return [dataclasses.replace(first, code="schema.kind")]
     seen: set[tuple[str, str, str]] = set()
     result: list[Diagnostic] = []
-    for error in errors:
+    for error in found:
         for diagnostic in _diagnostics(doc, _leaf(error)):
             identity = (diagnostic.pointer, diagnostic.code, diagnostic.message)
             if identity not in seen:
@@ -210,10 +211,9 @@ def _is_kind_error(error: ValidationError) -> bool:
 def _leaf(error: ValidationError) -> ValidationError:
     """For anyOf/oneOf, the most relevant error among the alternatives, not all of them."""
     while error.validator in _COMPOSITE and error.context:
-        chosen = best_match(error.context)
-        if chosen is None:
-            break
-        error = chosen
+        chosen = best_match([error])
+        # When alternatives tie, best_match gives up; the first of them is as good as any.
+        error = chosen if chosen is not error else min(error.context, key=relevance)
     return error
 
 

@@ -1,0 +1,437 @@
+"""The JSON Schema of the config, and the diagnostics `gateway.schema.check` makes of it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from gateway import schema
+from gateway.errors import Diagnostic
+from gateway.source import Document, load_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def documents(text: str) -> list[Document]:
+    docs, problems = load_text(textwrap.dedent(text), "config.yaml")
+    assert problems == []
+    return docs
+
+
+def problems(text: str) -> list[tuple[int, int, str, str, str]]:
+    """(line, column, code, pointer, message) of every schema problem in `text`."""
+    found: list[Diagnostic] = []
+    for doc in documents(text):
+        found.extend(schema.check(doc))
+    return [(d.line, d.column, d.code, d.pointer, d.message) for d in found]
+
+
+def subschemas(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object inside `node`, with a pointer to it."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from subschemas(item, f"{where}/{index}")
+    elif isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            if key not in ("const", "enum", "default", "examples"):
+                yield from subschemas(value, f"{where}/{key}")
+
+
+def resolved(node: dict[str, Any]) -> dict[str, Any]:
+    document = schema.schema_document()
+    while "$ref" in node and "description" not in node:
+        node = document["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    return node
+
+
+# --- the schema itself ------------------------------------------------------------------------
+
+
+def test_the_schema_is_valid_draft_2020_12() -> None:
+    document = schema.schema_document()
+    assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(document)
+
+
+def test_a_source_checkout_reads_the_repository_schema() -> None:
+    assert Path(str(schema.schema_source())) == ROOT / "schemas" / "gateway.schema.json"
+
+
+def test_every_property_and_definition_has_a_description() -> None:
+    document = schema.schema_document()
+    undocumented = [
+        f"{where}/properties/{name}"
+        for where, node in subschemas(document)
+        for name, sub in node.get("properties", {}).items()
+        if isinstance(sub, dict) and "description" not in resolved(sub)
+        and where.count("/if") == 0  # dispatch conditions describe nothing
+    ]
+    undocumented += [name for name, sub in document["$defs"].items() if "description" not in sub]
+    assert undocumented == []
+
+
+def test_unknown_keys_are_refused_everywhere() -> None:
+    open_mappings = [
+        where for where, node in subschemas(schema.schema_document())
+        if "properties" in node and "/if" not in where
+        and node.get("additionalProperties") is not False and where not in ("", "/$defs/step")
+    ]
+    # The root and `step` only dispatch: each branch they lead to is closed.
+    assert open_mappings == []
+
+
+def test_every_template_pattern_is_the_one_the_checker_knows() -> None:
+    patterns = {n["pattern"] for _, n in subschemas(schema.schema_document()) if "pattern" in n}
+    for pattern in patterns:
+        re.compile(pattern)
+    assert {p for p in patterns if "{" in p} == {schema.TEMPLATE_PATTERN}
+
+
+def test_codes_list_every_keyword_that_can_fail() -> None:
+    keywords = {
+        key for where, node in subschemas(schema.schema_document()) if "/if" not in where
+        for key in node
+        if not (key == "const" and where.rsplit("/", 1)[-1] in ("kind", "action"))
+    }
+    asserting = keywords & set(Draft202012Validator.VALIDATORS) - {
+        "properties", "items", "allOf", "$ref", "if", "then", "else", "propertyNames",
+    }
+    codes = {"schema." + re.sub(r"(?<!^)([A-Z])", r"-\1", k).lower() for k in asserting}
+    assert codes | {"schema.kind"} == schema.CODES
+
+
+def test_actions_and_kinds_dispatch_to_a_definition_each() -> None:
+    document = schema.schema_document()
+    kinds = document["properties"]["kind"]["enum"]
+    actions = document["$defs"]["step"]["properties"]["action"]["enum"]
+    assert [b["then"]["$ref"] for b in document["allOf"]] == [f"#/$defs/{k}" for k in kinds]
+    assert [b["then"]["$ref"] for b in document["$defs"]["step"]["allOf"]] == [
+        f"#/$defs/step_{a}" for a in actions
+    ]
+    assert "schedule_workflow" not in actions and "recurring_event" not in kinds
+
+
+# --- valid documents --------------------------------------------------------------------------
+
+VALID = """\
+kind: api_workflow
+name: create-lead
+label: Create a lead
+description: From the website form.
+expose: true
+auth: none
+method: POST
+ignore_privacy_rules: false
+only_when: "{{ params.email }}"
+return_200_if_condition_fails: true
+params:
+  name: {type: text, description: Full name}
+  email: {type: text}
+  score: {type: number, optional: true, default: 0}
+  tags: {type: text, list: true, optional: true}
+  source: {type: text, in: query, optional: true}
+  owner: {type: user, optional: true}
+steps:
+  - {id: values, action: set, values: {a: 1}, description: named values}
+  - id: lead
+    action: create_thing
+    type: lead
+    fields: {name: "{{ params.name }}", score: "{{ params.score }}"}
+    only_when: "{{ params.name }}"
+    on_error: continue
+  - {action: make_changes, thing: "{{ steps.lead._id }}", type: lead, fields: {score: 1}}
+  - {action: make_changes_to_list, things: "{{ steps.found.results }}", type: lead, fields: {}}
+  - {action: delete_thing, thing: "{{ steps.lead }}", type: lead}
+  - {action: delete_list, things: [a, b]}
+  - {id: one, action: get_thing, type: lead, thing: "{{ params.id }}"}
+  - id: found
+    action: search
+    type: lead
+    constraints:
+      - {key: email, constraint: equals, value: "{{ params.email }}"}
+      - {key: phone, constraint: is_empty}
+    sort: [{key: score, descending: true}, {key: name, descending: "{{ params.desc }}"}]
+    limit: "{{ params.limit }}"
+    cursor: "{{ params.cursor }}"
+  - {id: norm, action: trigger_event, event: normalize-email, params: {email: x}}
+  - {action: log, message: "hello {{ params.name }}", level: warning, only_when: false}
+  - {action: fail, status: 409, code: DUPLICATE_LEAD, message: exists, only_when: true}
+  - {action: fail, status: "{{ params.status }}", message: templated status}
+  - {action: return_data, text: "a,b", content_type: text/csv, status: 201, headers: {X-A: b}}
+  - {action: return_data, status: "{{ params.status }}"}
+  - {action: return_data, data: {id: "{{ steps.lead._id }}"}}
+  - action: terminate
+---
+kind: custom_event
+name: normalize-email
+label: Normalize
+description: Lowercases an email.
+params: {email: {type: text, list: false, optional: false, default: x, description: e}}
+returns: {email: {type: text, list: false, optional: true, description: the address}}
+steps:
+  - action: return_data
+    data: {email: "{{ params.email | lower }}"}
+---
+kind: data_type
+name: lead
+label: Lead
+description: A prospect.
+fields:
+  name: {type: text, description: Full name}
+  email: {type: text, unique: true, indexed: true}
+  score: {type: number, default: 0}
+  owner: {type: user}
+  tags: {type: text, list: true}
+---
+kind: settings
+database: sqlite:///gateway.db
+secrets: [STRIPE_WEBHOOK_SECRET, SMTP_PASSWORD]
+limits: {max_body_bytes: 1048576, run_timeout: 300s}
+run_log: {retention: 14d, failed_retention: 30d}
+server: {host: 0.0.0.0, port: 8080, workers: 2}
+---
+kind: settings
+database: postgresql://postgres@127.0.0.1/gateway
+limits: {run_timeout: 5m}
+"""
+
+
+def test_a_valid_document_of_every_kind_passes() -> None:
+    docs = documents(VALID)
+    kinds = {doc.data["kind"] for doc in docs}
+    assert kinds == set(schema.schema_document()["properties"]["kind"]["enum"])
+    assert [schema.check(doc) for doc in docs] == [[]] * len(docs)
+
+
+def test_the_valid_documents_use_every_action_and_every_key() -> None:
+    document = schema.schema_document()
+    api = documents(VALID)[0].data
+    used = {step["action"] for step in api["steps"]}
+    assert used == set(document["$defs"]["step"]["properties"]["action"]["enum"])
+    assert set(api) == set(document["$defs"]["api_workflow"]["properties"])
+
+
+# --- invalid documents ------------------------------------------------------------------------
+
+API = "kind: api_workflow\nname: w\nauth: none\n"
+STEP = API + "steps:\n  - "
+
+CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
+    "unknown key, located at the key, with a suggestion": (
+        API + "expsoe: true\nsteps: [{action: terminate}]\n",
+        [(4, 1, "schema.additional-properties", "/expsoe",
+          "unknown key 'expsoe' (did you mean 'expose'?)")],
+    ),
+    "unknown key of a step, nothing close": (
+        STEP + "{action: terminate, colour: red}\n",
+        [(5, 25, "schema.additional-properties", "/steps/0/colour", "unknown key 'colour'")],
+    ),
+    "missing required keys, each named": (
+        "kind: api_workflow\nlabel: x\n",
+        [(1, 1, "schema.required", "", "missing required key 'auth'"),
+         (1, 1, "schema.required", "", "missing required key 'name'"),
+         (1, 1, "schema.required", "", "missing required key 'steps'")],
+    ),
+    "wrong enum": (
+        API + "method: PUTT\nsteps: [{action: terminate}]\n",
+        [(4, 9, "schema.enum", "/method", "'PUTT' is not one of ['GET', 'POST']")],
+    ),
+    "wrong type": (
+        API + "expose: 'yes'\nsteps: [{action: terminate}]\n",
+        [(4, 9, "schema.type", "/expose", "expected a boolean, got 'yes'")],
+    ),
+    "a step that is not a mapping is reported once": (
+        STEP + "terminate\n",
+        [(5, 5, "schema.type", "/steps/0", "expected a mapping, got 'terminate'")],
+    ),
+    "unknown action, with a suggestion": (
+        STEP + "{action: create_thng, type: lead}\n",
+        [(5, 14, "schema.enum", "/steps/0/action",
+          "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
+          "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
+          "'delete_thing', 'delete_list', 'get_thing', 'search'] (did you mean 'create_thing'?)")],
+    ),
+    "an action of a later stage is unknown": (
+        STEP + "{action: schedule_workflow, workflow: w}\n",
+        [(5, 14, "schema.enum", "/steps/0/action",
+          "'schedule_workflow' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
+          "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
+          "'delete_thing', 'delete_list', 'get_thing', 'search']")],
+    ),
+    "missing required key of an action": (
+        STEP + "{action: fail, status: 404}\n",
+        [(5, 5, "schema.required", "/steps/0", "missing required key 'message'")],
+    ),
+    "bad workflow name": (
+        "kind: custom_event\nname: Normalize Email\nsteps: [{action: terminate}]\n",
+        [(2, 7, "schema.pattern", "/name",
+          "'Normalize Email' does not match '^[a-z0-9][a-z0-9_-]*$'")],
+    ),
+    "bad step id": (
+        STEP + "{id: 2nd, action: terminate}\n",
+        [(5, 10, "schema.pattern", "/steps/0/id", "'2nd' does not match '^[a-z_][a-z0-9_]*$'")],
+    ),
+    "bad parameter name, located at the key": (
+        API + "params:\n  e-mail: {type: text}\nsteps: [{action: terminate}]\n",
+        [(5, 3, "schema.pattern", "/params/e-mail",
+          "key 'e-mail' does not match '^[A-Za-z_][A-Za-z0-9_]*$'")],
+    ),
+    "reserved field name": (
+        "kind: data_type\nname: lead\nfields:\n  _id: {type: text}\n",
+        [(4, 3, "schema.pattern", "/fields/_id",
+          "key '_id' is reserved: names starting with '_' are kept for built-in ones")],
+    ),
+    "bad data type name and field type": (
+        "kind: data_type\nname: Lead\nfields:\n  x: {type: Text}\n",
+        [(2, 7, "schema.pattern", "/name", "'Lead' does not match '^[a-z][a-z0-9_]*$'"),
+         (4, 13, "schema.pattern", "/fields/x/type", "'Text' does not match '^[a-z][a-z0-9_]*$'")],
+    ),
+    "a template where a number goes, and a word that is not one": (
+        STEP + "{action: fail, message: m, status: '{{ params.s }}'}\n"
+        "  - {action: fail, message: m, status: often}\n"
+        "  - {action: fail, message: m, status: 302}\n",
+        [(6, 40, "schema.pattern", "/steps/1/status",
+          "expected an integer or a template ('{{ ... }}'), got 'often'"),
+         (7, 40, "schema.minimum", "/steps/2/status", "302 is less than the minimum of 400")],
+    ),
+    "a condition of the wrong type": (
+        API + "only_when: 1\nsteps: [{action: terminate}]\n",
+        [(4, 12, "schema.type", "/only_when",
+          "expected a boolean or a template ('{{ ... }}'), got 1")],
+    ),
+    "data and text together": (
+        STEP + "action: return_data\n    data: {}\n    text: hi\n",
+        [(7, 5, "schema.not", "/steps/0/text", "keys 'data' and 'text' cannot be used together")],
+    ),
+    "content type without text": (
+        STEP + "{action: return_data, data: {}, content_type: text/csv}\n",
+        [(5, 37, "schema.dependent-required", "/steps/0/content_type",
+          "key 'content_type' requires key 'text'")],
+    ),
+    "no steps": (
+        API + "steps: []\n",
+        [(4, 8, "schema.min-items", "/steps", "the list must not be empty")],
+    ),
+    "search constraints, sort and limit": (
+        STEP + "action: search\n    type: lead\n"
+        "    constraints: [{key: a, constraint: equals}, {key: a, constraint: like, value: 1}]\n"
+        "    sort: [{key: a, descending: maybe}]\n    limit: 10001\n",
+        [(7, 19, "schema.required", "/steps/0/constraints/0", "missing required key 'value'"),
+         (7, 70, "schema.enum", "/steps/0/constraints/1/constraint",
+          "'like' is not one of ['equals', 'not_equal', 'is_empty', 'is_not_empty', "
+          "'text_contains', 'greater_than', 'less_than', 'in', 'not_in', 'contains', "
+          "'not_contains']"),
+         (8, 33, "schema.pattern", "/steps/0/sort/0/descending",
+          "expected a boolean or a template ('{{ ... }}'), got 'maybe'"),
+         (9, 12, "schema.maximum", "/steps/0/limit",
+          "10001 is greater than the maximum of 10000")],
+    ),
+    "settings": (
+        "kind: settings\ndatabase: mysql://db\nsecrets: [A, A, lower]\n"
+        "limits: {max_body_bytes: 0, run_timeout: 5 minutes}\n"
+        "server: {port: 70000, hots: x}\n",
+        [(2, 11, "schema.pattern", "/database",
+          "'mysql://db' does not match '^(sqlite:///.+|postgresql://.*)$'"),
+         (3, 10, "schema.unique-items", "/secrets", "'A' is listed more than once"),
+         (3, 17, "schema.pattern", "/secrets/2", "'lower' does not match '^[A-Z_][A-Z0-9_]*$'"),
+         (4, 26, "schema.minimum", "/limits/max_body_bytes", "0 is less than the minimum of 1"),
+         (4, 42, "schema.pattern", "/limits/run_timeout",
+          "'5 minutes' does not match '^[0-9]+(ms|s|m|h|d)$'"),
+         (5, 16, "schema.maximum", "/server/port", "70000 is greater than the maximum of 65535"),
+         (5, 23, "schema.additional-properties", "/server/hots",
+          "unknown key 'hots' (did you mean 'host'?)")],
+    ),
+    "missing kind: nothing else is said": (
+        "name: x\nexpsoe: 1\n",
+        [(1, 1, "schema.kind", "", "missing required key 'kind'")],
+    ),
+    "unknown kind: nothing else is said": (
+        "kind: recurring_event\nname: Nightly\ncron: x\n",
+        [(1, 7, "schema.kind", "/kind",
+          "'recurring_event' is not one of ['api_workflow', 'custom_event', 'settings', "
+          "'data_type']")],
+    ),
+}
+
+
+@pytest.mark.parametrize("text, expected", CASES.values(), ids=list(CASES))
+def test_invalid_documents(text: str, expected: list[tuple[int, int, str, str, str]]) -> None:
+    assert problems(text) == expected
+
+
+def test_each_document_is_judged_on_its_own() -> None:
+    text = "kind: nope\n---\n" + API + "steps: [{action: terminate, x: 1}]\n"
+    assert [(line, code) for line, _, code, _, _ in problems(text)] == [
+        (1, "schema.kind"), (6, "schema.additional-properties")
+    ]
+
+
+def test_alternatives_report_the_most_relevant_error_only() -> None:
+    doc = documents("when: 700\n")[0]
+    alternatives = Draft202012Validator({"properties": {"when": {"anyOf": [
+        {"type": "integer", "maximum": 599}, {"type": "string"}, {"type": "boolean"},
+    ]}}})
+    found = schema.diagnose(doc, alternatives.iter_errors(doc.data))
+    assert found == [Diagnostic("config.yaml", 1, 7, "schema.maximum",
+                                "700 is greater than the maximum of 599", "/when")]
+
+
+def test_the_fast_validator_reports_what_the_plain_one_does() -> None:
+    plain = Draft202012Validator(schema.schema_document())
+    texts = [VALID, *(text for text, _ in CASES.values())]
+
+    def errors(validator: Any, data: Any) -> list[tuple[str, str, str]]:
+        found = validator.iter_errors(data)
+        return sorted((json.dumps(list(e.absolute_path)), e.validator, e.message) for e in found)
+
+    for doc in (doc for text in texts for doc in documents(text)):
+        assert errors(schema.validator(), doc.data) == errors(plain, doc.data)
+
+
+# --- packaging --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project built as a wheel, once per session."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    (built,) = out.glob("*.whl")
+    return built
+
+
+def test_an_installed_package_reads_its_own_copy_of_the_schema(
+    wheel: Path, tmp_path: Path,
+) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        assert "gateway/schemas/gateway.schema.json" in archive.namelist()
+        archive.extractall(tmp_path / "site")
+    probe = (
+        "import gateway.schema as s; print(s.__file__); print(s.schema_source()); "
+        "print(s.schema_document()['$id'])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+    )
+    module, source, identifier = run.stdout.splitlines()
+    site = (tmp_path / "site").resolve()
+    assert Path(module).resolve().is_relative_to(site)
+    assert Path(source).resolve() == site / "gateway" / "schemas" / "gateway.schema.json"
+    assert identifier == schema.schema_document()["$id"]
