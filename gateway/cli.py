@@ -146,8 +146,9 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
 
 
 async def _run_once(registry: Registry, name: str, params: dict[str, Any]) -> tuple[int, str, str]:
-    interpreter = Interpreter(registry, open_storage(registry.settings.database))
-    result = await _with_store(interpreter.storage, registry, lambda s: interpreter.run(
+    storage = open_storage(registry.settings.database)
+    interpreter = Interpreter(registry, storage)
+    result = await _with_store(storage, registry, lambda s: interpreter.run(
         registry.workflows[name], params, source="cli", identity=ADMIN))
     response = reply_response(result)
     return response.status_code, bytes(response.body).decode(), result.run_id

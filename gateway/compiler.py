@@ -111,7 +111,7 @@ class Compiler:
             base = BUILTIN_TYPES.get(name)
             merged = {**(base.fields if base else {}), **fields}
             self.data_types[name] = TypeSpec(name, merged)
-        for name, doc in seen.items():
+        for doc in seen.values():
             for key, spec in doc.data.get("fields", {}).items():
                 self._check_type(doc, ptr.join("/fields", key, "type"), spec["type"])
                 if "default" in spec:

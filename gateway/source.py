@@ -85,9 +85,10 @@ class _Builder:
             return self.mapping(node, pointer)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, ptr.join(pointer, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         return self.scalar(node, pointer)
 
-    def scalar(self, node: yaml.Node, pointer: str) -> Any:
+    def scalar(self, node: yaml.ScalarNode, pointer: str) -> Any:
         if node.tag in _AS_TEXT:
             return node.value
         construct = _SCALARS.get(node.tag)
@@ -129,11 +130,14 @@ class _Builder:
     def key(self, node: yaml.Node, pointer: str) -> str | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
             return str(node.value)
-        text = node.value if isinstance(node, yaml.ScalarNode) else node.id
-        read_as = _SCALARS.get(node.tag)
-        shown = repr(read_as(node)) if isinstance(node, yaml.ScalarNode) and read_as else node.id
-        self.error(node, pointer, "yaml.non-string-key",
-                   f"key {text!r} is not a string (YAML reads it as {shown}); quote it")
+        if isinstance(node, yaml.ScalarNode):
+            read_as = _SCALARS.get(node.tag)
+            shown = repr(read_as(node)) if read_as else node.tag
+            message = f"key {node.value!r} is not a string (YAML reads it as {shown}); quote it"
+        else:
+            kind = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+            message = f"a key must be a string, not {kind}"
+        self.error(node, pointer, "yaml.non-string-key", message)
         return None
 
 

@@ -130,7 +130,8 @@ def compile_source(source: Source) -> Compiled:
     """A function of the scope that evaluates the template."""
     if source.expression is not None:
         expression = ENV.compile_expression(source.expression, undefined_to_none=False)
-        path = [name.strip() for name in source.expression.split(".")] if _DOTTED.match(source.expression) else None
+        dotted = _DOTTED.match(source.expression)
+        path = [name.strip() for name in source.expression.split(".")] if dotted else None
 
         def evaluate(scope: Scope) -> Any:
             if path is not None:
@@ -209,6 +210,7 @@ def references(source: Source) -> References:
     names = frozenset(meta.find_undeclared_variables(source.ast))
     found: list[tuple[str, str, int]] = []
     for node in source.ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, (nodes.Getattr, nodes.Getitem))
         target = node.node
         if not isinstance(target, nodes.Name) or target.ctx != "load":
             continue
