@@ -130,12 +130,15 @@ async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
     except MultiPartException as exc:
         raise MalformedBodyError(f"The multipart body is malformed: {exc.message}") from exc
     items: list[tuple[str, Any]] = []
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            # Files arrive as text until file parameters exist; the data is not lost.
-            items.append((key, (await value.read()).decode("utf-8", "replace")))
-        else:
-            items.append((key, value))
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                # Files arrive as text until file parameters exist; the data is not lost.
+                items.append((key, (await value.read()).decode("utf-8", "replace")))
+            else:
+                items.append((key, value))
+    finally:
+        await form.close()
     return _multi(items)
 
 

@@ -159,13 +159,13 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
             continue
         builder = _Builder(file)
         data = builder.build(node, "")
-        diagnostics.extend(builder.diagnostics)
         if not isinstance(data, dict):
             builder.error(node, "", "yaml.not-a-mapping",
                           "a document must be a mapping with a 'kind' key")
-            diagnostics.extend(builder.diagnostics[-1:])
-            continue
-        documents.append(Document(file, index, data, builder.positions, builder.key_positions))
+        diagnostics.extend(builder.diagnostics)
+        if not builder.diagnostics:
+            # A document with YAML problems goes no further: its data is not what was meant.
+            documents.append(Document(file, index, data, builder.positions, builder.key_positions))
     return documents, diagnostics
 
 

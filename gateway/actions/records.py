@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.actions.context import RunContext
-from gateway.coercion import converter, record_id as coerce_record_id
+from gateway.coercion import converter
+from gateway.coercion import record_id as coerce_record_id
 from gateway.errors import RunError, ValidationError
 from gateway.model import Execute
 from gateway.storage.interface import (
@@ -104,9 +105,9 @@ async def delete_list(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any] | None:
-    if args.get("id") in (None, ""):
+    if args.get("thing") in (None, ""):
         return None
-    return await _storage(ctx).get(_type(ctx, args["type"]).name, record_id(args["id"]))
+    return await _storage(ctx).get(_type(ctx, args["type"]).name, record_id(args["thing"]))
 
 
 async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
