@@ -186,8 +186,6 @@ async def test_multipart_form(echo: httpx.AsyncClient) -> None:
     assert params["tl"] == ["p", "q", "r"]
 
 
-@pytest.mark.xfail(strict=True, reason="http._parse_multipart never closes the parsed form: "
-                   "each uploaded file's SpooledTemporaryFile is left open (ResourceWarning)")
 async def test_multipart_form_with_a_file_part(echo: httpx.AsyncClient) -> None:
     response = await echo.post(
         "/api/1.1/wf/echo", data={"t": "with file"},
