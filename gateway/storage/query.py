@@ -109,18 +109,33 @@ def _compile_in(term: Term, values: Any, negate: bool) -> tuple[str, list[Any]]:
     return f"{term.expr} IN ({marks})", params
 
 
-def compile_order(dialect: Dialect, spec: TypeSpec | None, sort: Sequence[SortKey]) -> str:
+def compile_order(
+    dialect: Dialect, spec: TypeSpec | None, sort: Sequence[SortKey], plain: bool = False
+) -> str:
     """ORDER BY terms; empty values sort last ascending, first descending, on both backends.
 
     The record id breaks ties, so paging with a cursor never repeats or skips a record.
+    `plain` writes each term as `+expr`, which keeps SQLite from walking an index in sort
+    order and filtering, when a seek on a constraint's index is the better plan (SQLite has
+    no statistics to tell the two apart on a fresh file).
     """
+    mark = "+" if plain else ""
     if not sort:
-        return "created_at, id"
+        return f"{mark}created_at, {mark}id"
     terms = [
-        f"{dialect.term(spec, key.key).expr} {'DESC NULLS FIRST' if key.descending else 'ASC NULLS LAST'}"
+        f"{mark}{dialect.term(spec, key.key).expr} {'DESC NULLS FIRST' if key.descending else 'ASC NULLS LAST'}"
         for key in sort
     ]
-    return ", ".join([*terms, "id"])
+    return ", ".join([*terms, f"{mark}id"])
+
+
+def seeks_an_index(spec: TypeSpec | None, constraints: Sequence[Constraint]) -> bool:
+    """True when a constraint can seek a declared field's index (equality or `in`)."""
+    for c in constraints:
+        field = declared(spec, c.key)
+        if field and not field.list and (field.unique or field.indexed) and c.constraint in ("equals", "in"):
+            return True
+    return False
 
 
 def _slug(text: str) -> str:

@@ -23,7 +23,14 @@ from typing import Any
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.storage import codec
 from gateway.storage.interface import Constraint, Page, SortKey, TypeSpec
-from gateway.storage.query import IndexDef, compile_order, compile_where, index_definitions, literal
+from gateway.storage.query import (
+    IndexDef,
+    compile_order,
+    compile_where,
+    index_definitions,
+    literal,
+    seeks_an_index,
+)
 from gateway.storage.sqlfile import migrations, queries
 from gateway.storage.sqlite_dialect import LOWER_FUNCTION, SqliteDialect, fold
 from gateway.storage.writer import Writer
@@ -184,7 +191,7 @@ class SqliteStorage:
     ) -> Page:
         spec = self._types.get(type)
         where = compile_where(_DIALECT, spec, type, constraints)
-        order = compile_order(_DIALECT, spec, sort)
+        order = compile_order(_DIALECT, spec, sort, plain=seeks_an_index(spec, constraints))
         offset = codec.decode_cursor(cursor)
         select = Q["search_records"].format(where=where.sql, order=order)
         count = Q["count_records"].format(where=where.sql)
