@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from gateway.storage import FieldSpec, Storage, TypeSpec, open_storage
 from gateway.storage.sqlfile import migrations
@@ -28,19 +27,24 @@ def _squash(sql: str) -> str:
     return re.sub(r"\s+", " ", sql).strip()
 
 
-def sqlite_schema(path: str, indexes: str = "gateway_records_%") -> list[str]:
+_SQLITE_OBJECTS = (
+    "SELECT name, sql FROM sqlite_master WHERE type = ? AND name LIKE 'gateway%' ORDER BY name"
+)
+
+
+def _sqlite_column(table: str, name: str, type_: str, notnull: int, pk: int) -> str:
+    flags = (" not null" if notnull else "") + (" primary key" if pk else "")
+    return f"column {table}.{name} {type_.lower()}{flags}"
+
+
+def sqlite_schema(path: str) -> list[str]:
     with sqlite3.connect(path) as conn:
         lines = []
-        tables = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'gateway%' ORDER BY name"
-        ).fetchall()
-        for (table,) in tables:
+        for table, _ in conn.execute(_SQLITE_OBJECTS, ("table",)).fetchall():
             lines.append(f"table {table}")
             for _, name, type_, notnull, _, pk in conn.execute(f"PRAGMA table_info({table})"):
-                lines.append(f"column {table}.{name} {type_.lower()}{' not null' if notnull else ''}{' primary key' if pk else ''}")
-        for name, sql in conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'gateway%' ORDER BY name"
-        ):
+                lines.append(_sqlite_column(table, name, type_, notnull, pk))
+        for name, sql in conn.execute(_SQLITE_OBJECTS, ("index",)):
             lines.append(f"index {name}: {_squash(sql)}")
     return lines
 
@@ -55,7 +59,11 @@ def postgres_schema(url: str) -> list[str]:
         ).fetchall()
         for table in sorted({row[0] for row in columns}):
             lines.append(f"table {table}")
-            lines += [f"column {t}.{c} {d}{' not null' if n == 'NO' else ''}" for t, c, d, n in columns if t == table]
+            lines += [
+                f"column {t}.{c} {d}{' not null' if n == 'NO' else ''}"
+                for t, c, d, n in columns
+                if t == table
+            ]
         for name, sql in conn.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
             " AND tablename LIKE 'gateway%' ORDER BY indexname"
@@ -85,10 +93,14 @@ async def test_every_migration_is_recorded_and_migrate_is_idempotent(storage: St
     assert expected and expected[0] == "0001_initial"
     if backend_of(storage) == "sqlite":
         with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as conn:
-            applied = [row[0] for row in conn.execute("SELECT name FROM gateway_migrations ORDER BY name")]
+            applied = [
+                row[0] for row in conn.execute("SELECT name FROM gateway_migrations ORDER BY name")
+            ]
     else:
         with psycopg.connect(storage.url) as conn:
-            applied = [row[0] for row in conn.execute("SELECT name FROM gateway_migrations ORDER BY name")]
+            applied = [
+                row[0] for row in conn.execute("SELECT name FROM gateway_migrations ORDER BY name")
+            ]
     assert applied == expected
 
 
@@ -105,7 +117,13 @@ def index_lines(storage: Storage) -> list[str]:
     return [line for line in schema_of(storage) if re.match(r"index gateway_[iu]x_", line)]
 
 
-LEAD = TypeSpec("lead", {"email": FieldSpec("email", "text", unique=True), "score": FieldSpec("score", "number", indexed=True)})
+LEAD = TypeSpec(
+    "lead",
+    {
+        "email": FieldSpec("email", "text", unique=True),
+        "score": FieldSpec("score", "number", indexed=True),
+    },
+)
 LEAD_CHANGED = TypeSpec("lead", {"email": FieldSpec("email", "text", indexed=True)})
 
 

@@ -54,7 +54,9 @@ async def test_create_and_get_round_trip(storage: Storage) -> None:
     )
     assert re.fullmatch(r"\d{13}x\d{18}", created["_id"])
     assert created["_type"] == "lead" and created["created_by"] == "u1"
-    assert created["created_at"].tzinfo is not None and created["created_at"] == created["modified_at"]
+    assert (
+        created["created_at"].tzinfo is not None and created["created_at"] == created["modified_at"]
+    )
     assert created["score"] == 0  # the declared default
     assert await storage.get("lead", created["_id"]) == created
     assert await storage.get("other", created["_id"]) is None
@@ -64,8 +66,16 @@ async def test_create_and_get_round_trip(storage: Storage) -> None:
 async def test_update_merges_and_touches_modified_at(storage: Storage) -> None:
     lead = await storage.create("lead", {"name": "ada", "score": 1, "rank": 2})
     changed = await storage.update("lead", lead["_id"], {"score": 5, "active": True, "rank": None})
-    assert (changed["name"], changed["score"], changed["active"], changed["rank"]) == ("ada", 5, True, None)
-    assert changed["modified_at"] >= lead["modified_at"] and changed["created_at"] == lead["created_at"]
+    assert (changed["name"], changed["score"], changed["active"], changed["rank"]) == (
+        "ada",
+        5,
+        True,
+        None,
+    )
+    assert (
+        changed["modified_at"] >= lead["modified_at"]
+        and changed["created_at"] == lead["created_at"]
+    )
     assert await storage.get("lead", lead["_id"]) == changed
     with pytest.raises(RecordNotFoundError):
         await storage.update("lead", "1x1", {"score": 1})
@@ -86,7 +96,9 @@ async def test_date_round_trip_returns_utc(storage: Storage) -> None:
     due = datetime(2024, 3, 5, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
     lead = await storage.create("lead", {"name": "a", "due": due})
     fetched = await storage.get("lead", lead["_id"])
-    assert fetched is not None and fetched["due"] == due and fetched["due"].utcoffset() == timedelta(0)
+    assert (
+        fetched is not None and fetched["due"] == due and fetched["due"].utcoffset() == timedelta(0)
+    )
     assert lead["due"] == due
 
 
@@ -106,9 +118,31 @@ async def test_unique_violation_raises_duplicate_error(storage: Storage) -> None
 
 
 DATA: list[dict[str, Any]] = [
-    {"name": "ada", "score": 10, "rank": 3, "active": True, "due": T0, "tags": ["vip", "eu"], "owner": "u1"},
-    {"name": "bob", "score": 2.5, "rank": 1, "active": False, "due": T0 + timedelta(days=1), "tags": ["eu"]},
-    {"name": "Cyd", "score": -1, "rank": 2, "active": True, "due": T0 - timedelta(days=1), "tags": []},
+    {
+        "name": "ada",
+        "score": 10,
+        "rank": 3,
+        "active": True,
+        "due": T0,
+        "tags": ["vip", "eu"],
+        "owner": "u1",
+    },
+    {
+        "name": "bob",
+        "score": 2.5,
+        "rank": 1,
+        "active": False,
+        "due": T0 + timedelta(days=1),
+        "tags": ["eu"],
+    },
+    {
+        "name": "Cyd",
+        "score": -1,
+        "rank": 2,
+        "active": True,
+        "due": T0 - timedelta(days=1),
+        "tags": [],
+    },
     {"name": "dee", "score": 7, "rank": None, "email": "", "tags": ["us"], "meta": {"k": 1}},
     {"name": "Émile", "score": 100, "rank": 5, "active": False},
 ]
@@ -157,8 +191,14 @@ async def seed(storage: Storage) -> list[dict[str, Any]]:
     return records
 
 
-@pytest.mark.parametrize(("constraint", "expected"), CASES, ids=[f"{c.key}-{c.constraint}-{n}" for n, (c, _) in enumerate(CASES)])
-async def test_every_constraint(storage: Storage, constraint: Constraint, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("constraint", "expected"),
+    CASES,
+    ids=[f"{c.key}-{c.constraint}-{n}" for n, (c, _) in enumerate(CASES)],
+)
+async def test_every_constraint(
+    storage: Storage, constraint: Constraint, expected: list[str]
+) -> None:
     await seed(storage)
     page = await storage.search("lead", [constraint], [SortKey("created_at")])
     assert names(page.results) == expected
@@ -190,7 +230,9 @@ async def test_multi_key_sort(storage: Storage) -> None:
 
 
 async def test_limit_and_cursor_page_through_everything(storage: Storage) -> None:
-    created = [await storage.create("lead", {"name": f"n{i:02d}", "score": i % 4}) for i in range(25)]
+    created = [
+        await storage.create("lead", {"name": f"n{i:02d}", "score": i % 4}) for i in range(25)
+    ]
     seen: list[str] = []
     pages = []
     cursor = None
@@ -218,7 +260,10 @@ async def test_concurrent_creates_are_all_persisted(storage: Storage) -> None:
 async def test_failing_write_does_not_abort_concurrent_writes(storage: Storage) -> None:
     await storage.create("lead", {"name": "a", "email": "same"})
     outcomes = await asyncio.gather(
-        *(storage.create("lead", {"name": f"x{i}", "email": "same" if i % 2 else f"e{i}"}) for i in range(20)),
+        *(
+            storage.create("lead", {"name": f"x{i}", "email": "same" if i % 2 else f"e{i}"})
+            for i in range(20)
+        ),
         return_exceptions=True,
     )
     assert sum(isinstance(o, DuplicateError) for o in outcomes) == 10
@@ -252,7 +297,9 @@ def run(id: str, workflow: str, status: str, started_at: datetime) -> dict[str, 
         "params": {"a": 1},
         "result": {"ok": True},
         "error": None,
-        "steps": [{"id": "s", "action": "log", "status": "success", "duration_ms": 0.2, "reason": None}],
+        "steps": [
+            {"id": "s", "action": "log", "status": "success", "duration_ms": 0.2, "reason": None}
+        ],
     }
 
 
@@ -271,7 +318,11 @@ async def test_run_log_record_list_get_purge(storage: Storage) -> None:
     assert [r["id"] for r in await storage.list_runs()] == ["r4", "r3", "r2", "r1"]
     assert [r["id"] for r in await storage.list_runs(workflow="orders")] == ["r2", "r1"]
     assert [r["id"] for r in await storage.list_runs(status="success")] == ["r3", "r1"]
-    assert [r["id"] for r in await storage.list_runs(since=T0 + timedelta(hours=1))] == ["r4", "r3", "r2"]
+    assert [r["id"] for r in await storage.list_runs(since=T0 + timedelta(hours=1))] == [
+        "r4",
+        "r3",
+        "r2",
+    ]
     assert [r["id"] for r in await storage.list_runs(limit=1)] == ["r4"]
     now = T0 + timedelta(days=21)
     # Successes older than 7 days go; failures are kept for 30 days.
@@ -287,7 +338,9 @@ async def test_record_run_updates_a_run_recorded_twice(storage: Storage) -> None
 
 
 async def test_record_run_never_raises(storage: Storage) -> None:
-    storage.record_run({"id": "odd", "workflow": "w", "status": "failed", "params": {"x": object()}})
+    storage.record_run(
+        {"id": "odd", "workflow": "w", "status": "failed", "params": {"x": object()}}
+    )
     await storage.flush_runs()
     logged = await storage.get_run("odd")
     assert logged is not None and logged["params"]["x"].startswith("<object")
@@ -298,14 +351,18 @@ def explain(storage: Storage, constraint: Constraint, sort: list[SortKey]) -> st
     backend = storage.url.partition(":")[0]
     dialect = SqliteDialect() if backend == "sqlite" else PostgresDialect()
     where = compile_where(dialect, LEAD, "lead", [constraint])
-    sql = queries(backend)["search_records"].format(where=where.sql, order=compile_order(dialect, LEAD, sort))
+    sql = queries(backend)["search_records"].format(
+        where=where.sql, order=compile_order(dialect, LEAD, sort)
+    )
     if backend == "sqlite":
         with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as conn:
             rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", [*where.params, 10, 0]).fetchall()
             return "\n".join(str(row[3]) for row in rows)
     with psycopg.connect(storage.url) as conn:
         conn.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway
-        rows = conn.execute(f"EXPLAIN {sql}".encode(), [*where.params, *where.params, 10, 0]).fetchall()
+        rows = conn.execute(
+            f"EXPLAIN {sql}".encode(), [*where.params, *where.params, 10, 0]
+        ).fetchall()
         return "\n".join(row[0] for row in rows)
 
 
@@ -317,9 +374,13 @@ def explain(storage: Storage, constraint: Constraint, sort: list[SortKey]) -> st
         (Constraint("due", "less_than", T0), "due"),
     ],
 )
-async def test_searches_on_indexed_fields_use_their_index(storage: Storage, constraint: Constraint, field: str) -> None:
+async def test_searches_on_indexed_fields_use_their_index(
+    storage: Storage, constraint: Constraint, field: str
+) -> None:
     for i in range(50):
-        await storage.create("lead", {"name": f"n{i}", "score": i, "due": T0 + timedelta(days=i - 25)})
+        await storage.create(
+            "lead", {"name": f"n{i}", "score": i, "due": T0 + timedelta(days=i - 25)}
+        )
     plan = explain(storage, constraint, [SortKey(field)])
     assert f"gateway_ix_lead_{field}_" in plan, plan
     assert "SCAN" not in plan and "Seq Scan" not in plan, plan

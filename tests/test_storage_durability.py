@@ -46,7 +46,9 @@ def read_acknowledged(child: subprocess.Popen[str], wanted: int, timeout: float)
         selector.register(child.stdout, selectors.EVENT_READ)
         while len(lines) < wanted:
             left = deadline - time.monotonic()
-            assert left > 0, f"the writer acknowledged only {len(lines)} of {wanted} records in {timeout}s"
+            assert left > 0, (
+                f"the writer acknowledged only {len(lines)} of {wanted} records in {timeout}s"
+            )
             if selector.select(left):
                 line = child.stdout.readline()
                 assert line, f"the writer exited early: {child.wait()}"

@@ -122,9 +122,13 @@ def run_row(run: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     started_at = started if isinstance(started, datetime) else utcnow()
     data["started_at"] = started_at
     text = json.dumps(data, default=_lenient_default, separators=(",", ":"), ensure_ascii=False)
-    return str(data["id"]), str(data.get("workflow", "")), str(data.get("status", "")), iso(
-        started_at
-    ), text
+    return (
+        str(data["id"]),
+        str(data.get("workflow", "")),
+        str(data.get("status", "")),
+        iso(started_at),
+        text,
+    )
 
 
 def _lenient_default(value: object) -> object:

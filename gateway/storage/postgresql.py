@@ -79,7 +79,9 @@ class PostgresStorage:
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(Q["lock_migrations"])  # one migrator at a time, across instances
             await conn.execute(Q["create_migrations_table"])
-            applied = {row[0] for row in await (await conn.execute(Q["applied_migrations"])).fetchall()}
+            applied = {
+                row[0] for row in await (await conn.execute(Q["applied_migrations"])).fetchall()
+            }
             names = []
             for migration in migrations("postgresql"):
                 if migration.name not in applied:
@@ -136,7 +138,9 @@ class PostgresStorage:
             **data,
         }
 
-    async def _fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    async def _fetch(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
         async def work() -> list[tuple[Any, ...]]:
             async with self._pool.connection() as conn:
                 return await (await conn.execute(sql.encode(), params)).fetchall()

@@ -45,7 +45,7 @@ class PostgresDialect:
             return Term(f"(data->'{name}')", "%s::jsonb", _json, key, True)
         if field.type in _NUMERIC:
             return Term(f"((data->>'{name}')::numeric)", "%s::numeric", _same, key)
-        return Term(f'((data->>\'{name}\') COLLATE "C")', "%s", _text, key)
+        return Term(f"((data->>'{name}') COLLATE \"C\")", "%s", _text, key)
 
     def contains(self, term: Term, value: Any) -> tuple[str, list[Any]]:
         if term.field is None or not term.is_list:

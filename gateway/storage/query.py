@@ -88,11 +88,17 @@ def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tupl
         return dialect.text_contains(term, str(c.value))
     value = term.convert(c.value)
     if kind == "equals":
-        return (f"{term.expr} IS NULL", []) if value is None else (
-            f"{term.expr} = {term.placeholder}", [value])
+        return (
+            (f"{term.expr} IS NULL", [])
+            if value is None
+            else (f"{term.expr} = {term.placeholder}", [value])
+        )
     if kind == "not_equal":
-        return (f"{term.expr} IS NOT NULL", []) if value is None else (
-            f"({term.expr} IS NULL OR {term.expr} <> {term.placeholder})", [value])
+        return (
+            (f"{term.expr} IS NOT NULL", [])
+            if value is None
+            else (f"({term.expr} IS NULL OR {term.expr} <> {term.placeholder})", [value])
+        )
     operator = ">" if kind == "greater_than" else "<"
     return f"{term.expr} {operator} {term.placeholder}", [value]
 
@@ -109,6 +115,9 @@ def _compile_in(term: Term, values: Any, negate: bool) -> tuple[str, list[Any]]:
     return f"{term.expr} IN ({marks})", params
 
 
+_DIRECTION = {False: "ASC NULLS LAST", True: "DESC NULLS FIRST"}
+
+
 def compile_order(
     dialect: Dialect, spec: TypeSpec | None, sort: Sequence[SortKey], plain: bool = False
 ) -> str:
@@ -123,8 +132,7 @@ def compile_order(
     if not sort:
         return f"{mark}created_at, {mark}id"
     terms = [
-        f"{mark}{dialect.term(spec, key.key).expr} {'DESC NULLS FIRST' if key.descending else 'ASC NULLS LAST'}"
-        for key in sort
+        f"{mark}{dialect.term(spec, key.key).expr} {_DIRECTION[key.descending]}" for key in sort
     ]
     return ", ".join([*terms, f"{mark}id"])
 
@@ -133,7 +141,12 @@ def seeks_an_index(spec: TypeSpec | None, constraints: Sequence[Constraint]) -> 
     """True when a constraint can seek a declared field's index (equality or `in`)."""
     for c in constraints:
         field = declared(spec, c.key)
-        if field and not field.list and (field.unique or field.indexed) and c.constraint in ("equals", "in"):
+        if (
+            field
+            and not field.list
+            and (field.unique or field.indexed)
+            and c.constraint in ("equals", "in")
+        ):
             return True
     return False
 

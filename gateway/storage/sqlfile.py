@@ -33,7 +33,9 @@ def queries(backend: str) -> dict[str, str]:
     text = _directory(backend).joinpath("queries.sql").read_text(encoding="utf-8")
     parts = _NAME_LINE.split(text)
     # split() yields [preamble, name1, body1, name2, body2, ...]
-    blocks = {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2])}
+    blocks = {
+        name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
     if len(blocks) != len(parts[1::2]):
         raise ValueError(f"duplicate query name in {backend}/queries.sql")
     return blocks

@@ -44,9 +44,9 @@ _ALL = 2**62  # SQLite's "no limit"
 
 def path_from_url(url: str) -> str:
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
+    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
         raise StorageError(f"not a SQLite file URL: {url!r} (use sqlite:///path/to/file.db)")
-    return url[len(prefix):]
+    return url[len(prefix) :]
 
 
 class SqliteStorage:
@@ -179,7 +179,9 @@ class SqliteStorage:
 
     async def delete_many(self, type: str, ids: Sequence[str]) -> int:
         pairs = [(id, type) for id in ids]
-        return int(await self._write(lambda conn: conn.executemany(Q["delete_record"], pairs).rowcount))
+        return int(
+            await self._write(lambda conn: conn.executemany(Q["delete_record"], pairs).rowcount)
+        )
 
     async def search(
         self,
@@ -195,7 +197,12 @@ class SqliteStorage:
         offset = codec.decode_cursor(cursor)
         select = Q["search_records"].format(where=where.sql, order=order)
         count = Q["count_records"].format(where=where.sql)
-        args = (select, [*where.params, _ALL if limit is None else limit, offset], count, where.params)
+        args = (
+            select,
+            [*where.params, _ALL if limit is None else limit, offset],
+            count,
+            where.params,
+        )
         try:
             if self._is_quick(select, args[1]) and self._is_quick(count, where.params):
                 rows, total = _read_page(self._reader_connection(), *args)

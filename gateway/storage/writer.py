@@ -54,7 +54,9 @@ class Writer:
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._runs: collections.deque[RunRow] = collections.deque()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._main, name="gateway-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name="gateway-sqlite-writer", daemon=True
+        )
 
     async def start(self) -> None:
         self._thread.start()
@@ -134,7 +136,7 @@ class Writer:
         return True, result
 
     def _write_runs(self, conn: sqlite3.Connection, limit: int | None) -> None:
-        rows = []
+        rows: list[RunRow] = []
         while self._runs and (limit is None or len(rows) < limit):
             rows.append(self._runs.popleft())
         if not rows:
@@ -153,7 +155,7 @@ class Writer:
 
 def _resolve(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-    for job, (ok, value) in zip(jobs, outcomes):
+    for job, (ok, value) in zip(jobs, outcomes, strict=True):
         assert job.loop is not None and job.future is not None
         by_loop.setdefault(job.loop, []).append((job.future, ok, value))
     for loop, items in by_loop.items():

@@ -43,14 +43,18 @@ async def fill(storage: Storage, records: int) -> float:
 
     async def worker() -> None:
         for i in counter:
-            await storage.create("item", {"code": f"c{i}", "group": i % 1000, "title": f"item number {i}"})
+            await storage.create(
+                "item", {"code": f"c{i}", "group": i % 1000, "title": f"item number {i}"}
+            )
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return records / (time.perf_counter() - started)
 
 
-async def search_latency(storage: Storage, records: int, key: str, rounds: int = 2000) -> tuple[float, float]:
+async def search_latency(
+    storage: Storage, records: int, key: str, rounds: int = 2000
+) -> tuple[float, float]:
     timings = []
     for _ in range(rounds):
         i = random.randrange(records)
@@ -69,7 +73,10 @@ async def bench(url: str, records: int) -> None:
     try:
         rate = await fill(storage, records)
         print(f"  creates/s at concurrency {CONCURRENCY}: {rate:,.0f}  ({records:,} records)")
-        for key, what in (("code", "unique text, 1 match"), ("group", "integer, ~%d matches" % (records // 1000))):
+        for key, what in (
+            ("code", "unique text, 1 match"),
+            ("group", "integer, ~%d matches" % (records // 1000)),
+        ):
             p50, p99 = await search_latency(storage, records, key)
             print(f"  search {key} ({what}), limit 20: p50 {p50:.3f} ms  p99 {p99:.3f} ms")
     finally:
