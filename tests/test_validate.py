@@ -158,7 +158,7 @@ def test_usage_error_exits_2(args: list[str]) -> None:
 
 
 def _literal_codes() -> set[str]:
-    codes = set()
+    codes: set[str] = set()
     for path in (REPO / "gateway").rglob("*.py"):
         codes.update(_CODE_LITERAL.findall(path.read_text()))
         codes.update(_call_codes(ast.parse(path.read_text())))
@@ -207,7 +207,7 @@ def emitted_codes() -> set[str]:
 
 
 def golden_codes() -> set[str]:
-    codes = set()
+    codes: set[str] = set()
     for folder in INVALID.iterdir():
         if (folder / "expected.txt").exists() and not (folder / "xfail.txt").exists():
             codes.update(m["code"] for m in map(_LINE.match, _expected(folder.name).splitlines())
