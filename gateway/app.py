@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import http
+from gateway.errors import GatewayError
 from gateway.interpreter import Clock, Interpreter, utc_now
 from gateway.loader import load
 from gateway.model import Registry
-from gateway.errors import GatewayError
 from gateway.settings import Settings, with_environment
 from gateway.storage import Storage, TypeSpec, open_storage
 

@@ -61,9 +61,13 @@ class Compiler:
     """Compiles one config. `codegen=False` checks everything but skips generating code
     for templates (what `gateway validate` needs, several times faster)."""
 
-    def __init__(self, documents: Iterable[Document], *, codegen: bool = True) -> None:
+    def __init__(self, documents: Iterable[Document], *, codegen: bool = True,
+                 broken: Iterable[tuple[str, str]] = ()) -> None:
         self.documents = list(documents)
         self.codegen = codegen
+        # (kind, name) of documents that failed the schema: they exist, so a reference to
+        # one is not reported again as unknown.
+        self.broken = frozenset(broken)
         self.diagnostics: list[Diagnostic] = []
         self.settings = Settings()
         self.data_types: dict[str, TypeSpec] = dict(BUILTIN_TYPES)
@@ -124,6 +128,8 @@ class Compiler:
                    f"{what} '{name}' is already defined at {first.file}:{line}")
 
     def _check_type(self, doc: Document, pointer: str, type_name: str) -> None:
+        if ("data_type", type_name) in self.broken:
+            return
         if type_name not in SCALAR_TYPES and type_name not in self.data_types:
             self.error(doc, pointer, "ref.unknown-type", f"unknown data type '{type_name}'"
                        + _suggest(type_name, self.data_types))
@@ -168,12 +174,19 @@ class Compiler:
             pointer = ptr.join(base, key)
             self._check_type(doc, pointer + "/type", spec["type"])
             if "default" in spec:
-                self._check_value(doc, pointer + "/default", spec["default"], spec["type"],
-                                  spec.get("list", False))
+                self._check_default(doc, pointer + "/default", spec)
             params.append(Param(key, spec["type"], spec.get("list", False),
                                 spec.get("optional", False), spec.get("default"),
                                 "default" in spec, spec.get("in") == "query"))
         return tuple(params)
+
+    def _check_default(self, doc: Document, pointer: str, spec: Mapping[str, Any]) -> None:
+        default = spec["default"]
+        if templating.contains_template(default):
+            self.error(doc, pointer, "param.template-default",
+                       "a default is a plain value, not a template")
+            return
+        self._check_value(doc, pointer, default, spec["type"], spec.get("list", False))
 
     def _collect_calls(self, kind: str, unit: _Pending) -> None:
         for index, step in enumerate(unit.doc.data.get("steps", [])):
@@ -301,6 +314,8 @@ class Compiler:
                        args: Mapping[str, Any]) -> None:
         name = args["event"]
         event = self.pending.get(("custom_event", name))
+        if event is None and ("custom_event", name) in self.broken:
+            return
         if event is None:
             events = {n for k, n in self.pending if k == "custom_event"}
             self.error(scope.doc, base + "/event", "ref.unknown-event",
@@ -325,7 +340,7 @@ class Compiler:
                       args: Mapping[str, Any]) -> None:
         if scope.kind != "custom_event" or not unit.returns:
             return
-        data = args.get("data")
+        data = args.get("data", {})
         if "text" in args:
             self.error(scope.doc, base + "/text", "event.bad-return",
                        "a custom event returns data, not text")
@@ -343,14 +358,16 @@ class Compiler:
                                   declared[key].type, declared[key].list)
         for param in unit.returns:
             if param.name not in data and not param.optional:
-                self.error(scope.doc, base + "/data", "event.bad-return",
-                           f"the declared return '{param.name}' is missing")
+                self.error(scope.doc, base + "/data" if "data" in args else base,
+                           "event.bad-return", f"the declared return '{param.name}' is missing")
 
 
     def _check_record(self, scope: _Scope, unit: _Pending, base: str,
                       args: Mapping[str, Any]) -> None:
         name = args.get("type", "")
         spec = self.data_types.get(name)
+        if spec is None and ("data_type", name) in self.broken:
+            return
         if spec is None:
             self.error(scope.doc, base + "/type", "ref.unknown-type",
                        f"unknown data type '{name}'" + _suggest(name, self.data_types))

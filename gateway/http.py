@@ -125,6 +125,11 @@ async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
     async def stream() -> Any:
         yield body
 
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if boundary is None or b"--" + boundary + b"--" not in body:
+        # A body cut off before its closing boundary would otherwise lose parts silently.
+        raise MalformedBodyError("The multipart body is malformed: no closing boundary")
+
     try:
         form = await MultiPartParser(request.headers, stream()).parse()
     except MultiPartException as exc:
@@ -140,6 +145,14 @@ async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
     finally:
         await form.close()
     return _multi(items)
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"').encode("latin-1")
+    return None
 
 
 def request_facts(request: Request, body: bytes) -> dict[str, Any]:

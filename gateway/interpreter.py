@@ -210,8 +210,10 @@ def _redact(value: Any, hidden: set[str]) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(item, hidden) for item in value]
-    if isinstance(value, str) and value in hidden:
-        return REDACTED
+    if isinstance(value, str):
+        for secret in hidden:
+            if secret and secret in value:
+                value = value.replace(secret, REDACTED)
     return value
 
 

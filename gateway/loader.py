@@ -33,6 +33,7 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
     """Load and compile; the registry is only meaningful when no diagnostic came back."""
     files, problems = discover(paths)
     documents: list[Document] = []
+    broken: list[tuple[str, str]] = []
     for file in files:
         docs, diagnostics = load_file(file)
         problems.extend(diagnostics)
@@ -41,7 +42,9 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
             problems.extend(found)
             if not found:
                 documents.append(doc)
-    compiler = Compiler(documents, codegen=codegen)
+            elif isinstance(doc.data.get("name"), str):
+                broken.append((str(doc.data.get("kind")), doc.data["name"]))
+    compiler = Compiler(documents, codegen=codegen, broken=broken)
     registry = compiler.compile()
     problems.extend(compiler.diagnostics)
     return registry, sorted(set(problems))

@@ -24,6 +24,7 @@ _constructor = SafeConstructor()
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_NULL = "tag:yaml.org,2002:null"
 _SCALARS = {
     "tag:yaml.org,2002:null": _constructor.construct_yaml_null,
     "tag:yaml.org,2002:bool": _constructor.construct_yaml_bool,
@@ -100,9 +101,12 @@ class _Builder:
     def mapping(self, node: yaml.MappingNode, pointer: str) -> dict[str, Any]:
         result: dict[str, Any] = {}
         merged: dict[str, Any] = {}
+        # Merged values first, so that explicit keys keep their own positions.
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
                 merged.update(self.merge_source(value_node, pointer))
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
                 continue
             key = self.key(key_node, pointer)
             if key is None:
@@ -141,6 +145,17 @@ class _Builder:
         return None
 
 
+def _syntax_error(file: str, exc: yaml.MarkedYAMLError) -> Diagnostic:
+    """PyYAML's problem, and where the construct it was reading began (an open quote...)."""
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = exc.problem or exc.context or "invalid YAML"
+    context = exc.context_mark
+    if exc.context and context is not None and context is not mark:
+        message += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
+    return Diagnostic(file, line, column, "yaml.syntax", message)
+
+
 def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
     """Every document in `text`, and every problem found in it."""
     documents: list[Document] = []
@@ -148,15 +163,13 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        return [], [Diagnostic(file, line, column, "yaml.syntax", problem)]
+        return [], [_syntax_error(file, exc)]
     except yaml.YAMLError as exc:
         return [], [Diagnostic(file, 1, 1, "yaml.syntax", str(exc))]
     for index, node in enumerate(nodes):
-        if node is None:
-            continue
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL
+                            and not node.value):
+            continue  # an empty document: `---` at the end of a file, or only comments
         builder = _Builder(file)
         data = builder.build(node, "")
         if not isinstance(data, dict):

@@ -176,6 +176,17 @@ def constant(value: Any) -> Compiled:
     return fixed
 
 
+def contains_template(value: Any) -> bool:
+    """Whether any string inside a nested value has template syntax."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, dict):
+        return any(contains_template(item) for item in value.values())
+    if isinstance(value, list):
+        return any(contains_template(item) for item in value)
+    return False
+
+
 def compile_tree(value: Any, leaf: Callable[[str, str], Compiled], pointer: str = "") -> Compiled:
     """Compile a nested JSON-like value; `leaf(text, pointer)` compiles each string in it."""
     if isinstance(value, str):
