@@ -9,6 +9,7 @@ a located `Diagnostic`; compilation goes on after one, so that all are reported 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -45,6 +46,7 @@ class _Scope:
     params: Mapping[str, Param]
     step_ids: frozenset[str]
     later_ids: frozenset[str] = frozenset()
+    own_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -146,7 +148,8 @@ class Compiler:
                 convert(value)
         except (ValueError, TypeError, OverflowError):
             shown = f"list of {type_name}" if is_list else type_name
-            self.error(doc, pointer, "value.type-mismatch", f"{value!r} is not a valid {shown}")
+            self.error(doc, pointer, "value.type-mismatch",
+                       f"{json.dumps(value)} is not a valid {shown}")
 
     def _declare(self, kind: str, docs: list[Document]) -> None:
         seen: dict[str, Document] = {}
@@ -218,6 +221,10 @@ class Compiler:
 
     def _workflow(self, kind: str, name: str, unit: _Pending) -> Workflow:
         doc, data = unit.doc, unit.doc.data
+        returns_something = any(s.get("action") == "return_data" for s in data.get("steps", []))
+        if unit.returns and not returns_something and any(not p.optional for p in unit.returns):
+            self.error(doc, "/returns", "event.bad-return",
+                       "this custom event declares returns but has no return_data step")
         params = {p.name: p for p in unit.params}
         top = _Scope(doc, kind, params, frozenset())
         only_when = self._condition(top, "/only_when", data.get("only_when"))
@@ -240,7 +247,8 @@ class Compiler:
         steps = []
         for index, data in enumerate(raw_steps):
             base = f"/steps/{index}"
-            scope = _Scope(doc, kind, params, frozenset(seen), frozenset(all_ids - seen))
+            scope = _Scope(doc, kind, params, frozenset(seen), frozenset(all_ids - seen),
+                           data.get("id"))
             steps.append(self._step(scope, unit, index, data))
             step_id = data.get("id")
             if step_id in seen:
@@ -296,7 +304,8 @@ class Compiler:
                            f"'params.{key}' is not a declared parameter"
                            + _suggest(key, scope.params))
             elif root == "steps" and key not in scope.step_ids:
-                where = ("a later step" if key in scope.later_ids else "no earlier step")
+                where = ("this step itself" if key == scope.own_id else
+                         "a later step" if key in scope.later_ids else "no earlier step")
                 self.error(scope.doc, pointer, "ref.unknown-step",
                            f"'steps.{key}' refers to {where}; a step can only use the results "
                            "of steps before it")
@@ -325,11 +334,14 @@ class Compiler:
         if not isinstance(given, dict):
             return
         declared = {p.name: p for p in event.params}
-        for key in given:
+        for key, value in given.items():
             if key not in declared:
                 self.error(scope.doc, ptr.join(base, "params", key), "ref.unknown-event-param",
                            f"custom event '{name}' has no parameter '{key}'"
                            + _suggest(key, declared), key=True)
+            else:
+                self._check_value(scope.doc, ptr.join(base, "params", key), value,
+                                  declared[key].type, declared[key].list)
         for param in event.params:
             if param.name not in given and not (param.optional or param.has_default):
                 self.error(scope.doc, base + "/params" if "params" in args else base,
@@ -338,7 +350,12 @@ class Compiler:
 
     def _check_return(self, scope: _Scope, unit: _Pending, base: str,
                       args: Mapping[str, Any]) -> None:
-        if scope.kind != "custom_event" or not unit.returns:
+        if scope.kind != "custom_event":
+            return
+        if not unit.returns:
+            if args.get("data") or "text" in args:
+                self.error(scope.doc, base, "event.bad-return",
+                           "this custom event returns values but declares no 'returns'")
             return
         data = args.get("data", {})
         if "text" in args:
@@ -403,9 +420,10 @@ class Compiler:
         if kind in ("contains", "not_contains") and not field.list:
             self.error(scope.doc, pointer + "/constraint", "constraint.mismatch",
                        f"'{kind}' applies to list fields; '{key}' is not a list")
-        elif kind == "text_contains" and field.type != "text":
+        elif kind == "text_contains" and (field.type != "text" or field.list):
+            shown = f"a list of {field.type}" if field.list else field.type
             self.error(scope.doc, pointer + "/constraint", "constraint.mismatch",
-                       f"'text_contains' applies to text fields; '{key}' is {field.type}")
+                       f"'text_contains' applies to text fields; '{key}' is {shown}")
 
 
 _RECORD_ACTIONS = ("create_thing", "make_changes", "make_changes_to_list", "delete_thing",

@@ -26,7 +26,13 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Diagnostic]]:
         else:
             problems.append(Diagnostic(str(path), 1, 1, "file.not-found",
                                        "no such file or folder"))
-    return files, problems
+    seen: set[Path] = set()
+    kept = []
+    for file in files:  # a file named twice (or inside a folder also named) is read once
+        if file.resolve() not in seen:
+            seen.add(file.resolve())
+            kept.append(file)
+    return kept, problems
 
 
 def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, list[Diagnostic]]:

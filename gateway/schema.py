@@ -14,11 +14,11 @@ import difflib
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match, relevance
@@ -104,7 +104,8 @@ def _if(validator: Validator, condition: Any, instance: Any, schema: dict[str, A
     holds = isinstance(instance, dict) and instance.get(key, _ABSENT) == value
     branch = "then" if holds else "else"
     if branch in schema:
-        yield from validator.descend(instance, schema[branch], schema_path=branch)
+        yield from validator.descend(  # type: ignore[attr-defined]
+            instance, schema[branch], schema_path=branch)
 
 
 def _discriminator(condition: Any) -> tuple[str, str] | None:
@@ -168,7 +169,7 @@ def _inlined_value(keyword: str, value: Any, root: dict[str, Any], seen: tuple[s
     return _inlined(value, root, seen) if keyword in _SCHEMA_ONE else value
 
 
-_Validator = extend(Draft202012Validator, validators={"if": _if})
+_Validator = extend(Draft202012Validator, validators={"if": _if})  # type: ignore[no-untyped-call]
 
 
 @functools.cache
@@ -232,7 +233,7 @@ def _diagnostics(doc: Document, error: ValidationError) -> Iterator[Diagnostic]:
     if keyword == "required":
         for key in _missing(error):
             yield doc.diagnostic(here, "schema.required", f"missing required key '{key}'")
-    elif keyword == "additionalProperties" and error.validator_value is False:
+    elif keyword == "additionalProperties" and _value_of(error) is False:
         for key in _unknown_keys(error):
             yield doc.diagnostic(ptr.join(here, key), _code(keyword), _unknown_message(error, key),
                                  key=True)
@@ -253,14 +254,22 @@ def _diagnostics(doc: Document, error: ValidationError) -> Iterator[Diagnostic]:
         yield doc.diagnostic(here, _code(keyword), _message(error))
 
 
+def _schema_of(error: ValidationError) -> Mapping[str, Any]:
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
+def _value_of(error: ValidationError) -> Any:
+    return cast(Any, error.validator_value)
+
+
 def _missing(error: ValidationError) -> list[str]:
     present = _object(error.instance)
-    return [key for key in error.validator_value if key not in present]
+    return [key for key in _value_of(error) if key not in present]
 
 
 def _unknown_keys(error: ValidationError) -> list[str]:
-    known = error.schema.get("properties", {})
-    patterns = error.schema.get("patternProperties", {})
+    known = _schema_of(error).get("properties", {})
+    patterns = _schema_of(error).get("patternProperties", {})
     return [
         key for key in _object(error.instance)
         if key not in known and not any(re.search(p, key) for p in patterns)
@@ -268,7 +277,7 @@ def _unknown_keys(error: ValidationError) -> list[str]:
 
 
 def _unknown_message(error: ValidationError, key: str) -> str:
-    return f"unknown key '{key}'" + _suggestion(key, list(error.schema.get("properties", {})))
+    return f"unknown key '{key}'" + _suggestion(key, list(_schema_of(error).get("properties", {})))
 
 
 def _suggestion(word: str, choices: Sequence[str]) -> str:
@@ -278,7 +287,7 @@ def _suggestion(word: str, choices: Sequence[str]) -> str:
 
 def _unmet_dependencies(error: ValidationError) -> Iterator[tuple[str, str]]:
     present = _object(error.instance)
-    for key, needs in error.validator_value.items():
+    for key, needs in _value_of(error).items():
         if key in present:
             yield from ((key, need) for need in needs if need not in present)
 
@@ -289,7 +298,7 @@ def _is_property_name_error(error: ValidationError) -> bool:
 
 
 def _key_message(error: ValidationError, key: str) -> str:
-    pattern = str(error.validator_value)
+    pattern = str(_value_of(error))
     if key.startswith("_") and error.validator == "pattern" and re.search(pattern, key[1:]):
         return f"key '{key}' is reserved: names starting with '_' are kept for built-in ones"
     return f"key {key!r} does not match {pattern!r}"
@@ -320,14 +329,14 @@ def _expected(types: Any) -> str:
 
 
 def _type_message(error: ValidationError) -> str:
-    expected = _expected(error.validator_value)
-    if error.schema.get("pattern") == TEMPLATE_PATTERN:
+    expected = _expected(_value_of(error))
+    if _schema_of(error).get("pattern") == TEMPLATE_PATTERN:
         expected = expected.replace(_TYPE_NAMES["string"], _TEMPLATE_SHOWN)
     return f"expected {expected}, got {_show(error.instance)}"
 
 
 def _enum_message(error: ValidationError) -> str:
-    choices = list(error.validator_value)
+    choices = list(_value_of(error))
     message = f"{_show(error.instance)} is not one of {choices!r}"
     if isinstance(error.instance, str):
         message += _suggestion(error.instance, [c for c in choices if isinstance(c, str)])
@@ -335,10 +344,10 @@ def _enum_message(error: ValidationError) -> str:
 
 
 def _pattern_message(error: ValidationError) -> str:
-    if error.validator_value != TEMPLATE_PATTERN:
-        return f"{_show(error.instance)} does not match {error.validator_value!r}"
+    if _value_of(error) != TEMPLATE_PATTERN:
+        return f"{_show(error.instance)} does not match {_value_of(error)!r}"
     # A template standing in for a typed value: name the types and the template together.
-    types = error.schema.get("type", "string")
+    types = _schema_of(error).get("type", "string")
     others = [t for t in ([types] if isinstance(types, str) else types) if t != "string"]
     expected = " or ".join([_TYPE_NAMES.get(t, t) for t in others] + [_TEMPLATE_SHOWN])
     return f"expected {expected}, got {_show(error.instance)}"
@@ -346,7 +355,7 @@ def _pattern_message(error: ValidationError) -> str:
 
 def _exclusive_keys(error: ValidationError) -> list[str]:
     """The keys of a `not: {required: [...]}`: keys that must not appear together."""
-    forbidden = _object(error.validator_value).get("required")
+    forbidden = _object(_value_of(error)).get("required")
     return [str(key) for key in forbidden] if isinstance(forbidden, list) else []
 
 
@@ -357,7 +366,7 @@ def _unique_message(error: ValidationError) -> str:
 
 
 def _min_items_message(error: ValidationError) -> str:
-    wanted = error.validator_value
+    wanted = _value_of(error)
     return "the list must not be empty" if wanted == 1 else f"expected at least {wanted} items"
 
 
@@ -367,7 +376,7 @@ _MESSAGES: dict[str, Callable[[ValidationError], str]] = {
     "pattern": _pattern_message,
     "uniqueItems": _unique_message,
     "minItems": _min_items_message,
-    "const": lambda e: f"expected {e.validator_value!r}, got {_show(e.instance)}",
-    "minimum": lambda e: f"{_show(e.instance)} is less than the minimum of {e.validator_value}",
-    "maximum": lambda e: f"{_show(e.instance)} is greater than the maximum of {e.validator_value}",
+    "const": lambda e: f"expected {_value_of(e)!r}, got {_show(e.instance)}",
+    "minimum": lambda e: f"{_show(e.instance)} is less than the minimum of {_value_of(e)}",
+    "maximum": lambda e: f"{_show(e.instance)} is greater than the maximum of {_value_of(e)}",
 }

@@ -8,6 +8,7 @@ unquoted `on:` is a boolean in YAML 1.1) are errors, reported with every other p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,7 @@ class _Builder:
             return str(node.value)
         if isinstance(node, yaml.ScalarNode):
             read_as = _SCALARS.get(node.tag)
-            shown = repr(read_as(node)) if read_as else node.tag
+            shown = json.dumps(read_as(node)) if read_as else node.tag
             message = f"key {node.value!r} is not a string (YAML reads it as {shown}); quote it"
         else:
             kind = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"

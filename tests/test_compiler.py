@@ -149,18 +149,17 @@ def test_the_registry_holds_what_was_declared() -> None:
 
 @pytest.mark.parametrize(("type_name", "default"), [
     ("integer", "'12'"), ("number", "1e3"), ("boolean", "'yes'"), ("date", "2024-02-29"),
-    ("object", "{a: [1]}"), ("text", "7"), ("user", "abc123"), ("integer", "'{{ 1 + 1 }}'"),
+    ("object", "{a: [1]}"), ("text", "7"), ("user", "abc123"),
 ])
 def test_defaults_that_convert_to_their_type(type_name: str, default: str) -> None:
     params = f"params:\n  p: {{type: {type_name}, optional: true, default: {default}}}\n"
     assert _codes(_workflow("  - action: terminate\n", params)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="a template default is neither checked (its names) nor "
-                   "rendered at run time: coercion hands the template text over as the value")
-def test_a_template_default_is_checked_like_other_templates() -> None:
+def test_a_template_default_is_refused() -> None:
     params = "params:\n  when: {type: date, optional: true, default: '{{ params.nope }}'}\n"
-    assert _codes(_workflow("  - action: terminate\n", params)) != []
+    assert _codes(_workflow("  - action: terminate\n", params)) == [
+        ("param.template-default", "/params/when/default")]
 
 
 def _event_with_returns(steps: str) -> str:
@@ -174,9 +173,37 @@ def test_a_template_for_the_whole_return_data_is_not_checked_against_returns() -
     assert _codes(_event_with_returns(steps)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="a return_data without `data` in a custom event that "
-                   "declares returns is not reported (compiler._check_return returns early "
-                   "when data is not a mapping)")
 def test_a_return_without_data_misses_the_declared_returns() -> None:
     assert _codes(_event_with_returns("  - action: return_data\n")) == [
         ("event.bad-return", "/steps/0")]
+
+
+def test_an_event_declaring_returns_must_return_them() -> None:
+    assert _codes(_event_with_returns("  - action: terminate\n")) == [
+        ("event.bad-return", "/returns")]
+
+
+def test_an_event_returning_data_must_declare_returns() -> None:
+    event = "kind: custom_event\nname: e\nsteps:\n  - action: return_data\n    data: {x: 1}\n"
+    assert _codes(event) == [("event.bad-return", "/steps/0")]
+
+
+def test_constant_event_parameters_are_checked_against_their_types() -> None:
+    event = "kind: custom_event\nname: e\nparams: {n: {type: integer}}\n" \
+            "steps:\n  - action: terminate\n"
+    caller = _workflow("  - action: trigger_event\n    event: e\n    params: {n: abc}\n")
+    assert _codes(event, caller) == [("value.type-mismatch", "/steps/0/params/n")]
+
+
+def test_a_step_using_its_own_result_is_told_so() -> None:
+    problems = _compile(_workflow("  - id: me\n    action: set\n"
+                                  "    values: {x: '{{ steps.me }}'}\n"))[1]
+    assert [p.code for p in problems] == ["ref.unknown-step"]
+    assert "this step itself" in problems[0].message
+
+
+def test_text_contains_on_a_list_field_is_a_mismatch() -> None:
+    types = "kind: data_type\nname: t\nfields: {tags: {type: text, list: true}}\n"
+    search = _workflow("  - action: search\n    type: t\n    constraints:\n"
+                       "      - {key: tags, constraint: text_contains, value: x}\n")
+    assert _codes(types, search) == [("constraint.mismatch", "/steps/0/constraints/0/constraint")]

@@ -235,3 +235,13 @@ def test_the_code_collection_finds_codes_of_every_pass() -> None:
     for code in ("yaml.duplicate-key", "file.not-found", "schema.enum", "schema.kind",
                  "template.syntax", "ref.unknown-param", "event.cycle", "route.conflict"):
         assert code in codes
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(
+        "kind: api_workflow\nname: a\nauth: none\nsteps:\n  - action: terminate\n")
+    result = CliRunner().invoke(main, ["validate", str(folder), str(folder / "a.yaml"),
+                                       str(folder / "a.yaml")])
+    assert (result.exit_code, result.output) == (0, "ok\n")
