@@ -163,7 +163,8 @@ def test_an_empty_text_is_a_value_but_an_empty_number_is_missing() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     ({"name": "x", "count": True}, "Invalid value for parameter count (must be integer)"),
     ({"name": "x", "count": "3.5"}, "Invalid value for parameter count (must be integer)"),
-    ({"name": "x", "nums": "[1, NaN]"}, "Invalid value for parameter nums (must be list of number)"),
+    ({"name": "x", "nums": "[1, NaN]"},
+     "Invalid value for parameter nums (must be list of number)"),
     ({"name": "x", "nums": "[1, "}, "Invalid value for parameter nums (must be list of number)"),
     ({"name": "x", "nums": 5}, "Invalid value for parameter nums (must be list of number)"),
     ({"name": "x", "flags": [True, None]},
