@@ -260,8 +260,12 @@ def db_upgrade(config: tuple[Path, ...], database: str | None) -> None:
       gateway db upgrade --database postgresql://gateway@db.internal/gateway
     """
     registry, storage = _store_of(config, database)
-    applied = asyncio.run(_with_store(storage, registry, lambda s: s.migrate()))
+    applied = asyncio.run(_with_store(storage, registry, _migrations_applied))
     click.echo("\n".join(f"applied {name}" for name in applied) or "already up to date")
+
+
+async def _migrations_applied(storage: Storage) -> list[str]:
+    return [*storage.migrations_applied, *await storage.migrate()]
 
 
 async def _with_store(storage: Storage, registry: Registry,

@@ -7,6 +7,7 @@ to whatever arrived (JSON values, or text from a form, the query string or the c
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -101,12 +102,22 @@ def converter(type_name: str) -> Convert:
 def _listed(convert: Convert) -> Convert:
     def convert_list(value: Any) -> list[Any]:
         if isinstance(value, str):
-            value = json.loads(value) if value.lstrip().startswith("[") else [value]
+            value = _text_list(value)
         if not isinstance(value, list):
             raise ValueError
         return [convert(item) for item in value]
 
     return convert_list
+
+
+def _text_list(value: str) -> Any:
+    """A list sent as text: a JSON array, or else a single item (`[urgent] call back`)."""
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return [value]
 
 
 def _single(convert: Convert) -> Convert:
@@ -118,10 +129,21 @@ def _single(convert: Convert) -> Convert:
     return convert_one
 
 
+def _typed_default(param: Param, convert: Convert) -> Any:
+    """The default in its declared type (the compiler has reported one that does not fit)."""
+    if param.default is None:
+        return None
+    try:
+        return convert(param.default)
+    except (ValueError, TypeError, OverflowError):
+        return param.default
+
+
 def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
     """A function from raw values to declared, typed values; raises `MissingDataError` or
     `InvalidDataError` naming the parameter and, for the latter, the expected type."""
     plan = [(p, (_listed if p.list else _single)(converter(p.type))) for p in params]
+    defaults = {p.name: _typed_default(p, convert) for p, convert in plan if p.has_default}
 
     def coerce(raw: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -129,7 +151,9 @@ def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
             value = raw.get(param.name)
             if value is None or value == "" and param.type != "text":
                 if param.has_default:
-                    result[param.name] = param.default
+                    default = defaults[param.name]
+                    result[param.name] = copy.deepcopy(default) if isinstance(
+                        default, (dict, list)) else default
                 elif param.optional:
                     result[param.name] = [] if param.list else None
                 else:

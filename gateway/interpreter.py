@@ -140,7 +140,7 @@ class Interpreter:
             if step.action == "search" and isinstance(result, dict) and not result.get("count"):
                 entry["reason"] = "the search came back empty"
             return result
-        except (StepFailedError, DuplicateError) as exc:
+        except StepFailedError as exc:
             entry.update(status="failed", reason=exc.message)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of a step is handled here

@@ -30,6 +30,8 @@ Compiled = Callable[[Scope], Any]
 GLOBAL_NAMES = frozenset({"minutes", "hours", "days", "seconds", "parse_date", "range", "dict",
                           "lipsum", "cycler", "joiner", "namespace"})
 _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
+MAX_POWER = 1000
+MAX_SIZE = 10_000_000
 _DOTTED = re.compile(r"^\s*[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*$")
 
 
@@ -75,9 +77,37 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, default=json_default, ensure_ascii=False, indent=indent)
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with two changes: a mapping's keys win over its methods (a parameter
+    named `items` is the parameter), and `*` and `**` cannot build huge values."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_POWER:
+            raise SecurityError(f"an exponent above {MAX_POWER} is not allowed")
+        if operator == "*":
+            size = _repeat_size(left, right)
+            if size > MAX_SIZE:
+                raise SecurityError(f"a value of {size} items is too large (limit {MAX_SIZE})")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeat_size(left: Any, right: Any) -> int:
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
+            return len(sequence) * count
+    return 0
+
+
 def _make_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                        keep_trailing_newline=True, cache_size=0)
+    env = _Environment(undefined=StrictUndefined, autoescape=False,
+                       keep_trailing_newline=True, cache_size=0)
     env.globals.update(
         minutes=lambda n: timedelta(minutes=n), hours=lambda n: timedelta(hours=n),
         days=lambda n: timedelta(days=n), seconds=lambda n: timedelta(seconds=n),
@@ -125,7 +155,7 @@ def parse(text: str) -> Source:
 def _undefined_error(value: Undefined) -> TemplateError:
     try:
         str(value)
-    except UndefinedError as exc:
+    except (UndefinedError, SecurityError) as exc:
         return TemplateError(str(exc))
     return TemplateError("the expression is undefined")
 

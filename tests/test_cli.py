@@ -226,9 +226,6 @@ def test_db_upgrade_creates_the_schema(config: Path, tmp_path: Path) -> None:
     assert "up to date" in again.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="`db upgrade` opens the store (which migrates) before "
-                   "calling migrate(), so on a fresh database it says 'already up to date' "
-                   "instead of naming the migrations it applied")
 def test_db_upgrade_names_what_it_applied(config: Path, tmp_path: Path) -> None:
     result = invoke("db", "upgrade", "--config", str(config),
                     "--database", f"sqlite:///{tmp_path / 'fresh.db'}")

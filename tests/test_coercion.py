@@ -196,16 +196,11 @@ def test_lists_from_json_text() -> None:
     assert objects({"os": ['{"a": 1}', {"b": 2}]}) == {"os": [{"a": 1}, {"b": 2}]}
 
 
-@pytest.mark.xfail(strict=True, reason="a single text value that starts with '[' is parsed as "
-                   "JSON for a text list and refused with 400 when it is not JSON, instead of "
-                   "becoming a list of one (coercion._listed)")
 def test_a_text_list_item_that_merely_starts_with_a_bracket() -> None:
     texts = compile_coercer("wf", [Param("tags", "text", list=True)])
     assert texts({"tags": "[urgent] call back"}) == {"tags": ["[urgent] call back"]}
 
 
-@pytest.mark.xfail(strict=True, reason="defaults are not converted to the declared type: a date "
-                   "parameter's default '2024-05-01' reaches templates as text, not a datetime")
 def test_a_date_default_is_a_date() -> None:
     dated = compile_coercer("wf", [Param("when", "date", optional=True, default="2024-05-01",
                                          has_default=True)])

@@ -369,8 +369,6 @@ async def test_unique_violation_from_a_parameter_is_409(gw: Gateway) -> None:
     assert [r["name"] for r in found.results] == ["E"]
 
 
-@pytest.mark.xfail(strict=True, reason="interpreter.step re-raises DuplicateError before "
-                   "looking at on_error, so `on_error: continue` cannot swallow a unique violation")
 async def test_on_error_continue_swallows_a_unique_violation(gw: Gateway) -> None:
     assert await gw.ok("tolerant-create", {"email": "t@example.com"}) == {"created": True}
     assert await gw.ok("tolerant-create", {"email": "t@example.com"}) == {"created": False}

@@ -82,6 +82,8 @@ class Storage(Protocol):
     """The async storage interface shared by every backend."""
 
     url: str
+    # The migrations the last `open()` applied (empty when the schema was up to date).
+    migrations_applied: list[str]
 
     async def open(self, types: Sequence[TypeSpec] = ()) -> None: ...
     async def close(self) -> None: ...

@@ -56,7 +56,7 @@ class PostgresStorage:
             await self._pool.open(wait=True, timeout=10)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
-        await self.migrate()
+        self.migrations_applied = await self.migrate()
         defs = [d for spec in types for d in index_definitions(_DIALECT, spec)]
         self._indexes = {d.name: d for d in defs}
         await self._guard(self._sync_indexes(defs))

@@ -95,7 +95,7 @@ class SqliteStorage:
             await self._writer.start()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open {self._path}: {exc}") from exc
-        await self.migrate()
+        self.migrations_applied = await self.migrate()
         defs = [d for spec in types for d in index_definitions(_DIALECT, spec)]
         self._indexes = {d.name: d for d in defs}
         await self._write(lambda conn: _sync_indexes(conn, defs))
