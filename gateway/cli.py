@@ -20,6 +20,7 @@ import uvicorn
 from gateway import schema
 from gateway.actions.context import ADMIN
 from gateway.app import CONFIG_ENV, storage_types
+from gateway.coercion import gather
 from gateway.diagnostics import render_json, render_text
 from gateway.http import PREFIX, reply_response
 from gateway.interpreter import Interpreter, utc_now
@@ -104,17 +105,13 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+    items = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.UsageError(f"--param takes KEY=VALUE, not {pair!r}")
-        if key in params:
-            previous = params[key]
-            params[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            params[key] = value
-    return params
+        items.append((key, value))
+    return gather(items)
 
 
 @main.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -137,6 +137,19 @@ def _typed_default(param: Param, convert: Convert) -> Any:
         return convert(param.default)
     except (ValueError, TypeError, OverflowError):
         return param.default
+
+
+def gather(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Key-value pairs (a form, a query string, `--param`s) as raw parameters: a key given
+    more than once becomes a list of its values."""
+    result: dict[str, Any] = {}
+    for key, value in items:
+        if key in result:
+            previous = result[key]
+            result[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            result[key] = value
+    return result
 
 
 def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:

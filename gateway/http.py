@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.actions.context import Reply
+from gateway.coercion import gather
 from gateway.errors import (
     GatewayError,
     MalformedBodyError,
@@ -92,24 +93,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _multi(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Form and query items; a repeated key becomes a list."""
-    result: dict[str, Any] = {}
-    for key, value in items:
-        if key in result:
-            previous = result[key]
-            result[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            result[key] = value
-    return result
-
-
 async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/x-www-form-urlencoded":
-        return _multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        return gather(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     if content_type == "multipart/form-data":
         return await _parse_multipart(request, body)
     try:
@@ -144,7 +133,7 @@ async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
                 items.append((key, value))
     finally:
         await form.close()
-    return _multi(items)
+    return gather(items)
 
 
 def _boundary(content_type: str) -> bytes | None:
@@ -183,7 +172,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) 
         except GatewayError as exc:
             return error_response(exc)
         if query_names:
-            query = _multi(request.query_params.multi_items())
+            query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names})
         result = await interpreter.run(workflow, raw, source="http",
                                        request=request_facts(request, body))
