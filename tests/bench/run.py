@@ -339,9 +339,12 @@ def postgres_database(url: str) -> Iterator[str]:
     parts = urlparse.urlsplit(url)
     bench = urlparse.urlunsplit(parts._replace(path="/gateway_bench"))
     admin = urlparse.urlunsplit(parts._replace(path=parts.path or "/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS gateway_bench WITH (FORCE)")
-        conn.execute("CREATE DATABASE gateway_bench")
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS gateway_bench WITH (FORCE)")
+            conn.execute("CREATE DATABASE gateway_bench")
+    except psycopg.Error as exc:
+        raise BenchError(f"cannot create the database gateway_bench at {url}: {exc}") from exc
     try:
         yield bench
     finally:
