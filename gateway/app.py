@@ -60,8 +60,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
             return JSONResponse({"status": "unavailable", "reason": exc.message}, 503)
         return JSONResponse({"status": "ready", "workflows": len(registry.workflows)})
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz),
-                               *http.routes(interpreter)]
+    routes: list[BaseRoute] = [*http.routes(interpreter), Route("/healthz", healthz),
+                               Route("/readyz", readyz)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: http.http_exception, Exception: http.server_error})
     app.state.registry = registry

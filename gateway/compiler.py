@@ -74,6 +74,7 @@ class Compiler:
         self.settings = Settings()
         self.data_types: dict[str, TypeSpec] = dict(BUILTIN_TYPES)
         self.pending: dict[tuple[str, str], _Pending] = {}
+        self.reads_request: set[int] = set()  # id() of documents whose templates do
 
     def error(self, doc: Document, pointer: str, code: str, message: str, *,
               key: bool = False) -> None:
@@ -237,6 +238,7 @@ class Compiler:
             ignore_privacy_rules=data.get("ignore_privacy_rules", False), only_when=only_when,
             return_200_if_condition_fails=data.get("return_200_if_condition_fails", False),
             returns=unit.returns, location=f"{doc.file}:{line}",
+            uses_request=id(doc) in self.reads_request,
             coerce=compile_coercer(name, unit.params))
 
     def _steps(self, kind: str, unit: _Pending, params: Mapping[str, Param]) -> tuple[Step, ...]:
@@ -294,6 +296,8 @@ class Compiler:
 
     def _check_references(self, scope: _Scope, pointer: str, source: templating.Source) -> None:
         refs = templating.references(source)
+        if "request" in refs.names:
+            self.reads_request.add(id(scope.doc))
         allowed = _NAMES[scope.kind] | templating.GLOBAL_NAMES
         for name in sorted(refs.names - allowed):
             self.error(scope.doc, pointer, "template.undefined-name",

@@ -174,8 +174,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) 
         if query_names:
             query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names})
-        result = await interpreter.run(workflow, raw, source="http",
-                                       request=request_facts(request, body))
+        facts = request_facts(request, body) if workflow.uses_request else None
+        result = await interpreter.run(workflow, raw, source="http", request=facts)
         return reply_response(result)
 
     return endpoint

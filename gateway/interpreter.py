@@ -8,9 +8,9 @@ step did not run or its error was swallowed, the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-import secrets as random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -26,6 +26,7 @@ from gateway.errors import (
     RunError,
     StepFailedError,
 )
+from gateway.ids import new_id
 from gateway.model import Param, Registry, Step, Workflow
 
 if TYPE_CHECKING:
@@ -40,11 +41,6 @@ REDACTED = "[redacted]"
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def new_run_id(now: datetime) -> str:
-    """Time-sortable, in the shape of Bubble's ids: `<unix ms>x<18 random digits>`."""
-    return f"{int(now.timestamp() * 1000)}x{random.randbelow(10**18):018d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +66,7 @@ class Interpreter:
                   identity: Identity = ANONYMOUS,
                   request: Mapping[str, Any] | None = None) -> RunResult:
         now = self.clock()
-        ctx = RunContext(run_id=new_run_id(now), workflow=workflow.name, now=now,
+        ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
@@ -204,9 +200,14 @@ class Interpreter:
         return _redact(value, hidden)
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def _redact(value: Any, hidden: set[str]) -> Any:
     if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEY.search(str(k)) else _redact(v, hidden)
+        return {k: REDACTED if _is_secret_key(str(k)) else _redact(v, hidden)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(item, hidden) for item in value]

@@ -70,6 +70,7 @@ class Workflow:
     return_200_if_condition_fails: bool = False
     returns: tuple[Param, ...] = ()
     location: str = ""
+    uses_request: bool = False  # a template reads `request`: the HTTP layer builds it
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
 
 

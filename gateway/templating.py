@@ -189,8 +189,13 @@ def compile_source(source: Source) -> Compiled:
 
         return evaluate
     template = ENV.from_string(source.ast)
+    parts = _plain_parts(source.ast)
 
     def render(scope: Scope) -> str:
+        if parts is not None:
+            text = _render_plain(parts, scope)
+            if text is not None:
+                return text
         try:
             return template.render(scope)
         except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
@@ -198,6 +203,44 @@ def compile_source(source: Source) -> Compiled:
             raise TemplateError(f"{source.text.strip()}: {exc}") from exc
 
     return render
+
+
+# A text template made only of literal text and `{{ a.b.c }}` lookups (`Hello {{ params.name
+# }}`) renders by plain concatenation; whatever else it meets takes Jinja's path.
+_Part = str | tuple[str, ...]
+
+
+def _plain_parts(ast: nodes.Template) -> list[_Part] | None:
+    if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
+        return None
+    parts: list[_Part] = []
+    for node in ast.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append(node.data)
+            continue
+        path: list[str] = []
+        while isinstance(node, nodes.Getattr):
+            path.append(node.attr)
+            node = node.node
+        if not isinstance(node, nodes.Name):
+            return None
+        parts.append((node.name, *reversed(path)))
+    return parts
+
+
+def _render_plain(parts: list[_Part], scope: Scope) -> str | None:
+    out: list[str] = []
+    for part in parts:
+        if type(part) is str:
+            out.append(part)
+            continue
+        value: Any = scope
+        for name in part:
+            if type(value) is not dict or name not in value:
+                return None
+            value = value[name]
+        out.append(value if type(value) is str else str(value))
+    return "".join(out)
 
 
 def constant(value: Any) -> Compiled:

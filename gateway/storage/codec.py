@@ -13,25 +13,17 @@ import binascii
 import json
 import logging
 import re
-import secrets
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import ValidationError
+from gateway.ids import new_id
 from gateway.storage.interface import FieldSpec, TypeSpec
 
-_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 # Names end up inside SQL string literals and JSON paths: quotes and backslashes would need
 # a second layer of escaping there, so they are refused outright.
 _SAFE_NAME = re.compile(r"^[^\"'\\\x00-\x1f]+$")
-
-
-def new_id(now: datetime | None = None) -> str:
-    """A time-sortable id in Bubble's shape: `<unix ms>x<18 random digits>`."""
-    ms = int((now.timestamp() if now else time.time()) * 1000)
-    return f"{ms}x{secrets.randbelow(10**18):018d}"
 
 
 def utcnow() -> datetime:
@@ -39,7 +31,8 @@ def utcnow() -> datetime:
 
 
 def iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(_ISO_FORMAT)
+    """Fixed-width UTC text (`2024-05-01T12:00:00.000000Z`), so text order is time order."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:
@@ -117,7 +110,8 @@ def decode_cursor(cursor: str | None) -> int:
 def run_row(run: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     """(id, workflow, status, started_at ISO text, JSON document) for one run."""
     data = dict(run)
-    data.setdefault("id", new_id())
+    if "id" not in data:
+        data["id"] = new_id()
     started = data.get("started_at")
     started_at = started if isinstance(started, datetime) else utcnow()
     data["started_at"] = started_at

@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
+from gateway.ids import new_id
 from gateway.storage import codec
 from gateway.storage.interface import Constraint, Page, SortKey, TypeSpec
 from gateway.storage.postgresql_dialect import PostgresDialect
@@ -161,7 +162,7 @@ class PostgresStorage:
         data = codec.with_defaults(self._types.get(type), fields)
         # Round-trip through JSON so the caller gets exactly what a later get() returns.
         stored = codec.json_roundtrip(data)
-        id = codec.new_id(now)
+        id = new_id(now)
         await self._execute(Q["create_record"], (id, type, _jsonb(stored), now, now, created_by))
         return self._record((id, type, stored, now, now, created_by))
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
+from gateway.ids import new_id
 from gateway.storage import codec
 from gateway.storage.interface import Constraint, Page, SortKey, TypeSpec
 from gateway.storage.query import (
@@ -148,7 +149,7 @@ class SqliteStorage:
         now = codec.utcnow()
         text = codec.dumps(codec.with_defaults(self._types.get(type), fields))
         stamp = codec.iso(now)
-        row: Row = (codec.new_id(now), type, text, stamp, stamp, created_by)
+        row: Row = (new_id(now), type, text, stamp, stamp, created_by)
         await self._write(lambda conn: conn.execute(Q["create_record"], row))
         return self._record(row)
 
