@@ -239,6 +239,7 @@ class Compiler:
             return_200_if_condition_fails=data.get("return_200_if_condition_fails", False),
             returns=unit.returns, location=f"{doc.file}:{line}",
             uses_request=id(doc) in self.reads_request,
+            may_wait=any(step.action not in _NEVER_WAIT for step in steps),
             coerce=compile_coercer(name, unit.params))
 
     def _steps(self, kind: str, unit: _Pending, params: Mapping[str, Param]) -> tuple[Step, ...]:
@@ -430,6 +431,8 @@ class Compiler:
                        f"'text_contains' applies to text fields; '{key}' is {shown}")
 
 
+# Actions that finish without waiting on anything: a run of only these needs no timer.
+_NEVER_WAIT = frozenset({"set", "return_data", "terminate", "fail", "log"})
 _RECORD_ACTIONS = ("create_thing", "make_changes", "make_changes_to_list", "delete_thing",
                    "delete_list", "get_thing", "search")
 _ACTION_CHECKS: dict[str, Callable[..., None]] = {

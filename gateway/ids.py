@@ -14,9 +14,8 @@ from datetime import datetime
 
 _random = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
-_DIGITS = 10**18
 
 
 def new_id(now: datetime | None = None) -> str:
     ms = int((now.timestamp() if now is not None else time.time()) * 1000)
-    return f"{ms}x{_random.randrange(_DIGITS):018d}"
+    return f"{ms}x{_random.getrandbits(59):018d}"  # 59 bits: always 18 digits or fewer

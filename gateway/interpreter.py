@@ -61,6 +61,7 @@ class Interpreter:
         self.storage = storage
         self.clock = clock
         self.timeout = registry.settings.run_timeout.total_seconds()
+        self.hidden = frozenset(v for v in registry.settings.secrets.values() if v)
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
@@ -77,7 +78,10 @@ class Interpreter:
         try:
             params = await self.load_records(workflow.params, workflow.coerce(raw))
             scope = self.scope(ctx, params, request)
-            async with asyncio.timeout(self.timeout):
+            if workflow.may_wait:
+                async with asyncio.timeout(self.timeout):
+                    reply = await self.execute(workflow, ctx, scope)
+            else:
                 reply = await self.execute(workflow, ctx, scope)
         except GatewayError as exc:
             error = exc
@@ -196,8 +200,7 @@ class Interpreter:
 
     def redact(self, value: Any) -> Any:
         """Secrets out of what the run log keeps: by key name, and by value."""
-        hidden = set(self.registry.settings.secrets.values())
-        return _redact(value, hidden)
+        return _redact(value, self.hidden)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -205,15 +208,21 @@ def _is_secret_key(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
 
-def _redact(value: Any, hidden: set[str]) -> Any:
+_SCALARS = frozenset({int, float, bool, type(None), datetime})
+
+
+def _redact(value: Any, hidden: frozenset[str]) -> Any:
     if isinstance(value, dict):
+        if not hidden and all(type(v) in _SCALARS or type(v) is str for v in value.values()) \
+                and not any(_is_secret_key(str(k)) for k in value):
+            return value  # the common flat mapping with nothing to hide: no copy
         return {k: REDACTED if _is_secret_key(str(k)) else _redact(v, hidden)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(item, hidden) for item in value]
     if isinstance(value, str):
         for secret in hidden:
-            if secret and secret in value:
+            if secret in value:
                 value = value.replace(secret, REDACTED)
     return value
 

@@ -71,6 +71,7 @@ class Workflow:
     returns: tuple[Param, ...] = ()
     location: str = ""
     uses_request: bool = False  # a template reads `request`: the HTTP layer builds it
+    may_wait: bool = True  # some step waits on something (a store, an event): time it out
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
 
 

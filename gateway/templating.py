@@ -51,7 +51,10 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
+
+
+_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_date(value: Any) -> datetime:

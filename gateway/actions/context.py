@@ -27,6 +27,7 @@ class Identity:
         return {"kind": self.kind, "user_id": self.user_id}
 
 
+RUN_LOG = logging.getLogger("gateway.run")
 ANONYMOUS = Identity()
 ADMIN = Identity("admin")
 
@@ -59,5 +60,5 @@ class RunContext:
     ignore_privacy_rules: bool = False
     depth: int = 0
     source: str = "http"
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.run"))
+    log: logging.Logger = RUN_LOG
     steps: list[dict[str, Any]] = field(default_factory=list)

@@ -46,7 +46,7 @@ def _json_default(value: object) -> object:
 
 
 def dumps(value: object) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+    return _STRICT.encode(value)
 
 
 def check_name(name: str, what: str) -> str:
@@ -109,25 +109,22 @@ def decode_cursor(cursor: str | None) -> int:
 
 def run_row(run: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     """(id, workflow, status, started_at ISO text, JSON document) for one run."""
-    data = dict(run)
-    if "id" not in data:
-        data["id"] = new_id()
-    started = data.get("started_at")
-    started_at = started if isinstance(started, datetime) else utcnow()
-    data["started_at"] = started_at
-    text = json.dumps(data, default=_lenient_default, separators=(",", ":"), ensure_ascii=False)
-    return (
-        str(data["id"]),
-        str(data.get("workflow", "")),
-        str(data.get("status", "")),
-        iso(started_at),
-        text,
-    )
+    started = run.get("started_at")
+    started_at = iso(started if isinstance(started, datetime) else utcnow())
+    run_id = run.get("id") or new_id()
+    text = _LENIENT.encode({**run, "id": run_id, "started_at": started_at})
+    return (str(run_id), str(run.get("workflow", "")), str(run.get("status", "")), started_at,
+            text)
 
 
 def _lenient_default(value: object) -> object:
     # The run log must never refuse a run: anything JSON cannot hold is kept as its repr.
     return iso(value) if isinstance(value, datetime) else repr(value)
+
+
+# Encoders made once: `json.dumps` with options builds a new encoder on every call.
+_STRICT = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
+_LENIENT = json.JSONEncoder(default=_lenient_default, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_run(text: str | Mapping[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class SqliteStorage:
         self._path = path_from_url(url)
         self._types: dict[str, TypeSpec] = {}
         self._indexes: dict[str, IndexDef] = {}
-        self._writer = Writer(self._connect_writer, Q["upsert_run"])
+        self._writer = Writer(self._connect_writer, Q["upsert_runs"])
         self._reader: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-sqlite-reader")
         self._local = threading.local()

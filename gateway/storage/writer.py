@@ -28,6 +28,7 @@ from typing import Any
 from gateway.errors import StorageError
 
 RUN_BATCH = 500
+RUN_FLUSH_SECONDS = 0.2
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], sqlite3.Connection]
@@ -48,9 +49,10 @@ _STOP = _Job(lambda conn: None, None, None)
 class Writer:
     """Owns the only writing connection to a SQLite file and commits in groups."""
 
-    def __init__(self, connect: Connect, upsert_run_sql: str) -> None:
+    def __init__(self, connect: Connect, upsert_runs_sql: str) -> None:
         self._connect = connect
-        self._upsert_run = upsert_run_sql
+        self._upsert_runs = upsert_runs_sql
+        self._upsert_by_count: dict[int, str] = {}
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._runs: collections.deque[RunRow] = collections.deque()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -75,10 +77,11 @@ class Writer:
         return future
 
     def record_run(self, row: RunRow) -> None:
-        """Queue one run; thread-safe and never blocks."""
-        was_empty = not self._runs
+        """Queue one run; thread-safe and never blocks. Runs are written with the next
+        commit, or within `RUN_FLUSH_SECONDS`: waking the writer (and syncing the file) for
+        each run would cost more than the runs themselves."""
         self._runs.append(row)
-        if was_empty:  # otherwise a wake-up is already on its way
+        if len(self._runs) == RUN_BATCH:
             self._queue.put(_WAKE)
 
     async def flush_runs(self) -> None:
@@ -99,7 +102,12 @@ class Writer:
     def _serve(self, conn: sqlite3.Connection) -> None:
         stopping = False
         while not stopping:
-            batch = [self._queue.get()]
+            try:
+                batch = [self._queue.get(timeout=RUN_FLUSH_SECONDS)]
+            except queue.Empty:
+                if not self._runs:
+                    continue
+                batch = [_WAKE]
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -135,6 +143,14 @@ class Writer:
         conn.execute("RELEASE job")
         return True, result
 
+    def _upsert_sql(self, count: int) -> str:
+        sql = self._upsert_by_count.get(count)
+        if sql is None:
+            sql = self._upsert_runs.format(values=", ".join(["(?, ?, ?, ?, ?)"] * count))
+            if len(self._upsert_by_count) < 64:
+                self._upsert_by_count[count] = sql
+        return sql
+
     def _write_runs(self, conn: sqlite3.Connection, limit: int | None) -> None:
         rows: list[RunRow] = []
         while self._runs and (limit is None or len(rows) < limit):
@@ -145,7 +161,9 @@ class Writer:
             self._queue.put(_WAKE)  # more are waiting: come back for them
         conn.execute("SAVEPOINT runs")
         try:
-            conn.executemany(self._upsert_run, rows)
+            for start in range(0, len(rows), RUN_BATCH):  # SQLite caps a statement's variables
+                chunk = rows[start:start + RUN_BATCH]
+                conn.execute(self._upsert_sql(len(chunk)), [v for row in chunk for v in row])
         except sqlite3.Error:
             # A log that cannot be written must not take the requests' writes down with it.
             conn.execute("ROLLBACK TO runs")

@@ -44,8 +44,11 @@ CREATE {unique} INDEX IF NOT EXISTS {name} ON gateway_records ({expression}) WHE
 -- name: drop_index
 DROP INDEX IF EXISTS {name};
 
--- name: upsert_run
-INSERT INTO gateway_runs (id, workflow, status, started_at, data) VALUES (?, ?, ?, ?, ?)
+-- name: upsert_runs
+-- A whole batch of runs in one statement ({values} is one `(?, ?, ?, ?, ?)` per run): one
+-- call into SQLite instead of one per run, each of which would have to win the interpreter
+-- lock back from a busy event loop.
+INSERT INTO gateway_runs (id, workflow, status, started_at, data) VALUES {values}
 ON CONFLICT (id) DO UPDATE SET
     workflow = excluded.workflow, status = excluded.status,
     started_at = excluded.started_at, data = excluded.data;
