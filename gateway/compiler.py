@@ -240,6 +240,7 @@ class Compiler:
             returns=unit.returns, location=f"{doc.file}:{line}",
             uses_request=id(doc) in self.reads_request,
             may_wait=any(step.action not in _NEVER_WAIT for step in steps),
+            record_params=tuple(p for p in unit.params if p.is_record),
             coerce=compile_coercer(name, unit.params))
 
     def _steps(self, kind: str, unit: _Pending, params: Mapping[str, Param]) -> tuple[Step, ...]:

@@ -62,6 +62,7 @@ class Interpreter:
         self.clock = clock
         self.timeout = registry.settings.run_timeout.total_seconds()
         self.hidden = frozenset(v for v in registry.settings.secrets.values() if v)
+        self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
@@ -76,7 +77,9 @@ class Interpreter:
         reply: Reply | None = None
         error: GatewayError | None = None
         try:
-            params = await self.load_records(workflow.params, workflow.coerce(raw))
+            params = workflow.coerce(raw)
+            if workflow.record_params:
+                params = await self.load_records(workflow.record_params, params)
             scope = self.scope(ctx, params, request)
             if workflow.may_wait:
                 async with asyncio.timeout(self.timeout):
@@ -96,7 +99,7 @@ class Interpreter:
             "params": params, "steps": {}, "now": ctx.now,
             "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth},
             "current_user": ({"_id": ctx.identity.user_id} if ctx.identity.user_id else None),
-            "request": request or {}, "secrets": dict(self.registry.settings.secrets),
+            "request": request or {}, "secrets": self.secrets,
         }
 
     async def load_records(self, declared: tuple[Param, ...],
@@ -104,7 +107,7 @@ class Interpreter:
         """Parameters of a data type arrive as ids; each must name an existing record."""
         for param in declared:
             value = params.get(param.name)
-            if not param.is_record or value is None or self.storage is None:
+            if value is None or self.storage is None:
                 continue
             ids = value if param.list else [value]
             records = [await self.storage.get(param.type, record_id) for record_id in ids]
@@ -166,7 +169,7 @@ class Interpreter:
             raise RunError(f"custom event '{name}' would nest deeper than "
                            f"{self.registry.settings.max_event_depth} levels")
         try:
-            params = await self.load_records(event.params, event.coerce(raw))
+            params = await self.load_records(event.record_params, event.coerce(raw))
         except GatewayError as exc:
             raise RunError(f"custom event '{name}': {exc.message}") from exc
         ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])

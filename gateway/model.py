@@ -72,6 +72,7 @@ class Workflow:
     location: str = ""
     uses_request: bool = False  # a template reads `request`: the HTTP layer builds it
     may_wait: bool = True  # some step waits on something (a store, an event): time it out
+    record_params: tuple[Param, ...] = ()  # parameters of a data type: loaded from the store
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
 
 
