@@ -6,12 +6,12 @@ Every error a caller can see is rendered here, in one shape:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -31,7 +31,7 @@ from gateway.errors import (
 )
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Workflow
-from gateway.templating import dumps
+from gateway.templating import encode
 
 PREFIX = "/api/1.1/wf"
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
@@ -50,7 +50,7 @@ def error_response(error: GatewayError, run_id: str | None = None) -> Response:
     headers = {"X-Run-Id": run_id} if run_id else {}
     if isinstance(error, MethodNotAllowedError) and error.allow:
         headers["Allow"] = error.allow
-    content = dumps({"statusCode": error.status, "body": body})
+    content = encode({"statusCode": error.status, "body": body})
     return Response(content, status_code=error.status, media_type=JSON, headers=headers)
 
 
@@ -70,10 +70,10 @@ def reply_response(result: RunResult) -> Response:
         return Response(reply.text, status_code=reply.status, headers=headers,
                         media_type=reply.content_type)
     if reply.content_type and reply.content_type != JSON:
-        content = reply.data if isinstance(reply.data, str) else dumps(reply.data)
+        content = reply.data if isinstance(reply.data, str) else encode(reply.data)
         return Response(content, status_code=reply.status, headers=headers,
                         media_type=reply.content_type)
-    content = dumps({"status": "success", "response": reply.data if reply.data is not None
+    content = encode({"status": "success", "response": reply.data if reply.data is not None
                      else {}})
     return Response(content, status_code=reply.status, headers=headers, media_type=JSON)
 
@@ -110,7 +110,7 @@ async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
     if content_type == "multipart/form-data":
         return await _parse_multipart(request, body)
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

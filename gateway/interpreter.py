@@ -193,7 +193,7 @@ class Interpreter:
             return
         self.storage.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
-            "identity": ctx.identity.as_dict(), "status": status, "started_at": ctx.now,
+            "identity": ctx.identity.record, "status": status, "started_at": ctx.now,
             "duration_ms": duration, "params": self.redact(params),
             "result": self.redact(reply.data if reply else None),
             "error": None if error is None else {"code": error.code, "message": error.message,
@@ -214,11 +214,19 @@ def _is_secret_key(key: str) -> bool:
 _SCALARS = frozenset({int, float, bool, type(None), datetime})
 
 
+def _is_plain(mapping: dict[Any, Any]) -> bool:
+    """A flat mapping of scalars with no secret-looking key: nothing in it to redact."""
+    for key, value in mapping.items():
+        kind = type(value)
+        if (kind is not str and kind not in _SCALARS) or _is_secret_key(str(key)):
+            return False
+    return True
+
+
 def _redact(value: Any, hidden: frozenset[str]) -> Any:
     if isinstance(value, dict):
-        if not hidden and all(type(v) in _SCALARS or type(v) is str for v in value.values()) \
-                and not any(_is_secret_key(str(k)) for k in value):
-            return value  # the common flat mapping with nothing to hide: no copy
+        if not hidden and _is_plain(value):
+            return value  # the common case: no copy
         return {k: REDACTED if _is_secret_key(str(k)) else _redact(v, hidden)
                 for k, v in value.items()}
     if isinstance(value, list):

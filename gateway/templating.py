@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -50,11 +51,21 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def encode(value: Any) -> bytes:
+    """JSON bytes, dates as ISO 8601 in UTC; orjson, or the standard library for what orjson
+    refuses (integers over 64 bits)."""
+    try:
+        return orjson.dumps(value, default=json_default, option=_ORJSON)
+    except orjson.JSONEncodeError:
+        return _ENCODER.encode(value).encode()
+
+
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    return encode(value).decode()
 
 
 _ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
+_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def parse_date(value: Any) -> datetime:

@@ -23,7 +23,9 @@ class Identity:
     kind: str = "anonymous"
     user_id: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def record(self) -> dict[str, Any]:
+        """As the run log keeps it."""
         return {"kind": self.kind, "user_id": self.user_id}
 
 

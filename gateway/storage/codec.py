@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from gateway.errors import ValidationError
 from gateway.ids import new_id
 from gateway.storage.interface import FieldSpec, TypeSpec
@@ -46,7 +48,10 @@ def _json_default(value: object) -> object:
 
 
 def dumps(value: object) -> str:
-    return _STRICT.encode(value)
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON).decode()
+    except orjson.JSONEncodeError:
+        return _STRICT.encode(value)  # what orjson refuses (integers over 64 bits) or raises
 
 
 def check_name(name: str, what: str) -> str:
@@ -112,7 +117,11 @@ def run_row(run: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     started = run.get("started_at")
     started_at = iso(started if isinstance(started, datetime) else utcnow())
     run_id = run.get("id") or new_id()
-    text = _LENIENT.encode({**run, "id": run_id, "started_at": started_at})
+    document = {**run, "id": run_id, "started_at": started_at}
+    try:
+        text = orjson.dumps(document, default=_lenient_default, option=_ORJSON).decode()
+    except orjson.JSONEncodeError:
+        text = _LENIENT.encode(document)
     return (str(run_id), str(run.get("workflow", "")), str(run.get("status", "")), started_at,
             text)
 
@@ -122,7 +131,10 @@ def _lenient_default(value: object) -> object:
     return iso(value) if isinstance(value, datetime) else repr(value)
 
 
-# Encoders made once: `json.dumps` with options builds a new encoder on every call.
+# orjson first (ten times faster, which the run log of every request feels), with datetimes
+# handed to our own default so that they keep the fixed-width form; the standard library for
+# what orjson refuses. Its encoders are made once: `json.dumps` with options builds one per call.
+_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 _STRICT = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
 _LENIENT = json.JSONEncoder(default=_lenient_default, separators=(",", ":"), ensure_ascii=False)
 
