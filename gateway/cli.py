@@ -96,12 +96,21 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     paths = list(config) or [DEFAULT_CONFIG]
     registry = _load_or_exit(paths)
     settings = _settled(registry, host=host, port=port, workers=workers, database=database)
+    _refuse_missing_secrets(settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
                 log_level="info", access_log=False, proxy_headers=False)
+
+
+def _refuse_missing_secrets(settings: Settings) -> None:
+    missing = settings.missing_secrets()
+    if missing:
+        click.echo("error: the settings declare secrets the environment does not set: "
+                   + ", ".join(missing), err=True)
+        sys.exit(1)
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -134,6 +143,7 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
     if workflow is None:
         raise click.UsageError(f"no workflow named {name!r}")
     settings = _settled(registry, database=database)
+    _refuse_missing_secrets(settings)
     registry = Registry(registry.workflows, registry.events, registry.data_types, settings,
                         registry.files)
     status, body, run_id = asyncio.run(_run_once(registry, name, _parse_params(pairs)))

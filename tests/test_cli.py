@@ -276,3 +276,28 @@ def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
     assert validate.stdout.strip() in proc.stderr
     assert "error[ref.unknown-param]" in proc.stderr
     assert "Uvicorn running" not in proc.stderr
+
+
+def test_serve_and_run_refuse_secrets_missing_from_the_environment(tmp_path: Path) -> None:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    name = "GATEWAY_TEST_SECRET_THAT_IS_NEVER_SET"
+    (folder / "main.yaml").write_text(
+        f"kind: settings\nsecrets: [{name}]\n---\n"
+        "kind: api_workflow\nname: x\nauth: none\nsteps:\n  - action: return_data\n"
+        f"    data: {{n: '{{{{ secrets.{name} | length }}}}'}}\n")
+    env = {k: v for k, v in os.environ.items() if k != name}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(folder), "--port",
+         str(free_port()), "--database", f"sqlite:///{tmp_path / 'x.db'}"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 1
+    assert name in proc.stderr and "Uvicorn running" not in proc.stderr
+    ran = CliRunner(env={name: None}).invoke(
+        main, ["run", "x", "--config", str(folder), "--database", f"sqlite:///{tmp_path / 'y.db'}"])
+    assert ran.exit_code == 1 and name in ran.output
+    given = CliRunner(env={name: "abcd"}).invoke(
+        main, ["run", "x", "--config", str(folder), "--database", f"sqlite:///{tmp_path / 'y.db'}"])
+    assert given.exit_code == 0, given.output
+    assert json.loads(given.stdout) == {"status": "success", "response": {"n": 4}}
