@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -63,7 +64,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
             if storage is not None:
                 await storage.get("user", "0x0")
         except GatewayError as exc:
-            return JSONResponse({"status": "unavailable", "reason": exc.message}, 503)
+            log.warning("not ready: the database does not answer: %s", exc.message)
+            return JSONResponse({"status": "unavailable"}, 503)
         return JSONResponse({"status": "ready", "workflows": len(registry.workflows)})
 
     routes: list[BaseRoute] = [*http.routes(interpreter), Route("/healthz", healthz),
@@ -101,6 +103,5 @@ def app_from_environment() -> Starlette:
     """The factory `gateway serve` hands to uvicorn (so that every worker builds its own)."""
     registry = load(config_paths())
     settings = with_environment(registry.settings)
-    registry = Registry(registry.workflows, registry.events, registry.data_types, settings,
-                        registry.files)
+    registry = dataclasses.replace(registry, settings=settings)
     return create_app(registry, open_storage(settings.database))

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a validation or runtime failure, 2 a usage error (click's ow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -144,8 +145,7 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
         raise click.UsageError(f"no workflow named {name!r}")
     settings = _settled(registry, database=database)
     _refuse_missing_secrets(settings)
-    registry = Registry(registry.workflows, registry.events, registry.data_types, settings,
-                        registry.files)
+    registry = dataclasses.replace(registry, settings=settings)
     status, body, run_id = asyncio.run(_run_once(registry, name, _parse_params(pairs)))
     click.echo(f"HTTP {status}  run {run_id}", err=True)
     click.echo(body)
@@ -194,7 +194,13 @@ def _store_of(config: tuple[Path, ...], database: str | None) -> tuple[Registry,
 
 @main.group()
 def runs() -> None:
-    """Inspect the run log: every run, its status, steps and reasons."""
+    """Inspect the run log: every run, its status, steps and reasons.
+
+    \b
+    Example:
+      gateway runs list --status failed --since 1h
+      gateway runs show 1732406400000x123456789012345678
+    """
 
 
 @runs.command("list")
@@ -221,7 +227,7 @@ def runs_list(workflow: str | None, status: str | None, since: str | None, limit
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     registry, storage = _store_of(config, database)
     found = asyncio.run(_with_store(storage, registry, lambda s: s.list_runs(
-        workflow=workflow, status=status, since=cutoff, limit=limit)))
+        workflow=workflow, status=status, since=cutoff, limit=limit), sync_indexes=False))
     for item in found:
         if as_json:
             click.echo(dumps(item))
@@ -244,7 +250,8 @@ def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> No
       gateway runs show 1732406400000x123456789012345678
     """
     registry, storage = _store_of(config, database)
-    found = asyncio.run(_with_store(storage, registry, lambda s: s.get_run(run_id)))
+    found = asyncio.run(_with_store(storage, registry, lambda s: s.get_run(run_id),
+                                    sync_indexes=False))
     if found is None:
         click.echo(f"no run with id {run_id}", err=True)
         sys.exit(1)
@@ -253,7 +260,12 @@ def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> No
 
 @main.group()
 def db() -> None:
-    """Manage the built-in database."""
+    """Manage the built-in database.
+
+    \b
+    Example:
+      gateway db upgrade --database postgresql://gateway@db.internal/gateway
+    """
 
 
 @db.command("upgrade")
@@ -276,8 +288,8 @@ async def _migrations_applied(storage: Storage) -> list[str]:
 
 
 async def _with_store(storage: Storage, registry: Registry,
-                      work: Callable[[Storage], Awaitable[T]]) -> T:
-    await storage.open(storage_types(registry))
+                      work: Callable[[Storage], Awaitable[T]], *, sync_indexes: bool = True) -> T:
+    await storage.open(storage_types(registry), sync_indexes=sync_indexes)
     try:
         return await work(storage)
     finally:

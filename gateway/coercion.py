@@ -142,14 +142,10 @@ def _typed_default(param: Param, convert: Convert) -> Any:
 def gather(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     """Key-value pairs (a form, a query string, `--param`s) as raw parameters: a key given
     more than once becomes a list of its values."""
-    result: dict[str, Any] = {}
+    grouped: dict[str, list[Any]] = {}
     for key, value in items:
-        if key in result:
-            previous = result[key]
-            result[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            result[key] = value
-    return result
+        grouped.setdefault(key, []).append(value)
+    return {key: values[0] if len(values) == 1 else values for key, values in grouped.items()}
 
 
 def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
@@ -175,7 +171,7 @@ def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
                 continue
             try:
                 result[param.name] = convert(value)
-            except (ValueError, TypeError, OverflowError) as exc:
+            except (ValueError, TypeError, OverflowError, RecursionError, OSError) as exc:
                 raise InvalidDataError(
                     f"Invalid value for parameter {param.name} (must be {param.describe()})"
                 ) from exc

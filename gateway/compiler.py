@@ -113,7 +113,8 @@ class Compiler:
             seen[name] = doc
             fields = {key: FieldSpec(key, spec["type"], spec.get("list", False),
                                      spec.get("unique", False), spec.get("indexed", False),
-                                     spec.get("default"))
+                                     _typed(spec.get("default"), spec["type"],
+                                            spec.get("list", False)))
                       for key, spec in doc.data.get("fields", {}).items()}
             base = BUILTIN_TYPES.get(name)
             merged = {**(base.fields if base else {}), **fields}
@@ -441,6 +442,18 @@ _ACTION_CHECKS: dict[str, Callable[..., None]] = {
     "return_data": Compiler._check_return,
     **{action: Compiler._check_record for action in _RECORD_ACTIONS},
 }
+
+
+def _typed(value: Any, type_name: str, is_list: bool) -> Any:
+    """A default in its field's type (a date default is a datetime, as stored values are);
+    one that does not convert is reported by `_check_value` and kept as written."""
+    if value is None:
+        return None
+    convert = converter(type_name)
+    try:
+        return [convert(item) for item in value] if is_list else convert(value)
+    except (ValueError, TypeError, OverflowError):
+        return value
 
 
 def _path_between(graph: Mapping[str, list[str]], start: str, goal: str) -> list[str] | None:

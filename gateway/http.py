@@ -165,9 +165,10 @@ def request_facts(request: Request, body: bytes) -> dict[str, Any]:
 def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) -> Endpoint:
     query_names = frozenset(p.name for p in workflow.params
                             if p.in_query or workflow.method == "GET")
+    methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
 
     async def endpoint(request: Request) -> Response:
-        if request.method != workflow.method:
+        if request.method not in methods:
             return error_response(MethodNotAllowedError(
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
         if workflow.auth != "none":
@@ -176,7 +177,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) 
                 f"The workflow {workflow.name} requires authentication ({workflow.auth})"))
         try:
             body = await read_body(request, limit)
-            raw = await parse_body(request, body) if workflow.method != "GET" else {}
+            raw = await parse_body(request, body) if workflow.method == "POST" else {}
         except GatewayError as exc:
             return error_response(exc)
         if query_names:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 Clock = Callable[[], datetime]
 log = logging.getLogger("gateway.run")
 
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api_?key|authorization|signature", re.I)
+_SECRET_KEY = re.compile(
+    r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
 REDACTED = "[redacted]"
 
 
@@ -90,7 +91,11 @@ class Interpreter:
             error = exc
         except TimeoutError:
             error = RunError(f"the run took longer than {self.timeout:g} s and was stopped")
-        self.report(ctx, workflow, started, raw if not params else params, reply, error)
+        except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
+            error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
+            error.__cause__ = exc
+        logged = params if params else _declared(workflow, raw)
+        self.report(ctx, workflow, started, logged, reply, error)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
     def scope(self, ctx: RunContext, params: dict[str, Any],
@@ -160,7 +165,9 @@ class Interpreter:
         if isinstance(exc, GatewayError) and exc.status < 500:
             raise exc
         label = f"step {step.index + 1} ({step.action})"
-        raise RunError(f"{label} failed: {message}", step.location) from exc
+        # The innermost location wins: a step of a custom event, not the step that called it.
+        location = exc.location if isinstance(exc, RunError) and exc.location else step.location
+        raise RunError(f"{label} failed: {message}", location) from exc
 
     async def call_event(self, caller: RunContext, name: str, raw: Mapping[str, Any]) -> Any:
         """`trigger_event`: run a custom event inline and give back its return values."""
@@ -174,8 +181,10 @@ class Interpreter:
             raise RunError(f"custom event '{name}': {exc.message}") from exc
         ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])
         scope = self.scope(ctx, params, None)
-        reply = await self.execute(event, ctx, scope)
-        caller.steps[-1]["steps"] = ctx.steps
+        try:
+            reply = await self.execute(event, ctx, scope)
+        finally:
+            caller.steps[-1]["steps"] = ctx.steps  # kept in the run log, failed or not
         data = reply.data if reply is not None else {}
         return data if not isinstance(data, dict) else {**data}
 
@@ -196,9 +205,10 @@ class Interpreter:
             "identity": ctx.identity.record, "status": status, "started_at": ctx.now,
             "duration_ms": duration, "params": self.redact(params),
             "result": self.redact(reply.data if reply else None),
-            "error": None if error is None else {"code": error.code, "message": error.message,
-                                                 "location": getattr(error, "location", "")},
-            "steps": ctx.steps,
+            "error": None if error is None else {
+                "code": error.code, "message": self.redact(error.message),
+                "location": getattr(error, "location", "")},
+            "steps": self.redact(ctx.steps) if self.hidden else ctx.steps,
         })
 
     def redact(self, value: Any) -> Any:
@@ -236,6 +246,17 @@ def _redact(value: Any, hidden: frozenset[str]) -> Any:
             if secret in value:
                 value = value.replace(secret, REDACTED)
     return value
+
+
+def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a rejected call sent for the declared parameters, cut short: the run log keeps
+    why a call was refused, not whatever a caller chose to send."""
+    kept: dict[str, Any] = {}
+    for param in workflow.params:
+        if param.name in raw:
+            text = repr(raw[param.name])
+            kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
+    return kept
 
 
 def _status_of(error: GatewayError | None) -> str:

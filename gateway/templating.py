@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -294,10 +294,6 @@ def compile_tree(value: Any, leaf: Callable[[str, str], Compiled], pointer: str 
             return constant(value)
         return lambda scope: [fn(scope) for fn in parts]
     return constant(value)
-
-
-def syntax_error_line(exc: TemplateSyntaxError) -> int:
-    return exc.lineno or 1
 
 
 @dataclass(frozen=True, slots=True)

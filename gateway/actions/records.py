@@ -24,6 +24,7 @@ from gateway.storage.interface import (
     TypeSpec,
 )
 
+MAX_PAGE = 10_000
 _LIST_CONSTRAINTS = frozenset({"in", "not_in"})
 _VALUELESS = frozenset({"is_empty", "is_not_empty"})
 
@@ -66,7 +67,7 @@ def check_value(spec: TypeSpec, key: str, value: Any) -> Any:
     except (ValueError, TypeError, OverflowError) as exc:
         shown = f"list of {field.type}" if field.list else field.type
         raise ValidationError(
-            f"invalid value for field {key} of {spec.name} (must be {shown}): {value!r}") from exc
+            f"invalid value for field {key} of {spec.name} (must be {shown})") from exc
 
 
 def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,8 +76,7 @@ def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
 
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
-    defaults = {f.name: f.default for f in spec.fields.values() if f.default is not None}
-    fields = {**defaults, **check_fields(spec, args.get("fields") or {})}
+    fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
     return await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)
 
 
@@ -114,12 +114,23 @@ async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     constraints = [_constraint(spec, c) for c in args.get("constraints") or []]
     sort = [SortKey(s["key"], bool(s.get("descending", False))) for s in args.get("sort") or []]
-    limit = args.get("limit")
-    page = await _storage(ctx).search(spec.name, constraints, sort,
-                                      None if limit is None else int(limit),
+    page = await _storage(ctx).search(spec.name, constraints, sort, _limit(args.get("limit")),
                                       args.get("cursor") or None)
     return {"results": page.results, "count": page.count, "remaining": page.remaining,
             "cursor": page.cursor}
+
+
+def _limit(value: Any) -> int:
+    """A page size from 1 to `MAX_PAGE`; no limit is a page of `MAX_PAGE` (with a cursor)."""
+    if value is None or value == "":
+        return MAX_PAGE
+    try:
+        limit = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("the search limit must be a whole number") from exc
+    if not 1 <= limit <= MAX_PAGE or isinstance(value, bool):
+        raise ValidationError(f"the search limit must be between 1 and {MAX_PAGE}")
+    return limit
 
 
 def _things(value: Any) -> list[Any]:

@@ -98,6 +98,9 @@ def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
 
 
+MAX_OFFSET = 2**62  # any larger offset is no cursor this store ever gave
+
+
 def decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
@@ -107,7 +110,7 @@ def decode_cursor(cursor: str | None) -> int:
         offset = int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValidationError(f"invalid cursor {cursor!r}") from exc
-    if prefix != "o" or offset < 0:
+    if prefix != "o" or not 0 <= offset <= MAX_OFFSET:
         raise ValidationError(f"invalid cursor {cursor!r}")
     return offset
 

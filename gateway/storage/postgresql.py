@@ -51,7 +51,7 @@ class PostgresStorage:
         self._runs_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
 
-    async def open(self, types: Sequence[TypeSpec] = ()) -> None:
+    async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         self._types = {spec.name: spec for spec in types}
         try:
             await self._pool.open(wait=True, timeout=10)
@@ -60,7 +60,8 @@ class PostgresStorage:
         self.migrations_applied = await self.migrate()
         defs = [d for spec in types for d in index_definitions(_DIALECT, spec)]
         self._indexes = {d.name: d for d in defs}
-        await self._guard(self._sync_indexes(defs))
+        if sync_indexes:
+            await self._guard(self._sync_indexes(defs))
         self._flusher = asyncio.create_task(self._flush_forever(), name="gateway-run-log")
 
     async def close(self) -> None:

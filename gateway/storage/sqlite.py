@@ -28,6 +28,7 @@ from gateway.storage.query import (
     IndexDef,
     compile_order,
     compile_where,
+    finds_at_most_one,
     index_definitions,
     literal,
     seeks_an_index,
@@ -90,7 +91,7 @@ class SqliteStorage:
             self._pool_connections.append(conn)
         return conn
 
-    async def open(self, types: Sequence[TypeSpec] = ()) -> None:
+    async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         self._types = {spec.name: spec for spec in types}
         try:
             await self._writer.start()
@@ -99,7 +100,8 @@ class SqliteStorage:
         self.migrations_applied = await self.migrate()
         defs = [d for spec in types for d in index_definitions(_DIALECT, spec)]
         self._indexes = {d.name: d for d in defs}
-        await self._write(lambda conn: _sync_indexes(conn, defs))
+        if sync_indexes:
+            await self._write(lambda conn: _sync_indexes(conn, defs))
         self._reader = self._connect()
 
     async def close(self) -> None:
@@ -205,7 +207,10 @@ class SqliteStorage:
             where.params,
         )
         try:
-            if self._is_quick(select, args[1]) and self._is_quick(count, where.params):
+            # On the event loop only when bounded: one match at most, through an index. Any
+            # other search (a count over many matches) goes to a reader thread.
+            bounded = finds_at_most_one(spec, constraints)
+            if bounded and self._is_quick(select, args[1]) and self._is_quick(count, where.params):
                 rows, total = _read_page(self._reader_connection(), *args)
             else:
                 loop = asyncio.get_running_loop()
