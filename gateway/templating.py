@@ -74,6 +74,8 @@ def parse_date(value: Any) -> datetime:
         parsed = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 8:
+        return parse_date(int(value.strip()))  # epoch milliseconds sent as text (forms, query)
     elif isinstance(value, str):
         parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
     else:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import textwrap
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from click.testing import CliRunner
 
 from gateway.app import create_app, storage_types
 from gateway.cli import main
+from gateway.coercion import compile_coercer
 from gateway.errors import DuplicateError
 from gateway.loader import load
+from gateway.model import Param
 from gateway.settings import with_environment
 from gateway.storage import open_storage
 
@@ -232,3 +235,22 @@ def test_reading_the_run_log_leaves_the_indexes_of_another_config_alone(
         CliRunner().invoke(main, [*args, "--config", str(other), "--database", url])
     asyncio.run(open_and(nothing))
     asyncio.run(open_and(duplicate))
+
+
+async def test_purging_old_runs_goes_past_one_chunk(storage: Any) -> None:
+    old = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    for n in range(2500):
+        storage.record_run({"id": f"run-{n:05d}", "workflow": "w", "status": "success",
+                            "started_at": old, "steps": []})
+    await storage.flush_runs()
+    deleted = await storage.purge_runs(old + timedelta(days=30), timedelta(days=14),
+                                       timedelta(days=30))
+    assert deleted == 2500
+    assert await storage.list_runs() == []
+
+
+def test_epoch_milliseconds_arrive_as_text_too() -> None:
+    coerce = compile_coercer("w", [Param("when", "date")])
+    assert coerce({"when": "1700000000000"}) == coerce({"when": 1700000000000}) == {
+        "when": datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)}
+    assert coerce({"when": "20240101"}) == {"when": datetime(2024, 1, 1, tzinfo=timezone.utc)}

@@ -21,7 +21,7 @@ import orjson
 
 from gateway.errors import ValidationError
 from gateway.ids import new_id
-from gateway.storage.interface import FieldSpec, TypeSpec
+from gateway.storage.interface import FieldSpec, Page, TypeSpec
 
 # Names end up inside SQL string literals and JSON paths: quotes and backslashes would need
 # a second layer of escaping there, so they are refused outright.
@@ -99,6 +99,13 @@ def encode_cursor(offset: int) -> str:
 
 
 MAX_OFFSET = 2**62  # any larger offset is no cursor this store ever gave
+
+
+def page(results: list[dict[str, Any]], total: int, offset: int) -> Page:
+    """One page of `total` matches that starts at `offset`, with the cursor to the next."""
+    remaining = max(total - offset - len(results), 0)
+    cursor = encode_cursor(offset + len(results)) if remaining and results else None
+    return Page(results, total, remaining, cursor)
 
 
 def decode_cursor(cursor: str | None) -> int:

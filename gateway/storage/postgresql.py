@@ -211,10 +211,7 @@ class PostgresStorage:
         else:
             count = await self._fetch(Q["count_records"].format(where=where.sql), where.params)
             total = int(count[0][0])
-        results = [self._record(row[1:]) for row in rows]
-        remaining = max(total - offset - len(results), 0)
-        next_cursor = codec.encode_cursor(offset + len(results)) if remaining and results else None
-        return Page(results, total, remaining, next_cursor)
+        return codec.page([self._record(row[1:]) for row in rows], total, offset)
 
     # --- the run log ---------------------------------------------------------------------
 
@@ -241,8 +238,8 @@ class PostgresStorage:
                 batch = [self._runs.popleft() for _ in range(min(RUN_BATCH, len(self._runs)))]
                 try:
                     await self._guard(self._write_runs(batch))
-                except StorageError:
-                    self._runs.extendleft(reversed(batch))  # keep them for the next attempt
+                except BaseException:  # a failure, or a cancel at shutdown: keep them for a retry
+                    self._runs.extendleft(reversed(batch))  # (an upsert: a retry is harmless)
                     raise
 
     async def _write_runs(self, batch: list[tuple[Any, ...]]) -> None:

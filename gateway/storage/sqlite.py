@@ -41,6 +41,7 @@ _OUR_INDEX = re.compile(r"INDEX gateway_[iu]x_|PRIMARY KEY")
 Row = tuple[str, str, str, str, str, str | None]
 Q = queries("sqlite")
 _DIALECT = SqliteDialect()
+PURGE_CHUNK = 1000
 _ALL = 2**62  # SQLite's "no limit"
 
 
@@ -219,7 +220,7 @@ class SqliteStorage:
                 )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        return _page([self._record(row) for row in rows], total, offset)
+        return codec.page([self._record(row) for row in rows], total, offset)
 
     def _reader_connection(self) -> sqlite3.Connection:
         assert self._reader is not None, "open() the storage first"
@@ -261,8 +262,14 @@ class SqliteStorage:
         return codec.decode_run(rows[0][0]) if rows else None
 
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int:
-        params = (codec.iso(now - keep), codec.iso(now - keep_failed))
-        return int(await self._write(lambda conn: conn.execute(Q["purge_runs"], params).rowcount))
+        params = (codec.iso(now - keep), codec.iso(now - keep_failed), PURGE_CHUNK)
+        deleted = 0
+        while True:
+            count = int(await self._write(
+                lambda conn: conn.execute(Q["purge_runs"], params).rowcount))
+            deleted += count
+            if count < PURGE_CHUNK:
+                return deleted
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -300,12 +307,6 @@ def _read_page(
     finally:
         conn.execute("COMMIT")
     return rows, int(total)
-
-
-def _page(results: list[dict[str, Any]], total: int, offset: int) -> Page:
-    remaining = max(total - offset - len(results), 0)
-    cursor = codec.encode_cursor(offset + len(results)) if remaining and results else None
-    return Page(results, total, remaining, cursor)
 
 
 def _update_rows(

@@ -62,5 +62,9 @@ WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS N
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: purge_runs
-DELETE FROM gateway_runs
-WHERE (status <> 'failed' AND started_at < ?) OR (status = 'failed' AND started_at < ?);
+-- One chunk at a time, each its own commit, so that requests' writes never wait long.
+DELETE FROM gateway_runs WHERE id IN (
+    SELECT id FROM gateway_runs
+    WHERE (status <> 'failed' AND started_at < ?1) OR (status = 'failed' AND started_at < ?2)
+    LIMIT ?3
+);
