@@ -17,14 +17,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import create_app, storage_types
+from gateway.app import create_app
+from gateway.app import storage_types as types_of
 from gateway.cli import main
 from gateway.coercion import compile_coercer
 from gateway.errors import DuplicateError
 from gateway.loader import load
 from gateway.model import Param
 from gateway.settings import with_environment
-from gateway.storage import open_storage
+from gateway.storage import Constraint, FieldSpec, TypeSpec, open_storage
 
 CONFIG = """
 kind: settings
@@ -208,7 +209,7 @@ async def test_head_is_answered_on_a_get_workflow(config: Path, storage_url: str
 def test_reading_the_run_log_leaves_the_indexes_of_another_config_alone(
         config: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    types = storage_types(load([config]))
+    types = types_of(load([config]))
 
     async def open_and(work: Any) -> None:
         storage = open_storage(url)
@@ -254,3 +255,18 @@ def test_epoch_milliseconds_arrive_as_text_too() -> None:
     assert coerce({"when": "1700000000000"}) == coerce({"when": 1700000000000}) == {
         "when": datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)}
     assert coerce({"when": "20240101"}) == {"when": datetime(2024, 1, 1, tzinfo=timezone.utc)}
+
+
+@pytest.fixture
+def storage_types() -> list[TypeSpec]:
+    return [TypeSpec("tag", {"label": FieldSpec("label", "text", indexed=True)})]
+
+
+async def test_a_search_counts_exactly_past_what_is_read_on_the_event_loop(
+        storage: Any) -> None:
+    await asyncio.gather(*(storage.create("tag", {"label": "same"}) for _ in range(1100)))
+    await storage.create("tag", {"label": "other"})
+    page = await storage.search("tag", [Constraint("label", "equals", "same")], limit=10)
+    assert (len(page.results), page.count, page.remaining) == (10, 1100, 1090)
+    small = await storage.search("tag", [Constraint("label", "equals", "other")], limit=10)
+    assert (len(small.results), small.count, small.remaining) == (1, 1, 0)

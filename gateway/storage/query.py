@@ -155,15 +155,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:16]
 
 
-def finds_at_most_one(spec: TypeSpec | None, constraints: Sequence[Constraint]) -> bool:
-    """True when an equality constraint on a `unique` field bounds the matches to one."""
-    for c in constraints:
-        field = declared(spec, c.key)
-        if field and field.unique and not field.list and c.constraint == "equals":
-            return True
-    return False
-
-
 def index_definitions(dialect: Dialect, spec: TypeSpec) -> list[IndexDef]:
     """The expression indexes a type's `unique` and `indexed` fields need.
 

@@ -28,7 +28,6 @@ from gateway.storage.query import (
     IndexDef,
     compile_order,
     compile_where,
-    finds_at_most_one,
     index_definitions,
     literal,
     seeks_an_index,
@@ -42,6 +41,7 @@ Row = tuple[str, str, str, str, str, str | None]
 Q = queries("sqlite")
 _DIALECT = SqliteDialect()
 PURGE_CHUNK = 1000
+QUICK_ROWS = 1000
 _ALL = 2**62  # SQLite's "no limit"
 
 
@@ -208,11 +208,9 @@ class SqliteStorage:
             where.params,
         )
         try:
-            # On the event loop only when bounded: one match at most, through an index. Any
-            # other search (a count over many matches) goes to a reader thread.
-            bounded = finds_at_most_one(spec, constraints)
-            if bounded and self._is_quick(select, args[1]) and self._is_quick(count, where.params):
-                rows, total = _read_page(self._reader_connection(), *args)
+            rows, quick_total = self._read_quickly(where.sql, where.params, args, limit, offset)
+            if quick_total is not None:
+                total = quick_total
             else:
                 loop = asyncio.get_running_loop()
                 rows, total = await loop.run_in_executor(
@@ -221,6 +219,22 @@ class SqliteStorage:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         return codec.page([self._record(row) for row in rows], total, offset)
+
+    def _read_quickly(self, where: str, where_params: list[Any], args: tuple[Any, ...],
+                      limit: int | None, offset: int) -> tuple[list[Row], int | None]:
+        """A search read on the event loop, when it is bounded: a small page through an
+        index and at most `QUICK_ROWS` matches to count. Otherwise (None for the total) the
+        caller reads on a reader thread: handing a read to a thread costs more than a small
+        indexed read, but a large one must not hold up every other request."""
+        select, params, count, _ = args
+        if limit is None or limit + offset > QUICK_ROWS:
+            return [], None
+        if not (self._is_quick(select, params) and self._is_quick(count, where_params)):
+            return [], None
+        capped = Q["count_records_capped"].format(where=where)
+        rows, total = _read_page(self._reader_connection(), select, params, capped,
+                                 [*where_params, QUICK_ROWS + 1])
+        return (rows, total) if total <= QUICK_ROWS else ([], None)
 
     def _reader_connection(self) -> sqlite3.Connection:
         assert self._reader is not None, "open() the storage first"

@@ -34,6 +34,10 @@ FROM gateway_records WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?;
 -- name: count_records
 SELECT count(*) FROM gateway_records WHERE {where};
 
+-- name: count_records_capped
+-- Counts at most the last parameter's number of matches: a bounded read for the event loop.
+SELECT count(*) FROM (SELECT 1 FROM gateway_records WHERE {where} LIMIT ?);
+
 -- name: list_indexes
 SELECT name FROM sqlite_master
 WHERE type = 'index' AND tbl_name = 'gateway_records' AND (name LIKE 'gateway\_ix\_%' ESCAPE '\' OR name LIKE 'gateway\_ux\_%' ESCAPE '\');
