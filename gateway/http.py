@@ -43,11 +43,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def error_response(error: GatewayError, run_id: str | None = None) -> Response:
     body: dict[str, Any] = {"status": error.code, "message": error.message}
-    if run_id is not None and error.status >= 500:
-        body["run_id"] = run_id
-        body["message"] = f"{error.message} (run {run_id})" if error.status == 500 else \
-            error.message
-    headers = {"X-Run-Id": run_id} if run_id else {}
+    headers = {}
+    if run_id is not None:
+        headers["X-Run-Id"] = run_id
+        if error.status >= 500:  # the caller's handle on what the run log knows
+            body.update(run_id=run_id, message=f"{error.message} (run {run_id})")
     if isinstance(error, MethodNotAllowedError) and error.allow:
         headers["Allow"] = error.allow
     content = encode({"statusCode": error.status, "body": body})

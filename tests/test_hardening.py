@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -110,9 +111,8 @@ def config(tmp_path: Path) -> Path:
 @contextlib.asynccontextmanager
 async def client_for(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     registry = load([config])
-    registry = type(registry)(registry.workflows, registry.events, registry.data_types,
-                              with_environment(registry.settings, {"API_KEY": SECRET}),
-                              registry.files)
+    registry = dataclasses.replace(
+        registry, settings=with_environment(registry.settings, {"API_KEY": SECRET}))
     storage = open_storage(url)
     app = create_app(registry, storage)
     async with app.router.lifespan_context(app):
