@@ -21,15 +21,16 @@ import uvicorn
 from gateway import schema
 from gateway.actions.context import ADMIN
 from gateway.app import CONFIG_ENV, storage_types
+from gateway.clock import utc_now
 from gateway.coercion import gather
 from gateway.diagnostics import render_json, render_text
+from gateway.encoding import dumps, dumps_pretty
 from gateway.http import PREFIX, reply_response
-from gateway.interpreter import Interpreter, utc_now
+from gateway.interpreter import Interpreter
 from gateway.loader import check, discover
 from gateway.model import Registry
 from gateway.settings import Settings, parse_duration, with_environment, with_flags
 from gateway.storage import Storage, open_storage
-from gateway.templating import dumps, json_default
 
 DEFAULT_CONFIG = Path("workflows.d")
 T = TypeVar("T")
@@ -255,7 +256,7 @@ def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> No
     if found is None:
         click.echo(f"no run with id {run_id}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(found, default=json_default, indent=2, ensure_ascii=False))
+    click.echo(dumps_pretty(found))
 
 
 @main.group()

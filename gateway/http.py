@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.actions.context import Reply
 from gateway.coercion import gather
+from gateway.encoding import encode
 from gateway.errors import (
     GatewayError,
     MalformedBodyError,
@@ -31,7 +32,6 @@ from gateway.errors import (
 )
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Workflow
-from gateway.templating import encode
 
 PREFIX = "/api/1.1/wf"
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.

@@ -9,19 +9,18 @@ contains `{{ }}` is only ever data.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import orjson
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway import pointer as ptr
+from gateway.encoding import dumps_pretty
 from gateway.errors import TemplateError
 
 Scope = Mapping[str, Any]
@@ -34,38 +33,6 @@ _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 MAX_POWER = 1000
 MAX_SIZE = 10_000_000
 _DOTTED = re.compile(r"^\s*[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*$")
-
-
-def json_default(value: Any) -> Any:
-    """JSON for the values templates and records produce: dates as ISO 8601 in UTC."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def encode(value: Any) -> bytes:
-    """JSON bytes, dates as ISO 8601 in UTC; orjson, or the standard library for what orjson
-    refuses (integers over 64 bits)."""
-    try:
-        return orjson.dumps(value, default=json_default, option=_ORJSON)
-    except orjson.JSONEncodeError:
-        return _ENCODER.encode(value).encode()
-
-
-def dumps(value: Any) -> str:
-    return encode(value).decode()
-
-
-_ENCODER = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
-_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
 def parse_date(value: Any) -> datetime:
@@ -90,7 +57,7 @@ def _format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, default=json_default, ensure_ascii=False, indent=indent)
+    return dumps_pretty(value, indent=indent)
 
 
 class _Environment(ImmutableSandboxedEnvironment):

@@ -183,7 +183,7 @@ async def test_secrets_stay_out_of_responses_and_the_run_log(
 async def test_a_date_default_is_stored_as_a_date(config: Path, storage_url: str) -> None:
     async with client_for(config, storage_url) as (client, _):
         created = await client.post("/api/1.1/wf/add", json={"code": "b"})
-        assert created.json()["response"]["since"] == "2024-01-01T00:00:00Z"
+        assert created.json()["response"]["since"] == "2024-01-01T00:00:00.000000Z"
         found = await client.get("/api/1.1/wf/find", params={"since": "2024-01-01T00:00:00Z"})
     assert found.json() == {"status": "success", "response": {"count": 1}}
 

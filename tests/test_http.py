@@ -133,7 +133,7 @@ async def test_json_body_every_type(echo: httpx.AsyncClient) -> None:
     assert params["n"] == 2.5
     assert params["i"] == 7 and type(params["i"]) is int
     assert params["b"] is True
-    assert params["d"] == "2024-05-01T12:30:00Z"
+    assert params["d"] == "2024-05-01T12:30:00.000000Z"
     assert got["d_hour"] == 12 and got["d_offset"] == 0
     assert params["o"] == {"a": [1, {"b": None}]}
 
@@ -150,7 +150,7 @@ async def test_json_body_lists_of_each_type(echo: httpx.AsyncClient) -> None:
     assert params["nl"] == [1.5, 2.0]
     assert params["il"] == [1, 2, 3] and all(type(v) is int for v in params["il"])
     assert params["bl"] == [True, False, True]
-    assert params["dl"] == ["2024-01-01T00:00:00Z", "2024-01-01T08:00:00Z"]
+    assert params["dl"] == ["2024-01-01T00:00:00.000000Z", "2024-01-01T08:00:00.000000Z"]
     assert got["dl_hours"] == [0, 8]
     assert params["ol"] == [{"x": 1}, {"y": 2}]
 
@@ -165,7 +165,7 @@ async def test_urlencoded_form(echo: httpx.AsyncClient) -> None:
     assert params["n"] == 3 and type(params["n"]) in (int, float)
     assert params["i"] == 4 and type(params["i"]) is int
     assert params["b"] is True
-    assert params["d"] == "2024-05-01T11:00:00Z"
+    assert params["d"] == "2024-05-01T11:00:00.000000Z"
     assert params["o"] == {"k": 1}
     assert params["tl"] == ["x", "y"]
     assert params["il"] == [1, 2]
@@ -233,11 +233,11 @@ async def test_boolean_words(echo: httpx.AsyncClient, value: str, expected: bool
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    ("2024-05-01", "2024-05-01T00:00:00Z"),
-    ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z"),
-    ("2024-05-01T12:00:00", "2024-05-01T12:00:00Z"),
+    ("2024-05-01", "2024-05-01T00:00:00.000000Z"),
+    ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00.000000Z"),
+    ("2024-05-01T12:00:00", "2024-05-01T12:00:00.000000Z"),
     ("2024-05-01T12:00:00.250+05:30", "2024-05-01T06:30:00.250000Z"),
-    ("2024-12-31T23:30:00-01:00", "2025-01-01T00:30:00Z"),
+    ("2024-12-31T23:30:00-01:00", "2025-01-01T00:30:00.000000Z"),
 ])
 async def test_dates_become_utc(echo: httpx.AsyncClient, value: str, expected: str) -> None:
     got = response_of(await echo.post("/api/1.1/wf/echo", json={"d": value}))

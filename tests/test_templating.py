@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from jinja2 import TemplateSyntaxError
 
+from gateway.encoding import dumps
 from gateway.errors import TemplateError
 from gateway.templating import (
     compile_source,
     compile_tree,
-    dumps,
     is_template,
     lone_expression,
     parse,
@@ -145,14 +145,16 @@ def test_format_date_and_parse_date() -> None:
 def test_tojson() -> None:
     text = evaluate("{{ params.obj | tojson }}")
     assert isinstance(text, str) and json.loads(text) == {"a": {"b": None}}
-    assert json.loads(evaluate("{{ {'when': now} | tojson }}")) == {"when": "2024-05-01T12:30:15Z"}
+    when = json.loads(evaluate("{{ {'when': now} | tojson }}"))
+    assert when == {"when": "2024-05-01T12:30:15.000000Z"}
     assert evaluate("{{ 'é' | tojson }}") == '"é"'
 
 
 def test_dumps_dates_in_utc() -> None:
     paris = timezone(timedelta(hours=2))
-    assert dumps({"d": datetime(2024, 5, 1, 14, 0, tzinfo=paris)}) == '{"d":"2024-05-01T12:00:00Z"}'
-    assert dumps({"d": datetime(2024, 5, 1, 14, 0)}) == '{"d":"2024-05-01T14:00:00Z"}'
+    assert dumps({"d": datetime(2024, 5, 1, 14, 0, tzinfo=paris)}) == (
+        '{"d":"2024-05-01T12:00:00.000000Z"}')
+    assert dumps({"d": datetime(2024, 5, 1, 14, 0)}) == '{"d":"2024-05-01T14:00:00.000000Z"}'
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import orjson
-
+from gateway.clock import utc_now
+from gateway.encoding import dumps_lenient, iso, loads, parse_iso, roundtrip
 from gateway.errors import ValidationError
 from gateway.ids import new_id
 from gateway.storage.interface import FieldSpec, Page, TypeSpec
@@ -26,32 +25,6 @@ from gateway.storage.interface import FieldSpec, Page, TypeSpec
 # Names end up inside SQL string literals and JSON paths: quotes and backslashes would need
 # a second layer of escaping there, so they are refused outright.
 _SAFE_NAME = re.compile(r"^[^\"'\\\x00-\x1f]+$")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime) -> str:
-    """Fixed-width UTC text (`2024-05-01T12:00:00.000000Z`), so text order is time order."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return iso(value)
-    raise TypeError(f"cannot store a value of type {type(value).__name__}")
-
-
-def dumps(value: object) -> str:
-    try:
-        return orjson.dumps(value, default=_json_default, option=_ORJSON).decode()
-    except orjson.JSONEncodeError:
-        return _STRICT.encode(value)  # what orjson refuses (integers over 64 bits) or raises
 
 
 def check_name(name: str, what: str) -> str:
@@ -123,34 +96,18 @@ def decode_cursor(cursor: str | None) -> int:
 
 
 def run_row(run: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
-    """(id, workflow, status, started_at ISO text, JSON document) for one run."""
+    """(id, workflow, status, started_at ISO text, JSON document) for one run; the run log
+    never refuses a run, so whatever JSON cannot hold is kept as its repr."""
     started = run.get("started_at")
-    started_at = iso(started if isinstance(started, datetime) else utcnow())
+    started_at = iso(started if isinstance(started, datetime) else utc_now())
     run_id = run.get("id") or new_id()
-    document = {**run, "id": run_id, "started_at": started_at}
-    try:
-        text = orjson.dumps(document, default=_lenient_default, option=_ORJSON).decode()
-    except orjson.JSONEncodeError:
-        text = _LENIENT.encode(document)
+    text = dumps_lenient({**run, "id": run_id, "started_at": started_at})
     return (str(run_id), str(run.get("workflow", "")), str(run.get("status", "")), started_at,
             text)
 
 
-def _lenient_default(value: object) -> object:
-    # The run log must never refuse a run: anything JSON cannot hold is kept as its repr.
-    return iso(value) if isinstance(value, datetime) else repr(value)
-
-
-# orjson first (ten times faster, which the run log of every request feels), with datetimes
-# handed to our own default so that they keep the fixed-width form; the standard library for
-# what orjson refuses. Its encoders are made once: `json.dumps` with options builds one per call.
-_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
-_STRICT = json.JSONEncoder(default=_json_default, separators=(",", ":"), ensure_ascii=False)
-_LENIENT = json.JSONEncoder(default=_lenient_default, separators=(",", ":"), ensure_ascii=False)
-
-
 def decode_run(text: str | Mapping[str, Any]) -> dict[str, Any]:
-    run = json.loads(text) if isinstance(text, str) else dict(text)
+    run = loads(text) if isinstance(text, str) else dict(text)
     if isinstance(run.get("started_at"), str):
         run["started_at"] = parse_iso(run["started_at"])
     return run
@@ -161,5 +118,5 @@ def log_unrecordable(run: Mapping[str, Any]) -> None:
 
 
 def json_roundtrip(data: Mapping[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(dumps(data))
+    result: dict[str, Any] = roundtrip(data)
     return result

@@ -18,6 +18,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.clock import utc_now
+from gateway.encoding import dumps, parse_iso
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.ids import new_id
 from gateway.storage import codec
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _jsonb(value: Any) -> Jsonb:
-    return Jsonb(value, dumps=codec.dumps)
+    return Jsonb(value, dumps=dumps)
 
 
 class PostgresStorage:
@@ -159,7 +161,7 @@ class PostgresStorage:
     async def create(
         self, type: str, fields: Mapping[str, Any], created_by: str | None = None
     ) -> dict[str, Any]:
-        now = codec.utcnow()
+        now = utc_now()
         data = codec.with_defaults(self._types.get(type), fields)
         # Round-trip through JSON so the caller gets exactly what a later get() returns.
         stored = codec.json_roundtrip(data)
@@ -172,7 +174,7 @@ class PostgresStorage:
         return self._record(rows[0]) if rows else None
 
     async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        params = (_jsonb(dict(fields)), codec.utcnow(), id, type)
+        params = (_jsonb(dict(fields)), utc_now(), id, type)
         rows = await self._fetch(Q["update_record"], params)
         if not rows:
             raise RecordNotFoundError(f"no {type} with id {id}")
@@ -181,7 +183,7 @@ class PostgresStorage:
     async def update_many(
         self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        params = (_jsonb(dict(fields)), codec.utcnow(), list(ids), type)
+        params = (_jsonb(dict(fields)), utc_now(), list(ids), type)
         rows = await self._fetch(Q["update_records"], params)
         order = {id: n for n, id in enumerate(ids)}
         return [self._record(row) for row in sorted(rows, key=lambda row: order[row[0]])]
@@ -218,7 +220,7 @@ class PostgresStorage:
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
             id, workflow, status, started, text = codec.run_row(run)
-            self._runs.append((id, workflow, status, codec.parse_iso(started), text))
+            self._runs.append((id, workflow, status, parse_iso(started), text))
             self._runs_wake.set()
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.clock import utc_now
+from gateway.encoding import dumps, iso, parse_iso
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.ids import new_id
 from gateway.storage import codec
@@ -140,8 +142,8 @@ class SqliteStorage:
         return {
             "_id": row[0],
             "_type": row[1],
-            "created_at": codec.parse_iso(row[3]),
-            "modified_at": codec.parse_iso(row[4]),
+            "created_at": parse_iso(row[3]),
+            "modified_at": parse_iso(row[4]),
             "created_by": row[5],
             **data,
         }
@@ -149,9 +151,9 @@ class SqliteStorage:
     async def create(
         self, type: str, fields: Mapping[str, Any], created_by: str | None = None
     ) -> dict[str, Any]:
-        now = codec.utcnow()
-        text = codec.dumps(codec.with_defaults(self._types.get(type), fields))
-        stamp = codec.iso(now)
+        now = utc_now()
+        text = dumps(codec.with_defaults(self._types.get(type), fields))
+        stamp = iso(now)
         row: Row = (new_id(now), type, text, stamp, stamp, created_by)
         await self._write(lambda conn: conn.execute(Q["create_record"], row))
         return self._record(row)
@@ -173,8 +175,8 @@ class SqliteStorage:
     async def update_many(
         self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        changes = json.loads(codec.dumps(dict(fields)))
-        stamp = codec.iso(codec.utcnow())
+        changes = json.loads(dumps(dict(fields)))
+        stamp = iso(utc_now())
         rows = await self._write(lambda conn: _update_rows(conn, type, list(ids), changes, stamp))
         return [self._record(row) for row in rows]
 
@@ -267,7 +269,7 @@ class SqliteStorage:
         since: datetime | None = None,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
-        params = (workflow, status, codec.iso(since) if since else None, limit)
+        params = (workflow, status, iso(since) if since else None, limit)
         rows = await self._read(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
@@ -276,7 +278,7 @@ class SqliteStorage:
         return codec.decode_run(rows[0][0]) if rows else None
 
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int:
-        params = (codec.iso(now - keep), codec.iso(now - keep_failed), PURGE_CHUNK)
+        params = (iso(now - keep), iso(now - keep_failed), PURGE_CHUNK)
         deleted = 0
         while True:
             count = int(await self._write(
@@ -331,7 +333,7 @@ def _update_rows(
         row = conn.execute(Q["get_record"], (id, type)).fetchone()
         if row is None:
             continue
-        text = codec.dumps(json.loads(row[2]) | changes)
+        text = dumps(json.loads(row[2]) | changes)
         conn.execute(Q["update_record"], (text, stamp, id))
         rows.append((row[0], row[1], text, row[3], stamp, row[5]))
     return rows
@@ -346,7 +348,7 @@ def _migrate(conn: sqlite3.Connection) -> list[str]:
             continue
         for statement in _statements(migration.sql):
             conn.execute(statement)
-        conn.execute(Q["record_migration"], (migration.name, codec.iso(codec.utcnow())))
+        conn.execute(Q["record_migration"], (migration.name, iso(utc_now())))
         names.append(migration.name)
     return names
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.storage.codec import check_name, dumps, to_storable
+from gateway.encoding import dumps
+from gateway.storage.codec import check_name, to_storable
 from gateway.storage.interface import SYSTEM_KEYS, TypeSpec
 from gateway.storage.query import Term, declared
 
