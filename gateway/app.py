@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import http
+from gateway.clock import Clock, utc_now
 from gateway.errors import GatewayError
-from gateway.interpreter import Clock, Interpreter, utc_now
+from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.settings import Settings, with_environment

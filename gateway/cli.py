@@ -19,16 +19,16 @@ import click
 import uvicorn
 
 from gateway import schema
-from gateway.actions.context import ADMIN
 from gateway.app import CONFIG_ENV, storage_types
 from gateway.clock import utc_now
 from gateway.coercion import gather
+from gateway.context import ADMIN
 from gateway.diagnostics import render_json, render_text
 from gateway.encoding import dumps, dumps_pretty
-from gateway.http import PREFIX, reply_response
+from gateway.http import reply_response
 from gateway.interpreter import Interpreter
 from gateway.loader import check, discover
-from gateway.model import Registry
+from gateway.model import ROUTE_PREFIX, Registry
 from gateway.settings import Settings, parse_duration, with_environment, with_flags
 from gateway.storage import Storage, open_storage
 
@@ -173,7 +173,7 @@ def routes(config: tuple[Path, ...]) -> None:
     """
     registry = _load_or_exit(config)
     for wf in registry.exposed():
-        click.echo(f"{wf.method:<6} {PREFIX}/{wf.name:<32} auth={wf.auth:<6} {wf.location}")
+        click.echo(f"{wf.method:<6} {ROUTE_PREFIX}/{wf.name:<32} auth={wf.auth:<6} {wf.location}")
 
 
 @main.command("schema")

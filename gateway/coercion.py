@@ -99,6 +99,34 @@ def converter(type_name: str) -> Convert:
     return CONVERTERS.get(type_name, record_id)
 
 
+_FAILURES = (ValueError, TypeError, OverflowError, RecursionError, OSError)
+
+
+def convert_value(value: Any, type_name: str, is_list: bool = False) -> Any:
+    """`value` in a declared type: a list of it when `is_list` (and then `value` must be a
+    list). Raises `ValueError` whatever the converter met."""
+    convert = converter(type_name)
+    try:
+        if not is_list:
+            return convert(value)
+        if not isinstance(value, list):
+            raise ValueError("not a list")
+        return [convert(item) for item in value]
+    except _FAILURES as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def typed_or_as_is(value: Any, type_name: str, is_list: bool = False) -> Any:
+    """A declared default in its type; one that does not convert (the compiler reports it)
+    is kept as written."""
+    if value is None:
+        return None
+    try:
+        return convert_value(value, type_name, is_list)
+    except ValueError:
+        return value
+
+
 def _listed(convert: Convert) -> Convert:
     def convert_list(value: Any) -> list[Any]:
         if isinstance(value, str):
@@ -129,16 +157,6 @@ def _single(convert: Convert) -> Convert:
     return convert_one
 
 
-def _typed_default(param: Param, convert: Convert) -> Any:
-    """The default in its declared type (the compiler has reported one that does not fit)."""
-    if param.default is None:
-        return None
-    try:
-        return convert(param.default)
-    except (ValueError, TypeError, OverflowError):
-        return param.default
-
-
 def gather(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     """Key-value pairs (a form, a query string, `--param`s) as raw parameters: a key given
     more than once becomes a list of its values."""
@@ -152,7 +170,8 @@ def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
     """A function from raw values to declared, typed values; raises `MissingDataError` or
     `InvalidDataError` naming the parameter and, for the latter, the expected type."""
     plan = [(p, (_listed if p.list else _single)(converter(p.type))) for p in params]
-    defaults = {p.name: _typed_default(p, convert) for p, convert in plan if p.has_default}
+    defaults = {p.name: typed_or_as_is(p.default, p.type, p.list) for p in params
+                if p.has_default}
 
     def coerce(raw: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -171,7 +190,7 @@ def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
                 continue
             try:
                 result[param.name] = convert(value)
-            except (ValueError, TypeError, OverflowError, RecursionError, OSError) as exc:
+            except _FAILURES as exc:
                 raise InvalidDataError(
                     f"Invalid value for parameter {param.name} (must be {param.describe()})"
                 ) from exc

@@ -7,8 +7,9 @@ and reported all at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -33,6 +34,12 @@ class Diagnostic:
             "message": self.message,
             "pointer": self.pointer,
         }
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices`, or nothing."""
+    close = get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class GatewayError(Exception):

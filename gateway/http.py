@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.actions.context import Reply
 from gateway.coercion import gather
+from gateway.context import Reply
 from gateway.encoding import encode
 from gateway.errors import (
     GatewayError,
@@ -31,9 +31,8 @@ from gateway.errors import (
     UnauthorizedError,
 )
 from gateway.interpreter import Interpreter, RunResult
-from gateway.model import Workflow
+from gateway.model import ROUTE_PREFIX, Workflow
 
-PREFIX = "/api/1.1/wf"
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON = "application/json"
@@ -200,11 +199,11 @@ async def not_found(request: Request) -> Response:
 def routes(interpreter: Interpreter) -> list[BaseRoute]:
     limit = interpreter.registry.settings.max_body_bytes
     found: list[BaseRoute] = [
-        Route(f"{PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, limit),
+        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, limit),
               methods=ALL_METHODS, name=f"wf:{wf.name}")
         for wf in interpreter.registry.exposed()
     ]
-    found.append(Route(PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
+    found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
     return found
 
 

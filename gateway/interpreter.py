@@ -12,12 +12,13 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.actions.context import ANONYMOUS, Identity, Reply, RunContext
+from gateway.clock import Clock, utc_now
+from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
 from gateway.errors import (
     DuplicateError,
     GatewayError,
@@ -32,16 +33,14 @@ from gateway.model import Param, Registry, Step, Workflow
 if TYPE_CHECKING:
     from gateway.storage import Storage
 
-Clock = Callable[[], datetime]
 log = logging.getLogger("gateway.run")
+# Called with a run's context when it ends in success, with every record change it made
+# (`ctx.changes`): where database triggers and jobs are enqueued.
+Commit = Callable[[RunContext], Awaitable[None]]
 
 _SECRET_KEY = re.compile(
     r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
 REDACTED = "[redacted]"
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +56,11 @@ class Interpreter:
     """Runs workflows of one registry against one store."""
 
     def __init__(self, registry: Registry, storage: Storage | None = None,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, on_commit: Sequence[Commit] = ()) -> None:
         self.registry = registry
         self.storage = storage
         self.clock = clock
+        self.on_commit = tuple(on_commit)
         self.timeout = registry.settings.run_timeout.total_seconds()
         self.hidden = frozenset(v for v in registry.settings.secrets.values() if v)
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
@@ -85,6 +85,7 @@ class Interpreter:
             if workflow.may_wait:
                 async with asyncio.timeout(self.timeout):
                     reply = await self.execute(workflow, ctx, scope)
+                    await self.commit(ctx)
             else:
                 reply = await self.execute(workflow, ctx, scope)
         except GatewayError as exc:
@@ -100,12 +101,13 @@ class Interpreter:
 
     def scope(self, ctx: RunContext, params: dict[str, Any],
               request: Mapping[str, Any] | None) -> dict[str, Any]:
-        return {
-            "params": params, "steps": {}, "now": ctx.now,
-            "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth},
-            "current_user": ({"_id": ctx.identity.user_id} if ctx.identity.user_id else None),
-            "request": request or {}, "secrets": self.secrets,
-        }
+        return new_scope(ctx, params, self.secrets, request)
+
+    async def commit(self, ctx: RunContext) -> None:
+        """The run succeeded: hand what it changed to whoever listens."""
+        if ctx.changes:
+            for hook in self.on_commit:
+                await hook(ctx)
 
     async def load_records(self, declared: tuple[Param, ...],
                            params: dict[str, Any]) -> dict[str, Any]:
@@ -138,15 +140,17 @@ class Interpreter:
 
     async def step(self, step: Step, ctx: RunContext, scope: dict[str, Any]) -> Any:
         started = time.perf_counter()
-        entry: dict[str, Any] = {"id": step.id, "action": step.action, "status": "success"}
+        action = step.action
+        entry: dict[str, Any] = {"id": step.id, "action": action.name, "status": "success"}
         ctx.steps.append(entry)
         try:
             if step.only_when is not None and not step.only_when(scope):
                 entry.update(status="skipped", reason="only_when was false")
                 return None
-            result = await step.execute(ctx, step.args(scope))
-            if step.action == "search" and isinstance(result, dict) and not result.get("count"):
-                entry["reason"] = "the search came back empty"
+            result = await action.execute(ctx, step.args(scope))
+            note = action.note(result)
+            if note is not None:
+                entry["reason"] = note
             return result
         except StepFailedError as exc:
             entry.update(status="failed", reason=exc.message)
@@ -164,7 +168,7 @@ class Interpreter:
         entry.update(status="failed", reason=message)
         if isinstance(exc, GatewayError) and exc.status < 500:
             raise exc
-        label = f"step {step.index + 1} ({step.action})"
+        label = f"step {step.index + 1} ({step.action.name})"
         # The innermost location wins: a step of a custom event, not the step that called it.
         location = exc.location if isinstance(exc, RunError) and exc.location else step.location
         raise RunError(f"{label} failed: {message}", location) from exc

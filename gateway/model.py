@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gateway.action import Action
 from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-if TYPE_CHECKING:
-    from gateway.actions.context import RunContext
-
 SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object")
-
-# An action, compiled: given the run context and the step's rendered arguments, its result.
-Execute = Callable[["RunContext", dict[str, Any]], Awaitable[Any]]
+ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +37,10 @@ class Param:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step, ready to run: its arguments compiled, its action bound."""
+    """One step, ready to run: its arguments compiled, its action's declaration bound."""
 
     index: int
-    action: str
-    execute: Execute
+    action: Action
     args: Compiled
     id: str | None = None
     only_when: Compiled | None = None
@@ -72,19 +67,35 @@ class Workflow:
     location: str = ""
     uses_request: bool = False  # a template reads `request`: the HTTP layer builds it
     may_wait: bool = True  # some step waits on something (a store, an event): time it out
+    writes: bool = False  # some step writes records
     record_params: tuple[Param, ...] = ()  # parameters of a data type: loaded from the store
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
 
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """Everything one config compiles to. Immutable: a new config is a new registry."""
+    """Everything one config compiles to, by kind of document and name. Immutable: a new
+    config is a new registry. A new kind of document is a new key of `units` (and a row of
+    the compiler's table of kinds), not a new field."""
 
-    workflows: Mapping[str, Workflow] = field(default_factory=dict)
-    events: Mapping[str, Workflow] = field(default_factory=dict)
-    data_types: Mapping[str, TypeSpec] = field(default_factory=dict)
+    units: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     files: tuple[str, ...] = ()
+
+    def of_kind(self, kind: str) -> Mapping[str, Any]:
+        return self.units.get(kind, {})
+
+    @property
+    def workflows(self) -> Mapping[str, Workflow]:
+        return self.of_kind("api_workflow")
+
+    @property
+    def events(self) -> Mapping[str, Workflow]:
+        return self.of_kind("custom_event")
+
+    @property
+    def data_types(self) -> Mapping[str, TypeSpec]:
+        return self.of_kind("data_type")
 
     def exposed(self) -> list[Workflow]:
         return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)

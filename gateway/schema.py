@@ -10,11 +10,10 @@ of the offending value, or of the offending key for unknown keys.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -26,7 +25,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
 from gateway import pointer as ptr
-from gateway.errors import Diagnostic
+from gateway.errors import Diagnostic, did_you_mean
 
 if TYPE_CHECKING:
     from gateway.source import Document
@@ -277,12 +276,7 @@ def _unknown_keys(error: ValidationError) -> list[str]:
 
 
 def _unknown_message(error: ValidationError, key: str) -> str:
-    return f"unknown key '{key}'" + _suggestion(key, list(_schema_of(error).get("properties", {})))
-
-
-def _suggestion(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}'" + did_you_mean(key, list(_schema_of(error).get("properties", {})))
 
 
 def _unmet_dependencies(error: ValidationError) -> Iterator[tuple[str, str]]:
@@ -339,7 +333,7 @@ def _enum_message(error: ValidationError) -> str:
     choices = list(_value_of(error))
     message = f"{_show(error.instance)} is not one of {choices!r}"
     if isinstance(error.instance, str):
-        message += _suggestion(error.instance, [c for c in choices if isinstance(c, str)])
+        message += did_you_mean(error.instance, [c for c in choices if isinstance(c, str)])
     return message
 
 

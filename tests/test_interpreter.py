@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from gateway.actions.context import ADMIN, Identity
+from gateway.context import ADMIN, Identity
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import load
 from gateway.model import Registry

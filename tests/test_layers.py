@@ -18,9 +18,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 # The table of layers; a module may import from its own layer and any lower number.
 LAYERS: dict[str, int] = {
     "gateway": 0,
-    "gateway.errors": 1, "gateway.pointer": 1,
+    "gateway.errors": 1, "gateway.pointer": 1, "gateway.encoding": 1, "gateway.clock": 1,
+    "gateway.ids": 1,
     "gateway.source": 2, "gateway.templating": 2, "gateway.settings": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
+    "gateway.context": 3, "gateway.action": 3,
     "gateway.compiler": 4, "gateway.actions": 4,
     "gateway.loader": 5, "gateway.interpreter": 5,
     "gateway.scheduler": 6, "gateway.auth": 6,
@@ -119,7 +121,8 @@ IDS = [name for name, _ in ALL]
 def test_every_module_has_a_layer() -> None:
     assert len(ALL) > 20
     for name, _ in ALL:
-        layer_of(name)
+        if name != "gateway":
+            assert layer_of(name) > 0, f"{name} has no layer of its own in the table"
 
 
 @pytest.mark.parametrize(("module", "path"), ALL, ids=IDS)
@@ -127,8 +130,9 @@ def test_imports_go_only_upwards(module: str, path: Path) -> None:
     own = layer_of(module)
     wrong = [f"line {i.line}: {i.target} (layer {layer_of(i.target)})"
              for i in imports_of(module, path)
-             if i.target.split(".")[0] == "gateway" and not i.type_only
+             if i.target.split(".")[0] == "gateway"
              and i.target != module and layer_of(i.target) > own]
+    # Type-only imports count too: a type from a lower layer is a dependency all the same.
     assert not wrong, f"{module} (layer {own}) imports from lower layers: {wrong}"
 
 

@@ -1,8 +1,9 @@
-"""Step actions: one module per family. `ACTIONS` maps each action name to its function."""
+"""Step actions: one module per family, each declaring its actions (`Action`) beside their
+functions. `ACTIONS` collects them by name; nothing else names an action."""
 
 from __future__ import annotations
 
+from gateway.action import Action, collect
 from gateway.actions import flow, records
-from gateway.model import Execute
 
-ACTIONS: dict[str, Execute] = {**flow.ACTIONS, **records.ACTIONS}
+ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS)

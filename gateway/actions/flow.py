@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from gateway.actions.context import Reply, RunContext
-from gateway.errors import RunError, StepFailedError
-from gateway.model import Execute
+from gateway import pointer as ptr
+from gateway.action import Action, StepCheck
+from gateway.context import Reply, RunContext
+from gateway.errors import RunError, StepFailedError, did_you_mean
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -60,7 +62,66 @@ async def trigger_event(ctx: RunContext, args: dict[str, Any]) -> Any:
     return await ctx.call_event(ctx, str(args["event"]), args.get("params") or {})
 
 
-ACTIONS: dict[str, Execute] = {
-    "set": set_values, "return_data": return_data, "terminate": terminate, "fail": fail,
-    "log": log, "trigger_event": trigger_event,
-}
+def check_trigger(check: StepCheck, args: Mapping[str, Any]) -> None:
+    """The event exists, and the constant parameters it is given are its own and fit."""
+    name = args["event"]
+    declared_params = check.event_params(name, check.base + "/event")
+    if declared_params is None:
+        return
+    given = args.get("params") or {}
+    if not isinstance(given, dict):
+        return
+    declared = {p.name: p for p in declared_params}
+    for key, value in given.items():
+        pointer = ptr.join(check.base, "params", key)
+        if key not in declared:
+            check.error(pointer, "ref.unknown-event-param",
+                        f"custom event '{name}' has no parameter '{key}'"
+                        + did_you_mean(key, declared), key=True)
+        else:
+            check.check_value(pointer, value, declared[key].type, declared[key].list)
+    for param in declared_params:
+        if param.name not in given and not (param.optional or param.has_default):
+            check.error(check.base + "/params" if "params" in args else check.base,
+                        "ref.missing-event-param",
+                        f"custom event '{name}' needs the parameter '{param.name}'")
+
+
+def check_return(check: StepCheck, args: Mapping[str, Any]) -> None:
+    """In a custom event, what is returned is what the event declares."""
+    if check.kind != "custom_event":
+        return
+    if not check.returns:
+        if args.get("data") or "text" in args:
+            check.error(check.base, "event.bad-return",
+                        "this custom event returns values but declares no 'returns'")
+        return
+    if "text" in args:
+        check.error(check.base + "/text", "event.bad-return",
+                    "a custom event returns data, not text")
+        return
+    data = args.get("data", {})
+    if not isinstance(data, dict):
+        return
+    declared = {p.name: p for p in check.returns}
+    for key in data:
+        pointer = ptr.join(check.base, "data", key)
+        if key not in declared:
+            check.error(pointer, "event.bad-return", f"'{key}' is not one of the declared returns"
+                        + did_you_mean(key, declared), key=True)
+        else:
+            check.check_value(pointer, data[key], declared[key].type, declared[key].list)
+    for param in check.returns:
+        if param.name not in data and not param.optional:
+            check.error(check.base + "/data" if "data" in args else check.base,
+                        "event.bad-return", f"the declared return '{param.name}' is missing")
+
+
+ACTIONS = (
+    Action("set", set_values, waits=False),
+    Action("return_data", return_data, check=check_return, waits=False, replies=True),
+    Action("terminate", terminate, waits=False),
+    Action("fail", fail, waits=False),
+    Action("log", log, waits=False),
+    Action("trigger_event", trigger_event, check=check_trigger, event_arg="event"),
+)

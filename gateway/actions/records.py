@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.actions.context import RunContext
-from gateway.coercion import converter
+from gateway import pointer as ptr
+from gateway.action import Action, StepCheck
+from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
-from gateway.errors import RunError, ValidationError
-from gateway.model import Execute
+from gateway.context import RunContext
+from gateway.errors import RunError, ValidationError, did_you_mean
 from gateway.storage.interface import (
     SYSTEM_KEYS,
     Constraint,
@@ -57,14 +58,9 @@ def check_value(spec: TypeSpec, key: str, value: Any) -> Any:
         raise ValidationError(f"data type '{spec.name}' has no field '{key}'")
     if value is None:
         return [] if field.list else None
-    convert = converter(field.type)
     try:
-        if field.list:
-            if not isinstance(value, list):
-                raise ValueError
-            return [convert(item) for item in value]
-        return convert(value)
-    except (ValueError, TypeError, OverflowError) as exc:
+        return convert_value(value, field.type, field.list)
+    except ValueError as exc:
         shown = f"list of {field.type}" if field.list else field.type
         raise ValidationError(
             f"invalid value for field {key} of {spec.name} (must be {shown})") from exc
@@ -155,8 +151,63 @@ def _constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
     return Constraint(key, kind, check_value(element, key, value))
 
 
-ACTIONS: dict[str, Execute] = {
-    "create_thing": create_thing, "make_changes": make_changes,
-    "make_changes_to_list": make_changes_to_list, "delete_thing": delete_thing,
-    "delete_list": delete_list, "get_thing": get_thing, "search": search,
-}
+def check_record(check: StepCheck, args: Mapping[str, Any]) -> None:
+    """The data type exists; fields, constraints and sort keys are its own, and constant
+    values fit their fields."""
+    spec = check.data_type(args.get("type", ""), check.base + "/type")
+    if spec is None:
+        return
+    fields = args.get("fields") or {}
+    for key, value in fields.items() if isinstance(fields, dict) else ():
+        pointer = ptr.join(check.base, "fields", key)
+        if _known_field(check, spec, pointer, key, system=False):
+            field = spec.fields[key]
+            check.check_value(pointer, value, field.type, field.list)
+    for index, item in enumerate(args.get("constraints") or []):
+        _check_constraint(check, spec, f"{check.base}/constraints/{index}", item)
+    for index, item in enumerate(args.get("sort") or []):
+        _known_field(check, spec, f"{check.base}/sort/{index}/key", item["key"], system=True)
+
+
+def _known_field(check: StepCheck, spec: TypeSpec, pointer: str, key: str, *,
+                 system: bool) -> bool:
+    if key in spec.fields or (system and key in SYSTEM_KEYS):
+        return True
+    check.error(pointer, "ref.unknown-field",
+                f"data type '{spec.name}' has no field '{key}'" + did_you_mean(key, spec.fields),
+                key=pointer.split("/")[-2] == "fields")
+    return False
+
+
+def _check_constraint(check: StepCheck, spec: TypeSpec, pointer: str,
+                      item: Mapping[str, Any]) -> None:
+    key, kind = item["key"], item["constraint"]
+    if not _known_field(check, spec, pointer + "/key", key, system=True):
+        return
+    field = spec.fields.get(key)
+    if field is None:
+        return
+    if kind in ("contains", "not_contains") and not field.list:
+        check.error(pointer + "/constraint", "constraint.mismatch",
+                    f"'{kind}' applies to list fields; '{key}' is not a list")
+    elif kind == "text_contains" and (field.type != "text" or field.list):
+        shown = f"a list of {field.type}" if field.list else field.type
+        check.error(pointer + "/constraint", "constraint.mismatch",
+                    f"'text_contains' applies to text fields; '{key}' is {shown}")
+
+
+def _note_search(result: Any) -> str | None:
+    if isinstance(result, dict) and not result.get("count"):
+        return "the search came back empty"
+    return None
+
+
+ACTIONS = (
+    Action("create_thing", create_thing, check=check_record, writes=True),
+    Action("make_changes", make_changes, check=check_record, writes=True),
+    Action("make_changes_to_list", make_changes_to_list, check=check_record, writes=True),
+    Action("delete_thing", delete_thing, check=check_record, writes=True),
+    Action("delete_list", delete_list, check=check_record, writes=True),
+    Action("get_thing", get_thing, check=check_record),
+    Action("search", search, check=check_record, note=_note_search),
+)

@@ -1,0 +1,75 @@
+"""What a step action is: everything the compiler and the interpreter need to know about
+one, declared in one place beside its function (the families live in `gateway.actions`).
+
+The compiler and the interpreter name no action themselves: they ask the declaration
+whether its static check has something to say, whether a step of it can wait (so that the
+run needs a timer), whether it writes records, which custom event it calls and whether it
+ends the run with a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.context import RunContext
+
+if TYPE_CHECKING:
+    from gateway.model import Param
+    from gateway.storage.interface import TypeSpec
+
+Execute = Callable[[RunContext, dict[str, Any]], Awaitable[Any]]
+
+
+class StepCheck(Protocol):
+    """What an action's static check sees of the config at one step, and how it reports.
+
+    Pointers are relative to the document; `base` is the step's own pointer."""
+
+    @property
+    def kind(self) -> str: ...  # the kind of document the step is in
+    @property
+    def base(self) -> str: ...
+    @property
+    def returns(self) -> tuple[Param, ...]: ...  # what the enclosing custom event declares
+
+    def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None: ...
+    def data_type(self, name: str, pointer: str) -> TypeSpec | None:
+        """The data type, or None after reporting it unknown (or when it failed the schema)."""
+    def event_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
+        """A custom event's parameters, or None after reporting it unknown."""
+    def check_value(self, pointer: str, value: Any, type_name: str, is_list: bool) -> None:
+        """Report a constant value that does not fit its declared type (templates pass)."""
+
+
+Check = Callable[[StepCheck, Mapping[str, Any]], None]
+
+
+def _no_note(result: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One step action, declared where its function lives."""
+
+    name: str
+    execute: Execute
+    check: Check | None = None  # static checks of the step's arguments, at load time
+    waits: bool = True  # it may wait on something (a store, an event): runs get a timer
+    writes: bool = False  # it writes records (and reports each change to the run)
+    replies: bool = False  # it ends the run with a reply (the data a workflow returns)
+    event_arg: str | None = None  # the argument naming a custom event it calls inline
+    note: Callable[[Any], str | None] = _no_note  # what the run log says of a result
+
+
+def collect(*families: tuple[Action, ...]) -> dict[str, Action]:
+    """The actions of every family by name; a name declared twice is a bug."""
+    found: dict[str, Action] = {}
+    for family in families:
+        for action in family:
+            if action.name in found:
+                raise ValueError(f"the action {action.name!r} is declared twice")
+            found[action.name] = action
+    return found

@@ -1,0 +1,35 @@
+"""The kinds of document, as a table: how each is declared, how it is built, and which
+names its templates see. A new kind (a recurring event, a database trigger, a workflow
+test) is a new row here and the functions it names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.compiler import steps, types, units
+from gateway.context import REQUEST_NAME, RUN_NAMES
+from gateway.source import Document
+
+if TYPE_CHECKING:
+    from gateway.compiler import Compiler
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of document. Kinds are declared in table order (settings and data types
+    first, so that every later kind can refer to them), then built in the same order."""
+
+    name: str
+    declare: Callable[[Compiler, str, list[Document]], None]
+    build: Callable[[Compiler, Kind], Mapping[str, Any]]
+    names: frozenset[str] = frozenset()  # what its templates may refer to
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("settings", types.declare_settings, types.build_nothing),
+    Kind("data_type", types.declare_data_types, types.build_data_types),
+    Kind("custom_event", units.declare_units, steps.build_units, RUN_NAMES),
+    Kind("api_workflow", units.declare_units, steps.build_units, RUN_NAMES | {REQUEST_NAME}),
+)

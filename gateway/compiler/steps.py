@@ -1,0 +1,178 @@
+"""Workflows and events built: their steps, every template in them compiled, and what each
+template refers to checked against what is in scope there. Each action's own static check
+runs through its declaration, at a `Site` that knows where the step is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import TemplateSyntaxError
+
+from gateway import templating
+from gateway.actions import ACTIONS
+from gateway.coercion import compile_coercer
+from gateway.compiler.types import check_value
+from gateway.compiler.units import Unit
+from gateway.errors import did_you_mean
+from gateway.model import Param, Step, Workflow
+from gateway.storage.interface import TypeSpec
+from gateway.templating import Compiled
+
+if TYPE_CHECKING:
+    from gateway.compiler import Compiler
+    from gateway.compiler.kinds import Kind
+
+STEP_KEYS = frozenset({"id", "action", "only_when", "on_error", "description"})
+
+
+@dataclass(slots=True)
+class Site:
+    """One place in a unit: what its templates may refer to, and (as the `StepCheck` an
+    action's check gets) how to report a problem there."""
+
+    compiler: Compiler
+    unit: Unit
+    names: frozenset[str]
+    params: Mapping[str, Param]
+    step_ids: frozenset[str] = frozenset()
+    later_ids: frozenset[str] = frozenset()
+    own_id: str | None = None
+    base: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.unit.kind
+
+    @property
+    def returns(self) -> tuple[Param, ...]:
+        return self.unit.returns
+
+    def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None:
+        self.compiler.error(self.unit.doc, pointer, code, message, key=key)
+
+    def data_type(self, name: str, pointer: str) -> TypeSpec | None:
+        spec = self.compiler.data_types.get(name)
+        if spec is None and not self.compiler.is_broken("data_type", name):
+            self.error(pointer, "ref.unknown-type", f"unknown data type '{name}'"
+                       + did_you_mean(name, self.compiler.data_types))
+        return spec
+
+    def event_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
+        event = self.compiler.units.get(("custom_event", name))
+        if event is None and not self.compiler.is_broken("custom_event", name):
+            events = [n for k, n in self.compiler.units if k == "custom_event"]
+            self.error(pointer, "ref.unknown-event",
+                       f"unknown custom event '{name}'" + did_you_mean(name, events))
+        return None if event is None else event.params
+
+    def check_value(self, pointer: str, value: Any, type_name: str, is_list: bool) -> None:
+        check_value(self.compiler, self.unit.doc, pointer, value, type_name, is_list)
+
+
+def build_units(c: Compiler, kind: Kind) -> Mapping[str, Any]:
+    return {name: _workflow(c, kind, name, unit)
+            for (unit_kind, name), unit in c.units.items() if unit_kind == kind.name}
+
+
+def _workflow(c: Compiler, kind: Kind, name: str, unit: Unit) -> Workflow:
+    doc, data = unit.doc, unit.doc.data
+    if unit.returns and any(not p.optional for p in unit.returns) and not any(
+            ACTIONS[s["action"]].replies for s in data.get("steps", [])):
+        c.error(doc, "/returns", "event.bad-return",
+                "this custom event declares returns but has no return_data step")
+    params = {p.name: p for p in unit.params}
+    top = Site(c, unit, kind.names, params)
+    only_when = condition(top, "/only_when", data.get("only_when"))
+    steps = _steps(c, kind, unit, params)
+    return Workflow(
+        kind=kind.name, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
+        expose=data.get("expose", False), auth=data.get("auth", "admin"),
+        method=data.get("method", "POST"),
+        ignore_privacy_rules=data.get("ignore_privacy_rules", False), only_when=only_when,
+        return_200_if_condition_fails=data.get("return_200_if_condition_fails", False),
+        returns=unit.returns, location=f"{doc.file}:{doc.locate('')[0]}",
+        uses_request=unit.reads_request,
+        may_wait=any(step.action.waits for step in steps),
+        writes=any(step.action.writes for step in steps),
+        record_params=tuple(p for p in unit.params if p.is_record),
+        coerce=compile_coercer(name, unit.params))
+
+
+def _steps(c: Compiler, kind: Kind, unit: Unit, params: Mapping[str, Param]) -> tuple[Step, ...]:
+    raw_steps = unit.doc.data.get("steps", [])
+    all_ids = {s["id"] for s in raw_steps if "id" in s}
+    seen: set[str] = set()
+    steps = []
+    for index, data in enumerate(raw_steps):
+        base = f"/steps/{index}"
+        site = Site(c, unit, kind.names, params, frozenset(seen), frozenset(all_ids - seen),
+                    data.get("id"), base)
+        steps.append(_step(site, index, data))
+        step_id = data.get("id")
+        if step_id in seen:
+            site.error(base + "/id", "step.duplicate-id",
+                       f"another step already has the id '{step_id}'")
+        if step_id:
+            seen.add(step_id)
+    return tuple(steps)
+
+
+def _step(site: Site, index: int, data: Mapping[str, Any]) -> Step:
+    action = ACTIONS[data["action"]]
+    args = {key: value for key, value in data.items() if key not in STEP_KEYS}
+    compiled = templating.compile_tree(args, lambda text, p: leaf(site, site.base + p, text))
+    if action.check is not None:
+        action.check(site, args)
+    line = site.unit.doc.locate(site.base)[0]
+    return Step(index=index, action=action, args=compiled, id=data.get("id"),
+                only_when=condition(site, site.base + "/only_when", data.get("only_when")),
+                continue_on_error=data.get("on_error") == "continue",
+                location=f"{site.unit.doc.file}:{line}")
+
+
+def condition(site: Site, pointer: str, value: Any) -> Compiled | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return leaf(site, pointer, value)
+    return templating.constant(bool(value))
+
+
+def leaf(site: Site, pointer: str, text: str) -> Compiled:
+    if not templating.is_template(text):
+        return templating.constant(text)
+    try:
+        source = templating.parse(text)
+    except TemplateSyntaxError as exc:
+        site.error(pointer, "template.syntax",
+                   f"template syntax error on line {exc.lineno} of the template: {exc.message}")
+        return templating.constant(None)
+    _check_references(site, pointer, source)
+    if not site.compiler.codegen:
+        return templating.constant(None)
+    return templating.compile_source(source)
+
+
+def _check_references(site: Site, pointer: str, source: templating.Source) -> None:
+    refs = templating.references(source)
+    if "request" in refs.names:
+        site.unit.reads_request = True
+    allowed = site.names | templating.GLOBAL_NAMES
+    for name in sorted(refs.names - allowed):
+        site.error(pointer, "template.undefined-name",
+                   f"'{name}' is not defined here" + did_you_mean(name, allowed))
+    for root, key, _line in refs.attributes:
+        if root == "params" and key not in site.params:
+            site.error(pointer, "ref.unknown-param", f"'params.{key}' is not a declared parameter"
+                       + did_you_mean(key, site.params))
+        elif root == "steps" and key not in site.step_ids:
+            where = ("this step itself" if key == site.own_id else
+                     "a later step" if key in site.later_ids else "no earlier step")
+            site.error(pointer, "ref.unknown-step",
+                       f"'steps.{key}' refers to {where}; a step can only use the results "
+                       "of steps before it")
+        elif root == "secrets" and key not in site.compiler.settings.secret_names:
+            site.error(pointer, "ref.unknown-secret",
+                       f"'secrets.{key}' is not declared in the settings' secrets")

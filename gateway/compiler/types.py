@@ -1,0 +1,91 @@
+"""The settings and data types passes, and checks of values and type names against them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway import pointer as ptr
+from gateway import templating
+from gateway.coercion import convert_value, typed_or_as_is
+from gateway.errors import did_you_mean
+from gateway.model import SCALAR_TYPES
+from gateway.settings import from_document
+from gateway.source import Document
+from gateway.storage.interface import FieldSpec, TypeSpec
+
+if TYPE_CHECKING:
+    from gateway.compiler import Compiler
+    from gateway.compiler.kinds import Kind
+
+BUILTIN_TYPES = {"user": TypeSpec("user", {"email": FieldSpec("email", "text", unique=True)})}
+
+
+def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
+    for doc in docs[1:]:
+        c.error(doc, "/kind", "settings.duplicate",
+                f"only one settings document is allowed (another is in {docs[0].file})")
+    if docs:
+        c.settings = from_document(docs[0].data)
+
+
+def build_nothing(c: Compiler, kind: Kind) -> Mapping[str, Any]:
+    return {}  # the settings are the registry's own field
+
+
+def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
+    seen: dict[str, Document] = {}
+    for doc in docs:
+        name = doc.data["name"]
+        if name in seen:
+            duplicate(c, doc, seen[name], "data type", name)
+            continue
+        seen[name] = doc
+        fields = {key: _field(key, spec) for key, spec in doc.data.get("fields", {}).items()}
+        base = BUILTIN_TYPES.get(name)
+        c.data_types[name] = TypeSpec(name, {**(base.fields if base else {}), **fields})
+    for doc in seen.values():
+        for key, spec in doc.data.get("fields", {}).items():
+            check_type(c, doc, ptr.join("/fields", key, "type"), spec["type"])
+            if "default" in spec:
+                check_value(c, doc, ptr.join("/fields", key, "default"), spec["default"],
+                            spec["type"], spec.get("list", False))
+
+
+def _field(key: str, spec: Mapping[str, Any]) -> FieldSpec:
+    # A default in its field's type (a date default is a datetime, as stored values are).
+    is_list = spec.get("list", False)
+    return FieldSpec(key, spec["type"], is_list, spec.get("unique", False),
+                     spec.get("indexed", False),
+                     typed_or_as_is(spec.get("default"), spec["type"], is_list))
+
+
+def build_data_types(c: Compiler, kind: Kind) -> Mapping[str, Any]:
+    return c.data_types
+
+
+def duplicate(c: Compiler, doc: Document, first: Document, what: str, name: str) -> None:
+    line = first.locate("/name")[0]
+    c.error(doc, "/name", "name.duplicate",
+            f"{what} '{name}' is already defined at {first.file}:{line}")
+
+
+def check_type(c: Compiler, doc: Document, pointer: str, type_name: str) -> None:
+    if c.is_broken("data_type", type_name):
+        return
+    if type_name not in SCALAR_TYPES and type_name not in c.data_types:
+        c.error(doc, pointer, "ref.unknown-type", f"unknown data type '{type_name}'"
+                + did_you_mean(type_name, c.data_types))
+
+
+def check_value(c: Compiler, doc: Document, pointer: str, value: Any, type_name: str,
+                is_list: bool) -> None:
+    """A constant value that does not fit its declared type is reported; templates pass."""
+    if isinstance(value, str) and templating.is_template(value):
+        return
+    try:
+        convert_value(value, type_name, is_list)
+    except ValueError:
+        shown = f"list of {type_name}" if is_list else type_name
+        c.error(doc, pointer, "value.type-mismatch", f"{json.dumps(value)} is not a valid {shown}")

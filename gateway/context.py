@@ -1,0 +1,128 @@
+"""What a run is made of: who it acts for, its context and services, what it changed, and
+the reply that ends it.
+
+Actions import no services: storage, the clock and the way to call a custom event all come
+from the `RunContext` the interpreter builds for each run. The HTTP layer, the command line
+and (later) the scheduler and auth build `Identity`s and read `Reply`s; none of them needs
+the actions to do so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.storage.interface import Storage, TypeSpec
+
+RUN_LOG = logging.getLogger("gateway.run")
+
+# The names every run's templates see; API workflows also see `request` (the HTTP facts).
+RUN_NAMES = frozenset({"params", "steps", "now", "run", "current_user", "secrets"})
+REQUEST_NAME = "request"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a run acts for: `anonymous`, `user` (with `user_id`) or `admin`."""
+
+    kind: str = "anonymous"
+    user_id: str | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """As the run log keeps it."""
+        return {"kind": self.kind, "user_id": self.user_id}
+
+
+ANONYMOUS = Identity()
+ADMIN = Identity("admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """How a run ends: JSON `data`, or `text` with a content type; a status and headers."""
+
+    data: Any = None
+    text: str | None = None
+    content_type: str | None = None
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RecordChange:
+    """What a run did to one record: as it was first seen, and as it is at the end.
+
+    `before` is None for a record the run created; `after` is None for one it deleted."""
+
+    type: str
+    id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class Changes:
+    """Every record a run wrote, collected per record: the first `before` and the last
+    `after`, however often the run changed it. Handed to the run's commit, where database
+    triggers and jobs will be enqueued in the same transaction as the change."""
+
+    __slots__ = ("_by_record",)
+
+    def __init__(self) -> None:
+        self._by_record: dict[tuple[str, str], RecordChange] = {}
+
+    def add(self, type: str, id: str, before: dict[str, Any] | None,
+            after: dict[str, Any] | None) -> None:
+        known = self._by_record.get((type, id))
+        if known is None:
+            self._by_record[(type, id)] = RecordChange(type, id, before, after)
+        else:
+            known.after = after
+
+    def __iter__(self) -> Any:
+        # A record created and deleted by the same run changed nothing anyone can see.
+        return (c for c in self._by_record.values() if c.before is not None or c.after is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_record)
+
+
+CallEvent = Callable[["RunContext", str, Mapping[str, Any]], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class RunContext:
+    """The state and services of one run (custom events called inline get their own, and
+    share the run's `changes`)."""
+
+    run_id: str
+    workflow: str
+    now: datetime
+    call_event: CallEvent
+    storage: Storage | None = None
+    data_types: Mapping[str, TypeSpec] = field(default_factory=dict)
+    identity: Identity = ANONYMOUS
+    ignore_privacy_rules: bool = False
+    depth: int = 0
+    source: str = "http"
+    log: logging.Logger = RUN_LOG
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    changes: Changes = field(default_factory=Changes)
+
+
+def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str],
+              request: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The names a run's templates see (`RUN_NAMES`, and `request`)."""
+    return {
+        "params": params, "steps": {}, "now": ctx.now,
+        "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth},
+        "current_user": ({"_id": ctx.identity.user_id} if ctx.identity.user_id else None),
+        "secrets": secrets, REQUEST_NAME: request or {},
+    }
