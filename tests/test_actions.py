@@ -13,7 +13,6 @@ from gateway.action import Action, collect
 from gateway.actions import ACTIONS
 from gateway.actions.flow import log
 
-
 _NOT_ACTIONS = {"step_id"}  # the definition of a step's `id`, not of an action
 
 
