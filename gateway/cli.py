@@ -10,10 +10,9 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import uvicorn
@@ -25,9 +24,10 @@ from gateway.coercion import gather
 from gateway.context import ADMIN
 from gateway.diagnostics import render_json, render_text
 from gateway.encoding import dumps, dumps_pretty
-from gateway.http import reply_response
-from gateway.interpreter import Interpreter
-from gateway.loader import check, discover
+from gateway.envelope import render_result
+from gateway.errors import ConfigError, GatewayError
+from gateway.interpreter import Interpreter, RunResult
+from gateway.loader import check, discover, load
 from gateway.model import ROUTE_PREFIX, Registry
 from gateway.settings import Settings, parse_duration, with_environment, with_flags
 from gateway.storage import Storage, open_storage
@@ -43,19 +43,37 @@ database_option = click.option(
     help="sqlite:///FILE or postgresql://... (default: the settings, then sqlite:///gateway.db).")
 
 
+class Failed(click.ClickException):
+    """A command that ran and failed: exit code 1, with its message (if any) on stderr."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        if self.message:
+            click.echo(self.message, err=True)
+
+
+class _Group(click.Group):
+    """Renders the gateway's own errors at one boundary: no traceback, exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise Failed(render_text(exc.diagnostics)) from exc
+        except GatewayError as exc:
+            raise Failed(f"error: {exc.message}") from exc
+
+
 def _load_or_exit(paths: Sequence[Path]) -> Registry:
-    registry, problems = check(list(paths) or [DEFAULT_CONFIG])
-    if problems:
-        click.echo(render_text(problems), err=True)
-        sys.exit(1)
-    return registry
+    return load(list(paths) or [DEFAULT_CONFIG])
 
 
 def _settled(registry: Registry, **flags: Any) -> Settings:
     return with_flags(with_environment(registry.settings), **flags)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="workflow-gateway")
 def main() -> None:
     """The workflow gateway: YAML workflows validated, compiled and served as HTTP endpoints."""
@@ -77,7 +95,8 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     files, _ = discover(targets)
     _, problems = check(targets, codegen=False)
     click.echo(render_json(problems, len(files)) if fmt == "json" else render_text(problems))
-    sys.exit(1 if problems else 0)
+    if problems:
+        raise Failed("")
 
 
 @main.command()
@@ -110,9 +129,8 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
 def _refuse_missing_secrets(settings: Settings) -> None:
     missing = settings.missing_secrets()
     if missing:
-        click.echo("error: the settings declare secrets the environment does not set: "
-                   + ", ".join(missing), err=True)
-        sys.exit(1)
+        raise Failed("error: the settings declare secrets the environment does not set: "
+                     + ", ".join(missing))
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -147,19 +165,19 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
     settings = _settled(registry, database=database)
     _refuse_missing_secrets(settings)
     registry = dataclasses.replace(registry, settings=settings)
-    status, body, run_id = asyncio.run(_run_once(registry, name, _parse_params(pairs)))
-    click.echo(f"HTTP {status}  run {run_id}", err=True)
-    click.echo(body)
-    sys.exit(0 if status < 400 else 1)
+    result = asyncio.run(_run_once(registry, name, _parse_params(pairs)))
+    rendered = render_result(result)
+    click.echo(f"HTTP {rendered.status}  run {result.run_id}", err=True)
+    click.echo(rendered.text())
+    if rendered.status >= 400:
+        raise Failed("")
 
 
-async def _run_once(registry: Registry, name: str, params: dict[str, Any]) -> tuple[int, str, str]:
+async def _run_once(registry: Registry, name: str, params: dict[str, Any]) -> RunResult:
     storage = open_storage(registry.settings.database)
     interpreter = Interpreter(registry, storage)
-    result = await _with_store(storage, registry, lambda s: interpreter.run(
+    return await _with_store(storage, registry, lambda s: interpreter.run(
         registry.workflows[name], params, source="cli", identity=ADMIN))
-    response = reply_response(result)
-    return response.status_code, bytes(response.body).decode(), result.run_id
 
 
 @main.command()
@@ -224,7 +242,7 @@ def runs_list(workflow: str | None, status: str | None, since: str | None, limit
     """
     try:
         cutoff = utc_now() - parse_duration(since) if since else None
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     registry, storage = _store_of(config, database)
     found = asyncio.run(_with_store(storage, registry, lambda s: s.list_runs(
@@ -254,8 +272,7 @@ def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> No
     found = asyncio.run(_with_store(storage, registry, lambda s: s.get_run(run_id),
                                     sync_indexes=False))
     if found is None:
-        click.echo(f"no run with id {run_id}", err=True)
-        sys.exit(1)
+        raise Failed(f"no run with id {run_id}")
     click.echo(dumps_pretty(found))
 
 

@@ -20,8 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.coercion import gather
-from gateway.context import Reply
-from gateway.encoding import encode
+from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
     GatewayError,
     MalformedBodyError,
@@ -35,46 +34,21 @@ from gateway.model import ROUTE_PREFIX, Workflow
 
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-JSON = "application/json"
 log = logging.getLogger("gateway.http")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def response(rendered: Rendered) -> Response:
+    return Response(rendered.body, status_code=rendered.status, headers=dict(rendered.headers),
+                    media_type=rendered.media_type)
+
+
 def error_response(error: GatewayError, run_id: str | None = None) -> Response:
-    body: dict[str, Any] = {"status": error.code, "message": error.message}
-    headers = {}
-    if run_id is not None:
-        headers["X-Run-Id"] = run_id
-        if error.status >= 500:  # the caller's handle on what the run log knows
-            body.update(run_id=run_id, message=f"{error.message} (run {run_id})")
-    if isinstance(error, MethodNotAllowedError) and error.allow:
-        headers["Allow"] = error.allow
-    content = encode({"statusCode": error.status, "body": body})
-    return Response(content, status_code=error.status, media_type=JSON, headers=headers)
-
-
-def public_error(error: GatewayError) -> GatewayError:
-    """A 5xx never shows its cause to the caller: the run log and the server log have it."""
-    if error.status >= 500 and error.code == "ERROR":
-        return GatewayError("The workflow failed; see the run log for details")
-    return error
+    return response(render_error(error, run_id))
 
 
 def reply_response(result: RunResult) -> Response:
-    if result.error is not None:
-        return error_response(public_error(result.error), result.run_id)
-    reply = result.reply or Reply(data={})
-    headers = {**reply.headers, "X-Run-Id": result.run_id}
-    if reply.text is not None:
-        return Response(reply.text, status_code=reply.status, headers=headers,
-                        media_type=reply.content_type)
-    if reply.content_type and reply.content_type != JSON:
-        content = reply.data if isinstance(reply.data, str) else encode(reply.data)
-        return Response(content, status_code=reply.status, headers=headers,
-                        media_type=reply.content_type)
-    content = encode({"status": "success", "response": reply.data if reply.data is not None
-                     else {}})
-    return Response(content, status_code=reply.status, headers=headers, media_type=JSON)
+    return response(render_result(result))
 
 
 def _header(request: Request, name: bytes) -> str | None:

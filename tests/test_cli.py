@@ -204,10 +204,27 @@ def test_runs_list_with_filters(config: Path, database: str) -> None:
     assert len(lines) == 2 and all("refuse" in line and "NOPE" in line for line in lines)
 
 
-def test_runs_list_refuses_a_bad_duration(config: Path, database: str) -> None:
-    result = invoke("runs", "list", "--since", "an hour", "--config", str(config),
+@pytest.mark.parametrize("since", ["an hour", "99999999d"])
+def test_runs_list_refuses_a_bad_duration(config: Path, database: str, since: str) -> None:
+    result = invoke("runs", "list", "--since", since, "--config", str(config),
                     "--database", database)
     assert result.exit_code == 2
+    assert "--since" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["db", "upgrade"], ["run", "hello"]])
+def test_a_gateway_error_is_one_line_and_exit_1(config: Path, command: list[str]) -> None:
+    result = invoke(*command, "--config", str(config), "--database", "mysql://db/x")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unsupported database URL 'mysql://db/x'")
+    assert "Traceback" not in result.output
+
+
+def test_an_invalid_config_is_its_diagnostics_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("kind: api_workflow\nname: x\nauth: nobody\nsteps: []\n")
+    result = invoke("routes", "--config", str(tmp_path))
+    assert result.exit_code == 1
+    assert "bad.yaml:3:7: error[schema.enum]" in result.stderr
 
 
 def test_db_upgrade_creates_the_schema(config: Path, tmp_path: Path) -> None:
