@@ -12,7 +12,7 @@ then, so the PostgreSQL driver is loaded only by those who use PostgreSQL:
 from __future__ import annotations
 
 import importlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from gateway.errors import StorageError
 from gateway.storage.interface import (
@@ -41,6 +41,12 @@ __all__ = [
     "TypeSpec",
     "open_storage",
 ]
+
+if TYPE_CHECKING:  # so that mypy checks each backend against the protocols of every role
+    from gateway.storage.postgresql import PostgresStorage
+    from gateway.storage.sqlite import SqliteStorage
+
+    _IMPLEMENTATIONS: tuple[type[Storage], ...] = (SqliteStorage, PostgresStorage)
 
 _BACKENDS = {
     "sqlite": ("gateway.storage.sqlite", "SqliteStorage"),

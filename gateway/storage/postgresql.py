@@ -32,42 +32,42 @@ class PostgresStorage:
     def __init__(self, url: str, min_size: int = 2, max_size: int = 16) -> None:
         self.url = url
         self.migrations_applied: list[str] = []
-        self._db = PostgresConnector(url, Catalog(), min_size, max_size)
-        self.records = PostgresRecords(self._db)
-        self.runs = PostgresRunLog(self._db)
+        self.connector = PostgresConnector(url, Catalog(), min_size, max_size)
+        self.records = PostgresRecords(self.connector)
+        self.runs = PostgresRunLog(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
-        defs = self._db.catalog.declare(_DIALECT, types)
-        await self._db.start()
+        defs = self.connector.catalog.declare(_DIALECT, types)
+        await self.connector.start()
         self.migrations_applied = await self.migrate()
         if sync_indexes:
-            await self._db.guard(self._sync_indexes(defs))
+            await self.connector.guard(self._sync_indexes(defs))
         self.runs.start()
 
     async def close(self) -> None:
         try:
             await self.runs.stop()
         finally:
-            await self._db.stop()
+            await self.connector.stop()
 
     async def migrate(self) -> list[str]:
-        return await self._db.guard(self._migrate())
+        return await self.connector.guard(self._migrate())
 
     async def ping(self) -> None:
         """`SELECT 1`, given `PING_SECONDS` for a connection and the answer together (a
         saturated pool would otherwise keep the caller waiting for its 30 s timeout)."""
         try:
             async with asyncio.timeout(PING_SECONDS):
-                await self._db.guard(self._ping())
+                await self.connector.guard(self._ping())
         except TimeoutError as exc:
             raise StorageError(f"PostgreSQL did not answer within {PING_SECONDS:g} s") from exc
 
     async def _ping(self) -> None:
-        async with self._db.pool.connection(timeout=PING_SECONDS) as conn:
+        async with self.connector.pool.connection(timeout=PING_SECONDS) as conn:
             await conn.execute(Q["ping"].encode())
 
     async def _migrate(self) -> list[str]:
-        async with self._db.pool.connection() as conn, conn.transaction():
+        async with self.connector.pool.connection() as conn, conn.transaction():
             await conn.execute(Q["lock_migrations"])  # one migrator at a time, across instances
             await conn.execute(Q["create_migrations_table"])
             applied = await (await conn.execute(Q["applied_migrations"])).fetchall()
@@ -78,7 +78,7 @@ class PostgresStorage:
             return [migration.name for migration in pending]
 
     async def _sync_indexes(self, defs: list[IndexDef]) -> None:
-        async with self._db.pool.connection() as conn, conn.transaction():
+        async with self.connector.pool.connection() as conn, conn.transaction():
             await conn.execute(Q["lock_migrations"])
             existing = await (await conn.execute(Q["list_indexes"])).fetchall()
             stale, missing = index_changes((row[0] for row in existing), defs)

@@ -33,32 +33,32 @@ class SqliteStorage:
     def __init__(self, url: str) -> None:
         self.url = url
         self.migrations_applied: list[str] = []
-        self._db = SqliteConnector(url, Catalog())
-        self.records = SqliteRecords(self._db)
-        self.runs = SqliteRunLog(self._db)
+        self.connector = SqliteConnector(url, Catalog())
+        self.records = SqliteRecords(self.connector)
+        self.runs = SqliteRunLog(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
-        defs = self._db.catalog.declare(_DIALECT, types)
-        await self._db.start()
+        defs = self.connector.catalog.declare(_DIALECT, types)
+        await self.connector.start()
         self.migrations_applied = await self.migrate()
         if sync_indexes:
-            await self._db.write(lambda conn: _sync_indexes(conn, defs))
-        self._db.open_reader()
+            await self.connector.write(lambda conn: _sync_indexes(conn, defs))
+        self.connector.open_reader()
 
     async def close(self) -> None:
-        await self._db.stop()
+        await self.connector.stop()
 
     async def migrate(self) -> list[str]:
-        return await self._db.write(_migrate)
+        return await self.connector.write(_migrate)
 
     async def ping(self) -> None:
         """A read on the event loop's reader, then the two things a write needs: a writer
         thread that runs, and a file that may be written. Answers at once either way."""
-        self._db.read_here(lambda conn: conn.execute(Q["ping"]).fetchone())
-        if not self._db.writer.alive:
-            raise StorageError(f"the writer of {self._db.path} has stopped")
-        if not os.access(self._db.path, os.W_OK):
-            raise StorageError(f"{self._db.path} cannot be written")
+        self.connector.read_here(lambda conn: conn.execute(Q["ping"]).fetchone())
+        if not self.connector.writer.alive:
+            raise StorageError(f"the writer of {self.connector.path} has stopped")
+        if not os.access(self.connector.path, os.W_OK):
+            raise StorageError(f"{self.connector.path} cannot be written")
 
 
 def _migrate(conn: sqlite3.Connection) -> list[str]:
