@@ -104,7 +104,8 @@ class Change:
 # --- the roles -------------------------------------------------------------------------
 # Each role is one narrow protocol, and a backend exposes it as one attribute of `Storage`.
 # Adding a role (jobs, keys, idempotency…): its protocol here, one property on `Storage`,
-# and one class per backend.
+# and per backend one module (`sqlite_jobs.py`) whose class `SqliteStorage` sets as the
+# attribute. mypy checks each backend against `Storage` (see `gateway/storage/__init__.py`).
 
 
 class RecordStore(Protocol):
