@@ -24,7 +24,7 @@ from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.settings import Settings, with_environment
-from gateway.storage import Storage, TypeSpec, open_storage
+from gateway.storage import RunLog, Storage, TypeSpec, open_storage
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 PURGE_INTERVAL = 3600.0
@@ -48,7 +48,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
             yield
             return
         await storage.open(storage_types(registry))
-        retention = asyncio.create_task(purge_runs_forever(storage, registry.settings, clock))
+        retention = asyncio.create_task(purge_runs_forever(storage.runs, registry.settings, clock))
         try:
             yield
         finally:
@@ -63,7 +63,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
     async def readyz(request: Request) -> Response:
         try:
             if storage is not None:
-                await storage.get("user", "0x0")
+                await storage.ping()
         except GatewayError as exc:
             log.warning("not ready: the database does not answer: %s", exc.message)
             return JSONResponse({"status": "unavailable"}, 503)
@@ -78,13 +78,13 @@ def create_app(registry: Registry, storage: Storage | None = None,
     return app
 
 
-async def purge_runs_forever(storage: Storage, settings: Settings, clock: Clock,
+async def purge_runs_forever(runs: RunLog, settings: Settings, clock: Clock,
                              every: float = PURGE_INTERVAL) -> None:
     """Delete runs past their retention, in the background, once an interval."""
     while True:
         try:
-            deleted = await storage.purge_runs(clock(), settings.run_retention,
-                                               settings.failed_run_retention)
+            deleted = await runs.purge_runs(clock(), settings.run_retention,
+                                            settings.failed_run_retention)
             if deleted:
                 log.info("deleted %d run(s) past their retention", deleted)
         except GatewayError as exc:

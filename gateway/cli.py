@@ -245,7 +245,7 @@ def runs_list(workflow: str | None, status: str | None, since: str | None, limit
     except (ValueError, OverflowError) as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     registry, storage = _store_of(config, database)
-    found = asyncio.run(_with_store(storage, registry, lambda s: s.list_runs(
+    found = asyncio.run(_with_store(storage, registry, lambda s: s.runs.list_runs(
         workflow=workflow, status=status, since=cutoff, limit=limit), sync_indexes=False))
     for item in found:
         if as_json:
@@ -269,7 +269,7 @@ def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> No
       gateway runs show 1732406400000x123456789012345678
     """
     registry, storage = _store_of(config, database)
-    found = asyncio.run(_with_store(storage, registry, lambda s: s.get_run(run_id),
+    found = asyncio.run(_with_store(storage, registry, lambda s: s.runs.get_run(run_id),
                                     sync_indexes=False))
     if found is None:
         raise Failed(f"no run with id {run_id}")

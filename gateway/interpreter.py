@@ -117,7 +117,7 @@ class Interpreter:
             if value is None or self.storage is None:
                 continue
             ids = value if param.list else [value]
-            records = [await self.storage.get(param.type, record_id) for record_id in ids]
+            records = [await self.storage.records.get(param.type, record_id) for record_id in ids]
             if any(record is None for record in records):
                 raise InvalidDataError(f"Invalid value for parameter {param.name} "
                                        f"(no {param.type} with that id)")
@@ -204,7 +204,7 @@ class Interpreter:
                       exc_info=cause if not isinstance(cause, GatewayError) else None)
         if self.storage is None:
             return
-        self.storage.record_run({
+        self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": ctx.identity.record, "status": status, "started_at": ctx.now,
             "duration_ms": duration, "params": self.redact(params),

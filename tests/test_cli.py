@@ -166,7 +166,7 @@ async def _old_runs(config: Path, database: str) -> None:
         interpreter = Interpreter(registry, storage, clock=lambda: old)
         await interpreter.run(registry.workflows["hello"], {"name": "old"}, source="cli")
         await interpreter.run(registry.workflows["refuse"], {}, source="cli")
-        await storage.flush_runs()
+        await storage.runs.flush_runs()
     finally:
         await storage.close()
 

@@ -122,8 +122,8 @@ async def client_for(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncC
 
 
 async def run_of(storage: Any, response: httpx.Response) -> dict[str, Any]:
-    await storage.flush_runs()
-    found = await storage.get_run(response.headers["x-run-id"])
+    await storage.runs.flush_runs()
+    found = await storage.runs.get_run(response.headers["x-run-id"])
     assert found is not None
     return dict(found)
 
@@ -223,9 +223,9 @@ def test_reading_the_run_log_leaves_the_indexes_of_another_config_alone(
         return None
 
     async def duplicate(storage: Any) -> None:
-        await storage.create("item", {"code": "same"})
+        await storage.records.create("item", {"code": "same"})
         with pytest.raises(DuplicateError):
-            await storage.create("item", {"code": "same"})
+            await storage.records.create("item", {"code": "same"})
 
     storage = open_storage(url)
     asyncio.run(storage.open(types))  # creates the unique index on item.code
@@ -241,13 +241,13 @@ def test_reading_the_run_log_leaves_the_indexes_of_another_config_alone(
 async def test_purging_old_runs_goes_past_one_chunk(storage: Any) -> None:
     old = datetime(2020, 1, 1, tzinfo=timezone.utc)
     for n in range(2500):
-        storage.record_run({"id": f"run-{n:05d}", "workflow": "w", "status": "success",
+        storage.runs.record_run({"id": f"run-{n:05d}", "workflow": "w", "status": "success",
                             "started_at": old, "steps": []})
-    await storage.flush_runs()
-    deleted = await storage.purge_runs(old + timedelta(days=30), timedelta(days=14),
+    await storage.runs.flush_runs()
+    deleted = await storage.runs.purge_runs(old + timedelta(days=30), timedelta(days=14),
                                        timedelta(days=30))
     assert deleted == 2500
-    assert await storage.list_runs() == []
+    assert await storage.runs.list_runs() == []
 
 
 def test_epoch_milliseconds_arrive_as_text_too() -> None:
@@ -264,9 +264,9 @@ def storage_types() -> list[TypeSpec]:
 
 async def test_a_search_counts_exactly_past_what_is_read_on_the_event_loop(
         storage: Any) -> None:
-    await asyncio.gather(*(storage.create("tag", {"label": "same"}) for _ in range(1100)))
-    await storage.create("tag", {"label": "other"})
-    page = await storage.search("tag", [Constraint("label", "equals", "same")], limit=10)
+    await asyncio.gather(*(storage.records.create("tag", {"label": "same"}) for _ in range(1100)))
+    await storage.records.create("tag", {"label": "other"})
+    page = await storage.records.search("tag", [Constraint("label", "equals", "same")], limit=10)
     assert (len(page.results), page.count, page.remaining) == (10, 1100, 1090)
-    small = await storage.search("tag", [Constraint("label", "equals", "other")], limit=10)
+    small = await storage.records.search("tag", [Constraint("label", "equals", "other")], limit=10)
     assert (len(small.results), small.count, small.remaining) == (1, 1, 0)

@@ -41,8 +41,8 @@ async def run_logged(tmp_path: Path, registry: Registry, name: str,
     async with store(tmp_path, registry) as storage:
         interpreter = Interpreter(registry, storage)
         result = await interpreter.run(registry.workflows[name], params or {}, **options)
-        await storage.flush_runs()
-        logged = await storage.get_run(result.run_id)
+        await storage.runs.flush_runs()
+        logged = await storage.runs.get_run(result.run_id)
     assert logged is not None
     return result, logged
 

@@ -227,8 +227,8 @@ class Gateway:
         return response.json()["response"]
 
     async def run_log(self, response: httpx.Response) -> dict[str, Any]:
-        await self.storage.flush_runs()
-        logged = await self.storage.get_run(response.headers["X-Run-Id"])
+        await self.storage.runs.flush_runs()
+        logged = await self.storage.runs.get_run(response.headers["X-Run-Id"])
         assert logged is not None
         return logged
 
@@ -267,7 +267,7 @@ async def test_create_thing_applies_defaults(gw: Gateway) -> None:
     assert lead["_type"] == "lead" and lead["_id"]
     assert lead["created_at"] and lead["modified_at"]
     assert "created_by" in lead
-    stored = await gw.storage.get("lead", lead["_id"])
+    stored = await gw.storage.records.get("lead", lead["_id"])
     assert stored is not None and stored["name"] == "Ada" and stored["score"] == 0
 
 
@@ -287,7 +287,7 @@ async def test_make_changes_by_id_and_from_a_record_parameter(gw: Gateway) -> No
     renamed = await gw.ok("rename", {"lead": lead["_id"], "name": "Cy2"})
     assert renamed["before"] == "Cyril"
     assert renamed["after"]["name"] == "Cy2"
-    stored = await gw.storage.get("lead", lead["_id"])
+    stored = await gw.storage.records.get("lead", lead["_id"])
     assert stored is not None and stored["name"] == "Cy2"
 
 
@@ -303,7 +303,7 @@ async def test_make_changes_to_list(gw: Gateway) -> None:
     for i, tags in enumerate([["a"], ["a", "b"], ["b"]]):
         await gw.ok("create-lead", {"name": f"n{i}", "email": f"{i}@x.io", "tags": tags})
     assert await gw.ok("rescore-tagged", {"tag": "a", "score": 9.5}) == {"changed": 2}
-    scores = {r["name"]: r["score"] for r in (await gw.storage.search("lead")).results}
+    scores = {r["name"]: r["score"] for r in (await gw.storage.records.search("lead")).results}
     assert scores == {"n0": 9.5, "n1": 9.5, "n2": 0}
 
 
@@ -314,9 +314,9 @@ async def test_delete_thing_and_delete_list(gw: Gateway) -> None:
                                            "tags": tags})
         ids.append(lead["_id"])
     assert await gw.ok("remove", {"lead": ids[3]}) == {"deleted": True}
-    assert await gw.storage.get("lead", ids[3]) is None
+    assert await gw.storage.records.get("lead", ids[3]) is None
     assert await gw.ok("remove-tagged", {"tag": "x"}) == {"deleted": 2}
-    left = (await gw.storage.search("lead")).results
+    left = (await gw.storage.records.search("lead")).results
     assert [r["_id"] for r in left] == [ids[2]]
     assert await gw.ok("remove-tagged", {"tag": "nothing"}) == {"deleted": 0}
 
@@ -326,8 +326,9 @@ async def test_search_constraints_sort_limit_and_cursor(gw: Gateway) -> None:
             ("alder", "3"), ("algae", "4")]
     for name, score in rows:
         await gw.ok("create-scored", {"name": name, "score": score})
-    (algae,) = (await gw.storage.search("lead", [Constraint("name", "equals", "algae")])).results
-    await gw.storage.update("lead", algae["_id"], {"active": False})
+    (algae,) = (await gw.storage.records.search(
+        "lead", [Constraint("name", "equals", "algae")])).results
+    await gw.storage.records.update("lead", algae["_id"], {"active": False})
     seen: list[str] = []
     cursor = None
     pages = []
@@ -365,7 +366,7 @@ async def test_unique_violation_from_a_parameter_is_409(gw: Gateway) -> None:
     logged = await gw.run_log(response)
     assert logged["status"] == "failed"
     assert logged["steps"][0]["status"] == "failed"
-    found = await gw.storage.search("lead")
+    found = await gw.storage.records.search("lead")
     assert [r["name"] for r in found.results] == ["E"]
 
 
@@ -378,7 +379,7 @@ async def test_field_value_of_the_wrong_type_is_400(gw: Gateway) -> None:
     response = await gw.post("create-scored", {"name": "G", "score": "lots"})
     message = error_of(response, 400, "INVALID_DATA")
     assert "score" in message and "number" in message
-    assert (await gw.storage.search("lead")).count == 0
+    assert (await gw.storage.records.search("lead")).count == 0
 
 
 async def test_date_field_round_trip(gw: Gateway) -> None:

@@ -191,7 +191,7 @@ async def _runs_in(database: str) -> list[str]:
     storage = open_storage(database)
     await storage.open()
     try:
-        return [str(run["workflow"]) for run in await storage.list_runs()]
+        return [str(run["workflow"]) for run in await storage.runs.list_runs()]
     finally:
         await storage.close()
 
@@ -252,7 +252,7 @@ async def _check_with_storage(database: str, load: Load) -> None:
     await storage.open()
     try:
         for record_id, n in load.acknowledged.items():
-            record = await storage.get("item", record_id)
+            record = await storage.records.get("item", record_id)
             assert record is not None and record["n"] == n, record_id
     finally:
         await storage.close()

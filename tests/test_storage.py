@@ -13,7 +13,15 @@ import psycopg
 import pytest
 
 from gateway.errors import DuplicateError, RecordNotFoundError, ValidationError
-from gateway.storage import Constraint, FieldSpec, SortKey, Storage, TypeSpec, open_storage
+from gateway.storage import (
+    Change,
+    Constraint,
+    FieldSpec,
+    SortKey,
+    Storage,
+    TypeSpec,
+    open_storage,
+)
 from gateway.storage.postgresql_dialect import PostgresDialect
 from gateway.storage.query import compile_order, compile_where
 from gateway.storage.sqlfile import queries
@@ -49,23 +57,29 @@ def names(records: list[dict[str, Any]]) -> list[str]:
 
 
 async def test_create_and_get_round_trip(storage: Storage) -> None:
-    created = await storage.create(
+    change = await storage.records.create(
         "lead", {"name": "ada", "tags": ["x", "y"], "meta": {"a": [1, {"b": None}]}}, "u1"
     )
+    created = change.record
+    assert change == Change("lead", created["_id"], None, created)
     assert re.fullmatch(r"\d{13}x\d{18}", created["_id"])
     assert created["_type"] == "lead" and created["created_by"] == "u1"
     assert (
         created["created_at"].tzinfo is not None and created["created_at"] == created["modified_at"]
     )
     assert created["score"] == 0  # the declared default
-    assert await storage.get("lead", created["_id"]) == created
-    assert await storage.get("other", created["_id"]) is None
-    assert await storage.get("lead", "1x1") is None
+    assert await storage.records.get("lead", created["_id"]) == created
+    assert await storage.records.get("other", created["_id"]) is None
+    assert await storage.records.get("lead", "1x1") is None
 
 
 async def test_update_merges_and_touches_modified_at(storage: Storage) -> None:
-    lead = await storage.create("lead", {"name": "ada", "score": 1, "rank": 2})
-    changed = await storage.update("lead", lead["_id"], {"score": 5, "active": True, "rank": None})
+    lead = (await storage.records.create("lead", {"name": "ada", "score": 1, "rank": 2})).record
+    change = await storage.records.update(
+        "lead", lead["_id"], {"score": 5, "active": True, "rank": None}
+    )
+    assert (change.type, change.id, change.before) == ("lead", lead["_id"], lead)
+    changed = change.record
     assert (changed["name"], changed["score"], changed["active"], changed["rank"]) == (
         "ada",
         5,
@@ -76,26 +90,55 @@ async def test_update_merges_and_touches_modified_at(storage: Storage) -> None:
         changed["modified_at"] >= lead["modified_at"]
         and changed["created_at"] == lead["created_at"]
     )
-    assert await storage.get("lead", lead["_id"]) == changed
+    assert await storage.records.get("lead", lead["_id"]) == changed
     with pytest.raises(RecordNotFoundError):
-        await storage.update("lead", "1x1", {"score": 1})
+        await storage.records.update("lead", "1x1", {"score": 1})
 
 
 async def test_update_many_and_delete(storage: Storage) -> None:
-    ids = [(await storage.create("lead", {"name": n})).get("_id") for n in "abc"]
-    changed = await storage.update_many("lead", [ids[2], "1x1", ids[0]], {"score": 9})
-    assert [r["_id"] for r in changed] == [ids[2], ids[0]]  # missing ids are skipped
-    assert (await storage.get("lead", ids[1]) or {})["score"] == 0
-    assert await storage.delete("lead", ids[0]) is True
-    assert await storage.delete("lead", ids[0]) is False
-    assert await storage.delete_many("lead", [ids[1], ids[2], "1x1"]) == 2
-    assert (await storage.search("lead")).count == 0
+    ids = [(await storage.records.create("lead", {"name": n})).id for n in "abc"]
+    changed = await storage.records.update_many("lead", [ids[2], "1x1", ids[0]], {"score": 9})
+    assert [c.id for c in changed] == [ids[2], ids[0]]  # missing ids are skipped
+    assert (await storage.records.get("lead", ids[1]) or {})["score"] == 0
+    assert await storage.records.delete("lead", ids[0]) is not None
+    assert await storage.records.delete("lead", ids[0]) is None
+    deleted = await storage.records.delete_many("lead", [ids[1], ids[2], "1x1"])
+    assert [c.id for c in deleted] == [ids[1], ids[2]]
+    assert (await storage.records.search("lead")).count == 0
+
+
+async def test_changes_hold_the_record_before_and_after(storage: Storage) -> None:
+    a, b = [(await storage.records.create("lead", {"name": n, "score": 1})).record for n in "ab"]
+    (first,) = await storage.records.update_many("lead", [a["_id"]], {"score": 2})
+    assert first.before == a and first.after == await storage.records.get("lead", a["_id"])
+    assert (first.before["score"], first.after["score"]) == (1, 2)
+    changes = await storage.records.update_many("lead", [b["_id"], a["_id"]], {"rank": 7})
+    assert [c.before for c in changes] == [b, first.after]
+    assert [(c.after or {}).get("rank") for c in changes] == [7, 7]
+    gone = await storage.records.delete("lead", a["_id"])
+    assert gone == Change("lead", a["_id"], changes[1].after, None)
+    (last,) = await storage.records.delete_many("lead", [b["_id"]])
+    assert last == Change("lead", b["_id"], changes[0].after, None) and last.record["rank"] == 7
+
+
+async def test_concurrent_updates_each_see_the_state_they_changed(storage: Storage) -> None:
+    """Before is read with the write: concurrent increments chain, none sees a stale row."""
+    lead = (await storage.records.create("lead", {"name": "n", "score": 0})).record
+    changes = await asyncio.gather(
+        *(storage.records.update("lead", lead["_id"], {"rank": i}) for i in range(20))
+    )
+    final = (await storage.records.get("lead", lead["_id"]) or {})["rank"]
+    befores = [(c.before or {}).get("rank") for c in changes]
+    # Each write starts from the state the previous one left: one chain, from no rank to
+    # the final one, with no state seen twice.
+    assert sorted(befores, key=str) == sorted([None, *(set(range(20)) - {final})], key=str)
+    assert all((c.after or {}).get("rank") == i for i, c in enumerate(changes))
 
 
 async def test_date_round_trip_returns_utc(storage: Storage) -> None:
     due = datetime(2024, 3, 5, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
-    lead = await storage.create("lead", {"name": "a", "due": due})
-    fetched = await storage.get("lead", lead["_id"])
+    lead = (await storage.records.create("lead", {"name": "a", "due": due})).record
+    fetched = await storage.records.get("lead", lead["_id"])
     assert (
         fetched is not None and fetched["due"] == due and fetched["due"].utcoffset() == timedelta(0)
     )
@@ -103,18 +146,18 @@ async def test_date_round_trip_returns_utc(storage: Storage) -> None:
 
 
 async def test_unique_violation_raises_duplicate_error(storage: Storage) -> None:
-    first = await storage.create("lead", {"name": "a", "email": "a@example.com"})
-    other = await storage.create("lead", {"name": "b", "email": "b@example.com"})
+    first = (await storage.records.create("lead", {"name": "a", "email": "a@example.com"})).record
+    other = (await storage.records.create("lead", {"name": "b", "email": "b@example.com"})).record
     with pytest.raises(DuplicateError) as caught:
-        await storage.create("lead", {"name": "c", "email": "a@example.com"})
+        await storage.records.create("lead", {"name": "c", "email": "a@example.com"})
     assert (caught.value.type_name, caught.value.field) == ("lead", "email")
     assert caught.value.__cause__ is not None
     with pytest.raises(DuplicateError):
-        await storage.update("lead", other["_id"], {"email": "a@example.com"})
+        await storage.records.update("lead", other["_id"], {"email": "a@example.com"})
     # Other types may hold the same value: the index is per type.
-    await storage.create("contact", {"email": "a@example.com"})
-    assert (await storage.get("lead", first["_id"])) is not None
-    assert (await storage.search("lead")).count == 2
+    await storage.records.create("contact", {"email": "a@example.com"})
+    assert (await storage.records.get("lead", first["_id"])) is not None
+    assert (await storage.records.search("lead")).count == 2
 
 
 DATA: list[dict[str, Any]] = [
@@ -187,7 +230,8 @@ async def seed(storage: Storage) -> list[dict[str, Any]]:
     records = []
     for n, fields in enumerate(DATA):
         extra = {"undeclared": "x"} if n == 0 else {}
-        records.append(await storage.create("lead", {**fields, **extra}, "u9" if n == 1 else None))
+        change = await storage.records.create("lead", {**fields, **extra}, "u9" if n == 1 else None)
+        records.append(change.record)
     return records
 
 
@@ -200,14 +244,14 @@ async def test_every_constraint(
     storage: Storage, constraint: Constraint, expected: list[str]
 ) -> None:
     await seed(storage)
-    page = await storage.search("lead", [constraint], [SortKey("created_at")])
+    page = await storage.records.search("lead", [constraint], [SortKey("created_at")])
     assert names(page.results) == expected
     assert (page.count, page.remaining, page.cursor) == (len(expected), 0, None)
 
 
 async def test_constraints_combine_with_and(storage: Storage) -> None:
     await seed(storage)
-    page = await storage.search(
+    page = await storage.records.search(
         "lead", [Constraint("tags", "contains", "eu"), Constraint("score", "less_than", 5)]
     )
     assert names(page.results) == ["bob"]
@@ -215,29 +259,36 @@ async def test_constraints_combine_with_and(storage: Storage) -> None:
 
 async def test_unknown_constraint_is_rejected(storage: Storage) -> None:
     with pytest.raises(ValidationError):
-        await storage.search("lead", [Constraint("name", "resembles", "x")])
+        await storage.records.search("lead", [Constraint("name", "resembles", "x")])
 
 
 async def test_multi_key_sort(storage: Storage) -> None:
     await seed(storage)
-    page = await storage.search("lead", sort=[SortKey("active", descending=True), SortKey("score")])
+    page = await storage.records.search(
+        "lead", sort=[SortKey("active", descending=True), SortKey("score")]
+    )
     # Empty values sort first when descending, last when ascending.
     assert names(page.results) == ["dee", "Cyd", "ada", "bob", "Émile"]
-    page = await storage.search("lead", sort=[SortKey("rank")])
+    page = await storage.records.search("lead", sort=[SortKey("rank")])
     assert names(page.results) == ["bob", "Cyd", "ada", "Émile", "dee"]
-    page = await storage.search("lead", sort=[SortKey("due", descending=True), SortKey("name")])
+    page = await storage.records.search(
+        "lead", sort=[SortKey("due", descending=True), SortKey("name")]
+    )
     assert names(page.results) == ["dee", "Émile", "bob", "ada", "Cyd"]
 
 
 async def test_limit_and_cursor_page_through_everything(storage: Storage) -> None:
     created = [
-        await storage.create("lead", {"name": f"n{i:02d}", "score": i % 4}) for i in range(25)
+        (await storage.records.create("lead", {"name": f"n{i:02d}", "score": i % 4})).record
+        for i in range(25)
     ]
     seen: list[str] = []
     pages = []
     cursor = None
     while True:
-        page = await storage.search("lead", sort=[SortKey("score")], limit=10, cursor=cursor)
+        page = await storage.records.search(
+            "lead", sort=[SortKey("score")], limit=10, cursor=cursor
+        )
         pages.append((len(page.results), page.count, page.remaining))
         seen += [r["_id"] for r in page.results]
         cursor = page.cursor
@@ -246,41 +297,43 @@ async def test_limit_and_cursor_page_through_everything(storage: Storage) -> Non
     assert pages == [(10, 25, 15), (10, 25, 5), (5, 25, 0)]
     assert sorted(seen) == sorted(r["_id"] for r in created)
     with pytest.raises(ValidationError):
-        await storage.search("lead", limit=10, cursor="not a cursor")
+        await storage.records.search("lead", limit=10, cursor="not a cursor")
 
 
 async def test_concurrent_creates_are_all_persisted(storage: Storage) -> None:
-    created = await asyncio.gather(*(storage.create("lead", {"name": f"c{i}"}) for i in range(300)))
-    ids = {r["_id"] for r in created}
+    created = await asyncio.gather(
+        *(storage.records.create("lead", {"name": f"c{i}"}) for i in range(300))
+    )
+    ids = {c.id for c in created}
     assert len(ids) == 300
-    page = await storage.search("lead")
+    page = await storage.records.search("lead")
     assert page.count == 300 and {r["_id"] for r in page.results} == ids
 
 
 async def test_failing_write_does_not_abort_concurrent_writes(storage: Storage) -> None:
-    await storage.create("lead", {"name": "a", "email": "same"})
+    await storage.records.create("lead", {"name": "a", "email": "same"})
     outcomes = await asyncio.gather(
         *(
-            storage.create("lead", {"name": f"x{i}", "email": "same" if i % 2 else f"e{i}"})
+            storage.records.create("lead", {"name": f"x{i}", "email": "same" if i % 2 else f"e{i}"})
             for i in range(20)
         ),
         return_exceptions=True,
     )
     assert sum(isinstance(o, DuplicateError) for o in outcomes) == 10
-    assert (await storage.search("lead")).count == 11
+    assert (await storage.records.search("lead")).count == 11
 
 
 async def test_data_survives_close_and_reopen(storage_url: str) -> None:
     store = open_storage(storage_url)
     await store.open([LEAD])
-    lead = await store.create("lead", {"name": "kept", "due": T0})
-    store.record_run({"id": "run-1", "workflow": "w", "status": "success", "started_at": T0})
+    lead = (await store.records.create("lead", {"name": "kept", "due": T0})).record
+    store.runs.record_run({"id": "run-1", "workflow": "w", "status": "success", "started_at": T0})
     await store.close()  # flushes the run log
     store = open_storage(storage_url)
     await store.open([LEAD])
     try:
-        assert await store.get("lead", lead["_id"]) == lead
-        assert (await store.get_run("run-1") or {}).get("workflow") == "w"
+        assert await store.records.get("lead", lead["_id"]) == lead
+        assert (await store.runs.get_run("run-1") or {}).get("workflow") == "w"
     finally:
         await store.close()
 
@@ -311,38 +364,38 @@ async def test_run_log_record_list_get_purge(storage: Storage) -> None:
         run("r4", "leads", "not_run", T0 + timedelta(days=20)),
     ]
     for r in runs:
-        storage.record_run(r)
-    await storage.flush_runs()
-    assert await storage.get_run("r2") == runs[1]
-    assert await storage.get_run("nope") is None
-    assert [r["id"] for r in await storage.list_runs()] == ["r4", "r3", "r2", "r1"]
-    assert [r["id"] for r in await storage.list_runs(workflow="orders")] == ["r2", "r1"]
-    assert [r["id"] for r in await storage.list_runs(status="success")] == ["r3", "r1"]
-    assert [r["id"] for r in await storage.list_runs(since=T0 + timedelta(hours=1))] == [
+        storage.runs.record_run(r)
+    await storage.runs.flush_runs()
+    assert await storage.runs.get_run("r2") == runs[1]
+    assert await storage.runs.get_run("nope") is None
+    assert [r["id"] for r in await storage.runs.list_runs()] == ["r4", "r3", "r2", "r1"]
+    assert [r["id"] for r in await storage.runs.list_runs(workflow="orders")] == ["r2", "r1"]
+    assert [r["id"] for r in await storage.runs.list_runs(status="success")] == ["r3", "r1"]
+    assert [r["id"] for r in await storage.runs.list_runs(since=T0 + timedelta(hours=1))] == [
         "r4",
         "r3",
         "r2",
     ]
-    assert [r["id"] for r in await storage.list_runs(limit=1)] == ["r4"]
+    assert [r["id"] for r in await storage.runs.list_runs(limit=1)] == ["r4"]
     now = T0 + timedelta(days=21)
     # Successes older than 7 days go; failures are kept for 30 days.
-    assert await storage.purge_runs(now, timedelta(days=7), timedelta(days=30)) == 2
-    assert [r["id"] for r in await storage.list_runs()] == ["r4", "r2"]
+    assert await storage.runs.purge_runs(now, timedelta(days=7), timedelta(days=30)) == 2
+    assert [r["id"] for r in await storage.runs.list_runs()] == ["r4", "r2"]
 
 
 async def test_record_run_updates_a_run_recorded_twice(storage: Storage) -> None:
-    storage.record_run(run("r1", "w", "running", T0))
-    storage.record_run(run("r1", "w", "success", T0))
-    await storage.flush_runs()
-    assert [r["status"] for r in await storage.list_runs()] == ["success"]
+    storage.runs.record_run(run("r1", "w", "running", T0))
+    storage.runs.record_run(run("r1", "w", "success", T0))
+    await storage.runs.flush_runs()
+    assert [r["status"] for r in await storage.runs.list_runs()] == ["success"]
 
 
 async def test_record_run_never_raises(storage: Storage) -> None:
-    storage.record_run(
+    storage.runs.record_run(
         {"id": "odd", "workflow": "w", "status": "failed", "params": {"x": object()}}
     )
-    await storage.flush_runs()
-    logged = await storage.get_run("odd")
+    await storage.runs.flush_runs()
+    logged = await storage.runs.get_run("odd")
     assert logged is not None and logged["params"]["x"].startswith("<object")
     assert logged["started_at"].tzinfo is not None
 
@@ -378,7 +431,7 @@ async def test_searches_on_indexed_fields_use_their_index(
     storage: Storage, constraint: Constraint, field: str
 ) -> None:
     for i in range(50):
-        await storage.create(
+        await storage.records.create(
             "lead", {"name": f"n{i}", "score": i, "due": T0 + timedelta(days=i - 25)}
         )
     plan = explain(storage, constraint, [SortKey(field)])

@@ -24,8 +24,8 @@ from gateway.storage import open_storage
 
 async def worker(storage, n):
     while True:
-        record = await storage.create("note", {"n": n, "text": "x" * 200})
-        sys.stdout.write(record["_id"] + "\\n")
+        record = await storage.records.create("note", {"n": n, "text": "x" * 200})
+        sys.stdout.write(record.id + "\\n")
         sys.stdout.flush()
 
 async def main():
@@ -74,8 +74,8 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     storage = open_storage(url)
     await storage.open()
     try:
-        missing = [id for id in acknowledged if await storage.get("note", id) is None]
+        missing = [id for id in acknowledged if await storage.records.get("note", id) is None]
         assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged records lost"
-        assert (await storage.search("note")).count >= len(acknowledged)
+        assert (await storage.records.search("note")).count >= len(acknowledged)
     finally:
         await storage.close()

@@ -20,8 +20,8 @@ from gateway.storage.interface import (
     SYSTEM_KEYS,
     Constraint,
     FieldSpec,
+    RecordStore,
     SortKey,
-    Storage,
     TypeSpec,
 )
 
@@ -30,10 +30,10 @@ _LIST_CONSTRAINTS = frozenset({"in", "not_in"})
 _VALUELESS = frozenset({"is_empty", "is_not_empty"})
 
 
-def _storage(ctx: RunContext) -> Storage:
+def _storage(ctx: RunContext) -> RecordStore:
     if ctx.storage is None:
         raise RunError("no database is configured for this run")
-    return ctx.storage
+    return ctx.storage.records
 
 
 def _type(ctx: RunContext, name: str) -> TypeSpec:
@@ -73,30 +73,30 @@ def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
-    return await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)
+    return (await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)).record
 
 
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
-    return await _storage(ctx).update(spec.name, record_id(args["thing"]), fields)
+    return (await _storage(ctx).update(spec.name, record_id(args["thing"]), fields)).record
 
 
 async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
-    return await _storage(ctx).update_many(spec.name, ids, fields)
+    return [change.record for change in await _storage(ctx).update_many(spec.name, ids, fields)]
 
 
 async def delete_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     deleted = await _storage(ctx).delete(_type(ctx, args["type"]).name, record_id(args["thing"]))
-    return {"deleted": deleted}
+    return {"deleted": deleted is not None}
 
 
 async def delete_list(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     ids = [record_id(thing) for thing in _things(args["things"])]
-    count = await _storage(ctx).delete_many(_type(ctx, args["type"]).name, ids)
+    count = len(await _storage(ctx).delete_many(_type(ctx, args["type"]).name, ids))
     return {"deleted": count}
 
 

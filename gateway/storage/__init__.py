@@ -1,4 +1,7 @@
-"""The built-in database: one async `Storage` interface, two backends.
+"""The built-in database: one async `Storage` interface, split by role, and two backends.
+
+A backend is its lifecycle (`open`, `migrate`, `ping`, `close`) plus one attribute per
+role: `storage.records` (a `RecordStore`) and `storage.runs` (a `RunLog`).
 
 `open_storage(url)` picks the backend from the URL scheme and imports its module only
 then, so the PostgreSQL driver is loaded only by those who use PostgreSQL:
@@ -9,12 +12,41 @@ then, so the PostgreSQL driver is loaded only by those who use PostgreSQL:
 from __future__ import annotations
 
 import importlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from gateway.errors import StorageError
-from gateway.storage.interface import Constraint, FieldSpec, Page, SortKey, Storage, TypeSpec
+from gateway.storage.interface import (
+    Change,
+    Constraint,
+    FieldSpec,
+    Lifecycle,
+    Page,
+    RecordStore,
+    RunLog,
+    SortKey,
+    Storage,
+    TypeSpec,
+)
 
-__all__ = ["Constraint", "FieldSpec", "Page", "SortKey", "Storage", "TypeSpec", "open_storage"]
+__all__ = [
+    "Change",
+    "Constraint",
+    "FieldSpec",
+    "Lifecycle",
+    "Page",
+    "RecordStore",
+    "RunLog",
+    "SortKey",
+    "Storage",
+    "TypeSpec",
+    "open_storage",
+]
+
+if TYPE_CHECKING:  # so that mypy checks each backend against the protocols of every role
+    from gateway.storage.postgresql import PostgresStorage
+    from gateway.storage.sqlite import SqliteStorage
+
+    _IMPLEMENTATIONS: tuple[type[Storage], ...] = (SqliteStorage, PostgresStorage)
 
 _BACKENDS = {
     "sqlite": ("gateway.storage.sqlite", "SqliteStorage"),

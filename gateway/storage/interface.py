@@ -1,7 +1,9 @@
-"""The storage contract: data type declarations, search terms, and the `Storage` protocol.
+"""The storage contract: data type declarations, search terms, changes, and the protocols.
 
-Both backends (SQLite and PostgreSQL) implement `Storage`; one contract test suite runs
-against both, so callers never need to know which one they talk to.
+`Storage` is a backend's lifecycle plus one attribute per role (`records`, `runs`), each a
+narrow protocol, so a caller that needs only records depends only on `RecordStore`. Both
+backends (SQLite and PostgreSQL) implement them; one contract test suite runs against both,
+so callers never need to know which one they talk to.
 """
 
 from __future__ import annotations
@@ -78,29 +80,50 @@ class Page:
     cursor: str | None
 
 
-class Storage(Protocol):
-    """The async storage interface shared by every backend."""
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one write did to one record: `before` is None for a create, `after` for a delete.
 
-    url: str
-    # The migrations the last `open()` applied (empty when the schema was up to date).
-    migrations_applied: list[str]
+    Both are read in the transaction of the write itself, so they are exactly the states the
+    write went from and to (what database triggers are given).
+    """
 
-    # Connect and migrate; with `sync_indexes`, also make the per-type indexes match `types`
-    # (creating the missing, dropping the undeclared). Tools that only read leave them be.
-    async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None: ...
-    async def close(self) -> None: ...
-    async def migrate(self) -> list[str]: ...
+    type: str
+    id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record after the change, or as it was before it was deleted."""
+        record = self.after if self.after is not None else self.before
+        assert record is not None, f"a change of {self.type} {self.id} with no record"
+        return record
+
+
+# --- the roles -------------------------------------------------------------------------
+# Each role is one narrow protocol, and a backend exposes it as one attribute of `Storage`.
+# Adding a role (jobs, keys, idempotency…): its protocol here, one property on `Storage`,
+# and per backend one module (`sqlite_jobs.py`) whose class `SqliteStorage` sets as the
+# attribute. mypy checks each backend against `Storage` (see `gateway/storage/__init__.py`).
+
+
+class RecordStore(Protocol):
+    """Records of the declared data types: writes report their `Change`s."""
 
     async def create(
         self, type: str, fields: Mapping[str, Any], created_by: str | None = None
-    ) -> dict[str, Any]: ...
+    ) -> Change: ...
     async def get(self, type: str, id: str) -> dict[str, Any] | None: ...
-    async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> dict[str, Any]: ...
+    # Raises RecordNotFoundError when there is no such record.
+    async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> Change: ...
+    # Missing ids are skipped; the changes come in the order of `ids`.
     async def update_many(
         self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
-    ) -> list[dict[str, Any]]: ...
-    async def delete(self, type: str, id: str) -> bool: ...
-    async def delete_many(self, type: str, ids: Sequence[str]) -> int: ...
+    ) -> list[Change]: ...
+    # None when there was no such record.
+    async def delete(self, type: str, id: str) -> Change | None: ...
+    async def delete_many(self, type: str, ids: Sequence[str]) -> list[Change]: ...
     async def search(
         self,
         type: str,
@@ -110,6 +133,11 @@ class Storage(Protocol):
         cursor: str | None = None,
     ) -> Page: ...
 
+
+class RunLog(Protocol):
+    """The run log: every run, buffered on `record_run` and written in batches."""
+
+    # Never raises and never blocks: the run log must not fail the run it logs.
     def record_run(self, run: Mapping[str, Any]) -> None: ...
     async def flush_runs(self) -> None: ...
     async def list_runs(
@@ -121,3 +149,28 @@ class Storage(Protocol):
     ) -> list[dict[str, Any]]: ...
     async def get_run(self, id: str) -> dict[str, Any] | None: ...
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int: ...
+
+
+class Lifecycle(Protocol):
+    """Opening, migrating, checking and closing one database."""
+
+    url: str
+    # The migrations the last `open()` applied (empty when the schema was up to date).
+    migrations_applied: list[str]
+
+    # Connect and migrate; with `sync_indexes`, also make the per-type indexes match `types`
+    # (creating the missing, dropping the undeclared). Tools that only read leave them be.
+    async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(self) -> list[str]: ...
+    # Raises StorageError, within about a second, when the store cannot serve.
+    async def ping(self) -> None: ...
+
+
+class Storage(Lifecycle, Protocol):
+    """A backend: its lifecycle, and each role as an attribute (`storage.records`)."""
+
+    @property
+    def records(self) -> RecordStore: ...
+    @property
+    def runs(self) -> RunLog: ...

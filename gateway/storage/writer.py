@@ -15,7 +15,6 @@ one batch and never cost a commit of their own while requests are flowing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 import queue
@@ -26,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import StorageError
+from gateway.storage.backend import RUN_BATCH, RunQueue, batches
 
-RUN_BATCH = 500
 RUN_FLUSH_SECONDS = 0.2
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class Writer:
         self._upsert_runs = upsert_runs_sql
         self._upsert_by_count: dict[int, str] = {}
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._runs: collections.deque[RunRow] = collections.deque()
+        self._runs: RunQueue[RunRow] = RunQueue()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._main, name="gateway-sqlite-writer", daemon=True
@@ -70,6 +69,11 @@ class Writer:
             self._queue.put(_STOP)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writing thread runs (it ends at `stop()`, or if it crashed)."""
+        return self._thread.is_alive()
+
     def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -80,8 +84,7 @@ class Writer:
         """Queue one run; thread-safe and never blocks. Runs are written with the next
         commit, or within `RUN_FLUSH_SECONDS`: waking the writer (and syncing the file) for
         each run would cost more than the runs themselves."""
-        self._runs.append(row)
-        if len(self._runs) == RUN_BATCH:
+        if self._runs.add(row):
             self._queue.put(_WAKE)
 
     async def flush_runs(self) -> None:
@@ -152,17 +155,14 @@ class Writer:
         return sql
 
     def _write_runs(self, conn: sqlite3.Connection, limit: int | None) -> None:
-        rows: list[RunRow] = []
-        while self._runs and (limit is None or len(rows) < limit):
-            rows.append(self._runs.popleft())
+        rows = self._runs.take(limit)
         if not rows:
             return
         if self._runs:
             self._queue.put(_WAKE)  # more are waiting: come back for them
         conn.execute("SAVEPOINT runs")
         try:
-            for start in range(0, len(rows), RUN_BATCH):  # SQLite caps a statement's variables
-                chunk = rows[start:start + RUN_BATCH]
+            for chunk in batches(rows):  # SQLite caps a statement's variables
                 conn.execute(self._upsert_sql(len(chunk)), [v for row in chunk for v in row])
         except sqlite3.Error:
             # A log that cannot be written must not take the requests' writes down with it.

@@ -313,7 +313,7 @@ async def seed(database: str) -> tuple[float, float]:
     try:
         began = time.perf_counter()
         for start in range(0, SEEDED, SEED_BATCH):
-            await asyncio.gather(*(storage.create("lead", {
+            await asyncio.gather(*(storage.records.create("lead", {
                 "name": f"Lead {i}", "email": f"lead{i}@example.com"})
                 for i in range(start, min(start + SEED_BATCH, SEEDED))))
         seeded = time.perf_counter() - began
@@ -321,8 +321,8 @@ async def seed(database: str) -> tuple[float, float]:
         for _ in range(SEARCH_SAMPLES):
             email = f"lead{random.randrange(SEEDED)}@example.com"
             began = time.perf_counter()
-            page = await storage.search("lead", [Constraint("email", "equals", email)],
-                                        limit=10)
+            page = await storage.records.search("lead", [Constraint("email", "equals", email)],
+                                                limit=10)
             timings.append(time.perf_counter() - began)
             if page.count != 1:
                 raise BenchError(f"storage search for {email} found {page.count}, expected 1")

@@ -43,7 +43,7 @@ async def fill(storage: Storage, records: int) -> float:
 
     async def worker() -> None:
         for i in counter:
-            await storage.create(
+            await storage.records.create(
                 "item", {"code": f"c{i}", "group": i % 1000, "title": f"item number {i}"}
             )
 
@@ -60,7 +60,7 @@ async def search_latency(
         i = random.randrange(records)
         value = f"c{i}" if key == "code" else i % 1000
         started = time.perf_counter()
-        page = await storage.search("item", [Constraint(key, "equals", value)], limit=20)
+        page = await storage.records.search("item", [Constraint(key, "equals", value)], limit=20)
         timings.append((time.perf_counter() - started) * 1000)
         assert page.results, f"nothing found for {key}={value}"
     quantiles = statistics.quantiles(timings, n=100)

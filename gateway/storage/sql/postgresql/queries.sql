@@ -16,6 +16,9 @@ SELECT name FROM gateway_migrations ORDER BY name;
 -- name: record_migration
 INSERT INTO gateway_migrations (name) VALUES (%s);
 
+-- name: ping
+SELECT 1;
+
 -- name: create_record
 INSERT INTO gateway_records (id, type, data, created_at, modified_at, created_by)
 VALUES (%s, %s, %s, %s, %s, %s);
@@ -24,21 +27,23 @@ VALUES (%s, %s, %s, %s, %s, %s);
 SELECT id, type, data, created_at, modified_at, created_by
 FROM gateway_records WHERE id = %s AND type = %s;
 
--- name: update_record
-UPDATE gateway_records SET data = data || %s, modified_at = %s
-WHERE id = %s AND type = %s
-RETURNING id, type, data, created_at, modified_at, created_by;
-
 -- name: update_records
-UPDATE gateway_records SET data = data || %s, modified_at = %s
-WHERE id = ANY(%s) AND type = %s
-RETURNING id, type, data, created_at, modified_at, created_by;
-
--- name: delete_record
-DELETE FROM gateway_records WHERE id = %s AND type = %s;
+-- The rows are read and locked by the statement that writes them (`old`): the before and
+-- after of each change come from the one transaction of the write, whatever else is
+-- writing to the same records at the same time.
+WITH old AS (
+    SELECT id, type, data, created_at, modified_at, created_by
+    FROM gateway_records WHERE id = ANY(%(ids)s) AND type = %(type)s
+    FOR UPDATE
+)
+UPDATE gateway_records AS r SET data = r.data || %(changes)s, modified_at = %(now)s
+FROM old WHERE r.id = old.id
+RETURNING old.id, old.type, old.data, old.created_at, old.modified_at, old.created_by,
+          r.data, r.modified_at;
 
 -- name: delete_records
-DELETE FROM gateway_records WHERE id = ANY(%s) AND type = %s;
+DELETE FROM gateway_records WHERE id = ANY(%s) AND type = %s
+RETURNING id, type, data, created_at, modified_at, created_by;
 
 -- name: search_records
 -- The total rides along as an uncorrelated subquery (evaluated once): one statement, one

@@ -13,6 +13,10 @@ SELECT name FROM gateway_migrations ORDER BY name;
 -- name: record_migration
 INSERT INTO gateway_migrations (name, applied_at) VALUES (?, ?);
 
+-- name: ping
+-- A read of our own smallest table: the file is there, readable, and ours.
+SELECT count(*) FROM gateway_migrations;
+
 -- name: create_record
 INSERT INTO gateway_records (id, type, data, created_at, modified_at, created_by)
 VALUES (?, ?, ?, ?, ?, ?);
@@ -25,7 +29,8 @@ FROM gateway_records WHERE id = ? AND type = ?;
 UPDATE gateway_records SET data = ?, modified_at = ? WHERE id = ?;
 
 -- name: delete_record
-DELETE FROM gateway_records WHERE id = ? AND type = ?;
+DELETE FROM gateway_records WHERE id = ? AND type = ?
+RETURNING id, type, data, created_at, modified_at, created_by;
 
 -- name: search_records
 SELECT id, type, data, created_at, modified_at, created_by

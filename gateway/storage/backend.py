@@ -1,0 +1,143 @@
+"""What both backends share, above their connections and their SQL.
+
+A backend owns how it connects and the SQL it sends; the rest is decided here, once: which
+data types and indexes a store serves and how a stored row reads as a record (`Catalog`),
+how a unique violation becomes a `DuplicateError`, which indexes to drop and create, which
+migrations are pending, and how recorded runs wait to be written in batches (`RunQueue`).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from gateway.errors import DuplicateError, StorageError
+from gateway.storage import codec
+from gateway.storage.interface import TypeSpec
+from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
+from gateway.storage.sqlfile import Migration, migrations
+
+# Runs written per statement: large enough that the log costs little per run, small enough
+# for SQLite's limit on a statement's variables and to never hold up a request for long.
+RUN_BATCH = 500
+
+R = TypeVar("R")
+
+
+class StoredRow(NamedTuple):
+    """A row of `gateway_records` as the driver gave it, with `data` decoded and the
+    timestamps as aware datetimes."""
+
+    id: str
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+    modified_at: datetime
+    created_by: str | None
+
+
+class Catalog:
+    """The data types a store was opened with, and the per-type indexes they declare."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeSpec] = {}
+        self.indexes: dict[str, IndexDef] = {}
+
+    def declare(self, dialect: Dialect, types: Sequence[TypeSpec]) -> list[IndexDef]:
+        """Serve `types` from now on; returns the indexes they need."""
+        self.types = {spec.name: spec for spec in types}
+        defs = [d for spec in types for d in index_definitions(dialect, spec)]
+        self.indexes = {d.name: d for d in defs}
+        return defs
+
+    def with_defaults(self, type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return codec.with_defaults(self.types.get(type), fields)
+
+    def record(self, row: StoredRow) -> dict[str, Any]:
+        data = codec.decode_fields(self.types.get(row.type), row.data)
+        return {
+            "_id": row.id,
+            "_type": row.type,
+            "created_at": row.created_at,
+            "modified_at": row.modified_at,
+            "created_by": row.created_by,
+            **data,
+        }
+
+    def translate(self, exc: Exception, violated_index: str | None = None) -> StorageError:
+        """The error to raise for a driver's `exc`; `violated_index` names the unique index
+        it broke, if that is what happened."""
+        found = self.indexes.get(violated_index) if violated_index else None
+        if found is not None:
+            return DuplicateError(
+                f"another {found.type_name} already has this {found.field}",
+                found.type_name,
+                found.field,
+            )
+        return StorageError(f"database error: {exc}")
+
+
+# --- schema ----------------------------------------------------------------------------
+
+
+def index_changes(
+    existing: Iterable[str], defs: Sequence[IndexDef]
+) -> tuple[list[str], list[IndexDef]]:
+    """(the indexes to drop, the indexes to create) to make `existing` match `defs`."""
+    present = set(existing)
+    declared = {d.name for d in defs}
+    return sorted(present - declared), [d for d in defs if d.name not in present]
+
+
+def create_index_sql(template: str, index: IndexDef) -> str:
+    """A backend's `create_index` block filled in for `index`."""
+    return template.format(
+        unique="UNIQUE" if index.unique else "",
+        name=index.name,
+        expression=index.expression,
+        type=literal(index.type_name),
+    )
+
+
+def pending_migrations(backend: str, applied: Iterable[str]) -> list[Migration]:
+    """The backend's migrations not yet `applied`, in the order they must be applied."""
+    done = set(applied)
+    return [m for m in migrations(backend) if m.name not in done]
+
+
+# --- the run log -----------------------------------------------------------------------
+
+
+class RunQueue(Generic[R]):
+    """Recorded runs waiting to be written, oldest first, taken in batches.
+
+    One side adds (the event loop), the other takes (the SQLite writer thread or the
+    PostgreSQL flusher task); a deque's append and popleft are safe across threads.
+    """
+
+    def __init__(self) -> None:
+        self._rows: collections.deque[R] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: R) -> bool:
+        """Queue one run; True when this run completes a batch (time to write)."""
+        self._rows.append(row)
+        return len(self._rows) == RUN_BATCH
+
+    def take(self, limit: int | None = RUN_BATCH) -> list[R]:
+        """Up to `limit` of the oldest runs (all of them for None), out of the queue."""
+        count = len(self._rows) if limit is None else min(limit, len(self._rows))
+        return [self._rows.popleft() for _ in range(count)]
+
+    def put_back(self, rows: Sequence[R]) -> None:
+        """Return runs that could not be written to the front, for a retry."""
+        self._rows.extendleft(reversed(rows))
+
+
+def batches(rows: Sequence[R], size: int = RUN_BATCH) -> Iterator[Sequence[R]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]

@@ -1,0 +1,84 @@
+"""The connections to one PostgreSQL database, shared by the PostgreSQL roles.
+
+A psycopg 3 async pool of autocommit connections: a single-statement write is one round
+trip, and PostgreSQL's own commit path groups concurrent commits. Driver errors leave this
+module translated (`Catalog.translate`) and chained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.encoding import dumps
+from gateway.errors import StorageError
+from gateway.storage.backend import Catalog
+
+T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+def jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=dumps)
+
+
+def violated_index(exc: psycopg.Error) -> str | None:
+    """The unique index a failed write broke, if that is why it failed."""
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return exc.diag.constraint_name
+    return None
+
+
+class PostgresConnector:
+    """The connection pool of one PostgreSQL database."""
+
+    def __init__(self, url: str, catalog: Catalog, min_size: int = 2, max_size: int = 16) -> None:
+        self.catalog = catalog
+        self.pool = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
+
+    async def start(self) -> None:
+        try:
+            await self.pool.open(wait=True, timeout=10)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self.pool.close()
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """`work` awaited, with driver errors translated."""
+        try:
+            return await work
+        except psycopg.Error as exc:
+            raise self.catalog.translate(exc, violated_index(exc)) from exc
+
+    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement."""
+
+        async def work() -> list[tuple[Any, ...]]:
+            async with self.pool.connection() as conn:
+                return await (await conn.execute(sql.encode(), params)).fetchall()
+
+        return await self.guard(work())
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """One statement; the number of rows it changed."""
+
+        async def work() -> int:
+            async with self.pool.connection() as conn:
+                return (await conn.execute(sql.encode(), params)).rowcount
+
+        return await self.guard(work())
+
+    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        async def work() -> None:
+            async with self.pool.connection() as conn, conn.cursor() as cur:
+                await cur.executemany(sql.encode(), rows)
+
+        await self.guard(work())

@@ -1,0 +1,111 @@
+"""Records on PostgreSQL: `RecordStore` over a `PostgresConnector`.
+
+Each write is one statement that also returns what it changed: `DELETE … RETURNING` gives
+the rows as they were, and an update reads and locks its rows in the statement that writes
+them, so each `Change` holds the states the write went from and to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC
+from typing import Any
+
+from gateway.clock import utc_now
+from gateway.errors import RecordNotFoundError
+from gateway.ids import new_id
+from gateway.storage import codec
+from gateway.storage.backend import StoredRow
+from gateway.storage.interface import Change, Constraint, Page, SortKey
+from gateway.storage.postgresql_connector import PostgresConnector, jsonb
+from gateway.storage.postgresql_dialect import PostgresDialect
+from gateway.storage.query import compile_order, compile_where
+from gateway.storage.sqlfile import queries
+
+Q = queries("postgresql")
+_DIALECT = PostgresDialect()
+
+
+def _stored(row: Sequence[Any]) -> StoredRow:
+    return StoredRow(row[0], row[1], dict(row[2]), row[3].astimezone(UTC),
+                     row[4].astimezone(UTC), row[5])
+
+
+def _in_order(ids: Sequence[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`RETURNING` rows (in no particular order) in the order of the ids asked for."""
+    order = {id: n for n, id in enumerate(ids)}
+    return sorted(rows, key=lambda row: order[row[0]])
+
+
+class PostgresRecords:
+    """`RecordStore` on a PostgreSQL database."""
+
+    def __init__(self, connector: PostgresConnector) -> None:
+        self._db = connector
+        self._catalog = connector.catalog
+
+    def _record(self, row: Sequence[Any]) -> dict[str, Any]:
+        return self._catalog.record(_stored(row))
+
+    async def create(
+        self, type: str, fields: Mapping[str, Any], created_by: str | None = None
+    ) -> Change:
+        now = utc_now()
+        # Round-trip through JSON so the caller gets exactly what a later get() returns.
+        stored = codec.json_roundtrip(self._catalog.with_defaults(type, fields))
+        id = new_id(now)
+        await self._db.execute(Q["create_record"], (id, type, jsonb(stored), now, now, created_by))
+        return Change(type, id, None, self._record((id, type, stored, now, now, created_by)))
+
+    async def get(self, type: str, id: str) -> dict[str, Any] | None:
+        rows = await self._db.fetch(Q["get_record"], (id, type))
+        return self._record(rows[0]) if rows else None
+
+    async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> Change:
+        changes = await self.update_many(type, [id], fields)
+        if not changes:
+            raise RecordNotFoundError(f"no {type} with id {id}")
+        return changes[0]
+
+    async def update_many(
+        self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
+    ) -> list[Change]:
+        params = {"ids": list(ids), "type": type, "changes": jsonb(dict(fields)), "now": utc_now()}
+        rows = await self._db.fetch(Q["update_records"], params)
+        return [self._updated(row) for row in _in_order(ids, rows)]
+
+    def _updated(self, row: Sequence[Any]) -> Change:
+        """A change from a row of `update_records`: the old row, then the new data and
+        modified_at."""
+        before = row[:6]
+        after = (*before[:2], row[6], before[3], row[7], before[5])
+        return Change(row[1], row[0], self._record(before), self._record(after))
+
+    async def delete(self, type: str, id: str) -> Change | None:
+        changes = await self.delete_many(type, [id])
+        return changes[0] if changes else None
+
+    async def delete_many(self, type: str, ids: Sequence[str]) -> list[Change]:
+        rows = await self._db.fetch(Q["delete_records"], (list(ids), type))
+        return [Change(row[1], row[0], self._record(row), None) for row in _in_order(ids, rows)]
+
+    async def search(
+        self,
+        type: str,
+        constraints: Sequence[Constraint] = (),
+        sort: Sequence[SortKey] = (),
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        spec = self._catalog.types.get(type)
+        where = compile_where(_DIALECT, spec, type, constraints)
+        order = compile_order(_DIALECT, spec, sort)
+        offset = codec.decode_cursor(cursor)
+        sql = Q["search_records"].format(where=where.sql, order=order)
+        rows = await self._db.fetch(sql, [*where.params, *where.params, limit, offset])
+        if rows:
+            total = int(rows[0][0])
+        else:
+            count = await self._db.fetch(Q["count_records"].format(where=where.sql), where.params)
+            total = int(count[0][0])
+        return codec.page([self._record(row[1:]) for row in rows], total, offset)

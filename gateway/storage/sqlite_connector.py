@@ -1,0 +1,132 @@
+"""The connections to one SQLite file, shared by the SQLite roles.
+
+Writes go through the group-committing `Writer` (one thread, one connection). Reads that
+the planner answers from one of our indexes run on the event loop thread, on a reader
+connection of their own: in WAL mode a reader never waits for the writer, and such a query
+takes tens of microseconds, less than the ~75 µs of handing it to a thread and back. Reads
+that would scan go to a reader thread instead, so a slow one cannot stall the loop.
+Driver errors leave this module translated (`Catalog.translate`) and chained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+from gateway.errors import StorageError
+from gateway.storage.backend import Catalog
+from gateway.storage.sqlfile import queries
+from gateway.storage.sqlite_dialect import LOWER_FUNCTION, fold
+from gateway.storage.writer import Writer
+
+Q = queries("sqlite")
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
+
+def path_from_url(url: str) -> str:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
+        raise StorageError(f"not a SQLite file URL: {url!r} (use sqlite:///path/to/file.db)")
+    return url[len(prefix) :]
+
+
+def violated_index(exc: sqlite3.Error) -> str | None:
+    """The unique index a failed write broke (SQLite names it in the message), if any."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError) and "index '" in text:
+        return text.split("index '", 1)[1].rstrip("'")
+    return None
+
+
+class SqliteConnector:
+    """The writer, the event loop's reader and the reader threads of one SQLite file."""
+
+    def __init__(self, url: str, catalog: Catalog) -> None:
+        self.path = path_from_url(url)
+        self.catalog = catalog
+        self.writer = Writer(self._connect_writer, Q["upsert_runs"])
+        self._reader: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-sqlite-reader")
+        self._local = threading.local()
+        self._pool_connections: list[sqlite3.Connection] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=512
+        )
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.create_function(LOWER_FUNCTION, 1, fold, deterministic=True)
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: the WAL is synced at every commit, so an acknowledged write survives a
+        # power cut; group commit makes that one fsync per batch, not per write.
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _pool_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            self._pool_connections.append(conn)
+        return conn
+
+    async def start(self) -> None:
+        """Start the writer (which creates the file); `open_reader()` once it is migrated."""
+        try:
+            await self.writer.start()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+
+    def open_reader(self) -> None:
+        self._reader = self._connect()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+        for conn in [*self._pool_connections, *([self._reader] if self._reader else [])]:
+            conn.close()
+        self._reader = None
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """The event loop's own reader: only for reads bounded by an index."""
+        assert self._reader is not None, "open() the storage first"
+        return self._reader
+
+    def translate(self, exc: sqlite3.Error) -> StorageError:
+        return self.catalog.translate(exc, violated_index(exc))
+
+    async def write(self, work: Work[T]) -> T:
+        """`work` run by the writer, in a transaction, committed (with others) before this
+        returns."""
+        try:
+            return cast(T, await self.writer.submit(work))
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+
+    def read_here(self, work: Work[T]) -> T:
+        """`work` run right here on the event loop's reader."""
+        try:
+            return work(self.reader)
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+
+    async def read(self, work: Work[T]) -> T:
+        """`work` run on a reader thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: work(self._pool_connection()))
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+
+    async def fetch(self, sql: str, params: Any) -> list[Any]:
+        """The rows of one query, read on a reader thread."""
+        return await self.read(lambda conn: conn.execute(sql, params).fetchall())

@@ -1,0 +1,193 @@
+"""Records on SQLite: `RecordStore` over a `SqliteConnector`.
+
+A write reads the rows it changes inside its own writer job, so each `Change` holds the
+states the write went from and to, in one transaction. A search is read on the event loop
+when it is bounded (a small page through an index, few matches to count), otherwise on a
+reader thread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.clock import utc_now
+from gateway.encoding import dumps, iso, parse_iso
+from gateway.errors import RecordNotFoundError
+from gateway.ids import new_id
+from gateway.storage import codec
+from gateway.storage.backend import StoredRow
+from gateway.storage.interface import Change, Constraint, Page, SortKey
+from gateway.storage.query import compile_order, compile_where, seeks_an_index
+from gateway.storage.sqlfile import queries
+from gateway.storage.sqlite_connector import SqliteConnector
+from gateway.storage.sqlite_dialect import SqliteDialect
+
+_OUR_INDEX = re.compile(r"INDEX gateway_[iu]x_|PRIMARY KEY")
+Row = tuple[str, str, str, str, str, str | None]
+Q = queries("sqlite")
+_DIALECT = SqliteDialect()
+QUICK_ROWS = 1000
+_ALL = 2**62  # SQLite's "no limit"
+
+
+class SqliteRecords:
+    """`RecordStore` on one SQLite file."""
+
+    def __init__(self, connector: SqliteConnector) -> None:
+        self._db = connector
+        self._catalog = connector.catalog
+        self._quick: dict[str, bool] = {}
+
+    def _record(self, row: Row) -> dict[str, Any]:
+        stored = StoredRow(row[0], row[1], json.loads(row[2]), parse_iso(row[3]),
+                           parse_iso(row[4]), row[5])
+        return self._catalog.record(stored)
+
+    def _change(self, before: Row | None, after: Row | None) -> Change:
+        row = after or before
+        assert row is not None
+        return Change(row[1], row[0], None if before is None else self._record(before),
+                      None if after is None else self._record(after))
+
+    async def create(
+        self, type: str, fields: Mapping[str, Any], created_by: str | None = None
+    ) -> Change:
+        now = utc_now()
+        text = dumps(self._catalog.with_defaults(type, fields))
+        stamp = iso(now)
+        row: Row = (new_id(now), type, text, stamp, stamp, created_by)
+        await self._db.write(lambda conn: conn.execute(Q["create_record"], row))
+        return self._change(None, row)
+
+    async def get(self, type: str, id: str) -> dict[str, Any] | None:
+        row = self._db.read_here(lambda conn: conn.execute(Q["get_record"], (id, type)).fetchone())
+        return None if row is None else self._record(row)
+
+    async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> Change:
+        changes = await self.update_many(type, [id], fields)
+        if not changes:
+            raise RecordNotFoundError(f"no {type} with id {id}")
+        return changes[0]
+
+    async def update_many(
+        self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
+    ) -> list[Change]:
+        changes = json.loads(dumps(dict(fields)))
+        stamp = iso(utc_now())
+        pairs = await self._db.write(lambda conn: _update_rows(conn, type, list(ids), changes,
+                                                               stamp))
+        return [self._change(before, after) for before, after in pairs]
+
+    async def delete(self, type: str, id: str) -> Change | None:
+        changes = await self.delete_many(type, [id])
+        return changes[0] if changes else None
+
+    async def delete_many(self, type: str, ids: Sequence[str]) -> list[Change]:
+        rows = await self._db.write(lambda conn: _delete_rows(conn, type, list(ids)))
+        return [self._change(row, None) for row in rows]
+
+    async def search(
+        self,
+        type: str,
+        constraints: Sequence[Constraint] = (),
+        sort: Sequence[SortKey] = (),
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        spec = self._catalog.types.get(type)
+        where = compile_where(_DIALECT, spec, type, constraints)
+        order = compile_order(_DIALECT, spec, sort, plain=seeks_an_index(spec, constraints))
+        offset = codec.decode_cursor(cursor)
+        select = Q["search_records"].format(where=where.sql, order=order)
+        count = Q["count_records"].format(where=where.sql)
+        args = (
+            select,
+            [*where.params, _ALL if limit is None else limit, offset],
+            count,
+            where.params,
+        )
+        rows, quick_total = self._db.read_here(
+            lambda conn: self._read_quickly(conn, where.sql, where.params, args, limit, offset))
+        if quick_total is None:
+            rows, total = await self._db.read(lambda conn: _read_page(conn, *args))
+        else:
+            total = quick_total
+        return codec.page([self._record(row) for row in rows], total, offset)
+
+    def _read_quickly(self, conn: sqlite3.Connection, where: str, where_params: list[Any],
+                      args: tuple[Any, ...], limit: int | None,
+                      offset: int) -> tuple[list[Row], int | None]:
+        """A search read on the event loop, when it is bounded: a small page through an
+        index and at most `QUICK_ROWS` matches to count. Otherwise (None for the total) the
+        caller reads on a reader thread: handing a read to a thread costs more than a small
+        indexed read, but a large one must not hold up every other request."""
+        select, params, count, _ = args
+        if limit is None or limit + offset > QUICK_ROWS:
+            return [], None
+        if not (self._is_quick(conn, select, params) and self._is_quick(conn, count, where_params)):
+            return [], None
+        capped = Q["count_records_capped"].format(where=where)
+        rows, total = _read_page(conn, select, params, capped, [*where_params, QUICK_ROWS + 1])
+        return (rows, total) if total <= QUICK_ROWS else ([], None)
+
+    def _is_quick(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> bool:
+        """True when the plan only seeks one of our indexes (no scan, no sort of the rest)."""
+        quick = self._quick.get(sql)
+        if quick is None:
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            details = [str(row[3]) for row in plan.fetchall()]
+            quick = self._quick[sql] = _is_quick_plan(details)
+        return quick
+
+
+def _is_quick_plan(details: list[str]) -> bool:
+    """True when every table access seeks one of our field indexes (or the primary key).
+
+    Sorting the matches is tolerated after an equality seek (few rows match a value we
+    index for lookups), not after a range seek, which may match most of the type.
+    """
+    equality = any(re.search(r"\(type=\? AND .*=\?\)$", d) for d in details)
+    for detail in details:
+        if detail.startswith("SCAN") or ("TEMP B-TREE" in detail and not equality):
+            return False
+        if detail.startswith("SEARCH") and not _OUR_INDEX.search(detail):
+            return False
+    return True
+
+
+def _read_page(
+    conn: sqlite3.Connection, select: str, params: list[Any], count: str, count_params: list[Any]
+) -> tuple[list[Row], int]:
+    # One read transaction so that the page and the count come from the same snapshot.
+    conn.execute("BEGIN")
+    try:
+        rows = conn.execute(select, params).fetchall()
+        total = conn.execute(count, count_params).fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    return rows, int(total)
+
+
+def _update_rows(
+    conn: sqlite3.Connection, type: str, ids: list[str], changes: dict[str, Any], stamp: str
+) -> list[tuple[Row, Row]]:
+    """(before, after) for each record updated; runs in the writer's transaction."""
+    pairs: list[tuple[Row, Row]] = []
+    for id in ids:
+        row = conn.execute(Q["get_record"], (id, type)).fetchone()
+        if row is None:
+            continue
+        text = dumps(json.loads(row[2]) | changes)
+        conn.execute(Q["update_record"], (text, stamp, id))
+        pairs.append((row, (row[0], row[1], text, row[3], stamp, row[5])))
+    return pairs
+
+
+def _delete_rows(conn: sqlite3.Connection, type: str, ids: list[str]) -> list[Row]:
+    """The rows deleted, as they were (`RETURNING`); runs in the writer's transaction."""
+    rows = (conn.execute(Q["delete_record"], (id, type)).fetchone() for id in ids)
+    return [row for row in rows if row is not None]
