@@ -10,13 +10,12 @@ the actions to do so.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from gateway.storage.interface import Storage, TypeSpec
+from gateway.storage.interface import Change, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
 
@@ -53,18 +52,6 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class RecordChange:
-    """What a run did to one record: as it was first seen, and as it is at the end.
-
-    `before` is None for a record the run created; `after` is None for one it deleted."""
-
-    type: str
-    id: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
 class Changes:
     """Every record a run wrote, collected per record: the first `before` and the last
     `after`, however often the run changed it. Handed to the run's commit, where database
@@ -73,17 +60,15 @@ class Changes:
     __slots__ = ("_by_record",)
 
     def __init__(self) -> None:
-        self._by_record: dict[tuple[str, str], RecordChange] = {}
+        self._by_record: dict[tuple[str, str], Change] = {}
 
-    def add(self, type: str, id: str, before: dict[str, Any] | None,
-            after: dict[str, Any] | None) -> None:
-        known = self._by_record.get((type, id))
-        if known is None:
-            self._by_record[(type, id)] = RecordChange(type, id, before, after)
-        else:
-            known.after = after
+    def add(self, *changes: Change) -> None:
+        for change in changes:
+            known = self._by_record.get((change.type, change.id))
+            self._by_record[(change.type, change.id)] = (
+                change if known is None else replace(known, after=change.after))
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Change]:
         # A record created and deleted by the same run changed nothing anyone can see.
         return (c for c in self._by_record.values() if c.before is not None or c.after is not None)
 

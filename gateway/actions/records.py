@@ -73,30 +73,40 @@ def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
-    return (await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)).record
+    change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)
+    ctx.changes.add(change)
+    return change.record
 
 
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
-    return (await _storage(ctx).update(spec.name, record_id(args["thing"]), fields)).record
+    change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields)
+    ctx.changes.add(change)
+    return change.record
 
 
 async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
-    return [change.record for change in await _storage(ctx).update_many(spec.name, ids, fields)]
+    changes = await _storage(ctx).update_many(spec.name, ids, fields)
+    ctx.changes.add(*changes)
+    return [change.record for change in changes]
 
 
 async def delete_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     deleted = await _storage(ctx).delete(_type(ctx, args["type"]).name, record_id(args["thing"]))
+    if deleted is not None:
+        ctx.changes.add(deleted)
     return {"deleted": deleted is not None}
 
 
 async def delete_list(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     ids = [record_id(thing) for thing in _things(args["things"])]
-    count = len(await _storage(ctx).delete_many(_type(ctx, args["type"]).name, ids))
+    changes = await _storage(ctx).delete_many(_type(ctx, args["type"]).name, ids)
+    ctx.changes.add(*changes)
+    count = len(changes)
     return {"deleted": count}
 
 
