@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.context import Changes, RunContext
-from gateway.interpreter import Interpreter
+from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.storage import Storage, open_storage
@@ -103,33 +103,10 @@ async def _seeded(storage: Storage) -> tuple[str, str]:
     return keep.id, drop.id
 
 
-async def test_the_commit_gets_each_changed_record_once(registry: Registry,
-                                                         storage_url: str) -> None:
-    storage = open_storage(storage_url)
-    await storage.open(list(registry.data_types.values()))
-    committed: list[RunContext] = []
-
-    async def hook(ctx: RunContext) -> None:
-        committed.append(ctx)
-
-    try:
-        keep, drop = await _seeded(storage)
-        interpreter = Interpreter(registry, storage, on_commit=[hook])
-        result = await interpreter.run(registry.workflows["busy"], {"keep": keep, "drop": drop})
-        assert result.error is None, result.error
-    finally:
-        await storage.close()
-    assert len(committed) == 1
-    seen = {(c.before or {}).get("name") or c.after["name"]: c for c in committed[0].changes}
-    assert set(seen) == {"fresh", "keep", "drop"}  # the ghost came and went
-    fresh, kept, dropped = seen["fresh"], seen["keep"], seen["drop"]
-    assert fresh.before is None and fresh.after is not None and fresh.after["score"] == 1
-    assert kept.before is not None and kept.after is not None
-    assert (kept.before["score"], kept.after["score"]) == (0, 3)  # the event's change is last
-    assert dropped.id == drop and dropped.before is not None and dropped.after is None
-
-
-async def test_a_failed_run_commits_nothing(registry: Registry, storage_url: str) -> None:
+async def run_busy(registry: Registry, storage_url: str,
+                   **params: Any) -> tuple[RunResult, list[RunContext], str]:
+    """Run `busy` on a fresh store with a commit hook; what it returned, what the hook got,
+    and the id of the record it deletes."""
     storage = open_storage(storage_url)
     await storage.open(list(registry.data_types.values()))
     committed: list[RunContext] = []
@@ -141,10 +118,27 @@ async def test_a_failed_run_commits_nothing(registry: Registry, storage_url: str
         keep, drop = await _seeded(storage)
         interpreter = Interpreter(registry, storage, on_commit=[hook])
         result = await interpreter.run(registry.workflows["busy"],
-                                       {"keep": keep, "drop": drop, "fail": True})
-        assert result.error is not None and result.error.code == "FAILED"
+                                       {"keep": keep, "drop": drop, **params})
     finally:
         await storage.close()
+    return result, committed, drop
+
+
+async def test_the_commit_gets_each_changed_record_once(registry: Registry,
+                                                         storage_url: str) -> None:
+    result, committed, drop = await run_busy(registry, storage_url)
+    assert result.error is None, result.error
+    assert len(committed) == 1
+    seen = {(c.before or {}).get("name") or c.after["name"]: c for c in committed[0].changes}
+    assert set(seen) == {"fresh", "keep", "drop"}  # the ghost came and went
+    fresh, kept, dropped = seen["fresh"], seen["keep"], seen["drop"]
+    assert fresh.before is None and fresh.after is not None and fresh.after["score"] == 1
+    assert kept.before is not None and kept.after is not None
+    assert (kept.before["score"], kept.after["score"]) == (0, 3)  # the event's change is last
+    assert dropped.id == drop and dropped.before is not None and dropped.after is None
+
+
+async def test_a_failed_run_commits_nothing(registry: Registry, storage_url: str) -> None:
+    result, committed, _ = await run_busy(registry, storage_url, fail=True)
+    assert result.error is not None and result.error.code == "FAILED"
     assert committed == []
-
-
