@@ -1,8 +1,9 @@
 """Shared fixtures: real storage on a fresh SQLite file or a fresh PostgreSQL database.
 
 PostgreSQL tests run when GATEWAY_TEST_POSTGRES_URL points at a server (CI sets it); each
-test gets its own database cloned from `gateway_test_template`, which is migrated once and
-rebuilt only when the migrations change.
+test gets its own database cloned from a template database migrated once. The template is
+named for its migrations (`gateway_test_template_<digest>`), so test runs of checkouts with
+different migrations can share one server without rebuilding each other's template.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gateway.storage import Storage, TypeSpec, open_storage
 from gateway.storage.sqlfile import migrations
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
-TEMPLATE = "gateway_test_template"
+TEMPLATE_PREFIX = "gateway_test_template_"
 _TEMPLATE_LOCK = 7245623002
 
 
@@ -36,10 +37,14 @@ def _migrations_digest() -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _template_name(digest: str) -> str:
+    return TEMPLATE_PREFIX + digest[:16]
+
+
 def _template_is_current(admin: psycopg.Connection, digest: str) -> bool:
     row = admin.execute(
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-        (TEMPLATE,),
+        (_template_name(digest),),
     ).fetchone()
     return row is not None and row[0] == digest
 
@@ -51,15 +56,16 @@ async def _migrate(url: str) -> None:
 
 
 def _build_template(admin: psycopg.Connection, url: str, digest: str) -> None:
-    admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-    admin.execute(f"CREATE DATABASE {TEMPLATE}")
-    asyncio.run(_migrate(_with_database(url, TEMPLATE)))
-    admin.execute(f"COMMENT ON DATABASE {TEMPLATE} IS '{digest}'")
+    template = _template_name(digest)
+    admin.execute(f"DROP DATABASE IF EXISTS {template} WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE {template}")
+    asyncio.run(_migrate(_with_database(url, template)))
+    admin.execute(f"COMMENT ON DATABASE {template} IS '{digest}'")
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The server's admin URL, with the template database migrated and current."""
+def postgres_server() -> Iterator[tuple[str, str]]:
+    """The server's admin URL and the name of the template database, migrated and current."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}=postgresql://user@host:port/db")
@@ -72,19 +78,20 @@ def postgres_server() -> Iterator[str]:
                 _build_template(admin, url, digest)
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (_TEMPLATE_LOCK,))
-    yield url
+    yield url, _template_name(digest)
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
+def postgres_url(postgres_server: tuple[str, str]) -> Iterator[str]:
     """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    server, template = postgres_server
     name = f"gateway_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     try:
-        yield _with_database(postgres_server, name)
+        yield _with_database(server, name)
     finally:
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
+        with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 

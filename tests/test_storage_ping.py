@@ -86,14 +86,14 @@ async def test_sqlite_ping_fails_when_the_writer_has_stopped(tmp_path: Path) -> 
 
 
 async def test_postgresql_ping_fails_when_the_database_is_gone(
-    postgres_url: str, postgres_server: str
+    postgres_url: str, postgres_server: tuple[str, str]
 ) -> None:
     store = open_storage(postgres_url)
     await store.open()
     try:
         await store.ping()
         name = postgres_url.rsplit("/", 1)[1]
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
+        with psycopg.connect(postgres_server[0], autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         began = time.monotonic()
         with pytest.raises(StorageError):
