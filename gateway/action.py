@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from gateway.context import RunContext
-
-if TYPE_CHECKING:
-    from gateway.model import Param
-    from gateway.storage.interface import TypeSpec
+from gateway.param import Param
+from gateway.storage.interface import TypeSpec
 
 Execute = Callable[[RunContext, dict[str, Any]], Awaitable[Any]]
 

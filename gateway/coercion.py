@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.errors import InvalidDataError, MissingDataError
-from gateway.model import Param
+from gateway.param import Param
 from gateway.templating import parse_date
 
 Convert = Callable[[Any], Any]

@@ -28,7 +28,8 @@ from gateway.errors import (
     StepFailedError,
 )
 from gateway.ids import new_id
-from gateway.model import Param, Registry, Step, Workflow
+from gateway.model import Registry, Step, Workflow
+from gateway.param import Param
 
 if TYPE_CHECKING:
     from gateway.storage import Storage

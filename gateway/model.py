@@ -1,5 +1,8 @@
 """The compiled model: frozen, with every template compiled. Built by the compiler only."""
 
+# `SCALAR_TYPES` and `Param` are part of the model; they live in `gateway.param`, which the
+# declaration of actions needs too.
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -7,32 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.action import Action
+from gateway.param import SCALAR_TYPES, Param
 from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object")
+__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Param", "Registry", "Step", "Workflow"]
+
 ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """A declared parameter of a workflow or custom event."""
-
-    name: str
-    type: str
-    list: bool = False
-    optional: bool = False
-    default: Any = None
-    has_default: bool = False
-    in_query: bool = False
-
-    @property
-    def is_record(self) -> bool:
-        return self.type not in SCALAR_TYPES
-
-    def describe(self) -> str:
-        return f"list of {self.type}" if self.list else self.type
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.coercion import compile_coercer, converter
 from gateway.errors import InvalidDataError, MissingDataError
-from gateway.model import Param
+from gateway.param import Param
 
 UTC = timezone.utc
 

@@ -24,7 +24,7 @@ from gateway.cli import main
 from gateway.coercion import compile_coercer
 from gateway.errors import DuplicateError
 from gateway.loader import load
-from gateway.model import Param
+from gateway.param import Param
 from gateway.settings import with_environment
 from gateway.storage import Constraint, FieldSpec, TypeSpec, open_storage
 

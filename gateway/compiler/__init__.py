@@ -61,6 +61,6 @@ class Compiler:
         check_cycles(self)
         units: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
-            units[kind.name] = dict(kind.build(self, kind))
+            units[kind.name] = dict(kind.build(self, kind.name, kind.names))
         files = tuple(sorted({doc.file for doc in self.documents}))
         return Registry(units, self.settings, files)

@@ -23,7 +23,7 @@ class Kind:
 
     name: str
     declare: Callable[[Compiler, str, list[Document]], None]
-    build: Callable[[Compiler, Kind], Mapping[str, Any]]
+    build: Callable[[Compiler, str, frozenset[str]], Mapping[str, Any]]
     names: frozenset[str] = frozenset()  # what its templates may refer to
 
 

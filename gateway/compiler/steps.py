@@ -16,13 +16,13 @@ from gateway.coercion import compile_coercer
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
-from gateway.model import Param, Step, Workflow
+from gateway.model import Step, Workflow
+from gateway.param import Param
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler
-    from gateway.compiler.kinds import Kind
 
 STEP_KEYS = frozenset({"id", "action", "only_when", "on_error", "description"})
 
@@ -71,23 +71,23 @@ class Site:
         check_value(self.compiler, self.unit.doc, pointer, value, type_name, is_list)
 
 
-def build_units(c: Compiler, kind: Kind) -> Mapping[str, Any]:
-    return {name: _workflow(c, kind, name, unit)
-            for (unit_kind, name), unit in c.units.items() if unit_kind == kind.name}
+def build_units(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:
+    return {name: _workflow(c, names, name, unit)
+            for (unit_kind, name), unit in c.units.items() if unit_kind == kind}
 
 
-def _workflow(c: Compiler, kind: Kind, name: str, unit: Unit) -> Workflow:
+def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Workflow:
     doc, data = unit.doc, unit.doc.data
     if unit.returns and any(not p.optional for p in unit.returns) and not any(
             ACTIONS[s["action"]].replies for s in data.get("steps", [])):
         c.error(doc, "/returns", "event.bad-return",
                 "this custom event declares returns but has no return_data step")
     params = {p.name: p for p in unit.params}
-    top = Site(c, unit, kind.names, params)
+    top = Site(c, unit, names, params)
     only_when = condition(top, "/only_when", data.get("only_when"))
-    steps = _steps(c, kind, unit, params)
+    steps = _steps(c, names, unit, params)
     return Workflow(
-        kind=kind.name, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
+        kind=unit.kind, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
         expose=data.get("expose", False), auth=data.get("auth", "admin"),
         method=data.get("method", "POST"),
         ignore_privacy_rules=data.get("ignore_privacy_rules", False), only_when=only_when,
@@ -100,14 +100,15 @@ def _workflow(c: Compiler, kind: Kind, name: str, unit: Unit) -> Workflow:
         coerce=compile_coercer(name, unit.params))
 
 
-def _steps(c: Compiler, kind: Kind, unit: Unit, params: Mapping[str, Param]) -> tuple[Step, ...]:
+def _steps(c: Compiler, names: frozenset[str], unit: Unit,
+           params: Mapping[str, Param]) -> tuple[Step, ...]:
     raw_steps = unit.doc.data.get("steps", [])
     all_ids = {s["id"] for s in raw_steps if "id" in s}
     seen: set[str] = set()
     steps = []
     for index, data in enumerate(raw_steps):
         base = f"/steps/{index}"
-        site = Site(c, unit, kind.names, params, frozenset(seen), frozenset(all_ids - seen),
+        site = Site(c, unit, names, params, frozenset(seen), frozenset(all_ids - seen),
                     data.get("id"), base)
         steps.append(_step(site, index, data))
         step_id = data.get("id")

@@ -10,14 +10,13 @@ from gateway import pointer as ptr
 from gateway import templating
 from gateway.coercion import convert_value, typed_or_as_is
 from gateway.errors import did_you_mean
-from gateway.model import SCALAR_TYPES
+from gateway.param import SCALAR_TYPES
 from gateway.settings import from_document
 from gateway.source import Document
 from gateway.storage.interface import FieldSpec, TypeSpec
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler
-    from gateway.compiler.kinds import Kind
 
 BUILTIN_TYPES = {"user": TypeSpec("user", {"email": FieldSpec("email", "text", unique=True)})}
 
@@ -30,7 +29,7 @@ def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
         c.settings = from_document(docs[0].data)
 
 
-def build_nothing(c: Compiler, kind: Kind) -> Mapping[str, Any]:
+def build_nothing(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:
     return {}  # the settings are the registry's own field
 
 
@@ -61,7 +60,7 @@ def _field(key: str, spec: Mapping[str, Any]) -> FieldSpec:
                      typed_or_as_is(spec.get("default"), spec["type"], is_list))
 
 
-def build_data_types(c: Compiler, kind: Kind) -> Mapping[str, Any]:
+def build_data_types(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:
     return c.data_types
 
 

@@ -11,7 +11,8 @@ from gateway import pointer as ptr
 from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.compiler.types import check_type, check_value, duplicate
-from gateway.model import ROUTE_PREFIX, Param
+from gateway.model import ROUTE_PREFIX
+from gateway.param import Param
 from gateway.source import Document
 
 if TYPE_CHECKING:

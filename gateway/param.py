@@ -1,0 +1,28 @@
+"""A declared parameter (of a workflow, a custom event, or what an event returns)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A declared parameter of a workflow or custom event."""
+
+    name: str
+    type: str
+    list: bool = False
+    optional: bool = False
+    default: Any = None
+    has_default: bool = False
+    in_query: bool = False
+
+    @property
+    def is_record(self) -> bool:
+        return self.type not in SCALAR_TYPES
+
+    def describe(self) -> str:
+        return f"list of {self.type}" if self.list else self.type
