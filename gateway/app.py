@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import http
+from gateway.auth import Authenticator
 from gateway.clock import Clock, utc_now
 from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter
@@ -69,7 +70,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
             return JSONResponse({"status": "unavailable"}, 503)
         return JSONResponse({"status": "ready", "workflows": len(registry.workflows)})
 
-    routes: list[BaseRoute] = [*http.routes(interpreter), Route("/healthz", healthz),
+    auth = Authenticator(storage.keys if storage is not None else None, clock)
+    routes: list[BaseRoute] = [*http.routes(interpreter, auth), Route("/healthz", healthz),
                                Route("/readyz", readyz)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: http.http_exception, Exception: http.server_error})

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -19,6 +20,7 @@ import uvicorn
 
 from gateway import schema
 from gateway.app import CONFIG_ENV, storage_types
+from gateway.auth import key_hash, new_key
 from gateway.clock import utc_now
 from gateway.coercion import gather
 from gateway.context import ADMIN
@@ -274,6 +276,84 @@ def runs_show(run_id: str, config: tuple[Path, ...], database: str | None) -> No
     if found is None:
         raise Failed(f"no run with id {run_id}")
     click.echo(dumps_pretty(found))
+
+
+@main.group()
+def keys() -> None:
+    """Manage admin API keys (kept in the configured database, as a hash only).
+
+    \b
+    Example:
+      gateway keys create --label ci
+      curl -H "Authorization: Bearer <key>" http://127.0.0.1:8000/api/1.1/wf/<name>
+    """
+
+
+@keys.command("create")
+@click.option("--label", required=True, help="A name for the key, unique among keys.")
+@config_option
+@database_option
+def keys_create(label: str, config: tuple[Path, ...], database: str | None) -> None:
+    """Make a new admin API key and print it, once, as the last line.
+
+    \b
+    Example:
+      gateway keys create --label ci --database postgresql://gateway@db.internal/gateway
+    """
+    if not label.strip() or len(label) > 200:
+        raise click.BadParameter("a label is 1 to 200 characters", param_hint="--label")
+    key = new_key()
+    registry, storage = _store_of(config, database)
+    asyncio.run(_with_store(storage, registry, lambda s: s.keys.create_key(
+        label, key_hash(key), utc_now()), sync_indexes=False))
+    click.echo(f"Created the admin key {label!r}. It is shown once; keep it now:", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@config_option
+@database_option
+def keys_list(as_json: bool, config: tuple[Path, ...], database: str | None) -> None:
+    """List the admin keys: label, created, last used, revoked (never the key).
+
+    \b
+    Example:
+      gateway keys list
+    """
+    registry, storage = _store_of(config, database)
+    found = asyncio.run(_with_store(storage, registry, lambda s: s.keys.list_keys(),
+                                    sync_indexes=False))
+    for key in found:
+        if as_json:
+            click.echo(dumps(dataclasses.asdict(key)))
+            continue
+        click.echo(f"{key.label:<24} created {_when(key.created_at)}  "
+                   f"last used {_when(key.last_used_at)}"
+                   + (f"  REVOKED {_when(key.revoked_at)}" if key.revoked_at else ""))
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "never"
+
+
+@keys.command("revoke")
+@click.argument("label")
+@config_option
+@database_option
+def keys_revoke(label: str, config: tuple[Path, ...], database: str | None) -> None:
+    """Revoke a key: within a second it opens nothing, on every instance.
+
+    \b
+    Example:
+      gateway keys revoke ci
+    """
+    registry, storage = _store_of(config, database)
+    revoked = asyncio.run(_with_store(storage, registry, lambda s: s.keys.revoke_key(
+        label, utc_now()), sync_indexes=False))
+    if not revoked:
+        raise Failed(f"no active key labelled {label!r}")
+    click.echo(f"revoked {label!r}")
 
 
 @main.group()

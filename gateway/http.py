@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.auth import API_TOKEN, Authenticator
 from gateway.coercion import gather
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
@@ -27,7 +28,6 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
-    UnauthorizedError,
 )
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
@@ -127,7 +127,7 @@ def _boundary(content_type: str) -> bytes | None:
 
 def request_facts(request: Request, body: bytes) -> dict[str, Any]:
     """What templates see as `request` (the `api_token` query parameter is left out)."""
-    query = {k: v for k, v in request.query_params.items() if k != "api_token"}
+    query = {k: v for k, v in request.query_params.items() if k != API_TOKEN}
     return {
         "method": request.method, "path": request.url.path, "headers": dict(request.headers),
         "query": query, "body": body.decode("utf-8", "replace"),
@@ -135,7 +135,8 @@ def request_facts(request: Request, body: bytes) -> dict[str, Any]:
     }
 
 
-def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) -> Endpoint:
+def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, auth: Authenticator,
+                      limit: int) -> Endpoint:
     query_names = frozenset(p.name for p in workflow.params
                             if p.in_query or workflow.method == "GET")
     methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
@@ -144,20 +145,18 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, limit: int) 
         if request.method not in methods:
             return error_response(MethodNotAllowedError(
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
-        if workflow.auth != "none":
-            # No credential can be presented yet, so nothing but `auth: none` may run.
-            return error_response(UnauthorizedError(
-                f"The workflow {workflow.name} requires authentication ({workflow.auth})"))
         try:
+            identity = await auth.admit(workflow, request)  # before the body is read
             body = await read_body(request, limit)
             raw = await parse_body(request, body) if workflow.method == "POST" else {}
         except GatewayError as exc:
             return error_response(exc)
         if query_names:
             query = gather(request.query_params.multi_items())
-            raw.update({k: v for k, v in query.items() if k in query_names})
+            raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
-        result = await interpreter.run(workflow, raw, source="http", request=facts)
+        result = await interpreter.run(workflow, raw, source="http", identity=identity,
+                                       request=facts)
         return reply_response(result)
 
     return endpoint
@@ -170,10 +169,10 @@ async def not_found(request: Request) -> Response:
                                         "Not found"))
 
 
-def routes(interpreter: Interpreter) -> list[BaseRoute]:
+def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
     limit = interpreter.registry.settings.max_body_bytes
     found: list[BaseRoute] = [
-        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, limit),
+        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, auth, limit),
               methods=ALL_METHODS, name=f"wf:{wf.name}")
         for wf in interpreter.registry.exposed()
     ]

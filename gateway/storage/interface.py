@@ -151,6 +151,30 @@ class RunLog(Protocol):
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An admin API key as it is kept: never the key itself."""
+
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class KeyStore(Protocol):
+    """Admin API keys, kept as a SHA-256 of the key (a key is 256 random bits: a fast hash
+    is as safe as a slow one, and a lookup by hash needs no comparison in Python)."""
+
+    # Raises DuplicateError when the label is taken (by a key revoked or not).
+    async def create_key(self, label: str, hash: str, at: datetime) -> None: ...
+    async def list_keys(self) -> list[ApiKey]: ...
+    # False when there is no such key, or it was revoked already.
+    async def revoke_key(self, label: str, at: datetime) -> bool: ...
+    # The key with this hash, unless revoked.
+    async def find_key(self, hash: str) -> ApiKey | None: ...
+    async def touch_key(self, hash: str, at: datetime) -> None: ...
+
+
 class Lifecycle(Protocol):
     """Opening, migrating, checking and closing one database."""
 
@@ -174,3 +198,5 @@ class Storage(Lifecycle, Protocol):
     def records(self) -> RecordStore: ...
     @property
     def runs(self) -> RunLog: ...
+    @property
+    def keys(self) -> KeyStore: ...

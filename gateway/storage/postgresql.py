@@ -16,6 +16,7 @@ from gateway.storage.backend import Catalog, create_index_sql, index_changes, pe
 from gateway.storage.interface import TypeSpec
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.postgresql_dialect import PostgresDialect
+from gateway.storage.postgresql_keys import PostgresKeys
 from gateway.storage.postgresql_records import PostgresRecords
 from gateway.storage.postgresql_runs import PostgresRunLog
 from gateway.storage.query import IndexDef
@@ -35,6 +36,7 @@ class PostgresStorage:
         self.connector = PostgresConnector(url, Catalog(), min_size, max_size)
         self.records = PostgresRecords(self.connector)
         self.runs = PostgresRunLog(self.connector)
+        self.keys = PostgresKeys(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)

@@ -85,3 +85,19 @@ ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 -- name: purge_runs
 DELETE FROM gateway_runs
 WHERE (status <> 'failed' AND started_at < %s) OR (status = 'failed' AND started_at < %s);
+
+-- name: create_key
+INSERT INTO gateway_keys (label, hash, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING;
+
+-- name: list_keys
+SELECT label, created_at, last_used_at, revoked_at FROM gateway_keys ORDER BY created_at, label;
+
+-- name: revoke_key
+UPDATE gateway_keys SET revoked_at = %s WHERE label = %s AND revoked_at IS NULL;
+
+-- name: find_key
+SELECT label, created_at, last_used_at, revoked_at FROM gateway_keys
+WHERE hash = %s AND revoked_at IS NULL;
+
+-- name: touch_key
+UPDATE gateway_keys SET last_used_at = %s WHERE hash = %s;

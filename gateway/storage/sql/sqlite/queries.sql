@@ -77,3 +77,19 @@ DELETE FROM gateway_runs WHERE id IN (
     WHERE (status <> 'failed' AND started_at < ?1) OR (status = 'failed' AND started_at < ?2)
     LIMIT ?3
 );
+
+-- name: create_key
+INSERT INTO gateway_keys (label, hash, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING;
+
+-- name: list_keys
+SELECT label, created_at, last_used_at, revoked_at FROM gateway_keys ORDER BY created_at, label;
+
+-- name: revoke_key
+UPDATE gateway_keys SET revoked_at = ? WHERE label = ? AND revoked_at IS NULL;
+
+-- name: find_key
+SELECT label, created_at, last_used_at, revoked_at FROM gateway_keys
+WHERE hash = ? AND revoked_at IS NULL;
+
+-- name: touch_key
+UPDATE gateway_keys SET last_used_at = ? WHERE hash = ?;

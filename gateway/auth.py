@@ -1,0 +1,112 @@
+"""Who a caller is: admin API keys, the access level of each workflow.
+
+A key is 256 random bits, URL-safe, shown once when it is made; the database keeps only its
+SHA-256. A caller presents it as `Authorization: Bearer <key>` or, as Bubble allows, as the
+`api_token` query parameter (which never reaches a template, a log or the run log).
+
+Looking a key up costs a database read, so answers are cached for `KEY_CACHE_SECONDS`: a
+revoked key stops working within that long on every instance sharing the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from starlette.requests import Request
+
+from gateway.clock import Clock, utc_now
+from gateway.context import ADMIN, ANONYMOUS, Identity
+from gateway.errors import ForbiddenError, UnauthorizedError
+from gateway.model import Workflow
+from gateway.storage.interface import KeyStore
+
+KEY_CACHE_SECONDS = 1.0
+KEY_CACHE_SIZE = 10_000
+TOUCH_EVERY = timedelta(minutes=1)  # `last used` is kept to the minute, not per request
+MAX_CREDENTIAL = 512  # longer is no credential this gateway gave
+API_TOKEN = "api_token"  # the query parameter that may carry a credential
+
+
+def new_key() -> str:
+    """A new admin key: 256 random bits, URL-safe text."""
+    return secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+
+
+def credential(request: Request) -> str | None:
+    """The bearer token or `api_token` the request carries, if any."""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, bearer = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and bearer.strip():
+                return bearer.strip()
+    if API_TOKEN.encode() not in request.scope.get("query_string", b""):
+        return None  # the common case, without parsing the query string
+    token = str(request.query_params.get(API_TOKEN) or "")
+    return token or None
+
+
+@dataclass(slots=True)
+class _Cached:
+    identity: Identity | None
+    until: float  # time.monotonic()
+
+
+class Authenticator:
+    """Turns a credential into an `Identity`, and checks a workflow's access level."""
+
+    def __init__(self, keys: KeyStore | None, clock: Clock = utc_now,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.keys = keys
+        self.clock = clock
+        self.monotonic = monotonic
+        self._cache: dict[str, _Cached] = {}
+        self._touched: dict[str, float] = {}
+
+    async def identify(self, token: str | None) -> Identity | None:
+        """ANONYMOUS without a credential; None for one that is not (or no longer) valid."""
+        if token is None:
+            return ANONYMOUS
+        if len(token) > MAX_CREDENTIAL or self.keys is None:
+            return None
+        digest = key_hash(token)
+        now = self.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached.until > now:
+            return cached.identity
+        found = await self.keys.find_key(digest)
+        identity = ADMIN if found is not None else None
+        if len(self._cache) >= KEY_CACHE_SIZE:
+            self._cache.clear()  # bounded: garbage credentials cannot grow it
+        self._cache[digest] = _Cached(identity, now + KEY_CACHE_SECONDS)
+        if identity is not None:
+            await self._touch(digest, now)
+        return identity
+
+    async def _touch(self, digest: str, now: float) -> None:
+        if now - self._touched.get(digest, -1e18) >= TOUCH_EVERY.total_seconds():
+            self._touched[digest] = now
+            if self.keys is not None:
+                await self.keys.touch_key(digest, self.clock())
+
+    async def admit(self, workflow: Workflow, request: Request) -> Identity:
+        """The caller's identity if the workflow's access level lets it in; raises
+        `UnauthorizedError` (401) or `ForbiddenError` (403) otherwise."""
+        identity = await self.identify(credential(request))
+        if identity is None:  # a credential was given and is not valid, whatever the level
+            raise UnauthorizedError("The API token is not valid (unknown, revoked or expired)")
+        if workflow.auth == "none":
+            return identity
+        if identity.kind == "anonymous":
+            raise UnauthorizedError(f"The workflow {workflow.name} requires authentication")
+        if workflow.auth == "admin" and identity.kind != "admin":
+            raise ForbiddenError(f"The workflow {workflow.name} requires an admin API key")
+        return identity

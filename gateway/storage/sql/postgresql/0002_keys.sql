@@ -1,0 +1,9 @@
+-- Admin API keys: only a SHA-256 of each key is kept. A revoked key keeps its row (and its
+-- label) so that `gateway keys list` can say when it was revoked.
+CREATE TABLE gateway_keys (
+    label        text PRIMARY KEY,
+    hash         text NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL,
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
