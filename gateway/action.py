@@ -58,6 +58,8 @@ class Action:
     waits: bool = True  # it may wait on something (a store, an event): runs get a timer
     writes: bool = False  # it writes records (and reports each change to the run)
     replies: bool = False  # it ends the run with a reply (the data a workflow returns)
+    # Its result is the run's reply when no step returns data (Bubble's sign-up and log-in).
+    replies_by_default: bool = False
     event_arg: str | None = None  # the argument naming a custom event it calls inline
     note: Callable[[Any], str | None] = _no_note  # what the run log says of a result
 

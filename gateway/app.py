@@ -70,7 +70,9 @@ def create_app(registry: Registry, storage: Storage | None = None,
             return JSONResponse({"status": "unavailable"}, 503)
         return JSONResponse({"status": "ready", "workflows": len(registry.workflows)})
 
-    auth = Authenticator(storage.keys if storage is not None else None, clock)
+    auth = Authenticator(storage.keys if storage is not None else None, clock,
+                         accounts=interpreter.accounts,
+                         records=storage.records if storage is not None else None)
     routes: list[BaseRoute] = [*http.routes(interpreter, auth), Route("/healthz", healthz),
                                Route("/readyz", readyz)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={

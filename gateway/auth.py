@@ -1,11 +1,13 @@
-"""Who a caller is: admin API keys, the access level of each workflow.
+"""Who a caller is (an admin API key, a user's token, or nobody), and the access level of
+each workflow.
 
-A key is 256 random bits, URL-safe, shown once when it is made; the database keeps only its
-SHA-256. A caller presents it as `Authorization: Bearer <key>` or, as Bubble allows, as the
-`api_token` query parameter (which never reaches a template, a log or the run log).
+A key or a token is 256 random bits, URL-safe, shown once when it is made; the database keeps
+only its SHA-256. A caller presents it as `Authorization: Bearer <token>` or, as Bubble allows,
+as the `api_token` query parameter (which never reaches a template, a log or the run log).
 
-Looking a key up costs a database read, so answers are cached for `KEY_CACHE_SECONDS`: a
-revoked key stops working within that long on every instance sharing the database.
+Looking a credential up costs database reads, so answers are cached for `KEY_CACHE_SECONDS`:
+a revoked key or a logged-out token stops working within that long on every instance sharing
+the database.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
+from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
-from gateway.context import ADMIN, ANONYMOUS, Identity
+from gateway.context import ANONYMOUS, Identity
 from gateway.errors import ForbiddenError, UnauthorizedError
 from gateway.model import Workflow
-from gateway.storage.interface import KeyStore
+from gateway.storage.interface import KeyStore, RecordStore
 
 KEY_CACHE_SECONDS = 1.0
 KEY_CACHE_SIZE = 10_000
@@ -64,8 +67,11 @@ class Authenticator:
     """Turns a credential into an `Identity`, and checks a workflow's access level."""
 
     def __init__(self, keys: KeyStore | None, clock: Clock = utc_now,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 accounts: Accounts | None = None, records: RecordStore | None = None) -> None:
         self.keys = keys
+        self.accounts = accounts
+        self.records = records
         self.clock = clock
         self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
@@ -82,14 +88,25 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached.until > now:
             return cached.identity
-        found = await self.keys.find_key(digest)
-        identity = ADMIN if found is not None else None
+        identity = await self._lookup(token, digest)
         if len(self._cache) >= KEY_CACHE_SIZE:
             self._cache.clear()  # bounded: garbage credentials cannot grow it
         self._cache[digest] = _Cached(identity, now + KEY_CACHE_SECONDS)
-        if identity is not None:
+        if identity is not None and identity.kind == "admin":
             await self._touch(digest, now)
         return identity
+
+    async def _lookup(self, token: str, digest: str) -> Identity | None:
+        assert self.keys is not None
+        if await self.keys.find_key(digest) is not None:
+            return Identity("admin", token_hash=digest)
+        if self.accounts is None or self.records is None:
+            return None
+        user_id = await self.accounts.user_of(token)
+        user = await self.records.get("user", user_id) if user_id else None
+        if user is None:  # no such token, or its user was deleted
+            return None
+        return Identity("user", user_id, user=user, token_hash=digest)
 
     async def _touch(self, digest: str, now: float) -> None:
         if now - self._touched.get(digest, -1e18) >= TOUCH_EVERY.total_seconds():

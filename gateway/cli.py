@@ -19,11 +19,12 @@ import click
 import uvicorn
 
 from gateway import schema
+from gateway.accounts import fold_email
 from gateway.app import CONFIG_ENV, storage_types
 from gateway.auth import key_hash, new_key
 from gateway.clock import utc_now
 from gateway.coercion import gather
-from gateway.context import ADMIN
+from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.diagnostics import render_json, render_text
 from gateway.encoding import dumps, dumps_pretty
 from gateway.envelope import render_result
@@ -149,15 +150,18 @@ def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 @click.argument("name")
 @click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE",
               help="A parameter (repeat a key for a list; JSON text for objects).")
+@click.option("--as", "as_", default="admin", show_default=True, metavar="EMAIL|admin|anonymous",
+              help="Who the run acts for: a user (by e-mail), an admin, or nobody.")
 @config_option
 @database_option
-def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
+def run(name: str, pairs: tuple[str, ...], as_: str, config: tuple[Path, ...],
         database: str | None) -> None:
     """Run one workflow without an HTTP server and print its response.
 
     \b
     Example:
       gateway run contact-form -p name=Ada -p email=ada@example.com
+      gateway run my-leads --as ada@example.com
     Exits 0 when the run succeeds, 1 when it fails.
     """
     registry = _load_or_exit(config)
@@ -167,7 +171,7 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
     settings = _settled(registry, database=database)
     _refuse_missing_secrets(settings)
     registry = dataclasses.replace(registry, settings=settings)
-    result = asyncio.run(_run_once(registry, name, _parse_params(pairs)))
+    result = asyncio.run(_run_once(registry, name, _parse_params(pairs), as_))
     rendered = render_result(result)
     click.echo(f"HTTP {rendered.status}  run {result.run_id}", err=True)
     click.echo(rendered.text())
@@ -175,11 +179,29 @@ def run(name: str, pairs: tuple[str, ...], config: tuple[Path, ...],
         raise Failed("")
 
 
-async def _run_once(registry: Registry, name: str, params: dict[str, Any]) -> RunResult:
+async def _run_once(registry: Registry, name: str, params: dict[str, Any],
+                    as_: str) -> RunResult:
     storage = open_storage(registry.settings.database)
     interpreter = Interpreter(registry, storage)
-    return await _with_store(storage, registry, lambda s: interpreter.run(
-        registry.workflows[name], params, source="cli", identity=ADMIN))
+
+    async def work(store: Storage) -> RunResult:
+        identity = await _identity(store, as_)
+        return await interpreter.run(registry.workflows[name], params, source="cli",
+                                     identity=identity)
+
+    return await _with_store(storage, registry, work)
+
+
+async def _identity(storage: Storage, as_: str) -> Identity:
+    if as_ == "admin":
+        return ADMIN
+    if as_ == "anonymous":
+        return ANONYMOUS
+    found = await storage.users.credential(fold_email(as_))
+    user = await storage.records.get("user", found[0]) if found else None
+    if user is None:
+        raise click.BadParameter(f"no user with the e-mail {as_!r}", param_hint="--as")
+    return Identity("user", user["_id"], user=user)
 
 
 @main.command()

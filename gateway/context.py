@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from gateway.accounts import Accounts
 from gateway.storage.interface import Change, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
@@ -26,10 +27,14 @@ REQUEST_NAME = "request"
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a run acts for: `anonymous`, `user` (with `user_id`) or `admin`."""
+    """Who a run acts for: `anonymous`, `user` (with `user_id` and the user's record, what
+    templates see as `current_user`) or `admin`. `token_hash` is the hash of the token the
+    call came with (what `logout_user` revokes); never the token itself."""
 
     kind: str = "anonymous"
     user_id: str | None = None
+    user: Mapping[str, Any] | None = field(default=None, compare=False)
+    token_hash: str | None = field(default=None, compare=False)
 
     @property
     def record(self) -> dict[str, Any]:
@@ -100,6 +105,7 @@ class RunContext:
     log: logging.Logger = RUN_LOG
     steps: list[dict[str, Any]] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
+    accounts: Accounts | None = None
 
 
 def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str],
@@ -108,6 +114,13 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
     return {
         "params": params, "steps": {}, "now": ctx.now,
         "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth},
-        "current_user": ({"_id": ctx.identity.user_id} if ctx.identity.user_id else None),
+        "current_user": current_user(ctx.identity),
         "secrets": secrets, REQUEST_NAME: request or {},
     }
+
+
+def current_user(identity: Identity) -> dict[str, Any] | None:
+    """What templates see as `current_user`: the user's record, or None."""
+    if identity.user is not None:
+        return dict(identity.user)
+    return {"_id": identity.user_id} if identity.user_id else None

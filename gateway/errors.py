@@ -100,6 +100,20 @@ class ForbiddenError(GatewayError):
     status, code = 403, "FORBIDDEN"
 
 
+class UsedEmailError(GatewayError):
+    status, code = 400, "USED_EMAIL"
+
+
+class PasswordTooShortError(GatewayError):
+    status, code = 400, "PASSWORD_TOO_SHORT"
+
+
+class InvalidLoginError(GatewayError):
+    """A wrong password and an unknown e-mail are one error, with one message."""
+
+    status, code = 400, "INVALID_LOGIN_CREDENTIALS"
+
+
 class NotRunError(GatewayError):
     """The workflow's `only_when` was false; status is 400, or 200 when the workflow asks."""
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
 from gateway.errors import (
@@ -62,6 +63,8 @@ class Interpreter:
         self.storage = storage
         self.clock = clock
         self.on_commit = tuple(on_commit)
+        self.accounts = (Accounts(storage.users, registry.settings, clock)
+                         if storage is not None else None)
         self.timeout = registry.settings.run_timeout.total_seconds()
         self.hidden = frozenset(v for v in registry.settings.secrets.values() if v)
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
@@ -73,7 +76,8 @@ class Interpreter:
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.registry.data_types,
-                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
+                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
+                         accounts=self.accounts)
         started = time.perf_counter()
         params: dict[str, Any] = {}
         reply: Reply | None = None
@@ -131,13 +135,16 @@ class Interpreter:
             status = 200 if workflow.return_200_if_condition_fails else 400
             raise NotRunError(f"The condition for the workflow {workflow.name} is not met. "
                               "Workflow won't run", status)
+        default: Reply | None = None  # what a sign-up or log-in answers when nothing is returned
         for step in workflow.steps:
             result = await self.step(step, ctx, scope)
             if isinstance(result, Reply):
                 return result
             if step.id:
                 scope["steps"][step.id] = result
-        return None
+            if step.action.replies_by_default and result is not None:
+                default = Reply(data=result)
+        return default
 
     async def step(self, step: Step, ctx: RunContext, scope: dict[str, Any]) -> Any:
         started = time.perf_counter()

@@ -39,6 +39,10 @@ class Settings:
     port: int = 8000
     workers: int = 1
     max_event_depth: int = 10
+    token_lifetime: timedelta = timedelta(hours=24)
+    remember_lifetime: timedelta = timedelta(days=365)
+    idle_lapse: timedelta = timedelta(days=30)
+    min_password_length: int = 8
 
     def missing_secrets(self) -> list[str]:
         return [name for name in self.secret_names if name not in self.secrets]
@@ -51,6 +55,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
     limits = data.get("limits", {})
     run_log = data.get("run_log", {})
     server = data.get("server", {})
+    tokens = data.get("tokens", {})
     defaults = Settings()
     return Settings(
         database=data.get("database", defaults.database),
@@ -62,6 +67,10 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         host=server.get("host", defaults.host),
         port=server.get("port", defaults.port),
         workers=server.get("workers", defaults.workers),
+        token_lifetime=parse_duration(tokens.get("lifetime", "24h")),
+        remember_lifetime=parse_duration(tokens.get("remember_lifetime", "365d")),
+        idle_lapse=parse_duration(tokens.get("idle_lapse", "30d")),
+        min_password_length=tokens.get("min_password_length", defaults.min_password_length),
     )
 
 

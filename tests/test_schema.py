@@ -167,6 +167,10 @@ steps:
     limit: "{{ params.limit }}"
     cursor: "{{ params.cursor }}"
   - {id: norm, action: trigger_event, event: normalize-email, params: {email: x}}
+  - {action: signup_user, email: "{{ params.email }}", password: "{{ params.name }}",
+     fields: {}, remember: true}
+  - {action: login_user, email: "{{ params.email }}", password: x, remember: "{{ params.desc }}"}
+  - {action: logout_user}
   - {action: log, message: "hello {{ params.name }}", level: warning, only_when: false}
   - {action: fail, status: 409, code: DUPLICATE_LEAD, message: exists, only_when: true}
   - {action: fail, status: "{{ params.status }}", message: templated status}
@@ -262,14 +266,16 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
         [(5, 14, "schema.enum", "/steps/0/action",
           "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
-          "'delete_thing', 'delete_list', 'get_thing', 'search'] (did you mean 'create_thing'?)")],
+          "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
+          "'logout_user'] (did you mean 'create_thing'?)")],
     ),
     "an action of a later stage is unknown": (
         STEP + "{action: schedule_workflow, workflow: w}\n",
         [(5, 14, "schema.enum", "/steps/0/action",
           "'schedule_workflow' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
-          "'delete_thing', 'delete_list', 'get_thing', 'search']")],
+          "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
+          "'logout_user']")],
     ),
     "missing required key of an action": (
         STEP + "{action: fail, status: 404}\n",

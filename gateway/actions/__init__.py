@@ -4,6 +4,6 @@ functions. `ACTIONS` collects them by name; nothing else names an action."""
 from __future__ import annotations
 
 from gateway.action import Action, collect
-from gateway.actions import flow, records
+from gateway.actions import flow, records, users
 
-ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS)
+ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS, users.ACTIONS)

@@ -175,6 +175,33 @@ class KeyStore(Protocol):
     async def touch_key(self, hash: str, at: datetime) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A user's session token as it is kept: never the token itself."""
+
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime
+
+
+class UserStore(Protocol):
+    """Users' passwords and session tokens. A user is a record of type `user`; its password
+    hash and its tokens live apart from it, so no search or template ever sees them."""
+
+    # The user record and its password in one transaction; DuplicateError when the e-mail
+    # (folded to lower case by the caller) is taken.
+    async def create_user(self, email: str, fields: Mapping[str, Any], password_hash: str,
+                          created_by: str | None = None) -> Change: ...
+    # (user id, password hash) of the user with this e-mail, or None.
+    async def credential(self, email: str) -> tuple[str, str] | None: ...
+    async def create_token(self, hash: str, user_id: str, at: datetime,
+                           expires_at: datetime) -> None: ...
+    async def find_token(self, hash: str) -> Session | None: ...
+    async def touch_token(self, hash: str, at: datetime) -> None: ...
+    async def revoke_token(self, hash: str) -> bool: ...
+
+
 class Lifecycle(Protocol):
     """Opening, migrating, checking and closing one database."""
 
@@ -200,3 +227,5 @@ class Storage(Lifecycle, Protocol):
     def runs(self) -> RunLog: ...
     @property
     def keys(self) -> KeyStore: ...
+    @property
+    def users(self) -> UserStore: ...

@@ -19,6 +19,7 @@ from gateway.storage.postgresql_dialect import PostgresDialect
 from gateway.storage.postgresql_keys import PostgresKeys
 from gateway.storage.postgresql_records import PostgresRecords
 from gateway.storage.postgresql_runs import PostgresRunLog
+from gateway.storage.postgresql_users import PostgresUsers
 from gateway.storage.query import IndexDef
 from gateway.storage.sqlfile import queries
 
@@ -37,6 +38,7 @@ class PostgresStorage:
         self.records = PostgresRecords(self.connector)
         self.runs = PostgresRunLog(self.connector)
         self.keys = PostgresKeys(self.connector)
+        self.users = PostgresUsers(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)

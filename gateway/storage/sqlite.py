@@ -23,6 +23,7 @@ from gateway.storage.sqlite_dialect import SqliteDialect
 from gateway.storage.sqlite_keys import SqliteKeys
 from gateway.storage.sqlite_records import SqliteRecords
 from gateway.storage.sqlite_runs import SqliteRunLog
+from gateway.storage.sqlite_users import SqliteUsers
 
 Q = queries("sqlite")
 _DIALECT = SqliteDialect()
@@ -38,6 +39,7 @@ class SqliteStorage:
         self.records = SqliteRecords(self.connector)
         self.runs = SqliteRunLog(self.connector)
         self.keys = SqliteKeys(self.connector)
+        self.users = SqliteUsers(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)

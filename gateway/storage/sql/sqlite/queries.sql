@@ -93,3 +93,23 @@ WHERE hash = ? AND revoked_at IS NULL;
 
 -- name: touch_key
 UPDATE gateway_keys SET last_used_at = ? WHERE hash = ?;
+
+-- name: create_credential
+INSERT INTO gateway_credentials (email, user_id, password_hash) VALUES (?, ?, ?)
+ON CONFLICT DO NOTHING;
+
+-- name: find_credential
+SELECT user_id, password_hash FROM gateway_credentials WHERE email = ?;
+
+-- name: create_token
+INSERT INTO gateway_tokens (hash, user_id, created_at, expires_at, last_used_at)
+VALUES (?, ?, ?, ?, ?);
+
+-- name: find_token
+SELECT user_id, created_at, expires_at, last_used_at FROM gateway_tokens WHERE hash = ?;
+
+-- name: touch_token
+UPDATE gateway_tokens SET last_used_at = ? WHERE hash = ?;
+
+-- name: revoke_token
+DELETE FROM gateway_tokens WHERE hash = ?;

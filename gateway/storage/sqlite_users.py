@@ -1,0 +1,67 @@
+"""Users' passwords and tokens on SQLite: `UserStore` over a `SqliteConnector`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from gateway.clock import utc_now
+from gateway.encoding import dumps, iso, parse_iso
+from gateway.errors import DuplicateError
+from gateway.ids import new_id
+from gateway.storage.backend import StoredRow
+from gateway.storage.interface import Change, Session
+from gateway.storage.sqlfile import queries
+from gateway.storage.sqlite_connector import SqliteConnector
+
+Q = queries("sqlite")
+
+
+class SqliteUsers:
+    """`UserStore` on one SQLite file."""
+
+    def __init__(self, connector: SqliteConnector) -> None:
+        self._db = connector
+
+    async def create_user(self, email: str, fields: Mapping[str, Any], password_hash: str,
+                          created_by: str | None = None) -> Change:
+        now = utc_now()
+        id, stamp = new_id(now), iso(now)
+        text = dumps(self._db.catalog.with_defaults("user", {**fields, "email": email}))
+
+        def write(conn: sqlite3.Connection) -> None:
+            if not conn.execute(Q["create_credential"], (email, id, password_hash)).rowcount:
+                raise DuplicateError("another user already has this email", "user", "email")
+            conn.execute(Q["create_record"], (id, "user", text, stamp, stamp, created_by))
+
+        await self._db.write(write)
+        row = StoredRow(id, "user", json.loads(text), now, now, created_by)
+        return Change("user", id, None, self._db.catalog.record(row))
+
+    async def credential(self, email: str) -> tuple[str, str] | None:
+        rows = self._db.read_here(
+            lambda conn: conn.execute(Q["find_credential"], (email,)).fetchall())
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def create_token(self, hash: str, user_id: str, at: datetime,
+                           expires_at: datetime) -> None:
+        row = (hash, user_id, iso(at), iso(expires_at), iso(at))
+        await self._db.write(lambda conn: conn.execute(Q["create_token"], row))
+
+    async def find_token(self, hash: str) -> Session | None:
+        rows = self._db.read_here(lambda conn: conn.execute(Q["find_token"], (hash,)).fetchall())
+        if not rows:
+            return None
+        user_id, *stamps = rows[0]
+        return Session(user_id, *(parse_iso(stamp) for stamp in stamps))
+
+    async def touch_token(self, hash: str, at: datetime) -> None:
+        params = (iso(at), hash)
+        await self._db.write(lambda conn: conn.execute(Q["touch_token"], params))
+
+    async def revoke_token(self, hash: str) -> bool:
+        return bool(await self._db.write(
+            lambda conn: conn.execute(Q["revoke_token"], (hash,)).rowcount))
