@@ -1,0 +1,258 @@
+"""Users on SQLite and PostgreSQL: sign-up, log-in, log-out, tokens that expire and lapse,
+the access levels for users, and passwords and tokens kept out of every store in clear."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from gateway.accounts import FREE_FAILURES, Accounts
+from gateway.app import create_app
+from gateway.loader import load
+from gateway.settings import Settings
+from gateway.storage import Storage, open_storage
+
+CONFIG = """
+kind: data_type
+name: user
+fields:
+  name: {type: text}
+---
+kind: data_type
+name: note
+fields:
+  text: {type: text}
+---
+kind: api_workflow
+name: signup
+expose: true
+auth: none
+params: {email: {type: text}, password: {type: text}, name: {type: text, optional: true},
+         remember: {type: boolean, optional: true, default: false}}
+steps:
+  - action: signup_user
+    email: "{{ params.email }}"
+    password: "{{ params.password }}"
+    fields: {name: "{{ params.name }}"}
+    remember: "{{ params.remember }}"
+---
+kind: api_workflow
+name: login
+expose: true
+auth: none
+params: {email: {type: text}, password: {type: text}}
+steps:
+  - id: session
+    action: login_user
+    email: "{{ params.email }}"
+    password: "{{ params.password }}"
+  - action: return_data
+    data: {mine: "{{ steps.session.user_id }}"}
+---
+kind: api_workflow
+name: session
+expose: true
+auth: none
+params: {email: {type: text}, password: {type: text}}
+steps:
+  - action: login_user
+    email: "{{ params.email }}"
+    password: "{{ params.password }}"
+---
+kind: api_workflow
+name: logout
+expose: true
+auth: user
+steps:
+  - action: logout_user
+---
+kind: api_workflow
+name: me
+expose: true
+auth: user
+steps:
+  - id: note
+    action: create_thing
+    type: note
+    fields: {text: hi}
+  - action: return_data
+    data: {me: "{{ current_user }}", by: "{{ steps.note.created_by }}"}
+---
+kind: api_workflow
+name: staff
+expose: true
+auth: admin
+steps:
+  - action: terminate
+"""
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(CONFIG).strip())
+    return path
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
+    storage = open_storage(url)
+    app = create_app(load([config]), storage)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client, storage
+
+
+async def signup(client: httpx.AsyncClient, email: str = "Ada@Example.com",
+                 **extra: Any) -> httpx.Response:
+    return await client.post("/api/1.1/wf/signup",
+                             json={"email": email, "password": PASSWORD, **extra})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_signup_answers_as_bubble_does(config: Path, storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, storage):
+        answer = await signup(client, name="Ada")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert set(body) == {"status", "response"} and body["status"] == "success"
+        assert set(body["response"]) == {"user_id", "token", "expires"}
+        assert body["response"]["expires"] == 86_400
+        user = await storage.records.get("user", body["response"]["user_id"])
+        remembered = await signup(client, "bo@example.com", remember=True)
+    assert user is not None and user["email"] == "ada@example.com" and user["name"] == "Ada"
+    assert remembered.json()["response"]["expires"] == 365 * 86_400
+
+
+async def test_a_used_email_in_any_case_and_a_short_password(config: Path,
+                                                             storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, _):
+        assert (await signup(client)).status_code == 200
+        again = await signup(client, "  ADA@example.COM ")
+        short = await client.post("/api/1.1/wf/signup",
+                                  json={"email": "cy@example.com", "password": "short"})
+    assert again.status_code == 400 and again.json()["body"]["status"] == "USED_EMAIL"
+    assert short.status_code == 400 and short.json()["body"]["status"] == "PASSWORD_TOO_SHORT"
+
+
+async def test_login_and_the_one_answer_for_bad_credentials(config: Path,
+                                                            storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, _):
+        user_id = (await signup(client)).json()["response"]["user_id"]
+        good = await client.post("/api/1.1/wf/login",
+                                 json={"email": "ada@EXAMPLE.com", "password": PASSWORD})
+        wrong = await client.post("/api/1.1/wf/login",
+                                  json={"email": "ada@example.com", "password": "nope nope"})
+        unknown = await client.post("/api/1.1/wf/login",
+                                    json={"email": "who@example.com", "password": PASSWORD})
+    assert good.status_code == 200 and good.json()["response"] == {"mine": user_id}
+    assert wrong.status_code == unknown.status_code == 400
+    assert wrong.json() == unknown.json()
+    assert wrong.json()["body"]["status"] == "INVALID_LOGIN_CREDENTIALS"
+
+
+async def test_a_user_token_on_each_access_level(config: Path, storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, _):
+        session = (await signup(client, name="Ada")).json()["response"]
+        me = await client.post("/api/1.1/wf/me", headers=bearer(session["token"]))
+        by_query = await client.post("/api/1.1/wf/me", params={"api_token": session["token"]})
+        staff = await client.post("/api/1.1/wf/staff", headers=bearer(session["token"]))
+    assert me.status_code == 200 and by_query.status_code == 200
+    mine = me.json()["response"]
+    assert mine["me"]["_id"] == session["user_id"] and mine["me"]["name"] == "Ada"
+    assert mine["by"] == session["user_id"]  # created_by is the caller
+    assert staff.status_code == 403 and staff.json()["body"]["status"] == "FORBIDDEN"
+
+
+async def _until_refused(client: httpx.AsyncClient, token: str) -> float:
+    """Seconds until the token is refused (the credential cache holds answers a second)."""
+    began = time.monotonic()
+    while time.monotonic() - began < 5:
+        if (await client.post("/api/1.1/wf/me", headers=bearer(token))).status_code == 401:
+            return time.monotonic() - began
+        await asyncio.sleep(0.05)
+    raise AssertionError("the logged-out token was still accepted after 5 s")
+
+
+async def test_logout_revokes_the_token_it_came_with(config: Path, storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, _):
+        first = (await signup(client)).json()["response"]["token"]
+        login = await client.post("/api/1.1/wf/session", json={
+            "email": "ada@example.com", "password": PASSWORD})
+        second = login.json()["response"]["token"]
+        out = await client.post("/api/1.1/wf/logout", headers=bearer(first))
+        assert out.status_code == 200 and out.json()["response"] == {}
+        await _until_refused(client, first)
+        still = await client.post("/api/1.1/wf/me", headers=bearer(second))
+    assert still.status_code == 200  # only the token the call came with
+
+
+async def test_passwords_and_tokens_are_not_kept_in_clear(config: Path,
+                                                          storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, storage):
+        token = (await signup(client)).json()["response"]["token"]
+        await client.post("/api/1.1/wf/me", headers=bearer(token))
+        await storage.runs.flush_runs()
+        runs = await storage.runs.list_runs(limit=100)
+    if storage_url.startswith("sqlite"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+        stored = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    else:
+        with psycopg.connect(storage_url) as conn:
+            tables = ["gateway_records", "gateway_credentials", "gateway_tokens", "gateway_runs"]
+            stored = repr([conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables]).encode()
+    assert PASSWORD.encode() not in stored and token.encode() not in stored
+    assert b"$argon2id$" in stored
+    assert PASSWORD not in repr(runs) and token not in repr(runs)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_tokens_expire_and_lapse_when_idle(storage: Storage) -> None:
+    clock = Clock()
+    settings = Settings(token_lifetime=timedelta(hours=24), idle_lapse=timedelta(hours=2))
+    accounts = Accounts(storage.users, settings, clock, monotonic=lambda: clock.now.timestamp())
+    _, session = await accounts.signup("a@example.com", PASSWORD, {}, False, None)
+    token = session["token"]
+    for _ in range(12):  # used every 1 h 50: the idle lapse moves on each time
+        clock.now += timedelta(hours=1, minutes=50)
+        if clock.now >= datetime(2026, 1, 2, tzinfo=UTC):
+            break
+        assert await accounts.user_of(token) == session["user_id"], clock.now
+    clock.now = datetime(2026, 1, 2, tzinfo=UTC)
+    assert await accounts.user_of(token) is None  # past its lifetime, however fresh
+    _, fresh = await accounts.signup("b@example.com", PASSWORD, {}, False, None)
+    clock.now += timedelta(hours=2, seconds=1)
+    assert await accounts.user_of(fresh["token"]) is None  # idle for longer than the lapse
+
+
+async def test_repeated_failures_for_one_email_are_slowed(storage: Storage) -> None:
+    accounts = Accounts(storage.users, Settings())
+    delays = []
+    for _ in range(FREE_FAILURES + 3):
+        delays.append(accounts.delay_for("x@example.com"))
+        accounts._failed("x@example.com")
+    assert delays[:FREE_FAILURES + 1] == [0.0] * FREE_FAILURES + [0.25]
+    assert delays[FREE_FAILURES + 1:] == [0.5, 1.0]
+    assert accounts.delay_for("other@example.com") == 0.0
