@@ -25,10 +25,10 @@ from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.settings import Settings, with_environment
-from gateway.storage import RunLog, Storage, TypeSpec, open_storage
+from gateway.storage import RunLog, RunLogLimits, Storage, TypeSpec, open_storage
 
 CONFIG_ENV = "GATEWAY_CONFIG"
-PURGE_INTERVAL = 3600.0
+MIN_PURGE_SECONDS = 1.0
 log = logging.getLogger("gateway")
 
 
@@ -48,6 +48,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
         if storage is None:
             yield
             return
+        storage.runs.configure(run_log_limits(registry.settings))
         await storage.open(storage_types(registry))
         retention = asyncio.create_task(purge_runs_forever(storage.runs, registry.settings, clock))
         try:
@@ -83,17 +84,33 @@ def create_app(registry: Registry, storage: Storage | None = None,
 
 
 async def purge_runs_forever(runs: RunLog, settings: Settings, clock: Clock,
-                             every: float = PURGE_INTERVAL) -> None:
-    """Delete runs past their retention, in the background, once an interval."""
+                             every: float | None = None) -> None:
+    """Delete runs past their retention, then the oldest beyond `run_log.max_rows` and
+    `max_bytes`, in the background, once every `run_log.purge_interval` (or `every` s)."""
+    interval = settings.run_log_purge_interval.total_seconds() if every is None else every
     while True:
-        try:
-            deleted = await runs.purge_runs(clock(), settings.run_retention,
-                                            settings.failed_run_retention)
-            if deleted:
-                log.info("deleted %d run(s) past their retention", deleted)
-        except GatewayError as exc:
-            log.warning("could not purge old runs: %s", exc.message)
-        await asyncio.sleep(every)
+        await purge_runs_once(runs, settings, clock)
+        await asyncio.sleep(max(interval, MIN_PURGE_SECONDS))
+
+
+async def purge_runs_once(runs: RunLog, settings: Settings, clock: Clock) -> int:
+    """One pass of the retention task; returns how many runs it deleted."""
+    deleted = 0
+    try:
+        deleted = await runs.purge_runs(clock(), settings.run_retention,
+                                        settings.failed_run_retention)
+        if settings.run_log_max_rows is not None or settings.run_log_max_bytes is not None:
+            deleted += await runs.trim_runs(settings.run_log_max_rows, settings.run_log_max_bytes)
+        if deleted:
+            log.info("deleted %d run(s) past their retention or the run log's size", deleted)
+    except GatewayError as exc:
+        log.warning("could not purge old runs: %s", exc.message)
+    return deleted
+
+
+def run_log_limits(settings: Settings) -> RunLogLimits:
+    return RunLogLimits(settings.run_log_max_queue,
+                        settings.run_log_flush_timeout.total_seconds())
 
 
 def storage_types(registry: Registry) -> list[TypeSpec]:

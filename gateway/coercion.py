@@ -50,11 +50,17 @@ def _number(value: Any) -> int | float:
 def _integer(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip()
-        return int(value) if value.lstrip("+-").isdigit() else _integer(_number(value))
+        return _in_float_range(int(value)) if value.lstrip("+-").isdigit() else _integer(
+            _number(value))
     number = _number(value)
     if isinstance(number, float) and not number.is_integer():
         raise ValueError
     return int(number)
+
+
+def _in_float_range(number: int) -> int:
+    float(number)  # OverflowError beyond it: no larger number arrives in a JSON body either
+    return number
 
 
 def _boolean(value: Any) -> bool:

@@ -6,12 +6,14 @@ template renders it with `tojson`, or a database stores it, and fixed width make
 equal time order, so stored dates compare and sort as plain text.
 
 orjson does the work (ten times faster than the standard library, which every request
-feels); the standard library takes what orjson refuses (integers over 64 bits).
+feels); the standard library takes what orjson refuses (integers over 64 bits). The lenient
+form, for the run log, never raises: what JSON cannot hold is first made plain (`_tame`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -47,7 +49,62 @@ def _lenient_default(value: Any) -> Any:
     try:
         return _default(value)
     except TypeError:
+        pass
+    try:
         return repr(value)  # the run log keeps anything, as its repr
+    except Exception:  # noqa: BLE001 - a repr may fail any way; the run log must not
+        return f"<{type(value).__name__}>"
+
+
+# Deeper than this the run log keeps a marker: orjson stops at 254 levels, and Python's own
+# encoder would meet the recursion limit.
+MAX_DEPTH = 100
+# Beyond the float range orjson cannot read an integer back (and beyond 4,300 digits Python
+# will not even write it): the run log keeps a marker instead.
+_FLOAT_RANGE = 2**1023
+
+
+def integer_marker(value: int) -> str:
+    """`<integer of 4301 digits>`: what the run log keeps of an integer too large to read."""
+    try:
+        digits = len(str(abs(value)))
+    except ValueError:  # over Python's limit on converting integers to text
+        digits = int(abs(value).bit_length() * math.log10(2)) + 1
+    return f"<integer of {digits} digits>"
+
+
+def _tame_text(value: str) -> str:
+    try:
+        value.encode()
+        return value
+    except UnicodeEncodeError:  # lone surrogates (from a command line, say): kept as escapes
+        return value.encode("utf-8", "backslashreplace").decode()
+
+
+def _tame(value: Any, depth: int = 0) -> Any:
+    """`value` with everything JSON (and a database) cannot hold made plain: huge integers,
+    lone surrogates, non-finite floats, nesting deeper than `MAX_DEPTH`."""
+    if depth > MAX_DEPTH:
+        return f"<nested deeper than {MAX_DEPTH} levels>"
+    if isinstance(value, str):
+        return _tame_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -_FLOAT_RANGE < value < _FLOAT_RANGE else integer_marker(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_tame_key(k): _tame(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_tame(item, depth + 1) for item in value]
+    plain = _lenient_default(value)
+    return plain if isinstance(plain, str) else _tame(plain, depth + 1)
+
+
+def _tame_key(key: Any) -> str:
+    plain = _tame(key, MAX_DEPTH)
+    return plain if isinstance(plain, str) else _LENIENT.encode(plain)
 
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
@@ -69,11 +126,13 @@ def dumps(value: Any) -> str:
 
 
 def dumps_lenient(value: Any) -> str:
-    """JSON text of anything: what JSON cannot hold is kept as its repr (for the run log)."""
+    """JSON text of anything, never an error (for the run log): what JSON cannot hold is kept
+    as its repr, or as a marker (`<integer of 4301 digits>`, `<nested deeper than 100
+    levels>`)."""
     try:
         return orjson.dumps(value, default=_lenient_default, option=_OPTIONS).decode()
     except orjson.JSONEncodeError:
-        return _LENIENT.encode(value)
+        return _LENIENT.encode(_tame(value))
 
 
 def dumps_pretty(value: Any, indent: int | None = 2) -> str:

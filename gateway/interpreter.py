@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
+from gateway.encoding import MAX_DEPTH, integer_marker
 from gateway.errors import (
     DuplicateError,
     GatewayError,
@@ -43,6 +45,10 @@ Commit = Callable[[RunContext], Awaitable[None]]
 _SECRET_KEY = re.compile(
     r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
 REDACTED = "[redacted]"
+# A secret value shorter than this is not searched for in text: a one-character secret
+# would otherwise turn every such character of the run log into `[redacted]`. (Values under
+# a secret-looking key are redacted whatever their length.)
+MIN_SECRET_LENGTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,9 @@ class Interpreter:
         self.accounts = (Accounts(storage.users, registry.settings, clock)
                          if storage is not None else None)
         self.timeout = registry.settings.run_timeout.total_seconds()
-        self.hidden = frozenset(v for v in registry.settings.secrets.values() if v)
+        self.hidden = frozenset(v for v in registry.settings.secrets.values()
+                                if len(v) >= MIN_SECRET_LENGTH)
+        self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
@@ -210,7 +218,7 @@ class Interpreter:
             log.error("run %s of %s failed at %s: %s", ctx.run_id, workflow.name,
                       getattr(error, "location", "") or workflow.location, cause,
                       exc_info=cause if not isinstance(cause, GatewayError) else None)
-        if self.storage is None:
+        if self.storage is None or (status == "success" and not self.sampled()):
             return
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
@@ -223,6 +231,10 @@ class Interpreter:
             "steps": self.redact(ctx.steps) if self.hidden else ctx.steps,
         })
 
+    def sampled(self) -> bool:
+        """Whether to record this successful run (`run_log.sample_success` of them)."""
+        return self.sample >= 1.0 or random.random() < self.sample
+
     def redact(self, value: Any) -> Any:
         """Secrets out of what the run log keeps: by key name, and by value."""
         return _redact(value, self.hidden)
@@ -233,6 +245,7 @@ def _is_secret_key(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
 
+_TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
 _SCALARS = frozenset({int, float, bool, type(None), datetime})
 
 
@@ -245,14 +258,18 @@ def _is_plain(mapping: dict[Any, Any]) -> bool:
     return True
 
 
-def _redact(value: Any, hidden: frozenset[str]) -> Any:
+def _redact(value: Any, hidden: frozenset[str], depth: int = 0) -> Any:
     if isinstance(value, dict):
         if not hidden and _is_plain(value):
             return value  # the common case: no copy
-        return {k: REDACTED if _is_secret_key(str(k)) else _redact(v, hidden)
+        if depth >= MAX_DEPTH:  # what the run log would cut anyway; no deeper recursion
+            return _TOO_DEEP
+        return {k: REDACTED if _is_secret_key(str(k)) else _redact(v, hidden, depth + 1)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact(item, hidden) for item in value]
+        if depth >= MAX_DEPTH:
+            return _TOO_DEEP
+        return [_redact(item, hidden, depth + 1) for item in value]
     if isinstance(value, str):
         for secret in hidden:
             if secret in value:
@@ -266,9 +283,20 @@ def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for param in workflow.params:
         if param.name in raw:
-            text = repr(raw[param.name])
+            text = _short_repr(raw[param.name])
             kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
     return kept
+
+
+def _short_repr(value: Any) -> str:
+    """`repr(value)`, or a marker when there is none (an integer over 4,300 digits, nesting
+    deeper than the interpreter's recursion limit)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return integer_marker(value) if value.bit_length() > 1024 else repr(value)
+    try:
+        return repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def _status_of(error: GatewayError | None) -> str:

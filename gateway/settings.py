@@ -35,6 +35,12 @@ class Settings:
     run_timeout: timedelta = timedelta(seconds=300)
     run_retention: timedelta = timedelta(days=14)
     failed_run_retention: timedelta = timedelta(days=30)
+    run_log_max_queue: int = 10_000
+    run_log_flush_timeout: timedelta = timedelta(seconds=10)
+    run_log_max_rows: int | None = None
+    run_log_max_bytes: int | None = None
+    run_log_sample_success: float = 1.0
+    run_log_purge_interval: timedelta = timedelta(minutes=5)
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -64,6 +70,12 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         run_timeout=parse_duration(limits.get("run_timeout", "300s")),
         run_retention=parse_duration(run_log.get("retention", "14d")),
         failed_run_retention=parse_duration(run_log.get("failed_retention", "30d")),
+        run_log_max_queue=run_log.get("max_queue", defaults.run_log_max_queue),
+        run_log_flush_timeout=parse_duration(run_log.get("flush_timeout", "10s")),
+        run_log_max_rows=run_log.get("max_rows"),
+        run_log_max_bytes=run_log.get("max_bytes"),
+        run_log_sample_success=run_log.get("sample_success", defaults.run_log_sample_success),
+        run_log_purge_interval=parse_duration(run_log.get("purge_interval", "5m")),
         host=server.get("host", defaults.host),
         port=server.get("port", defaults.port),
         workers=server.get("workers", defaults.workers),

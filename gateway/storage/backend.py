@@ -9,7 +9,9 @@ migrations are pending, and how recorded runs wait to be written in batches (`Ru
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -22,6 +24,13 @@ from gateway.storage.sqlfile import Migration, migrations
 # Runs written per statement: large enough that the log costs little per run, small enough
 # for SQLite's limit on a statement's variables and to never hold up a request for long.
 RUN_BATCH = 500
+DEFAULT_MAX_QUEUE = 10_000
+WARN_SECONDS = 60.0
+# Size-aware retention: how many of the newest runs give the average size of a run, and
+# how many runs one delete removes (each its own commit, so writes never wait long).
+SIZE_SAMPLE = 1000
+TRIM_CHUNK = 1000
+log = logging.getLogger("gateway.storage")
 
 R = TypeVar("R")
 
@@ -111,20 +120,30 @@ def pending_migrations(backend: str, applied: Iterable[str]) -> list[Migration]:
 
 
 class RunQueue(Generic[R]):
-    """Recorded runs waiting to be written, oldest first, taken in batches.
+    """Recorded runs waiting to be written, oldest first, taken in batches, at most `limit`.
 
     One side adds (the event loop), the other takes (the SQLite writer thread or the
-    PostgreSQL flusher task); a deque's append and popleft are safe across threads.
+    PostgreSQL flusher task); a deque's append and popleft are safe across threads. A run
+    that finds the queue full (the database is down or too slow) is dropped and counted,
+    and so is one the database refuses even as its summary: `dropped` is the total since
+    start, and the warning about it is logged at most once per `WARN_SECONDS`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_QUEUE) -> None:
         self._rows: collections.deque[R] = collections.deque()
+        self.limit = limit
+        self.dropped = 0
+        self.summarised = 0
+        self._warned_at = -WARN_SECONDS
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def add(self, row: R) -> bool:
         """Queue one run; True when this run completes a batch (time to write)."""
+        if len(self._rows) >= self.limit:
+            self.drop(1, "the queue of runs to write is full")
+            return False
         self._rows.append(row)
         return len(self._rows) == RUN_BATCH
 
@@ -134,8 +153,52 @@ class RunQueue(Generic[R]):
         return [self._rows.popleft() for _ in range(count)]
 
     def put_back(self, rows: Sequence[R]) -> None:
-        """Return runs that could not be written to the front, for a retry."""
+        """Return runs that could not be written to the front, for a retry; the newest runs
+        beyond the limit are dropped."""
         self._rows.extendleft(reversed(rows))
+        excess = len(self._rows) - self.limit
+        if excess > 0:
+            for _ in range(excess):
+                self._rows.pop()
+            self.drop(excess, "the queue of runs to write is full")
+
+    def drop(self, count: int, why: str) -> None:
+        """Count `count` runs lost, and say so (at most once per `WARN_SECONDS`)."""
+        self.dropped += count
+        self.warn("run log: %d run(s) dropped so far (%s)", self.dropped, why)
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_SECONDS:
+            self._warned_at = now
+            log.warning(message, *args)
+
+
+def write_splitting(rows: Sequence[R], write: Callable[[Sequence[R]], None],
+                    refused: Callable[[Exception], bool]) -> list[tuple[R, Exception]]:
+    """Write `rows`; when the database refuses a batch, each half is tried on its own, down
+    to single rows, so one bad run never holds up the others. Returns the runs refused, each
+    with its error; an error that is not a refusal (`refused(exc)` is false) is raised."""
+    try:
+        write(rows)
+        return []
+    except Exception as exc:
+        if not refused(exc):
+            raise
+        if len(rows) == 1:
+            return [(rows[0], exc)]
+    middle = len(rows) // 2
+    return (write_splitting(rows[:middle], write, refused)
+            + write_splitting(rows[middle:], write, refused))
+
+
+def row_budget(max_rows: int | None, max_bytes: int | None, run_size: int) -> int | None:
+    """How many runs may stay: `max_rows`, and as many as fit `max_bytes` at `run_size`
+    bytes each; None when neither applies."""
+    budgets = [] if max_rows is None else [max_rows]
+    if max_bytes is not None and run_size > 0:
+        budgets.append(max_bytes // run_size)
+    return min(budgets) if budgets else None
 
 
 def batches(rows: Sequence[R], size: int = RUN_BATCH) -> Iterator[Sequence[R]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -95,22 +96,58 @@ def decode_cursor(cursor: str | None) -> int:
     return offset
 
 
-def run_row(run: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+RunRow = tuple[str, str, str, str, str]
+# `\u0000` in JSON text that is not itself an escaped backslash followed by `u0000`.
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+NUL_REPLACEMENT = "\\ufffd"
+
+
+def without_nul(text: str) -> str:
+    """JSON text with every NUL character (`\\u0000`, which PostgreSQL's JSONB refuses in
+    any string) replaced by U+FFFD, the replacement character."""
+    if "\\u0000" not in text:
+        return text
+    return _NUL.sub(lambda m: m.group(1) + NUL_REPLACEMENT, text)
+
+
+def run_row(run: Mapping[str, Any]) -> RunRow:
     """(id, workflow, status, started_at ISO text, JSON document) for one run; the run log
-    never refuses a run, so whatever JSON cannot hold is kept as its repr."""
+    never refuses a run, so whatever JSON cannot hold is kept as its repr or a marker, and a
+    NUL character as U+FFFD (the same on both backends)."""
     started = run.get("started_at")
     started_at = iso(started if isinstance(started, datetime) else utc_now())
-    run_id = run.get("id") or new_id()
-    text = dumps_lenient({**run, "id": run_id, "started_at": started_at})
-    return (str(run_id), str(run.get("workflow", "")), str(run.get("status", "")), started_at,
-            text)
+    run_id = str(run.get("id") or new_id())
+    workflow, status = str(run.get("workflow", "")), str(run.get("status", ""))
+    try:
+        text = without_nul(dumps_lenient({**run, "id": run_id, "started_at": started_at}))
+    except Exception as exc:  # noqa: BLE001 - the run is still recorded, as its summary
+        return summary_row((run_id, workflow, status, started_at, ""), exc)
+    return run_id, workflow, status, started_at, text
+
+
+def summary_row(row: RunRow, exc: BaseException) -> RunRow:
+    """`row` with its document cut down to what the columns hold, for a run whose document
+    could not be encoded or that the database refused; the error says why."""
+    run_id, workflow, status, started_at, _ = row
+    summary = {"id": run_id, "workflow": workflow, "status": status, "started_at": started_at,
+               "error": {"code": "RUN_LOG", "message": (
+                   f"the run log could not keep this run's details ({type(exc).__name__}); "
+                   "only its summary was recorded")}}
+    return run_id, workflow, status, started_at, without_nul(dumps_lenient(summary))
 
 
 def decode_run(text: str | Mapping[str, Any]) -> dict[str, Any]:
-    run = loads(text) if isinstance(text, str) else dict(text)
+    run = _load_run(text) if isinstance(text, str) else dict(text)
     if isinstance(run.get("started_at"), str):
         run["started_at"] = parse_iso(run["started_at"])
     return run
+
+
+def _load_run(text: str) -> Any:
+    try:
+        return loads(text)
+    except ValueError:  # a number orjson cannot read (a run stored before markers existed)
+        return json.loads(text)
 
 
 def log_unrecordable(run: Mapping[str, Any]) -> None:

@@ -134,12 +134,29 @@ class RecordStore(Protocol):
     ) -> Page: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RunLogLimits:
+    """How much the run log may hold back: `max_queue` runs waiting to be written (beyond
+    it, runs are dropped and counted), and `flush_seconds` spent at shutdown writing them."""
+
+    max_queue: int = 10_000
+    flush_seconds: float = 10.0
+
+
 class RunLog(Protocol):
     """The run log: every run, buffered on `record_run` and written in batches."""
 
     # Never raises and never blocks: the run log must not fail the run it logs.
     def record_run(self, run: Mapping[str, Any]) -> None: ...
     async def flush_runs(self) -> None: ...
+    # Set before `open()`; the defaults hold otherwise.
+    def configure(self, limits: RunLogLimits) -> None: ...
+    # Runs lost since start: the queue was full, or the database refused even their summary.
+    @property
+    def dropped(self) -> int: ...
+    # Runs whose details the database refused, kept as their summary (id, status, times).
+    @property
+    def summarised(self) -> int: ...
     async def list_runs(
         self,
         workflow: str | None = None,
@@ -149,6 +166,11 @@ class RunLog(Protocol):
     ) -> list[dict[str, Any]]: ...
     async def get_run(self, id: str) -> dict[str, Any] | None: ...
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int: ...
+    # Deletes the oldest runs (in chunks) until at most `max_rows` remain and their estimated
+    # size (`run_size`) is at most `max_bytes`; None is no limit. Returns how many it deleted.
+    async def trim_runs(self, max_rows: int | None, max_bytes: int | None) -> int: ...
+    # The estimated bytes one run takes on disk, from the newest runs (0 when there are none).
+    async def run_size(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,27 +1,35 @@
 """The run log on PostgreSQL: `RunLog` over a `PostgresConnector`.
 
-Recorded runs wait in a `RunQueue` and a background task writes them in batches, so that
-logging a run never costs the request a round trip.
+Recorded runs wait in a bounded `RunQueue` and a background task writes them in batches, so
+that logging a run never costs the request a round trip. A batch the database refuses is
+split until the run it refuses is found; that run is kept as its summary, or dropped and
+counted. While the database cannot be reached, runs wait (up to the queue's limit) and the
+task retries with a growing pause; a shutdown spends at most `flush_seconds` writing them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.encoding import parse_iso
+import psycopg
+
+from gateway.encoding import iso, parse_iso
 from gateway.errors import StorageError
 from gateway.storage import codec
-from gateway.storage.backend import RunQueue
+from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget
+from gateway.storage.interface import RunLogLimits
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
-log = logging.getLogger(__name__)
 RunRow = tuple[str, str, str, datetime, str]
+# What a run costs beyond its stored document: the tuple header, its other columns and its
+# entries in the four indexes (measured: see "The database" in README).
+ROW_OVERHEAD = 290
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class PostgresRunLog:
@@ -30,20 +38,41 @@ class PostgresRunLog:
     def __init__(self, connector: PostgresConnector) -> None:
         self._db = connector
         self._queue: RunQueue[RunRow] = RunQueue()
+        self._limits = RunLogLimits()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+
+    def configure(self, limits: RunLogLimits) -> None:
+        self._limits = limits
+        self._queue.limit = limits.max_queue
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
+
+    @property
+    def summarised(self) -> int:
+        return self._queue.summarised
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="gateway-run-log")
 
     async def stop(self) -> None:
-        """Stop the background writer, then write what is still queued."""
+        """Stop the background writer, then write what is still queued, for at most
+        `flush_seconds`; what is left then is dropped and counted."""
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        await self.flush_runs()
+        try:
+            async with asyncio.timeout(self._limits.flush_seconds):
+                await self.flush_runs()
+        except (StorageError, TimeoutError):
+            pass
+        if self._queue:
+            self._queue.drop(len(self._queue), "the database did not take them at shutdown")
+            self._queue.take(None)
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
@@ -54,23 +83,62 @@ class PostgresRunLog:
             codec.log_unrecordable(run)
 
     async def _flush_forever(self) -> None:
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush_runs()
-            except StorageError:
-                log.exception("could not write to the run log; will retry with the next run")
+                failures = 0
+            except StorageError as exc:
+                pause = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                self._queue.warn("run log: %d run(s) wait to be written (retrying): %s",
+                                 len(self._queue), exc.message)
+                await asyncio.sleep(pause)  # a pause before retrying, not once per new run
+                self._wake.set()
 
     async def flush_runs(self) -> None:
+        """Write every queued run; raises `StorageError` (keeping the runs queued) when the
+        database cannot be reached."""
         async with self._lock:
             while self._queue:
                 batch = self._queue.take()
                 try:
-                    await self._db.execute_many(Q["upsert_runs"], batch)
-                except BaseException:  # a failure, or a cancel at shutdown: keep them for a retry
+                    await self._write_splitting(batch)
+                except BaseException:  # unreachable, or a cancel at shutdown: keep them
                     self._queue.put_back(batch)  # (an upsert: a retry is harmless)
                     raise
+
+    async def _write_splitting(self, rows: Sequence[RunRow]) -> None:
+        """`write_splitting` (see `backend`), awaited: halves of a refused batch, down to the
+        one run refused, which is kept as its summary or dropped."""
+        try:
+            await self._db.execute_many(Q["upsert_runs"], rows)
+            return
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            if len(rows) == 1:
+                await self._write_summary(rows[0], exc)
+                return
+        middle = len(rows) // 2
+        await self._write_splitting(rows[:middle])
+        await self._write_splitting(rows[middle:])
+
+    async def _write_summary(self, row: RunRow, exc: Exception) -> None:
+        self._queue.summarised += 1
+        run_id, workflow, status, started, _ = row
+        summary = codec.summary_row((run_id, workflow, status, iso(started), ""), exc)
+        try:
+            await self._db.execute_many(Q["upsert_runs"], [(*summary[:3], started, summary[4])])
+        except Exception as again:  # noqa: BLE001 - counted and reported, never raised
+            if not _refused(again):
+                raise
+            self._queue.drop(1, f"the database refused a run: {type(exc).__name__}")
+            return
+        self._queue.warn("run log: the database refused the details of %d run(s) (%s); "
+                         "their summaries were kept", self._queue.summarised, type(exc).__name__)
 
     async def list_runs(
         self,
@@ -89,3 +157,29 @@ class PostgresRunLog:
 
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int:
         return await self._db.execute(Q["purge_runs"], (now - keep, now - keep_failed))
+
+    async def run_size(self) -> int:
+        rows = await self._db.fetch(Q["run_size"], (SIZE_SAMPLE,))
+        average = rows[0][0] if rows else None
+        return int(average) + ROW_OVERHEAD if average is not None else 0
+
+    async def trim_runs(self, max_rows: int | None, max_bytes: int | None) -> int:
+        budget = row_budget(max_rows, max_bytes, await self.run_size())
+        if budget is None:
+            return 0
+        rows = await self._db.fetch(Q["trim_cutoff"], (budget,))
+        if not rows:
+            return 0
+        params = {"at": rows[0][0], "id": rows[0][1], "chunk": TRIM_CHUNK}
+        deleted = 0
+        while True:
+            count = await self._db.execute(Q["trim_runs"], params)
+            deleted += count
+            if count < TRIM_CHUNK:
+                return deleted
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether the database refused these rows (not: it cannot be reached now)."""
+    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+    return not isinstance(cause, psycopg.OperationalError)

@@ -13,11 +13,16 @@ from typing import Any
 
 from gateway.encoding import iso
 from gateway.storage import codec
+from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget
+from gateway.storage.interface import RunLogLimits
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
 Q = queries("sqlite")
 PURGE_CHUNK = 1000
+# What a run costs beyond the bytes of its JSON text: its other columns, the row's header
+# and its entries in the four indexes (measured: see "The database" in README).
+ROW_OVERHEAD = 300
 
 
 class SqliteRunLog:
@@ -25,6 +30,17 @@ class SqliteRunLog:
 
     def __init__(self, connector: SqliteConnector) -> None:
         self._db = connector
+
+    def configure(self, limits: RunLogLimits) -> None:
+        self._db.writer.runs.limit = limits.max_queue  # a shutdown writes them all at once
+
+    @property
+    def dropped(self) -> int:
+        return self._db.writer.runs.dropped
+
+    @property
+    def summarised(self) -> int:
+        return self._db.writer.runs.summarised
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
@@ -51,11 +67,29 @@ class SqliteRunLog:
         return codec.decode_run(rows[0][0]) if rows else None
 
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int:
-        params = (iso(now - keep), iso(now - keep_failed), PURGE_CHUNK)
+        return await self._delete_in_chunks(
+            Q["purge_runs"], (iso(now - keep), iso(now - keep_failed), PURGE_CHUNK))
+
+    async def run_size(self) -> int:
+        rows = await self._db.fetch(Q["run_size"], (SIZE_SAMPLE,))
+        average = rows[0][0] if rows else None
+        return int(average) + ROW_OVERHEAD if average is not None else 0
+
+    async def trim_runs(self, max_rows: int | None, max_bytes: int | None) -> int:
+        budget = row_budget(max_rows, max_bytes, await self.run_size())
+        if budget is None:
+            return 0
+        rows = await self._db.fetch(Q["trim_cutoff"], (budget,))
+        if not rows:
+            return 0
+        started_at, run_id = rows[0]
+        return await self._delete_in_chunks(Q["trim_runs"], (started_at, run_id, TRIM_CHUNK))
+
+    async def _delete_in_chunks(self, sql: str, params: tuple[Any, ...]) -> int:
+        chunk = params[-1]
         deleted = 0
         while True:
-            count = await self._db.write(
-                lambda conn: int(conn.execute(Q["purge_runs"], params).rowcount))
+            count = await self._db.write(lambda conn: int(conn.execute(sql, params).rowcount))
             deleted += count
-            if count < PURGE_CHUNK:
+            if count < chunk:
                 return deleted

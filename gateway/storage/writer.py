@@ -7,31 +7,33 @@ resolves each job's future on its event loop. With `synchronous=FULL` the commit
 fsync shared by the whole batch: under concurrency the cost of durability is paid once per
 batch instead of once per write, and nobody hears "done" before the data is on disk.
 
-The run log rides along: recorded runs wait in a deque and each transaction appends up to
-`RUN_BATCH` of them after the request jobs, so they never delay a request by more than
-one batch and never cost a commit of their own while requests are flowing.
+The run log rides along: recorded runs wait in a bounded `RunQueue` and each transaction
+appends up to `RUN_BATCH` of them after the request jobs, so they never delay a request by
+more than one batch and never cost a commit of their own while requests are flowing. A batch
+the database refuses is split until the run it refuses is found; that run is kept as its
+summary, or dropped and counted. Runs that cannot be written now (the disk is full, say)
+wait in the queue for the next transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import StorageError
-from gateway.storage.backend import RUN_BATCH, RunQueue, batches
+from gateway.storage import codec
+from gateway.storage.backend import RUN_BATCH, RunQueue, batches, write_splitting
 
 RUN_FLUSH_SECONDS = 0.2
-log = logging.getLogger(__name__)
 
 Connect = Callable[[], sqlite3.Connection]
-RunRow = tuple[str, str, str, str, str]
+RunRow = codec.RunRow
 
 
 @dataclass(slots=True)
@@ -53,7 +55,7 @@ class Writer:
         self._upsert_runs = upsert_runs_sql
         self._upsert_by_count: dict[int, str] = {}
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._runs: RunQueue[RunRow] = RunQueue()
+        self.runs: RunQueue[RunRow] = RunQueue()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._main, name="gateway-sqlite-writer", daemon=True
@@ -84,7 +86,7 @@ class Writer:
         """Queue one run; thread-safe and never blocks. Runs are written with the next
         commit, or within `RUN_FLUSH_SECONDS`: waking the writer (and syncing the file) for
         each run would cost more than the runs themselves."""
-        if self._runs.add(row):
+        if self.runs.add(row):
             self._queue.put(_WAKE)
 
     async def flush_runs(self) -> None:
@@ -108,7 +110,7 @@ class Writer:
             try:
                 batch = [self._queue.get(timeout=RUN_FLUSH_SECONDS)]
             except queue.Empty:
-                if not self._runs:
+                if not self.runs:
                     continue
                 batch = [_WAKE]
             while True:
@@ -118,17 +120,21 @@ class Writer:
                     break
             stopping = any(job is _STOP for job in batch)
             self._commit(conn, [job for job in batch if job.future is not None], stopping)
+        if self.runs:
+            self.runs.drop(len(self.runs), "they could not be written before the writer stopped")
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], final: bool) -> None:
         outcomes: list[tuple[bool, Any]]
+        written: list[RunRow] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [self._run_job(conn, job) for job in jobs]
-            self._write_runs(conn, limit=None if final else RUN_BATCH)
+            written = self._write_runs(conn, limit=None if final else RUN_BATCH)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self.runs.put_back(written)  # for the next transaction
             error = StorageError(f"the database could not commit: {exc}")
             error.__cause__ = exc
             outcomes = [(False, error)] * len(jobs)
@@ -154,21 +160,49 @@ class Writer:
                 self._upsert_by_count[count] = sql
         return sql
 
-    def _write_runs(self, conn: sqlite3.Connection, limit: int | None) -> None:
-        rows = self._runs.take(limit)
+    def _write_runs(self, conn: sqlite3.Connection, limit: int | None) -> list[RunRow]:
+        """Up to `limit` queued runs written in the open transaction; returns them."""
+        rows = self.runs.take(limit)
         if not rows:
-            return
-        if self._runs:
+            return []
+        try:
+            refused = write_splitting(rows, lambda part: self._write_part(conn, part), _refused)
+        except sqlite3.Error as exc:  # the file cannot be written now: keep them for later
+            self.runs.put_back(rows)
+            self.runs.warn("run log: %d run(s) wait to be written: %s", len(self.runs), exc)
+            return []
+        for row, error in refused:
+            self._write_summary(conn, row, error)
+        if self.runs:
             self._queue.put(_WAKE)  # more are waiting: come back for them
+        return rows
+
+    def _write_part(self, conn: sqlite3.Connection, rows: Sequence[RunRow]) -> None:
         conn.execute("SAVEPOINT runs")
         try:
             for chunk in batches(rows):  # SQLite caps a statement's variables
                 conn.execute(self._upsert_sql(len(chunk)), [v for row in chunk for v in row])
-        except sqlite3.Error:
-            # A log that cannot be written must not take the requests' writes down with it.
+        except BaseException:
             conn.execute("ROLLBACK TO runs")
-            log.exception("could not write %d run(s) to the run log", len(rows))
-        conn.execute("RELEASE runs")
+            raise
+        finally:
+            conn.execute("RELEASE runs")
+
+    def _write_summary(self, conn: sqlite3.Connection, row: RunRow, exc: Exception) -> None:
+        """A run the database refused, kept as its summary (or dropped, if that fails too)."""
+        self.runs.summarised += 1
+        try:
+            self._write_part(conn, [codec.summary_row(row, exc)])
+        except Exception:  # noqa: BLE001 - counted and reported, never raised into a commit
+            self.runs.drop(1, f"the database refused a run: {type(exc).__name__}")
+            return
+        self.runs.warn("run log: the database refused the details of %d run(s) (%s); "
+                       "their summaries were kept", self.runs.summarised, type(exc).__name__)
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether the database refused these rows (not: it cannot be written at all now)."""
+    return not isinstance(exc, sqlite3.OperationalError)
 
 
 def _resolve(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:

@@ -121,3 +121,21 @@ UPDATE gateway_tokens SET last_used_at = %s WHERE hash = %s;
 
 -- name: revoke_token
 DELETE FROM gateway_tokens WHERE hash = %s;
+
+-- name: run_size
+-- The average stored bytes (after compression) of the documents of the newest runs.
+SELECT avg(pg_column_size(data))::bigint FROM (
+    SELECT data FROM gateway_runs ORDER BY started_at DESC LIMIT %s
+) AS newest;
+
+-- name: trim_cutoff
+-- The newest run past the budget (the parameter): it and every older run go.
+SELECT started_at, id FROM gateway_runs ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET %s;
+
+-- name: trim_runs
+-- One chunk of the oldest runs up to the cutoff, each chunk its own statement (and commit).
+DELETE FROM gateway_runs WHERE id IN (
+    SELECT id FROM gateway_runs
+    WHERE started_at < %(at)s OR (started_at = %(at)s AND id <= %(id)s)
+    ORDER BY started_at, id LIMIT %(chunk)s
+);

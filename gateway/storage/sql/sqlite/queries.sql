@@ -113,3 +113,21 @@ UPDATE gateway_tokens SET last_used_at = ? WHERE hash = ?;
 
 -- name: revoke_token
 DELETE FROM gateway_tokens WHERE hash = ?;
+
+-- name: run_size
+-- The average bytes of the JSON text of the newest ?1 runs.
+SELECT avg(length(CAST(data AS BLOB))) FROM (
+    SELECT data FROM gateway_runs ORDER BY started_at DESC LIMIT ?1
+);
+
+-- name: trim_cutoff
+-- The newest run past the first ?1: it and every older run go.
+SELECT started_at, id FROM gateway_runs ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?1;
+
+-- name: trim_runs
+-- One chunk of the oldest runs up to the cutoff (?1, ?2), each chunk its own commit.
+DELETE FROM gateway_runs WHERE id IN (
+    SELECT id FROM gateway_runs
+    WHERE started_at < ?1 OR (started_at = ?1 AND id <= ?2)
+    ORDER BY started_at, id LIMIT ?3
+);
