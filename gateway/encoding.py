@@ -148,3 +148,14 @@ def loads(data: bytes | str) -> Any:
 def roundtrip(value: Any) -> Any:
     """`value` as it reads back from JSON (dates become their text)."""
     return loads(encode(value))
+
+
+_CONTROL = {code: f"\\x{code:02x}" for code in range(32) if chr(code) not in "\t"}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", 0x7F: "\\x7f", 0x2028: "\\u2028",
+                 0x2029: "\\u2029"})
+
+
+def escape(text: str) -> str:
+    """Text for one line of a log: control characters and line breaks written as escapes,
+    so that what a caller sent cannot start a line of its own."""
+    return text.translate(_CONTROL)

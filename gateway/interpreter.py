@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
-from gateway.encoding import MAX_DEPTH, integer_marker
+from gateway.encoding import MAX_DEPTH, escape, integer_marker
 from gateway.errors import (
     DuplicateError,
     GatewayError,
@@ -109,6 +110,8 @@ class Interpreter:
             error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
             error.__cause__ = exc
         logged = params if params else _declared(workflow, raw)
+        if error is not None and self.hidden:
+            error.message = self.redact(error.message)  # what the caller and every log see
         self.report(ctx, workflow, started, logged, reply, error)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
@@ -214,10 +217,7 @@ class Interpreter:
         duration = round((time.perf_counter() - started) * 1000, 3)
         status = _status_of(error)
         if isinstance(error, RunError) or (error is not None and error.status >= 500):
-            cause = error.__cause__ or error
-            log.error("run %s of %s failed at %s: %s", ctx.run_id, workflow.name,
-                      getattr(error, "location", "") or workflow.location, cause,
-                      exc_info=cause if not isinstance(cause, GatewayError) else None)
+            self.log_failure(ctx, workflow, error)
         if self.storage is None or (status == "success" and not self.sampled()):
             return
         self.storage.runs.record_run({
@@ -230,6 +230,18 @@ class Interpreter:
                 "location": getattr(error, "location", "")},
             "steps": self.redact(ctx.steps) if self.hidden else ctx.steps,
         })
+
+    def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError) -> None:
+        """One line in the server log, with the traceback of a bug; secrets redacted and
+        whatever a caller wrote escaped, so that no text can forge a line."""
+        cause = error.__cause__ or error
+        where = getattr(error, "location", "") or workflow.location
+        detail = f"{type(cause).__name__}: {cause}" if not isinstance(cause, GatewayError) \
+            else error.message
+        trace = "" if isinstance(cause, GatewayError) else "\n" + "".join(
+            traceback.format_exception(cause)[:-1]).rstrip()  # the last line is `detail`
+        log.error("run %s of %s failed at %s: %s%s", ctx.run_id, escape(workflow.name),
+                  escape(where), escape(self.redact(detail)), self.redact(trace))
 
     def sampled(self) -> bool:
         """Whether to record this successful run (`run_log.sample_success` of them)."""
