@@ -235,14 +235,16 @@ def _shortcut(node: nodes.Node | None) -> Shortcut | None:
     def shortcut(scope: Scope) -> Any:
         value: Any = scope
         for key in path:
-            if type(value) is not dict or key not in value:
-                return _UNSURE
-            value = value[key]
-        for function, args, kwargs in calls:
-            try:
+            if type(value) is not dict:
+                return _UNSURE  # not a dict, or a key missing one level up
+            value = value.get(key, _UNSURE)
+        if value is _UNSURE or not calls:
+            return value
+        try:
+            for function, args, kwargs in calls:
                 value = function(value, *args, **kwargs)
-            except Exception:  # noqa: BLE001 - Jinja's path runs it again and reports it
-                return _UNSURE
+        except Exception:  # noqa: BLE001 - Jinja's path runs it again and reports it
+            return _UNSURE
         return value
 
     return shortcut
