@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from jinja2 import StrictUndefined, Undefined, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway import pointer as ptr
@@ -32,7 +33,6 @@ GLOBAL_NAMES = frozenset({"minutes", "hours", "days", "seconds", "parse_date", "
 _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 MAX_POWER = 1000
 MAX_SIZE = 10_000_000
-_DOTTED = re.compile(r"^\s*[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*$")
 
 
 def parse_date(value: Any) -> datetime:
@@ -146,37 +146,38 @@ def _undefined_error(value: Undefined) -> TemplateError:
 def compile_source(source: Source) -> Compiled:
     """A function of the scope that evaluates the template."""
     if source.expression is not None:
-        expression = ENV.compile_expression(source.expression, undefined_to_none=False)
-        dotted = _DOTTED.match(source.expression)
-        path = [name.strip() for name in source.expression.split(".")] if dotted else None
+        return _compile_expression(source, source.expression)
+    return _compile_text(source)
 
-        def evaluate(scope: Scope) -> Any:
-            if path is not None:
-                # The common `{{ params.x }}`: plain lookups through dicts; anything else
-                # (an object, a missing key) takes Jinja's path and its exact semantics.
-                value: Any = scope
-                for name in path:
-                    if type(value) is not dict or name not in value:
-                        break
-                    value = value[name]
-                else:
-                    return value
-            try:
-                value = expression(**scope)
-            except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
-                    LookupError, AttributeError) as exc:
-                raise TemplateError(f"{source.text.strip()}: {exc}") from exc
-            if isinstance(value, Undefined):
-                raise TemplateError(f"{source.text.strip()}: {_undefined_error(value)}")
-            return value
 
-        return evaluate
+def _compile_expression(source: Source, text: str) -> Compiled:
+    expression = ENV.compile_expression(text, undefined_to_none=False)
+    shortcut = _shortcut(_expression_node(text))
+
+    def evaluate(scope: Scope) -> Any:
+        if shortcut is not None:
+            value = shortcut(scope)
+            if value is not _UNSURE:
+                return value
+        try:
+            value = expression(**scope)
+        except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
+                LookupError, AttributeError) as exc:
+            raise TemplateError(f"{source.text.strip()}: {exc}") from exc
+        if isinstance(value, Undefined):
+            raise TemplateError(f"{source.text.strip()}: {_undefined_error(value)}")
+        return value
+
+    return evaluate
+
+
+def _compile_text(source: Source) -> Compiled:
     template = ENV.from_string(source.ast)
-    parts = _plain_parts(source.ast)
+    parts = _shortcut_parts(source.ast)
 
     def render(scope: Scope) -> str:
         if parts is not None:
-            text = _render_plain(parts, scope)
+            text = _render_parts(parts, scope)
             if text is not None:
                 return text
         try:
@@ -188,12 +189,114 @@ def compile_source(source: Source) -> Compiled:
     return render
 
 
-# A text template made only of literal text and `{{ a.b.c }}` lookups (`Hello {{ params.name
-# }}`) renders by plain concatenation; whatever else it meets takes Jinja's path.
-_Part = str | tuple[str, ...]
+def _expression_node(text: str) -> nodes.Expr | None:
+    """The expression as `compile_expression` parses it (None if it does not parse)."""
+    parser = Parser(ENV, text, state="variable")
+    try:
+        node = parser.parse_expression()
+    except TemplateSyntaxError:
+        return None
+    return node if parser.stream.eos else None
 
 
-def _plain_parts(ast: nodes.Template) -> list[_Part] | None:
+# The shortcut: most templates are a lookup through dicts (`params.email`, `steps.a['b']`)
+# with a few everyday filters after it (`| lower`, `| default('free', true) | upper`). Those
+# evaluate in plain Python, calling the very filter functions Jinja's generated code calls,
+# with the same arguments. Anything else (a missing key, a value that is not a dict, a filter
+# that raises, an expression of any other shape) is `_UNSURE` and takes Jinja's path, so
+# undefined names, the sandbox's checks and every error stay Jinja's own.
+_UNSURE: Any = object()
+Shortcut = Callable[[Scope], Any]
+_FilterCall = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+# Filters that are plain functions of their arguments; `replace` and `join` take the
+# evaluation context only to know whether to autoescape, which this environment never does.
+_PLAIN_FILTERS = frozenset({
+    "lower", "upper", "trim", "default", "d", "capitalize", "title", "string", "length",
+    "count", "int", "float", "abs", "round", "wordcount", "format_date", "date", "tojson",
+    "parse_date"})
+_EVAL_CONTEXT_FILTERS = frozenset({"replace", "join"})
+_EVAL_CONTEXT = nodes.EvalContext(ENV)
+
+
+def _shortcut(node: nodes.Node | None) -> Shortcut | None:
+    calls: list[_FilterCall] = []
+    while isinstance(node, nodes.Filter):
+        call = _filter_call(node)
+        if call is None:
+            return None
+        calls.append(call)
+        node = node.node
+    path = _lookup_path(node)
+    if path is None:
+        return None
+    calls.reverse()
+
+    def shortcut(scope: Scope) -> Any:
+        value: Any = scope
+        for key in path:
+            if type(value) is not dict:
+                return _UNSURE  # not a dict, or a key missing one level up
+            value = value.get(key, _UNSURE)
+        if value is _UNSURE or not calls:
+            return value
+        try:
+            for function, args, kwargs in calls:
+                value = function(value, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - Jinja's path runs it again and reports it
+            return _UNSURE
+        return value
+
+    return shortcut
+
+
+def _lookup_path(node: nodes.Node | None) -> tuple[str, ...] | None:
+    """`a.b['c']` as ("a", "b", "c"), if the node is exactly such a chain of constant keys."""
+    path: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            path.append(node.attr)
+        elif (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+              and type(node.arg.value) is str):
+            path.append(node.arg.value)
+        else:
+            break
+        node = node.node
+    if not isinstance(node, nodes.Name) or node.ctx != "load":
+        return None
+    path.append(node.name)
+    return tuple(reversed(path))
+
+
+def _filter_call(node: nodes.Filter) -> _FilterCall | None:
+    """The function and constant arguments of one filter, if it is safe to call directly."""
+    function = ENV.filters.get(node.name)
+    passes = getattr(getattr(function, "jinja_pass_arg", None), "name", None)
+    if function is None or node.node is None or node.dyn_args or node.dyn_kwargs:
+        return None
+    if node.name in _EVAL_CONTEXT_FILTERS and passes == "eval_context":
+        function = functools.partial(function, _EVAL_CONTEXT)
+    elif node.name not in _PLAIN_FILTERS or passes is not None:
+        return None
+    args = tuple(arg.value for arg in node.args if isinstance(arg, nodes.Const))
+    kwargs: dict[str, Any] = {}
+    for keyword in node.kwargs:  # typed as `Pair`, built by the parser as `Keyword`
+        value: Any = keyword.value
+        if not isinstance(keyword, nodes.Keyword) or not isinstance(value, nodes.Const):
+            return None
+        kwargs[keyword.key] = value.value
+    if len(args) != len(node.args) or len(kwargs) != len(node.kwargs):
+        return None  # an argument that is not a constant, or a keyword given twice
+    return function, args, kwargs
+
+
+# A text template made only of literal text and shortcut expressions (`Hello {{ params.name
+# }}`, `{{ params.name | trim }} <{{ params.email | lower }}>`) renders by concatenation,
+# each value through `str` as Jinja's generated code does; anything unsure takes Jinja's path.
+_Part = str | Shortcut
+
+
+def _shortcut_parts(ast: nodes.Template) -> list[_Part] | None:
     if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
         return None
     parts: list[_Part] = []
@@ -201,27 +304,22 @@ def _plain_parts(ast: nodes.Template) -> list[_Part] | None:
         if isinstance(node, nodes.TemplateData):
             parts.append(node.data)
             continue
-        path: list[str] = []
-        while isinstance(node, nodes.Getattr):
-            path.append(node.attr)
-            node = node.node
-        if not isinstance(node, nodes.Name):
+        shortcut = _shortcut(node)
+        if shortcut is None:
             return None
-        parts.append((node.name, *reversed(path)))
+        parts.append(shortcut)
     return parts
 
 
-def _render_plain(parts: list[_Part], scope: Scope) -> str | None:
+def _render_parts(parts: list[_Part], scope: Scope) -> str | None:
     out: list[str] = []
     for part in parts:
         if type(part) is str:
             out.append(part)
             continue
-        value: Any = scope
-        for name in part:
-            if type(value) is not dict or name not in value:
-                return None
-            value = value[name]
+        value = part(scope)  # type: ignore[operator]
+        if value is _UNSURE:
+            return None
         out.append(value if type(value) is str else str(value))
     return "".join(out)
 

@@ -365,6 +365,20 @@ async def test_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
         envelope(await client.send(request), 413, "PAYLOAD_TOO_LARGE")
 
 
+async def test_a_body_in_several_chunks_is_read_whole(tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"t": "'
+        for _ in range(4):
+            yield b"x" * 10
+        yield b'"}'
+
+    async with client_for(tmp_path, ECHO, LIMITED) as client:
+        request = client.build_request("POST", "/api/1.1/wf/echo", content=chunks())
+        response = await client.send(request)
+        assert response.status_code == 200
+        assert response.json()["response"]["params"]["t"] == "x" * 40
+
+
 async def test_a_lying_content_length_cannot_sneak_past_the_limit(tmp_path: Path) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b"{" + b" " * 200 + b"}"

@@ -7,11 +7,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, Undefined
+from jinja2.exceptions import SecurityError, UndefinedError
 
 from gateway.encoding import dumps
 from gateway.errors import TemplateError
 from gateway.templating import (
+    ENV,
+    _expression_node,
+    _shortcut,
+    _shortcut_parts,
     compile_source,
     compile_tree,
     is_template,
@@ -209,3 +214,124 @@ def test_arithmetic_cannot_build_huge_values(text: str) -> None:
     render = compile_source(parse(text))
     with pytest.raises(TemplateError, match="too large|not allowed"):
         render({"params": {"n": 10**9}})
+
+
+# The shortcut (lookups through dicts and everyday filters, evaluated without Jinja) must give
+# exactly what Jinja gives, or leave the template to Jinja: each template below is compared
+# with Jinja's own result on every scope, errors included.
+class _Mapping(dict[str, Any]):
+    """A dict that is not exactly a dict: the shortcut leaves it to Jinja."""
+
+
+_PARAMS: dict[str, Any] = {
+    "name": "  Ada Lovelace ", "email": "Ada@Example.COM", "text": "hello world", "none": None,
+    "empty": "", "zero": 0, "flag": False, "n": -3, "price": 2.675, "digits": "42",
+    "items": [1, "two", None], "obj": {"a": {"b": None}, "items": "the key wins"},
+    "odd": {"__class__": "a key, not the class"}, "when": NOW, "sub": _Mapping(x="y", items="key"),
+    "injected": "{{ 7*7 }}", "words": ["a", "b"],
+}
+_SCOPES: list[dict[str, Any]] = [
+    {"params": _PARAMS, "steps": {"first": {"_id": "1x2"}}, "now": NOW},
+    {"params": {**_PARAMS, "name": None, "email": 7, "text": ["x"], "obj": "text"}},
+    {"params": None},
+    {"params": ["a", "b"]},
+    {"params": "text"},
+    {},
+]
+SHORTCUT_EXPRESSIONS = [
+    "params.name", "params.name | lower", "params.email | lower", "params.name | upper | trim",
+    "params.name | trim('A ')", "params.name | trim(chars=' Ada')", "params['text'] | title",
+    "params.missing | default('x')", "params.none | default('x')",
+    "params.none | default('x', true)", "params.empty | d('x', boolean=true)",
+    "params.zero | default(default_value=5, boolean=true)", "params.flag | default('no')",
+    "params.plan | default('free', true) | upper", "params.none | string | default('x', true)",
+    "params.name | trim | length", "params.n | abs", "params.text | abs",
+    "params.digits | int", "params.text | int(7)", "params.digits | int(base=16)",
+    "params.n | float", "params.price | round(1, 'floor')", "params.price | round",
+    "params.items | length", "params.items | count", "params.words | join(', ')",
+    "params.items | join('-')", "params.text | replace('l', 'L')",
+    "params.text | replace('l', 'L', 1)", "params.text | capitalize", "params.text | wordcount",
+    "params.none | string", "params.none | lower", "params.when | format_date('%Y')",
+    "params.when | date", "params.text | format_date", "params.digits | parse_date",
+    "params.obj | tojson", "params.obj.a.b | default('nil', true)", "params.obj.items",
+    "params.obj.items | upper", "params.obj.values | string", "params.sub.items | string",
+    "params.odd.__class__", "params.__class__", "params.sub.x | upper", "params.items.x | lower",
+    "params.text.upper | string", "params.injected | lower", "steps.first._id | upper",
+    "steps.other._id | upper", "missing_name | lower", "range | default(1)",
+    "now | format_date", "params.obj['a']['b'] | default('z', true)",
+]
+NOT_SHORTCUT_EXPRESSIONS = [
+    "params.text | replace(*params.words)", "params.text | default(params.name)",
+    "params.text | center(20)", "params.items | first", "params.text | default(['x'] | first)",
+    "params.items[0] | string", "params.name ~ '!'", "params.name | lower == 'ada'",
+]
+TEXT_TEMPLATES = [
+    "Hello {{ params.name }}", "Hello {{ params.name | trim }}!",
+    "{{ params.name | trim }} <{{ params.email | default('none', true) | lower }}>",
+    "{{ params.missing | default('-') }} x", "n={{ params.none | upper }}",
+    "{{ params.words | join('-') }}/{{ params.n | float }}", "x {{ params.obj }}",
+    "{{ params.text | replace('o', '0') }}\n", "got {{ params.injected | upper }}",
+    "{{ params.sub.x | upper }}.", "at {{ params.when }}, {{ params.items }}",
+    "{{ params.missing | lower }}.", "{{ missing_name }}-",
+    "{{ params.when | format_date('%d/%m') }} at {{ now | format_date('%H:%M') }}",
+    "{{ params.items | length }} items{% if params.flag %}!{% endif %}",
+]
+
+
+def _jinja(text: str, scope: dict[str, Any]) -> tuple[str, Any]:
+    """What Jinja itself makes of a template: ("value", result) or ("error", message)."""
+    expression = lone_expression(text)
+    try:
+        if expression is None:
+            return "value", ENV.from_string(text).render(scope)
+        value = ENV.compile_expression(expression, undefined_to_none=False)(**scope)
+    except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
+            LookupError, AttributeError) as exc:
+        return "error", f"{text.strip()}: {exc}"
+    if isinstance(value, Undefined):
+        return "error", None  # the gateway refuses an undefined result, in its own words
+    return "value", value
+
+
+def _ours(text: str, scope: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "value", compile_source(parse(text))(scope)
+    except TemplateError as exc:
+        return "error", exc.message
+
+
+@pytest.mark.parametrize("text", [
+    *(f"{{{{ {e} }}}}" for e in SHORTCUT_EXPRESSIONS + NOT_SHORTCUT_EXPRESSIONS),
+    *TEXT_TEMPLATES,
+])
+def test_the_shortcut_gives_what_jinja_gives(text: str) -> None:
+    for scope in _SCOPES:
+        expected = _jinja(text, scope)
+        got = _ours(text, scope)
+        assert got[0] == expected[0], (scope, got, expected)
+        if expected[0] == "error":
+            assert expected[1] is None or got[1] == expected[1], (scope, got, expected)
+        else:
+            assert got[1] == expected[1] and type(got[1]) is type(expected[1]), (scope, got)
+
+
+@pytest.mark.parametrize("expression", SHORTCUT_EXPRESSIONS)
+def test_everyday_expressions_take_the_shortcut(expression: str) -> None:
+    assert _shortcut(_expression_node(expression)) is not None
+
+
+@pytest.mark.parametrize("expression", NOT_SHORTCUT_EXPRESSIONS)
+def test_other_expressions_are_left_to_jinja(expression: str) -> None:
+    assert _shortcut(_expression_node(expression)) is None
+
+
+def test_only_a_whole_expression_is_taken() -> None:
+    assert _expression_node("params.name") is not None
+    assert _expression_node("params.name params.email") is None
+    assert _expression_node("params.name |") is None
+
+
+def test_text_templates_of_shortcuts_render_by_concatenation() -> None:
+    assert _shortcut_parts(parse("{{ params.name | trim }} <{{ params.email | lower }}>").ast)
+    assert _shortcut_parts(parse("{{ params.items | first }}").ast) is None
+    assert _shortcut_parts(parse("{% if params.flag %}x{% endif %}").ast) is None
