@@ -16,7 +16,7 @@ from gateway.loader import check, load
 from gateway.storage import open_storage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
-CALLED = {"contact-form", "leads", "order-paid", "status"}
+CALLED = {"contact-form", "leads", "order-paid", "status", "signup", "login", "logout", "my-leads"}
 
 
 def test_the_examples_validate() -> None:
@@ -117,3 +117,22 @@ async def test_status_answers_plain_text(client: httpx.AsyncClient) -> None:
     verbose = await client.get("/api/1.1/wf/status?verbose=yes")
     assert re.fullmatch(r"ok at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", verbose.text)
     assert (await client.post("/api/1.1/wf/status")).status_code == 405
+
+
+async def test_users_sign_up_log_in_and_list_their_own_leads(client: httpx.AsyncClient) -> None:
+    signed = await client.post("/api/1.1/wf/signup", json={
+        "email": "Ada@Example.com", "password": "correct horse", "name": " Ada "})
+    assert signed.status_code == 200, signed.text
+    assert set(signed.json()["response"]) == {"user_id", "token", "expires"}
+    login = await client.post("/api/1.1/wf/login", data={
+        "email": "ada@example.com", "password": "correct horse", "remember": "yes"})
+    session = login.json()["response"]
+    assert session["expires"] == 365 * 86400
+    auth = {"Authorization": f"Bearer {session['token']}"}
+    await client.post("/api/1.1/wf/contact-form", headers=auth,
+                      json={"name": "Mine", "email": "mine@example.com"})
+    await client.post("/api/1.1/wf/contact-form", json={"name": "Other", "email": "o@x.com"})
+    mine = await client.get("/api/1.1/wf/my-leads", headers=auth)
+    assert mine.json()["response"] == {"user": "Ada", "leads": ["mine@example.com"], "count": 1}
+    assert (await client.get("/api/1.1/wf/my-leads")).status_code == 401
+    assert (await client.post("/api/1.1/wf/logout", headers=auth)).status_code == 200
