@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.accounts import Accounts
+from gateway.privacy import EXEMPT, Viewer
 from gateway.storage.interface import Change, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
@@ -106,6 +107,12 @@ class RunContext:
     steps: list[dict[str, Any]] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
     accounts: Accounts | None = None
+    viewer: Viewer = EXEMPT  # the privacy rules the run's reads go through
+
+    def remark(self, **facts: Any) -> None:
+        """Add facts to the run log's entry of the step that is running."""
+        if self.steps:
+            self.steps[-1].update(facts)
 
 
 def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str],

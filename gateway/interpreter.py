@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
-from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
+from gateway.context import ANONYMOUS, Identity, Reply, RunContext, current_user, new_scope
 from gateway.encoding import MAX_DEPTH, escape, integer_marker
 from gateway.errors import (
     DuplicateError,
@@ -34,6 +34,7 @@ from gateway.errors import (
 from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
+from gateway.privacy import EXEMPT, Viewer
 
 if TYPE_CHECKING:
     from gateway.storage import Storage
@@ -86,7 +87,7 @@ class Interpreter:
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
-                         accounts=self.accounts)
+                         accounts=self.accounts, viewer=self.viewer(workflow, identity))
         started = time.perf_counter()
         params: dict[str, Any] = {}
         reply: Reply | None = None
@@ -94,7 +95,7 @@ class Interpreter:
         try:
             params = workflow.coerce(raw)
             if workflow.record_params:
-                params = await self.load_records(workflow.record_params, params)
+                params = await self.load_records(workflow.record_params, params, ctx.viewer)
             scope = self.scope(ctx, params, request)
             if workflow.may_wait:
                 async with asyncio.timeout(self.timeout):
@@ -109,6 +110,10 @@ class Interpreter:
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
             error.__cause__ = exc
+        if reply is not None and reply.data is not None and (
+                workflow.may_wait or workflow.record_params) and ctx.viewer.privacy:
+            # Records reach a reply only through steps that wait or record parameters.
+            reply = replace(reply, data=ctx.viewer.shown(reply.data))
         logged = params if params else _declared(workflow, raw)
         if error is not None and self.hidden:
             error.message = self.redact(error.message)  # what the caller and every log see
@@ -125,15 +130,24 @@ class Interpreter:
             for hook in self.on_commit:
                 await hook(ctx)
 
-    async def load_records(self, declared: tuple[Param, ...],
-                           params: dict[str, Any]) -> dict[str, Any]:
-        """Parameters of a data type arrive as ids; each must name an existing record."""
+    def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
+        """The privacy rules a run's reads go through: none for admin keys and workflows
+        that ignore them."""
+        if identity.kind == "admin" or workflow.ignore_privacy_rules:
+            return EXEMPT
+        return Viewer(self.registry.privacy, current_user(identity))
+
+    async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],
+                           viewer: Viewer = EXEMPT) -> dict[str, Any]:
+        """Parameters of a data type arrive as ids; each must name an existing record that
+        the caller may find (the same answer either way, so that ids do not leak)."""
         for param in declared:
             value = params.get(param.name)
             if value is None or self.storage is None:
                 continue
             ids = value if param.list else [value]
-            records = [await self.storage.records.get(param.type, record_id) for record_id in ids]
+            records = [viewer.sift(param.type, await self.storage.records.get(param.type, id))
+                       for id in ids]
             if any(record is None for record in records):
                 raise InvalidDataError(f"Invalid value for parameter {param.name} "
                                        f"(no {param.type} with that id)")
@@ -199,7 +213,8 @@ class Interpreter:
             raise RunError(f"custom event '{name}' would nest deeper than "
                            f"{self.registry.settings.max_event_depth} levels")
         try:
-            params = await self.load_records(event.record_params, event.coerce(raw))
+            params = await self.load_records(event.record_params, event.coerce(raw),
+                                             caller.viewer)
         except GatewayError as exc:
             raise RunError(f"custom event '{name}': {exc.message}") from exc
         ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])

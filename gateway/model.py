@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.action import Action
 from gateway.param import SCALAR_TYPES, Param
+from gateway.privacy import Privacy
 from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
@@ -66,6 +67,7 @@ class Registry:
     units: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     files: tuple[str, ...] = ()
+    privacy: Mapping[str, Privacy] = field(default_factory=dict)  # by data type; none: public
 
     def of_kind(self, kind: str) -> Mapping[str, Any]:
         return self.units.get(kind, {})

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "gateway.source": 2, "gateway.templating": 2, "gateway.settings": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
+    "gateway.privacy": 3,
     "gateway.compiler": 4, "gateway.actions": 4,
     "gateway.loader": 5, "gateway.interpreter": 5,
     "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6,

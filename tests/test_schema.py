@@ -135,6 +135,7 @@ expose: true
 auth: none
 method: POST
 ignore_privacy_rules: false
+allow_public_privileged: false
 only_when: "{{ params.email }}"
 return_200_if_condition_fails: true
 params:
@@ -199,6 +200,13 @@ fields:
   score: {type: number, default: 0}
   owner: {type: user}
   tags: {type: text, list: true}
+privacy:
+  - name: owners see their leads
+    when: "{{ thing.owner == current_user._id }}"
+    find_in_searches: true
+    view_fields: all
+  - {name: staff see names, when: "{{ current_user.staff }}", view_fields: [name]}
+everyone_else: {find_in_searches: false, view_fields: [name]}
 ---
 kind: settings
 database: sqlite:///gateway.db

@@ -16,16 +16,20 @@ from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
 from gateway.errors import RunError, ValidationError, did_you_mean
+from gateway.privacy import Privacy
+from gateway.storage import codec
 from gateway.storage.interface import (
     SYSTEM_KEYS,
     Constraint,
     FieldSpec,
+    Page,
     RecordStore,
     SortKey,
     TypeSpec,
 )
 
 MAX_PAGE = 10_000
+MAX_PRIVACY_SCAN = 10_000
 _LIST_CONSTRAINTS = frozenset({"in", "not_in"})
 _VALUELESS = frozenset({"is_empty", "is_not_empty"})
 
@@ -113,17 +117,57 @@ async def delete_list(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 async def get_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any] | None:
     if args.get("thing") in (None, ""):
         return None
-    return await _storage(ctx).get(_type(ctx, args["type"]).name, record_id(args["thing"]))
+    name = _type(ctx, args["type"]).name
+    found = await _storage(ctx).get(name, record_id(args["thing"]))
+    shown = ctx.viewer.sift(name, found)
+    if found is not None and shown is None:
+        ctx.remark(hidden_by_privacy=1)
+    return shown
 
 
 async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     constraints = [_constraint(spec, c) for c in args.get("constraints") or []]
     sort = [SortKey(s["key"], bool(s.get("descending", False))) for s in args.get("sort") or []]
-    page = await _storage(ctx).search(spec.name, constraints, sort, _limit(args.get("limit")),
-                                      args.get("cursor") or None)
+    limit, cursor = _limit(args.get("limit")), args.get("cursor") or None
+    privacy = ctx.viewer.of(spec.name)
+    if privacy is None:
+        page = await _storage(ctx).search(spec.name, constraints, sort, limit, cursor)
+    else:
+        page = await _private_search(ctx, privacy, spec.name, constraints, sort, limit, cursor)
     return {"results": page.results, "count": page.count, "remaining": page.remaining,
             "cursor": page.cursor}
+
+
+async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
+                          constraints: list[Constraint], sort: list[SortKey], limit: int,
+                          cursor: str | None) -> Page:
+    """A search through the type's privacy rules: in the database when one rule of the form
+    `thing.F == current_user._id` decides what is found, else record by record over at most
+    `MAX_PRIVACY_SCAN` matches. The run log says how many matches the rules hid."""
+    store = _storage(ctx)
+    everyone = await store.search(type, constraints, [], 1, None)
+    field = privacy.search_field()
+    if field is not None:
+        user_id = (ctx.viewer.user or {}).get("_id")
+        if user_id is None:
+            page = Page([], 0, 0, None)
+        else:
+            mine = [*constraints, Constraint(field, "equals", user_id)]
+            page = await store.search(type, mine, sort, limit, cursor)
+        results = [ctx.viewer.grant(type, r).shown(r) for r in page.results]
+        page = Page(results, page.count, page.remaining, page.cursor)
+    else:
+        if everyone.count > MAX_PRIVACY_SCAN:
+            raise ValidationError(
+                f"the privacy rules of {type} are applied record by record, and this search "
+                f"matches more than {MAX_PRIVACY_SCAN} records: narrow it with constraints")
+        matches = await store.search(type, constraints, sort, MAX_PRIVACY_SCAN, None)
+        visible = [r for r in (ctx.viewer.sift(type, m) for m in matches.results) if r]
+        offset = codec.decode_cursor(cursor)
+        page = codec.page(visible[offset:offset + limit], len(visible), offset)
+    ctx.remark(hidden_by_privacy=everyone.count - page.count)
+    return page
 
 
 def _limit(value: Any) -> int:

@@ -18,10 +18,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.compiler.kinds import KINDS
+from gateway.compiler.privacy import builtin_user_privacy
 from gateway.compiler.types import BUILTIN_TYPES
 from gateway.compiler.units import Unit, check_cycles
 from gateway.errors import Diagnostic
 from gateway.model import Registry
+from gateway.privacy import Privacy
 from gateway.settings import Settings
 from gateway.source import Document
 from gateway.storage.interface import TypeSpec
@@ -44,6 +46,7 @@ class Compiler:
         self.settings = Settings()
         self.data_types: dict[str, TypeSpec] = dict(BUILTIN_TYPES)
         self.units: dict[tuple[str, str], Unit] = {}
+        self.privacy: dict[str, Privacy] = {"user": builtin_user_privacy()}
 
     def error(self, doc: Document, pointer: str, code: str, message: str, *,
               key: bool = False) -> None:
@@ -63,4 +66,4 @@ class Compiler:
         for kind in KINDS:
             units[kind.name] = dict(kind.build(self, kind.name, kind.names))
         files = tuple(sorted({doc.file for doc in self.documents}))
-        return Registry(units, self.settings, files)
+        return Registry(units, self.settings, files, self.privacy)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import pointer as ptr
 from gateway import templating
 from gateway.coercion import convert_value, typed_or_as_is
+from gateway.compiler.privacy import compile_privacy
 from gateway.errors import did_you_mean
 from gateway.param import SCALAR_TYPES
 from gateway.settings import from_document
@@ -44,6 +45,12 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
         fields = {key: _field(key, spec) for key, spec in doc.data.get("fields", {}).items()}
         base = BUILTIN_TYPES.get(name)
         c.data_types[name] = TypeSpec(name, {**(base.fields if base else {}), **fields})
+    for name, doc in seen.items():
+        privacy = compile_privacy(c, doc, c.data_types[name])
+        if privacy is None:
+            c.privacy.pop(name, None)
+        else:
+            c.privacy[name] = privacy
     for doc in seen.values():
         for key, spec in doc.data.get("fields", {}).items():
             check_type(c, doc, ptr.join("/fields", key, "type"), spec["type"])

@@ -1,0 +1,127 @@
+"""Privacy rules: what a caller may find and see of the records of a data type.
+
+A record gets what every rule whose `when` holds for it grants (rules are ORed); a record no
+rule grants anything gets `everyone_else`. Runs of admin keys and workflows with
+`ignore_privacy_rules: true` are not subject to them. Hidden fields are absent from the
+record, not null; `_id`, `_type` and the system dates are always there.
+
+A rule of the form `{{ thing.F == current_user._id }}` is `pushable`: a search can ask the
+database for exactly the records it grants, so that paging and counts stay right and fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import TemplateError
+from gateway.templating import Compiled
+
+ALWAYS_SHOWN = frozenset({"_id", "_type", "created_at", "modified_at", "created_by"})
+ALL: frozenset[str] | None = None  # `view_fields: all`
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a caller may do with one record: find it, and see these fields (None: all)."""
+
+    find: bool
+    view: frozenset[str] | None
+
+    def shown(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        if self.view is None:
+            return dict(record)
+        return {k: v for k, v in record.items() if k in self.view or k in ALWAYS_SHOWN}
+
+
+NOTHING = Grant(False, frozenset())
+EVERYTHING = Grant(True, ALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    when: Compiled
+    grant: Grant
+    pushable: str | None = None  # F, when the rule is `thing.F == current_user._id`
+
+
+@dataclass(frozen=True, slots=True)
+class Privacy:
+    """The privacy rules of one data type, compiled."""
+
+    type: str
+    rules: tuple[Rule, ...] = ()
+    everyone_else: Grant = NOTHING
+
+    def grant(self, record: Mapping[str, Any], user: Mapping[str, Any] | None) -> Grant:
+        """What the caller (`user`, or None when anonymous) gets of `record`."""
+        scope = {"thing": record, "current_user": user}
+        found: Grant | None = None
+        for rule in self.rules:
+            if _holds(rule, scope):
+                found = rule.grant if found is None else _union(found, rule.grant)
+        return self.everyone_else if found is None else found
+
+    def search_field(self) -> str | None:
+        """The field F of the one rule that decides what a search finds, when that can be
+        asked of the database as `F equals the caller` (no other rule finds anything and
+        everyone else finds nothing); None when the rules must be applied record by record."""
+        finders = [rule for rule in self.rules if rule.grant.find]
+        if self.everyone_else.find or len(finders) != 1:
+            return None
+        return finders[0].pushable
+
+
+def _holds(rule: Rule, scope: Mapping[str, Any]) -> bool:
+    # A rule that cannot be evaluated for this caller (`current_user._id` when anonymous)
+    # grants nothing.
+    try:
+        return bool(rule.when(scope))
+    except TemplateError:
+        return False
+
+
+def _union(a: Grant, b: Grant) -> Grant:
+    view = None if a.view is None or b.view is None else a.view | b.view
+    return Grant(a.find or b.find, view)
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who looks at records in one run: the privacy rules that apply to them (none for admin
+    keys and workflows that ignore privacy rules), and the caller's user record."""
+
+    privacy: Mapping[str, Privacy]
+    user: Mapping[str, Any] | None = None
+
+    def of(self, type: str) -> Privacy | None:
+        return self.privacy.get(type)
+
+    def grant(self, type: str, record: Mapping[str, Any]) -> Grant:
+        privacy = self.privacy.get(type)
+        return EVERYTHING if privacy is None else privacy.grant(record, self.user)
+
+    def sift(self, type: str, record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The record as the caller may see it; None when the caller may not find it."""
+        if record is None:
+            return None
+        grant = self.grant(type, record)
+        return grant.shown(record) if grant.find else None
+
+    def shown(self, value: Any, depth: int = 0) -> Any:
+        """What a run returns, with every record in it cut to the fields the caller sees."""
+        if depth > 64 or not self.privacy:
+            return value
+        if isinstance(value, list):
+            return [self.shown(item, depth + 1) for item in value]
+        if not isinstance(value, dict):
+            return value
+        kind = value.get("_type")
+        if isinstance(kind, str) and kind in self.privacy and "_id" in value:
+            return self.grant(kind, value).shown(value)
+        return {key: self.shown(item, depth + 1) for key, item in value.items()}
+
+
+EXEMPT = Viewer({})  # sees everything
