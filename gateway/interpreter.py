@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway import budget, templating
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
 from gateway.errors import (
@@ -29,6 +30,8 @@ from gateway.errors import (
 )
 from gateway.ids import new_id
 from gateway.model import Param, Registry, Step, Workflow
+from gateway.settings import Settings
+from gateway.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.storage import Storage
@@ -62,6 +65,7 @@ class Interpreter:
         self.clock = clock
         self.on_commit = tuple(on_commit)
         self.timeout = registry.settings.run_timeout.total_seconds()
+        self.limits = template_limits(registry.settings)
         self.hidden = frozenset(v for v in registry.settings.secrets.values() if v)
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
 
@@ -74,6 +78,7 @@ class Interpreter:
                          data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
         started = time.perf_counter()
+        budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
         reply: Reply | None = None
         error: GatewayError | None = None
@@ -103,6 +108,13 @@ class Interpreter:
               request: Mapping[str, Any] | None) -> dict[str, Any]:
         return new_scope(ctx, params, self.secrets, request)
 
+    async def evaluate(self, compiled: Compiled, scope: dict[str, Any]) -> Any:
+        """A template, within the run's limits: one that may take real work runs off the
+        event loop, so that the server keeps answering meanwhile."""
+        if not templating.heavy(compiled):
+            return compiled(scope)
+        return await budget.run_off_loop(compiled, scope, self.limits)
+
     async def commit(self, ctx: RunContext) -> None:
         """The run succeeded: hand what it changed to whoever listens."""
         if ctx.changes:
@@ -126,7 +138,8 @@ class Interpreter:
 
     async def execute(self, workflow: Workflow, ctx: RunContext,
                       scope: dict[str, Any]) -> Reply | None:
-        if workflow.only_when is not None and not workflow.only_when(scope):
+        if workflow.only_when is not None and not await self.evaluate(workflow.only_when,
+                                                                      scope):
             status = 200 if workflow.return_200_if_condition_fails else 400
             raise NotRunError(f"The condition for the workflow {workflow.name} is not met. "
                               "Workflow won't run", status)
@@ -144,10 +157,10 @@ class Interpreter:
         entry: dict[str, Any] = {"id": step.id, "action": action.name, "status": "success"}
         ctx.steps.append(entry)
         try:
-            if step.only_when is not None and not step.only_when(scope):
+            if step.only_when is not None and not await self.evaluate(step.only_when, scope):
                 entry.update(status="skipped", reason="only_when was false")
                 return None
-            result = await action.execute(ctx, step.args(scope))
+            result = await action.execute(ctx, await self.evaluate(step.args, scope))
             note = action.note(result)
             if note is not None:
                 entry["reason"] = note
@@ -250,6 +263,13 @@ def _redact(value: Any, hidden: frozenset[str]) -> Any:
             if secret in value:
                 value = value.replace(secret, REDACTED)
     return value
+
+
+def template_limits(settings: Settings) -> budget.Limits:
+    return budget.Limits(timeout=settings.template_timeout.total_seconds(),
+                         max_bytes=settings.max_template_bytes,
+                         max_items=settings.max_template_items,
+                         max_operations=settings.max_template_operations)
 
 
 def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:

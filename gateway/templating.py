@@ -17,11 +17,13 @@ from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from gateway import budget
 from gateway import pointer as ptr
+from gateway.budget import check_size
 from gateway.encoding import dumps_pretty
 from gateway.errors import TemplateError
+from gateway.sandbox import Sandbox, is_heavy
 
 Scope = Mapping[str, Any]
 Compiled = Callable[[Scope], Any]
@@ -30,74 +32,74 @@ Compiled = Callable[[Scope], Any]
 GLOBAL_NAMES = frozenset({"minutes", "hours", "days", "seconds", "parse_date", "range", "dict",
                           "lipsum", "cycler", "joiner", "namespace"})
 _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
-MAX_POWER = 1000
-MAX_SIZE = 10_000_000
+_EPOCH_MS = re.compile(r"^\s*[0-9]{12,}\s*$")
 _DOTTED = re.compile(r"^\s*[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\s*$")
 
 
 def parse_date(value: Any) -> datetime:
-    """ISO 8601 text (or epoch milliseconds) to an aware UTC datetime."""
+    """ISO 8601 text (or epoch milliseconds, as a number or as 12 digits or more) to an aware
+    UTC datetime; anything else is a `ValueError` that says what it was given."""
+    try:
+        return _parse_date(value)
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise ValueError(f"not a date: {_short(value)} ({exc})") from exc
+
+
+def _parse_date(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 8:
-        return parse_date(int(value.strip()))  # epoch milliseconds sent as text (forms, query)
-    elif isinstance(value, str):
+    elif isinstance(value, str) and _EPOCH_MS.match(value):
+        return _parse_date(int(value.strip()))  # epoch milliseconds sent as text (forms, query)
+    elif isinstance(value, str) and value.strip().isascii():
         parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
     else:
-        raise ValueError(f"not a date: {value!r}")
+        raise ValueError("expected ISO 8601 text or epoch milliseconds")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def _format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
-    return parse_date(value).strftime(fmt)
+    if not isinstance(fmt, str):
+        raise ValueError(f"a date format is text, not {_short(fmt)}")
+    check_size(len(fmt) * 64)  # no directive writes more than a few dozen characters
+    try:
+        return parse_date(value).strftime(fmt)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"cannot format a date with {_short(fmt)} ({exc})") from exc
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
     return dumps_pretty(value, indent=indent)
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with two changes: a mapping's keys win over its methods (a parameter
-    named `items` is the parameter), and `*` and `**` cannot build huge values."""
+def _duration(unit: str) -> Callable[[Any], timedelta]:
+    def duration(n: Any) -> timedelta:
+        if not isinstance(n, (int, float)) or isinstance(n, bool):
+            raise ValueError(f"{unit}() takes a number, not {_short(n)}")
+        try:
+            return timedelta(**{unit: n})
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{unit}({_short(n)}) is out of range ({exc})") from exc
 
-    intercepted_binops = frozenset({"*", "**"})
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_POWER:
-            raise SecurityError(f"an exponent above {MAX_POWER} is not allowed")
-        if operator == "*":
-            size = _repeat_size(left, right)
-            if size > MAX_SIZE:
-                raise SecurityError(f"a value of {size} items is too large (limit {MAX_SIZE})")
-        return super().call_binop(context, operator, left, right)
+    return duration
 
 
-def _repeat_size(left: Any, right: Any) -> int:
-    for sequence, count in ((left, right), (right, left)):
-        if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-            return len(sequence) * count
-    return 0
-
-
-def _make_environment() -> ImmutableSandboxedEnvironment:
-    env = _Environment(undefined=StrictUndefined, autoescape=False,
-                       keep_trailing_newline=True, cache_size=0)
-    env.globals.update(
-        minutes=lambda n: timedelta(minutes=n), hours=lambda n: timedelta(hours=n),
-        days=lambda n: timedelta(days=n), seconds=lambda n: timedelta(seconds=n),
-        parse_date=parse_date,
-    )
-    env.filters.update(format_date=_format_date, date=_format_date, tojson=_tojson,
+def _make_environment() -> Sandbox:
+    env = Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                  cache_size=0)
+    env.globals.update(minutes=_duration("minutes"), hours=_duration("hours"),
+                       days=_duration("days"), seconds=_duration("seconds"),
                        parse_date=parse_date)
+    env.add_filters(format_date=_format_date, date=_format_date, tojson=_tojson,
+                    parse_date=parse_date)
     return env
 
 
@@ -188,6 +190,39 @@ def compile_source(source: Source) -> Compiled:
     return render
 
 
+def compile_bounded(source: Source) -> Compiled:
+    """`compile_source`, bounded: a template that may take real work (it loops, calls or
+    filters) runs inside a budget (`gateway.budget`) and is marked `heavy`, so that a run
+    evaluates it off the event loop."""
+    compiled = compile_source(source)
+    if not is_heavy(source.ast):
+        return compiled
+    text = source.text.strip()
+
+    def bounded(scope: Scope) -> Any:
+        try:
+            if budget.active():
+                return compiled(scope)
+            with budget.bounded():
+                return budget.measure(compiled(scope))
+        except (AssertionError, RecursionError, MemoryError, OSError, SecurityError) as exc:
+            raise TemplateError(f"{text}: {str(exc) or type(exc).__name__}") from exc
+
+    bounded.heavy = True  # type: ignore[attr-defined]
+    return bounded
+
+
+def heavy(compiled: Compiled) -> bool:
+    """Whether evaluating `compiled` may take real work (see `compile_bounded`)."""
+    return getattr(compiled, "heavy", False)
+
+
+def _marked(compiled: Compiled, parts: list[Compiled]) -> Compiled:
+    if any(heavy(part) for part in parts):
+        compiled.heavy = True  # type: ignore[attr-defined]
+    return compiled
+
+
 # A text template made only of literal text and `{{ a.b.c }}` lookups (`Hello {{ params.name
 # }}`) renders by plain concatenation; whatever else it meets takes Jinja's path.
 _Part = str | tuple[str, ...]
@@ -256,12 +291,13 @@ def compile_tree(value: Any, leaf: Callable[[str, str], Compiled], pointer: str 
                  for key, item in value.items()]
         if all(getattr(fn, "constant", False) for _, fn in items):
             return constant(value)
-        return lambda scope: {key: fn(scope) for key, fn in items}
+        return _marked(lambda scope: {key: fn(scope) for key, fn in items},
+                       [fn for _, fn in items])
     if isinstance(value, list):
         parts = [compile_tree(item, leaf, ptr.join(pointer, i)) for i, item in enumerate(value)]
         if all(getattr(fn, "constant", False) for fn in parts):
             return constant(value)
-        return lambda scope: [fn(scope) for fn in parts]
+        return _marked(lambda scope: [fn(scope) for fn in parts], parts)
     return constant(value)
 
 

@@ -207,5 +207,5 @@ def test_references_on_the_ast() -> None:
                                   "x{{ 'ab' * params.n }}"])
 def test_arithmetic_cannot_build_huge_values(text: str) -> None:
     render = compile_source(parse(text))
-    with pytest.raises(TemplateError, match="too large|not allowed"):
+    with pytest.raises(TemplateError, match="would build|not allowed"):
         render({"params": {"n": 10**9}})
