@@ -38,7 +38,7 @@ def _number(value: Any) -> int | float:
         raise ValueError
     if isinstance(value, (int, float)):
         number = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and value.strip().isascii():  # not '１２３' (int() takes it)
         number = float(value.strip())
     else:
         raise ValueError
@@ -50,7 +50,8 @@ def _number(value: Any) -> int | float:
 def _integer(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip()
-        return int(value) if value.lstrip("+-").isdigit() else _integer(_number(value))
+        digits = value.lstrip("+-")
+        return int(value) if digits.isdigit() and digits.isascii() else _integer(_number(value))
     number = _number(value)
     if isinstance(number, float) and not number.is_integer():
         raise ValueError

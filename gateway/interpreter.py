@@ -76,7 +76,8 @@ class Interpreter:
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.registry.data_types,
-                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
+                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
+                         hidden=self.hidden)
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
