@@ -214,7 +214,8 @@ def guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return measure(fn(*args, **kwargs))
         except AssertionError as exc:  # Jinja checks some arguments with `assert`
-            raise ValueError(f"the {name} filter cannot take these arguments") from exc
+            detail = f" ({exc})" if str(exc) else ""
+            raise ValueError(f"the {name} filter cannot take these arguments{detail}") from exc
 
     return guarded
 
