@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.environment import parse_date
 from gateway.errors import InvalidDataError, MissingDataError
 from gateway.param import Param
-from gateway.templating import parse_date
 
 Convert = Callable[[Any], Any]
 Coercer = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -38,7 +38,7 @@ def _number(value: Any) -> int | float:
         raise ValueError
     if isinstance(value, (int, float)):
         number = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and value.strip().isascii():  # not '１２３' (int() takes it)
         number = float(value.strip())
     else:
         raise ValueError
@@ -50,8 +50,10 @@ def _number(value: Any) -> int | float:
 def _integer(value: Any) -> int:
     if isinstance(value, str):
         value = value.strip()
-        return _in_float_range(int(value)) if value.lstrip("+-").isdigit() else _integer(
-            _number(value))
+        digits = value.lstrip("+-")
+        if digits.isdigit() and digits.isascii():
+            return _in_float_range(int(value))
+        return _integer(_number(value))
     number = _number(value)
     if isinstance(number, float) and not number.is_integer():
         raise ValueError

@@ -104,6 +104,7 @@ class RunContext:
     depth: int = 0
     source: str = "http"
     log: logging.Logger = RUN_LOG
+    hidden: frozenset[str] = frozenset()  # secret values, kept out of what a step logs
     steps: list[dict[str, Any]] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
     accounts: Accounts | None = None

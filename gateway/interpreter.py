@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway import budget, templating
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, current_user, new_scope
@@ -35,6 +36,8 @@ from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Viewer
+from gateway.settings import Settings
+from gateway.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.storage import Storage
@@ -74,6 +77,7 @@ class Interpreter:
         self.accounts = (Accounts(storage.users, registry.settings, clock)
                          if storage is not None else None)
         self.timeout = registry.settings.run_timeout.total_seconds()
+        self.limits = template_limits(registry.settings)
         self.hidden = frozenset(v for v in registry.settings.secrets.values()
                                 if len(v) >= MIN_SECRET_LENGTH)
         self.sample = registry.settings.run_log_sample_success
@@ -87,8 +91,10 @@ class Interpreter:
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
-                         accounts=self.accounts, viewer=self.viewer(workflow, identity))
+                         accounts=self.accounts, viewer=self.viewer(workflow, identity),
+                         hidden=self.hidden)
         started = time.perf_counter()
+        budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
         reply: Reply | None = None
         error: GatewayError | None = None
@@ -124,6 +130,13 @@ class Interpreter:
               request: Mapping[str, Any] | None) -> dict[str, Any]:
         return new_scope(ctx, params, self.secrets, request)
 
+    async def evaluate(self, compiled: Compiled, scope: dict[str, Any]) -> Any:
+        """A template, within the run's limits: one that may take real work runs off the
+        event loop, so that the server keeps answering meanwhile."""
+        if not templating.heavy(compiled):
+            return compiled(scope)
+        return await budget.run_off_loop(compiled, scope, self.limits)
+
     async def commit(self, ctx: RunContext) -> None:
         """The run succeeded: hand what it changed to whoever listens."""
         if ctx.changes:
@@ -156,7 +169,8 @@ class Interpreter:
 
     async def execute(self, workflow: Workflow, ctx: RunContext,
                       scope: dict[str, Any]) -> Reply | None:
-        if workflow.only_when is not None and not workflow.only_when(scope):
+        if workflow.only_when is not None and not await self.evaluate(workflow.only_when,
+                                                                      scope):
             status = 200 if workflow.return_200_if_condition_fails else 400
             raise NotRunError(f"The condition for the workflow {workflow.name} is not met. "
                               "Workflow won't run", status)
@@ -177,10 +191,10 @@ class Interpreter:
         entry: dict[str, Any] = {"id": step.id, "action": action.name, "status": "success"}
         ctx.steps.append(entry)
         try:
-            if step.only_when is not None and not step.only_when(scope):
+            if step.only_when is not None and not await self.evaluate(step.only_when, scope):
                 entry.update(status="skipped", reason="only_when was false")
                 return None
-            result = await action.execute(ctx, step.args(scope))
+            result = await action.execute(ctx, await self.evaluate(step.args, scope))
             note = action.note(result)
             if note is not None:
                 entry["reason"] = note
@@ -302,6 +316,13 @@ def _redact(value: Any, hidden: frozenset[str], depth: int = 0) -> Any:
             if secret in value:
                 value = value.replace(secret, REDACTED)
     return value
+
+
+def template_limits(settings: Settings) -> budget.Limits:
+    return budget.Limits(timeout=settings.template_timeout.total_seconds(),
+                         max_bytes=settings.max_template_bytes,
+                         max_items=settings.max_template_items,
+                         max_operations=settings.max_template_operations)
 
 
 def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,10 @@ class Settings:
     secrets: Mapping[str, str] = field(default_factory=dict)
     max_body_bytes: int = 1_048_576
     run_timeout: timedelta = timedelta(seconds=300)
+    template_timeout: timedelta = timedelta(seconds=1)
+    max_template_bytes: int = 1_048_576
+    max_template_items: int = 100_000
+    max_template_operations: int = 1_000_000
     run_retention: timedelta = timedelta(days=14)
     failed_run_retention: timedelta = timedelta(days=30)
     run_log_max_queue: int = 10_000
@@ -68,6 +72,11 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         secret_names=tuple(data.get("secrets", ())),
         max_body_bytes=limits.get("max_body_bytes", defaults.max_body_bytes),
         run_timeout=parse_duration(limits.get("run_timeout", "300s")),
+        template_timeout=parse_duration(limits.get("template_timeout", "1s")),
+        max_template_bytes=limits.get("max_template_bytes", defaults.max_template_bytes),
+        max_template_items=limits.get("max_template_items", defaults.max_template_items),
+        max_template_operations=limits.get("max_template_operations",
+                                           defaults.max_template_operations),
         run_retention=parse_duration(run_log.get("retention", "14d")),
         failed_run_retention=parse_duration(run_log.get("failed_retention", "30d")),
         run_log_max_queue=run_log.get("max_queue", defaults.run_log_max_queue),

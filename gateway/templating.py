@@ -1,4 +1,4 @@
-"""The one sandboxed Jinja environment, and values compiled once at load time.
+"""Templates compiled once at load time, in the one sandboxed environment (`environment`).
 
 A string that is exactly one `{{ expr }}` evaluates to the expression's native value (a
 number stays a number, a list a list); any other string with template syntax renders to
@@ -12,17 +12,17 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from gateway import budget
 from gateway import pointer as ptr
-from gateway.encoding import dumps_pretty
+from gateway.environment import ENV
 from gateway.errors import TemplateError
+from gateway.sandbox import is_heavy
 
 Scope = Mapping[str, Any]
 Compiled = Callable[[Scope], Any]
@@ -31,77 +31,6 @@ Compiled = Callable[[Scope], Any]
 GLOBAL_NAMES = frozenset({"minutes", "hours", "days", "seconds", "parse_date", "range", "dict",
                           "lipsum", "cycler", "joiner", "namespace"})
 _LONE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
-MAX_POWER = 1000
-MAX_SIZE = 10_000_000
-
-
-def parse_date(value: Any) -> datetime:
-    """ISO 8601 text (or epoch milliseconds) to an aware UTC datetime."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 8:
-        return parse_date(int(value.strip()))  # epoch milliseconds sent as text (forms, query)
-    elif isinstance(value, str):
-        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    else:
-        raise ValueError(f"not a date: {value!r}")
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def _format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
-    return parse_date(value).strftime(fmt)
-
-
-def _tojson(value: Any, indent: int | None = None) -> str:
-    return dumps_pretty(value, indent=indent)
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with two changes: a mapping's keys win over its methods (a parameter
-    named `items` is the parameter), and `*` and `**` cannot build huge values."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_POWER:
-            raise SecurityError(f"an exponent above {MAX_POWER} is not allowed")
-        if operator == "*":
-            size = _repeat_size(left, right)
-            if size > MAX_SIZE:
-                raise SecurityError(f"a value of {size} items is too large (limit {MAX_SIZE})")
-        return super().call_binop(context, operator, left, right)
-
-
-def _repeat_size(left: Any, right: Any) -> int:
-    for sequence, count in ((left, right), (right, left)):
-        if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-            return len(sequence) * count
-    return 0
-
-
-def _make_environment() -> ImmutableSandboxedEnvironment:
-    env = _Environment(undefined=StrictUndefined, autoescape=False,
-                       keep_trailing_newline=True, cache_size=0)
-    env.globals.update(
-        minutes=lambda n: timedelta(minutes=n), hours=lambda n: timedelta(hours=n),
-        days=lambda n: timedelta(days=n), seconds=lambda n: timedelta(seconds=n),
-        parse_date=parse_date,
-    )
-    env.filters.update(format_date=_format_date, date=_format_date, tojson=_tojson,
-                       parse_date=parse_date)
-    return env
-
-
-ENV = _make_environment()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +116,39 @@ def _compile_text(source: Source) -> Compiled:
             raise TemplateError(f"{source.text.strip()}: {exc}") from exc
 
     return render
+
+
+def compile_bounded(source: Source) -> Compiled:
+    """`compile_source`, bounded: a template that may take real work (it loops, calls or
+    filters) runs inside a budget (`gateway.budget`) and is marked `heavy`, so that a run
+    evaluates it off the event loop."""
+    compiled = compile_source(source)
+    if not is_heavy(source.ast):
+        return compiled
+    text = source.text.strip()
+
+    def bounded(scope: Scope) -> Any:
+        try:
+            if budget.active():
+                return compiled(scope)
+            with budget.bounded():
+                return budget.measure(compiled(scope))
+        except (AssertionError, RecursionError, MemoryError, OSError, SecurityError) as exc:
+            raise TemplateError(f"{text}: {str(exc) or type(exc).__name__}") from exc
+
+    bounded.heavy = True  # type: ignore[attr-defined]
+    return bounded
+
+
+def heavy(compiled: Compiled) -> bool:
+    """Whether evaluating `compiled` may take real work (see `compile_bounded`)."""
+    return getattr(compiled, "heavy", False)
+
+
+def _marked(compiled: Compiled, parts: list[Compiled]) -> Compiled:
+    if any(heavy(part) for part in parts):
+        compiled.heavy = True  # type: ignore[attr-defined]
+    return compiled
 
 
 def _expression_node(text: str) -> nodes.Expr | None:
@@ -354,12 +316,13 @@ def compile_tree(value: Any, leaf: Callable[[str, str], Compiled], pointer: str 
                  for key, item in value.items()]
         if all(getattr(fn, "constant", False) for _, fn in items):
             return constant(value)
-        return lambda scope: {key: fn(scope) for key, fn in items}
+        return _marked(lambda scope: {key: fn(scope) for key, fn in items},
+                       [fn for _, fn in items])
     if isinstance(value, list):
         parts = [compile_tree(item, leaf, ptr.join(pointer, i)) for i, item in enumerate(value)]
         if all(getattr(fn, "constant", False) for fn in parts):
             return constant(value)
-        return lambda scope: [fn(scope) for fn in parts]
+        return _marked(lambda scope: [fn(scope) for fn in parts], parts)
     return constant(value)
 
 

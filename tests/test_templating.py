@@ -11,9 +11,9 @@ from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from gateway.encoding import dumps
+from gateway.environment import ENV, parse_date
 from gateway.errors import TemplateError
 from gateway.templating import (
-    ENV,
     _expression_node,
     _shortcut,
     _shortcut_parts,
@@ -22,7 +22,6 @@ from gateway.templating import (
     is_template,
     lone_expression,
     parse,
-    parse_date,
     references,
 )
 
@@ -212,7 +211,7 @@ def test_references_on_the_ast() -> None:
                                   "x{{ 'ab' * params.n }}"])
 def test_arithmetic_cannot_build_huge_values(text: str) -> None:
     render = compile_source(parse(text))
-    with pytest.raises(TemplateError, match="too large|not allowed"):
+    with pytest.raises(TemplateError, match="would build|not allowed"):
         render({"params": {"n": 10**9}})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from gateway.action import Action, StepCheck
 from gateway.context import Reply, RunContext
 from gateway.errors import RunError, StepFailedError, did_you_mean
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -54,8 +56,18 @@ async def fail(ctx: RunContext, args: dict[str, Any]) -> Any:
 
 async def log(ctx: RunContext, args: dict[str, Any]) -> Any:
     level = _LEVELS.get(str(args.get("level", "info")), logging.INFO)
-    ctx.log.log(level, "%s [run %s] %s", ctx.workflow, ctx.run_id, args.get("message"))
+    ctx.log.log(level, "%s [run %s] %s", ctx.workflow, ctx.run_id,
+                _loggable(str(args.get("message")), ctx.hidden))
     return None
+
+
+def _loggable(text: str, hidden: frozenset[str]) -> str:
+    """One line of a log: no secret value (of four characters or more) and no control
+    character a caller could use to start a line of their own."""
+    for secret in sorted(hidden, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
 async def trigger_event(ctx: RunContext, args: dict[str, Any]) -> Any:

@@ -153,7 +153,7 @@ def leaf(site: Site, pointer: str, text: str) -> Compiled:
     _check_references(site, pointer, source)
     if not site.compiler.codegen:
         return templating.constant(None)
-    return templating.compile_source(source)
+    return templating.compile_bounded(source)
 
 
 def _check_references(site: Site, pointer: str, source: templating.Source) -> None:

@@ -1,0 +1,88 @@
+"""The one sandboxed Jinja environment templates run in, with the gateway's helpers: the
+date functions and filters (`parse_date`, `format_date`), durations (`minutes(5)`), and a
+`tojson` that writes dates as the rest of the gateway does."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from jinja2 import StrictUndefined
+
+from gateway.budget import check_size
+from gateway.encoding import dumps_pretty
+from gateway.sandbox import Sandbox
+
+_EPOCH_MS = re.compile(r"^\s*[0-9]{12,}\s*$")
+
+
+def parse_date(value: Any) -> datetime:
+    """ISO 8601 text (or epoch milliseconds, as a number or as 12 digits or more) to an aware
+    UTC datetime; anything else is a `ValueError` that says what it was given."""
+    try:
+        return _parse_date(value)
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise ValueError(f"not a date: {_short(value)} ({exc})") from exc
+
+
+def _parse_date(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    elif isinstance(value, str) and _EPOCH_MS.match(value):
+        return _parse_date(int(value.strip()))  # epoch milliseconds sent as text (forms, query)
+    elif isinstance(value, str) and value.strip().isascii():
+        parsed = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    else:
+        raise ValueError("expected ISO 8601 text or epoch milliseconds")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
+    if not isinstance(fmt, str):
+        raise ValueError(f"a date format is text, not {_short(fmt)}")
+    check_size(len(fmt) * 64)  # no directive writes more than a few dozen characters
+    try:
+        return parse_date(value).strftime(fmt)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"cannot format a date with {_short(fmt)} ({exc})") from exc
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    return dumps_pretty(value, indent=indent)
+
+
+def _duration(unit: str) -> Callable[[Any], timedelta]:
+    def duration(n: Any) -> timedelta:
+        if not isinstance(n, (int, float)) or isinstance(n, bool):
+            raise ValueError(f"{unit}() takes a number, not {_short(n)}")
+        try:
+            return timedelta(**{unit: n})
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{unit}({_short(n)}) is out of range ({exc})") from exc
+
+    return duration
+
+
+def _make_environment() -> Sandbox:
+    env = Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                  cache_size=0)
+    env.globals.update(minutes=_duration("minutes"), hours=_duration("hours"),
+                       days=_duration("days"), seconds=_duration("seconds"),
+                       parse_date=parse_date)
+    env.add_filters(format_date=_format_date, date=_format_date, tojson=_tojson,
+                    parse_date=parse_date)
+    return env
+
+
+ENV = _make_environment()
