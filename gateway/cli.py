@@ -30,7 +30,7 @@ from gateway.encoding import dumps, dumps_pretty
 from gateway.envelope import render_result
 from gateway.errors import ConfigError, GatewayError
 from gateway.interpreter import Interpreter, RunResult
-from gateway.loader import check, discover, load
+from gateway.loader import check, discover, errors
 from gateway.model import ROUTE_PREFIX, Registry
 from gateway.settings import Settings, parse_duration, with_environment, with_flags
 from gateway.storage import Storage, open_storage
@@ -69,7 +69,12 @@ class _Group(click.Group):
 
 
 def _load_or_exit(paths: Sequence[Path]) -> Registry:
-    return load(list(paths) or [DEFAULT_CONFIG])
+    registry, problems = check(list(paths) or [DEFAULT_CONFIG])
+    if errors(problems):
+        raise ConfigError(problems)
+    if problems:  # warnings only: said, and the config loads
+        click.echo(render_text(problems), err=True)
+    return registry
 
 
 def _settled(registry: Registry, **flags: Any) -> Settings:
@@ -92,13 +97,14 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     \b
     Example:
       gateway validate workflows.d/ --format json
-    Exits 0 when clean, 1 when there are problems, 2 on a usage error.
+    Exits 0 when there is no error (warnings are printed), 1 when there is one, 2 on a
+    usage error.
     """
     targets = list(paths) or [DEFAULT_CONFIG]
     files, _ = discover(targets)
     _, problems = check(targets, codegen=False)
     click.echo(render_json(problems, len(files)) if fmt == "json" else render_text(problems))
-    if problems:
+    if errors(problems):
         raise Failed("")
 
 

@@ -24,7 +24,7 @@ def render_text(diagnostics: Sequence[Diagnostic]) -> str:
 
 def render_json(diagnostics: Sequence[Diagnostic], files_checked: int | None = None) -> str:
     payload: dict[str, object] = {
-        "ok": not diagnostics,
+        "ok": not any(d.severity == "error" for d in diagnostics),
         "diagnostics": [d.as_dict() for d in sorted(diagnostics)],
     }
     if files_checked is not None:

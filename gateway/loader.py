@@ -56,9 +56,15 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
     return registry, sorted(set(problems))
 
 
+def errors(problems: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """The problems that stop a config from loading (warnings do not)."""
+    return [p for p in problems if p.severity == "error"]
+
+
 def load(paths: Sequence[Path]) -> Registry:
-    """A registry ready to serve; raises `ConfigError` with every problem otherwise."""
+    """A registry ready to serve (warnings aside); raises `ConfigError` with every problem
+    when there is an error among them."""
     registry, problems = check(paths)
-    if problems:
+    if errors(problems):
         raise ConfigError(problems)
     return registry

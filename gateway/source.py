@@ -59,9 +59,10 @@ class Document:
                 return (1, 1)
             pointer = ptr.parent(pointer)
 
-    def diagnostic(self, pointer: str, code: str, message: str, *, key: bool = False) -> Diagnostic:
+    def diagnostic(self, pointer: str, code: str, message: str, *, key: bool = False,
+                   severity: str = "error") -> Diagnostic:
         line, column = self.locate(pointer, key=key)
-        return Diagnostic(self.file, line, column, code, message, pointer)
+        return Diagnostic(self.file, line, column, code, message, pointer, severity)
 
 
 def _mark(node: yaml.Node) -> Position:

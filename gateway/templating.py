@@ -355,6 +355,19 @@ def _references(text: str) -> References:
     return References(names, tuple(found))
 
 
+def tests_name(source: Source, name: str) -> bool:
+    """Whether the template uses `name` by itself (`current_user and …`, `if current_user`,
+    `current_user is none`), not only to read through it (`current_user.email`)."""
+    read_through = used = 0
+    for node in source.ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if isinstance(node, nodes.Name):
+            used += node.name == name
+        elif isinstance(node, (nodes.Getattr, nodes.Getitem)):
+            target = node.node
+            read_through += isinstance(target, nodes.Name) and target.name == name
+    return used > read_through
+
+
 def _free_names(ast: nodes.Template) -> frozenset[str]:
     """Names read but never bound inside the template (loop targets, `set`, macro arguments).
 

@@ -52,6 +52,10 @@ class Compiler:
               key: bool = False) -> None:
         self.diagnostics.append(doc.diagnostic(pointer, code, message, key=key))
 
+    def warn(self, doc: Document, pointer: str, code: str, message: str) -> None:
+        """A problem that may be meant: reported, but it does not stop a config loading."""
+        self.diagnostics.append(doc.diagnostic(pointer, code, message, severity="warning"))
+
     def is_broken(self, kind: str, name: str) -> bool:
         return (kind, name) in self.broken
 

@@ -40,6 +40,7 @@ class Site:
     later_ids: frozenset[str] = frozenset()
     own_id: str | None = None
     base: str = ""
+    user_checked: bool = False  # a condition over the templates here tests current_user
 
     @property
     def kind(self) -> str:
@@ -82,10 +83,11 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
             ACTIONS[s["action"]].replies for s in data.get("steps", [])):
         c.error(doc, "/returns", "event.bad-return",
                 "this custom event declares returns but has no return_data step")
+    _check_access(c, unit)
     params = {p.name: p for p in unit.params}
-    top = Site(c, unit, names, params)
+    top = Site(c, unit, names, params, user_checked=_tests_user(data.get("only_when")))
     only_when = condition(top, "/only_when", data.get("only_when"))
-    steps = _steps(c, names, unit, params)
+    steps = _steps(c, names, unit, params, top.user_checked)
     return Workflow(
         kind=unit.kind, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
         expose=data.get("expose", False), auth=data.get("auth", "admin"),
@@ -100,8 +102,28 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         coerce=compile_coercer(name, unit.params))
 
 
-def _steps(c: Compiler, names: frozenset[str], unit: Unit,
-           params: Mapping[str, Param]) -> tuple[Step, ...]:
+def _check_access(c: Compiler, unit: Unit) -> None:
+    data = unit.doc.data
+    if (unit.kind == "api_workflow" and data.get("auth", "admin") == "none"
+            and data.get("ignore_privacy_rules") and not data.get("allow_public_privileged")):
+        c.error(unit.doc, "/ignore_privacy_rules", "access.public-privileged",
+                "anyone may call this workflow (auth: none) and it sees every record "
+                "(ignore_privacy_rules); say allow_public_privileged: true if that is meant")
+
+
+def _tests_user(value: Any) -> bool:
+    """Whether a condition tests `current_user` itself (so the templates under it may read
+    its fields)."""
+    if not isinstance(value, str) or not templating.is_template(value):
+        return False
+    try:
+        return templating.tests_name(templating.parse(value), "current_user")
+    except TemplateSyntaxError:
+        return False
+
+
+def _steps(c: Compiler, names: frozenset[str], unit: Unit, params: Mapping[str, Param],
+           user_checked: bool = False) -> tuple[Step, ...]:
     raw_steps = unit.doc.data.get("steps", [])
     all_ids = {s["id"] for s in raw_steps if "id" in s}
     seen: set[str] = set()
@@ -109,7 +131,8 @@ def _steps(c: Compiler, names: frozenset[str], unit: Unit,
     for index, data in enumerate(raw_steps):
         base = f"/steps/{index}"
         site = Site(c, unit, names, params, frozenset(seen), frozenset(all_ids - seen),
-                    data.get("id"), base)
+                    data.get("id"), base,
+                    user_checked or _tests_user(data.get("only_when")))
         steps.append(_step(site, index, data))
         step_id = data.get("id")
         if step_id in seen:
@@ -156,10 +179,25 @@ def leaf(site: Site, pointer: str, text: str) -> Compiled:
     return templating.compile_bounded(source)
 
 
+def _check_user_read(site: Site, pointer: str, source: templating.Source,
+                     refs: templating.References) -> None:
+    """In a public workflow `current_user` is null for most callers: reading its fields
+    without testing it first is a run error waiting for an anonymous call."""
+    data = site.unit.doc.data
+    if site.kind != "api_workflow" or data.get("auth", "admin") != "none" or site.user_checked:
+        return
+    if any(root == "current_user" for root, _key, _line in refs.attributes) and not \
+            templating.tests_name(source, "current_user"):
+        site.compiler.warn(site.unit.doc, pointer, "access.unchecked-current-user",
+                           "current_user is null when the caller is anonymous (auth: none): "
+                           "test it first, e.g. {{ current_user and current_user.email }}")
+
+
 def _check_references(site: Site, pointer: str, source: templating.Source) -> None:
     refs = templating.references(source)
     if "request" in refs.names:
         site.unit.reads_request = True
+    _check_user_read(site, pointer, source, refs)
     allowed = site.names | templating.GLOBAL_NAMES
     for name in sorted(refs.names - allowed):
         site.error(pointer, "template.undefined-name",
