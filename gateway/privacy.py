@@ -12,7 +12,7 @@ database for exactly the records it grants, so that paging and counts stay right
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import TemplateError
@@ -91,10 +91,14 @@ def _union(a: Grant, b: Grant) -> Grant:
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """Who looks at records in one run: the privacy rules that apply to them (none for admin
-    keys and workflows that ignore privacy rules), and the caller's user record."""
+    keys and workflows that ignore privacy rules), and the caller's user record.
+
+    A record already cut to what the caller sees is remembered (by identity, for the run),
+    so that cutting what the run returns does not judge it again on the fields it lost."""
 
     privacy: Mapping[str, Privacy]
     user: Mapping[str, Any] | None = None
+    _cut: set[int] = field(default_factory=set)
 
     def of(self, type: str) -> Privacy | None:
         return self.privacy.get(type)
@@ -103,16 +107,25 @@ class Viewer:
         privacy = self.privacy.get(type)
         return EVERYTHING if privacy is None else privacy.grant(record, self.user)
 
-    def sift(self, type: str, record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def cut(self, type: str, record: dict[str, Any],
+            grant: Grant | None = None) -> dict[str, Any]:
+        """The record with only the fields the caller sees."""
+        if type not in self.privacy:
+            return record
+        shown = (grant or self.grant(type, record)).shown(record)
+        self._cut.add(id(shown))
+        return shown
+
+    def sift(self, type: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
         """The record as the caller may see it; None when the caller may not find it."""
-        if record is None:
-            return None
+        if record is None or type not in self.privacy:
+            return record
         grant = self.grant(type, record)
-        return grant.shown(record) if grant.find else None
+        return self.cut(type, record, grant) if grant.find else None
 
     def shown(self, value: Any, depth: int = 0) -> Any:
         """What a run returns, with every record in it cut to the fields the caller sees."""
-        if depth > 64 or not self.privacy:
+        if depth > 64 or not self.privacy or id(value) in self._cut:
             return value
         if isinstance(value, list):
             return [self.shown(item, depth + 1) for item in value]
@@ -120,7 +133,7 @@ class Viewer:
             return value
         kind = value.get("_type")
         if isinstance(kind, str) and kind in self.privacy and "_id" in value:
-            return self.grant(kind, value).shown(value)
+            return self.cut(kind, value)
         return {key: self.shown(item, depth + 1) for key, item in value.items()}
 
 

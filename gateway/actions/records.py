@@ -155,7 +155,7 @@ async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
         else:
             mine = [*constraints, Constraint(field, "equals", user_id)]
             page = await store.search(type, mine, sort, limit, cursor)
-        results = [ctx.viewer.grant(type, r).shown(r) for r in page.results]
+        results = [ctx.viewer.cut(type, r) for r in page.results]
         page = Page(results, page.count, page.remaining, page.cursor)
     else:
         if everyone.count > MAX_PRIVACY_SCAN:
