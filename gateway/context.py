@@ -127,8 +127,9 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
     }
 
 
-def current_user(identity: Identity) -> dict[str, Any] | None:
-    """What templates see as `current_user`: the user's record, or None."""
+def current_user(identity: Identity) -> Mapping[str, Any] | None:
+    """What templates see as `current_user`: the user's record (shared, not copied: templates
+    cannot change it), or None."""
     if identity.user is not None:
-        return dict(identity.user)
+        return identity.user
     return {"_id": identity.user_id} if identity.user_id else None

@@ -13,6 +13,10 @@ local stamp = os.getenv("BENCH_STAMP") or "0"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("BENCH_BODY") or "{}"
+-- BENCH_AUTH: a credential sent as "Authorization: Bearer ..." on every request.
+if os.getenv("BENCH_AUTH") then
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_AUTH")
+end
 
 local threads = 0
 function setup(thread)
