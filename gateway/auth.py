@@ -120,10 +120,15 @@ class Authenticator:
         identity = await self.identify(credential(request))
         if identity is None:  # a credential was given and is not valid, whatever the level
             raise UnauthorizedError("The API token is not valid (unknown, revoked or expired)")
-        if workflow.auth == "none":
-            return identity
-        if identity.kind == "anonymous":
-            raise UnauthorizedError(f"The workflow {workflow.name} requires authentication")
-        if workflow.auth == "admin" and identity.kind != "admin":
-            raise ForbiddenError(f"The workflow {workflow.name} requires an admin API key")
+        return admitted(workflow, identity)
+
+
+def admitted(workflow: Workflow, identity: Identity) -> Identity:
+    """`identity`, if the workflow's access level lets it in; raises otherwise."""
+    if workflow.auth == "none":
         return identity
+    if identity.kind == "anonymous":
+        raise UnauthorizedError(f"The workflow {workflow.name} requires authentication")
+    if workflow.auth == "admin" and identity.kind != "admin":
+        raise ForbiddenError(f"The workflow {workflow.name} requires an admin API key")
+    return identity

@@ -21,7 +21,7 @@ import uvicorn
 from gateway import schema
 from gateway.accounts import fold_email
 from gateway.app import CONFIG_ENV, storage_types
-from gateway.auth import key_hash, new_key
+from gateway.auth import admitted, key_hash, new_key
 from gateway.clock import utc_now
 from gateway.coercion import gather
 from gateway.context import ADMIN, ANONYMOUS, Identity
@@ -179,7 +179,8 @@ def run(name: str, pairs: tuple[str, ...], as_: str, config: tuple[Path, ...],
     registry = dataclasses.replace(registry, settings=settings)
     result = asyncio.run(_run_once(registry, name, _parse_params(pairs), as_))
     rendered = render_result(result)
-    click.echo(f"HTTP {rendered.status}  run {result.run_id}", err=True)
+    click.echo(f"HTTP {rendered.status}" + (f"  run {result.run_id}" if result.run_id else
+                                            "  (refused before a run)"), err=True)
     click.echo(rendered.text())
     if rendered.status >= 400:
         raise Failed("")
@@ -191,9 +192,12 @@ async def _run_once(registry: Registry, name: str, params: dict[str, Any],
     interpreter = Interpreter(registry, storage)
 
     async def work(store: Storage) -> RunResult:
-        identity = await _identity(store, as_)
-        return await interpreter.run(registry.workflows[name], params, source="cli",
-                                     identity=identity)
+        workflow = registry.workflows[name]
+        try:
+            identity = admitted(workflow, await _identity(store, as_))
+        except GatewayError as exc:  # refused as the HTTP endpoint would refuse it
+            return RunResult("", error=exc)
+        return await interpreter.run(workflow, params, source="cli", identity=identity)
 
     return await _with_store(storage, registry, work)
 

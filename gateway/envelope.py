@@ -54,7 +54,7 @@ def public_error(error: GatewayError) -> GatewayError:
 
 def render_result(result: RunResult) -> Rendered:
     if result.error is not None:
-        return render_error(public_error(result.error), result.run_id)
+        return render_error(public_error(result.error), result.run_id or None)
     reply = result.reply or Reply(data={})
     headers = {**reply.headers, "X-Run-Id": result.run_id}
     if reply.text is not None:

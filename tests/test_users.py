@@ -256,3 +256,26 @@ async def test_repeated_failures_for_one_email_are_slowed(storage: Storage) -> N
     assert delays[:FREE_FAILURES + 1] == [0.0] * FREE_FAILURES + [0.25]
     assert delays[FREE_FAILURES + 1:] == [0.5, 1.0]
     assert accounts.delay_for("other@example.com") == 0.0
+
+
+def test_gateway_run_as_a_user_an_admin_or_nobody(config: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    database = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["run", *args, "--config", str(config),
+                                         "--database", database], catch_exceptions=False)
+
+    signed = run("signup", "-p", "email=ada@example.com", "-p", f"password={PASSWORD}",
+                 "-p", "name=Ada")
+    assert signed.exit_code == 0, signed.output
+    me = run("me", "--as", "ADA@example.com")
+    assert me.exit_code == 0, me.output
+    assert '"name":"Ada"' in me.stdout
+    assert run("me", "--as", "anonymous").exit_code == 1  # 401
+    assert run("staff", "--as", "admin").exit_code == 0
+    unknown = run("me", "--as", "nobody@example.com")
+    assert unknown.exit_code == 2 and "no user with the e-mail" in unknown.stderr
