@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from gateway.accounts import FREE_FAILURES, Accounts
 from gateway.app import create_app
+from gateway.cli import main
 from gateway.loader import load
 from gateway.settings import Settings
 from gateway.storage import Storage, open_storage
@@ -259,10 +261,6 @@ async def test_repeated_failures_for_one_email_are_slowed(storage: Storage) -> N
 
 
 def test_gateway_run_as_a_user_an_admin_or_nobody(config: Path, tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from gateway.cli import main
-
     database = f"sqlite:///{tmp_path / 'cli.db'}"
 
     def run(*args: str) -> Any:

@@ -1,0 +1,13 @@
+"""The `gateway` command: the only package that prints or exits.
+
+`base` holds the group, its shared options and the boundary where errors become exit codes;
+`commands` the commands that check, serve and run workflows; `stores` those over the
+database (run log, admin keys, migrations).
+"""
+
+from __future__ import annotations
+
+from gateway.cli import commands, stores
+from gateway.cli.base import main
+
+__all__ = ["commands", "main", "stores"]

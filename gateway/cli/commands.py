@@ -1,0 +1,187 @@
+"""The commands that check, serve and run workflows: validate, serve, run, routes, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+
+from gateway import schema
+from gateway.accounts import fold_email
+from gateway.app import CONFIG_ENV
+from gateway.auth import admitted
+from gateway.cli.base import (
+    DEFAULT_CONFIG,
+    Failed,
+    config_option,
+    database_option,
+    load_or_exit,
+    main,
+    refuse_missing_secrets,
+    settled,
+    with_store,
+)
+from gateway.coercion import gather
+from gateway.context import ADMIN, ANONYMOUS, Identity
+from gateway.diagnostics import render_json, render_text
+from gateway.envelope import render_result
+from gateway.errors import GatewayError
+from gateway.interpreter import Interpreter, RunResult
+from gateway.loader import check, discover, errors
+from gateway.model import ROUTE_PREFIX, Registry
+from gateway.storage import Storage, open_storage
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="gcc-style lines for people, JSON for machines.")
+def validate(paths: tuple[Path, ...], fmt: str) -> None:
+    """Check workflow files; report every problem, located to the line and column.
+
+    \b
+    Example:
+      gateway validate workflows.d/ --format json
+    Exits 0 when there is no error (warnings are printed), 1 when there is one, 2 on a
+    usage error.
+    """
+    targets = list(paths) or [DEFAULT_CONFIG]
+    files, _ = discover(targets)
+    _, problems = check(targets, codegen=False)
+    click.echo(render_json(problems, len(files)) if fmt == "json" else render_text(problems))
+    if errors(problems):
+        raise Failed("")
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default 8000).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default 1).")
+@database_option
+def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers: int | None,
+          database: str | None) -> None:
+    """Serve the workflows over HTTP (refuses to start on an invalid config).
+
+    \b
+    Example:
+      gateway serve --config workflows.d --port 8000 --workers 2
+    """
+    paths = list(config) or [DEFAULT_CONFIG]
+    registry = load_or_exit(paths)
+    settings = settled(registry, host=host, port=port, workers=workers, database=database)
+    refuse_missing_secrets(settings)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
+    os.environ["GATEWAY_DATABASE_URL"] = settings.database
+    uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
+                log_level="info", access_log=False, proxy_headers=False)
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    items = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--param takes KEY=VALUE, not {pair!r}")
+        items.append((key, value))
+    return gather(items)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A parameter (repeat a key for a list; JSON text for objects).")
+@click.option("--as", "as_", default="admin", show_default=True, metavar="EMAIL|admin|anonymous",
+              help="Who the run acts for: a user (by e-mail), an admin, or nobody.")
+@config_option
+@database_option
+def run(name: str, pairs: tuple[str, ...], as_: str, config: tuple[Path, ...],
+        database: str | None) -> None:
+    """Run one workflow without an HTTP server and print its response.
+
+    \b
+    Example:
+      gateway run contact-form -p name=Ada -p email=ada@example.com
+      gateway run my-leads --as ada@example.com
+    Exits 0 when the run succeeds, 1 when it fails.
+    """
+    registry = load_or_exit(config)
+    workflow = registry.workflows.get(name)
+    if workflow is None:
+        raise click.UsageError(f"no workflow named {name!r}")
+    settings = settled(registry, database=database)
+    refuse_missing_secrets(settings)
+    registry = dataclasses.replace(registry, settings=settings)
+    result = asyncio.run(_run_once(registry, name, _parse_params(pairs), as_))
+    rendered = render_result(result)
+    click.echo(f"HTTP {rendered.status}" + (f"  run {result.run_id}" if result.run_id else
+                                            "  (refused before a run)"), err=True)
+    click.echo(rendered.text())
+    if rendered.status >= 400:
+        raise Failed("")
+
+
+async def _run_once(registry: Registry, name: str, params: dict[str, Any],
+                    as_: str) -> RunResult:
+    storage = open_storage(registry.settings.database)
+    interpreter = Interpreter(registry, storage)
+
+    async def work(store: Storage) -> RunResult:
+        workflow = registry.workflows[name]
+        try:
+            identity = admitted(workflow, await _identity(store, as_))
+        except GatewayError as exc:  # refused as the HTTP endpoint would refuse it
+            return RunResult("", error=exc)
+        return await interpreter.run(workflow, params, source="cli", identity=identity)
+
+    return await with_store(storage, registry, work)
+
+
+async def _identity(storage: Storage, as_: str) -> Identity:
+    if as_ == "admin":
+        return ADMIN
+    if as_ == "anonymous":
+        return ANONYMOUS
+    found = await storage.users.credential(fold_email(as_))
+    user = await storage.records.get("user", found[0]) if found else None
+    if user is None:
+        raise click.BadParameter(f"no user with the e-mail {as_!r}", param_hint="--as")
+    return Identity("user", user["_id"], user=user)
+
+
+@main.command()
+@config_option
+def routes(config: tuple[Path, ...]) -> None:
+    """List the HTTP routes the workflows compile to.
+
+    \b
+    Example:
+      gateway routes --config workflows.d
+    """
+    registry = load_or_exit(config)
+    for wf in registry.exposed():
+        click.echo(f"{wf.method:<6} {ROUTE_PREFIX}/{wf.name:<32} auth={wf.auth:<6} {wf.location}")
+
+
+@main.command("schema")
+def print_schema() -> None:
+    """Print the JSON Schema of the YAML files (for editors' YAML language servers).
+
+    \b
+    Example:
+      gateway schema > gateway.schema.json
+    """
+    click.echo(json.dumps(schema.schema_document(), indent=2))
+
+
