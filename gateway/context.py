@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from gateway.settings import Settings
 from gateway.storage.interface import Change, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
@@ -97,6 +98,7 @@ class RunContext:
     ignore_privacy_rules: bool = False
     depth: int = 0
     source: str = "http"
+    settings: Settings = field(default_factory=Settings)
     log: logging.Logger = RUN_LOG
     steps: list[dict[str, Any]] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)

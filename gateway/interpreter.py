@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, new_scope
+from gateway.encoding import size_over
 from gateway.errors import (
     DuplicateError,
     GatewayError,
     InvalidDataError,
     NotRunError,
+    ResponseTooLargeError,
     RunError,
     StepFailedError,
 )
@@ -72,22 +74,22 @@ class Interpreter:
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.registry.data_types,
-                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source)
+                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
+                         settings=self.registry.settings)
         started = time.perf_counter()
         params: dict[str, Any] = {}
         reply: Reply | None = None
         error: GatewayError | None = None
         try:
             params = workflow.coerce(raw)
-            if workflow.record_params:
-                params = await self.load_records(workflow.record_params, params)
-            scope = self.scope(ctx, params, request)
-            if workflow.may_wait:
-                async with asyncio.timeout(self.timeout):
-                    reply = await self.execute(workflow, ctx, scope)
+            if workflow.may_wait or workflow.record_params:
+                async with asyncio.timeout(self.timeout):  # loading records is part of the run
+                    params = await self.load_records(workflow.record_params, params)
+                    reply = await self.execute(workflow, ctx, self.scope(ctx, params, request))
                     await self.commit(ctx)
             else:
-                reply = await self.execute(workflow, ctx, scope)
+                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request))
+            self.check_size(reply)
         except GatewayError as exc:
             error = exc
         except TimeoutError:
@@ -109,15 +111,31 @@ class Interpreter:
             for hook in self.on_commit:
                 await hook(ctx)
 
+    def check_size(self, reply: Reply | None) -> None:
+        """A reply over `limits.max_response_bytes` fails the run, before it is written out."""
+        limit = self.registry.settings.max_response_bytes
+        if reply is not None and size_over(reply.data if reply.text is None else reply.text,
+                                           limit) > limit:
+            raise ResponseTooLargeError(f"The response is larger than {limit} bytes "
+                                        "(limits.max_response_bytes)")
+
     async def load_records(self, declared: tuple[Param, ...],
                            params: dict[str, Any]) -> dict[str, Any]:
         """Parameters of a data type arrive as ids; each must name an existing record."""
+        most = self.registry.settings.max_list_ids
         for param in declared:
             value = params.get(param.name)
             if value is None or self.storage is None:
                 continue
             ids = value if param.list else [value]
-            records = [await self.storage.records.get(param.type, record_id) for record_id in ids]
+            if len(ids) > most:
+                raise InvalidDataError(f"Invalid value for parameter {param.name} (at most "
+                                       f"{most} ids, limits.max_list_ids)")
+            records = []
+            for index, record_id in enumerate(ids, 1):
+                records.append(await self.storage.records.get(param.type, record_id))
+                if index % 100 == 0:
+                    await asyncio.sleep(0)  # a store that reads on the loop: let the timeout in
             if any(record is None for record in records):
                 raise InvalidDataError(f"Invalid value for parameter {param.name} "
                                        f"(no {param.type} with that id)")

@@ -15,11 +15,14 @@ from gateway.action import Action, StepCheck
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
+from gateway.encoding import size_over
 from gateway.errors import RunError, ValidationError, did_you_mean
+from gateway.storage import codec
 from gateway.storage.interface import (
     SYSTEM_KEYS,
     Constraint,
     FieldSpec,
+    Page,
     RecordStore,
     SortKey,
     TypeSpec,
@@ -120,10 +123,26 @@ async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     constraints = [_constraint(spec, c) for c in args.get("constraints") or []]
     sort = [SortKey(s["key"], bool(s.get("descending", False))) for s in args.get("sort") or []]
+    cursor = args.get("cursor") or None
     page = await _storage(ctx).search(spec.name, constraints, sort, _limit(args.get("limit")),
-                                      args.get("cursor") or None)
+                                      cursor)
+    page = _within(page, ctx.settings.max_page_bytes, cursor)
     return {"results": page.results, "count": page.count, "remaining": page.remaining,
             "cursor": page.cursor}
+
+
+def _within(page: Page, budget: int, cursor: str | None) -> Page:
+    """The page cut before the record that would take it past `budget` bytes of JSON (but
+    with one record at least), with the cursor to the rest."""
+    used = 0
+    for index, record in enumerate(page.results):
+        used += size_over(record, budget)
+        if used > budget:
+            kept = max(index, 1)
+            if kept == len(page.results):
+                break
+            return codec.page(page.results[:kept], page.count, codec.decode_cursor(cursor))
+    return page
 
 
 def _limit(value: Any) -> int:
