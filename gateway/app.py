@@ -78,6 +78,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
                                Route("/readyz", readyz)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: http.http_exception, Exception: http.server_error})
+    app.router.redirect_slashes = False  # a redirect would go to whatever `Host` said
     app.state.registry = registry
     app.state.interpreter = interpreter
     return app

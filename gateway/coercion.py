@@ -185,7 +185,7 @@ def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
         result: dict[str, Any] = {}
         for param, convert in plan:
             value = raw.get(param.name)
-            if value is None or value == "" and param.type != "text":
+            if value is None or value == "":  # empty text is no value, for every type
                 if param.has_default:
                     default = defaults[param.name]
                     result[param.name] = copy.deepcopy(default) if isinstance(

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.accounts import Accounts
 from gateway.privacy import EXEMPT, Viewer
+from gateway.settings import Settings
 from gateway.storage.interface import Change, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
@@ -103,6 +104,7 @@ class RunContext:
     ignore_privacy_rules: bool = False
     depth: int = 0
     source: str = "http"
+    settings: Settings = field(default_factory=Settings)
     log: logging.Logger = RUN_LOG
     hidden: frozenset[str] = frozenset()  # secret values, kept out of what a step logs
     steps: list[dict[str, Any]] = field(default_factory=list)

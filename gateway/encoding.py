@@ -145,6 +145,29 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
+def size_over(value: Any, limit: int) -> int:
+    """At least how many bytes `value` takes as JSON, counted without writing it, and only
+    until the count passes `limit` (a result over `limit` means "too large", not a size).
+    Never more than the real size, so nothing small is refused."""
+    size = 0
+    stack = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            size += 2 + (len(item) if item.isascii() else len(item.encode("utf-8", "replace")))
+        elif isinstance(item, dict):
+            size += 1 + 2 * len(item)  # braces, colons and commas
+            for key, child in item.items():
+                stack.append(str(key))
+                stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            size += 1 + len(item)
+            stack.extend(item)
+        else:
+            size += 1  # a number, a boolean, null or a date: a byte at least
+    return size
+
+
 def roundtrip(value: Any) -> Any:
     """`value` as it reads back from JSON (dates become their text)."""
     return loads(encode(value))

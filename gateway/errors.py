@@ -42,6 +42,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def shown(text: str, limit: int = 64) -> str:
+    """Caller text fit for a message or a log line: cut to `limit` characters, with control
+    and other unprintable characters escaped."""
+    cut = text[:limit]
+    if not cut.isprintable():
+        cut = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return cut + "…" if len(text) > limit else cut
+
+
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
 
@@ -92,6 +101,16 @@ class PayloadTooLargeError(GatewayError):
     status, code = 413, "PAYLOAD_TOO_LARGE"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client took longer than allowed to send its request (its headers or its body)."""
+
+    status, code = 408, "REQUEST_TIMEOUT"
+
+
+class HeadersTooLargeError(GatewayError):
+    status, code = 431, "HEADERS_TOO_LARGE"
+
+
 class UnauthorizedError(GatewayError):
     status, code = 401, "UNAUTHORIZED"
 
@@ -135,6 +154,12 @@ class RunError(GatewayError):
     def __init__(self, message: str, location: str = "") -> None:
         super().__init__(message)
         self.location = location
+
+
+class ResponseTooLargeError(RunError):
+    """A reply larger than `limits.max_response_bytes`: the run fails, and says so."""
+
+    code = "RESPONSE_TOO_LARGE"
 
 
 class TemplateError(RunError):

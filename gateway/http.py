@@ -6,7 +6,10 @@ Every error a caller can see is rendered here, in one shape:
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,6 +31,8 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
+    shown,
 )
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
@@ -35,6 +40,9 @@ from gateway.model import ROUTE_PREFIX, Workflow
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 log = logging.getLogger("gateway.http")
+# JSON integers longer than this are refused (400): reading one costs time quadratic in it.
+MAX_INTEGER_DIGITS = 1000
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -59,8 +67,10 @@ def _header(request: Request, name: bytes) -> str | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over `limit` bytes, declared or streamed."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes, declared or streamed, and (408)
+    a body that takes longer than `timeout` seconds to arrive. A client that goes away
+    mid-body raises Starlette's `ClientDisconnect`."""
     declared = _header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
@@ -69,17 +79,38 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            while more:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(
+                        f"The request body is larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeoutError(f"The request body did not arrive within {timeout:g} s "
+                                  "(server.body_timeout)") from exc
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    data = orjson.loads(body)
+    if _LONG_NUMBER.search(body):
+        # orjson reads an integer past 64 bits as a float (a 100-digit id would arrive as
+        # 1e+100): the standard library keeps it exact, up to `MAX_INTEGER_DIGITS`.
+        data = json.loads(body, parse_int=_integer)
+    return data
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
 
 
 async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
@@ -91,7 +122,7 @@ async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
     if content_type == "multipart/form-data":
         return await _parse_multipart(request, body)
     try:
-        data = orjson.loads(body)
+        data = _json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -135,7 +166,7 @@ def _boundary(content_type: str) -> bytes | None:
 
 def request_facts(request: Request, body: bytes) -> dict[str, Any]:
     """What templates see as `request` (the `api_token` query parameter is left out)."""
-    query = {k: v for k, v in request.query_params.items() if k != API_TOKEN}
+    query = gather((k, v) for k, v in request.query_params.multi_items() if k != API_TOKEN)
     return {
         "method": request.method, "path": request.url.path, "headers": dict(request.headers),
         "query": query, "body": body.decode("utf-8", "replace"),
@@ -143,11 +174,13 @@ def request_facts(request: Request, body: bytes) -> dict[str, Any]:
     }
 
 
-def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, auth: Authenticator,
-                      limit: int) -> Endpoint:
+def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
+                      auth: Authenticator) -> Endpoint:
     query_names = frozenset(p.name for p in workflow.params
                             if p.in_query or workflow.method == "GET")
     methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
+    settings = interpreter.registry.settings
+    limit, timeout = settings.max_body_bytes, settings.body_timeout.total_seconds()
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -155,8 +188,14 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, auth: Authen
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
         try:
             identity = await auth.admit(workflow, request)  # before the body is read
-            body = await read_body(request, limit)
+            body = await read_body(request, limit, timeout)
             raw = await parse_body(request, body) if workflow.method == "POST" else {}
+        except ClientDisconnect:
+            return gone(request, workflow)
+        except RequestTimeoutError as exc:
+            answer = error_response(exc)
+            answer.headers["Connection"] = "close"  # what is left of the body is not read
+            return answer
         except GatewayError as exc:
             return error_response(exc)
         if query_names:
@@ -170,20 +209,29 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter, auth: Authen
     return endpoint
 
 
+def gone(request: Request, workflow: Workflow) -> Response:
+    """The client went away before its body arrived: no run started, nobody reads an answer."""
+    client = request.client.host if request.client else "?"
+    log.info("%s closed the connection before sending the whole body (%s %s)", client,
+             request.method, workflow.name)
+    return Response(status_code=400)
+
+
 async def not_found(request: Request) -> Response:
     # Unknown and unexposed workflows get the same answer, so names do not leak.
     name = request.path_params.get("name", "")
-    return error_response(NotFoundError(f"No workflow named {name} is exposed" if name else
-                                        "Not found"))
+    return error_response(NotFoundError(f"No workflow named {shown(name)} is exposed"
+                                        if name else "Not found"))
 
 
 def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
-    limit = interpreter.registry.settings.max_body_bytes
     found: list[BaseRoute] = [
-        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, auth, limit),
+        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, auth),
               methods=ALL_METHODS, name=f"wf:{wf.name}")
         for wf in interpreter.registry.exposed()
     ]
+    # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
+    found.append(Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS))
     found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
     return found
 

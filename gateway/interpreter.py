@@ -23,12 +23,13 @@ from gateway import budget, templating
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, current_user, new_scope
-from gateway.encoding import MAX_DEPTH, escape, integer_marker
+from gateway.encoding import MAX_DEPTH, escape, integer_marker, size_over
 from gateway.errors import (
     DuplicateError,
     GatewayError,
     InvalidDataError,
     NotRunError,
+    ResponseTooLargeError,
     RunError,
     StepFailedError,
 )
@@ -92,7 +93,7 @@ class Interpreter:
                          data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
                          accounts=self.accounts, viewer=self.viewer(workflow, identity),
-                         hidden=self.hidden)
+                         hidden=self.hidden, settings=self.registry.settings)
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
@@ -100,15 +101,14 @@ class Interpreter:
         error: GatewayError | None = None
         try:
             params = workflow.coerce(raw)
-            if workflow.record_params:
-                params = await self.load_records(workflow.record_params, params, ctx.viewer)
-            scope = self.scope(ctx, params, request)
-            if workflow.may_wait:
-                async with asyncio.timeout(self.timeout):
-                    reply = await self.execute(workflow, ctx, scope)
+            if workflow.may_wait or workflow.record_params:
+                async with asyncio.timeout(self.timeout):  # loading records is part of the run
+                    params = await self.load_records(workflow.record_params, params, ctx.viewer)
+                    reply = await self.execute(workflow, ctx, self.scope(ctx, params, request))
                     await self.commit(ctx)
             else:
-                reply = await self.execute(workflow, ctx, scope)
+                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request))
+            self.check_size(reply)
         except GatewayError as exc:
             error = exc
         except TimeoutError:
@@ -143,6 +143,14 @@ class Interpreter:
             for hook in self.on_commit:
                 await hook(ctx)
 
+    def check_size(self, reply: Reply | None) -> None:
+        """A reply over `limits.max_response_bytes` fails the run, before it is written out."""
+        limit = self.registry.settings.max_response_bytes
+        if reply is not None and size_over(reply.data if reply.text is None else reply.text,
+                                           limit) > limit:
+            raise ResponseTooLargeError(f"The response is larger than {limit} bytes "
+                                        "(limits.max_response_bytes)")
+
     def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
         """The privacy rules a run's reads go through: none for admin keys and workflows
         that ignore them."""
@@ -154,13 +162,21 @@ class Interpreter:
                            viewer: Viewer = EXEMPT) -> dict[str, Any]:
         """Parameters of a data type arrive as ids; each must name an existing record that
         the caller may find (the same answer either way, so that ids do not leak)."""
+        most = self.registry.settings.max_list_ids
         for param in declared:
             value = params.get(param.name)
             if value is None or self.storage is None:
                 continue
             ids = value if param.list else [value]
-            records = [viewer.sift(param.type, await self.storage.records.get(param.type, id))
-                       for id in ids]
+            if len(ids) > most:
+                raise InvalidDataError(f"Invalid value for parameter {param.name} (at most "
+                                       f"{most} ids, limits.max_list_ids)")
+            records = []
+            for index, record_id in enumerate(ids, 1):
+                records.append(viewer.sift(
+                    param.type, await self.storage.records.get(param.type, record_id)))
+                if index % 100 == 0:
+                    await asyncio.sleep(0)  # a store that reads on the loop: let the timeout in
             if any(record is None for record in records):
                 raise InvalidDataError(f"Invalid value for parameter {param.name} "
                                        f"(no {param.type} with that id)")

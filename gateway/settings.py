@@ -32,6 +32,9 @@ class Settings:
     secret_names: tuple[str, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict)
     max_body_bytes: int = 1_048_576
+    max_response_bytes: int = 16_777_216
+    max_page_bytes: int = 4_194_304
+    max_list_ids: int = 1000
     run_timeout: timedelta = timedelta(seconds=300)
     template_timeout: timedelta = timedelta(seconds=1)
     max_template_bytes: int = 1_048_576
@@ -48,6 +51,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    max_header_bytes: int = 65_536
+    header_timeout: timedelta = timedelta(seconds=10)
+    body_timeout: timedelta = timedelta(seconds=30)
+    max_connections: int = 1000
     max_event_depth: int = 10
     token_lifetime: timedelta = timedelta(hours=24)
     remember_lifetime: timedelta = timedelta(days=365)
@@ -55,7 +62,9 @@ class Settings:
     min_password_length: int = 8
 
     def missing_secrets(self) -> list[str]:
-        return [name for name in self.secret_names if name not in self.secrets]
+        """Declared secrets the environment does not set, or sets to an empty string (an
+        empty secret would match an empty signature)."""
+        return [name for name in self.secret_names if not self.secrets.get(name)]
 
 
 def from_document(data: Mapping[str, Any] | None) -> Settings:
@@ -71,6 +80,9 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         database=data.get("database", defaults.database),
         secret_names=tuple(data.get("secrets", ())),
         max_body_bytes=limits.get("max_body_bytes", defaults.max_body_bytes),
+        max_response_bytes=limits.get("max_response_bytes", defaults.max_response_bytes),
+        max_page_bytes=limits.get("max_page_bytes", defaults.max_page_bytes),
+        max_list_ids=limits.get("max_list_ids", defaults.max_list_ids),
         run_timeout=parse_duration(limits.get("run_timeout", "300s")),
         template_timeout=parse_duration(limits.get("template_timeout", "1s")),
         max_template_bytes=limits.get("max_template_bytes", defaults.max_template_bytes),
@@ -92,6 +104,10 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         remember_lifetime=parse_duration(tokens.get("remember_lifetime", "365d")),
         idle_lapse=parse_duration(tokens.get("idle_lapse", "30d")),
         min_password_length=tokens.get("min_password_length", defaults.min_password_length),
+        max_header_bytes=server.get("max_header_bytes", defaults.max_header_bytes),
+        header_timeout=parse_duration(server.get("header_timeout", "10s")),
+        body_timeout=parse_duration(server.get("body_timeout", "30s")),
+        max_connections=server.get("max_connections", defaults.max_connections),
     )
 
 

@@ -36,6 +36,18 @@ _SCALARS = {
 _AS_TEXT = {_STR, "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
 
 Position = tuple[int, int]
+# Nodes an alias may re-expand in one document: anchors nested in anchors multiply (nine
+# levels of nine aliases is 387 million nodes), so building stops well before memory does.
+MAX_ALIAS_NODES = 10_000
+
+
+class _AliasLimit(Exception):
+    """Building stops: `pointer` is where an alias went past the limit (or into itself)."""
+
+    def __init__(self, pointer: str, message: str) -> None:
+        super().__init__(message)
+        self.pointer = pointer
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,9 @@ class _Builder:
         self.positions: dict[str, Position] = {}
         self.key_positions: dict[str, Position] = {}
         self.diagnostics: list[Diagnostic] = []
+        self.seen: set[int] = set()  # nodes built once: building one again expands an alias
+        self.open: set[int] = set()  # nodes being built (an alias to one of them is a loop)
+        self.expanded = 0
 
     def error(self, node: yaml.Node, pointer: str, code: str, message: str) -> None:
         line, column = _mark(node)
@@ -84,12 +99,35 @@ class _Builder:
 
     def build(self, node: yaml.Node, pointer: str) -> Any:
         self.positions[pointer] = _mark(node)
-        if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, pointer)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            self.count(node, pointer)
+            return self.scalar(node, pointer)
+        self.count(node, pointer)
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, pointer)
             return [self.build(item, ptr.join(pointer, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self.scalar(node, pointer)
+        finally:
+            self.open.discard(id(node))
+
+    def count(self, node: yaml.Node, pointer: str) -> None:
+        if id(node) in self.open:
+            raise _AliasLimit(pointer, "an alias refers to a node that contains it (a "
+                                       "recursive alias)")
+        if id(node) not in self.seen:
+            self.seen.add(id(node))
+            return
+        self.expanded += 1
+        if self.expanded > MAX_ALIAS_NODES:
+            raise _AliasLimit(pointer, f"aliases expand to more than {MAX_ALIAS_NODES} nodes "
+                                       "(anchors nested in anchors?)")
+
+    def locate_key(self, pointer: str) -> Position:
+        """Where the mapping key nearest above `pointer` stands: where an alias was used."""
+        while pointer and pointer not in self.key_positions:
+            pointer = ptr.parent(pointer)
+        return self.key_positions.get(pointer, (1, 1))
 
     def scalar(self, node: yaml.ScalarNode, pointer: str) -> Any:
         if node.tag in _AS_TEXT:
@@ -130,7 +168,12 @@ class _Builder:
             if not isinstance(source, yaml.MappingNode):
                 self.error(source, pointer, "yaml.bad-merge", "a merge key '<<' takes a mapping")
                 continue
-            merged.update(self.mapping(source, pointer))
+            self.count(source, pointer)
+            self.open.add(id(source))
+            try:
+                merged.update(self.mapping(source, pointer))
+            finally:
+                self.open.discard(id(source))
         return merged
 
     def key(self, node: yaml.Node, pointer: str) -> str | None:
@@ -173,7 +216,13 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
                             and not node.value):
             continue  # an empty document: `---` at the end of a file, or only comments
         builder = _Builder(file)
-        data = builder.build(node, "")
+        try:
+            data = builder.build(node, "")
+        except _AliasLimit as exc:
+            line, column = builder.locate_key(exc.pointer)
+            diagnostics.append(Diagnostic(file, line, column, "yaml.alias-limit", exc.message,
+                                          exc.pointer))
+            continue
         if not isinstance(data, dict):
             builder.error(node, "", "yaml.not-a-mapping",
                           "a document must be a mapping with a 'kind' key")

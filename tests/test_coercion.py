@@ -152,11 +152,11 @@ def test_coercer_applies_types_defaults_and_optionals() -> None:
         "tags": ["solo"]}
 
 
-def test_an_empty_text_is_a_value_but_an_empty_number_is_missing() -> None:
-    assert coerce({"name": ""})["name"] == ""
+@pytest.mark.parametrize("empty", ["", None])
+def test_an_empty_text_is_no_value_for_a_text_as_for_a_number(empty: str | None) -> None:
     assert coerce({"name": "x", "count": ""})["count"] == 3
     with pytest.raises(MissingDataError) as info:
-        coerce({"name": None})
+        coerce({"name": empty})
     assert info.value.message == "Missing parameter for workflow wf: parameter name"
 
 

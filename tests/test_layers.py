@@ -30,12 +30,12 @@ LAYERS: dict[str, int] = {
     "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6,
     "gateway.http": 7,
     "gateway.app": 8, "gateway.diagnostics": 8,
-    "gateway.cli": 9, "gateway.__main__": 9,
+    "gateway.cli": 9, "gateway.server": 9, "gateway.__main__": 9,
 }
 # Third-party (and driver) packages and the only modules allowed to import them.
 CONFINED: dict[str, tuple[str, ...]] = {
     "starlette": ("gateway.http", "gateway.auth", "gateway.app"),
-    "uvicorn": ("gateway.cli",),
+    "uvicorn": ("gateway.cli", "gateway.server"),
     "click": ("gateway.cli",),
     "psycopg": ("gateway.storage",),
     "psycopg_pool": ("gateway.storage",),

@@ -10,9 +10,11 @@ from typing import Any
 from gateway import pointer as ptr
 from gateway.action import Action, StepCheck
 from gateway.context import Reply, RunContext
-from gateway.errors import RunError, StepFailedError, did_you_mean
+from gateway.errors import RunError, StepFailedError, did_you_mean, shown
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -33,9 +35,26 @@ async def set_values(ctx: RunContext, args: dict[str, Any]) -> Any:
     return args.get("values", {})
 
 
+def _headers(value: Any) -> dict[str, str]:
+    """Response headers as HTTP can carry them: a name is a token, a value is Latin-1 text
+    with no control character (a CR or LF would end the header; a NUL drops the connection)."""
+    if not isinstance(value, dict):
+        raise RunError(f"headers must be a mapping of names to values, not {type(value).__name__}")
+    headers = {}
+    for key, item in value.items():
+        name, text = str(key), "" if item is None else str(item)
+        if not _TOKEN.fullmatch(name):
+            raise RunError(f"the header name {shown(name)!r} is not a valid HTTP header name")
+        if not _FIELD_VALUE.fullmatch(text):
+            raise RunError(f"the value of header {name} holds characters HTTP headers cannot "
+                           f"carry (control characters, or beyond Latin-1): {shown(text)!r}")
+        headers[name] = text
+    return headers
+
+
 async def return_data(ctx: RunContext, args: dict[str, Any]) -> Reply:
-    headers = {str(k): str(v) for k, v in (args.get("headers") or {}).items()}
-    status = _status(args.get("status"), 200)
+    headers = _headers(args.get("headers") or {})
+    status = _status(args.get("status"), 200, low=200)  # a 1xx is no final answer
     if "text" in args:
         text = args["text"]
         return Reply(text="" if text is None else str(text), status=status, headers=headers,

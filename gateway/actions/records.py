@@ -15,6 +15,7 @@ from gateway.action import Action, StepCheck
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
+from gateway.encoding import size_over
 from gateway.errors import RunError, ValidationError, did_you_mean
 from gateway.privacy import Privacy
 from gateway.storage import codec
@@ -135,6 +136,7 @@ async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
         page = await _storage(ctx).search(spec.name, constraints, sort, limit, cursor)
     else:
         page = await _private_search(ctx, privacy, spec.name, constraints, sort, limit, cursor)
+    page = _within(page, ctx.settings.max_page_bytes, cursor)
     return {"results": page.results, "count": page.count, "remaining": page.remaining,
             "cursor": page.cursor}
 
@@ -167,6 +169,20 @@ async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
         offset = codec.decode_cursor(cursor)
         page = codec.page(visible[offset:offset + limit], len(visible), offset)
     ctx.remark(hidden_by_privacy=everyone.count - page.count)
+    return page
+
+
+def _within(page: Page, budget: int, cursor: str | None) -> Page:
+    """The page cut before the record that would take it past `budget` bytes of JSON (but
+    with one record at least), with the cursor to the rest."""
+    used = 0
+    for index, record in enumerate(page.results):
+        used += size_over(record, budget)
+        if used > budget:
+            kept = max(index, 1)
+            if kept == len(page.results):
+                break
+            return codec.page(page.results[:kept], page.count, codec.decode_cursor(cursor))
     return page
 
 

@@ -37,6 +37,7 @@ from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import check, discover, errors
 from gateway.model import ROUTE_PREFIX, Registry
+from gateway.server import HEADER_TIMEOUT_ENV, BoundedHttpToolsProtocol
 from gateway.storage import Storage, open_storage
 
 
@@ -80,11 +81,19 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     registry = load_or_exit(paths)
     settings = settled(registry, host=host, port=port, workers=workers, database=database)
     refuse_missing_secrets(settings)
+    if settings.workers > 1 and settings.database.startswith("sqlite:"):
+        raise Failed(f"error: {settings.workers} workers cannot share a SQLite database (they "
+                     "would block each other's writes); use PostgreSQL "
+                     "(--database postgresql://...) for more than one worker, or --workers 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout.total_seconds())
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
+                port=settings.port, workers=settings.workers, loop="uvloop",
+                http=BoundedHttpToolsProtocol,
+                h11_max_incomplete_event_size=settings.max_header_bytes,
+                limit_concurrency=settings.max_connections,
                 log_level="info", access_log=False, proxy_headers=False)
 
 

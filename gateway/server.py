@@ -1,0 +1,121 @@
+"""The HTTP server's connections: httptools as uvicorn drives it, with what it lacks.
+
+uvicorn's httptools protocol reads a request's line and headers with no bound on their size
+and no deadline (a client can send 64 MiB of headers, or one byte a minute, or nothing at
+all, and hold the connection). This protocol closes a connection whose line and headers pass
+`server.max_header_bytes` (431) or take longer than `server.header_timeout` (408), a new
+connection that stays silent included. Both answers carry the gateway's JSON error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.envelope import render_error
+from gateway.errors import GatewayError, HeadersTooLargeError, RequestTimeoutError
+
+# `gateway serve` sets it for every worker process (in seconds), as it sets the config path.
+HEADER_TIMEOUT_ENV = "GATEWAY_HEADER_TIMEOUT"
+DEFAULT_MAX_HEADER_BYTES = 65_536
+DEFAULT_HEADER_TIMEOUT = 10.0
+log = logging.getLogger("gateway.server")
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools with a size bound and a deadline on each request's line and headers. The
+    size bound is uvicorn's own `h11_max_incomplete_event_size` setting, which httptools
+    otherwise ignores."""
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_header_bytes = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
+        self.header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT))
+        self.header_bytes = 0
+        self.in_headers = True
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.refused = False  # once answered, the rest of what the parser holds is ignored
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.start_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        super().data_received(data)
+        # Headers still coming: what httptools holds so far (checked exactly once complete).
+        if self.in_headers and not self.transport.is_closing():
+            self.header_bytes += len(data)
+            if self.header_bytes > self.max_header_bytes:
+                self.refuse_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_headers = True
+        self.header_bytes = 0
+        if self.header_timer is None:
+            self.start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self.in_headers = False
+        self.stop_header_timer()
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_header_bytes:
+            self.refuse_headers()
+        if not self.refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+
+    def refuse_headers(self) -> None:
+        self.refuse(HeadersTooLargeError(
+            f"The request line and headers are larger than {self.max_header_bytes} bytes "
+            "(server.max_header_bytes)"))
+
+    def start_header_timer(self) -> None:
+        self.header_timer = self.loop.call_later(self.header_timeout, self.headers_timed_out)
+
+    def stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def headers_timed_out(self) -> None:
+        self.header_timer = None
+        if self.in_headers and not self.transport.is_closing():
+            self.refuse(RequestTimeoutError(
+                f"The request line and headers did not arrive within {self.header_timeout:g} s "
+                "(server.header_timeout)"))
+
+    def refuse(self, error: GatewayError) -> None:
+        """Answer with the error and close: what else the client sends is not read."""
+        self.refused = True
+        client = "%s:%d" % self.client if self.client else "a client"
+        log.info("closed the connection of %s: %s", client, error.code)
+        rendered = render_error(error)
+        body = rendered.body if isinstance(rendered.body, bytes) else rendered.body.encode()
+        phrase = HTTPStatus(error.status).phrase
+        head = (f"HTTP/1.1 {error.status} {phrase}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+        self.transport.write(head.encode("latin-1") + body)
+        self.transport.close()
+        self.stop_header_timer()
