@@ -125,14 +125,18 @@ def dumps(value: Any) -> str:
     return encode(value).decode()
 
 
-def dumps_lenient(value: Any) -> str:
-    """JSON text of anything, never an error (for the run log): what JSON cannot hold is kept
+def encode_lenient(value: Any) -> bytes:
+    """JSON bytes of anything, never an error (for the run log): what JSON cannot hold is kept
     as its repr, or as a marker (`<integer of 4301 digits>`, `<nested deeper than 100
     levels>`)."""
     try:
-        return orjson.dumps(value, default=_lenient_default, option=_OPTIONS).decode()
+        return orjson.dumps(value, default=_lenient_default, option=_OPTIONS)
     except orjson.JSONEncodeError:
-        return _LENIENT.encode(_tame(value))
+        return _LENIENT.encode(_tame(value)).encode()
+
+
+def dumps_lenient(value: Any) -> str:
+    return encode_lenient(value).decode()
 
 
 def dumps_pretty(value: Any, indent: int | None = 2) -> str:

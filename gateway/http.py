@@ -6,7 +6,6 @@ Every error a caller can see is rendered here, in one shape:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -31,7 +30,6 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
-    RequestTimeoutError,
     shown,
 )
 from gateway.interpreter import Interpreter, RunResult
@@ -67,10 +65,10 @@ def _header(request: Request, name: bytes) -> str | None:
     return None
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The body, refusing (413) anything over `limit` bytes, declared or streamed, and (408)
-    a body that takes longer than `timeout` seconds to arrive. A client that goes away
-    mid-body raises Starlette's `ClientDisconnect`."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes, declared or streamed. A client
+    that goes away mid-body raises Starlette's `ClientDisconnect`; one too slow to send it is
+    answered by the server's connection (`gateway.server`, `server.body_timeout`)."""
     declared = _header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
@@ -79,22 +77,16 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
-    try:
-        async with asyncio.timeout(timeout):
-            while more:
-                message = await request.receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunk = message.get("body", b"")
-                more = message.get("more_body", False)
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(
-                        f"The request body is larger than {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError as exc:
-        raise RequestTimeoutError(f"The request body did not arrive within {timeout:g} s "
-                                  "(server.body_timeout)") from exc
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+        chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -180,7 +172,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                             if p.in_query or workflow.method == "GET")
     methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
     settings = interpreter.registry.settings
-    limit, timeout = settings.max_body_bytes, settings.body_timeout.total_seconds()
+    limit = settings.max_body_bytes
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -188,14 +180,10 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
         try:
             identity = await auth.admit(workflow, request)  # before the body is read
-            body = await read_body(request, limit, timeout)
+            body = await read_body(request, limit)
             raw = await parse_body(request, body) if workflow.method == "POST" else {}
         except ClientDisconnect:
             return gone(request, workflow)
-        except RequestTimeoutError as exc:
-            answer = error_response(exc)
-            answer.headers["Connection"] = "close"  # what is left of the body is not read
-            return answer
         except GatewayError as exc:
             return error_response(exc)
         if query_names:

@@ -23,7 +23,7 @@ from gateway import budget, templating
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity, Reply, RunContext, current_user, new_scope
-from gateway.encoding import MAX_DEPTH, escape, integer_marker, size_over
+from gateway.encoding import MAX_DEPTH, encode_lenient, escape, integer_marker, size_over
 from gateway.errors import (
     DuplicateError,
     GatewayError,
@@ -108,7 +108,7 @@ class Interpreter:
                     await self.commit(ctx)
             else:
                 reply = await self.execute(workflow, ctx, self.scope(ctx, params, request))
-            self.check_size(reply)
+            self.check_size(reply, workflow.may_wait or bool(workflow.record_params))
         except GatewayError as exc:
             error = exc
         except TimeoutError:
@@ -143,19 +143,31 @@ class Interpreter:
             for hook in self.on_commit:
                 await hook(ctx)
 
-    def check_size(self, reply: Reply | None) -> None:
-        """A reply over `limits.max_response_bytes` fails the run, before it is written out."""
+    def check_size(self, reply: Reply | None, holds_records: bool) -> None:
+        """A reply over `limits.max_response_bytes` fails the run, before it is written out.
+        A run that may hold records is measured without writing it out (it could be huge);
+        any other reply is made of parameters and template results, each bounded already,
+        and writing it is the cheaper measure."""
+        if reply is None:
+            return
         limit = self.registry.settings.max_response_bytes
-        if reply is not None and size_over(reply.data if reply.text is None else reply.text,
-                                           limit) > limit:
+        value = reply.data if reply.text is None else reply.text
+        if holds_records:
+            size = size_over(value, limit)
+        elif isinstance(value, str):
+            size = len(value)  # a lower bound in UTF-8, exact in ASCII
+        else:
+            size = len(encode_lenient(value))
+        if size > limit:
             raise ResponseTooLargeError(f"The response is larger than {limit} bytes "
                                         "(limits.max_response_bytes)")
 
     def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
         """The privacy rules a run's reads go through: none for admin keys and workflows
         that ignore them."""
-        if identity.kind == "admin" or workflow.ignore_privacy_rules:
-            return EXEMPT
+        if identity.kind == "admin" or workflow.ignore_privacy_rules or not (
+                workflow.may_wait or workflow.record_params):
+            return EXEMPT  # (a run that reads no records has nothing for the rules to judge)
         return Viewer(self.registry.privacy, current_user(identity))
 
     async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],

@@ -1,10 +1,14 @@
 """The HTTP server's connections: httptools as uvicorn drives it, with what it lacks.
 
-uvicorn's httptools protocol reads a request's line and headers with no bound on their size
-and no deadline (a client can send 64 MiB of headers, or one byte a minute, or nothing at
-all, and hold the connection). This protocol closes a connection whose line and headers pass
-`server.max_header_bytes` (431) or take longer than `server.header_timeout` (408), a new
-connection that stays silent included. Both answers carry the gateway's JSON error envelope.
+uvicorn's httptools protocol reads a request's line, headers and body with no bound on their
+size and no deadline (a client can send 64 MiB of headers, or one byte a minute, or nothing
+at all, and hold the connection). This protocol closes a connection whose line and headers
+pass `server.max_header_bytes` (431) or take longer than `server.header_timeout` (408), a new
+connection that stays silent included, or whose body takes longer than `server.body_timeout`
+(408). Every answer carries the gateway's JSON error envelope.
+
+A timer is set only for a request that did not arrive whole in one read: most do, and pay
+nothing for these deadlines.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from gateway.errors import GatewayError, HeadersTooLargeError, RequestTimeoutErr
 
 # `gateway serve` sets it for every worker process (in seconds), as it sets the config path.
 HEADER_TIMEOUT_ENV = "GATEWAY_HEADER_TIMEOUT"
+BODY_TIMEOUT_ENV = "GATEWAY_BODY_TIMEOUT"
 DEFAULT_MAX_HEADER_BYTES = 65_536
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
 log = logging.getLogger("gateway.server")
 
 
@@ -39,9 +45,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.max_header_bytes = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
         self.header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT))
+        self.body_timeout = float(os.environ.get(BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT))
         self.header_bytes = 0
         self.in_headers = True
+        self.in_body = False
         self.header_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
         self.refused = False  # once answered, the rest of what the parser holds is ignored
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -50,27 +59,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_header_timer()
+        self.stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
         super().data_received(data)
-        # Headers still coming: what httptools holds so far (checked exactly once complete).
-        if self.in_headers and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.in_headers:
+            # Headers still coming: what httptools holds so far (checked exactly once
+            # complete), and a deadline for the rest.
             self.header_bytes += len(data)
             if self.header_bytes > self.max_header_bytes:
                 self.refuse_headers()
+            elif self.header_timer is None:
+                self.start_header_timer()
+        elif self.in_body and self.body_timer is None:
+            self.body_timer = self.loop.call_later(self.body_timeout, self.body_timed_out)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_headers = True
         self.header_bytes = 0
-        if self.header_timer is None:
-            self.start_header_timer()
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
+        self.in_body = True
         self.stop_header_timer()
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.max_header_bytes:
@@ -83,6 +99,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
+        self.stop_body_timer()
         if not self.refused:
             super().on_message_complete()
 
@@ -98,6 +116,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+
+    def stop_body_timer(self) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def body_timed_out(self) -> None:
+        self.body_timer = None
+        if self.in_body and not self.transport.is_closing():
+            self.refuse(RequestTimeoutError(
+                f"The request body did not arrive within {self.body_timeout:g} s "
+                "(server.body_timeout)"))
 
     def headers_timed_out(self) -> None:
         self.header_timer = None
@@ -119,3 +149,4 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(head.encode("latin-1") + body)
         self.transport.close()
         self.stop_header_timer()
+        self.stop_body_timer()

@@ -37,7 +37,7 @@ from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import check, discover, errors
 from gateway.model import ROUTE_PREFIX, Registry
-from gateway.server import HEADER_TIMEOUT_ENV, BoundedHttpToolsProtocol
+from gateway.server import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, BoundedHttpToolsProtocol
 from gateway.storage import Storage, open_storage
 
 
@@ -89,6 +89,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout.total_seconds())
+    os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout.total_seconds())
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop",
                 http=BoundedHttpToolsProtocol,
