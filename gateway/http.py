@@ -44,9 +44,28 @@ _LONG_NUMBER = re.compile(rb"[0-9]{19}")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class _Reply(Response):
+    """A rendered outcome as a response, its raw headers built directly: Starlette's own
+    constructor parses and rebuilds them, which every request of a run would pay for."""
+
+    def __init__(self, rendered: Rendered) -> None:
+        body = rendered.body if isinstance(rendered.body, bytes) else rendered.body.encode()
+        self.status_code = rendered.status
+        self.body = body
+        self.background = None
+        media = rendered.media_type
+        if media is not None and media.startswith("text/") and "charset=" not in media:
+            media += "; charset=utf-8"
+        raw = [(b"content-length", str(len(body)).encode())]
+        if media is not None:
+            raw.append((b"content-type", media.encode("latin-1")))
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1"))
+                   for k, v in rendered.headers.items())
+        self.raw_headers = raw
+
+
 def response(rendered: Rendered) -> Response:
-    return Response(rendered.body, status_code=rendered.status, headers=dict(rendered.headers),
-                    media_type=rendered.media_type)
+    return _Reply(rendered)
 
 
 def error_response(error: GatewayError, run_id: str | None = None) -> Response:

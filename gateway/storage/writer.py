@@ -181,7 +181,8 @@ class Writer:
         conn.execute("SAVEPOINT runs")
         try:
             for chunk in batches(rows):  # SQLite caps a statement's variables
-                conn.execute(self._upsert_sql(len(chunk)), [v for row in chunk for v in row])
+                for part in _in_fixed_sizes(chunk):
+                    conn.execute(self._upsert_sql(len(part)), [v for row in part for v in row])
         except BaseException:
             conn.execute("ROLLBACK TO runs")
             raise
@@ -203,6 +204,22 @@ class Writer:
 def _refused(exc: Exception) -> bool:
     """Whether the database refused these rows (not: it cannot be written at all now)."""
     return not isinstance(exc, sqlite3.OperationalError)
+
+
+# Runs are written in statements of these sizes only: each size is one SQL text, which the
+# connection prepares once and keeps. A statement per batch length (1 to 500) would keep up
+# to 128 large prepared statements, tens of MiB, for no gain.
+STATEMENT_SIZES = (256, 64, 16, 4, 1)
+
+
+def _in_fixed_sizes(rows: Sequence[RunRow]) -> list[Sequence[RunRow]]:
+    parts = []
+    start = 0
+    for size in STATEMENT_SIZES:
+        while len(rows) - start >= size:
+            parts.append(rows[start:start + size])
+            start += size
+    return parts
 
 
 def _resolve(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
