@@ -1,0 +1,183 @@
+"""What a caller cannot do to users, keys and privacy rules, on both backends: learn a hidden
+field through a search's constraints or sort, get a record back uncut, log in to a deleted
+account, be kept from signing up by a stale account, or see a bearer token in a template."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.auth import key_hash, new_key
+from gateway.clock import utc_now
+from gateway.loader import load
+from gateway.storage import Storage, open_storage
+
+CONFIG = """
+kind: data_type
+name: vault
+fields:
+  title: {type: text}
+  pin: {type: text}
+  public: {type: boolean}
+privacy:
+  - name: public vaults show their title
+    when: "{{ thing.public }}"
+    find_in_searches: true
+    view_fields: [title]
+---
+kind: data_type
+name: memo
+fields:
+  owner: {type: user}
+  title: {type: text}
+  pin: {type: text}
+privacy:
+  - name: owners find their memos, and see their titles
+    when: "{{ thing.owner == current_user._id }}"
+    find_in_searches: true
+    view_fields: [title]
+---
+kind: api_workflow
+name: add-vault
+expose: true
+auth: admin
+params: {title: {type: text}, pin: {type: text}, public: {type: boolean}}
+steps:
+  - id: made
+    action: create_thing
+    type: vault
+    fields: {title: "{{ params.title }}", pin: "{{ params.pin }}", public: "{{ params.public }}"}
+  - action: return_data
+    data: {id: "{{ steps.made._id }}"}
+---
+kind: api_workflow
+name: vault-pin-is
+expose: true
+auth: none
+params: {pin: {type: text}}
+steps:
+  - id: found
+    action: search
+    type: vault
+    constraints: [{key: pin, constraint: equals, value: "{{ params.pin }}"}]
+  - action: return_data
+    data: {count: "{{ steps.found.count }}"}
+---
+kind: api_workflow
+name: vaults-by-pin
+expose: true
+auth: none
+steps:
+  - id: found
+    action: search
+    type: vault
+    sort: [{key: pin}]
+  - action: return_data
+    data: {titles: "{{ steps.found.results | map(attribute='title') | list }}"}
+---
+kind: api_workflow
+name: add-memo
+expose: true
+auth: user
+params: {title: {type: text}, pin: {type: text}}
+steps:
+  - action: create_thing
+    type: memo
+    fields: {owner: "{{ current_user._id }}", title: "{{ params.title }}", pin: "{{ params.pin }}"}
+---
+kind: api_workflow
+name: memo-pin-is
+expose: true
+auth: user
+params: {pin: {type: text}}
+steps:
+  - id: found
+    action: search
+    type: memo
+    constraints: [{key: pin, constraint: equals, value: "{{ params.pin }}"}]
+  - action: return_data
+    data: {count: "{{ steps.found.count }}"}
+---
+kind: api_workflow
+name: signup
+expose: true
+auth: none
+params: {email: {type: text}}
+steps:
+  - action: signup_user
+    email: "{{ params.email }}"
+    password: correct horse
+"""
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, url: str,
+                  extra: str = "") -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(CONFIG).strip() + ("\n---\n" + extra if extra else ""))
+    storage = open_storage(url)
+    app = create_app(load([path]), storage)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client, storage
+
+
+async def post(client: httpx.AsyncClient, name: str, token: str | None = None,
+               **params: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return await client.post(f"/api/1.1/wf/{name}", json=params, headers=headers)
+
+
+async def call(client: httpx.AsyncClient, name: str, token: str | None = None,
+               **params: Any) -> Any:
+    answer = await post(client, name, token, **params)
+    assert answer.status_code == 200, (name, answer.text)
+    return answer.json()["response"]
+
+
+async def admin_key(storage: Storage) -> str:
+    key = new_key()
+    await storage.keys.create_key("ops", key_hash(key), utc_now())
+    return key
+
+
+async def test_a_constraint_on_a_hidden_field_does_not_tell_its_value(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url) as (client, storage):
+        key = await admin_key(storage)
+        await call(client, "add-vault", key, title="v", pin="4711", public=True)
+        right = await call(client, "vault-pin-is", pin="4711")
+        wrong = await call(client, "vault-pin-is", pin="0000")
+        assert (await call(client, "vault-pin-is", key, pin="4711"))["count"] == 1
+    assert right == wrong  # the answer does not depend on the hidden pin
+
+
+async def test_a_sort_on_a_hidden_field_does_not_tell_its_order(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url) as (client, storage):
+        key = await admin_key(storage)
+        for title, pin in (("a", "3"), ("b", "1"), ("c", "2")):
+            await call(client, "add-vault", key, title=title, pin=pin, public=True)
+        shown = (await call(client, "vaults-by-pin"))["titles"]
+        everything = (await call(client, "vaults-by-pin", key))["titles"]
+    assert everything == ["b", "c", "a"]
+    assert shown == []  # a search sorted on a hidden field finds nothing: its order would tell
+
+
+async def test_a_constraint_on_a_field_the_database_rule_hides(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url) as (client, _):
+        token = (await call(client, "signup", email="ada@example.com"))["token"]
+        await call(client, "add-memo", token, title="m", pin="4711")
+        right = await call(client, "memo-pin-is", token, pin="4711")
+        wrong = await call(client, "memo-pin-is", token, pin="0000")
+    assert right == wrong
