@@ -100,11 +100,13 @@ class Viewer:
     keys and workflows that ignore privacy rules), and the caller's user record.
 
     A record already cut to what the caller sees is remembered (by identity, for the run),
-    so that cutting what the run returns does not judge it again on the fields it lost."""
+    so that cutting what the run returns does not judge it again on the fields it lost. It
+    is kept alive as long as the viewer: were it freed, another record (a full one) could
+    get its id, and go out uncut."""
 
     privacy: Mapping[str, Privacy]
     user: Mapping[str, Any] | None = None
-    _cut: set[int] = field(default_factory=set)
+    _cut: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def of(self, type: str) -> Privacy | None:
         return self.privacy.get(type)
@@ -119,18 +121,23 @@ class Viewer:
         if type not in self.privacy:
             return record
         shown = (grant or self.grant(type, record)).shown(record)
-        self._cut.add(id(shown))
+        self._cut[id(shown)] = shown
         return shown
 
-    def sift(self, type: str, record: dict[str, Any] | None,
-             using: frozenset[str] = frozenset()) -> dict[str, Any] | None:
-        """The record as the caller may see it; None when the caller may not find it, or
+    def finds(self, type: str, record: Mapping[str, Any],
+              using: frozenset[str] = frozenset()) -> Grant | None:
+        """What the caller gets of the record, or None when the caller may not find it, or
         may not see one of the fields in `using` (those a search constrains or sorts on: a
         match on a hidden field would tell its value)."""
+        grant = self.grant(type, record)
+        return grant if grant.find and grant.sees(using) else None
+
+    def sift(self, type: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The record as the caller may see it; None when the caller may not find it."""
         if record is None or type not in self.privacy:
             return record
-        grant = self.grant(type, record)
-        return self.cut(type, record, grant) if grant.find and grant.sees(using) else None
+        grant = self.finds(type, record)
+        return None if grant is None else self.cut(type, record, grant)
 
     def shown(self, value: Any, depth: int = 0) -> Any:
         """What a run returns, with every record in it cut to the fields the caller sees."""

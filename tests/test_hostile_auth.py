@@ -4,7 +4,6 @@ account, be kept from signing up by a stale account, or see a bearer token in a 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import textwrap
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
@@ -181,3 +179,35 @@ async def test_a_constraint_on_a_field_the_database_rule_hides(
         right = await call(client, "memo-pin-is", token, pin="4711")
         wrong = await call(client, "memo-pin-is", token, pin="0000")
     assert right == wrong
+
+
+CUT = """
+kind: api_workflow
+name: reuse
+expose: true
+auth: none
+params: {id: {type: text}}
+steps:
+  - id: found
+    action: search
+    type: vault
+    limit: 1
+  - id: changed
+    action: make_changes
+    type: vault
+    thing: "{{ params.id }}"
+    fields: {title: changed}
+  - action: return_data
+    data: {found: "{{ steps.found.count }}", changed: "{{ steps.changed }}"}
+"""
+
+
+async def test_a_record_a_run_returns_is_cut_however_memory_is_reused(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url, CUT) as (client, storage):
+        key = await admin_key(storage)
+        ids = [(await call(client, "add-vault", key, title=f"t{i}", pin="4711",
+                           public=True))["id"] for i in range(30)]
+        for id in ids:
+            changed = (await call(client, "reuse", id=id))["changed"]
+            assert "pin" not in changed and "public" not in changed, changed
