@@ -211,3 +211,81 @@ async def test_a_record_a_run_returns_is_cut_however_memory_is_reused(
         for id in ids:
             changed = (await call(client, "reuse", id=id))["changed"]
             assert "pin" not in changed and "public" not in changed, changed
+
+
+USERS = """
+kind: api_workflow
+name: login
+expose: true
+auth: none
+params: {email: {type: text}, password: {type: text}}
+steps:
+  - action: login_user
+    email: "{{ params.email }}"
+    password: "{{ params.password }}"
+---
+kind: api_workflow
+name: join
+expose: true
+auth: none
+params: {email: {type: text}, password: {type: text}}
+steps:
+  - action: signup_user
+    email: "{{ params.email }}"
+    password: "{{ params.password }}"
+---
+kind: api_workflow
+name: drop-user
+expose: true
+auth: admin
+params: {id: {type: text}}
+steps:
+  - action: delete_thing
+    type: user
+    thing: "{{ params.id }}"
+---
+kind: api_workflow
+name: add-user
+expose: true
+auth: admin
+params: {email: {type: text}}
+steps:
+  - action: create_thing
+    type: user
+    fields: {email: "{{ params.email }}"}
+---
+kind: api_workflow
+name: headers
+expose: true
+auth: none
+steps:
+  - action: return_data
+    data: {headers: "{{ request.headers | list }}"}
+"""
+PASSWORD = "correct horse"
+
+
+async def test_a_deleted_user_cannot_log_in_and_the_email_is_free_again(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url, USERS) as (client, storage):
+        key = await admin_key(storage)
+        user_id = (await call(client, "signup", email="ada@example.com"))["user_id"]
+        await call(client, "drop-user", key, id=user_id)
+        login = await post(client, "login", email="ada@example.com", password=PASSWORD)
+        assert login.status_code == 400, login.text
+        assert login.json()["body"]["status"] == "INVALID_LOGIN_CREDENTIALS"
+        again = await post(client, "join", email="ada@example.com", password=PASSWORD)
+        assert again.status_code == 200, again.text
+        relogin = await call(client, "login", email="ada@example.com", password=PASSWORD)
+    assert relogin["user_id"] == again.json()["response"]["user_id"] != user_id
+
+
+async def test_signup_over_a_user_record_made_by_create_thing(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url, USERS) as (client, storage):
+        key = await admin_key(storage)
+        await call(client, "add-user", key, email="ada@example.com")
+        answer = await post(client, "join", email="ada@example.com", password=PASSWORD)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["body"]["status"] == "USED_EMAIL"
+
