@@ -53,9 +53,12 @@ def token_hash(token: str) -> str:
 
 
 def fold_email(value: Any) -> str:
-    """An e-mail address as it is kept and looked up: trimmed and in lower case."""
+    """An e-mail address as it is kept and looked up: trimmed and in lower case. One with
+    a control or invisible character (a NUL, which PostgreSQL cannot hold; a zero-width
+    space) or a space is no address."""
     email = str(value or "").strip().lower()
-    if not email or "@" not in email or len(email) > MAX_EMAIL:
+    if (not email or "@" not in email or len(email) > MAX_EMAIL or not email.isprintable()
+            or " " in email):
         raise InvalidDataError("The email is not a valid e-mail address")
     return email
 

@@ -289,3 +289,11 @@ async def test_signup_over_a_user_record_made_by_create_thing(
     assert answer.status_code == 400, answer.text
     assert answer.json()["body"]["status"] == "USED_EMAIL"
 
+
+async def test_an_email_the_database_cannot_hold(tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url, USERS) as (client, _):
+        signup = await post(client, "join", email="a\x00b@example.com", password=PASSWORD)
+        login = await post(client, "login", email="a\x00b@example.com", password=PASSWORD)
+    assert signup.status_code == login.status_code == 400, (signup.text, login.text)
+    assert signup.json()["body"]["status"] == login.json()["body"]["status"] == "INVALID_DATA"
+
