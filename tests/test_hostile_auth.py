@@ -297,3 +297,11 @@ async def test_an_email_the_database_cannot_hold(tmp_path: Path, storage_url: st
     assert signup.status_code == login.status_code == 400, (signup.text, login.text)
     assert signup.json()["body"]["status"] == login.json()["body"]["status"] == "INVALID_DATA"
 
+
+async def test_the_bearer_token_is_not_among_the_request_headers(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url, USERS) as (client, _):
+        token = (await call(client, "signup", email="ada@example.com"))["token"]
+        seen = (await call(client, "headers", token))["headers"]
+    assert "authorization" not in seen and "host" in seen
+
