@@ -95,11 +95,13 @@ class Accounts:
 
     async def login(self, email: Any, password: Any, remember: bool) -> dict[str, Any]:
         folded = fold_email(email)
-        text = str(password or "")[:MAX_PASSWORD]
+        text = str(password or "")
+        too_long = len(text) > MAX_PASSWORD  # no password kept is longer: a wrong one
         await self._wait_after_failures(folded)
         found = await self.users.credential(folded)
         user_id, hashed = found if found is not None else (None, _DECOY)
-        if not await self._run_hasher(_verify, hashed, text) or user_id is None:
+        if (not await self._run_hasher(_verify, hashed, text[:MAX_PASSWORD]) or too_long
+                or user_id is None):
             self._failed(folded)
             raise InvalidLoginError("We didn't find an account with those login credentials")
         self._failures.pop(folded, None)

@@ -4,6 +4,7 @@ account, be kept from signing up by a stale account, or see a bearer token in a 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import textwrap
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from gateway.accounts import MAX_PASSWORD
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.clock import utc_now
@@ -304,4 +306,28 @@ async def test_the_bearer_token_is_not_among_the_request_headers(
         token = (await call(client, "signup", email="ada@example.com"))["token"]
         seen = (await call(client, "headers", token))["headers"]
     assert "authorization" not in seen and "host" in seen
+
+
+
+async def test_a_password_longer_than_any_kept_does_not_log_in(
+        tmp_path: Path, storage_url: str) -> None:
+    longest = "p" * MAX_PASSWORD
+    async with serving(tmp_path, storage_url, USERS) as (client, _):
+        await call(client, "join", email="ada@example.com", password=longest)
+        assert (await post(client, "login", email="ada@example.com",
+                           password=longest)).status_code == 200
+        longer = await post(client, "login", email="ada@example.com", password=longest + "x")
+    assert longer.status_code == 400, longer.text
+    assert longer.json()["body"]["status"] == "INVALID_LOGIN_CREDENTIALS"
+
+
+async def test_signups_racing_for_one_email(tmp_path: Path, storage_url: str) -> None:
+    async with serving(tmp_path, storage_url, USERS) as (client, storage):
+        answers = await asyncio.gather(*(
+            post(client, "join", email=f"{case}@example.com", password=PASSWORD)
+            for case in ("ada", "ADA", "Ada", "aDa", "adA", "AdA")))
+        statuses = sorted(a.json().get("body", {}).get("status", "ok") for a in answers)
+        users = await storage.records.search("user", [], [], 10, None)
+    assert statuses == ["USED_EMAIL"] * 5 + ["ok"], [a.text for a in answers]
+    assert users.count == 1
 
