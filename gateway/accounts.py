@@ -166,11 +166,23 @@ class Accounts:
         return float(min(0.25 * 2 ** (failures.count - FREE_FAILURES), MAX_DELAY))
 
     def _failed(self, email: str) -> None:
-        if len(self._failures) >= MAX_TRACKED:
-            self._failures.clear()
+        if email not in self._failures and len(self._failures) >= MAX_TRACKED:
+            self._make_room()
         failures = self._failures.setdefault(email, _Failures(0, 0.0))
         failures.count += 1
         failures.last = self.monotonic()
+
+
+    def _make_room(self) -> None:
+        """Room to track one more e-mail address, without forgetting the addresses being
+        slowed (failures for many other addresses would otherwise lift their delay): those
+        forgotten or not slowed yet go first; if every one is slowed, the older half."""
+        now = self.monotonic()
+        self._failures = {email: f for email, f in self._failures.items()
+                          if f.count >= FREE_FAILURES and now - f.last <= FAILURE_MEMORY}
+        if len(self._failures) >= MAX_TRACKED:
+            newest = sorted(self._failures.items(), key=lambda item: item[1].last)
+            self._failures = dict(newest[len(newest) // 2:])
 
 
 def _verify(hashed: str, password: str) -> bool:

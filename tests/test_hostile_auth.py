@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 
-from gateway.accounts import MAX_PASSWORD
+from gateway.accounts import FREE_FAILURES, MAX_PASSWORD, MAX_TRACKED, Accounts
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.clock import utc_now
 from gateway.loader import load
+from gateway.settings import Settings
 from gateway.storage import Storage, open_storage
 
 CONFIG = """
@@ -330,4 +331,15 @@ async def test_signups_racing_for_one_email(tmp_path: Path, storage_url: str) ->
         users = await storage.records.search("user", [], [], 10, None)
     assert statuses == ["USED_EMAIL"] * 5 + ["ok"], [a.text for a in answers]
     assert users.count == 1
+
+
+async def test_failures_for_other_emails_do_not_forget_one_being_guessed(
+        storage: Storage) -> None:
+    accounts = Accounts(storage.users, Settings())
+    for _ in range(FREE_FAILURES + 2):
+        accounts._failed("ada@example.com")
+    slowed = accounts.delay_for("ada@example.com")
+    for index in range(MAX_TRACKED + 1):
+        accounts._failed(f"x{index}@example.com")
+    assert slowed > 0 and accounts.delay_for("ada@example.com") == slowed
 
