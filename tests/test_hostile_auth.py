@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
 from gateway.accounts import FREE_FAILURES, MAX_PASSWORD, MAX_TRACKED, Accounts
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
+from gateway.cli import main
 from gateway.clock import utc_now
 from gateway.loader import load
 from gateway.settings import Settings
@@ -343,3 +345,18 @@ async def test_failures_for_other_emails_do_not_forget_one_being_guessed(
         accounts._failed(f"x{index}@example.com")
     assert slowed > 0 and accounts.delay_for("ada@example.com") == slowed
 
+
+def test_key_labels_cannot_forge_lines_of_the_list(tmp_path: Path, storage_url: str) -> None:
+    config = tmp_path / "wf.yaml"
+    config.write_text(textwrap.dedent(CONFIG).strip())
+
+    def keys(*args: str) -> Any:
+        return CliRunner().invoke(main, ["keys", *args, "--config", str(config),
+                                         "--database", storage_url])
+
+    forged = "ci\nprod                     created 2026-01-01 00:00  last used never  REVOKED"
+    for label in ("ci\nprod", "ci\x1b[2J", "ci\x00"):
+        made = keys("create", "--label", label)
+        assert made.exit_code == 2 and "label" in made.output, (label, made.output)
+    assert keys("create", "--label", forged).exit_code == 2
+    assert keys("list").stdout == ""
