@@ -360,3 +360,40 @@ def test_key_labels_cannot_forge_lines_of_the_list(tmp_path: Path, storage_url: 
         assert made.exit_code == 2 and "label" in made.output, (label, made.output)
     assert keys("create", "--label", forged).exit_code == 2
     assert keys("list").stdout == ""
+
+
+SHORT_NAMES = """
+kind: api_workflow
+name: enrol
+expose: true
+auth: none
+params: {mail: {type: text}, pw: {type: text}}
+steps:
+  - action: signup_user
+    email: "{{ params.mail }}"
+    password: "{{ params.pw }}"
+---
+kind: api_workflow
+name: enter
+expose: true
+auth: none
+params: {mail: {type: text}, pw: {type: text}}
+steps:
+  - action: login_user
+    email: "{{ params.mail }}"
+    password: "{{ params.pw }}"
+"""
+
+
+async def test_passwords_stay_out_of_the_run_log_whatever_their_parameter_is_called(
+        tmp_path: Path, storage_url: str) -> None:
+    secret = "hunter2 but longer"
+    async with serving(tmp_path, storage_url, SHORT_NAMES) as (client, storage):
+        await call(client, "enrol", mail="ada@example.com", pw=secret)
+        await call(client, "enter", mail="ada@example.com", pw=secret)
+        wrong = await post(client, "enter", mail="ada@example.com", pw=secret + "!")
+        assert wrong.status_code == 400
+        await storage.runs.flush_runs()
+        runs = await storage.runs.list_runs(limit=10)
+    assert len(runs) == 3
+    assert secret not in repr(runs)
