@@ -53,9 +53,12 @@ def token_hash(token: str) -> str:
 
 
 def fold_email(value: Any) -> str:
-    """An e-mail address as it is kept and looked up: trimmed and in lower case."""
+    """An e-mail address as it is kept and looked up: trimmed and in lower case. One with
+    a control or invisible character (a NUL, which PostgreSQL cannot hold; a zero-width
+    space) or a space is no address."""
     email = str(value or "").strip().lower()
-    if not email or "@" not in email or len(email) > MAX_EMAIL:
+    if (not email or "@" not in email or len(email) > MAX_EMAIL or not email.isprintable()
+            or " " in email):
         raise InvalidDataError("The email is not a valid e-mail address")
     return email
 
@@ -92,11 +95,13 @@ class Accounts:
 
     async def login(self, email: Any, password: Any, remember: bool) -> dict[str, Any]:
         folded = fold_email(email)
-        text = str(password or "")[:MAX_PASSWORD]
+        text = str(password or "")
+        too_long = len(text) > MAX_PASSWORD  # no password kept is longer: a wrong one
         await self._wait_after_failures(folded)
         found = await self.users.credential(folded)
         user_id, hashed = found if found is not None else (None, _DECOY)
-        if not await self._run_hasher(_verify, hashed, text) or user_id is None:
+        if (not await self._run_hasher(_verify, hashed, text[:MAX_PASSWORD]) or too_long
+                or user_id is None):
             self._failed(folded)
             raise InvalidLoginError("We didn't find an account with those login credentials")
         self._failures.pop(folded, None)
@@ -161,11 +166,23 @@ class Accounts:
         return float(min(0.25 * 2 ** (failures.count - FREE_FAILURES), MAX_DELAY))
 
     def _failed(self, email: str) -> None:
-        if len(self._failures) >= MAX_TRACKED:
-            self._failures.clear()
+        if email not in self._failures and len(self._failures) >= MAX_TRACKED:
+            self._make_room()
         failures = self._failures.setdefault(email, _Failures(0, 0.0))
         failures.count += 1
         failures.last = self.monotonic()
+
+
+    def _make_room(self) -> None:
+        """Room to track one more e-mail address, without forgetting the addresses being
+        slowed (failures for many other addresses would otherwise lift their delay): those
+        forgotten or not slowed yet go first; if every one is slowed, the older half."""
+        now = self.monotonic()
+        self._failures = {email: f for email, f in self._failures.items()
+                          if f.count >= FREE_FAILURES and now - f.last <= FAILURE_MEMORY}
+        if len(self._failures) >= MAX_TRACKED:
+            newest = sorted(self._failures.items(), key=lambda item: item[1].last)
+            self._failures = dict(newest[len(newest) // 2:])
 
 
 def _verify(hashed: str, password: str) -> bool:

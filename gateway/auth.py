@@ -44,13 +44,23 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header's value, if it is one."""
+    scheme, _, bearer = header.partition(" ")
+    return bearer.strip() or None if scheme.lower() == "bearer" else None
+
+
+def is_bearer(header: str) -> bool:
+    return bearer_token(header) is not None
+
+
 def credential(request: Request) -> str | None:
     """The bearer token or `api_token` the request carries, if any."""
     for name, value in request.scope["headers"]:
         if name == b"authorization":
-            scheme, _, bearer = bytes(value).decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and bearer.strip():
-                return bearer.strip()
+            token = bearer_token(bytes(value).decode("latin-1"))
+            if token is not None:
+                return token
     if API_TOKEN.encode() not in request.scope.get("query_string", b""):
         return None  # the common case, without parsing the query string
     token = str(request.query_params.get(API_TOKEN) or "")

@@ -25,6 +25,10 @@ RUN_LOG = logging.getLogger("gateway.run")
 # The names every run's templates see; API workflows also see `request` (the HTTP facts).
 RUN_NAMES = frozenset({"params", "steps", "now", "run", "current_user", "secrets"})
 REQUEST_NAME = "request"
+# A secret value shorter than this is not searched for in text: a one-character secret
+# would otherwise turn every such character of the run log into `[redacted]`. (Values under
+# a secret-looking key are redacted whatever their length.)
+MIN_SECRET_LENGTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,9 @@ class RunContext:
     settings: Settings = field(default_factory=Settings)
     log: logging.Logger = RUN_LOG
     hidden: frozenset[str] = frozenset()  # secret values, kept out of what a step logs
+    # Values steps took as passwords, kept out of the run log whatever their parameter is
+    # called (shared with the custom events the run calls).
+    passwords: set[str] = field(default_factory=set)
     steps: list[dict[str, Any]] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
     accounts: Accounts | None = None

@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import API_TOKEN, Authenticator
+from gateway.auth import API_TOKEN, Authenticator, is_bearer
 from gateway.coercion import gather
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
@@ -176,10 +176,13 @@ def _boundary(content_type: str) -> bytes | None:
 
 
 def request_facts(request: Request, body: bytes) -> dict[str, Any]:
-    """What templates see as `request` (the `api_token` query parameter is left out)."""
+    """What templates see as `request`: the credential the call came with (the `api_token`
+    query parameter, an `Authorization: Bearer` header) is left out."""
     query = gather((k, v) for k, v in request.query_params.multi_items() if k != API_TOKEN)
+    headers = {k: v for k, v in request.headers.items()
+               if k != "authorization" or not is_bearer(v)}
     return {
-        "method": request.method, "path": request.url.path, "headers": dict(request.headers),
+        "method": request.method, "path": request.url.path, "headers": headers,
         "query": query, "body": body.decode("utf-8", "replace"),
         "client": request.client.host if request.client else None,
     }

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from gateway import budget, templating
 from gateway.accounts import Accounts
 from gateway.clock import Clock, utc_now
-from gateway.context import ANONYMOUS, Identity, Reply, RunContext, current_user, new_scope
+from gateway.context import (
+    ANONYMOUS,
+    MIN_SECRET_LENGTH,
+    Identity,
+    Reply,
+    RunContext,
+    current_user,
+    new_scope,
+)
 from gateway.encoding import MAX_DEPTH, encode_lenient, escape, integer_marker, size_over
 from gateway.errors import (
     DuplicateError,
@@ -51,10 +59,6 @@ Commit = Callable[[RunContext], Awaitable[None]]
 _SECRET_KEY = re.compile(
     r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
 REDACTED = "[redacted]"
-# A secret value shorter than this is not searched for in text: a one-character secret
-# would otherwise turn every such character of the run log into `[redacted]`. (Values under
-# a secret-looking key are redacted whatever their length.)
-MIN_SECRET_LENGTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +125,10 @@ class Interpreter:
             # Records reach a reply only through steps that wait or record parameters.
             reply = replace(reply, data=ctx.viewer.shown(reply.data))
         logged = params if params else _declared(workflow, raw)
-        if error is not None and self.hidden:
-            error.message = self.redact(error.message)  # what the caller and every log see
-        self.report(ctx, workflow, started, logged, reply, error)
+        hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
+        if error is not None and hidden:
+            error.message = _redact(error.message, hidden)  # what the caller and every log see
+        self.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
     def scope(self, ctx: RunContext, params: dict[str, Any],
@@ -270,25 +275,27 @@ class Interpreter:
 
     def report(self, ctx: RunContext, workflow: Workflow, started: float,
                params: Mapping[str, Any], reply: Reply | None,
-               error: GatewayError | None) -> None:
+               error: GatewayError | None, hidden: frozenset[str] | None = None) -> None:
+        hidden = self.hidden if hidden is None else hidden
         duration = round((time.perf_counter() - started) * 1000, 3)
         status = _status_of(error)
         if isinstance(error, RunError) or (error is not None and error.status >= 500):
-            self.log_failure(ctx, workflow, error)
+            self.log_failure(ctx, workflow, error, hidden)
         if self.storage is None or (status == "success" and not self.sampled()):
             return
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": ctx.identity.record, "status": status, "started_at": ctx.now,
-            "duration_ms": duration, "params": self.redact(params),
-            "result": self.redact(reply.data if reply else None),
+            "duration_ms": duration, "params": _redact(params, hidden),
+            "result": _redact(reply.data if reply else None, hidden),
             "error": None if error is None else {
-                "code": error.code, "message": self.redact(error.message),
+                "code": error.code, "message": _redact(error.message, hidden),
                 "location": getattr(error, "location", "")},
-            "steps": self.redact(ctx.steps) if self.hidden else ctx.steps,
+            "steps": _redact(ctx.steps, hidden) if hidden else ctx.steps,
         })
 
-    def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError) -> None:
+    def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,
+                    hidden: frozenset[str] | None = None) -> None:
         """One line in the server log, with the traceback of a bug; secrets redacted and
         whatever a caller wrote escaped, so that no text can forge a line."""
         cause = error.__cause__ or error
@@ -297,8 +304,9 @@ class Interpreter:
             else error.message
         trace = "" if isinstance(cause, GatewayError) else "\n" + "".join(
             traceback.format_exception(cause)[:-1]).rstrip()  # the last line is `detail`
+        hidden = self.hidden if hidden is None else hidden
         log.error("run %s of %s failed at %s: %s%s", ctx.run_id, escape(workflow.name),
-                  escape(where), escape(self.redact(detail)), self.redact(trace))
+                  escape(where), escape(_redact(detail, hidden)), _redact(trace, hidden))
 
     def sampled(self) -> bool:
         """Whether to record this successful run (`run_log.sample_success` of them)."""

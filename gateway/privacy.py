@@ -29,6 +29,10 @@ class Grant:
     find: bool
     view: frozenset[str] | None
 
+    def sees(self, fields: frozenset[str]) -> bool:
+        """Whether every one of `fields` is shown."""
+        return self.view is None or fields <= self.view | ALWAYS_SHOWN
+
     def shown(self, record: Mapping[str, Any]) -> dict[str, Any]:
         if self.view is None:
             return dict(record)
@@ -64,12 +68,14 @@ class Privacy:
                 found = rule.grant if found is None else _union(found, rule.grant)
         return self.everyone_else if found is None else found
 
-    def search_field(self) -> str | None:
+    def search_field(self, using: frozenset[str] = frozenset()) -> str | None:
         """The field F of the one rule that decides what a search finds, when that can be
-        asked of the database as `F equals the caller` (no other rule finds anything and
-        everyone else finds nothing); None when the rules must be applied record by record."""
+        asked of the database as `F equals the caller` (no other rule finds anything,
+        everyone else finds nothing, and the rule shows every field in `using`, those the
+        search constrains or sorts on); None when the rules must be applied record by
+        record."""
         finders = [rule for rule in self.rules if rule.grant.find]
-        if self.everyone_else.find or len(finders) != 1:
+        if self.everyone_else.find or len(finders) != 1 or not finders[0].grant.sees(using):
             return None
         return finders[0].pushable
 
@@ -94,11 +100,13 @@ class Viewer:
     keys and workflows that ignore privacy rules), and the caller's user record.
 
     A record already cut to what the caller sees is remembered (by identity, for the run),
-    so that cutting what the run returns does not judge it again on the fields it lost."""
+    so that cutting what the run returns does not judge it again on the fields it lost. It
+    is kept alive as long as the viewer: were it freed, another record (a full one) could
+    get its id, and go out uncut."""
 
     privacy: Mapping[str, Privacy]
     user: Mapping[str, Any] | None = None
-    _cut: set[int] = field(default_factory=set)
+    _cut: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def of(self, type: str) -> Privacy | None:
         return self.privacy.get(type)
@@ -113,15 +121,23 @@ class Viewer:
         if type not in self.privacy:
             return record
         shown = (grant or self.grant(type, record)).shown(record)
-        self._cut.add(id(shown))
+        self._cut[id(shown)] = shown
         return shown
+
+    def finds(self, type: str, record: Mapping[str, Any],
+              using: frozenset[str] = frozenset()) -> Grant | None:
+        """What the caller gets of the record, or None when the caller may not find it, or
+        may not see one of the fields in `using` (those a search constrains or sorts on: a
+        match on a hidden field would tell its value)."""
+        grant = self.grant(type, record)
+        return grant if grant.find and grant.sees(using) else None
 
     def sift(self, type: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
         """The record as the caller may see it; None when the caller may not find it."""
         if record is None or type not in self.privacy:
             return record
-        grant = self.grant(type, record)
-        return self.cut(type, record, grant) if grant.find else None
+        grant = self.finds(type, record)
+        return None if grant is None else self.cut(type, record, grant)
 
     def shown(self, value: Any, depth: int = 0) -> Any:
         """What a run returns, with every record in it cut to the fields the caller sees."""

@@ -76,7 +76,7 @@ async def fail(ctx: RunContext, args: dict[str, Any]) -> Any:
 async def log(ctx: RunContext, args: dict[str, Any]) -> Any:
     level = _LEVELS.get(str(args.get("level", "info")), logging.INFO)
     ctx.log.log(level, "%s [run %s] %s", ctx.workflow, ctx.run_id,
-                _loggable(str(args.get("message")), ctx.hidden))
+                _loggable(str(args.get("message")), ctx.hidden | ctx.passwords))
     return None
 
 

@@ -149,7 +149,8 @@ async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
     `MAX_PRIVACY_SCAN` matches. The run log says how many matches the rules hid."""
     store = _storage(ctx)
     everyone = await store.search(type, constraints, [], 1, None)
-    field = privacy.search_field()
+    using = frozenset(c.key for c in constraints) | frozenset(s.key for s in sort)
+    field = privacy.search_field(using)
     if field is not None:
         user_id = (ctx.viewer.user or {}).get("_id")
         if user_id is None:
@@ -165,9 +166,12 @@ async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
                 f"the privacy rules of {type} are applied record by record, and this search "
                 f"matches more than {MAX_PRIVACY_SCAN} records: narrow it with constraints")
         matches = await store.search(type, constraints, sort, MAX_PRIVACY_SCAN, None)
-        visible = [r for r in (ctx.viewer.sift(type, m) for m in matches.results) if r]
+        viewer = ctx.viewer
+        visible = [(m, g) for m in matches.results
+                   if (g := viewer.finds(type, m, using)) is not None]
         offset = codec.decode_cursor(cursor)
-        page = codec.page(visible[offset:offset + limit], len(visible), offset)
+        shown = [viewer.cut(type, m, g) for m, g in visible[offset:offset + limit]]
+        page = codec.page(shown, len(visible), offset)
     ctx.remark(hidden_by_privacy=everyone.count - page.count)
     return page
 

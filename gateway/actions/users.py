@@ -14,7 +14,7 @@ from gateway.accounts import Accounts
 from gateway.action import Action, StepCheck
 from gateway.actions.records import check_fields
 from gateway.coercion import convert_value
-from gateway.context import RunContext
+from gateway.context import MIN_SECRET_LENGTH, RunContext
 from gateway.errors import InvalidDataError, RunError, did_you_mean
 
 USER = "user"
@@ -35,19 +35,28 @@ def _remember(value: Any) -> bool:
         raise InvalidDataError("remember must be yes or no") from exc
 
 
+def _password(ctx: RunContext, args: Mapping[str, Any]) -> Any:
+    """The step's password, noted as one for the run log to leave out."""
+    password = args.get("password")
+    if isinstance(password, str) and len(password) >= MIN_SECRET_LENGTH:
+        ctx.passwords.add(password)
+    return password
+
+
 async def signup_user(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
+    password = _password(ctx, args)
     spec = ctx.data_types.get(USER)
     fields = dict(args.get("fields") or {})
     checked = check_fields(spec, fields) if spec is not None else fields
     change, result = await _accounts(ctx).signup(
-        args.get("email"), args.get("password"), checked, _remember(args.get("remember")),
+        args.get("email"), password, checked, _remember(args.get("remember")),
         ctx.identity.user_id)
     ctx.changes.add(change)
     return result
 
 
 async def login_user(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
-    return await _accounts(ctx).login(args.get("email"), args.get("password"),
+    return await _accounts(ctx).login(args.get("email"), _password(ctx, args),
                                       _remember(args.get("remember")))
 
 

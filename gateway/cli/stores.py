@@ -20,7 +20,7 @@ from gateway.cli.base import (
     with_store,
 )
 from gateway.clock import utc_now
-from gateway.encoding import dumps, dumps_pretty
+from gateway.encoding import dumps, dumps_pretty, escape
 from gateway.settings import parse_duration
 from gateway.storage import Storage
 
@@ -112,8 +112,9 @@ def keys_create(label: str, config: tuple[Path, ...], database: str | None) -> N
     Example:
       gateway keys create --label ci --database postgresql://gateway@db.internal/gateway
     """
-    if not label.strip() or len(label) > 200:
-        raise click.BadParameter("a label is 1 to 200 characters", param_hint="--label")
+    if not label.strip() or len(label) > 200 or not label.isprintable():
+        raise click.BadParameter("a label is 1 to 200 printable characters (no control "
+                                 "character, no line break)", param_hint="--label")
     key = new_key()
     registry, storage = store_of(config, database)
     asyncio.run(with_store(storage, registry, lambda s: s.keys.create_key(
@@ -140,7 +141,7 @@ def keys_list(as_json: bool, config: tuple[Path, ...], database: str | None) -> 
         if as_json:
             click.echo(dumps(dataclasses.asdict(key)))
             continue
-        click.echo(f"{key.label:<24} created {_when(key.created_at)}  "
+        click.echo(f"{escape(key.label):<24} created {_when(key.created_at)}  "
                    f"last used {_when(key.last_used_at)}"
                    + (f"  REVOKED {_when(key.revoked_at)}" if key.revoked_at else ""))
 

@@ -33,6 +33,7 @@ class PostgresUsers:
 
         async def work() -> None:
             async with self._db.pool.connection() as conn, conn.transaction():
+                await conn.execute(Q["drop_stale_credential"].encode(), (email,))
                 added = await conn.execute(Q["create_credential"].encode(),
                                            (email, id, password_hash))
                 if not added.rowcount:

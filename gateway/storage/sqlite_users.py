@@ -33,6 +33,7 @@ class SqliteUsers:
         text = dumps(self._db.catalog.with_defaults("user", {**fields, "email": email}))
 
         def write(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["drop_stale_credential"], (email,))
             if not conn.execute(Q["create_credential"], (email, id, password_hash)).rowcount:
                 raise DuplicateError("another user already has this email", "user", "email")
             conn.execute(Q["create_record"], (id, "user", text, stamp, stamp, created_by))

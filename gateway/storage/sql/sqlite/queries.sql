@@ -98,8 +98,17 @@ UPDATE gateway_keys SET last_used_at = ? WHERE hash = ?;
 INSERT INTO gateway_credentials (email, user_id, password_hash) VALUES (?, ?, ?)
 ON CONFLICT DO NOTHING;
 
+-- name: drop_stale_credential
+-- The credential of a user whose record was deleted: its e-mail is free again.
+DELETE FROM gateway_credentials WHERE email = ? AND NOT EXISTS (
+    SELECT 1 FROM gateway_records AS r
+    WHERE r.id = gateway_credentials.user_id AND r.type = 'user');
+
 -- name: find_credential
-SELECT user_id, password_hash FROM gateway_credentials WHERE email = ?;
+-- Only a user whose record still exists can log in.
+SELECT c.user_id, c.password_hash FROM gateway_credentials AS c
+JOIN gateway_records AS r ON r.id = c.user_id AND r.type = 'user'
+WHERE c.email = ?;
 
 -- name: create_token
 INSERT INTO gateway_tokens (hash, user_id, created_at, expires_at, last_used_at)
