@@ -26,9 +26,11 @@ from gateway.loader import load
 from gateway.model import Registry
 from gateway.settings import Settings, with_environment
 from gateway.storage import RunLog, RunLogLimits, Storage, TypeSpec, open_storage
+from gateway.storage.interface import UserStore
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 MIN_PURGE_SECONDS = 1.0
+SHUTDOWN_SECONDS = 5.0  # how long background tasks get to end when the app stops
 log = logging.getLogger("gateway")
 
 
@@ -50,13 +52,18 @@ def create_app(registry: Registry, storage: Storage | None = None,
             return
         storage.runs.configure(run_log_limits(registry.settings))
         await storage.open(storage_types(registry))
-        retention = asyncio.create_task(purge_runs_forever(storage.runs, registry.settings, clock))
+        stop = asyncio.Event()
+        retention = asyncio.create_task(retain_forever(storage, registry.settings, clock, stop))
         try:
             yield
         finally:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+            # Asked to end between two passes rather than cancelled in the middle of one: a
+            # database driver may answer a cancel with an error of its own, which a pass
+            # would log and go on from. Bounded all the same.
+            stop.set()
+            _, late = await asyncio.wait([retention], timeout=SHUTDOWN_SECONDS)
+            if late:
+                retention.cancel()
             await storage.close()
 
     async def healthz(request: Request) -> Response:
@@ -84,14 +91,17 @@ def create_app(registry: Registry, storage: Storage | None = None,
     return app
 
 
-async def purge_runs_forever(runs: RunLog, settings: Settings, clock: Clock,
-                             every: float | None = None) -> None:
-    """Delete runs past their retention, then the oldest beyond `run_log.max_rows` and
-    `max_bytes`, in the background, once every `run_log.purge_interval` (or `every` s)."""
-    interval = settings.run_log_purge_interval.total_seconds() if every is None else every
-    while True:
-        await purge_runs_once(runs, settings, clock)
-        await asyncio.sleep(max(interval, MIN_PURGE_SECONDS))
+async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
+                         stop: asyncio.Event) -> None:
+    """The retention task: once every `run_log.purge_interval`, delete runs past their
+    retention (then the oldest beyond `run_log.max_rows` and `max_bytes`) and users' tokens
+    past their lifetime or idle lapse; until `stop` is set."""
+    interval = max(settings.run_log_purge_interval.total_seconds(), MIN_PURGE_SECONDS)
+    while not stop.is_set():
+        await purge_runs_once(storage.runs, settings, clock)
+        await purge_tokens_once(storage.users, settings, clock)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def purge_runs_once(runs: RunLog, settings: Settings, clock: Clock) -> int:
@@ -107,6 +117,15 @@ async def purge_runs_once(runs: RunLog, settings: Settings, clock: Clock) -> int
     except GatewayError as exc:
         log.warning("could not purge old runs: %s", exc.message)
     return deleted
+
+
+async def purge_tokens_once(users: UserStore, settings: Settings, clock: Clock) -> int:
+    now = clock()
+    try:
+        return await users.purge_tokens(now, now - settings.idle_lapse)
+    except GatewayError as exc:
+        log.warning("could not purge old tokens: %s", exc.message)
+        return 0
 
 
 def run_log_limits(settings: Settings) -> RunLogLimits:

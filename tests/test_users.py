@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.accounts import FREE_FAILURES, Accounts
-from gateway.app import create_app
+from gateway.app import create_app, purge_tokens_once
 from gateway.cli import main
 from gateway.loader import load
 from gateway.settings import Settings
@@ -277,3 +277,16 @@ def test_gateway_run_as_a_user_an_admin_or_nobody(config: Path, tmp_path: Path) 
     assert run("staff", "--as", "admin").exit_code == 0
     unknown = run("me", "--as", "nobody@example.com")
     assert unknown.exit_code == 2 and "no user with the e-mail" in unknown.stderr
+
+
+async def test_tokens_past_their_lifetime_or_idle_are_purged(storage: Storage) -> None:
+    clock = Clock()
+    settings = Settings(token_lifetime=timedelta(hours=24), idle_lapse=timedelta(hours=2))
+    accounts = Accounts(storage.users, settings, clock)
+    _, old = await accounts.signup("a@example.com", PASSWORD, {}, False, None)
+    clock.now += timedelta(hours=1)
+    _, fresh = await accounts.signup("b@example.com", PASSWORD, {}, True, None)
+    clock.now += timedelta(hours=1, minutes=30)  # `old` idle for 2 h 30, `fresh` for 1 h 30
+    assert await purge_tokens_once(storage.users, settings, clock) == 1
+    assert await accounts.user_of(old["token"]) is None
+    assert await accounts.user_of(fresh["token"]) == fresh["user_id"]

@@ -13,6 +13,7 @@ from gateway import pointer as ptr
 from gateway import templating
 from gateway.errors import did_you_mean
 from gateway.privacy import ALL, ALWAYS_SHOWN, EVERYTHING, NOTHING, Grant, Privacy, Rule
+from gateway.sandbox import is_heavy
 from gateway.source import Document
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
@@ -74,6 +75,10 @@ def _template(c: Compiler, doc: Document, spec: TypeSpec, pointer: str, text: st
         c.error(doc, pointer, "template.syntax",
                 f"template syntax error on line {exc.lineno} of the template: {exc.message}")
         return templating.constant(False)
+    if is_heavy(source.ast):
+        c.error(doc, pointer, "privacy.heavy-rule",
+                "a privacy rule is evaluated for every record a search reads: it may compare "
+                "and test fields, not loop, call or filter beyond the plain filters")
     refs = templating.references(source)
     allowed = NAMES | templating.GLOBAL_NAMES
     for name in sorted(refs.names - allowed):

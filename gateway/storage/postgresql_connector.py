@@ -7,6 +7,7 @@ module translated (`Catalog.translate`) and chained.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -52,10 +53,15 @@ class PostgresConnector:
         await self.pool.close()
 
     async def guard(self, work: Awaitable[T]) -> T:
-        """`work` awaited, with driver errors translated."""
+        """`work` awaited, with driver errors translated. A task cancelled while psycopg
+        waits gets its cancellation back: psycopg cancels the query on the server and raises
+        `QueryCanceled`, which must not pass for a database error that a caller handles."""
         try:
             return await work
         except psycopg.Error as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError() from exc
             raise self.catalog.translate(exc, violated_index(exc)) from exc
 
     async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:

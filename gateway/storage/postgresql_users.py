@@ -65,3 +65,6 @@ class PostgresUsers:
 
     async def revoke_token(self, hash: str) -> bool:
         return bool(await self._db.execute(Q["revoke_token"], (hash,)))
+
+    async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
+        return await self._db.execute(Q["purge_tokens"], (now, idle_since))

@@ -66,3 +66,8 @@ class SqliteUsers:
     async def revoke_token(self, hash: str) -> bool:
         return bool(await self._db.write(
             lambda conn: conn.execute(Q["revoke_token"], (hash,)).rowcount))
+
+    async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
+        params = (iso(now), iso(idle_since))
+        return int(await self._db.write(
+            lambda conn: conn.execute(Q["purge_tokens"], params).rowcount))

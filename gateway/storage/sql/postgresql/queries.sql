@@ -148,3 +148,6 @@ DELETE FROM gateway_runs WHERE id IN (
     WHERE started_at < %(at)s OR (started_at = %(at)s AND id <= %(id)s)
     ORDER BY started_at, id LIMIT %(chunk)s
 );
+
+-- name: purge_tokens
+DELETE FROM gateway_tokens WHERE expires_at <= %s OR last_used_at <= %s;

@@ -140,3 +140,6 @@ DELETE FROM gateway_runs WHERE id IN (
     WHERE started_at < ?1 OR (started_at = ?1 AND id <= ?2)
     ORDER BY started_at, id LIMIT ?3
 );
+
+-- name: purge_tokens
+DELETE FROM gateway_tokens WHERE expires_at <= ? OR last_used_at <= ?;
