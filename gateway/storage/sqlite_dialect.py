@@ -58,6 +58,11 @@ class SqliteDialect:
             f" OR (json_type(data, {path}) = 'array' AND json_array_length(data, {path}) = 0))"
         )
 
+    def any_of(self, term: Term, values: list[Any]) -> tuple[str, list[Any]]:
+        # json_each yields each element as json_extract would: numbers as numbers, text as
+        # text, and sub-documents as their JSON text (which `_value` already made them).
+        return f"{term.expr} IN (SELECT value FROM json_each(?))", [dumps(values)]
+
     def index_columns(self, expr: str) -> str:
         # `type` leads even though the index is partial on it: without statistics SQLite
         # would otherwise prefer the (type, created_at) index for `type = ? AND expr > ?`.
