@@ -25,28 +25,49 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what both SQLite and PostgreSQL's bigi
 # PostgreSQL refuses a btree entry over 2704 bytes (a third of a page, less its headers);
 # a text at most this long fits uncompressed, so an indexed or unique field always does.
 MAX_INDEXED_TEXT_BYTES = 2600
-MAX_DEPTH = 100  # nesting of lists and objects inside one field
+# Nesting of lists and objects inside one field: under orjson's 254 (past which encoding
+# falls back to the slow encoder, which fails near Python's recursion limit) and SQLite's
+# json() limit of 1000.
+MAX_DEPTH = 200
 _NUMERIC = frozenset({"number", "integer"})
 
 
-def _problem(value: Any, depth: int) -> str | None:
-    """What makes `value` unstorable, or None. Bounded recursion: at most `MAX_DEPTH`."""
-    if isinstance(value, str):
-        return _text_problem(value)
-    if isinstance(value, bool) or not isinstance(value, int | dict | list | tuple):
-        return None
-    if isinstance(value, int):
-        return None if INT_MIN <= value <= INT_MAX else "an integer beyond 64 bits"
-    if depth >= MAX_DEPTH:
-        return f"lists or objects nested more than {MAX_DEPTH} deep"
-    if isinstance(value, dict):
-        return _first(_pair_problem(k, v, depth) for k, v in value.items())
-    return _first(_problem(item, depth + 1) for item in value)
+def _problem(value: Any) -> str | None:
+    """What makes `value` unstorable, or None. A walk with a stack of its own, not
+    recursion: how deep a caller nests data must not decide how deep Python's stack goes."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            found = _text_problem(item)
+        elif isinstance(item, bool) or not isinstance(item, int | dict | list | tuple):
+            found = None
+        elif isinstance(item, int):
+            found = None if INT_MIN <= item <= INT_MAX else "an integer beyond 64 bits"
+        elif depth >= MAX_DEPTH:
+            found = f"lists or objects nested more than {MAX_DEPTH} deep"
+        elif isinstance(item, dict):
+            found = _first(_text_problem(k) for k in item if isinstance(k, str))
+            stack.extend((v, depth + 1) for v in item.values())
+        else:
+            found = _flat_problem(item)
+            if found is None:
+                stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list | tuple))
+        if found is not None:
+            return found
+    return None
 
 
-def _pair_problem(key: Any, value: Any, depth: int) -> str | None:
-    found = _text_problem(key) if isinstance(key, str) else None
-    return found or _problem(value, depth + 1)
+def _flat_problem(items: list[Any] | tuple[Any, ...]) -> str | None:
+    """The problem of the texts and integers of a list, checked in bulk (an `in` list may
+    hold tens of thousands of them)."""
+    texts = [v for v in items if type(v) is str]
+    whole = [v for v in items if type(v) is int]
+    if texts and (found := _text_problem("".join(texts))):
+        return found
+    if whole and not (INT_MIN <= min(whole) and max(whole) <= INT_MAX):
+        return "an integer beyond 64 bits"
+    return None
 
 
 def _text_problem(text: str) -> str | None:
@@ -67,7 +88,7 @@ def _first(problems: Iterable[str | None]) -> str | None:
 def check_record(spec: TypeSpec | None, type_name: str, data: Mapping[str, Any]) -> None:
     """Raise `ValidationError` naming the first field of `data` that cannot be stored."""
     for key, value in data.items():
-        problem = _pair_problem(key, value, 0)
+        problem = _problem({key: value})
         field = spec.fields.get(key) if spec is not None else None
         if problem is None and field is not None and (field.unique or field.indexed):
             problem = _indexed_problem(field.type, value)
@@ -85,7 +106,7 @@ def _indexed_problem(type_name: str, value: Any) -> str | None:
 
 def check_search(key: str, value: Any) -> None:
     """Raise `ValidationError` when a search value is one no stored record can hold."""
-    problem = _problem(value, 0)
+    problem = _problem(value)
     if problem is not None:
         raise ValidationError(f"a search on {_name(key)} cannot compare {problem}")
 

@@ -18,7 +18,12 @@ def fold(value: Any) -> str | None:
     return None if value is None else str(value).lower()
 
 
+_PLAIN = frozenset({str, int, float})
+
+
 def _value(value: Any) -> Any:
+    if type(value) in _PLAIN:  # the common case, first: an `in` list may hold 100,000
+        return value
     if isinstance(value, dict | list):
         return dumps(value)  # compared with json_extract's compact text of the sub-document
     return to_storable(None, value)
