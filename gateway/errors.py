@@ -195,6 +195,13 @@ class DuplicateError(StorageError):
         self.field = field
 
 
+class StorageUnavailableError(StorageError):
+    """The database cannot serve right now (unreachable, out of space, its writer gone):
+    nothing the caller sent is at fault, and the same call may succeed later."""
+
+    status, code = 503, "UNAVAILABLE"
+
+
 class RecordNotFoundError(StorageError):
     status, code = 404, "NOT_FOUND"
 

@@ -40,6 +40,7 @@ from gateway.errors import (
     ResponseTooLargeError,
     RunError,
     StepFailedError,
+    StorageUnavailableError,
 )
 from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
@@ -246,7 +247,8 @@ class Interpreter:
             entry.update(status="skipped", reason=f"error ignored (on_error: continue): {message}")
             return None
         entry.update(status="failed", reason=message)
-        if isinstance(exc, GatewayError) and exc.status < 500:
+        if isinstance(exc, GatewayError) and (exc.status < 500 or isinstance(
+                exc, StorageUnavailableError)):  # the caller's to fix, or to retry later
             raise exc
         label = f"step {step.index + 1} ({step.action.name})"
         # The innermost location wins: a step of a custom event, not the step that called it.

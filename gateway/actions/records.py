@@ -3,6 +3,8 @@
 
 Values are checked against the declared field types before they reach the store; a record
 reference may be given as an id or as the record itself (the result of an earlier step).
+`increment` adds to number fields in the write itself (no lost updates); reading a value
+in a template and writing it back changed is last-writer-wins.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gateway.storage.interface import (
 
 MAX_PAGE = 10_000
 MAX_PRIVACY_SCAN = 10_000
+_NUMERIC = frozenset({"number", "integer"})
 _LIST_CONSTRAINTS = frozenset({"in", "not_in"})
 _VALUELESS = frozenset({"is_empty", "is_not_empty"})
 
@@ -75,6 +78,24 @@ def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {key: check_value(spec, key, value) for key, value in fields.items()}
 
 
+def check_increments(spec: TypeSpec, amounts: Any) -> dict[str, Any]:
+    """`increment: {field: amount}`, each amount in its (number or integer) field's type."""
+    if not isinstance(amounts, dict):
+        raise ValidationError("`increment` must map field names to amounts")
+    checked = {}
+    for key, amount in amounts.items():
+        field = spec.fields.get(key)
+        if field is None or field.type not in _NUMERIC or field.list:
+            raise ValidationError(f"field {key!r} of {spec.name} is not a number field, "
+                                  "so it cannot be incremented")
+        try:
+            checked[key] = convert_value(amount, field.type)
+        except ValueError as exc:
+            raise ValidationError(f"invalid increment for field {key} of {spec.name} "
+                                  f"(must be {field.type})") from exc
+    return checked
+
+
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
@@ -86,7 +107,8 @@ async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
-    change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields)
+    increment = check_increments(spec, args.get("increment") or {})
+    change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields, increment)
     ctx.changes.add(change)
     return change.record
 
@@ -94,8 +116,9 @@ async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
+    increment = check_increments(spec, args.get("increment") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
-    changes = await _storage(ctx).update_many(spec.name, ids, fields)
+    changes = await _storage(ctx).update_many(spec.name, ids, fields, increment)
     ctx.changes.add(*changes)
     return [change.record for change in changes]
 
@@ -237,6 +260,10 @@ def check_record(check: StepCheck, args: Mapping[str, Any]) -> None:
         if _known_field(check, spec, pointer, key, system=False):
             field = spec.fields[key]
             check.check_value(pointer, value, field.type, field.list)
+    increment = args.get("increment") or {}
+    for key, value in increment.items() if isinstance(increment, dict) else ():
+        _check_increment(check, spec, key, value, set(fields) if isinstance(fields, dict)
+                         else set())
     for index, item in enumerate(args.get("constraints") or []):
         _check_constraint(check, spec, f"{check.base}/constraints/{index}", item)
     for index, item in enumerate(args.get("sort") or []):
@@ -249,8 +276,26 @@ def _known_field(check: StepCheck, spec: TypeSpec, pointer: str, key: str, *,
         return True
     check.error(pointer, "ref.unknown-field",
                 f"data type '{spec.name}' has no field '{key}'" + did_you_mean(key, spec.fields),
-                key=pointer.split("/")[-2] == "fields")
+                key=pointer.split("/")[-2] in ("fields", "increment"))
     return False
+
+
+def _check_increment(check: StepCheck, spec: TypeSpec, key: str, value: Any,
+                     set_too: set[str]) -> None:
+    pointer = ptr.join(check.base, "increment", key)
+    if not _known_field(check, spec, pointer, key, system=False):
+        return
+    field = spec.fields[key]
+    if field.type not in _NUMERIC or field.list:
+        shown = f"a list of {field.type}" if field.list else field.type
+        check.error(pointer, "increment.mismatch",
+                    f"'increment' applies to number and integer fields; '{key}' is {shown}",
+                    key=True)
+    elif key in set_too:
+        check.error(pointer, "increment.mismatch",
+                    f"'{key}' is both set (in `fields`) and incremented", key=True)
+    else:
+        check.check_value(pointer, value, field.type, False)
 
 
 def _check_constraint(check: StepCheck, spec: TypeSpec, pointer: str,

@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.errors import DuplicateError, StorageError
-from gateway.storage import codec
+from gateway.storage import codec, limits
 from gateway.storage.interface import TypeSpec
+from gateway.storage.limits import Increments
 from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
 from gateway.storage.sqlfile import Migration, migrations
 
@@ -62,7 +63,19 @@ class Catalog:
         return defs
 
     def with_defaults(self, type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        return codec.with_defaults(self.types.get(type), fields)
+        """The fields of a new record, its declared defaults added, checked storable."""
+        data = codec.with_defaults(self.types.get(type), fields)
+        limits.check_record(self.types.get(type), type, data)
+        return data
+
+    def changes(self, type: str, fields: Mapping[str, Any],
+                increment: Mapping[str, Any] | None) -> Increments:
+        """The `increment` of an update, checked with its `fields`: both storable, each
+        amount a number, no field both set and incremented."""
+        spec = self.types.get(type)
+        limits.check_record(spec, type, fields)
+        limits.check_record(spec, type, increment or {})
+        return limits.increments(spec, type, fields, increment or {})
 
     def record(self, row: StoredRow) -> dict[str, Any]:
         data = codec.decode_fields(self.types.get(row.type), row.data)

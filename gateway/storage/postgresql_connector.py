@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.encoding import dumps
-from gateway.errors import StorageError
+from gateway.encoding import dumps, loads
+from gateway.errors import StorageError, StorageUnavailableError
 from gateway.storage.backend import Catalog
+from gateway.storage.limits import NotANumberError, OutOfRangeError
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
@@ -25,6 +26,28 @@ Params = Sequence[Any] | Mapping[str, Any]
 
 def jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=dumps)
+
+
+UNAVAILABLE = "the database is unavailable; try again later"
+
+
+def translate(catalog: Catalog, exc: psycopg.Error) -> StorageError:
+    """The error to raise for a driver's `exc`: a connection that failed (or none to be had
+    in time) is the database being unavailable (503), not a fault of the request."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StorageUnavailableError(UNAVAILABLE)
+    if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+        return OutOfRangeError("a number is beyond what its field holds")
+    if isinstance(exc, psycopg.errors.InvalidTextRepresentation):
+        return NotANumberError("a field does not hold a number")
+    return catalog.translate(exc, violated_index(exc))
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # orjson reads a number beyond 64 bits as a double, as SQLite does: PostgreSQL writes
+    # a large double (1e20) without an exponent, which the standard library would read as
+    # an integer.
+    set_json_loads(loads, conn)
 
 
 def violated_index(exc: psycopg.Error) -> str | None:
@@ -40,7 +63,8 @@ class PostgresConnector:
     def __init__(self, url: str, catalog: Catalog, min_size: int = 2, max_size: int = 16) -> None:
         self.catalog = catalog
         self.pool = AsyncConnectionPool(
-            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+            url, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"autocommit": True}, configure=_configure,
         )
 
     async def start(self) -> None:
@@ -62,7 +86,7 @@ class PostgresConnector:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError() from exc
-            raise self.catalog.translate(exc, violated_index(exc)) from exc
+            raise translate(self.catalog, exc) from exc
 
     async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """The rows of one statement."""

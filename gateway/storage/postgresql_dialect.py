@@ -39,14 +39,16 @@ class PostgresDialect:
 
     def term(self, spec: TypeSpec | None, key: str) -> Term:
         if key in SYSTEM_KEYS:
-            return Term("id" if key == "_id" else key, "%s", _same)
+            cast = "text[]" if key in ("_id", "created_by") else "timestamptz[]"
+            return Term("id" if key == "_id" else key, "%s", _same, array=cast)
         name = check_name(key, "field")
         field = declared(spec, key)
         if field is None or field.list or field.type == "object":
-            return Term(f"(data->'{name}')", "%s::jsonb", _json, key, True)
+            return Term(f"(data->'{name}')", "%s::jsonb", _json, key, True, "jsonb[]")
         if field.type in _NUMERIC:
-            return Term(f"((data->>'{name}')::numeric)", "%s::numeric", _same, key)
-        return Term(f"((data->>'{name}') COLLATE \"C\")", "%s", _text, key)
+            return Term(f"((data->>'{name}')::numeric)", "%s::numeric", _same, key,
+                        array="numeric[]")
+        return Term(f"((data->>'{name}') COLLATE \"C\")", "%s", _text, key, array="text[]")
 
     def contains(self, term: Term, value: Any) -> tuple[str, list[Any]]:
         if term.field is None or not term.is_list:
@@ -62,6 +64,9 @@ class PostgresDialect:
             return f"({term.expr} IS NULL OR {term.expr}::text = '')"
         value = f"(data->'{term.field}')"
         return f"({value} IS NULL OR {value} IN ('null'::jsonb, '\"\"'::jsonb, '[]'::jsonb))"
+
+    def any_of(self, term: Term, values: list[Any]) -> tuple[str, list[Any]]:
+        return f"{term.expr} = ANY(%s::{term.array})", [values]
 
     def index_columns(self, expr: str) -> str:
         return expr

@@ -14,7 +14,7 @@ from typing import Any
 from gateway.clock import utc_now
 from gateway.errors import RecordNotFoundError
 from gateway.ids import new_id
-from gateway.storage import codec
+from gateway.storage import codec, limits
 from gateway.storage.backend import StoredRow
 from gateway.storage.interface import Change, Constraint, Page, SortKey
 from gateway.storage.postgresql_connector import PostgresConnector, jsonb
@@ -29,6 +29,14 @@ _DIALECT = PostgresDialect()
 def _stored(row: Sequence[Any]) -> StoredRow:
     return StoredRow(row[0], row[1], dict(row[2]), row[3].astimezone(UTC),
                      row[4].astimezone(UTC), row[5])
+
+
+def _added(data: str, n: int, step: limits.Increment) -> str:
+    """`data` with the `n`th incremented field set to its current value plus the amount,
+    in bigint or double arithmetic as the field is whole or not (as SQLite computes it)."""
+    kind = "bigint" if step.whole else "float8"
+    total = f"coalesce((r.data->>%(key{n})s)::{kind}, 0) + %(amount{n})s::{kind}"
+    return f"jsonb_set({data}, %(path{n})s::text[], to_jsonb({total}))"
 
 
 def _in_order(ids: Sequence[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -58,20 +66,35 @@ class PostgresRecords:
         return Change(type, id, None, self._record((id, type, stored, now, now, created_by)))
 
     async def get(self, type: str, id: str) -> dict[str, Any] | None:
+        if not limits.usable_id(id):
+            return None
         rows = await self._db.fetch(Q["get_record"], (id, type))
         return self._record(rows[0]) if rows else None
 
-    async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> Change:
-        changes = await self.update_many(type, [id], fields)
+    async def update(self, type: str, id: str, fields: Mapping[str, Any],
+                     increment: Mapping[str, Any] | None = None) -> Change:
+        changes = await self.update_many(type, [id], fields, increment)
         if not changes:
             raise RecordNotFoundError(f"no {type} with id {id}")
         return changes[0]
 
     async def update_many(
-        self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
+        self, type: str, ids: Sequence[str], fields: Mapping[str, Any],
+        increment: Mapping[str, Any] | None = None,
     ) -> list[Change]:
-        params = {"ids": list(ids), "type": type, "changes": jsonb(dict(fields)), "now": utc_now()}
-        rows = await self._db.fetch(Q["update_records"], params)
+        steps = self._catalog.changes(type, fields, increment)
+        ids = [id for id in ids if limits.usable_id(id)]
+        params = {"ids": ids, "type": type, "changes": jsonb(dict(fields)), "now": utc_now()}
+        data = "r.data || %(changes)s"
+        for n, step in enumerate(steps):  # each incremented field, added up in the UPDATE
+            data = _added(data, n, step)
+            params |= {f"key{n}": step.key, f"path{n}": [step.key], f"amount{n}": step.amount}
+        try:
+            rows = await self._db.fetch(Q["update_records"].format(data=data), params)
+        except (limits.NotANumberError, limits.OutOfRangeError) as exc:
+            keys = [step.key for step in steps]
+            raise (limits.not_a_number(keys, type) if isinstance(exc, limits.NotANumberError)
+                   else limits.out_of_range(keys, type)) from exc
         return [self._updated(row) for row in _in_order(ids, rows)]
 
     def _updated(self, row: Sequence[Any]) -> Change:
@@ -86,7 +109,8 @@ class PostgresRecords:
         return changes[0] if changes else None
 
     async def delete_many(self, type: str, ids: Sequence[str]) -> list[Change]:
-        rows = await self._db.fetch(Q["delete_records"], (list(ids), type))
+        ids = [id for id in ids if limits.usable_id(id)]
+        rows = await self._db.fetch(Q["delete_records"], (ids, type))
         return [Change(row[1], row[0], self._record(row), None) for row in _in_order(ids, rows)]
 
     async def search(

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from gateway.errors import ValidationError
 from gateway.storage.codec import check_name
 from gateway.storage.interface import CONSTRAINTS, Constraint, FieldSpec, SortKey, TypeSpec
+from gateway.storage.limits import check_search
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Term:
     convert: Callable[[Any], Any]
     field: str | None = None  # the JSON key, None for a system column
     is_list: bool = False
+    array: str = ""  # PostgreSQL: the type of an array of such values
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,9 @@ class Dialect(Protocol):
     def contains(self, term: Term, value: Any) -> tuple[str, list[Any]]: ...
     def text_contains(self, term: Term, value: str) -> tuple[str, list[Any]]: ...
     def is_empty(self, term: Term) -> str: ...
+    # `term` is one of `values` (already converted): ONE bound parameter holds them all, so
+    # the SQL text is the same whatever the length of the list.
+    def any_of(self, term: Term, values: list[Any]) -> tuple[str, list[Any]]: ...
     def index_columns(self, expr: str) -> str: ...
 
 
@@ -64,6 +69,7 @@ def compile_where(
     # chosen when the planner can see that the query implies its predicate.
     parts, params = [f"type = {literal(type_name)}"], []
     for constraint in constraints:
+        check_search(constraint.key, constraint.value)
         sql, values = _compile_one(dialect, spec, constraint)
         parts.append(sql)
         params.extend(values)
@@ -79,7 +85,7 @@ def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tupl
         sql = dialect.is_empty(term)
         return (sql if kind == "is_empty" else f"NOT {sql}"), []
     if kind in ("in", "not_in"):
-        return _compile_in(term, c.value, negate=kind == "not_in")
+        return _compile_in(dialect, term, c.value, negate=kind == "not_in")
     if kind in ("contains", "not_contains"):
         sql, params = dialect.contains(term, c.value)
         # A missing field makes the test NULL; "does not contain" must then be true.
@@ -103,16 +109,16 @@ def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tupl
     return f"{term.expr} {operator} {term.placeholder}", [value]
 
 
-def _compile_in(term: Term, values: Any, negate: bool) -> tuple[str, list[Any]]:
+def _compile_in(dialect: Dialect, term: Term, values: Any,
+                negate: bool) -> tuple[str, list[Any]]:
     if not isinstance(values, list | tuple):
         raise ValidationError("the value of `in` and `not_in` must be a list")
     if not values:
         return ("1 = 1" if negate else "1 = 0"), []
-    marks = ", ".join([term.placeholder] * len(values))
-    params = [term.convert(v) for v in values]
+    sql, params = dialect.any_of(term, [term.convert(v) for v in values])
     if negate:
-        return f"({term.expr} IS NULL OR {term.expr} NOT IN ({marks}))", params
-    return f"{term.expr} IN ({marks})", params
+        return f"({term.expr} IS NULL OR NOT coalesce({sql}, false))", params
+    return sql, params
 
 
 _DIRECTION = {False: "ASC NULLS LAST", True: "DESC NULLS FIRST"}

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from gateway.errors import StorageError
+from gateway.errors import StorageError, StorageUnavailableError
 from gateway.storage.backend import Catalog
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_dialect import LOWER_FUNCTION, fold
-from gateway.storage.writer import Writer
+from gateway.storage.writer import UNAVAILABLE, Writer, unavailable
 
 Q = queries("sqlite")
 T = TypeVar("T")
@@ -102,13 +102,15 @@ class SqliteConnector:
         return self._reader
 
     def translate(self, exc: sqlite3.Error) -> StorageError:
+        if unavailable(exc):
+            return StorageUnavailableError(UNAVAILABLE)
         return self.catalog.translate(exc, violated_index(exc))
 
     async def write(self, work: Work[T]) -> T:
         """`work` run by the writer, in a transaction, committed (with others) before this
-        returns."""
+        returns; cancelled while it waits its turn, it never runs (see `Writer.call`)."""
         try:
-            return cast(T, await self.writer.submit(work))
+            return cast(T, await self.writer.call(work))
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
 

@@ -18,7 +18,12 @@ def fold(value: Any) -> str | None:
     return None if value is None else str(value).lower()
 
 
+_PLAIN = frozenset({str, int, float})
+
+
 def _value(value: Any) -> Any:
+    if type(value) in _PLAIN:  # the common case, first: an `in` list may hold 100,000
+        return value
     if isinstance(value, dict | list):
         return dumps(value)  # compared with json_extract's compact text of the sub-document
     return to_storable(None, value)
@@ -57,6 +62,11 @@ class SqliteDialect:
             f"(coalesce(json_type(data, {path}), 'null') = 'null' OR {term.expr} = ''"
             f" OR (json_type(data, {path}) = 'array' AND json_array_length(data, {path}) = 0))"
         )
+
+    def any_of(self, term: Term, values: list[Any]) -> tuple[str, list[Any]]:
+        # json_each yields each element as json_extract would: numbers as numbers, text as
+        # text, and sub-documents as their JSON text (which `_value` already made them).
+        return f"{term.expr} IN (SELECT value FROM json_each(?))", [dumps(values)]
 
     def index_columns(self, expr: str) -> str:
         # `type` leads even though the index is partial on it: without statistics SQLite

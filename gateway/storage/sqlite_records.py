@@ -8,6 +8,7 @@ reader thread.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import sqlite3
@@ -18,7 +19,7 @@ from gateway.clock import utc_now
 from gateway.encoding import dumps, iso, parse_iso
 from gateway.errors import RecordNotFoundError
 from gateway.ids import new_id
-from gateway.storage import codec
+from gateway.storage import codec, limits
 from gateway.storage.backend import StoredRow
 from gateway.storage.interface import Change, Constraint, Page, SortKey
 from gateway.storage.query import compile_order, compile_where, seeks_an_index
@@ -31,6 +32,7 @@ Row = tuple[str, str, str, str, str, str | None]
 Q = queries("sqlite")
 _DIALECT = SqliteDialect()
 QUICK_ROWS = 1000
+QUICK_PLANS = 256  # plans remembered, by SQL text (least recently used ones go first)
 _ALL = 2**62  # SQLite's "no limit"
 
 
@@ -40,7 +42,7 @@ class SqliteRecords:
     def __init__(self, connector: SqliteConnector) -> None:
         self._db = connector
         self._catalog = connector.catalog
-        self._quick: dict[str, bool] = {}
+        self._quick: collections.OrderedDict[str, bool] = collections.OrderedDict()
 
     def _record(self, row: Row) -> dict[str, Any]:
         stored = StoredRow(row[0], row[1], json.loads(row[2]), parse_iso(row[3]),
@@ -64,21 +66,29 @@ class SqliteRecords:
         return self._change(None, row)
 
     async def get(self, type: str, id: str) -> dict[str, Any] | None:
+        if not limits.usable_id(id):
+            return None
         row = self._db.read_here(lambda conn: conn.execute(Q["get_record"], (id, type)).fetchone())
         return None if row is None else self._record(row)
 
-    async def update(self, type: str, id: str, fields: Mapping[str, Any]) -> Change:
-        changes = await self.update_many(type, [id], fields)
+    async def update(self, type: str, id: str, fields: Mapping[str, Any],
+                     increment: Mapping[str, Any] | None = None) -> Change:
+        changes = await self.update_many(type, [id], fields, increment)
         if not changes:
             raise RecordNotFoundError(f"no {type} with id {id}")
         return changes[0]
 
     async def update_many(
-        self, type: str, ids: Sequence[str], fields: Mapping[str, Any]
+        self, type: str, ids: Sequence[str], fields: Mapping[str, Any],
+        increment: Mapping[str, Any] | None = None,
     ) -> list[Change]:
+        steps = self._catalog.changes(type, fields, increment)
         changes = json.loads(dumps(dict(fields)))
         stamp = iso(utc_now())
-        pairs = await self._db.write(lambda conn: _update_rows(conn, type, list(ids), changes,
+        ids = [id for id in ids if limits.usable_id(id)]
+        # The writer runs one job at a time: reading the current values and writing the
+        # sums in one job is as atomic as one statement.
+        pairs = await self._db.write(lambda conn: _update_rows(conn, type, ids, (changes, steps),
                                                                stamp))
         return [self._change(before, after) for before, after in pairs]
 
@@ -87,7 +97,8 @@ class SqliteRecords:
         return changes[0] if changes else None
 
     async def delete_many(self, type: str, ids: Sequence[str]) -> list[Change]:
-        rows = await self._db.write(lambda conn: _delete_rows(conn, type, list(ids)))
+        ids = [id for id in ids if limits.usable_id(id)]
+        rows = await self._db.write(lambda conn: _delete_rows(conn, type, ids))
         return [self._change(row, None) for row in rows]
 
     async def search(
@@ -110,8 +121,10 @@ class SqliteRecords:
             count,
             where.params,
         )
-        rows, quick_total = self._db.read_here(
-            lambda conn: self._read_quickly(conn, where.sql, where.params, args, limit, offset))
+        quick_total = None
+        if not _long_lists(constraints):
+            rows, quick_total = self._db.read_here(lambda conn: self._read_quickly(
+                conn, where.sql, where.params, args, limit, offset))
         if quick_total is None:
             rows, total = await self._db.read(lambda conn: _read_page(conn, *args))
         else:
@@ -141,7 +154,17 @@ class SqliteRecords:
             plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             details = [str(row[3]) for row in plan.fetchall()]
             quick = self._quick[sql] = _is_quick_plan(details)
+            if len(self._quick) > QUICK_PLANS:
+                self._quick.popitem(last=False)
+        else:
+            self._quick.move_to_end(sql)
         return quick
+
+
+def _long_lists(constraints: Sequence[Constraint]) -> bool:
+    """True when an `in` list is too long to go through on the event loop."""
+    return any(isinstance(c.value, list | tuple) and len(c.value) > QUICK_ROWS
+               for c in constraints)
 
 
 def _is_quick_plan(details: list[str]) -> bool:
@@ -152,6 +175,8 @@ def _is_quick_plan(details: list[str]) -> bool:
     """
     equality = any(re.search(r"\(type=\? AND .*=\?\)$", d) for d in details)
     for detail in details:
+        if detail.startswith("SCAN json_each"):
+            continue  # the `in` list itself: at most QUICK_ROWS values (`_long_lists`)
         if detail.startswith("SCAN") or ("TEMP B-TREE" in detail and not equality):
             return False
         if detail.startswith("SEARCH") and not _OUR_INDEX.search(detail):
@@ -173,15 +198,20 @@ def _read_page(
 
 
 def _update_rows(
-    conn: sqlite3.Connection, type: str, ids: list[str], changes: dict[str, Any], stamp: str
+    conn: sqlite3.Connection, type: str, ids: list[str],
+    change: tuple[dict[str, Any], limits.Increments], stamp: str
 ) -> list[tuple[Row, Row]]:
     """(before, after) for each record updated; runs in the writer's transaction."""
+    changes, steps = change
     pairs: list[tuple[Row, Row]] = []
     for id in ids:
         row = conn.execute(Q["get_record"], (id, type)).fetchone()
         if row is None:
             continue
-        text = dumps(json.loads(row[2]) | changes)
+        data = json.loads(row[2]) | changes
+        for step in steps:
+            data[step.key] = limits.incremented(data.get(step.key), step, type)
+        text = dumps(data)
         conn.execute(Q["update_record"], (text, stamp, id))
         pairs.append((row, (row[0], row[1], text, row[3], stamp, row[5])))
     return pairs

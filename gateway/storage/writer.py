@@ -13,12 +13,20 @@ more than one batch and never cost a commit of their own while requests are flow
 the database refuses is split until the run it refuses is found; that run is kept as its
 summary, or dropped and counted. Runs that cannot be written now (the disk is full, say)
 wait in the queue for the next transaction.
+
+A write whose caller stops waiting (its run timed out) before the thread takes it is
+withdrawn and never runs; one the thread has already taken holds the caller until its
+batch ends, so no write commits after its caller has answered. The thread outlives any
+failing batch (a failed ROLLBACK costs it its connection, not its life), and once it has
+stopped every write is refused at once with `StorageUnavailableError` instead of waiting
+for a thread that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import queue
 import sqlite3
 import threading
@@ -26,14 +34,40 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import StorageError
+from gateway.errors import GatewayError, StorageError, StorageUnavailableError
 from gateway.storage import codec
 from gateway.storage.backend import RUN_BATCH, RunQueue, batches, write_splitting
 
 RUN_FLUSH_SECONDS = 0.2
+log = logging.getLogger(__name__)
 
 Connect = Callable[[], sqlite3.Connection]
 RunRow = codec.RunRow
+# SQLite's primary result codes that say the file cannot be used right now (busy or locked
+# past the busy timeout, out of memory, read-only, an I/O error, corrupt, full, cannot be
+# opened, not a database), rather than that the statement was wrong.
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+STOPPED = "the database is unavailable: its writer has stopped"
+UNAVAILABLE = "the database is unavailable; try again later"
+_QUEUED, _STARTED, _WITHDRAWN = 0, 1, 2
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the file cannot be used now, not that a statement was wrong."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in (
+        _UNAVAILABLE_CODES)
+
+
+def failure(exc: Exception) -> GatewayError:
+    """What the jobs of a batch that could not commit are answered with."""
+    if isinstance(exc, GatewayError):
+        return exc
+    error: StorageError = (StorageUnavailableError(UNAVAILABLE)
+                           if unavailable(exc) else
+                           StorageError(f"the database could not commit: {exc}"))
+    error.__cause__ = exc
+    return error
 
 
 @dataclass(slots=True)
@@ -41,6 +75,7 @@ class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any] | None
     loop: asyncio.AbstractEventLoop | None
+    state: int = _QUEUED  # changed under `Writer._claims` only
 
 
 _WAKE = _Job(lambda conn: None, None, None)
@@ -57,6 +92,8 @@ class Writer:
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self.runs: RunQueue[RunRow] = RunQueue()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._claims = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
         self._thread = threading.Thread(
             target=self._main, name="gateway-sqlite-writer", daemon=True
         )
@@ -77,10 +114,54 @@ class Writer:
         return self._thread.is_alive()
 
     def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Job(fn, future, loop))
+        """`fn` queued; its future resolves once its transaction committed (or failed)."""
+        future = self._enqueue(fn).future
+        assert future is not None
         return future
+
+    async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`fn` run and committed. Cancelled (a run's deadline passed) before the thread
+        takes it, it never runs; cancelled after, the cancellation waits for its batch to
+        end (milliseconds): either way nothing commits after the caller has moved on."""
+        job = self._enqueue(fn)
+        assert job.future is not None
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            if not self._claim(job, _WITHDRAWN):
+                await asyncio.wait([job.future])
+            raise
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], Any]) -> _Job:
+        if not self._thread.is_alive():
+            raise StorageUnavailableError(STOPPED)
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, loop.create_future(), loop)
+        self._queue.put(job)
+        if not self._thread.is_alive():  # it ended while this was queued: nobody will run it
+            self._refuse_waiting()
+        return job
+
+    def _claim(self, job: _Job, state: int) -> bool:
+        """Move a queued job to `state` (started by the thread, or withdrawn by its
+        caller); False when the other side got there first."""
+        with self._claims:
+            if job.state != _QUEUED:
+                return False
+            job.state = state
+            return True
+
+    def _refuse_waiting(self) -> None:
+        """Answer every job still queued: the thread that would have run them is gone."""
+        refused = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job.future is not None and self._claim(job, _STARTED):
+                refused.append(job)
+        _resolve(refused, [(False, StorageUnavailableError(STOPPED))] * len(refused))
 
     def record_run(self, row: RunRow) -> None:
         """Queue one run; thread-safe and never blocks. Runs are written with the next
@@ -94,17 +175,34 @@ class Writer:
 
     def _main(self) -> None:
         try:
-            conn = self._connect()
+            self._conn = self._connect()
         except BaseException as exc:  # reported to the awaiting open(), not swallowed
             self._ready.set_exception(exc)
             return
         self._ready.set_result(None)
         try:
-            self._serve(conn)
+            self._serve()
         finally:
-            conn.close()
+            self._close()
+            self._refuse_waiting()
+            if self.runs:
+                self.runs.drop(len(self.runs),
+                               "they could not be written before the writer stopped")
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        try:
+            if conn is not None:
+                conn.close()
+        except sqlite3.Error:
+            log.exception("could not close the writer's connection")
+
+    def _serve(self) -> None:
         stopping = False
         while not stopping:
             try:
@@ -119,26 +217,34 @@ class Writer:
                 except queue.Empty:
                     break
             stopping = any(job is _STOP for job in batch)
-            self._commit(conn, [job for job in batch if job.future is not None], stopping)
-        if self.runs:
-            self.runs.drop(len(self.runs), "they could not be written before the writer stopped")
+            jobs = [job for job in batch if job.future is not None and self._claim(job, _STARTED)]
+            self._commit(jobs, stopping)
 
-    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], final: bool) -> None:
+    def _commit(self, jobs: list[_Job], final: bool) -> None:
         outcomes: list[tuple[bool, Any]]
         written: list[RunRow] = []
         try:
+            conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [self._run_job(conn, job) for job in jobs]
             written = self._write_runs(conn, limit=None if final else RUN_BATCH)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except Exception as exc:  # noqa: BLE001 - answered to every job; the thread goes on
+            self._roll_back()
             self.runs.put_back(written)  # for the next transaction
-            error = StorageError(f"the database could not commit: {exc}")
-            error.__cause__ = exc
-            outcomes = [(False, error)] * len(jobs)
+            outcomes = [(False, failure(exc))] * len(jobs)
         _resolve(jobs, outcomes)
+
+    def _roll_back(self) -> None:
+        """Undo a failed batch. A connection that cannot even roll back (or is broken) is
+        closed, which rolls back what it held, and the next batch opens a new one."""
+        try:
+            if self._conn is not None and self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            return
+        except sqlite3.Error:
+            log.exception("the SQLite writer could not roll back; it reconnects")
+        self._close()
 
     @staticmethod
     def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[bool, Any]:

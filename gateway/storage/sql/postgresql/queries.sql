@@ -30,13 +30,15 @@ FROM gateway_records WHERE id = %s AND type = %s;
 -- name: update_records
 -- The rows are read and locked by the statement that writes them (`old`): the before and
 -- after of each change come from the one transaction of the write, whatever else is
--- writing to the same records at the same time.
+-- writing to the same records at the same time. {data} is the new document: the changes
+-- merged in (`r.data || %(changes)s`), then each incremented field added up, from the
+-- row's latest version, so concurrent increments never lose one another.
 WITH old AS (
     SELECT id, type, data, created_at, modified_at, created_by
     FROM gateway_records WHERE id = ANY(%(ids)s) AND type = %(type)s
     FOR UPDATE
 )
-UPDATE gateway_records AS r SET data = r.data || %(changes)s, modified_at = %(now)s
+UPDATE gateway_records AS r SET data = {data}, modified_at = %(now)s
 FROM old WHERE r.id = old.id
 RETURNING old.id, old.type, old.data, old.created_at, old.modified_at, old.created_by,
           r.data, r.modified_at;

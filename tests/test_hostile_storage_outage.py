@@ -1,0 +1,166 @@
+"""What a database that cannot serve does to a write: a 503 `UNAVAILABLE`, at once, on both
+backends; and the SQLite writer, which outlives a broken batch and never commits a write
+whose caller stopped waiting before the write began."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import textwrap
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from gateway.app import create_app
+from gateway.errors import StorageError, StorageUnavailableError
+from gateway.loader import load
+from gateway.storage import open_storage
+from gateway.storage.sqlite import SqliteStorage
+
+CONFIG = """
+kind: settings
+limits: {run_timeout: 500ms}
+---
+kind: data_type
+name: item
+fields:
+  name: {type: text, indexed: true}
+---
+kind: api_workflow
+name: add
+expose: true
+auth: none
+params:
+  name: {type: text}
+steps:
+  - id: item
+    action: create_thing
+    type: item
+    fields: {name: "{{ params.name }}"}
+  - action: return_data
+    data: {id: "{{ steps.item._id }}"}
+"""
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(CONFIG))
+    storage = open_storage(url)
+    app = create_app(load([path]), storage)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client, storage
+
+
+# --- a database that cannot serve: 503 UNAVAILABLE, at once -----------------------------
+
+
+async def test_sqlite_writes_answer_503_at_once_when_the_writer_has_stopped(
+        tmp_path: Path) -> None:
+    async with gateway_on(f"sqlite:///{tmp_path / 'gateway.db'}", tmp_path) as (client, store):
+        await store.connector.writer.stop()
+        try:
+            response = await asyncio.wait_for(
+                client.post("/api/1.1/wf/add", json={"name": "a"}), timeout=10)
+        except TimeoutError:
+            pytest.fail("a write waited 10 s for a writer thread that had stopped")
+        assert response.status_code == 503
+        assert response.json()["body"]["status"] == "UNAVAILABLE"
+
+
+async def test_postgresql_writes_answer_503_while_the_database_is_gone(
+        postgres_url: str, postgres_server: tuple[str, str], tmp_path: Path) -> None:
+    server, template = postgres_server
+    name = postgres_url.rsplit("/", 1)[1]
+    async with gateway_on(postgres_url, tmp_path) as (client, _):
+        assert (await client.post("/api/1.1/wf/add", json={"name": "a"})).status_code == 200
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        response = await client.post("/api/1.1/wf/add", json={"name": "b"})
+        assert response.status_code == 503, response.text
+        assert response.json()["body"]["status"] == "UNAVAILABLE"
+        with psycopg.connect(server, autocommit=True) as admin:  # the database comes back
+            admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        # The pool reconnects within its own timeout; the write waits for it, then goes in.
+        assert (await client.post("/api/1.1/wf/add", json={"name": "c"})).status_code == 200
+
+
+async def test_the_sqlite_writer_survives_a_batch_that_breaks_its_connection(
+        tmp_path: Path) -> None:
+    store = SqliteStorage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    await store.open()
+    try:
+        # The job closes the connection: its RELEASE and the batch's ROLLBACK then fail.
+        with pytest.raises(StorageError):
+            await store.connector.write(lambda conn: conn.close())
+        created = await asyncio.wait_for(store.records.create("note", {"n": 1}), timeout=10)
+        assert await store.records.get("note", created.id) is not None
+        await store.ping()
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def writer_held(store: SqliteStorage) -> AsyncIterator[None]:
+    """The writer busy with a job that waits to be let go: writes queue up behind it."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    holder = asyncio.ensure_future(store.connector.write(hold))
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, started.wait, 10), "the writer never took the job"
+    try:
+        yield
+    finally:
+        release.set()
+        await holder
+
+
+async def test_a_write_cancelled_while_queued_never_commits(tmp_path: Path) -> None:
+    store = SqliteStorage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    await store.open()
+    try:
+        async with writer_held(store):
+            queued = asyncio.ensure_future(store.records.create("note", {"n": 1}))
+            await asyncio.sleep(0)  # let it reach the queue
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+        await store.records.create("note", {"n": 2})  # the writer goes on
+        assert [r["n"] for r in (await store.records.search("note")).results] == [2]
+    finally:
+        await store.close()
+
+
+async def test_a_run_that_times_out_while_its_write_is_queued_leaves_no_record(
+        tmp_path: Path) -> None:
+    async with gateway_on(f"sqlite:///{tmp_path / 'gateway.db'}", tmp_path) as (client, store):
+        async with writer_held(store):
+            response = await client.post("/api/1.1/wf/add", json={"name": "late"})
+            assert response.status_code == 500  # the run's 500 ms were up
+        await store.records.create("item", {"name": "after"})
+        names = [r["name"] for r in (await store.records.search("item")).results]
+        assert names == ["after"]
+
+
+async def test_a_write_to_a_store_whose_writer_stopped_is_refused_not_queued(
+        tmp_path: Path) -> None:
+    store = SqliteStorage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    await store.open()
+    await store.connector.writer.stop()
+    try:
+        with pytest.raises(StorageUnavailableError):
+            await asyncio.wait_for(store.records.create("note", {"n": 1}), timeout=10)
+    finally:
+        await store.close()
