@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from gateway.errors import DuplicateError, StorageError
+from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.storage import codec, limits
-from gateway.storage.interface import TypeSpec
+from gateway.storage.interface import Change, TypeSpec
 from gateway.storage.limits import Increments
 from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
 from gateway.storage.sqlfile import Migration, migrations
@@ -203,6 +203,20 @@ def write_splitting(rows: Sequence[R], write: Callable[[Sequence[R]], None],
     middle = len(rows) // 2
     return (write_splitting(rows[:middle], write, refused)
             + write_splitting(rows[middle:], write, refused))
+
+
+def size_per_run(rows: Sequence[Sequence[Any]], overhead: int) -> int:
+    """Bytes a run takes: the average size of the sampled documents (the `run_size`
+    query's one value, None when there is no run) plus the backend's row overhead."""
+    average = rows[0][0] if rows else None
+    return int(average) + overhead if average is not None else 0
+
+
+def the_change(changes: Sequence[Change], type: str, id: str) -> Change:
+    """The one change of a single-record write; `RecordNotFoundError` when there was none."""
+    if not changes:
+        raise RecordNotFoundError(f"no {type} with id {id}")
+    return changes[0]
 
 
 def row_budget(max_rows: int | None, max_bytes: int | None, run_size: int) -> int | None:

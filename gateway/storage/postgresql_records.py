@@ -12,10 +12,9 @@ from datetime import UTC
 from typing import Any
 
 from gateway.clock import utc_now
-from gateway.errors import RecordNotFoundError
 from gateway.ids import new_id
 from gateway.storage import codec, limits
-from gateway.storage.backend import StoredRow
+from gateway.storage.backend import StoredRow, the_change
 from gateway.storage.interface import Change, Constraint, Page, SortKey
 from gateway.storage.postgresql_connector import PostgresConnector, jsonb
 from gateway.storage.postgresql_dialect import PostgresDialect
@@ -73,10 +72,7 @@ class PostgresRecords:
 
     async def update(self, type: str, id: str, fields: Mapping[str, Any],
                      increment: Mapping[str, Any] | None = None) -> Change:
-        changes = await self.update_many(type, [id], fields, increment)
-        if not changes:
-            raise RecordNotFoundError(f"no {type} with id {id}")
-        return changes[0]
+        return the_change(await self.update_many(type, [id], fields, increment), type, id)
 
     async def update_many(
         self, type: str, ids: Sequence[str], fields: Mapping[str, Any],

@@ -19,7 +19,7 @@ import psycopg
 from gateway.encoding import iso, parse_iso
 from gateway.errors import StorageError
 from gateway.storage import codec
-from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget
+from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget, size_per_run
 from gateway.storage.interface import RunLogLimits
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
@@ -159,9 +159,7 @@ class PostgresRunLog:
         return await self._db.execute(Q["purge_runs"], (now - keep, now - keep_failed))
 
     async def run_size(self) -> int:
-        rows = await self._db.fetch(Q["run_size"], (SIZE_SAMPLE,))
-        average = rows[0][0] if rows else None
-        return int(average) + ROW_OVERHEAD if average is not None else 0
+        return size_per_run(await self._db.fetch(Q["run_size"], (SIZE_SAMPLE,)), ROW_OVERHEAD)
 
     async def trim_runs(self, max_rows: int | None, max_bytes: int | None) -> int:
         budget = row_budget(max_rows, max_bytes, await self.run_size())

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.encoding import iso
 from gateway.storage import codec
-from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget
+from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
 from gateway.storage.interface import RunLogLimits
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
@@ -71,9 +71,7 @@ class SqliteRunLog:
             Q["purge_runs"], (iso(now - keep), iso(now - keep_failed), PURGE_CHUNK))
 
     async def run_size(self) -> int:
-        rows = await self._db.fetch(Q["run_size"], (SIZE_SAMPLE,))
-        average = rows[0][0] if rows else None
-        return int(average) + ROW_OVERHEAD if average is not None else 0
+        return size_per_run(await self._db.fetch(Q["run_size"], (SIZE_SAMPLE,)), ROW_OVERHEAD)
 
     async def trim_runs(self, max_rows: int | None, max_bytes: int | None) -> int:
         budget = row_budget(max_rows, max_bytes, await self.run_size())
