@@ -10,12 +10,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import http
 from gateway.auth import Authenticator
@@ -81,14 +83,32 @@ def create_app(registry: Registry, storage: Storage | None = None,
     auth = Authenticator(storage.keys if storage is not None else None, clock,
                          accounts=interpreter.accounts,
                          records=storage.records if storage is not None else None)
-    routes: list[BaseRoute] = [*http.routes(interpreter, auth), Route("/healthz", healthz),
+    endpoints = http.Endpoints(interpreter, auth)
+    routes: list[BaseRoute] = [*endpoints.routes(), Route("/healthz", healthz),
                                Route("/readyz", readyz)]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    app = Gateway(endpoints, routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: http.http_exception, Exception: http.server_error})
     app.router.redirect_slashes = False  # a redirect would go to whatever `Host` said
     app.state.registry = registry
     app.state.interpreter = interpreter
     return app
+
+
+class Gateway(Starlette):
+    """The Starlette app, with the workflows' endpoints answered before its router (see
+    `http.Endpoints`)."""
+
+    def __init__(self, endpoints: http.Endpoints, **options: Any) -> None:
+        super().__init__(**options)
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.endpoints.find(scope)
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await http.serve_endpoint(endpoint, scope, receive, send)
 
 
 async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
