@@ -156,7 +156,14 @@ def _text_list(value: str) -> Any:
     return [value]
 
 
+# Converters that refuse a list by themselves: a single value needs no check of its own.
+_REFUSE_LISTS = frozenset({_text, _number, _integer, _boolean, _object, record_id})
+
+
 def _single(convert: Convert) -> Convert:
+    if convert in _REFUSE_LISTS:
+        return convert
+
     def convert_one(value: Any) -> Any:
         if isinstance(value, list):
             raise ValueError

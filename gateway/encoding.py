@@ -22,9 +22,12 @@ import orjson
 
 def iso(value: datetime) -> str:
     """Fixed-width UTC text; a naive datetime is taken to be UTC already."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds") + "Z"
+    zone = value.tzinfo
+    if zone is not None and zone is not UTC:
+        value, zone = value.astimezone(UTC), UTC
+    # `isoformat()` leaves out zero microseconds; with them its text is the shorter to make.
+    text = value.isoformat() if value.microsecond else value.isoformat(timespec="microseconds")
+    return (text if zone is None else text[:26]) + "Z"  # without the "+00:00" of an aware one
 
 
 def parse_iso(text: str) -> datetime:

@@ -17,6 +17,7 @@ from gateway.errors import GatewayError, MethodNotAllowedError
 from gateway.interpreter import RunResult
 
 JSON = "application/json"
+_SUCCESS = b'{"status":"success","response":'  # as `encode` writes the envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,11 @@ def render_result(result: RunResult) -> Rendered:
     headers = {**reply.headers, "X-Run-Id": result.run_id}
     if reply.text is not None:
         return Rendered(reply.status, reply.text, reply.content_type, headers)
+    encoded = result.encoded  # the data's JSON, when the run wrote it already
     if reply.content_type and reply.content_type != JSON:
         content = reply.data if isinstance(reply.data, str) else encode(reply.data)
         return Rendered(reply.status, content, reply.content_type, headers)
+    if encoded is not None and reply.data is not None:
+        return Rendered(reply.status, _SUCCESS + encoded + b"}", JSON, headers)
     data = reply.data if reply.data is not None else {}
     return Rendered(reply.status, encode({"status": "success", "response": data}), JSON, headers)

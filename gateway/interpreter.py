@@ -31,7 +31,7 @@ from gateway.context import (
     current_user,
     new_scope,
 )
-from gateway.encoding import MAX_DEPTH, encode_lenient, escape, integer_marker, size_over
+from gateway.encoding import MAX_DEPTH, encode, escape, integer_marker, size_over
 from gateway.errors import (
     DuplicateError,
     GatewayError,
@@ -60,6 +60,7 @@ Commit = Callable[[RunContext], Awaitable[None]]
 _SECRET_KEY = re.compile(
     r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
 REDACTED = "[redacted]"
+_ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,9 @@ class RunResult:
     run_id: str
     reply: Reply | None = None
     error: GatewayError | None = None
+    # The reply's `data` as JSON, when measuring it against the response limit wrote it
+    # already: written once, not once to measure and again to send.
+    encoded: bytes | None = None
 
 
 class Interpreter:
@@ -88,6 +92,7 @@ class Interpreter:
                                 if len(v) >= MIN_SECRET_LENGTH)
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
+        self.data_types = registry.data_types
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
@@ -95,7 +100,7 @@ class Interpreter:
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
-                         data_types=self.registry.data_types,
+                         data_types=self.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
                          accounts=self.accounts, viewer=self.viewer(workflow, identity),
                          hidden=self.hidden, settings=self.registry.settings)
@@ -104,6 +109,7 @@ class Interpreter:
         params: dict[str, Any] = {}
         reply: Reply | None = None
         error: GatewayError | None = None
+        encoded: bytes | None = None
         try:
             params = workflow.coerce(raw)
             if workflow.may_wait or workflow.record_params:
@@ -113,7 +119,7 @@ class Interpreter:
                     await self.commit(ctx)
             else:
                 reply = await self.execute(workflow, ctx, self.scope(ctx, params, request))
-            self.check_size(reply, workflow.may_wait or bool(workflow.record_params))
+            encoded = self.check_size(reply, workflow.may_wait or bool(workflow.record_params))
         except GatewayError as exc:
             error = exc
         except TimeoutError:
@@ -130,7 +136,8 @@ class Interpreter:
         if error is not None and hidden:
             error.message = _redact(error.message, hidden)  # what the caller and every log see
         self.report(ctx, workflow, started, logged, reply, error, hidden)
-        return RunResult(ctx.run_id, reply or Reply(data={}), error)
+        return RunResult(ctx.run_id, reply or Reply(data={}), error,
+                         encoded if error is None else None)
 
     def scope(self, ctx: RunContext, params: dict[str, Any],
               request: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -149,24 +156,30 @@ class Interpreter:
             for hook in self.on_commit:
                 await hook(ctx)
 
-    def check_size(self, reply: Reply | None, holds_records: bool) -> None:
+    def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
         """A reply over `limits.max_response_bytes` fails the run, before it is written out.
         A run that may hold records is measured without writing it out (it could be huge);
         any other reply is made of parameters and template results, each bounded already,
-        and writing it is the cheaper measure."""
+        and writing it is the cheaper measure: its JSON is returned, to be sent as it is.
+        A value JSON cannot hold fails the run here, recorded, rather than the response."""
         if reply is None:
-            return
+            return None
         limit = self.registry.settings.max_response_bytes
         value = reply.data if reply.text is None else reply.text
+        encoded = None
         if holds_records:
             size = size_over(value, limit)
         elif isinstance(value, str):
             size = len(value)  # a lower bound in UTF-8, exact in ASCII
+        elif value is None:
+            size = 0
         else:
-            size = len(encode_lenient(value))
+            encoded = encode(value)
+            size = len(encoded)
         if size > limit:
             raise ResponseTooLargeError(f"The response is larger than {limit} bytes "
                                         "(limits.max_response_bytes)")
+        return encoded
 
     def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
         """The privacy rules a run's reads go through: none for admin keys and workflows
@@ -287,7 +300,8 @@ class Interpreter:
             return
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
-            "identity": ctx.identity.record, "status": status, "started_at": ctx.now,
+            "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
+            "status": status, "started_at": ctx.now,
             "duration_ms": duration, "params": _redact(params, hidden),
             "result": _redact(reply.data if reply else None, hidden),
             "error": None if error is None else {
@@ -328,12 +342,24 @@ _TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
 _SCALARS = frozenset({int, float, bool, type(None), datetime})
 
 
+# Keys seen to be plain (not secret-looking): parameter and field names, mostly the same few
+# on every run; a set is cheaper to ask than the cached function. Bounded: past its size,
+# new keys are asked of the function each time.
+_PLAIN_KEYS: set[str] = set()
+_MAX_PLAIN_KEYS = 4096
+
+
 def _is_plain(mapping: dict[Any, Any]) -> bool:
     """A flat mapping of scalars with no secret-looking key: nothing in it to redact."""
     for key, value in mapping.items():
         kind = type(value)
-        if (kind is not str and kind not in _SCALARS) or _is_secret_key(str(key)):
+        if kind is not str and kind not in _SCALARS:
             return False
+        if key not in _PLAIN_KEYS:
+            if type(key) is not str or _is_secret_key(key):
+                return False
+            if len(_PLAIN_KEYS) < _MAX_PLAIN_KEYS:
+                _PLAIN_KEYS.add(key)
     return True
 
 

@@ -84,10 +84,6 @@ def _compile_expression(source: Source, text: str) -> Compiled:
     shortcut = _shortcut(_expression_node(text))
 
     def evaluate(scope: Scope) -> Any:
-        if shortcut is not None:
-            value = shortcut(scope)
-            if value is not _UNSURE:
-                return value
         try:
             value = expression(**scope)
         except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
@@ -97,7 +93,14 @@ def _compile_expression(source: Source, text: str) -> Compiled:
             raise TemplateError(f"{source.text.strip()}: {_undefined_error(value)}")
         return value
 
-    return evaluate
+    if shortcut is None:
+        return evaluate
+
+    def evaluate_shortcut(scope: Scope) -> Any:
+        value = shortcut(scope)
+        return value if value is not _UNSURE else evaluate(scope)
+
+    return evaluate_shortcut
 
 
 def _compile_text(source: Source) -> Compiled:
@@ -198,24 +201,58 @@ def _shortcut(node: nodes.Node | None) -> Shortcut | None:
     path = _lookup_path(node)
     if path is None:
         return None
-    calls.reverse()
+    lookup = _lookup(path)
+    if not calls:
+        return lookup
+    chain = tuple(_applied(call) for call in reversed(calls))
 
     def shortcut(scope: Scope) -> Any:
-        value: Any = scope
-        for key in path:
-            if type(value) is not dict:
-                return _UNSURE  # not a dict, or a key missing one level up
-            value = value.get(key, _UNSURE)
-        if value is _UNSURE or not calls:
+        value = lookup(scope)
+        if value is _UNSURE:
             return value
         try:
-            for function, args, kwargs in calls:
-                value = function(value, *args, **kwargs)
+            for apply in chain:
+                value = apply(value)
         except Exception:  # noqa: BLE001 - Jinja's path runs it again and reports it
             return _UNSURE
         return value
 
     return shortcut
+
+
+def _lookup(path: tuple[str, ...]) -> Shortcut:
+    """The value at `path` through nested dicts, or `_UNSURE` (not a dict, a key missing).
+    Two keys (`params.email`) is by far the most common path: it gets a function of its own."""
+    if len(path) == 2:
+        first, second = path
+
+        def lookup_two(scope: Scope) -> Any:
+            value = scope.get(first, _UNSURE) if type(scope) is dict else _UNSURE
+            return value.get(second, _UNSURE) if type(value) is dict else _UNSURE
+
+        return lookup_two
+
+    def lookup(scope: Scope) -> Any:
+        value: Any = scope
+        for key in path:
+            if type(value) is not dict:
+                return _UNSURE  # not a dict, or a key missing one level up
+            value = value.get(key, _UNSURE)
+        return value
+
+    return lookup
+
+
+def _applied(call: _FilterCall) -> Callable[[Any], Any]:
+    """One filter as a function of the value alone."""
+    function, args, kwargs = call
+    if not args and not kwargs:
+        return function
+
+    def apply(value: Any) -> Any:
+        return function(value, *args, **kwargs)
+
+    return apply
 
 
 def _lookup_path(node: nodes.Node | None) -> tuple[str, ...] | None:

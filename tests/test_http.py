@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.encoding import encode
 from gateway.loader import load
 from gateway.storage import open_storage
 
@@ -575,6 +576,64 @@ async def test_success_envelope_and_empty_response(tmp_path: Path) -> None:
             assert response.status_code == 200
             assert response.json() == {"status": "success", "response": {}}
             assert response.headers["X-Run-Id"]
+
+
+ENCODED = """
+kind: api_workflow
+name: nested
+expose: true
+auth: none
+params: {who: {type: text}, when: {type: date}}
+steps:
+  - action: return_data
+    data: {who: "{{ params.who }}", when: "{{ params.when }}", list: [1, "é", {deep: null}]}
+---
+kind: api_workflow
+name: unwritable
+expose: true
+auth: none
+steps:
+  - action: return_data
+    data: {numbers: "{{ range(3) }}"}
+"""
+
+
+async def test_success_body_is_the_envelope_byte_for_byte(tmp_path: Path) -> None:
+    # The data is written once (when its size is checked) and framed by the envelope: the
+    # bytes must be exactly what encoding the whole envelope gives.
+    async with client_for(tmp_path, ENCODED) as client:
+        response = await client.post("/api/1.1/wf/nested",
+                                     json={"who": "Ada", "when": "2024-05-01T12:00:00+02:00"})
+        assert response.status_code == 200
+        expected = {"status": "success", "response": {
+            "who": "Ada", "when": "2024-05-01T10:00:00.000000Z",
+            "list": [1, "é", {"deep": None}]}}
+        assert response.content == encode(expected)
+
+
+async def test_a_reply_json_cannot_hold_is_a_recorded_failure(tmp_path: Path) -> None:
+    async with client_for(tmp_path, ENCODED) as client:
+        response = await client.post("/api/1.1/wf/unwritable")
+        assert response.status_code == 500
+        run_id = response.headers["X-Run-Id"]
+        assert response.json()["body"]["run_id"] == run_id
+
+
+async def test_workflows_answer_under_a_mounted_root_path(tmp_path: Path) -> None:
+    # Behind a `root_path` the app's own router answers, as it always did.
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "w.yaml").write_text(textwrap.dedent(ENCODED).strip())
+    app = create_app(load([config]))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, root_path="/mounted")
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            response = await client.post("/mounted/api/1.1/wf/nested",
+                                         json={"who": "Ada", "when": "2024-05-01"})
+            assert response.status_code == 200, response.text
+            assert response.json()["response"]["who"] == "Ada"
+            missing = await client.post("/mounted/api/1.1/wf/absent")
+            assert missing.status_code == 404
 
 
 async def test_return_text_with_content_type_status_and_headers(tmp_path: Path) -> None:

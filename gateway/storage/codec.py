@@ -116,8 +116,11 @@ def run_row(run: Mapping[str, Any]) -> RunRow:
     NUL character as U+FFFD (the same on both backends)."""
     started = run.get("started_at")
     started_at = iso(started if isinstance(started, datetime) else utc_now())
-    run_id = str(run.get("id") or new_id())
-    workflow, status = str(run.get("workflow", "")), str(run.get("status", ""))
+    run_id, workflow, status = run.get("id"), run.get("workflow", ""), run.get("status", "")
+    if type(run_id) is not str or not run_id:
+        run_id = str(run_id or new_id())
+    if type(workflow) is not str or type(status) is not str:
+        workflow, status = str(workflow), str(status)
     try:
         text = without_nul(dumps_lenient({**run, "id": run_id, "started_at": started_at}))
     except Exception as exc:  # noqa: BLE001 - the run is still recorded, as its summary
