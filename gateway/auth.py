@@ -124,10 +124,11 @@ class Authenticator:
             if self.keys is not None:
                 await self.keys.touch_key(digest, self.clock())
 
-    async def admit(self, workflow: Workflow, request: Request) -> Identity:
-        """The caller's identity if the workflow's access level lets it in; raises
-        `UnauthorizedError` (401) or `ForbiddenError` (403) otherwise."""
-        identity = await self.identify(credential(request))
+    async def admit(self, workflow: Workflow, token: str | None) -> Identity:
+        """The identity of the caller with `token` (see `credential`) if the workflow's
+        access level lets it in; raises `UnauthorizedError` (401) or `ForbiddenError` (403)
+        otherwise."""
+        identity = await self.identify(token)
         if identity is None:  # a credential was given and is not valid, whatever the level
             raise UnauthorizedError("The API token is not valid (unknown, revoked or expired)")
         return admitted(workflow, identity)

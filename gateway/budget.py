@@ -44,19 +44,16 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    limits: Limits
-    deadline: float  # time.monotonic() past which no template of the run goes on
-
-
+# The run under way: its limits and the `time.monotonic()` past which none of its templates
+# goes on. A plain tuple: it is made for every run.
+_Run = tuple[Limits, float]
 _RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("template_run", default=None)
 
 
 def start_run(limits: Limits, seconds: float) -> None:
     """The templates of the run under way (this task) use `limits` and end before `seconds`
     from now."""
-    _RUN.set(_Run(limits, time.monotonic() + seconds))
+    _RUN.set((limits, time.monotonic() + seconds))
 
 
 class Budget:
@@ -70,8 +67,8 @@ class Budget:
         self.deadline = time.monotonic() + limits.timeout
         self.late = (f"the template ran longer than {limits.timeout:g} s "
                      "(limits.template_timeout)")
-        if run is not None and run.deadline < self.deadline:
-            self.deadline = run.deadline
+        if run is not None and run[1] < self.deadline:
+            self.deadline = run[1]
             self.late = "the template ran past the run's deadline (limits.run_timeout)"
         self.left = limits.max_operations
 
@@ -94,7 +91,7 @@ def limits() -> Limits:
     if budget is not None:
         return budget.limits
     run = _RUN.get()
-    return run.limits if run is not None else DEFAULT_LIMITS
+    return run[0] if run is not None else DEFAULT_LIMITS
 
 
 def tick() -> None:

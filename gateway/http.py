@@ -22,8 +22,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import API_TOKEN, Authenticator, is_bearer
+from gateway.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
 from gateway.coercion import gather
+from gateway.context import ANONYMOUS
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
     GatewayError,
@@ -125,14 +126,16 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
+def parse_simple_body(request: Request, body: bytes) -> dict[str, Any] | None:
+    """The parameters of a JSON or urlencoded body (without awaiting anything: most bodies
+    are one of those); None for a multipart body, which `_parse_multipart` reads."""
     if not body.strip():
         return {}
     content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
     if content_type == "application/x-www-form-urlencoded":
         return gather(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     if content_type == "multipart/form-data":
-        return await _parse_multipart(request, body)
+        return None
     try:
         data = _json(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -202,9 +205,13 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             return error_response(MethodNotAllowedError(
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
         try:
-            identity = await auth.admit(workflow, request)  # before the body is read
+            token = credential(request)  # checked before the body is read
+            identity = (admitted(workflow, ANONYMOUS) if token is None else
+                        await auth.admit(workflow, token))
             body = await read_body(request, limit)
-            raw = await parse_body(request, body) if workflow.method == "POST" else {}
+            raw = (parse_simple_body(request, body) if workflow.method == "POST" else {})
+            if raw is None:
+                raw = await _parse_multipart(request, body)
         except ClientDisconnect:
             return gone(request, workflow)
         except GatewayError as exc:

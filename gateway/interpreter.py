@@ -241,7 +241,10 @@ class Interpreter:
             if step.only_when is not None and not await self.evaluate(step.only_when, scope):
                 entry.update(status="skipped", reason="only_when was false")
                 return None
-            result = await action.execute(ctx, await self.evaluate(step.args, scope))
+            args = step.args
+            # (inline rather than through `evaluate`: most steps' arguments are light)
+            result = await action.execute(ctx, args(scope) if not templating.heavy(args) else
+                                          await self.evaluate(args, scope))
             note = action.note(result)
             if note is not None:
                 entry["reason"] = note
