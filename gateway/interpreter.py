@@ -296,11 +296,16 @@ class Interpreter:
                error: GatewayError | None, hidden: frozenset[str] | None = None) -> None:
         hidden = self.hidden if hidden is None else hidden
         duration = round((time.perf_counter() - started) * 1000, 3)
-        status = _status_of(error)
-        if isinstance(error, RunError) or (error is not None and error.status >= 500):
-            self.log_failure(ctx, workflow, error, hidden)
-        if self.storage is None or (status == "success" and not self.sampled()):
-            return
+        if error is None:
+            status = "success"
+            if self.storage is None or (self.sample < 1.0 and not self.sampled()):
+                return
+        else:
+            status = _status_of(error)
+            if isinstance(error, RunError) or error.status >= 500:
+                self.log_failure(ctx, workflow, error, hidden)
+            if self.storage is None:
+                return
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,

@@ -81,7 +81,6 @@ def compile_source(source: Source) -> Compiled:
 
 def _compile_expression(source: Source, text: str) -> Compiled:
     expression = ENV.compile_expression(text, undefined_to_none=False)
-    shortcut = _shortcut(_expression_node(text))
 
     def evaluate(scope: Scope) -> Any:
         try:
@@ -93,14 +92,7 @@ def _compile_expression(source: Source, text: str) -> Compiled:
             raise TemplateError(f"{source.text.strip()}: {_undefined_error(value)}")
         return value
 
-    if shortcut is None:
-        return evaluate
-
-    def evaluate_shortcut(scope: Scope) -> Any:
-        value = shortcut(scope)
-        return value if value is not _UNSURE else evaluate(scope)
-
-    return evaluate_shortcut
+    return _shortcut(_expression_node(text), evaluate) or evaluate
 
 
 def _compile_text(source: Source) -> Compiled:
@@ -188,9 +180,19 @@ _UNGUARDED = frozenset({
     "lower", "upper", "trim", "default", "d", "capitalize", "title", "string", "length",
     "count", "int", "float", "abs", "round", "wordcount", "tojson", "parse_date"})
 _EVAL_CONTEXT = nodes.EvalContext(ENV)
+# Filters that are, on text, the method of the same effect: called as it is (a value that is
+# not text makes it raise, and Jinja's path then gives the filter's own answer).
+_STR_METHODS: dict[str, Callable[[str], str]] = {
+    "lower": str.lower, "upper": str.upper, "trim": str.strip}
 
 
-def _shortcut(node: nodes.Node | None) -> Shortcut | None:
+def _unsure(scope: Scope) -> Any:
+    return _UNSURE
+
+
+def _shortcut(node: nodes.Node | None, otherwise: Shortcut = _unsure) -> Shortcut | None:
+    """A function evaluating `node` by the shortcut, which calls `otherwise` (by default:
+    gives `_UNSURE`) whenever it is unsure; None if the node has no shortcut."""
     calls: list[_FilterCall] = []
     while isinstance(node, nodes.Filter):
         call = _filter_call(node)
@@ -201,34 +203,36 @@ def _shortcut(node: nodes.Node | None) -> Shortcut | None:
     path = _lookup_path(node)
     if path is None:
         return None
-    lookup = _lookup(path)
     if not calls:
-        return lookup
+        return _lookup(path, otherwise)
+    lookup = _lookup(path, _unsure)
     chain = tuple(_applied(call) for call in reversed(calls))
 
     def shortcut(scope: Scope) -> Any:
         value = lookup(scope)
         if value is _UNSURE:
-            return value
+            return otherwise(scope)
         try:
             for apply in chain:
                 value = apply(value)
         except Exception:  # noqa: BLE001 - Jinja's path runs it again and reports it
-            return _UNSURE
+            return otherwise(scope)
         return value
 
     return shortcut
 
 
-def _lookup(path: tuple[str, ...]) -> Shortcut:
-    """The value at `path` through nested dicts, or `_UNSURE` (not a dict, a key missing).
-    Two keys (`params.email`) is by far the most common path: it gets a function of its own."""
+def _lookup(path: tuple[str, ...], otherwise: Shortcut) -> Shortcut:
+    """The value at `path` through nested dicts, or `otherwise(scope)` (not a dict, a key
+    missing). Two keys (`params.email`) is by far the most common path: it gets a function
+    of its own."""
     if len(path) == 2:
         first, second = path
 
         def lookup_two(scope: Scope) -> Any:
             value = scope.get(first, _UNSURE) if type(scope) is dict else _UNSURE
-            return value.get(second, _UNSURE) if type(value) is dict else _UNSURE
+            value = value.get(second, _UNSURE) if type(value) is dict else _UNSURE
+            return value if value is not _UNSURE else otherwise(scope)
 
         return lookup_two
 
@@ -236,9 +240,9 @@ def _lookup(path: tuple[str, ...]) -> Shortcut:
         value: Any = scope
         for key in path:
             if type(value) is not dict:
-                return _UNSURE  # not a dict, or a key missing one level up
+                return otherwise(scope)  # not a dict, or a key missing one level up
             value = value.get(key, _UNSURE)
-        return value
+        return value if value is not _UNSURE else otherwise(scope)
 
     return lookup
 
@@ -294,6 +298,8 @@ def _filter_call(node: nodes.Filter) -> _FilterCall | None:
         kwargs[keyword.key] = value.value
     if len(args) != len(node.args) or len(kwargs) != len(node.kwargs):
         return None  # an argument that is not a constant, or a keyword given twice
+    if not args and not kwargs and node.name in _STR_METHODS:
+        function = _STR_METHODS[node.name]
     return function, args, kwargs
 
 

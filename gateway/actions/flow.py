@@ -53,7 +53,8 @@ def _headers(value: Any) -> dict[str, str]:
 
 
 async def return_data(ctx: RunContext, args: dict[str, Any]) -> Reply:
-    headers = _headers(args.get("headers") or {})
+    given = args.get("headers")
+    headers = _headers(given) if given else {}
     status = _status(args.get("status"), 200, low=200)  # a 1xx is no final answer
     if "text" in args:
         text = args["text"]
