@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from click.testing import CliRunner
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.loader import check, load
+from gateway.server import OneWrite
 from gateway.settings import Settings, with_environment
 from gateway.source import load_text
 from gateway.storage import open_storage
@@ -263,6 +265,15 @@ params: {name: {type: text}}
 steps:
   - action: return_data
     data: {greeting: "hello {{ params.name }}"}
+---
+kind: api_workflow
+name: ping
+expose: true
+auth: none
+method: GET
+steps:
+  - action: return_data
+    data: {pong: true}
 """
 
 
@@ -362,6 +373,98 @@ def test_a_client_gone_mid_body_is_one_quiet_line(server: tuple[int, Path]) -> N
     exchange(port, POST + b"content-length: 400\r\n\r\n{\"name\": ", close=True)
     log = wait_for_line(log_path, "closed the connection before sending the whole body")
     assert "Traceback" not in log and "ERROR" not in log
+
+
+# --- A response's head and body leave in one write (gateway.server.OneWrite) -------------------
+
+
+def read_response(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One response (head, body) read off `sock` by its content-length; and what followed."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or pytest.fail(f"the connection closed after {data!r}")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        rest += sock.recv(65536) or pytest.fail("the connection closed mid-body")
+    return head, rest[:length], rest[length:]
+
+
+def test_pipelined_requests_each_get_a_whole_response(server: tuple[int, Path]) -> None:
+    port, _ = server
+    body = b'{"name": "Ada"}'
+    one = POST + b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(one + one + b"GET /api/1.1/wf/ping HTTP/1.1\r\nHost: gw\r\n\r\n")
+        rest = b""
+        for expected in (b'"hello Ada"', b'"hello Ada"', b'"pong":true'):
+            head, answer, rest = read_response(sock, rest)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert expected in answer, answer
+        assert rest == b""
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(
+        server: tuple[int, Path]) -> None:
+    port, _ = server
+    body = b'{"name": "Ada"}'
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(POST + b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body))
+        interim = b""
+        while b"\r\n\r\n" not in interim:  # the server asks for the body before it has it
+            interim += sock.recv(65536) or pytest.fail("the connection closed")
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        head, rest = interim.split(b"\r\n\r\n", 1)
+        sock.sendall(body)
+        head, answer, _ = read_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200 ") and b'"hello Ada"' in answer
+
+
+def test_head_of_a_get_workflow_has_headers_and_no_body(server: tuple[int, Path]) -> None:
+    port, _ = server
+    answer = exchange(port, b"HEAD /api/1.1/wf/ping HTTP/1.1\r\nHost: gw\r\n"
+                            b"connection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"x-run-id:" in head.lower()
+    assert body == b""
+
+
+class Recorded:
+    """What a transport was asked to do, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(data)
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_one_write_holds_only_the_head_and_sends_it_with_the_first_chunk() -> None:
+    transport, cycle = Recorded(), SimpleNamespace(response_started=False)
+    wrapped = OneWrite(transport, cycle)  # type: ignore[arg-type]
+    wrapped.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: at once
+    cycle.response_started = True
+    wrapped.write(b"HEAD")
+    assert transport.calls == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    wrapped.write(b"body-1")
+    wrapped.write(b"body-2")
+    assert transport.calls[1:] == [b"HEADbody-1", b"body-2"]
+    assert wrapped.is_closing() is False  # everything else is the transport's own
+
+
+def test_one_write_sends_a_held_head_before_closing() -> None:
+    transport, cycle = Recorded(), SimpleNamespace(response_started=True)
+    wrapped = OneWrite(transport, cycle)  # type: ignore[arg-type]
+    wrapped.write(b"HEAD")
+    wrapped.close()  # the application failed after starting its response
+    assert transport.calls == [b"HEAD", "close"]
 
 
 # --- Item 10: several workers on SQLite -------------------------------------------------------
