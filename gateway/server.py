@@ -9,10 +9,6 @@ connection that stays silent included, or whose body takes longer than `server.b
 
 A timer is set only for a request that did not arrive whole in one read: most do, and pay
 nothing for these deadlines.
-
-uvicorn writes a response's status line and headers, then its body, as two writes: two
-system calls, which cost more than a small workflow's run. Here a response's head waits
-for its first body chunk and both leave in one write (`OneWrite`).
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.envelope import render_error
@@ -51,6 +47,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT))
         self.body_timeout = float(os.environ.get(BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT))
         self.header_bytes = 0
+        self.reading = 0  # the size of the read being parsed
         self.in_headers = True
         self.in_body = False
         self.header_timer: asyncio.TimerHandle | None = None
@@ -69,6 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
+        self.reading = len(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -92,13 +90,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.in_headers = False
         self.in_body = True
         self.stop_header_timer()
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.max_header_bytes:
+        # Counted exactly only when the bytes read for this message so far, the read under
+        # way included (the headers and whatever came with them), pass the bound: most
+        # requests' are well under it.
+        if self.header_bytes + self.reading > self.max_header_bytes and len(self.url) + sum(
+                len(name) + len(value) + 4 for name, value in self.headers) > self.max_header_bytes:
             self.refuse_headers()
         if not self.refused:
             super().on_headers_complete()
-            if self.cycle.scope["method"] != "HEAD":  # a HEAD response has no body to wait for
-                self.cycle.transport = OneWrite(self.transport, self.cycle)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self.refused:
@@ -156,35 +155,3 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
         self.stop_header_timer()
         self.stop_body_timer()
-
-
-class OneWrite:
-    """The transport as one response's cycle sees it: the status line and headers, written
-    when the response starts, are held until the first chunk of its body and leave with it
-    in one write. Anything written before the response starts (`100 Continue`) goes at
-    once; a close sends what is held first."""
-
-    __slots__ = ("transport", "cycle", "head", "held")
-
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        self.transport = transport
-        self.cycle = cycle
-        self.head = b""
-        self.held = False
-
-    def write(self, data: bytes) -> None:
-        if not self.held and self.cycle.response_started:  # the first write: the head
-            self.head, self.held = data, True
-            return
-        if self.head:
-            data, self.head = self.head + data, b""
-        self.transport.write(data)
-
-    def close(self) -> None:
-        if self.head:
-            self.transport.write(self.head)
-            self.head = b""
-        self.transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)

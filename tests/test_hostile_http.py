@@ -15,7 +15,6 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -25,7 +24,6 @@ from click.testing import CliRunner
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.loader import check, load
-from gateway.server import OneWrite
 from gateway.settings import Settings, with_environment
 from gateway.source import load_text
 from gateway.storage import open_storage
@@ -354,6 +352,15 @@ def test_huge_headers_are_refused_with_431_and_the_connection_closed(
         assert b'"HEADERS_TOO_LARGE"' in answer
 
 
+def test_headers_under_the_bound_pass_whatever_body_comes_in_the_same_read(
+        server: tuple[int, Path]) -> None:
+    port, _ = server
+    body = b'{"name": "' + b"a" * 6000 + b'"}'  # the read passes 4,096 bytes; the headers do not
+    answer = exchange(port, POST + b"x-pad: " + b"p" * 3000 + b"\r\ncontent-length: %d\r\n"
+                      b"connection: close\r\n\r\n%s" % (len(body), body))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
 def test_slow_headers_and_a_slow_body_get_408(server: tuple[int, Path]) -> None:
     port, _ = server
     slow_headers = exchange(port, b"POST /api/1.1/wf/hello HTTP/1.1\r\nHost: gw\r\n")
@@ -375,7 +382,7 @@ def test_a_client_gone_mid_body_is_one_quiet_line(server: tuple[int, Path]) -> N
     assert "Traceback" not in log and "ERROR" not in log
 
 
-# --- A response's head and body leave in one write (gateway.server.OneWrite) -------------------
+# --- Keep-alive, pipelining, 100 Continue and HEAD on the gateway's own server --------------
 
 
 def read_response(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:
@@ -428,43 +435,6 @@ def test_head_of_a_get_workflow_has_headers_and_no_body(server: tuple[int, Path]
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"x-run-id:" in head.lower()
     assert body == b""
-
-
-class Recorded:
-    """What a transport was asked to do, in order."""
-
-    def __init__(self) -> None:
-        self.calls: list[object] = []
-
-    def write(self, data: bytes) -> None:
-        self.calls.append(data)
-
-    def close(self) -> None:
-        self.calls.append("close")
-
-    def is_closing(self) -> bool:
-        return False
-
-
-def test_one_write_holds_only_the_head_and_sends_it_with_the_first_chunk() -> None:
-    transport, cycle = Recorded(), SimpleNamespace(response_started=False)
-    wrapped = OneWrite(transport, cycle)  # type: ignore[arg-type]
-    wrapped.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: at once
-    cycle.response_started = True
-    wrapped.write(b"HEAD")
-    assert transport.calls == [b"HTTP/1.1 100 Continue\r\n\r\n"]
-    wrapped.write(b"body-1")
-    wrapped.write(b"body-2")
-    assert transport.calls[1:] == [b"HEADbody-1", b"body-2"]
-    assert wrapped.is_closing() is False  # everything else is the transport's own
-
-
-def test_one_write_sends_a_held_head_before_closing() -> None:
-    transport, cycle = Recorded(), SimpleNamespace(response_started=True)
-    wrapped = OneWrite(transport, cycle)  # type: ignore[arg-type]
-    wrapped.write(b"HEAD")
-    wrapped.close()  # the application failed after starting its response
-    assert transport.calls == [b"HEAD", "close"]
 
 
 # --- Item 10: several workers on SQLite -------------------------------------------------------
