@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import API_TOKEN, Authenticator, is_bearer
+from gateway.auth import API_TOKEN, Authenticator, credential, is_bearer
 from gateway.coercion import gather
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
@@ -32,8 +32,10 @@ from gateway.errors import (
     PayloadTooLargeError,
     shown,
 )
+from gateway.hooks import Guard, LocalRates, raw_headers
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
+from gateway.storage.interface import RateCounter
 
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -189,12 +191,14 @@ def request_facts(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
-                      auth: Authenticator) -> Endpoint:
+                      auth: Authenticator, rates: RateCounter | None = None) -> Endpoint:
     query_names = frozenset(p.name for p in workflow.params
                             if p.in_query or workflow.method == "GET")
     methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
     settings = interpreter.registry.settings
     limit = settings.max_body_bytes
+    # verify, idempotency, rate_limit (`gateway.hooks`): None for most workflows
+    guard = None if workflow.hooks is None else Guard(workflow, interpreter, rates or LocalRates())
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -202,7 +206,14 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
         try:
             identity = await auth.admit(workflow, request)  # before the body is read
+            if guard is not None and (early := await guard.limit(
+                    identity, request.client.host if request.client else None,
+                    credential(request))) is not None:
+                return response(early)
             body = await read_body(request, limit)
+            if guard is not None and (early := guard.verify(
+                    raw_headers(request.scope["headers"]), body, identity)) is not None:
+                return response(early)  # before any parameter is parsed
             raw = await parse_body(request, body) if workflow.method == "POST" else {}
         except ClientDisconnect:
             return gone(request, workflow)
@@ -212,6 +223,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
+        if guard is not None:
+            return response(await guard.run(raw, identity, facts))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
                                        request=facts)
         return reply_response(result)
@@ -235,8 +248,10 @@ async def not_found(request: Request) -> Response:
 
 
 def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
+    storage, settings = interpreter.storage, interpreter.registry.settings
+    rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
     found: list[BaseRoute] = [
-        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, auth),
+        Route(f"{ROUTE_PREFIX}/{wf.name}", workflow_endpoint(wf, interpreter, auth, rates),
               methods=ALL_METHODS, name=f"wf:{wf.name}")
         for wf in interpreter.registry.exposed()
     ]

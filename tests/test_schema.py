@@ -145,6 +145,11 @@ params:
   tags: {type: text, list: true, optional: true}
   source: {type: text, in: query, optional: true}
   owner: {type: user, optional: true}
+verify: {scheme: hmac, secret: "{{ secrets.STRIPE_WEBHOOK_SECRET }}", tolerance: 300,
+         header: X-Signature, algorithm: sha256, prefix: "sha256=", encoding: hex,
+         timestamp_header: X-Timestamp}
+idempotency: {key: "{{ params.email }}", ttl: 24h}
+rate_limit: {requests: 100, per: 1m, by: ip}
 steps:
   - {id: values, action: set, values: {a: 1}, description: named values}
   - id: lead
@@ -214,6 +219,10 @@ secrets: [STRIPE_WEBHOOK_SECRET, SMTP_PASSWORD]
 limits: {max_body_bytes: 1048576, run_timeout: 300s}
 run_log: {retention: 14d, failed_retention: 30d}
 server: {host: 0.0.0.0, port: 8080, workers: 2}
+http: {block_private_addresses: true, timeout: 10s, max_response_bytes: 1048576}
+smtp: {host: smtp.example.com, port: 587, starttls: true, tls: false, username: ops,
+       password: "{{ secrets.SMTP_PASSWORD }}", from: ops@example.com, timeout: 30s}
+rate_limits: {shared: true}
 ---
 kind: settings
 database: postgresql://postgres@127.0.0.1/gateway
