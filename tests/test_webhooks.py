@@ -98,7 +98,7 @@ async def recorded(storage: Storage, response: httpx.Response) -> dict[str, Any]
 
 # --- stripe -----------------------------------------------------------------------------------
 
-STRIPE = receiver(f"{{scheme: stripe, secret: '{{{{ secrets.HOOK_SECRET }}}}'}}")
+STRIPE = receiver("{scheme: stripe, secret: '{{ secrets.HOOK_SECRET }}'}")
 EVENT = json.dumps({"id": "evt_1", "type": "invoice.paid"})
 
 
