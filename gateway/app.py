@@ -42,6 +42,16 @@ def create_app(registry: Registry, storage: Storage | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One HTTP client and one mailer for every run of the process (`gateway.services`).
+        await interpreter.services.start(registry.settings)
+        try:
+            async with store_lifespan(app):
+                yield
+        finally:
+            await interpreter.services.stop()
+
+    @contextlib.asynccontextmanager
+    async def store_lifespan(app: Starlette) -> AsyncIterator[None]:
         # What was built at start (the compiled config, the libraries) lives as long as the
         # process: keep it out of the collector's way, so full collections under load stay
         # as cheap as a bare app's.

@@ -41,11 +41,13 @@ from gateway.errors import (
     RunError,
     StepFailedError,
     StorageUnavailableError,
+    UpstreamError,
 )
 from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Viewer
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.templating import Compiled
 
@@ -88,6 +90,7 @@ class Interpreter:
                                 if len(v) >= MIN_SECRET_LENGTH)
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
+        self.services = Services()  # started by the process's owner (the app's lifespan)
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
@@ -98,7 +101,8 @@ class Interpreter:
                          data_types=self.registry.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
                          accounts=self.accounts, viewer=self.viewer(workflow, identity),
-                         hidden=self.hidden, settings=self.registry.settings)
+                         hidden=self.hidden, settings=self.registry.settings,
+                         services=self.services)
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
@@ -248,7 +252,7 @@ class Interpreter:
             return None
         entry.update(status="failed", reason=message)
         if isinstance(exc, GatewayError) and (exc.status < 500 or isinstance(
-                exc, StorageUnavailableError)):  # the caller's to fix, or to retry later
+                exc, StorageUnavailableError | UpstreamError)):  # the caller's, or retry later
             raise exc
         label = f"step {step.index + 1} ({step.action.name})"
         # The innermost location wins: a step of a custom event, not the step that called it.
