@@ -6,6 +6,7 @@ Every error a caller can see is rendered here, in one shape:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.auth import API_TOKEN, Authenticator, credential, is_bearer
 from gateway.coercion import gather
+from gateway.detect import as_yaml
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
     GatewayError,
@@ -232,6 +234,29 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
     return endpoint
 
 
+def initialize_endpoint(workflow: Workflow, auth: Authenticator, limit: int) -> Endpoint:
+    """`.../<name>/initialize`: the parameters detected from a sample request, as YAML to
+    paste into the workflow (admin keys only; nothing runs)."""
+    admin_only = dataclasses.replace(workflow, auth="admin")
+
+    async def endpoint(request: Request) -> Response:
+        if request.method != "POST":
+            return error_response(MethodNotAllowedError(
+                f"{workflow.name}/initialize only accepts POST", "POST"))
+        try:
+            await auth.admit(admin_only, request)
+            raw = await parse_body(request, await read_body(request, limit))
+        except ClientDisconnect:
+            return gone(request, workflow)
+        except GatewayError as exc:
+            return error_response(exc)
+        raw.update({k: v for k, v in gather(request.query_params.multi_items()).items()
+                    if k != API_TOKEN})
+        return Response(as_yaml(raw), media_type="application/yaml")
+
+    return endpoint
+
+
 def gone(request: Request, workflow: Workflow) -> Response:
     """The client went away before its body arrived: no run started, nobody reads an answer."""
     client = request.client.host if request.client else "?"
@@ -255,6 +280,10 @@ def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
               methods=ALL_METHODS, name=f"wf:{wf.name}")
         for wf in interpreter.registry.exposed()
     ]
+    found.extend(Route(f"{ROUTE_PREFIX}/{wf.name}/initialize",
+                       initialize_endpoint(wf, auth, settings.max_body_bytes),
+                       methods=ALL_METHODS, name=f"init:{wf.name}")
+                 for wf in interpreter.registry.exposed())
     # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
     found.append(Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS))
     found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))

@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from gateway.app import create_app
-from gateway.loader import load
+from gateway.loader import check, load
 from gateway.services import is_public
 from gateway.settings import with_environment
 from gateway.storage import Storage, open_storage
@@ -400,3 +400,12 @@ async def test_an_unreachable_or_refusing_server_is_a_502(tmp_path: Path,
         response = await client.post("/api/1.1/wf/call", json={"to": "a@example.com"})
         assert response.status_code == 502
     assert inbox.messages == []
+
+
+@pytest.mark.parametrize("password", ["'{{ secrets.OTHER }}'", "'{{ secrets.API_TOKEN ~ 1 }}'"])
+def test_the_smtp_password_must_name_a_declared_secret(tmp_path: Path, password: str) -> None:
+    (tmp_path / "w.yaml").write_text(
+        "kind: settings\nsecrets: [API_TOKEN]\n"
+        f"smtp: {{host: mail.example.com, password: {password}}}\n")
+    _, problems = check([tmp_path])
+    assert [p.code for p in problems] == ["ref.unknown-secret"]
