@@ -208,7 +208,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                 f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
         try:
             identity = await auth.admit(workflow, request)  # before the body is read
-            if guard is not None and (early := await guard.limit(
+            if guard is not None and guard.hooks.rate_requests and (early := await guard.limit(
                     identity, request.client.host if request.client else None,
                     credential(request))) is not None:
                 return response(early)

@@ -4,10 +4,13 @@ and, when the key is held, the read of what holds it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from gateway.encoding import iso
 from gateway.storage.interface import Claim
@@ -15,6 +18,12 @@ from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
 Q = queries("sqlite")
+log = logging.getLogger("gateway.storage")
+
+
+def _logged(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("an idempotent answer was not stored: %s", done.exception())
 
 
 class SqliteIdempotency:
@@ -39,8 +48,12 @@ class SqliteIdempotency:
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
+        """Queued, not awaited: the one writer runs jobs in order, so a claim of the same
+        key made after this call sees the answer. A crash before it commits leaves the key
+        to its lease (the next delivery runs again: at least once)."""
         params = (status, json.dumps(dict(headers)), body, scope, key, owner)
-        await self._db.write(lambda conn: conn.execute(Q["finish_key"], params))
+        done = self._db.writer.submit(lambda conn: conn.execute(Q["finish_key"], params))
+        done.add_done_callback(_logged)
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         params = (scope, key, owner)
