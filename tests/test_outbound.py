@@ -55,6 +55,7 @@ class Upstream:
                 upstream.received.append({"method": self.command, "path": self.path,
                                           "headers": dict(self.headers), "body": body})
                 path = self.path.split("?")[0]
+                path = next((p for p in upstream.failures if path.startswith(p)), path)
                 left = upstream.failures.get(path, 0)
                 if left:
                     upstream.failures[path] = left - 1
@@ -279,14 +280,21 @@ async def test_on_error_continue_swallows_the_failure(tmp_path: Path, upstream: 
     ("ftp://example.com/x", "http or https"),
     ("not a url", "http or https"),
     ("http://", "http or https"),
+    ("http://[::1", "not valid"),
+    ("http://example.com:99999/", "not valid"),
+    ("http://exa mple.com/\x00", "not valid"),
 ])
 async def test_hostile_urls_fail_clearly(tmp_path: Path, storage_url: str, url: str,
                                          reason: str) -> None:
     async with gateway(tmp_path, storage_url,
-                       calling("{action: http_request, url: '{{ params.url }}'}")) as (client, _):
+                       calling("{action: http_request, url: '{{ params.url }}'}")) as (
+            client, storage):
         response = await client.post("/api/1.1/wf/call", json={"url": url})
-        assert response.status_code == 500
-        assert response.json()["body"]["status"] == "ERROR"
+        assert response.status_code == 400
+        assert response.json()["body"]["status"] == "INVALID_DATA"
+        assert reason in response.json()["body"]["message"]
+        assert "failed" in await run_log(storage, response) or "rejected" in \
+            await run_log(storage, response)
 
 
 async def test_a_response_over_the_limit_fails_the_step(tmp_path: Path,
@@ -378,9 +386,11 @@ async def test_a_header_injection_is_refused_and_nothing_is_sent(
                        settings=smtp_settings(port)) as (client, _):
         response = await client.post("/api/1.1/wf/call",
                                      json={"to": "a@example.com\r\nBcc: victim@example.com"})
-        assert response.status_code == 500
+        assert response.status_code == 400
+        assert response.json()["body"]["status"] == "INVALID_DATA"
+        assert "\r" not in response.json()["body"]["message"]
         bad = await client.post("/api/1.1/wf/call", json={"to": "not an address"})
-        assert bad.status_code == 500
+        assert bad.status_code == 400
     assert inbox.messages == []
 
 
@@ -409,3 +419,17 @@ def test_the_smtp_password_must_name_a_declared_secret(tmp_path: Path, password:
         f"smtp: {{host: mail.example.com, password: {password}}}\n")
     _, problems = check([tmp_path])
     assert [p.code for p in problems] == ["ref.unknown-secret"]
+
+
+async def test_a_failing_call_logs_the_callers_text_escaped(
+        tmp_path: Path, upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:
+    upstream.failures = {"/down": 10}
+    wf = calling("{action: http_request, url: '{{ params.url }}'}")
+    async with gateway(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", wf) as (client, _):
+        with caplog.at_level("INFO"):
+            for forged in (upstream.url + "/down\r\nFORGED LINE",
+                           "http://\nFORGED LINE.example/", upstream.url + "/down?\nFORGED"):
+                response = await client.post("/api/1.1/wf/call", json={"url": forged})
+                assert response.status_code in (400, 502), response.text
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert logged and "\nFORGED" not in logged and "\rFORGED" not in logged

@@ -21,13 +21,14 @@ import httpx
 
 from gateway.action import Action
 from gateway.context import RunContext
-from gateway.errors import RunError, UpstreamError, shown
+from gateway.errors import InvalidDataError, RunError, UpstreamError, shown
 from gateway.services import MailError
 from gateway.settings import parse_duration
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 MAX_ATTEMPTS = 10
-MAX_RETRY_AFTER = 300.0  # a server asking for a longer wait is not waited for
+MAX_RETRY_AFTER = 300.0
+OFF_LOOP_BYTES = 65_536  # a server asking for a longer wait is not waited for
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
@@ -95,9 +96,15 @@ def _request(args: dict[str, Any]) -> dict[str, Any]:
     if method not in METHODS:
         raise RunError(f"method {shown(method)} is not one of {', '.join(sorted(METHODS))}")
     url = str(args.get("url") or "")
-    parts = urlsplit(url)
+    try:
+        httpx.URL(url)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range raises here, not later
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidDataError(f"http_request: the url is not valid: {shown(str(exc))}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RunError(f"the url must be an http or https URL, not {shown(shown_url(url))!r}")
+        raise InvalidDataError(f"http_request: the url must be an http or https URL, not "
+                               f"{shown(shown_url(url))!r}")
     request: dict[str, Any] = {"method": method, "url": url,
                                "headers": _headers(args.get("headers") or {})}
     if args.get("query"):
@@ -141,17 +148,26 @@ async def _attempt(ctx: RunContext, client: httpx.AsyncClient, request: dict[str
     if not ok:
         raise UpstreamError(f"{request['method']} {shown_url(request['url'])} answered "
                             f"{status}, not an expected status")
-    return _result(response, content)
+    return await _result(response, content)
 
 
-def _result(response: httpx.Response, content: bytes) -> dict[str, Any]:
-    text = content.decode(response.encoding or "utf-8", "replace")
+def _decoded(content: bytes, encoding: str, is_json: bool) -> tuple[str, Any]:
+    text = content.decode(encoding, "replace")
     data = None
-    if "json" in response.headers.get("content-type", ""):
+    if is_json:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
             data = None
+    return text, data
+
+
+async def _result(response: httpx.Response, content: bytes) -> dict[str, Any]:
+    args = (content, response.encoding or "utf-8",
+            "json" in response.headers.get("content-type", ""))
+    # A large body is read off the event loop, so that the server keeps answering meanwhile.
+    text, data = _decoded(*args) if len(content) <= OFF_LOOP_BYTES else \
+        await asyncio.to_thread(_decoded, *args)
     return {"status": response.status_code, "headers": dict(response.headers.items()),
             "json": data, "text": text}
 
@@ -192,7 +208,8 @@ def _addresses(value: Any, what: str) -> list[str]:
         text = str(item).strip()
         name, address = email.utils.parseaddr(text)
         if "@" not in address or any(c in text for c in "\r\n\0"):
-            raise RunError(f"{what}: {shown(text)!r} is not an e-mail address")
+            raise InvalidDataError(f"send_email: {what}: {shown(text)!r} is not an e-mail "
+                                   "address")
         found.append(text)
     return found
 
@@ -221,7 +238,7 @@ def _message(args: dict[str, Any], sender: str | None) -> tuple[EmailMessage, li
         message["Date"] = email.utils.format_datetime(datetime.now(UTC))
         message["Message-ID"] = email.utils.make_msgid()
     except ValueError as exc:  # a line break in a header: refused, never sent
-        raise RunError(f"send_email: {exc}") from exc
+        raise InvalidDataError(f"send_email: {shown(str(exc))}") from exc
     if text is not None:
         message.set_content(str(text))
         if html is not None:
