@@ -2,7 +2,7 @@
 Stripe signature check, and behind the check plus an idempotency key of its own per request
 (a claim and a stored answer in the database each), on one gateway in one run.
 
-    python tests/bench/hooks_bench.py [--duration 10] [--postgres URL]
+    python tests/bench/hooks_bench.py [--duration 10] [--postgres URL] [--no-sqlite]
 
 Uses the request-path benchmark's machinery (`run.py`: wrk, the servers, the table).
 Target: verification plus the idempotency check cost at most 15% of the trivial workflow's
@@ -18,12 +18,15 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import psycopg  # noqa: E402
 import run  # noqa: E402
 import stripe  # noqa: E402
 
@@ -51,6 +54,22 @@ def measure(seconds: int, stack: contextlib.ExitStack, tmp: Path, database: str,
     return judged([replace(r, server=f"gateway-{label}") for r in rows])
 
 
+@contextlib.contextmanager
+def own_database(url: str) -> Iterator[str]:
+    """A fresh database of this benchmark's own (`gateway_bench_hooks`), dropped afterwards:
+    the request-path benchmark's `gateway_bench` may be in use by another run."""
+    parts = urlsplit(url)
+    admin = urlunsplit(parts._replace(path=parts.path or "/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS gateway_bench_hooks WITH (FORCE)")
+        conn.execute("CREATE DATABASE gateway_bench_hooks")
+    try:
+        yield urlunsplit(parts._replace(path="/gateway_bench_hooks"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS gateway_bench_hooks WITH (FORCE)")
+
+
 def judged(rows: list[run.Row]) -> list[run.Row]:
     trivial = {r.connections: r.rps for r in rows if r.scenario == "trivial"}
     out = []
@@ -69,15 +88,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"))
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     rows: list[run.Row] = []
     with tempfile.TemporaryDirectory(prefix="gateway-hooks-bench-") as tmp, \
             contextlib.ExitStack() as stack:
         try:
-            rows += measure(args.duration, stack, Path(tmp), f"sqlite:///{tmp}/hooks.db",
-                            "sqlite")
+            if not args.no_sqlite:
+                rows += measure(args.duration, stack, Path(tmp), f"sqlite:///{tmp}/hooks.db",
+                                "sqlite")
             if args.postgres:
-                with run.postgres_database(args.postgres) as url:
+                with own_database(args.postgres) as url:
                     rows += measure(args.duration, stack, Path(tmp), url, "postgresql")
         except run.BenchError as exc:
             print(f"\nFAILED: {exc}", file=sys.stderr)
