@@ -21,8 +21,10 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from click.testing import CliRunner
 
 from gateway.app import create_app
+from gateway.cli import main
 from gateway.loader import check, load
 from gateway.services import is_public
 from gateway.settings import with_environment
@@ -433,3 +435,14 @@ async def test_a_failing_call_logs_the_callers_text_escaped(
                 assert response.status_code in (400, 502), response.text
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert logged and "\nFORGED" not in logged and "\rFORGED" not in logged
+
+
+def test_gateway_run_has_the_http_client_too(tmp_path: Path, upstream: Upstream) -> None:
+    (tmp_path / "w.yaml").write_text(calling(
+        "{action: http_request, url: '{{ params.url }}/from-cli'}"))
+    result = CliRunner().invoke(main, [
+        "run", "call", "-p", f"url={upstream.url}", "--config", str(tmp_path),
+        "--database", f"sqlite:///{tmp_path / 'g.db'}"])
+    assert result.exit_code == 0, result.output
+    assert "\"status\": 200" in result.output or "\"status\":200" in result.output, result.output
+    assert upstream.received[0]["path"] == "/from-cli"
