@@ -44,6 +44,16 @@ def create_app(registry: Registry, storage: Storage | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One HTTP client and one mailer for every run of the process (`gateway.services`).
+        await interpreter.services.start(registry.settings)
+        try:
+            async with store_lifespan(app):
+                yield
+        finally:
+            await interpreter.services.stop()
+
+    @contextlib.asynccontextmanager
+    async def store_lifespan(app: Starlette) -> AsyncIterator[None]:
         # What was built at start (the compiled config, the libraries) lives as long as the
         # process: keep it out of the collector's way, so full collections under load stay
         # as cheap as a bare app's.
@@ -120,6 +130,7 @@ async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
     while not stop.is_set():
         await purge_runs_once(storage.runs, settings, clock)
         await purge_tokens_once(storage.users, settings, clock)
+        await purge_keys_once(storage, clock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 
@@ -145,6 +156,17 @@ async def purge_tokens_once(users: UserStore, settings: Settings, clock: Clock) 
         return await users.purge_tokens(now, now - settings.idle_lapse)
     except GatewayError as exc:
         log.warning("could not purge old tokens: %s", exc.message)
+        return 0
+
+
+async def purge_keys_once(storage: Storage, clock: Clock) -> int:
+    """Idempotency keys past their ttl and rate counters of windows that ended."""
+    now = clock()
+    try:
+        return (await storage.idempotency.purge_keys(now)
+                + await storage.rates.purge_counters(now))
+    except GatewayError as exc:
+        log.warning("could not purge idempotency keys: %s", exc.message)
         return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.accounts import Accounts
 from gateway.privacy import EXEMPT, Viewer
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.storage.interface import Change, Storage, TypeSpec
 
@@ -118,6 +119,7 @@ class RunContext:
     changes: Changes = field(default_factory=Changes)
     accounts: Accounts | None = None
     viewer: Viewer = EXEMPT  # the privacy rules the run's reads go through
+    services: Services = field(default_factory=Services)  # outbound HTTP, the mailer
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""

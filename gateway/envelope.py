@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.context import Reply
 from gateway.encoding import encode
-from gateway.errors import GatewayError, MethodNotAllowedError
+from gateway.errors import GatewayError, MethodNotAllowedError, RateLimitedError
 from gateway.interpreter import RunResult
 
 JSON = "application/json"
@@ -42,6 +42,8 @@ def render_error(error: GatewayError, run_id: str | None = None) -> Rendered:
             body.update(run_id=run_id, message=f"{error.message} (run {run_id})")
     if isinstance(error, MethodNotAllowedError) and error.allow:
         headers["Allow"] = error.allow
+    if isinstance(error, RateLimitedError):
+        headers["Retry-After"] = str(error.retry_after)
     return Rendered(error.status, encode({"statusCode": error.status, "body": body}), JSON,
                     headers)
 

@@ -119,6 +119,37 @@ class ForbiddenError(GatewayError):
     status, code = 403, "FORBIDDEN"
 
 
+# --- Webhooks: signatures, idempotent replays, rate limits, outbound calls ------------------
+
+
+class InvalidSignatureError(GatewayError):
+    """A `verify:` workflow got a request its secret did not sign (or signed too long ago)."""
+
+    status, code = 401, "INVALID_SIGNATURE"
+
+
+class InProgressError(GatewayError):
+    """A repeated idempotency key while the first request with it is still running."""
+
+    status, code = 409, "IN_PROGRESS"
+
+
+class RateLimitedError(GatewayError):
+    """More requests than the workflow's `rate_limit` allows; `retry_after` in seconds."""
+
+    status, code = 429, "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamError(GatewayError):
+    """An `http_request` or `send_email` step failed after its retries (the run's 502)."""
+
+    status, code = 502, "UPSTREAM_ERROR"
+
+
 class UsedEmailError(GatewayError):
     status, code = 400, "USED_EMAIL"
 

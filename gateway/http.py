@@ -6,6 +6,7 @@ Every error a caller can see is rendered here, in one shape:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
 from gateway.coercion import gather
 from gateway.context import ANONYMOUS
+from gateway.detect import as_yaml
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
     GatewayError,
@@ -34,8 +36,10 @@ from gateway.errors import (
     PayloadTooLargeError,
     shown,
 )
+from gateway.hooks import Guard, LocalRates, raw_headers
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
+from gateway.storage.interface import RateCounter
 
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -126,9 +130,14 @@ def _integer(text: str) -> int:
     return int(text)
 
 
+async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
+    parsed = parse_simple_body(request, body)
+    return parsed if parsed is not None else await _parse_multipart(request, body)
+
+
 def parse_simple_body(request: Request, body: bytes) -> dict[str, Any] | None:
     """The parameters of a JSON or urlencoded body (without awaiting anything: most bodies
-    are one of those); None for a multipart body, which `_parse_multipart` reads."""
+    are one of those); None for a multipart body (see `parse_body`)."""
     if not body.strip():
         return {}
     content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
@@ -193,12 +202,14 @@ def request_facts(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
-                      auth: Authenticator) -> Endpoint:
+                      auth: Authenticator, rates: RateCounter | None = None) -> Endpoint:
     query_names = frozenset(p.name for p in workflow.params
                             if p.in_query or workflow.method == "GET")
     methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
     settings = interpreter.registry.settings
     limit = settings.max_body_bytes
+    # verify, idempotency, rate_limit (`gateway.hooks`): None for most workflows
+    guard = None if workflow.hooks is None else Guard(workflow, interpreter, rates or LocalRates())
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -208,7 +219,14 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             token = credential(request)  # checked before the body is read
             identity = (admitted(workflow, ANONYMOUS) if token is None else
                         await auth.admit(workflow, token))
+            if guard is not None and guard.hooks.rate_requests and (early := await guard.limit(
+                    identity, request.client.host if request.client else None,
+                    token)) is not None:
+                return response(early)
             body = await read_body(request, limit)
+            if guard is not None and (early := guard.verify(
+                    raw_headers(request.scope["headers"]), body, identity)) is not None:
+                return response(early)  # before any parameter is parsed
             raw = (parse_simple_body(request, body) if workflow.method == "POST" else {})
             if raw is None:
                 raw = await _parse_multipart(request, body)
@@ -220,9 +238,34 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
+        if guard is not None:
+            return response(await guard.run(raw, identity, facts))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
                                        request=facts)
         return reply_response(result)
+
+    return endpoint
+
+
+def initialize_endpoint(workflow: Workflow, auth: Authenticator, limit: int) -> Endpoint:
+    """`.../<name>/initialize`: the parameters detected from a sample request, as YAML to
+    paste into the workflow (admin keys only; nothing runs)."""
+    admin_only = dataclasses.replace(workflow, auth="admin")
+
+    async def endpoint(request: Request) -> Response:
+        if request.method != "POST":
+            return error_response(MethodNotAllowedError(
+                f"{workflow.name}/initialize only accepts POST", "POST"))
+        try:
+            await auth.admit(admin_only, credential(request))
+            raw = await parse_body(request, await read_body(request, limit))
+        except ClientDisconnect:
+            return gone(request, workflow)
+        except GatewayError as exc:
+            return error_response(exc)
+        raw.update({k: v for k, v in gather(request.query_params.multi_items()).items()
+                    if k != API_TOKEN})
+        return Response(as_yaml(raw), media_type="application/yaml")
 
     return endpoint
 
@@ -246,18 +289,24 @@ class Endpoints:
     """Each exposed workflow's endpoint by its path: the requests that make up nearly all of
     a gateway's traffic are answered from one dictionary lookup, without the Starlette
     router and middleware in between (they cost about as much as running a small workflow).
-    Everything else (health, unknown paths, a mounted `root_path`) goes to the Starlette app.
-    """
+    Everything else (health, `/initialize`, unknown paths, a mounted `root_path`) goes to the
+    Starlette app."""
 
     def __init__(self, interpreter: Interpreter, auth: Authenticator) -> None:
+        storage, settings = interpreter.storage, interpreter.registry.settings
+        rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
+        exposed = interpreter.registry.exposed()
         self.by_path: dict[str, Endpoint] = {
-            f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth)
-            for wf in interpreter.registry.exposed()}
+            f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth, rates)
+            for wf in exposed}
+        self.initialize: dict[str, Endpoint] = {
+            f"{ROUTE_PREFIX}/{wf.name}/initialize":
+                initialize_endpoint(wf, auth, settings.max_body_bytes) for wf in exposed}
 
     def routes(self) -> list[BaseRoute]:
-        """The same endpoints as Starlette routes, with the catch-alls for the prefix."""
+        """The same endpoints as Starlette routes, with `/initialize` and the catch-alls."""
         found: list[BaseRoute] = [Route(path, endpoint, methods=ALL_METHODS)
-                                  for path, endpoint in self.by_path.items()]
+                                  for path, endpoint in {**self.by_path, **self.initialize}.items()]
         # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
         found.append(Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS))
         found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))

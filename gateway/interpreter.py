@@ -8,15 +8,12 @@ step did not run or its error was swallowed, the reason.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway import budget, templating
@@ -31,7 +28,7 @@ from gateway.context import (
     current_user,
     new_scope,
 )
-from gateway.encoding import MAX_DEPTH, encode, escape, integer_marker, size_over
+from gateway.encoding import encode, escape, size_over
 from gateway.errors import (
     DuplicateError,
     GatewayError,
@@ -41,11 +38,14 @@ from gateway.errors import (
     RunError,
     StepFailedError,
     StorageUnavailableError,
+    UpstreamError,
 )
 from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Viewer
+from gateway.redaction import redact, short_repr
+from gateway.services import Services
 from gateway.settings import Settings
 from gateway.templating import Compiled
 
@@ -57,9 +57,6 @@ log = logging.getLogger("gateway.run")
 # (`ctx.changes`): where database triggers and jobs are enqueued.
 Commit = Callable[[RunContext], Awaitable[None]]
 
-_SECRET_KEY = re.compile(
-    r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
-REDACTED = "[redacted]"
 _ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
 
 
@@ -93,6 +90,7 @@ class Interpreter:
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
+        self.services = Services()  # started by the process's owner (the app's lifespan)
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
@@ -103,7 +101,8 @@ class Interpreter:
                          data_types=self.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
                          accounts=self.accounts, viewer=self.viewer(workflow, identity),
-                         hidden=self.hidden, settings=self.registry.settings)
+                         hidden=self.hidden, settings=self.registry.settings,
+                         services=self.services)
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
@@ -134,7 +133,7 @@ class Interpreter:
         logged = params if params else _declared(workflow, raw)
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:
-            error.message = _redact(error.message, hidden)  # what the caller and every log see
+            error.message = redact(error.message, hidden)  # what the caller and every log see
         self.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None)
@@ -264,7 +263,7 @@ class Interpreter:
             return None
         entry.update(status="failed", reason=message)
         if isinstance(exc, GatewayError) and (exc.status < 500 or isinstance(
-                exc, StorageUnavailableError)):  # the caller's to fix, or to retry later
+                exc, StorageUnavailableError | UpstreamError)):  # the caller's, or retry later
             raise exc
         label = f"step {step.index + 1} ({step.action.name})"
         # The innermost location wins: a step of a custom event, not the step that called it.
@@ -310,12 +309,12 @@ class Interpreter:
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
             "status": status, "started_at": ctx.now,
-            "duration_ms": duration, "params": _redact(params, hidden),
-            "result": _redact(reply.data if reply else None, hidden),
+            "duration_ms": duration, "params": redact(params, hidden),
+            "result": redact(reply.data if reply else None, hidden),
             "error": None if error is None else {
-                "code": error.code, "message": _redact(error.message, hidden),
+                "code": error.code, "message": redact(error.message, hidden),
                 "location": getattr(error, "location", "")},
-            "steps": _redact(ctx.steps, hidden) if hidden else ctx.steps,
+            "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,
         })
 
     def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,
@@ -330,7 +329,7 @@ class Interpreter:
             traceback.format_exception(cause)[:-1]).rstrip()  # the last line is `detail`
         hidden = self.hidden if hidden is None else hidden
         log.error("run %s of %s failed at %s: %s%s", ctx.run_id, escape(workflow.name),
-                  escape(where), escape(_redact(detail, hidden)), _redact(trace, hidden))
+                  escape(where), escape(redact(detail, hidden)), redact(trace, hidden))
 
     def sampled(self) -> bool:
         """Whether to record this successful run (`run_log.sample_success` of them)."""
@@ -338,56 +337,7 @@ class Interpreter:
 
     def redact(self, value: Any) -> Any:
         """Secrets out of what the run log keeps: by key name, and by value."""
-        return _redact(value, self.hidden)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key) is not None
-
-
-_TOO_DEEP = f"<nested deeper than {MAX_DEPTH} levels>"
-_SCALARS = frozenset({int, float, bool, type(None), datetime})
-
-
-# Keys seen to be plain (not secret-looking): parameter and field names, mostly the same few
-# on every run; a set is cheaper to ask than the cached function. Bounded: past its size,
-# new keys are asked of the function each time.
-_PLAIN_KEYS: set[str] = set()
-_MAX_PLAIN_KEYS = 4096
-
-
-def _is_plain(mapping: dict[Any, Any]) -> bool:
-    """A flat mapping of scalars with no secret-looking key: nothing in it to redact."""
-    for key, value in mapping.items():
-        kind = type(value)
-        if kind is not str and kind not in _SCALARS:
-            return False
-        if key not in _PLAIN_KEYS:
-            if type(key) is not str or _is_secret_key(key):
-                return False
-            if len(_PLAIN_KEYS) < _MAX_PLAIN_KEYS:
-                _PLAIN_KEYS.add(key)
-    return True
-
-
-def _redact(value: Any, hidden: frozenset[str], depth: int = 0) -> Any:
-    if isinstance(value, dict):
-        if not hidden and _is_plain(value):
-            return value  # the common case: no copy
-        if depth >= MAX_DEPTH:  # what the run log would cut anyway; no deeper recursion
-            return _TOO_DEEP
-        return {k: REDACTED if _is_secret_key(str(k)) else _redact(v, hidden, depth + 1)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        if depth >= MAX_DEPTH:
-            return _TOO_DEEP
-        return [_redact(item, hidden, depth + 1) for item in value]
-    if isinstance(value, str):
-        for secret in hidden:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-    return value
+        return redact(value, self.hidden)
 
 
 def template_limits(settings: Settings) -> budget.Limits:
@@ -403,20 +353,9 @@ def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for param in workflow.params:
         if param.name in raw:
-            text = _short_repr(raw[param.name])
+            text = short_repr(raw[param.name])
             kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
     return kept
-
-
-def _short_repr(value: Any) -> str:
-    """`repr(value)`, or a marker when there is none (an integer over 4,300 digits, nesting
-    deeper than the interpreter's recursion limit)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return integer_marker(value) if value.bit_length() > 1024 else repr(value)
-    try:
-        return repr(value)
-    except (ValueError, RecursionError):
-        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def _status_of(error: GatewayError | None) -> str:

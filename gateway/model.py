@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from gateway.action import Action
 from gateway.param import SCALAR_TYPES, Param
 from gateway.privacy import Privacy
 from gateway.settings import Settings
+from gateway.signature import VerifySpec
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Param", "Registry", "Step", "Workflow"]
+__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "Registry", "Step", "Workflow"]
 
 ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
 
@@ -32,6 +34,21 @@ class Step:
     only_when: Compiled | None = None
     continue_on_error: bool = False
     location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """What an API workflow does around its run for webhooks: `verify` (a signature over
+    the raw body, keyed by the `secret` template), `idempotency_key` (a template; one run
+    per key within `idempotency_ttl`) and a `rate_limit` of `requests` per `per` by `by`."""
+
+    verify: VerifySpec | None = None
+    secret: Compiled | None = None
+    idempotency_key: Compiled | None = None
+    idempotency_ttl: timedelta = timedelta(hours=24)
+    rate_requests: int = 0  # 0: no rate limit
+    rate_per: timedelta = timedelta(seconds=1)
+    rate_by: str = "ip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +73,7 @@ class Workflow:
     writes: bool = False  # some step writes records
     record_params: tuple[Param, ...] = ()  # parameters of a data type: loaded from the store
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
+    hooks: Hooks | None = None  # verify, idempotency, rate_limit: None for most workflows
 
 
 @dataclass(frozen=True, slots=True)

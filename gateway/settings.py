@@ -60,6 +60,19 @@ class Settings:
     remember_lifetime: timedelta = timedelta(days=365)
     idle_lapse: timedelta = timedelta(days=30)
     min_password_length: int = 8
+    # --- webhooks and integrations: outbound HTTP, SMTP, shared rate limits ---
+    http_block_private_addresses: bool = False
+    http_timeout: timedelta = timedelta(seconds=30)
+    http_max_response_bytes: int = 10_485_760
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_tls: bool = False
+    smtp_username: str | None = None
+    smtp_password_secret: str | None = None  # the name of the secret holding the password
+    smtp_sender: str | None = None
+    smtp_timeout: timedelta = timedelta(seconds=30)
+    rate_limits_shared: bool = False
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -108,7 +121,35 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         header_timeout=parse_duration(server.get("header_timeout", "10s")),
         body_timeout=parse_duration(server.get("body_timeout", "30s")),
         max_connections=server.get("max_connections", defaults.max_connections),
+        **_integrations(data, defaults),
     )
+
+
+_SECRET_REFERENCE = re.compile(r"^\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
+def secret_reference(text: str | None) -> str | None:
+    """The secret a `{{ secrets.NAME }}` setting names, or None for anything else."""
+    match = _SECRET_REFERENCE.match(text or "")
+    return match.group(1) if match else None
+
+
+def _integrations(data: Mapping[str, Any], defaults: Settings) -> dict[str, Any]:
+    """The `http`, `smtp` and `rate_limits` settings."""
+    http, smtp = data.get("http", {}), data.get("smtp", {})
+    return {
+        "http_block_private_addresses": http.get("block_private_addresses", False),
+        "http_timeout": parse_duration(http.get("timeout", "30s")),
+        "http_max_response_bytes": http.get("max_response_bytes",
+                                            defaults.http_max_response_bytes),
+        "smtp_host": smtp.get("host"), "smtp_port": smtp.get("port", defaults.smtp_port),
+        "smtp_starttls": smtp.get("starttls", not smtp.get("tls", False)),
+        "smtp_tls": smtp.get("tls", False), "smtp_username": smtp.get("username"),
+        "smtp_password_secret": secret_reference(smtp.get("password")),
+        "smtp_sender": smtp.get("from"),
+        "smtp_timeout": parse_duration(smtp.get("timeout", "30s")),
+        "rate_limits_shared": data.get("rate_limits", {}).get("shared", False),
+    }
 
 
 def with_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import json
 import re
-from collections.abc import AsyncIterator
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import stripe
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from gateway.app import create_app
+from gateway.auth import key_hash, new_key
 from gateway.cli import main
 from gateway.loader import check, load
+from gateway.settings import with_environment
 from gateway.storage import open_storage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
-CALLED = {"contact-form", "leads", "order-paid", "status", "signup", "login", "logout", "my-leads"}
+CALLED = {"contact-form", "leads", "order-paid", "status", "signup", "login", "logout", "my-leads",
+          "stripe-events", "github-push", "email-rates"}
 
 
 def test_the_examples_validate() -> None:
@@ -136,3 +151,146 @@ async def test_users_sign_up_log_in_and_list_their_own_leads(client: httpx.Async
     assert mine.json()["response"] == {"user": "Ada", "leads": ["mine@example.com"], "count": 1}
     assert (await client.get("/api/1.1/wf/my-leads")).status_code == 401
     assert (await client.post("/api/1.1/wf/logout", headers=auth)).status_code == 200
+
+
+# --- webhooks and integrations (workflows.d/webhooks.yaml) -----------------------------------
+
+STRIPE_SECRET = "whsec_example_0123456789"
+GITHUB_SECRET = "github-example-secret"
+
+
+@pytest.fixture
+def rates_api() -> Iterator[str]:
+    """A real HTTP server on loopback standing in for the exchange-rate API."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            base = self.path.partition("base=")[2] or "?"
+            body = json.dumps({"base": base, "rates": {"USD": 1.08, "GBP": 0.86}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    found = Inbox()
+    controller = Controller(found, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield found, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+async def hooked(tmp_path: Path, rates_api: str, inbox: tuple[Inbox, int],
+                 ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The examples with their secrets set, the SMTP server and rates API on loopback, and
+    an admin key."""
+    registry = load([EXAMPLES])
+    settings = with_environment(registry.settings, {
+        "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
+        "RATES_API_URL": rates_api})
+    registry = dataclasses.replace(registry, settings=dataclasses.replace(
+        settings, smtp_host="127.0.0.1", smtp_port=inbox[1]))
+    storage = open_storage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    app = create_app(registry, storage)
+    async with app.router.lifespan_context(app):
+        key = new_key()
+        await storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            yield http, key
+
+
+def _stripe_event(event_id: str, kind: str) -> str:
+    return json.dumps({"id": event_id, "object": "event", "type": kind, "livemode": False,
+                       "data": {"object": {"id": "in_1", "object": "invoice",
+                                           "customer": "cus_1", "amount_paid": 2500,
+                                           "currency": "eur"}}})
+
+
+async def test_stripe_invoice_paid_is_verified_and_recorded_once(
+        hooked: tuple[httpx.AsyncClient, str]) -> None:
+    client, _ = hooked
+    event = _stripe_event("evt_1", "invoice.paid")
+    signed = {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(
+        event, STRIPE_SECRET), "Content-Type": "application/json"}
+    first = await client.post("/api/1.1/wf/stripe-events", content=event, headers=signed)
+    assert first.status_code == 200, first.text
+    assert first.json()["response"]["received"] is True
+    again = await client.post("/api/1.1/wf/stripe-events", content=event, headers=signed)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    forged = await client.post("/api/1.1/wf/stripe-events", content=event.replace("2500", "1"),
+                               headers=signed)
+    assert forged.status_code == 401
+    assert forged.json()["body"]["status"] == "INVALID_SIGNATURE"
+    other = _stripe_event("evt_2", "customer.created")
+    ignored = await client.post("/api/1.1/wf/stripe-events", content=other, headers={
+        "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(
+            other, STRIPE_SECRET)})
+    assert ignored.status_code == 200
+    assert ignored.json()["body"]["status"] == "NOT_RUN"
+
+
+async def test_github_push_is_verified_and_other_events_ignored(
+        hooked: tuple[httpx.AsyncClient, str]) -> None:
+    client, _ = hooked
+    body = json.dumps({"ref": "refs/heads/main", "repository": {"full_name": "acme/app"},
+                       "commits": [{"id": "a"}, {"id": "b"}], "pusher": {"name": "ada"}})
+    digest = hmac.new(GITHUB_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Event": "push",
+               "X-GitHub-Delivery": "d-1", "Content-Type": "application/json"}
+    pushed = await client.post("/api/1.1/wf/github-push", content=body, headers=headers)
+    assert pushed.status_code == 200, pushed.text
+    again = await client.post("/api/1.1/wf/github-push", content=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true"
+    ping = await client.post("/api/1.1/wf/github-push", content=body, headers={
+        **headers, "X-GitHub-Event": "ping", "X-GitHub-Delivery": "d-2"})
+    assert ping.status_code == 200 and ping.json()["body"]["status"] == "NOT_RUN"
+    unsigned = await client.post("/api/1.1/wf/github-push", content=body, headers={
+        **headers, "X-Hub-Signature-256": "sha256=" + "0" * 64})
+    assert unsigned.status_code == 401
+
+
+async def test_email_rates_calls_the_api_and_mails_the_result(
+        hooked: tuple[httpx.AsyncClient, str], inbox: tuple[Inbox, int]) -> None:
+    client, key = hooked
+    auth = {"Authorization": f"Bearer {key}"}
+    sent = await client.post("/api/1.1/wf/email-rates", json={"to": "ops@example.com",
+                                                                "base": "USD"}, headers=auth)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["response"] == {"sent_to": "ops@example.com", "rates": 2}
+    message = inbox[0].messages[0]
+    assert message["Subject"] == "Exchange rates for USD"
+    assert message.get_body(("plain",)).get_content().split() == ["GBP:", "0.86", "USD:", "1.08"]
+    assert "<td>USD</td>" in message.get_body(("html",)).get_content()
+    assert (await client.post("/api/1.1/wf/email-rates", json={"to": "x@example.com"})
+            ).status_code == 401

@@ -145,6 +145,11 @@ params:
   tags: {type: text, list: true, optional: true}
   source: {type: text, in: query, optional: true}
   owner: {type: user, optional: true}
+verify: {scheme: hmac, secret: "{{ secrets.STRIPE_WEBHOOK_SECRET }}", tolerance: 300,
+         header: X-Signature, algorithm: sha256, prefix: "sha256=", encoding: hex,
+         timestamp_header: X-Timestamp}
+idempotency: {key: "{{ params.email }}", ttl: 24h}
+rate_limit: {requests: 100, per: 1m, by: ip}
 steps:
   - {id: values, action: set, values: {a: 1}, description: named values}
   - id: lead
@@ -172,6 +177,27 @@ steps:
      fields: {}, remember: true}
   - {action: login_user, email: "{{ params.email }}", password: x, remember: "{{ params.desc }}"}
   - {action: logout_user}
+  - id: call
+    action: http_request
+    method: POST
+    url: "https://api.example.com/leads/{{ params.name }}"
+    headers: {Authorization: "Bearer {{ secrets.STRIPE_WEBHOOK_SECRET }}"}
+    query: {a: "1"}
+    json: {name: "{{ params.name }}"}
+    timeout: 10s
+    retry: {max_attempts: 3, backoff: 500ms}
+    expect_status: [200, 201]
+  - {action: http_request, url: "https://example.com", form: {a: b}, expect_status: 204}
+  - {action: http_request, url: "https://example.com", body: "raw text"}
+  - action: send_email
+    to: [ops@example.com]
+    cc: a@example.com
+    bcc: "{{ params.email }}"
+    reply_to: b@example.com
+    from: gateway@example.com
+    subject: "New lead {{ params.name }}"
+    text: "Hello"
+    html: "<p>Hello</p>"
   - {action: log, message: "hello {{ params.name }}", level: warning, only_when: false}
   - {action: fail, status: 409, code: DUPLICATE_LEAD, message: exists, only_when: true}
   - {action: fail, status: "{{ params.status }}", message: templated status}
@@ -214,6 +240,10 @@ secrets: [STRIPE_WEBHOOK_SECRET, SMTP_PASSWORD]
 limits: {max_body_bytes: 1048576, run_timeout: 300s}
 run_log: {retention: 14d, failed_retention: 30d}
 server: {host: 0.0.0.0, port: 8080, workers: 2}
+http: {block_private_addresses: true, timeout: 10s, max_response_bytes: 1048576}
+smtp: {host: smtp.example.com, port: 587, starttls: true, tls: false, username: ops,
+       password: "{{ secrets.SMTP_PASSWORD }}", from: ops@example.com, timeout: 30s}
+rate_limits: {shared: true}
 ---
 kind: settings
 database: postgresql://postgres@127.0.0.1/gateway
@@ -275,7 +305,7 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
           "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
-          "'logout_user'] (did you mean 'create_thing'?)")],
+          "'logout_user', 'http_request', 'send_email'] (did you mean 'create_thing'?)")],
     ),
     "an action of a later stage is unknown": (
         STEP + "{action: schedule_workflow, workflow: w}\n",
@@ -283,7 +313,7 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
           "'schedule_workflow' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
-          "'logout_user']")],
+          "'logout_user', 'http_request', 'send_email']")],
     ),
     "missing required key of an action": (
         STEP + "{action: fail, status: 404}\n",

@@ -1,4 +1,5 @@
-"""The commands that check, serve and run workflows: validate, serve, run, routes, schema."""
+"""The commands that check, serve and run workflows: validate, serve, run, routes, detect,
+schema."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from gateway.cli.base import (
 )
 from gateway.coercion import gather
 from gateway.context import ADMIN, ANONYMOUS, Identity
+from gateway.detect import as_yaml
 from gateway.diagnostics import render_json, render_text
 from gateway.envelope import render_result
 from gateway.errors import GatewayError
@@ -155,7 +157,11 @@ async def _run_once(registry: Registry, name: str, params: dict[str, Any],
             return RunResult("", error=exc)
         return await interpreter.run(workflow, params, source="cli", identity=identity)
 
-    return await with_store(storage, registry, work)
+    await interpreter.services.start(registry.settings)  # http_request, send_email
+    try:
+        return await with_store(storage, registry, work)
+    finally:
+        await interpreter.services.stop()
 
 
 async def _identity(storage: Storage, as_: str) -> Identity:
@@ -182,6 +188,20 @@ def routes(config: tuple[Path, ...]) -> None:
     registry = load_or_exit(config)
     for wf in registry.exposed():
         click.echo(f"{wf.method:<6} {ROUTE_PREFIX}/{wf.name:<32} auth={wf.auth:<6} {wf.location}")
+
+
+@main.command()
+@click.argument("sample", type=click.File("rb"))
+def detect(sample: Any) -> None:
+    """Print the parameters detected from SAMPLE (a JSON object; - for standard input), as
+    YAML to paste under a workflow's params:, as POST .../<name>/initialize does."""
+    try:
+        data = json.loads(sample.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Failed(f"error: {sample.name} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise Failed(f"error: {sample.name} must hold a JSON object of parameter values")
+    click.echo(as_yaml(data), nl=False)
 
 
 @main.command("schema")

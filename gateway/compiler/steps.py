@@ -5,7 +5,7 @@ runs through its declaration, at a `Site` that knows where the step is."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateSyntaxError
@@ -13,6 +13,7 @@ from jinja2 import TemplateSyntaxError
 from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.coercion import compile_coercer
+from gateway.compiler.hooks import build_hooks
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
@@ -71,6 +72,10 @@ class Site:
     def check_value(self, pointer: str, value: Any, type_name: str, is_list: bool) -> None:
         check_value(self.compiler, self.unit.doc, pointer, value, type_name, is_list)
 
+    def leaf_with(self, names: frozenset[str], pointer: str, text: str) -> Compiled:
+        """A template of this unit that may read only `names` (a hook's)."""
+        return leaf(replace(self, names=names), pointer, text)
+
 
 def build_units(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:
     return {name: _workflow(c, names, name, unit)
@@ -88,6 +93,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
     top = Site(c, unit, names, params, user_checked=_tests_user(data.get("only_when")))
     only_when = condition(top, "/only_when", data.get("only_when"))
     steps = _steps(c, names, unit, params, top.user_checked)
+    hooks = build_hooks(top, data) if unit.kind == "api_workflow" else None
     return Workflow(
         kind=unit.kind, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
         expose=data.get("expose", False), auth=data.get("auth", "admin"),
@@ -99,7 +105,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         may_wait=any(step.action.waits for step in steps),
         writes=any(step.action.writes for step in steps),
         record_params=tuple(p for p in unit.params if p.is_record),
-        coerce=compile_coercer(name, unit.params))
+        coerce=compile_coercer(name, unit.params), hooks=hooks)
 
 
 def _check_access(c: Compiler, unit: Unit) -> None:

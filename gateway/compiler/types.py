@@ -28,6 +28,11 @@ def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
                 f"only one settings document is allowed (another is in {docs[0].file})")
     if docs:
         c.settings = from_document(docs[0].data)
+        password = docs[0].data.get("smtp", {}).get("password")
+        if password is not None and c.settings.smtp_password_secret not in c.settings.secret_names:
+            c.error(docs[0], "/smtp/password", "ref.unknown-secret",
+                    "smtp.password must be {{ secrets.NAME }}, naming a secret declared in "
+                    "the settings' secrets")
 
 
 def build_nothing(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:

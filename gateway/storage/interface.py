@@ -236,6 +236,45 @@ class UserStore(Protocol):
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What claiming an idempotency key found: `claimed` (the caller runs and then calls
+    `finish` or `release`), `running` (another request holds it, within its lease) or
+    `done` (the stored answer: `status`, `headers`, `body`)."""
+
+    state: str
+    status: int = 0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency keys per workflow (`scope`), claimed atomically across instances. A claim
+    holds its key until `lease_until` (a crashed run's key frees itself then), an answer
+    until `expires_at`. Keys are hashed by the caller, so they have a bounded size."""
+
+    async def claim(self, scope: str, key: str, owner: str, now: datetime,
+                    lease_until: datetime, expires_at: datetime) -> Claim: ...
+    # Store the answer of the claim `owner` holds (nothing when it lost the key meanwhile).
+    async def finish(self, scope: str, key: str, owner: str, status: int,
+                     headers: Mapping[str, str], body: bytes) -> None: ...
+    # Give the key up, so that the next request with it runs (the run failed).
+    async def release(self, scope: str, key: str, owner: str) -> None: ...
+    # Delete keys whose answer expired; how many.
+    async def purge_keys(self, now: datetime) -> int: ...
+
+
+class RateCounter(Protocol):
+    """Rate-limit counters shared by every instance of the gateway: one per caller and
+    fixed window (`bucket`, the window's number)."""
+
+    # Count one call; the calls counted in this window so far, this one included. The
+    # counter may be deleted after `expires_at` (the end of its window).
+    async def hit(self, scope: str, who: str, bucket: int, expires_at: datetime) -> int: ...
+    # Delete the counters of windows that ended; how many.
+    async def purge_counters(self, now: datetime) -> int: ...
+
+
 class Lifecycle(Protocol):
     """Opening, migrating, checking and closing one database."""
 
@@ -263,3 +302,7 @@ class Storage(Lifecycle, Protocol):
     def keys(self) -> KeyStore: ...
     @property
     def users(self) -> UserStore: ...
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
+    @property
+    def rates(self) -> RateCounter: ...

@@ -5,6 +5,8 @@
 -- BENCH_MODE "create": every request sends a new lead (name and email unique per request).
 -- BENCH_MODE "search": every request looks up lead<N>@example.com, N < BENCH_SEEDED, i.e.
 --                      an email that exists.
+-- BENCH_MODE "delivery": every request sends BENCH_BODY with a new X-Delivery header (a
+--                      webhook delivery of its own, for idempotency keys).
 
 local mode = os.getenv("BENCH_MODE") or "fixed"
 local seeded = tonumber(os.getenv("BENCH_SEEDED") or "0")
@@ -16,6 +18,11 @@ wrk.body = os.getenv("BENCH_BODY") or "{}"
 -- BENCH_AUTH: a credential sent as "Authorization: Bearer ..." on every request.
 if os.getenv("BENCH_AUTH") then
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_AUTH")
+end
+
+-- BENCH_SIGNATURE: a Stripe-Signature header sent on every request.
+if os.getenv("BENCH_SIGNATURE") then
+  wrk.headers["Stripe-Signature"] = os.getenv("BENCH_SIGNATURE")
 end
 
 local threads = 0
@@ -41,6 +48,14 @@ elseif mode == "search" then
   request = function()
     local body = string.format('{"email": "lead%d@example.com"}', math.random(0, seeded - 1))
     return wrk.format(nil, nil, nil, body)
+  end
+end
+
+if mode == "delivery" then
+  request = function()
+    sent = sent + 1
+    wrk.headers["X-Delivery"] = string.format("%s-%d-%d", stamp, tid, sent)
+    return wrk.format(nil, nil, nil, nil)
   end
 end
 

@@ -153,3 +153,42 @@ DELETE FROM gateway_runs WHERE id IN (
 
 -- name: purge_tokens
 DELETE FROM gateway_tokens WHERE expires_at <= %s OR last_used_at <= %s;
+
+-- name: claim_key
+-- A new key, or one whose claim lapsed (its lease ended while running) or whose answer
+-- expired, is claimed by %(owner)s; otherwise nothing is returned and `find_key_claim`
+-- says why.
+INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
+VALUES (%(scope)s, %(key)s, %(owner)s, 'running', %(lease)s, %(expires)s)
+ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
+    lease_until = excluded.lease_until, expires_at = excluded.expires_at,
+    status = NULL, headers = NULL, body = NULL
+WHERE (gateway_idempotency.state = 'running' AND gateway_idempotency.lease_until <= %(now)s)
+    OR gateway_idempotency.expires_at <= %(now)s
+RETURNING owner;
+
+-- name: find_key_claim
+SELECT state, status, headers, body FROM gateway_idempotency WHERE scope = %s AND key = %s;
+
+-- name: finish_key
+UPDATE gateway_idempotency SET state = 'done', status = %s, headers = %s, body = %s
+WHERE scope = %s AND key = %s AND owner = %s AND state = 'running';
+
+-- name: release_key
+DELETE FROM gateway_idempotency
+WHERE scope = %s AND key = %s AND owner = %s AND state = 'running';
+
+-- name: purge_keys
+DELETE FROM gateway_idempotency WHERE expires_at <= %s;
+
+-- name: hit_rate
+INSERT INTO gateway_rate_limits (scope, who, bucket, count, expires_at)
+VALUES (%s, %s, %s, 1, %s)
+ON CONFLICT (scope, who) DO UPDATE SET
+    count = CASE WHEN gateway_rate_limits.bucket = excluded.bucket
+                 THEN gateway_rate_limits.count + 1 ELSE 1 END,
+    bucket = excluded.bucket, expires_at = excluded.expires_at
+RETURNING count;
+
+-- name: purge_rates
+DELETE FROM gateway_rate_limits WHERE expires_at <= %s;

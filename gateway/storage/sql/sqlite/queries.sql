@@ -143,3 +143,39 @@ DELETE FROM gateway_runs WHERE id IN (
 
 -- name: purge_tokens
 DELETE FROM gateway_tokens WHERE expires_at <= ? OR last_used_at <= ?;
+
+-- name: claim_key
+-- A new key, or one whose claim lapsed (its lease ended while running) or whose answer
+-- expired, is claimed by ?3; otherwise nothing is returned and `find_key_claim` says why.
+INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
+VALUES (?1, ?2, ?3, 'running', ?5, ?6)
+ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
+    lease_until = excluded.lease_until, expires_at = excluded.expires_at,
+    status = NULL, headers = NULL, body = NULL
+WHERE (gateway_idempotency.state = 'running' AND gateway_idempotency.lease_until <= ?4)
+    OR gateway_idempotency.expires_at <= ?4
+RETURNING owner;
+
+-- name: find_key_claim
+SELECT state, status, headers, body FROM gateway_idempotency WHERE scope = ? AND key = ?;
+
+-- name: finish_key
+UPDATE gateway_idempotency SET state = 'done', status = ?, headers = ?, body = ?
+WHERE scope = ? AND key = ? AND owner = ? AND state = 'running';
+
+-- name: release_key
+DELETE FROM gateway_idempotency WHERE scope = ? AND key = ? AND owner = ? AND state = 'running';
+
+-- name: purge_keys
+DELETE FROM gateway_idempotency WHERE expires_at <= ?;
+
+-- name: hit_rate
+INSERT INTO gateway_rate_limits (scope, who, bucket, count, expires_at) VALUES (?, ?, ?, 1, ?)
+ON CONFLICT (scope, who) DO UPDATE SET
+    count = CASE WHEN gateway_rate_limits.bucket = excluded.bucket
+                 THEN gateway_rate_limits.count + 1 ELSE 1 END,
+    bucket = excluded.bucket, expires_at = excluded.expires_at
+RETURNING count;
+
+-- name: purge_rates
+DELETE FROM gateway_rate_limits WHERE expires_at <= ?;

@@ -1,0 +1,47 @@
+"""An API workflow's `verify`, `idempotency` and `rate_limit`, built into `Hooks`: the
+secret's template may read `secrets` only, the idempotency key's `params` and `request`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from gateway.model import Hooks
+from gateway.settings import parse_duration
+from gateway.signature import DEFAULT_TOLERANCE, VerifySpec
+
+if TYPE_CHECKING:
+    from gateway.compiler.steps import Site
+
+SECRET_NAMES = frozenset({"secrets"})
+KEY_NAMES = frozenset({"params", "request"})
+
+
+def build_hooks(site: Site, data: Mapping[str, Any]) -> Hooks | None:
+    """The workflow's hooks, or None when it has none (the request path checks only that)."""
+    if not any(key in data for key in ("verify", "idempotency", "rate_limit")):
+        return None
+    hooks = Hooks()
+    verify = data.get("verify")
+    if verify is not None:
+        spec = VerifySpec(
+            scheme=verify["scheme"], tolerance=verify.get("tolerance", DEFAULT_TOLERANCE),
+            header=verify.get("header", "").lower(), algorithm=verify.get("algorithm", "sha256"),
+            prefix=verify.get("prefix", ""), encoding=verify.get("encoding", "hex"),
+            timestamp_header=verify.get("timestamp_header", "").lower())
+        if spec.scheme == "hmac" and not spec.header:
+            site.error("/verify", "schema.required",
+                       "the hmac scheme needs the header that carries the signature")
+        secret = site.leaf_with(SECRET_NAMES, "/verify/secret", verify["secret"])
+        hooks = replace(hooks, verify=spec, secret=secret)
+    idempotency = data.get("idempotency")
+    if idempotency is not None:
+        key = site.leaf_with(KEY_NAMES, "/idempotency/key", idempotency["key"])
+        hooks = replace(hooks, idempotency_key=key,
+                        idempotency_ttl=parse_duration(idempotency.get("ttl", "24h")))
+    limit = data.get("rate_limit")
+    if limit is not None:
+        hooks = replace(hooks, rate_requests=limit["requests"],
+                        rate_per=parse_duration(limit["per"]), rate_by=limit.get("by", "ip"))
+    return hooks

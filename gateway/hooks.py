@@ -1,0 +1,225 @@
+"""What an API workflow with `verify`, `idempotency` or `rate_limit` does around its run.
+
+The HTTP layer hands a `Guard` plain data (the raw headers and body, who is calling) at
+three points: `limit` before the body is read, `verify` before the parameters are parsed,
+and `run` in place of the interpreter's own run. Workflows without hooks get no `Guard`
+and pay nothing. No web framework here.
+
+Idempotency: the key (a SHA-256 of the key template's value, per workflow) is claimed in
+the database before the run, atomically across instances. The claim holds for the run's
+time limit (`limits.run_timeout`, its lease): a run that crashed frees its key then, not
+at the end of the ttl. A run that answers below 500 stores its answer, replayed for the
+ttl with `Idempotent-Replayed: true`; one that fails with 500 or more gives its key up, so
+that the sender's retry runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway import budget, signature
+from gateway.context import Identity, RunContext
+from gateway.encoding import escape
+from gateway.envelope import Rendered, render_error, render_result
+from gateway.errors import (
+    GatewayError,
+    InProgressError,
+    InvalidDataError,
+    RateLimitedError,
+    StorageError,
+)
+from gateway.ids import new_id
+from gateway.interpreter import Interpreter, RunResult
+from gateway.model import Hooks, Workflow
+from gateway.storage.interface import RateCounter
+
+log = logging.getLogger("gateway.hooks")
+REPLAYED = "Idempotent-Replayed"
+# The most callers the in-process counters track at once; past it, counters of windows
+# that ended are dropped first, then the oldest.
+MAX_TRACKED = 100_000
+
+
+class LocalRates:
+    """Fixed-window counters in this process (`RateCounter` without a database)."""
+
+    def __init__(self, most: int = MAX_TRACKED) -> None:
+        self.most = most
+        self.counters: dict[tuple[str, str], tuple[int, int]] = {}
+
+    async def hit(self, scope: str, who: str, bucket: int, expires_at: datetime) -> int:
+        key = (scope, who)
+        known = self.counters.get(key)
+        count = known[1] + 1 if known is not None and known[0] == bucket else 1
+        if known is None and len(self.counters) >= self.most:
+            self._shrink(bucket)
+        self.counters[key] = (bucket, count)
+        return count
+
+    async def purge_counters(self, now: datetime) -> int:
+        return 0  # bounded by `most` instead
+
+    def _shrink(self, bucket: int) -> None:
+        for key in [key for key, (at, _) in self.counters.items() if at < bucket]:
+            del self.counters[key]
+        if len(self.counters) >= self.most:  # all current: drop the oldest half
+            for key in list(self.counters)[: self.most // 2]:
+                del self.counters[key]
+
+
+def raw_headers(scope_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI headers as lower-case names to values (a repeated header keeps its last)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope_headers}
+
+
+def refused(interpreter: Interpreter, workflow: Workflow, error: GatewayError,
+            identity: Identity) -> Rendered:
+    """A request turned away before any step: recorded in the run log like any run."""
+    now = interpreter.clock()
+    ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
+                     call_event=interpreter.call_event, identity=identity, source="http")
+    interpreter.report(ctx, workflow, time.perf_counter(), {}, None, error)
+    return render_error(error, ctx.run_id)
+
+
+class Guard:
+    """The hooks of one workflow, bound to an interpreter (its store, secrets and clock)."""
+
+    def __init__(self, workflow: Workflow, interpreter: Interpreter,
+                 rates: RateCounter) -> None:
+        assert workflow.hooks is not None
+        self.workflow = workflow
+        self.hooks: Hooks = workflow.hooks
+        self.interpreter = interpreter
+        self.rates = rates
+        self._secret: str | None = None
+        self.lease = timedelta(seconds=interpreter.timeout)
+
+    # --- rate limit -------------------------------------------------------------------
+
+    async def limit(self, identity: Identity, client: str | None,
+                    credential: str | None) -> Rendered | None:
+        """A 429 when the caller is over the workflow's `rate_limit` (not recorded as a
+        run: a flood would otherwise fill the run log)."""
+        hooks = self.hooks
+        if not hooks.rate_requests:
+            return None
+        who = "ip:" + (client or "?")
+        if hooks.rate_by == "user" and identity.user_id:
+            who = "user:" + identity.user_id
+        elif hooks.rate_by == "key" and credential:
+            who = "key:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+        per = hooks.rate_per.total_seconds()
+        now = self.interpreter.clock().timestamp()
+        bucket = int(now // per)
+        ends = (bucket + 1) * per
+        try:
+            count = await self.rates.hit(self.workflow.name, who, bucket,
+                                         self.interpreter.clock() + timedelta(seconds=ends - now))
+        except StorageError as exc:  # counting is best effort: an outage lets calls through
+            log.warning("rate limit of %s not counted: %s", self.workflow.name, exc.message)
+            return None
+        if count <= hooks.rate_requests:
+            return None
+        wait = max(1, int(ends - now + 0.999))
+        return render_error(RateLimitedError(
+            f"More than {hooks.rate_requests} calls to {self.workflow.name} in "
+            f"{per:g} s; try again in {wait} s", wait))
+
+    # --- signature --------------------------------------------------------------------
+
+    def secret(self) -> str:
+        """The signing secret, from its template over `secrets` (evaluated once)."""
+        if self._secret is None:
+            assert self.hooks.secret is not None
+            value = self.hooks.secret({"secrets": self.interpreter.secrets})
+            self._secret = "" if value is None else str(value)
+        return self._secret
+
+    def verify(self, headers: Mapping[str, str], body: bytes,
+               identity: Identity) -> Rendered | None:
+        """A recorded 401 unless the body is signed with the workflow's secret."""
+        spec = self.hooks.verify
+        if spec is None:
+            return None
+        try:
+            signature.verify(spec, self.secret(), headers, body,
+                             self.interpreter.clock().timestamp())
+        except GatewayError as exc:
+            return refused(self.interpreter, self.workflow, exc, identity)
+        return None
+
+    # --- idempotency ------------------------------------------------------------------
+
+    async def run(self, raw: dict[str, Any], identity: Identity,
+                  facts: Mapping[str, Any] | None) -> Rendered:
+        interpreter, workflow = self.interpreter, self.workflow
+        store = interpreter.storage.idempotency if interpreter.storage is not None else None
+        compiled = self.hooks.idempotency_key
+        key: str | None = None
+        if compiled is not None and store is not None:
+            try:
+                params = workflow.coerce(raw)
+            except GatewayError:
+                params = None  # the run refuses the parameters, and says why
+            if params is not None:
+                made = await self._key(compiled, params, facts, identity)
+                if isinstance(made, Rendered):
+                    return made
+                key = made
+        if key is None or store is None:
+            return render_result(await self._run(raw, identity, facts))
+        now = interpreter.clock()
+        owner = new_id(now)
+        ttl = max(self.hooks.idempotency_ttl, self.lease)
+        claim = await store.claim(workflow.name, key, owner, now, now + self.lease, now + ttl)
+        if claim.state == "done":
+            headers = dict(claim.headers)
+            media = headers.pop("content-type", None)
+            headers[REPLAYED] = "true"
+            return Rendered(claim.status, claim.body, media, headers)
+        if claim.state == "running":
+            return refused(interpreter, workflow, InProgressError(
+                "A request with the same idempotency key is still running; retry later"),
+                identity)
+        finished = False
+        try:
+            rendered = render_result(await self._run(raw, identity, facts))
+            if rendered.status < 500:
+                body = rendered.body if isinstance(rendered.body, bytes) else \
+                    rendered.body.encode()
+                headers = dict(rendered.headers)
+                if rendered.media_type is not None:
+                    headers["content-type"] = rendered.media_type
+                await store.finish(workflow.name, key, owner, rendered.status, headers, body)
+                finished = True
+            return rendered
+        finally:
+            if not finished:
+                await store.release(workflow.name, key, owner)
+
+    async def _run(self, raw: dict[str, Any], identity: Identity,
+                   facts: Mapping[str, Any] | None) -> RunResult:
+        return await self.interpreter.run(self.workflow, raw, source="http",
+                                          identity=identity, request=facts)
+
+    async def _key(self, compiled: Any, params: dict[str, Any],
+                   facts: Mapping[str, Any] | None, identity: Identity) -> str | Rendered:
+        budget.start_run(self.interpreter.limits, self.interpreter.timeout)
+        try:
+            value = await self.interpreter.evaluate(
+                compiled, {"params": params, "request": facts or {}})
+        except GatewayError as exc:
+            value, reason = None, f": {escape(exc.message)}"
+        else:
+            reason = ""
+        if value is None or value == "":
+            return refused(self.interpreter, self.workflow, InvalidDataError(
+                f"The request has no idempotency key for {self.workflow.name}{reason}"),
+                identity)
+        return hashlib.sha256(str(value).encode()).hexdigest()

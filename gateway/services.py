@@ -1,0 +1,153 @@
+"""The outbound services a run's actions use: one pooled HTTP client and one mailer per
+process, started and stopped by whoever owns the process (the app's lifespan, `gateway
+run`) and handed to every run through its `RunContext`.
+
+With `http.block_private_addresses`, the client's connections go through `GuardedBackend`:
+the host is resolved, every address it resolves to must be public, and the connection is
+made to an address that was checked (so a name that resolves differently a moment later
+cannot slip through). Nothing is sent to a refused address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import httpcore
+import httpx
+
+from gateway.settings import Settings
+
+USER_AGENT = "workflow-gateway"
+MAX_CONNECTIONS = 100
+
+
+class BlockedAddressError(httpcore.ConnectError):
+    """A request to a loopback, private, link-local or otherwise non-public address."""
+
+
+class MailError(Exception):
+    """The SMTP server refused the message or could not be reached."""
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address is one that `block_private_addresses` lets through."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is not None:
+            ip = mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (an IP literal resolves to itself)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """A network backend that connects only to public addresses."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self.inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None,
+                          ) -> httpcore.AsyncNetworkStream:
+        addresses = await resolve(host, port)
+        refused = [address for address in addresses if not is_public(address)]
+        if refused or not addresses:
+            raise BlockedAddressError(
+                f"{host} resolves to a non-public address ({', '.join(refused)}) and "
+                "http.block_private_addresses is set")
+        # TLS still checks the certificate against `host`: httpcore passes it as the SNI.
+        return await self.inner.connect_tcp(addresses[0], port, timeout, local_address,
+                                            socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None,
+                                  ) -> httpcore.AsyncNetworkStream:
+        raise BlockedAddressError("unix sockets are refused: http.block_private_addresses")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The process's client: pooled, no proxy from the environment, no redirects followed."""
+    transport = httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS), trust_env=False)
+    if settings.http_block_private_addresses:
+        # httpx takes no network backend; its pool (httpcore) does.
+        pool = transport._pool
+        pool._network_backend = GuardedBackend(pool._network_backend)
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False,
+                             headers={"User-Agent": USER_AGENT},
+                             timeout=settings.http_timeout.total_seconds())
+
+
+@dataclass(slots=True)
+class Mailer:
+    """Sends messages through the SMTP server of the settings (`smtp:`)."""
+
+    host: str
+    port: int = 587
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    sender: str | None = None
+    timeout: float = 30.0
+
+    async def send(self, message: EmailMessage, recipients: list[str]) -> None:
+        try:
+            await aiosmtplib.send(
+                message, recipients=recipients, hostname=self.host, port=self.port,
+                username=self.username, password=self.password, use_tls=self.tls,
+                start_tls=self.starttls and not self.tls, timeout=self.timeout)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise MailError(f"the SMTP server {self.host}:{self.port} did not take the "
+                            f"message: {exc}") from exc
+
+
+def mailer(settings: Settings, secrets: Mapping[str, str]) -> Mailer | None:
+    if settings.smtp_host is None:
+        return None
+    password = secrets.get(settings.smtp_password_secret or "") or None
+    return Mailer(settings.smtp_host, settings.smtp_port, settings.smtp_starttls,
+                  settings.smtp_tls, settings.smtp_username, password, settings.smtp_sender,
+                  settings.smtp_timeout.total_seconds())
+
+
+@dataclass(slots=True)
+class Services:
+    """What a run's actions call out through; empty until `start`."""
+
+    http: httpx.AsyncClient | None = None
+    mailer: Mailer | None = None
+    max_response_bytes: int = 10_485_760
+    settings: Settings = field(default_factory=Settings)
+
+    async def start(self, settings: Settings) -> None:
+        self.settings = settings
+        self.max_response_bytes = settings.http_max_response_bytes
+        self.http = http_client(settings)
+        self.mailer = mailer(settings, settings.secrets)
+
+    async def stop(self) -> None:
+        client, self.http = self.http, None
+        if client is not None:
+            await client.aclose()

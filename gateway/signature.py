@@ -1,0 +1,161 @@
+"""Webhook signatures: each provider's scheme, checked over the raw body in constant time.
+
+`verify(spec, secret, headers, body, now)` raises `InvalidSignatureError` unless the request
+carries a valid signature made with `secret`; `headers` maps lower-case names to values.
+The schemes follow the providers' own libraries and documentation:
+
+- `stripe`: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, an HMAC-SHA256 of
+  `<t>.<body>`; any `v1` may match; `t` within `tolerance` seconds of now.
+- `github`: `X-Hub-Signature-256: sha256=<hex>`, an HMAC-SHA256 of the body.
+- `slack`: `X-Slack-Signature: v0=<hex>`, an HMAC-SHA256 of `v0:<timestamp>:<body>`, with
+  `X-Slack-Request-Timestamp` within `tolerance`.
+- `standard-webhooks`: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>
+  [ v1,<base64>…]`, an HMAC-SHA256 of `<id>.<timestamp>.<body>` keyed by the base64 after
+  `whsec_`.
+- `hmac`: any other sender: a `header`, an `algorithm`, a `prefix` before the digest, `hex`
+  or `base64`; with a `timestamp_header`, the signed text is `<timestamp>.<body>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.errors import InvalidSignatureError
+
+SCHEMES = ("stripe", "github", "slack", "standard-webhooks", "hmac")
+ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
+DEFAULT_TOLERANCE = 300
+# More signatures than this in one header are not tried: each costs an HMAC comparison.
+MAX_SIGNATURES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySpec:
+    """A workflow's `verify:` (the secret, a template, is evaluated by the caller)."""
+
+    scheme: str
+    tolerance: int = DEFAULT_TOLERANCE
+    header: str = ""  # `hmac` only: lower-case
+    algorithm: str = "sha256"
+    prefix: str = ""
+    encoding: str = "hex"
+    timestamp_header: str = ""  # lower-case
+
+
+def _refuse(reason: str) -> InvalidSignatureError:
+    return InvalidSignatureError(f"The webhook signature is not valid: {reason}")
+
+
+def _mac(key: bytes, message: bytes, algorithm: str = "sha256") -> bytes:
+    return hmac.new(key, message, ALGORITHMS[algorithm]).digest()
+
+
+def _any_equal(expected: str, candidates: list[str]) -> bool:
+    """Constant time per candidate; every candidate is compared (no early exit)."""
+    found = False
+    for candidate in candidates[:MAX_SIGNATURES]:
+        found |= hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "replace"))
+    return found
+
+
+def _timestamp(text: str | None, now: float, tolerance: int) -> str:
+    if text is None or not text.strip():
+        raise _refuse("no timestamp")
+    text = text.strip()
+    if not text.isdigit() or len(text) > 12:
+        raise _refuse("the timestamp is not a number of seconds")
+    if abs(now - int(text)) > tolerance:
+        raise _refuse(f"the timestamp is more than {tolerance} s away from now")
+    return text
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None or not value.strip():
+        raise _refuse(f"no {name} header")
+    return value
+
+
+def _stripe(secret: str, headers: Mapping[str, str], body: bytes, now: float,
+            spec: VerifySpec) -> None:
+    timestamp, signatures = None, []
+    for item in _header(headers, "stripe-signature").split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t":
+            timestamp = value
+        elif key == "v1":
+            signatures.append(value)
+    if not signatures:
+        raise _refuse("no v1 signature in Stripe-Signature")
+    stamp = _timestamp(timestamp, now, spec.tolerance)
+    expected = _mac(secret.encode(), stamp.encode() + b"." + body).hex()
+    if not _any_equal(expected, signatures):
+        raise _refuse("no signature matches")
+
+
+def _github(secret: str, headers: Mapping[str, str], body: bytes, now: float,
+            spec: VerifySpec) -> None:
+    given = _header(headers, "x-hub-signature-256").strip()
+    expected = "sha256=" + _mac(secret.encode(), body).hex()
+    if not _any_equal(expected, [given]):
+        raise _refuse("the signature does not match")
+
+
+def _slack(secret: str, headers: Mapping[str, str], body: bytes, now: float,
+           spec: VerifySpec) -> None:
+    given = _header(headers, "x-slack-signature").strip()
+    stamp = _timestamp(headers.get("x-slack-request-timestamp"), now, spec.tolerance)
+    expected = "v0=" + _mac(secret.encode(), b"v0:" + stamp.encode() + b":" + body).hex()
+    if not _any_equal(expected, [given]):
+        raise _refuse("the signature does not match")
+
+
+def _standard(secret: str, headers: Mapping[str, str], body: bytes, now: float,
+              spec: VerifySpec) -> None:
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidSignatureError("The webhook secret is not a whsec_ base64 key") from exc
+    message_id = _header(headers, "webhook-id").strip()
+    stamp = _timestamp(headers.get("webhook-timestamp"), now, spec.tolerance)
+    signed = message_id.encode() + b"." + stamp.encode() + b"." + body
+    expected = base64.b64encode(_mac(key, signed)).decode()
+    given = [part.partition(",")[2] for part in _header(headers, "webhook-signature").split()
+             if part.startswith("v1,")]
+    if not given:
+        raise _refuse("no v1 signature in webhook-signature")
+    if not _any_equal(expected, given):
+        raise _refuse("no signature matches")
+
+
+def _generic(secret: str, headers: Mapping[str, str], body: bytes, now: float,
+             spec: VerifySpec) -> None:
+    given = _header(headers, spec.header).strip()
+    signed = body
+    if spec.timestamp_header:
+        stamp = _timestamp(headers.get(spec.timestamp_header), now, spec.tolerance)
+        signed = stamp.encode() + b"." + body
+    digest = _mac(secret.encode(), signed, spec.algorithm)
+    encoded = digest.hex() if spec.encoding == "hex" else base64.b64encode(digest).decode()
+    if spec.encoding == "hex":
+        given = given.lower() if not spec.prefix else spec.prefix + \
+            given.removeprefix(spec.prefix).lower()
+    if not _any_equal(spec.prefix + encoded, [given]):
+        raise _refuse("the signature does not match")
+
+
+_SCHEMES = {"stripe": _stripe, "github": _github, "slack": _slack,
+            "standard-webhooks": _standard, "hmac": _generic}
+
+
+def verify(spec: VerifySpec, secret: str, headers: Mapping[str, str], body: bytes,
+           now: float) -> None:
+    """Raise `InvalidSignatureError` unless the request is signed with `secret`."""
+    if not secret:
+        raise InvalidSignatureError("The webhook secret is empty")
+    _SCHEMES[spec.scheme](secret, headers, body, now, spec)

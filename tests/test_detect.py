@@ -1,0 +1,135 @@
+"""Detecting parameters from a sample request: `POST .../<name>/initialize` (admin keys
+only; nothing runs) and `gateway detect SAMPLE.json`, on both backends."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gateway.app import create_app
+from gateway.auth import key_hash, new_key
+from gateway.cli import main
+from gateway.detect import detect
+from gateway.loader import load
+from gateway.storage import Storage, open_storage
+
+CONFIG = """\
+kind: data_type
+name: delivery
+fields: {event: {type: text}}
+---
+kind: api_workflow
+name: hook
+expose: true
+auth: none
+steps:
+  - {action: create_thing, type: delivery, fields: {event: x}}
+---
+kind: api_workflow
+name: hidden
+auth: none
+steps:
+  - action: terminate
+"""
+SAMPLE = {"id": "evt_1", "amount": 1250, "rate": 0.2, "paid": True,
+          "created": "2026-11-25T12:00:00Z", "day": "2026-11-25", "tags": ["a", "b"],
+          "data": {"object": {"id": "in_1"}}, "note": None, "bad key": 1, "empty": []}
+EXPECTED = {
+    "id": {"type": "text"}, "amount": {"type": "integer"}, "rate": {"type": "number"},
+    "paid": {"type": "boolean"}, "created": {"type": "date"}, "day": {"type": "date"},
+    "tags": {"type": "text", "list": True}, "data": {"type": "object"},
+    "note": {"type": "text", "optional": True}, "empty": {"type": "text", "list": True},
+}
+
+
+def test_what_is_detected() -> None:
+    params, skipped = detect(SAMPLE)
+    assert params == EXPECTED
+    assert skipped == ["bad key"]
+    assert detect({"n": [1, 2.5], "mixed": [1, "a"], "d": "2026-13-45"})[0] == {
+        "n": {"type": "number", "list": True}, "mixed": {"type": "text", "list": True},
+        "d": {"type": "text"}}
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp_path: Path, database: str,
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage, str]]:
+    (tmp_path / "w.yaml").write_text(CONFIG)
+    storage = open_storage(database)
+    app = create_app(load([tmp_path / "w.yaml"]), storage)
+    async with app.router.lifespan_context(app):
+        key = new_key()
+        await storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client, storage, key
+
+
+async def test_initialize_answers_yaml_to_paste_and_runs_nothing(
+        tmp_path: Path, storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, storage, key):
+        response = await client.post("/api/1.1/wf/hook/initialize?source=web", json=SAMPLE,
+                                     headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/yaml")
+        pasted = yaml.safe_load(response.text)
+        assert pasted["params"] == {**EXPECTED, "source": {"type": "text"}}
+        assert "'bad key'" in response.text
+        assert (await storage.records.search("delivery", [], [], 10)).count == 0
+
+
+async def test_initialize_is_for_admin_keys_and_exposed_workflows(
+        tmp_path: Path, storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, _, key):
+        anonymous = await client.post("/api/1.1/wf/hook/initialize", json=SAMPLE)
+        assert anonymous.status_code == 401
+        assert anonymous.json()["body"]["status"] == "UNAUTHORIZED"
+        auth = {"Authorization": f"Bearer {key}"}
+        hidden = await client.post("/api/1.1/wf/hidden/initialize", json=SAMPLE, headers=auth)
+        assert hidden.status_code == 404
+        get = await client.get("/api/1.1/wf/hook/initialize", headers=auth)
+        assert get.status_code == 405
+        bad = await client.post("/api/1.1/wf/hook/initialize", content=b"[1, 2]",
+                                headers={**auth, "Content-Type": "application/json"})
+        assert bad.status_code == 400
+        form = await client.post("/api/1.1/wf/hook/initialize", data={"a": "1", "b": "x"},
+                                 headers=auth)
+        assert yaml.safe_load(form.text)["params"] == {"a": {"type": "text"},
+                                                       "b": {"type": "text"}}
+
+
+def test_gateway_detect_offline(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps(SAMPLE))
+    result = CliRunner().invoke(main, ["detect", str(sample)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["params"] == EXPECTED
+    from_stdin = CliRunner().invoke(main, ["detect", "-"], input='{"n": 1}')
+    assert from_stdin.output == "params:\n  n: {type: integer}\n"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "not json", '"text"'])
+def test_gateway_detect_refuses_what_is_not_an_object(tmp_path: Path, content: str) -> None:
+    sample = tmp_path / "sample.json"
+    sample.write_text(content)
+    result = CliRunner().invoke(main, ["detect", str(sample)])
+    assert result.exit_code == 1
+    assert "error:" in result.output
+
+
+def test_detected_yaml_validates_in_a_workflow(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["detect", "-"], input=json.dumps(SAMPLE))
+    params = result.output
+    (tmp_path / "w.yaml").write_text(
+        "kind: api_workflow\nname: pasted\nauth: none\n" + params +
+        "steps:\n  - action: terminate\n")
+    check = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert check.exit_code == 0, check.output

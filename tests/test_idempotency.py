@@ -1,0 +1,246 @@
+"""Idempotency keys on both backends: a repeated key replays the first answer and runs
+nothing; a duplicate of a running request gets 409; a crashed run's key frees itself at the
+end of its lease; 1,000 concurrent deliveries run once, in one process and in two."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.loader import load
+from gateway.storage import Storage, open_storage
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_server import Server, start, stop  # noqa: E402
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+CONFIG = """\
+kind: data_type
+name: delivery
+fields: {event: {type: text}}
+---
+kind: api_workflow
+name: hook
+expose: true
+auth: none
+idempotency: {key: "{{ params.id }}", ttl: 1h}
+params:
+  id: {type: text}
+  fail: {type: integer, optional: true}
+steps:
+  - {action: create_thing, type: delivery, fields: {event: "{{ params.id }}"}}
+  - {action: fail, status: "{{ params.fail }}", code: BROKEN, message: broken,
+     only_when: "{{ params.fail }}"}
+  - action: return_data
+    status: 201
+    headers: {X-Event: "{{ params.id }}"}
+    data: {id: "{{ params.id }}"}
+---
+kind: api_workflow
+name: by-header
+expose: true
+auth: none
+idempotency: {key: "{{ request.headers['idempotency-key'] }}"}
+steps:
+  - {action: create_thing, type: delivery, fields: {event: header}}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp_path: Path, database: str, clock: Clock | None = None,
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
+    config = tmp_path / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "w.yaml").write_text(CONFIG)
+    storage = open_storage(database)
+    app = create_app(load([config]), storage, clock or Clock())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client, storage
+
+
+async def deliveries(storage: Storage) -> int:
+    return (await storage.records.search("delivery", [], [], 10)).count
+
+
+def key_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_a_repeated_key_replays_the_first_answer(tmp_path: Path, storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        first = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert first.status_code == 201, first.text
+        assert "idempotent-replayed" not in first.headers
+        again = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert again.status_code == 201
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["x-event"] == "evt_1"
+        assert again.headers["x-run-id"] == first.headers["x-run-id"]
+        assert again.headers["content-type"] == first.headers["content-type"]
+        other = await client.post("/api/1.1/wf/hook", json={"id": "evt_2"})
+        assert "idempotent-replayed" not in other.headers
+        assert await deliveries(storage) == 2
+
+
+async def test_a_failed_run_gives_its_key_up_and_a_refusal_is_replayed(
+        tmp_path: Path, storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        failed = await client.post("/api/1.1/wf/hook", json={"id": "evt_1", "fail": 503})
+        assert failed.status_code == 503
+        retried = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert retried.status_code == 201
+        assert "idempotent-replayed" not in retried.headers
+        refused = await client.post("/api/1.1/wf/hook", json={"id": "evt_2", "fail": 422})
+        assert refused.status_code == 422
+        replayed = await client.post("/api/1.1/wf/hook", json={"id": "evt_2"})
+        assert replayed.status_code == 422
+        assert replayed.headers["idempotent-replayed"] == "true"
+        assert await deliveries(storage) == 3
+
+
+async def test_a_duplicate_of_a_running_request_is_409(tmp_path: Path, storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        claim = await storage.idempotency.claim("hook", key_of("evt_1"), "other", NOW,
+                                                NOW + timedelta(minutes=5),
+                                                NOW + timedelta(hours=1))
+        assert claim.state == "claimed"
+        response = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert response.status_code == 409, response.text
+        assert response.json()["body"]["status"] == "IN_PROGRESS"
+        await storage.runs.flush_runs()
+        run = await storage.runs.get_run(response.headers["x-run-id"])
+        assert run is not None and run["error"]["code"] == "IN_PROGRESS"
+        assert await deliveries(storage) == 0
+
+
+async def test_a_crashed_runs_key_frees_itself_when_its_lease_ends(
+        tmp_path: Path, storage_url: str) -> None:
+    clock = Clock()
+    async with gateway(tmp_path, storage_url, clock) as (client, storage):
+        # A run that crashed: its claim was never finished nor released.
+        await storage.idempotency.claim("hook", key_of("evt_1"), "crashed", NOW,
+                                        NOW + timedelta(seconds=300), NOW + timedelta(hours=1))
+        clock.now = NOW + timedelta(seconds=299)
+        assert (await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})).status_code == 409
+        clock.now = NOW + timedelta(seconds=301)  # the lease (limits.run_timeout) is over
+        assert (await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})).status_code == 201
+        assert await deliveries(storage) == 1
+
+
+async def test_an_answer_is_replayed_for_the_ttl_only(tmp_path: Path, storage_url: str) -> None:
+    clock = Clock()
+    async with gateway(tmp_path, storage_url, clock) as (client, storage):
+        await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        clock.now = NOW + timedelta(minutes=59)
+        again = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert again.headers.get("idempotent-replayed") == "true"
+        clock.now = NOW + timedelta(hours=1, seconds=1)
+        later = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert "idempotent-replayed" not in later.headers
+        assert await deliveries(storage) == 2
+        assert await storage.idempotency.purge_keys(NOW + timedelta(hours=3)) == 1
+
+
+async def test_a_key_from_a_header_and_a_request_without_it(tmp_path: Path,
+                                                            storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        missing = await client.post("/api/1.1/wf/by-header")
+        assert missing.status_code == 400, missing.text
+        assert missing.json()["body"]["status"] == "INVALID_DATA"
+        assert "idempotency key" in missing.json()["body"]["message"]
+        headers = {"Idempotency-Key": "k" * 100_000}  # a long key is hashed: bounded
+        first = await client.post("/api/1.1/wf/by-header", headers=headers)
+        second = await client.post("/api/1.1/wf/by-header", headers=headers)
+        assert first.status_code == second.status_code == 200
+        assert second.headers["idempotent-replayed"] == "true"
+        assert await deliveries(storage) == 1
+
+
+async def test_bad_parameters_are_refused_as_without_idempotency(
+        tmp_path: Path, storage_url: str) -> None:
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        response = await client.post("/api/1.1/wf/hook", json={"id": "evt_1", "fail": "x"})
+        assert response.status_code == 400
+        assert response.json()["body"]["status"] == "INVALID_DATA"
+        assert (await client.post("/api/1.1/wf/hook", json={})).json()["body"]["status"] == \
+            "MISSING_DATA"
+
+
+# --- 1,000 concurrent deliveries of one event -------------------------------------------------
+
+DELIVERIES = 1000
+
+
+def _tally(responses: list[httpx.Response]) -> dict[int, int]:
+    tally: dict[int, int] = {}
+    for response in responses:
+        tally[response.status_code] = tally.get(response.status_code, 0) + 1
+    return tally
+
+
+async def test_a_thousand_concurrent_deliveries_run_once_on_sqlite(tmp_path: Path) -> None:
+    async with gateway(tmp_path, f"sqlite:///{tmp_path / 'g.db'}") as (client, storage):
+        responses = await asyncio.gather(*(
+            client.post("/api/1.1/wf/hook", json={"id": "evt_1"}) for _ in range(DELIVERIES)))
+        tally = _tally(list(responses))
+        assert set(tally) <= {201, 409}, tally
+        assert tally.get(201, 0) >= 1
+        assert await deliveries(storage) == 1
+
+
+SERVED = """\
+kind: settings
+limits: {run_timeout: 60s}
+---
+""" + CONFIG
+
+
+@pytest.mark.postgres
+async def test_a_thousand_concurrent_deliveries_run_once_on_two_instances(
+        tmp_path: Path, postgres_url: str) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "w.yaml").write_text(textwrap.dedent(SERVED))
+    servers: list[Server] = []
+    try:
+        servers = [start(config, postgres_url, tmp_path / f"server{n}.log") for n in range(2)]
+        limits = httpx.Limits(max_connections=DELIVERIES)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+            responses = await asyncio.gather(*(
+                client.post(f"{servers[n % 2].url}/api/1.1/wf/hook", json={"id": "evt_1"})
+                for n in range(DELIVERIES)))
+        tally = _tally(list(responses))
+        assert set(tally) <= {201, 409}, tally
+        replayed = sum(1 for r in responses if r.headers.get("idempotent-replayed"))
+        assert tally.get(201, 0) - replayed == 1  # one run answered; the rest replayed or 409
+    finally:
+        for server in servers:
+            stop(server)
+    storage = open_storage(postgres_url)
+    await storage.open()
+    try:
+        assert await deliveries(storage) == 1
+    finally:
+        await storage.close()
