@@ -16,6 +16,7 @@ from gateway.storage.backend import Catalog, create_index_sql, index_changes, pe
 from gateway.storage.interface import TypeSpec
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.postgresql_dialect import PostgresDialect
+from gateway.storage.postgresql_jobs import PostgresJobs
 from gateway.storage.postgresql_keys import PostgresKeys
 from gateway.storage.postgresql_records import PostgresRecords
 from gateway.storage.postgresql_runs import PostgresRunLog
@@ -39,6 +40,7 @@ class PostgresStorage:
         self.runs = PostgresRunLog(self.connector)
         self.keys = PostgresKeys(self.connector)
         self.users = PostgresUsers(self.connector)
+        self.jobs = PostgresJobs(self.connector, url)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)
@@ -50,6 +52,7 @@ class PostgresStorage:
 
     async def close(self) -> None:
         try:
+            await self.jobs.stop()
             await self.runs.stop()
         finally:
             await self.connector.stop()

@@ -20,6 +20,7 @@ from gateway.storage.query import IndexDef
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 from gateway.storage.sqlite_dialect import SqliteDialect
+from gateway.storage.sqlite_jobs import SqliteJobs
 from gateway.storage.sqlite_keys import SqliteKeys
 from gateway.storage.sqlite_records import SqliteRecords
 from gateway.storage.sqlite_runs import SqliteRunLog
@@ -40,6 +41,7 @@ class SqliteStorage:
         self.runs = SqliteRunLog(self.connector)
         self.keys = SqliteKeys(self.connector)
         self.users = SqliteUsers(self.connector)
+        self.jobs = SqliteJobs(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)
