@@ -4,6 +4,6 @@ functions. `ACTIONS` collects them by name; nothing else names an action."""
 from __future__ import annotations
 
 from gateway.action import Action, collect
-from gateway.actions import flow, records, users
+from gateway.actions import flow, jobs, records, users
 
-ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS, users.ACTIONS)
+ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS, users.ACTIONS, jobs.ACTIONS)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from gateway.encoding import loads as codec_loads
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.storage import codec, limits
-from gateway.encoding import loads as codec_loads
 from gateway.storage.interface import Change, Job, TypeSpec
 from gateway.storage.limits import Increments
 from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
