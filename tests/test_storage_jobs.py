@@ -53,7 +53,8 @@ async def test_retry_fail_release_and_replay(storage: Storage) -> None:
     await storage.jobs.finish(one.id, "w", "pending", T0, "r1", "boom",
                               retry_at=T0 + timedelta(seconds=5))
     assert await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 1) == []
-    (again,) = await storage.jobs.claim("w", T0 + timedelta(seconds=5), T0 + timedelta(minutes=1), 1)
+    (again,) = await storage.jobs.claim("w", T0 + timedelta(seconds=5),
+                                        T0 + timedelta(minutes=1), 1)
     assert again.attempt == 2 and again.error == "boom"
     await storage.jobs.finish(one.id, "w", "failed", T0, "r2", "boom again")
     failed = await storage.jobs.list_jobs(status="failed")

@@ -45,7 +45,8 @@ def _date(value: Any, key: str) -> datetime:
 
 def _duration(value: Any, key: str) -> timedelta:
     try:
-        duration = parse_duration(value if not isinstance(value, bool) else "")
+        duration = value if isinstance(value, timedelta) else parse_duration(
+            value if not isinstance(value, bool) else "")
     except (ValueError, TypeError, OverflowError) as exc:
         raise RunError(f"{key} must be a duration (e.g. 5m) or seconds, not {value!r}") from exc
     if duration < timedelta(0):

@@ -2,11 +2,14 @@
 missed while no instance ran (`misfire`). Pure functions of the event, its last tick and
 the time, so that misfires and daylight saving time are tested with an injected clock.
 
-`cron` is read by croniter in the event's time zone (zoneinfo), so `0 3 * * *` in
-Europe/Paris is 03:00 local time in winter and in summer; a local time that does not exist
-on the day clocks go forward fires at the first minute that does, and one that happens
-twice when they go back fires once. `every` counts from the Unix epoch, so every instance
-agrees on the ticks without talking to the others.
+`cron` is read by croniter in the event's time zone (zoneinfo), as cron itself does across
+daylight saving time: an expression with a fixed hour (`0 3 * * *`) fires once per local
+wall time, so 03:00 in Europe/Paris in winter and in summer; on the night clocks go back,
+02:30 fires once (its first occurrence); on the night they go forward, 02:30 does not
+exist and fires at 03:30 (the same instant one hour of gap later). An expression whose
+hour is `*` (every 15 minutes, say) fires by elapsed time, so every quarter hour of the
+repeated hour too. `every` counts from the Unix epoch, so every instance agrees on the
+ticks without talking to the others.
 """
 
 from __future__ import annotations
@@ -35,8 +38,14 @@ def next_fire(event: RecurringEvent, after: datetime) -> datetime:
         return datetime.fromtimestamp(count * period, UTC)
     assert event.cron is not None, f"recurring event {event.name} without a schedule"
     zone = zoneinfo.ZoneInfo(event.timezone)
-    fire: datetime = croniter(event.cron, after.astimezone(zone)).get_next(datetime)
-    return fire.astimezone(UTC)
+    if _by_elapsed_time(event.cron):
+        fire: datetime = croniter(event.cron, after.astimezone(zone)).get_next(datetime)
+        return fire.astimezone(UTC)
+    times = croniter(event.cron, _wall(after, zone))
+    while True:  # after a time in the hour that repeats, its first occurrence is past
+        found = _instant(times.get_next(datetime), zone)
+        if found > after:
+            return found
 
 
 def last_fire(event: RecurringEvent, at: datetime) -> datetime:
@@ -46,8 +55,28 @@ def last_fire(event: RecurringEvent, at: datetime) -> datetime:
         return datetime.fromtimestamp(math.floor(at.timestamp() / period) * period, UTC)
     assert event.cron is not None
     zone = zoneinfo.ZoneInfo(event.timezone)
-    fire: datetime = croniter(event.cron, (at + _TICK).astimezone(zone)).get_prev(datetime)
-    return fire.astimezone(UTC)
+    if _by_elapsed_time(event.cron):
+        fire: datetime = croniter(event.cron, (at + _TICK).astimezone(zone)).get_prev(datetime)
+        return fire.astimezone(UTC)
+    wall: datetime = croniter(event.cron, _wall(at + _TICK, zone)).get_prev(datetime)
+    found = _instant(wall, zone)
+    return found if found <= at else last_fire(event, found - _TICK)
+
+
+def _by_elapsed_time(cron: str) -> bool:
+    """An expression whose hour field is `*` fires by elapsed time; others by wall time."""
+    return cron.split()[1] == "*"
+
+
+def _wall(instant: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
+    """The local wall-clock time of an instant, without its zone."""
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
+    """The instant of a local wall-clock time: the first of two when clocks went back; in
+    a gap when they went forward, the time the gap's length later."""
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
 def plan(event: RecurringEvent, last: Job | None, now: datetime) -> datetime | None:

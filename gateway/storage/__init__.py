@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from gateway.errors import StorageError
 from gateway.storage.interface import (
+    JOB_STATUSES,
     Change,
     Constraint,
     FieldSpec,
@@ -32,6 +33,7 @@ from gateway.storage.interface import (
 )
 
 __all__ = [
+    "JOB_STATUSES",
     "Change",
     "Constraint",
     "FieldSpec",
