@@ -9,7 +9,9 @@ later step can return it or cancel it.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import reprlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,13 +22,18 @@ from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
 from gateway.encoding import iso
-from gateway.errors import RunError, did_you_mean
+from gateway.errors import InvalidDataError, RunError, did_you_mean, shown
 from gateway.ids import new_id
 from gateway.settings import parse_duration
 from gateway.storage.interface import Job, JobStore
 
 FREQUENCIES = ("daily", "weekly", "monthly", "quarterly", "yearly", "none")
 _MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
+
+
+def _shown(value: Any) -> str:
+    """A caller's value in a message: short, quoted when text, control characters escaped."""
+    return repr(shown(value)) if isinstance(value, str) else shown(reprlib.repr(value))
 
 
 def _jobs(ctx: RunContext) -> JobStore:
@@ -40,7 +47,7 @@ def _date(value: Any, key: str) -> datetime:
         converted: datetime = convert_value(value, "date")
         return converted
     except ValueError as exc:
-        raise RunError(f"{key} must be a date, not {value!r}") from exc
+        raise InvalidDataError(f"{key} must be a date, not {_shown(value)}") from exc
 
 
 def _duration(value: Any, key: str) -> timedelta:
@@ -48,9 +55,10 @@ def _duration(value: Any, key: str) -> timedelta:
         duration = value if isinstance(value, timedelta) else parse_duration(
             value if not isinstance(value, bool) else "")
     except (ValueError, TypeError, OverflowError) as exc:
-        raise RunError(f"{key} must be a duration (e.g. 5m) or seconds, not {value!r}") from exc
+        raise InvalidDataError(
+            f"{key} must be a duration (e.g. 5m) or seconds, not {_shown(value)}") from exc
     if duration < timedelta(0):
-        raise RunError(f"{key} must not be negative")
+        raise InvalidDataError(f"{key} must not be negative")
     return duration
 
 
@@ -76,7 +84,8 @@ def _params(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise RunError(f"params must be a mapping of names to values, not {value!r}")
+        raise InvalidDataError(
+            f"params must be a mapping of names to values, not {_shown(value)}")
     return {str(key): _passed(item) for key, item in value.items()}
 
 
@@ -107,7 +116,8 @@ def _items(value: Any) -> list[Any]:
         return list(value["results"])  # the result of a search step
     if isinstance(value, list):
         return value
-    raise RunError(f"list must be a list (or a search result), not {type(value).__name__}")
+    raise InvalidDataError(
+        f"list must be a list (or a search result), not {type(value).__name__}")
 
 
 async def schedule_on_list(ctx: RunContext, args: dict[str, Any]) -> Any:
@@ -115,14 +125,18 @@ async def schedule_on_list(ctx: RunContext, args: dict[str, Any]) -> Any:
     items = _items(args["list"])
     most = ctx.settings.scheduler_max_list
     if len(items) > most:
-        raise RunError(f"the list has {len(items)} items; at most {most} can be scheduled at "
-                       "once (scheduler.max_list)")
+        raise InvalidDataError(f"the list has {len(items)} items; at most {most} can be "
+                               "scheduled at once (scheduler.max_list)")
     start = _due(ctx, args)
     interval = _duration(args["interval"], "interval") if args.get("interval") else timedelta(0)
     base = _params(args.get("params"))
-    item_param = str(args["item_param"])
-    jobs = [new_job(ctx, str(args["workflow"]), start + interval * index,
-                    {**base, item_param: _passed(item)}) for index, item in enumerate(items)]
+    item_param, workflow = str(args["item_param"]), str(args["workflow"])
+    jobs = []
+    for index, item in enumerate(items):
+        jobs.append(new_job(ctx, workflow, start + interval * index,
+                            {**base, item_param: _passed(item)}))
+        if index % 1000 == 999:
+            await asyncio.sleep(0)  # 100,000 items must not hold the event loop
     ctx.jobs.extend(jobs)
     return {"ids": [job.id for job in jobs]}
 
@@ -130,7 +144,7 @@ async def schedule_on_list(ctx: RunContext, args: dict[str, Any]) -> Any:
 async def cancel_scheduled(ctx: RunContext, args: dict[str, Any]) -> Any:
     ids = args.get("ids") if args.get("ids") is not None else [args.get("id")]
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise RunError(f"ids must be a list of job ids, not {ids!r}")
+        raise InvalidDataError(f"ids must be a list of job ids, not {_shown(ids)}")
     wanted = set(ids)
     unwritten = [job for job in ctx.jobs if job.id in wanted]  # scheduled by this very run
     for job in unwritten:
@@ -162,11 +176,13 @@ def recurring_job(workflow: str, thing: str, frequency: str, due: datetime,
 async def set_recurring_event(ctx: RunContext, args: dict[str, Any]) -> Any:
     frequency = str(args["frequency"])
     if frequency not in FREQUENCIES:
-        raise RunError(f"frequency must be one of {', '.join(FREQUENCIES)}, not {frequency!r}")
+        raise InvalidDataError(f"frequency must be one of {', '.join(FREQUENCIES)}, "
+                               f"not {_shown(frequency)}")
     try:
         thing = coerce_record_id(args["thing"])
     except ValueError as exc:
-        raise RunError(f"thing must be a record or a record id, not {args['thing']!r}") from exc
+        raise InvalidDataError(
+            f"thing must be a record or a record id, not {_shown(args['thing'])}") from exc
     event = str(args["event"])
     # Changing or stopping takes effect at once; a new schedule is written at the commit.
     cancelled = await _jobs(ctx).cancel_subject(event, thing, ctx.now)

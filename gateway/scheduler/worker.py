@@ -91,7 +91,7 @@ class Scheduler:
         try:
             jobs = await self.storage.jobs.claim(self.worker, now, now + self.lease, limit)
         except GatewayError as exc:
-            log.warning("could not claim jobs: %s", exc.message)
+            log.warning("could not claim jobs: %s", escape(exc.message))
             return 0
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._execute(job))
@@ -123,7 +123,7 @@ class Scheduler:
                     await self.storage.jobs.renew(self.worker, list(self.running),
                                                   self.clock() + self.lease)
                 except GatewayError as exc:
-                    log.warning("could not renew leases: %s", exc.message)
+                    log.warning("could not renew leases: %s", escape(exc.message))
 
     async def _drain(self) -> None:
         """Running jobs get the grace period; the rest are stopped and given back."""
@@ -154,13 +154,13 @@ class Scheduler:
                 if due is not None:
                     await self.storage.jobs.enqueue([tick(event, due, now)])
         except GatewayError as exc:
-            log.warning("could not plan recurring events: %s", exc.message)
+            log.warning("could not plan recurring events: %s", escape(exc.message))
 
     async def _execute(self, job: Job) -> None:
         try:
             await self.execute(job)
         except GatewayError as exc:
-            log.warning("job %s: %s", job.id, exc.message)
+            log.warning("job %s: %s", job.id, escape(exc.message))
         finally:
             self.running.pop(job.id, None)
 

@@ -46,9 +46,13 @@ class PostgresJobs:
         self._listener: asyncio.Task[None] | None = None
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[str]:
-        rows = [_row(job) for job in jobs]
-        if not rows:
+        if not jobs:
             return []
+        rows = []
+        for index, job in enumerate(jobs):
+            rows.append(_row(job))
+            if index % 1000 == 999:
+                await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
 
         async def work() -> list[str]:
             written: list[str] = []

@@ -46,16 +46,14 @@ class SqliteJobs:
         self._wake = Wake()
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[str]:
-        rows = [_row(job) for job in jobs]
-
         def work(conn: sqlite3.Connection) -> list[str]:
             written = []
-            for row in rows:
-                if conn.execute(Q["enqueue_job"], row).rowcount:
-                    written.append(row[0])
+            for job in jobs:  # encoded here, in the writer's thread, not on the event loop
+                if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
+                    written.append(job.id)
             return written
 
-        written = await self._db.write(work) if rows else []
+        written = await self._db.write(work) if jobs else []
         if written:
             self._wake.set()
         return written
