@@ -37,6 +37,7 @@ from gateway.scheduler.recurring import plan, tick
 from gateway.storage.interface import Job, Storage
 
 log = logging.getLogger("gateway.scheduler")
+MIN_WAIT = 0.001  # a job due now that another worker took: wait a little, never spin
 Target = tuple[Workflow, dict[str, Any], Mapping[str, Any] | None]
 
 
@@ -100,18 +101,30 @@ class Scheduler:
     async def _pause(self, stop: asyncio.Event, full: bool) -> None:
         """Until `stop`, or a poll interval; and a free slot when every slot is taken, or
         else a wake-up (jobs were enqueued)."""
+        timeout = self.poll if full else await self._until_next_due()
         stopper = asyncio.ensure_future(stop.wait())
         helpers: list[asyncio.Future[Any]] = [stopper]
         if full:
             waiters: list[asyncio.Future[Any]] = [stopper, *self.running.values()]
         else:
-            helpers.append(asyncio.ensure_future(self.storage.jobs.wait(self.poll)))
+            helpers.append(asyncio.ensure_future(self.storage.jobs.wait(timeout)))
             waiters = helpers
         try:
-            await asyncio.wait(waiters, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for helper in helpers:
                 helper.cancel()
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the next pending job is due, at most a poll interval: a job due
+        in 30 ms starts in about 30 ms, not at the next poll."""
+        try:
+            due = await self.storage.jobs.next_due()
+        except GatewayError:
+            return self.poll
+        if due is None:
+            return self.poll
+        return min(self.poll, max((due - self.clock()).total_seconds(), MIN_WAIT))
 
     async def _renew_forever(self, stop: asyncio.Event) -> None:
         interval = max(self.lease.total_seconds() / 3, 0.05)

@@ -129,6 +129,10 @@ class PostgresJobs:
     async def paused(self) -> list[str]:
         return [row[0] for row in await self._db.fetch(Q["paused"])]
 
+    async def next_due(self) -> datetime | None:
+        rows = await self._db.fetch(Q["next_due"])
+        return _when(rows[0][0]) if rows else None
+
     async def wait(self, timeout: float) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="gateway-jobs-listen")

@@ -130,5 +130,9 @@ class SqliteJobs:
     async def paused(self) -> list[str]:
         return [row[0] for row in await self._db.fetch(Q["paused"], ())]
 
+    async def next_due(self) -> datetime | None:
+        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"]).fetchall())
+        return _when(rows[0][0]) if rows else None
+
     async def wait(self, timeout: float) -> None:
         await self._wake.wait(timeout)

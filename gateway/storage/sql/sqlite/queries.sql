@@ -227,3 +227,8 @@ DELETE FROM gateway_paused;
 
 -- name: paused
 SELECT workflow FROM gateway_paused ORDER BY workflow;
+
+-- name: next_due
+SELECT min(due_at) FROM gateway_jobs
+WHERE status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
