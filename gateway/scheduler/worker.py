@@ -37,6 +37,7 @@ from gateway.scheduler.recurring import plan, tick
 from gateway.storage.interface import Job, Storage
 
 log = logging.getLogger("gateway.scheduler")
+MAX_BACKOFF_SECONDS = 30.0
 MIN_WAIT = 0.001  # a job due now that another worker took: wait a little, never spin
 Target = tuple[Workflow, dict[str, Any], Mapping[str, Any] | None]
 
@@ -68,11 +69,16 @@ class Scheduler:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self.running: dict[str, asyncio.Task[None]] = {}
         self._planned = 0.0
+        self._failures = 0  # claims that failed in a row (the database is away)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until `stop` is set; then drain."""
         renewer = asyncio.create_task(self._renew_forever(stop))
         try:
+            # One poll interval first: what starts with it (the app's first retention pass,
+            # its first requests) gets the database's connections before the scheduler.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll)
             while not stop.is_set():
                 await self._plan_recurring()
                 free = self.concurrency - len(self.running)
@@ -92,8 +98,14 @@ class Scheduler:
         try:
             jobs = await self.storage.jobs.claim(self.worker, now, now + self.lease, limit)
         except GatewayError as exc:
-            log.warning("could not claim jobs: %s", escape(exc.message))
+            if not self._failures:  # once per outage, not once per poll
+                log.warning("could not claim jobs (retrying, less and less often): %s",
+                            escape(exc.message))
+            self._failures += 1
             return 0
+        if self._failures:
+            log.info("claiming jobs again")
+        self._failures = 0
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._execute(job))
         return len(jobs)
@@ -101,7 +113,10 @@ class Scheduler:
     async def _pause(self, stop: asyncio.Event, full: bool) -> None:
         """Until `stop`, or a poll interval; and a free slot when every slot is taken, or
         else a wake-up (jobs were enqueued)."""
-        timeout = self.poll if full else await self._until_next_due()
+        if self._failures:  # the database is away: ask it less and less often
+            timeout = min(self.poll * 2 ** min(self._failures, 16), MAX_BACKOFF_SECONDS)
+        else:
+            timeout = self.poll if full else await self._until_next_due()
         stopper = asyncio.ensure_future(stop.wait())
         helpers: list[asyncio.Future[Any]] = [stopper]
         if full:
@@ -155,7 +170,8 @@ class Scheduler:
 
     async def _plan_recurring(self) -> None:
         """Write the next tick of each global recurring event, at most once a poll."""
-        if not self.registry.recurring or time.monotonic() - self._planned < self.poll:
+        if not self.registry.recurring or self._failures or (
+                time.monotonic() - self._planned < self.poll):
             return
         self._planned = time.monotonic()
         now = self.clock()
