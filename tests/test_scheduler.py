@@ -345,3 +345,72 @@ async def test_a_per_record_recurring_event_runs_with_its_thing_and_schedules_th
     assert [a["event"] for a in await audits(store, lead=lead.id)] == ["tick"]
     pending = await jobs_of(store, "monthly-check", "pending")
     assert [j.due_at for j in pending] == [datetime(2026, 2, 28, 9, 0, tzinfo=UTC)]
+
+
+SET_RECURRING = """
+---
+kind: api_workflow
+name: subscribe
+auth: admin
+params:
+  lead: {type: lead}
+  frequency: {type: text}
+steps:
+  - id: set
+    action: set_recurring_event
+    event: monthly-check
+    thing: "{{ params.lead }}"
+    frequency: "{{ params.frequency }}"
+    start: "2030-01-31T09:00:00Z"
+  - action: return_data
+    data: {set: "{{ steps.set }}"}
+---
+kind: api_workflow
+name: remove
+auth: admin
+params:
+  lead: {type: lead}
+steps:
+  - {action: delete_thing, type: lead, thing: "{{ params.lead }}"}
+---
+kind: database_trigger
+name: lead-deleted
+type: lead
+events: [delete]
+steps:
+  - {action: create_thing, type: audit, fields: {lead: "{{ before._id }}", event: deleted}}
+"""
+
+
+async def test_set_recurring_event_starts_changes_and_stops_one_record_s_schedule(
+        tmp_path: Path, storage_url: str) -> None:
+    path = tmp_path / "more.yaml"
+    path.write_text(textwrap.dedent(CONFIG).strip() + SET_RECURRING)
+    registry = load([path])
+    storage = open_storage(storage_url)
+    await storage.open(list(registry.data_types.values()))
+    try:
+        interpreter = with_jobs(Interpreter(registry, storage))
+        lead = await storage.records.create("lead", {"name": "x"})
+        subscribe = registry.workflows["subscribe"]
+        for frequency in ("monthly", "weekly"):
+            result = await interpreter.run(subscribe, {"lead": lead.id, "frequency": frequency},
+                                           identity=ADMIN)
+            assert result.error is None, result.error
+        pending = await jobs_of(storage, "monthly-check", "pending")
+        assert [(j.subject, j.data["frequency"]) for j in pending] == [(lead.id, "weekly")]
+        assert pending[0].due_at == datetime(2030, 1, 31, 9, 0, tzinfo=UTC)
+        stop = await interpreter.run(subscribe, {"lead": lead.id, "frequency": "none"},
+                                     identity=ADMIN)
+        assert stop.reply is not None and stop.reply.data == {"set": {"cancelled": 1}}
+        assert await jobs_of(storage, "monthly-check", "pending") == []
+        bad = await interpreter.run(subscribe, {"lead": lead.id, "frequency": "hourly"},
+                                    identity=ADMIN)
+        assert bad.error is not None and bad.error.code == "INVALID_DATA"
+        removed = await interpreter.run(registry.workflows["remove"], {"lead": lead.id},
+                                        identity=ADMIN)
+        assert removed.error is None
+        (deleted,) = await jobs_of(storage, "lead-deleted")
+        assert deleted.data["after"] is None and deleted.data["before"]["_id"] == lead.id
+    finally:
+        await storage.close()

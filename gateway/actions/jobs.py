@@ -166,11 +166,15 @@ def add_frequency(when: datetime, frequency: str) -> datetime:
 
 
 def recurring_job(workflow: str, thing: str, frequency: str, due: datetime,
-                  data: Mapping[str, Any]) -> Job:
-    """One tick of a per-record recurring event; its key makes it exist once."""
-    return Job(id=new_id(due), workflow=workflow, source="recurring", due_at=due,
-               unique_key=f"recurring:{workflow}:{thing}:{iso(due)}", subject=thing,
-               data={**data, "thing": thing, "frequency": frequency})
+                  data: Mapping[str, Any], series: str | None = None) -> Job:
+    """One tick of a per-record recurring event. Its key (the series, started by one
+    `set_recurring_event`, and the due time) makes each tick exist once, however many
+    workers finish the tick before it."""
+    id = new_id(due)
+    series = series or str(data.get("series") or id)
+    return Job(id=id, workflow=workflow, source="recurring", due_at=due,
+               unique_key=f"recurring:{workflow}:{thing}:{series}:{iso(due)}", subject=thing,
+               data={**data, "thing": thing, "frequency": frequency, "series": series})
 
 
 async def set_recurring_event(ctx: RunContext, args: dict[str, Any]) -> Any:

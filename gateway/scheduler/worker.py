@@ -237,8 +237,9 @@ class Scheduler:
             return
         due = add_frequency(job.due_at, frequency)
         data = {k: v for k, v in job.data.items() if k not in ("thing", "frequency")}
+        series = str(job.data.get("series") or job.id)
         await self.storage.jobs.enqueue([recurring_job(job.workflow, job.subject, frequency,
-                                                       due, data)])
+                                                       due, data, series)])
 
     async def target(self, job: Job) -> Target:
         """The workflow a job runs, its raw parameters and the names its templates see."""
