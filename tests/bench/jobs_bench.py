@@ -41,7 +41,7 @@ from gateway.storage import Job, Storage, open_storage  # noqa: E402
 
 CONFIG = """\
 kind: settings
-scheduler: {concurrency: 32, poll: 1s}
+scheduler: {concurrency: 64, poll: 1s}
 run_log: {sample_success: 1}
 ---
 kind: data_type
