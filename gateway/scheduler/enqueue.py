@@ -9,6 +9,7 @@ apply costs no job and no run. Changes made by trigger runs fire no trigger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -44,7 +45,9 @@ class Enqueuer:
             return
         jobs = list(ctx.jobs)
         if ctx.source != "trigger" and self.by_type:
-            for change in ctx.changes:
+            for index, change in enumerate(ctx.changes):
+                if index % 100 == 99:
+                    await asyncio.sleep(0)  # a run that changed 10,000 records: let others in
                 for trigger in self.by_type.get(change.type, ()):
                     if event_of(change) in trigger.events and await self.applies(
                             trigger, ctx, change):
