@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from gateway.ids import new_id
@@ -58,6 +59,17 @@ steps:
   - action: create_thing
     type: mark
     fields: {n: "{{ params.n }}", attempt: "{{ run.attempt }}"}
+"""
+
+LOCKED = """
+---
+kind: api_workflow
+name: touch
+auth: admin
+params:
+  id: {type: text}
+steps:
+  - {action: make_changes, type: mark, thing: "{{ params.id }}", fields: {n: 1}}
 """
 
 TICKING = """
@@ -227,6 +239,33 @@ async def test_a_recurring_tick_fires_once_across_three_processes(
         assert len(dues) >= 5 and len(set(dues)) == len(dues)  # no tick ran twice
         done = await storage.jobs.list_jobs(status="done", workflow="tick", limit=1000)
         assert len(done) == len(found)
+    finally:
+        started.close()
+        await storage.close()
+
+
+@pytest.mark.postgres
+async def test_sigterm_gives_back_a_job_still_running_after_the_grace_period(
+        config: Path, postgres_url: str, tmp_path: Path) -> None:
+    (config / "wf.yaml").write_text((config / "wf.yaml").read_text() + LOCKED)
+    storage = open_storage(postgres_url)
+    await storage.open(list(load([config]).data_types.values()))
+    started = Workers(config, postgres_url, tmp_path)
+    try:
+        mark = await storage.records.create("mark", {"n": 0})
+        with psycopg.connect(postgres_url) as locker:  # the job's write waits on this lock
+            locker.execute("SELECT 1 FROM gateway_records WHERE id = %s FOR UPDATE", (mark.id,))
+            stuck = Job(new_id(), "touch", "schedule", datetime.now(UTC),
+                        data={"params": {"id": mark.id}, "identity": {"kind": "admin"}})
+            await storage.jobs.enqueue([stuck])
+            proc = started.start()
+            await until("the job claimed", lambda: _is(storage, stuck.id, "running"))
+            proc.send_signal(signal.SIGTERM)  # grace is 5 s; the lock outlasts it
+            assert await asyncio.to_thread(proc.wait, 60) == 0
+            locker.rollback()
+        back = await storage.jobs.get_job(stuck.id)
+        assert back is not None and (back.status, back.attempt, back.worker) == (
+            "pending", 0, None)
     finally:
         started.close()
         await storage.close()
