@@ -87,6 +87,7 @@ class RecurringEvent:
     params: Mapping[str, Any] = field(default_factory=dict)
     steps: Workflow | None = None
     location: str = ""
+    retry: Retry | None = None  # its own; else that of the workflow it runs
 
     @property
     def per_record(self) -> bool:

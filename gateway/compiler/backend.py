@@ -15,7 +15,7 @@ from jinja2 import TemplateSyntaxError
 
 from gateway import pointer as ptr
 from gateway import templating
-from gateway.compiler.steps import build_workflow
+from gateway.compiler.steps import build_workflow, retry_of
 from gateway.compiler.types import duplicate
 from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
@@ -70,7 +70,8 @@ def _recurring(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Rec
         name=name, cron=data.get("cron"), every=parse_duration(every) if every else None,
         timezone=data.get("timezone", "UTC"), misfire=data.get("misfire", "skip"),
         type=data.get("type"), workflow=data.get("workflow"), params=data.get("params") or {},
-        steps=steps, location=f"{doc.file}:{doc.locate('')[0]}")
+        steps=steps, location=f"{doc.file}:{doc.locate('')[0]}",
+        retry=retry_of(data["retry"]) if "retry" in data else None)
 
 
 def _check_schedule(c: Compiler, doc: Document, data: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ import random
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -273,6 +274,8 @@ class Scheduler:
             raise JobError(f"the API workflow '{event.workflow}' no longer exists")
         if extra is not None and any(p.name == "thing" for p in workflow.params):
             params["thing"] = job.subject
+        if event.retry is not None:
+            workflow = replace(workflow, retry=event.retry)
         return workflow, params, None
 
     async def identity(self, job: Job) -> Identity:
