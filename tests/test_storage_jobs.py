@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from gateway.ids import new_id
-from gateway.storage import Job, Storage
+from gateway.storage import Job, JobEnd, Storage
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -103,3 +103,19 @@ async def test_many_jobs_in_one_call(storage: Storage) -> None:
     claimed = await storage.jobs.claim("w", T0 + timedelta(seconds=1), T0 + timedelta(minutes=1),
                                        1000)
     assert len(claimed) == 500
+
+
+async def test_many_ends_in_one_call_only_for_this_worker_s_jobs(storage: Storage) -> None:
+    a, b, c = job("a"), job("b"), job("c")
+    await storage.jobs.enqueue([a, b, c])
+    await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 2)  # a and b
+    done = await storage.jobs.finish_many("w", [
+        JobEnd(a.id, "done", T0, "r-a"),
+        JobEnd(b.id, "pending", T0, "r-b", "boom", T0 + timedelta(hours=1)),
+        JobEnd(c.id, "done", T0, "r-c")])  # c was never this worker's
+    assert done == {a.id, b.id}
+    stored = {j.id: j for j in await storage.jobs.list_jobs()}
+    assert (stored[a.id].status, stored[a.id].run_id) == ("done", "r-a")
+    assert (stored[b.id].status, stored[b.id].error, stored[b.id].due_at) == (
+        "pending", "boom", T0 + timedelta(hours=1))
+    assert stored[c.id].status == "pending" and await storage.jobs.finish_many("w", []) == set()

@@ -34,8 +34,9 @@ from gateway.ids import new_id
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Retry, Workflow
 from gateway.scheduler.enqueue import names
+from gateway.scheduler.finish import Finisher
 from gateway.scheduler.recurring import plan, tick
-from gateway.storage.interface import Job, Storage
+from gateway.storage.interface import Job, JobEnd, Storage
 
 log = logging.getLogger("gateway.scheduler")
 MAX_BACKOFF_SECONDS = 30.0
@@ -69,6 +70,7 @@ class Scheduler:
         self.grace = settings.scheduler_grace.total_seconds()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.finisher = Finisher(storage.jobs, self.worker)
         self._planned = 0.0
         self._failures = 0  # claims that failed in a row (the database is away)
 
@@ -199,8 +201,7 @@ class Scheduler:
         try:
             workflow, raw, extra = await self.target(job)
         except JobError as exc:
-            await self.storage.jobs.finish(job.id, self.worker, "failed", self.clock(), None,
-                                           str(exc))
+            await self.finisher.end(JobEnd(job.id, "failed", self.clock(), None, str(exc)))
             return
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
@@ -214,17 +215,16 @@ class Scheduler:
         error = result.error
         now = self.clock()
         if error is None or isinstance(error, NotRunError):
-            await self.storage.jobs.finish(job.id, self.worker, "done", now, result.run_id)
+            await self.finisher.end(JobEnd(job.id, "done", now, result.run_id))
             return
         message = f"{error.code}: {error.message}"
         retryable = error.status >= 500 or isinstance(error, StepFailedError)
         if retryable and job.attempt < workflow.retry.max_attempts:
             retry_at = now + backoff(workflow.retry, job.attempt)
-            await self.storage.jobs.finish(job.id, self.worker, "pending", now, result.run_id,
-                                           message, retry_at=retry_at)
+            await self.finisher.end(JobEnd(job.id, "pending", now, result.run_id, message,
+                                           retry_at))
             return
-        await self.storage.jobs.finish(job.id, self.worker, "failed", now, result.run_id,
-                                       message)
+        await self.finisher.end(JobEnd(job.id, "failed", now, result.run_id, message))
         log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
                     escape(job.workflow), job.attempt, escape(message))
 

@@ -265,6 +265,18 @@ class Job:
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    """How one claimed job ended (what `JobStore.finish` is given)."""
+
+    id: str
+    status: str
+    at: datetime
+    run_id: str | None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
 class JobStore(Protocol):
     """Jobs, claimed by workers with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
     claiming statement in the writer on SQLite). A job whose lease expires is claimed again:
@@ -287,6 +299,9 @@ class JobStore(Protocol):
     # and another worker took it).
     async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
                      error: str | None = None, retry_at: datetime | None = None) -> bool: ...
+    # Many `finish`es in one statement (the jobs this worker ended in the same moment); the
+    # ids that were still this worker's.
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
     # Claimed jobs given back unstarted (a worker stopping): pending again, the claim uncounted.
     async def release(self, worker: str, ids: Sequence[str]) -> int: ...
     async def get_job(self, id: str) -> Job | None: ...

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job
+from gateway.storage.interface import Job, JobEnd
 from gateway.storage.postgresql_connector import PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
 
@@ -92,6 +92,16 @@ class PostgresJobs:
                      error: str | None = None, retry_at: datetime | None = None) -> bool:
         return bool(await self._db.execute(
             Q["finish_job"], (status, at, run_id, error, retry_at, id, worker)))
+
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
+        if not ends:
+            return set()
+        rows = await self._db.fetch(Q["finish_jobs"], {
+            "ids": [e.id for e in ends], "statuses": [e.status for e in ends],
+            "ats": [e.at for e in ends], "runs": [e.run_id for e in ends],
+            "errors": [e.error for e in ends], "retries": [e.retry_at for e in ends],
+            "worker": worker})
+        return {row[0] for row in rows}
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         return await self._db.execute(Q["release_jobs"], (worker, list(ids))) if ids else 0

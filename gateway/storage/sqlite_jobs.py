@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job
+from gateway.storage.interface import Job, JobEnd
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
@@ -92,6 +92,15 @@ class SqliteJobs:
                   worker)
         return bool(await self._db.write(
             lambda conn: conn.execute(Q["finish_job"], params).rowcount))
+
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
+        rows = [(end.status, iso(end.at), end.run_id, end.error,
+                 iso(end.retry_at) if end.retry_at else None, end.id, worker) for end in ends]
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            return {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}
+
+        return set(await self._db.write(work)) if rows else set()
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         return await self._by_ids(Q["release_jobs"], (worker,), ids)

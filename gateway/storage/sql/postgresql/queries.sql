@@ -210,6 +210,17 @@ SET status = %s, finished_at = %s, run_id = %s, error = %s, due_at = coalesce(%s
     lease_until = NULL, worker = NULL
 WHERE id = %s AND worker = %s AND status = 'running';
 
+-- name: finish_jobs
+-- Many jobs ended at once, in one statement: one commit for all of them.
+UPDATE gateway_jobs j
+SET status = v.status, finished_at = v.at, run_id = v.run_id, error = v.error,
+    due_at = coalesce(v.retry_at, j.due_at), lease_until = NULL, worker = NULL
+FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(ats)s::timestamptz[], %(runs)s::text[],
+            %(errors)s::text[], %(retries)s::timestamptz[])
+     AS v(id, status, at, run_id, error, retry_at)
+WHERE j.id = v.id AND j.worker = %(worker)s AND j.status = 'running'
+RETURNING j.id;
+
 -- name: release_jobs
 UPDATE gateway_jobs SET status = 'pending', attempt = attempt - 1, lease_until = NULL,
                         worker = NULL
