@@ -37,6 +37,11 @@ class StepCheck(Protocol):
         """The data type, or None after reporting it unknown (or when it failed the schema)."""
     def event_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
         """A custom event's parameters, or None after reporting it unknown."""
+    def workflow_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
+        """An API workflow's parameters, or None after reporting it unknown."""
+    def recurring_type(self, name: str, pointer: str) -> str | None:
+        """The data type of a per-record recurring event, or None after reporting it
+        unknown (or not per record)."""
     def check_value(self, pointer: str, value: Any, type_name: str, is_list: bool) -> None:
         """Report a constant value that does not fit its declared type (templates pass)."""
 

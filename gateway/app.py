@@ -26,21 +26,24 @@ from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry
+from gateway.scheduler import Scheduler, with_jobs
 from gateway.settings import Settings, with_environment
 from gateway.storage import RunLog, RunLogLimits, Storage, TypeSpec, open_storage
 from gateway.storage.interface import UserStore
 
 CONFIG_ENV = "GATEWAY_CONFIG"
+SCHEDULER_ENV = "GATEWAY_SCHEDULER"  # "off": `gateway serve --no-scheduler`
 MIN_PURGE_SECONDS = 1.0
 SHUTDOWN_SECONDS = 5.0  # how long background tasks get to end when the app stops
 log = logging.getLogger("gateway")
 
 
 def create_app(registry: Registry, storage: Storage | None = None,
-               clock: Clock = utc_now) -> Starlette:
+               clock: Clock = utc_now, scheduler: bool = True) -> Starlette:
     """The app for a compiled registry. The store (if any) is opened and closed with the
-    app's lifespan; the registry's data types get their indexes when it opens."""
-    interpreter = Interpreter(registry, storage, clock)
+    app's lifespan; the registry's data types get their indexes when it opens. With
+    `scheduler`, the lifespan runs the scheduler too (jobs, recurring events, triggers)."""
+    interpreter = with_jobs(Interpreter(registry, storage, clock))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -66,6 +69,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
         await storage.open(storage_types(registry))
         stop = asyncio.Event()
         retention = asyncio.create_task(retain_forever(storage, registry.settings, clock, stop))
+        jobs = (asyncio.create_task(Scheduler(interpreter, storage, clock).run(stop))
+                if scheduler else None)
         try:
             yield
         finally:
@@ -76,6 +81,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
             _, late = await asyncio.wait([retention], timeout=SHUTDOWN_SECONDS)
             if late:
                 retention.cancel()
+            if jobs is not None:  # bounded by its own grace period (scheduler.grace)
+                await asyncio.gather(jobs, return_exceptions=True)
             await storage.close()
 
     async def healthz(request: Request) -> Response:
@@ -188,4 +195,5 @@ def app_from_environment() -> Starlette:
     registry = load(config_paths())
     settings = with_environment(registry.settings)
     registry = dataclasses.replace(registry, settings=settings)
-    return create_app(registry, open_storage(settings.database))
+    return create_app(registry, open_storage(settings.database),
+                      scheduler=os.environ.get(SCHEDULER_ENV, "on") != "off")

@@ -19,7 +19,7 @@ from gateway.accounts import Accounts
 from gateway.privacy import EXEMPT, Viewer
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.storage.interface import Change, Storage, TypeSpec
+from gateway.storage.interface import Change, Job, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
 
@@ -120,6 +120,13 @@ class RunContext:
     accounts: Accounts | None = None
     viewer: Viewer = EXEMPT  # the privacy rules the run's reads go through
     services: Services = field(default_factory=Services)  # outbound HTTP, the mailer
+    # Jobs the run scheduled: written at its commit, with the triggers of its changes, and
+    # only if it succeeds (shared with the custom events the run calls).
+    jobs: list[Job] = field(default_factory=list)
+    # What a run started by a job knows of it (`run.job`, `run.scheduled_at`,
+    # `run.attempt`), and how many scheduled runs led to it.
+    job: Mapping[str, Any] | None = None
+    schedule_depth: int = 0
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""
@@ -132,7 +139,8 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
     """The names a run's templates see (`RUN_NAMES`, and `request`)."""
     return {
         "params": params, "steps": {}, "now": ctx.now,
-        "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth},
+        "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth,
+                "source": ctx.source, **(ctx.job or {})},
         "current_user": current_user(ctx.identity),
         "secrets": secrets, REQUEST_NAME: request or {},
     }

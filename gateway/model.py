@@ -18,7 +18,8 @@ from gateway.signature import VerifySpec
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "Registry", "Step", "Workflow"]
+__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "RecurringEvent", "Registry", "Retry",
+           "Step", "Trigger", "Workflow"]
 
 ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
 
@@ -52,6 +53,16 @@ class Hooks:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """How a failed job is retried: `max_attempts` runs in all, waiting a random time up
+    to `backoff` x 2^(attempt-1), at most `max_backoff` (full jitter)."""
+
+    max_attempts: int = 1
+    backoff: timedelta = timedelta(seconds=10)
+    max_backoff: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
 class Workflow:
     """An API workflow or a custom event (`kind` says which)."""
 
@@ -74,6 +85,42 @@ class Workflow:
     record_params: tuple[Param, ...] = ()  # parameters of a data type: loaded from the store
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     hooks: Hooks | None = None  # verify, idempotency, rate_limit: None for most workflows
+    retry: Retry = Retry()
+
+
+@dataclass(frozen=True, slots=True)
+class RecurringEvent:
+    """A recurring event: global (`cron` in `timezone`, or `every`) or per record of `type`
+    (started by `set_recurring_event`). It runs the API workflow `workflow` with `params`,
+    or its own steps (`steps`, a workflow whose templates see `thing`)."""
+
+    name: str
+    cron: str | None = None
+    every: timedelta | None = None
+    timezone: str = "UTC"
+    misfire: str = "skip"
+    type: str | None = None
+    workflow: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    steps: Workflow | None = None
+    location: str = ""
+    retry: Retry | None = None  # its own; else that of the workflow it runs
+
+    @property
+    def per_record(self) -> bool:
+        return self.type is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A database trigger: `run` (its steps, and its `only_when` over `before` and `after`)
+    after records of `type` are created, changed or deleted (`events`)."""
+
+    name: str
+    type: str
+    events: frozenset[str]
+    run: Workflow
+    location: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +148,14 @@ class Registry:
     @property
     def data_types(self) -> Mapping[str, TypeSpec]:
         return self.of_kind("data_type")
+
+    @property
+    def recurring(self) -> Mapping[str, RecurringEvent]:
+        return self.of_kind("recurring_event")
+
+    @property
+    def triggers(self) -> Mapping[str, Trigger]:
+        return self.of_kind("database_trigger")
 
     def exposed(self) -> list[Workflow]:
         return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)

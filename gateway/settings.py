@@ -73,6 +73,13 @@ class Settings:
     smtp_sender: str | None = None
     smtp_timeout: timedelta = timedelta(seconds=30)
     rate_limits_shared: bool = False
+    # --- the scheduler (`scheduler:`) ---
+    scheduler_lease: timedelta = timedelta(seconds=60)
+    scheduler_concurrency: int = 10
+    scheduler_poll: timedelta = timedelta(seconds=1)
+    scheduler_grace: timedelta = timedelta(seconds=30)
+    scheduler_max_depth: int = 10
+    scheduler_max_list: int = 100_000
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -122,6 +129,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         body_timeout=parse_duration(server.get("body_timeout", "30s")),
         max_connections=server.get("max_connections", defaults.max_connections),
         **_integrations(data, defaults),
+        **_scheduler(data.get("scheduler", {}), defaults),
     )
 
 
@@ -149,6 +157,19 @@ def _integrations(data: Mapping[str, Any], defaults: Settings) -> dict[str, Any]
         "smtp_sender": smtp.get("from"),
         "smtp_timeout": parse_duration(smtp.get("timeout", "30s")),
         "rate_limits_shared": data.get("rate_limits", {}).get("shared", False),
+    }
+
+
+def _scheduler(block: Mapping[str, Any], defaults: Settings) -> dict[str, Any]:
+    """The `scheduler:` block: leases, how many jobs run at once, polling, the grace a
+    stopping worker gives running jobs, and how deep scheduled runs may schedule more."""
+    return {
+        "scheduler_lease": parse_duration(block.get("lease", "60s")),
+        "scheduler_concurrency": block.get("concurrency", defaults.scheduler_concurrency),
+        "scheduler_poll": parse_duration(block.get("poll", "1s")),
+        "scheduler_grace": parse_duration(block.get("grace", "30s")),
+        "scheduler_max_depth": block.get("max_depth", defaults.scheduler_max_depth),
+        "scheduler_max_list": block.get("max_list", defaults.scheduler_max_list),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -27,11 +28,11 @@ from gateway.auth import key_hash, new_key
 from gateway.cli import main
 from gateway.loader import check, load
 from gateway.settings import with_environment
-from gateway.storage import open_storage
+from gateway.storage import Storage, open_storage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
 CALLED = {"contact-form", "leads", "order-paid", "status", "signup", "login", "logout", "my-leads",
-          "stripe-events", "github-push", "email-rates"}
+          "stripe-events", "github-push", "email-rates", "rate-lead"}
 
 
 def test_the_examples_validate() -> None:
@@ -55,8 +56,13 @@ def test_every_custom_event_example_is_used() -> None:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load([EXAMPLES]), open_storage(f"sqlite:///{tmp_path / 'gateway.db'}"))
+def storage(tmp_path: Path) -> Storage:
+    return open_storage(f"sqlite:///{tmp_path / 'gateway.db'}")
+
+
+@pytest.fixture
+async def client(storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(load([EXAMPLES]), storage)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
@@ -294,3 +300,23 @@ async def test_email_rates_calls_the_api_and_mails_the_result(
     assert "<td>USD</td>" in message.get_body(("html",)).get_content()
     assert (await client.post("/api/1.1/wf/email-rates", json={"to": "x@example.com"})
             ).status_code == 401
+async def test_sign_up_schedules_a_welcome_and_a_new_score_fires_the_trigger(
+        client: httpx.AsyncClient, storage: Storage) -> None:
+    signed = await client.post("/api/1.1/wf/signup", json={
+        "email": "bo@example.com", "password": "correct horse"})
+    user = signed.json()["response"]["user_id"]
+    (welcome,) = await storage.jobs.list_jobs(workflow="send-welcome")
+    assert welcome.status == "pending" and welcome.data["params"] == {"user": user}
+    assert welcome.data["identity"] == {"kind": "anonymous", "user_id": None}
+    auth = {"Authorization": f"Bearer {signed.json()['response']['token']}"}
+    lead = (await client.post("/api/1.1/wf/contact-form", json={
+        "name": "Cy", "email": "cy@example.com"})).json()["response"]["id"]
+    rated = await client.post("/api/1.1/wf/rate-lead", headers=auth,
+                              json={"lead": lead, "score": 7})
+    assert rated.json()["response"] == {"lead": lead, "score": 7}
+    async with asyncio.timeout(20):
+        while [j.status for j in await storage.jobs.list_jobs(
+                workflow="lead-score-changed")] != ["done"]:
+            await asyncio.sleep(0.02)  # the scheduler of the app's lifespan runs it
+    (job,) = await storage.jobs.list_jobs(workflow="lead-score-changed")
+    assert job.data["identity"] == {"kind": "user", "user_id": user}

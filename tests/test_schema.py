@@ -121,7 +121,7 @@ def test_actions_and_kinds_dispatch_to_a_definition_each() -> None:
     assert [b["then"]["$ref"] for b in document["$defs"]["step"]["allOf"]] == [
         f"#/$defs/step_{a}" for a in actions
     ]
-    assert "schedule_workflow" not in actions and "recurring_event" not in kinds
+    assert "schedule_workflow" in actions and "database_trigger" in kinds
 
 
 # --- valid documents --------------------------------------------------------------------------
@@ -204,7 +204,48 @@ steps:
   - {action: return_data, text: "a,b", content_type: text/csv, status: 201, headers: {X-A: b}}
   - {action: return_data, status: "{{ params.status }}"}
   - {action: return_data, data: {id: "{{ steps.lead._id }}"}}
+  - {id: later, action: schedule_workflow, workflow: welcome, delay: 5m, params: {lead: x}}
+  - {action: schedule_workflow, workflow: welcome, at: "{{ now }}"}
+  - {action: schedule_workflow_on_list, workflow: welcome, list: "{{ steps.found }}",
+     item_param: lead, params: {}, interval: 1s, delay: 10s}
+  - {action: cancel_scheduled, id: "{{ steps.later.id }}"}
+  - {action: cancel_scheduled, ids: "{{ [steps.later.id] }}"}
+  - {action: set_recurring_event, event: invoice, thing: "{{ steps.lead }}", frequency: monthly,
+     start: "{{ now }}"}
   - action: terminate
+retry: {max_attempts: 3, backoff: 10s, max_backoff: 1h}
+---
+kind: recurring_event
+name: nightly
+label: Nightly
+description: Every night.
+cron: "0 3 * * *"
+timezone: Europe/Paris
+misfire: run_once
+workflow: create-lead
+params: {name: x}
+retry: {max_attempts: 2}
+---
+kind: recurring_event
+name: invoice
+type: lead
+ignore_privacy_rules: true
+steps: [{action: log, message: "{{ thing._id }}"}]
+---
+kind: recurring_event
+name: often
+every: 15m
+steps: [{action: terminate}]
+---
+kind: database_trigger
+name: score-changed
+label: Score changed
+description: Reacts.
+type: lead
+events: [create, change]
+only_when: "{{ before and after and before.score != after.score }}"
+steps: [{action: log, message: changed}]
+retry: {max_attempts: 2}
 ---
 kind: custom_event
 name: normalize-email
@@ -244,6 +285,7 @@ http: {block_private_addresses: true, timeout: 10s, max_response_bytes: 1048576}
 smtp: {host: smtp.example.com, port: 587, starttls: true, tls: false, username: ops,
        password: "{{ secrets.SMTP_PASSWORD }}", from: ops@example.com, timeout: 30s}
 rate_limits: {shared: true}
+scheduler: {lease: 60s, concurrency: 10, poll: 1s, grace: 30s, max_depth: 10, max_list: 100000}
 ---
 kind: settings
 database: postgresql://postgres@127.0.0.1/gateway
@@ -305,15 +347,13 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
           "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
-          "'logout_user', 'http_request', 'send_email'] (did you mean 'create_thing'?)")],
+          "'logout_user', 'http_request', 'send_email', 'schedule_workflow', "
+          "'schedule_workflow_on_list', 'cancel_scheduled', 'set_recurring_event'] "
+          "(did you mean 'create_thing'?)")],
     ),
-    "an action of a later stage is unknown": (
-        STEP + "{action: schedule_workflow, workflow: w}\n",
-        [(5, 14, "schema.enum", "/steps/0/action",
-          "'schedule_workflow' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
-          "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
-          "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
-          "'logout_user', 'http_request', 'send_email']")],
+    "a scheduling step takes a date or a delay, not both": (
+        STEP + "{action: schedule_workflow, workflow: w, at: '2030-01-01', delay: 5m}\n",
+        [(5, 64, "schema.not", "/steps/0/delay", "keys 'at' and 'delay' cannot be used together")],
     ),
     "missing required key of an action": (
         STEP + "{action: fail, status: 404}\n",
@@ -403,10 +443,10 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
         [(1, 1, "schema.kind", "", "missing required key 'kind'")],
     ),
     "unknown kind: nothing else is said": (
-        "kind: recurring_event\nname: Nightly\ncron: x\n",
+        "kind: recurring_events\nname: Nightly\ncron: x\n",
         [(1, 7, "schema.kind", "/kind",
-          "'recurring_event' is not one of ['api_workflow', 'custom_event', 'settings', "
-          "'data_type']")],
+          "'recurring_events' is not one of ['api_workflow', 'custom_event', 'settings', "
+          "'data_type', 'recurring_event', 'database_trigger'] (did you mean 'recurring_event'?)")],
     ),
 }
 

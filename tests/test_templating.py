@@ -13,10 +13,9 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from gateway.encoding import dumps
 from gateway.environment import ENV, parse_date
 from gateway.errors import TemplateError
+from gateway.shortcut import shortcut, shortcut_parts
 from gateway.templating import (
     _expression_node,
-    _shortcut,
-    _shortcut_parts,
     compile_source,
     compile_tree,
     is_template,
@@ -315,13 +314,13 @@ def test_the_shortcut_gives_what_jinja_gives(text: str) -> None:
 
 
 @pytest.mark.parametrize("expression", SHORTCUT_EXPRESSIONS)
-def test_everyday_expressions_take_the_shortcut(expression: str) -> None:
-    assert _shortcut(_expression_node(expression)) is not None
+def test_everyday_expressions_take_theshortcut(expression: str) -> None:
+    assert shortcut(_expression_node(expression)) is not None
 
 
 @pytest.mark.parametrize("expression", NOT_SHORTCUT_EXPRESSIONS)
 def test_other_expressions_are_left_to_jinja(expression: str) -> None:
-    assert _shortcut(_expression_node(expression)) is None
+    assert shortcut(_expression_node(expression)) is None
 
 
 def test_only_a_whole_expression_is_taken() -> None:
@@ -331,6 +330,6 @@ def test_only_a_whole_expression_is_taken() -> None:
 
 
 def test_text_templates_of_shortcuts_render_by_concatenation() -> None:
-    assert _shortcut_parts(parse("{{ params.name | trim }} <{{ params.email | lower }}>").ast)
-    assert _shortcut_parts(parse("{{ params.items | first }}").ast) is None
-    assert _shortcut_parts(parse("{% if params.flag %}x{% endif %}").ast) is None
+    assert shortcut_parts(parse("{{ params.name | trim }} <{{ params.email | lower }}>").ast)
+    assert shortcut_parts(parse("{{ params.items | first }}").ast) is None
+    assert shortcut_parts(parse("{% if params.flag %}x{% endif %}").ast) is None

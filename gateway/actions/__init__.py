@@ -4,7 +4,7 @@ functions. `ACTIONS` collects them by name; nothing else names an action."""
 from __future__ import annotations
 
 from gateway.action import Action, collect
-from gateway.actions import flow, outbound, records, users
+from gateway.actions import flow, jobs, outbound, records, users
 
 ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS, users.ACTIONS,
-                                     outbound.ACTIONS)
+                                     outbound.ACTIONS, jobs.ACTIONS)

@@ -9,15 +9,17 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 import uvicorn
 
 from gateway import schema
 from gateway.accounts import fold_email
-from gateway.app import CONFIG_ENV
+from gateway.app import CONFIG_ENV, SCHEDULER_ENV
 from gateway.auth import admitted
 from gateway.cli.base import (
     DEFAULT_CONFIG,
@@ -30,6 +32,7 @@ from gateway.cli.base import (
     settled,
     with_store,
 )
+from gateway.clock import utc_now
 from gateway.coercion import gather
 from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.detect import as_yaml
@@ -39,6 +42,8 @@ from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import check, discover, errors
 from gateway.model import ROUTE_PREFIX, Registry
+from gateway.scheduler import with_jobs
+from gateway.scheduler.recurring import next_fire
 from gateway.server import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, BoundedHttpToolsProtocol
 from gateway.storage import Storage, open_storage
 
@@ -47,7 +52,9 @@ from gateway.storage import Storage, open_storage
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="gcc-style lines for people, JSON for machines.")
-def validate(paths: tuple[Path, ...], fmt: str) -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also print each recurring event's next three fire times.")
+def validate(paths: tuple[Path, ...], fmt: str, verbose: bool) -> None:
     """Check workflow files; report every problem, located to the line and column.
 
     \b
@@ -58,10 +65,29 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     """
     targets = list(paths) or [DEFAULT_CONFIG]
     files, _ = discover(targets)
-    _, problems = check(targets, codegen=False)
+    registry, problems = check(targets, codegen=False)
     click.echo(render_json(problems, len(files)) if fmt == "json" else render_text(problems))
     if errors(problems):
         raise Failed("")
+    if verbose and registry is not None:
+        for line in fire_times(registry, utc_now()):
+            click.echo(line, err=fmt == "json")
+
+
+def fire_times(registry: Registry, now: datetime, count: int = 3) -> list[str]:
+    """`name (schedule): the next `count` fire times`, for each global recurring event."""
+    lines = []
+    for event in sorted(registry.recurring.values(), key=lambda e: e.name):
+        if event.per_record:
+            lines.append(f"recurring {event.name}: per {event.type}, set by set_recurring_event")
+            continue
+        times, at = [], now
+        for _ in range(count):
+            at = next_fire(event, at)
+            times.append(f"{at.astimezone(ZoneInfo(event.timezone)):%Y-%m-%d %H:%M %Z}")
+        schedule = f"cron '{event.cron}' {event.timezone}" if event.cron else f"every {event.every}"
+        lines.append(f"recurring {event.name} ({schedule}): next {', '.join(times)}")
+    return lines
 
 
 @main.command()
@@ -71,9 +97,12 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default 1).")
 @database_option
+@click.option("--no-scheduler", is_flag=True,
+              help="Do not run scheduled jobs here (leave them to `gateway worker`).")
 def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers: int | None,
-          database: str | None) -> None:
-    """Serve the workflows over HTTP (refuses to start on an invalid config).
+          database: str | None, no_scheduler: bool) -> None:
+    """Serve the workflows over HTTP (refuses to start on an invalid config), and run the
+    scheduler in the same process unless --no-scheduler.
 
     \b
     Example:
@@ -90,6 +119,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database
+    os.environ[SCHEDULER_ENV] = "off" if no_scheduler else "on"
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout.total_seconds())
     os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout.total_seconds())
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
@@ -147,7 +177,7 @@ def run(name: str, pairs: tuple[str, ...], as_: str, config: tuple[Path, ...],
 async def _run_once(registry: Registry, name: str, params: dict[str, Any],
                     as_: str) -> RunResult:
     storage = open_storage(registry.settings.database)
-    interpreter = Interpreter(registry, storage)
+    interpreter = with_jobs(Interpreter(registry, storage))
 
     async def work(store: Storage) -> RunResult:
         workflow = registry.workflows[name]

@@ -17,8 +17,9 @@ from gateway.compiler.hooks import build_hooks
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
-from gateway.model import Step, Workflow
+from gateway.model import Retry, Step, Workflow
 from gateway.param import Param
+from gateway.settings import parse_duration
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
@@ -69,6 +70,26 @@ class Site:
                        f"unknown custom event '{name}'" + did_you_mean(name, events))
         return None if event is None else event.params
 
+    def workflow_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
+        workflow = self.compiler.units.get(("api_workflow", name))
+        if workflow is None and not self.compiler.is_broken("api_workflow", name):
+            known = [n for k, n in self.compiler.units if k == "api_workflow"]
+            self.error(pointer, "ref.unknown-workflow",
+                       f"unknown API workflow '{name}'" + did_you_mean(name, known))
+        return None if workflow is None else workflow.params
+
+    def recurring_type(self, name: str, pointer: str) -> str | None:
+        event = self.compiler.units.get(("recurring_event", name))
+        if event is None and not self.compiler.is_broken("recurring_event", name):
+            known = [n for k, n in self.compiler.units if k == "recurring_event"]
+            self.error(pointer, "ref.unknown-recurring-event",
+                       f"unknown recurring event '{name}'" + did_you_mean(name, known))
+        elif event is not None and "type" not in event.doc.data:
+            self.error(pointer, "ref.unknown-recurring-event",
+                       f"the recurring event '{name}' runs on a schedule of its own (cron or "
+                       "every), not per record: give it a `type` to set it per record")
+        return None if event is None else event.doc.data.get("type")
+
     def check_value(self, pointer: str, value: Any, type_name: str, is_list: bool) -> None:
         check_value(self.compiler, self.unit.doc, pointer, value, type_name, is_list)
 
@@ -105,7 +126,20 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         may_wait=any(step.action.waits for step in steps),
         writes=any(step.action.writes for step in steps),
         record_params=tuple(p for p in unit.params if p.is_record),
-        coerce=compile_coercer(name, unit.params), hooks=hooks)
+        coerce=compile_coercer(name, unit.params), hooks=hooks,
+        retry=retry_of(data.get("retry")))
+
+
+def retry_of(data: Mapping[str, Any] | None) -> Retry:
+    if not data:
+        return Retry()
+    return Retry(data.get("max_attempts", 1), parse_duration(data.get("backoff", "10s")),
+                 parse_duration(data.get("max_backoff", "1h")))
+
+
+def build_workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Workflow:
+    """The steps of another kind of document (a recurring event, a trigger) as a workflow."""
+    return _workflow(c, names, name, unit)
 
 
 def _check_access(c: Compiler, unit: Unit) -> None:

@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING, cast
 
 from gateway.errors import StorageError
 from gateway.storage.interface import (
+    JOB_STATUSES,
     Change,
     Constraint,
     FieldSpec,
+    Job,
+    JobEnd,
+    JobStore,
     Lifecycle,
     Page,
     RecordStore,
@@ -30,9 +34,13 @@ from gateway.storage.interface import (
 )
 
 __all__ = [
+    "JOB_STATUSES",
     "Change",
     "Constraint",
     "FieldSpec",
+    "Job",
+    "JobEnd",
+    "JobStore",
     "Lifecycle",
     "Page",
     "RecordStore",

@@ -8,16 +8,19 @@ migrations are pending, and how recorded runs wait to be written in batches (`Ru
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from gateway.encoding import loads as codec_loads
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.storage import codec, limits
-from gateway.storage.interface import Change, TypeSpec
+from gateway.storage.interface import Change, Job, TypeSpec
 from gateway.storage.limits import Increments
 from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
 from gateway.storage.sqlfile import Migration, migrations
@@ -231,3 +234,41 @@ def row_budget(max_rows: int | None, max_bytes: int | None, run_size: int) -> in
 def batches(rows: Sequence[R], size: int = RUN_BATCH) -> Iterator[Sequence[R]]:
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+def job_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> Job:
+    """A `gateway_jobs` row (the columns of the `get_job` query) as a `Job`; `when` reads
+    the backend's timestamps (ISO text on SQLite, datetimes on PostgreSQL)."""
+    data = row[14]
+    due = when(row[4])
+    assert due is not None, "a job without a due time"
+    return Job(id=row[0], workflow=row[1], source=row[2], status=row[3], due_at=due,
+               attempt=row[5], lease_until=when(row[6]), worker=row[7], unique_key=row[8],
+               subject=row[9], created_at=when(row[10]), finished_at=when(row[11]),
+               run_id=row[12], error=row[13],
+               data=codec_loads(data) if isinstance(data, (str, bytes)) else data)
+
+
+class Wake:
+    """Wakes the workers of this process when jobs were enqueued (on PostgreSQL, a
+    notification does the same for every instance)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def _ready(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def set(self) -> None:
+        self._ready().set()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._ready()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()

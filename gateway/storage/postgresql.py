@@ -17,6 +17,7 @@ from gateway.storage.interface import TypeSpec
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.postgresql_dialect import PostgresDialect
 from gateway.storage.postgresql_idempotency import PostgresIdempotency, PostgresRates
+from gateway.storage.postgresql_jobs import PostgresJobs
 from gateway.storage.postgresql_keys import PostgresKeys
 from gateway.storage.postgresql_records import PostgresRecords
 from gateway.storage.postgresql_runs import PostgresRunLog
@@ -42,6 +43,7 @@ class PostgresStorage:
         self.users = PostgresUsers(self.connector)
         self.idempotency = PostgresIdempotency(self.connector)
         self.rates = PostgresRates(self.connector)
+        self.jobs = PostgresJobs(self.connector, url)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)
@@ -53,6 +55,7 @@ class PostgresStorage:
 
     async def close(self) -> None:
         try:
+            await self.jobs.stop()
             await self.runs.stop()
         finally:
             await self.connector.stop()

@@ -21,6 +21,7 @@ from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 from gateway.storage.sqlite_dialect import SqliteDialect
 from gateway.storage.sqlite_idempotency import SqliteIdempotency, SqliteRates
+from gateway.storage.sqlite_jobs import SqliteJobs
 from gateway.storage.sqlite_keys import SqliteKeys
 from gateway.storage.sqlite_records import SqliteRecords
 from gateway.storage.sqlite_runs import SqliteRunLog
@@ -43,6 +44,7 @@ class SqliteStorage:
         self.users = SqliteUsers(self.connector)
         self.idempotency = SqliteIdempotency(self.connector)
         self.rates = SqliteRates(self.connector)
+        self.jobs = SqliteJobs(self.connector)
 
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None:
         defs = self.connector.catalog.declare(_DIALECT, types)

@@ -192,3 +192,115 @@ RETURNING count;
 
 -- name: purge_rates
 DELETE FROM gateway_rate_limits WHERE expires_at <= %s;
+-- name: enqueue_job
+INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
+                          created_at, data)
+VALUES (%s, %s, %s, 'pending', %s, 0, %s, %s, %s, %s)
+ON CONFLICT (unique_key) DO NOTHING
+RETURNING id;
+
+-- name: notify_jobs
+SELECT pg_notify('gateway_jobs', '');
+
+-- name: listen_jobs
+LISTEN gateway_jobs;
+
+-- name: cancel_jobs
+UPDATE gateway_jobs SET status = 'cancelled', finished_at = %s
+WHERE status = 'pending' AND id = ANY(%s);
+
+-- name: cancel_subject
+UPDATE gateway_jobs SET status = 'cancelled', finished_at = %s
+WHERE status = 'pending' AND workflow = %s AND subject = %s;
+
+-- name: claim_jobs
+-- The due jobs (and those whose lease expired), oldest due first, locked by this statement
+-- and skipped by every other worker's; paused workflows are left alone.
+WITH due AS (
+    SELECT id, due_at FROM gateway_jobs
+    WHERE status = 'pending' AND due_at <= %(now)s
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p
+                      WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT id, due_at FROM gateway_jobs
+    WHERE status = 'running' AND lease_until < %(now)s
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p
+                      WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), next AS (
+    SELECT id, due_at FROM due UNION ALL SELECT id, due_at FROM expired
+)
+UPDATE gateway_jobs j
+SET status = 'running', attempt = j.attempt + 1, lease_until = %(lease)s, worker = %(worker)s
+FROM (SELECT id FROM next ORDER BY due_at LIMIT %(limit)s) n
+WHERE j.id = n.id
+RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until, j.worker,
+          j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id, j.error, j.data;
+
+-- name: renew_jobs
+UPDATE gateway_jobs SET lease_until = %s
+WHERE status = 'running' AND worker = %s AND id = ANY(%s);
+
+-- name: finish_job
+UPDATE gateway_jobs
+SET status = %s, finished_at = %s, run_id = %s, error = %s, due_at = coalesce(%s, due_at),
+    lease_until = NULL, worker = NULL
+WHERE id = %s AND worker = %s AND status = 'running';
+
+-- name: finish_jobs
+-- Many jobs ended at once, in one statement: one commit for all of them.
+UPDATE gateway_jobs j
+SET status = v.status, finished_at = v.at, run_id = v.run_id, error = v.error,
+    due_at = coalesce(v.retry_at, j.due_at), lease_until = NULL, worker = NULL
+FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(ats)s::timestamptz[], %(runs)s::text[],
+            %(errors)s::text[], %(retries)s::timestamptz[])
+     AS v(id, status, at, run_id, error, retry_at)
+WHERE j.id = v.id AND j.worker = %(worker)s AND j.status = 'running'
+RETURNING j.id;
+
+-- name: release_jobs
+UPDATE gateway_jobs SET status = 'pending', attempt = attempt - 1, lease_until = NULL,
+                        worker = NULL
+WHERE status = 'running' AND worker = %s AND id = ANY(%s);
+
+-- name: get_job
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs WHERE id = %s;
+
+-- name: list_jobs
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+ORDER BY due_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: retry_job
+UPDATE gateway_jobs SET status = 'pending', due_at = %s, attempt = 0, finished_at = NULL,
+                        lease_until = NULL, worker = NULL
+WHERE id = %s AND status IN ('failed', 'cancelled');
+
+-- name: last_tick
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs WHERE workflow = %s AND source = 'recurring' AND subject IS NULL
+ORDER BY due_at DESC LIMIT 1;
+
+-- name: pause
+INSERT INTO gateway_paused (workflow, paused_at) VALUES (%s, %s) ON CONFLICT DO NOTHING;
+
+-- name: resume
+DELETE FROM gateway_paused WHERE workflow = %s;
+
+-- name: resume_all
+DELETE FROM gateway_paused;
+
+-- name: paused
+SELECT workflow FROM gateway_paused ORDER BY workflow;
+
+-- name: next_due
+SELECT min(due_at) FROM gateway_jobs
+WHERE status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));

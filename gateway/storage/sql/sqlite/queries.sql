@@ -179,3 +179,91 @@ RETURNING count;
 
 -- name: purge_rates
 DELETE FROM gateway_rate_limits WHERE expires_at <= ?;
+-- name: enqueue_job
+INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
+                          created_at, data)
+VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?)
+ON CONFLICT (unique_key) DO NOTHING;
+
+-- name: cancel_jobs
+-- {ids} is a list of placeholders, one per id.
+UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
+WHERE status = 'pending' AND id IN ({ids});
+
+-- name: cancel_subject
+UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
+WHERE status = 'pending' AND workflow = ? AND subject = ?;
+
+-- name: claim_jobs
+-- One statement, run by the writer: the due jobs (and those whose lease expired) become
+-- this worker's, oldest due first, leaving paused workflows alone.
+UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, lease_until = ?, worker = ?
+WHERE id IN (
+    SELECT id FROM gateway_jobs
+    WHERE status = 'pending' AND due_at <= ?
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    UNION ALL
+    SELECT id FROM gateway_jobs
+    WHERE status = 'running' AND lease_until < ?
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    LIMIT ?
+)
+RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+          subject, created_at, finished_at, run_id, error, data;
+
+-- name: renew_jobs
+-- {ids} is a list of placeholders, one per id.
+UPDATE gateway_jobs SET lease_until = ?
+WHERE status = 'running' AND worker = ? AND id IN ({ids});
+
+-- name: finish_job
+UPDATE gateway_jobs
+SET status = ?, finished_at = ?, run_id = ?, error = ?, due_at = coalesce(?, due_at),
+    lease_until = NULL, worker = NULL
+WHERE id = ? AND worker = ? AND status = 'running';
+
+-- name: release_jobs
+-- {ids} is a list of placeholders, one per id.
+UPDATE gateway_jobs SET status = 'pending', attempt = attempt - 1, lease_until = NULL,
+                        worker = NULL
+WHERE status = 'running' AND worker = ? AND id IN ({ids});
+
+-- name: get_job
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs WHERE id = ?;
+
+-- name: list_jobs
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs
+WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow = ?)
+ORDER BY due_at DESC, id DESC LIMIT ?;
+
+-- name: retry_job
+UPDATE gateway_jobs SET status = 'pending', due_at = ?, attempt = 0, finished_at = NULL,
+                        lease_until = NULL, worker = NULL
+WHERE id = ? AND status IN ('failed', 'cancelled');
+
+-- name: last_tick
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs WHERE workflow = ? AND source = 'recurring' AND subject IS NULL
+ORDER BY due_at DESC LIMIT 1;
+
+-- name: pause
+INSERT INTO gateway_paused (workflow, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING;
+
+-- name: resume
+DELETE FROM gateway_paused WHERE workflow = ?;
+
+-- name: resume_all
+DELETE FROM gateway_paused;
+
+-- name: paused
+SELECT workflow FROM gateway_paused ORDER BY workflow;
+
+-- name: next_due
+SELECT min(due_at) FROM gateway_jobs
+WHERE status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));

@@ -1,0 +1,225 @@
+"""The commands of backend workflows: `worker` (the scheduler alone) and `jobs` (list, show,
+cancel, retry, pause, resume)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.app import run_log_limits, storage_types
+from gateway.cli.base import (
+    Failed,
+    config_option,
+    database_option,
+    load_or_exit,
+    main,
+    refuse_missing_secrets,
+    settled,
+    store_of,
+    with_store,
+)
+from gateway.clock import utc_now
+from gateway.encoding import dumps, dumps_pretty, escape
+from gateway.interpreter import Interpreter
+from gateway.model import Registry
+from gateway.scheduler import Scheduler, with_jobs
+from gateway.scheduler.recurring import next_fire
+from gateway.storage import JOB_STATUSES, Job, Storage, open_storage
+
+
+@main.command()
+@config_option
+@database_option
+def worker(config: tuple[Path, ...], database: str | None) -> None:
+    """Run the scheduler only: claim and run due jobs, recurring events and triggers.
+
+    \b
+    Example:
+      gateway worker --config workflows.d --database postgresql://gateway@db/gateway
+    SIGTERM (or Ctrl-C) stops claiming, lets running jobs finish within scheduler.grace,
+    and gives the rest back.
+    """
+    registry = load_or_exit(config)
+    settings = settled(registry, database=database)
+    refuse_missing_secrets(settings)
+    registry = dataclasses.replace(registry, settings=settings)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    asyncio.run(_work(registry))
+
+
+async def _work(registry: Registry) -> None:
+    storage = open_storage(registry.settings.database)
+    storage.runs.configure(run_log_limits(registry.settings))
+    await storage.open(storage_types(registry))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    scheduler = Scheduler(with_jobs(Interpreter(registry, storage)), storage)
+    logging.getLogger("gateway.scheduler").info("worker %s started", scheduler.worker)
+    try:
+        await scheduler.run(stop)
+    finally:
+        await storage.close()
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect and steer backend jobs: scheduled runs, recurring ticks, trigger runs.
+
+    \b
+    Example:
+      gateway jobs list --status failed
+      gateway jobs retry 1732406400000x123456789012345678
+      gateway jobs pause nightly-cleanup
+    """
+
+
+def _in_store(config: tuple[Path, ...], database: str | None, work: Any) -> Any:
+    registry, storage = store_of(config, database)
+    return asyncio.run(with_store(storage, registry, lambda s: work(s, registry),
+                                  sync_indexes=False))
+
+
+def _line(job: Job) -> str:
+    error = f"  {escape(job.error)}" if job.error and job.status != "done" else ""
+    return (f"{job.id}  {job.due_at:%Y-%m-%d %H:%M:%S}  {job.status:<9} {job.source:<9} "
+            f"attempt {job.attempt}  {escape(job.workflow)}{error}")
+
+
+def _as_dict(job: Job) -> dict[str, Any]:
+    return {**dataclasses.asdict(job), "data": dict(job.data)}
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(JOB_STATUSES), default=None,
+              help="Only jobs with this status.")
+@click.option("--workflow", "-w", default=None, help="Only jobs of this workflow or event.")
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@config_option
+@database_option
+def jobs_list(status: str | None, workflow: str | None, limit: int, as_json: bool,
+              config: tuple[Path, ...], database: str | None) -> None:
+    """List jobs, latest due first, then each recurring event's next run.
+
+    \b
+    Example:
+      gateway jobs list --status failed --workflow send-welcome
+    """
+
+    async def work(storage: Storage, registry: Registry) -> tuple[list[Job], list[str]]:
+        found = await storage.jobs.list_jobs(status=status, workflow=workflow, limit=limit)
+        return found, await _recurring_lines(storage, registry, as_json)
+
+    found, recurring = _in_store(config, database, work)
+    for job in found:
+        click.echo(dumps(_as_dict(job)) if as_json else _line(job))
+    for line in recurring:
+        click.echo(line)
+
+
+async def _recurring_lines(storage: Storage, registry: Registry, as_json: bool) -> list[str]:
+    """Each global recurring event's next run: its pending tick, or the next it will get."""
+    lines, now = [], utc_now()
+    paused = set(await storage.jobs.paused())
+    for event in registry.recurring.values():
+        if event.per_record:
+            continue
+        last = await storage.jobs.last_tick(event.name)
+        upcoming = last.due_at if last is not None and last.status == "pending" else (
+            next_fire(event, max(now, last.due_at) if last else now))
+        state = "paused" if event.name in paused or "*" in paused else "active"
+        lines.append(dumps({"recurring_event": event.name, "next_run": upcoming,
+                            "state": state}) if as_json else
+                     f"recurring {event.name}: next run {upcoming:%Y-%m-%d %H:%M:%S} UTC"
+                     + (" (paused)" if state == "paused" else ""))
+    return lines
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@config_option
+@database_option
+def jobs_show(job_id: str, config: tuple[Path, ...], database: str | None) -> None:
+    """Show one job: its workflow, status, attempts, error, last run and what it is given.
+
+    \b
+    Example:
+      gateway jobs show 1732406400000x123456789012345678
+    """
+    found = _in_store(config, database, lambda s, r: s.jobs.get_job(job_id))
+    if found is None:
+        raise Failed(f"no job with id {escape(job_id)}")
+    click.echo(dumps_pretty(_as_dict(found)))
+
+
+@jobs.command("cancel")
+@click.argument("job_ids", nargs=-1, required=True)
+@config_option
+@database_option
+def jobs_cancel(job_ids: tuple[str, ...], config: tuple[Path, ...], database: str | None) -> None:
+    """Cancel pending jobs (a running job is not stopped).
+
+    \b
+    Example:
+      gateway jobs cancel 1732406400000x123456789012345678
+    """
+    count = _in_store(config, database, lambda s, r: s.jobs.cancel(list(job_ids), utc_now()))
+    click.echo(f"cancelled {count} job(s)")
+    if count < len(job_ids):
+        raise Failed(f"{len(job_ids) - count} job(s) were not pending (or do not exist)")
+
+
+@jobs.command("retry")
+@click.argument("job_id")
+@config_option
+@database_option
+def jobs_retry(job_id: str, config: tuple[Path, ...], database: str | None) -> None:
+    """Replay a failed (or cancelled) job now, its attempts counted anew.
+
+    \b
+    Example:
+      gateway jobs retry 1732406400000x123456789012345678
+    """
+    if not _in_store(config, database, lambda s, r: s.jobs.retry(job_id, utc_now())):
+        raise Failed(f"no failed or cancelled job with id {escape(job_id)}")
+    click.echo(f"job {job_id} is pending again")
+
+
+@jobs.command("pause")
+@click.argument("workflow", required=False)
+@config_option
+@database_option
+def jobs_pause(workflow: str | None, config: tuple[Path, ...], database: str | None) -> None:
+    """Stop claiming jobs: of one workflow (or recurring event, or trigger), or all of them.
+    Running jobs finish; nothing is lost.
+
+    \b
+    Example:
+      gateway jobs pause send-welcome
+      gateway jobs pause
+    """
+    _in_store(config, database, lambda s, r: s.jobs.pause(workflow, utc_now()))
+    click.echo(f"paused {workflow or 'every workflow'}")
+
+
+@jobs.command("resume")
+@click.argument("workflow", required=False)
+@config_option
+@database_option
+def jobs_resume(workflow: str | None, config: tuple[Path, ...], database: str | None) -> None:
+    """Claim the jobs of a paused workflow again (or, with no name, of everything).
+
+    \b
+    Example:
+      gateway jobs resume send-welcome
+    """
+    _in_store(config, database, lambda s, r: s.jobs.resume(workflow))
+    click.echo(f"resumed {workflow or 'everything'}")

@@ -1,0 +1,87 @@
+"""The commit of a run that succeeded: the jobs it scheduled and the database-trigger runs
+its changes call for, written together in one transaction.
+
+A trigger fires once per record per run, however often the run changed the record, with
+the record as the run first saw it (`before`, null on create) and as the run left it
+(`after`, null on delete). Its `only_when` is decided here, so that a trigger that does not
+apply costs no job and no run. Changes made by trigger runs fire no trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gateway.context import RunContext
+from gateway.encoding import roundtrip
+from gateway.ids import new_id
+from gateway.interpreter import Interpreter
+from gateway.model import Trigger
+from gateway.storage.interface import Change, Job
+
+log = logging.getLogger("gateway.scheduler")
+
+
+def event_of(change: Change) -> str:
+    if change.before is None:
+        return "create"
+    return "delete" if change.after is None else "change"
+
+
+class Enqueuer:
+    """The `on_commit` hook that writes a run's jobs (see `with_jobs`)."""
+
+    def __init__(self, interpreter: Interpreter) -> None:
+        self.interpreter = interpreter
+        by_type: dict[str, list[Trigger]] = {}
+        for trigger in interpreter.registry.triggers.values():
+            by_type.setdefault(trigger.type, []).append(trigger)
+        self.by_type = by_type
+
+    async def __call__(self, ctx: RunContext) -> None:
+        storage = self.interpreter.storage
+        if storage is None:
+            return
+        jobs = list(ctx.jobs)
+        if ctx.source != "trigger" and self.by_type:
+            for index, change in enumerate(ctx.changes):
+                if index % 100 == 99:
+                    await asyncio.sleep(0)  # a run that changed 10,000 records: let others in
+                for trigger in self.by_type.get(change.type, ()):
+                    if event_of(change) in trigger.events and await self.applies(
+                            trigger, ctx, change):
+                        jobs.append(self.trigger_job(trigger, ctx, change))
+        if jobs:
+            await storage.jobs.enqueue(jobs)
+            ctx.jobs.clear()
+
+    async def applies(self, trigger: Trigger, ctx: RunContext, change: Change) -> bool:
+        """The trigger's `only_when`; one that fails to evaluate runs, so that its run
+        records the error rather than the trigger being silently skipped."""
+        condition = trigger.run.only_when
+        if condition is None:
+            return True
+        scope = self.interpreter.scope(ctx, {}, None, names(roundtrip(change.before),
+                                                            roundtrip(change.after)))
+        try:
+            return bool(await self.interpreter.evaluate(condition, scope))
+        except Exception:  # noqa: BLE001 - the trigger's run will report it
+            return True
+
+    def trigger_job(self, trigger: Trigger, ctx: RunContext, change: Change) -> Job:
+        return Job(id=new_id(ctx.now), workflow=trigger.name, source="trigger", due_at=ctx.now,
+                   created_at=ctx.now, subject=change.id, data={
+                       "params": {}, "identity": ctx.identity.record,
+                       "depth": ctx.schedule_depth, "by_run": ctx.run_id, "type": change.type,
+                       "before": roundtrip(change.before), "after": roundtrip(change.after)})
+
+
+def names(before: Any, after: Any) -> dict[str, Any]:
+    return {"before": before, "after": after}
+
+
+def with_jobs(interpreter: Interpreter) -> Interpreter:
+    """`interpreter`, its successful runs writing their jobs and trigger runs."""
+    interpreter.on_commit = (*interpreter.on_commit, Enqueuer(interpreter))
+    return interpreter

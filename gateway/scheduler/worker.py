@@ -1,0 +1,290 @@
+"""The scheduler: claims due jobs with a lease and runs them through the interpreter.
+
+One `Scheduler` per process (in `gateway serve`'s lifespan, or `gateway worker`). It claims
+at most as many jobs as it has free slots (`scheduler.concurrency`), renews the leases of
+the jobs it runs, and sleeps until jobs are enqueued (a wake-up) or `scheduler.poll`
+passes. A job's run that fails is retried per its workflow's `retry` (exponential backoff,
+full jitter) and then stays `failed` with its error. Asked to stop, it claims nothing more,
+gives running jobs `scheduler.grace` to finish, then stops them and gives them back.
+
+Delivery is at least once: a worker that dies mid-run leaves its lease to expire, and the
+job runs again elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from gateway.actions.jobs import add_frequency, recurring_job
+from gateway.clock import Clock, utc_now
+from gateway.context import ADMIN, ANONYMOUS, Identity
+from gateway.encoding import escape
+from gateway.errors import GatewayError, NotRunError, StepFailedError
+from gateway.ids import new_id
+from gateway.interpreter import Interpreter, RunResult
+from gateway.model import Retry, Workflow
+from gateway.scheduler.enqueue import names
+from gateway.scheduler.finish import Finisher
+from gateway.scheduler.recurring import plan, tick
+from gateway.storage.interface import Job, JobEnd, Storage
+
+log = logging.getLogger("gateway.scheduler")
+MAX_BACKOFF_SECONDS = 30.0
+MIN_WAIT = 0.001  # a job due now that another worker took: wait a little, never spin
+Target = tuple[Workflow, dict[str, Any], Mapping[str, Any] | None]
+
+
+class JobError(Exception):
+    """A job that cannot run at all (its workflow is gone): failed, never retried."""
+
+
+def backoff(retry: Retry, attempt: int) -> timedelta:
+    """Full jitter: a random wait up to `backoff` x 2^(attempt-1), at most `max_backoff`."""
+    ceiling: timedelta = min(retry.max_backoff, retry.backoff * (2 ** min(attempt - 1, 30)))
+    return ceiling * random.random()
+
+
+class Scheduler:
+    """Runs the jobs of one registry from one store."""
+
+    def __init__(self, interpreter: Interpreter, storage: Storage, clock: Clock = utc_now,
+                 worker: str | None = None) -> None:
+        self.interpreter = interpreter
+        self.registry = interpreter.registry
+        self.storage = storage
+        self.clock = clock
+        settings = self.registry.settings
+        self.lease = settings.scheduler_lease
+        self.concurrency = settings.scheduler_concurrency
+        self.poll = settings.scheduler_poll.total_seconds()
+        self.grace = settings.scheduler_grace.total_seconds()
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.finisher = Finisher(storage.jobs, self.worker)
+        self._planned = 0.0
+        self._failures = 0  # claims that failed in a row (the database is away)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until `stop` is set; then drain."""
+        renewer = asyncio.create_task(self._renew_forever(stop))
+        try:
+            # One poll interval first: what starts with it (the app's first retention pass,
+            # its first requests) gets the database's connections before the scheduler.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll)
+            while not stop.is_set():
+                await self._plan_recurring()
+                free = self.concurrency - len(self.running)
+                if free <= 0:
+                    await self._pause(stop, full=True)
+                elif await self.claim(free) < free:
+                    await self._pause(stop, full=False)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self._drain()
+
+    async def claim(self, limit: int) -> int:
+        """Claim up to `limit` due jobs and start them; how many were claimed."""
+        now = self.clock()
+        try:
+            jobs = await self.storage.jobs.claim(self.worker, now, now + self.lease, limit)
+        except GatewayError as exc:
+            if not self._failures:  # once per outage, not once per poll
+                log.warning("could not claim jobs (retrying, less and less often): %s",
+                            escape(exc.message))
+            self._failures += 1
+            return 0
+        if self._failures:
+            log.info("claiming jobs again")
+        self._failures = 0
+        for job in jobs:
+            self.running[job.id] = asyncio.create_task(self._execute(job))
+        return len(jobs)
+
+    async def _pause(self, stop: asyncio.Event, full: bool) -> None:
+        """Until `stop`, or a poll interval; and a free slot when every slot is taken, or
+        else a wake-up (jobs were enqueued)."""
+        if self._failures:  # the database is away: ask it less and less often
+            timeout = min(self.poll * 2 ** min(self._failures, 16), MAX_BACKOFF_SECONDS)
+        else:
+            timeout = self.poll if full else await self._until_next_due()
+        stopper = asyncio.ensure_future(stop.wait())
+        helpers: list[asyncio.Future[Any]] = [stopper]
+        if full:
+            waiters: list[asyncio.Future[Any]] = [stopper, *self.running.values()]
+        else:
+            helpers.append(asyncio.ensure_future(self.storage.jobs.wait(timeout)))
+            waiters = helpers
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the next pending job is due, at most a poll interval: a job due
+        in 30 ms starts in about 30 ms, not at the next poll."""
+        try:
+            due = await self.storage.jobs.next_due()
+        except GatewayError:
+            return self.poll
+        if due is None:
+            return self.poll
+        return min(self.poll, max((due - self.clock()).total_seconds(), MIN_WAIT))
+
+    async def _renew_forever(self, stop: asyncio.Event) -> None:
+        interval = max(self.lease.total_seconds() / 3, 0.05)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if self.running:
+                try:
+                    await self.storage.jobs.renew(self.worker, list(self.running),
+                                                  self.clock() + self.lease)
+                except GatewayError as exc:
+                    log.warning("could not renew leases: %s", escape(exc.message))
+
+    async def _drain(self) -> None:
+        """Running jobs get the grace period; the rest are stopped and given back."""
+        if not self.running:
+            return
+        tasks = dict(self.running)
+        _, late = await asyncio.wait(tasks.values(), timeout=self.grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        unfinished = [id for id, task in tasks.items() if task in late]
+        if unfinished:
+            with contextlib.suppress(GatewayError):
+                await self.storage.jobs.release(self.worker, unfinished)
+            log.info("gave back %d running job(s) at shutdown", len(unfinished))
+
+    async def _plan_recurring(self) -> None:
+        """Write the next tick of each global recurring event, at most once a poll."""
+        if not self.registry.recurring or self._failures or (
+                time.monotonic() - self._planned < self.poll):
+            return
+        self._planned = time.monotonic()
+        now = self.clock()
+        try:
+            for event in self.registry.recurring.values():
+                if event.per_record:
+                    continue
+                due = plan(event, await self.storage.jobs.last_tick(event.name), now)
+                if due is not None:
+                    await self.storage.jobs.enqueue([tick(event, due, now)])
+        except GatewayError as exc:
+            log.warning("could not plan recurring events: %s", escape(exc.message))
+
+    async def _execute(self, job: Job) -> None:
+        try:
+            await self.execute(job)
+        except GatewayError as exc:
+            log.warning("job %s: %s", job.id, escape(exc.message))
+        finally:
+            self.running.pop(job.id, None)
+
+    async def execute(self, job: Job) -> None:
+        """Run one claimed job and record how it ended."""
+        try:
+            workflow, raw, extra = await self.target(job)
+        except JobError as exc:
+            await self.finisher.end(JobEnd(job.id, "failed", self.clock(), None, str(exc)))
+            return
+        result = await self.interpreter.run(
+            workflow, raw, source=job.source, identity=await self.identity(job),
+            job={"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt},
+            schedule_depth=int(job.data.get("depth", 0)), names=extra)
+        await self.record(job, workflow, result)
+        if job.subject and job.source == "recurring":
+            await self.follow(job)
+
+    async def record(self, job: Job, workflow: Workflow, result: RunResult) -> None:
+        error = result.error
+        now = self.clock()
+        if error is None or isinstance(error, NotRunError):
+            await self.finisher.end(JobEnd(job.id, "done", now, result.run_id))
+            return
+        message = f"{error.code}: {error.message}"
+        retryable = error.status >= 500 or isinstance(error, StepFailedError)
+        if retryable and job.attempt < workflow.retry.max_attempts:
+            retry_at = now + backoff(workflow.retry, job.attempt)
+            await self.finisher.end(JobEnd(job.id, "pending", now, result.run_id, message,
+                                           retry_at))
+            return
+        await self.finisher.end(JobEnd(job.id, "failed", now, result.run_id, message))
+        log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
+                    escape(job.workflow), job.attempt, escape(message))
+
+    async def follow(self, job: Job) -> None:
+        """The next tick of a per-record recurring event (unless its record is gone)."""
+        frequency = str(job.data.get("frequency", "none"))
+        event = self.registry.recurring.get(job.workflow)
+        if frequency == "none" or event is None or event.type is None or job.subject is None:
+            return
+        if await self.storage.records.get(event.type, job.subject) is None:
+            return
+        due = add_frequency(job.due_at, frequency)
+        data = {k: v for k, v in job.data.items() if k not in ("thing", "frequency")}
+        series = str(job.data.get("series") or job.id)
+        await self.storage.jobs.enqueue([recurring_job(job.workflow, job.subject, frequency,
+                                                       due, data, series)])
+
+    async def target(self, job: Job) -> Target:
+        """The workflow a job runs, its raw parameters and the names its templates see."""
+        params = dict(job.data.get("params") or {})
+        if job.source == "trigger":
+            trigger = self.registry.triggers.get(job.workflow)
+            if trigger is None:
+                raise JobError(f"the database trigger '{job.workflow}' no longer exists")
+            return trigger.run, params, names(job.data.get("before"), job.data.get("after"))
+        if job.source == "recurring":
+            return await self._recurring_target(job, params)
+        workflow = self.registry.workflows.get(job.workflow)
+        if workflow is None:
+            raise JobError(f"the API workflow '{job.workflow}' no longer exists")
+        return workflow, params, None
+
+    async def _recurring_target(self, job: Job, params: dict[str, Any]) -> Target:
+        event = self.registry.recurring.get(job.workflow)
+        if event is None:
+            raise JobError(f"the recurring event '{job.workflow}' no longer exists")
+        extra: dict[str, Any] | None = None
+        if event.type is not None and job.subject is not None:
+            thing = await self.storage.records.get(event.type, job.subject)
+            if thing is None:
+                raise JobError(f"the {event.type} {job.subject} no longer exists")
+            extra = {"thing": thing}
+        if event.steps is not None:
+            return event.steps, params, extra
+        workflow = self.registry.workflows.get(event.workflow or "")
+        if workflow is None:
+            raise JobError(f"the API workflow '{event.workflow}' no longer exists")
+        if extra is not None and any(p.name == "thing" for p in workflow.params):
+            params["thing"] = job.subject
+        if event.retry is not None:
+            workflow = replace(workflow, retry=event.retry)
+        return workflow, params, None
+
+    async def identity(self, job: Job) -> Identity:
+        """Who the run acts for: whoever scheduled it (a user as their current record)."""
+        record = job.data.get("identity") or {}
+        kind = record.get("kind")
+        if kind == "admin":
+            return ADMIN
+        if kind == "user" and record.get("user_id"):
+            user = await self.storage.records.get("user", record["user_id"])
+            return Identity("user", record["user_id"], user=user)
+        return ANONYMOUS

@@ -1,0 +1,170 @@
+"""Jobs on PostgreSQL: `JobStore` over a `PostgresConnector`.
+
+Workers claim with `FOR UPDATE SKIP LOCKED`, so any number of them (in any number of
+instances) never take the same job. Enqueued jobs are written in one transaction that
+ends with a `NOTIFY`; each instance keeps one connection `LISTEN`ing, which wakes its
+workers. A lost notification costs a poll interval, never a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from gateway.storage.backend import Wake, job_from_row
+from gateway.storage.interface import Job, JobEnd
+from gateway.storage.postgresql_connector import PostgresConnector, jsonb
+from gateway.storage.sqlfile import queries
+
+Q = queries("postgresql")
+LISTEN_RETRY_SECONDS = 5.0
+log = logging.getLogger("gateway.storage")
+
+
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    return (job.id, job.workflow, job.source, job.due_at, job.unique_key, job.subject,
+            job.created_at or job.due_at, jsonb(dict(job.data)))
+
+
+class PostgresJobs:
+    """`JobStore` on a PostgreSQL database."""
+
+    def __init__(self, connector: PostgresConnector, url: str) -> None:
+        self._db = connector
+        self._url = url
+        self._wake = Wake()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[str]:
+        if not jobs:
+            return []
+        rows = []
+        for index, job in enumerate(jobs):
+            rows.append(_row(job))
+            if index % 1000 == 999:
+                await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
+
+        async def work() -> list[str]:
+            written: list[str] = []
+            async with self._db.pool.connection() as conn, conn.transaction():
+                async with conn.cursor() as cur:
+                    await cur.executemany(Q["enqueue_job"].encode(), rows, returning=True)
+                    while True:
+                        written.extend(row[0] for row in await cur.fetchall())
+                        if not cur.nextset():
+                            break
+                if written:
+                    await conn.execute(Q["notify_jobs"].encode())
+            return written
+
+        written = await self._db.guard(work())
+        if written:
+            self._wake.set()
+        return written
+
+    async def cancel(self, ids: Sequence[str], at: datetime) -> int:
+        return await self._db.execute(Q["cancel_jobs"], (at, list(ids))) if ids else 0
+
+    async def cancel_subject(self, workflow: str, subject: str, at: datetime) -> int:
+        return await self._db.execute(Q["cancel_subject"], (at, workflow, subject))
+
+    async def claim(self, worker: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]:
+        rows = await self._db.fetch(Q["claim_jobs"], {
+            "now": now, "limit": limit, "lease": lease_until, "worker": worker})
+        return sorted((job_from_row(row, _when) for row in rows), key=lambda j: j.due_at)
+
+    async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None:
+        if ids:
+            await self._db.execute(Q["renew_jobs"], (lease_until, worker, list(ids)))
+
+    async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
+                     error: str | None = None, retry_at: datetime | None = None) -> bool:
+        return bool(await self._db.execute(
+            Q["finish_job"], (status, at, run_id, error, retry_at, id, worker)))
+
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
+        if not ends:
+            return set()
+        rows = await self._db.fetch(Q["finish_jobs"], {
+            "ids": [e.id for e in ends], "statuses": [e.status for e in ends],
+            "ats": [e.at for e in ends], "runs": [e.run_id for e in ends],
+            "errors": [e.error for e in ends], "retries": [e.retry_at for e in ends],
+            "worker": worker})
+        return {row[0] for row in rows}
+
+    async def release(self, worker: str, ids: Sequence[str]) -> int:
+        return await self._db.execute(Q["release_jobs"], (worker, list(ids))) if ids else 0
+
+    async def get_job(self, id: str) -> Job | None:
+        rows = await self._db.fetch(Q["get_job"], (id,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def list_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[Job]:
+        rows = await self._db.fetch(Q["list_jobs"], {
+            "status": status, "workflow": workflow, "limit": limit})
+        return [job_from_row(row, _when) for row in rows]
+
+    async def retry(self, id: str, at: datetime) -> bool:
+        changed = await self._db.execute(Q["retry_job"], (at, id))
+        if changed:
+            await self._db.execute(Q["notify_jobs"])
+        return bool(changed)
+
+    async def last_tick(self, workflow: str) -> Job | None:
+        rows = await self._db.fetch(Q["last_tick"], (workflow,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def pause(self, workflow: str | None, at: datetime) -> None:
+        await self._db.execute(Q["pause"], (workflow or "*", at))
+
+    async def resume(self, workflow: str | None) -> None:
+        if workflow is None:
+            await self._db.execute(Q["resume_all"])
+        else:
+            await self._db.execute(Q["resume"], (workflow,))
+        await self._db.execute(Q["notify_jobs"])
+
+    async def paused(self) -> list[str]:
+        return [row[0] for row in await self._db.fetch(Q["paused"])]
+
+    async def next_due(self) -> datetime | None:
+        rows = await self._db.fetch(Q["next_due"])
+        return _when(rows[0][0]) if rows else None
+
+    async def wait(self, timeout: float) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="gateway-jobs-listen")
+        await self._wake.wait(timeout)
+
+    async def _listen(self) -> None:
+        """One connection LISTENing for as long as the store is open; reconnects after a
+        failure (polling covers the gap)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                async with conn:
+                    await conn.execute(Q["listen_jobs"].encode())
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("job notifications lost, polling meanwhile: %s", exc)
+                await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                await self._listener
+            self._listener = None

@@ -1,0 +1,147 @@
+"""Jobs on SQLite: `JobStore` over a `SqliteConnector`.
+
+Every write goes through the writer thread, so a claim is one `UPDATE … RETURNING` in the
+writer's transaction: no two workers of a file can take the same job. Enqueued jobs wake
+this process's workers at once; other processes on the same file see them at their next
+poll.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.encoding import dumps, iso, parse_iso
+from gateway.storage.backend import Wake, job_from_row
+from gateway.storage.interface import Job, JobEnd
+from gateway.storage.sqlfile import queries
+from gateway.storage.sqlite_connector import SqliteConnector
+
+Q = queries("sqlite")
+# Ids per statement of an `IN (…)` list: well under SQLite's limit on variables.
+CHUNK = 500
+
+
+def _when(value: Any) -> datetime | None:
+    return parse_iso(value) if value else None
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    created = job.created_at or job.due_at
+    return (job.id, job.workflow, job.source, iso(job.due_at), job.unique_key, job.subject,
+            iso(created), dumps(dict(job.data)))
+
+
+class SqliteJobs:
+    """`JobStore` on one SQLite file."""
+
+    def __init__(self, connector: SqliteConnector) -> None:
+        self._db = connector
+        self._wake = Wake()
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[str]:
+            written = []
+            for job in jobs:  # encoded here, in the writer's thread, not on the event loop
+                if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
+                    written.append(job.id)
+            return written
+
+        written = await self._db.write(work) if jobs else []
+        if written:
+            self._wake.set()
+        return written
+
+    async def _by_ids(self, sql: str, head: tuple[Any, ...], ids: Sequence[str],
+                      tail: tuple[Any, ...] = ()) -> int:
+        chunks = [list(ids[i:i + CHUNK]) for i in range(0, len(ids), CHUNK)]
+
+        def work(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(sql.format(ids=_placeholders(len(chunk))),
+                                    (*head, *chunk, *tail)).rowcount for chunk in chunks)
+
+        return await self._db.write(work) if chunks else 0
+
+    async def cancel(self, ids: Sequence[str], at: datetime) -> int:
+        return await self._by_ids(Q["cancel_jobs"], (iso(at),), ids)
+
+    async def cancel_subject(self, workflow: str, subject: str, at: datetime) -> int:
+        params = (iso(at), workflow, subject)
+        return int(await self._db.write(
+            lambda conn: conn.execute(Q["cancel_subject"], params).rowcount))
+
+    async def claim(self, worker: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]:
+        params = (iso(lease_until), worker, iso(now), iso(now), limit)
+        rows = await self._db.write(
+            lambda conn: conn.execute(Q["claim_jobs"], params).fetchall())
+        return sorted((job_from_row(row, _when) for row in rows), key=lambda j: j.due_at)
+
+    async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None:
+        await self._by_ids(Q["renew_jobs"], (iso(lease_until), worker), ids)
+
+    async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
+                     error: str | None = None, retry_at: datetime | None = None) -> bool:
+        params = (status, iso(at), run_id, error, iso(retry_at) if retry_at else None, id,
+                  worker)
+        return bool(await self._db.write(
+            lambda conn: conn.execute(Q["finish_job"], params).rowcount))
+
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
+        rows = [(end.status, iso(end.at), end.run_id, end.error,
+                 iso(end.retry_at) if end.retry_at else None, end.id, worker) for end in ends]
+
+        def work(conn: sqlite3.Connection) -> set[str]:
+            return {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}
+
+        return set(await self._db.write(work)) if rows else set()
+
+    async def release(self, worker: str, ids: Sequence[str]) -> int:
+        return await self._by_ids(Q["release_jobs"], (worker,), ids)
+
+    async def get_job(self, id: str) -> Job | None:
+        rows = await self._db.fetch(Q["get_job"], (id,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def list_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[Job]:
+        rows = await self._db.fetch(Q["list_jobs"], (status, status, workflow, workflow, limit))
+        return [job_from_row(row, _when) for row in rows]
+
+    async def retry(self, id: str, at: datetime) -> bool:
+        params = (iso(at), id)
+        changed = await self._db.write(lambda conn: conn.execute(Q["retry_job"], params).rowcount)
+        if changed:
+            self._wake.set()
+        return bool(changed)
+
+    async def last_tick(self, workflow: str) -> Job | None:
+        rows = await self._db.fetch(Q["last_tick"], (workflow,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def pause(self, workflow: str | None, at: datetime) -> None:
+        params = (workflow or "*", iso(at))
+        await self._db.write(lambda conn: conn.execute(Q["pause"], params))
+
+    async def resume(self, workflow: str | None) -> None:
+        if workflow is None:
+            await self._db.write(lambda conn: conn.execute(Q["resume_all"]))
+        else:
+            await self._db.write(lambda conn: conn.execute(Q["resume"], (workflow,)))
+        self._wake.set()
+
+    async def paused(self) -> list[str]:
+        return [row[0] for row in await self._db.fetch(Q["paused"], ())]
+
+    async def next_due(self) -> datetime | None:
+        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"]).fetchall())
+        return _when(rows[0][0]) if rows else None
+
+    async def wait(self, timeout: float) -> None:
+        await self._wake.wait(timeout)

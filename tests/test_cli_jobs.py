@@ -1,0 +1,104 @@
+"""`gateway jobs …`, `gateway run` writing jobs, and `gateway validate --verbose`, on a
+real SQLite file (and PostgreSQL through the `storage_url` fixture)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gateway.cli import main
+
+CONFIG = """
+kind: api_workflow
+name: signup
+auth: none
+params:
+  name: {type: text}
+steps:
+  - id: later
+    action: schedule_workflow
+    workflow: welcome
+    delay: 1h
+    params: {name: "{{ params.name }}"}
+  - action: return_data
+    data: {job: "{{ steps.later.id }}"}
+---
+kind: api_workflow
+name: welcome
+auth: admin
+params:
+  name: {type: text}
+steps:
+  - action: log
+    message: "welcome {{ params.name }}"
+---
+kind: recurring_event
+name: nightly
+cron: "0 3 * * *"
+timezone: Europe/Paris
+workflow: welcome
+params: {name: everyone}
+"""
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(CONFIG).strip() + "\n")
+    return path
+
+
+def test_jobs_from_a_run_listed_cancelled_replayed_paused_and_resumed(
+        config: Path, storage_url: str) -> None:
+    where = ("--config", str(config), "--database", storage_url)
+    ran = invoke("run", "signup", "-p", "name=Ada\nINFO forged", *where)
+    assert ran.exit_code == 0, ran.output
+    job_id = json.loads(ran.stdout)["response"]["job"]
+
+    listed = invoke("jobs", "list", *where)
+    assert listed.exit_code == 0
+    assert f"{job_id}" in listed.stdout and "pending" in listed.stdout
+    assert "recurring nightly: next run" in listed.stdout
+    as_json = [json.loads(line) for line in invoke("jobs", "list", "--json", *where)
+               .stdout.splitlines()]
+    assert as_json[0]["id"] == job_id and as_json[0]["data"]["params"] == {
+        "name": "Ada\nINFO forged"}
+    assert as_json[-1]["recurring_event"] == "nightly" and as_json[-1]["state"] == "active"
+
+    shown = json.loads(invoke("jobs", "show", job_id, *where).stdout)
+    assert shown["workflow"] == "welcome" and shown["source"] == "schedule"
+    assert invoke("jobs", "show", "nope", *where).exit_code == 1
+
+    assert invoke("jobs", "cancel", job_id, *where).stdout == "cancelled 1 job(s)\n"
+    again = invoke("jobs", "cancel", job_id, *where)
+    assert again.exit_code == 1
+    assert invoke("jobs", "list", "--status", "cancelled", *where).stdout.count(job_id) == 1
+    assert invoke("jobs", "retry", job_id, *where).exit_code == 0
+    assert invoke("jobs", "retry", job_id, *where).exit_code == 1  # pending: nothing to replay
+
+    assert invoke("jobs", "pause", "nightly", *where).exit_code == 0
+    assert "(paused)" in invoke("jobs", "list", *where).stdout
+    assert invoke("jobs", "resume", *where).exit_code == 0
+    assert "(paused)" not in invoke("jobs", "list", *where).stdout
+
+
+def test_jobs_list_refuses_an_unknown_status(config: Path) -> None:
+    result = CliRunner().invoke(main, ["jobs", "list", "--status", "lost", "--config",
+                                       str(config)])
+    assert result.exit_code == 2
+
+
+def test_validate_verbose_prints_the_next_three_fire_times(config: Path) -> None:
+    result = invoke("validate", "--verbose", str(config))
+    assert result.exit_code == 0, result.output
+    line = result.output.splitlines()[-1]
+    assert line.startswith("recurring nightly (cron '0 3 * * *' Europe/Paris): next ")
+    assert line.count("03:00 CE") == 3

@@ -1,0 +1,121 @@
+"""The jobs role of the storage contract, on both backends: enqueue, claim with a lease,
+finish, retry, cancel, pause, and unique keys."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from gateway.ids import new_id
+from gateway.storage import Job, JobEnd, Storage
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def job(workflow: str = "wf", due: datetime = T0, unique_key: str | None = None) -> Job:
+    return Job(id=new_id(due), workflow=workflow, source="recurring" if unique_key else "schedule",
+               due_at=due, data={"params": {"n": 1}, "identity": {"kind": "admin"}},
+               unique_key=unique_key)
+
+
+async def test_a_due_job_is_claimed_once_and_finished(storage: Storage) -> None:
+    first, later = job(), job(due=T0 + timedelta(hours=1))
+    assert await storage.jobs.enqueue([first, later]) == [first.id, later.id]
+    claimed = await storage.jobs.claim("w1", T0, T0 + timedelta(minutes=1), 10)
+    assert [j.id for j in claimed] == [first.id]
+    assert claimed[0].attempt == 1 and claimed[0].status == "running"
+    assert claimed[0].data["params"] == {"n": 1}
+    assert await storage.jobs.claim("w2", T0, T0 + timedelta(minutes=1), 10) == []
+    assert await storage.jobs.finish(first.id, "w1", "done", T0, "run1")
+    stored = await storage.jobs.get_job(first.id)
+    assert stored is not None and stored.status == "done" and stored.run_id == "run1"
+    assert not await storage.jobs.finish(first.id, "w1", "done", T0, "run1")
+
+
+async def test_an_expired_lease_lets_another_worker_take_the_job(storage: Storage) -> None:
+    one = job()
+    await storage.jobs.enqueue([one])
+    await storage.jobs.claim("dead", T0, T0 + timedelta(seconds=30), 10)
+    assert await storage.jobs.claim("w2", T0 + timedelta(seconds=10),
+                                    T0 + timedelta(seconds=40), 10) == []
+    again = await storage.jobs.claim("w2", T0 + timedelta(seconds=31),
+                                     T0 + timedelta(seconds=90), 10)
+    assert [j.id for j in again] == [one.id] and again[0].attempt == 2
+    # the dead worker's late answer is refused: the job is w2's now
+    assert not await storage.jobs.finish(one.id, "dead", "done", T0, None)
+    assert await storage.jobs.finish(one.id, "w2", "done", T0, None)
+
+
+async def test_retry_fail_release_and_replay(storage: Storage) -> None:
+    one = job()
+    await storage.jobs.enqueue([one])
+    await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 1)
+    await storage.jobs.finish(one.id, "w", "pending", T0, "r1", "boom",
+                              retry_at=T0 + timedelta(seconds=5))
+    assert await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 1) == []
+    (again,) = await storage.jobs.claim("w", T0 + timedelta(seconds=5),
+                                        T0 + timedelta(minutes=1), 1)
+    assert again.attempt == 2 and again.error == "boom"
+    await storage.jobs.finish(one.id, "w", "failed", T0, "r2", "boom again")
+    failed = await storage.jobs.list_jobs(status="failed")
+    assert [j.error for j in failed] == ["boom again"]
+    assert await storage.jobs.retry(one.id, T0)
+    assert not await storage.jobs.retry(one.id, T0)  # pending now: nothing to replay
+    (replayed,) = await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 1)
+    assert replayed.attempt == 1
+    assert await storage.jobs.release("w", [one.id]) == 1
+    (back,) = await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 1)
+    assert back.attempt == 1
+
+
+async def test_cancel_pause_and_unique_keys(storage: Storage) -> None:
+    a, b = job("a"), job("b")
+    tick = job("c", unique_key="recurring:c:2026")
+    assert await storage.jobs.enqueue([a, b, tick]) == [a.id, b.id, tick.id]
+    assert await storage.jobs.enqueue([job("c", unique_key="recurring:c:2026")]) == []
+    assert await storage.jobs.cancel([a.id, "no-such-id"], T0) == 1
+    await storage.jobs.pause("b", T0)
+    assert await storage.jobs.paused() == ["b"]
+    claimed = await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 10)
+    assert [j.workflow for j in claimed] == ["c"]
+    await storage.jobs.pause(None, T0)
+    await storage.jobs.resume("b")
+    await storage.jobs.enqueue([job("d")])
+    assert await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 10) == []
+    await storage.jobs.resume(None)
+    claimed = await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 10)
+    assert sorted(j.workflow for j in claimed) == ["b", "d"]
+    last = await storage.jobs.last_tick("c")
+    assert last is not None and last.id == tick.id
+
+
+async def test_enqueue_wakes_a_waiting_worker(storage: Storage) -> None:
+    waiter = asyncio.create_task(storage.jobs.wait(30))
+    await asyncio.sleep(0.2)  # let the listener start (PostgreSQL); not a synchronisation
+    await storage.jobs.enqueue([job()])
+    await asyncio.wait_for(waiter, 10)
+
+
+async def test_many_jobs_in_one_call(storage: Storage) -> None:
+    jobs = [job(due=T0 + timedelta(microseconds=i)) for i in range(2000)]
+    assert len(await storage.jobs.enqueue(jobs)) == 2000
+    assert await storage.jobs.cancel([j.id for j in jobs[:1500]], T0) == 1500
+    claimed = await storage.jobs.claim("w", T0 + timedelta(seconds=1), T0 + timedelta(minutes=1),
+                                       1000)
+    assert len(claimed) == 500
+
+
+async def test_many_ends_in_one_call_only_for_this_worker_s_jobs(storage: Storage) -> None:
+    a, b, c = job("a"), job("b"), job("c")
+    await storage.jobs.enqueue([a, b, c])
+    await storage.jobs.claim("w", T0, T0 + timedelta(minutes=1), 2)  # a and b
+    done = await storage.jobs.finish_many("w", [
+        JobEnd(a.id, "done", T0, "r-a"),
+        JobEnd(b.id, "pending", T0, "r-b", "boom", T0 + timedelta(hours=1)),
+        JobEnd(c.id, "done", T0, "r-c")])  # c was never this worker's
+    assert done == {a.id, b.id}
+    stored = {j.id: j for j in await storage.jobs.list_jobs()}
+    assert (stored[a.id].status, stored[a.id].run_id) == ("done", "r-a")
+    assert (stored[b.id].status, stored[b.id].error, stored[b.id].due_at) == (
+        "pending", "boom", T0 + timedelta(hours=1))
+    assert stored[c.id].status == "pending" and await storage.jobs.finish_many("w", []) == set()
