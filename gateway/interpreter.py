@@ -94,11 +94,9 @@ class Interpreter:
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
-                  request: Mapping[str, Any] | None = None,
-                  job: Mapping[str, Any] | None = None, schedule_depth: int = 0,
-                  names: Mapping[str, Any] | None = None) -> RunResult:
-        """`job`, `schedule_depth` and `names` (more names for its templates: `thing`,
-        `before`, `after`) come from the scheduler, for the runs of jobs."""
+                  request: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
+                  schedule_depth: int = 0, names: Mapping[str, Any] | None = None) -> RunResult:
+        # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
@@ -118,12 +116,11 @@ class Interpreter:
             if workflow.may_wait or workflow.record_params:
                 async with asyncio.timeout(self.timeout):  # loading records is part of the run
                     params = await self.load_records(workflow.record_params, params, ctx.viewer)
-                    reply = await self.execute(workflow, ctx,
-                                               self.scope(ctx, params, request, names))
+                    reply = await self.execute(workflow, ctx, self.scope(ctx, params, request,
+                                                                         names))
                     await self.commit(ctx)
             else:
-                reply = await self.execute(workflow, ctx,
-                                           self.scope(ctx, params, request, names))
+                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request, names))
             encoded = self.check_size(reply, workflow.may_wait or bool(workflow.record_params))
         except GatewayError as exc:
             error = exc
@@ -144,8 +141,7 @@ class Interpreter:
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None)
 
-    def scope(self, ctx: RunContext, params: dict[str, Any],
-              request: Mapping[str, Any] | None,
+    def scope(self, ctx: RunContext, params: dict[str, Any], request: Mapping[str, Any] | None,
               names: Mapping[str, Any] | None = None) -> dict[str, Any]:
         scope = new_scope(ctx, params, self.secrets, request)
         return scope if names is None else {**scope, **names}
@@ -158,8 +154,7 @@ class Interpreter:
         return await budget.run_off_loop(compiled, scope, self.limits)
 
     async def commit(self, ctx: RunContext) -> None:
-        """The run succeeded: hand what it changed (and the jobs it scheduled) to whoever
-        listens."""
+        """The run succeeded: hand what it changed and scheduled to whoever listens."""
         if ctx.changes or ctx.jobs:
             for hook in self.on_commit:
                 await hook(ctx)
