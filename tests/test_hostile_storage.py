@@ -28,7 +28,7 @@ from gateway.storage.sqlite_records import QUICK_PLANS, QUICK_ROWS
 
 CONFIG = """
 kind: settings
-limits: {run_timeout: 500ms}
+limits: {run_timeout: 5s}  # a bound on hostile queries, with room for a loaded test machine
 ---
 kind: data_type
 name: item
