@@ -16,7 +16,8 @@ from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Param", "Registry", "Step", "Workflow"]
+__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Param", "Registry", "Step", "TestCase", "Workflow",
+           "WorkflowTest"]
 
 ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
 
@@ -59,6 +60,34 @@ class Workflow:
 
 
 @dataclass(frozen=True, slots=True)
+class TestCase:
+    """One case of a workflow test: a call, and what its answer must be."""
+
+    name: str
+    workflow: str
+    params: Mapping[str, Any]
+    caller: str = "anonymous"  # anonymous | admin | user | a user's e-mail
+    headers: Mapping[str, str] = field(default_factory=dict)
+    records: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # (type, fields), made first
+    status: int | None = None
+    code: str | None = None
+    has_response: bool = False
+    response: Any = None
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    location: str = ""  # file:line of the case
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowTest:
+    """A `workflow_test` document: cases run in order against one fresh database."""
+
+    name: str
+    workflow: str
+    cases: tuple[TestCase, ...]
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Registry:
     """Everything one config compiles to, by kind of document and name. Immutable: a new
     config is a new registry. A new kind of document is a new key of `units` (and a row of
@@ -83,6 +112,10 @@ class Registry:
     @property
     def data_types(self) -> Mapping[str, TypeSpec]:
         return self.of_kind("data_type")
+
+    @property
+    def tests(self) -> Mapping[str, WorkflowTest]:
+        return self.of_kind("workflow_test")
 
     def exposed(self) -> list[Workflow]:
         return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)

@@ -218,6 +218,22 @@ server: {host: 0.0.0.0, port: 8080, workers: 2}
 kind: settings
 database: postgresql://postgres@127.0.0.1/gateway
 limits: {run_timeout: 5m}
+---
+kind: workflow_test
+name: create-lead-tests
+workflow: create-lead
+description: What the form must answer
+cases:
+  - name: stores a lead
+    params: {name: Ada, email: ada@example.com}
+    as: ada@example.com
+    headers: {X-Source: test}
+    records: [{type: lead, fields: {name: Bob}}]
+    expect: {status: 200, response: {id: x}, headers: {X-Run-Id: x}}
+  - name: an admin lists them
+    workflow: leads
+    as: admin
+    expect: {code: NOT_FOUND}
 """
 
 
@@ -376,7 +392,7 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
         "kind: recurring_event\nname: Nightly\ncron: x\n",
         [(1, 7, "schema.kind", "/kind",
           "'recurring_event' is not one of ['api_workflow', 'custom_event', 'settings', "
-          "'data_type']")],
+          "'data_type', 'workflow_test']")],
     ),
 }
 

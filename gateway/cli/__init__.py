@@ -2,12 +2,12 @@
 
 `base` holds the group, its shared options and the boundary where errors become exit codes;
 `commands` the commands that check, serve and run workflows; `stores` those over the
-database (run log, admin keys, migrations).
+database (run log, admin keys, migrations); `ops` those for operations (workflow tests).
 """
 
 from __future__ import annotations
 
-from gateway.cli import commands, stores
+from gateway.cli import commands, ops, stores
 from gateway.cli.base import main
 
-__all__ = ["commands", "main", "stores"]
+__all__ = ["commands", "main", "ops", "stores"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.compiler import steps, types, units
+from gateway.compiler import cases, steps, types, units
 from gateway.context import REQUEST_NAME, RUN_NAMES
 from gateway.source import Document
 
@@ -32,4 +32,5 @@ KINDS: tuple[Kind, ...] = (
     Kind("data_type", types.declare_data_types, types.build_data_types),
     Kind("custom_event", units.declare_units, steps.build_units, RUN_NAMES),
     Kind("api_workflow", units.declare_units, steps.build_units, RUN_NAMES | {REQUEST_NAME}),
+    Kind("workflow_test", cases.declare_nothing, cases.build_tests),
 )
