@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from gateway.storage import Storage
 
 log = logging.getLogger("gateway.run")
+Observe = Callable[[str, str, str, float], None]  # as a run ends: id, workflow, status, ms
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
 Commit = Callable[[RunContext], Awaitable[None]]
@@ -75,8 +76,10 @@ class Interpreter:
     """Runs workflows of one registry against one store."""
 
     def __init__(self, registry: Registry, storage: Storage | None = None,
-                 clock: Clock = utc_now, on_commit: Sequence[Commit] = ()) -> None:
+                 clock: Clock = utc_now, on_commit: Sequence[Commit] = (),
+                 observe: Observe | None = None) -> None:
         self.registry = registry
+        self.observe = observe
         self.storage = storage
         self.clock = clock
         self.on_commit = tuple(on_commit)
@@ -281,6 +284,8 @@ class Interpreter:
         hidden = self.hidden if hidden is None else hidden
         duration = round((time.perf_counter() - started) * 1000, 3)
         status = _status_of(error)
+        if self.observe is not None:
+            self.observe(ctx.run_id, workflow.name, status, duration)
         if isinstance(error, RunError) or (error is not None and error.status >= 500):
             self.log_failure(ctx, workflow, error, hidden)
         if self.storage is None or (status == "success" and not self.sampled()):

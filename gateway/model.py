@@ -16,8 +16,8 @@ from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Param", "Registry", "Step", "TestCase", "Workflow",
-           "WorkflowTest"]
+__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Param", "Registry", "ReplyShape", "Step", "TestCase",
+           "Workflow", "WorkflowTest"]
 
 ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
 
@@ -33,6 +33,15 @@ class Step:
     only_when: Compiled | None = None
     continue_on_error: bool = False
     location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyShape:
+    """A status and content type a workflow's steps may answer with (None: decided by a
+    template at run time), for its description in the OpenAPI document."""
+
+    status: int | None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,7 @@ class Workflow:
     writes: bool = False  # some step writes records
     record_params: tuple[Param, ...] = ()  # parameters of a data type: loaded from the store
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
+    replies: tuple[ReplyShape, ...] = ()  # what its steps (and the events it calls) answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,12 @@ class Settings:
     remember_lifetime: timedelta = timedelta(days=365)
     idle_lapse: timedelta = timedelta(days=30)
     min_password_length: int = 8
+    # Operations: the path prefix everything is served under, who may read the OpenAPI
+    # document and the metrics.
+    prefix: str = ""
+    openapi_public: bool = False
+    metrics_enabled: bool = True
+    metrics_public: bool = False
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -108,7 +114,17 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         header_timeout=parse_duration(server.get("header_timeout", "10s")),
         body_timeout=parse_duration(server.get("body_timeout", "30s")),
         max_connections=server.get("max_connections", defaults.max_connections),
+        **_operations(data, server),
     )
+
+
+def _operations(data: Mapping[str, Any], server: Mapping[str, Any]) -> dict[str, Any]:
+    openapi = data.get("openapi", {})
+    metrics = data.get("metrics", {})
+    return {"prefix": server.get("prefix", "").rstrip("/"),
+            "openapi_public": openapi.get("public", False),
+            "metrics_enabled": metrics.get("enabled", True),
+            "metrics_public": metrics.get("public", False)}
 
 
 def with_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:

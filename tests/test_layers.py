@@ -21,15 +21,17 @@ LAYERS: dict[str, int] = {
     "gateway.errors": 1, "gateway.pointer": 1, "gateway.encoding": 1, "gateway.clock": 1,
     "gateway.ids": 1,
     "gateway.source": 2, "gateway.templating": 2, "gateway.settings": 2, "gateway.budget": 2,
-    "gateway.sandbox": 2, "gateway.environment": 2,
+    "gateway.sandbox": 2, "gateway.environment": 2, "gateway.logformat": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
     "gateway.privacy": 3,
     "gateway.compiler": 4, "gateway.actions": 4,
     "gateway.loader": 5, "gateway.interpreter": 5,
-    "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6,
+    "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6, "gateway.openapi": 6,
+    "gateway.metrics": 6,
     "gateway.http": 7,
     "gateway.app": 8, "gateway.diagnostics": 8, "gateway.testrun": 8,
+    "gateway.reload": 8,
     "gateway.cli": 9, "gateway.server": 9, "gateway.__main__": 9,
 }
 # Third-party (and driver) packages and the only modules allowed to import them.
@@ -41,6 +43,8 @@ CONFINED: dict[str, tuple[str, ...]] = {
     "psycopg_pool": ("gateway.storage",),
     "sqlite3": ("gateway.storage",),
     "argon2": ("gateway.accounts",),
+    "prometheus_client": ("gateway.metrics",),
+    "watchfiles": ("gateway.reload",),
 }
 
 

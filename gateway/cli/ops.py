@@ -1,4 +1,4 @@
-"""The commands for operations: `test` (workflow tests in CI)."""
+"""The commands for operations: `test` (workflow tests in CI), `openapi`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from gateway.cli.base import DEFAULT_CONFIG, Failed, load_or_exit, main, settled
-from gateway.encoding import escape
+from gateway.encoding import dumps_pretty, escape
+from gateway.loader import config_version, discover
+from gateway.openapi import document
 from gateway.testrun import Outcome, failed, junit_xml, run_tests
 
 
@@ -52,3 +54,19 @@ def _line(outcome: Outcome) -> str:
     head = (f"{outcome.location}: {'PASS' if outcome.passed else 'FAIL'} "
             f"{escape(outcome.test)}: {escape(outcome.case)}")
     return "\n".join([head, *(f"    {escape(f)}" for f in outcome.failures)])
+
+
+@main.command("openapi")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def openapi_command(paths: tuple[Path, ...]) -> None:
+    """Print the OpenAPI 3.1 document of the exposed workflows (what the server serves at
+    /api/1.1/meta/swagger.json).
+
+    \b
+    Example:
+      gateway openapi workflows.d/ > openapi.json
+    """
+    targets = list(paths) or [DEFAULT_CONFIG]
+    registry = load_or_exit(targets)
+    files, _ = discover(targets)
+    click.echo(dumps_pretty(document(registry, version=config_version(str(f) for f in files))))

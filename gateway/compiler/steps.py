@@ -13,6 +13,7 @@ from jinja2 import TemplateSyntaxError
 from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.coercion import compile_coercer
+from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
@@ -99,7 +100,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         may_wait=any(step.action.waits for step in steps),
         writes=any(step.action.writes for step in steps),
         record_params=tuple(p for p in unit.params if p.is_record),
-        coerce=compile_coercer(name, unit.params))
+        coerce=compile_coercer(name, unit.params), replies=reply_shapes(c, unit))
 
 
 def _check_access(c: Compiler, unit: Unit) -> None:

@@ -167,6 +167,9 @@ class RunLog(Protocol):
     # Runs whose details the database refused, kept as their summary (id, status, times).
     @property
     def summarised(self) -> int: ...
+    # Runs waiting to be written now (a metric).
+    @property
+    def queued(self) -> int: ...
     async def list_runs(
         self,
         workflow: str | None = None,
@@ -246,6 +249,9 @@ class Lifecycle(Protocol):
     # Connect and migrate; with `sync_indexes`, also make the per-type indexes match `types`
     # (creating the missing, dropping the undeclared). Tools that only read leave them be.
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None: ...
+    # On an open store (a config reloaded): make the indexes match `types` in one transaction,
+    # then serve them; when that fails (a unique index over duplicate values), nothing changes.
+    async def apply_types(self, types: Sequence[TypeSpec]) -> None: ...
     async def close(self) -> None: ...
     async def migrate(self) -> list[str]: ...
     # Raises StorageError, within about a second, when the store cannot serve.

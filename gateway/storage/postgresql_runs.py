@@ -52,6 +52,10 @@ class PostgresRunLog:
         return self._queue.dropped
 
     @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
     def summarised(self) -> int:
         return self._queue.summarised
 

@@ -39,6 +39,10 @@ class SqliteRunLog:
         return self._db.writer.runs.dropped
 
     @property
+    def queued(self) -> int:
+        return len(self._db.writer.runs)
+
+    @property
     def summarised(self) -> int:
         return self._db.writer.runs.summarised
 
