@@ -154,7 +154,7 @@ def _request(registry: Registry, name: str, case: TestCase,
         headers.setdefault("content-type", "application/json")
     pairs = [(k, _query_value(item)) for k, v in query.items()
              for item in (v if isinstance(v, list) else [v])]
-    return Request(method, f"{ROUTE_PREFIX}/{name}",
+    return Request(method, f"{registry.settings.prefix}{ROUTE_PREFIX}/{name}",
                    urlencode(pairs), headers, body)
 
 

@@ -2,7 +2,7 @@
 
     python tests/bench/run.py [--duration 10]
                               [--scenario trivial|typical|create|search|all]
-                              [--postgres URL]
+                              [--postgres URL] [--scenario metrics --rounds 3]
 
 Each server runs as its own process with one uvicorn worker (uvloop, httptools); wrk runs
 as another, at 64 connections (-t2 -c64) and at 1 (-t1 -c1), after a short warm-up. The
@@ -291,7 +291,7 @@ def trivial(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int) -> l
 
 
 def metrics_cost(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
-                 rounds: int = 2) -> list[Row]:
+                 rounds: int = 3) -> list[Row]:
     """The trivial echo with metrics on (the default) and off, alternated `rounds` times so
     that the machine's drift weighs on both alike; prints what metrics cost."""
     rows: list[Row] = []
@@ -462,6 +462,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=["trivial", "typical", "create", "search", "metrics",
                                                "all"],
                         default="all")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="metrics: how many times to alternate metrics on and off")
     parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"),
                         help="also run create and search on PostgreSQL at this URL "
                              "(default: $GATEWAY_TEST_POSTGRES_URL)")
@@ -481,7 +483,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> l
     if "typical" in wanted:
         rows += typical(wrk, stack, tmp, args.duration)
     if "metrics" in wanted:
-        rows += metrics_cost(wrk, stack, tmp, args.duration)
+        rows += metrics_cost(wrk, stack, tmp, args.duration, args.rounds)
     databases = [("sqlite", None)] + ([("postgres", args.postgres)] if args.postgres else [])
     search_p50: dict[str, float] = {}
     for label, pg_url in databases:
