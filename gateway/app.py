@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +30,7 @@ from gateway.loader import config_version, load
 from gateway.logformat import ENV as LOG_FORMAT_ENV
 from gateway.logformat import AccessLog, noted
 from gateway.metrics import CONTENT_TYPE as METRICS_TYPE
-from gateway.metrics import CountResponses, Metrics
+from gateway.metrics import Metrics, counting
 from gateway.model import Registry
 from gateway.reload import RELOAD_ENV, reloading
 from gateway.settings import Settings, with_environment
@@ -90,11 +91,12 @@ def create_app(registry: Registry, storage: Storage | None = None,
                     retention.cancel()
                 await storage.close()
 
-    middleware = [Middleware(CountResponses, metrics=metrics)] if metrics is not None else []
-    if os.environ.get(LOG_FORMAT_ENV) == "json":
-        middleware.append(Middleware(AccessLog))
-    app = Starlette(lifespan=lifespan, middleware=middleware, exception_handlers={
-        HTTPException: http.http_exception, Exception: http.server_error})
+    middleware = [Middleware(AccessLog)] if os.environ.get(LOG_FORMAT_ENV) == "json" else []
+    handlers: dict[Any, Any] = {HTTPException: http.http_exception,
+                                Exception: http.server_error}
+    if metrics is not None:
+        handlers = {kind: counting(handler, metrics.http) for kind, handler in handlers.items()}
+    app = Starlette(lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
     app.router.redirect_slashes = False  # a redirect would go to whatever `Host` said
     app.state.storage = storage
     app.state.clock = clock
@@ -124,14 +126,22 @@ def install(app: Starlette, registry: Registry, version: str | None = None) -> N
     version = version or config_version(registry.files)
     live = Live(registry, interpreter, auth, version,
                 encode(openapi.document(registry, version=version)))
-    served: list[BaseRoute] = [Route(openapi.PATH, swagger), *http.routes(interpreter, auth)]
+    served = _counted([Route(openapi.PATH, swagger), *http.routes(interpreter, auth)], metrics)
+    own = _counted([Route("/healthz", healthz), Route("/readyz", readyz),
+                    Route("/metrics", prometheus)], metrics)
     prefix = registry.settings.prefix
     app.state.live = live
     app.state.registry = registry
     app.state.interpreter = interpreter
-    app.router.routes = [Route("/healthz", healthz), Route("/readyz", readyz),
-                         Route("/metrics", prometheus),
-                         *([Mount(prefix, routes=served)] if prefix else served)]
+    app.router.routes = [*own, *([Mount(prefix, routes=served)] if prefix else served)]
+
+
+def _counted(routes: list[BaseRoute], metrics: Metrics | None) -> list[BaseRoute]:
+    """The routes, their responses counted by status class when metrics are on."""
+    if metrics is None:
+        return routes
+    return [Route(r.path, counting(r.endpoint, metrics.http), methods=r.methods, name=r.name)
+            if isinstance(r, Route) else r for r in routes]
 
 
 async def healthz(request: Request) -> Response:

@@ -176,6 +176,10 @@ class RunLog(Protocol):
         status: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
     ) -> list[dict[str, Any]]: ...
     async def get_run(self, id: str) -> dict[str, Any] | None: ...
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int: ...
