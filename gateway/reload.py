@@ -23,7 +23,7 @@ from typing import Any
 from watchfiles import Change, awatch
 
 from gateway.diagnostics import render_text
-from gateway.errors import GatewayError
+from gateway.errors import Diagnostic, GatewayError
 from gateway.loader import SUFFIXES, check, config_version, discover, errors
 from gateway.model import Registry
 from gateway.settings import with_environment
@@ -33,8 +33,11 @@ DEBOUNCE_MS = 200  # changes closer together than this are one reload
 log = logging.getLogger("gateway.reload")
 Install = Callable[[Any, Registry, str], None]
 # Settings only a restart applies: the server's socket, processes and connection limits.
+# The run log's retention task and queue are set up once, at start, too.
 RESTART_ONLY = ("host", "port", "workers", "max_header_bytes", "header_timeout",
-                "body_timeout", "max_connections", "database")
+                "body_timeout", "max_connections", "database", "run_retention",
+                "failed_run_retention", "run_log_max_queue", "run_log_flush_timeout",
+                "run_log_max_rows", "run_log_max_bytes", "run_log_purge_interval")
 
 
 class Reloader:
@@ -67,12 +70,10 @@ class Reloader:
             return True
 
     async def _load(self) -> tuple[Registry, str]:
-        # Compiling is CPU work: off the event loop, which goes on serving meanwhile.
-        registry, problems = await asyncio.to_thread(check, self.paths)
+        # Reading and compiling: off the event loop, which goes on serving meanwhile.
+        registry, problems, version = await asyncio.to_thread(_read, self.paths)
         if errors(problems):
             raise _Refused(f"the config is invalid:\n{render_text(problems)}")
-        files, _ = discover(self.paths)
-        version = config_version(str(f) for f in files)
         settings = with_environment(registry.settings)
         old = self.app.state.registry.settings
         if settings.database != old.database:
@@ -100,6 +101,12 @@ class Reloader:
                 continue
             if _:
                 await self.reload("files changed")
+
+
+def _read(paths: Sequence[Path]) -> tuple[Registry, list[Diagnostic], str]:
+    registry, problems = check(paths)
+    files, _ = discover(paths)
+    return registry, problems, config_version(str(f) for f in files)
 
 
 class _Refused(Exception):

@@ -149,10 +149,11 @@ def test_the_document_describes_parameters_bodies_and_errors(tmp_path: Path) -> 
 
 
 @pytest.fixture
-async def app_client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
-    """An in-process client, an admin key and a user's token."""
+async def app_client(tmp_path: Path, storage_url: str
+                     ) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    """An in-process client, an admin key and a user's token, on each database."""
     registry = load([config_folder(tmp_path)])
-    storage = open_storage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    storage = open_storage(storage_url)
     app = create_app(registry, storage)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -179,6 +180,9 @@ async def test_the_document_needs_an_admin_key(
     assert user.status_code == 403 and user.json()["body"]["status"] == "FORBIDDEN"
     bad = await client.get(PATH, params={"api_token": "x" * 40})
     assert bad.status_code == 401
+    for hostile in ("Bearer " + "x" * 100_000, "Bearer \x00", "Basic abc", "Bearer"):
+        refused = await client.get(PATH, headers={"Authorization": hostile})
+        assert refused.status_code == 401 and refused.json()["body"]["status"] == "UNAUTHORIZED"
     admin = await client.get(PATH, params={"api_token": key})
     assert admin.status_code == 200
     assert admin.headers["content-type"] == "application/json"

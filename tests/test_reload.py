@@ -115,6 +115,23 @@ async def test_an_invalid_config_is_refused_with_located_diagnostics(
         assert await echo(client) == 3
 
 
+async def test_a_hostile_config_is_refused_and_the_server_keeps_answering(
+        folder: Path, tmp_path: Path) -> None:
+    bomb = "kind: settings\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + n)}: &{chr(98 + n)} [*{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, "
+        f"*{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, "
+        f"*{chr(97 + n)}]\n" for n in range(8))
+    async with serving(folder, f"sqlite:///{tmp_path / 'g.db'}") as (app, client):
+        (folder / "bomb.yaml").write_text(bomb)
+        (folder / "binary.yaml").write_bytes(b"\xff\xfe\x00kind: \x00")
+        assert await app.state.reloader.reload("test") is False
+        assert "yaml.alias-limit" in app.state.reload_error
+        assert await echo(client) == 1
+        (folder / "bomb.yaml").unlink()
+        (folder / "binary.yaml").unlink()
+        assert await app.state.reloader.reload("test") is True
+
+
 async def test_new_types_and_indexes_apply_or_the_reload_is_refused(
         folder: Path, storage_url: str) -> None:
     async with serving(folder, storage_url) as (app, client):

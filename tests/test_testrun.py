@@ -207,3 +207,35 @@ cases:
 ])
 def test_subset_matching(expected: object, got: object, message: str | None) -> None:
     assert subset_mismatch(expected, got, "response") == message
+
+
+def test_a_record_the_database_refuses_fails_its_case_only(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "notes.yaml").write_text("""\
+kind: data_type
+name: note
+fields: {text: {type: text}}
+---
+kind: api_workflow
+name: count
+expose: true
+auth: none
+steps:
+  - {id: found, action: search, type: note}
+  - {action: return_data, data: {count: "{{ steps.found.count }}"}}
+---
+kind: workflow_test
+workflow: count
+cases:
+  - name: a NUL character cannot be stored
+    records: [{type: note, fields: {text: "a\\0b"}}]
+    expect: {status: 200}
+  - name: the next case runs all the same
+    records: [{type: note, fields: {text: fine}}]
+    expect: {status: 200, response: {count: 1}}
+""")
+    result = CliRunner().invoke(main, ["test", str(folder)])
+    assert result.exit_code == 1
+    assert "    the case could not run: ValidationError: " in result.output
+    assert result.output.splitlines()[-1] == "1 passed, 1 failed (1 test(s))"
