@@ -23,8 +23,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from gateway import http, openapi
 from gateway.auth import Authenticator, credential
 from gateway.clock import Clock, utc_now
+from gateway.diagnostics import render_text
 from gateway.encoding import encode
-from gateway.errors import ForbiddenError, GatewayError, NotFoundError, UnauthorizedError
+from gateway.errors import (
+    ConfigError,
+    ForbiddenError,
+    GatewayError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from gateway.interpreter import Interpreter, Observe
 from gateway.loader import config_version, load
 from gateway.logformat import ENV as LOG_FORMAT_ENV
@@ -249,7 +256,12 @@ def config_paths() -> Sequence[Path]:
 def app_from_environment() -> Starlette:
     """The factory `gateway serve` hands to uvicorn (so that every worker builds its own)."""
     paths = config_paths()
-    registry = load(paths)
+    try:
+        registry = load(paths)
+    except ConfigError as exc:  # a worker started by a reload of several: said, located
+        log.error("the config is invalid; this worker does not start:\n%s",
+                  render_text(exc.diagnostics))
+        raise
     settings = with_environment(registry.settings)
     registry = dataclasses.replace(registry, settings=settings)
     return create_app(registry, open_storage(settings.database), paths=paths,

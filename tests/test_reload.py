@@ -303,3 +303,33 @@ def test_sighup_reloads_a_running_server_and_refuses_a_bad_edit(
     runs = [line for line in lines if line.get("logger") == "gateway.access"
             and line.get("workflow") == "echo"]
     assert runs and {"run_id", "status", "duration_ms", "http_status"} <= set(runs[-1])
+
+
+@pytest.mark.postgres
+def test_sighup_with_two_workers_replaces_them_and_keeps_them_on_a_bad_edit(
+        folder: Path, tmp_path: Path, postgres_url: str) -> None:
+    port = _free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(folder), "--port",
+             str(port), "--database", postgres_url, "--workers", "2"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until(lambda: _version(url) == 1, "version 1 answers", process, log)
+            (folder / "echo.yaml").write_text(ECHO % 2)
+            process.send_signal(signal.SIGHUP)
+            # Every worker replaced: many answers in a row, all from the new config.
+            _wait_until(lambda: all(_version(url) == 2 for _ in range(20)),
+                        "every worker answers version 2", process, log)
+            (folder / "echo.yaml").write_text((ECHO % 3).replace("auth: none", "auth: x"))
+            process.send_signal(signal.SIGHUP)
+            _wait_until(lambda: "this worker does not start" in log.read_text(),
+                        "the new worker's refusal", process, log)
+            assert f"{folder / 'echo.yaml'}:4:7: error[schema.enum]" in log.read_text()
+            assert all(_version(url) == 2 for _ in range(20))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
