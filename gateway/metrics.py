@@ -29,7 +29,8 @@ STATUSES = ("success", "failed", "not_run", "rejected")
 # Upper bounds of the run duration histogram, in seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
            60.0, 300.0)
-# What the scheduler reports when it exists: {(status): count} and the lag of due jobs.
+# What the scheduler reports when it exists: jobs by status, and how late the oldest due job
+# is (seconds). Called on the event loop when `/metrics` is read: figures it keeps, no query.
 JobsProbe = Callable[[], tuple[dict[str, int], float | None]]
 
 
