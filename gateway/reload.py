@@ -37,7 +37,8 @@ Install = Callable[[Any, Registry, str], None]
 RESTART_ONLY = ("host", "port", "workers", "max_header_bytes", "header_timeout",
                 "body_timeout", "max_connections", "database", "run_retention",
                 "failed_run_retention", "run_log_max_queue", "run_log_flush_timeout",
-                "run_log_max_rows", "run_log_max_bytes", "run_log_purge_interval")
+                "run_log_max_rows", "run_log_max_bytes", "run_log_purge_interval",
+                "metrics_enabled")
 
 
 class Reloader:
