@@ -292,13 +292,15 @@ class Endpoints:
     Everything else (health, `/initialize`, unknown paths, a mounted `root_path`) goes to the
     Starlette app."""
 
-    def __init__(self, interpreter: Interpreter, auth: Authenticator) -> None:
+    def __init__(self, interpreter: Interpreter, auth: Authenticator, prefix: str = "") -> None:
         storage, settings = interpreter.storage, interpreter.registry.settings
+        self.prefix = prefix  # `server.prefix`: the routes are mounted under it
         rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
         exposed = interpreter.registry.exposed()
         self.by_path: dict[str, Endpoint] = {
             f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth, rates)
             for wf in exposed}
+        self.direct = {prefix + path: endpoint for path, endpoint in self.by_path.items()}
         self.initialize: dict[str, Endpoint] = {
             f"{ROUTE_PREFIX}/{wf.name}/initialize":
                 initialize_endpoint(wf, auth, settings.max_body_bytes) for wf in exposed}
@@ -312,10 +314,14 @@ class Endpoints:
         found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
         return found
 
+    def count(self, wrap: Callable[[Endpoint], Endpoint]) -> None:
+        """Wrap the endpoints answered directly (metrics count their responses)."""
+        self.direct = {path: wrap(endpoint) for path, endpoint in self.direct.items()}
+
     def find(self, scope: Scope) -> Endpoint | None:
         if scope["type"] != "http" or scope.get("root_path"):
             return None
-        return self.by_path.get(scope["path"])
+        return self.direct.get(scope["path"])
 
 
 async def serve_endpoint(endpoint: Endpoint, scope: Scope, receive: Receive,

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from gateway.storage import Storage
 
 log = logging.getLogger("gateway.run")
+Observe = Callable[[str, str, str, float], None]  # as a run ends: id, workflow, status, ms
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
 Commit = Callable[[RunContext], Awaitable[None]]
@@ -76,8 +77,10 @@ class Interpreter:
     """Runs workflows of one registry against one store."""
 
     def __init__(self, registry: Registry, storage: Storage | None = None,
-                 clock: Clock = utc_now, on_commit: Sequence[Commit] = ()) -> None:
+                 clock: Clock = utc_now, on_commit: Sequence[Commit] = (),
+                 observe: Observe | None = None) -> None:
         self.registry = registry
+        self.observe = observe
         self.storage = storage
         self.clock = clock
         self.on_commit = tuple(on_commit)
@@ -301,10 +304,14 @@ class Interpreter:
         duration = round((time.perf_counter() - started) * 1000, 3)
         if error is None:
             status = "success"
+            if self.observe is not None:
+                self.observe(ctx.run_id, workflow.name, status, duration)
             if self.storage is None or (self.sample < 1.0 and not self.sampled()):
                 return
         else:
             status = _status_of(error)
+            if self.observe is not None:
+                self.observe(ctx.run_id, workflow.name, status, duration)
             if isinstance(error, RunError) or error.status >= 500:
                 self.log_failure(ctx, workflow, error, hidden)
             if self.storage is None:

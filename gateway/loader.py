@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,3 +69,16 @@ def load(paths: Sequence[Path]) -> Registry:
     if errors(problems):
         raise ConfigError(problems)
     return registry
+
+
+def config_version(files: Iterable[str]) -> str:
+    """The version of a config: a hash of its files' names and contents (12 hex digits)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0")
+        try:
+            digest.update(Path(name).read_bytes())
+        except OSError:
+            digest.update(b"\1unreadable")
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]

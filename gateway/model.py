@@ -18,8 +18,8 @@ from gateway.signature import VerifySpec
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
-__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "RecurringEvent", "Registry", "Retry",
-           "Step", "Trigger", "Workflow"]
+__all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "RecurringEvent", "Registry",
+           "ReplyShape", "Retry", "Step", "TestCase", "Trigger", "Workflow", "WorkflowTest"]
 
 ROUTE_PREFIX = "/api/1.1/wf"  # an exposed workflow answers at ROUTE_PREFIX/<name>
 
@@ -63,6 +63,15 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyShape:
+    """A status and content type a workflow's steps may answer with (None: decided by a
+    template at run time), for its description in the OpenAPI document."""
+
+    status: int | None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Workflow:
     """An API workflow or a custom event (`kind` says which)."""
 
@@ -86,6 +95,7 @@ class Workflow:
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     hooks: Hooks | None = None  # verify, idempotency, rate_limit: None for most workflows
     retry: Retry = Retry()
+    replies: tuple[ReplyShape, ...] = ()  # what its steps (and the events it calls) answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,34 @@ class Trigger:
 
 
 @dataclass(frozen=True, slots=True)
+class TestCase:
+    """One case of a workflow test: a call, and what its answer must be."""
+
+    name: str
+    workflow: str
+    params: Mapping[str, Any]
+    caller: str = "anonymous"  # anonymous | admin | user | a user's e-mail
+    headers: Mapping[str, str] = field(default_factory=dict)
+    records: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # (type, fields), made first
+    status: int | None = None
+    code: str | None = None
+    has_response: bool = False
+    response: Any = None
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    location: str = ""  # file:line of the case
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowTest:
+    """A `workflow_test` document: cases run in order against one fresh database."""
+
+    name: str
+    workflow: str
+    cases: tuple[TestCase, ...]
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Registry:
     """Everything one config compiles to, by kind of document and name. Immutable: a new
     config is a new registry. A new kind of document is a new key of `units` (and a row of
@@ -156,6 +194,10 @@ class Registry:
     @property
     def triggers(self) -> Mapping[str, Trigger]:
         return self.of_kind("database_trigger")
+
+    @property
+    def tests(self) -> Mapping[str, WorkflowTest]:
+        return self.of_kind("workflow_test")
 
     def exposed(self) -> list[Workflow]:
         return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)

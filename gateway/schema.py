@@ -47,6 +47,9 @@ CODES = frozenset({
     "schema.maximum",
     "schema.min-items",
     "schema.unique-items",
+    "schema.min-length",
+    "schema.max-length",
+    "schema.min-properties",
 })
 
 _TYPE_NAMES = {

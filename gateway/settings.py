@@ -80,6 +80,12 @@ class Settings:
     scheduler_grace: timedelta = timedelta(seconds=30)
     scheduler_max_depth: int = 10
     scheduler_max_list: int = 100_000
+    # Operations: the path prefix everything is served under, who may read the OpenAPI
+    # document and the metrics.
+    prefix: str = ""
+    openapi_public: bool = False
+    metrics_enabled: bool = True
+    metrics_public: bool = False
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -130,6 +136,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         max_connections=server.get("max_connections", defaults.max_connections),
         **_integrations(data, defaults),
         **_scheduler(data.get("scheduler", {}), defaults),
+        **_operations(data, server),
     )
 
 
@@ -171,6 +178,15 @@ def _scheduler(block: Mapping[str, Any], defaults: Settings) -> dict[str, Any]:
         "scheduler_max_depth": block.get("max_depth", defaults.scheduler_max_depth),
         "scheduler_max_list": block.get("max_list", defaults.scheduler_max_list),
     }
+
+
+def _operations(data: Mapping[str, Any], server: Mapping[str, Any]) -> dict[str, Any]:
+    openapi = data.get("openapi", {})
+    metrics = data.get("metrics", {})
+    return {"prefix": server.get("prefix", "").rstrip("/"),
+            "openapi_public": openapi.get("public", False),
+            "metrics_enabled": metrics.get("enabled", True),
+            "metrics_public": metrics.get("public", False)}
 
 
 def with_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:

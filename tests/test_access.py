@@ -8,11 +8,12 @@ import asyncio
 import logging
 import textwrap
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from support import Clock
 
 from gateway.app import create_app
 from gateway.auth import KEY_CACHE_SECONDS, key_hash, new_key
@@ -60,14 +61,6 @@ EXPECTED = {  # identity -> (open, members, staff)
     "revoked key": (401, 401, 401),
     "admin": (200, 200, 200),
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def _settled(client: httpx.AsyncClient, headers: dict[str, str]) -> None:

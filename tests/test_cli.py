@@ -116,7 +116,8 @@ def test_run_usage_errors_exit_2(config: Path, database: str, args: list[str]) -
 def test_run_is_recorded_in_the_run_log(config: Path, database: str) -> None:
     run = run_workflow(config, database, "hello", "-p", "name=Bo")
     run_id = run.stderr.split("run ", 1)[1].split()[0]
-    shown = invoke("runs", "show", run_id, "--config", str(config), "--database", database)
+    shown = invoke("runs", "show", run_id, "--json", "--config", str(config), "--database",
+                   database)
     assert shown.exit_code == 0, shown.output
     logged = json.loads(shown.stdout)
     assert logged["id"] == run_id and logged["workflow"] == "hello"

@@ -8,20 +8,16 @@ import hashlib
 import hmac
 import json
 import re
-import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import stripe
-from aiosmtpd.controller import Controller
 from click.testing import CliRunner
+from support import Inbox, smtp_server
+from support import rates_api as loopback_rates_api
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
@@ -167,51 +163,14 @@ GITHUB_SECRET = "github-example-secret"
 
 @pytest.fixture
 def rates_api() -> Iterator[str]:
-    """A real HTTP server on loopback standing in for the exchange-rate API."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            base = self.path.partition("base=")[2] or "?"
-            body = json.dumps({"base": base, "rates": {"USD": 1.08, "GBP": 0.86}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
+    with loopback_rates_api() as url:
+        yield url
 
 
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    found = Inbox()
-    controller = Controller(found, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield found, port
-    finally:
-        controller.stop()
+    with smtp_server() as found:
+        yield found
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import Clock
 
 from gateway.app import create_app
 from gateway.loader import load
@@ -57,14 +58,6 @@ steps:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @contextlib.asynccontextmanager
 async def gateway(tmp_path: Path, database: str, clock: Clock | None = None,
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
@@ -72,7 +65,7 @@ async def gateway(tmp_path: Path, database: str, clock: Clock | None = None,
     config.mkdir(parents=True, exist_ok=True)
     (config / "w.yaml").write_text(CONFIG)
     storage = open_storage(database)
-    app = create_app(load([config]), storage, clock or Clock())
+    app = create_app(load([config]), storage, clock or Clock(NOW))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -137,7 +130,7 @@ async def test_a_duplicate_of_a_running_request_is_409(tmp_path: Path, storage_u
 
 async def test_a_crashed_runs_key_frees_itself_when_its_lease_ends(
         tmp_path: Path, storage_url: str) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     async with gateway(tmp_path, storage_url, clock) as (client, storage):
         # A run that crashed: its claim was never finished nor released.
         await storage.idempotency.claim("hook", key_of("evt_1"), "crashed", NOW,
@@ -150,7 +143,7 @@ async def test_a_crashed_runs_key_frees_itself_when_its_lease_ends(
 
 
 async def test_an_answer_is_replayed_for_the_ttl_only(tmp_path: Path, storage_url: str) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     async with gateway(tmp_path, storage_url, clock) as (client, storage):
         await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
         clock.now = NOW + timedelta(minutes=59)

@@ -22,20 +22,22 @@ LAYERS: dict[str, int] = {
     "gateway.ids": 1,
     "gateway.source": 2, "gateway.templating": 2, "gateway.settings": 2, "gateway.budget": 2,
     "gateway.sandbox": 2, "gateway.environment": 2, "gateway.redaction": 2,
-    "gateway.shortcut": 2,
+    "gateway.shortcut": 2, "gateway.logformat": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
     "gateway.privacy": 3, "gateway.signature": 3, "gateway.services": 3, "gateway.detect": 3,
     "gateway.compiler": 4, "gateway.actions": 4,
     "gateway.loader": 5, "gateway.interpreter": 5,
     "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6, "gateway.hooks": 6,
+    "gateway.openapi": 6, "gateway.metrics": 6,
     "gateway.http": 7,
-    "gateway.app": 8, "gateway.diagnostics": 8,
+    "gateway.app": 8, "gateway.diagnostics": 8, "gateway.testrun": 8,
+    "gateway.reload": 8,
     "gateway.cli": 9, "gateway.server": 9, "gateway.__main__": 9,
 }
 # Third-party (and driver) packages and the only modules allowed to import them.
 CONFINED: dict[str, tuple[str, ...]] = {
-    "starlette": ("gateway.http", "gateway.auth", "gateway.app"),
+    "starlette": ("gateway.http", "gateway.auth", "gateway.app", "gateway.testrun"),
     "uvicorn": ("gateway.cli", "gateway.server"),
     "click": ("gateway.cli",),
     "psycopg": ("gateway.storage",),
@@ -45,6 +47,8 @@ CONFINED: dict[str, tuple[str, ...]] = {
     "httpx": ("gateway.services", "gateway.context", "gateway.actions"),
     "httpcore": ("gateway.services",),
     "aiosmtplib": ("gateway.services",),
+    "prometheus_client": ("gateway.metrics",),
+    "watchfiles": ("gateway.reload",),
 }
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from support import Clock
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
@@ -36,14 +37,6 @@ steps:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @contextlib.asynccontextmanager
 async def apps(tmp_path: Path, database: str, by: str = "ip", shared: bool = False,
                clock: Clock | None = None, count: int = 1,
@@ -52,7 +45,7 @@ async def apps(tmp_path: Path, database: str, by: str = "ip", shared: bool = Fal
     settings = f"kind: settings\nrate_limits: {{shared: {str(shared).lower()}}}\n---\n"
     (tmp_path / "w.yaml").write_text(settings + CONFIG.replace("BY", by))
     registry = load([tmp_path / "w.yaml"])
-    built = [create_app(registry, open_storage(database), clock or Clock())
+    built = [create_app(registry, open_storage(database), clock or Clock(NOW))
              for _ in range(count)]
     async with contextlib.AsyncExitStack() as stack:
         for app in built:
@@ -66,7 +59,7 @@ def client(transport: httpx.ASGITransport, ip: str = "203.0.113.9") -> httpx.Asy
 
 
 async def test_over_the_limit_is_429_with_retry_after(tmp_path: Path, storage_url: str) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     async with apps(tmp_path, storage_url, clock=clock) as (transport,):
         async with client(transport) as caller:
             assert [(await caller.post("/api/1.1/wf/limited")).status_code

@@ -290,6 +290,22 @@ scheduler: {lease: 60s, concurrency: 10, poll: 1s, grace: 30s, max_depth: 10, ma
 kind: settings
 database: postgresql://postgres@127.0.0.1/gateway
 limits: {run_timeout: 5m}
+---
+kind: workflow_test
+name: create-lead-tests
+workflow: create-lead
+description: What the form must answer
+cases:
+  - name: stores a lead
+    params: {name: Ada, email: ada@example.com}
+    as: ada@example.com
+    headers: {X-Source: test}
+    records: [{type: lead, fields: {name: Bob}}]
+    expect: {status: 200, response: {id: x}, headers: {X-Run-Id: x}}
+  - name: an admin lists them
+    workflow: leads
+    as: admin
+    expect: {code: NOT_FOUND}
 """
 
 
@@ -446,7 +462,8 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
         "kind: recurring_events\nname: Nightly\ncron: x\n",
         [(1, 7, "schema.kind", "/kind",
           "'recurring_events' is not one of ['api_workflow', 'custom_event', 'settings', "
-          "'data_type', 'recurring_event', 'database_trigger'] (did you mean 'recurring_event'?)")],
+          "'data_type', 'recurring_event', 'database_trigger', 'workflow_test'] "
+          "(did you mean 'recurring_event'?)")],
     ),
 }
 

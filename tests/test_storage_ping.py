@@ -18,7 +18,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.errors import StorageError
-from gateway.loader import load
+from gateway.loader import config_version, load
 from gateway.storage import Storage, open_storage
 from gateway.storage.sqlite import SqliteStorage
 
@@ -121,7 +121,10 @@ async def test_readyz_answers_503_when_the_store_cannot_serve(tmp_path: Path) ->
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             ready = await client.get("/readyz")
-            assert (ready.status_code, ready.json()) == (200, {"status": "ready", "workflows": 1})
+            facts = {"version": config_version(app.state.registry.files), "reload_error": None}
+            assert (ready.status_code, ready.json()) == (
+                200, {"status": "ready", "workflows": 1, **facts})
             await store.connector.writer.stop()
             unready = await client.get("/readyz")
-            assert (unready.status_code, unready.json()) == (503, {"status": "unavailable"})
+            assert (unready.status_code, unready.json()) == (
+                503, {"status": "unavailable", **facts})

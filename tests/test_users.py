@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
+from support import Clock
 
 from gateway.accounts import FREE_FAILURES, Accounts
 from gateway.app import create_app, purge_tokens_once
@@ -223,16 +224,8 @@ async def test_passwords_and_tokens_are_not_kept_in_clear(config: Path,
     assert PASSWORD not in repr(runs) and token not in repr(runs)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def test_tokens_expire_and_lapse_when_idle(storage: Storage) -> None:
-    clock = Clock()
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
     settings = Settings(token_lifetime=timedelta(hours=24), idle_lapse=timedelta(hours=2))
     accounts = Accounts(storage.users, settings, clock, monotonic=lambda: clock.now.timestamp())
     _, session = await accounts.signup("a@example.com", PASSWORD, {}, False, None)
@@ -280,7 +273,7 @@ def test_gateway_run_as_a_user_an_admin_or_nobody(config: Path, tmp_path: Path) 
 
 
 async def test_tokens_past_their_lifetime_or_idle_are_purged(storage: Storage) -> None:
-    clock = Clock()
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
     settings = Settings(token_lifetime=timedelta(hours=24), idle_lapse=timedelta(hours=2))
     accounts = Accounts(storage.users, settings, clock)
     _, old = await accounts.signup("a@example.com", PASSWORD, {}, False, None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
+import logging.config
 import os
 from collections.abc import Sequence
 from datetime import datetime
@@ -41,7 +41,10 @@ from gateway.envelope import render_result
 from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import check, discover, errors
+from gateway.logformat import ENV as LOG_FORMAT_ENV
+from gateway.logformat import log_config
 from gateway.model import ROUTE_PREFIX, Registry
+from gateway.reload import RELOAD_ENV
 from gateway.scheduler import with_jobs
 from gateway.scheduler.recurring import next_fire
 from gateway.server import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, BoundedHttpToolsProtocol
@@ -99,14 +102,21 @@ def fire_times(registry: Registry, now: datetime, count: int = 3) -> list[str]:
 @database_option
 @click.option("--no-scheduler", is_flag=True,
               help="Do not run scheduled jobs here (leave them to `gateway worker`).")
+@click.option("--reload", "reload_", is_flag=True,
+              help="Reload the config when its files change (SIGHUP always reloads).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per line, a line per request.")
 def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers: int | None,
-          database: str | None, no_scheduler: bool) -> None:
+          database: str | None, no_scheduler: bool, reload_: bool, log_format: str) -> None:
     """Serve the workflows over HTTP (refuses to start on an invalid config), and run the
     scheduler in the same process unless --no-scheduler.
 
     \b
     Example:
       gateway serve --config workflows.d --port 8000 --workers 2
+      gateway serve --reload --log-format json
+    A reload (SIGHUP, or a file changed with --reload) swaps a valid config in without
+    failing a request, and refuses an invalid one, which the log shows located.
     """
     paths = list(config) or [DEFAULT_CONFIG]
     registry = load_or_exit(paths)
@@ -116,7 +126,9 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
         raise Failed(f"error: {settings.workers} workers cannot share a SQLite database (they "
                      "would block each other's writes); use PostgreSQL "
                      "(--database postgresql://...) for more than one worker, or --workers 1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.config.dictConfig(log_config(log_format))
+    os.environ[LOG_FORMAT_ENV] = log_format
+    os.environ[RELOAD_ENV] = "1" if reload_ else "0"
     os.environ[CONFIG_ENV] = os.pathsep.join(str(p.resolve()) for p in paths)
     os.environ["GATEWAY_DATABASE_URL"] = settings.database
     os.environ[SCHEDULER_ENV] = "off" if no_scheduler else "on"
@@ -127,7 +139,8 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
                 http=BoundedHttpToolsProtocol,
                 h11_max_incomplete_event_size=settings.max_header_bytes,
                 limit_concurrency=settings.max_connections,
-                log_level="info", access_log=False, proxy_headers=False)
+                log_level="info", access_log=False, proxy_headers=False,
+                log_config=log_config(log_format))
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:

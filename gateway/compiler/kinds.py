@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.compiler import backend, steps, types, units
+from gateway.compiler import backend, cases, steps, types, units
 from gateway.context import REQUEST_NAME, RUN_NAMES
 from gateway.source import Document
 
@@ -35,4 +35,5 @@ KINDS: tuple[Kind, ...] = (
     Kind("recurring_event", backend.declare, backend.build_recurring, RUN_NAMES | {"thing"}),
     Kind("database_trigger", backend.declare, backend.build_triggers,
          RUN_NAMES | {"before", "after"}),
+    Kind("workflow_test", cases.declare_nothing, cases.build_tests),
 )

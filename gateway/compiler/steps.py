@@ -14,6 +14,7 @@ from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.coercion import compile_coercer
 from gateway.compiler.hooks import build_hooks
+from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
@@ -127,7 +128,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         writes=any(step.action.writes for step in steps),
         record_params=tuple(p for p in unit.params if p.is_record),
         coerce=compile_coercer(name, unit.params), hooks=hooks,
-        retry=retry_of(data.get("retry")))
+        retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit))
 
 
 def retry_of(data: Mapping[str, Any] | None) -> Retry:

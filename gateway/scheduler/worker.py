@@ -74,6 +74,11 @@ class Scheduler:
         self._planned = 0.0
         self._failures = 0  # claims that failed in a row (the database is away)
 
+    def use(self, interpreter: Interpreter) -> None:
+        """Run jobs with a reloaded config's interpreter from now on (the `scheduler:`
+        settings keep their values until a restart)."""
+        self.interpreter, self.registry = interpreter, interpreter.registry
+
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until `stop` is set; then drain."""
         renewer = asyncio.create_task(self._renew_forever(stop))

@@ -60,10 +60,15 @@ class Catalog:
 
     def declare(self, dialect: Dialect, types: Sequence[TypeSpec]) -> list[IndexDef]:
         """Serve `types` from now on; returns the indexes they need."""
+        defs = self.plan(dialect, types)
         self.types = {spec.name: spec for spec in types}
-        defs = [d for spec in types for d in index_definitions(dialect, spec)]
         self.indexes = {d.name: d for d in defs}
         return defs
+
+    @staticmethod
+    def plan(dialect: Dialect, types: Sequence[TypeSpec]) -> list[IndexDef]:
+        """The indexes `types` need, nothing declared yet."""
+        return [d for spec in types for d in index_definitions(dialect, spec)]
 
     def with_defaults(self, type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of a new record, its declared defaults added, checked storable."""

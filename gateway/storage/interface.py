@@ -14,21 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 SYSTEM_KEYS = frozenset({"_id", "created_at", "modified_at", "created_by"})
-CONSTRAINTS = frozenset(
-    {
-        "equals",
-        "not_equal",
-        "is_empty",
-        "is_not_empty",
-        "text_contains",
-        "greater_than",
-        "less_than",
-        "in",
-        "not_in",
-        "contains",
-        "not_contains",
-    }
-)
+CONSTRAINTS = frozenset({
+    "equals", "not_equal", "is_empty", "is_not_empty", "text_contains", "greater_than",
+    "less_than", "in", "not_in", "contains", "not_contains"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +155,19 @@ class RunLog(Protocol):
     # Runs whose details the database refused, kept as their summary (id, status, times).
     @property
     def summarised(self) -> int: ...
+    # Runs waiting to be written now (a metric).
+    @property
+    def queued(self) -> int: ...
     async def list_runs(
         self,
         workflow: str | None = None,
         status: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
     ) -> list[dict[str, Any]]: ...
     async def get_run(self, id: str) -> dict[str, Any] | None: ...
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int: ...
@@ -370,6 +365,9 @@ class Lifecycle(Protocol):
     # Connect and migrate; with `sync_indexes`, also make the per-type indexes match `types`
     # (creating the missing, dropping the undeclared). Tools that only read leave them be.
     async def open(self, types: Sequence[TypeSpec] = (), *, sync_indexes: bool = True) -> None: ...
+    # On an open store (a config reloaded): make the indexes match `types` in one transaction,
+    # then serve them; when that fails (a unique index over duplicate values), nothing changes.
+    async def apply_types(self, types: Sequence[TypeSpec]) -> None: ...
     async def close(self) -> None: ...
     async def migrate(self) -> list[str]: ...
     # Raises StorageError, within about a second, when the store cannot serve.

@@ -53,6 +53,11 @@ class PostgresStorage:
             await self.connector.guard(self._sync_indexes(defs))
         self.runs.start()
 
+    async def apply_types(self, types: Sequence[TypeSpec]) -> None:
+        defs = Catalog.plan(_DIALECT, types)
+        await self.connector.guard(self._sync_indexes(defs))
+        self.connector.catalog.declare(_DIALECT, types)
+
     async def close(self) -> None:
         try:
             await self.jobs.stop()

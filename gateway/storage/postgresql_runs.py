@@ -52,6 +52,10 @@ class PostgresRunLog:
         return self._queue.dropped
 
     @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
     def summarised(self) -> int:
         return self._queue.summarised
 
@@ -146,8 +150,13 @@ class PostgresRunLog:
         status: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"workflow": workflow, "status": status, "since": since, "limit": limit}
+        params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
+                  "source": source, "until": until, "text": text}
         rows = await self._db.fetch(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 

@@ -54,6 +54,11 @@ class SqliteStorage:
             await self.connector.write(lambda conn: _sync_indexes(conn, defs))
         self.connector.open_reader()
 
+    async def apply_types(self, types: Sequence[TypeSpec]) -> None:
+        defs = Catalog.plan(_DIALECT, types)
+        await self.connector.write(lambda conn: _sync_indexes(conn, defs))
+        self.connector.catalog.declare(_DIALECT, types)
+
     async def close(self) -> None:
         await self.connector.stop()
 

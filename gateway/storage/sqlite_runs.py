@@ -39,6 +39,10 @@ class SqliteRunLog:
         return self._db.writer.runs.dropped
 
     @property
+    def queued(self) -> int:
+        return len(self._db.writer.runs)
+
+    @property
     def summarised(self) -> int:
         return self._db.writer.runs.summarised
 
@@ -57,8 +61,13 @@ class SqliteRunLog:
         status: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
     ) -> list[dict[str, Any]]:
-        params = (workflow, status, iso(since) if since else None, limit)
+        params = (workflow, status, iso(since) if since else None, limit, source,
+                  iso(until) if until else None, text)
         rows = await self._db.fetch(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 

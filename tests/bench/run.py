@@ -2,7 +2,7 @@
 
     python tests/bench/run.py [--duration 10]
                               [--scenario trivial|typical|create|search|all]
-                              [--postgres URL]
+                              [--postgres URL] [--scenario metrics --rounds 3]
 
 Each server runs as its own process with one uvicorn worker (uvloop, httptools); wrk runs
 as another, at 64 connections (-t2 -c64) and at 1 (-t1 -c1), after a short warm-up. The
@@ -290,6 +290,29 @@ def trivial(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int) -> l
     return rows
 
 
+def metrics_cost(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
+                 rounds: int = 3) -> list[Row]:
+    """The trivial echo with metrics on (the default) and off, alternated `rounds` times so
+    that the machine's drift weighs on both alike; prints what metrics cost."""
+    rows: list[Row] = []
+    for index in range(rounds):
+        for label, files in (("metrics-on", ["echo.yaml"]),
+                             ("metrics-off", ["echo.yaml", "no_metrics.yaml"])):
+            name = f"gateway-{label}-{index}"
+            server = start_gateway(stack, tmp, name, files, f"sqlite:///{tmp / (name + '.db')}")
+            check_echo(wait_ready(server, f"{PREFIX}/echo", ECHO), server.name)
+            found = drive(wrk, server, "trivial", f"{PREFIX}/echo", fixed_body(ECHO), seconds)
+            rows += [replace(row, server=label) for row in found]
+            stop(server.process)
+    for connections in sorted({row.connections for row in rows}, reverse=True):
+        on = [r.rps for r in rows if r.server == "metrics-on" and r.connections == connections]
+        off = [r.rps for r in rows if r.server == "metrics-off" and r.connections == connections]
+        ratio = (sum(on) / len(on)) / (sum(off) / len(off))
+        print(f"  metrics at c={connections}: {sum(on) / len(on):.0f} req/s on, "
+              f"{sum(off) / len(off):.0f} off: {ratio:.3f}x ({(1 - ratio) * 100:+.1f}% lost)")
+    return rows
+
+
 def typical(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int) -> list[Row]:
     server = start_gateway(stack, tmp, "gateway-typical", ["typical.yaml"],
                            f"sqlite:///{tmp / 'typical.db'}")
@@ -436,8 +459,11 @@ def print_tables(rows: list[Row]) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    parser.add_argument("--scenario", choices=["trivial", "typical", "create", "search", "all"],
+    parser.add_argument("--scenario", choices=["trivial", "typical", "create", "search", "metrics",
+                                               "all"],
                         default="all")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="metrics: how many times to alternate metrics on and off")
     parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"),
                         help="also run create and search on PostgreSQL at this URL "
                              "(default: $GATEWAY_TEST_POSTGRES_URL)")
@@ -456,6 +482,8 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> l
         rows += trivial(wrk, stack, tmp, args.duration)
     if "typical" in wanted:
         rows += typical(wrk, stack, tmp, args.duration)
+    if "metrics" in wanted:
+        rows += metrics_cost(wrk, stack, tmp, args.duration, args.rounds)
     databases = [("sqlite", None)] + ([("postgres", args.postgres)] if args.postgres else [])
     search_p50: dict[str, float] = {}
     for label, pg_url in databases:

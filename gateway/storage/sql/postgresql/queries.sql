@@ -82,6 +82,9 @@ SELECT data FROM gateway_runs
 WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+  AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
+  AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+  AND (%(text)s::text IS NULL OR strpos(lower(data::text), lower(%(text)s)) > 0)
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: purge_runs

@@ -66,8 +66,12 @@ ON CONFLICT (id) DO UPDATE SET
 SELECT data FROM gateway_runs WHERE id = ?;
 
 -- name: list_runs
+-- `text` matches anywhere in the run's JSON (parameters, result, error, steps), ignoring
+-- ASCII case: a scan of the runs the other filters select, newest first, up to the limit.
 SELECT data FROM gateway_runs
 WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR started_at >= ?3)
+  AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
+  AND (?7 IS NULL OR instr(lower(data), lower(?7)) > 0)
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: purge_runs

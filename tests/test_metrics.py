@@ -1,0 +1,148 @@
+"""`/metrics`: runs by workflow and status, run durations, HTTP responses by status class and
+the run log's queue, in the Prometheus text format; admin only unless `metrics.public`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.app import create_app
+from gateway.auth import key_hash, new_key
+from gateway.clock import utc_now
+from gateway.loader import load
+from gateway.metrics import Metrics
+from gateway.storage import open_storage
+
+CONFIG = """\
+kind: api_workflow
+name: echo
+expose: true
+auth: none
+params: {word: {type: text}}
+steps:
+  - action: fail
+    only_when: "{{ params.word == 'boom' }}"
+    status: 500
+    code: BOOM
+    message: boom
+  - action: return_data
+    data: {word: "{{ params.word }}"}
+---
+kind: api_workflow
+name: quiet
+expose: true
+auth: admin
+steps:
+  - action: terminate
+"""
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def client_for(folder: Path, database: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    app = create_app(load([folder]), open_storage(database))
+    async with app.router.lifespan_context(app):
+        key = new_key()
+        await app.state.storage.keys.create_key("metrics", key_hash(key), utc_now())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client, key
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "main.yaml").write_text(CONFIG)
+    return folder
+
+
+@pytest.fixture
+async def client(folder: Path, storage_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    async for pair in client_for(folder, storage_url):
+        yield pair
+
+
+async def test_runs_durations_responses_and_queue_are_counted(
+        client: tuple[httpx.AsyncClient, str]) -> None:
+    http, key = client
+    for word in ("a", "b", "c"):
+        assert (await http.post("/api/1.1/wf/echo", json={"word": word})).status_code == 200
+    assert (await http.post("/api/1.1/wf/echo", json={})).status_code == 400
+    assert (await http.post("/api/1.1/wf/echo", json={"word": "boom"})).status_code == 500
+    assert (await http.post("/api/1.1/wf/nothing")).status_code == 404
+    response = await http.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    got = samples(response.text)
+    echo = (("workflow", "echo"),)
+    assert got[("gateway_runs_total", (("status", "success"), *echo))] == 3
+    assert got[("gateway_runs_total", (("status", "rejected"), *echo))] == 1
+    assert got[("gateway_runs_total", (("status", "failed"), *echo))] == 1
+    assert got[("gateway_runs_total", (("status", "success"), ("workflow", "quiet")))] == 0
+    assert got[("gateway_run_duration_seconds_count", echo)] == 5
+    assert got[("gateway_run_duration_seconds_bucket", (("le", "+Inf"), *echo))] == 5
+    assert got[("gateway_run_duration_seconds_sum", echo)] > 0
+    assert got[("gateway_http_responses_total", (("class", "2xx"),))] == 3
+    assert got[("gateway_http_responses_total", (("class", "4xx"),))] == 2
+    assert got[("gateway_http_responses_total", (("class", "5xx"),))] == 1
+    assert ("gateway_run_log_queue_depth", ()) in got
+    assert not any(name.startswith("gateway_jobs") for name, _ in got)  # no scheduler yet
+
+
+async def test_metrics_need_an_admin_key(client: tuple[httpx.AsyncClient, str]) -> None:
+    http, _ = client
+    anonymous = await http.get("/metrics")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["body"]["status"] == "UNAUTHORIZED"
+    wrong = await http.get("/metrics", headers={"Authorization": "Bearer " + "x" * 43})
+    assert wrong.status_code == 401
+
+
+async def test_unknown_names_add_no_series(client: tuple[httpx.AsyncClient, str]) -> None:
+    http, key = client
+    for n in range(200):
+        await http.post(f"/api/1.1/wf/made-up-{n}", json={})
+    text = (await http.get("/metrics", headers={"Authorization": f"Bearer {key}"})).text
+    assert "made-up" not in text
+    assert len(text) < 20_000
+
+
+async def test_public_and_disabled(folder: Path, tmp_path: Path) -> None:
+    (folder / "settings.yaml").write_text("kind: settings\nmetrics: {public: true}\n")
+    async for http, _ in client_for(folder, f"sqlite:///{tmp_path / 'a.db'}"):
+        assert (await http.get("/metrics")).status_code == 200
+    (folder / "settings.yaml").write_text("kind: settings\nmetrics: {enabled: false}\n")
+    async for http, key in client_for(folder, f"sqlite:///{tmp_path / 'b.db'}"):
+        off = await http.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert off.status_code == 404 and off.json()["body"]["status"] == "NOT_FOUND"
+        assert (await http.post("/api/1.1/wf/echo", json={"word": "x"})).status_code == 200
+
+
+def test_the_scheduler_hook_reports_jobs() -> None:
+    metrics = Metrics()
+    metrics.jobs = lambda: ({"queued": 3, "failed": 1}, 2.5)
+    got = samples(metrics.exposition().decode())
+    assert got[("gateway_jobs", (("status", "queued"),))] == 3
+    assert got[("gateway_jobs_due_lag_seconds", ())] == 2.5
+
+
+def test_a_workflow_of_a_later_config_gets_counters() -> None:
+    metrics = Metrics()
+    metrics.bind(["a"])
+    metrics.observe("r1", "a", "success", 3.0)
+    metrics.observe("r2", "b", "not_run", 0.2)
+    got = samples(metrics.exposition().decode())
+    assert got[("gateway_runs_total", (("status", "not_run"), ("workflow", "b")))] == 1
+    assert got[("gateway_run_duration_seconds_bucket", (("le", "0.0025"), ("workflow", "a")))] == 0
+    assert got[("gateway_run_duration_seconds_bucket", (("le", "0.005"), ("workflow", "a")))] == 1
