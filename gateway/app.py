@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from gateway import http
+from gateway import data_api, http
 from gateway.auth import Authenticator
 from gateway.clock import Clock, utc_now
 from gateway.errors import GatewayError
@@ -94,7 +94,9 @@ def create_app(registry: Registry, storage: Storage | None = None,
                          accounts=interpreter.accounts,
                          records=storage.records if storage is not None else None)
     endpoints = http.Endpoints(interpreter, auth)
-    routes: list[BaseRoute] = [*endpoints.routes(), Route("/healthz", healthz),
+    routes: list[BaseRoute] = [*endpoints.routes(),
+                               *data_api.DataApi(interpreter, auth).routes(),
+                               Route("/healthz", healthz),
                                Route("/readyz", readyz)]
     app = Gateway(endpoints, routes=routes, lifespan=lifespan, exception_handlers={
         HTTPException: http.http_exception, Exception: http.server_error})

@@ -93,6 +93,15 @@ class InvalidDataError(GatewayError):
     status, code = 400, "INVALID_DATA"
 
 
+class DataApiError(GatewayError):
+    """A Data API refusal, with the status and code Bubble answers it with."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "ERROR") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class MalformedBodyError(GatewayError):
     status, code = 400, "INVALID_BODY"
 

@@ -56,6 +56,8 @@ log = logging.getLogger("gateway.run")
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
 Commit = Callable[[RunContext], Awaitable[None]]
+# What `Interpreter.perform` runs in place of a workflow's steps.
+Operation = Callable[[RunContext], Awaitable[Reply]]
 
 _ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
 
@@ -137,6 +139,37 @@ class Interpreter:
         self.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None)
+
+    async def perform(self, name: str, operation: Operation, *, params: Mapping[str, Any],
+                      identity: Identity = ANONYMOUS, source: str = "data_api") -> RunResult:
+        """A run made of one operation rather than a workflow's steps (a Data API call):
+        timed out, committed (database triggers see its changes) and recorded like any other
+        run, as `name`. Its reads go through the privacy rules unless `identity` is admin."""
+        now = self.clock()
+        viewer = EXEMPT if identity.kind == "admin" else Viewer(self.registry.privacy,
+                                                                current_user(identity))
+        ctx = RunContext(run_id=new_id(now), workflow=name, now=now, call_event=self.call_event,
+                         storage=self.storage, identity=identity, data_types=self.data_types,
+                         source=source, accounts=self.accounts, viewer=viewer,
+                         hidden=self.hidden, settings=self.registry.settings,
+                         services=self.services)
+        unit = Workflow("data_api", name, (), ())
+        started = time.perf_counter()
+        reply: Reply | None = None
+        error: GatewayError | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await operation(ctx)
+                await self.commit(ctx)
+        except GatewayError as exc:
+            error = exc
+        except TimeoutError:
+            error = RunError(f"the run took longer than {self.timeout:g} s and was stopped")
+        except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
+            error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
+            error.__cause__ = exc
+        self.report(ctx, unit, started, params, reply, error)
+        return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
     def scope(self, ctx: RunContext, params: dict[str, Any],
               request: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -24,10 +24,14 @@ ALL: frozenset[str] | None = None  # `view_fields: all`
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a caller may do with one record: find it, and see these fields (None: all)."""
+    """What a caller may do with one record: find it, and see these fields (None: all);
+    through the Data API, also create, modify or delete it."""
 
     find: bool
     view: frozenset[str] | None
+    create: bool = False
+    modify: bool = False
+    delete: bool = False
 
     def sees(self, fields: frozenset[str]) -> bool:
         """Whether every one of `fields` is shown."""
@@ -40,7 +44,7 @@ class Grant:
 
 
 NOTHING = Grant(False, frozenset())
-EVERYTHING = Grant(True, ALL)
+EVERYTHING = Grant(True, ALL, True, True, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,8 @@ def _holds(rule: Rule, scope: Mapping[str, Any]) -> bool:
 
 def _union(a: Grant, b: Grant) -> Grant:
     view = None if a.view is None or b.view is None else a.view | b.view
-    return Grant(a.find or b.find, view)
+    return Grant(a.find or b.find, view, a.create or b.create, a.modify or b.modify,
+                 a.delete or b.delete)
 
 
 @dataclass(frozen=True, slots=True)

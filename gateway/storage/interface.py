@@ -21,6 +21,7 @@ CONSTRAINTS = frozenset(
         "is_empty",
         "is_not_empty",
         "text_contains",
+        "not_text_contains",
         "greater_than",
         "less_than",
         "in",
