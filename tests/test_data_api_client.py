@@ -1,0 +1,103 @@
+"""The `bubble-api` client (from PyPI), unchanged, against a real server on loopback, on
+SQLite and PostgreSQL: create, get, search with every constraint type, paging, update,
+replace, delete and bulk creation."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+import uvicorn
+from bubble_api import BubbleClient, Field  # type: ignore[import-untyped]
+
+from gateway.app import create_app
+from gateway.auth import key_hash, new_key
+from gateway.loader import load
+from gateway.storage import open_storage
+
+CONFIG = """
+kind: data_type
+name: lead_source
+api: {expose: true}
+fields:
+  name: {type: text}
+  score: {type: number, indexed: true}
+  tags: {type: text, list: true}
+  seen: {type: date}
+"""
+
+
+async def _admin_key(url: str) -> str:
+    storage = open_storage(url)
+    await storage.open()
+    try:
+        key = new_key()
+        await storage.keys.create_key("tests", key_hash(key), datetime.now(UTC))
+        return key
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+def client(tmp_path: Path, storage_url: str) -> Iterator[BubbleClient]:
+    (tmp_path / "types.yaml").write_text(textwrap.dedent(CONFIG).strip())
+    key = asyncio.run(_admin_key(storage_url))
+    app = create_app(load([tmp_path]), open_storage(storage_url))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield BubbleClient(f"http://127.0.0.1:{port}", api_token=key, bubble_version="live")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_client_unchanged(client: BubbleClient) -> None:
+    # The client folds "Lead Source" to `leadsource`, as Bubble's URLs have it.
+    id = client.create("Lead Source", {"name": "Ada", "score": 3, "tags": ["vip"],
+                                       "seen": "2026-01-02T00:00:00Z"})
+    assert client.get("Lead Source", id)["name"] == "Ada"
+    client.update_object("leadsource", id, {"score": 4})
+    assert client.get("leadsource", id)["score"] == 4
+    client.replace_object("leadsource", id, {"name": "Bea", "score": 5})
+    replaced = client.get("leadsource", id)
+    assert replaced["name"] == "Bea" and "tags" not in replaced
+    results = client.create("leadsource", [{"name": f"n{i}", "score": i + 10,
+                                            "tags": ["bulk"] if i % 2 else []}
+                                           for i in range(230)])
+    assert len(results) == 230 and {r["status"] for r in results} == {"success"}
+    assert client.count_objects("leadsource") == 231
+    everything = client.get_objects("leadsource")  # pages of 100 with the numeric cursor
+    assert len(everything) == 231 and len({r["_id"] for r in everything}) == 231
+    ordered = client.get_objects("leadsource", sort_field="score", descending=True, limit=40)
+    assert [r["score"] for r in ordered][:3] == [239, 238, 237]
+    checks = [
+        (Field("name") == "Bea", 1), (Field("name") != "Bea", 230),
+        (Field("seen").is_empty(), 231), (Field("name").is_not_empty(), 231),
+        (Field("tags").is_empty_list(), 116), (Field("tags").is_not_empty_list(), 115),
+        (Field("name").text_contains("N1"), 111), (Field("name").not_text_contains("n1"), 120),
+        (Field("score") > 238, 1), (Field("score") < 11, 2),
+        (Field("score").is_in([5, 10, 11]), 3), (Field("score").is_not_in([5, 10]), 229),
+        (Field("tags").contains("bulk"), 115), (Field("tags").not_contains("bulk"), 116),
+        (Field("Created Date") > datetime(2000, 1, 1), 231),
+    ]
+    for constraint, expected in checks:
+        assert client.count_objects("leadsource", constraint) == expected, constraint.to_dict()
+    client.delete_by_id("leadsource", id)
+    with pytest.raises(requests.HTTPError) as missing:
+        client.get("leadsource", id)
+    assert missing.value.response.status_code == 404
+    assert missing.value.response.json()["body"]["status"] == "MISSING_DATA"
