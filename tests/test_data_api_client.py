@@ -1,6 +1,6 @@
 """The `bubble-api` client (from PyPI), unchanged, against a real server on loopback, on
 SQLite and PostgreSQL: create, get, search with every constraint type, paging, update,
-replace, delete and bulk creation."""
+replace, delete and bulk creation; and what its writes hand to database triggers."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
 import uvicorn
 from bubble_api import BubbleClient, Field  # type: ignore[import-untyped]
+from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.auth import Authenticator, key_hash, new_key
+from gateway.context import RunContext
+from gateway.data_api import DataApi
+from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.storage import open_storage
 
@@ -101,3 +106,43 @@ def test_the_client_unchanged(client: BubbleClient) -> None:
         client.get("leadsource", id)
     assert missing.value.response.status_code == 404
     assert missing.value.response.json()["body"]["status"] == "MISSING_DATA"
+
+
+async def test_writes_reach_the_commit_hooks_and_the_run_log(tmp_path: Path,
+                                                             storage_url: str) -> None:
+    """Where database triggers are enqueued: a Data API write is a run's commit like any
+    other (one per request; a bulk creation is one run with every record it made)."""
+    (tmp_path / "types.yaml").write_text(textwrap.dedent(CONFIG).strip())
+    registry = load([tmp_path])
+    storage = open_storage(storage_url)
+    committed: list[list[tuple[str, bool, bool]]] = []
+
+    async def hook(ctx: RunContext) -> None:
+        committed.append([(c.type, c.before is None, c.after is None) for c in ctx.changes])
+
+    interpreter = Interpreter(registry, storage, on_commit=[hook])
+    auth = Authenticator(storage.keys, accounts=interpreter.accounts, records=storage.records)
+    app = Starlette(routes=DataApi(interpreter, auth).routes())
+    await storage.open(list(registry.data_types.values()))
+    try:
+        key = new_key()
+        await storage.keys.create_key("tests", key_hash(key), datetime.now(UTC))
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://gw", headers=headers) as http:
+            id = (await http.post("/api/1.1/obj/leadsource", json={"score": 1})).json()["id"]
+            await http.patch(f"/api/1.1/obj/leadsource/{id}", json={"score": 2})
+            refused = await http.patch(f"/api/1.1/obj/leadsource/{id}", json={"nope": 2})
+            await http.post("/api/1.1/obj/leadsource/bulk", content='{"score": 3}\n{}',
+                            headers={"Content-Type": "text/plain"})
+            await http.delete(f"/api/1.1/obj/leadsource/{id}")
+        await storage.runs.flush_runs()
+        runs = await storage.runs.list_runs(workflow="obj/lead_source", limit=10)
+    finally:
+        await storage.close()
+    assert refused.status_code == 400
+    created, changed, deleted = ("lead_source", True, False), ("lead_source", False, False), \
+        ("lead_source", False, True)
+    assert committed == [[created], [changed], [created, created], [deleted]]
+    assert sorted(r["status"] for r in runs) == ["rejected"] + ["success"] * 4
+    assert all(r["identity"]["kind"] == "admin" for r in runs)
