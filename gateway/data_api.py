@@ -101,16 +101,24 @@ class DataApi:
 
     async def _search(self, request: Request, spec: TypeSpec, identity: Identity) -> Response:
         raw = {k: v for k, v in request.query_params.items() if k != API_TOKEN and v != ""}
-        q = objects.query(spec, _json_param(raw, "constraints", []), _sort(raw),
-                          _whole(raw, "limit", objects.MAX_LIMIT), _whole(raw, "cursor", 0),
-                          _flag(raw, "exclude_remaining"))
-        return await self._run(spec.name, spec, identity, raw,
-                               lambda ctx: objects.search(ctx, spec, q))
+
+        async def search(ctx: RunContext) -> Reply:  # a refused query is a recorded run too
+            q = objects.query(spec, _json_param(raw, "constraints", []), _sort(raw),
+                              _whole(raw, "limit", objects.MAX_LIMIT), _whole(raw, "cursor", 0),
+                              _flag(raw, "exclude_remaining"))
+            return await objects.search(ctx, spec, q)
+
+        return await self._run(spec.name, spec, identity, raw, search)
 
     async def _create(self, request: Request, spec: TypeSpec, identity: Identity) -> Response:
-        body = await self._fields(request)
-        return await self._run(spec.name, spec, identity, body,
-                               lambda ctx: objects.create(ctx, spec, body))
+        fields, refused = await self._fields(request)
+
+        async def create(ctx: RunContext) -> Reply:  # a body that does not parse is recorded
+            if refused is not None:
+                raise refused
+            return await objects.create(ctx, spec, fields)
+
+        return await self._run(spec.name, spec, identity, fields, create)
 
     async def _patch(self, request: Request, spec: TypeSpec, identity: Identity) -> Response:
         return await self._change(request, spec, identity, replace=False)
@@ -121,9 +129,23 @@ class DataApi:
     async def _change(self, request: Request, spec: TypeSpec, identity: Identity, *,
                       replace: bool) -> Response:
         id = request.path_params["id"]
-        body = await self._fields(request)
-        return await self._run(spec.name, spec, identity, {"id": id, **body},
-                               lambda ctx: objects.change(ctx, spec, id, body, replace=replace))
+        fields, refused = await self._fields(request)
+
+        async def change(ctx: RunContext) -> Reply:
+            if refused is not None:
+                raise refused
+            return await objects.change(ctx, spec, id, fields, replace=replace)
+
+        return await self._run(spec.name, spec, identity, {"id": id, **fields}, change)
+
+    async def _fields(self, request: Request) -> tuple[dict[str, Any], GatewayError | None]:
+        """The body's fields; or, for a body that does not parse, the error its run ends with
+        (and what the run log keeps of it: its start, as text)."""
+        body = await read_body(request, self.limit)
+        try:
+            return await parse_body(request, body), None
+        except GatewayError as exc:
+            return {"body": body[:MAX_LOGGED].decode("utf-8", "replace")}, exc
 
     async def _delete(self, request: Request, spec: TypeSpec, identity: Identity) -> Response:
         id = request.path_params["id"]
@@ -132,24 +154,28 @@ class DataApi:
 
     async def _bulk(self, request: Request, spec: TypeSpec, identity: Identity) -> Response:
         media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if media != BULK_TYPE:
-            raise DataApiError("Bulk create requires the Content-Type text/plain, with one "
-                               "JSON object per line")
         body = await read_body(request, self.limit)
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataApiError("The bulk body is not valid UTF-8", 400, "INVALID_DATA") from exc
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) > objects.MAX_BULK:
-            raise DataApiError(f"Bulk create takes at most {objects.MAX_BULK} lines; this "
-                               f"request has {len(lines)}", 400, "INVALID_DATA")
-        items = [_line(line) for line in lines]
-        return await self._run(spec.name, spec, identity, {"lines": len(items)},
-                               lambda ctx: objects.bulk(ctx, spec, items))
 
-    async def _fields(self, request: Request) -> dict[str, Any]:
-        return await parse_body(request, await read_body(request, self.limit))
+        async def bulk(ctx: RunContext) -> Reply:  # a refused body is a recorded run too
+            if media != BULK_TYPE:
+                raise DataApiError("Bulk create requires the Content-Type text/plain, with one "
+                                   "JSON object per line")
+            return await objects.bulk(ctx, spec, _lines(body))
+
+        return await self._run(spec.name, spec, identity,
+                               {"content_type": media, "bytes": len(body)}, bulk)
+
+
+def _lines(body: bytes) -> list[Any]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataApiError("The bulk body is not valid UTF-8", 400, "INVALID_DATA") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > objects.MAX_BULK:
+        raise DataApiError(f"Bulk create takes at most {objects.MAX_BULK} lines; this "
+                           f"request has {len(lines)}", 400, "INVALID_DATA")
+    return [_line(line) for line in lines]
 
 
 def _line(line: str) -> Any:

@@ -338,6 +338,19 @@ async def test_hostile_input(api: Api, caplog: pytest.LogCaptureFixture) -> None
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("gateway"))
     assert "\n[CRITICAL] forged" not in ours and "\x1b" not in ours
     await api.storage.runs.flush_runs()
-    rejected = await api.storage.runs.list_runs(workflow="obj/lead", status="rejected")
-    assert rejected  # a search refused after parsing is a recorded run
+    rejected = await api.storage.runs.list_runs(workflow="obj/lead", status="rejected",
+                                                limit=100)
+    assert len(rejected) >= len(cases) + 6  # every refused search, body and bulk is recorded
+    assert all(r["identity"]["kind"] == "admin" for r in rejected)
     assert (await _search(api, [], limit=1)).json()["response"]["count"] == 0
+
+
+async def test_the_api_token_query_parameter_never_reaches_the_run_log(api: Api) -> None:
+    key = api.admin["Authorization"].removeprefix("Bearer ")
+    answer = await api.client.get("/api/1.1/obj/lead", params={"api_token": key, "limit": "1"})
+    assert answer.status_code == 200 and answer.headers["x-run-id"]
+    answer = await api.client.post(f"/api/1.1/obj/lead?api_token={key}", json={"name": "k"})
+    assert answer.status_code == 201
+    await api.storage.runs.flush_runs()
+    runs = await api.storage.runs.list_runs(workflow="obj/lead")
+    assert len(runs) == 2 and key not in repr(runs)
