@@ -145,18 +145,13 @@ class Interpreter:
         """A run made of one operation rather than a workflow's steps (a Data API call):
         timed out, committed (database triggers see its changes) and recorded like any other
         run, as `name`. Its reads go through the privacy rules unless `identity` is admin."""
-        now = self.clock()
-        viewer = EXEMPT if identity.kind == "admin" else Viewer(self.registry.privacy,
-                                                                current_user(identity))
+        now, unit = self.clock(), Workflow(source, name, (), ())
         ctx = RunContext(run_id=new_id(now), workflow=name, now=now, call_event=self.call_event,
                          storage=self.storage, identity=identity, data_types=self.data_types,
-                         source=source, accounts=self.accounts, viewer=viewer,
+                         source=source, accounts=self.accounts, viewer=self.viewer(unit, identity),
                          hidden=self.hidden, settings=self.registry.settings,
                          services=self.services)
-        unit = Workflow("data_api", name, (), ())
-        started = time.perf_counter()
-        reply: Reply | None = None
-        error: GatewayError | None = None
+        started, reply, error = time.perf_counter(), None, None
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await operation(ctx)
