@@ -140,9 +140,7 @@ def grant(ctx: RunContext, type: str, record: Mapping[str, Any]) -> Grant:
     privacy = ctx.viewer.of(type)
     if privacy is None:
         return Grant(True, None)
-    # A field the record never had is empty, as Bubble has it (not an error in the rule).
-    empty = dict.fromkeys(ctx.data_types[type].fields) if type in ctx.data_types else {}
-    return privacy.grant({**empty, **record}, ctx.viewer.user)
+    return privacy.grant(record, ctx.viewer.user)
 
 
 def _refuse(action: str, type: str) -> DataApiError:
@@ -188,7 +186,7 @@ async def create(ctx: RunContext, spec: TypeSpec, body: Any) -> Reply:
 async def _create(ctx: RunContext, spec: TypeSpec, body: Any) -> str:
     fields = checked_fields(spec, body)
     if ctx.identity.kind != "admin":
-        defaults = {k: f.default for k, f in spec.fields.items()}  # as a stored record reads
+        defaults = {k: f.default for k, f in spec.fields.items() if f.default is not None}
         prospective = {"_id": None, "_type": spec.name, "created_at": ctx.now,
                        "modified_at": ctx.now, "created_by": ctx.identity.user_id,
                        **defaults, **fields}

@@ -62,9 +62,14 @@ class Privacy:
     type: str
     rules: tuple[Rule, ...] = ()
     everyone_else: Grant = NOTHING
+    fields: frozenset[str] = frozenset()  # the declared fields: a missing one reads as empty
 
     def grant(self, record: Mapping[str, Any], user: Mapping[str, Any] | None) -> Grant:
-        """What the caller (`user`, or None when anonymous) gets of `record`."""
+        """What the caller (`user`, or None when anonymous) gets of `record`. A declared
+        field the record never had is empty to the rules (`not thing.locked` holds), as in
+        Bubble, rather than an error that makes the rule grant nothing."""
+        if not self.fields <= record.keys():
+            record = {**dict.fromkeys(self.fields), **record}
         scope = {"thing": record, "current_user": user}
         found: Grant | None = None
         for rule in self.rules:

@@ -253,8 +253,9 @@ async def test_bulk_creation(api: Api) -> None:
 
 async def test_refusal_matrix(api: Api) -> None:
     """Each identity against each operation on a type with privacy rules."""
-    mine = await _create(api, {"body": "mine", "hidden": "h", "owner": api.alice_id,
-                               "locked": False}, "note", api.alice)
+    # (`locked` never set: empty to the rules, so `not thing.locked` holds)
+    mine = await _create(api, {"body": "mine", "hidden": "h", "owner": api.alice_id}, "note",
+                         api.alice)
     other = await _create(api, {"body": "admin's", "hidden": "h"}, "note")
     # a user creates only what a rule lets them create (here: notes they own)
     for fields in ({"body": "x"}, {"body": "x", "owner": api.alice_id}):
@@ -268,6 +269,9 @@ async def test_refusal_matrix(api: Api) -> None:
     assert got["response"]["owner"] == api.alice_id and "hidden" not in got["response"]
     assert "owner" not in (await api.client.get(f"/api/1.1/obj/note/{mine}",
                                                 headers=api.bob)).json()["response"]
+    owned = [{"key": "owner", "constraint_type": "equals", "value": api.alice_id}]
+    found = (await _search(api, owned, "note", api.alice)).json()["response"]["results"]
+    assert [(r["_id"], r["owner"]) for r in found] == [(mine, api.alice_id)]
     # nobody but admin finds by a hidden field
     hidden = [{"key": "hidden", "constraint_type": "equals", "value": "h"}]
     assert (await _search(api, hidden, "note", api.alice)).json()["response"]["results"] == []

@@ -41,7 +41,7 @@ def compile_privacy(c: Compiler, doc: Document, spec: TypeSpec) -> Privacy | Non
                   for i, raw in enumerate(data.get("privacy", [])))
     rest = data.get("everyone_else", {})
     everyone_else = _grant(c, doc, spec, "/everyone_else", rest)
-    return Privacy(spec.name, rules, everyone_else)
+    return Privacy(spec.name, rules, everyone_else, frozenset(spec.fields))
 
 
 def _rule(c: Compiler, doc: Document, spec: TypeSpec, base: str,
