@@ -317,6 +317,14 @@ async def test_hostile_input(api: Api, caplog: pytest.LogCaptureFixture) -> None
                                      "value": "\x00"}])},
         {"constraints": json.dumps([{"key": "score", "constraint_type": "in",
                                      "value": ["1", "x"]}])},
+        {"constraints": json.dumps([{"key": "score", "constraint_type": "equals",
+                                     "value": {"$gt": 1}}])},
+        {"constraints": json.dumps([{"key": "score", "constraint_type": "greater than",
+                                     "value": [1, 2]}])},
+        {"constraints": json.dumps([{"key": 5, "constraint_type": "equals", "value": 1}])},
+        {"constraints": json.dumps([{"key": "name", "constraint_type": None}])},
+        {"constraints": json.dumps([{"key": "seen", "constraint_type": "less than",
+                                     "value": "yesterday"}])},
         {"limit": "0"}, {"limit": "101"}, {"limit": "-1"}, {"limit": "x"},
         {"limit": "9" * 5000}, {"cursor": "-1"}, {"cursor": "9" * 30}, {"cursor": "1.5"},
         {"sort_field": evil}, {"additional_sort_fields": "[1]"},
@@ -326,6 +334,11 @@ async def test_hostile_input(api: Api, caplog: pytest.LogCaptureFixture) -> None
         answer = await api.client.get("/api/1.1/obj/lead", params=params, headers=api.admin)
         assert 400 <= answer.status_code < 500, (params, answer.text)
         assert set(answer.json()) == {"statusCode", "body"}
+    long_in = json.dumps([{"key": "name", "constraint_type": "in",
+                           "value": [f"{i}{'x' * 100}" for i in range(150)]}])
+    answer = await api.client.get("/api/1.1/obj/lead", params={"constraints": long_in},
+                                  headers=api.admin)
+    assert answer.status_code == 200 and answer.json()["response"]["results"] == []
     for body in (b"[1]", b"{", b"\xff\xfe", b'{"score": "abc"}'):
         answer = await api.client.post("/api/1.1/obj/lead", content=body,
                                        headers={**api.admin, "Content-Type": "application/json"})
