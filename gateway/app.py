@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from gateway import http, openapi
+from gateway import data_api, http, openapi
 from gateway.auth import Authenticator, credential
 from gateway.clock import Clock, utc_now
 from gateway.diagnostics import render_text
@@ -162,7 +162,8 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     live = Live(registry, interpreter, auth, version,
                 encode(openapi.document(registry, version=version)))
     endpoints = http.Endpoints(interpreter, auth, registry.settings.prefix)
-    served = _counted([Route(openapi.PATH, swagger), *endpoints.routes()], metrics)
+    served = _counted([Route(openapi.PATH, swagger), *endpoints.routes(),
+                       *data_api.DataApi(interpreter, auth).routes()], metrics)
     own = _counted([Route("/healthz", healthz), Route("/readyz", readyz),
                     Route("/metrics", prometheus)], metrics)
     prefix = registry.settings.prefix

@@ -20,7 +20,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 from jinja2.exceptions import SecurityError
 
@@ -42,6 +45,13 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The `limits.template_*` settings as `Limits`."""
+    return Limits(timeout=settings.template_timeout.total_seconds(),
+                  max_bytes=settings.max_template_bytes, max_items=settings.max_template_items,
+                  max_operations=settings.max_template_operations)
 
 
 # The run under way: its limits and the `time.monotonic()` past which none of its templates

@@ -93,6 +93,15 @@ class InvalidDataError(GatewayError):
     status, code = 400, "INVALID_DATA"
 
 
+class DataApiError(GatewayError):
+    """A Data API refusal, with the status and code Bubble answers it with."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "ERROR") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class MalformedBodyError(GatewayError):
     status, code = 400, "INVALID_BODY"
 
@@ -241,3 +250,15 @@ class ValidationError(StorageError):
     """A value does not fit its field's declared type."""
 
     status, code = 400, "INVALID_DATA"
+
+
+def run_status(error: GatewayError | None) -> str:
+    """How the run log names a run's outcome: `success`, `not_run` (its condition was false),
+    `rejected` (the caller's mistake) or `failed`."""
+    if error is None:
+        return "success"
+    if isinstance(error, NotRunError):
+        return "not_run"
+    if error.status < 500 and not isinstance(error, (StepFailedError, DuplicateError)):
+        return "rejected"
+    return "failed"

@@ -30,7 +30,6 @@ from gateway.context import (
 )
 from gateway.encoding import encode, escape, size_over
 from gateway.errors import (
-    DuplicateError,
     GatewayError,
     InvalidDataError,
     NotRunError,
@@ -39,6 +38,7 @@ from gateway.errors import (
     StepFailedError,
     StorageUnavailableError,
     UpstreamError,
+    run_status,
 )
 from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
@@ -46,7 +46,6 @@ from gateway.param import Param
 from gateway.privacy import EXEMPT, Viewer
 from gateway.redaction import redact, short_repr
 from gateway.services import Services
-from gateway.settings import Settings
 from gateway.templating import Compiled
 
 if TYPE_CHECKING:
@@ -57,6 +56,8 @@ Observe = Callable[[str, str, str, float], None]  # as a run ends: id, workflow,
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
 Commit = Callable[[RunContext], Awaitable[None]]
+# What `Interpreter.perform` runs in place of a workflow's steps.
+Operation = Callable[[RunContext], Awaitable[Reply]]
 
 _ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
 
@@ -87,7 +88,7 @@ class Interpreter:
         self.accounts = (Accounts(storage.users, registry.settings, clock)
                          if storage is not None else None)
         self.timeout = registry.settings.run_timeout.total_seconds()
-        self.limits = template_limits(registry.settings)
+        self.limits = budget.limits_of(registry.settings)
         self.hidden = frozenset(v for v in registry.settings.secrets.values()
                                 if len(v) >= MIN_SECRET_LENGTH)
         self.sample = registry.settings.run_log_sample_success
@@ -143,6 +144,32 @@ class Interpreter:
         self.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None)
+
+    async def perform(self, name: str, operation: Operation, *, params: Mapping[str, Any],
+                      identity: Identity = ANONYMOUS, source: str = "data_api") -> RunResult:
+        """A run made of one operation rather than a workflow's steps (a Data API call):
+        timed out, committed (database triggers see its changes) and recorded like any other
+        run, as `name`. Its reads go through the privacy rules unless `identity` is admin."""
+        now, unit = self.clock(), Workflow(source, name, (), ())
+        ctx = RunContext(run_id=new_id(now), workflow=name, now=now, call_event=self.call_event,
+                         storage=self.storage, identity=identity, data_types=self.data_types,
+                         source=source, accounts=self.accounts, viewer=self.viewer(unit, identity),
+                         hidden=self.hidden, settings=self.registry.settings,
+                         services=self.services)
+        started, reply, error = time.perf_counter(), None, None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await operation(ctx)
+                await self.commit(ctx)
+        except GatewayError as exc:
+            error = exc
+        except TimeoutError:
+            error = RunError(f"the run took longer than {self.timeout:g} s and was stopped")
+        except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
+            error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
+            error.__cause__ = exc
+        self.report(ctx, unit, started, params, reply, error)
+        return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
     def scope(self, ctx: RunContext, params: dict[str, Any], request: Mapping[str, Any] | None,
               names: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -309,7 +336,7 @@ class Interpreter:
             if self.storage is None or (self.sample < 1.0 and not self.sampled()):
                 return
         else:
-            status = _status_of(error)
+            status = run_status(error)
             if self.observe is not None:
                 self.observe(ctx.run_id, workflow.name, status, duration)
             if isinstance(error, RunError) or error.status >= 500:
@@ -351,13 +378,6 @@ class Interpreter:
         return redact(value, self.hidden)
 
 
-def template_limits(settings: Settings) -> budget.Limits:
-    return budget.Limits(timeout=settings.template_timeout.total_seconds(),
-                         max_bytes=settings.max_template_bytes,
-                         max_items=settings.max_template_items,
-                         max_operations=settings.max_template_operations)
-
-
 def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
     """What a rejected call sent for the declared parameters, cut short: the run log keeps
     why a call was refused, not whatever a caller chose to send."""
@@ -367,13 +387,3 @@ def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
             text = short_repr(raw[param.name])
             kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
     return kept
-
-
-def _status_of(error: GatewayError | None) -> str:
-    if error is None:
-        return "success"
-    if isinstance(error, NotRunError):
-        return "not_run"
-    if error.status < 500 and not isinstance(error, (StepFailedError, DuplicateError)):
-        return "rejected"
-    return "failed"

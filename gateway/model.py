@@ -171,6 +171,8 @@ class Registry:
     settings: Settings = field(default_factory=Settings)
     files: tuple[str, ...] = ()
     privacy: Mapping[str, Privacy] = field(default_factory=dict)  # by data type; none: public
+    # The data types exposed on the Data API, by their URL name (`api: {expose: true}`).
+    data_api: Mapping[str, str] = field(default_factory=dict)
 
     def of_kind(self, kind: str) -> Mapping[str, Any]:
         return self.units.get(kind, {})

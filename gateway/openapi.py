@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.data_openapi import data_paths
 from gateway.model import ROUTE_PREFIX, Param, Registry, Workflow
 
 PATH = "/api/1.1/meta/swagger.json"
@@ -42,11 +43,12 @@ def document(registry: Registry, *, title: str = "workflow gateway",
     prefix = registry.settings.prefix
     paths = {f"{prefix}{ROUTE_PREFIX}/{wf.name}": {wf.method.lower(): operation(wf)}
              for wf in registry.exposed()}
+    paths.update(data_paths(registry, prefix))  # the Data API's exposed types
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version,
                  "description": "The exposed workflows of this gateway (Bubble's Workflow "
-                                "API URLs and envelopes)."},
+                                "API URLs and envelopes), and its Data API."},
         "paths": paths,
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",

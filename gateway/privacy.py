@@ -24,10 +24,14 @@ ALL: frozenset[str] | None = None  # `view_fields: all`
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a caller may do with one record: find it, and see these fields (None: all)."""
+    """What a caller may do with one record: find it, and see these fields (None: all);
+    through the Data API, also create, modify or delete it."""
 
     find: bool
     view: frozenset[str] | None
+    create: bool = False
+    modify: bool = False
+    delete: bool = False
 
     def sees(self, fields: frozenset[str]) -> bool:
         """Whether every one of `fields` is shown."""
@@ -40,7 +44,7 @@ class Grant:
 
 
 NOTHING = Grant(False, frozenset())
-EVERYTHING = Grant(True, ALL)
+EVERYTHING = Grant(True, ALL, True, True, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +62,14 @@ class Privacy:
     type: str
     rules: tuple[Rule, ...] = ()
     everyone_else: Grant = NOTHING
+    fields: frozenset[str] = frozenset()  # the declared fields: a missing one reads as empty
 
     def grant(self, record: Mapping[str, Any], user: Mapping[str, Any] | None) -> Grant:
-        """What the caller (`user`, or None when anonymous) gets of `record`."""
+        """What the caller (`user`, or None when anonymous) gets of `record`. A declared
+        field the record never had is empty to the rules (`not thing.locked` holds), as in
+        Bubble, rather than an error that makes the rule grant nothing."""
+        if not self.fields <= record.keys():
+            record = {**dict.fromkeys(self.fields), **record}
         scope = {"thing": record, "current_user": user}
         found: Grant | None = None
         for rule in self.rules:
@@ -91,7 +100,8 @@ def _holds(rule: Rule, scope: Mapping[str, Any]) -> bool:
 
 def _union(a: Grant, b: Grant) -> Grant:
     view = None if a.view is None or b.view is None else a.view | b.view
-    return Grant(a.find or b.find, view)
+    return Grant(a.find or b.find, view, a.create or b.create, a.modify or b.modify,
+                 a.delete or b.delete)
 
 
 @dataclass(frozen=True, slots=True)

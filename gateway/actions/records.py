@@ -243,9 +243,14 @@ def _constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
     if kind in _LIST_CONSTRAINTS:
         items = value if isinstance(value, list) else [value]
         return Constraint(key, kind, [check_value(element, key, item) for item in items])
-    if kind == "text_contains":
+    if kind in ("text_contains", "not_text_contains"):
         return Constraint(key, kind, str(value))
     return Constraint(key, kind, check_value(element, key, value))
+
+
+def search_constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
+    """A search condition (`{key, constraint, value}`), its value in the field's type."""
+    return _constraint(spec, raw)
 
 
 def check_record(check: StepCheck, args: Mapping[str, Any]) -> None:

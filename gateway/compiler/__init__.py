@@ -47,6 +47,7 @@ class Compiler:
         self.data_types: dict[str, TypeSpec] = dict(BUILTIN_TYPES)
         self.units: dict[tuple[str, str], Unit] = {}
         self.privacy: dict[str, Privacy] = {"user": builtin_user_privacy()}
+        self.data_api: dict[str, str] = {}  # Data API URL name -> exposed data type
 
     def error(self, doc: Document, pointer: str, code: str, message: str, *,
               key: bool = False) -> None:
@@ -70,4 +71,4 @@ class Compiler:
         for kind in KINDS:
             units[kind.name] = dict(kind.build(self, kind.name, kind.names))
         files = tuple(sorted({doc.file for doc in self.documents}))
-        return Registry(units, self.settings, files, self.privacy)
+        return Registry(units, self.settings, files, self.privacy, self.data_api)

@@ -41,7 +41,7 @@ def compile_privacy(c: Compiler, doc: Document, spec: TypeSpec) -> Privacy | Non
                   for i, raw in enumerate(data.get("privacy", [])))
     rest = data.get("everyone_else", {})
     everyone_else = _grant(c, doc, spec, "/everyone_else", rest)
-    return Privacy(spec.name, rules, everyone_else)
+    return Privacy(spec.name, rules, everyone_else, frozenset(spec.fields))
 
 
 def _rule(c: Compiler, doc: Document, spec: TypeSpec, base: str,
@@ -56,14 +56,16 @@ def _rule(c: Compiler, doc: Document, spec: TypeSpec, base: str,
 def _grant(c: Compiler, doc: Document, spec: TypeSpec, base: str,
            raw: Mapping[str, Any]) -> Grant:
     view = raw.get("view_fields", [])
+    writes = (bool(raw.get("create_via_api", False)), bool(raw.get("modify_via_api", False)),
+              bool(raw.get("delete_via_api", False)))
     if view == "all":
-        return Grant(bool(raw.get("find_in_searches", False)), ALL)
+        return Grant(bool(raw.get("find_in_searches", False)), ALL, *writes)
     for index, name in enumerate(view):
         if name not in spec.fields and name not in ALWAYS_SHOWN:
             c.error(doc, ptr.join(base, "view_fields", index), "ref.unknown-field",
                     f"data type '{spec.name}' has no field '{name}'"
                     + did_you_mean(name, spec.fields))
-    return Grant(bool(raw.get("find_in_searches", False)), frozenset(view))
+    return Grant(bool(raw.get("find_in_searches", False)), frozenset(view), *writes)
 
 
 def _template(c: Compiler, doc: Document, spec: TypeSpec, pointer: str, text: str) -> Compiled:

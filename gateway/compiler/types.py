@@ -56,12 +56,33 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
             c.privacy.pop(name, None)
         else:
             c.privacy[name] = privacy
+    _declare_data_api(c, seen)
     for doc in seen.values():
         for key, spec in doc.data.get("fields", {}).items():
             check_type(c, doc, ptr.join("/fields", key, "type"), spec["type"])
             if "default" in spec:
                 check_value(c, doc, ptr.join("/fields", key, "default"), spec["default"],
                             spec["type"], spec.get("list", False))
+
+
+def api_name(type_name: str) -> str:
+    """A data type's name on the Data API, as Bubble makes it: lowercased, without spaces or
+    underscores (`Lead_Source` answers at `/api/1.1/obj/leadsource`)."""
+    return type_name.lower().replace(" ", "").replace("_", "")
+
+
+def _declare_data_api(c: Compiler, docs: Mapping[str, Document]) -> None:
+    for name, doc in docs.items():
+        if not doc.data.get("api", {}).get("expose", False):
+            continue
+        url = api_name(name)
+        other = c.data_api.get(url)
+        if other is not None:
+            c.error(doc, "/api/expose", "data_api.name-clash",
+                    f"data types '{other}' and '{name}' would both answer at "
+                    f"/api/1.1/obj/{url} on the Data API: expose one of them only, or rename it")
+            continue
+        c.data_api[url] = name
 
 
 def _field(key: str, spec: Mapping[str, Any]) -> FieldSpec:

@@ -92,6 +92,9 @@ def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tupl
         return (sql if kind == "contains" else f"NOT coalesce({sql}, false)"), params
     if kind == "text_contains":
         return dialect.text_contains(term, str(c.value))
+    if kind == "not_text_contains":  # a missing field contains no text
+        sql, params = dialect.text_contains(term, str(c.value))
+        return f"NOT coalesce({sql}, false)", params
     value = term.convert(c.value)
     if kind == "equals":
         return (
