@@ -3,7 +3,8 @@
 A backend owns how it connects and the SQL it sends; the rest is decided here, once: which
 data types and indexes a store serves and how a stored row reads as a record (`Catalog`),
 how a unique violation becomes a `DuplicateError`, which indexes to drop and create, which
-migrations are pending, and how recorded runs wait to be written in batches (`RunQueue`).
+migrations are pending, how recorded runs wait to be written in batches (`RunQueue`), and
+the idempotency keys a process remembers (`KeyMemory`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
 from gateway.storage import codec, limits
-from gateway.storage.interface import Change, TypeSpec
+from gateway.storage.interface import Change, Claim, TypeSpec
 from gateway.storage.limits import Increments
 from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
 from gateway.storage.sqlfile import Migration, migrations
@@ -32,6 +34,12 @@ WARN_SECONDS = 60.0
 SIZE_SAMPLE = 1000
 TRIM_CHUNK = 1000
 log = logging.getLogger("gateway.storage")
+# The idempotency keys one process remembers at most (claims and answers), and the bytes of
+# the answers' bodies among them; past either, the oldest answers already in the database
+# are forgotten first (a key forgotten is read from the database again).
+MEMORY_KEYS = 100_000
+MEMORY_BYTES = 64 * 1024 * 1024
+RUNNING = Claim("running")
 
 R = TypeVar("R")
 
@@ -231,3 +239,87 @@ def row_budget(max_rows: int | None, max_bytes: int | None, run_size: int) -> in
 def batches(rows: Sequence[R], size: int = RUN_BATCH) -> Iterator[Sequence[R]]:
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
+
+
+@dataclass(slots=True)
+class HeldKey:
+    """An idempotency key as a process knows it: its claim, then its answer."""
+
+    owner: str
+    lease_until: datetime
+    expires_at: datetime
+    answer: Claim | None = None  # the stored answer, once the run finished
+    written: int = 0  # the number of the last write of it handed to the database
+
+
+class KeyMemory:
+    """The idempotency keys a process claimed, answered or read, oldest first, bounded by
+    `most` keys and `most_bytes` of answers. A key is forgotten only once it is done and its
+    last write is in the database (`written` at most `committed`); `horizon` is the latest
+    expiry of a key the database may hold that memory does not (None: not known yet)."""
+
+    def __init__(self, most: int = MEMORY_KEYS, most_bytes: int = MEMORY_BYTES) -> None:
+        self.keys: collections.OrderedDict[tuple[str, str], HeldKey] = \
+            collections.OrderedDict()
+        self.most, self.most_bytes = most, most_bytes
+        self.bytes = 0
+        self.committed = 0
+        self.horizon: datetime | None = None
+
+    def knows_all(self, now: datetime) -> bool:
+        """Whether a key memory lacks is surely free (no read of the database needed)."""
+        return self.horizon is not None and self.horizon <= now
+
+    @staticmethod
+    def decide(held: HeldKey | None, now: datetime) -> Claim | None:
+        """What holds the key at `now`: its answer, `RUNNING`, or None (free to claim)."""
+        if held is None:
+            return None
+        if held.answer is not None:
+            return held.answer if held.expires_at > now else None
+        return RUNNING if held.lease_until > now else None
+
+    def hold(self, slot: tuple[str, str], held: HeldKey) -> None:
+        self.drop(slot)
+        self.keys[slot] = held
+        if held.answer is not None:
+            self.bytes += len(held.answer.body)
+        if len(self.keys) > self.most or self.bytes > self.most_bytes:
+            self._shrink()
+
+    def finish(self, slot: tuple[str, str], owner: str, answer: Claim) -> bool:
+        held = self.keys.get(slot)
+        if held is None or held.owner != owner or held.answer is not None:
+            return False
+        held.answer = answer
+        self.bytes += len(answer.body)
+        self.keys.move_to_end(slot)
+        return True
+
+    def drop(self, slot: tuple[str, str], owner: str | None = None) -> bool:
+        held = self.keys.get(slot)
+        if held is None or (owner is not None and (held.owner != owner or held.answer)):
+            return False
+        del self.keys[slot]
+        if held.answer is not None:
+            self.bytes -= len(held.answer.body)
+        return True
+
+    def purge(self, now: datetime) -> None:
+        for slot in [s for s, held in self.keys.items() if held.expires_at <= now]:
+            self.drop(slot)
+
+    def _shrink(self) -> None:
+        excess, excess_bytes = len(self.keys) - self.most, self.bytes - self.most_bytes
+        gone = []
+        for slot, held in self.keys.items():
+            if excess <= 0 and excess_bytes <= 0:
+                break
+            if held.answer is None or held.written > self.committed:
+                continue  # running, or not in the database yet
+            gone.append(slot)
+            excess, excess_bytes = excess - 1, excess_bytes - len(held.answer.body)
+            if self.horizon is None or held.expires_at > self.horizon:
+                self.horizon = held.expires_at
+        for slot in gone:
+            self.drop(slot)

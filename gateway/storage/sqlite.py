@@ -53,6 +53,8 @@ class SqliteStorage:
         self.connector.open_reader()
 
     async def close(self) -> None:
+        if self.connector.writer.alive:
+            await self.idempotency.flush()  # keys decided in memory, not yet handed over
         await self.connector.stop()
 
     async def migrate(self) -> list[str]:

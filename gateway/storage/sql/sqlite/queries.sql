@@ -144,20 +144,21 @@ DELETE FROM gateway_runs WHERE id IN (
 -- name: purge_tokens
 DELETE FROM gateway_tokens WHERE expires_at <= ? OR last_used_at <= ?;
 
--- name: claim_key
--- A new key, or one whose claim lapsed (its lease ended while running) or whose answer
--- expired, is claimed by ?3; otherwise nothing is returned and `find_key_claim` says why.
+-- name: take_key
+-- The gateway process decided in memory that ?3 holds the key (see sqlite_idempotency.py):
+-- the database follows, whatever it held.
 INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
-VALUES (?1, ?2, ?3, 'running', ?5, ?6)
+VALUES (?1, ?2, ?3, 'running', ?4, ?5)
 ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
     lease_until = excluded.lease_until, expires_at = excluded.expires_at,
-    status = NULL, headers = NULL, body = NULL
-WHERE (gateway_idempotency.state = 'running' AND gateway_idempotency.lease_until <= ?4)
-    OR gateway_idempotency.expires_at <= ?4
-RETURNING owner;
+    status = NULL, headers = NULL, body = NULL;
 
--- name: find_key_claim
-SELECT state, status, headers, body FROM gateway_idempotency WHERE scope = ? AND key = ?;
+-- name: read_key
+SELECT owner, state, lease_until, expires_at, status, headers, body FROM gateway_idempotency
+WHERE scope = ? AND key = ?;
+
+-- name: latest_key_expiry
+SELECT max(expires_at) FROM gateway_idempotency;
 
 -- name: finish_key
 UPDATE gateway_idempotency SET state = 'done', status = ?, headers = ?, body = ?
