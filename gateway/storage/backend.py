@@ -255,8 +255,10 @@ class HeldKey:
 class KeyMemory:
     """The idempotency keys a process claimed, answered or read, oldest first, bounded by
     `most` keys and `most_bytes` of answers. A key is forgotten only once it is done and its
-    last write is in the database (`written` at most `committed`); `horizon` is the latest
-    expiry of a key the database may hold that memory does not (None: not known yet)."""
+    last write is in the database (`written` at most `committed`). `stored` holds the keys
+    the database holds and memory does not (with their expiry), as long as they are at most
+    `most`; past that (or before they were loaded) it is None, and any key memory lacks may
+    be in the database until `horizon`, the latest expiry it may hold."""
 
     def __init__(self, most: int = MEMORY_KEYS, most_bytes: int = MEMORY_BYTES) -> None:
         self.keys: collections.OrderedDict[tuple[str, str], HeldKey] = \
@@ -264,11 +266,21 @@ class KeyMemory:
         self.most, self.most_bytes = most, most_bytes
         self.bytes = 0
         self.committed = 0
+        self.stored: dict[tuple[str, str], datetime] | None = None
         self.horizon: datetime | None = None
 
-    def knows_all(self, now: datetime) -> bool:
-        """Whether a key memory lacks is surely free (no read of the database needed)."""
-        return self.horizon is not None and self.horizon <= now
+    def load(self, rows: Sequence[tuple[str, str, datetime]]) -> None:
+        """The keys the database holds (`most` + 1 of them at most, latest expiry first)."""
+        self.stored = {(scope, key): expires for scope, key, expires in rows}
+        self.horizon = rows[0][2] if rows else None
+        if len(rows) > self.most:
+            self.stored = None
+
+    def maybe_stored(self, slot: tuple[str, str], now: datetime) -> bool:
+        """Whether the database may hold a key memory lacks (else it is surely free)."""
+        if self.stored is not None:
+            return slot in self.stored
+        return self.horizon is None or self.horizon > now
 
     @staticmethod
     def decide(held: HeldKey | None, now: datetime) -> Claim | None:
@@ -308,6 +320,8 @@ class KeyMemory:
     def purge(self, now: datetime) -> None:
         for slot in [s for s, held in self.keys.items() if held.expires_at <= now]:
             self.drop(slot)
+        if self.stored is not None:
+            self.stored = {s: at for s, at in self.stored.items() if at > now}
 
     def _shrink(self) -> None:
         excess, excess_bytes = len(self.keys) - self.most, self.bytes - self.most_bytes
@@ -319,7 +333,14 @@ class KeyMemory:
                 continue  # running, or not in the database yet
             gone.append(slot)
             excess, excess_bytes = excess - 1, excess_bytes - len(held.answer.body)
-            if self.horizon is None or held.expires_at > self.horizon:
-                self.horizon = held.expires_at
+            self._forget(slot, held.expires_at)
         for slot in gone:
             self.drop(slot)
+
+    def _forget(self, slot: tuple[str, str], expires_at: datetime) -> None:
+        if self.horizon is None or expires_at > self.horizon:
+            self.horizon = expires_at
+        if self.stored is not None:
+            self.stored[slot] = expires_at
+            if len(self.stored) > self.most:
+                self.stored = None

@@ -51,6 +51,7 @@ class SqliteStorage:
         if sync_indexes:
             await self.connector.write(lambda conn: _sync_indexes(conn, defs))
         self.connector.open_reader()
+        await self.idempotency.start()
 
     async def close(self) -> None:
         if self.connector.writer.alive:

@@ -144,28 +144,22 @@ DELETE FROM gateway_runs WHERE id IN (
 -- name: purge_tokens
 DELETE FROM gateway_tokens WHERE expires_at <= ? OR last_used_at <= ?;
 
--- name: take_key
--- The gateway process decided in memory that ?3 holds the key (see sqlite_idempotency.py):
--- the database follows, whatever it held.
-INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
-VALUES (?1, ?2, ?3, 'running', ?4, ?5)
-ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
+-- name: put_key
+-- An answer, stored once its run is over: the gateway process decided the claims in its
+-- memory (see sqlite_idempotency.py), and the database keeps what it answered.
+INSERT INTO gateway_idempotency
+    (scope, key, owner, state, lease_until, expires_at, status, headers, body)
+VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'done',
     lease_until = excluded.lease_until, expires_at = excluded.expires_at,
-    status = NULL, headers = NULL, body = NULL;
+    status = excluded.status, headers = excluded.headers, body = excluded.body;
 
 -- name: read_key
 SELECT owner, state, lease_until, expires_at, status, headers, body FROM gateway_idempotency
 WHERE scope = ? AND key = ?;
 
--- name: latest_key_expiry
-SELECT max(expires_at) FROM gateway_idempotency;
-
--- name: finish_key
-UPDATE gateway_idempotency SET state = 'done', status = ?, headers = ?, body = ?
-WHERE scope = ? AND key = ? AND owner = ? AND state = 'running';
-
--- name: release_key
-DELETE FROM gateway_idempotency WHERE scope = ? AND key = ? AND owner = ? AND state = 'running';
+-- name: stored_keys
+SELECT scope, key, expires_at FROM gateway_idempotency ORDER BY expires_at DESC LIMIT ?;
 
 -- name: purge_keys
 DELETE FROM gateway_idempotency WHERE expires_at <= ?;
