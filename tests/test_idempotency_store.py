@@ -108,7 +108,7 @@ async def test_sqlite_memory_stays_bounded_and_reads_forgotten_keys_back(
             assert (found.state, found.body) == ("done", BODY), n
         assert (await store.claim("hook", "new", "o", NOW, LEASE, EXPIRES)).state == "claimed"
     # More keys in the database than memory holds at start: every unknown key is looked up.
-    async with opened(url, KeyMemory(most=3)) as storage:
+    async with opened(url, KeyMemory(most=3, most_stored=3)) as storage:
         store = storage.idempotency
         assert isinstance(store, SqliteIdempotency) and store.memory.stored is None
         found = await store.claim("hook", "k4", "again", NOW, LEASE, EXPIRES)

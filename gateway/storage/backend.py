@@ -39,6 +39,10 @@ log = logging.getLogger("gateway.storage")
 # are forgotten first (a key forgotten is read from the database again).
 MEMORY_KEYS = 100_000
 MEMORY_BYTES = 64 * 1024 * 1024
+# The most keys a process notes as held by the database and not by its memory (a 64-bit
+# prefix each, about 70 bytes); past it, any key memory lacks is looked up until the ones
+# noted have expired.
+STORED_KEYS = 1_000_000
 RUNNING = Claim("running")
 
 R = TypeVar("R")
@@ -255,32 +259,38 @@ class HeldKey:
 class KeyMemory:
     """The idempotency keys a process claimed, answered or read, oldest first, bounded by
     `most` keys and `most_bytes` of answers. A key is forgotten only once it is done and its
-    last write is in the database (`written` at most `committed`). `stored` holds the keys
-    the database holds and memory does not (with their expiry), as long as they are at most
-    `most`; past that (or before they were loaded) it is None, and any key memory lacks may
-    be in the database until `horizon`, the latest expiry it may hold."""
+    last write is in the database (`written` at most `committed`). `stored` notes the keys
+    the database may hold and memory does not (a prefix of each: one that matches by chance
+    costs a needless read), at most `most_stored`; past that (or before they were loaded) it
+    is None, and any key memory lacks may be in the database until `horizon`, the latest
+    expiry it may hold."""
 
-    def __init__(self, most: int = MEMORY_KEYS, most_bytes: int = MEMORY_BYTES) -> None:
+    def __init__(self, most: int = MEMORY_KEYS, most_bytes: int = MEMORY_BYTES,
+                 most_stored: int = STORED_KEYS) -> None:
         self.keys: collections.OrderedDict[tuple[str, str], HeldKey] = \
             collections.OrderedDict()
         self.most, self.most_bytes = most, most_bytes
         self.bytes = 0
         self.committed = 0
-        self.stored: dict[tuple[str, str], datetime] | None = None
+        self.most_stored = most_stored
+        self.stored: set[int] | None = None
         self.horizon: datetime | None = None
 
     def load(self, rows: Sequence[tuple[str, str, datetime]]) -> None:
-        """The keys the database holds (`most` + 1 of them at most, latest expiry first)."""
-        self.stored = {(scope, key): expires for scope, key, expires in rows}
+        """The keys the database holds (`most_stored` + 1 at most, latest expiry first)."""
+        self.stored = {_noted(slot[:2]) for slot in rows}
         self.horizon = rows[0][2] if rows else None
-        if len(rows) > self.most:
+        if len(rows) > self.most_stored:
             self.stored = None
 
     def maybe_stored(self, slot: tuple[str, str], now: datetime) -> bool:
         """Whether the database may hold a key memory lacks (else it is surely free)."""
         if self.stored is not None:
-            return slot in self.stored
-        return self.horizon is None or self.horizon > now
+            return _noted(slot) in self.stored
+        if self.horizon is not None and self.horizon <= now:
+            self.stored = set()  # everything noted has expired: start afresh
+            return False
+        return True
 
     @staticmethod
     def decide(held: HeldKey | None, now: datetime) -> Claim | None:
@@ -320,8 +330,6 @@ class KeyMemory:
     def purge(self, now: datetime) -> None:
         for slot in [s for s, held in self.keys.items() if held.expires_at <= now]:
             self.drop(slot)
-        if self.stored is not None:
-            self.stored = {s: at for s, at in self.stored.items() if at > now}
 
     def _shrink(self) -> None:
         excess, excess_bytes = len(self.keys) - self.most, self.bytes - self.most_bytes
@@ -341,6 +349,11 @@ class KeyMemory:
         if self.horizon is None or expires_at > self.horizon:
             self.horizon = expires_at
         if self.stored is not None:
-            self.stored[slot] = expires_at
-            if len(self.stored) > self.most:
+            self.stored.add(_noted(slot))
+            if len(self.stored) > self.most_stored:
                 self.stored = None
+
+
+def _noted(slot: tuple[str, str]) -> int:
+    """A key's note: its 64-bit hash in this process (a collision costs one needless read)."""
+    return hash(slot)

@@ -91,17 +91,14 @@ class SqliteIdempotency:
 
     async def start(self) -> None:
         """Learn which keys the database holds (a read on a reader thread)."""
-        most = self.memory.most + 1
+        most = self.memory.most_stored + 1
         rows = await self._db.read(
             lambda conn: conn.execute(Q["stored_keys"], (most,)).fetchall())
         self.memory.load([(scope, key, parse_iso(at)) for scope, key, at in rows])
 
     def _read(self, slot: tuple[str, str]) -> HeldKey | None:
-        """The key as the database holds it: a primary-key read on the event loop's reader
-        (its answer, now in memory, is no longer among the keys only stored)."""
+        """The key as the database holds it: a primary-key read on the event loop's reader."""
         memory = self.memory
-        if memory.stored is not None:
-            del memory.stored[slot]
         row = self._db.read_here(lambda conn: conn.execute(Q["read_key"], slot).fetchone())
         if row is None:
             return None
