@@ -42,7 +42,7 @@ class SqliteIdempotency:
         self._db = connector
         self.memory = KeyMemory()
         self._queued: list[Row] = []
-        self._count = 0  # writes handed to the writer so far, numbered from 1
+        self._count = 0  # batches of answers handed to the writer so far, numbered from 1
         self._last: asyncio.Future[Any] | None = None
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
