@@ -136,3 +136,19 @@ async def test_postgresql_claims_wait_for_their_batch_and_fail_together(
     claims = await asyncio.gather(*(storage.idempotency.claim(
         "hook", f"k{n}", "o", NOW, LEASE, EXPIRES) for n in range(3)), return_exceptions=True)
     assert all(isinstance(claim, StorageUnavailableError) for claim in claims), claims
+
+
+@pytest.mark.postgres
+async def test_postgresql_a_claim_whose_caller_stopped_waiting_is_released(
+        postgres_url: str) -> None:
+    async with opened(postgres_url) as storage:
+        store = storage.idempotency
+        waiting = asyncio.create_task(store.claim("hook", "k1", "gone", NOW, LEASE, EXPIRES))
+        await asyncio.sleep(0)  # the claim is on its way
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        async with asyncio.timeout(10):  # until the abandoned claim is given back
+            while (await store.claim("hook", "k1", "next", NOW, LEASE, EXPIRES)).state \
+                    != "claimed":
+                await asyncio.sleep(0.01)

@@ -105,6 +105,7 @@ class PostgresIdempotency:
         self._db = connector
         self._claims: Batcher[Wanted, Claim] = Batcher(self._claim_all, self._give_back)
         self._answers: Batcher[Answer, None] = Batcher(self._finish_all)
+        self._releasing: set[asyncio.Task[None]] = set()  # held until done (asyncio's advice)
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
@@ -156,8 +157,10 @@ class PostgresIdempotency:
     def _give_back(self, want: Wanted, claim: Claim) -> None:
         """A claim its request no longer waits for (it was cancelled) is released."""
         if claim.state == "claimed":
-            asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self.release(want.scope, want.key, want.owner))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
 
 
 def _arrays(wanted: Sequence[Wanted]) -> dict[str, Any]:
