@@ -3,7 +3,8 @@
 A backend owns how it connects and the SQL it sends; the rest is decided here, once: which
 data types and indexes a store serves and how a stored row reads as a record (`Catalog`),
 how a unique violation becomes a `DuplicateError`, which indexes to drop and create, which
-migrations are pending, and how recorded runs wait to be written in batches (`RunQueue`).
+migrations are pending, how recorded runs wait to be written in batches (`RunQueue`), and
+the idempotency keys a process remembers (`KeyMemory`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,21 @@
 """Idempotency keys and rate-limit counters on PostgreSQL: `IdempotencyStore` and
 `RateCounter` over a `PostgresConnector`, shared by every gateway instance on the database.
+
 `INSERT … ON CONFLICT DO UPDATE … WHERE` claims a key atomically: of any number of
-concurrent claims, one gets the row back."""
+concurrent claims, one gets the row back. Claims and answers are sent in batches: the
+claims (or answers) that arrive while one statement is on its way go together in the next,
+one statement over arrays for the whole batch, so that under load a key costs the database
+and this process a fraction of a round trip, while each request still waits for its own
+claim and answer to be committed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
 
+from gateway.errors import StorageUnavailableError
 from gateway.storage.interface import Claim
 from gateway.storage.postgresql_connector import PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
@@ -16,6 +24,78 @@ Q = queries("postgresql")
 # A key released between a failed claim and the read of what held it is claimed again;
 # past this many tries the request is told the key is in progress.
 CLAIM_TRIES = 3
+# The most claims (or answers) one statement carries.
+BATCH = 256
+RUNNING = Claim("running")
+STOPPED = "the database is unavailable: the gateway is stopping"
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Item, Result]):
+    """Items sent together: one `send` at a time, each with every item that arrived while
+    the one before was on its way (at most `most`). `abandoned` hears of an item whose
+    caller stopped waiting before its result came."""
+
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Result]]],
+                 abandoned: Callable[[Item, Result], None] | None = None,
+                 most: int = BATCH) -> None:
+        self._send, self._abandoned, self._most = send, abandoned, most
+        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        taken: list[tuple[Item, asyncio.Future[Result]]] = []
+        try:
+            while self._waiting:
+                taken = self._waiting[:self._most]
+                del self._waiting[:self._most]
+                try:
+                    results = await self._send([item for item, _ in taken])
+                except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                    _fail(taken, exc)
+                    continue
+                for (item, future), result in zip(taken, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+                    elif self._abandoned is not None:
+                        self._abandoned(item, result)
+        except BaseException:  # cancelled (the loop is closing): nobody is left waiting
+            _fail(taken + self._waiting, StorageUnavailableError(STOPPED))
+            raise
+        finally:
+            self._task = None
+
+
+def _fail(taken: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in taken:
+        if not future.done():
+            future.set_exception(exc)
+
+
+class Wanted(NamedTuple):
+    scope: str
+    key: str
+    owner: str
+    now: datetime
+    lease_until: datetime
+    expires_at: datetime
+
+
+class Answer(NamedTuple):
+    scope: str
+    key: str
+    owner: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 class PostgresIdempotency:
@@ -23,32 +103,79 @@ class PostgresIdempotency:
 
     def __init__(self, connector: PostgresConnector) -> None:
         self._db = connector
+        self._claims: Batcher[Wanted, Claim] = Batcher(self._claim_all, self._give_back)
+        self._answers: Batcher[Answer, None] = Batcher(self._finish_all)
+        self._releasing: set[asyncio.Task[None]] = set()  # held until done (asyncio's advice)
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
-        params = {"scope": scope, "key": key, "owner": owner, "now": now,
-                  "lease": lease_until, "expires": expires_at}
-        for _ in range(CLAIM_TRIES):
-            if await self._db.fetch(Q["claim_key"], params):
-                return Claim("claimed")
-            rows = await self._db.fetch(Q["find_key_claim"], (scope, key))
-            if rows and rows[0][0] == "done":
-                state, status, headers, body = rows[0]
-                return Claim("done", status, headers, bytes(body))
-            if rows:
-                return Claim("running")
-        return Claim("running")
+        return await self._claims(Wanted(scope, key, owner, now, lease_until, expires_at))
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
-        await self._db.execute(Q["finish_key"],
-                               (status, jsonb(dict(headers)), body, scope, key, owner))
+        await self._answers(Answer(scope, key, owner, status, headers, body))
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         await self._db.execute(Q["release_key"], (scope, key, owner))
 
     async def purge_keys(self, now: datetime) -> int:
         return await self._db.execute(Q["purge_keys"], (now,))
+
+    async def _claim_all(self, wanted: list[Wanted]) -> list[Claim]:
+        """One claim statement for the batch (a key wanted twice is sent once: the second
+        finds it running), then one read of what holds the keys it did not get."""
+        found: dict[tuple[str, str], Claim] = {}
+        first: dict[tuple[str, str], Wanted] = {}
+        for want in wanted:
+            first.setdefault((want.scope, want.key), want)
+        for _ in range(CLAIM_TRIES):
+            todo = [want for slot, want in first.items() if slot not in found]
+            if not todo:
+                break
+            for scope, key in await self._db.fetch(Q["claim_keys"], _arrays(todo)):
+                found[(scope, key)] = Claim("claimed")
+            lost = [want for want in todo if (want.scope, want.key) not in found]
+            if lost:
+                found.update(await self._holders(lost))
+        return [_outcome(want, first, found) for want in wanted]
+
+    async def _holders(self, lost: Sequence[Wanted]) -> dict[tuple[str, str], Claim]:
+        rows = await self._db.fetch(Q["find_key_claims"], ([w.scope for w in lost],
+                                                           [w.key for w in lost]))
+        holders = {}
+        for scope, key, state, status, headers, body in rows:
+            holders[(scope, key)] = (Claim("done", status, headers, bytes(body))
+                                     if state == "done" else RUNNING)
+        return holders  # a key released meanwhile is missing: claimed again
+
+    async def _finish_all(self, answers: list[Answer]) -> list[None]:
+        columns = list(zip(*((a.scope, a.key, a.owner, a.status, jsonb(dict(a.headers)),
+                              a.body) for a in answers), strict=True))
+        await self._db.execute(Q["finish_keys"], [list(column) for column in columns])
+        return [None] * len(answers)
+
+    def _give_back(self, want: Wanted, claim: Claim) -> None:
+        """A claim its request no longer waits for (it was cancelled) is released."""
+        if claim.state == "claimed":
+            task = asyncio.get_running_loop().create_task(
+                self.release(want.scope, want.key, want.owner))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+
+def _arrays(wanted: Sequence[Wanted]) -> dict[str, Any]:
+    return {"scopes": [w.scope for w in wanted], "keys": [w.key for w in wanted],
+            "owners": [w.owner for w in wanted], "leases": [w.lease_until for w in wanted],
+            "expires": [w.expires_at for w in wanted], "now": max(w.now for w in wanted)}
+
+
+def _outcome(want: Wanted, first: dict[tuple[str, str], Wanted],
+             found: dict[tuple[str, str], Claim]) -> Claim:
+    slot = (want.scope, want.key)
+    claim = found.get(slot, RUNNING)
+    if claim.state == "claimed" and first[slot] is not want:
+        return RUNNING  # the same key twice in one batch: the first holds it
+    return claim
 
 
 class PostgresRates:

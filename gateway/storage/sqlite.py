@@ -53,6 +53,7 @@ class SqliteStorage:
         if sync_indexes:
             await self.connector.write(lambda conn: _sync_indexes(conn, defs))
         self.connector.open_reader()
+        await self.idempotency.start()
 
     async def apply_types(self, types: Sequence[TypeSpec]) -> None:
         defs = Catalog.plan(_DIALECT, types)
@@ -60,6 +61,8 @@ class SqliteStorage:
         self.connector.catalog.declare(_DIALECT, types)
 
     async def close(self) -> None:
+        if self.connector.writer.alive:
+            await self.idempotency.flush()  # keys decided in memory, not yet handed over
         await self.connector.stop()
 
     async def migrate(self) -> list[str]:

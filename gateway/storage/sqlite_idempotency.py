@@ -1,68 +1,140 @@
 """Idempotency keys and rate-limit counters on SQLite: `IdempotencyStore` and `RateCounter`
-over a `SqliteConnector`. A claim is one transaction of the writer: its insert-or-take-over
-and, when the key is held, the read of what holds it."""
+over a `SqliteConnector`.
+
+A SQLite file serves one gateway process (`serve` refuses several workers on it), so that
+process decides claims in its own memory (`KeyMemory`), on the event loop, with no await:
+two claims of one key can never both win. Only answers go to the database (a claim lives
+as long as its run, in memory): the answers one turn of the event loop gave go to the
+writer as one job, committed with its next group commit, and no request waits for that.
+The database is read only for a key memory does not know while the database may hold one
+(answers from before a restart, or forgotten past the memory's bounds).
+
+What a crash costs: a run in progress, or an answer not yet committed (a few
+milliseconds' worth), is not in the database; the sender's redelivery runs again (at
+least once, never a lost delivery)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.encoding import iso
+from gateway.encoding import dumps, iso, loads, parse_iso
+from gateway.errors import StorageError, StorageUnavailableError
 from gateway.storage.interface import Claim
+from gateway.storage.keymemory import HeldKey, KeyMemory
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
+from gateway.storage.writer import STOPPED
 
 Q = queries("sqlite")
 log = logging.getLogger("gateway.storage")
-
-
-def _logged(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.warning("an idempotent answer was not stored: %s", done.exception())
+Row = tuple[Any, ...]
 
 
 class SqliteIdempotency:
-    """`IdempotencyStore` on one SQLite file."""
+    """`IdempotencyStore` on one SQLite file, decided in this process's memory."""
 
     def __init__(self, connector: SqliteConnector) -> None:
         self._db = connector
+        self.memory = KeyMemory()
+        self._queued: list[Row] = []
+        self._count = 0  # batches of answers handed to the writer so far, numbered from 1
+        self._last: asyncio.Future[Any] | None = None
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
-        params = (scope, key, owner, iso(now), iso(lease_until), iso(expires_at))
-
-        def work(conn: sqlite3.Connection) -> Claim:
-            if conn.execute(Q["claim_key"], params).fetchall():
-                return Claim("claimed")
-            row = conn.execute(Q["find_key_claim"], (scope, key)).fetchone()
-            if row is None or row[0] != "done":
-                return Claim("running")
-            return Claim("done", row[1], json.loads(row[2]), bytes(row[3]))
-
-        return await self._db.write(work)
+        if not self._db.writer.alive:
+            raise StorageUnavailableError(STOPPED)
+        slot = (scope, key)
+        memory = self.memory
+        held = memory.keys.get(slot)
+        if held is None and memory.maybe_stored(slot, now):
+            held = self._read(slot)
+        found = memory.decide(held, now)
+        if found is not None:
+            return found
+        memory.hold(slot, HeldKey(owner, lease_until, expires_at))
+        return Claim("claimed")
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
-        """Queued, not awaited: the one writer runs jobs in order, so a claim of the same
-        key made after this call sees the answer. A crash before it commits leaves the key
-        to its lease (the next delivery runs again: at least once)."""
-        params = (status, json.dumps(dict(headers)), body, scope, key, owner)
-        done = self._db.writer.submit(lambda conn: conn.execute(Q["finish_key"], params))
-        done.add_done_callback(_logged)
+        answer = Claim("done", status, dict(headers), body)
+        slot = (scope, key)
+        if self.memory.finish(slot, owner, answer):
+            held = self.memory.keys[slot]
+            held.written = self._count + 1
+            if not self._queued:
+                asyncio.get_running_loop().call_soon(self._hand_over)
+            expires = iso(held.expires_at)  # a done key's lease no longer matters
+            self._queued.append((scope, key, owner, expires, expires, status,
+                                 dumps(answer.headers), body))
 
     async def release(self, scope: str, key: str, owner: str) -> None:
-        params = (scope, key, owner)
-        await self._db.write(lambda conn: conn.execute(Q["release_key"], params))
+        self.memory.drop((scope, key), owner)  # the database never heard of the claim
 
     async def purge_keys(self, now: datetime) -> int:
+        self.memory.purge(now)
+        await self.flush()
         stamp = iso(now)
         return int(await self._db.write(
             lambda conn: conn.execute(Q["purge_keys"], (stamp,)).rowcount))
+
+    async def flush(self) -> None:
+        """Hand what is queued to the writer and wait until it is committed."""
+        self._hand_over()
+        if self._last is not None:
+            await asyncio.wait([self._last])
+
+    async def start(self) -> None:
+        """Learn which keys the database holds (a read on a reader thread)."""
+        most = self.memory.most_stored + 1
+        rows = await self._db.read(
+            lambda conn: conn.execute(Q["stored_keys"], (most,)).fetchall())
+        self.memory.load([(scope, key, parse_iso(at)) for scope, key, at in rows])
+
+    def _read(self, slot: tuple[str, str]) -> HeldKey | None:
+        """The key as the database holds it: a primary-key read on the event loop's reader."""
+        memory = self.memory
+        row = self._db.read_here(lambda conn: conn.execute(Q["read_key"], slot).fetchone())
+        if row is None:
+            return None
+        owner, state, lease_until, expires_at, status, headers, body = row
+        answer = None if state != "done" else \
+            Claim("done", status, loads(headers), bytes(body))
+        held = HeldKey(owner, parse_iso(lease_until),
+                       parse_iso(expires_at), answer, 0)
+        memory.hold(slot, held)
+        return held
+
+    def _hand_over(self) -> None:
+        """The answers of this turn of the event loop, as one job of the writer."""
+        if not self._queued:
+            return
+        rows, self._queued = self._queued, []
+        self._count += 1
+        number = self._count
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(Q["put_key"], rows)
+
+        try:
+            done = self._db.writer.submit(work)
+        except StorageError as exc:
+            self._written(number, exc)
+            return
+        self._last = done
+        done.add_done_callback(lambda future: self._written(
+            number, None if future.cancelled() else future.exception()))
+
+    def _written(self, number: int, error: BaseException | None) -> None:
+        self.memory.committed = max(self.memory.committed, number)
+        if error is not None:
+            log.warning("idempotent answers were not stored (a redelivery of them may run "
+                        "again after a restart): %s", error)
 
 
 class SqliteRates:

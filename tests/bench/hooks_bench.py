@@ -2,7 +2,12 @@
 Stripe signature check, and behind the check plus an idempotency key of its own per request
 (a claim and a stored answer in the database each), on one gateway in one run.
 
-    python tests/bench/hooks_bench.py [--duration 10] [--postgres URL] [--no-sqlite]
+    python tests/bench/hooks_bench.py [--duration 10] [--postgres URL] [--no-sqlite] [--cpu]
+
+With `--cpu`, also the gateway process's CPU time per request in each scenario (at 64
+connections, scenarios taken in turns, twice): on a shared, noisy machine throughput swings
+with the neighbours' load, while the CPU a request costs the gateway barely does. On
+PostgreSQL the database server's own CPU is not in that figure.
 
 Uses the request-path benchmark's machinery (`run.py`: wrk, the servers, the table).
 Target: verification plus the idempotency check cost at most 15% of the trivial workflow's
@@ -50,8 +55,38 @@ def measure(seconds: int, stack: contextlib.ExitStack, tmp: Path, database: str,
     rows += [replace(r, scenario="verify+idem") for r in run.drive(
         wrk, server, "verify+idem", f"{run.PREFIX}/echo-hooked",
         {**signed, "BENCH_MODE": "delivery", "BENCH_STAMP": str(time.time_ns())}, seconds)]
+    if CPU_ROUNDS:
+        cpu_per_request(wrk, server, label, {
+            "trivial": (f"{run.PREFIX}/echo", body),
+            "verify": (f"{run.PREFIX}/echo-verified", signed),
+            "verify+idem": (f"{run.PREFIX}/echo-hooked",
+                            {**signed, "BENCH_MODE": "delivery",
+                             "BENCH_STAMP": str(time.time_ns())})}, seconds)
     run.stop(server.process)
     return judged([replace(r, server=f"gateway-{label}") for r in rows])
+
+
+CPU_ROUNDS: list[int] = []  # set by --cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(wrk: str, server: run.Server, label: str,
+                    scenarios: dict[str, tuple[str, dict[str, str]]], seconds: int) -> None:
+    for round_ in range(2):
+        used: dict[str, float] = {}
+        for scenario, (path, env) in scenarios.items():
+            before = cpu_seconds(server.process.pid)
+            got = run.run_wrk(wrk, server.base + path, 2, 64, seconds, env)
+            used[scenario] = (cpu_seconds(server.process.pid) - before) / got["requests"]
+        trivial = used["trivial"]
+        print(f"  CPU per request, {label}, round {round_ + 1}: " + ", ".join(
+            f"{name} {value * 1e6:.0f} µs ({trivial / value:.2f}× trivial's throughput)"
+            for name, value in used.items()))
 
 
 @contextlib.contextmanager
@@ -89,7 +124,10 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"))
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument("--cpu", action="store_true", help="also CPU time per request")
     args = parser.parse_args()
+    if args.cpu:
+        CPU_ROUNDS.append(2)
     rows: list[run.Row] = []
     with tempfile.TemporaryDirectory(prefix="gateway-hooks-bench-") as tmp, \
             contextlib.ExitStack() as stack:

@@ -157,25 +157,42 @@ DELETE FROM gateway_runs WHERE id IN (
 -- name: purge_tokens
 DELETE FROM gateway_tokens WHERE expires_at <= %s OR last_used_at <= %s;
 
--- name: claim_key
--- A new key, or one whose claim lapsed (its lease ended while running) or whose answer
--- expired, is claimed by %(owner)s; otherwise nothing is returned and `find_key_claim`
--- says why.
+-- name: claim_keys
+-- A batch of claims, each key at most once: a new key, or one whose claim lapsed (its lease
+-- ended while running) or whose answer expired, is claimed by its owner and returned; the
+-- others are not returned, and `find_key_claims` says why. Committed without waiting for
+-- the WAL to reach the disk (`synchronous_commit` off for this statement's transaction
+-- only): other instances see the claim at once, and a database crash in the next few
+-- hundred milliseconds could lose it, which costs a redelivery that runs again, as a
+-- gateway crash does. A later durable commit (the run's writes) makes it durable too.
 INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
-VALUES (%(scope)s, %(key)s, %(owner)s, 'running', %(lease)s, %(expires)s)
+SELECT c.scope, c.key, c.owner, 'running', c.lease, c.expires
+FROM unnest(%(scopes)s::text[], %(keys)s::text[], %(owners)s::text[],
+            %(leases)s::timestamptz[], %(expires)s::timestamptz[])
+    AS c(scope, key, owner, lease, expires),
+    set_config('synchronous_commit', 'off', true) AS quick
 ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
     lease_until = excluded.lease_until, expires_at = excluded.expires_at,
     status = NULL, headers = NULL, body = NULL
 WHERE (gateway_idempotency.state = 'running' AND gateway_idempotency.lease_until <= %(now)s)
     OR gateway_idempotency.expires_at <= %(now)s
-RETURNING owner;
+RETURNING scope, key;
 
--- name: find_key_claim
-SELECT state, status, headers, body FROM gateway_idempotency WHERE scope = %s AND key = %s;
+-- name: find_key_claims
+SELECT i.scope, i.key, i.state, i.status, i.headers, i.body
+FROM gateway_idempotency AS i
+JOIN unnest(%s::text[], %s::text[]) AS c(scope, key) ON i.scope = c.scope AND i.key = c.key;
 
--- name: finish_key
-UPDATE gateway_idempotency SET state = 'done', status = %s, headers = %s, body = %s
-WHERE scope = %s AND key = %s AND owner = %s AND state = 'running';
+-- name: finish_keys
+-- A batch of answers, each stored only if its owner still holds the key; committed as
+-- `claim_keys` is (a database crash could lose the answers of its last few hundred
+-- milliseconds: their redeliveries run again).
+UPDATE gateway_idempotency AS i SET state = 'done', status = c.status, headers = c.headers,
+    body = c.body
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::jsonb[], %s::bytea[])
+    AS c(scope, key, owner, status, headers, body),
+    set_config('synchronous_commit', 'off', true) AS quick
+WHERE i.scope = c.scope AND i.key = c.key AND i.owner = c.owner AND i.state = 'running';
 
 -- name: release_key
 DELETE FROM gateway_idempotency

@@ -148,27 +148,22 @@ DELETE FROM gateway_runs WHERE id IN (
 -- name: purge_tokens
 DELETE FROM gateway_tokens WHERE expires_at <= ? OR last_used_at <= ?;
 
--- name: claim_key
--- A new key, or one whose claim lapsed (its lease ended while running) or whose answer
--- expired, is claimed by ?3; otherwise nothing is returned and `find_key_claim` says why.
-INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
-VALUES (?1, ?2, ?3, 'running', ?5, ?6)
-ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
+-- name: put_key
+-- An answer, stored once its run is over: the gateway process decided the claims in its
+-- memory (see sqlite_idempotency.py), and the database keeps what it answered.
+INSERT INTO gateway_idempotency
+    (scope, key, owner, state, lease_until, expires_at, status, headers, body)
+VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'done',
     lease_until = excluded.lease_until, expires_at = excluded.expires_at,
-    status = NULL, headers = NULL, body = NULL
-WHERE (gateway_idempotency.state = 'running' AND gateway_idempotency.lease_until <= ?4)
-    OR gateway_idempotency.expires_at <= ?4
-RETURNING owner;
+    status = excluded.status, headers = excluded.headers, body = excluded.body;
 
--- name: find_key_claim
-SELECT state, status, headers, body FROM gateway_idempotency WHERE scope = ? AND key = ?;
+-- name: read_key
+SELECT owner, state, lease_until, expires_at, status, headers, body FROM gateway_idempotency
+WHERE scope = ? AND key = ?;
 
--- name: finish_key
-UPDATE gateway_idempotency SET state = 'done', status = ?, headers = ?, body = ?
-WHERE scope = ? AND key = ? AND owner = ? AND state = 'running';
-
--- name: release_key
-DELETE FROM gateway_idempotency WHERE scope = ? AND key = ? AND owner = ? AND state = 'running';
+-- name: stored_keys
+SELECT scope, key, expires_at FROM gateway_idempotency ORDER BY expires_at DESC LIMIT ?;
 
 -- name: purge_keys
 DELETE FROM gateway_idempotency WHERE expires_at <= ?;

@@ -1,0 +1,154 @@
+"""The idempotency store itself, on both backends: answers outlive a restart, claims made
+together (one batch on PostgreSQL, one turn of the event loop on SQLite) are decided one
+by one, and SQLite's memory of keys stays within its bounds and reads forgotten keys back
+from the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import StorageUnavailableError
+from gateway.storage import Storage, open_storage
+from gateway.storage.keymemory import KeyMemory
+from gateway.storage.sqlite_idempotency import SqliteIdempotency
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+LEASE = NOW + timedelta(minutes=5)
+EXPIRES = NOW + timedelta(hours=1)
+# An answer as odd as a workflow may give: every byte value, a header with quotes.
+BODY = bytes(range(256)) * 4
+HEADERS = {"X-Event": 'evt "1" \u00e9', "content-type": "application/octet-stream"}
+
+
+@asynccontextmanager
+async def opened(url: str, memory: KeyMemory | None = None) -> AsyncIterator[Storage]:
+    storage = open_storage(url)
+    if memory is not None:
+        assert isinstance(storage.idempotency, SqliteIdempotency)
+        storage.idempotency.memory = memory
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+async def answer(storage: Storage, key: str, status: int = 201) -> None:
+    claim = await storage.idempotency.claim("hook", key, f"owner-{key}", NOW, LEASE, EXPIRES)
+    assert claim.state == "claimed", (key, claim)
+    await storage.idempotency.finish("hook", key, f"owner-{key}", status, HEADERS, BODY)
+
+
+async def test_an_answer_outlives_a_restart(storage_url: str) -> None:
+    async with opened(storage_url) as storage:
+        await answer(storage, "k1", 422)
+    async with opened(storage_url) as storage:
+        found = await storage.idempotency.claim("hook", "k1", "other", NOW, LEASE, EXPIRES)
+        assert (found.state, found.status, found.body) == ("done", 422, BODY)
+        assert dict(found.headers) == HEADERS
+        later = NOW + timedelta(hours=2)  # past its ttl: claimed afresh
+        again = await storage.idempotency.claim("hook", "k1", "other", later,
+                                                later + timedelta(minutes=5),
+                                                later + timedelta(hours=1))
+        assert again.state == "claimed"
+
+
+async def test_a_run_in_progress_at_a_stop(storage_url: str) -> None:
+    """PostgreSQL keeps the claim (the key is busy until its lease ends); SQLite keeps
+    claims in memory only, so after a restart the redelivery runs again at once."""
+    async with opened(storage_url) as storage:
+        claim = await storage.idempotency.claim("hook", "k1", "crashed", NOW, LEASE, EXPIRES)
+        assert claim.state == "claimed"
+    async with opened(storage_url) as storage:
+        found = await storage.idempotency.claim("hook", "k1", "next", NOW, LEASE, EXPIRES)
+        expected = "claimed" if storage_url.startswith("sqlite") else "running"
+        assert found.state == expected
+
+
+async def test_claims_made_together_are_decided_one_by_one(storage_url: str) -> None:
+    async with opened(storage_url) as storage:
+        store = storage.idempotency
+        await answer(storage, "done")
+        claims = await asyncio.gather(
+            *(store.claim("hook", f"k{n}", f"o{n}", NOW, LEASE, EXPIRES) for n in range(300)),
+            *(store.claim("hook", "same", f"s{n}", NOW, LEASE, EXPIRES) for n in range(50)),
+            *(store.claim("hook", "done", f"d{n}", NOW, LEASE, EXPIRES) for n in range(5)))
+        assert all(claim.state == "claimed" for claim in claims[:300])
+        same = [claim.state for claim in claims[300:350]]
+        assert same.count("claimed") == 1 and same.count("running") == 49
+        assert all(claim.state == "done" and claim.body == BODY for claim in claims[350:])
+        await store.finish("hook", "k7", "o7", 200, {}, b"seven")
+        await store.release("hook", "k8", "o8")
+        await store.finish("hook", "k9", "not-the-owner", 200, {}, b"nine")
+        replay = await store.claim("hook", "k7", "x", NOW, LEASE, EXPIRES)
+        assert (replay.state, replay.body) == ("done", b"seven")
+        assert (await store.claim("hook", "k8", "x", NOW, LEASE, EXPIRES)).state == "claimed"
+        assert (await store.claim("hook", "k9", "x", NOW, LEASE, EXPIRES)).state == "running"
+
+
+async def test_sqlite_memory_stays_bounded_and_reads_forgotten_keys_back(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    memory = KeyMemory(most=3, most_bytes=3 * len(BODY))
+    async with opened(url, memory) as storage:
+        store = storage.idempotency
+        assert isinstance(store, SqliteIdempotency)
+        for n in range(10):
+            await answer(storage, f"k{n}")
+            await store.flush()  # in the database: free to be forgotten
+        assert len(memory.keys) <= 3 and memory.bytes <= 3 * len(BODY)
+        for n in range(10):
+            found = await store.claim("hook", f"k{n}", "again", NOW, LEASE, EXPIRES)
+            assert (found.state, found.body) == ("done", BODY), n
+        assert (await store.claim("hook", "new", "o", NOW, LEASE, EXPIRES)).state == "claimed"
+    # More keys in the database than memory holds at start: every unknown key is looked up.
+    async with opened(url, KeyMemory(most=3, most_stored=3)) as storage:
+        store = storage.idempotency
+        assert isinstance(store, SqliteIdempotency) and store.memory.stored is None
+        found = await store.claim("hook", "k4", "again", NOW, LEASE, EXPIRES)
+        assert found.state == "done"
+        assert (await store.claim("hook", "k99", "o", NOW, LEASE, EXPIRES)).state == "claimed"
+
+
+async def test_sqlite_answers_not_yet_committed_are_never_forgotten(tmp_path: Path) -> None:
+    memory = KeyMemory(most=2)
+    async with opened(f"sqlite:///{tmp_path / 'g.db'}", memory) as storage:
+        for n in range(6):  # all in one turn of the event loop: none committed yet
+            await answer(storage, f"k{n}")
+        assert len(memory.keys) == 6
+        for n in range(6):
+            found = await storage.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
+            assert found.state == "done"
+
+
+@pytest.mark.postgres
+async def test_postgresql_claims_wait_for_their_batch_and_fail_together(
+        postgres_url: str) -> None:
+    storage = open_storage(postgres_url)
+    await storage.open()
+    await storage.close()  # the pool is closed: each claim of the batch gets the error
+    claims = await asyncio.gather(*(storage.idempotency.claim(
+        "hook", f"k{n}", "o", NOW, LEASE, EXPIRES) for n in range(3)), return_exceptions=True)
+    assert all(isinstance(claim, StorageUnavailableError) for claim in claims), claims
+
+
+@pytest.mark.postgres
+async def test_postgresql_a_claim_whose_caller_stopped_waiting_is_released(
+        postgres_url: str) -> None:
+    async with opened(postgres_url) as storage:
+        store = storage.idempotency
+        waiting = asyncio.create_task(store.claim("hook", "k1", "gone", NOW, LEASE, EXPIRES))
+        await asyncio.sleep(0)  # the claim is on its way
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        async with asyncio.timeout(10):  # until the abandoned claim is given back
+            while (await store.claim("hook", "k1", "next", NOW, LEASE, EXPIRES)).state \
+                    != "claimed":
+                await asyncio.sleep(0.01)
