@@ -371,3 +371,21 @@ async def test_the_api_token_query_parameter_never_reaches_the_run_log(api: Api)
     await api.storage.runs.flush_runs()
     runs = await api.storage.runs.list_runs(workflow="obj/lead")
     assert len(runs) == 2 and key not in repr(runs)
+
+
+async def test_the_data_api_is_served_under_the_prefix(tmp_path: Path, storage_url: str) -> None:
+    (tmp_path / "types.yaml").write_text(textwrap.dedent(CONFIG).strip())
+    (tmp_path / "settings.yaml").write_text("kind: settings\nserver: {prefix: /version-test}\n")
+    storage = open_storage(storage_url)
+    app = create_app(load([tmp_path]), storage)
+    async with app.router.lifespan_context(app):
+        key = new_key()
+        await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw",
+                                     headers=_bearer(key)) as client:
+            made = await client.post("/version-test/api/1.1/obj/lead", json={"name": "Ada"})
+            assert made.status_code == 201, made.text
+            found = await client.get(f"/version-test/api/1.1/obj/lead/{made.json()['id']}")
+            assert found.status_code == 200 and found.json()["response"]["name"] == "Ada"
+            assert (await client.get("/api/1.1/obj/lead")).status_code == 404  # not unprefixed
