@@ -126,13 +126,8 @@ class Interpreter:
             else:
                 reply = await self.execute(workflow, ctx, self.scope(ctx, params, request, names))
             encoded = self.check_size(reply, workflow.may_wait or bool(workflow.record_params))
-        except GatewayError as exc:
-            error = exc
-        except TimeoutError:
-            error = RunError(f"the run took longer than {self.timeout:g} s and was stopped")
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
-            error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
-            error.__cause__ = exc
+            error = self.failure(exc)
         if reply is not None and reply.data is not None and (
                 workflow.may_wait or workflow.record_params) and ctx.viewer.privacy:
             # Records reach a reply only through steps that wait or record parameters.
@@ -161,15 +156,21 @@ class Interpreter:
             async with asyncio.timeout(self.timeout):
                 reply = await operation(ctx)
                 await self.commit(ctx)
-        except GatewayError as exc:
-            error = exc
-        except TimeoutError:
-            error = RunError(f"the run took longer than {self.timeout:g} s and was stopped")
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
-            error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
-            error.__cause__ = exc
+            error = self.failure(exc)
         self.report(ctx, unit, started, params, reply, error)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
+
+    def failure(self, exc: Exception) -> GatewayError:
+        """How a run that raised `exc` ends: its own error, a timeout, or an unexpected one
+        (the cause kept for the server log)."""
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return RunError(f"the run took longer than {self.timeout:g} s and was stopped")
+        error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
+        error.__cause__ = exc
+        return error
 
     def scope(self, ctx: RunContext, params: dict[str, Any], request: Mapping[str, Any] | None,
               names: Mapping[str, Any] | None = None) -> dict[str, Any]:
