@@ -9,11 +9,13 @@ ends the run with a reply.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway import pointer as ptr
 from gateway.context import RunContext
+from gateway.errors import did_you_mean
 from gateway.param import Param
 from gateway.storage.interface import TypeSpec
 
@@ -78,3 +80,29 @@ def collect(*families: tuple[Action, ...]) -> dict[str, Action]:
                 raise ValueError(f"the action {action.name!r} is declared twice")
             found[action.name] = action
     return found
+
+
+def check_call_params(check: StepCheck, args: Mapping[str, Any], declared_params: Sequence[Param],
+                      callee: str, codes: tuple[str, str],
+                      given_elsewhere: str | None = None) -> None:
+    """What a step that calls a workflow or an event gives it (`args["params"]`): its constant
+    values are parameters the callee declares and fit their types, and every parameter it
+    needs is there (or is `given_elsewhere`). `callee` names it in messages; `codes` are the
+    diagnostics' codes for an unknown and for a missing parameter."""
+    given = args.get("params") or {}
+    if not isinstance(given, dict):
+        return
+    declared = {p.name: p for p in declared_params}
+    for key, value in given.items():
+        pointer = ptr.join(check.base, "params", key)
+        if key not in declared:
+            check.error(pointer, codes[0],
+                        f"{callee} has no parameter '{key}'" + did_you_mean(key, declared),
+                        key=True)
+        else:
+            check.check_value(pointer, value, declared[key].type, declared[key].list)
+    for param in declared_params:
+        if param.name not in given and param.name != given_elsewhere and not (
+                param.optional or param.has_default):
+            check.error(check.base + "/params" if "params" in args else check.base,
+                        codes[1], f"{callee} needs the parameter '{param.name}'")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway import pointer as ptr
-from gateway.action import Action, StepCheck
+from gateway.action import Action, StepCheck, check_call_params
 from gateway.context import Reply, RunContext
 from gateway.errors import RunError, StepFailedError, did_you_mean, shown
 
@@ -100,23 +100,8 @@ def check_trigger(check: StepCheck, args: Mapping[str, Any]) -> None:
     declared_params = check.event_params(name, check.base + "/event")
     if declared_params is None:
         return
-    given = args.get("params") or {}
-    if not isinstance(given, dict):
-        return
-    declared = {p.name: p for p in declared_params}
-    for key, value in given.items():
-        pointer = ptr.join(check.base, "params", key)
-        if key not in declared:
-            check.error(pointer, "ref.unknown-event-param",
-                        f"custom event '{name}' has no parameter '{key}'"
-                        + did_you_mean(key, declared), key=True)
-        else:
-            check.check_value(pointer, value, declared[key].type, declared[key].list)
-    for param in declared_params:
-        if param.name not in given and not (param.optional or param.has_default):
-            check.error(check.base + "/params" if "params" in args else check.base,
-                        "ref.missing-event-param",
-                        f"custom event '{name}' needs the parameter '{param.name}'")
+    check_call_params(check, args, declared_params, f"custom event '{name}'",
+                      ("ref.unknown-event-param", "ref.missing-event-param"))
 
 
 def check_return(check: StepCheck, args: Mapping[str, Any]) -> None:

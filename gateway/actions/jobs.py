@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway import pointer as ptr
-from gateway.action import Action, StepCheck
+from gateway.action import Action, StepCheck, check_call_params
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
@@ -206,28 +205,14 @@ def check_schedule(check: StepCheck, args: Mapping[str, Any]) -> None:
     declared_params = check.workflow_params(name, check.base + "/workflow")
     if declared_params is None:
         return
-    given = dict(args.get("params") or {}) if isinstance(args.get("params") or {}, dict) else None
-    if given is None:
-        return
     item = args.get("item_param")
-    declared = {p.name: p for p in declared_params}
-    for key, value in given.items():
-        pointer = ptr.join(check.base, "params", key)
-        if key not in declared:
-            check.error(pointer, "ref.unknown-workflow-param",
-                        f"workflow '{name}' has no parameter '{key}'"
-                        + did_you_mean(key, declared), key=True)
-        else:
-            check.check_value(pointer, value, declared[key].type, declared[key].list)
-    if isinstance(item, str) and item not in declared:
+    if isinstance(item, str) and item not in {p.name for p in declared_params}:
         check.error(check.base + "/item_param", "ref.unknown-workflow-param",
-                    f"workflow '{name}' has no parameter '{item}'" + did_you_mean(item, declared))
-    for param in declared_params:
-        if param.name not in given and param.name != item and not (
-                param.optional or param.has_default):
-            check.error(check.base + "/params" if "params" in args else check.base,
-                        "ref.missing-workflow-param",
-                        f"workflow '{name}' needs the parameter '{param.name}'")
+                    f"workflow '{name}' has no parameter '{item}'"
+                    + did_you_mean(item, {p.name: p for p in declared_params}))
+    check_call_params(check, args, declared_params, f"workflow '{name}'",
+                      ("ref.unknown-workflow-param", "ref.missing-workflow-param"),
+                      item if isinstance(item, str) else None)
 
 
 def check_cancel(check: StepCheck, args: Mapping[str, Any]) -> None:
