@@ -106,6 +106,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
             jobs = None
             if scheduler:
                 app.state.scheduler = Scheduler(app.state.interpreter, storage, clock)
+                if metrics is not None:
+                    metrics.jobs = app.state.scheduler.probe
                 jobs = asyncio.create_task(app.state.scheduler.run(stop))
             try:
                 yield

@@ -3,7 +3,9 @@ the run log's queue, in the Prometheus text format; admin only unless `metrics.p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -97,7 +99,7 @@ async def test_runs_durations_responses_and_queue_are_counted(
     assert got[("gateway_http_responses_total", (("class", "4xx"),))] == 2
     assert got[("gateway_http_responses_total", (("class", "5xx"),))] == 1
     assert ("gateway_run_log_queue_depth", ()) in got
-    assert not any(name.startswith("gateway_jobs") for name, _ in got)  # no scheduler yet
+    assert got[("gateway_jobs", (("status", "running"),))] == 0  # the scheduler runs here
 
 
 async def test_metrics_need_an_admin_key(client: tuple[httpx.AsyncClient, str]) -> None:
@@ -146,3 +148,52 @@ def test_a_workflow_of_a_later_config_gets_counters() -> None:
     assert got[("gateway_runs_total", (("status", "not_run"), ("workflow", "b")))] == 1
     assert got[("gateway_run_duration_seconds_bucket", (("le", "0.0025"), ("workflow", "a")))] == 0
     assert got[("gateway_run_duration_seconds_bucket", (("le", "0.005"), ("workflow", "a")))] == 1
+
+
+SCHEDULING = """\
+kind: settings
+scheduler: {poll: 100ms}
+metrics: {public: true}
+---
+kind: api_workflow
+name: later
+auth: admin
+params: {word: {type: text}}
+steps:
+  - action: fail
+    only_when: "{{ params.word == 'boom' }}"
+    message: boom
+---
+kind: api_workflow
+name: plan
+expose: true
+auth: none
+params: {word: {type: text}}
+steps:
+  - action: schedule_workflow
+    workflow: later
+    delay: 0
+    params: {word: "{{ params.word }}"}
+"""
+
+
+async def test_jobs_the_scheduler_ran_are_reported(tmp_path: Path, storage_url: str) -> None:
+    (tmp_path / "wf.yaml").write_text(SCHEDULING)
+    app = create_app(load([tmp_path]), open_storage(storage_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            for word in ("fine", "boom"):
+                assert (await http.post("/api/1.1/wf/plan", json={"word": word})).is_success
+            deadline = utc_now() + timedelta(seconds=20)
+            got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            while utc_now() < deadline:  # polling a condition, with a deadline
+                got = samples((await http.get("/metrics")).text)
+                if got.get(("gateway_jobs", (("status", "failed"),))) == 1 and got.get(
+                        ("gateway_jobs", (("status", "done"),))) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert got[("gateway_jobs", (("status", "done"),))] == 1, got
+            assert got[("gateway_jobs", (("status", "failed"),))] == 1
+            assert got[("gateway_jobs", (("status", "running"),))] == 0
+            assert got[("gateway_jobs_due_lag_seconds", ())] >= 0

@@ -14,6 +14,7 @@ job runs again elsewhere.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -72,6 +73,10 @@ class Scheduler:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.finisher = Finisher(storage.jobs, self.worker)
         self._planned = 0.0
+        # For `/metrics` (`probe`): how the jobs this process ran ended, and how late the
+        # latest claimed jobs started.
+        self.ended: collections.Counter[str] = collections.Counter()
+        self.lag: float | None = None
         self._failures = 0  # claims that failed in a row (the database is away)
 
     def use(self, interpreter: Interpreter) -> None:
@@ -114,9 +119,21 @@ class Scheduler:
         if self._failures:
             log.info("claiming jobs again")
         self._failures = 0
+        if jobs:
+            self.lag = max((now - job.due_at).total_seconds() for job in jobs)
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._execute(job))
         return len(jobs)
+
+    def probe(self) -> tuple[dict[str, int], float | None]:
+        """What `/metrics` reports of jobs (`Metrics.jobs`): those running in this process
+        now, those it ended since it started (done, failed, retried: ended to run again),
+        and how late the latest ones it claimed started, in seconds. No query."""
+        return {"running": len(self.running), **self.ended}, self.lag
+
+    async def end(self, end: JobEnd) -> None:
+        self.ended["retried" if end.status == "pending" else end.status] += 1
+        await self.finisher.end(end)
 
     async def _pause(self, stop: asyncio.Event, full: bool) -> None:
         """Until `stop`, or a poll interval; and a free slot when every slot is taken, or
@@ -206,7 +223,7 @@ class Scheduler:
         try:
             workflow, raw, extra = await self.target(job)
         except JobError as exc:
-            await self.finisher.end(JobEnd(job.id, "failed", self.clock(), None, str(exc)))
+            await self.end(JobEnd(job.id, "failed", self.clock(), None, str(exc)))
             return
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
@@ -220,16 +237,16 @@ class Scheduler:
         error = result.error
         now = self.clock()
         if error is None or isinstance(error, NotRunError):
-            await self.finisher.end(JobEnd(job.id, "done", now, result.run_id))
+            await self.end(JobEnd(job.id, "done", now, result.run_id))
             return
         message = f"{error.code}: {error.message}"
         retryable = error.status >= 500 or isinstance(error, StepFailedError)
         if retryable and job.attempt < workflow.retry.max_attempts:
             retry_at = now + backoff(workflow.retry, job.attempt)
-            await self.finisher.end(JobEnd(job.id, "pending", now, result.run_id, message,
+            await self.end(JobEnd(job.id, "pending", now, result.run_id, message,
                                            retry_at))
             return
-        await self.finisher.end(JobEnd(job.id, "failed", now, result.run_id, message))
+        await self.end(JobEnd(job.id, "failed", now, result.run_id, message))
         log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
                     escape(job.workflow), job.attempt, escape(message))
 
