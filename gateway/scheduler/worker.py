@@ -71,6 +71,7 @@ class Scheduler:
         self.grace = settings.scheduler_grace.total_seconds()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._ended: set[str] = set()  # running jobs whose end is counted, being written
         self.finisher = Finisher(storage.jobs, self.worker)
         self._planned = 0.0
         # For `/metrics` (`probe`): how the jobs this process ran ended, and how late the
@@ -129,10 +130,11 @@ class Scheduler:
         """What `/metrics` reports of jobs (`Metrics.jobs`): those running in this process
         now, those it ended since it started (done, failed, retried: ended to run again),
         and how late the latest ones it claimed started, in seconds. No query."""
-        return {"running": len(self.running), **self.ended}, self.lag
+        return {"running": len(self.running) - len(self._ended), **self.ended}, self.lag
 
     async def end(self, end: JobEnd) -> None:
         self.ended["retried" if end.status == "pending" else end.status] += 1
+        self._ended.add(end.id)  # counted as ended, no longer as running, from now on
         await self.finisher.end(end)
 
     async def _pause(self, stop: asyncio.Event, full: bool) -> None:
@@ -217,6 +219,7 @@ class Scheduler:
             log.warning("job %s: %s", job.id, escape(exc.message))
         finally:
             self.running.pop(job.id, None)
+            self._ended.discard(job.id)
 
     async def execute(self, job: Job) -> None:
         """Run one claimed job and record how it ended."""
