@@ -46,6 +46,8 @@ from gateway.param import Param
 from gateway.privacy import EXEMPT, Viewer
 from gateway.redaction import redact, short_repr
 from gateway.services import Services
+from gateway.storage.interface import Transaction
+from gateway.storage.unit import JOINED
 from gateway.templating import Compiled
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ Commit = Callable[[RunContext], Awaitable[None]]
 # What `Interpreter.perform` runs in place of a workflow's steps.
 Operation = Callable[[RunContext], Awaitable[Reply]]
 
+HOLD_MARGIN_SECONDS = 5.0  # past the run's own timeout, SQLite's writer takes it back
 _ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
 
 
@@ -118,14 +121,21 @@ class Interpreter:
         try:
             params = workflow.coerce(raw)
             if workflow.may_wait or workflow.record_params:
-                async with asyncio.timeout(self.timeout):  # loading records is part of the run
-                    params = await self.load_records(workflow.record_params, params, ctx.viewer)
-                    reply = await self.execute(workflow, ctx, self.scope(ctx, params, request,
-                                                                         names))
-                    await self.commit(ctx)
+                transaction = self.begin()  # what the run writes commits at its end, or not
+                try:
+                    async with asyncio.timeout(self.timeout):  # loading records is part of it
+                        params = await self.load_records(workflow.record_params, params,
+                                                         ctx.viewer)
+                        reply = await self.execute(workflow, ctx, self.scope(ctx, params,
+                                                                             request, names))
+                        encoded = self.check_size(reply, True)
+                        await self.commit(ctx)
+                    await transaction.commit()
+                finally:
+                    await transaction.rollback()  # unless it committed
             else:
                 reply = await self.execute(workflow, ctx, self.scope(ctx, params, request, names))
-            encoded = self.check_size(reply, workflow.may_wait or bool(workflow.record_params))
+                encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
         if reply is not None and reply.data is not None and (
@@ -152,10 +162,15 @@ class Interpreter:
                          hidden=self.hidden, settings=self.registry.settings,
                          services=self.services)
         started, reply, error = time.perf_counter(), None, None
+        transaction = self.begin()
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await operation(ctx)
-                await self.commit(ctx)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reply = await operation(ctx)
+                    await self.commit(ctx)
+                await transaction.commit()
+            finally:
+                await transaction.rollback()  # unless it committed
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
         self.report(ctx, unit, started, params, reply, error)
@@ -184,8 +199,16 @@ class Interpreter:
             return compiled(scope)
         return await budget.run_off_loop(compiled, scope, self.limits)
 
+    def begin(self) -> Transaction:
+        """A run's storage work as one transaction (see `gateway.storage.unit`); it may hold
+        SQLite's writer a little longer than the run may last."""
+        if self.storage is None:
+            return JOINED
+        return self.storage.begin(self.timeout + HOLD_MARGIN_SECONDS)
+
     async def commit(self, ctx: RunContext) -> None:
-        """The run succeeded: hand what it changed and scheduled to whoever listens."""
+        """The run succeeded: hand what it changed and scheduled to whoever listens (in
+        the run's transaction, which commits once they are done)."""
         if ctx.changes or ctx.jobs:
             for hook in self.on_commit:
                 await hook(ctx)

@@ -110,7 +110,7 @@ async def test_a_failed_run_gives_its_key_up_and_a_refusal_is_replayed(
         replayed = await client.post("/api/1.1/wf/hook", json={"id": "evt_2"})
         assert replayed.status_code == 422
         assert replayed.headers["idempotent-replayed"] == "true"
-        assert await deliveries(storage) == 3
+        assert await deliveries(storage) == 1  # the runs that failed left no record behind
 
 
 async def test_a_duplicate_of_a_running_request_is_409(tmp_path: Path, storage_url: str) -> None:

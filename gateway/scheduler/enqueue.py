@@ -1,5 +1,6 @@
 """The commit of a run that succeeded: the jobs it scheduled and the database-trigger runs
-its changes call for, written together in one transaction.
+its changes call for, written in the run's own transaction (`Storage.begin`), so that they
+commit with its record changes or not at all.
 
 A trigger fires once per record per run, however often the run changed the record, with
 the record as the run first saw it (`before`, null on create) and as the run left it

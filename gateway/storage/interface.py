@@ -355,6 +355,13 @@ class JobStore(Protocol):
     async def wait(self, timeout: float) -> None: ...
 
 
+class Transaction(Protocol):
+    """The storage work of one task (a run) as one transaction (`Storage.begin`)."""
+
+    async def commit(self) -> None: ...
+    async def rollback(self) -> None: ...
+
+
 class Lifecycle(Protocol):
     """Opening, migrating, checking and closing one database."""
 
@@ -372,6 +379,11 @@ class Lifecycle(Protocol):
     async def migrate(self) -> list[str]: ...
     # Raises StorageError, within about a second, when the store cannot serve.
     async def ping(self) -> None: ...
+    # The current task's storage work, from its first write, as one transaction that ends
+    # with the returned object's commit() or rollback(); reads after the first write see it.
+    # Inside one already open, the work joins it. On SQLite the transaction holds the one
+    # writer, `seconds` at most; on PostgreSQL a connection.
+    def begin(self, seconds: float) -> Transaction: ...
 
 
 class Storage(Lifecycle, Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from gateway.errors import StorageError
 from gateway.storage.backend import Catalog, create_index_sql, index_changes, pending_migrations
-from gateway.storage.interface import TypeSpec
+from gateway.storage.interface import Transaction, TypeSpec
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.postgresql_dialect import PostgresDialect
 from gateway.storage.postgresql_idempotency import PostgresIdempotency, PostgresRates
@@ -67,6 +67,9 @@ class PostgresStorage:
 
     async def migrate(self) -> list[str]:
         return await self.connector.guard(self._migrate())
+
+    def begin(self, seconds: float) -> Transaction:
+        return self.connector.begin()
 
     async def ping(self) -> None:
         """`SELECT 1`, given `PING_SECONDS` for a connection and the answer together (a

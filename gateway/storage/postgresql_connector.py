@@ -3,12 +3,19 @@
 A psycopg 3 async pool of autocommit connections: a single-statement write is one round
 trip, and PostgreSQL's own commit path groups concurrent commits. Driver errors leave this
 module translated (`Catalog.translate`) and chained.
+
+Inside a run's transaction (`begin()`), the run's first write takes a connection of its own
+and opens a transaction on it; every later statement of the run goes there, each in a
+savepoint so that a statement that fails (a duplicate, say) costs only itself, and the run's
+end commits or rolls back. Reads before the first write take any connection, as outside.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -17,11 +24,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.encoding import dumps, loads
 from gateway.errors import StorageError, StorageUnavailableError
+from gateway.storage import unit
 from gateway.storage.backend import Catalog
 from gateway.storage.limits import NotANumberError, OutOfRangeError
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
+Conn = psycopg.AsyncConnection[Any]
+Work = Callable[[Conn], Awaitable[T]]
+log = logging.getLogger(__name__)
 
 
 def jsonb(value: Any) -> Jsonb:
@@ -34,6 +45,10 @@ UNAVAILABLE = "the database is unavailable; try again later"
 def translate(catalog: Catalog, exc: psycopg.Error) -> StorageError:
     """The error to raise for a driver's `exc`: a connection that failed (or none to be had
     in time) is the database being unavailable (503), not a fault of the request."""
+    if isinstance(exc, psycopg.errors.TransactionRollback | psycopg.errors.LockNotAvailable):
+        # a deadlock broken, or a serialization failure: the same request may well pass
+        return StorageUnavailableError(
+            "the database ended the transaction to let another through; try again")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return StorageUnavailableError(UNAVAILABLE)
     if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
@@ -55,6 +70,62 @@ def violated_index(exc: psycopg.Error) -> str | None:
     if isinstance(exc, psycopg.errors.UniqueViolation):
         return exc.diag.constraint_name
     return None
+
+
+class PostgresUnit(unit.Unit):
+    """A run's transaction on PostgreSQL: a connection of its own, from its first write."""
+
+    def __init__(self, owner: PostgresConnector) -> None:
+        super().__init__(owner)
+        self.db = owner
+        self.lock = asyncio.Lock()  # one statement at a time on the connection
+        self.conn: Conn | None = None
+        self._held: contextlib.AsyncExitStack | None = None
+
+    async def run(self, work: Work[T]) -> T:
+        """`work` on the unit's connection: the first one opens the transaction (and a
+        failing first one leaves none open), later ones each in a savepoint."""
+        async with self.lock:
+            if self.conn is not None:
+                async with self.conn.transaction():
+                    return await work(self.conn)
+            held = contextlib.AsyncExitStack()
+            conn: Conn = await held.enter_async_context(self.db.pool.connection())
+            try:
+                await held.enter_async_context(conn.transaction())
+                result = await work(conn)
+            except BaseException as exc:
+                await held.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            self.conn, self._held, self.written = conn, held, True
+            return result
+
+    async def commit(self) -> None:
+        if not self.end():
+            return
+        held, self._held, self.conn = self._held, None, None
+        if held is not None:
+            await self.db.guard(_finish(held, None))
+        self.committed()
+
+    async def rollback(self) -> None:
+        if not self.end():
+            return
+        held, self._held, self.conn = self._held, None, None
+        if held is not None:
+            try:
+                await _finish(held, psycopg.Rollback())
+            except psycopg.Error:  # the connection broke: the server rolled it back
+                log.warning("a run's transaction could not be rolled back cleanly")
+
+
+async def _finish(held: contextlib.AsyncExitStack, rollback: psycopg.Rollback | None) -> None:
+    """The transaction on `held`'s connection committed (or rolled back), the connection
+    given back to the pool; seen through even if the caller is cancelled meanwhile."""
+    if rollback is None:
+        await asyncio.shield(held.aclose())
+    else:
+        await asyncio.shield(held.__aexit__(type(rollback), rollback, None))
 
 
 class PostgresConnector:
@@ -88,21 +159,60 @@ class PostgresConnector:
                 raise asyncio.CancelledError() from exc
             raise translate(self.catalog, exc) from exc
 
-    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
-        """The rows of one statement."""
+    def begin(self) -> unit.Unit | unit.Joined:
+        """The current task's storage work as one transaction (see `gateway.storage.unit`)."""
+        if unit.current(self) is not None:
+            return unit.JOINED
+        return PostgresUnit(self)
+
+    def _unit(self, write: bool) -> PostgresUnit | None:
+        """The task's transaction a statement belongs to: any write, and the reads after
+        its first write."""
+        current = unit.current(self)
+        if isinstance(current, PostgresUnit) and (write or current.conn is not None):
+            return current
+        return None
+
+    async def atomic(self, work: Work[T]) -> T:
+        """`work` as one transaction (a savepoint of the task's transaction, if any)."""
+        current = self._unit(write=True)
+
+        async def alone() -> T:
+            async with self.pool.connection() as conn, conn.transaction():
+                return await work(conn)
+
+        return await self.guard(alone() if current is None else current.run(work))
+
+    async def fetch(self, sql: str, params: Params = (), *,
+                    write: bool = False) -> list[tuple[Any, ...]]:
+        """The rows of one statement (`write`: one that changes rows, as `RETURNING` does)."""
+
+        async def rows(conn: Conn) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(sql.encode(), params)).fetchall()
+
+        current = self._unit(write)
+        if current is not None:
+            return await self.guard(current.run(rows))
 
         async def work() -> list[tuple[Any, ...]]:
             async with self.pool.connection() as conn:
-                return await (await conn.execute(sql.encode(), params)).fetchall()
+                return await rows(conn)
 
         return await self.guard(work())
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement; the number of rows it changed."""
 
+        async def count(conn: Conn) -> int:
+            return (await conn.execute(sql.encode(), params)).rowcount
+
+        current = self._unit(write=True)
+        if current is not None:
+            return await self.guard(current.run(count))
+
         async def work() -> int:
             async with self.pool.connection() as conn:
-                return (await conn.execute(sql.encode(), params)).rowcount
+                return await count(conn)
 
         return await self.guard(work())
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import psycopg
 
+from gateway.storage import unit
 from gateway.storage.backend import Wake, job_from_row
 from gateway.storage.interface import Job, JobEnd
-from gateway.storage.postgresql_connector import PostgresConnector, jsonb
+from gateway.storage.postgresql_connector import Conn, PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
@@ -54,22 +55,21 @@ class PostgresJobs:
             if index % 1000 == 999:
                 await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
 
-        async def work() -> list[str]:
+        async def work(conn: Conn) -> list[str]:
             written: list[str] = []
-            async with self._db.pool.connection() as conn, conn.transaction():
-                async with conn.cursor() as cur:
-                    await cur.executemany(Q["enqueue_job"].encode(), rows, returning=True)
-                    while True:
-                        written.extend(row[0] for row in await cur.fetchall())
-                        if not cur.nextset():
-                            break
-                if written:
-                    await conn.execute(Q["notify_jobs"].encode())
+            async with conn.cursor() as cur:
+                await cur.executemany(Q["enqueue_job"].encode(), rows, returning=True)
+                while True:
+                    written.extend(row[0] for row in await cur.fetchall())
+                    if not cur.nextset():
+                        break
+            if written:  # heard by the listeners when the transaction commits
+                await conn.execute(Q["notify_jobs"].encode())
             return written
 
-        written = await self._db.guard(work())
-        if written:
-            self._wake.set()
+        written = await self._db.atomic(work)
+        if written:  # inside a run's transaction: once it commits
+            unit.after_commit(self._db, self._wake.set)
         return written
 
     async def cancel(self, ids: Sequence[str], at: datetime) -> int:

@@ -86,7 +86,8 @@ class PostgresRecords:
             data = _added(data, n, step)
             params |= {f"key{n}": step.key, f"path{n}": [step.key], f"amount{n}": step.amount}
         try:
-            rows = await self._db.fetch(Q["update_records"].format(data=data), params)
+            rows = await self._db.fetch(Q["update_records"].format(data=data), params,
+                                        write=True)
         except (limits.NotANumberError, limits.OutOfRangeError) as exc:
             keys = [step.key for step in steps]
             raise (limits.not_a_number(keys, type) if isinstance(exc, limits.NotANumberError)
@@ -106,7 +107,7 @@ class PostgresRecords:
 
     async def delete_many(self, type: str, ids: Sequence[str]) -> list[Change]:
         ids = [id for id in ids if limits.usable_id(id)]
-        rows = await self._db.fetch(Q["delete_records"], (ids, type))
+        rows = await self._db.fetch(Q["delete_records"], (ids, type), write=True)
         return [Change(row[1], row[0], self._record(row), None) for row in _in_order(ids, rows)]
 
     async def search(

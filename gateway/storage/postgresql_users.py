@@ -12,7 +12,7 @@ from gateway.ids import new_id
 from gateway.storage import codec
 from gateway.storage.backend import StoredRow
 from gateway.storage.interface import Change, Session
-from gateway.storage.postgresql_connector import PostgresConnector, jsonb
+from gateway.storage.postgresql_connector import Conn, PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
@@ -31,17 +31,16 @@ class PostgresUsers:
         data = codec.json_roundtrip(
             self._db.catalog.with_defaults("user", {**fields, "email": email}))
 
-        async def work() -> None:
-            async with self._db.pool.connection() as conn, conn.transaction():
-                await conn.execute(Q["drop_stale_credential"].encode(), (email,))
-                added = await conn.execute(Q["create_credential"].encode(),
-                                           (email, id, password_hash))
-                if not added.rowcount:
-                    raise DuplicateError("another user already has this email", "user", "email")
-                await conn.execute(Q["create_record"].encode(),
-                                   (id, "user", jsonb(data), now, now, created_by))
+        async def work(conn: Conn) -> None:
+            await conn.execute(Q["drop_stale_credential"].encode(), (email,))
+            added = await conn.execute(Q["create_credential"].encode(),
+                                       (email, id, password_hash))
+            if not added.rowcount:
+                raise DuplicateError("another user already has this email", "user", "email")
+            await conn.execute(Q["create_record"].encode(),
+                               (id, "user", jsonb(data), now, now, created_by))
 
-        await self._db.guard(work())
+        await self._db.atomic(work)
         row = StoredRow(id, "user", data, now, now, created_by)
         return Change("user", id, None, self._db.catalog.record(row))
 

@@ -15,7 +15,7 @@ from gateway.clock import utc_now
 from gateway.encoding import iso
 from gateway.errors import StorageError
 from gateway.storage.backend import Catalog, create_index_sql, index_changes, pending_migrations
-from gateway.storage.interface import TypeSpec
+from gateway.storage.interface import Transaction, TypeSpec
 from gateway.storage.query import IndexDef
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
@@ -67,6 +67,9 @@ class SqliteStorage:
 
     async def migrate(self) -> list[str]:
         return await self.connector.write(_migrate)
+
+    def begin(self, seconds: float) -> Transaction:
+        return self.connector.begin(seconds)
 
     async def ping(self) -> None:
         """A read on the event loop's reader, then the two things a write needs: a writer

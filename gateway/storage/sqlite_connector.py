@@ -6,6 +6,9 @@ connection of their own: in WAL mode a reader never waits for the writer, and su
 takes tens of microseconds, less than the ~75 µs of handing it to a thread and back. Reads
 that would scan go to a reader thread instead, so a slow one cannot stall the loop.
 Driver errors leave this module translated (`Catalog.translate`) and chained.
+
+Inside a run's transaction (`begin()`), writes are that run's turn of the writer, and
+reads after its first write go through the writer too, so that the run sees what it wrote.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from gateway.errors import StorageError, StorageUnavailableError
+from gateway.storage import unit
 from gateway.storage.backend import Catalog
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_dialect import LOWER_FUNCTION, fold
-from gateway.storage.writer import UNAVAILABLE, Writer, unavailable
+from gateway.storage.sqlite_errors import UNAVAILABLE, unavailable
+from gateway.storage.writer import Held, Writer
 
 Q = queries("sqlite")
 T = TypeVar("T")
@@ -41,6 +46,32 @@ def violated_index(exc: sqlite3.Error) -> str | None:
     if isinstance(exc, sqlite3.IntegrityError) and "index '" in text:
         return text.split("index '", 1)[1].rstrip("'")
     return None
+
+
+class SqliteUnit(unit.Unit):
+    """A run's transaction on SQLite: its turn of the writer, from its first write."""
+
+    def __init__(self, owner: SqliteConnector, seconds: float) -> None:
+        super().__init__(owner)
+        self.writer = owner.writer
+        self.held = Held(seconds)
+
+    async def commit(self) -> None:
+        if not self.end():
+            return
+        if self.written:
+            try:
+                await self.writer.end(self.held, commit=True)
+            except sqlite3.Error as exc:
+                raise StorageError(f"the database could not commit: {exc}") from exc
+        self.committed()
+
+    async def rollback(self) -> None:
+        if self.end() and self.written and self.writer.alive:
+            try:
+                await self.writer.end(self.held, commit=False)
+            except StorageUnavailableError:  # the writer stopped: nothing of it committed
+                pass
 
 
 class SqliteConnector:
@@ -106,13 +137,39 @@ class SqliteConnector:
             return StorageUnavailableError(UNAVAILABLE)
         return self.catalog.translate(exc, violated_index(exc))
 
+    def begin(self, seconds: float) -> unit.Unit | unit.Joined:
+        """The current task's storage work as one transaction (see `gateway.storage.unit`),
+        which may hold the writer `seconds` at most."""
+        if unit.current(self) is not None:
+            return unit.JOINED
+        return SqliteUnit(self, seconds)
+
+    def writing(self) -> bool:
+        """Whether the current task's transaction holds writes the readers cannot see."""
+        current = unit.current(self)
+        return current is not None and current.written
+
     async def write(self, work: Work[T]) -> T:
         """`work` run by the writer, in a transaction, committed (with others) before this
-        returns; cancelled while it waits its turn, it never runs (see `Writer.call`)."""
+        returns; cancelled while it waits its turn, it never runs (see `Writer.call`).
+        Inside a run's transaction it is part of it, answered at once, committed at its
+        end."""
+        current = unit.current(self)
+        held = None
+        if isinstance(current, SqliteUnit):
+            current.written = True
+            held = current.held
         try:
-            return cast(T, await self.writer.call(work))
+            return cast(T, await self.writer.call(work, held))
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
+
+    async def read_near(self, work: Work[T]) -> T:
+        """`work` on the event loop's reader (`read_here`), or through the writer when the
+        task's transaction holds writes of its own that the reader cannot see yet."""
+        if self.writing():
+            return await self.write(work)
+        return self.read_here(work)
 
     def read_here(self, work: Work[T]) -> T:
         """`work` run right here on the event loop's reader."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.encoding import dumps, iso, parse_iso
+from gateway.storage import unit
 from gateway.storage.backend import Wake, job_from_row
 from gateway.storage.interface import Job, JobEnd
 from gateway.storage.sqlfile import queries
@@ -54,8 +55,8 @@ class SqliteJobs:
             return written
 
         written = await self._db.write(work) if jobs else []
-        if written:
-            self._wake.set()
+        if written:  # inside a run's transaction: once it commits
+            unit.after_commit(self._db, self._wake.set)
         return written
 
     async def _by_ids(self, sql: str, head: tuple[Any, ...], ids: Sequence[str],

@@ -67,7 +67,8 @@ class SqliteRecords:
     async def get(self, type: str, id: str) -> dict[str, Any] | None:
         if not limits.usable_id(id):
             return None
-        row = self._db.read_here(lambda conn: conn.execute(Q["get_record"], (id, type)).fetchone())
+        row = await self._db.read_near(
+            lambda conn: conn.execute(Q["get_record"], (id, type)).fetchone())
         return None if row is None else self._record(row)
 
     async def update(self, type: str, id: str, fields: Mapping[str, Any],
@@ -117,6 +118,9 @@ class SqliteRecords:
             count,
             where.params,
         )
+        if self._db.writing():  # the run's own writes are in the writer's transaction
+            rows, total = await self._db.write(lambda conn: _read_page(conn, *args, own=True))
+            return codec.page([self._record(row) for row in rows], total, offset)
         quick_total = None
         if not _long_lists(constraints):
             rows, quick_total = self._db.read_here(lambda conn: self._read_quickly(
@@ -181,8 +185,12 @@ def _is_quick_plan(details: list[str]) -> bool:
 
 
 def _read_page(
-    conn: sqlite3.Connection, select: str, params: list[Any], count: str, count_params: list[Any]
+    conn: sqlite3.Connection, select: str, params: list[Any], count: str, count_params: list[Any],
+    own: bool = False,
 ) -> tuple[list[Row], int]:
+    if own:  # in the writer's transaction: one snapshot already
+        rows = conn.execute(select, params).fetchall()
+        return rows, int(conn.execute(count, count_params).fetchone()[0])
     # One read transaction so that the page and the count come from the same snapshot.
     conn.execute("BEGIN")
     try:

@@ -43,7 +43,7 @@ class SqliteUsers:
         return Change("user", id, None, self._db.catalog.record(row))
 
     async def credential(self, email: str) -> tuple[str, str] | None:
-        rows = self._db.read_here(
+        rows = await self._db.read_near(
             lambda conn: conn.execute(Q["find_credential"], (email,)).fetchall())
         return (rows[0][0], rows[0][1]) if rows else None
 
@@ -53,7 +53,8 @@ class SqliteUsers:
         await self._db.write(lambda conn: conn.execute(Q["create_token"], row))
 
     async def find_token(self, hash: str) -> Session | None:
-        rows = self._db.read_here(lambda conn: conn.execute(Q["find_token"], (hash,)).fetchall())
+        rows = await self._db.read_near(
+            lambda conn: conn.execute(Q["find_token"], (hash,)).fetchall())
         if not rows:
             return None
         user_id, *stamps = rows[0]

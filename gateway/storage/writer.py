@@ -15,6 +15,14 @@ the database refuses is split until the run it refuses is found; that run is kep
 summary, or dropped and counted. Runs that cannot be written now (the disk is full, say)
 wait in the queue for the next transaction.
 
+A run's writes are one transaction (see `gateway.storage.unit`): the first write of a run
+opens a SAVEPOINT inside the batch's transaction and the thread then serves that run alone,
+answering each of its writes at once, until the run ends: its end releases the savepoint
+into the batch (answered once the batch commits) or rolls it back. Writes of others that
+arrive meanwhile wait their turn in the same batch. A run that holds the thread past its
+time is rolled back, and its later writes refused. A batch takes new work for
+`BATCH_SECONDS` at most, so that a stream of runs cannot keep its commit waiting.
+
 A write whose caller stops waiting (its run timed out) before the thread takes it is
 withdrawn and never runs; one the thread has already taken holds the caller until its
 batch ends, so no write commits after its caller has answered. The thread outlives any
@@ -26,18 +34,22 @@ for a thread that is gone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import GatewayError, StorageError, StorageUnavailableError
-from gateway.storage import codec
-from gateway.storage.backend import RUN_BATCH, RunQueue, batches, write_splitting
+from gateway.errors import StorageError, StorageUnavailableError
+from gateway.storage.backend import RUN_BATCH, RunQueue
+from gateway.storage.runwriter import RunRow, RunWriter
+from gateway.storage.sqlite_errors import HELD_TOO_LONG, failure
+from gateway.storage.sqlite_errors import STOPPED as STOPPED  # what other modules refuse with
 
 RUN_FLUSH_SECONDS = 0.2
 # Runs written by one transaction at most (in statements of `RUN_BATCH`). Under load the
@@ -45,35 +57,26 @@ RUN_FLUSH_SECONDS = 0.2
 # several times per transaction: the more runs each one carries, the more runs a second the
 # log keeps up with (a few hundred per transaction fell behind 25,000 requests a second).
 RUNS_PER_COMMIT = 4 * RUN_BATCH
+# How long one batch takes in new work before it commits; what arrives later goes to the next.
+BATCH_SECONDS = 0.01
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], sqlite3.Connection]
-RunRow = codec.RunRow
-# SQLite's primary result codes that say the file cannot be used right now (busy or locked
-# past the busy timeout, out of memory, read-only, an I/O error, corrupt, full, cannot be
-# opened, not a database), rather than that the statement was wrong.
-_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
-STOPPED = "the database is unavailable: its writer has stopped"
-UNAVAILABLE = "the database is unavailable; try again later"
 _QUEUED, _STARTED, _WITHDRAWN = 0, 1, 2
+_WORK, _COMMIT, _ROLLBACK = 0, 1, 2
 
 
-def unavailable(exc: BaseException) -> bool:
-    """True when `exc` says the file cannot be used now, not that a statement was wrong."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in (
-        _UNAVAILABLE_CODES)
+class Held:
+    """What the thread knows of one run's transaction (a unit): whether its savepoint is
+    open, and whether it ended. Changed by the thread only."""
 
+    __slots__ = ("seconds", "opened", "done", "refusal")
 
-def failure(exc: Exception) -> GatewayError:
-    """What the jobs of a batch that could not commit are answered with."""
-    if isinstance(exc, GatewayError):
-        return exc
-    error: StorageError = (StorageUnavailableError(UNAVAILABLE)
-                           if unavailable(exc) else
-                           StorageError(f"the database could not commit: {exc}"))
-    error.__cause__ = exc
-    return error
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds  # the longest the run may hold the thread
+        self.opened = False
+        self.done = False
+        self.refusal: str | None = None  # why its later work is refused
 
 
 @dataclass(slots=True)
@@ -82,6 +85,8 @@ class _Job:
     future: asyncio.Future[Any] | None
     loop: asyncio.AbstractEventLoop | None
     state: int = _QUEUED  # changed under `Writer._claims` only
+    held: Held | None = None  # the run whose transaction it is part of
+    kind: int = _WORK  # or the end of that run: _COMMIT, _ROLLBACK
 
 
 _WAKE = _Job(lambda conn: None, None, None)
@@ -93,10 +98,11 @@ class Writer:
 
     def __init__(self, connect: Connect, upsert_runs_sql: str) -> None:
         self._connect = connect
-        self._upsert_runs = upsert_runs_sql
-        self._upsert_by_count: dict[int, str] = {}
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self.runs: RunQueue[RunRow] = RunQueue()
+        self._carried: collections.deque[_Job] = collections.deque()  # for the next batch
+        self._stopping = False
+        self.log = RunWriter(upsert_runs_sql, lambda: self._queue.put(_WAKE))
+        self.runs: RunQueue[RunRow] = self.log.runs
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._claims = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -125,11 +131,13 @@ class Writer:
         assert future is not None
         return future
 
-    async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def call(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None) -> Any:
         """`fn` run and committed. Cancelled (a run's deadline passed) before the thread
         takes it, it never runs; cancelled after, the cancellation waits for its batch to
-        end (milliseconds): either way nothing commits after the caller has moved on."""
-        job = self._enqueue(fn)
+        end (milliseconds): either way nothing commits after the caller has moved on.
+        Part of a run's transaction (`held`), it is answered as soon as it ran; the run's
+        end decides whether it commits."""
+        job = self._enqueue(fn, held)
         assert job.future is not None
         try:
             return await asyncio.shield(job.future)
@@ -138,11 +146,24 @@ class Writer:
                 await asyncio.wait([job.future])
             raise
 
-    def _enqueue(self, fn: Callable[[sqlite3.Connection], Any]) -> _Job:
+    async def end(self, held: Held, commit: bool) -> None:
+        """End a run's transaction: kept (answered once its batch committed) or rolled
+        back. It is seen through even if the caller is cancelled meanwhile, so that the
+        thread is never left holding a run that has gone."""
+        job = self._enqueue(_nothing, held, _COMMIT if commit else _ROLLBACK)
+        assert job.future is not None
+        try:
+            await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            await asyncio.wait([job.future])
+            raise
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None,
+                 kind: int = _WORK) -> _Job:
         if not self._thread.is_alive():
             raise StorageUnavailableError(STOPPED)
         loop = asyncio.get_running_loop()
-        job = _Job(fn, loop.create_future(), loop)
+        job = _Job(fn, loop.create_future(), loop, held=held, kind=kind)
         self._queue.put(job)
         if not self._thread.is_alive():  # it ended while this was queued: nobody will run it
             self._refuse_waiting()
@@ -177,7 +198,7 @@ class Writer:
             self._queue.put(_WAKE)
 
     async def flush_runs(self) -> None:
-        await self.submit(lambda conn: self._write_runs(conn, limit=None))
+        await self.submit(lambda conn: self.log.write(conn, limit=None))
 
     def _main(self) -> None:
         try:
@@ -209,37 +230,120 @@ class Writer:
             log.exception("could not close the writer's connection")
 
     def _serve(self) -> None:
-        stopping = False
-        while not stopping:
-            try:
-                batch = [self._queue.get(timeout=RUN_FLUSH_SECONDS)]
-            except queue.Empty:
-                if not self.runs:
-                    continue
-                batch = [_WAKE]
+        while not (self._stopping and not self._carried):
+            jobs = list(self._carried)  # taken already, by the last transaction
+            self._carried.clear()
+            batch = []
+            if not jobs:
+                try:
+                    batch = [self._queue.get(timeout=RUN_FLUSH_SECONDS)]
+                except queue.Empty:
+                    if not self.runs:
+                        continue
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stopping = any(job is _STOP for job in batch)
-            jobs = [job for job in batch if job.future is not None and self._claim(job, _STARTED)]
-            self._commit(jobs, stopping)
+            jobs.extend(job for job in batch if self._take(job))
+            self._commit(jobs)
 
-    def _commit(self, jobs: list[_Job], final: bool) -> None:
-        outcomes: list[tuple[bool, Any]]
+    def _take(self, job: _Job) -> bool:
+        """Whether the thread runs `job` (not a signal, not withdrawn); notes a stop."""
+        if job is _STOP:
+            self._stopping = True
+        return job.future is not None and self._claim(job, _STARTED)
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        """One transaction: `jobs` (runs held in turn), then queued runs of the log."""
+        waiting: list[_Job] = []  # answered once the transaction has committed
+        outcomes: list[tuple[bool, Any]] = []
         written: list[RunRow] = []
+        held: list[Held] = []
+        todo = collections.deque(jobs)
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
-            outcomes = [self._run_job(conn, job) for job in jobs]
-            written = self._write_runs(conn, limit=None if final else RUNS_PER_COMMIT)
+            until = time.monotonic() + BATCH_SECONDS
+            while todo:
+                job = todo.popleft()
+                if job.held is None:
+                    waiting.append(job)
+                    outcomes.append(self._run_job(conn, job))
+                    continue
+                if not job.held.opened and not job.held.done:
+                    held.append(job.held)
+                end = self._serve_run(conn, job, todo)
+                if end is not None:
+                    waiting.append(end)
+                    outcomes.append((True, None))
+                if time.monotonic() > until:  # the rest goes to the next transaction
+                    self._carried.extend(todo)
+                    todo.clear()
+            written = self.log.write(conn, limit=None if self._stopping else RUNS_PER_COMMIT)
             conn.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 - answered to every job; the thread goes on
             self._roll_back()
             self.runs.put_back(written)  # for the next transaction
-            outcomes = [(False, failure(exc))] * len(jobs)
-        _resolve(jobs, outcomes)
+            error = failure(exc)
+            for run in held:  # what a run wrote is gone with the batch: its end fails
+                run.done, run.refusal = True, error.message
+            outcomes = [(False, error)] * len(waiting)
+            _resolve(list(todo), [(False, error)] * len(todo))
+        _resolve(waiting, outcomes)
+
+    def _serve_run(self, conn: sqlite3.Connection, job: _Job,
+                   others: collections.deque[_Job]) -> _Job | None:
+        """`job` of a run, then the rest of that run until its end, answering each at once;
+        what others queue meanwhile joins `others`. The end to answer at commit, if the
+        run is kept."""
+        run = job.held
+        assert run is not None
+        if run.done:  # rolled back already (held too long, or its batch failed)
+            kept = job.kind == _ROLLBACK
+            _resolve([job], [(True, None) if kept else (False, StorageError(
+                run.refusal or HELD_TOO_LONG))])
+            return None
+        if not run.opened:
+            if job.kind != _WORK:  # it ends before any of its work ran (withdrawn)
+                run.done = True
+                _resolve([job], [(True, None)])
+                return None
+            conn.execute("SAVEPOINT run")
+            run.opened = True
+        deadline = time.monotonic() + run.seconds
+        next_job: _Job | None = job
+        while True:
+            if next_job is not None and next_job.held is run:
+                if next_job.kind == _COMMIT:
+                    conn.execute("RELEASE run")
+                    run.done = True
+                    return next_job
+                if next_job.kind == _ROLLBACK:
+                    self._undo_run(conn, run, None)
+                    _resolve([next_job], [(True, None)])
+                    return None
+                _resolve([next_job], [self._run_job(conn, next_job)])
+            elif next_job is not None:
+                others.append(next_job)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._undo_run(conn, run, HELD_TOO_LONG)
+                log.warning("a run held the SQLite writer for %.1f s; it was rolled back",
+                            run.seconds)
+                return None
+            try:
+                candidate = self._queue.get(timeout=left)
+            except queue.Empty:
+                next_job = None
+                continue
+            next_job = candidate if self._take(candidate) else None
+
+    @staticmethod
+    def _undo_run(conn: sqlite3.Connection, run: Held, refusal: str | None) -> None:
+        conn.execute("ROLLBACK TO run")
+        conn.execute("RELEASE run")
+        run.done, run.refusal = True, refusal
 
     def _roll_back(self) -> None:
         """Undo a failed batch. A connection that cannot even roll back (or is broken) is
@@ -264,74 +368,8 @@ class Writer:
         conn.execute("RELEASE job")
         return True, result
 
-    def _upsert_sql(self, count: int) -> str:
-        sql = self._upsert_by_count.get(count)
-        if sql is None:
-            sql = self._upsert_runs.format(values=", ".join(["(?, ?, ?, ?, ?)"] * count))
-            if len(self._upsert_by_count) < 64:
-                self._upsert_by_count[count] = sql
-        return sql
-
-    def _write_runs(self, conn: sqlite3.Connection, limit: int | None) -> list[RunRow]:
-        """Up to `limit` queued runs written in the open transaction; returns them."""
-        rows = self.runs.take(limit)
-        if not rows:
-            return []
-        try:
-            refused = write_splitting(rows, lambda part: self._write_part(conn, part), _refused)
-        except sqlite3.Error as exc:  # the file cannot be written now: keep them for later
-            self.runs.put_back(rows)
-            self.runs.warn("run log: %d run(s) wait to be written: %s", len(self.runs), exc)
-            return []
-        for row, error in refused:
-            self._write_summary(conn, row, error)
-        if self.runs:
-            self._queue.put(_WAKE)  # more are waiting: come back for them
-        return rows
-
-    def _write_part(self, conn: sqlite3.Connection, rows: Sequence[RunRow]) -> None:
-        conn.execute("SAVEPOINT runs")
-        try:
-            for chunk in batches(rows):  # SQLite caps a statement's variables
-                for part in _in_fixed_sizes(chunk):
-                    conn.execute(self._upsert_sql(len(part)), [v for row in part for v in row])
-        except BaseException:
-            conn.execute("ROLLBACK TO runs")
-            raise
-        finally:
-            conn.execute("RELEASE runs")
-
-    def _write_summary(self, conn: sqlite3.Connection, row: RunRow, exc: Exception) -> None:
-        """A run the database refused, kept as its summary (or dropped, if that fails too)."""
-        self.runs.summarised += 1
-        try:
-            self._write_part(conn, [codec.summary_row(row, exc)])
-        except Exception:  # noqa: BLE001 - counted and reported, never raised into a commit
-            self.runs.drop(1, f"the database refused a run: {type(exc).__name__}")
-            return
-        self.runs.warn("run log: the database refused the details of %d run(s) (%s); "
-                       "their summaries were kept", self.runs.summarised, type(exc).__name__)
-
-
-def _refused(exc: Exception) -> bool:
-    """Whether the database refused these rows (not: it cannot be written at all now)."""
-    return not isinstance(exc, sqlite3.OperationalError)
-
-
-# Runs are written in statements of these sizes only: each size is one SQL text, which the
-# connection prepares once and keeps. A statement per batch length (1 to 500) would keep up
-# to 128 large prepared statements, tens of MiB, for no gain.
-STATEMENT_SIZES = (256, 64, 16, 4, 1)
-
-
-def _in_fixed_sizes(rows: Sequence[RunRow]) -> list[Sequence[RunRow]]:
-    parts = []
-    start = 0
-    for size in STATEMENT_SIZES:
-        while len(rows) - start >= size:
-            parts.append(rows[start:start + size])
-            start += size
-    return parts
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
 
 
 def _resolve(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
