@@ -33,7 +33,7 @@ async def test_batches_of_every_length_use_a_few_statements(tmp_path: Path) -> N
             await storage.runs.flush_runs()
             written += batch
         found = await storage.runs.list_runs(limit=written + 10)
-        statements = storage.connector.writer._upsert_by_count  # type: ignore[attr-defined]
+        statements = storage.connector.writer.log._upsert_by_count  # type: ignore[attr-defined]
     finally:
         await storage.close()
     assert len(found) == written
