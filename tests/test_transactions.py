@@ -338,3 +338,27 @@ async def test_a_sqlite_run_that_holds_the_writer_too_long_is_rolled_back(
         assert await storage.records.get("lead", after.id) is not None
     finally:
         await storage.close()
+
+
+async def test_concurrent_runs_on_one_record_each_commit_or_vanish_whole(
+        tmp_path: Path, storage_url: str) -> None:
+    """Forty runs at once change the same record (on PostgreSQL each waits for the row lock
+    of the one before), half of them failing after their writes: every run answers, and
+    exactly the ones that succeeded left their record, change and jobs."""
+    registry = _registry(tmp_path)
+    async with _opened(registry, storage_url) as storage:
+        keep = (await storage.records.create("lead", {"name": "keep"})).id
+        interpreter = with_jobs(Interpreter(registry, storage))
+        workflow = registry.workflows["change-then-fail"]
+        results = await asyncio.wait_for(asyncio.gather(*(
+            interpreter.run(workflow, {"keep": keep, "fail": n % 2 == 1}) for n in range(40))),
+            60)
+        failed = [r for r in results if r.error is not None]
+        assert len(failed) == 20 and {r.error.code for r in failed if r.error} == {"FAILED"}
+        names = await _names(storage)
+        assert names.count("fresh") == 20 and names.count("keep") == 1
+        jobs = await storage.jobs.list_jobs(limit=1000)
+        assert sum(job.workflow == "later" for job in jobs) == 20
+        created = {r.reply.data["id"] for r in results if r.error is None}
+        subjects = {job.subject for job in jobs if job.workflow == "on-lead"}
+        assert created <= subjects and keep in subjects
