@@ -52,10 +52,10 @@ class SqliteIdempotency:
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
-        self.finish_now(scope, key, owner, status, headers, body)
+        self.finish_now(scope, key, owner, status, dict(headers), body)
 
     # `claim` and `finish` without a coroutine: neither awaits anything (`gateway.hooks`
-    # calls these when a store has them).
+    # calls these when a store has them). `finish_now` keeps `headers`, the caller's own.
 
     def claim_now(self, scope: str, key: str, owner: str, now: datetime,
                   lease_until: datetime, expires_at: datetime) -> Claim:
@@ -73,8 +73,8 @@ class SqliteIdempotency:
         return CLAIMED
 
     def finish_now(self, scope: str, key: str, owner: str, status: int,
-                   headers: Mapping[str, str], body: bytes) -> None:
-        answer = Claim("done", status, dict(headers), body)
+                   headers: dict[str, str], body: bytes) -> None:
+        answer = Claim("done", status, headers, body)
         slot = (scope, key)
         if self.memory.finish(slot, owner, answer):
             held = self.memory.keys[slot]
