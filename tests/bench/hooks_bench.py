@@ -15,8 +15,9 @@ With `--instructions`, no server and no wrk: each scenario is driven in-process 
 app's ASGI interface (64 requests at a time, as 64 connections would send them) under
 valgrind's callgrind, and the CPU instructions a request costs are counted (the difference
 between 400 and 1,400 requests, over 1,000, so that start-up cancels out; every thread of
-the process, the SQLite writer's included; not the PostgreSQL server's). Other work on the
-machine does not move that figure. `--in-process` drives the same in CPU time instead
+the process in user space, the SQLite writer's included; not the kernel's work, such as
+writing SQLite's WAL, nor the PostgreSQL server's). Other work on the machine does not move
+that figure. `--in-process` drives the same in CPU time instead
 (median microseconds of this process per request over alternated rounds).
 
 Uses the request-path benchmark's machinery (`run.py`: wrk, the servers, the table).
