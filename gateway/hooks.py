@@ -16,13 +16,15 @@ that the sender's retry runs again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway import budget, signature
+from gateway import budget, signature, templating
 from gateway.context import Identity, RunContext
 from gateway.encoding import escape
 from gateway.envelope import Rendered, render_error, render_result
@@ -72,9 +74,17 @@ class LocalRates:
                 del self.counters[key]
 
 
-def raw_headers(scope_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """ASGI headers as lower-case names to values (a repeated header keeps its last)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope_headers}
+def raw_headers(scope_headers: Iterable[tuple[bytes, bytes]],
+                wanted: frozenset[bytes] | None = None) -> dict[str, str]:
+    """ASGI headers as lower-case names to values (a repeated header keeps its last); with
+    `wanted` (lower-case names), only those."""
+    if wanted is None:
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope_headers}
+    found = {}
+    for key, value in scope_headers:
+        if (name := key.lower()) in wanted:
+            found[name.decode("latin-1")] = value.decode("latin-1")
+    return found
 
 
 def refused(interpreter: Interpreter, workflow: Workflow, error: GatewayError,
@@ -98,7 +108,16 @@ class Guard:
         self.interpreter = interpreter
         self.rates = rates
         self._secret: str | None = None
+        # the headers its signature scheme reads, the only ones `verify` decodes
+        self.signed_by = frozenset(name.encode("latin-1") for name in (
+            signature.header_names(self.hooks.verify) if self.hooks.verify else ()))
         self.lease = timedelta(seconds=interpreter.timeout)
+        self.ttl = max(self.hooks.idempotency_ttl, self.lease)
+        self._key_heavy = self.hooks.idempotency_key is not None and \
+            templating.heavy(self.hooks.idempotency_key)
+        self._owner_pid = 0
+        self._owner_prefix = ""
+        self._owners = itertools.count(1)
 
     # --- rate limit -------------------------------------------------------------------
 
@@ -141,14 +160,16 @@ class Guard:
             self._secret = "" if value is None else str(value)
         return self._secret
 
-    def verify(self, headers: Mapping[str, str], body: bytes,
+    def verify(self, scope_headers: Iterable[tuple[bytes, bytes]], body: bytes,
                identity: Identity) -> Rendered | None:
-        """A recorded 401 unless the body is signed with the workflow's secret."""
+        """A recorded 401 unless the body is signed with the workflow's secret (`scope_headers`:
+        the request's, as ASGI gives them)."""
         spec = self.hooks.verify
         if spec is None:
             return None
+        headers = raw_headers(scope_headers, self.signed_by)
         try:
-            signature.verify(spec, self.secret(), headers, body,
+            signature.verify(spec, self._secret or self.secret(), headers, body,
                              self.interpreter.clock().timestamp())
         except GatewayError as exc:
             return refused(self.interpreter, self.workflow, exc, identity)
@@ -159,31 +180,34 @@ class Guard:
     async def run(self, raw: dict[str, Any], identity: Identity,
                   facts: Mapping[str, Any] | None) -> Rendered:
         interpreter, workflow = self.interpreter, self.workflow
-        store = interpreter.storage.idempotency if interpreter.storage is not None else None
+        storage = interpreter.storage
         compiled = self.hooks.idempotency_key
-        key: str | None = None
-        if compiled is not None and store is not None:
-            try:
-                params = workflow.coerce(raw)
-            except GatewayError:
-                params = None  # the run refuses the parameters, and says why
-            if params is not None:
-                made = await self._key(compiled, params, facts, identity)
-                if isinstance(made, Rendered):
-                    return made
-                key = made
-        if key is None or store is None:
+        store = storage.idempotency if storage is not None else None
+        if compiled is None or store is None:
             return render_result(await self._run(raw, identity, facts))
+        try:
+            params = workflow.coerce(raw)
+        except GatewayError:  # the run refuses the parameters, and says why
+            return render_result(await self._run(raw, identity, facts))
+        key = self._key(compiled, params, facts) if not self._key_heavy else \
+            await self._heavy_key(compiled, params, facts)
+        if isinstance(key, GatewayError):
+            return refused(interpreter, workflow, key, identity)
         now = interpreter.clock()
-        owner = new_id(now)
-        ttl = max(self.hooks.idempotency_ttl, self.lease)
-        claim = await store.claim(workflow.name, key, owner, now, now + self.lease, now + ttl)
-        if claim.state == "done":
+        owner = self._owner()
+        # A store that decides in memory (SQLite's) answers without an await.
+        claim_now = getattr(store, "claim_now", None)
+        lease_until, expires_at = now + self.lease, now + self.ttl
+        claim = claim_now(workflow.name, key, owner, now, lease_until, expires_at) \
+            if claim_now is not None else \
+            await store.claim(workflow.name, key, owner, now, lease_until, expires_at)
+        state = claim.state
+        if state == "done":
             headers = dict(claim.headers)
             media = headers.pop("content-type", None)
             headers[REPLAYED] = "true"
             return Rendered(claim.status, claim.body, media, headers)
-        if claim.state == "running":
+        if state == "running":
             return refused(interpreter, workflow, InProgressError(
                 "A request with the same idempotency key is still running; retry later"),
                 identity)
@@ -191,12 +215,17 @@ class Guard:
         try:
             rendered = render_result(await self._run(raw, identity, facts))
             if rendered.status < 500:
-                body = rendered.body if isinstance(rendered.body, bytes) else \
-                    rendered.body.encode()
+                body = rendered.body
                 headers = dict(rendered.headers)
                 if rendered.media_type is not None:
                     headers["content-type"] = rendered.media_type
-                await store.finish(workflow.name, key, owner, rendered.status, headers, body)
+                finish_now = getattr(store, "finish_now", None)
+                if finish_now is not None:
+                    finish_now(workflow.name, key, owner, rendered.status, headers,
+                               body if isinstance(body, bytes) else body.encode())
+                else:
+                    await store.finish(workflow.name, key, owner, rendered.status, headers,
+                                       body if isinstance(body, bytes) else body.encode())
                 finished = True
             return rendered
         finally:
@@ -208,18 +237,42 @@ class Guard:
         return await self.interpreter.run(self.workflow, raw, source="http",
                                           identity=identity, request=facts)
 
-    async def _key(self, compiled: Any, params: dict[str, Any],
-                   facts: Mapping[str, Any] | None, identity: Identity) -> str | Rendered:
+    def _owner(self) -> str:
+        """A claim's owner, unique across processes and instances: this process's own
+        prefix (a new id, made again after a fork) and a counter."""
+        pid = os.getpid()
+        if self._owner_pid != pid:
+            self._owner_pid, self._owner_prefix = pid, new_id() + "-"
+            self._owners = itertools.count(1)
+        return self._owner_prefix + str(next(self._owners))
+
+    def _key(self, compiled: Any, params: dict[str, Any],
+             facts: Mapping[str, Any] | None) -> str | GatewayError:
+        """The key (hashed) of the request, or why there is none: its template, evaluated
+        here when it takes no real work."""
+        budget.start_run(self.interpreter.limits, self.interpreter.timeout)
+        try:
+            value = compiled({"params": params, "request": facts or {}})
+        except GatewayError as exc:
+            return self._no_key(exc)
+        return self._hashed(value)
+
+    async def _heavy_key(self, compiled: Any, params: dict[str, Any],
+                         facts: Mapping[str, Any] | None) -> str | GatewayError:
         budget.start_run(self.interpreter.limits, self.interpreter.timeout)
         try:
             value = await self.interpreter.evaluate(
                 compiled, {"params": params, "request": facts or {}})
         except GatewayError as exc:
-            value, reason = None, f": {escape(exc.message)}"
-        else:
-            reason = ""
+            return self._no_key(exc)
+        return self._hashed(value)
+
+    def _hashed(self, value: Any) -> str | GatewayError:
         if value is None or value == "":
-            return refused(self.interpreter, self.workflow, InvalidDataError(
-                f"The request has no idempotency key for {self.workflow.name}{reason}"),
-                identity)
+            return self._no_key(None)
         return hashlib.sha256(str(value).encode()).hexdigest()
+
+    def _no_key(self, error: GatewayError | None) -> GatewayError:
+        reason = "" if error is None else f": {escape(error.message)}"
+        return InvalidDataError(
+            f"The request has no idempotency key for {self.workflow.name}{reason}")

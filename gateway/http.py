@@ -36,7 +36,7 @@ from gateway.errors import (
     PayloadTooLargeError,
     shown,
 )
-from gateway.hooks import Guard, LocalRates, raw_headers
+from gateway.hooks import Guard, LocalRates
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
 from gateway.storage.interface import RateCounter
@@ -190,14 +190,25 @@ def _boundary(content_type: str) -> bytes | None:
 
 def request_facts(request: Request, body: bytes) -> dict[str, Any]:
     """What templates see as `request`: the credential the call came with (the `api_token`
-    query parameter, an `Authorization: Bearer` header) is left out."""
-    query = gather((k, v) for k, v in request.query_params.multi_items() if k != API_TOKEN)
-    headers = {k: v for k, v in request.headers.items()
-               if k != "authorization" or not is_bearer(v)}
+    query parameter, an `Authorization: Bearer` header) is left out. Read from the ASGI
+    scope as Starlette's `Request` would read it, without building its objects (URL, query
+    parameters, headers) where the scope alone gives the same."""
+    scope = request.scope
+    query = {} if not scope.get("query_string") else \
+        gather((k, v) for k, v in request.query_params.multi_items() if k != API_TOKEN)
+    headers = {}
+    for key, value in scope["headers"]:
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        if name != "authorization" or not is_bearer(text):
+            headers[name] = text
+    path = scope["path"]
+    if "?" in path or "#" in path or "\\" in path:
+        path = request.url.path  # which escapes those
+    client = scope.get("client")
     return {
-        "method": request.method, "path": request.url.path, "headers": headers,
+        "method": scope["method"], "path": path, "headers": headers,
         "query": query, "body": body.decode("utf-8", "replace"),
-        "client": request.client.host if request.client else None,
+        "client": client[0] if client else None,
     }
 
 
@@ -225,7 +236,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                 return response(early)
             body = await read_body(request, limit)
             if guard is not None and (early := guard.verify(
-                    raw_headers(request.scope["headers"]), body, identity)) is not None:
+                    request.scope["headers"], body, identity)) is not None:
                 return response(early)  # before any parameter is parsed
             raw = (parse_simple_body(request, body) if workflow.method == "POST" else {})
             if raw is None:

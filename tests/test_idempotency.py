@@ -15,9 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
 from support import Clock
 
 from gateway.app import create_app
+from gateway.auth import is_bearer
+from gateway.coercion import gather
+from gateway.http import request_facts
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
 
@@ -237,3 +241,25 @@ async def test_a_thousand_concurrent_deliveries_run_once_on_two_instances(
         assert await deliveries(storage) == 1
     finally:
         await storage.close()
+
+
+@pytest.mark.parametrize(("path", "query", "client"), [
+    ("/api/1.1/wf/hook", b"", ("203.0.113.9", 4000)),
+    ("/api/1.1/wf/hook", b"a=1&a=2&api_token=secret&b=", None),
+    ("/api/1.1/wf/h?o#o\\k", b"x=%20y", ("::1", 1)),
+])
+def test_request_facts_read_from_the_scope_are_starlettes(
+        path: str, query: bytes, client: tuple[str, int] | None) -> None:
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": query,
+             "root_path": "", "scheme": "http", "server": ("gateway", 80), "client": client,
+             "headers": [(b"host", b"gateway"), (b"authorization", b"Bearer tok"),
+                         (b"x-delivery", b"d-1"), (b"x-delivery", b"d-2")]}
+    request = Request(scope)
+    body = b'{"id": "\xc3\xa9"}'
+    assert request_facts(request, body) == {
+        "method": request.method, "path": request.url.path,
+        "headers": {k: v for k, v in request.headers.items()
+                    if k != "authorization" or not is_bearer(v)},
+        "query": gather((k, v) for k, v in request.query_params.multi_items()
+                        if k != "api_token"),
+        "body": body.decode(), "client": request.client.host if request.client else None}

@@ -20,8 +20,10 @@ import standardwebhooks
 import stripe
 from click.testing import CliRunner
 
+from gateway import signature
 from gateway.app import create_app
 from gateway.cli import main
+from gateway.hooks import raw_headers
 from gateway.loader import check, load
 from gateway.storage import Storage, open_storage
 
@@ -294,3 +296,23 @@ def test_serve_refuses_to_start_without_the_secret(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--config", str(tmp_path)], env={})
     assert result.exit_code != 0
     assert "HOOK_SECRET" in result.output
+
+
+# --- the HMAC and the headers it reads --------------------------------------------------------
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
+def test_the_kept_keys_give_the_standard_librarys_hmac(algorithm: str) -> None:
+    for size in (0, 1, 20, 32, 63, 64, 65, 127, 128, 129, 300):
+        key = bytes((i * 7 + size) % 256 for i in range(size))
+        for message in (b"", b"x", b"1700000000." + bytes(range(256)) * 5):
+            for _ in range(2):  # made, then from the kept hashes
+                assert signature._mac(key, message, algorithm) == \
+                    hmac.digest(key, message, algorithm)
+
+
+def test_verify_reads_only_its_schemes_headers_whatever_their_case() -> None:
+    headers = [(b"Stripe-Signature", b"t=1,v1=a"), (b"x-other", b"no"),
+               (b"stripe-signature", b"t=2,v1=b")]
+    assert raw_headers(headers, frozenset({b"stripe-signature"})) == \
+        {"stripe-signature": "t=2,v1=b"}  # a repeated header keeps its last
+    assert raw_headers(headers)["x-other"] == "no"

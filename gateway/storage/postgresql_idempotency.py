@@ -27,6 +27,7 @@ CLAIM_TRIES = 3
 # The most claims (or answers) one statement carries.
 BATCH = 256
 RUNNING = Claim("running")
+CLAIMED = Claim("claimed")
 STOPPED = "the database is unavailable: the gateway is stopping"
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -133,7 +134,7 @@ class PostgresIdempotency:
             if not todo:
                 break
             for scope, key in await self._db.fetch(Q["claim_keys"], _arrays(todo)):
-                found[(scope, key)] = Claim("claimed")
+                found[(scope, key)] = CLAIMED
             lost = [want for want in todo if (want.scope, want.key) not in found]
             if lost:
                 found.update(await self._holders(lost))

@@ -33,6 +33,7 @@ from gateway.storage.writer import STOPPED
 Q = queries("sqlite")
 log = logging.getLogger("gateway.storage")
 Row = tuple[Any, ...]
+CLAIMED = Claim("claimed")
 
 
 class SqliteIdempotency:
@@ -47,6 +48,17 @@ class SqliteIdempotency:
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
+        return self.claim_now(scope, key, owner, now, lease_until, expires_at)
+
+    async def finish(self, scope: str, key: str, owner: str, status: int,
+                     headers: Mapping[str, str], body: bytes) -> None:
+        self.finish_now(scope, key, owner, status, dict(headers), body)
+
+    # `claim` and `finish` without a coroutine: neither awaits anything (`gateway.hooks`
+    # calls these when a store has them). `finish_now` keeps `headers`, the caller's own.
+
+    def claim_now(self, scope: str, key: str, owner: str, now: datetime,
+                  lease_until: datetime, expires_at: datetime) -> Claim:
         if not self._db.writer.alive:
             raise StorageUnavailableError(STOPPED)
         slot = (scope, key)
@@ -58,11 +70,11 @@ class SqliteIdempotency:
         if found is not None:
             return found
         memory.hold(slot, HeldKey(owner, lease_until, expires_at))
-        return Claim("claimed")
+        return CLAIMED
 
-    async def finish(self, scope: str, key: str, owner: str, status: int,
-                     headers: Mapping[str, str], body: bytes) -> None:
-        answer = Claim("done", status, dict(headers), body)
+    def finish_now(self, scope: str, key: str, owner: str, status: int,
+                   headers: dict[str, str], body: bytes) -> None:
+        answer = Claim("done", status, headers, body)
         slot = (scope, key)
         if self.memory.finish(slot, owner, answer):
             held = self.memory.keys[slot]

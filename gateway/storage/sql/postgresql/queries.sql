@@ -167,8 +167,8 @@ DELETE FROM gateway_tokens WHERE expires_at <= %s OR last_used_at <= %s;
 -- gateway crash does. A later durable commit (the run's writes) makes it durable too.
 INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
 SELECT c.scope, c.key, c.owner, 'running', c.lease, c.expires
-FROM unnest(%(scopes)s::text[], %(keys)s::text[], %(owners)s::text[],
-            %(leases)s::timestamptz[], %(expires)s::timestamptz[])
+FROM unnest(%(scopes)b::text[], %(keys)b::text[], %(owners)b::text[],
+            %(leases)b::timestamptz[], %(expires)b::timestamptz[])
     AS c(scope, key, owner, lease, expires),
     set_config('synchronous_commit', 'off', true) AS quick
 ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
@@ -181,7 +181,7 @@ RETURNING scope, key;
 -- name: find_key_claims
 SELECT i.scope, i.key, i.state, i.status, i.headers, i.body
 FROM gateway_idempotency AS i
-JOIN unnest(%s::text[], %s::text[]) AS c(scope, key) ON i.scope = c.scope AND i.key = c.key;
+JOIN unnest(%b::text[], %b::text[]) AS c(scope, key) ON i.scope = c.scope AND i.key = c.key;
 
 -- name: finish_keys
 -- A batch of answers, each stored only if its owner still holds the key; committed as
@@ -189,7 +189,7 @@ JOIN unnest(%s::text[], %s::text[]) AS c(scope, key) ON i.scope = c.scope AND i.
 -- milliseconds: their redeliveries run again).
 UPDATE gateway_idempotency AS i SET state = 'done', status = c.status, headers = c.headers,
     body = c.body
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::jsonb[], %s::bytea[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::integer[], %b::jsonb[], %b::bytea[])
     AS c(scope, key, owner, status, headers, body),
     set_config('synchronous_commit', 'off', true) AS quick
 WHERE i.scope = c.scope AND i.key = c.key AND i.owner = c.owner AND i.state = 'running';
