@@ -269,7 +269,8 @@ async def test_a_run_that_times_out_mid_transaction_is_rolled_back(tmp_path: Pat
 
 
 TYPES = [TypeSpec("lead", {"name": FieldSpec("name", "text"),
-                           "email": FieldSpec("email", "text", unique=True)})]
+                           "email": FieldSpec("email", "text", unique=True)}),
+         TypeSpec("note", {"name": FieldSpec("name", "text")})]
 
 
 @pytest.fixture
@@ -362,3 +363,39 @@ async def test_concurrent_runs_on_one_record_each_commit_or_vanish_whole(
         created = {r.reply.data["id"] for r in results if r.error is None}
         subjects = {job.subject for job in jobs if job.workflow == "on-lead"}
         assert created <= subjects and keep in subjects
+
+
+async def test_a_new_record_with_no_unique_field_waits_for_the_end_of_its_run(
+        storage: Storage) -> None:
+    """Such a create cannot be refused for another record's value, so it is sent with the
+    transaction's next statement or at its end: until then nobody else sees it, nothing is
+    held, and a rollback never sends it."""
+    transaction = storage.begin(5)
+    dropped = await storage.records.create("note", {"name": "dropped"})
+    await transaction.rollback()
+    assert await storage.records.get("note", dropped.id) is None
+
+    transaction = storage.begin(5)
+    kept = await storage.records.create("note", {"name": "kept"})
+    other = await asyncio.wait_for(  # another task writes at once: nothing holds the writer
+        asyncio.create_task(storage.records.create("note", {"name": "other"})), 5)
+    assert await asyncio.create_task(storage.records.get("note", kept.id)) is None
+    await transaction.commit()
+    for id in (kept.id, other.id):
+        assert await storage.records.get("note", id) is not None
+
+    transaction = storage.begin(5)
+    first = await storage.records.create("note", {"name": "first"})
+    second = await storage.records.create("note", {"name": "second"})
+    assert (await storage.records.get("note", first.id) or {})["name"] == "first"  # its own
+    await storage.records.update("note", second.id, {"name": "changed"})
+    await transaction.commit()
+    assert (await storage.records.get("note", second.id) or {})["name"] == "changed"
+    page = await storage.records.search("note", [Constraint("name", "equals", "first")])
+    assert page.count == 1
+
+    transaction = storage.begin(5)
+    both = [await storage.records.create("note", {"name": n}) for n in ("x", "y")]
+    await transaction.commit()  # two held back: sent together, in one transaction
+    for change in both:
+        assert await storage.records.get("note", change.id) is not None

@@ -71,6 +71,11 @@ class Catalog:
         """The indexes `types` need, nothing declared yet."""
         return [d for spec in types for d in index_definitions(dialect, spec)]
 
+    def unique_fields(self, type: str) -> bool:
+        """Whether a record of `type` may be refused for a value another one holds."""
+        spec = self.types.get(type)
+        return spec is not None and any(f.unique for f in spec.fields.values())
+
     def with_defaults(self, type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of a new record, its declared defaults added, checked storable."""
         data = codec.with_defaults(self.types.get(type), fields)

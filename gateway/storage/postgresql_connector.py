@@ -93,6 +93,9 @@ class PostgresUnit(unit.Unit):
             conn: Conn = await held.enter_async_context(self.db.pool.connection())
             try:
                 await held.enter_async_context(conn.transaction())
+                pending, self.pending = self.pending, []
+                for sql, params in pending:  # held back until now (`Unit.pending`)
+                    await conn.execute(sql.encode(), params)
                 result = await work(conn)
             except BaseException as exc:
                 await held.__aexit__(type(exc), exc, exc.__traceback__)
@@ -104,8 +107,17 @@ class PostgresUnit(unit.Unit):
         if not self.end():
             return
         held, self._held, self.conn = self._held, None, None
+        pending, self.pending = self.pending, []
         if held is not None:
             await self.db.guard(_finish(held, None))
+        elif len(pending) == 1:  # one statement is a transaction of its own
+            await self.db.execute(*pending[0])
+        elif pending:
+            async def all_of(conn: Conn) -> None:
+                for sql, params in pending:
+                    await conn.execute(sql.encode(), params)
+
+            await self.db.atomic(all_of)
         self.committed()
 
     async def rollback(self) -> None:
@@ -169,9 +181,20 @@ class PostgresConnector:
         """The task's transaction a statement belongs to: any write, and the reads after
         its first write."""
         current = unit.current(self)
-        if isinstance(current, PostgresUnit) and (write or current.conn is not None):
+        if isinstance(current, PostgresUnit) and (write or current.conn is not None
+                                                  or current.pending):
             return current
         return None
+
+    async def execute_later(self, sql: str, params: Params) -> None:
+        """A write whose result its caller needs not, in the task's transaction: held back
+        until the transaction's next statement or its end (see `Unit.pending`). Outside one,
+        executed now."""
+        current = unit.current(self)
+        if isinstance(current, PostgresUnit) and current.conn is None:
+            current.pending.append((sql, params))
+            return
+        await self.execute(sql, params)
 
     async def atomic(self, work: Work[T]) -> T:
         """`work` as one transaction (a savepoint of the task's transaction, if any)."""

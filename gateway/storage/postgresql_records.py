@@ -61,7 +61,8 @@ class PostgresRecords:
         # Round-trip through JSON so the caller gets exactly what a later get() returns.
         stored = codec.json_roundtrip(self._catalog.with_defaults(type, fields))
         id = new_id(now)
-        await self._db.execute(Q["create_record"], (id, type, jsonb(stored), now, now, created_by))
+        insert = self._db.execute if self._catalog.unique_fields(type) else self._db.execute_later
+        await insert(Q["create_record"], (id, type, jsonb(stored), now, now, created_by))
         return Change(type, id, None, self._record((id, type, stored, now, now, created_by)))
 
     async def get(self, type: str, id: str) -> dict[str, Any] | None:

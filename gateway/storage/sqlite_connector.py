@@ -53,18 +53,28 @@ class SqliteUnit(unit.Unit):
 
     def __init__(self, owner: SqliteConnector, seconds: float) -> None:
         super().__init__(owner)
+        self.owner: SqliteConnector = owner
         self.writer = owner.writer
         self.held = Held(seconds)
 
     async def commit(self) -> None:
         if not self.end():
             return
-        if self.written:
-            try:
+        pending, self.pending = self.pending, []
+        try:
+            if self.written:
                 await self.writer.end(self.held, commit=True)
-            except sqlite3.Error as exc:
-                raise StorageError(f"the database could not commit: {exc}") from exc
+            elif pending:  # nothing held the writer: one write, committed with others
+                await self.writer.call(lambda conn: [work(conn) for work in pending])
+        except sqlite3.Error as exc:
+            raise self.owner.translate(exc) from exc
         self.committed()
+
+    async def flush(self) -> None:
+        """The writes held back, sent now: the unit's next statement needs them first."""
+        pending, self.pending = self.pending, []
+        self.written = True
+        await self.writer.call(lambda conn: [work(conn) for work in pending], self.held)
 
     async def rollback(self) -> None:
         if self.end() and self.written and self.writer.alive:
@@ -147,7 +157,17 @@ class SqliteConnector:
     def writing(self) -> bool:
         """Whether the current task's transaction holds writes the readers cannot see."""
         current = unit.current(self)
-        return current is not None and current.written
+        return current is not None and (current.written or bool(current.pending))
+
+    async def write_later(self, work: Work[Any]) -> None:
+        """`work`, whose result its caller needs not, in the task's transaction: held back
+        until the transaction's next statement or its end (see `Unit.pending`). Outside one,
+        written now."""
+        current = unit.current(self)
+        if isinstance(current, SqliteUnit) and not current.written:
+            current.pending.append(work)
+            return
+        await self.write(work)
 
     async def write(self, work: Work[T]) -> T:
         """`work` run by the writer, in a transaction, committed (with others) before this
@@ -157,6 +177,8 @@ class SqliteConnector:
         current = unit.current(self)
         held = None
         if isinstance(current, SqliteUnit):
+            if current.pending:
+                await current.flush()
             current.written = True
             held = current.held
         try:

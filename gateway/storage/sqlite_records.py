@@ -61,7 +61,8 @@ class SqliteRecords:
         text = dumps(self._catalog.with_defaults(type, fields))
         stamp = iso(now)
         row: Row = (new_id(now), type, text, stamp, stamp, created_by)
-        await self._db.write(lambda conn: conn.execute(Q["create_record"], row))
+        insert = (self._db.write if self._catalog.unique_fields(type) else self._db.write_later)
+        await insert(lambda conn: conn.execute(Q["create_record"], row))
         return self._change(None, row)
 
     async def get(self, type: str, id: str) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable
+from typing import Any
 
 _CURRENT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar(
     "gateway_storage_unit", default=None)
@@ -33,6 +34,10 @@ class Unit:
         self.closed = False
         self.ended = False
         self.after_commit: list[Callable[[], None]] = []
+        # Writes whose result the gateway knows without the database (a new record with no
+        # unique field), held until the unit's next statement or its end: a run whose only
+        # write is such a one commits it as a single statement, with no transaction held.
+        self.pending: list[Any] = []
         self._token: contextvars.Token[Unit | None] | None = _CURRENT.set(self)
 
     def close(self) -> None:
