@@ -130,7 +130,7 @@ class Interpreter:
                                                                              request, names))
                         encoded = self.check_size(reply, True)
                         await self.commit(ctx)
-                    await transaction.commit()
+                        await transaction.commit()  # within the run's time, like any write
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
@@ -168,7 +168,7 @@ class Interpreter:
                 async with asyncio.timeout(self.timeout):
                     reply = await operation(ctx)
                     await self.commit(ctx)
-                await transaction.commit()
+                    await transaction.commit()
             finally:
                 await transaction.rollback()  # unless it committed
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
