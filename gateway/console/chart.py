@@ -37,10 +37,6 @@ class Bucket:
         return sum(self.counts.values())
 
 
-def _fill(status: str) -> str:
-    return "" if status == "success" else f' fill="url(#p-{status})"'
-
-
 def _scale(top: float) -> float:
     """A round maximum for the axis, at or above `top`."""
     for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000,
@@ -69,7 +65,7 @@ def stacked(buckets: Sequence[Bucket], title: str, every: int = 10) -> Markup:
                 continue
             height = plot_h * count / top
             base -= height
-            parts.append(f'<rect class="s-{status}"{_fill(status)} x="{x + 0.5:.1f}" '
+            parts.append(f'<rect class="s-{status}" x="{x + 0.5:.1f}" '
                          f'y="{base:.1f}" width="{max(bar - 1, 0.5):.1f}" '
                          f'height="{height:.1f}"><title>{escape(bucket.label)}: {count} '
                          f'{status}</title></rect>')

@@ -36,7 +36,7 @@ HEADERS = {
 }
 MAX_FORM = 16_384  # bytes of a console form
 ASSETS = {"console.css": "text/css; charset=utf-8",
-          "console.js": "text/javascript; charset=utf-8"}
+          "console.js": "text/javascript; charset=utf-8", "favicon.svg": "image/svg+xml"}
 DONE = {"retry": "The job is pending again.", "cancel": "The job is cancelled.",
         "pause": "Paused: no job of it is claimed until it is resumed.",
         "resume": "Resumed: its jobs are claimed again.",
@@ -108,7 +108,8 @@ class Console:
         response.set_cookie(name, value, max_age=max_age, path=self.base, httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
 
-    def form_page(self, request: Request, status: int, message: str = "") -> Response:
+    def form_page(self, request: Request, status: int, message: str = "",
+                  next: str | None = None) -> Response:
         """The sign-in form: all a request without a session ever gets."""
         nonce = request.cookies.get(PRE_COOKIE, "")
         fresh = not (16 <= len(nonce) <= 64 and nonce.isascii() and nonce.isalnum())
@@ -116,7 +117,8 @@ class Console:
             nonce = secrets.token_hex(16)
         response = self.html("sign_in.html", status, csrf="",
                              token=self.signer.signin_token(nonce),
-                             message=message, next=self._next(request))
+                             message=message,
+                             next=self._next(request) if next is None else _safe(next))
         if fresh:
             self._cookie(response, PRE_COOKIE, nonce, request, 3600)
         return response
@@ -177,7 +179,8 @@ class Console:
         nonce = request.cookies.get(PRE_COOKIE, "")
         if not nonce or not self.signer.check(self.signer.signin_token(nonce),
                                               fields.get("token")):
-            return self.form_page(request, 403, "The sign-in form expired; try again.")
+            return self.form_page(request, 403, "The sign-in form expired; try again.",
+                                  fields.get("next", ""))
         address = request.client.host if request.client else "?"
         delay = self.throttle.delay_for(address)
         if delay:
@@ -188,12 +191,11 @@ class Console:
         if identity is None or identity.kind != "admin" or identity.token_hash is None:
             self.throttle.failed(address)
             return self.form_page(request, 401, "That is not an admin API key of this "
-                                                "gateway (or it was revoked).")
+                                                "gateway (or it was revoked).",
+                                  fields.get("next", ""))
         self.throttle.succeeded(address)
         _, cookie = self.signer.issue(identity.token_hash, self.lifetime)
-        target = fields.get("next", "")
-        safe = target.startswith("/") and not target.startswith("//") and "\\" not in target
-        response = self.redirect(target if safe and target.isprintable() else "")
+        response = self.redirect(_safe(fields.get("next", "")))
         self._cookie(response, COOKIE, cookie, request, int(self.lifetime))
         return response
 
@@ -315,6 +317,14 @@ def _workflow(fields: dict[str, str]) -> str | None:
     """The workflow a pause or resume names; none (or `*`) is every workflow."""
     name = fields.get("workflow", "").strip()[:views.MAX_FILTER]
     return None if name in ("", "*") else name
+
+
+def _safe(target: str) -> str:
+    """A console path to go to after signing in, or "" (home) for anything else."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target \
+            and target.isprintable() and len(target) <= 2000:
+        return target
+    return ""
 
 
 def _quoted(text: str) -> str:
