@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -269,6 +270,10 @@ async def test_runs_are_filtered_and_paged(tmp_path: Path, storage_url: str) -> 
                                      "status": "success", "source": "http",
                                      "started_at": utc_now(), "duration_ms": 1.0,
                                      "params": {"n": f"value-{n:03}"}})
+        storage.runs.record_run({"id": "old-one", "workflow": "create-lead",
+                                 "status": "success", "source": "http", "duration_ms": 1.0,
+                                 "started_at": utc_now() - timedelta(days=3),
+                                 "params": {"n": "ancient-value"}})
         storage.runs.record_run({"id": "odd-one", "workflow": "charge-card",
                                  "status": "failed", "source": "schedule",
                                  "started_at": utc_now(), "duration_ms": 2.0})
@@ -286,9 +291,11 @@ async def test_runs_are_filtered_and_paged(tmp_path: Path, storage_url: str) -> 
         for query, expected in (("status=failed", ["odd-one"]), ("source=schedule", ["odd-one"]),
                                 ("text=VALUE-007", ["run-007"]), ("since=1h&workflow=charge-card",
                                                                   ["odd-one"]),
-                                ("until=2000-01-01", [])):
+                                ("until=2000-01-01", []), ("text=ancient", []),
+                                ("text=ancient&since=7d", ["old-one"])):
             page = await client.get(f"/console/runs?{query}")
             assert re.findall(r'/console/runs/([a-z0-9-]+)"', page.text) == expected, query
+        assert "looks at the last 24 hours" in (await client.get("/console/runs?text=x")).text
         rows = await client.get("/console/runs/rows?status=failed")
         assert rows.text.strip().startswith("<tr>") and "odd-one" in rows.text
 

@@ -82,8 +82,9 @@ async def test_last_runs_name_each_workflows_latest_start(storage: Storage) -> N
     storage.runs.record_run(run("b", "one", "failed", T0 + timedelta(hours=1)))
     storage.runs.record_run(run("c", "two", "success", T0 - timedelta(days=3)))
     await storage.runs.flush_runs()
-    assert await storage.runs.last_runs() == {"one": T0 + timedelta(hours=1),
-                                              "two": T0 - timedelta(days=3)}
+    assert await storage.runs.last_runs(["one", "two", "never", "it's"]) == {
+        "one": T0 + timedelta(hours=1), "two": T0 - timedelta(days=3)}
+    assert await storage.runs.last_runs([]) == {}
 
 
 def job(id: str, due: datetime, workflow: str = "wf") -> Job:

@@ -62,6 +62,7 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self.env = _environment()
         self.throttle = Throttle()
+        self.figures = views.Figures()
         self.assets = {name: resources.files("gateway.console").joinpath(
             "static", name).read_bytes() for name in ASSETS}
         self._secret: str | None = None
@@ -229,13 +230,13 @@ class Console:
                        fields: dict[str, str]) -> Response:
         storage, _, now = self._state(request)
         return self._page("overview.html", session, nav="overview", now=now,
-                          **await views.overview(storage, now))
+                          **await views.overview(storage, self.figures, now))
 
     async def workflows(self, request: Request, session: Session,
                         fields: dict[str, str]) -> Response:
         storage, registry, now = self._state(request)
         return self._page("workflows.html", session, nav="workflows", now=now,
-                          entries=await views.workflows(storage, registry, now))
+                          entries=await views.workflows(storage, self.figures, registry, now))
 
     async def _runs(self, request: Request) -> dict[str, Any]:
         storage, registry, now = self._state(request)

@@ -3,7 +3,8 @@ every figure an aggregate the database computes (nothing loads the whole run log
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,19 +24,48 @@ MAX_FILTER = 200  # characters of a filter's value
 RUN_STATUSES = ("success", "failed", "not_run", "rejected")
 SOURCES = ("http", "cli", "schedule", "recurring", "trigger")
 DAY_BUCKET = timedelta(minutes=15)
+FIGURES_SECONDS = 10.0  # how long the day's aggregates are reused
+TEXT_WINDOW = timedelta(days=1)  # what a text search scans unless `since` says otherwise
+
+
+class Figures:
+    """The day's aggregates (counts, percentiles), computed at most once every
+    `FIGURES_SECONDS` per process: a day of a busy log costs tens of milliseconds to
+    aggregate, and figures ten seconds old are as good to look at. Bounded: a few keys."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self._found: dict[Hashable, tuple[float, Any]] = {}
+
+    async def get(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> Any:
+        now = self.monotonic()
+        hit = self._found.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await make()
+        self._found = {k: v for k, v in self._found.items() if v[0] > now}
+        self._found[key] = (now + FIGURES_SECONDS, value)
+        return value
+
+
+async def day_stats(storage: Storage, figures: Figures, now: datetime) -> list[RunStats]:
+    stats: list[RunStats] = await figures.get(
+        (id(storage), "stats"), lambda: storage.runs.run_stats(now - timedelta(days=1)))
+    return stats
 
 
 def _minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-async def overview(storage: Storage, now: datetime) -> dict[str, Any]:
+async def overview(storage: Storage, figures: Figures, now: datetime) -> dict[str, Any]:
     """Runs per minute by status over the last hour and day, p50/p99 per workflow over the
     day, and the last hour's failures."""
     end = _minute(now) + timedelta(minutes=1)
     hour = await _buckets(storage, end - timedelta(hours=1), end, timedelta(minutes=1))
-    day = await _buckets(storage, end - timedelta(days=1), end, DAY_BUCKET)
-    stats = await storage.runs.run_stats(now - timedelta(days=1))
+    day: list[chart.Bucket] = await figures.get((id(storage), "day", end), lambda: _buckets(
+        storage, end - timedelta(days=1), end, DAY_BUCKET))
+    stats = await day_stats(storage, figures, now)
     failures = await storage.runs.page_runs(status="failed", since=now - timedelta(hours=1),
                                             limit=FAILURES)
     return {"hour_chart": chart.stacked(hour, "Runs per minute by status, last hour", 10),
@@ -86,9 +116,11 @@ class Entry:
     paused: bool
 
 
-async def workflows(storage: Storage, registry: Registry, now: datetime) -> list[Entry]:
-    last = await storage.runs.last_runs()
-    stats = {s.workflow: s for s in await storage.runs.run_stats(now - timedelta(days=1))}
+async def workflows(storage: Storage, figures: Figures, registry: Registry,
+                    now: datetime) -> list[Entry]:
+    last = await storage.runs.last_runs(sorted({*registry.workflows, *registry.events,
+                                                *registry.triggers, *registry.recurring}))
+    stats = {s.workflow: s for s in await day_stats(storage, figures, now)}
     paused = set(await storage.jobs.paused())
     every = "*" in paused
     entries = []
@@ -148,6 +180,7 @@ class RunFilters:
     since_at: datetime | None = None
     until_at: datetime | None = None
     position: Position | None = None
+    text_window: bool = False  # a text search over the last day only (no `since` given)
 
     def query(self, **changes: str) -> dict[str, str]:
         """The filters as query parameters (those set), with `changes`."""
@@ -204,6 +237,8 @@ def run_filters(query: Mapping[str, str], now: datetime) -> RunFilters:
         except (ValueError, OverflowError):
             found.errors.append("before: not a place in the run log; showing the newest")
             found.before = ""
+    if found.text and found.since_at is None:  # a text search reads every run it scans
+        found.since_at, found.text_window = now - TEXT_WINDOW, True
     return found
 
 

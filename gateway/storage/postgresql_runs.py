@@ -190,9 +190,9 @@ class PostgresRunLog:
         return [RunStats(name, int(runs), int(failed), _ms(p50), _ms(p99))
                 for name, runs, failed, p50, p99 in rows]
 
-    async def last_runs(self) -> dict[str, datetime]:
-        rows = await self._db.fetch(Q["last_runs"])
-        return {str(name): at for name, at in rows}
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]:
+        rows = await self._db.fetch(Q["last_runs"], {"names": list(workflows)})
+        return {str(name): at for name, at in rows if at is not None}
 
     async def get_run(self, id: str) -> dict[str, Any] | None:
         rows = await self._db.fetch(Q["get_run"], (id,))

@@ -7,11 +7,11 @@ never wait long behind it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.encoding import iso, parse_iso
+from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage import codec
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
 from gateway.storage.interface import Position, RunLogLimits, RunStats
@@ -100,9 +100,9 @@ class SqliteRunLog:
         return [RunStats(name, int(runs), int(failed or 0), _ms(p50), _ms(p99))
                 for name, runs, failed, p50, p99 in rows]
 
-    async def last_runs(self) -> dict[str, datetime]:
-        rows = await self._db.fetch(Q["last_runs"], ())
-        return {str(name): parse_iso(at) for name, at in rows}
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]:
+        rows = await self._db.fetch(Q["last_runs"], (dumps(list(workflows)),))
+        return {str(name): parse_iso(at) for name, at in rows if at is not None}
 
     async def get_run(self, id: str) -> dict[str, Any] | None:
         rows = await self._db.fetch(Q["get_run"], (id,))

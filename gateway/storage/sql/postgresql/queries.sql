@@ -359,7 +359,9 @@ FROM (SELECT workflow, status,
 GROUP BY workflow ORDER BY workflow;
 
 -- name: last_runs
-SELECT workflow, max(started_at) FROM gateway_runs GROUP BY workflow;
+-- One index lookup (workflow, started_at) per name.
+SELECT name, (SELECT max(started_at) FROM gateway_runs WHERE workflow = name)
+FROM unnest(%(names)s::text[]) AS name;
 
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (`before_at`, `before_id`).

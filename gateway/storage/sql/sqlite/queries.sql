@@ -308,7 +308,9 @@ SELECT c.workflow, c.runs, c.failed, p.p50, p.p99
 FROM counted AS c LEFT JOIN picked AS p ON p.workflow = c.workflow ORDER BY c.workflow;
 
 -- name: last_runs
-SELECT workflow, max(started_at) FROM gateway_runs GROUP BY workflow;
+-- ?1 is a JSON array of names: one index lookup each (workflow, started_at).
+SELECT names.value, (SELECT max(started_at) FROM gateway_runs WHERE workflow = names.value)
+FROM json_each(?1) AS names;
 
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (due_at, id) (?4, ?5).
