@@ -199,6 +199,12 @@ async def test_a_post_without_the_csrf_token_is_refused(tmp_path: Path,
             assert_secure(answer)
         for path in ("/console/pause", "/console/sign-out"):
             assert (await client.post(path, data={"workflow": "x"})).status_code == 403
+        many = "&".join(f"f{n}=1" for n in range(50)) + f"&csrf={token}"
+        answer = await client.post("/console/pause", content=many, headers={
+            "content-type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 403
+        big = await client.post("/console/pause", content=b"x" * 20_000)
+        assert big.status_code == 413 and "larger than 16384 bytes" in big.text
         stored = await storage.jobs.get_job(failed.id)
         assert stored is not None and stored.status == "failed"
         assert await storage.jobs.paused() == []

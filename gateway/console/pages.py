@@ -144,8 +144,12 @@ class Console:
     async def form(self, request: Request) -> dict[str, str]:
         body = await read_body(request, MAX_FORM)
         fields: dict[str, str] = {}
-        for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True,
-                                    max_num_fields=20):
+        try:
+            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True,
+                              max_num_fields=20)
+        except ValueError:  # more fields than any console form has: no token either
+            return fields
+        for key, value in pairs:
             fields.setdefault(key, value)
         return fields
 
