@@ -5,6 +5,7 @@ the job actions, filters, paging, and hostile data rendered escaped."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -24,10 +25,12 @@ from console_support import (
 )
 from starlette.routing import Mount, Route
 
+from gateway.app import create_app
 from gateway.auth import key_hash
 from gateway.clock import utc_now
 from gateway.console.session import COOKIE, FREE_FAILURES, Signer, Throttle
-from gateway.storage import Storage
+from gateway.loader import load
+from gateway.storage import Storage, open_storage
 
 SECURITY = {
     "content-security-policy": "default-src 'none'; script-src 'self'; connect-src 'self'; "
@@ -367,6 +370,33 @@ async def test_the_key_reaches_no_log_and_no_run(tmp_path: Path, storage_url: st
         await storage.runs.flush_runs()
         assert await storage.runs.list_runs() == []
     assert key not in caplog.text
+
+
+async def test_with_a_secret_a_session_works_on_every_instance(tmp_path: Path,
+                                                                 storage_url: str) -> None:
+    folder = config(tmp_path, console='{enabled: true, session_lifetime: 2h, '
+                                      'secret: "{{ secrets.CONSOLE_SECRET }}"}')
+    text = (folder / "main.yaml").read_text()
+    (folder / "main.yaml").write_text(text.replace("kind: settings\n",
+                                                   "kind: settings\nsecrets: [CONSOLE_SECRET]\n",
+                                                   1))
+    secret = {"CONSOLE_SECRET": "s" * 40}
+    apps = []
+    for _ in range(2):
+        registry = load([folder])
+        registry = dataclasses.replace(registry, settings=dataclasses.replace(
+            registry.settings, secrets=secret))
+        apps.append(create_app(registry, open_storage(storage_url), scheduler=False))
+    async with apps[0].router.lifespan_context(apps[0]), \
+            apps[1].router.lifespan_context(apps[1]):
+        one, two = (httpx.AsyncClient(transport=httpx.ASGITransport(app=a),
+                                      base_url="http://gateway") for a in apps)
+        async with one, two:
+            storage = apps[0].state.storage
+            signed = await sign_in(one, await admin_key(storage))
+            assert "Max-Age=7200" in signed.headers["set-cookie"]
+            two.cookies.set(COOKIE, one.cookies[COOKIE])
+            assert (await two.get("/console/jobs")).status_code == 200
 
 
 def test_sign_in_is_slowed_after_repeated_failures() -> None:
