@@ -244,6 +244,7 @@ async def test_job_actions_change_the_store(tmp_path: Path, storage_url: str) ->
         assert await storage.jobs.paused() == []
         detail = await client.get(f"/console/jobs/{failed.id}")
         assert "ada@example.com" in detail.text and "Attempts" in detail.text
+        assert "while this job was live" in detail.text
 
 
 async def test_a_failed_run_shows_its_failing_step_and_reason(tmp_path: Path,
@@ -397,6 +398,16 @@ async def test_with_a_secret_a_session_works_on_every_instance(tmp_path: Path,
             assert "Max-Age=7200" in signed.headers["set-cookie"]
             two.cookies.set(COOKIE, one.cookies[COOKIE])
             assert (await two.get("/console/jobs")).status_code == 200
+
+
+async def test_without_a_secret_each_process_signs_its_own_sessions(
+        tmp_path: Path, storage_url: str) -> None:
+    async with serving(config(tmp_path), storage_url) as (one, storage), \
+            serving(config(tmp_path), storage_url) as (two, _):
+        await sign_in(one, await admin_key(storage))
+        two.cookies.set(COOKIE, one.cookies[COOKIE])
+        assert (await one.get("/console/jobs")).status_code == 200
+        assert (await two.get("/console/jobs")).status_code == 401
 
 
 def test_sign_in_is_slowed_after_repeated_failures() -> None:

@@ -290,6 +290,7 @@ class Console:
         hidden: frozenset[str] = request.app.state.interpreter.hidden
         return self._page("job.html", session, nav="jobs",
                           done=DONE.get(request.query_params.get("done", ""), ""),
+                          attempts=await views.job_runs(storage, found),
                           **views.job_detail(found, hidden, registry))
 
     async def retry(self, request: Request, session: Session, fields: dict[str, str]) -> Response:

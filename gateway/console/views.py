@@ -361,6 +361,17 @@ async def jobs(storage: Storage, f: JobFilters) -> tuple[list[Job], str | None]:
     return found, older
 
 
+async def job_runs(storage: Storage, job: Job) -> list[dict[str, Any]]:
+    """The runs of the job's workflow started its way while the job was live: its attempts
+    (a run does not name its job, so another job of the same workflow may be among them)."""
+    if job.created_at is None:
+        return []
+    until = (job.finished_at or datetime.now(UTC)) + timedelta(seconds=1)
+    found = await storage.runs.page_runs(workflow=job.workflow, source=job.source,
+                                         since=job.created_at, until=until, limit=FAILURES)
+    return [run_row(r) for r in found]
+
+
 def job_detail(job: Job, hidden: frozenset[str], registry: Registry) -> dict[str, Any]:
     target = registry.workflows.get(job.workflow)
     limit = target.retry.max_attempts if target is not None else None
