@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job, JobEnd, Position
+from gateway.storage.interface import Job, JobEnd
 from gateway.storage.postgresql_connector import PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
 
@@ -117,7 +117,8 @@ class PostgresJobs:
         return [job_from_row(row, _when) for row in rows]
 
     async def page_jobs(self, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50, *, before: Position | None = None) -> list[Job]:
+                        limit: int = 50, *,
+                        before: tuple[datetime, str] | None = None) -> list[Job]:
         rows = await self._db.fetch(Q["page_jobs"], {
             "status": status, "workflow": workflow, "limit": limit,
             "before_at": before[0] if before else None,
