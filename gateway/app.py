@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import data_api, http, openapi
 from gateway.auth import Authenticator, credential
 from gateway.clock import Clock, utc_now
+from gateway.console import Console
 from gateway.diagnostics import render_text
 from gateway.encoding import encode
 from gateway.errors import (
@@ -138,6 +139,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
     app.state.clock = clock
     app.state.metrics = metrics
     app.state.reload_error = None
+    app.state.console = Console(registry.settings)
     if metrics is not None and storage is not None:
         runs = storage.runs
         metrics.queue_depth = lambda: runs.queued
@@ -164,8 +166,12 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     live = Live(registry, interpreter, auth, version,
                 encode(openapi.document(registry, version=version)))
     endpoints = http.Endpoints(interpreter, auth, registry.settings.prefix)
+    console: Console = app.state.console
+    console.configure(registry.settings)
     served = _counted([Route(openapi.PATH, swagger), *endpoints.routes(),
-                       *data_api.DataApi(interpreter, auth).routes()], metrics)
+                       *data_api.DataApi(interpreter, auth).routes(),
+                       *(console.routes() if registry.settings.console_enabled else [])],
+                      metrics)
     own = _counted([Route("/healthz", healthz), Route("/readyz", readyz),
                     Route("/metrics", prometheus)], metrics)
     prefix = registry.settings.prefix

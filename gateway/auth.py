@@ -106,6 +106,23 @@ class Authenticator:
             await self._touch(digest, now)
         return identity
 
+    async def admin_of_hash(self, digest: str) -> Identity | None:
+        """The admin whose key has this SHA-256 (what a console session keeps), or None once
+        the key is revoked; cached like `identify`."""
+        now = self.monotonic()
+        cached = self._cache.get(digest)
+        if cached is None or cached.until <= now:
+            found = self.keys is not None and await self.keys.find_key(digest) is not None
+            cached = _Cached(Identity("admin", token_hash=digest) if found else None,
+                             now + KEY_CACHE_SECONDS)
+            if len(self._cache) >= KEY_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[digest] = cached
+            if found:
+                await self._touch(digest, now)
+        identity = cached.identity
+        return identity if identity is not None and identity.kind == "admin" else None
+
     async def _lookup(self, token: str, digest: str) -> Identity | None:
         assert self.keys is not None
         if await self.keys.find_key(digest) is not None:

@@ -86,6 +86,11 @@ class Settings:
     openapi_public: bool = False
     metrics_enabled: bool = True
     metrics_public: bool = False
+    # The console (`console:`): off unless enabled; how long a sign-in lasts; the secret
+    # (by name) its cookies are signed with (None: a random key per process).
+    console_enabled: bool = False
+    console_session_lifetime: timedelta = timedelta(hours=8)
+    console_secret: str | None = None
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -137,6 +142,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         **_integrations(data, defaults),
         **_scheduler(data.get("scheduler", {}), defaults),
         **_operations(data, server),
+        **_console(data.get("console", {})),
     )
 
 
@@ -187,6 +193,12 @@ def _operations(data: Mapping[str, Any], server: Mapping[str, Any]) -> dict[str,
             "openapi_public": openapi.get("public", False),
             "metrics_enabled": metrics.get("enabled", True),
             "metrics_public": metrics.get("public", False)}
+
+
+def _console(block: Mapping[str, Any]) -> dict[str, Any]:
+    return {"console_enabled": block.get("enabled", False),
+            "console_session_lifetime": parse_duration(block.get("session_lifetime", "8h")),
+            "console_secret": secret_reference(block.get("secret"))}
 
 
 def with_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:

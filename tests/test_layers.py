@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6, "gateway.hooks": 6,
     "gateway.openapi": 6, "gateway.metrics": 6, "gateway.objects": 6,
     "gateway.data_openapi": 6,
-    "gateway.http": 7, "gateway.data_api": 7,
+    "gateway.http": 7, "gateway.data_api": 7, "gateway.console": 7,
     "gateway.app": 8, "gateway.diagnostics": 8, "gateway.testrun": 8,
     "gateway.reload": 8,
     "gateway.cli": 9, "gateway.server": 9, "gateway.__main__": 9,
@@ -39,7 +39,7 @@ LAYERS: dict[str, int] = {
 # Third-party (and driver) packages and the only modules allowed to import them.
 CONFINED: dict[str, tuple[str, ...]] = {
     "starlette": ("gateway.http", "gateway.data_api", "gateway.auth", "gateway.app",
-                  "gateway.testrun"),
+                  "gateway.testrun", "gateway.console"),
     "uvicorn": ("gateway.cli", "gateway.server"),
     "click": ("gateway.cli",),
     "psycopg": ("gateway.storage",),

@@ -517,6 +517,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+def test_the_wheel_ships_the_consoles_templates_and_assets(wheel: Path) -> None:
+    package = ROOT / "gateway" / "console"
+    wanted = {f"gateway/console/{p.relative_to(package)}" for folder in ("templates", "static")
+              for p in (package / folder).iterdir()}
+    assert len(wanted) > 10
+    with zipfile.ZipFile(wheel) as archive:
+        assert wanted <= set(archive.namelist())
+
+
 def test_an_installed_package_reads_its_own_copy_of_the_schema(
     wheel: Path, tmp_path: Path,
 ) -> None:

@@ -33,6 +33,11 @@ def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
             c.error(docs[0], "/smtp/password", "ref.unknown-secret",
                     "smtp.password must be {{ secrets.NAME }}, naming a secret declared in "
                     "the settings' secrets")
+        secret = docs[0].data.get("console", {}).get("secret")
+        if secret is not None and c.settings.console_secret not in c.settings.secret_names:
+            c.error(docs[0], "/console/secret", "ref.unknown-secret",
+                    "console.secret must be {{ secrets.NAME }}, naming a secret declared in "
+                    "the settings' secrets")
 
 
 def build_nothing(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:

@@ -141,6 +141,22 @@ class RunLogLimits:
     flush_seconds: float = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """One workflow's runs in a window: how many, how many failed, and the durations (ms)
+    at the 50th and 99th percentile by nearest rank (None when no run of it was timed)."""
+
+    workflow: str
+    runs: int
+    failed: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+# A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
+Position = tuple[datetime, str]
+
+
 class RunLog(Protocol):
     """The run log: every run, buffered on `record_run` and written in batches."""
 
@@ -169,6 +185,27 @@ class RunLog(Protocol):
         until: datetime | None = None,
         text: str | None = None,
     ) -> list[dict[str, Any]]: ...
+    # `list_runs`, one page of it: the runs after `before` (newest first), keyset-paged.
+    async def page_runs(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        before: Position | None = None,
+    ) -> list[dict[str, Any]]: ...
+    # Runs started in [since, until) by status, in buckets of `bucket` counted from `since`:
+    # (bucket number, status, runs), the empty buckets left out.
+    async def count_runs(self, since: datetime, until: datetime,
+                         bucket: timedelta) -> list[tuple[int, str, int]]: ...
+    # Per workflow, its runs started since `since` (see `RunStats`), by name.
+    async def run_stats(self, since: datetime) -> list[RunStats]: ...
+    # When the latest run of each of these workflows started (those never run left out).
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]: ...
     async def get_run(self, id: str) -> dict[str, Any] | None: ...
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int: ...
     # Deletes the oldest runs (in chunks) until at most `max_rows` remain and their estimated
@@ -341,6 +378,9 @@ class JobStore(Protocol):
     async def get_job(self, id: str) -> Job | None: ...
     async def list_jobs(self, status: str | None = None, workflow: str | None = None,
                         limit: int = 50) -> list[Job]: ...
+    # `list_jobs`, one page of it: the jobs after `before` (latest due first).
+    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50, *, before: Position | None = None) -> list[Job]: ...
     # A failed or cancelled job pending again, due `at`, its attempts counted anew.
     async def retry(self, id: str, at: datetime) -> bool: ...
     # The newest job of a recurring event (by due time), whatever its status; None if none.

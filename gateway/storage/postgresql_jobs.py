@@ -116,6 +116,15 @@ class PostgresJobs:
             "status": status, "workflow": workflow, "limit": limit})
         return [job_from_row(row, _when) for row in rows]
 
+    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50, *,
+                        before: tuple[datetime, str] | None = None) -> list[Job]:
+        rows = await self._db.fetch(Q["page_jobs"], {
+            "status": status, "workflow": workflow, "limit": limit,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else None})
+        return [job_from_row(row, _when) for row in rows]
+
     async def retry(self, id: str, at: datetime) -> bool:
         changed = await self._db.execute(Q["retry_job"], (at, id))
         if changed:

@@ -20,7 +20,7 @@ from gateway.encoding import iso, parse_iso
 from gateway.errors import StorageError
 from gateway.storage import codec
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget, size_per_run
-from gateway.storage.interface import RunLogLimits
+from gateway.storage.interface import Position, RunLogLimits, RunStats
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
 
@@ -160,6 +160,40 @@ class PostgresRunLog:
         rows = await self._db.fetch(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
+    async def page_runs(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        before: Position | None = None,
+    ) -> list[dict[str, Any]]:
+        params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
+                  "source": source, "until": until, "text": text,
+                  "before_at": before[0] if before else None,
+                  "before_id": before[1] if before else None}
+        rows = await self._db.fetch(Q["page_runs"], params)
+        return [codec.decode_run(row[0]) for row in rows]
+
+    async def count_runs(self, since: datetime, until: datetime,
+                         bucket: timedelta) -> list[tuple[int, str, int]]:
+        rows = await self._db.fetch(Q["count_runs"], {
+            "since": since, "until": until, "seconds": bucket.total_seconds()})
+        return [(int(b), str(status), int(n)) for b, status, n in rows]
+
+    async def run_stats(self, since: datetime) -> list[RunStats]:
+        rows = await self._db.fetch(Q["run_stats"], {"since": since})
+        return [RunStats(name, int(runs), int(failed), _ms(p50), _ms(p99))
+                for name, runs, failed, p50, p99 in rows]
+
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]:
+        rows = await self._db.fetch(Q["last_runs"], {"names": list(workflows)})
+        return {str(name): at for name, at in rows if at is not None}
+
     async def get_run(self, id: str) -> dict[str, Any] | None:
         rows = await self._db.fetch(Q["get_run"], (id,))
         return codec.decode_run(rows[0][0]) if rows else None
@@ -190,3 +224,7 @@ def _refused(exc: Exception) -> bool:
     """Whether the database refused these rows (not: it cannot be reached now)."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
     return not isinstance(cause, psycopg.OperationalError)
+
+
+def _ms(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -16,7 +16,7 @@ from typing import Any
 from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage import unit
 from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job, JobEnd
+from gateway.storage.interface import Job, JobEnd, Position
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
@@ -113,6 +113,13 @@ class SqliteJobs:
     async def list_jobs(self, status: str | None = None, workflow: str | None = None,
                         limit: int = 50) -> list[Job]:
         rows = await self._db.fetch(Q["list_jobs"], (status, status, workflow, workflow, limit))
+        return [job_from_row(row, _when) for row in rows]
+
+    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50, *, before: Position | None = None) -> list[Job]:
+        rows = await self._db.fetch(Q["page_jobs"], (
+            status, workflow, limit, iso(before[0]) if before else None,
+            before[1] if before else None))
         return [job_from_row(row, _when) for row in rows]
 
     async def retry(self, id: str, at: datetime) -> bool:

@@ -7,14 +7,14 @@ never wait long behind it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.encoding import iso
+from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage import codec
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
-from gateway.storage.interface import RunLogLimits
+from gateway.storage.interface import Position, RunLogLimits, RunStats
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
@@ -71,6 +71,39 @@ class SqliteRunLog:
         rows = await self._db.fetch(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
+    async def page_runs(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        *,
+        source: str | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        before: Position | None = None,
+    ) -> list[dict[str, Any]]:
+        params = (workflow, status, iso(since) if since else None, limit, source,
+                  iso(until) if until else None, text,
+                  iso(before[0]) if before else None, before[1] if before else None)
+        rows = await self._db.fetch(Q["page_runs"], params)
+        return [codec.decode_run(row[0]) for row in rows]
+
+    async def count_runs(self, since: datetime, until: datetime,
+                         bucket: timedelta) -> list[tuple[int, str, int]]:
+        rows = await self._db.fetch(Q["count_runs"], (iso(since), iso(until),
+                                                      bucket.total_seconds()))
+        return [(int(b), str(status), int(n)) for b, status, n in rows]
+
+    async def run_stats(self, since: datetime) -> list[RunStats]:
+        rows = await self._db.fetch(Q["run_stats"], (iso(since),))
+        return [RunStats(name, int(runs), int(failed or 0), _ms(p50), _ms(p99))
+                for name, runs, failed, p50, p99 in rows]
+
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]:
+        rows = await self._db.fetch(Q["last_runs"], (dumps(list(workflows)),))
+        return {str(name): parse_iso(at) for name, at in rows if at is not None}
+
     async def get_run(self, id: str) -> dict[str, Any] | None:
         rows = await self._db.fetch(Q["get_run"], (id,))
         return codec.decode_run(rows[0][0]) if rows else None
@@ -100,3 +133,7 @@ class SqliteRunLog:
             deleted += count
             if count < chunk:
                 return deleted
+
+
+def _ms(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -324,3 +324,52 @@ SELECT workflow FROM gateway_paused ORDER BY workflow;
 SELECT min(due_at) FROM gateway_jobs
 WHERE status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
+
+-- name: page_runs
+-- `list_runs` for the console: one page older than the run (`before_at`, `before_id`).
+SELECT data FROM gateway_runs
+WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+  AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
+  AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+  AND (%(text)s::text IS NULL OR strpos(lower(data::text), lower(%(text)s)) > 0)
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: count_runs
+-- Runs started in [since, until) by status, in buckets of `seconds` counted from `since`.
+SELECT floor(extract(epoch FROM started_at - %(since)s::timestamptz) / %(seconds)s)::int
+           AS bucket,
+       status, count(*)
+FROM gateway_runs WHERE started_at >= %(since)s AND started_at < %(until)s
+GROUP BY bucket, status;
+
+-- name: run_stats
+-- Per workflow, its runs started since `since`: how many, how many failed, and the
+-- durations at the 50th and 99th percentile (nearest rank, as on SQLite).
+SELECT workflow, count(*), count(*) FILTER (WHERE status = 'failed'),
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY took) FILTER (WHERE took IS NOT NULL),
+       percentile_disc(0.99) WITHIN GROUP (ORDER BY took) FILTER (WHERE took IS NOT NULL)
+FROM (SELECT workflow, status,
+             CASE WHEN jsonb_typeof(data->'duration_ms') = 'number'
+                  THEN (data->'duration_ms')::numeric END AS took
+      FROM gateway_runs WHERE started_at >= %(since)s) AS window_runs
+GROUP BY workflow ORDER BY workflow;
+
+-- name: last_runs
+-- One index lookup (workflow, started_at) per name.
+SELECT name, (SELECT max(started_at) FROM gateway_runs WHERE workflow = name)
+FROM unnest(%(names)s::text[]) AS name;
+
+-- name: page_jobs
+-- `list_jobs` for the console: one page older than the job (`before_at`, `before_id`).
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (due_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+ORDER BY due_at DESC, id DESC LIMIT %(limit)s;

@@ -266,3 +266,57 @@ SELECT workflow FROM gateway_paused ORDER BY workflow;
 SELECT min(due_at) FROM gateway_jobs
 WHERE status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
+
+-- name: page_runs
+-- `list_runs` for the console: one page older than the run (?8, ?9) (its `started_at`, `id`).
+SELECT data FROM gateway_runs
+WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR started_at >= ?3)
+  AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
+  AND (?7 IS NULL OR instr(lower(data), lower(?7)) > 0)
+  AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+ORDER BY started_at DESC, id DESC LIMIT ?4;
+
+-- name: count_runs
+-- Runs started in [?1, ?2) by status, in buckets of ?3 seconds counted from ?1 (in whole
+-- seconds: julianday's fractions put a run at a bucket's first instant in the one before).
+SELECT (CAST(strftime('%s', started_at) AS INTEGER) - CAST(strftime('%s', ?1) AS INTEGER))
+           / CAST(?3 AS INTEGER) AS bucket,
+       status, count(*)
+FROM gateway_runs WHERE started_at >= ?1 AND started_at < ?2
+GROUP BY bucket, status;
+
+-- name: run_stats
+-- Per workflow, its runs started since ?1: how many, how many failed, and the durations at
+-- the 50th and 99th percentile (nearest rank: the value at rank ceil(p * n)).
+WITH window_runs AS MATERIALIZED (
+    SELECT workflow, status, json_extract(data, '$.duration_ms') AS took
+    FROM gateway_runs WHERE started_at >= ?1
+), counted AS (
+    SELECT workflow, count(*) AS runs, sum(status = 'failed') AS failed
+    FROM window_runs GROUP BY workflow
+), ranked AS (
+    SELECT workflow, took,
+           row_number() OVER (PARTITION BY workflow ORDER BY took) AS rank,
+           count(*) OVER (PARTITION BY workflow) AS timed
+    FROM window_runs WHERE typeof(took) IN ('integer', 'real')
+), picked AS (
+    SELECT workflow, max(CASE WHEN rank = (timed * 50 + 99) / 100 THEN took END) AS p50,
+           max(CASE WHEN rank = (timed * 99 + 99) / 100 THEN took END) AS p99
+    FROM ranked GROUP BY workflow
+)
+SELECT c.workflow, c.runs, c.failed, p.p50, p.p99
+FROM counted AS c LEFT JOIN picked AS p ON p.workflow = c.workflow ORDER BY c.workflow;
+
+-- name: last_runs
+-- ?1 is a JSON array of names: one index lookup each (workflow, started_at).
+SELECT names.value, (SELECT max(started_at) FROM gateway_runs WHERE workflow = names.value)
+FROM json_each(?1) AS names;
+
+-- name: page_jobs
+-- `list_jobs` for the console: one page older than the job (due_at, id) (?4, ?5).
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data
+FROM gateway_jobs
+WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
+  AND (?4 IS NULL OR (due_at <= ?4 AND (due_at < ?4 OR id < ?5)))
+ORDER BY due_at DESC, id DESC LIMIT ?3;
