@@ -227,45 +227,44 @@ def _slow_server() -> Iterator[tuple[str, threading.Event, threading.Event]]:
         server.server_close()
 
 
-async def test_others_see_a_run_s_writes_only_once_it_committed(tmp_path: Path,
-                                                                storage_url: str) -> None:
-    registry = _registry(tmp_path)
-    app = create_app(registry, open_storage(storage_url))
+@contextlib.asynccontextmanager
+async def _slow_gateway(tmp_path: Path, storage_url: str) -> AsyncIterator[
+        tuple[httpx.AsyncClient, Storage, str, threading.Event, threading.Event]]:
+    """The app on `storage_url` with its lifespan, a client, and the slow server's parts."""
+    app = create_app(_registry(tmp_path), open_storage(storage_url))
     with _slow_server() as (url, arrived, release):
         async with app.router.lifespan_context(app):
-            storage: Storage = app.state.storage
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                call = asyncio.create_task(http.post("/api/1.1/wf/slow", json={"url": url}))
-                assert await asyncio.to_thread(arrived.wait, 5)
-                assert await _names(storage) == []  # written, not committed
-                release.set()
-                answer = await call
-                assert answer.status_code == 200, answer.text
-                assert await _names(storage) == ["slow"]
+                yield http, app.state.storage, url, arrived, release
+
+
+async def test_others_see_a_run_s_writes_only_once_it_committed(tmp_path: Path,
+                                                                storage_url: str) -> None:
+    async with _slow_gateway(tmp_path, storage_url) as (http, storage, url, arrived, release):
+        call = asyncio.create_task(http.post("/api/1.1/wf/slow", json={"url": url}))
+        assert await asyncio.to_thread(arrived.wait, 5)
+        assert await _names(storage) == []  # written, not committed
+        release.set()
+        answer = await call
+        assert answer.status_code == 200, answer.text
+        assert await _names(storage) == ["slow"]
 
 
 async def test_a_run_that_times_out_mid_transaction_is_rolled_back(tmp_path: Path,
                                                                    storage_url: str) -> None:
-    registry = _registry(tmp_path)
-    app = create_app(registry, open_storage(storage_url))
-    with _slow_server() as (url, _, release):
-        async with app.router.lifespan_context(app):
-            storage: Storage = app.state.storage
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                answer = await http.post("/api/1.1/wf/slow", json={"url": url})
-                release.set()
-                assert answer.status_code == 500, answer.text
-                await storage.runs.flush_runs()
-                await storage.runs.flush_runs()
-                run = await storage.runs.get_run(answer.headers["x-run-id"])
-                assert run is not None and "longer than 2 s" in str(run), run
-                assert await _names(storage) == []
-                # the writer is free again: a later run writes at once
-                done = await http.post("/api/1.1/wf/read-own", json={})
-                assert done.status_code == 200, done.text
-                assert await _names(storage) == ["mine"]
+    async with _slow_gateway(tmp_path, storage_url) as (http, storage, url, _, release):
+        answer = await http.post("/api/1.1/wf/slow", json={"url": url})
+        release.set()
+        assert answer.status_code == 500, answer.text
+        await storage.runs.flush_runs()
+        run = await storage.runs.get_run(answer.headers["x-run-id"])
+        assert run is not None and "longer than 2 s" in str(run), run
+        assert await _names(storage) == []
+        # the writer is free again: a later run writes at once
+        done = await http.post("/api/1.1/wf/read-own", json={})
+        assert done.status_code == 200, done.text
+        assert await _names(storage) == ["mine"]
 
 
 TYPES = [TypeSpec("lead", {"name": FieldSpec("name", "text"),
