@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.accounts import Accounts
+from gateway.encoding import encode, size_over
+from gateway.errors import ResponseTooLargeError
 from gateway.privacy import EXEMPT, Viewer
 from gateway.services import Services
 from gateway.settings import Settings
@@ -152,3 +154,28 @@ def current_user(identity: Identity) -> Mapping[str, Any] | None:
     if identity.user is not None:
         return identity.user
     return {"_id": identity.user_id} if identity.user_id else None
+
+
+def reply_bytes(reply: Reply | None, holds_records: bool, limit: int) -> bytes | None:
+    """A reply over `limit` (`limits.max_response_bytes`) fails the run, before it is written out.
+    A run that may hold records is measured without writing it out (it could be huge);
+    any other reply is made of parameters and template results, each bounded already,
+    and writing it is the cheaper measure: its JSON is returned, to be sent as it is.
+    A value JSON cannot hold fails the run here, recorded, rather than the response."""
+    if reply is None:
+        return None
+    value = reply.data if reply.text is None else reply.text
+    encoded = None
+    if holds_records:
+        size = size_over(value, limit)
+    elif isinstance(value, str):
+        size = len(value)  # a lower bound in UTF-8, exact in ASCII
+    elif value is None:
+        size = 0
+    else:
+        encoded = encode(value)
+        size = len(encoded)
+    if size > limit:
+        raise ResponseTooLargeError(f"The response is larger than {limit} bytes "
+                                    "(limits.max_response_bytes)")
+    return encoded

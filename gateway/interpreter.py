@@ -27,13 +27,13 @@ from gateway.context import (
     RunContext,
     current_user,
     new_scope,
+    reply_bytes,
 )
-from gateway.encoding import encode, escape, size_over
+from gateway.encoding import escape
 from gateway.errors import (
     GatewayError,
     InvalidDataError,
     NotRunError,
-    ResponseTooLargeError,
     RunError,
     StepFailedError,
     StorageUnavailableError,
@@ -214,29 +214,7 @@ class Interpreter:
                 await hook(ctx)
 
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
-        """A reply over `limits.max_response_bytes` fails the run, before it is written out.
-        A run that may hold records is measured without writing it out (it could be huge);
-        any other reply is made of parameters and template results, each bounded already,
-        and writing it is the cheaper measure: its JSON is returned, to be sent as it is.
-        A value JSON cannot hold fails the run here, recorded, rather than the response."""
-        if reply is None:
-            return None
-        limit = self.registry.settings.max_response_bytes
-        value = reply.data if reply.text is None else reply.text
-        encoded = None
-        if holds_records:
-            size = size_over(value, limit)
-        elif isinstance(value, str):
-            size = len(value)  # a lower bound in UTF-8, exact in ASCII
-        elif value is None:
-            size = 0
-        else:
-            encoded = encode(value)
-            size = len(encoded)
-        if size > limit:
-            raise ResponseTooLargeError(f"The response is larger than {limit} bytes "
-                                        "(limits.max_response_bytes)")
-        return encoded
+        return reply_bytes(reply, holds_records, self.registry.settings.max_response_bytes)
 
     def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
         """The privacy rules a run's reads go through: none for admin keys and workflows

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from gateway.storage.jobstore import JOB_STATUSES as JOB_STATUSES
+from gateway.storage.jobstore import Job as Job
+from gateway.storage.jobstore import JobEnd as JobEnd
+from gateway.storage.jobstore import JobStore as JobStore
+from gateway.storage.jobstore import Position as Position
+
 SYSTEM_KEYS = frozenset({"_id", "created_at", "modified_at", "created_by"})
 CONSTRAINTS = frozenset({
     "equals", "not_equal", "is_empty", "is_not_empty", "text_contains", "not_text_contains",
@@ -151,10 +157,6 @@ class RunStats:
     failed: int
     p50_ms: float | None
     p99_ms: float | None
-
-
-# A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
-Position = tuple[datetime, str]
 
 
 class RunLog(Protocol):
@@ -305,94 +307,6 @@ class RateCounter(Protocol):
     async def hit(self, scope: str, who: str, bucket: int, expires_at: datetime) -> int: ...
     # Delete the counters of windows that ended; how many.
     async def purge_counters(self, now: datetime) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One job: a run of `workflow` (an API workflow, a recurring event or a database
-    trigger, as `source` says: `schedule`, `recurring` or `trigger`) due at `due_at`.
-
-    `data` holds what the run is given: `params`, `identity` (who it acts for), `depth`
-    (how many scheduled runs led to it) and, per source, `thing` (a per-record event),
-    `frequency`, `before` and `after` (a trigger). `attempt` counts the claims so far."""
-
-    id: str
-    workflow: str
-    source: str
-    due_at: datetime
-    data: Mapping[str, Any] = field(default_factory=dict)
-    status: str = "pending"
-    attempt: int = 0
-    unique_key: str | None = None
-    subject: str | None = None
-    created_at: datetime | None = None
-    finished_at: datetime | None = None
-    run_id: str | None = None
-    error: str | None = None
-    lease_until: datetime | None = None
-    worker: str | None = None
-
-
-JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
-
-
-@dataclass(frozen=True, slots=True)
-class JobEnd:
-    """How one claimed job ended (what `JobStore.finish` is given)."""
-
-    id: str
-    status: str
-    at: datetime
-    run_id: str | None
-    error: str | None = None
-    retry_at: datetime | None = None
-
-
-class JobStore(Protocol):
-    """Jobs, claimed by workers with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
-    claiming statement in the writer on SQLite). A job whose lease expires is claimed again:
-    at-least-once."""
-
-    # All in one transaction; a job whose `unique_key` exists already is left out. Then
-    # the workers are woken. Returns the ids written.
-    async def enqueue(self, jobs: Sequence[Job]) -> list[str]: ...
-    # Pending jobs cancelled (by id); a running job is not stopped. How many were.
-    async def cancel(self, ids: Sequence[str], at: datetime) -> int: ...
-    # The pending jobs of one per-record recurring event for one record, cancelled.
-    async def cancel_subject(self, workflow: str, subject: str, at: datetime) -> int: ...
-    # Up to `limit` due jobs (and jobs whose lease expired), now `running` for `worker`
-    # until `lease_until`, their `attempt` counted; never a paused workflow's.
-    async def claim(self, worker: str, now: datetime, lease_until: datetime,
-                    limit: int) -> list[Job]: ...
-    async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None: ...
-    # A claimed job ends: `done`, `failed` (with its error), or `pending` again at `retry_at`
-    # (its error kept). False when the job is no longer this worker's (its lease expired
-    # and another worker took it).
-    async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
-                     error: str | None = None, retry_at: datetime | None = None) -> bool: ...
-    # Many `finish`es in one statement (the jobs this worker ended in the same moment); the
-    # ids that were still this worker's.
-    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
-    # Claimed jobs given back unstarted (a worker stopping): pending again, the claim uncounted.
-    async def release(self, worker: str, ids: Sequence[str]) -> int: ...
-    async def get_job(self, id: str) -> Job | None: ...
-    async def list_jobs(self, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50) -> list[Job]: ...
-    # `list_jobs`, one page of it: the jobs after `before` (latest due first).
-    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50, *, before: Position | None = None) -> list[Job]: ...
-    # A failed or cancelled job pending again, due `at`, its attempts counted anew.
-    async def retry(self, id: str, at: datetime) -> bool: ...
-    # The newest job of a recurring event (by due time), whatever its status; None if none.
-    async def last_tick(self, workflow: str) -> Job | None: ...
-    # `workflow` None pauses or resumes everything (stored as '*').
-    async def pause(self, workflow: str | None, at: datetime) -> None: ...
-    async def resume(self, workflow: str | None) -> None: ...
-    async def paused(self) -> list[str]: ...
-    # When the next pending job (of a workflow not paused) is due; None when none is.
-    async def next_due(self) -> datetime | None: ...
-    # Wait until jobs were enqueued (on this instance, or any on PostgreSQL) or `timeout`.
-    async def wait(self, timeout: float) -> None: ...
 
 
 class Transaction(Protocol):
