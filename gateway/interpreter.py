@@ -355,6 +355,8 @@ class Interpreter:
                 "code": error.code, "message": redact(error.message, hidden),
                 "location": getattr(error, "location", "")},
             "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,
+            **({} if ctx.job is None else {"job": ctx.job.get("job"),
+                                           "attempt": ctx.job.get("attempt")}),
         })
 
     def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,

@@ -249,7 +249,8 @@ class Console:
         names = sorted({*registry.workflows, *registry.events, *registry.recurring,
                         *registry.triggers})
         return {"filters": filters, "rows": rows, "older": older, "names": names,
-                "statuses": views.RUN_STATUSES, "sources": views.SOURCES, "now": now}
+                "statuses": views.RUN_STATUSES, "sources": views.SOURCES, "now": now,
+                "scan": f"{views.SEARCH_SCAN:,}"}
 
     async def runs(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
         return self._page("runs.html", session, nav="runs", **await self._runs(request))

@@ -25,7 +25,7 @@ RUN_STATUSES = ("success", "failed", "not_run", "rejected")
 SOURCES = ("http", "cli", "schedule", "recurring", "trigger")
 DAY_BUCKET = timedelta(minutes=15)
 FIGURES_SECONDS = 10.0  # how long the day's aggregates are reused
-TEXT_WINDOW = timedelta(days=1)  # what a text search scans unless `since` says otherwise
+SEARCH_SCAN = 10_000  # runs a text search reads for one page (the next page reads on)
 
 
 class Figures:
@@ -180,7 +180,7 @@ class RunFilters:
     since_at: datetime | None = None
     until_at: datetime | None = None
     position: Position | None = None
-    text_window: bool = False  # a text search over the last day only (no `since` given)
+    searched_to: datetime | None = None  # a text search's page stopped reading here
 
     def query(self, **changes: str) -> dict[str, str]:
         """The filters as query parameters (those set), with `changes`."""
@@ -237,21 +237,32 @@ def run_filters(query: Mapping[str, str], now: datetime) -> RunFilters:
         except (ValueError, OverflowError):
             found.errors.append("before: not a place in the run log; showing the newest")
             found.before = ""
-    if found.text and found.since_at is None:  # a text search reads every run it scans
-        found.since_at, found.text_window = now - TEXT_WINDOW, True
     return found
 
 
 async def runs(storage: Storage, f: RunFilters) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the run log, newest first, and the position of the next page (if any)."""
-    found = await storage.runs.page_runs(
-        workflow=f.workflow or None, status=f.status or None, since=f.since_at,
-        limit=PAGE + 1, source=f.source or None, until=f.until_at, text=f.text or None,
-        before=f.position)
+    """One page of the run log, newest first, and the position of the next page (if any).
+
+    A text search reads `SEARCH_SCAN` runs a page at most, so that it costs the same
+    however long the log: when those hold fewer than a page of matches, the page shows what
+    they held, says how far back it read (`f.searched_to`) and its next page reads on."""
+    reach = None
+    if f.text:
+        found, reach = await storage.runs.search_runs(
+            f.text, workflow=f.workflow or None, status=f.status or None, since=f.since_at,
+            until=f.until_at, source=f.source or None, before=f.position, limit=PAGE + 1,
+            scan=SEARCH_SCAN)
+    else:
+        found = await storage.runs.page_runs(
+            workflow=f.workflow or None, status=f.status or None, since=f.since_at,
+            limit=PAGE + 1, source=f.source or None, until=f.until_at, before=f.position)
     older = None
     if len(found) > PAGE:
         found = found[:PAGE]
         older = position_text(found[-1]["started_at"], found[-1]["id"])
+    elif reach is not None:
+        f.searched_to = reach[0]
+        older = position_text(*reach)
     return [run_row(r) for r in found], older
 
 
@@ -362,13 +373,14 @@ async def jobs(storage: Storage, f: JobFilters) -> tuple[list[Job], str | None]:
 
 
 async def job_runs(storage: Storage, job: Job) -> list[dict[str, Any]]:
-    """The runs of the job's workflow started its way while the job was live: its attempts
-    (a run does not name its job, so another job of the same workflow may be among them)."""
+    """The job's runs (its attempts), newest first: the runs of its workflow started its
+    way while it was live that name it."""
     if job.created_at is None:
         return []
     until = (job.finished_at or datetime.now(UTC)) + timedelta(seconds=1)
     found = await storage.runs.page_runs(workflow=job.workflow, source=job.source,
-                                         since=job.created_at, until=until, limit=FAILURES)
+                                         since=job.created_at, until=until, limit=FAILURES,
+                                         job=job.id)
     return [run_row(r) for r in found]
 
 

@@ -21,6 +21,7 @@ from gateway.clock import utc_now
 from gateway.encoding import dumps_lenient, iso, loads, parse_iso, roundtrip
 from gateway.errors import ValidationError
 from gateway.ids import new_id
+from gateway.storage import rollup
 from gateway.storage.interface import FieldSpec, Page, TypeSpec
 
 # Names end up inside SQL string literals and JSON paths: quotes and backslashes would need
@@ -96,7 +97,7 @@ def decode_cursor(cursor: str | None) -> int:
     return offset
 
 
-RunRow = tuple[str, str, str, str, str]
+RunRow = tuple[str, str, str, str, str, float | None]
 # `\u0000` in JSON text that is not itself an escaped backslash followed by `u0000`.
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 NUL_REPLACEMENT = "\\ufffd"
@@ -111,7 +112,8 @@ def without_nul(text: str) -> str:
 
 
 def run_row(run: Mapping[str, Any]) -> RunRow:
-    """(id, workflow, status, started_at ISO text, JSON document) for one run; the run log
+    """(id, workflow, status, started_at ISO text, JSON document, duration in ms if it is a
+    number) for one run, the duration for the rollup (see `rollup`); the run log
     never refuses a run, so whatever JSON cannot hold is kept as its repr or a marker, and a
     NUL character as U+FFFD (the same on both backends)."""
     started = run.get("started_at")
@@ -121,22 +123,23 @@ def run_row(run: Mapping[str, Any]) -> RunRow:
         run_id = str(run_id or new_id())
     if type(workflow) is not str or type(status) is not str:
         workflow, status = str(workflow), str(status)
+    took = rollup.duration(run.get("duration_ms"))
     try:
         text = without_nul(dumps_lenient({**run, "id": run_id, "started_at": started_at}))
     except Exception as exc:  # noqa: BLE001 - the run is still recorded, as its summary
-        return summary_row((run_id, workflow, status, started_at, ""), exc)
-    return run_id, workflow, status, started_at, text
+        return summary_row((run_id, workflow, status, started_at, "", took), exc)
+    return run_id, workflow, status, started_at, text, took
 
 
 def summary_row(row: RunRow, exc: BaseException) -> RunRow:
     """`row` with its document cut down to what the columns hold, for a run whose document
     could not be encoded or that the database refused; the error says why."""
-    run_id, workflow, status, started_at, _ = row
+    run_id, workflow, status, started_at, _, took = row
     summary = {"id": run_id, "workflow": workflow, "status": status, "started_at": started_at,
                "error": {"code": "RUN_LOG", "message": (
                    f"the run log could not keep this run's details ({type(exc).__name__}); "
                    "only its summary was recorded")}}
-    return run_id, workflow, status, started_at, without_nul(dumps_lenient(summary))
+    return run_id, workflow, status, started_at, without_nul(dumps_lenient(summary)), took
 
 
 def decode_run(text: str | Mapping[str, Any]) -> dict[str, Any]:

@@ -150,7 +150,8 @@ class RunLogLimits:
 @dataclass(frozen=True, slots=True)
 class RunStats:
     """One workflow's runs in a window: how many, how many failed, and the durations (ms)
-    at the 50th and 99th percentile by nearest rank (None when no run of it was timed)."""
+    at the 50th and 99th percentile by nearest rank (None when no run of it was timed), as
+    the rollup's histogram gives them: within 9% (see `storage.rollup`)."""
 
     workflow: str
     runs: int
@@ -187,7 +188,8 @@ class RunLog(Protocol):
         until: datetime | None = None,
         text: str | None = None,
     ) -> list[dict[str, Any]]: ...
-    # `list_runs`, one page of it: the runs after `before` (newest first), keyset-paged.
+    # `list_runs`, one page of it: the runs after `before` (newest first), keyset-paged;
+    # `job`: only the runs of that job (its attempts).
     async def page_runs(
         self,
         workflow: str | None = None,
@@ -199,12 +201,32 @@ class RunLog(Protocol):
         until: datetime | None = None,
         text: str | None = None,
         before: Position | None = None,
+        job: str | None = None,
     ) -> list[dict[str, Any]]: ...
+    # `page_runs` with a `text`, over one stretch of the log: of the newest `scan` runs the
+    # other filters select (after `before`), the first `limit` whose JSON holds the text;
+    # and, when the stretch held `scan` runs and fewer than `limit` matched, the last run
+    # it read: where the next stretch begins (None: the search reached the log's end).
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+        before: Position | None = None,
+        limit: int = 50,
+        scan: int = 10_000,
+    ) -> tuple[list[dict[str, Any]], Position | None]: ...
     # Runs started in [since, until) by status, in buckets of `bucket` counted from `since`:
-    # (bucket number, status, runs), the empty buckets left out.
+    # (bucket number, status, runs), the empty buckets left out; from the rollup, which
+    # counts each run in the minute it started in.
     async def count_runs(self, since: datetime, until: datetime,
                          bucket: timedelta) -> list[tuple[int, str, int]]: ...
-    # Per workflow, its runs started since `since` (see `RunStats`), by name.
+    # Per workflow, its runs started since `since` (see `RunStats`), by name: counted from
+    # the minute `since` is in, and timed from its ten-minute period.
     async def run_stats(self, since: datetime) -> list[RunStats]: ...
     # When the latest run of each of these workflows started (those never run left out).
     async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]: ...

@@ -199,12 +199,16 @@ class PostgresConnector:
     async def atomic(self, work: Work[T]) -> T:
         """`work` as one transaction (a savepoint of the task's transaction, if any)."""
         current = self._unit(write=True)
+        return await (self.alone(work) if current is None else self.guard(current.run(work)))
 
-        async def alone() -> T:
+    async def alone(self, work: Work[T]) -> T:
+        """`work` as a transaction of its own, whatever transaction the task is in."""
+
+        async def own() -> T:
             async with self.pool.connection() as conn, conn.transaction():
                 return await work(conn)
 
-        return await self.guard(alone() if current is None else current.run(work))
+        return await self.guard(own())
 
     async def fetch(self, sql: str, params: Params = (), *,
                     write: bool = False) -> list[tuple[Any, ...]]:

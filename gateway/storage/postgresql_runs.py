@@ -18,14 +18,14 @@ import psycopg
 
 from gateway.encoding import iso, parse_iso
 from gateway.errors import StorageError
-from gateway.storage import codec
+from gateway.storage import codec, rollup
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget, size_per_run
 from gateway.storage.interface import Position, RunLogLimits, RunStats
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
-RunRow = tuple[str, str, str, datetime, str]
+RunRow = tuple[str, str, str, datetime, str, float | None]
 # What a run costs beyond its stored document: the tuple header, its other columns and its
 # entries in the four indexes (measured: see "The database" in README).
 ROW_OVERHEAD = 290
@@ -80,8 +80,8 @@ class PostgresRunLog:
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
-            id, workflow, status, started, text = codec.run_row(run)
-            self._queue.add((id, workflow, status, parse_iso(started), text))
+            id, workflow, status, started, text, took = codec.run_row(run)
+            self._queue.add((id, workflow, status, parse_iso(started), text, took))
             self._wake.set()
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)
@@ -118,7 +118,7 @@ class PostgresRunLog:
         """`write_splitting` (see `backend`), awaited: halves of a refused batch, down to the
         one run refused, which is kept as its summary or dropped."""
         try:
-            await self._db.execute_many(Q["upsert_runs"], rows)
+            await self._write(rows)
             return
         except Exception as exc:
             if not _refused(exc):
@@ -130,12 +130,25 @@ class PostgresRunLog:
         await self._write_splitting(rows[:middle])
         await self._write_splitting(rows[middle:])
 
+    async def _write(self, rows: Sequence[RunRow]) -> None:
+        """`rows` and what they add to the rollup, in one transaction."""
+        minutes, durations = rollup.tally(rows, rollup.minute_time, rollup.period_time)
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.cursor() as cur:
+                await cur.executemany(Q["upsert_runs"].encode(), [row[:5] for row in rows])
+                await cur.executemany(Q["add_run_minutes"].encode(), minutes)
+                if durations:
+                    await cur.executemany(Q["add_run_durations"].encode(), durations)
+
+        await self._db.alone(work)
+
     async def _write_summary(self, row: RunRow, exc: Exception) -> None:
         self._queue.summarised += 1
-        run_id, workflow, status, started, _ = row
-        summary = codec.summary_row((run_id, workflow, status, iso(started), ""), exc)
+        run_id, workflow, status, started, _, took = row
+        summary = codec.summary_row((run_id, workflow, status, iso(started), "", took), exc)
         try:
-            await self._db.execute_many(Q["upsert_runs"], [(*summary[:3], started, summary[4])])
+            await self._write([(*summary[:3], started, summary[4], took)])
         except Exception as again:  # noqa: BLE001 - counted and reported, never raised
             if not _refused(again):
                 raise
@@ -171,13 +184,40 @@ class PostgresRunLog:
         until: datetime | None = None,
         text: str | None = None,
         before: Position | None = None,
+        job: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
                   "source": source, "until": until, "text": text,
                   "before_at": before[0] if before else None,
-                  "before_id": before[1] if before else None}
+                  "before_id": before[1] if before else None, "job": job}
         rows = await self._db.fetch(Q["page_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
+
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+        before: Position | None = None,
+        limit: int = 50,
+        scan: int = 10_000,
+    ) -> tuple[list[dict[str, Any]], Position | None]:
+        if "\x00" in text:
+            return [], None  # the log holds no NUL (see codec.without_nul)
+        params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
+                  "source": source, "until": until, "text": text, "scan": scan,
+                  "before_at": before[0] if before else None,
+                  "before_id": before[1] if before else None}
+        rows = await self._db.fetch(Q["search_runs"], params)
+        reach = None
+        if len(rows) < limit:
+            end = await self._db.fetch(Q["search_reach"], params)
+            reach = (end[0][0], str(end[0][1])) if end else None
+        return [codec.decode_run(row[0]) for row in rows], reach
 
     async def count_runs(self, since: datetime, until: datetime,
                          bucket: timedelta) -> list[tuple[int, str, int]]:
@@ -186,9 +226,10 @@ class PostgresRunLog:
         return [(int(b), str(status), int(n)) for b, status, n in rows]
 
     async def run_stats(self, since: datetime) -> list[RunStats]:
-        rows = await self._db.fetch(Q["run_stats"], {"since": since})
-        return [RunStats(name, int(runs), int(failed), _ms(p50), _ms(p99))
-                for name, runs, failed, p50, p99 in rows]
+        counts = await self._db.fetch(Q["run_counts"], {"since": rollup.minute_time(since)})
+        durations = await self._db.fetch(Q["run_durations"],
+                                         {"since": rollup.period_time(since)})
+        return rollup.stats(counts, durations)
 
     async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]:
         rows = await self._db.fetch(Q["last_runs"], {"names": list(workflows)})
@@ -199,6 +240,7 @@ class PostgresRunLog:
         return codec.decode_run(rows[0][0]) if rows else None
 
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int:
+        await self._db.execute(Q["purge_rollup"], {"before": now - rollup.KEEP})
         return await self._db.execute(Q["purge_runs"], (now - keep, now - keep_failed))
 
     async def run_size(self) -> int:
@@ -225,6 +267,3 @@ def _refused(exc: Exception) -> bool:
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
     return not isinstance(cause, psycopg.OperationalError)
 
-
-def _ms(value: Any) -> float | None:
-    return None if value is None else float(value)

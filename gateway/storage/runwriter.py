@@ -1,16 +1,19 @@
 """The run log's part of each SQLite transaction: queued runs written in statements of a
-few fixed sizes; a batch the database refuses split until the run it refuses is found, that
-run kept as its summary (or dropped and counted). Used by the `Writer`, in its thread."""
+few fixed sizes, with what they add to the rollup (see `rollup`); a batch the database
+refuses split until the run it refuses is found, that run kept as its summary (or dropped
+and counted). Used by the `Writer`, in its thread."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
 
-from gateway.storage import codec
+from gateway.storage import codec, rollup
 from gateway.storage.backend import RunQueue, batches, write_splitting
+from gateway.storage.sqlfile import queries
 
 RunRow = codec.RunRow
+Q = queries("sqlite")
 
 
 class RunWriter:
@@ -52,7 +55,11 @@ class RunWriter:
         try:
             for chunk in batches(rows):  # SQLite caps a statement's variables
                 for part in _in_fixed_sizes(chunk):
-                    conn.execute(self._upsert_sql(len(part)), [v for row in part for v in row])
+                    conn.execute(self._upsert_sql(len(part)),
+                                 [v for row in part for v in row[:5]])
+            minutes, durations = rollup.tally(rows, rollup.minute_text, rollup.period_text)
+            conn.executemany(Q["add_run_minutes"], minutes)
+            conn.executemany(Q["add_run_durations"], durations)
         except BaseException:
             conn.execute("ROLLBACK TO runs")
             raise

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from gateway.errors import StorageError, StorageUnavailableError
-from gateway.storage import unit
+from gateway.storage import rollup, unit
 from gateway.storage.backend import Catalog
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_dialect import LOWER_FUNCTION, fold
@@ -102,6 +102,8 @@ class SqliteConnector:
         )
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.create_function(LOWER_FUNCTION, 1, fold, deterministic=True)
+        # the rollup's bucket, for the migration that fills it from an older log
+        conn.create_function("gateway_duration_bucket", 1, rollup.bucket, deterministic=True)
         return conn
 
     def _connect_writer(self) -> sqlite3.Connection:

@@ -7,12 +7,13 @@ never wait long behind it.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.encoding import dumps, iso, parse_iso
-from gateway.storage import codec
+from gateway.storage import codec, rollup
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
 from gateway.storage.interface import Position, RunLogLimits, RunStats
 from gateway.storage.sqlfile import queries
@@ -82,12 +83,38 @@ class SqliteRunLog:
         until: datetime | None = None,
         text: str | None = None,
         before: Position | None = None,
+        job: str | None = None,
     ) -> list[dict[str, Any]]:
         params = (workflow, status, iso(since) if since else None, limit, source,
                   iso(until) if until else None, text,
-                  iso(before[0]) if before else None, before[1] if before else None)
+                  iso(before[0]) if before else None, before[1] if before else None, job)
         rows = await self._db.fetch(Q["page_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
+
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+        before: Position | None = None,
+        limit: int = 50,
+        scan: int = 10_000,
+    ) -> tuple[list[dict[str, Any]], Position | None]:
+        if "\x00" in text:
+            return [], None  # the log holds no NUL (see codec.without_nul)
+        params = (workflow, status, iso(since) if since else None, limit, source,
+                  iso(until) if until else None, text,
+                  iso(before[0]) if before else None, before[1] if before else None, scan)
+        rows = await self._db.fetch(Q["search_runs"], params)
+        reach = None
+        if len(rows) < limit:
+            end = await self._db.fetch(Q["search_reach"], params)
+            reach = (parse_iso(end[0][0]), str(end[0][1])) if end else None
+        return [codec.decode_run(row[0]) for row in rows], reach
 
     async def count_runs(self, since: datetime, until: datetime,
                          bucket: timedelta) -> list[tuple[int, str, int]]:
@@ -96,9 +123,10 @@ class SqliteRunLog:
         return [(int(b), str(status), int(n)) for b, status, n in rows]
 
     async def run_stats(self, since: datetime) -> list[RunStats]:
-        rows = await self._db.fetch(Q["run_stats"], (iso(since),))
-        return [RunStats(name, int(runs), int(failed or 0), _ms(p50), _ms(p99))
-                for name, runs, failed, p50, p99 in rows]
+        counts = await self._db.fetch(Q["run_counts"], (iso(rollup.minute_time(since)),))
+        durations = await self._db.fetch(Q["run_durations"],
+                                         (iso(rollup.period_time(since)),))
+        return rollup.stats(counts, durations)
 
     async def last_runs(self, workflows: Sequence[str]) -> dict[str, datetime]:
         rows = await self._db.fetch(Q["last_runs"], (dumps(list(workflows)),))
@@ -109,6 +137,13 @@ class SqliteRunLog:
         return codec.decode_run(rows[0][0]) if rows else None
 
     async def purge_runs(self, now: datetime, keep: timedelta, keep_failed: timedelta) -> int:
+        before = (iso(now - rollup.KEEP),)
+
+        def purge_rollup(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["purge_run_minutes"], before)
+            conn.execute(Q["purge_run_durations"], before)
+
+        await self._db.write(purge_rollup)
         return await self._delete_in_chunks(
             Q["purge_runs"], (iso(now - keep), iso(now - keep_failed), PURGE_CHUNK))
 
@@ -134,6 +169,3 @@ class SqliteRunLog:
             if count < chunk:
                 return deleted
 
-
-def _ms(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -336,27 +336,69 @@ WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(text)s::text IS NULL OR strpos(lower(data::text), lower(%(text)s)) > 0)
   AND (%(before_at)s::timestamptz IS NULL
        OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+  AND (%(job)s::text IS NULL OR data->>'job' = %(job)s)
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
+-- name: search_runs
+-- `page_runs` with a text, over a stretch of the log: of the newest `scan` runs the other
+-- filters select (older than the run `before_at`, `before_id`), those whose JSON holds
+-- the text, ignoring case. A page reads `scan` documents at most, however long the log.
+SELECT data FROM (
+    SELECT started_at, id, data FROM gateway_runs
+    WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+      AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+      AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
+      AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+      AND (%(before_at)s::timestamptz IS NULL
+           OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+    ORDER BY started_at DESC, id DESC LIMIT %(scan)s) AS stretch
+WHERE strpos(lower(data::text), lower(%(text)s)) > 0
+ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: search_reach
+-- The last run a `search_runs` stretch reads (the `scan`th), if there are that many: where
+-- the next stretch begins.
+SELECT started_at, id FROM gateway_runs
+WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+  AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
+  AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET %(scan)s - 1;
+
 -- name: count_runs
--- Runs started in [since, until) by status, in buckets of `seconds` counted from `since`.
-SELECT floor(extract(epoch FROM started_at - %(since)s::timestamptz) / %(seconds)s)::int
+-- Runs started in [since, until) by status, in buckets of `seconds` counted from `since`,
+-- from the rollup: by the minute each run started in.
+SELECT floor(extract(epoch FROM minute - %(since)s::timestamptz) / %(seconds)s)::int
            AS bucket,
-       status, count(*)
-FROM gateway_runs WHERE started_at >= %(since)s AND started_at < %(until)s
+       status, sum(runs)
+FROM gateway_run_minutes WHERE minute >= %(since)s AND minute < %(until)s
 GROUP BY bucket, status;
 
--- name: run_stats
--- Per workflow, its runs started since `since`: how many, how many failed, and the
--- durations at the 50th and 99th percentile (nearest rank, as on SQLite).
-SELECT workflow, count(*), count(*) FILTER (WHERE status = 'failed'),
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY took) FILTER (WHERE took IS NOT NULL),
-       percentile_disc(0.99) WITHIN GROUP (ORDER BY took) FILTER (WHERE took IS NOT NULL)
-FROM (SELECT workflow, status,
-             CASE WHEN jsonb_typeof(data->'duration_ms') = 'number'
-                  THEN (data->'duration_ms')::numeric END AS took
-      FROM gateway_runs WHERE started_at >= %(since)s) AS window_runs
-GROUP BY workflow ORDER BY workflow;
+-- name: run_counts
+-- Per workflow, its runs started in the minutes from `since` on, and how many failed.
+SELECT workflow, sum(runs), sum(runs) FILTER (WHERE status = 'failed')
+FROM gateway_run_minutes WHERE minute >= %(since)s GROUP BY workflow;
+
+-- name: run_durations
+-- Per workflow, its timed runs in the ten-minute periods from `since` on, by bucket.
+SELECT workflow, bucket, sum(runs) FROM gateway_run_durations WHERE period >= %(since)s
+GROUP BY workflow, bucket;
+
+-- name: add_run_minutes
+INSERT INTO gateway_run_minutes AS m (minute, workflow, status, runs) VALUES (%s, %s, %s, %s)
+ON CONFLICT (minute, workflow, status) DO UPDATE SET runs = m.runs + excluded.runs;
+
+-- name: add_run_durations
+INSERT INTO gateway_run_durations AS d (period, workflow, bucket, runs) VALUES (%s, %s, %s, %s)
+ON CONFLICT (period, workflow, bucket) DO UPDATE SET runs = d.runs + excluded.runs;
+
+-- name: purge_rollup
+WITH minutes AS (DELETE FROM gateway_run_minutes WHERE minute < %(before)s)
+DELETE FROM gateway_run_durations WHERE period < %(before)s;
 
 -- name: last_runs
 -- One index lookup (workflow, started_at) per name.

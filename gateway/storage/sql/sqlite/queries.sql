@@ -274,38 +274,66 @@ WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS N
   AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
   AND (?7 IS NULL OR instr(lower(data), lower(?7)) > 0)
   AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+  AND (?10 IS NULL OR json_extract(data, '$.job') = ?10)
 ORDER BY started_at DESC, id DESC LIMIT ?4;
+
+-- name: search_runs
+-- `page_runs` with a text, over a stretch of the log: of the newest ?10 runs the other
+-- filters select (older than the run ?8, ?9), those whose JSON holds the text ?7, ignoring
+-- ASCII case. A page reads ?10 documents at most, however long the log.
+SELECT data FROM (
+    SELECT started_at, id, data FROM gateway_runs
+    WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
+      AND (?3 IS NULL OR started_at >= ?3)
+      AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
+      AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+    ORDER BY started_at DESC, id DESC LIMIT ?10)
+WHERE instr(lower(data), lower(?7)) > 0
+ORDER BY started_at DESC, id DESC LIMIT ?4;
+
+-- name: search_reach
+-- The last run a `search_runs` stretch reads (the ?10th), if there are that many: where
+-- the next stretch begins (it takes `search_runs`'s parameters; ?4 and ?7 are not read).
+SELECT started_at, id FROM gateway_runs
+WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
+  AND (?3 IS NULL OR started_at >= ?3)
+  AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
+  AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?10 - 1;
 
 -- name: count_runs
 -- Runs started in [?1, ?2) by status, in buckets of ?3 seconds counted from ?1 (in whole
--- seconds: julianday's fractions put a run at a bucket's first instant in the one before).
-SELECT (CAST(strftime('%s', started_at) AS INTEGER) - CAST(strftime('%s', ?1) AS INTEGER))
+-- seconds: julianday's fractions put a run at a bucket's first instant in the one before),
+-- from the rollup: by the minute each run started in.
+SELECT (CAST(strftime('%s', minute) AS INTEGER) - CAST(strftime('%s', ?1) AS INTEGER))
            / CAST(?3 AS INTEGER) AS bucket,
-       status, count(*)
-FROM gateway_runs WHERE started_at >= ?1 AND started_at < ?2
+       status, sum(runs)
+FROM gateway_run_minutes WHERE minute >= ?1 AND minute < ?2
 GROUP BY bucket, status;
 
--- name: run_stats
--- Per workflow, its runs started since ?1: how many, how many failed, and the durations at
--- the 50th and 99th percentile (nearest rank: the value at rank ceil(p * n)).
-WITH window_runs AS MATERIALIZED (
-    SELECT workflow, status, json_extract(data, '$.duration_ms') AS took
-    FROM gateway_runs WHERE started_at >= ?1
-), counted AS (
-    SELECT workflow, count(*) AS runs, sum(status = 'failed') AS failed
-    FROM window_runs GROUP BY workflow
-), ranked AS (
-    SELECT workflow, took,
-           row_number() OVER (PARTITION BY workflow ORDER BY took) AS rank,
-           count(*) OVER (PARTITION BY workflow) AS timed
-    FROM window_runs WHERE typeof(took) IN ('integer', 'real')
-), picked AS (
-    SELECT workflow, max(CASE WHEN rank = (timed * 50 + 99) / 100 THEN took END) AS p50,
-           max(CASE WHEN rank = (timed * 99 + 99) / 100 THEN took END) AS p99
-    FROM ranked GROUP BY workflow
-)
-SELECT c.workflow, c.runs, c.failed, p.p50, p.p99
-FROM counted AS c LEFT JOIN picked AS p ON p.workflow = c.workflow ORDER BY c.workflow;
+-- name: run_counts
+-- Per workflow, its runs started in the minutes from ?1 on, and how many of them failed.
+SELECT workflow, sum(runs), sum(CASE WHEN status = 'failed' THEN runs ELSE 0 END)
+FROM gateway_run_minutes WHERE minute >= ?1 GROUP BY workflow;
+
+-- name: run_durations
+-- Per workflow, its timed runs in the ten-minute periods from ?1 on, by histogram bucket.
+SELECT workflow, bucket, sum(runs) FROM gateway_run_durations WHERE period >= ?1
+GROUP BY workflow, bucket;
+
+-- name: add_run_minutes
+INSERT INTO gateway_run_minutes (minute, workflow, status, runs) VALUES (?, ?, ?, ?)
+ON CONFLICT (minute, workflow, status) DO UPDATE SET runs = runs + excluded.runs;
+
+-- name: add_run_durations
+INSERT INTO gateway_run_durations (period, workflow, bucket, runs) VALUES (?, ?, ?, ?)
+ON CONFLICT (period, workflow, bucket) DO UPDATE SET runs = runs + excluded.runs;
+
+-- name: purge_run_minutes
+DELETE FROM gateway_run_minutes WHERE minute < ?;
+
+-- name: purge_run_durations
+DELETE FROM gateway_run_durations WHERE period < ?;
 
 -- name: last_runs
 -- ?1 is a JSON array of names: one index lookup each (workflow, started_at).
