@@ -9,6 +9,11 @@ connection that stays silent included, or whose body takes longer than `server.b
 
 A timer is set only for a request that did not arrive whole in one read: most do, and pay
 nothing for these deadlines.
+
+A refused connection closes lingering, as Apache and nginx do: the answer is sent and the
+sending side shut, then what the client still sends is read and dropped for a moment (two
+seconds, 4 MiB at most) before the socket closes, so that the client reads the answer
+rather than a reset that unread data would cause.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ BODY_TIMEOUT_ENV = "GATEWAY_BODY_TIMEOUT"
 DEFAULT_MAX_HEADER_BYTES = 65_536
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("gateway.server")
 
 
@@ -53,6 +60,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.refused = False  # once answered, the rest of what the parser holds is ignored
+        self.lingered = 0  # bytes read and dropped since the refusal
+        self.linger_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -61,14 +70,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_header_timer()
         self.stop_body_timer()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:  # lingering: dropped unread
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self.transport.close()
+            return
         if self.transport.is_closing():
             return
         self.reading = len(data)
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.refused or self.transport.is_closing():
             return
         if self.in_headers:
             # Headers still coming: what httptools holds so far (checked exactly once
@@ -129,14 +145,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def body_timed_out(self) -> None:
         self.body_timer = None
-        if self.in_body and not self.transport.is_closing():
+        if self.in_body and not self.refused and not self.transport.is_closing():
             self.refuse(RequestTimeoutError(
                 f"The request body did not arrive within {self.body_timeout:g} s "
                 "(server.body_timeout)"))
 
     def headers_timed_out(self) -> None:
         self.header_timer = None
-        if self.in_headers and not self.transport.is_closing():
+        if self.in_headers and not self.refused and not self.transport.is_closing():
             self.refuse(RequestTimeoutError(
                 f"The request line and headers did not arrive within {self.header_timeout:g} s "
                 "(server.header_timeout)"))
@@ -152,6 +168,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         head = (f"HTTP/1.1 {error.status} {phrase}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
         self.transport.write(head.encode("latin-1") + body)
-        self.transport.close()
         self.stop_header_timer()
         self.stop_body_timer()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()

@@ -16,16 +16,15 @@ from typing import Any
 
 import psycopg
 
-from gateway.encoding import iso, parse_iso
 from gateway.errors import StorageError
 from gateway.storage import codec, rollup
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget, size_per_run
+from gateway.storage.codec import RunRow
 from gateway.storage.interface import Position, RunLogLimits, RunStats
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
-RunRow = tuple[str, str, str, datetime, str, float | None]
 # What a run costs beyond its stored document: the tuple header, its other columns and its
 # entries in the four indexes (measured: see "The database" in README).
 ROW_OVERHEAD = 290
@@ -80,8 +79,7 @@ class PostgresRunLog:
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
-            id, workflow, status, started, text, took = codec.run_row(run)
-            self._queue.add((id, workflow, status, parse_iso(started), text, took))
+            self._queue.add(codec.run_row(run))
             self._wake.set()
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)
@@ -132,23 +130,22 @@ class PostgresRunLog:
 
     async def _write(self, rows: Sequence[RunRow]) -> None:
         """`rows` and what they add to the rollup, in one transaction."""
-        minutes, durations = rollup.tally(rows, rollup.minute_time, rollup.period_time)
+        minutes, durations = rollup.tally(rows, rollup.minute_text, rollup.period_text)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.cursor() as cur:
                 await cur.executemany(Q["upsert_runs"].encode(), [row[:5] for row in rows])
-                await cur.executemany(Q["add_run_minutes"].encode(), minutes)
+                await cur.execute(Q["add_run_minutes"].encode(), _columns(minutes))
                 if durations:
-                    await cur.executemany(Q["add_run_durations"].encode(), durations)
+                    await cur.execute(Q["add_run_durations"].encode(), _columns(durations))
 
         await self._db.alone(work)
 
     async def _write_summary(self, row: RunRow, exc: Exception) -> None:
         self._queue.summarised += 1
-        run_id, workflow, status, started, _, took = row
-        summary = codec.summary_row((run_id, workflow, status, iso(started), "", took), exc)
+        summary = codec.summary_row(row, exc)
         try:
-            await self._write([(*summary[:3], started, summary[4], took)])
+            await self._write([summary])
         except Exception as again:  # noqa: BLE001 - counted and reported, never raised
             if not _refused(again):
                 raise
@@ -267,3 +264,7 @@ def _refused(exc: Exception) -> bool:
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
     return not isinstance(cause, psycopg.OperationalError)
 
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows (at least one) as columns: the arrays an `unnest` insert takes."""
+    return [list(column) for column in zip(*rows, strict=True)]

@@ -87,11 +87,6 @@ def tally(rows: Iterable[Row], minute: Callable[[Any], K],
             [(*k, n) for k, n in sorted(durations.items())])
 
 
-def since_period(since: datetime) -> datetime:
-    """The start of the period `since` falls in: a window's durations are counted from it."""
-    return period_time(since)
-
-
 def stats(counts: Iterable[tuple[str, int, int]],
           histograms: Iterable[tuple[str, int, int]]) -> list[RunStats]:
     """Per workflow, from (workflow, runs, failed) and (workflow, bucket, runs) rows: its

@@ -120,6 +120,9 @@ async def time_pages(client: httpx.AsyncClient, storage: Storage,
     assert older is not None
     job = (await storage.jobs.list_jobs(limit=1))[0]
     rare = int(newest["params"]["score"]) - 100  # a run of the last day, found by its e-mail
+    searched = await client.get(f"/console/runs?text=lead{rare}@example")
+    onward = re.search(r'href="/console/runs\?([^"]+)" rel="next"', searched.text)
+    assert onward is not None, "the search read the whole log in one stretch"
     pages = [("overview", "/console"), ("workflows", "/console/workflows"),
              ("runs", "/console/runs"), ("runs, next page", f"/console/runs?"
                                          f"{older.group(1).replace('&amp;', '&')}"),
@@ -127,9 +130,10 @@ async def time_pages(client: httpx.AsyncClient, storage: Storage,
              ("runs, failed", "/console/runs?status=failed"),
              ("runs, failed in the last hour", "/console/runs?status=failed&since=1h"),
              ("runs, source=trigger", "/console/runs?source=trigger"),
-             ("runs, text (last day, default)", f"/console/runs?text=lead{rare}@example"),
-             ("runs, text over 7 days (a scan)", f"/console/runs?text=lead{rare}@example"
-                                                 "&since=7d"),
+             ("runs, text (one stretch)", f"/console/runs?text=lead{rare}@example"),
+             ("runs, text, the next stretch", f"/console/runs?"
+                                              f"{onward.group(1).replace('&amp;', '&')}"),
+             ("runs, text found nowhere", "/console/runs?text=no-such-text-anywhere"),
              ("runs, refresh rows", "/console/runs/rows"),
              ("a run", f"/console/runs/{newest['id']}"),
              ("a failed run", f"/console/runs/{failed['id']}"),

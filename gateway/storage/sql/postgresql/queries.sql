@@ -389,11 +389,14 @@ SELECT workflow, bucket, sum(runs) FROM gateway_run_durations WHERE period >= %(
 GROUP BY workflow, bucket;
 
 -- name: add_run_minutes
-INSERT INTO gateway_run_minutes AS m (minute, workflow, status, runs) VALUES (%s, %s, %s, %s)
+-- A batch's tally (`rollup.tally`: one row a key) as four arrays, in one statement.
+INSERT INTO gateway_run_minutes AS m (minute, workflow, status, runs)
+SELECT * FROM unnest(%s::text[]::timestamptz[], %s::text[], %s::text[], %s::bigint[])
 ON CONFLICT (minute, workflow, status) DO UPDATE SET runs = m.runs + excluded.runs;
 
 -- name: add_run_durations
-INSERT INTO gateway_run_durations AS d (period, workflow, bucket, runs) VALUES (%s, %s, %s, %s)
+INSERT INTO gateway_run_durations AS d (period, workflow, bucket, runs)
+SELECT * FROM unnest(%s::text[]::timestamptz[], %s::text[], %s::integer[], %s::bigint[])
 ON CONFLICT (period, workflow, bucket) DO UPDATE SET runs = d.runs + excluded.runs;
 
 -- name: purge_rollup
