@@ -244,7 +244,7 @@ async def test_job_actions_change_the_store(tmp_path: Path, storage_url: str) ->
         assert await storage.jobs.paused() == []
         detail = await client.get(f"/console/jobs/{failed.id}")
         assert "ada@example.com" in detail.text and "Attempts" in detail.text
-        assert "while this job was live" in detail.text
+        assert "Runs of this job, one an attempt" in detail.text
 
 
 async def test_a_failed_run_shows_its_failing_step_and_reason(tmp_path: Path,

@@ -258,6 +258,9 @@ async def test_a_failing_job_is_retried_then_stays_failed_with_every_attempt_log
     await store.runs.flush_runs()
     runs = await store.runs.list_runs(workflow="flaky")
     assert sorted(r["error"]["message"] for r in runs) == [f"attempt {n}" for n in (1, 2, 3)]
+    # Each run names its job and attempt: the console's job page lists exactly these.
+    assert [(r["job"], r["attempt"]) for r in await store.runs.page_runs(job="j-flaky")] == [
+        ("j-flaky", 3), ("j-flaky", 2), ("j-flaky", 1)]
     assert await store.jobs.retry("j-flaky", datetime.now(UTC))  # `gateway jobs retry`
     assert await _status(store, "j-flaky", "pending")
 

@@ -373,8 +373,8 @@ async def jobs(storage: Storage, f: JobFilters) -> tuple[list[Job], str | None]:
 
 
 async def job_runs(storage: Storage, job: Job) -> list[dict[str, Any]]:
-    """The job's runs (its attempts), newest first: the runs of its workflow started its
-    way while it was live that name it."""
+    """The job's runs (one an attempt), newest first: the runs that name it (the run log
+    keeps each job run's job id and attempt), looked for while the job was live."""
     if job.created_at is None:
         return []
     until = (job.finished_at or datetime.now(UTC)) + timedelta(seconds=1)

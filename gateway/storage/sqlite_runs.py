@@ -7,6 +7,7 @@ never wait long behind it.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -106,8 +107,9 @@ class SqliteRunLog:
     ) -> tuple[list[dict[str, Any]], Position | None]:
         if "\x00" in text:
             return [], None  # the log holds no NUL (see codec.without_nul)
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
         params = (workflow, status, iso(since) if since else None, limit, source,
-                  iso(until) if until else None, text,
+                  iso(until) if until else None, pattern,
                   iso(before[0]) if before else None, before[1] if before else None, scan)
         rows = await self._db.fetch(Q["search_runs"], params)
         reach = None

@@ -279,8 +279,9 @@ ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_runs
 -- `page_runs` with a text, over a stretch of the log: of the newest ?10 runs the other
--- filters select (older than the run ?8, ?9), those whose JSON holds the text ?7, ignoring
--- ASCII case. A page reads ?10 documents at most, however long the log.
+-- filters select (older than the run ?8, ?9), those whose JSON matches the LIKE pattern ?7
+-- (`%text%`, escaped with a backslash; LIKE ignores ASCII case, as lower() would, without
+-- copying each document). A page reads ?10 documents at most, however long the log.
 SELECT data FROM (
     SELECT started_at, id, data FROM gateway_runs
     WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
@@ -288,17 +289,21 @@ SELECT data FROM (
       AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
       AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
     ORDER BY started_at DESC, id DESC LIMIT ?10)
-WHERE instr(lower(data), lower(?7)) > 0
+WHERE data LIKE ?7 ESCAPE '\'
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_reach
 -- The last run a `search_runs` stretch reads (the ?10th), if there are that many: where
 -- the next stretch begins (it takes `search_runs`'s parameters; ?4 and ?7 are not read).
-SELECT started_at, id FROM gateway_runs
-WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
-  AND (?3 IS NULL OR started_at >= ?3)
-  AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
-  AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+-- The stretch is taken as `search_runs` takes it, through the index on started_at: an
+-- OFFSET on the table itself is planned as a scan and sort of every run.
+SELECT started_at, id FROM (
+    SELECT started_at, id FROM gateway_runs
+    WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
+      AND (?3 IS NULL OR started_at >= ?3)
+      AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
+      AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+    ORDER BY started_at DESC, id DESC LIMIT ?10)
 ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?10 - 1;
 
 -- name: count_runs
