@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.auth import key_hash
 from gateway.clock import utc_now
 from gateway.console.session import COOKIE, FREE_FAILURES, Signer, Throttle
+from gateway.console.views import SEARCH_SCAN
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
 
@@ -310,6 +311,32 @@ async def test_runs_are_filtered_and_paged(tmp_path: Path, storage_url: str) -> 
         assert "The search read" not in searched and "Search older runs" not in searched
         rows = await client.get("/console/runs/rows?status=failed")
         assert rows.text.strip().startswith("<tr>") and "odd-one" in rows.text
+
+
+async def test_a_text_search_reads_the_log_a_stretch_a_page(tmp_path: Path,
+                                                            storage_url: str) -> None:
+    async with serving(config(tmp_path), storage_url) as (client, storage):
+        await sign_in(client, await admin_key(storage))
+        start = utc_now() - timedelta(hours=3)
+        runs = SEARCH_SCAN + 30  # the needle is in the oldest run, past the first stretch
+        for n in range(runs):
+            storage.runs.record_run({"id": f"run-{n:05}", "workflow": "create-lead",
+                                     "status": "success", "source": "http",
+                                     "started_at": start + timedelta(milliseconds=n),
+                                     "params": {"n": "needle" if n == 0 else "hay"}})
+            if n % 1000 == 999:  # within the run log's queue bound
+                await storage.runs.flush_runs()
+        await storage.runs.flush_runs()
+        assert len(await storage.runs.page_runs(limit=runs + 1)) == runs
+        first = await client.get("/console/runs?text=NEEDLE")
+        assert re.findall(r'/console/runs/(run-\d+)"', first.text) == []
+        assert "The search read the runs back to" in first.text
+        onward = re.search(r'href="(/console/runs\?[^"]+)" rel="next">Search older runs',
+                           first.text)
+        assert onward is not None and "text=NEEDLE" in onward.group(1)
+        second = await client.get(onward.group(1).replace("&amp;", "&"))
+        assert re.findall(r'/console/runs/(run-\d+)"', second.text) == ["run-00000"]
+        assert "Search older runs" not in second.text  # the rest of the log was read
 
 
 async def test_hostile_data_and_filters_render_escaped(tmp_path: Path,
