@@ -221,8 +221,9 @@ class Guard:
                     headers["content-type"] = rendered.media_type
                 finish_now = getattr(store, "finish_now", None)
                 if finish_now is not None:
-                    finish_now(workflow.name, key, owner, rendered.status, headers,
-                               body if isinstance(body, bytes) else body.encode())
+                    if finish_now(workflow.name, key, owner, rendered.status, headers,
+                                  body if isinstance(body, bytes) else body.encode()):
+                        await getattr(store, "flush")()  # noqa: B009 - the writer is far behind: wait
                 else:
                     await store.finish(workflow.name, key, owner, rendered.status, headers,
                                        body if isinstance(body, bytes) else body.encode())

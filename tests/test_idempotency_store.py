@@ -6,6 +6,7 @@ from the database."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,8 @@ import pytest
 
 from gateway.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
-from gateway.storage.keymemory import KeyMemory
+from gateway.storage.interface import Claim
+from gateway.storage.keymemory import HeldKey, KeyMemory, Notes
 from gateway.storage.sqlite_idempotency import SqliteIdempotency
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -119,10 +121,10 @@ async def test_sqlite_memory_stays_bounded_and_reads_forgotten_keys_back(
 async def test_sqlite_answers_not_yet_committed_are_never_forgotten(tmp_path: Path) -> None:
     memory = KeyMemory(most=2)
     async with opened(f"sqlite:///{tmp_path / 'g.db'}", memory) as storage:
-        for n in range(6):  # all in one turn of the event loop: none committed yet
+        for n in range(4):  # all in one turn of the event loop: none committed yet
             await answer(storage, f"k{n}")
-        assert len(memory.keys) == 6
-        for n in range(6):
+        assert len(memory.keys) == 4  # over the bound of 2, under twice it (no waiting)
+        for n in range(4):
             found = await storage.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
             assert found.state == "done"
 
@@ -152,3 +154,46 @@ async def test_postgresql_a_claim_whose_caller_stopped_waiting_is_released(
             while (await store.claim("hook", "k1", "next", NOW, LEASE, EXPIRES)).state \
                     != "claimed":
                 await asyncio.sleep(0.01)
+
+
+def test_the_notes_of_forgotten_keys_never_miss_one_and_rarely_take_another() -> None:
+    notes = Notes()
+    assert ("hook", "k0") not in notes
+    noted = [("hook", hashlib.sha256(b"%d" % n).hexdigest()) for n in range(100_000)]
+    for slot in noted:
+        notes.add(slot)
+    assert all(slot in notes for slot in noted) and notes.count == 100_000
+    others = [("hook", hashlib.sha256(b"other %d" % n).hexdigest()) for n in range(10_000)]
+    # About 4 in 100,000 at this fill (three bits of 2^23 a key); 1 MiB whatever the count.
+    assert sum(slot in notes for slot in others) < 100 and len(notes.bits) == 1 << 20
+
+
+async def test_sqlite_answers_wait_for_the_writer_past_twice_the_bound(tmp_path: Path) -> None:
+    # The writer far behind (nothing committed in this turn): past twice the bound, finishing
+    # waits for the database, and memory sheds what it then holds.
+    memory = KeyMemory(most=2)
+    async with opened(f"sqlite:///{tmp_path / 'g.db'}", memory) as storage:
+        for n in range(5):
+            await answer(storage, f"k{n}")
+        assert memory.committed >= 1  # the last answer waited for the writer
+        await storage.idempotency.claim("hook", "fresh", "o", NOW, LEASE, EXPIRES)
+        assert len(memory.keys) <= 2  # the committed answers forgotten
+        for n in range(5):
+            found = await storage.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
+            assert (found.state, found.body) == ("done", BODY), n
+
+
+def test_forgetting_passes_running_claims_and_stops_at_an_uncommitted_answer() -> None:
+    memory = KeyMemory(most=2)
+    later = NOW + timedelta(hours=1)
+    memory.hold(("hook", "running"), HeldKey("o", later, later))
+    for n, written in enumerate([1, 1, 2, 2]):
+        slot = ("hook", f"k{n}")
+        memory.hold(slot, HeldKey("o", later, later))
+        assert memory.finish(slot, "o", Claim("done", 200, {}, b"x"))
+        memory.keys[slot].written = written
+    memory.committed = 1
+    memory.hold(("hook", "new"), HeldKey("o", later, later))  # over the bound: shrink
+    # k0 and k1 (committed) forgotten, the running claim kept (moved on), k2 and k3 kept
+    assert list(memory.keys) == [("hook", "k2"), ("hook", "k3"), ("hook", "new"),
+                                 ("hook", "running")]

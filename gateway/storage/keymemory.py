@@ -10,15 +10,18 @@ from datetime import datetime
 
 from gateway.storage.interface import Claim
 
-# The idempotency keys one process remembers at most (claims and answers), and the bytes of
-# the answers' bodies among them; past either, the oldest answers already in the database
-# are forgotten first (a key forgotten is read from the database again).
-MEMORY_KEYS = 100_000
-MEMORY_BYTES = 64 * 1024 * 1024
-# The most keys a process notes as held by the database and not by its memory (a 64-bit
-# prefix each, about 70 bytes); past it, any key memory lacks is looked up until the ones
-# noted have expired.
+# The idempotency keys one process remembers at most (claims and answers, about 1 KiB each
+# with a small answer), and the bytes of the answers' bodies among them; past either, the
+# oldest answers already in the database are forgotten first (a key forgotten is read from
+# the database again). A worker is meant to stay under 64 MiB in all.
+MEMORY_KEYS = 10_000
+MEMORY_BYTES = 8 * 1024 * 1024
+# The most keys a process notes as held by the database and not by its memory, in a Bloom
+# filter of `NOTE_BITS` bits (1 MiB: a key the database does not hold is taken for one it
+# may hold, and read, about 4 times in 100 when the filter is full); past it, any key memory
+# lacks is looked up until the ones noted have expired.
 STORED_KEYS = 1_000_000
+NOTE_BITS = 1 << 23
 RUNNING = Claim("running")
 
 
@@ -50,22 +53,24 @@ class KeyMemory:
         self.bytes = 0
         self.committed = 0
         self.most_stored = most_stored
-        self.stored: set[int] | None = None
+        self.stored: Notes | None = None
         self.horizon: datetime | None = None
 
     def load(self, rows: Sequence[tuple[str, str, datetime]]) -> None:
         """The keys the database holds (`most_stored` + 1 at most, latest expiry first)."""
-        self.stored = {_noted(slot[:2]) for slot in rows}
+        self.stored = None
         self.horizon = rows[0][2] if rows else None
-        if len(rows) > self.most_stored:
-            self.stored = None
+        if len(rows) <= self.most_stored:
+            self.stored = Notes()
+            for row in rows:
+                self.stored.add((row[0], row[1]))
 
     def maybe_stored(self, slot: tuple[str, str], now: datetime) -> bool:
         """Whether the database may hold a key memory lacks (else it is surely free)."""
         if self.stored is not None:
-            return _noted(slot) in self.stored
+            return slot in self.stored
         if self.horizon is not None and self.horizon <= now:
-            self.stored = set()  # everything noted has expired: start afresh
+            self.stored = Notes()  # everything noted has expired: start afresh
             return False
         return True
 
@@ -109,28 +114,71 @@ class KeyMemory:
             self.drop(slot)
 
     def _shrink(self) -> None:
-        excess, excess_bytes = len(self.keys) - self.most, self.bytes - self.most_bytes
-        gone = []
-        for slot, held in self.keys.items():
+        """Forget the oldest answers the database holds, down to the bounds. Keys are in the
+        order they were claimed or answered: a running claim met on the way goes to the
+        end (it is looked at again later), and the first answer not yet committed ends the
+        walk (the ones after it were answered later still), so each call costs the keys it
+        forgets and the running claims it passes, never a walk over the whole memory."""
+        keys = self.keys
+        excess, excess_bytes = len(keys) - self.most, self.bytes - self.most_bytes
+        for _ in range(len(keys)):
             if excess <= 0 and excess_bytes <= 0:
-                break
-            if held.answer is None or held.written > self.committed:
-                continue  # running, or not in the database yet
-            gone.append(slot)
+                return
+            slot, held = next(iter(keys.items()))
+            if held.answer is None:
+                keys.move_to_end(slot)  # running
+                continue
+            if held.written > self.committed:
+                return  # not in the database yet: the memory stays over its bounds a while
             excess, excess_bytes = excess - 1, excess_bytes - len(held.answer.body)
             self._forget(slot, held.expires_at)
-        for slot in gone:
             self.drop(slot)
+
+    def behind(self) -> bool:
+        """Whether memory holds more than twice its bound of keys: the database's writes lag
+        so far behind that answers should wait for them (`SqliteIdempotency`)."""
+        return len(self.keys) > 2 * self.most
 
     def _forget(self, slot: tuple[str, str], expires_at: datetime) -> None:
         if self.horizon is None or expires_at > self.horizon:
             self.horizon = expires_at
         if self.stored is not None:
-            self.stored.add(_noted(slot))
-            if len(self.stored) > self.most_stored:
+            self.stored.add(slot)
+            if self.stored.count > self.most_stored:
                 self.stored = None
 
 
-def _noted(slot: tuple[str, str]) -> int:
-    """A key's note: its 64-bit hash in this process (a collision costs one needless read)."""
-    return hash(slot)
+class Notes:
+    """A Bloom filter of keys (three bits each, from the key's 64-bit hash in this process):
+    whether a key may have been noted. A key never noted is taken for one that may have been
+    now and then; a noted key never passes for one that was not."""
+
+    __slots__ = ("bits", "count")
+
+    def __init__(self) -> None:
+        self.bits = bytearray(NOTE_BITS // 8)
+        self.count = 0
+
+    def add(self, slot: tuple[str, str]) -> None:
+        bits = self.bits
+        for place in _places(slot):
+            bits[place >> 3] |= 1 << (place & 7)
+        self.count += 1
+
+    def __contains__(self, slot: tuple[str, str]) -> bool:
+        if not self.count:
+            return False
+        bits = self.bits
+        one, two, three = _places(slot)
+        return bool(bits[one >> 3] & (1 << (one & 7)) and bits[two >> 3] & (1 << (two & 7))
+                    and bits[three >> 3] & (1 << (three & 7)))
+
+
+def _places(slot: tuple[str, str]) -> tuple[int, int, int]:
+    """The key's three bits (double hashing over the two halves of its hash)."""
+    value = hash(slot) & 0xFFFF_FFFF_FFFF_FFFF
+    low, high = value & 0xFFFF_FFFF, (value >> 32) | 1
+    return low & _MASK, (low + high) & _MASK, (low + 2 * high) & _MASK
+
+
+_MASK = NOTE_BITS - 1

@@ -130,7 +130,7 @@ class PostgresRunLog:
 
     async def _write(self, rows: Sequence[RunRow]) -> None:
         """`rows` and what they add to the rollup, in one transaction."""
-        minutes, durations = rollup.tally(rows, rollup.minute_text, rollup.period_text)
+        minutes, durations = rollup.tally(rows)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.cursor() as cur:

@@ -12,13 +12,11 @@ rows on PostgreSQL take their locks in one order and never deadlock.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.storage.interface import RunStats
-
-K = TypeVar("K")
 
 PER_DOUBLING = 4
 LOWEST = -40  # 2^-10 ms, about a microsecond: shorter durations count here
@@ -48,15 +46,6 @@ def duration(value: Any) -> float | None:
     return float(value) if type(value) is int else None
 
 
-def minute_text(started: str) -> str:
-    """The minute of a fixed-width ISO 8601 time (`encoding.iso`), in the same form."""
-    return started[:17] + "00.000000Z"
-
-
-def period_text(started: str) -> str:
-    return started[:15] + "0:00.000000Z"
-
-
 def minute_time(started: datetime) -> datetime:
     return started.replace(second=0, microsecond=0)
 
@@ -67,24 +56,28 @@ def period_time(started: datetime) -> datetime:
 
 
 Row = tuple[Any, ...]  # (id, workflow, status, started, document, duration)
+_LOW, _HIGH = 2.0 ** (LOWEST / PER_DOUBLING), 2.0 ** (HIGHEST / PER_DOUBLING)
 
 
-def tally(rows: Iterable[Row], minute: Callable[[Any], K],
-          period: Callable[[Any], K]) -> tuple[list[tuple[K, str, str, int]],
-                                               list[tuple[K, str, int, int]]]:
-    """What `rows` add to the rollup: (minute, workflow, status, runs) and (period,
-    workflow, bucket, runs), each sorted by its key."""
-    minutes: dict[tuple[K, str, str], int] = {}
-    durations: dict[tuple[K, str, int], int] = {}
-    for row in rows:
-        _, workflow, status, started, _, took = row
-        key = (minute(started), workflow, status)
+def tally(rows: Iterable[Row]) -> tuple[list[tuple[str, str, str, int]],
+                                        list[tuple[str, str, int, int]]]:
+    """What `rows` (started as fixed-width ISO 8601 text, `encoding.iso`) add to the rollup:
+    (minute, workflow, status, runs) and (period, workflow, bucket, runs), each sorted by
+    its key, the times in the same form. Rows are grouped by the prefix of their start
+    (`bucket` inlined): the run log's writer does this for every run."""
+    minutes: dict[tuple[str, str, str], int] = {}
+    durations: dict[tuple[str, str, int], int] = {}
+    log2, floor = math.log2, math.floor
+    for _, workflow, status, started, _, took in rows:
+        key = (started[:16], workflow, status)  # up to the minute
         minutes[key] = minutes.get(key, 0) + 1
         if took is not None:
-            where = (period(started), workflow, bucket(took))
+            number = (HIGHEST if took >= _HIGH else floor(log2(took) * PER_DOUBLING)) \
+                if took > _LOW else LOWEST
+            where = (started[:15], workflow, number)  # up to the ten minutes
             durations[where] = durations.get(where, 0) + 1
-    return ([(*k, n) for k, n in sorted(minutes.items())],
-            [(*k, n) for k, n in sorted(durations.items())])
+    return ([(at + ":00.000000Z", w, s, n) for (at, w, s), n in sorted(minutes.items())],
+            [(at + "0:00.000000Z", w, b, n) for (at, w, b), n in sorted(durations.items())])
 
 
 def stats(counts: Iterable[tuple[str, int, int]],

@@ -57,7 +57,7 @@ class RunWriter:
                 for part in _in_fixed_sizes(chunk):
                     conn.execute(self._upsert_sql(len(part)),
                                  [v for row in part for v in row[:5]])
-            minutes, durations = rollup.tally(rows, rollup.minute_text, rollup.period_text)
+            minutes, durations = rollup.tally(rows)
             conn.executemany(Q["add_run_minutes"], minutes)
             conn.executemany(Q["add_run_durations"], durations)
         except BaseException:

@@ -52,7 +52,8 @@ class SqliteIdempotency:
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
-        self.finish_now(scope, key, owner, status, dict(headers), body)
+        if self.finish_now(scope, key, owner, status, dict(headers), body):
+            await self.flush()
 
     # `claim` and `finish` without a coroutine: neither awaits anything (`gateway.hooks`
     # calls these when a store has them). `finish_now` keeps `headers`, the caller's own.
@@ -73,7 +74,10 @@ class SqliteIdempotency:
         return CLAIMED
 
     def finish_now(self, scope: str, key: str, owner: str, status: int,
-                   headers: dict[str, str], body: bytes) -> None:
+                   headers: dict[str, str], body: bytes) -> bool:
+        """Keep the answer, and hand it to the writer after this turn of the event loop.
+        True when the caller should `flush()` before it answers: the writer is so far behind
+        that memory holds twice its bound (the requests then go at the writer's pace)."""
         answer = Claim("done", status, headers, body)
         slot = (scope, key)
         if self.memory.finish(slot, owner, answer):
@@ -84,6 +88,7 @@ class SqliteIdempotency:
             expires = iso(held.expires_at)  # a done key's lease no longer matters
             self._queued.append((scope, key, owner, expires, expires, status,
                                  dumps(answer.headers), body))
+        return self.memory.behind()
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         self.memory.drop((scope, key), owner)  # the database never heard of the claim
