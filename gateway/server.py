@@ -170,6 +170,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(head.encode("latin-1") + body)
         self.stop_header_timer()
         self.stop_body_timer()
+        if self.cycle is not None:  # the app's answer, if it still comes, goes nowhere
+            if not self.cycle.response_complete:
+                self.cycle.disconnected = True
+            self.cycle.message_event.set()
         if self.transport.can_write_eof():
             self.transport.write_eof()
             self.linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)

@@ -197,3 +197,14 @@ def test_forgetting_passes_running_claims_and_stops_at_an_uncommitted_answer() -
     # k0 and k1 (committed) forgotten, the running claim kept (moved on), k2 and k3 kept
     assert list(memory.keys) == [("hook", "k2"), ("hook", "k3"), ("hook", "new"),
                                  ("hook", "running")]
+
+
+def test_memory_is_behind_past_twice_either_bound() -> None:
+    memory = KeyMemory(most=100, most_bytes=1000)
+    later = NOW + timedelta(hours=1)
+    for n in range(3):  # three large answers, none committed: few keys, many bytes
+        slot = ("hook", f"big{n}")
+        memory.hold(slot, HeldKey("o", later, later))
+        assert memory.finish(slot, "o", Claim("done", 200, {}, b"x" * 900))
+        memory.keys[slot].written = 1  # handed to the writer, not committed (committed: 0)
+    assert len(memory.keys) == 3 and memory.behind()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.storage import Job, Storage, rollup
+from gateway.storage import Job, Storage, open_storage, rollup
 from gateway.storage.interface import RunStats
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -214,6 +214,47 @@ async def test_the_rollup_migration_counts_an_older_log(storage: Storage) -> Non
     assert "0006_run_rollup" in await storage.migrate()
     assert await storage.runs.run_stats(now - timedelta(hours=1)) == expected
     assert await storage.runs.run_stats(now - timedelta(days=4)) == expected  # 2 days only
+
+
+@pytest.mark.postgres
+async def test_the_rollup_migration_cuts_periods_in_utc_in_any_session_zone(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A zone 5:45 ahead of UTC: cutting in it would put periods 5 minutes off the tally's.
+    storage = open_storage(postgres_url)
+    await storage.open()
+    try:
+        now = datetime.now(UTC)
+        for n in range(30):
+            storage.runs.record_run(run(f"r{n}", "w", "success", now - timedelta(minutes=n),
+                                        took=1.0))
+        await storage.runs.flush_runs()
+        live = await _rows(storage)
+        await _sql(storage, ["DELETE FROM gateway_run_minutes",
+                             "DELETE FROM gateway_run_durations",
+                             "DELETE FROM gateway_migrations WHERE name = '0006_run_rollup'",
+                             "DROP TABLE gateway_run_minutes", "DROP TABLE gateway_run_durations"])
+    finally:
+        await storage.close()
+    monkeypatch.setenv("PGTZ", "Asia/Kathmandu")
+    again = open_storage(postgres_url)
+    await again.open()  # migrates, in that session zone
+    try:
+        assert "0006_run_rollup" in again.migrations_applied
+        assert await _rows(again) == live
+    finally:
+        await again.close()
+
+
+async def _rows(storage: Storage) -> list[Any]:
+    import psycopg
+    async with await psycopg.AsyncConnection.connect(storage.url) as conn:
+        minutes = await (await conn.execute(
+            "SELECT extract(epoch FROM minute)::bigint, runs FROM gateway_run_minutes "
+            "ORDER BY 1")).fetchall()
+        periods = await (await conn.execute(
+            "SELECT extract(epoch FROM period)::bigint, bucket, runs FROM gateway_run_durations"
+            " ORDER BY 1, 2")).fetchall()
+    return [minutes, periods]
 
 
 async def _sql(storage: Storage, statements: list[str]) -> None:

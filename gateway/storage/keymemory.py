@@ -135,9 +135,9 @@ class KeyMemory:
             self.drop(slot)
 
     def behind(self) -> bool:
-        """Whether memory holds more than twice its bound of keys: the database's writes lag
-        so far behind that answers should wait for them (`SqliteIdempotency`)."""
-        return len(self.keys) > 2 * self.most
+        """Whether memory holds more than twice its bound of keys or of bytes: the database's
+        writes lag so far behind that answers should wait for them (`SqliteIdempotency`)."""
+        return len(self.keys) > 2 * self.most or self.bytes > 2 * self.most_bytes
 
     def _forget(self, slot: tuple[str, str], expires_at: datetime) -> None:
         if self.horizon is None or expires_at > self.horizon:

@@ -209,11 +209,11 @@ class PostgresRunLog:
                   "source": source, "until": until, "text": text, "scan": scan,
                   "before_at": before[0] if before else None,
                   "before_id": before[1] if before else None}
-        rows = await self._db.fetch(Q["search_runs"], params)
-        reach = None
-        if len(rows) < limit:
-            end = await self._db.fetch(Q["search_reach"], params)
-            reach = (end[0][0], str(end[0][1])) if end else None
+        end = await self._db.fetch(Q["search_reach"], params)
+        rows = await self._db.fetch(Q["search_runs"], {
+            **params, "reach_at": end[0][0] if end else None,
+            "reach_id": end[0][1] if end else None})
+        reach = (end[0][0], str(end[0][1])) if end and len(rows) < limit else None
         return [codec.decode_run(row[0]) for row in rows], reach
 
     async def count_runs(self, since: datetime, until: datetime,

@@ -111,11 +111,10 @@ class SqliteRunLog:
         params = (workflow, status, iso(since) if since else None, limit, source,
                   iso(until) if until else None, pattern,
                   iso(before[0]) if before else None, before[1] if before else None, scan)
-        rows = await self._db.fetch(Q["search_runs"], params)
-        reach = None
-        if len(rows) < limit:
-            end = await self._db.fetch(Q["search_reach"], params)
-            reach = (parse_iso(end[0][0]), str(end[0][1])) if end else None
+        end = await self._db.fetch(Q["search_reach"], params)
+        bound = tuple(end[0]) if end else (None, None)  # the stretch's end, found first
+        rows = await self._db.fetch(Q["search_runs"], (*params, *bound))
+        reach = (parse_iso(end[0][0]), str(end[0][1])) if end and len(rows) < limit else None
         return [codec.decode_run(row[0]) for row in rows], reach
 
     async def count_runs(self, since: datetime, until: datetime,

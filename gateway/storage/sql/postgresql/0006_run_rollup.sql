@@ -18,12 +18,12 @@ CREATE TABLE gateway_run_durations (
 );
 -- The last two days of a log written before the rollup, counted once.
 INSERT INTO gateway_run_minutes (minute, workflow, status, runs)
-SELECT date_trunc('minute', started_at), workflow, status, count(*)
+-- (cut in UTC, as the gateway's own tally cuts: date_trunc would cut in the session's zone)
+SELECT to_timestamp(floor(extract(epoch FROM started_at) / 60) * 60), workflow, status, count(*)
 FROM gateway_runs WHERE started_at >= now() - interval '2 days'
 GROUP BY 1, 2, 3;
 INSERT INTO gateway_run_durations (period, workflow, bucket, runs)
-SELECT date_trunc('hour', started_at)
-           + floor(extract(minute FROM started_at) / 10) * interval '10 minutes',
+SELECT to_timestamp(floor(extract(epoch FROM started_at) / 600) * 600),
        workflow,
        CASE WHEN took <= power(2, -10) THEN -40
             WHEN took >= power(2, 27) THEN 108

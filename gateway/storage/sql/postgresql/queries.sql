@@ -340,25 +340,29 @@ WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: search_runs
--- `page_runs` with a text, over a stretch of the log: of the newest `scan` runs the other
--- filters select (older than the run `before_at`, `before_id`), those whose JSON holds
--- the text, ignoring case. A page reads `scan` documents at most, however long the log.
-SELECT data FROM (
-    SELECT started_at, id, data FROM gateway_runs
-    WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
-      AND (%(status)s::text IS NULL OR status = %(status)s)
-      AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
-      AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
-      AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
-      AND (%(before_at)s::timestamptz IS NULL
-           OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
-    ORDER BY started_at DESC, id DESC LIMIT %(scan)s) AS stretch
-WHERE strpos(lower(data::text), lower(%(text)s)) > 0
+-- `page_runs` with a text, over one stretch of the log: the runs the other filters select
+-- older than the run `before_at`, `before_id` and no older than the run `reach_at`,
+-- `reach_id` (the stretch's end, found first by `search_reach`), those whose JSON holds the
+-- text, ignoring case. The two plain bounds on started_at keep it a range of the index.
+SELECT data FROM gateway_runs
+WHERE started_at >= coalesce(%(reach_at)s::timestamptz, '-infinity')
+  AND started_at <= coalesce(%(before_at)s::timestamptz, 'infinity')
+  AND (%(reach_at)s::timestamptz IS NULL
+       OR (started_at, id) >= (%(reach_at)s::timestamptz, %(reach_id)s::text))
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
+  AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
+  AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+  AND strpos(lower(data::text), lower(%(text)s)) > 0
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: search_reach
--- The last run a `search_runs` stretch reads (the `scan`th), if there are that many: where
--- the next stretch begins.
+-- Where a stretch of the search ends: the `scan`th of the runs the other filters select
+-- older than the run `before_at`, `before_id`, if there are that many. Found before the
+-- stretch is searched, so that runs written meanwhile cannot shift it.
 SELECT started_at, id FROM gateway_runs
 WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)

@@ -278,23 +278,25 @@ WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS N
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_runs
--- `page_runs` with a text, over a stretch of the log: of the newest ?10 runs the other
--- filters select (older than the run ?8, ?9), those whose JSON matches the LIKE pattern ?7
--- (`%text%`, escaped with a backslash; LIKE ignores ASCII case, as lower() would, without
--- copying each document). A page reads ?10 documents at most, however long the log.
-SELECT data FROM (
-    SELECT started_at, id, data FROM gateway_runs
-    WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
-      AND (?3 IS NULL OR started_at >= ?3)
-      AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
-      AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
-    ORDER BY started_at DESC, id DESC LIMIT ?10)
-WHERE data LIKE ?7 ESCAPE '\'
+-- `page_runs` with a text, over one stretch of the log: the runs the other filters select
+-- older than the run ?8, ?9 and no older than the run ?11, ?12 (the stretch's end, found
+-- first by `search_reach`), those whose JSON matches the LIKE pattern ?7 (`%text%`, escaped
+-- with a backslash; LIKE ignores ASCII case, as lower() would, without copying each
+-- document). The two plain bounds on started_at keep it a range of the index on it.
+SELECT data FROM gateway_runs
+WHERE started_at >= coalesce(?11, '') AND started_at <= coalesce(?8, '9999')
+  AND (?11 IS NULL OR started_at > ?11 OR id >= ?12)
+  AND (?8 IS NULL OR started_at < ?8 OR id < ?9)
+  AND (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
+  AND (?3 IS NULL OR started_at >= ?3)
+  AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
+  AND data LIKE ?7 ESCAPE '\'
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_reach
--- The last run a `search_runs` stretch reads (the ?10th), if there are that many: where
--- the next stretch begins (it takes `search_runs`'s parameters; ?4 and ?7 are not read).
+-- Where a stretch of the search ends: the ?10th of the runs the other filters select older
+-- than the run ?8, ?9, if there are that many (?4 and ?7 are not read). Found before the
+-- stretch is searched, so that runs written meanwhile cannot shift it.
 -- The stretch is taken as `search_runs` takes it, through the index on started_at: an
 -- OFFSET on the table itself is planned as a scan and sort of every run.
 SELECT started_at, id FROM (
