@@ -49,7 +49,7 @@ async def test_a_page_of_runs_keeps_every_filter(storage: Storage) -> None:
     assert [r["id"] for r in await runs.page_runs(workflow="one")] == ["b", "a"]
     assert [r["id"] for r in await runs.page_runs(status="failed")] == ["c", "a"]
     assert [r["id"] for r in await runs.page_runs(source="scheduler")] == ["c"]
-    assert [r["id"] for r in await runs.page_runs(text="ada@")] == ["a"]
+    assert [r["id"] for r in (await runs.search_runs("ada@"))[0]] == ["a"]
     assert [r["id"] for r in await runs.page_runs(
         since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=2))] == ["b"]
     assert [r["id"] for r in await runs.page_runs(

@@ -199,7 +199,6 @@ class RunLog(Protocol):
         *,
         source: str | None = None,
         until: datetime | None = None,
-        text: str | None = None,
         before: Position | None = None,
         job: str | None = None,
     ) -> list[dict[str, Any]]: ...

@@ -179,12 +179,11 @@ class PostgresRunLog:
         *,
         source: str | None = None,
         until: datetime | None = None,
-        text: str | None = None,
         before: Position | None = None,
         job: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
-                  "source": source, "until": until, "text": text,
+                  "source": source, "until": until,
                   "before_at": before[0] if before else None,
                   "before_id": before[1] if before else None, "job": job}
         rows = await self._db.fetch(Q["page_runs"], params)

@@ -82,12 +82,11 @@ class SqliteRunLog:
         *,
         source: str | None = None,
         until: datetime | None = None,
-        text: str | None = None,
         before: Position | None = None,
         job: str | None = None,
     ) -> list[dict[str, Any]]:
         params = (workflow, status, iso(since) if since else None, limit, source,
-                  iso(until) if until else None, text,
+                  iso(until) if until else None,
                   iso(before[0]) if before else None, before[1] if before else None, job)
         rows = await self._db.fetch(Q["page_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]

@@ -326,14 +326,14 @@ WHERE status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
 
 -- name: page_runs
--- `list_runs` for the console: one page older than the run (`before_at`, `before_id`).
+-- `list_runs` for the console, without a text (`search_runs` searches): one page older
+-- than the run (`before_at`, `before_id`), of one job's runs with `job`.
 SELECT data FROM gateway_runs
 WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
   AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
   AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
-  AND (%(text)s::text IS NULL OR strpos(lower(data::text), lower(%(text)s)) > 0)
   AND (%(before_at)s::timestamptz IS NULL
        OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
   AND (%(job)s::text IS NULL OR data->>'job' = %(job)s)

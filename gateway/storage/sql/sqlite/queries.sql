@@ -268,13 +268,13 @@ WHERE status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
 
 -- name: page_runs
--- `list_runs` for the console: one page older than the run (?8, ?9) (its `started_at`, `id`).
+-- `list_runs` for the console, without a text (`search_runs` searches): one page older
+-- than the run (?7, ?8) (its `started_at`, `id`), of one job's runs with ?9.
 SELECT data FROM gateway_runs
 WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR started_at >= ?3)
   AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
-  AND (?7 IS NULL OR instr(lower(data), lower(?7)) > 0)
-  AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
-  AND (?10 IS NULL OR json_extract(data, '$.job') = ?10)
+  AND (?7 IS NULL OR (started_at <= ?7 AND (started_at < ?7 OR id < ?8)))
+  AND (?9 IS NULL OR json_extract(data, '$.job') = ?9)
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_runs
