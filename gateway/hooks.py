@@ -47,6 +47,18 @@ REPLAYED = "Idempotent-Replayed"
 MAX_TRACKED = 100_000
 
 
+class _Owners:
+    """This process's prefix of claim owners and its counter, made anew in a forked child."""
+
+    def __init__(self) -> None:
+        self.prefix = new_id() + "-"
+        self.counter = itertools.count(1)
+
+
+_OWNERS = _Owners()
+os.register_at_fork(after_in_child=_OWNERS.__init__)
+
+
 class LocalRates:
     """Fixed-window counters in this process (`RateCounter` without a database)."""
 
@@ -115,9 +127,6 @@ class Guard:
         self.ttl = max(self.hooks.idempotency_ttl, self.lease)
         self._key_heavy = self.hooks.idempotency_key is not None and \
             templating.heavy(self.hooks.idempotency_key)
-        self._owner_pid = 0
-        self._owner_prefix = ""
-        self._owners = itertools.count(1)
 
     # --- rate limit -------------------------------------------------------------------
 
@@ -213,7 +222,7 @@ class Guard:
                 identity)
         finished = False
         try:
-            rendered = render_result(await self._run(raw, identity, facts))
+            rendered = render_result(await self._run(raw, identity, facts, params))
             if rendered.status < 500:
                 body = rendered.body
                 headers = dict(rendered.headers)
@@ -234,18 +243,15 @@ class Guard:
                 await store.release(workflow.name, key, owner)
 
     async def _run(self, raw: dict[str, Any], identity: Identity,
-                   facts: Mapping[str, Any] | None) -> RunResult:
+                   facts: Mapping[str, Any] | None,
+                   params: dict[str, Any] | None = None) -> RunResult:
         return await self.interpreter.run(self.workflow, raw, source="http",
-                                          identity=identity, request=facts)
+                                          identity=identity, request=facts, coerced=params)
 
     def _owner(self) -> str:
         """A claim's owner, unique across processes and instances: this process's own
-        prefix (a new id, made again after a fork) and a counter."""
-        pid = os.getpid()
-        if self._owner_pid != pid:
-            self._owner_pid, self._owner_prefix = pid, new_id() + "-"
-            self._owners = itertools.count(1)
-        return self._owner_prefix + str(next(self._owners))
+        prefix (a new id, made again in a forked child) and a counter."""
+        return _OWNERS.prefix + str(next(_OWNERS.counter))
 
     def _key(self, compiled: Any, params: dict[str, Any],
              facts: Mapping[str, Any] | None) -> str | GatewayError:

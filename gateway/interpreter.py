@@ -102,8 +102,10 @@ class Interpreter:
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
                   request: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
-                  schedule_depth: int = 0, names: Mapping[str, Any] | None = None) -> RunResult:
-        # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run
+                  schedule_depth: int = 0, names: Mapping[str, Any] | None = None,
+                  coerced: dict[str, Any] | None = None) -> RunResult:
+        # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run;
+        # `coerced`: `workflow.coerce(raw)`, when the caller made it already
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
@@ -119,7 +121,7 @@ class Interpreter:
         error: GatewayError | None = None
         encoded: bytes | None = None
         try:
-            params = workflow.coerce(raw)
+            params = workflow.coerce(raw) if coerced is None else coerced
             if workflow.may_wait or workflow.record_params:
                 transaction = self.begin()  # what the run writes commits at its end, or not
                 try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from gateway.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
 from gateway.storage.interface import Claim
 from gateway.storage.keymemory import HeldKey, KeyMemory, Notes
+from gateway.storage.sqlfile import migrations
 from gateway.storage.sqlite_idempotency import SqliteIdempotency
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -127,6 +129,84 @@ async def test_sqlite_answers_not_yet_committed_are_never_forgotten(tmp_path: Pa
         for n in range(4):
             found = await storage.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
             assert found.state == "done"
+
+
+def counted(path: Path) -> tuple[int, int]:
+    """The answers a SQLite file holds, and the keys of them indexed."""
+    with sqlite3.connect(path) as conn:
+        return (conn.execute("SELECT count(*) FROM gateway_idempotency_answers").fetchone()[0],
+                conn.execute("SELECT count(*) FROM gateway_idempotency_slots").fetchone()[0])
+
+
+async def test_sqlite_keys_are_indexed_in_batches_and_memory_keeps_the_rest(
+        tmp_path: Path) -> None:
+    memory = KeyMemory(most=4)  # keys indexed 2 at a time
+    async with opened(f"sqlite:///{tmp_path / 'g.db'}", memory) as storage:
+        store = storage.idempotency
+        assert isinstance(store, SqliteIdempotency)
+        await answer(storage, "k0")
+        await asyncio.sleep(0)  # handed to the writer
+        assert store._last is not None
+        await asyncio.wait([store._last])
+        assert counted(tmp_path / "g.db") == (1, 0)  # stored, not yet indexed
+        assert memory.committed == 0  # so memory may not forget it
+        for n in range(1, 7):
+            await answer(storage, f"k{n}")
+            await asyncio.sleep(0)
+            await asyncio.wait([store._last])
+        assert counted(tmp_path / "g.db") == (7, 6)
+        assert len(memory.keys) <= 4 + 1  # the bound, and the answer not yet indexed
+        for n in range(7):  # from memory or from the database, each answered once
+            found = await store.claim("hook", f"k{n}", "again", NOW, LEASE, EXPIRES)
+            assert (found.state, found.body) == ("done", BODY), n
+
+
+async def test_sqlite_answers_a_crash_left_unindexed_are_indexed_at_start(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    async with opened(url) as storage:
+        await answer(storage, "k0")
+    assert counted(tmp_path / "g.db") == (1, 1)  # a stop indexes what it stored
+    with sqlite3.connect(tmp_path / "g.db") as conn:  # what a crash leaves: answers only
+        conn.executemany("INSERT INTO gateway_idempotency_answers "
+                         "(scope, key, expires_at, status, headers, body) VALUES "
+                         "(?, ?, ?, 201, '{}', ?)",
+                         [("hook", f"k{n}", EXPIRES.isoformat(), BODY) for n in (1, 2)])
+    assert counted(tmp_path / "g.db") == (3, 1)
+    async with opened(url, KeyMemory(most_stored=0)) as storage:  # memory: every key unknown
+        assert counted(tmp_path / "g.db") == (3, 3)
+        for n in range(3):
+            found = await storage.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
+            assert (found.state, found.status, found.body) == ("done", 201, BODY)
+        assert (await storage.idempotency.claim("hook", "k3", "x", NOW, LEASE,
+                                                EXPIRES)).state == "claimed"
+
+
+async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
+        tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    async with opened(f"sqlite:///{path}"):
+        pass
+    with sqlite3.connect(path) as conn:  # back to before 0007, with the old table's rows
+        conn.executescript("DROP TABLE gateway_idempotency_answers; "
+                           "DROP TABLE gateway_idempotency_slots; "
+                           "DROP TABLE gateway_idempotency_indexed;")
+        old = next(m for m in migrations("sqlite") if m.name == "0005_idempotency")
+        conn.executescript(old.sql.split("-- Rate-limit counters")[0])
+        conn.execute("DELETE FROM gateway_migrations WHERE name = '0007_idempotency_answers'")
+        row = "INSERT INTO gateway_idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        conn.execute(row, ("hook", "done", "o", "done", EXPIRES.isoformat(),
+                           EXPIRES.isoformat(), 409, '{"X-A": "1"}', b"\x00old"))
+        conn.execute(row, ("hook", "busy", "o", "running", LEASE.isoformat(),
+                           EXPIRES.isoformat(), None, None, None))
+    async with opened(f"sqlite:///{path}") as storage:
+        store = storage.idempotency
+        found = await store.claim("hook", "done", "x", NOW, LEASE, EXPIRES)
+        assert (found.state, found.status, dict(found.headers), found.body) == \
+            ("done", 409, {"X-A": "1"}, b"\x00old")
+        # A claim's row (never written by this layout's store) is not kept: free at once.
+        assert (await store.claim("hook", "busy", "x", NOW, LEASE, EXPIRES)).state == "claimed"
+    assert counted(path) == (1, 1)
 
 
 @pytest.mark.postgres

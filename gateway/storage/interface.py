@@ -316,7 +316,10 @@ class IdempotencyStore(Protocol):
     # Give the key up, so that the next request with it runs (the run failed).
     async def release(self, scope: str, key: str, owner: str) -> None: ...
     # Delete keys whose answer expired; how many.
-    async def purge_keys(self, now: datetime) -> int: ...
+    async def purge_keys(self, now: datetime) -> int:
+        """Delete the answers expired at `now`; how many (SQLite keeps every answer a key
+        was given, PostgreSQL the last)."""
+        ...
 
 
 class RateCounter(Protocol):

@@ -5,9 +5,12 @@ A SQLite file serves one gateway process (`serve` refuses several workers on it)
 process decides claims in its own memory (`KeyMemory`), on the event loop, with no await:
 two claims of one key can never both win. Only answers go to the database (a claim lives
 as long as its run, in memory): the answers one turn of the event loop gave go to the
-writer as one job, committed with its next group commit, and no request waits for that.
-The database is read only for a key memory does not know while the database may hold one
-(answers from before a restart, or forgotten past the memory's bounds).
+writer as one job, appended to the answers and committed with its next group commit, and
+no request waits for that. Their keys are indexed later, thousands at a time
+(`INDEX_BATCH`, sorted: many keys to a page of the index rather than a page each), and
+memory forgets no answer before its key is indexed. The database is read only for a key
+memory does not know while the database may hold one (answers from before a restart, or
+forgotten past the memory's bounds).
 
 What a crash costs: a run in progress, or an answer not yet committed (a few
 milliseconds' worth), is not in the database; the sender's redelivery runs again (at
@@ -32,6 +35,9 @@ from gateway.storage.writer import STOPPED
 
 Q = queries("sqlite")
 log = logging.getLogger("gateway.storage")
+# The most answers whose keys wait to be indexed together (fewer when memory holds fewer keys
+# than twice this: it keeps them all until then).
+INDEX_BATCH = 4096
 Row = tuple[Any, ...]
 CLAIMED = Claim("claimed")
 
@@ -44,6 +50,7 @@ class SqliteIdempotency:
         self.memory = KeyMemory()
         self._queued: list[Row] = []
         self._count = 0  # batches of answers handed to the writer so far, numbered from 1
+        self._unindexed = 0  # answers handed over since the last batch of their keys
         self._last: asyncio.Future[Any] | None = None
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
@@ -85,8 +92,7 @@ class SqliteIdempotency:
             held.written = self._count + 1
             if not self._queued:
                 asyncio.get_running_loop().call_soon(self._hand_over)
-            expires = iso(held.expires_at)  # a done key's lease no longer matters
-            self._queued.append((scope, key, owner, expires, expires, status,
+            self._queued.append((scope, key, iso(held.expires_at), status,
                                  dumps(answer.headers), body))
         return self.memory.behind()
 
@@ -97,61 +103,86 @@ class SqliteIdempotency:
         self.memory.purge(now)
         await self.flush()
         stamp = iso(now)
-        return int(await self._db.write(
-            lambda conn: conn.execute(Q["purge_keys"], (stamp,)).rowcount))
+
+        def purge(conn: sqlite3.Connection) -> int:
+            purged = conn.execute(Q["purge_keys"], (stamp,)).rowcount
+            if purged:
+                conn.execute(Q["purge_slots"])
+            return int(purged)
+
+        return int(await self._db.write(purge))
 
     async def flush(self) -> None:
-        """Hand what is queued to the writer and wait until it is committed."""
-        self._hand_over()
+        """Hand what is queued to the writer, index every key, and wait until that is
+        committed (memory can then forget any answer)."""
+        self._hand_over(index=True)
         if self._last is not None:
             await asyncio.wait([self._last])
 
     async def start(self) -> None:
-        """Learn which keys the database holds (a read on a reader thread)."""
+        """Index the keys of answers stored before a stop that had not been yet, then learn
+        which keys the database holds (a read on a reader thread)."""
+        await self._db.write(_index)
         most = self.memory.most_stored + 1
         rows = await self._db.read(
             lambda conn: conn.execute(Q["stored_keys"], (most,)).fetchall())
         self.memory.load([(scope, key, parse_iso(at)) for scope, key, at in rows])
 
     def _read(self, slot: tuple[str, str]) -> HeldKey | None:
-        """The key as the database holds it: a primary-key read on the event loop's reader."""
-        memory = self.memory
+        """The key as the database holds it: an indexed read on the event loop's reader."""
         row = self._db.read_here(lambda conn: conn.execute(Q["read_key"], slot).fetchone())
         if row is None:
             return None
-        owner, state, lease_until, expires_at, status, headers, body = row
-        answer = None if state != "done" else \
-            Claim("done", status, loads(headers), bytes(body))
-        held = HeldKey(owner, parse_iso(lease_until),
-                       parse_iso(expires_at), answer, 0)
-        memory.hold(slot, held)
+        expires_at, status, headers, body = row
+        at = parse_iso(expires_at)
+        held = HeldKey("", at, at, Claim("done", status, loads(headers), bytes(body)), 0)
+        self.memory.hold(slot, held)
         return held
 
-    def _hand_over(self) -> None:
-        """The answers of this turn of the event loop, as one job of the writer."""
-        if not self._queued:
-            return
+    def _hand_over(self, index: bool = False) -> None:
+        """The answers of this turn of the event loop, as one job of the writer; with their
+        keys indexed too once `INDEX_BATCH` wait (or `index`)."""
         rows, self._queued = self._queued, []
+        self._unindexed += len(rows)
+        index = (index and self._unindexed > 0) or \
+            self._unindexed >= max(1, min(INDEX_BATCH, self.memory.most // 2))
+        if not rows and not index:
+            return
         self._count += 1
         number = self._count
+        if index:
+            self._unindexed = 0
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.executemany(Q["put_key"], rows)
+            if rows:
+                conn.executemany(Q["put_key"], rows)
+            if index:
+                _index(conn)
 
         try:
             done = self._db.writer.submit(work)
         except StorageError as exc:
-            self._written(number, exc)
+            self._written(number, exc, index)
             return
         self._last = done
         done.add_done_callback(lambda future: self._written(
-            number, None if future.cancelled() else future.exception()))
+            number, None if future.cancelled() else future.exception(), index))
 
-    def _written(self, number: int, error: BaseException | None) -> None:
-        self.memory.committed = max(self.memory.committed, number)
+    def _written(self, number: int, error: BaseException | None, indexed: bool) -> None:
+        """A job of answers ended; with `indexed`, memory may forget every answer handed
+        over up to it (even if it failed: the answers are then lost, and a redelivery of
+        them runs again, rather than held in memory for ever)."""
+        if indexed:
+            self.memory.committed = max(self.memory.committed, number)
         if error is not None:
             log.warning("idempotent answers were not stored (a redelivery of them may run "
                         "again after a restart): %s", error)
+
+
+def _index(conn: sqlite3.Connection) -> None:
+    """Index the keys of the answers added since the last time."""
+    conn.execute(Q["index_keys"])
+    conn.execute(Q["indexed_keys"])
 
 
 class SqliteRates:

@@ -150,23 +150,42 @@ DELETE FROM gateway_tokens WHERE expires_at <= ? OR last_used_at <= ?;
 
 -- name: put_key
 -- An answer, stored once its run is over: the gateway process decided the claims in its
--- memory (see sqlite_idempotency.py), and the database keeps what it answered.
-INSERT INTO gateway_idempotency
-    (scope, key, owner, state, lease_until, expires_at, status, headers, body)
-VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?8)
-ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'done',
-    lease_until = excluded.lease_until, expires_at = excluded.expires_at,
-    status = excluded.status, headers = excluded.headers, body = excluded.body;
+-- memory (see sqlite_idempotency.py), and the database keeps what it answered, appended.
+INSERT INTO gateway_idempotency_answers (scope, key, expires_at, status, headers, body)
+VALUES (?, ?, ?, ?, ?, ?);
 
 -- name: read_key
-SELECT owner, state, lease_until, expires_at, status, headers, body FROM gateway_idempotency
-WHERE scope = ? AND key = ?;
+-- The latest answer of a key, found through the slots (a key answered again, after its
+-- first answer expired, has two).
+SELECT a.expires_at, a.status, a.headers, a.body
+FROM gateway_idempotency_slots AS s JOIN gateway_idempotency_answers AS a ON a.id = s.id
+WHERE s.slot = substr(?2, 1, 16) AND a.scope = ?1 AND a.key = ?2
+ORDER BY a.id DESC LIMIT 1;
+
+-- name: index_keys
+-- The slots of the answers added since the last batch, sorted: a batch of thousands of
+-- keys dirties each page of the slots once.
+INSERT INTO gateway_idempotency_slots (slot, id)
+SELECT substr(key, 1, 16), id FROM gateway_idempotency_answers
+WHERE id > (SELECT id FROM gateway_idempotency_indexed) ORDER BY 1, 2;
+
+-- name: indexed_keys
+UPDATE gateway_idempotency_indexed
+SET id = coalesce((SELECT max(id) FROM gateway_idempotency_answers), id);
 
 -- name: stored_keys
-SELECT scope, key, expires_at FROM gateway_idempotency ORDER BY expires_at DESC LIMIT ?;
+SELECT scope, key, expires_at FROM gateway_idempotency_answers
+ORDER BY expires_at DESC LIMIT ?;
 
 -- name: purge_keys
-DELETE FROM gateway_idempotency WHERE expires_at <= ?;
+DELETE FROM gateway_idempotency_answers WHERE expires_at <= ?;
+
+-- name: purge_slots
+-- The slots of answers older than the oldest one kept (a scan of the slots, once a purge);
+-- a slot of a purged answer between kept ones finds nothing until those go too.
+DELETE FROM gateway_idempotency_slots
+WHERE id < coalesce((SELECT min(id) FROM gateway_idempotency_answers),
+                    (SELECT id + 1 FROM gateway_idempotency_indexed));
 
 -- name: hit_rate
 INSERT INTO gateway_rate_limits (scope, who, bucket, count, expires_at) VALUES (?, ?, ?, 1, ?)
