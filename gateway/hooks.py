@@ -51,12 +51,15 @@ class _Owners:
     """This process's prefix of claim owners and its counter, made anew in a forked child."""
 
     def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
         self.prefix = new_id() + "-"
         self.counter = itertools.count(1)
 
 
 _OWNERS = _Owners()
-os.register_at_fork(after_in_child=_OWNERS.__init__)
+os.register_at_fork(after_in_child=_OWNERS.renew)
 
 
 class LocalRates:

@@ -267,3 +267,23 @@ def test_request_facts_read_from_the_scope_are_starlettes(
         "query": gather((k, v) for k, v in request.query_params.multi_items()
                         if k != "api_token"),
         "body": body.decode(), "client": request.client.host if request.client else None}
+
+
+def test_a_forked_worker_owns_its_claims_under_a_prefix_of_its_own() -> None:
+    # `gateway serve --workers N` forks: two workers counting from 1 under one prefix
+    # would take each other's claims for their own.
+    import multiprocessing
+
+    from gateway import hooks
+
+    parent = hooks._OWNERS.prefix
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        child = pool.apply(_owner_prefix)
+    assert child != parent and hooks._OWNERS.prefix == parent
+
+
+def _owner_prefix() -> str:
+    from gateway import hooks
+
+    return hooks._OWNERS.prefix

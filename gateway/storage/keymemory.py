@@ -14,7 +14,7 @@ from gateway.storage.interface import Claim
 # with a small answer), and the bytes of the answers' bodies among them; past either, the
 # oldest answers already in the database are forgotten first (a key forgotten is read from
 # the database again). A worker is meant to stay under 64 MiB in all.
-MEMORY_KEYS = 10_000
+MEMORY_KEYS = 4096
 MEMORY_BYTES = 8 * 1024 * 1024
 # The most keys a process notes as held by the database and not by its memory, in a Bloom
 # filter of `NOTE_BITS` bits (1 MiB: a key the database does not hold is taken for one it
