@@ -130,6 +130,7 @@ class Guard:
         self.ttl = max(self.hooks.idempotency_ttl, self.lease)
         self._key_heavy = self.hooks.idempotency_key is not None and \
             templating.heavy(self.hooks.idempotency_key)
+        self._key_header = self.hooks.idempotency_header.encode("latin-1")
 
     # --- rate limit -------------------------------------------------------------------
 
@@ -190,7 +191,10 @@ class Guard:
     # --- idempotency ------------------------------------------------------------------
 
     async def run(self, raw: dict[str, Any], identity: Identity,
-                  facts: Mapping[str, Any] | None) -> Rendered:
+                  facts: Mapping[str, Any] | None,
+                  scope_headers: Iterable[tuple[bytes, bytes]] = ()) -> Rendered:
+        """The run, behind the idempotency key when there is one (`scope_headers`: the
+        request's, as ASGI gives them, for a key that is one of them)."""
         interpreter, workflow = self.interpreter, self.workflow
         storage = interpreter.storage
         compiled = self.hooks.idempotency_key
@@ -201,8 +205,12 @@ class Guard:
             params = workflow.coerce(raw)
         except GatewayError:  # the run refuses the parameters, and says why
             return render_result(await self._run(raw, identity, facts))
-        key = self._key(compiled, params, facts) if not self._key_heavy else \
-            await self._heavy_key(compiled, params, facts)
+        if self._key_header:
+            key = self._header_key(scope_headers)
+        elif not self._key_heavy:
+            key = self._key(compiled, params, facts)
+        else:
+            key = await self._heavy_key(compiled, params, facts)
         if isinstance(key, GatewayError):
             return refused(interpreter, workflow, key, identity)
         now = interpreter.clock()
@@ -267,6 +275,17 @@ class Guard:
             return self._no_key(exc)
         return self._hashed(value)
 
+    def _header_key(self, scope_headers: Iterable[tuple[bytes, bytes]]) -> str | GatewayError:
+        """The key from its header (the last, if repeated), decoded as `request.headers`
+        decodes it, so that it hashes the same as the template would."""
+        wanted, found = self._key_header, None
+        for name, value in scope_headers:
+            if name == wanted or name.lower() == wanted:
+                found = value
+        if found is None:
+            return self._no_key(None, f"no {self.hooks.idempotency_header} header")
+        return self._hashed(found.decode("latin-1"))
+
     async def _heavy_key(self, compiled: Any, params: dict[str, Any],
                          facts: Mapping[str, Any] | None) -> str | GatewayError:
         budget.start_run(self.interpreter.limits, self.interpreter.timeout)
@@ -282,7 +301,8 @@ class Guard:
             return self._no_key(None)
         return hashlib.sha256(str(value).encode()).hexdigest()
 
-    def _no_key(self, error: GatewayError | None) -> GatewayError:
-        reason = "" if error is None else f": {escape(error.message)}"
+    def _no_key(self, error: GatewayError | None, why: str = "") -> GatewayError:
+        reason = f": {escape(error.message if error is not None else why)}" \
+            if error is not None or why else ""
         return InvalidDataError(
             f"The request has no idempotency key for {self.workflow.name}{reason}")

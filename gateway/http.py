@@ -250,7 +250,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
         if guard is not None:
-            return response(await guard.run(raw, identity, facts))
+            return response(await guard.run(raw, identity, facts, request.scope["headers"]))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
                                        request=facts)
         return reply_response(result)

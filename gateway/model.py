@@ -46,6 +46,9 @@ class Hooks:
     verify: VerifySpec | None = None
     secret: Compiled | None = None
     idempotency_key: Compiled | None = None
+    # the key's header (lower-case) when the key is exactly `request.headers[<name>]`: read
+    # from the request as it came, without building `request` for the key's template
+    idempotency_header: str = ""
     idempotency_ttl: timedelta = timedelta(hours=24)
     rate_requests: int = 0  # 0: no rate limit
     rate_per: timedelta = timedelta(seconds=1)

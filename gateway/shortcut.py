@@ -55,7 +55,7 @@ def shortcut(node: nodes.Node | None, otherwise: Shortcut = _unsure) -> Shortcut
             return None
         calls.append(call)
         node = node.node
-    path = _lookup_path(node)
+    path = path_of(node)
     if path is None:
         return None
     if not calls:
@@ -114,7 +114,7 @@ def _applied(call: _FilterCall) -> Callable[[Any], Any]:
     return apply
 
 
-def _lookup_path(node: nodes.Node | None) -> tuple[str, ...] | None:
+def path_of(node: nodes.Node | None) -> tuple[str, ...] | None:
     """`a.b['c']` as ("a", "b", "c"), if the node is exactly such a chain of constant keys."""
     path: list[str] = []
     while True:

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import InvalidSignatureError
 
@@ -52,8 +53,10 @@ def _refuse(reason: str) -> InvalidSignatureError:
 
 
 # The HMAC of each secret (and algorithm) in use, keyed once: each request copies it and
-# hashes only its message, rather than mixing the key in again on every call.
-_KEYED: dict[tuple[bytes, str], hmac.HMAC] = {}
+# hashes only its message, rather than mixing the key in again on every call. Kept is the
+# OpenSSL object inside the standard library's `hmac.HMAC` where there is one (its `copy`,
+# `update` and `digest` are the same, without the Python wrapper's calls around them).
+_KEYED: dict[tuple[bytes, str], Any] = {}
 _MOST_KEYED = 64  # secrets change only with a reload; past this many, start afresh
 
 
@@ -63,10 +66,11 @@ def _mac(key: bytes, message: bytes, algorithm: str = "sha256") -> bytes:
     if keyed is None:
         if len(_KEYED) >= _MOST_KEYED:
             _KEYED.clear()
-        keyed = _KEYED[(key, algorithm)] = hmac.new(key, digestmod=ALGORITHMS[algorithm])
+        made = hmac.new(key, digestmod=ALGORITHMS[algorithm])
+        keyed = _KEYED[(key, algorithm)] = getattr(made, "_hmac", None) or made
     mac = keyed.copy()
     mac.update(message)
-    return mac.digest()
+    return bytes(mac.digest())
 
 
 def _any_equal(expected: str, candidates: list[str]) -> bool:

@@ -23,7 +23,7 @@ from gateway import pointer as ptr
 from gateway.environment import ENV
 from gateway.errors import TemplateError
 from gateway.sandbox import is_heavy
-from gateway.shortcut import Scope, render_parts, shortcut, shortcut_parts
+from gateway.shortcut import Scope, path_of, render_parts, shortcut, shortcut_parts
 
 Compiled = Callable[[Scope], Any]
 
@@ -144,6 +144,13 @@ def _marked(compiled: Compiled, parts: list[Compiled]) -> Compiled:
     if any(heavy(part) for part in parts):
         compiled.heavy = True  # type: ignore[attr-defined]
     return compiled
+
+
+def lookup_path(text: str) -> tuple[str, ...] | None:
+    """`("request", "headers", "x-id")` for `{{ request.headers['x-id'] }}`: the names of a
+    template that is one lone lookup through constant keys, else None."""
+    expression = lone_expression(text)
+    return None if expression is None else path_of(_expression_node(expression))
 
 
 def _expression_node(text: str) -> nodes.Expr | None:

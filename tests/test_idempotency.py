@@ -59,6 +59,23 @@ auth: none
 idempotency: {key: "{{ request.headers['idempotency-key'] }}"}
 steps:
   - {action: create_thing, type: delivery, fields: {event: header}}
+---
+kind: api_workflow
+name: by-template
+expose: true
+auth: none
+idempotency: {key: "{{ request.headers['idempotency-key'] | string }}"}
+steps:
+  - {action: create_thing, type: delivery, fields: {event: template}}
+---
+kind: api_workflow
+name: by-header-seen
+expose: true
+auth: none
+idempotency: {key: "{{ request.headers['idempotency-key'] }}"}
+steps:
+  - action: return_data
+    data: {method: "{{ request.method }}"}
 """
 
 
@@ -177,6 +194,31 @@ async def test_a_key_from_a_header_and_a_request_without_it(tmp_path: Path,
         assert first.status_code == second.status_code == 200
         assert second.headers["idempotent-replayed"] == "true"
         assert await deliveries(storage) == 1
+
+
+async def test_a_key_read_straight_from_its_header_hashes_as_its_template_would(
+        tmp_path: Path, storage_url: str) -> None:
+    # `by-header`'s key is exactly a header (read from the request as it came, `request` not
+    # built); `by-template`'s goes through its template: the same header, the same key.
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        registry = client._transport.app.state.registry  # type: ignore[attr-defined]
+        direct, templated, seen = (registry.workflows[name] for name in
+                                   ("by-header", "by-template", "by-header-seen"))
+        assert direct.hooks.idempotency_header == "idempotency-key" and not direct.uses_request
+        assert templated.hooks.idempotency_header == "" and templated.uses_request
+        assert seen.hooks.idempotency_header == "idempotency-key" and seen.uses_request
+        value = "caf\u00e9 \u00ff-1"  # sent as latin-1 bytes, as HTTP carries them
+        headers = [("Idempotency-Key", "ignored"), ("idempotency-key", value.encode("latin-1"))]
+        for name in ("by-header", "by-template"):
+            first = await client.post(f"/api/1.1/wf/{name}", headers=headers)
+            assert first.status_code == 200, first.text
+            claim = await storage.idempotency.claim(name, key_of(value), "probe", NOW,
+                                                    NOW, NOW + timedelta(days=365))
+            assert claim.state == "done", name  # the key of the header's last value
+        missing = await client.post("/api/1.1/wf/by-header")
+        assert "no idempotency-key header" in missing.json()["body"]["message"]
+        answer = await client.post("/api/1.1/wf/by-header-seen", headers=headers)
+        assert answer.json()["response"] == {"method": "POST"}  # its steps still see it
 
 
 async def test_bad_parameters_are_refused_as_without_idempotency(

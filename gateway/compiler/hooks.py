@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from gateway import templating
 from gateway.model import Hooks
 from gateway.settings import parse_duration
 from gateway.signature import DEFAULT_TOLERANCE, VerifySpec
@@ -16,6 +17,17 @@ if TYPE_CHECKING:
 
 SECRET_NAMES = frozenset({"secrets"})
 KEY_NAMES = frozenset({"params", "request"})
+
+
+def key_header(text: Any) -> str:
+    """The header's name (lower-case) when a key template is exactly a header of the
+    request (`{{ request.headers['x-delivery'] }}`), else "". Not `authorization`: a bearer
+    credential is kept out of what templates see."""
+    path = templating.lookup_path(text) if isinstance(text, str) else None
+    if path is None or len(path) != 3 or path[:2] != ("request", "headers"):
+        return ""
+    name = path[2].lower()
+    return "" if name == "authorization" or name != path[2] else name
 
 
 def build_hooks(site: Site, data: Mapping[str, Any]) -> Hooks | None:
@@ -37,8 +49,12 @@ def build_hooks(site: Site, data: Mapping[str, Any]) -> Hooks | None:
         hooks = replace(hooks, verify=spec, secret=secret)
     idempotency = data.get("idempotency")
     if idempotency is not None:
+        reads_request = site.unit.reads_request  # what the steps read
         key = site.leaf_with(KEY_NAMES, "/idempotency/key", idempotency["key"])
-        hooks = replace(hooks, idempotency_key=key,
+        header = key_header(idempotency["key"])
+        if header:
+            site.unit.reads_request = reads_request  # the key alone does not need `request`
+        hooks = replace(hooks, idempotency_key=key, idempotency_header=header,
                         idempotency_ttl=parse_duration(idempotency.get("ttl", "24h")))
     limit = data.get("rate_limit")
     if limit is not None:
