@@ -182,6 +182,24 @@ async def test_sqlite_answers_a_crash_left_unindexed_are_indexed_at_start(
                                                 EXPIRES)).state == "claimed"
 
 
+async def test_sqlite_answers_after_a_purge_of_every_answer_are_found(tmp_path: Path) -> None:
+    # The purge keeps the newest answer, so that ids are never given again: an answer with
+    # an id at or below the last one indexed would never be indexed, nor found.
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    async with opened(url) as storage:
+        await answer(storage, "k0")
+        await answer(storage, "k1")
+        await storage.idempotency.flush()
+        assert await storage.idempotency.purge_keys(EXPIRES + timedelta(days=1)) == 1
+        await answer(storage, "k2")
+    async with opened(url, KeyMemory(most_stored=0)) as storage:  # every key looked up
+        found = await storage.idempotency.claim("hook", "k2", "x", NOW, LEASE, EXPIRES)
+        assert (found.state, found.body) == ("done", BODY)
+        late = EXPIRES + timedelta(seconds=1)  # the one left after the purge: expired
+        assert (await storage.idempotency.claim("hook", "k1", "x", late, late,
+                                                late + timedelta(hours=1))).state == "claimed"
+
+
 async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
         tmp_path: Path) -> None:
     path = tmp_path / "g.db"

@@ -318,7 +318,7 @@ class IdempotencyStore(Protocol):
     # Delete keys whose answer expired; how many.
     async def purge_keys(self, now: datetime) -> int:
         """Delete the answers expired at `now`; how many (SQLite keeps every answer a key
-        was given, PostgreSQL the last)."""
+        was given, and its newest answer whatever its age; PostgreSQL a key's last)."""
         ...
 
 

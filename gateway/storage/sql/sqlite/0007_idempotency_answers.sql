@@ -6,7 +6,7 @@
 -- sorted batches, many keys to a page. The process keeps in memory every key whose answer
 -- is not indexed yet, and indexes the rest of them when it starts.
 CREATE TABLE gateway_idempotency_answers (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,  -- never reused: the purge keeps the newest answer
     scope       TEXT NOT NULL,
     key         TEXT NOT NULL,
     expires_at  TEXT NOT NULL,

@@ -178,7 +178,10 @@ SELECT scope, key, expires_at FROM gateway_idempotency_answers
 ORDER BY expires_at DESC LIMIT ?;
 
 -- name: purge_keys
-DELETE FROM gateway_idempotency_answers WHERE expires_at <= ?;
+-- Not the newest answer, expired or not: a new answer's id is one more than the largest
+-- left, and an id at or below the last one indexed would never be.
+DELETE FROM gateway_idempotency_answers WHERE expires_at <= ?
+AND id < (SELECT max(id) FROM gateway_idempotency_answers);
 
 -- name: purge_slots
 -- The slots of answers older than the oldest one kept (a scan of the slots, once a purge);
