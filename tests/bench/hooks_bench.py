@@ -51,6 +51,7 @@ sys.path.insert(0, str(HERE))
 
 import psycopg  # noqa: E402
 import run  # noqa: E402
+import served  # noqa: E402
 import stripe  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
@@ -251,6 +252,24 @@ def in_process(databases: list[tuple[str, str]], count_instructions: bool,
                    {name: statistics.median(values) for name, values in costs.items()}, "µs")
 
 
+def served_per_request(label: str, database: str, tmp: Path, repeat: int,
+                       scenarios: list[str] | None) -> None:
+    """`--served`: instructions a request through a real server (`served.py`)."""
+    per: dict[str, list[float]] = {name: [] for name in scenarios or PATHS}
+    for index in range(repeat):
+        for scenario in per:
+            counts = []
+            for count in (400, 1400):
+                url = database.replace("TMP", str(tmp / f"{scenario}-{index}-{count}"))
+                (tmp / f"{scenario}-{index}-{count}").mkdir()
+                counts.append(served.instructions(requests_of(scenario), count, url, tmp,
+                                                  FILES, {"BENCH_WEBHOOK_SECRET": SECRET}))
+            per[scenario].append((counts[1] - counts[0]) / 1000)
+    print(f"  {label}, served: " + ", ".join(f"{name} {values}" for name, values in per.items()))
+    report(f"instructions per request through a server, {label}",
+           {name: statistics.mean(values) for name, values in per.items()}, "instructions")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
@@ -261,6 +280,8 @@ def main() -> int:
                         help="in-process, CPU instructions per request under callgrind")
     parser.add_argument("--in-process", action="store_true",
                         help="in-process, CPU time per request")
+    parser.add_argument("--served", action="store_true",
+                        help="a real server, CPU instructions per request under callgrind")
     parser.add_argument("--repeat", type=int, default=2,
                         help="with --instructions: measurements of each scenario")
     parser.add_argument("--scenario", action="append", choices=list(PATHS),
@@ -272,6 +293,16 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="gateway-hooks-") as tmp:
             database = args.drive[2].replace("TMP", tmp)
             asyncio.run(drive(args.drive[0], int(args.drive[1]), database, Path(tmp)))
+        return 0
+    if args.served:
+        with contextlib.ExitStack() as stack:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-hooks-")))
+            databases = [] if args.no_sqlite else [("SQLite", "sqlite:///TMP/hooks.db")]
+            if args.postgres:
+                databases.append(("PostgreSQL", stack.enter_context(
+                    own_database(args.postgres, "gateway_bench_hooks_inproc"))))
+            for label, database in databases:
+                served_per_request(label, database, tmp, args.repeat, args.scenario)
         return 0
     if args.instructions or args.in_process:
         with contextlib.ExitStack() as stack:
