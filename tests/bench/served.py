@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 import run
 
 CONNECTIONS = 64
@@ -76,9 +75,10 @@ def instructions(requests: Iterator[Any], count: int, database: str, folder: Pat
             try:
                 run.post(server.base + f"{run.PREFIX}/echo", run.ECHO, timeout=60.0)
                 break
-            except OSError:
+            except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise run.BenchError(f"the server did not start:\n{run.tail(out / 'server.log')}")
+                    log_tail = run.tail(out / "server.log")
+                    raise run.BenchError(f"the server did not start:\n{log_tail}") from exc
                 time.sleep(0.5)
         asyncio.run(send(server.base, requests, count))
     finally:
