@@ -295,6 +295,13 @@ def test_forgetting_passes_running_claims_and_stops_at_an_uncommitted_answer() -
     # k0 and k1 (committed) forgotten, the running claim kept (moved on), k2 and k3 kept
     assert list(memory.keys) == [("hook", "k2"), ("hook", "k3"), ("hook", "new"),
                                  ("hook", "running")]
+    # Until write 2 is committed, new keys do not walk again (k2 waits for it); then they do.
+    assert memory.waiting == 2
+    memory.hold(("hook", "newer"), HeldKey("o", later, later))
+    assert ("hook", "k2") in memory.keys and len(memory.keys) == 5
+    memory.committed = 2
+    memory.hold(("hook", "newest"), HeldKey("o", later, later))
+    assert ("hook", "k2") not in memory.keys and ("hook", "k3") not in memory.keys
 
 
 def test_memory_is_behind_past_twice_either_bound() -> None:

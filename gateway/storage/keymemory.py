@@ -55,6 +55,9 @@ class KeyMemory:
         self.most_stored = most_stored
         self.stored: Notes | None = None
         self.horizon: datetime | None = None
+        # the write the oldest answer waits for, when forgetting stopped at it: nothing can
+        # be forgotten before `committed` reaches it, so new keys skip the walk until then
+        self.waiting = 0
 
     def load(self, rows: Sequence[tuple[str, str, datetime]]) -> None:
         """The keys the database holds (`most_stored` + 1 at most, latest expiry first)."""
@@ -84,11 +87,13 @@ class KeyMemory:
         return RUNNING if held.lease_until > now else None
 
     def hold(self, slot: tuple[str, str], held: HeldKey) -> None:
-        self.drop(slot)
+        if slot in self.keys:
+            self.drop(slot)
         self.keys[slot] = held
         if held.answer is not None:
             self.bytes += len(held.answer.body)
-        if len(self.keys) > self.most or self.bytes > self.most_bytes:
+        if (len(self.keys) > self.most or self.bytes > self.most_bytes) and \
+                self.waiting <= self.committed:
             self._shrink()
 
     def finish(self, slot: tuple[str, str], owner: str, answer: Claim) -> bool:
@@ -129,6 +134,7 @@ class KeyMemory:
                 keys.move_to_end(slot)  # running
                 continue
             if held.written > self.committed:
+                self.waiting = held.written
                 return  # not in the database yet: the memory stays over its bounds a while
             excess, excess_bytes = excess - 1, excess_bytes - len(held.answer.body)
             self._forget(slot, held.expires_at)
@@ -169,7 +175,9 @@ class Notes:
         if not self.count:
             return False
         bits = self.bits
-        one, two, three = _places(slot)
+        value = hash(slot) & 0xFFFF_FFFF_FFFF_FFFF  # `_places`, inlined: asked on every claim
+        low, high = value & 0xFFFF_FFFF, (value >> 32) | 1
+        one, two, three = low & _MASK, (low + high) & _MASK, (low + 2 * high) & _MASK
         return bool(bits[one >> 3] & (1 << (one & 7)) and bits[two >> 3] & (1 << (two & 7))
                     and bits[three >> 3] & (1 << (three & 7)))
 
