@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway import budget, signature, templating
+from gateway.clock import utc_now
 from gateway.context import Identity, RunContext
 from gateway.encoding import escape
 from gateway.envelope import Rendered, render_error, render_result
@@ -97,8 +98,9 @@ def raw_headers(scope_headers: Iterable[tuple[bytes, bytes]],
         return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope_headers}
     found = {}
     for key, value in scope_headers:
-        if (name := key.lower()) in wanted:
-            found[name.decode("latin-1")] = value.decode("latin-1")
+        # ASGI servers give names in lower case: `lower()` only for one that is not
+        if key in wanted or (not key.islower() and (key := key.lower()) in wanted):
+            found[key.decode("latin-1")] = value.decode("latin-1")
     return found
 
 
@@ -181,9 +183,10 @@ class Guard:
         if spec is None:
             return None
         headers = raw_headers(scope_headers, self.signed_by)
+        clock = self.interpreter.clock
         try:
             signature.verify(spec, self._secret or self.secret(), headers, body,
-                             self.interpreter.clock().timestamp())
+                             time.time() if clock is utc_now else clock().timestamp())
         except GatewayError as exc:
             return refused(self.interpreter, self.workflow, exc, identity)
         return None
