@@ -265,7 +265,8 @@ def served_per_request(label: str, database: str, tmp: Path, repeat: int,
                 counts.append(served.instructions(requests_of(scenario), count, url, tmp,
                                                   FILES, {"BENCH_WEBHOOK_SECRET": SECRET}))
             per[scenario].append((counts[1] - counts[0]) / 1000)
-    print(f"  {label}, served: " + ", ".join(f"{name} {values}" for name, values in per.items()))
+    print(f"  {label}, served: " + ", ".join(f"{name} {values}" for name, values in per.items())
+          + (f" ({len(served.RESENT)} request(s) sent again)" if served.RESENT else ""))
     report(f"instructions per request through a server, {label}",
            {name: statistics.mean(values) for name, values in per.items()}, "instructions")
 

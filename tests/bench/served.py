@@ -26,6 +26,7 @@ import run
 
 CONNECTIONS = 64
 READY_SECONDS = 600.0  # start-up under valgrind is slow
+RESENT: list[str] = []  # requests sent again on a new connection (reported)
 
 
 async def send(base: str, requests: Iterator[Any], count: int) -> None:
@@ -35,8 +36,13 @@ async def send(base: str, requests: Iterator[Any], count: int) -> None:
         async def one_by_one(share: int) -> None:
             for _ in range(share):
                 request = next(requests)
-                answer = await client.post(request.path, content=request.body,
-                                           headers=request.headers)
+                try:
+                    answer = await client.post(request.path, content=request.body,
+                                               headers=request.headers)
+                except httpx.TransportError:  # a keep-alive connection the server closed
+                    RESENT.append(request.path)
+                    answer = await client.post(request.path, content=request.body,
+                                               headers=request.headers)
                 if answer.status_code != 200:
                     raise run.BenchError(f"{request.path} answered {answer.status_code}: "
                                          f"{answer.text[:500]}")
