@@ -260,8 +260,9 @@ def served_per_request(label: str, database: str, tmp: Path, repeat: int,
         for scenario in per:
             counts = []
             for count in (400, 1400):
-                url = database.replace("TMP", str(tmp / f"{scenario}-{index}-{count}"))
-                (tmp / f"{scenario}-{index}-{count}").mkdir()
+                folder = tmp / f"{label}-{scenario}-{index}-{count}"
+                folder.mkdir()
+                url = database.replace("TMP", str(folder))
                 counts.append(served.instructions(requests_of(scenario), count, url, tmp,
                                                   FILES, {"BENCH_WEBHOOK_SECRET": SECRET}))
             per[scenario].append((counts[1] - counts[0]) / 1000)
