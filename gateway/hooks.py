@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway import budget, signature, templating
-from gateway.clock import utc_now
 from gateway.context import Identity, RunContext
 from gateway.encoding import escape
 from gateway.envelope import Rendered, render_error, render_result
@@ -132,7 +131,8 @@ class Guard:
         self.ttl = max(self.hooks.idempotency_ttl, self.lease)
         self._key_heavy = self.hooks.idempotency_key is not None and \
             templating.heavy(self.hooks.idempotency_key)
-        self._key_header = self.hooks.idempotency_header.encode("latin-1")
+        self._key_header = frozenset({self.hooks.idempotency_header.encode("latin-1")}
+                                     if self.hooks.idempotency_header else ())
 
     # --- rate limit -------------------------------------------------------------------
 
@@ -183,10 +183,9 @@ class Guard:
         if spec is None:
             return None
         headers = raw_headers(scope_headers, self.signed_by)
-        clock = self.interpreter.clock
         try:
             signature.verify(spec, self._secret or self.secret(), headers, body,
-                             time.time() if clock is utc_now else clock().timestamp())
+                             self.interpreter.clock().timestamp())
         except GatewayError as exc:
             return refused(self.interpreter, self.workflow, exc, identity)
         return None
@@ -275,19 +274,17 @@ class Guard:
         try:
             value = compiled({"params": params, "request": facts or {}})
         except GatewayError as exc:
-            return self._no_key(exc)
+            return self._no_key(exc.message)
         return self._hashed(value)
 
     def _header_key(self, scope_headers: Iterable[tuple[bytes, bytes]]) -> str | GatewayError:
         """The key from its header (the last, if repeated), decoded as `request.headers`
         decodes it, so that it hashes the same as the template would."""
-        wanted, found = self._key_header, None
-        for name, value in scope_headers:
-            if name == wanted or name.lower() == wanted:
-                found = value
+        name = self.hooks.idempotency_header
+        found = raw_headers(scope_headers, self._key_header).get(name)
         if found is None:
-            return self._no_key(None, f"no {self.hooks.idempotency_header} header")
-        return self._hashed(found.decode("latin-1"))
+            return self._no_key(f"no {name} header")
+        return self._hashed(found)
 
     async def _heavy_key(self, compiled: Any, params: dict[str, Any],
                          facts: Mapping[str, Any] | None) -> str | GatewayError:
@@ -296,16 +293,15 @@ class Guard:
             value = await self.interpreter.evaluate(
                 compiled, {"params": params, "request": facts or {}})
         except GatewayError as exc:
-            return self._no_key(exc)
+            return self._no_key(exc.message)
         return self._hashed(value)
 
     def _hashed(self, value: Any) -> str | GatewayError:
         if value is None or value == "":
-            return self._no_key(None)
+            return self._no_key()
         return hashlib.sha256(str(value).encode()).hexdigest()
 
-    def _no_key(self, error: GatewayError | None, why: str = "") -> GatewayError:
-        reason = f": {escape(error.message if error is not None else why)}" \
-            if error is not None or why else ""
+    def _no_key(self, why: str = "") -> GatewayError:
+        reason = f": {escape(why)}" if why else ""
         return InvalidDataError(
             f"The request has no idempotency key for {self.workflow.name}{reason}")

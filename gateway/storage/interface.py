@@ -315,11 +315,9 @@ class IdempotencyStore(Protocol):
                      headers: Mapping[str, str], body: bytes) -> None: ...
     # Give the key up, so that the next request with it runs (the run failed).
     async def release(self, scope: str, key: str, owner: str) -> None: ...
-    # Delete keys whose answer expired; how many.
-    async def purge_keys(self, now: datetime) -> int:
-        """Delete the answers expired at `now`; how many (SQLite keeps every answer a key
-        was given, and its newest answer whatever its age; PostgreSQL a key's last)."""
-        ...
+    # Delete the answers expired at `now`; how many (SQLite keeps every answer a key was
+    # given, and its newest answer whatever its age; PostgreSQL a key's last).
+    async def purge_keys(self, now: datetime) -> int: ...
 
 
 class RateCounter(Protocol):

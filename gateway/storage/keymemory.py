@@ -175,9 +175,7 @@ class Notes:
         if not self.count:
             return False
         bits = self.bits
-        value = hash(slot) & 0xFFFF_FFFF_FFFF_FFFF  # `_places`, inlined: asked on every claim
-        low, high = value & 0xFFFF_FFFF, (value >> 32) | 1
-        one, two, three = low & _MASK, (low + high) & _MASK, (low + 2 * high) & _MASK
+        one, two, three = _places(slot)
         return bool(bits[one >> 3] & (1 << (one & 7)) and bits[two >> 3] & (1 << (two & 7))
                     and bits[three >> 3] & (1 << (three & 7)))
 
