@@ -229,6 +229,26 @@ async def test_a_key_read_straight_from_its_header_hashes_as_its_template_would(
         assert answer.json()["response"] == {"method": "POST"}  # its steps still see it
 
 
+def test_a_key_header_named_beyond_ascii_is_left_to_its_template(tmp_path: Path) -> None:
+    # No request carries such a header name: the template refuses each request (400), and
+    # the gateway still starts.
+    from gateway.compiler.hooks import key_header
+
+    assert key_header("{{ request.headers['\u043a\u043b\u044e\u0447'] }}") == ""
+    assert key_header("{{ request.headers['x-delivery'] }}") == "x-delivery"
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "w.yaml").write_text(textwrap.dedent("""\
+        kind: api_workflow
+        name: odd
+        expose: true
+        auth: none
+        idempotency: {key: "{{ request.headers['\u043a\u043b\u044e\u0447'] }}"}
+        steps: [{action: return_data, data: {a: 1}}]
+        """), encoding="utf-8")
+    create_app(load([config]), None, scheduler=False)
+
+
 async def test_bad_parameters_are_refused_as_without_idempotency(
         tmp_path: Path, storage_url: str) -> None:
     async with gateway(tmp_path, storage_url) as (client, storage):

@@ -27,7 +27,9 @@ def key_header(text: Any) -> str:
     if path is None or len(path) != 3 or path[:2] != ("request", "headers"):
         return ""
     name = path[2].lower()
-    return "" if name == "authorization" or name != path[2] else name
+    if name == "authorization" or name != path[2] or not name.isascii():
+        return ""  # not a header a request can carry as written: the template decides
+    return name
 
 
 def build_hooks(site: Site, data: Mapping[str, Any]) -> Hooks | None:
