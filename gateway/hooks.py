@@ -48,7 +48,8 @@ MAX_TRACKED = 100_000
 
 
 class _Owners:
-    """This process's prefix of claim owners and its counter, made anew in a forked child."""
+    """This process's prefix of claim owners and its counter, made anew in a forked child: a
+    claim's owner (the prefix and the next count) is unique across processes and instances."""
 
     def __init__(self) -> None:
         self.renew()
@@ -124,15 +125,18 @@ class Guard:
         self.interpreter = interpreter
         self.rates = rates
         self._secret: str | None = None
-        # the headers its signature scheme reads, the only ones `verify` decodes
+        # the headers its signature scheme reads
         self.signed_by = frozenset(name.encode("latin-1") for name in (
             signature.header_names(self.hooks.verify) if self.hooks.verify else ()))
         self.lease = timedelta(seconds=interpreter.timeout)
         self.ttl = max(self.hooks.idempotency_ttl, self.lease)
+        self._lease, self._ttl = self.lease.total_seconds(), self.ttl.total_seconds()
         self._key_heavy = self.hooks.idempotency_key is not None and \
             templating.heavy(self.hooks.idempotency_key)
-        self._key_header = frozenset({self.hooks.idempotency_header.encode("latin-1")}
-                                     if self.hooks.idempotency_header else ())
+        # the headers `verify` and a key that is one of them read, the only ones decoded
+        self.reads = self.signed_by | frozenset(
+            {self.hooks.idempotency_header.encode("latin-1")}
+            if self.hooks.idempotency_header else ())
 
     # --- rate limit -------------------------------------------------------------------
 
@@ -175,14 +179,18 @@ class Guard:
             self._secret = "" if value is None else str(value)
         return self._secret
 
-    def verify(self, scope_headers: Iterable[tuple[bytes, bytes]], body: bytes,
+    def headers(self, scope_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+        """The request's headers (as ASGI gives them) that `verify` and `run` read, decoded
+        once for both."""
+        return raw_headers(scope_headers, self.reads) if self.reads else {}
+
+    def verify(self, headers: Mapping[str, str], body: bytes,
                identity: Identity) -> Rendered | None:
-        """A recorded 401 unless the body is signed with the workflow's secret (`scope_headers`:
-        the request's, as ASGI gives them)."""
+        """A recorded 401 unless the body is signed with the workflow's secret (`headers`:
+        from `headers()`)."""
         spec = self.hooks.verify
         if spec is None:
             return None
-        headers = raw_headers(scope_headers, self.signed_by)
         try:
             signature.verify(spec, self._secret or self.secret(), headers, body,
                              self.interpreter.clock().timestamp())
@@ -194,9 +202,9 @@ class Guard:
 
     async def run(self, raw: dict[str, Any], identity: Identity,
                   facts: Mapping[str, Any] | None,
-                  scope_headers: Iterable[tuple[bytes, bytes]] = ()) -> Rendered:
-        """The run, behind the idempotency key when there is one (`scope_headers`: the
-        request's, as ASGI gives them, for a key that is one of them)."""
+                  headers: Mapping[str, str] | None = None) -> Rendered:
+        """The run, behind the idempotency key when there is one (`headers`: from
+        `headers()`, for a key that is one of them)."""
         interpreter, workflow = self.interpreter, self.workflow
         storage = interpreter.storage
         compiled = self.hooks.idempotency_key
@@ -207,8 +215,8 @@ class Guard:
             params = workflow.coerce(raw)
         except GatewayError:  # the run refuses the parameters, and says why
             return render_result(await self._run(raw, identity, facts))
-        if self._key_header:
-            key = self._header_key(scope_headers)
+        if self.hooks.idempotency_header:
+            key = self._header_key(headers or {})
         elif not self._key_heavy:
             key = self._key(compiled, params, facts)
         else:
@@ -216,19 +224,22 @@ class Guard:
         if isinstance(key, GatewayError):
             return refused(interpreter, workflow, key, identity)
         now = interpreter.clock()
-        owner = self._owner()
+        owner = _OWNERS.prefix + str(next(_OWNERS.counter))
         # A store that decides in memory (SQLite's) answers without an await.
         claim_now = getattr(store, "claim_now", None)
-        lease_until, expires_at = now + self.lease, now + self.ttl
-        claim = claim_now(workflow.name, key, owner, now, lease_until, expires_at) \
-            if claim_now is not None else \
-            await store.claim(workflow.name, key, owner, now, lease_until, expires_at)
+        if claim_now is not None:
+            stamp = now.timestamp()
+            claim = claim_now(workflow.name, key, owner, stamp, stamp + self._lease,
+                              stamp + self._ttl)
+        else:
+            claim = await store.claim(workflow.name, key, owner, now, now + self.lease,
+                                      now + self.ttl)
         state = claim.state
         if state == "done":
-            headers = dict(claim.headers)
-            media = headers.pop("content-type", None)
-            headers[REPLAYED] = "true"
-            return Rendered(claim.status, claim.body, media, headers)
+            replayed = dict(claim.headers)
+            media = replayed.pop("content-type", None)
+            replayed[REPLAYED] = "true"
+            return Rendered(claim.status, claim.body, media, replayed)
         if state == "running":
             return refused(interpreter, workflow, InProgressError(
                 "A request with the same idempotency key is still running; retry later"),
@@ -238,17 +249,15 @@ class Guard:
             rendered = render_result(await self._run(raw, identity, facts, params))
             if rendered.status < 500:
                 body = rendered.body
-                headers = dict(rendered.headers)
+                kept = dict(rendered.headers)
                 if rendered.media_type is not None:
-                    headers["content-type"] = rendered.media_type
+                    kept["content-type"] = rendered.media_type
+                data = body if isinstance(body, bytes) else body.encode()
                 finish_now = getattr(store, "finish_now", None)
-                if finish_now is not None:
-                    if finish_now(workflow.name, key, owner, rendered.status, headers,
-                                  body if isinstance(body, bytes) else body.encode()):
-                        await getattr(store, "flush")()  # noqa: B009 - the writer is far behind: wait
-                else:
-                    await store.finish(workflow.name, key, owner, rendered.status, headers,
-                                       body if isinstance(body, bytes) else body.encode())
+                if finish_now is None:
+                    await store.finish(workflow.name, key, owner, rendered.status, kept, data)
+                elif finish_now(workflow.name, key, owner, rendered.status, kept, data):
+                    await getattr(store, "flush")()  # noqa: B009 - the writer is far behind: wait
                 finished = True
             return rendered
         finally:
@@ -261,11 +270,6 @@ class Guard:
         return await self.interpreter.run(self.workflow, raw, source="http",
                                           identity=identity, request=facts, coerced=params)
 
-    def _owner(self) -> str:
-        """A claim's owner, unique across processes and instances: this process's own
-        prefix (a new id, made again in a forked child) and a counter."""
-        return _OWNERS.prefix + str(next(_OWNERS.counter))
-
     def _key(self, compiled: Any, params: dict[str, Any],
              facts: Mapping[str, Any] | None) -> str | GatewayError:
         """The key (hashed) of the request, or why there is none: its template, evaluated
@@ -277,11 +281,11 @@ class Guard:
             return self._no_key(exc.message)
         return self._hashed(value)
 
-    def _header_key(self, scope_headers: Iterable[tuple[bytes, bytes]]) -> str | GatewayError:
+    def _header_key(self, headers: Mapping[str, str]) -> str | GatewayError:
         """The key from its header (the last, if repeated), decoded as `request.headers`
         decodes it, so that it hashes the same as the template would."""
         name = self.hooks.idempotency_header
-        found = raw_headers(scope_headers, self._key_header).get(name)
+        found = headers.get(name)
         if found is None:
             return self._no_key(f"no {name} header")
         return self._hashed(found)

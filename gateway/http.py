@@ -235,8 +235,9 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                     token)) is not None:
                 return response(early)
             body = await read_body(request, limit)
-            if guard is not None and (early := guard.verify(
-                    request.scope["headers"], body, identity)) is not None:
+            seen = guard.headers(request.scope["headers"]) if guard is not None else None
+            if guard is not None and (early := guard.verify(seen or {}, body,
+                                                            identity)) is not None:
                 return response(early)  # before any parameter is parsed
             raw = (parse_simple_body(request, body) if workflow.method == "POST" else {})
             if raw is None:
@@ -250,7 +251,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
         if guard is not None:
-            return response(await guard.run(raw, identity, facts, request.scope["headers"]))
+            return response(await guard.run(raw, identity, facts, seen))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
                                        request=facts)
         return reply_response(result)

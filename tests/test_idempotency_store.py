@@ -17,8 +17,7 @@ import pytest
 
 from gateway.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
-from gateway.storage.interface import Claim
-from gateway.storage.keymemory import HeldKey, KeyMemory, Notes
+from gateway.storage.keymemory import KeyMemory, Notes, claimed
 from gateway.storage.sqlfile import migrations
 from gateway.storage.sqlite_idempotency import SqliteIdempotency
 
@@ -171,7 +170,7 @@ async def test_sqlite_answers_a_crash_left_unindexed_are_indexed_at_start(
         conn.executemany("INSERT INTO gateway_idempotency_answers "
                          "(scope, key, expires_at, status, headers, body) VALUES "
                          "(?, ?, ?, 201, '{}', ?)",
-                         [("hook", f"k{n}", EXPIRES.isoformat(), BODY) for n in (1, 2)])
+                         [("hook", f"k{n}", EXPIRES.timestamp(), BODY) for n in (1, 2)])
     assert counted(tmp_path / "g.db") == (3, 1)
     async with opened(url, KeyMemory(most_stored=0)) as storage:  # memory: every key unknown
         assert counted(tmp_path / "g.db") == (3, 3)
@@ -211,7 +210,8 @@ async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
                            "DROP TABLE gateway_idempotency_indexed;")
         old = next(m for m in migrations("sqlite") if m.name == "0005_idempotency")
         conn.executescript(old.sql.split("-- Rate-limit counters")[0])
-        conn.execute("DELETE FROM gateway_migrations WHERE name = '0007_idempotency_answers'")
+        conn.execute("DELETE FROM gateway_migrations WHERE name IN "
+                     "('0007_idempotency_answers', '0008_idempotency_seconds')")
         row = "INSERT INTO gateway_idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         conn.execute(row, ("hook", "done", "o", "done", EXPIRES.isoformat(),
                            EXPIRES.isoformat(), 409, '{"X-A": "1"}', b"\x00old"))
@@ -225,6 +225,14 @@ async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
         # A claim's row (never written by this layout's store) is not kept: free at once.
         assert (await store.claim("hook", "busy", "x", NOW, LEASE, EXPIRES)).state == "claimed"
     assert counted(path) == (1, 1)
+    with sqlite3.connect(path) as conn:  # its expiry, as Unix seconds now, is the same instant
+        stored = conn.execute("SELECT expires_at FROM gateway_idempotency_answers").fetchone()
+        assert stored[0] == pytest.approx(EXPIRES.timestamp(), abs=0.001)
+    async with opened(f"sqlite:///{path}", KeyMemory(most_stored=0)) as storage:
+        # read back from the database: still there 10 ms before its expiry
+        soon = EXPIRES - timedelta(milliseconds=10)
+        found = await storage.idempotency.claim("hook", "done", "x", soon, soon, EXPIRES)
+        assert (found.state, found.status) == ("done", 409)
 
 
 @pytest.mark.postgres
@@ -283,33 +291,50 @@ async def test_sqlite_answers_wait_for_the_writer_past_twice_the_bound(tmp_path:
 
 def test_forgetting_passes_running_claims_and_stops_at_an_uncommitted_answer() -> None:
     memory = KeyMemory(most=2)
-    later = NOW + timedelta(hours=1)
-    memory.hold(("hook", "running"), HeldKey("o", later, later))
+    later = (NOW + timedelta(hours=1)).timestamp()
+    memory.hold(("hook", "running"), claimed("o", later, later))
     for n, written in enumerate([1, 1, 2, 2]):
         slot = ("hook", f"k{n}")
-        memory.hold(slot, HeldKey("o", later, later))
-        assert memory.finish(slot, "o", Claim("done", 200, {}, b"x"))
-        memory.keys[slot].written = written
+        memory.hold(slot, claimed("o", later, later))
+        assert memory.finish(slot, "o", 200, "{}", b"x", written)
     memory.committed = 1
-    memory.hold(("hook", "new"), HeldKey("o", later, later))  # over the bound: shrink
+    memory.hold(("hook", "new"), claimed("o", later, later))  # over the bound: shrink
     # k0 and k1 (committed) forgotten, the running claim kept (moved on), k2 and k3 kept
     assert list(memory.keys) == [("hook", "k2"), ("hook", "k3"), ("hook", "new"),
                                  ("hook", "running")]
     # Until write 2 is committed, new keys do not walk again (k2 waits for it); then they do.
     assert memory.waiting == 2
-    memory.hold(("hook", "newer"), HeldKey("o", later, later))
+    memory.hold(("hook", "newer"), claimed("o", later, later))
     assert ("hook", "k2") in memory.keys and len(memory.keys) == 5
     memory.committed = 2
-    memory.hold(("hook", "newest"), HeldKey("o", later, later))
+    memory.hold(("hook", "newest"), claimed("o", later, later))
     assert ("hook", "k2") not in memory.keys and ("hook", "k3") not in memory.keys
+
+
+def test_memory_forgets_an_eighth_of_its_bound_at_a_time() -> None:
+    memory = KeyMemory(most=64)
+    later = (NOW + timedelta(hours=1)).timestamp()
+    for n in range(64):
+        slot = ("hook", f"k{n}")
+        memory.hold(slot, claimed("o", later, later))
+        assert memory.finish(slot, "o", 200, "{}", b"x", 1)
+    memory.committed = 1
+    assert len(memory.keys) == 64  # at the bound: nothing forgotten
+    memory.hold(("hook", "one more"), claimed("o", later, later))
+    assert len(memory.keys) == 64 - 8 and ("hook", "k8") not in memory.keys
+    assert ("hook", "k9") in memory.keys and memory.stored is None  # nothing loaded yet
+    for n in range(9):  # forgotten: the database may hold them, until their expiry
+        assert memory.maybe_stored(("hook", f"k{n}"), later - 1)
+    assert not memory.maybe_stored(("hook", "k0"), later)  # all expired: surely free
+    assert memory.bytes == len(b"x") * (64 - 9)
 
 
 def test_memory_is_behind_past_twice_either_bound() -> None:
     memory = KeyMemory(most=100, most_bytes=1000)
-    later = NOW + timedelta(hours=1)
+    later = (NOW + timedelta(hours=1)).timestamp()
     for n in range(3):  # three large answers, none committed: few keys, many bytes
         slot = ("hook", f"big{n}")
-        memory.hold(slot, HeldKey("o", later, later))
-        assert memory.finish(slot, "o", Claim("done", 200, {}, b"x" * 900))
-        memory.keys[slot].written = 1  # handed to the writer, not committed (committed: 0)
+        memory.hold(slot, claimed("o", later, later))
+        # handed to the writer (write 1), not committed (committed: 0)
+        assert memory.finish(slot, "o", 200, "{}", b"x" * 900, 1)
     assert len(memory.keys) == 3 and memory.behind()

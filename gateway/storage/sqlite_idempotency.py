@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.encoding import dumps, iso, loads, parse_iso
+from gateway.encoding import dumps, iso
 from gateway.errors import StorageError, StorageUnavailableError
 from gateway.storage.interface import Claim
-from gateway.storage.keymemory import HeldKey, KeyMemory
+from gateway.storage.keymemory import Held, KeyMemory, Slot, answered, claimed
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 from gateway.storage.writer import STOPPED
@@ -55,18 +55,19 @@ class SqliteIdempotency:
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
-        return self.claim_now(scope, key, owner, now, lease_until, expires_at)
+        return self.claim_now(scope, key, owner, now.timestamp(), lease_until.timestamp(),
+                              expires_at.timestamp())
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
-        if self.finish_now(scope, key, owner, status, dict(headers), body):
+        if self.finish_now(scope, key, owner, status, headers, body):
             await self.flush()
 
-    # `claim` and `finish` without a coroutine: neither awaits anything (`gateway.hooks`
-    # calls these when a store has them). `finish_now` keeps `headers`, the caller's own.
+    # `claim` and `finish` without a coroutine, times as Unix seconds: neither awaits
+    # anything (`gateway.hooks` calls these when a store has them).
 
-    def claim_now(self, scope: str, key: str, owner: str, now: datetime,
-                  lease_until: datetime, expires_at: datetime) -> Claim:
+    def claim_now(self, scope: str, key: str, owner: str, now: float, lease_until: float,
+                  expires_at: float) -> Claim:
         if not self._db.writer.alive:
             raise StorageUnavailableError(STOPPED)
         slot = (scope, key)
@@ -74,35 +75,33 @@ class SqliteIdempotency:
         held = memory.keys.get(slot)
         if held is None and memory.maybe_stored(slot, now):
             held = self._read(slot)
-        found = memory.decide(held, now)
-        if found is not None:
+        if held is not None and (found := memory.decide(held, now)) is not None:
             return found
-        memory.hold(slot, HeldKey(owner, lease_until, expires_at))
+        memory.hold(slot, claimed(owner, lease_until, expires_at))
         return CLAIMED
 
     def finish_now(self, scope: str, key: str, owner: str, status: int,
-                   headers: dict[str, str], body: bytes) -> bool:
+                   headers: Mapping[str, str], body: bytes) -> bool:
         """Keep the answer, and hand it to the writer after this turn of the event loop.
         True when the caller should `flush()` before it answers: the writer is so far behind
         that memory holds twice its bound (the requests then go at the writer's pace)."""
-        answer = Claim("done", status, headers, body)
+        memory = self.memory
         slot = (scope, key)
-        if self.memory.finish(slot, owner, answer):
-            held = self.memory.keys[slot]
-            held.written = self._count + 1
+        held = memory.keys.get(slot)
+        text = dumps(headers)
+        if held is not None and memory.finish(slot, owner, status, text, body, self._count + 1):
             if not self._queued:
                 asyncio.get_running_loop().call_soon(self._hand_over)
-            self._queued.append((scope, key, iso(held.expires_at), status,
-                                 dumps(answer.headers), body))
-        return self.memory.behind()
+            self._queued.append((scope, key, held[2], status, text, body))
+        return memory.behind()
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         self.memory.drop((scope, key), owner)  # the database never heard of the claim
 
     async def purge_keys(self, now: datetime) -> int:
-        self.memory.purge(now)
+        self.memory.purge(now.timestamp())
         await self.flush()
-        stamp = iso(now)
+        stamp = now.timestamp()
 
         def purge(conn: sqlite3.Connection) -> int:
             purged = conn.execute(Q["purge_keys"], (stamp,)).rowcount
@@ -126,16 +125,15 @@ class SqliteIdempotency:
         most = self.memory.most_stored + 1
         rows = await self._db.read(
             lambda conn: conn.execute(Q["stored_keys"], (most,)).fetchall())
-        self.memory.load([(scope, key, parse_iso(at)) for scope, key, at in rows])
+        self.memory.load(rows)
 
-    def _read(self, slot: tuple[str, str]) -> HeldKey | None:
+    def _read(self, slot: Slot) -> Held | None:
         """The key as the database holds it: an indexed read on the event loop's reader."""
         row = self._db.read_here(lambda conn: conn.execute(Q["read_key"], slot).fetchone())
         if row is None:
             return None
         expires_at, status, headers, body = row
-        at = parse_iso(expires_at)
-        held = HeldKey("", at, at, Claim("done", status, loads(headers), bytes(body)), 0)
+        held = answered(expires_at, status, headers, bytes(body))
         self.memory.hold(slot, held)
         return held
 

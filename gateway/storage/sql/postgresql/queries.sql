@@ -160,16 +160,17 @@ DELETE FROM gateway_tokens WHERE expires_at <= %s OR last_used_at <= %s;
 -- name: claim_keys
 -- A batch of claims, each key at most once: a new key, or one whose claim lapsed (its lease
 -- ended while running) or whose answer expired, is claimed by its owner and returned; the
--- others are not returned, and `find_key_claims` says why. Committed without waiting for
--- the WAL to reach the disk (`synchronous_commit` off for this statement's transaction
--- only): other instances see the claim at once, and a database crash in the next few
--- hundred milliseconds could lose it, which costs a redelivery that runs again, as a
--- gateway crash does. A later durable commit (the run's writes) makes it durable too.
+-- others are not returned, and `find_key_claims` says why. The batch is one JSON array of
+-- `{scope, key, owner, lease, expires}` (one parameter, written in one go). Committed
+-- without waiting for the WAL to reach the disk (`synchronous_commit` off for this
+-- statement's transaction only): other instances see the claim at once, and a database
+-- crash in the next few hundred milliseconds could lose it, which costs a redelivery that
+-- runs again, as a gateway crash does. A later durable commit (the run's writes) makes it
+-- durable too.
 INSERT INTO gateway_idempotency (scope, key, owner, state, lease_until, expires_at)
 SELECT c.scope, c.key, c.owner, 'running', c.lease, c.expires
-FROM unnest(%(scopes)b::text[], %(keys)b::text[], %(owners)b::text[],
-            %(leases)b::timestamptz[], %(expires)b::timestamptz[])
-    AS c(scope, key, owner, lease, expires),
+FROM jsonb_to_recordset(%(claims)s::jsonb)
+    AS c(scope text, key text, owner text, lease timestamptz, expires timestamptz),
     set_config('synchronous_commit', 'off', true) AS quick
 ON CONFLICT (scope, key) DO UPDATE SET owner = excluded.owner, state = 'running',
     lease_until = excluded.lease_until, expires_at = excluded.expires_at,
@@ -184,13 +185,14 @@ FROM gateway_idempotency AS i
 JOIN unnest(%b::text[], %b::text[]) AS c(scope, key) ON i.scope = c.scope AND i.key = c.key;
 
 -- name: finish_keys
--- A batch of answers, each stored only if its owner still holds the key; committed as
+-- A batch of answers (one JSON array of `{scope, key, owner, status, headers, body}`, the
+-- body in base64), each stored only if its owner still holds the key; committed as
 -- `claim_keys` is (a database crash could lose the answers of its last few hundred
 -- milliseconds: their redeliveries run again).
 UPDATE gateway_idempotency AS i SET state = 'done', status = c.status, headers = c.headers,
-    body = c.body
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::integer[], %b::jsonb[], %b::bytea[])
-    AS c(scope, key, owner, status, headers, body),
+    body = decode(c.body, 'base64')
+FROM jsonb_to_recordset(%s::jsonb)
+    AS c(scope text, key text, owner text, status integer, headers jsonb, body text),
     set_config('synchronous_commit', 'off', true) AS quick
 WHERE i.scope = c.scope AND i.key = c.key AND i.owner = c.owner AND i.state = 'running';
 
