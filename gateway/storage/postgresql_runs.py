@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from gateway.encoding import dumps
 from gateway.errors import StorageError
 from gateway.storage import codec, rollup
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget, size_per_run
@@ -132,9 +133,11 @@ class PostgresRunLog:
         """`rows` and what they add to the rollup, in one transaction."""
         minutes, durations = rollup.tally(rows)
 
+        batch = _documents(rows)
+
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.cursor() as cur:
-                await cur.executemany(Q["upsert_runs"].encode(), [row[:5] for row in rows])
+                await cur.execute(Q["upsert_runs"].encode(), (batch,))
                 await cur.execute(Q["add_run_minutes"].encode(), _columns(minutes))
                 if durations:
                     await cur.execute(Q["add_run_durations"].encode(), _columns(durations))
@@ -262,6 +265,17 @@ def _refused(exc: Exception) -> bool:
     """Whether the database refused these rows (not: it cannot be reached now)."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
     return not isinstance(cause, psycopg.OperationalError)
+
+
+def _documents(rows: Sequence[RunRow]) -> str:
+    """The runs as `upsert_runs` takes them: one JSON array, each run's document (JSON text
+    already) spliced in as it is; a run recorded twice keeps its last (one statement cannot
+    update a row twice)."""
+    latest = {row[0]: row for row in rows}
+    return "[" + ",".join(
+        dumps({"id": run_id, "workflow": workflow, "status": status,
+               "started_at": started_at})[:-1] + ',"data":' + text + "}"
+        for run_id, workflow, status, started_at, text, _ in latest.values()) + "]"
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:

@@ -69,7 +69,12 @@ CREATE {unique} INDEX IF NOT EXISTS {name} ON gateway_records ({expression}) WHE
 DROP INDEX IF EXISTS {name};
 
 -- name: upsert_runs
-INSERT INTO gateway_runs (id, workflow, status, started_at, data) VALUES (%s, %s, %s, %s, %s)
+-- A batch of runs, each id at most once, as one JSON array of `{id, workflow, status,
+-- started_at, data}`: one parameter and one statement, rather than a statement per run.
+INSERT INTO gateway_runs (id, workflow, status, started_at, data)
+SELECT r.id, r.workflow, r.status, r.started_at, r.data
+FROM jsonb_to_recordset(%s::jsonb)
+    AS r(id text, workflow text, status text, started_at timestamptz, data jsonb)
 ON CONFLICT (id) DO UPDATE SET
     workflow = excluded.workflow, status = excluded.status,
     started_at = excluded.started_at, data = excluded.data;
