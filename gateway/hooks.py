@@ -227,8 +227,8 @@ class Guard:
         owner = _OWNERS.prefix + str(next(_OWNERS.counter))
         # A store that decides in memory (SQLite's) answers without an await.
         claim_now = getattr(store, "claim_now", None)
+        stamp = now.timestamp()
         if claim_now is not None:
-            stamp = now.timestamp()
             claim = claim_now(workflow.name, key, owner, stamp, stamp + self._lease,
                               stamp + self._ttl)
         else:
@@ -253,11 +253,14 @@ class Guard:
                 if rendered.media_type is not None:
                     kept["content-type"] = rendered.media_type
                 data = body if isinstance(body, bytes) else body.encode()
+                # A store that keeps answers without the request waiting (both built-in
+                # ones) says what to await, if anything (it is far behind).
                 finish_now = getattr(store, "finish_now", None)
                 if finish_now is None:
                     await store.finish(workflow.name, key, owner, rendered.status, kept, data)
-                elif finish_now(workflow.name, key, owner, rendered.status, kept, data):
-                    await getattr(store, "flush")()  # noqa: B009 - the writer is far behind: wait
+                elif (wait := finish_now(workflow.name, key, owner, rendered.status, kept,
+                                         data, stamp + self._ttl)) is not None:
+                    await wait
                 finished = True
             return rendered
         finally:

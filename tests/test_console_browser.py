@@ -40,6 +40,7 @@ if not (CHROMIUM.exists() and DRIVER.exists()):
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
@@ -105,7 +106,9 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
 
 
 def wait_for(driver: webdriver.Chrome, what: str, condition: object, seconds: float = 15) -> None:
-    WebDriverWait(driver, seconds).until(condition, message=f"waited for {what}")
+    # An element found just before the page it is on is replaced goes stale: look again.
+    WebDriverWait(driver, seconds, ignored_exceptions=[StaleElementReferenceException]).until(
+        condition, message=f"waited for {what}")
 
 
 def test_an_operator_signs_in_finds_a_failure_and_retries_a_job(

@@ -18,6 +18,7 @@ import pytest
 from gateway.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
 from gateway.storage.keymemory import KeyMemory, Notes, claimed
+from gateway.storage.postgresql_idempotency import PostgresIdempotency
 from gateway.storage.sqlfile import migrations
 from gateway.storage.sqlite_idempotency import SqliteIdempotency
 
@@ -338,3 +339,52 @@ def test_memory_is_behind_past_twice_either_bound() -> None:
         # handed to the writer (write 1), not committed (committed: 0)
         assert memory.finish(slot, "o", 200, "{}", b"x" * 900, 1)
     assert len(memory.keys) == 3 and memory.behind()
+
+
+@pytest.mark.postgres
+async def test_postgresql_answers_go_without_waiting_and_are_replayed_meanwhile(
+        postgres_url: str) -> None:
+    async with opened(postgres_url) as storage, opened(postgres_url) as other:
+        store = storage.idempotency
+        assert isinstance(store, PostgresIdempotency)
+        assert (await store.claim("hook", "k1", "o1", NOW, LEASE, EXPIRES)).state == "claimed"
+        assert store.finish_now("hook", "k1", "o1", 201, HEADERS, BODY,
+                                EXPIRES.timestamp()) is None  # nothing to wait for
+        # Not in the database yet: this instance replays it, another finds it running.
+        found = await store.claim("hook", "k1", "o2", NOW, LEASE, EXPIRES)
+        assert (found.state, found.status, found.body) == ("done", 201, BODY)
+        # One on its way past its expiry is not replayed: the database decides (the claim's
+        # lease has ended, so the key is claimed afresh, and the late answer is not stored).
+        assert (await store.claim("hook", "k2", "o1", NOW, LEASE, EXPIRES)).state == "claimed"
+        assert store.finish_now("hook", "k2", "o1", 201, HEADERS, BODY,
+                                EXPIRES.timestamp()) is None
+        late = EXPIRES + timedelta(seconds=1)
+        assert (await store.claim("hook", "k2", "o2", late, late + timedelta(minutes=5),
+                                  late + timedelta(hours=1))).state == "claimed"
+        await store.flush()
+        found = await other.idempotency.claim("hook", "k1", "o3", NOW, LEASE, EXPIRES)
+        assert (found.state, found.status, dict(found.headers), found.body) == \
+            ("done", 201, HEADERS, BODY)
+        found = await other.idempotency.claim("hook", "k2", "o3", late, late, late)
+        assert found.state == "running"  # o2's claim, not o1's late answer
+
+
+@pytest.mark.postgres
+async def test_postgresql_answers_the_database_did_not_take_are_logged_and_forgotten(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    storage = open_storage(postgres_url)
+    await storage.open()
+    store = storage.idempotency
+    assert isinstance(store, PostgresIdempotency)
+    try:
+        assert (await store.claim("hook", "k1", "o1", NOW, LEASE, EXPIRES)).state == "claimed"
+        await storage.connector.stop()  # type: ignore[attr-defined]  # the database gone
+        with caplog.at_level("WARNING", logger="gateway.storage"):
+            assert store.finish_now("hook", "k1", "o1", 201, HEADERS, BODY,
+                                    EXPIRES.timestamp()) is None
+            await store.flush()
+        assert "1 idempotent answer(s) were not stored" in caplog.text
+        with pytest.raises(StorageUnavailableError):  # not replayed from memory any more
+            await store.claim("hook", "k1", "o2", NOW, LEASE, EXPIRES)
+    finally:
+        await storage.close()

@@ -61,6 +61,7 @@ class PostgresStorage:
     async def close(self) -> None:
         try:
             await self.jobs.stop()
+            await self.idempotency.flush()  # answers sent without their requests waiting
             await self.runs.stop()
         finally:
             await self.connector.stop()

@@ -5,12 +5,15 @@
 concurrent claims, one gets the row back. Claims and answers are sent in batches: the
 claims (or answers) that arrive while one statement is on its way go together in the next,
 one statement over one JSON document for the whole batch, so that under load a key costs
-the database and this process a fraction of a round trip, while each request still waits
-for its own claim and answer to be committed."""
+the database and this process a fraction of a round trip. A request waits for its claim
+to be committed, not for its answer: that goes with a coming batch while the request
+answers. A crash or an outage in between loses the answer: its key stays claimed until
+the claim's lease ends, and a redelivery then runs again (at least once, as on SQLite)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from base64 import b64encode
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -23,11 +26,14 @@ from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
+log = logging.getLogger("gateway.storage")
 # A key released between a failed claim and the read of what held it is claimed again;
 # past this many tries the request is told the key is in progress.
 CLAIM_TRIES = 3
 # The most claims (or answers) one statement carries.
 BATCH = 256
+# The most answers waiting to be sent before a request waits for its own to be stored.
+MOST_PENDING = 4 * BATCH
 RUNNING = Claim("running")
 CLAIMED = Claim("claimed")
 STOPPED = "the database is unavailable: the gateway is stopping"
@@ -38,24 +44,44 @@ Result = TypeVar("Result")
 class Batcher(Generic[Item, Result]):
     """Items sent together: one `send` at a time, each with every item that arrived while
     the one before was on its way (at most `most`). `abandoned` hears of an item whose
-    caller stopped waiting before its result came."""
+    caller stopped waiting before its result came; `failed`, of the items nobody waits for
+    (`later`) whose batch failed."""
 
     def __init__(self, send: Callable[[list[Item]], Awaitable[list[Result]]],
                  abandoned: Callable[[Item, Result], None] | None = None,
+                 failed: Callable[[int, Exception], None] | None = None,
                  most: int = BATCH) -> None:
-        self._send, self._abandoned, self._most = send, abandoned, most
-        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._send, self._abandoned, self._failed = send, abandoned, failed
+        self._most = most
+        self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def __call__(self, item: Item) -> Result:
+    def __call__(self, item: Item) -> asyncio.Future[Result]:
+        """The item's result, once its batch is sent (to be awaited)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._add(item, future)
+        return future
+
+    def later(self, item: Item) -> None:
+        """Send `item` with a coming batch, waited for by nobody."""
+        self._add(item, None)
+
+    def __len__(self) -> int:
+        """The items waiting for a batch."""
+        return len(self._waiting)
+
+    async def drained(self) -> None:
+        """Until every item handed over so far is sent (or failed)."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
+
+    def _add(self, item: Item, future: asyncio.Future[Result] | None) -> None:
         self._waiting.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
-        return await future
 
     async def _drain(self) -> None:
-        taken: list[tuple[Item, asyncio.Future[Result]]] = []
+        taken: list[tuple[Item, asyncio.Future[Result] | None]] = []
         try:
             while self._waiting:
                 taken = self._waiting[:self._most]
@@ -63,24 +89,31 @@ class Batcher(Generic[Item, Result]):
                 try:
                     results = await self._send([item for item, _ in taken])
                 except Exception as exc:  # noqa: BLE001 - each caller gets the error
-                    _fail(taken, exc)
+                    self._fail(taken, exc)
                     continue
                 for (item, future), result in zip(taken, results, strict=True):
+                    if future is None:
+                        continue
                     if not future.done():
                         future.set_result(result)
                     elif self._abandoned is not None:
                         self._abandoned(item, result)
         except BaseException:  # cancelled (the loop is closing): nobody is left waiting
-            _fail(taken + self._waiting, StorageUnavailableError(STOPPED))
+            self._fail(taken + self._waiting, StorageUnavailableError(STOPPED))
             raise
         finally:
             self._task = None
 
-
-def _fail(taken: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
-    for _, future in taken:
-        if not future.done():
-            future.set_exception(exc)
+    def _fail(self, taken: Sequence[tuple[Any, asyncio.Future[Any] | None]],
+              exc: Exception) -> None:
+        unwaited = 0
+        for _, future in taken:
+            if future is None:
+                unwaited += 1
+            elif not future.done():
+                future.set_exception(exc)
+        if unwaited and self._failed is not None:
+            self._failed(unwaited, exc)
 
 
 class Wanted(NamedTuple):
@@ -107,16 +140,44 @@ class PostgresIdempotency:
     def __init__(self, connector: PostgresConnector) -> None:
         self._db = connector
         self._claims: Batcher[Wanted, Claim] = Batcher(self._claim_all, self._give_back)
-        self._answers: Batcher[Answer, None] = Batcher(self._finish_all)
+        self._answers: Batcher[Answer, None] = Batcher(self._finish_all,
+                                                       failed=_answers_lost)
         self._releasing: set[asyncio.Task[None]] = set()  # held until done (asyncio's advice)
+        # answers given and not yet stored, with their expiry, by key (`MOST_PENDING` and
+        # the requests that wait for theirs, at most)
+        self._unsent: dict[tuple[str, str], tuple[Answer, float]] = {}
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
+        unsent = self._unsent.get((scope, key))
+        if unsent is not None and unsent[1] > now.timestamp():
+            answer = unsent[0]  # answered here, and on its way to the database
+            return Claim("done", answer.status, answer.headers, answer.body)
         return await self._claims(Wanted(scope, key, owner, now, lease_until, expires_at))
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
         await self._answers(Answer(scope, key, owner, status, headers, body))
+
+    def finish_now(self, scope: str, key: str, owner: str, status: int,
+                   headers: Mapping[str, str], body: bytes,
+                   expires_at: float) -> Awaitable[None] | None:
+        """`finish` without waiting: the answer goes with a coming batch, and the request
+        answers meanwhile (`gateway.hooks` calls this when a store has it); until it is
+        stored, this instance replays it to a repeat of its key (others find the key still
+        running), up to `expires_at`, its claim's expiry in Unix seconds. What is awaited is
+        only the answer past `MOST_PENDING` waiting (the database far behind: requests then
+        go at its pace)."""
+        answer = Answer(scope, key, owner, status, headers, body)
+        self._unsent[(scope, key)] = (answer, expires_at)
+        if len(self._answers) < MOST_PENDING:
+            self._answers.later(answer)
+            return None
+        return self._answers(answer)
+
+    async def flush(self) -> None:
+        """Until every answer handed over is stored (or failed, and logged)."""
+        await self._answers.drained()
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         await self._db.execute(Q["release_key"], (scope, key, owner))
@@ -154,7 +215,12 @@ class PostgresIdempotency:
     async def _finish_all(self, answers: list[Answer]) -> list[None]:
         batch = [{"scope": a.scope, "key": a.key, "owner": a.owner, "status": a.status,
                   "headers": a.headers, "body": b64encode(a.body).decode()} for a in answers]
-        await self._db.execute(Q["finish_keys"], (dumps(batch),))
+        try:
+            await self._db.execute(Q["finish_keys"], (dumps(batch),))
+        finally:  # stored, or lost: either way the database says what holds the key now
+            for answer in answers:
+                if self._unsent.get((answer.scope, answer.key), (None,))[0] is answer:
+                    del self._unsent[(answer.scope, answer.key)]
         return [None] * len(answers)
 
     def _give_back(self, want: Wanted, claim: Claim) -> None:
@@ -164,6 +230,11 @@ class PostgresIdempotency:
                 self.release(want.scope, want.key, want.owner))
             self._releasing.add(task)
             task.add_done_callback(self._releasing.discard)
+
+
+def _answers_lost(count: int, exc: Exception) -> None:
+    log.warning("%d idempotent answer(s) were not stored (a redelivery of them runs again "
+                "once its claim's lease ends): %s", count, exc)
 
 
 def _batch(wanted: Sequence[Wanted]) -> dict[str, Any]:

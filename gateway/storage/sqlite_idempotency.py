@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -60,8 +60,9 @@ class SqliteIdempotency:
 
     async def finish(self, scope: str, key: str, owner: str, status: int,
                      headers: Mapping[str, str], body: bytes) -> None:
-        if self.finish_now(scope, key, owner, status, headers, body):
-            await self.flush()
+        wait = self.finish_now(scope, key, owner, status, headers, body)
+        if wait is not None:
+            await wait
 
     # `claim` and `finish` without a coroutine, times as Unix seconds: neither awaits
     # anything (`gateway.hooks` calls these when a store has them).
@@ -81,10 +82,14 @@ class SqliteIdempotency:
         return CLAIMED
 
     def finish_now(self, scope: str, key: str, owner: str, status: int,
-                   headers: Mapping[str, str], body: bytes) -> bool:
-        """Keep the answer, and hand it to the writer after this turn of the event loop.
-        True when the caller should `flush()` before it answers: the writer is so far behind
-        that memory holds twice its bound (the requests then go at the writer's pace)."""
+                   headers: Mapping[str, str], body: bytes,
+                   expires_at: float = 0.0) -> Awaitable[None] | None:
+        """Keep the answer, and hand it to the writer after this turn of the event loop
+        (until the expiry its claim was given: `expires_at` is for stores that do not
+        remember it).
+        What the caller should await before it answers, if anything: `flush()`, when the
+        writer is so far behind that memory holds twice its bound (the requests then go at
+        the writer's pace)."""
         memory = self.memory
         slot = (scope, key)
         held = memory.keys.get(slot)
@@ -93,7 +98,7 @@ class SqliteIdempotency:
             if not self._queued:
                 asyncio.get_running_loop().call_soon(self._hand_over)
             self._queued.append((scope, key, held[2], status, text, body))
-        return memory.behind()
+        return self.flush() if memory.behind() else None
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         self.memory.drop((scope, key), owner)  # the database never heard of the claim
