@@ -87,9 +87,9 @@ class SqliteIdempotency:
         """Keep the answer, and hand it to the writer after this turn of the event loop
         (until the expiry its claim was given: `expires_at` is for stores that do not
         remember it).
-        What the caller should await before it answers, if anything: `flush()`, when the
-        writer is so far behind that memory holds twice its bound (the requests then go at
-        the writer's pace)."""
+        What the caller should await before it answers, if anything: the writer's catching
+        up, when it is so far behind that memory holds twice its bound (the requests then go
+        at the writer's pace)."""
         memory = self.memory
         slot = (scope, key)
         held = memory.keys.get(slot)
@@ -98,10 +98,18 @@ class SqliteIdempotency:
             if not self._queued:
                 asyncio.get_running_loop().call_soon(self._hand_over)
             self._queued.append((scope, key, held[2], status, text, body))
-        return self.flush() if memory.behind() else None
+        return self._caught_up() if memory.behind() else None
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         self.memory.drop((scope, key), owner)  # the database never heard of the claim
+
+    async def _caught_up(self) -> None:
+        """Until the writer has done what is queued (handed over now): without indexing
+        more often than every `INDEX_BATCH` answers, which a writer already behind could
+        not afford once a request."""
+        self._hand_over()
+        if self._last is not None:
+            await asyncio.wait([self._last])
 
     async def purge_keys(self, now: datetime) -> int:
         self.memory.purge(now.timestamp())
