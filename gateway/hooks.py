@@ -258,10 +258,13 @@ class Guard:
                 finish_now = getattr(store, "finish_now", None)
                 if finish_now is None:
                     await store.finish(workflow.name, key, owner, rendered.status, kept, data)
-                elif (wait := finish_now(workflow.name, key, owner, rendered.status, kept,
-                                         data, stamp + self._ttl)) is not None:
-                    await wait
-                finished = True
+                    finished = True
+                else:  # handed over: the key is not released, whatever happens to the wait
+                    wait = finish_now(workflow.name, key, owner, rendered.status, kept, data,
+                                      stamp + self._ttl)
+                    finished = True
+                    if wait is not None:
+                        await wait
             return rendered
         finally:
             if not finished:

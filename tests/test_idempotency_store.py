@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from gateway.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
+from gateway.storage.interface import RunLogLimits
 from gateway.storage.keymemory import KeyMemory, Notes, claimed
-from gateway.storage.postgresql_idempotency import PostgresIdempotency
+from gateway.storage.postgresql_idempotency import Batcher, PostgresIdempotency
 from gateway.storage.sqlfile import migrations
 from gateway.storage.sqlite_idempotency import SqliteIdempotency
 
@@ -388,3 +390,75 @@ async def test_postgresql_answers_the_database_did_not_take_are_logged_and_forgo
             await store.claim("hook", "k1", "o2", NOW, LEASE, EXPIRES)
     finally:
         await storage.close()
+
+
+async def test_sqlite_large_answers_are_indexed_by_their_bytes_too(tmp_path: Path) -> None:
+    # Forty answers of 1 MiB, four at a time, with room for 4 MiB: their keys are indexed
+    # once half that many bytes wait (not only every 2,048 answers), so that memory can
+    # forget them and holds at most a few of them at once.
+    memory = KeyMemory(most=1000, most_bytes=4 * 1024 * 1024)
+    big = b"x" * (1024 * 1024)
+    peak = 0
+    async with opened(f"sqlite:///{tmp_path / 'g.db'}", memory) as storage:
+        store = storage.idempotency
+        for start in range(0, 40, 4):
+            keys = [f"k{n}" for n in range(start, start + 4)]
+            for key in keys:
+                claim = await store.claim("hook", key, "o", NOW, LEASE, EXPIRES)
+                assert claim.state == "claimed"
+            await asyncio.gather(*(store.finish("hook", key, "o", 200, HEADERS, big)
+                                   for key in keys))
+            peak = max(peak, memory.bytes)
+        assert peak <= 3 * memory.most_bytes, peak
+        found = await store.claim("hook", "k0", "x", NOW, LEASE, EXPIRES)  # read back
+        assert (found.state, found.body) == ("done", big)
+
+
+async def test_a_batch_stops_at_its_bytes() -> None:
+    sent: list[list[bytes]] = []
+
+    async def send(items: list[bytes]) -> list[None]:
+        sent.append(items)
+        return [None] * len(items)
+
+    batcher: Batcher[bytes, None] = Batcher(send, weigh=len, most_bytes=10)
+    await asyncio.gather(*[batcher(b"x" * 4) for _ in range(5)], batcher(b"y" * 30))
+    # two of 4 bytes a batch, the one left, then the large one alone: never over 10 bytes
+    # but for an item larger than that on its own
+    assert [[len(item) for item in batch] for batch in sent] == [[4, 4], [4, 4], [4], [30]]
+
+
+@pytest.mark.postgres
+async def test_postgresql_answers_over_a_batchs_bytes_are_all_stored(postgres_url: str) -> None:
+    big = bytes(range(256)) * (16 * 1024)  # 4 MiB: six of them are more than a batch holds
+    async with opened(postgres_url) as storage, opened(postgres_url) as other:
+        store = storage.idempotency
+        assert isinstance(store, PostgresIdempotency)
+        for n in range(6):
+            assert (await store.claim("hook", f"k{n}", "o", NOW, LEASE, EXPIRES)).state == \
+                "claimed"
+        for n in range(6):
+            store.finish_now("hook", f"k{n}", "o", 200, HEADERS, big, EXPIRES.timestamp())
+        await store.flush()
+        for n in range(6):
+            found = await other.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
+            assert (found.state, found.body) == ("done", big), n
+
+
+@pytest.mark.postgres
+async def test_postgresql_a_shutdown_waits_for_unsent_answers_only_so_long(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    storage = open_storage(postgres_url)
+    await storage.open()
+    storage.runs.configure(RunLogLimits(flush_seconds=0.2))
+    store = storage.idempotency
+    assert isinstance(store, PostgresIdempotency)
+    assert (await store.claim("hook", "k1", "o", NOW, LEASE, EXPIRES)).state == "claimed"
+    with psycopg.connect(postgres_url) as locker:  # the table locked: the answer cannot go
+        locker.execute("LOCK TABLE gateway_idempotency IN EXCLUSIVE MODE")
+        store.finish_now("hook", "k1", "o", 200, HEADERS, BODY, EXPIRES.timestamp())
+        with caplog.at_level("WARNING", logger="gateway.storage"):
+            async with asyncio.timeout(30):  # the lock is held for as long as this takes
+                await storage.close()
+        locker.rollback()
+    assert "1 idempotent answer(s) still waited for the database at shutdown" in caplog.text

@@ -61,7 +61,8 @@ class PostgresStorage:
     async def close(self) -> None:
         try:
             await self.jobs.stop()
-            await self.idempotency.flush()  # answers sent without their requests waiting
+            # answers sent without their requests waiting, given as long as the run log
+            await self.idempotency.flush(self.runs.flush_seconds)
             await self.runs.stop()
         finally:
             await self.connector.stop()

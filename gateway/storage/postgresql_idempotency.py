@@ -30,10 +30,14 @@ log = logging.getLogger("gateway.storage")
 # A key released between a failed claim and the read of what held it is claimed again;
 # past this many tries the request is told the key is in progress.
 CLAIM_TRIES = 3
-# The most claims (or answers) one statement carries.
+# The most claims (or answers) one statement carries, and the most bytes of answers' bodies
+# (a JSON document, hence PostgreSQL's jsonb, holds at most 256 MiB).
 BATCH = 256
-# The most answers waiting to be sent before a request waits for its own to be stored.
+BATCH_BYTES = 16 * 1024 * 1024
+# The most answers (and bytes of their bodies) given and not yet stored before a request
+# waits for its own to be.
 MOST_PENDING = 4 * BATCH
+MOST_PENDING_BYTES = 32 * 1024 * 1024
 # How long answers nobody waits for gather before they go (a statement each otherwise when
 # requests come one at a time); another instance finds their keys running that much longer.
 LINGER = 0.005
@@ -49,14 +53,18 @@ class Batcher(Generic[Item, Result]):
     the one before was on its way (at most `most`). `abandoned` hears of an item whose
     caller stopped waiting before its result came; `failed`, of the items nobody waits for
     (`later`) whose batch failed. A batch of such items only waits `linger` seconds for
-    more before it goes (unless it is full), so that they go many to a statement."""
+    more before it goes (unless it is full), so that they go many to a statement. With
+    `weigh`, a batch also stops at `most_bytes` (one item at least)."""
 
     def __init__(self, send: Callable[[list[Item]], Awaitable[list[Result]]],
                  abandoned: Callable[[Item, Result], None] | None = None,
                  failed: Callable[[int, Exception], None] | None = None,
-                 most: int = BATCH, linger: float = 0.0) -> None:
+                 most: int = BATCH, linger: float = 0.0,
+                 weigh: Callable[[Item], int] | None = None,
+                 most_bytes: int = BATCH_BYTES) -> None:
         self._send, self._abandoned, self._failed = send, abandoned, failed
         self._most, self._linger = most, linger
+        self._weigh, self._most_bytes = weigh, most_bytes
         self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -91,12 +99,14 @@ class Batcher(Generic[Item, Result]):
                 if self._linger and len(self._waiting) < self._most and \
                         all(future is None for _, future in self._waiting):
                     await asyncio.sleep(self._linger)
-                taken = self._waiting[:self._most]
-                del self._waiting[:self._most]
+                count = self._count()
+                taken = self._waiting[:count]
+                del self._waiting[:count]
                 try:
                     results = await self._send([item for item, _ in taken])
                 except Exception as exc:  # noqa: BLE001 - each caller gets the error
                     self._fail(taken, exc)
+                    taken = []
                     continue
                 for (item, future), result in zip(taken, results, strict=True):
                     if future is None:
@@ -105,11 +115,23 @@ class Batcher(Generic[Item, Result]):
                         future.set_result(result)
                     elif self._abandoned is not None:
                         self._abandoned(item, result)
+                taken = []
         except BaseException:  # cancelled (the loop is closing): nobody is left waiting
             self._fail(taken + self._waiting, StorageUnavailableError(STOPPED))
             raise
         finally:
             self._task = None
+
+    def _count(self) -> int:
+        """How many of the waiting items the next batch takes."""
+        if self._weigh is None:
+            return self._most
+        weight = 0
+        for count, (item, _) in enumerate(self._waiting[:self._most]):
+            weight += self._weigh(item)
+            if weight > self._most_bytes:
+                return max(1, count)
+        return self._most
 
     def _fail(self, taken: Sequence[tuple[Any, asyncio.Future[Any] | None]],
               exc: Exception) -> None:
@@ -147,12 +169,14 @@ class PostgresIdempotency:
     def __init__(self, connector: PostgresConnector) -> None:
         self._db = connector
         self._claims: Batcher[Wanted, Claim] = Batcher(self._claim_all, self._give_back)
-        self._answers: Batcher[Answer, None] = Batcher(self._finish_all,
-                                                       failed=_answers_lost, linger=LINGER)
+        self._answers: Batcher[Answer, None] = Batcher(
+            self._finish_all, failed=_answers_lost, linger=LINGER,
+            weigh=lambda answer: len(answer.body))
         self._releasing: set[asyncio.Task[None]] = set()  # held until done (asyncio's advice)
         # answers given and not yet stored, with their expiry, by key (`MOST_PENDING` and
         # the requests that wait for theirs, at most)
         self._unsent: dict[tuple[str, str], tuple[Answer, float]] = {}
+        self._unsent_bytes = 0
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
@@ -176,15 +200,23 @@ class PostgresIdempotency:
         only the answer past `MOST_PENDING` waiting (the database far behind: requests then
         go at its pace)."""
         answer = Answer(scope, key, owner, status, headers, body)
+        replaced = self._unsent.get((scope, key))
         self._unsent[(scope, key)] = (answer, expires_at)
-        if len(self._answers) < MOST_PENDING:
+        self._unsent_bytes += len(body) - (len(replaced[0].body) if replaced else 0)
+        if len(self._answers) < MOST_PENDING and self._unsent_bytes <= MOST_PENDING_BYTES:
             self._answers.later(answer)
             return None
         return self._answers(answer)
 
-    async def flush(self) -> None:
-        """Until every answer handed over is stored (or failed, and logged)."""
-        await self._answers.drained()
+    async def flush(self, seconds: float | None = None) -> None:
+        """Until every answer handed over is stored (or failed, and logged), for at most
+        `seconds`: what is left then is lost when the connections close (and logged)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._answers.drained()
+        except TimeoutError:
+            log.warning("%d idempotent answer(s) still waited for the database at shutdown",
+                        len(self._unsent))
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         await self._db.execute(Q["release_key"], (scope, key, owner))
@@ -228,6 +260,7 @@ class PostgresIdempotency:
             for answer in answers:
                 if self._unsent.get((answer.scope, answer.key), (None,))[0] is answer:
                     del self._unsent[(answer.scope, answer.key)]
+                    self._unsent_bytes -= len(answer.body)
         return [None] * len(answers)
 
     def _give_back(self, want: Wanted, claim: Claim) -> None:

@@ -48,6 +48,11 @@ class PostgresRunLog:
         self._queue.limit = limits.max_queue
 
     @property
+    def flush_seconds(self) -> float:
+        """How long a shutdown may spend writing what is queued."""
+        return self._limits.flush_seconds
+
+    @property
     def dropped(self) -> int:
         return self._queue.dropped
 

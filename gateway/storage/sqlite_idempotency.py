@@ -51,6 +51,7 @@ class SqliteIdempotency:
         self._queued: list[Row] = []
         self._count = 0  # batches of answers handed to the writer so far, numbered from 1
         self._unindexed = 0  # answers handed over since the last batch of their keys
+        self._unindexed_bytes = 0  # and the bytes of their bodies
         self._last: asyncio.Future[Any] | None = None
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
@@ -105,8 +106,8 @@ class SqliteIdempotency:
 
     async def _caught_up(self) -> None:
         """Until the writer has done what is queued (handed over now): without indexing
-        more often than every `INDEX_BATCH` answers, which a writer already behind could
-        not afford once a request."""
+        more often than `_hand_over` does, which a writer already behind could not afford
+        once a request."""
         self._hand_over()
         if self._last is not None:
             await asyncio.wait([self._last])
@@ -152,17 +153,20 @@ class SqliteIdempotency:
 
     def _hand_over(self, index: bool = False) -> None:
         """The answers of this turn of the event loop, as one job of the writer; with their
-        keys indexed too once `INDEX_BATCH` wait (or `index`)."""
+        keys indexed too once `INDEX_BATCH` wait, or half memory's bound of bytes (or
+        `index`): memory may forget an answer only once its key is indexed."""
         rows, self._queued = self._queued, []
         self._unindexed += len(rows)
+        self._unindexed_bytes += sum(len(row[5]) for row in rows)
         index = (index and self._unindexed > 0) or \
-            self._unindexed >= max(1, min(INDEX_BATCH, self.memory.most // 2))
+            self._unindexed >= max(1, min(INDEX_BATCH, self.memory.most // 2)) or \
+            self._unindexed_bytes >= self.memory.most_bytes // 2
         if not rows and not index:
             return
         self._count += 1
         number = self._count
         if index:
-            self._unindexed = 0
+            self._unindexed = self._unindexed_bytes = 0
 
         def work(conn: sqlite3.Connection) -> None:
             if rows:
