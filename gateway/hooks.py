@@ -134,6 +134,7 @@ class Guard:
         self._key_heavy = self.hooks.idempotency_key is not None and \
             templating.heavy(self.hooks.idempotency_key)
         # the headers `verify` and a key that is one of them read, the only ones decoded
+        # (once for both, by the HTTP layer)
         self.reads = self.signed_by | frozenset(
             {self.hooks.idempotency_header.encode("latin-1")}
             if self.hooks.idempotency_header else ())
@@ -179,15 +180,10 @@ class Guard:
             self._secret = "" if value is None else str(value)
         return self._secret
 
-    def headers(self, scope_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-        """The request's headers (as ASGI gives them) that `verify` and `run` read, decoded
-        once for both."""
-        return raw_headers(scope_headers, self.reads) if self.reads else {}
-
     def verify(self, headers: Mapping[str, str], body: bytes,
                identity: Identity) -> Rendered | None:
         """A recorded 401 unless the body is signed with the workflow's secret (`headers`:
-        from `headers()`)."""
+        the request's that `reads` names, from `raw_headers`)."""
         spec = self.hooks.verify
         if spec is None:
             return None
@@ -203,8 +199,8 @@ class Guard:
     async def run(self, raw: dict[str, Any], identity: Identity,
                   facts: Mapping[str, Any] | None,
                   headers: Mapping[str, str] | None = None) -> Rendered:
-        """The run, behind the idempotency key when there is one (`headers`: from
-        `headers()`, for a key that is one of them)."""
+        """The run, behind the idempotency key when there is one (`headers`: the request's
+        that `reads` names, for a key that is one of them)."""
         interpreter, workflow = self.interpreter, self.workflow
         storage = interpreter.storage
         compiled = self.hooks.idempotency_key

@@ -36,7 +36,7 @@ from gateway.errors import (
     PayloadTooLargeError,
     shown,
 )
-from gateway.hooks import Guard, LocalRates
+from gateway.hooks import Guard, LocalRates, raw_headers
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
 from gateway.storage.interface import RateCounter
@@ -221,6 +221,11 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
     limit = settings.max_body_bytes
     # verify, idempotency, rate_limit (`gateway.hooks`): None for most workflows
     guard = None if workflow.hooks is None else Guard(workflow, interpreter, rates or LocalRates())
+    # the headers the guard reads (its signature's, its key's), and whether the run goes
+    # through it (an idempotency key) or straight to the interpreter
+    reads = guard.reads if guard is not None else frozenset()
+    guarded_run = guard is not None and workflow.hooks is not None and \
+        workflow.hooks.idempotency_key is not None
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -235,9 +240,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                     token)) is not None:
                 return response(early)
             body = await read_body(request, limit)
-            seen = guard.headers(request.scope["headers"]) if guard is not None else None
-            if guard is not None and (early := guard.verify(seen or {}, body,
-                                                            identity)) is not None:
+            seen = raw_headers(request.scope["headers"], reads) if reads else {}
+            if guard is not None and (early := guard.verify(seen, body, identity)) is not None:
                 return response(early)  # before any parameter is parsed
             raw = (parse_simple_body(request, body) if workflow.method == "POST" else {})
             if raw is None:
@@ -250,7 +254,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
-        if guard is not None:
+        if guarded_run:
+            assert guard is not None
             return response(await guard.run(raw, identity, facts, seen))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
                                        request=facts)
