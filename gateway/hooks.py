@@ -1,9 +1,10 @@
 """What an API workflow with `verify`, `idempotency` or `rate_limit` does around its run.
 
-The HTTP layer hands a `Guard` plain data (the raw headers and body, who is calling) at
-three points: `limit` before the body is read, `verify` before the parameters are parsed,
-and `run` in place of the interpreter's own run. Workflows without hooks get no `Guard`
-and pay nothing. No web framework here.
+The HTTP layer hands a `Guard` plain data (the headers it `reads`, decoded, the raw body,
+who is calling) at three points: `limit` before the body is read, `verify` before the
+parameters are parsed, and, for a workflow with an idempotency key, `run` in place of the
+interpreter's own run. Workflows without hooks get no `Guard` and pay nothing. No web
+framework here.
 
 Idempotency: the key (a SHA-256 of the key template's value, per workflow) is claimed in
 the database before the run, atomically across instances. The claim holds for the run's
