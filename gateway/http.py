@@ -221,11 +221,11 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
     limit = settings.max_body_bytes
     # verify, idempotency, rate_limit (`gateway.hooks`): None for most workflows
     guard = None if workflow.hooks is None else Guard(workflow, interpreter, rates or LocalRates())
-    # the headers the guard reads (its signature's, its key's), and whether the run goes
-    # through it (an idempotency key) or straight to the interpreter
+    # the headers the guard reads (its signature's, its key's), and the guard the run goes
+    # through when there is an idempotency key (otherwise it goes straight to the interpreter)
     reads = guard.reads if guard is not None else frozenset()
-    guarded_run = guard is not None and workflow.hooks is not None and \
-        workflow.hooks.idempotency_key is not None
+    run_guard = guard if guard is not None and guard.hooks.idempotency_key is not None \
+        else None
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -254,9 +254,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
-        if guarded_run:
-            assert guard is not None
-            return response(await guard.run(raw, identity, facts, seen))
+        if run_guard is not None:
+            return response(await run_guard.run(raw, identity, facts, seen))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
                                        request=facts)
         return reply_response(result)
