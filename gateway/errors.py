@@ -215,6 +215,13 @@ class StepFailedError(GatewayError):
         self.code = code
 
 
+class LeaseLostError(GatewayError):
+    """A job's run ended after its lease had expired and another claim took the job: what
+    the run wrote is rolled back, and the job's newer claim runs it."""
+
+    status, code = 409, "LEASE_LOST"
+
+
 # --- Storage ----------------------------------------------------------------------------------
 
 

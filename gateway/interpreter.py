@@ -75,6 +75,9 @@ class RunResult:
     # The reply's `data` as JSON, when measuring it against the response limit wrote it
     # already: written once, not once to measure and again to send.
     encoded: bytes | None = None
+    # The run's `on_commit` hooks ran, and what they wrote committed with the run's own
+    # writes (a job's run: its job ended with them, see `gateway.scheduler.with_jobs`).
+    committed: bool = False
 
 
 class Interpreter:
@@ -120,6 +123,7 @@ class Interpreter:
         reply: Reply | None = None
         error: GatewayError | None = None
         encoded: bytes | None = None
+        committed = False
         try:
             params = workflow.coerce(raw) if coerced is None else coerced
             if workflow.may_wait or workflow.record_params:
@@ -131,8 +135,9 @@ class Interpreter:
                         reply = await self.execute(workflow, ctx, self.scope(ctx, params,
                                                                              request, names))
                         encoded = self.check_size(reply, True)
-                        await self.commit(ctx)
+                        hooked = await self.commit(ctx)
                         await transaction.commit()  # within the run's time, like any write
+                        committed = hooked  # (and not when the commit itself failed)
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
@@ -150,7 +155,7 @@ class Interpreter:
             error.message = redact(error.message, hidden)  # what the caller and every log see
         self.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
-                         encoded if error is None else None)
+                         encoded if error is None else None, committed)
 
     async def perform(self, name: str, operation: Operation, *, params: Mapping[str, Any],
                       identity: Identity = ANONYMOUS, source: str = "data_api") -> RunResult:
@@ -208,12 +213,14 @@ class Interpreter:
             return JOINED
         return self.storage.begin(self.timeout + HOLD_MARGIN_SECONDS)
 
-    async def commit(self, ctx: RunContext) -> None:
+    async def commit(self, ctx: RunContext) -> bool:
         """The run succeeded: hand what it changed and scheduled to whoever listens (in
-        the run's transaction, which commits once they are done)."""
-        if ctx.changes or ctx.jobs:
-            for hook in self.on_commit:
-                await hook(ctx)
+        the run's transaction, which commits once they are done); whether there was any."""
+        if not (ctx.changes or ctx.jobs):
+            return False
+        for hook in self.on_commit:
+            await hook(ctx)
+        return True
 
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
         return reply_bytes(reply, holds_records, self.registry.settings.max_response_bytes)

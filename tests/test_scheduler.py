@@ -265,6 +265,63 @@ async def test_a_failing_job_is_retried_then_stays_failed_with_every_attempt_log
     assert await _status(store, "j-flaky", "pending")
 
 
+async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_ends_it(
+        registry: Registry, store: Storage) -> None:
+    interpreter = with_jobs(Interpreter(registry, store))
+    lead = await store.records.create("lead", {"name": "Cy"})
+    now = datetime.now(UTC)
+    await store.jobs.enqueue([Job("j-late", "welcome", "schedule", now, data={
+        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    stalled = Scheduler(interpreter, store, worker="stalled")
+    (first,) = await store.jobs.claim("stalled", now, now + timedelta(seconds=30), 10)
+    # The stalled worker's lease expires before its run ends; another worker claims again.
+    later = now + timedelta(minutes=1)
+    other = Scheduler(interpreter, store, clock=lambda: later, worker="other")
+    (second,) = await store.jobs.claim("other", later, later + timedelta(seconds=30), 10)
+    assert (first.attempt, second.attempt) == (1, 2)
+
+    await stalled.execute(first)  # its run writes, then finds its claim gone: rolled back
+    unchanged = await store.records.get("lead", lead.id)
+    assert unchanged is not None and unchanged.get("note") is None
+    job = await store.jobs.get_job("j-late")
+    assert job is not None and (job.status, job.worker) == ("running", "other")
+    assert stalled.ended == {"lost": 1}
+
+    await other.execute(second)
+    done = await store.jobs.get_job("j-late")
+    assert done is not None and done.status == "done" and done.attempt == 2
+    final = await store.records.get("lead", lead.id)
+    assert final is not None and final["note"].startswith("schedule attempt 2 job j-late")
+    await store.runs.flush_runs()
+    runs = await store.runs.page_runs(job="j-late")
+    assert [(r["attempt"], r["error"] and r["error"]["code"]) for r in runs] == [
+        (2, None), (1, "LEASE_LOST")]
+    assert done.run_id == runs[0]["id"]
+
+
+async def test_a_job_s_run_that_writes_ends_its_job_in_its_own_transaction(
+        registry: Registry, store: Storage) -> None:
+    """Not after it: a worker that dies (or fails to write the end) once the run committed
+    leaves no job to run the same writes again."""
+    interpreter = with_jobs(Interpreter(registry, store))
+    lead = await store.records.create("lead", {"name": "Di"})
+    now = datetime.now(UTC)
+    await store.jobs.enqueue([Job("j-own", "welcome", "schedule", now, data={
+        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    (job,) = await store.jobs.claim("w", now, now + timedelta(seconds=30), 10)
+    result = await interpreter.run(registry.workflows["welcome"], {"lead": lead.id},
+                                   source="schedule", identity=ADMIN,
+                                   job={"job": job.id, "scheduled_at": now, "attempt": 1})
+    assert result.error is None
+    ended = await store.jobs.get_job("j-own")  # no `finish` was called
+    assert ended is not None and (ended.status, ended.run_id) == ("done", result.run_id)
+    # the same run once more (another worker, after a lost end) is refused
+    again = await interpreter.run(registry.workflows["welcome"], {"lead": lead.id},
+                                  source="schedule", identity=ADMIN,
+                                  job={"job": job.id, "scheduled_at": now, "attempt": 1})
+    assert again.error is not None and again.error.code == "LEASE_LOST"
+
+
 async def test_recursive_scheduling_stops_at_the_depth_limit(registry: Registry,
                                                              store: Storage) -> None:
     interpreter = with_jobs(Interpreter(registry, store))

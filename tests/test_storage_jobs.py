@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+import pytest
+
+from gateway.errors import LeaseLostError
 from gateway.ids import new_id
-from gateway.storage import Job, JobEnd, Storage
+from gateway.storage import Job, JobEnd, Storage, open_storage
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -119,3 +123,71 @@ async def test_many_ends_in_one_call_only_for_this_worker_s_jobs(storage: Storag
     assert (stored[b.id].status, stored[b.id].error, stored[b.id].due_at) == (
         "pending", "boom", T0 + timedelta(hours=1))
     assert stored[c.id].status == "pending" and await storage.jobs.finish_many("w", []) == set()
+
+
+async def test_settle_ends_a_job_only_for_the_claim_that_counted_its_attempt(
+        storage: Storage) -> None:
+    one = job()
+    await storage.jobs.enqueue([one])
+    await storage.jobs.claim("w1", T0, T0 + timedelta(seconds=30), 1)
+    (taken,) = await storage.jobs.claim("w2", T0 + timedelta(seconds=31),
+                                        T0 + timedelta(seconds=61), 1)
+    with pytest.raises(LeaseLostError, match="attempt 1"):  # w1's attempt is over
+        await storage.jobs.settle(one.id, 1, T0, "r-late")
+    await storage.jobs.settle(one.id, taken.attempt, T0, "r-2")
+    stored = await storage.jobs.get_job(one.id)
+    assert stored is not None and (stored.status, stored.run_id, stored.worker) == (
+        "done", "r-2", None)
+    with pytest.raises(LeaseLostError):  # once
+        await storage.jobs.settle(one.id, taken.attempt, T0, "r-2")
+    assert not await storage.jobs.finish(one.id, "w2", "done", T0, "r-2")  # ended already
+
+
+@pytest.mark.parametrize("held_back", [True, False])
+async def test_a_refused_settle_rolls_back_its_transaction(storage: Storage,
+                                                           held_back: bool) -> None:
+    """Whether the transaction's writes were held back until its end (a new record, which
+    needs no answer from the database) or made already (jobs enqueued)."""
+    one = job()
+    await storage.jobs.enqueue([one])
+    await storage.jobs.claim("w1", T0, T0 + timedelta(seconds=30), 1)
+    await storage.jobs.claim("w2", T0 + timedelta(seconds=31), T0 + timedelta(seconds=61), 1)
+    transaction = storage.begin(30)
+    try:
+        if held_back:
+            await storage.records.create("note", {"by": "the late run"})
+        else:
+            await storage.jobs.enqueue([job("made-by-the-late-run")])
+        with pytest.raises(LeaseLostError):
+            await storage.jobs.settle(one.id, 1, T0, "r-late")
+            await transaction.commit()  # a held-back settle is refused here
+    finally:
+        await transaction.rollback()
+    assert await storage.jobs.list_jobs(workflow="made-by-the-late-run") == []
+    assert (await storage.records.search("note")).results == []
+    stored = await storage.jobs.get_job(one.id)
+    assert stored is not None and (stored.status, stored.worker) == ("running", "w2")
+
+
+@pytest.mark.postgres
+async def test_renewing_leases_skips_a_job_another_statement_holds(postgres_url: str) -> None:
+    """A worker's renewal never waits for a row its batch of ends (or a run's settle)
+    holds: waiting in another order than theirs could deadlock, and the database would
+    abort one of them (lost ends run their jobs again)."""
+    storage = open_storage(postgres_url)
+    await storage.open([])
+    try:
+        held, free = job(), job()
+        await storage.jobs.enqueue([held, free])
+        await storage.jobs.claim("w", T0, T0 + timedelta(seconds=30), 2)
+        async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+            await other.execute("SELECT 1 FROM gateway_jobs WHERE id = %s FOR UPDATE",
+                                (held.id,))
+            await asyncio.wait_for(storage.jobs.renew(
+                "w", [held.id, free.id], T0 + timedelta(minutes=5)), 10)
+            await other.rollback()
+        leases = {j.id: j.lease_until for j in await storage.jobs.list_jobs()}
+        assert leases == {held.id: T0 + timedelta(seconds=30),
+                          free.id: T0 + timedelta(minutes=5)}
+    finally:
+        await storage.close()

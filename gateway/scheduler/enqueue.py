@@ -1,6 +1,8 @@
 """The commit of a run that succeeded: the jobs it scheduled and the database-trigger runs
 its changes call for, written in the run's own transaction (`Storage.begin`), so that they
-commit with its record changes or not at all.
+commit with its record changes or not at all. A job's run ends its job there too
+(`JobStore.settle`): a run whose lease expired while it ran, its job claimed again, rolls
+back instead, so that a job's writes commit once however late its worker was.
 
 A trigger fires once per record per run, however often the run changed the record, with
 the record as the run first saw it (`before`, null on create) and as the run left it
@@ -44,6 +46,9 @@ class Enqueuer:
         storage = self.interpreter.storage
         if storage is None:
             return
+        if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
+            await storage.jobs.settle(str(ctx.job["job"]), int(ctx.job["attempt"]),
+                                      self.interpreter.clock(), ctx.run_id)
         jobs = list(ctx.jobs)
         if ctx.source != "trigger" and self.by_type:
             for index, change in enumerate(ctx.changes):
@@ -80,6 +85,11 @@ class Enqueuer:
 
 def names(before: Any, after: Any) -> dict[str, Any]:
     return {"before": before, "after": after}
+
+
+def writes_jobs(interpreter: Interpreter) -> bool:
+    """Whether `interpreter` is `with_jobs`'s."""
+    return any(isinstance(hook, Enqueuer) for hook in interpreter.on_commit)
 
 
 def with_jobs(interpreter: Interpreter) -> Interpreter:

@@ -8,7 +8,9 @@ full jitter) and then stays `failed` with its error. Asked to stop, it claims no
 gives running jobs `scheduler.grace` to finish, then stops them and gives them back.
 
 Delivery is at least once: a worker that dies mid-run leaves its lease to expire, and the
-job runs again elsewhere.
+job runs again elsewhere. What a job's run writes to the database commits once, though: in
+the same transaction as the job's end, which a run whose lease was taken over cannot write
+(see `gateway.scheduler.enqueue`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from gateway.actions.jobs import add_frequency, recurring_job
 from gateway.clock import Clock, utc_now
 from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.encoding import escape
-from gateway.errors import GatewayError, NotRunError, StepFailedError
+from gateway.errors import GatewayError, LeaseLostError, NotRunError, StepFailedError
 from gateway.ids import new_id
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Retry, Workflow
-from gateway.scheduler.enqueue import names
+from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher
 from gateway.scheduler.recurring import plan, tick
 from gateway.storage.interface import Job, JobEnd, Storage
@@ -56,15 +58,15 @@ def backoff(retry: Retry, attempt: int) -> timedelta:
 
 
 class Scheduler:
-    """Runs the jobs of one registry from one store."""
+    """Runs the jobs of one registry from one store, through a `with_jobs` interpreter
+    (whose commits end the jobs of runs that wrote)."""
 
     def __init__(self, interpreter: Interpreter, storage: Storage, clock: Clock = utc_now,
                  worker: str | None = None) -> None:
-        self.interpreter = interpreter
-        self.registry = interpreter.registry
+        self.use(interpreter)
         self.storage = storage
         self.clock = clock
-        settings = self.registry.settings
+        settings = interpreter.registry.settings
         self.lease = settings.scheduler_lease
         self.concurrency = settings.scheduler_concurrency
         self.poll = settings.scheduler_poll.total_seconds()
@@ -83,6 +85,7 @@ class Scheduler:
     def use(self, interpreter: Interpreter) -> None:
         """Run jobs with a reloaded config's interpreter from now on (the `scheduler:`
         settings keep their values until a restart)."""
+        assert writes_jobs(interpreter), "a scheduler's interpreter is with_jobs(...)'s"
         self.interpreter, self.registry = interpreter, interpreter.registry
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -239,6 +242,13 @@ class Scheduler:
     async def record(self, job: Job, workflow: Workflow, result: RunResult) -> None:
         error = result.error
         now = self.clock()
+        if isinstance(error, LeaseLostError):  # the job is a newer claim's, which ends it
+            self.ended["lost"] += 1
+            log.warning("%s", escape(error.message))
+            return
+        if result.committed:  # its run ended it, in the run's own transaction
+            self.ended["done"] += 1
+            return
         if error is None or isinstance(error, NotRunError):
             await self.end(JobEnd(job.id, "done", now, result.run_id))
             return

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.errors import LeaseLostError
+
 # A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
 Position = tuple[datetime, str]
 
@@ -41,6 +43,12 @@ class Job:
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 
+def lease_lost(id: str, attempt: int) -> LeaseLostError:
+    """What `JobStore.settle` raises for a claim that is no longer the job's."""
+    return LeaseLostError(f"job {id}: its lease expired during attempt {attempt} and a newer "
+                          "claim took it; this run's changes were rolled back")
+
+
 @dataclass(frozen=True, slots=True)
 class JobEnd:
     """How one claimed job ended (what `JobStore.finish` is given)."""
@@ -56,7 +64,8 @@ class JobEnd:
 class JobStore(Protocol):
     """Jobs, claimed by workers with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
     claiming statement in the writer on SQLite). A job whose lease expires is claimed again:
-    at-least-once."""
+    at-least-once, except that a run which wrote records commits only with its job's end
+    (`settle`), so that its writes happen once."""
 
     # All in one transaction; a job whose `unique_key` exists already is left out. Then
     # the workers are woken. Returns the ids written.
@@ -78,6 +87,12 @@ class JobStore(Protocol):
     # Many `finish`es in one statement (the jobs this worker ended in the same moment); the
     # ids that were still this worker's.
     async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
+    # A job's run that wrote ends the job `done` in the run's own transaction (called inside
+    # it), so that its writes and the job's end commit together, as long as the job is still
+    # the claim that counted `attempt`. Once its lease expired and a newer claim took it,
+    # `LeaseLostError` is raised (now, or when the transaction commits) and nothing of the
+    # transaction is kept: the newer claim runs the job.
+    async def settle(self, id: str, attempt: int, at: datetime, run_id: str) -> None: ...
     # Claimed jobs given back unstarted (a worker stopping): pending again, the claim uncounted.
     async def release(self, worker: str, ids: Sequence[str]) -> int: ...
     async def get_job(self, id: str) -> Job | None: ...

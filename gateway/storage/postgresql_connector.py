@@ -32,6 +32,9 @@ T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
 Conn = psycopg.AsyncConnection[Any]
 Work = Callable[[Conn], Awaitable[T]]
+# A statement held back until its transaction's next one (`execute_later`): its SQL, its
+# parameters, and what to raise if it must change a row and changes none.
+Deferred = tuple[str, Params, Exception | None]
 log = logging.getLogger(__name__)
 
 
@@ -94,8 +97,7 @@ class PostgresUnit(unit.Unit):
             try:
                 await held.enter_async_context(conn.transaction())
                 pending, self.pending = self.pending, []
-                for sql, params in pending:  # held back until now (`Unit.pending`)
-                    await conn.execute(sql.encode(), params)
+                await _run_all(conn, pending)  # held back until now (`Unit.pending`)
                 result = await work(conn)
             except BaseException as exc:
                 await held.__aexit__(type(exc), exc, exc.__traceback__)
@@ -111,13 +113,9 @@ class PostgresUnit(unit.Unit):
         if held is not None:
             await self.db.guard(_finish(held, None))
         elif len(pending) == 1:  # one statement is a transaction of its own
-            await self.db.execute(*pending[0])
+            await self.db.execute_later(*pending[0])
         elif pending:
-            async def all_of(conn: Conn) -> None:
-                for sql, params in pending:
-                    await conn.execute(sql.encode(), params)
-
-            await self.db.atomic(all_of)
+            await self.db.atomic(lambda conn: _run_all(conn, pending))
         self.committed()
 
     async def rollback(self) -> None:
@@ -129,6 +127,14 @@ class PostgresUnit(unit.Unit):
                 await _finish(held, psycopg.Rollback())
             except psycopg.Error:  # the connection broke: the server rolled it back
                 log.warning("a run's transaction could not be rolled back cleanly")
+
+
+async def _run_all(conn: Conn, pending: Sequence[Deferred]) -> None:
+    """Statements held back (`execute_later`), run in order in the transaction on `conn`."""
+    for sql, params, refusal in pending:
+        changed = (await conn.execute(sql.encode(), params)).rowcount
+        if refusal is not None and not changed:
+            raise refusal
 
 
 async def _finish(held: contextlib.AsyncExitStack, rollback: psycopg.Rollback | None) -> None:
@@ -186,15 +192,18 @@ class PostgresConnector:
             return current
         return None
 
-    async def execute_later(self, sql: str, params: Params) -> None:
+    async def execute_later(self, sql: str, params: Params,
+                            refusal: Exception | None = None) -> None:
         """A write whose result its caller needs not, in the task's transaction: held back
         until the transaction's next statement or its end (see `Unit.pending`). Outside one,
-        executed now."""
+        executed now. With `refusal`, the statement must change a row: if it changes none,
+        `refusal` is raised and the transaction rolls back."""
         current = unit.current(self)
         if isinstance(current, PostgresUnit) and current.conn is None:
-            current.pending.append((sql, params))
+            current.pending.append((sql, params, refusal))
             return
-        await self.execute(sql, params)
+        if not await self.execute(sql, params) and refusal is not None:
+            raise refusal
 
     async def atomic(self, work: Work[T]) -> T:
         """`work` as one transaction (a savepoint of the task's transaction, if any)."""

@@ -20,6 +20,7 @@ import psycopg
 from gateway.storage import unit
 from gateway.storage.backend import Wake, job_from_row
 from gateway.storage.interface import Job, JobEnd
+from gateway.storage.jobstore import lease_lost
 from gateway.storage.postgresql_connector import Conn, PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
 
@@ -102,6 +103,10 @@ class PostgresJobs:
             "errors": [e.error for e in ends], "retries": [e.retry_at for e in ends],
             "worker": worker})
         return {row[0] for row in rows}
+
+    async def settle(self, id: str, attempt: int, at: datetime, run_id: str) -> None:
+        await self._db.execute_later(Q["settle_job"], (at, run_id, id, attempt),
+                                     refusal=lease_lost(id, attempt))
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         return await self._db.execute(Q["release_jobs"], (worker, list(ids))) if ids else 0

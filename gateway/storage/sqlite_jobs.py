@@ -17,6 +17,7 @@ from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage import unit
 from gateway.storage.backend import Wake, job_from_row
 from gateway.storage.interface import Job, JobEnd, Position
+from gateway.storage.jobstore import lease_lost
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
@@ -102,6 +103,15 @@ class SqliteJobs:
             return {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}
 
         return set(await self._db.write(work)) if rows else set()
+
+    async def settle(self, id: str, attempt: int, at: datetime, run_id: str) -> None:
+        params = (iso(at), run_id, id, attempt)
+
+        def work(conn: sqlite3.Connection) -> None:
+            if not conn.execute(Q["settle_job"], params).rowcount:
+                raise lease_lost(id, attempt)  # the writer rolls back what the unit wrote
+
+        await self._db.write_later(work)  # with the run's other held writes: one call
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         return await self._by_ids(Q["release_jobs"], (worker,), ids)

@@ -266,8 +266,12 @@ RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_unt
           j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id, j.error, j.data;
 
 -- name: renew_jobs
+-- Rows another statement holds are skipped, not waited for: they are ending (this worker's
+-- batch of ends, a run's settle), and waiting for them in another order could deadlock.
 UPDATE gateway_jobs SET lease_until = %s
-WHERE status = 'running' AND worker = %s AND id = ANY(%s);
+WHERE id IN (SELECT id FROM gateway_jobs
+             WHERE status = 'running' AND worker = %s AND id = ANY(%s)
+             FOR UPDATE SKIP LOCKED);
 
 -- name: finish_job
 UPDATE gateway_jobs
@@ -285,6 +289,14 @@ FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(ats)s::timestamptz[], %(run
      AS v(id, status, at, run_id, error, retry_at)
 WHERE j.id = v.id AND j.worker = %(worker)s AND j.status = 'running'
 RETURNING j.id;
+
+-- name: settle_job
+-- A job's run that wrote ends its job in its own transaction, if the job is still the claim
+-- the run was started by (its attempt), not one made after its lease expired.
+UPDATE gateway_jobs
+SET status = 'done', finished_at = %s, run_id = %s, error = NULL, lease_until = NULL,
+    worker = NULL
+WHERE id = %s AND attempt = %s AND status = 'running';
 
 -- name: release_jobs
 UPDATE gateway_jobs SET status = 'pending', attempt = attempt - 1, lease_until = NULL,

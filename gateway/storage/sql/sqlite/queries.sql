@@ -243,6 +243,14 @@ SET status = ?, finished_at = ?, run_id = ?, error = ?, due_at = coalesce(?, due
     lease_until = NULL, worker = NULL
 WHERE id = ? AND worker = ? AND status = 'running';
 
+-- name: settle_job
+-- A job's run that wrote ends its job in its own transaction, if the job is still the claim
+-- the run was started by (its attempt), not one made after its lease expired.
+UPDATE gateway_jobs
+SET status = 'done', finished_at = ?, run_id = ?, error = NULL, lease_until = NULL,
+    worker = NULL
+WHERE id = ? AND attempt = ? AND status = 'running';
+
 -- name: release_jobs
 -- {ids} is a list of placeholders, one per id.
 UPDATE gateway_jobs SET status = 'pending', attempt = attempt - 1, lease_until = NULL,
