@@ -75,8 +75,7 @@ class RunResult:
     # The reply's `data` as JSON, when measuring it against the response limit wrote it
     # already: written once, not once to measure and again to send.
     encoded: bytes | None = None
-    # The run's `on_commit` hooks ran, and what they wrote committed with the run's own
-    # writes (a job's run: its job ended with them, see `gateway.scheduler.with_jobs`).
+    # Its `on_commit` hooks ran and committed with it (a job's run: its job ended there).
     committed: bool = False
 
 
@@ -135,9 +134,8 @@ class Interpreter:
                         reply = await self.execute(workflow, ctx, self.scope(ctx, params,
                                                                              request, names))
                         encoded = self.check_size(reply, True)
-                        hooked = await self.commit(ctx)
+                        committed = await self.commit(ctx)
                         await transaction.commit()  # within the run's time, like any write
-                        committed = hooked  # (and not when the commit itself failed)
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
@@ -155,7 +153,7 @@ class Interpreter:
             error.message = redact(error.message, hidden)  # what the caller and every log see
         self.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
-                         encoded if error is None else None, committed)
+                         encoded if error is None else None, committed and error is None)
 
     async def perform(self, name: str, operation: Operation, *, params: Mapping[str, Any],
                       identity: Identity = ANONYMOUS, source: str = "data_api") -> RunResult:
