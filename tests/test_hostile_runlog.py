@@ -204,6 +204,22 @@ async def test_a_run_refused_even_as_its_summary_is_dropped_and_counted(
         assert storage.runs.dropped == 2
 
 
+async def test_runs_larger_together_than_one_statement_holds_are_all_written(
+        storage_url: str) -> None:
+    """18 runs of 15 MB each, every one under the limits, 270 MB together: more than one
+    JSON document of PostgreSQL's holds (256 MiB). They go in smaller statements, and the
+    runs after them are written too, rather than the batch being retried for ever."""
+    async with opened(storage_url) as storage:
+        for number in range(18):
+            storage.runs.record_run(a_run(number, result="x" * 15_000_000))
+        for number in range(18, 30):
+            storage.runs.record_run(a_run(number))
+        async with asyncio.timeout(120):  # waiting for: every run written
+            await storage.runs.flush_runs()
+        assert await stored_ids(storage) == {f"run-{n:03d}" for n in range(30)}
+        assert (storage.runs.summarised, storage.runs.dropped) == (0, 0)
+
+
 # --- item 1: a database that is down or slow -----------------------------------------------
 
 

@@ -30,6 +30,9 @@ Q = queries("postgresql")
 # entries in the four indexes (measured: see "The database" in README).
 ROW_OVERHEAD = 290
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# The most bytes of runs' documents one statement carries (a run's document is JSON text
+# already): the batch goes as one JSON array, and PostgreSQL's jsonb holds 256 MiB at most.
+BATCH_BYTES = 32 * 1024 * 1024
 
 
 class PostgresRunLog:
@@ -120,16 +123,18 @@ class PostgresRunLog:
 
     async def _write_splitting(self, rows: Sequence[RunRow]) -> None:
         """`write_splitting` (see `backend`), awaited: halves of a refused batch, down to the
-        one run refused, which is kept as its summary or dropped."""
-        try:
-            await self._write(rows)
-            return
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            if len(rows) == 1:
-                await self._write_summary(rows[0], exc)
+        one run refused, which is kept as its summary or dropped. A batch over `BATCH_BYTES`
+        goes in halves from the start."""
+        if len(rows) == 1 or sum(len(row[4]) for row in rows) <= BATCH_BYTES:
+            try:
+                await self._write(rows)
                 return
+            except Exception as exc:
+                if not _refused(exc):
+                    raise
+                if len(rows) == 1:
+                    await self._write_summary(rows[0], exc)
+                    return
         middle = len(rows) // 2
         await self._write_splitting(rows[:middle])
         await self._write_splitting(rows[middle:])
@@ -269,7 +274,10 @@ class PostgresRunLog:
 def _refused(exc: Exception) -> bool:
     """Whether the database refused these rows (not: it cannot be reached now)."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-    return not isinstance(cause, psycopg.OperationalError)
+    # (a statement beyond what PostgreSQL holds, such as a jsonb over 256 MiB, is an
+    # OperationalError for psycopg, but the same rows would be refused every time)
+    return isinstance(cause, psycopg.errors.ProgramLimitExceeded) or not isinstance(
+        cause, psycopg.OperationalError)
 
 
 def _documents(rows: Sequence[RunRow]) -> str:
