@@ -61,6 +61,16 @@ steps:
     headers: {x-echo: "{{ params.value }}"}
 ---
 kind: api_workflow
+name: typed
+expose: true
+auth: none
+params: {value: {type: text}}
+steps:
+  - action: return_data
+    text: "typed"
+    content_type: "{{ params.value ~ ('\\x00' if params.value == 'nul' else '') }}"
+---
+kind: api_workflow
 name: nul-header
 expose: true
 auth: none
@@ -227,6 +237,21 @@ async def test_a_nul_in_a_header_value_fails_the_run(config: Path, storage_url: 
         run = await run_of(storage, response)
     assert response.status_code == 500 and run["status"] == "failed"
     assert "\\x00" in run["error"]["message"]
+
+
+@pytest.mark.parametrize("value", ["nul", "text/plain\r\nSet-Cookie: evil=1", "text/€"])
+async def test_a_content_type_http_cannot_carry_fails_the_run_with_its_reason(
+        config: Path, storage_url: str, value: str) -> None:
+    async with client_for(config, storage_url) as (client, storage):
+        response = await client.post("/api/1.1/wf/typed", json={"value": value})
+        run = await run_of(storage, response)
+        fine = await client.post("/api/1.1/wf/typed", json={"value": "text/csv"})
+    assert response.status_code == 500
+    assert response.json()["body"]["run_id"] == response.headers["x-run-id"]
+    assert "evil" not in response.headers.get("set-cookie", "")
+    assert run["status"] == "failed" and "content_type" in run["error"]["message"]
+    assert (fine.status_code, fine.text) == (200, "typed")
+    assert fine.headers["content-type"].startswith("text/csv")
 
 
 @pytest.mark.parametrize("name", ["bad name", "x-\u00e9", "a:b"])

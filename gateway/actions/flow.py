@@ -52,16 +52,28 @@ def _headers(value: Any) -> dict[str, str]:
     return headers
 
 
+def _content_type(value: Any) -> str | None:
+    """A `content_type` as the Content-Type header can carry it (see `_headers`)."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not _FIELD_VALUE.fullmatch(text):
+        raise RunError("the content_type holds characters HTTP headers cannot carry (control "
+                       f"characters, or beyond Latin-1): {shown(text)!r}")
+    return text
+
+
 async def return_data(ctx: RunContext, args: dict[str, Any]) -> Reply:
     given = args.get("headers")
     headers = _headers(given) if given else {}
     status = _status(args.get("status"), 200, low=200)  # a 1xx is no final answer
+    content_type = _content_type(args.get("content_type"))
     if "text" in args:
         text = args["text"]
         return Reply(text="" if text is None else str(text), status=status, headers=headers,
-                     content_type=args.get("content_type") or "text/plain; charset=utf-8")
+                     content_type=content_type or "text/plain; charset=utf-8")
     return Reply(data=args.get("data", {}), status=status, headers=headers,
-                 content_type=args.get("content_type"))
+                 content_type=content_type)
 
 
 async def terminate(ctx: RunContext, args: dict[str, Any]) -> Reply:
