@@ -392,6 +392,29 @@ async def test_postgresql_answers_the_database_did_not_take_are_logged_and_forgo
         await storage.close()
 
 
+@pytest.mark.postgres
+async def test_postgresql_an_answer_the_database_refuses_is_lost_alone(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with opened(postgres_url) as storage:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # as an operator might
+            conn.execute("ALTER TABLE gateway_idempotency ADD CONSTRAINT refuse "
+                         "CHECK (status IS DISTINCT FROM 418)")
+        store = storage.idempotency
+        assert isinstance(store, PostgresIdempotency)
+        keys = [f"k{n}" for n in range(20)]
+        for key in keys:
+            assert (await store.claim("hook", key, "o1", NOW, LEASE, EXPIRES)).state == "claimed"
+        with caplog.at_level("WARNING", logger="gateway.storage"):
+            for n, key in enumerate(keys):  # one batch, one answer of it refused
+                store.finish_now("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
+                                 EXPIRES.timestamp())
+            await store.flush()
+        assert "1 idempotent answer(s) were not stored" in caplog.text
+        states = [(await store.claim("hook", key, "o2", NOW, LEASE, EXPIRES)).state
+                  for key in keys]
+        assert states == ["running" if n == 7 else "done" for n in range(20)]
+
+
 async def test_sqlite_large_answers_are_indexed_by_their_bytes_too(tmp_path: Path) -> None:
     # Forty answers of 1 MiB, four at a time, with room for 4 MiB: their keys are indexed
     # once half that many bytes wait (not only every 2,048 answers), so that memory can

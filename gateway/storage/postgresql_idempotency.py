@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.encoding import dumps
-from gateway.errors import StorageUnavailableError
+from gateway.errors import StorageError, StorageUnavailableError
 from gateway.storage.interface import Claim
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
@@ -252,16 +252,32 @@ class PostgresIdempotency:
         return holders  # a key released meanwhile is missing: claimed again
 
     async def _finish_all(self, answers: list[Answer]) -> list[None]:
-        batch = [{"scope": a.scope, "key": a.key, "owner": a.owner, "status": a.status,
-                  "headers": a.headers, "body": b64encode(a.body).decode()} for a in answers]
         try:
-            await self._db.execute(Q["finish_keys"], (dumps(batch),))
+            await self._store(answers)
         finally:  # stored, or lost: either way the database says what holds the key now
             for answer in answers:
                 if self._unsent.get((answer.scope, answer.key), (None,))[0] is answer:
                     del self._unsent[(answer.scope, answer.key)]
                     self._unsent_bytes -= len(answer.body)
         return [None] * len(answers)
+
+    async def _store(self, answers: Sequence[Answer]) -> None:
+        """One statement for the answers. One the database refuses (rather than one it
+        cannot take now) is split in halves, down to the answer refused, which is lost
+        alone (and logged): the others are stored."""
+        batch = [{"scope": a.scope, "key": a.key, "owner": a.owner, "status": a.status,
+                  "headers": a.headers, "body": b64encode(a.body).decode()} for a in answers]
+        try:
+            await self._db.execute(Q["finish_keys"], (dumps(batch),))
+        except StorageUnavailableError:
+            raise
+        except StorageError as exc:
+            if len(answers) == 1:
+                _answers_lost(1, exc)
+                return
+            middle = len(answers) // 2
+            await self._store(answers[:middle])
+            await self._store(answers[middle:])
 
     def _give_back(self, want: Wanted, claim: Claim) -> None:
         """A claim its request no longer waits for (it was cancelled) is released."""
