@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gateway.encoding import iso
 from gateway.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
 from gateway.storage.interface import RunLogLimits
@@ -27,6 +28,7 @@ from gateway.storage.sqlite_idempotency import SqliteIdempotency
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)
 EXPIRES = NOW + timedelta(hours=1)
+PRECISE = EXPIRES + timedelta(microseconds=500_004)
 # An answer as odd as a workflow may give: every byte value, a header with quotes.
 BODY = bytes(range(256)) * 4
 HEADERS = {"X-Event": 'evt "1" \u00e9', "content-type": "application/octet-stream"}
@@ -218,6 +220,8 @@ async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
         row = "INSERT INTO gateway_idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         conn.execute(row, ("hook", "done", "o", "done", EXPIRES.isoformat(),
                            EXPIRES.isoformat(), 409, '{"X-A": "1"}', b"\x00old"))
+        conn.execute(row, ("hook", "fine", "o", "done", iso(PRECISE), iso(PRECISE), 200,
+                           "{}", b"fine"))
         conn.execute(row, ("hook", "busy", "o", "running", LEASE.isoformat(),
                            EXPIRES.isoformat(), None, None, None))
     async with opened(f"sqlite:///{path}") as storage:
@@ -227,10 +231,11 @@ async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
             ("done", 409, {"X-A": "1"}, b"\x00old")
         # A claim's row (never written by this layout's store) is not kept: free at once.
         assert (await store.claim("hook", "busy", "x", NOW, LEASE, EXPIRES)).state == "claimed"
-    assert counted(path) == (1, 1)
+    assert counted(path) == (2, 2)
     with sqlite3.connect(path) as conn:  # its expiry, as Unix seconds now, is the same instant
-        stored = conn.execute("SELECT expires_at FROM gateway_idempotency_answers").fetchone()
-        assert stored[0] == pytest.approx(EXPIRES.timestamp(), abs=0.001)
+        stored = conn.execute("SELECT key, expires_at FROM gateway_idempotency_answers")
+        assert dict(stored.fetchall()) == {  # (to the microsecond: the ttl is exact)
+            "done": EXPIRES.timestamp(), "fine": PRECISE.timestamp()}
     async with opened(f"sqlite:///{path}", KeyMemory(most_stored=0)) as storage:
         # read back from the database: still there 10 ms before its expiry
         soon = EXPIRES - timedelta(milliseconds=10)

@@ -10,7 +10,11 @@ CREATE TABLE gateway_idempotency_answers_seconds (
     body        BLOB NOT NULL
 );
 INSERT INTO gateway_idempotency_answers_seconds (id, scope, key, expires_at, status, headers, body)
-SELECT id, scope, key, (julianday(expires_at) - 2440587.5) * 86400.0, status, headers, body
+-- (whole seconds from the text, then its fraction: exact to the microsecond, where julianday
+-- rounds to the millisecond)
+SELECT id, scope, key,
+       strftime('%s', substr(expires_at, 1, 19)) + CAST(substr(expires_at, 20, 7) AS REAL),
+       status, headers, body
 FROM gateway_idempotency_answers ORDER BY id;
 DROP TABLE gateway_idempotency_answers;
 ALTER TABLE gateway_idempotency_answers_seconds RENAME TO gateway_idempotency_answers;
