@@ -299,6 +299,30 @@ async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_
     assert done.run_id == runs[0]["id"]
 
 
+async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_renewing_the_new_claim(
+        registry: Registry, store: Storage) -> None:
+    interpreter = with_jobs(Interpreter(registry, store))
+    lead = await store.records.create("lead", {"name": "Ed"})
+    now = datetime.now(UTC)
+    await store.jobs.enqueue([Job("j-again", "welcome", "schedule", now, data={
+        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    times = [now]
+    scheduler = Scheduler(interpreter, store, clock=lambda: times[0], worker="w")
+    (first,) = await store.jobs.claim("w", now, now + timedelta(seconds=30), 10)
+    stale = asyncio.create_task(scheduler._execute(first))  # as `claim` starts a run
+    scheduler.running[first.id] = stale
+    times[0] = now + timedelta(minutes=1)  # its lease lapsed: the same worker claims again
+    assert await scheduler.claim(10) == 1
+    newer = scheduler.running["j-again"]
+    assert newer is not stale
+    await stale  # rolled back (LEASE_LOST): the newer claim is still this worker's to renew
+    assert scheduler.running.get("j-again") is newer
+    await newer
+    assert "j-again" not in scheduler.running and scheduler.ended == {"lost": 1, "done": 1}
+    done = await store.jobs.get_job("j-again")
+    assert done is not None and (done.status, done.attempt) == ("done", 2)
+
+
 async def test_a_job_s_run_that_writes_ends_its_job_in_its_own_transaction(
         registry: Registry, store: Storage) -> None:
     """Not after it: a worker that dies (or fails to write the end) once the run committed

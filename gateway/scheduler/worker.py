@@ -220,9 +220,10 @@ class Scheduler:
             await self.execute(job)
         except GatewayError as exc:
             log.warning("job %s: %s", job.id, escape(exc.message))
-        finally:
-            self.running.pop(job.id, None)
-            self._ended.discard(job.id)
+        finally:  # unless the job is a newer claim's of this worker (its lease had lapsed)
+            if self.running.get(job.id) is asyncio.current_task():
+                del self.running[job.id]
+                self._ended.discard(job.id)
 
     async def execute(self, job: Job) -> None:
         """Run one claimed job and record how it ended."""
