@@ -126,7 +126,8 @@ class RunContext:
     # only if it succeeds (shared with the custom events the run calls).
     jobs: list[Job] = field(default_factory=list)
     # What a run started by a job knows of it (`run.job`, `run.scheduled_at`,
-    # `run.attempt`), and how many scheduled runs led to it.
+    # `run.attempt`; `claim`, the job's count of claims, which its commit is fenced by),
+    # and how many scheduled runs led to it.
     job: Mapping[str, Any] | None = None
     schedule_depth: int = 0
 

@@ -266,6 +266,7 @@ def run_status(error: GatewayError | None) -> str:
         return "success"
     if isinstance(error, NotRunError):
         return "not_run"
-    if error.status < 500 and not isinstance(error, (StepFailedError, DuplicateError)):
+    if error.status < 500 and not isinstance(error, (StepFailedError, DuplicateError,
+                                                     LeaseLostError)):
         return "rejected"
     return "failed"

@@ -294,8 +294,8 @@ async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_
     assert final is not None and final["note"].startswith("schedule attempt 2 job j-late")
     await store.runs.flush_runs()
     runs = await store.runs.page_runs(job="j-late")
-    assert [(r["attempt"], r["error"] and r["error"]["code"]) for r in runs] == [
-        (2, None), (1, "LEASE_LOST")]
+    assert [(r["attempt"], r["status"], r["error"] and r["error"]["code"]) for r in runs] == [
+        (2, "success", None), (1, "failed", "LEASE_LOST")]
     assert done.run_id == runs[0]["id"]
 
 
@@ -335,14 +335,16 @@ async def test_a_job_s_run_that_writes_ends_its_job_in_its_own_transaction(
     (job,) = await store.jobs.claim("w", now, now + timedelta(seconds=30), 10)
     result = await interpreter.run(registry.workflows["welcome"], {"lead": lead.id},
                                    source="schedule", identity=ADMIN,
-                                   job={"job": job.id, "scheduled_at": now, "attempt": 1})
+                                   job={"job": job.id, "scheduled_at": now, "attempt": 1,
+                                        "claim": job.claims})
     assert result.error is None
     ended = await store.jobs.get_job("j-own")  # no `finish` was called
     assert ended is not None and (ended.status, ended.run_id) == ("done", result.run_id)
     # the same run once more (another worker, after a lost end) is refused
     again = await interpreter.run(registry.workflows["welcome"], {"lead": lead.id},
                                   source="schedule", identity=ADMIN,
-                                  job={"job": job.id, "scheduled_at": now, "attempt": 1})
+                                  job={"job": job.id, "scheduled_at": now, "attempt": 1,
+                                        "claim": job.claims})
     assert again.error is not None and again.error.code == "LEASE_LOST"
 
 

@@ -125,22 +125,44 @@ async def test_many_ends_in_one_call_only_for_this_worker_s_jobs(storage: Storag
     assert stored[c.id].status == "pending" and await storage.jobs.finish_many("w", []) == set()
 
 
-async def test_settle_ends_a_job_only_for_the_claim_that_counted_its_attempt(
+async def test_settle_ends_a_job_only_for_the_claim_a_run_was_started_by(
         storage: Storage) -> None:
     one = job()
     await storage.jobs.enqueue([one])
-    await storage.jobs.claim("w1", T0, T0 + timedelta(seconds=30), 1)
+    (first,) = await storage.jobs.claim("w1", T0, T0 + timedelta(seconds=30), 1)
     (taken,) = await storage.jobs.claim("w2", T0 + timedelta(seconds=31),
                                         T0 + timedelta(seconds=61), 1)
-    with pytest.raises(LeaseLostError, match="attempt 1"):  # w1's attempt is over
-        await storage.jobs.settle(one.id, 1, T0, "r-late")
-    await storage.jobs.settle(one.id, taken.attempt, T0, "r-2")
+    assert (first.claims, taken.claims) == (1, 2)
+    with pytest.raises(LeaseLostError, match="a newer claim took the job"):
+        await storage.jobs.settle(one.id, first.claims, T0, "r-late")  # w1's claim is over
+    await storage.jobs.settle(one.id, taken.claims, T0, "r-2")
     stored = await storage.jobs.get_job(one.id)
     assert stored is not None and (stored.status, stored.run_id, stored.worker) == (
         "done", "r-2", None)
     with pytest.raises(LeaseLostError):  # once
-        await storage.jobs.settle(one.id, taken.attempt, T0, "r-2")
+        await storage.jobs.settle(one.id, taken.claims, T0, "r-2")
     assert not await storage.jobs.finish(one.id, "w2", "done", T0, "r-2")  # ended already
+
+
+async def test_a_claim_after_a_retry_is_told_from_the_claims_before_it(
+        storage: Storage) -> None:
+    """A retry counts attempts anew (and a release takes one back): the claims a job has
+    had are counted apart, so that a run of attempt 1 long ago cannot end attempt 1 of now."""
+    one = job()
+    await storage.jobs.enqueue([one])
+    (stale,) = await storage.jobs.claim("w1", T0, T0 + timedelta(seconds=30), 1)
+    later = T0 + timedelta(minutes=1)
+    await storage.jobs.claim("w2", later, later + timedelta(seconds=30), 1)
+    assert await storage.jobs.finish(one.id, "w2", "failed", later, "r-2", "boom")
+    assert await storage.jobs.retry(one.id, later)
+    (now,) = await storage.jobs.claim("w3", later, later + timedelta(seconds=30), 1)
+    assert (stale.attempt, now.attempt) == (1, 1) and (stale.claims, now.claims) == (1, 3)
+    with pytest.raises(LeaseLostError):
+        await storage.jobs.settle(one.id, stale.claims, later, "r-stale")
+    assert await storage.jobs.release("w3", [one.id]) == 1  # given back: one claim less
+    (again,) = await storage.jobs.claim("w4", later, later + timedelta(seconds=30), 1)
+    assert (again.attempt, again.claims) == (1, 4)
+    await storage.jobs.settle(one.id, again.claims, later, "r-4")
 
 
 @pytest.mark.parametrize("held_back", [True, False])
@@ -159,7 +181,7 @@ async def test_a_refused_settle_rolls_back_its_transaction(storage: Storage,
         else:
             await storage.jobs.enqueue([job("made-by-the-late-run")])
         with pytest.raises(LeaseLostError):
-            await storage.jobs.settle(one.id, 1, T0, "r-late")
+            await storage.jobs.settle(one.id, 1, T0, "r-late")  # the first claim's
             await transaction.commit()  # a held-back settle is refused here
     finally:
         await transaction.rollback()

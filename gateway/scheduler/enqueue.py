@@ -47,7 +47,7 @@ class Enqueuer:
         if storage is None:
             return
         if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
-            await storage.jobs.settle(str(ctx.job["job"]), int(ctx.job["attempt"]),
+            await storage.jobs.settle(str(ctx.job["job"]), int(ctx.job["claim"]),
                                       self.interpreter.clock(), ctx.run_id)
         jobs = list(ctx.jobs)
         if ctx.source != "trigger" and self.by_type:

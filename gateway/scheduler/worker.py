@@ -136,9 +136,13 @@ class Scheduler:
         return {"running": len(self.running) - len(self._ended), **self.ended}, self.lag
 
     async def end(self, end: JobEnd) -> None:
-        self.ended["retried" if end.status == "pending" else end.status] += 1
-        self._ended.add(end.id)  # counted as ended, no longer as running, from now on
+        self.count(end.id, "retried" if end.status == "pending" else end.status)
         await self.finisher.end(end)
+
+    def count(self, job_id: str, how: str) -> None:
+        """A job of this process ended (`how`): no longer counted as running from now on."""
+        self.ended[how] += 1
+        self._ended.add(job_id)
 
     async def _pause(self, stop: asyncio.Event, full: bool) -> None:
         """Until `stop`, or a poll interval; and a free slot when every slot is taken, or
@@ -234,7 +238,8 @@ class Scheduler:
             return
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
-            job={"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt},
+            job={"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt,
+                 "claim": job.claims},
             schedule_depth=int(job.data.get("depth", 0)), names=extra)
         await self.record(job, workflow, result)
         if job.subject and job.source == "recurring":
@@ -244,11 +249,11 @@ class Scheduler:
         error = result.error
         now = self.clock()
         if isinstance(error, LeaseLostError):  # the job is a newer claim's, which ends it
-            self.ended["lost"] += 1
+            self.ended["lost"] += 1  # (a newer claim of this process's runs it still)
             log.warning("%s", escape(error.message))
             return
         if result.committed:  # its run ended it, in the run's own transaction
-            self.ended["done"] += 1
+            self.count(job.id, "done")
             return
         if error is None or isinstance(error, NotRunError):
             await self.end(JobEnd(job.id, "done", now, result.run_id))

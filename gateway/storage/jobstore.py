@@ -38,15 +38,18 @@ class Job:
     error: str | None = None
     lease_until: datetime | None = None
     worker: str | None = None
+    # Every claim of the job so far, never reset (`attempt` is, by a retry; a release takes
+    # a claim back): which claim a run was started by (see `JobStore.settle`).
+    claims: int = 0
 
 
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 
-def lease_lost(id: str, attempt: int) -> LeaseLostError:
+def lease_lost(id: str) -> LeaseLostError:
     """What `JobStore.settle` raises for a claim that is no longer the job's."""
-    return LeaseLostError(f"job {id}: its lease expired during attempt {attempt} and a newer "
-                          "claim took it; this run's changes were rolled back")
+    return LeaseLostError(f"job {id}: its lease expired while this run ran and a newer claim "
+                          "took the job; this run's changes were rolled back")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +92,10 @@ class JobStore(Protocol):
     async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
     # A job's run that wrote ends the job `done` in the run's own transaction (called inside
     # it), so that its writes and the job's end commit together, as long as the job is still
-    # the claim that counted `attempt`. Once its lease expired and a newer claim took it,
-    # `LeaseLostError` is raised (now, or when the transaction commits) and nothing of the
-    # transaction is kept: the newer claim runs the job.
-    async def settle(self, id: str, attempt: int, at: datetime, run_id: str) -> None: ...
+    # the claim that the run was started by (the job's `claims` then). Once its lease
+    # expired and a newer claim took it, `LeaseLostError` is raised (now, or when the
+    # transaction commits) and nothing of the transaction is kept: the newer claim runs it.
+    async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None: ...
     # Claimed jobs given back unstarted (a worker stopping): pending again, the claim uncounted.
     async def release(self, worker: str, ids: Sequence[str]) -> int: ...
     async def get_job(self, id: str) -> Job | None: ...

@@ -104,9 +104,9 @@ class PostgresJobs:
             "worker": worker})
         return {row[0] for row in rows}
 
-    async def settle(self, id: str, attempt: int, at: datetime, run_id: str) -> None:
-        await self._db.execute_later(Q["settle_job"], (at, run_id, id, attempt),
-                                     refusal=lease_lost(id, attempt))
+    async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:
+        await self._db.execute_later(Q["settle_job"], (at, run_id, id, claims),
+                                     refusal=lease_lost(id))
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         return await self._db.execute(Q["release_jobs"], (worker, list(ids))) if ids else 0

@@ -104,12 +104,12 @@ class SqliteJobs:
 
         return set(await self._db.write(work)) if rows else set()
 
-    async def settle(self, id: str, attempt: int, at: datetime, run_id: str) -> None:
-        params = (iso(at), run_id, id, attempt)
+    async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:
+        params = (iso(at), run_id, id, claims)
 
         def work(conn: sqlite3.Connection) -> None:
             if not conn.execute(Q["settle_job"], params).rowcount:
-                raise lease_lost(id, attempt)  # the writer rolls back what the unit wrote
+                raise lease_lost(id)  # the writer rolls back what the unit wrote
 
         await self._db.write_later(work)  # with the run's other held writes: one call
 

@@ -259,11 +259,13 @@ WITH due AS (
     SELECT id, due_at FROM due UNION ALL SELECT id, due_at FROM expired
 )
 UPDATE gateway_jobs j
-SET status = 'running', attempt = j.attempt + 1, lease_until = %(lease)s, worker = %(worker)s
+SET status = 'running', attempt = j.attempt + 1, claims = j.claims + 1, lease_until = %(lease)s,
+    worker = %(worker)s
 FROM (SELECT id FROM next ORDER BY due_at LIMIT %(limit)s) n
 WHERE j.id = n.id
 RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until, j.worker,
-          j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id, j.error, j.data;
+          j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id, j.error, j.data,
+          j.claims;
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's
@@ -292,11 +294,11 @@ RETURNING j.id;
 
 -- name: settle_job
 -- A job's run that wrote ends its job in its own transaction, if the job is still the claim
--- the run was started by (its attempt), not one made after its lease expired.
+-- the run was started by (its count of claims), not one made after its lease expired.
 UPDATE gateway_jobs
 SET status = 'done', finished_at = %s, run_id = %s, error = NULL, lease_until = NULL,
     worker = NULL
-WHERE id = %s AND attempt = %s AND status = 'running';
+WHERE id = %s AND claims = %s AND status = 'running';
 
 -- name: release_jobs
 UPDATE gateway_jobs SET status = 'pending', attempt = attempt - 1, lease_until = NULL,
@@ -305,12 +307,12 @@ WHERE status = 'running' AND worker = %s AND id = ANY(%s);
 
 -- name: get_job
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs WHERE id = %s;
 
 -- name: list_jobs
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
@@ -323,7 +325,7 @@ WHERE id = %s AND status IN ('failed', 'cancelled');
 
 -- name: last_tick
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs WHERE workflow = %s AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
@@ -434,7 +436,7 @@ FROM unnest(%(names)s::text[]) AS name;
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (`before_at`, `before_id`).
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)

@@ -218,7 +218,8 @@ WHERE status = 'pending' AND workflow = ? AND subject = ?;
 -- name: claim_jobs
 -- One statement, run by the writer: the due jobs (and those whose lease expired) become
 -- this worker's, oldest due first, leaving paused workflows alone.
-UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, lease_until = ?, worker = ?
+UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
+                        lease_until = ?, worker = ?
 WHERE id IN (
     SELECT id FROM gateway_jobs
     WHERE status = 'pending' AND due_at <= ?
@@ -230,7 +231,7 @@ WHERE id IN (
     LIMIT ?
 )
 RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-          subject, created_at, finished_at, run_id, error, data;
+          subject, created_at, finished_at, run_id, error, data, claims;
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.
@@ -245,11 +246,11 @@ WHERE id = ? AND worker = ? AND status = 'running';
 
 -- name: settle_job
 -- A job's run that wrote ends its job in its own transaction, if the job is still the claim
--- the run was started by (its attempt), not one made after its lease expired.
+-- the run was started by (its count of claims), not one made after its lease expired.
 UPDATE gateway_jobs
 SET status = 'done', finished_at = ?, run_id = ?, error = NULL, lease_until = NULL,
     worker = NULL
-WHERE id = ? AND attempt = ? AND status = 'running';
+WHERE id = ? AND claims = ? AND status = 'running';
 
 -- name: release_jobs
 -- {ids} is a list of placeholders, one per id.
@@ -259,12 +260,12 @@ WHERE status = 'running' AND worker = ? AND id IN ({ids});
 
 -- name: get_job
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs WHERE id = ?;
 
 -- name: list_jobs
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs
 WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow = ?)
 ORDER BY due_at DESC, id DESC LIMIT ?;
@@ -276,7 +277,7 @@ WHERE id = ? AND status IN ('failed', 'cancelled');
 
 -- name: last_tick
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs WHERE workflow = ? AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
@@ -380,7 +381,7 @@ FROM json_each(?1) AS names;
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (due_at, id) (?4, ?5).
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data
+       subject, created_at, finished_at, run_id, error, data, claims
 FROM gateway_jobs
 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
   AND (?4 IS NULL OR (due_at <= ?4 AND (due_at < ?4 OR id < ?5)))
