@@ -119,6 +119,25 @@ steps:
     type: lead
     fields: {name: third, email: b@example.com}
 ---
+kind: data_type
+name: note
+fields:
+  text: {type: text}
+---
+kind: api_workflow
+name: held-then-duplicate
+expose: true
+auth: none
+params: {}
+steps:
+  - action: create_thing
+    type: note
+    fields: {text: kept}
+  - action: create_thing
+    on_error: continue
+    type: lead
+    fields: {name: again, email: taken@example.com}
+---
 kind: api_workflow
 name: slow
 expose: true
@@ -195,6 +214,21 @@ async def test_a_failed_step_that_continues_costs_only_itself(tmp_path: Path,
             registry.workflows["duplicate-continues"], {})
         assert run.error is None, run.error
         assert await _names(storage) == ["first", "third"]
+
+
+async def test_a_failing_first_statement_costs_only_itself_after_held_back_writes(
+        tmp_path: Path, storage_url: str) -> None:
+    """A new note (no unique field) waits for the run's next statement; that one fails (a
+    taken email) and the run goes on: the note is kept, as on its own it would be."""
+    registry = _registry(tmp_path)
+    async with _opened(registry, storage_url) as storage:
+        await storage.records.create("lead", {"name": "first", "email": "taken@example.com"})
+        run = await Interpreter(registry, storage).run(
+            registry.workflows["held-then-duplicate"], {})
+        assert run.error is None, run.error
+        notes = (await storage.records.search("note")).results
+        assert [note["text"] for note in notes] == ["kept"]
+        assert await _names(storage) == ["first"]
 
 
 @contextlib.contextmanager

@@ -87,7 +87,8 @@ class PostgresUnit(unit.Unit):
 
     async def run(self, work: Work[T]) -> T:
         """`work` on the unit's connection: the first one opens the transaction (and a
-        failing first one leaves none open), later ones each in a savepoint."""
+        failing first one leaves none open, unless writes held back until it are in it),
+        later ones each in a savepoint."""
         async with self.lock:
             if self.conn is not None:
                 async with self.conn.transaction():
@@ -98,11 +99,15 @@ class PostgresUnit(unit.Unit):
                 await held.enter_async_context(conn.transaction())
                 pending, self.pending = self.pending, []
                 await _run_all(conn, pending)  # held back until now (`Unit.pending`)
-                result = await work(conn)
+                if not pending:
+                    result = await work(conn)
             except BaseException as exc:
                 await held.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
             self.conn, self._held, self.written = conn, held, True
+            if pending:  # kept whatever `work` does: a failing one costs only itself
+                async with conn.transaction():
+                    return await work(conn)
             return result
 
     async def commit(self) -> None:
