@@ -165,6 +165,21 @@ async def test_a_claim_after_a_retry_is_told_from_the_claims_before_it(
     await storage.jobs.settle(one.id, again.claims, later, "r-4")
 
 
+async def test_a_late_end_of_a_lapsed_claim_never_ends_the_same_worker_s_newer_claim(
+        storage: Storage) -> None:
+    one = job()
+    await storage.jobs.enqueue([one])
+    (stale,) = await storage.jobs.claim("w", T0, T0 + timedelta(seconds=30), 1)
+    later = T0 + timedelta(minutes=1)
+    (newer,) = await storage.jobs.claim("w", later, later + timedelta(seconds=30), 1)
+    assert await storage.jobs.finish_many("w", [
+        JobEnd(one.id, "failed", later, "r-stale", "boom", claims=stale.claims)]) == set()
+    still = await storage.jobs.get_job(one.id)
+    assert still is not None and (still.status, still.worker) == ("running", "w")
+    assert await storage.jobs.finish_many("w", [
+        JobEnd(one.id, "done", later, "r-new", claims=newer.claims)]) == {one.id}
+
+
 @pytest.mark.parametrize("held_back", [True, False])
 async def test_a_refused_settle_rolls_back_its_transaction(storage: Storage,
                                                            held_back: bool) -> None:

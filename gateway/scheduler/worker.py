@@ -136,8 +136,9 @@ class Scheduler:
         return {"running": len(self.running) - len(self._ended), **self.ended}, self.lag
 
     async def end(self, end: JobEnd) -> None:
-        self.count(end.id, "retried" if end.status == "pending" else end.status)
-        await self.finisher.end(end)
+        """Write how a job ended; counted only if it was still this claim's to end."""
+        if await self.finisher.end(end):
+            self.count(end.id, "retried" if end.status == "pending" else end.status)
 
     def count(self, job_id: str, how: str) -> None:
         """A job of this process ended (`how`): no longer counted as running from now on."""
@@ -234,7 +235,8 @@ class Scheduler:
         try:
             workflow, raw, extra = await self.target(job)
         except JobError as exc:
-            await self.end(JobEnd(job.id, "failed", self.clock(), None, str(exc)))
+            await self.end(JobEnd(job.id, "failed", self.clock(), None, str(exc),
+                                  claims=job.claims))
             return
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
@@ -256,16 +258,17 @@ class Scheduler:
             self.count(job.id, "done")
             return
         if error is None or isinstance(error, NotRunError):
-            await self.end(JobEnd(job.id, "done", now, result.run_id))
+            await self.end(JobEnd(job.id, "done", now, result.run_id, claims=job.claims))
             return
         message = f"{error.code}: {error.message}"
         retryable = error.status >= 500 or isinstance(error, StepFailedError)
         if retryable and job.attempt < workflow.retry.max_attempts:
             retry_at = now + backoff(workflow.retry, job.attempt)
             await self.end(JobEnd(job.id, "pending", now, result.run_id, message,
-                                           retry_at))
+                                  retry_at, claims=job.claims))
             return
-        await self.end(JobEnd(job.id, "failed", now, result.run_id, message))
+        await self.end(JobEnd(job.id, "failed", now, result.run_id, message,
+                              claims=job.claims))
         log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
                     escape(job.workflow), job.attempt, escape(message))
 

@@ -62,6 +62,9 @@ class JobEnd:
     run_id: str | None
     error: str | None = None
     retry_at: datetime | None = None
+    # The claim it ends (the job's `claims` then): a worker's late end of a claim that
+    # lapsed never ends the newer claim the same worker made.
+    claims: int | None = None
 
 
 class JobStore(Protocol):
@@ -88,7 +91,7 @@ class JobStore(Protocol):
     async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
                      error: str | None = None, retry_at: datetime | None = None) -> bool: ...
     # Many `finish`es in one statement (the jobs this worker ended in the same moment); the
-    # ids that were still this worker's.
+    # ids that were still this worker's (and, where an end names its claim, that claim).
     async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
     # A job's run that wrote ends the job `done` in the run's own transaction (called inside
     # it), so that its writes and the job's end commit together, as long as the job is still

@@ -101,7 +101,7 @@ class PostgresJobs:
             "ids": [e.id for e in ends], "statuses": [e.status for e in ends],
             "ats": [e.at for e in ends], "runs": [e.run_id for e in ends],
             "errors": [e.error for e in ends], "retries": [e.retry_at for e in ends],
-            "worker": worker})
+            "claims": [e.claims for e in ends], "worker": worker})
         return {row[0] for row in rows}
 
     async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:

@@ -91,13 +91,14 @@ class SqliteJobs:
     async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
                      error: str | None = None, retry_at: datetime | None = None) -> bool:
         params = (status, iso(at), run_id, error, iso(retry_at) if retry_at else None, id,
-                  worker)
+                  worker, None)
         return bool(await self._db.write(
             lambda conn: conn.execute(Q["finish_job"], params).rowcount))
 
     async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
         rows = [(end.status, iso(end.at), end.run_id, end.error,
-                 iso(end.retry_at) if end.retry_at else None, end.id, worker) for end in ends]
+                 iso(end.retry_at) if end.retry_at else None, end.id, worker, end.claims)
+                for end in ends]
 
         def work(conn: sqlite3.Connection) -> set[str]:
             return {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}

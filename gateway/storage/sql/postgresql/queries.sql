@@ -282,14 +282,16 @@ SET status = %s, finished_at = %s, run_id = %s, error = %s, due_at = coalesce(%s
 WHERE id = %s AND worker = %s AND status = 'running';
 
 -- name: finish_jobs
--- Many jobs ended at once, in one statement: one commit for all of them.
+-- Many jobs ended at once, in one statement: one commit for all of them. The claim's count,
+-- when given, must be the job's still (see `settle_job`).
 UPDATE gateway_jobs j
 SET status = v.status, finished_at = v.at, run_id = v.run_id, error = v.error,
     due_at = coalesce(v.retry_at, j.due_at), lease_until = NULL, worker = NULL
 FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(ats)s::timestamptz[], %(runs)s::text[],
-            %(errors)s::text[], %(retries)s::timestamptz[])
-     AS v(id, status, at, run_id, error, retry_at)
+            %(errors)s::text[], %(retries)s::timestamptz[], %(claims)s::integer[])
+     AS v(id, status, at, run_id, error, retry_at, claims)
 WHERE j.id = v.id AND j.worker = %(worker)s AND j.status = 'running'
+  AND coalesce(v.claims, j.claims) = j.claims
 RETURNING j.id;
 
 -- name: settle_job

@@ -239,10 +239,11 @@ UPDATE gateway_jobs SET lease_until = ?
 WHERE status = 'running' AND worker = ? AND id IN ({ids});
 
 -- name: finish_job
+-- The claim's count, when given, must be the job's still (see `settle_job`).
 UPDATE gateway_jobs
 SET status = ?, finished_at = ?, run_id = ?, error = ?, due_at = coalesce(?, due_at),
     lease_until = NULL, worker = NULL
-WHERE id = ? AND worker = ? AND status = 'running';
+WHERE id = ? AND worker = ? AND status = 'running' AND coalesce(?, claims) = claims;
 
 -- name: settle_job
 -- A job's run that wrote ends its job in its own transaction, if the job is still the claim
