@@ -420,6 +420,39 @@ async def test_postgresql_an_answer_the_database_refuses_is_lost_alone(
         assert states == ["running" if n == 7 else "done" for n in range(20)]
 
 
+@pytest.mark.postgres
+async def test_postgresql_answers_stored_before_an_outage_are_not_counted_lost(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused answer splits its batch; a part after it that the database cannot take
+    (a connection failure, raised here by a trigger) is lost alone: the parts stored before
+    it are not reported lost, and their waiters are not failed."""
+    async with opened(postgres_url) as storage:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE gateway_idempotency ADD CONSTRAINT refuse "
+                         "CHECK (status IS DISTINCT FROM 418)")
+            conn.execute("""CREATE FUNCTION gone() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'gone' USING ERRCODE = '08006'; END $$""")
+            conn.execute("CREATE TRIGGER gone BEFORE UPDATE ON gateway_idempotency "
+                         "FOR EACH ROW WHEN (NEW.key = 'k15' AND NEW.state = 'done') "
+                         "EXECUTE FUNCTION gone()")
+        store = storage.idempotency
+        assert isinstance(store, PostgresIdempotency)
+        keys = [f"k{n}" for n in range(20)]
+        for key in keys:
+            assert (await store.claim("hook", key, "o1", NOW, LEASE, EXPIRES)).state == "claimed"
+        with caplog.at_level("WARNING", logger="gateway.storage"):
+            for n, key in enumerate(keys):
+                store.finish_now("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
+                                 EXPIRES.timestamp())
+            await store.flush()
+        lost = sorted(int(line.split()[0]) for line in caplog.messages
+                      if "idempotent answer(s) were not stored" in line)
+        assert sum(lost) == 1 + 10 and 20 not in lost  # k7 alone; then k10-k19, unsent
+        states = [(await store.claim("hook", key, "o2", NOW, LEASE, EXPIRES)).state
+                  for key in keys]
+        assert states == ["done" if n < 10 and n != 7 else "running" for n in range(20)]
+
+
 async def test_sqlite_large_answers_are_indexed_by_their_bytes_too(tmp_path: Path) -> None:
     # Forty answers of 1 MiB, four at a time, with room for 4 MiB: their keys are indexed
     # once half that many bytes wait (not only every 2,048 answers), so that memory can

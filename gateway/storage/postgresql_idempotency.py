@@ -261,23 +261,25 @@ class PostgresIdempotency:
                     self._unsent_bytes -= len(answer.body)
         return [None] * len(answers)
 
-    async def _store(self, answers: Sequence[Answer]) -> None:
+    async def _store(self, answers: Sequence[Answer], split: bool = False) -> None:
         """One statement for the answers. One the database refuses (rather than one it
         cannot take now) is split in halves, down to the answer refused, which is lost
-        alone (and logged): the others are stored."""
+        alone (and logged): the others are stored. Once split, a part the database cannot
+        take is lost alone too (and logged), not the parts stored before it."""
         batch = [{"scope": a.scope, "key": a.key, "owner": a.owner, "status": a.status,
                   "headers": a.headers, "body": b64encode(a.body).decode()} for a in answers]
         try:
             await self._db.execute(Q["finish_keys"], (dumps(batch),))
-        except StorageUnavailableError:
-            raise
         except StorageError as exc:
-            if len(answers) == 1:
-                _answers_lost(1, exc)
+            unavailable = isinstance(exc, StorageUnavailableError)
+            if unavailable and not split:
+                raise  # the whole batch: its waiters hear of it (and the batcher logs it)
+            if unavailable or len(answers) == 1:
+                _answers_lost(len(answers), exc)
                 return
             middle = len(answers) // 2
-            await self._store(answers[:middle])
-            await self._store(answers[middle:])
+            await self._store(answers[:middle], split=True)
+            await self._store(answers[middle:], split=True)
 
     def _give_back(self, want: Wanted, claim: Claim) -> None:
         """A claim its request no longer waits for (it was cancelled) is released."""
