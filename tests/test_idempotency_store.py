@@ -397,22 +397,29 @@ async def test_postgresql_answers_the_database_did_not_take_are_logged_and_forgo
         await storage.close()
 
 
+async def twenty_answers_one_refused(url: str, store: PostgresIdempotency) -> list[str]:
+    """20 keys claimed, then answered in one batch, the 8th with a status the database
+    (given a constraint, as an operator might add one) refuses; their keys."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE gateway_idempotency ADD CONSTRAINT refuse "
+                     "CHECK (status IS DISTINCT FROM 418)")
+    keys = [f"k{n}" for n in range(20)]
+    for key in keys:
+        assert (await store.claim("hook", key, "o1", NOW, LEASE, EXPIRES)).state == "claimed"
+    for n, key in enumerate(keys):
+        store.finish_now("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
+                         EXPIRES.timestamp())
+    return keys
+
+
 @pytest.mark.postgres
 async def test_postgresql_an_answer_the_database_refuses_is_lost_alone(
         postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async with opened(postgres_url) as storage:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:  # as an operator might
-            conn.execute("ALTER TABLE gateway_idempotency ADD CONSTRAINT refuse "
-                         "CHECK (status IS DISTINCT FROM 418)")
         store = storage.idempotency
         assert isinstance(store, PostgresIdempotency)
-        keys = [f"k{n}" for n in range(20)]
-        for key in keys:
-            assert (await store.claim("hook", key, "o1", NOW, LEASE, EXPIRES)).state == "claimed"
         with caplog.at_level("WARNING", logger="gateway.storage"):
-            for n, key in enumerate(keys):  # one batch, one answer of it refused
-                store.finish_now("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
-                                 EXPIRES.timestamp())
+            keys = await twenty_answers_one_refused(postgres_url, store)
             await store.flush()
         assert "1 idempotent answer(s) were not stored" in caplog.text
         states = [(await store.claim("hook", key, "o2", NOW, LEASE, EXPIRES)).state
@@ -428,8 +435,6 @@ async def test_postgresql_answers_stored_before_an_outage_are_not_counted_lost(
     it are not reported lost, and their waiters are not failed."""
     async with opened(postgres_url) as storage:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute("ALTER TABLE gateway_idempotency ADD CONSTRAINT refuse "
-                         "CHECK (status IS DISTINCT FROM 418)")
             conn.execute("""CREATE FUNCTION gone() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN RAISE EXCEPTION 'gone' USING ERRCODE = '08006'; END $$""")
             conn.execute("CREATE TRIGGER gone BEFORE UPDATE ON gateway_idempotency "
@@ -437,13 +442,8 @@ async def test_postgresql_answers_stored_before_an_outage_are_not_counted_lost(
                          "EXECUTE FUNCTION gone()")
         store = storage.idempotency
         assert isinstance(store, PostgresIdempotency)
-        keys = [f"k{n}" for n in range(20)]
-        for key in keys:
-            assert (await store.claim("hook", key, "o1", NOW, LEASE, EXPIRES)).state == "claimed"
         with caplog.at_level("WARNING", logger="gateway.storage"):
-            for n, key in enumerate(keys):
-                store.finish_now("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
-                                 EXPIRES.timestamp())
+            keys = await twenty_answers_one_refused(postgres_url, store)
             await store.flush()
         lost = sorted(int(line.split()[0]) for line in caplog.messages
                       if "idempotent answer(s) were not stored" in line)

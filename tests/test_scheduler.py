@@ -265,13 +265,19 @@ async def test_a_failing_job_is_retried_then_stays_failed_with_every_attempt_log
     assert await _status(store, "j-flaky", "pending")
 
 
+async def welcome_job(store: Storage, job_id: str, name: str) -> tuple[str, datetime]:
+    """A lead, and a job due now that runs `welcome` for it: the lead's id and the time."""
+    lead = await store.records.create("lead", {"name": name})
+    now = datetime.now(UTC)
+    await store.jobs.enqueue([Job(job_id, "welcome", "schedule", now, data={
+        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    return lead.id, now
+
+
 async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_ends_it(
         registry: Registry, store: Storage) -> None:
     interpreter = with_jobs(Interpreter(registry, store))
-    lead = await store.records.create("lead", {"name": "Cy"})
-    now = datetime.now(UTC)
-    await store.jobs.enqueue([Job("j-late", "welcome", "schedule", now, data={
-        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    lead, now = await welcome_job(store, "j-late", "Cy")
     stalled = Scheduler(interpreter, store, worker="stalled")
     (first,) = await store.jobs.claim("stalled", now, now + timedelta(seconds=30), 10)
     # The stalled worker's lease expires before its run ends; another worker claims again.
@@ -281,7 +287,7 @@ async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_
     assert (first.attempt, second.attempt) == (1, 2)
 
     await stalled.execute(first)  # its run writes, then finds its claim gone: rolled back
-    unchanged = await store.records.get("lead", lead.id)
+    unchanged = await store.records.get("lead", lead)
     assert unchanged is not None and unchanged.get("note") is None
     job = await store.jobs.get_job("j-late")
     assert job is not None and (job.status, job.worker) == ("running", "other")
@@ -290,7 +296,7 @@ async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_
     await other.execute(second)
     done = await store.jobs.get_job("j-late")
     assert done is not None and done.status == "done" and done.attempt == 2
-    final = await store.records.get("lead", lead.id)
+    final = await store.records.get("lead", lead)
     assert final is not None and final["note"].startswith("schedule attempt 2 job j-late")
     await store.runs.flush_runs()
     runs = await store.runs.page_runs(job="j-late")
@@ -302,10 +308,7 @@ async def test_a_run_that_outlived_its_lease_writes_nothing_and_the_newer_claim_
 async def test_a_worker_that_claims_its_own_lapsed_job_again_keeps_renewing_the_new_claim(
         registry: Registry, store: Storage) -> None:
     interpreter = with_jobs(Interpreter(registry, store))
-    lead = await store.records.create("lead", {"name": "Ed"})
-    now = datetime.now(UTC)
-    await store.jobs.enqueue([Job("j-again", "welcome", "schedule", now, data={
-        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    _, now = await welcome_job(store, "j-again", "Ed")
     times = [now]
     scheduler = Scheduler(interpreter, store, clock=lambda: times[0], worker="w")
     (first,) = await store.jobs.claim("w", now, now + timedelta(seconds=30), 10)
@@ -328,12 +331,9 @@ async def test_a_job_s_run_that_writes_ends_its_job_in_its_own_transaction(
     """Not after it: a worker that dies (or fails to write the end) once the run committed
     leaves no job to run the same writes again."""
     interpreter = with_jobs(Interpreter(registry, store))
-    lead = await store.records.create("lead", {"name": "Di"})
-    now = datetime.now(UTC)
-    await store.jobs.enqueue([Job("j-own", "welcome", "schedule", now, data={
-        "params": {"lead": lead.id}, "identity": {"kind": "admin"}})])
+    lead, now = await welcome_job(store, "j-own", "Di")
     (job,) = await store.jobs.claim("w", now, now + timedelta(seconds=30), 10)
-    result = await interpreter.run(registry.workflows["welcome"], {"lead": lead.id},
+    result = await interpreter.run(registry.workflows["welcome"], {"lead": lead},
                                    source="schedule", identity=ADMIN,
                                    job={"job": job.id, "scheduled_at": now, "attempt": 1,
                                         "claim": job.claims})
@@ -341,7 +341,7 @@ async def test_a_job_s_run_that_writes_ends_its_job_in_its_own_transaction(
     ended = await store.jobs.get_job("j-own")  # no `finish` was called
     assert ended is not None and (ended.status, ended.run_id) == ("done", result.run_id)
     # the same run once more (another worker, after a lost end) is refused
-    again = await interpreter.run(registry.workflows["welcome"], {"lead": lead.id},
+    again = await interpreter.run(registry.workflows["welcome"], {"lead": lead},
                                   source="schedule", identity=ADMIN,
                                   job={"job": job.id, "scheduled_at": now, "attempt": 1,
                                         "claim": job.claims})
