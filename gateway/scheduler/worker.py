@@ -138,9 +138,9 @@ class Scheduler:
     async def end(self, end: JobEnd) -> None:
         """Write how a job ended; counted only if it was still this claim's to end."""
         if await self.finisher.end(end):
-            self.count(end.id, "retried" if end.status == "pending" else end.status)
+            self._count(end.id, "retried" if end.status == "pending" else end.status)
 
-    def count(self, job_id: str, how: str) -> None:
+    def _count(self, job_id: str, how: str) -> None:
         """A job of this process ended (`how`): no longer counted as running from now on."""
         self.ended[how] += 1
         self._ended.add(job_id)
@@ -255,7 +255,7 @@ class Scheduler:
             log.warning("%s", escape(error.message))
             return
         if result.committed:  # its run ended it, in the run's own transaction
-            self.count(job.id, "done")
+            self._count(job.id, "done")
             return
         if error is None or isinstance(error, NotRunError):
             await self.end(JobEnd(job.id, "done", now, result.run_id, claims=job.claims))
