@@ -5,15 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway import templating
+from gateway.compiler.units import Unit
 from gateway.model import Hooks
 from gateway.settings import parse_duration
 from gateway.signature import DEFAULT_TOLERANCE, VerifySpec
+from gateway.templating import Compiled
 
-if TYPE_CHECKING:
-    from gateway.compiler.steps import Site
+
+class HookSite(Protocol):
+    """What building hooks needs of the place they are in (a `steps.Site`)."""
+
+    unit: Unit
+
+    def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None: ...
+
+    def leaf_with(self, names: frozenset[str], pointer: str, text: str) -> Compiled: ...
+
 
 SECRET_NAMES = frozenset({"secrets"})
 KEY_NAMES = frozenset({"params", "request"})
@@ -32,7 +42,7 @@ def key_header(text: Any) -> str:
     return name
 
 
-def build_hooks(site: Site, data: Mapping[str, Any]) -> Hooks | None:
+def build_hooks(site: HookSite, data: Mapping[str, Any]) -> Hooks | None:
     """The workflow's hooks, or None when it has none (the request path checks only that)."""
     if not any(key in data for key in ("verify", "idempotency", "rate_limit")):
         return None
