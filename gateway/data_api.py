@@ -219,7 +219,8 @@ def _whole(raw: Mapping[str, str], name: str, default: int) -> int:
     text = raw.get(name)
     if text is None:
         return default
-    if len(text) > 20 or not text.strip().lstrip("-").isdigit():
+    digits = text.strip().lstrip("-")
+    if len(text) > 20 or not (digits.isascii() and digits.isdigit()):  # not '²' nor '٣'
         raise DataApiError(f"{name} must be a whole number", 400, "INVALID_DATA")
     return int(text)
 

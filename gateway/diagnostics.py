@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from gateway.encoding import escape
 from gateway.errors import Diagnostic
 
 
 def as_text(diagnostic: Diagnostic) -> str:
-    """`file:line:col: error[code]: message (at /pointer)`."""
+    """`file:line:col: error[code]: message (at /pointer)`, one line: a line break or other
+    control character in a file's name, a message or a key (a pointer) is escaped."""
     where = f" (at {diagnostic.pointer})" if diagnostic.pointer else ""
-    return (f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}: "
-            f"{diagnostic.severity}[{diagnostic.code}]: {diagnostic.message}{where}")
+    return escape(f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}: "
+                  f"{diagnostic.severity}[{diagnostic.code}]: {diagnostic.message}{where}")
 
 
 def render_text(diagnostics: Sequence[Diagnostic]) -> str:

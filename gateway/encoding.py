@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -152,6 +153,36 @@ def dumps_pretty(value: Any, indent: int | None = 2) -> str:
 def loads(data: bytes | str) -> Any:
     """Parse JSON; raises `ValueError` (orjson's `JSONDecodeError` is one)."""
     return orjson.loads(data)
+
+
+# JSON integers longer than this are refused: reading one costs time quadratic in it.
+MAX_INTEGER_DIGITS = 1000
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def loads_exact(data: bytes) -> Any:
+    """Parse JSON a caller sent (a request's body, a sample), integers exact: orjson reads an
+    integer past 64 bits as a float (a 100-digit id would arrive as 1e+100), so a text with
+    one is read again by the standard library, up to `MAX_INTEGER_DIGITS`. Raises
+    `ValueError` (`UnicodeDecodeError` is one) for anything else, nesting too deep included;
+    NaN, Infinity and numbers out of a float's range are not JSON."""
+    parsed = orjson.loads(data)
+    if _LONG_NUMBER.search(data):
+        try:
+            parsed = json.loads(data, parse_int=_integer, parse_constant=_no_constant)
+        except RecursionError as exc:  # orjson takes 1,024 levels, the standard library less
+            raise ValueError("the JSON is nested too deeply") from exc
+    return parsed
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def size_over(value: Any, limit: int) -> int:

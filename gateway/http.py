@@ -7,14 +7,11 @@ Every error a caller can see is rendered here, in one shape:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -27,6 +24,7 @@ from gateway.auth import API_TOKEN, Authenticator, admitted, credential, is_bear
 from gateway.coercion import gather
 from gateway.context import ANONYMOUS
 from gateway.detect import as_yaml
+from gateway.encoding import loads_exact
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
     GatewayError,
@@ -44,9 +42,6 @@ from gateway.storage.interface import RateCounter
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 log = logging.getLogger("gateway.http")
-# JSON integers longer than this are refused (400): reading one costs time quadratic in it.
-MAX_INTEGER_DIGITS = 1000
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -115,21 +110,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _json(body: bytes) -> Any:
-    data = orjson.loads(body)
-    if _LONG_NUMBER.search(body):
-        # orjson reads an integer past 64 bits as a float (a 100-digit id would arrive as
-        # 1e+100): the standard library keeps it exact, up to `MAX_INTEGER_DIGITS`.
-        data = json.loads(body, parse_int=_integer)
-    return data
-
-
-def _integer(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise ValueError(f"an integer has more than {MAX_INTEGER_DIGITS} digits")
-    return int(text)
-
-
 async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
     parsed = parse_simple_body(request, body)
     return parsed if parsed is not None else await _parse_multipart(request, body)
@@ -146,7 +126,7 @@ def parse_simple_body(request: Request, body: bytes) -> dict[str, Any] | None:
     if content_type == "multipart/form-data":
         return None
     try:
-        data = _json(body)
+        data = loads_exact(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -171,7 +171,24 @@ def _inlined_value(keyword: str, value: Any, root: dict[str, Any], seen: tuple[s
     return _inlined(value, root, seen) if keyword in _SCHEMA_ONE else value
 
 
-_Validator = extend(Draft202012Validator, validators={"if": _if})  # type: ignore[no-untyped-call]
+@functools.cache
+def _ecma(pattern: str) -> re.Pattern[str]:
+    """A schema's `pattern` as JSON Schema means it (ECMA-262): its final `$` matches only at
+    the end of the text, where Python's would match before a final line break too (a
+    parameter named "id\\n" would pass `^[A-Za-z_][A-Za-z0-9_]*$`)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator: Validator, pattern: str, instance: Any,
+             schema: dict[str, Any]) -> Any:
+    if validator.is_type(instance, "string") and not _ecma(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, validators={"if": _if, "pattern": _pattern})
 
 
 @functools.cache

@@ -86,7 +86,7 @@ def _timestamp(text: str | None, now: float, tolerance: int) -> str:
     if text is None or not text.strip():
         raise _refuse("no timestamp")
     text = text.strip()
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:  # not '²' nor '٣'
         raise _refuse("the timestamp is not a number of seconds")
     if abs(now - int(text)) > tolerance:
         raise _refuse(f"the timestamp is more than {tolerance} s away from now")

@@ -327,6 +327,7 @@ async def test_hostile_input(api: Api, caplog: pytest.LogCaptureFixture) -> None
                                      "value": "yesterday"}])},
         {"limit": "0"}, {"limit": "101"}, {"limit": "-1"}, {"limit": "x"},
         {"limit": "9" * 5000}, {"cursor": "-1"}, {"cursor": "9" * 30}, {"cursor": "1.5"},
+        {"limit": "\u00b2"}, {"cursor": "\u0663"},  # digits to `isdigit()` only
         {"sort_field": evil}, {"additional_sort_fields": "[1]"},
         {"additional_sort_fields": json.dumps([{"sort_field": "name"}] * 11)},
     ]

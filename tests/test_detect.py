@@ -51,12 +51,55 @@ EXPECTED = {
 
 
 def test_what_is_detected() -> None:
-    params, skipped = detect(SAMPLE)
+    params, skipped, untyped = detect(SAMPLE)
     assert params == EXPECTED
     assert skipped == ["bad key"]
+    assert untyped == []
     assert detect({"n": [1, 2.5], "mixed": [1, "a"], "d": "2026-13-45"})[0] == {
         "n": {"type": "number", "list": True}, "mixed": {"type": "text", "list": True},
         "d": {"type": "text"}}
+
+
+# Values whose first guess a parameter of that type would refuse: each is either given a
+# type that takes it, or left out and named.
+AWKWARD = {"blank": "", "late": "9999-12-31T23:59:59-01:00", "early": "0001-01-01T00:00:00+01:00",
+           "huge": 10**30, "ints_and_null": [1, None], "nulls": [None],
+           "dates_and_null": ["2024-01-01", None], "nested": [[1, 2], [3]],
+           "flags_and_ints": [True, 1], "objects_and_ints": [{}, 1], "late_dates": [
+               "9999-12-31T23:59:59-01:00"], "words_and_ints": ["a", 1]}
+
+
+def test_a_detected_type_takes_its_own_sample() -> None:
+    params, skipped, untyped = detect(AWKWARD)
+    assert skipped == []
+    assert params == {
+        "blank": {"type": "text", "optional": True}, "late": {"type": "text"},
+        "early": {"type": "text"}, "huge": {"type": "integer"},
+        "late_dates": {"type": "text", "list": True},
+        "words_and_ints": {"type": "text", "list": True}}
+    assert untyped == ["ints_and_null", "nulls", "dates_and_null", "nested", "flags_and_ints",
+                       "objects_and_ints"]
+
+
+async def test_a_workflow_of_the_detected_params_takes_the_sample(
+        tmp_path: Path, storage_url: str) -> None:
+    """The YAML pasted into a workflow, and the sample sent to it: every parameter detected
+    is read, none refused."""
+    sample = {**SAMPLE, **AWKWARD, "newline\n": 1}
+    pasted = CliRunner().invoke(main, ["detect", "-"], input=json.dumps(sample))
+    assert pasted.exit_code == 0, pasted.output
+    assert "left out: 'bad key', 'newline\\n'\n" in pasted.output
+    assert "'nested'" in pasted.output
+    (tmp_path / "w.yaml").write_text(
+        "kind: api_workflow\nname: pasted\nexpose: true\nauth: none\n" + pasted.output +
+        "steps:\n  - action: return_data\n    data: {n: 1}\n")
+    storage = open_storage(storage_url)
+    app = create_app(load([tmp_path / "w.yaml"]), storage)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            answer = await client.post("/api/1.1/wf/pasted", json=sample)
+    assert answer.status_code == 200, answer.text
 
 
 @contextlib.asynccontextmanager
@@ -116,7 +159,9 @@ def test_gateway_detect_offline(tmp_path: Path) -> None:
     assert from_stdin.output == "params:\n  n: {type: integer}\n"
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", "not json", '"text"'])
+@pytest.mark.parametrize("content", ["[1, 2]", "not json", '"text"', "[" * 100_000,
+                                     "[" * 1000 + "12345678901234567890" + "]" * 1000,
+                                     '{"a": NaN}', '{"a": 1e400}'])
 def test_gateway_detect_refuses_what_is_not_an_object(tmp_path: Path, content: str) -> None:
     sample = tmp_path / "sample.json"
     sample.write_text(content)

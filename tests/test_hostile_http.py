@@ -534,6 +534,18 @@ async def test_a_100_digit_integer_sent_to_a_text_parameter_stays_exact(
     assert (huge.status_code, huge.json()["body"]["status"]) == (400, "INVALID_BODY")
 
 
+async def test_json_nested_past_what_the_standard_library_reads_is_a_400(
+        config: Path, storage_url: str) -> None:
+    """A long integer sends the body to the standard library's reader, whose nesting limit
+    is lower than orjson's: still the body's fault (400), not the server's."""
+    deep = "[" * 1000 + "12345678901234567890" + "]" * 1000
+    async with client_for(config, storage_url) as (client, _):
+        answer = await client.post("/api/1.1/wf/echo", content=f'{{"name": {deep}}}',
+                                   headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.json()["body"]["status"]) == (400, "INVALID_BODY")
+    assert "nested too deeply" in answer.json()["body"]["message"]
+
+
 @pytest.mark.parametrize("path", ["/api/1.1/wf", "/healthz/"])
 async def test_no_redirect_follows_the_host_header(config: Path, storage_url: str,
                                                   path: str) -> None:

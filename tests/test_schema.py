@@ -490,6 +490,16 @@ def test_alternatives_report_the_most_relevant_error_only() -> None:
                                 "700 is greater than the maximum of 599", "/when")]
 
 
+@pytest.mark.parametrize(("text", "pointer"), [
+    (API + 'params:\n  "id\\n": {type: text}\nsteps: [{action: terminate}]\n', "/params/id\n"),
+    (STEP + '{id: "made\\n", action: terminate}\n', "/steps/0/id"),
+])
+def test_a_pattern_ending_in_dollar_refuses_a_final_line_break(text: str, pointer: str) -> None:
+    """JSON Schema's `$` (ECMA-262) is the end of the text, where Python's `re` would also
+    match before a final line break."""
+    assert [(code, at) for _, _, code, at, _ in problems(text)] == [("schema.pattern", pointer)]
+
+
 def test_the_fast_validator_reports_what_the_plain_one_does() -> None:
     plain = Draft202012Validator(schema.schema_document())
     texts = [VALID, *(text for text, _ in CASES.values())]

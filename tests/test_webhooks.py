@@ -129,7 +129,7 @@ async def test_stripe_any_of_several_v1_signatures(tmp_path: Path, storage_url: 
 
 
 @pytest.mark.parametrize("case", ["tampered", "old", "future", "other secret", "no header",
-                                  "garbage", "no v1", "empty v1"])
+                                  "garbage", "no v1", "empty v1", "superscript"])
 async def test_stripe_refusals_are_recorded_401s_that_run_nothing(
         tmp_path: Path, storage_url: str, case: str) -> None:
     stamp = int(NOW.timestamp())
@@ -152,8 +152,10 @@ async def test_stripe_refusals_are_recorded_401s_that_run_nothing(
         header = f"t={stamp}"
     elif case == "empty v1":
         header = f"t={stamp},v1="
+    elif case == "superscript":  # a digit to `isdigit()`, not to int() nor to a sender
+        header = "t=\u00b2,v1=" + "0" * 64
     async with gateway(tmp_path, storage_url, STRIPE_SECRET, STRIPE) as (client, storage):
-        headers = {} if header is None else {"Stripe-Signature": header}
+        headers = {} if header is None else {"Stripe-Signature": header.encode("latin-1")}
         response = await client.post("/api/1.1/wf/hook", content=body, headers=headers)
         message = envelope(response, 401, "INVALID_SIGNATURE")
         assert "\x00" not in message

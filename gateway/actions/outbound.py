@@ -83,9 +83,13 @@ def _retry_after(response: httpx.Response, now: datetime) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
-    if value.strip().isdigit():
-        return min(float(value.strip()), MAX_RETRY_AFTER)
-    with_date = email.utils.parsedate_to_datetime(value) if value else None
+    seconds = value.strip()
+    if seconds.isascii() and seconds.isdigit():  # not '²', which float() refuses
+        return min(float(seconds), MAX_RETRY_AFTER)
+    try:
+        with_date = email.utils.parsedate_to_datetime(value) if value else None
+    except ValueError:  # neither seconds nor a date: retried after the step's own backoff
+        return None
     if with_date is None or with_date.tzinfo is None:
         return None
     return min(max((with_date - now).total_seconds(), 0.0), MAX_RETRY_AFTER)

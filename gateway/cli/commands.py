@@ -37,6 +37,7 @@ from gateway.coercion import gather
 from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.detect import as_yaml
 from gateway.diagnostics import render_json, render_text
+from gateway.encoding import loads_exact
 from gateway.envelope import render_result
 from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter, RunResult
@@ -239,8 +240,8 @@ def detect(sample: Any) -> None:
     """Print the parameters detected from SAMPLE (a JSON object; - for standard input), as
     YAML to paste under a workflow's params:, as POST .../<name>/initialize does."""
     try:
-        data = json.loads(sample.read())
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = loads_exact(sample.read())  # as a request's body is read
+    except ValueError as exc:
         raise Failed(f"error: {sample.name} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise Failed(f"error: {sample.name} must hold a JSON object of parameter values")

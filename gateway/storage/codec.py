@@ -26,11 +26,11 @@ from gateway.storage.interface import FieldSpec, Page, TypeSpec
 
 # Names end up inside SQL string literals and JSON paths: quotes and backslashes would need
 # a second layer of escaping there, so they are refused outright.
-_SAFE_NAME = re.compile(r"^[^\"'\\\x00-\x1f]+$")
+_SAFE_NAME = re.compile(r"[^\"'\\\x00-\x1f]+")
 
 
 def check_name(name: str, what: str) -> str:
-    if not _SAFE_NAME.match(name):
+    if not _SAFE_NAME.fullmatch(name):  # `$` would let a final line break through
         raise ValidationError(f"invalid {what} name {name!r}")
     return name
 
