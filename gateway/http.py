@@ -134,6 +134,18 @@ def parse_simple_body(request: Request, body: bytes) -> dict[str, Any] | None:
     return data
 
 
+def parse_signed_body(request: Request, body: bytes) -> dict[str, Any] | None:
+    """`parse_simple_body` for a body a signature covers: a JSON object is read as JSON
+    whatever the Content-Type says. The header is not signed, so a replay could otherwise
+    have the same signed bytes read as a form (`&id=…` inside a JSON string becoming a
+    parameter) or as multipart parts."""
+    try:
+        data = loads_exact(body)
+    except ValueError:
+        return parse_simple_body(request, body)
+    return data if isinstance(data, dict) else parse_simple_body(request, body)
+
+
 async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
     async def stream() -> Any:
         yield body
@@ -206,6 +218,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
     reads = guard.reads if guard is not None else frozenset()
     run_guard = guard if guard is not None and guard.hooks.idempotency_key is not None \
         else None
+    parse = parse_signed_body if guard is not None and guard.hooks.verify is not None \
+        else parse_simple_body
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -223,7 +237,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             seen = raw_headers(request.scope["headers"], reads) if reads else {}
             if guard is not None and (early := guard.verify(seen, body, identity)) is not None:
                 return response(early)  # before any parameter is parsed
-            raw = (parse_simple_body(request, body) if workflow.method == "POST" else {})
+            raw = (parse(request, body) if workflow.method == "POST" else {})
             if raw is None:
                 raw = await _parse_multipart(request, body)
         except ClientDisconnect:

@@ -76,6 +76,10 @@ class Reloader:
         if errors(problems):
             raise _Refused(f"the config is invalid:\n{render_text(problems)}")
         settings = with_environment(registry.settings)
+        missing = settings.missing_secrets()
+        if missing:  # as `serve` refuses to start: a `verify` would fail every delivery
+            raise _Refused("the settings declare secrets the environment does not set: "
+                           + ", ".join(missing))
         old = self.app.state.registry.settings
         if settings.database != old.database:
             raise _Refused("the database cannot change on a reload (restart the server)")

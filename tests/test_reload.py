@@ -164,6 +164,21 @@ async def test_the_database_cannot_change_on_a_reload(folder: Path, tmp_path: Pa
         assert await echo(client) == 1
 
 
+async def test_a_secret_missing_from_the_environment_is_refused_as_at_start(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELOAD_HOOK_SECRET", raising=False)
+    async with serving(folder, f"sqlite:///{tmp_path / 'g.db'}") as (app, client):
+        (folder / "settings.yaml").write_text("kind: settings\nsecrets: [RELOAD_HOOK_SECRET]\n")
+        (folder / "echo.yaml").write_text(ECHO % 2)
+        assert await app.state.reloader.reload("test") is False
+        assert "RELOAD_HOOK_SECRET" in app.state.reload_error
+        assert (await client.get("/readyz")).json()["reload_error"] == app.state.reload_error
+        assert await echo(client) == 1  # the running config goes on
+        monkeypatch.setenv("RELOAD_HOOK_SECRET", "s3cret")
+        assert await app.state.reloader.reload("test") is True
+        assert await echo(client) == 2
+
+
 async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
         folder: Path, tmp_path: Path) -> None:
     async with serving(folder, f"sqlite:///{tmp_path / 'g.db'}") as (app, client):

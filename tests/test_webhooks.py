@@ -292,6 +292,43 @@ def test_config_mistakes_are_diagnostics(tmp_path: Path, verify: str, code: str)
     assert code in {p.code for p in problems}, problems
 
 
+@pytest.mark.parametrize(("extra", "params", "pointer"), [
+    ("method: GET", "{id: {type: text}}", "/method"),
+    ("", "{id: {type: text, in: query}}", "/params/id/in"),
+])
+def test_parameters_no_signature_covers_are_refused(tmp_path: Path, extra: str, params: str,
+                                                    pointer: str) -> None:
+    verify = "{scheme: github, secret: '{{ secrets.HOOK_SECRET }}'}"
+    (tmp_path / "w.yaml").write_text("\n---\n".join(textwrap.dedent(doc).strip() for doc in (
+        SETTINGS, ORDER, receiver(verify, params=params, extra=extra))))
+    _, problems = check([tmp_path])
+    assert [(p.code, p.pointer) for p in problems] == [("verify.unsigned-params", pointer)]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=X", "text/plain"])
+async def test_a_signed_json_body_is_read_as_json_whatever_the_content_type(
+        tmp_path: Path, storage_url: str, content_type: str) -> None:
+    """The Content-Type is not signed: a replay that changes it must not have the signed
+    bytes read another way (a form's `&id=…`, a part, inside a JSON string)."""
+    text = ("--X\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\nforged\r\n--X--\r\n"
+            if content_type.startswith("multipart") else "&id=forged&")
+    body = json.dumps({"id": "evt_1", "title": text})
+    header = "sha256=" + hmac.new(b"gh-secret", body.encode(), hashlib.sha256).hexdigest()
+    async with gateway(tmp_path, storage_url, "gh-secret", GITHUB) as (client, storage):
+        for kind in ("application/json", content_type):
+            response = await client.post("/api/1.1/wf/hook", content=body, headers={
+                "X-Hub-Signature-256": header, "Content-Type": kind})
+            assert response.status_code == 200, response.text
+            assert response.json()["response"]["id"] == "evt_1"
+        form = "id=evt_2&x=1"  # a signed form (Slack's commands) is still a form
+        signed = "sha256=" + hmac.new(b"gh-secret", form.encode(), hashlib.sha256).hexdigest()
+        response = await client.post("/api/1.1/wf/hook", content=form, headers={
+            "X-Hub-Signature-256": signed,
+            "Content-Type": "application/x-www-form-urlencoded"})
+        assert response.json()["response"]["id"] == "evt_2"
+
+
 def test_serve_refuses_to_start_without_the_secret(tmp_path: Path) -> None:
     (tmp_path / "w.yaml").write_text("\n---\n".join(
         textwrap.dedent(doc).strip() for doc in (SETTINGS, ORDER, STRIPE)))

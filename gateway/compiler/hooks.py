@@ -57,6 +57,16 @@ def build_hooks(site: HookSite, data: Mapping[str, Any]) -> Hooks | None:
         if spec.scheme == "hmac" and not spec.header:
             site.error("/verify", "schema.required",
                        "the hmac scheme needs the header that carries the signature")
+        # A signature covers the body only: a parameter from the query string is not signed.
+        if data.get("method", "POST") == "GET":
+            site.error("/method", "verify.unsigned-params",
+                       "a GET workflow's parameters come from the query string, which no "
+                       "signature covers: a signed workflow takes POST")
+        for param in site.unit.params:
+            if param.in_query:
+                site.error(f"/params/{param.name}/in", "verify.unsigned-params",
+                           f"parameter {param.name} comes from the query string, which no "
+                           "signature covers: a signed workflow's parameters come from its body")
         secret = site.leaf_with(SECRET_NAMES, "/verify/secret", verify["secret"])
         hooks = replace(hooks, verify=spec, secret=secret)
     idempotency = data.get("idempotency")
