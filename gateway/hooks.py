@@ -17,6 +17,7 @@ that the sender's retry runs again.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 import logging
 import os
@@ -43,8 +44,8 @@ from gateway.storage.interface import RateCounter
 
 log = logging.getLogger("gateway.hooks")
 REPLAYED = "Idempotent-Replayed"
-# The most callers the in-process counters track at once; past it, counters of windows
-# that ended are dropped first, then the oldest.
+# The most callers the in-process counters of one workflow track at once; past it, counters
+# of windows that ended are dropped first, then the oldest.
 MAX_TRACKED = 100_000
 
 
@@ -65,30 +66,50 @@ os.register_at_fork(after_in_child=_OWNERS.renew)
 
 
 class LocalRates:
-    """Fixed-window counters in this process (`RateCounter` without a database)."""
+    """Fixed-window counters in this process (`RateCounter` without a database), each
+    workflow's apart: a flood of callers to one workflow never makes room by dropping
+    another's counters (whose windows, of another length, are numbered otherwise)."""
 
     def __init__(self, most: int = MAX_TRACKED) -> None:
         self.most = most
-        self.counters: dict[tuple[str, str], tuple[int, int]] = {}
+        self.counters: dict[str, dict[str, tuple[int, int]]] = {}
 
     async def hit(self, scope: str, who: str, bucket: int, expires_at: datetime) -> int:
-        key = (scope, who)
-        known = self.counters.get(key)
+        counters = self.counters.get(scope)
+        if counters is None:
+            counters = self.counters[scope] = {}
+        known = counters.get(who)
         count = known[1] + 1 if known is not None and known[0] == bucket else 1
-        if known is None and len(self.counters) >= self.most:
-            self._shrink(bucket)
-        self.counters[key] = (bucket, count)
+        if known is None and len(counters) >= self.most:
+            self._shrink(counters, bucket)
+        counters[who] = (bucket, count)
         return count
 
     async def purge_counters(self, now: datetime) -> int:
         return 0  # bounded by `most` instead
 
-    def _shrink(self, bucket: int) -> None:
-        for key in [key for key, (at, _) in self.counters.items() if at < bucket]:
-            del self.counters[key]
-        if len(self.counters) >= self.most:  # all current: drop the oldest half
-            for key in list(self.counters)[: self.most // 2]:
-                del self.counters[key]
+    def _shrink(self, counters: dict[str, tuple[int, int]], bucket: int) -> None:
+        for who in [who for who, (at, _) in counters.items() if at < bucket]:
+            del counters[who]
+        if len(counters) >= self.most:  # all current: drop the oldest half
+            for who in list(counters)[: self.most // 2]:
+                del counters[who]
+
+
+def _network(client: str | None) -> str:
+    """What a caller counts as `by: ip`: its IPv4 address, or its IPv6 address's /64 (one
+    subscriber's, which holds more addresses than a counter could track)."""
+    if client is None:
+        return "?"
+    if ":" not in client:
+        return client
+    try:
+        address = ipaddress.IPv6Address(client.split("%", 1)[0])
+    except ValueError:
+        return client
+    if address.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack socket
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def raw_headers(scope_headers: Iterable[tuple[bytes, bytes]],
@@ -149,7 +170,7 @@ class Guard:
         hooks = self.hooks
         if not hooks.rate_requests:
             return None
-        who = "ip:" + (client or "?")
+        who = "ip:" + _network(client)
         if hooks.rate_by == "user" and identity.user_id:
             who = "user:" + identity.user_id
         elif hooks.rate_by == "key" and credential:

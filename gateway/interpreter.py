@@ -44,7 +44,7 @@ from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Viewer
-from gateway.redaction import redact, short_repr
+from gateway.redaction import redact, secret_forms, short_repr
 from gateway.services import Services
 from gateway.storage.interface import Transaction
 from gateway.storage.unit import JOINED
@@ -94,8 +94,8 @@ class Interpreter:
                          if storage is not None else None)
         self.timeout = registry.settings.run_timeout.total_seconds()
         self.limits = budget.limits_of(registry.settings)
-        self.hidden = frozenset(v for v in registry.settings.secrets.values()
-                                if len(v) >= MIN_SECRET_LENGTH)
+        self.hidden = frozenset(form for v in registry.settings.secrets.values()
+                                if len(v) >= MIN_SECRET_LENGTH for form in secret_forms(v))
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types

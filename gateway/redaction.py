@@ -4,9 +4,11 @@ value, and a short form of whatever a refused call sent."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from gateway.encoding import MAX_DEPTH, integer_marker
 
@@ -43,6 +45,15 @@ def _is_plain(mapping: dict[Any, Any]) -> bool:
             if len(_PLAIN_KEYS) < _MAX_PLAIN_KEYS:
                 _PLAIN_KEYS.add(key)
     return True
+
+
+def secret_forms(secret: str) -> frozenset[str]:
+    """A secret as a message or a URL may carry it: as it is, lower-cased (a host name),
+    percent-encoded (a template's `urlencode`, a URL's path), and escaped as `repr` and JSON
+    write it (an HTTP library quoting a header value it refused). `redact` looks for each."""
+    escaped = repr(secret)[1:-1]
+    return frozenset({secret, secret.lower(), quote(secret, safe=""), quote(secret),
+                      quote_plus(secret), escaped, json.dumps(secret)[1:-1]})
 
 
 def redact(value: Any, hidden: frozenset[str], depth: int = 0) -> Any:

@@ -37,11 +37,25 @@ class MailError(Exception):
     """The SMTP server refused the message or could not be reached."""
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits, judged by that address: the
+# NAT64 prefix (a NAT64 gateway would connect to it), the IPv4-compatible and the SIIT forms.
+_WRAPPING = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"),
+             ipaddress.ip_network("::ffff:0:0:0/96"))
+# Ranges that are not public which this Python's `is_global` may not know of: local-use
+# NAT64, site-local, documentation (3fff::/20) and segment-routing ids.
+_NOT_PUBLIC = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("fec0::/10"),
+               ipaddress.ip_network("3fff::/20"), ipaddress.ip_network("5f00::/16"))
+
+
 def is_public(address: str) -> bool:
     """Whether an IP address is one that `block_private_addresses` lets through."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _NOT_PUBLIC):
+            return False
         mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is None and any(ip in network for network in _WRAPPING):
+            mapped = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
         if mapped is not None:
             ip = mapped
     return ip.is_global and not ip.is_multicast
@@ -112,15 +126,19 @@ class Mailer:
     sender: str | None = None
     timeout: float = 30.0
 
-    async def send(self, message: EmailMessage, recipients: list[str]) -> None:
+    async def send(self, message: EmailMessage, recipients: list[str]) -> dict[str, str]:
+        """Send; the recipients the server refused (while taking the others), each with its
+        answer. When it refuses them all, or the message, `MailError`."""
         try:
-            await aiosmtplib.send(
+            errors, _ = await aiosmtplib.send(
                 message, recipients=recipients, hostname=self.host, port=self.port,
                 username=self.username, password=self.password, use_tls=self.tls,
                 start_tls=self.starttls and not self.tls, timeout=self.timeout)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             raise MailError(f"the SMTP server {self.host}:{self.port} did not take the "
                             f"message: {exc}") from exc
+        return {address: f"{answer.code} {answer.message}"[:200]
+                for address, answer in errors.items()}
 
 
 def mailer(settings: Settings, secrets: Mapping[str, str]) -> Mailer | None:

@@ -11,6 +11,7 @@ import email.utils
 import json
 import random
 import re
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -21,7 +22,9 @@ import httpx
 
 from gateway.action import Action
 from gateway.context import RunContext
+from gateway.encoding import loads_exact
 from gateway.errors import InvalidDataError, RunError, UpstreamError, shown
+from gateway.redaction import REDACTED
 from gateway.services import MailError
 from gateway.settings import parse_duration
 
@@ -31,6 +34,8 @@ MAX_RETRY_AFTER = 300.0
 OFF_LOOP_BYTES = 65_536  # a server asking for a longer wait is not waited for
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in an address: `a@b.com\tx` is not `a@b.comx`
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class _Retryable(Exception):
@@ -39,12 +44,24 @@ class _Retryable(Exception):
         self.message, self.wait = message, wait
 
 
-def shown_url(url: httpx.URL | str) -> str:
-    """A URL fit for the run log: no user, password, query string or fragment."""
-    parts = urlsplit(str(url))
+def shown_url(url: httpx.URL | str, hidden: frozenset[str] = frozenset()) -> str:
+    """A URL fit for the run log: no user, password, query string or fragment; and nothing
+    but its scheme when a secret (`hidden`, in its forms) is in what would be shown: the
+    URL is cut and its host lower-cased here, which would leave a part of the secret that
+    the run log's redaction, looking for the whole, cannot find."""
+    text = str(url)
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
     host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    shown = urlunsplit((parts.scheme, host + (f":{port}" if port else ""), parts.path, "", ""))
+    dropped = f"{parts.username or ''}:{parts.password or ''}?{parts.query}#{parts.fragment}"
+    for secret in hidden:
+        if secret in text and secret not in dropped or secret.lower() in shown.lower():
+            return f"{parts.scheme}://{REDACTED}"
+    return shown
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -62,11 +79,19 @@ def _headers(value: Any) -> dict[str, str]:
         raise RunError("headers must be a mapping of names to values")
     headers = {}
     for key, item in value.items():
-        name, text = str(key), "" if item is None else str(item)
+        # a value's leading and trailing blanks are not part of it (RFC 9110), and HTTP
+        # libraries refuse them, quoting the value (a secret) in their error
+        name, text = str(key), "" if item is None else str(item).strip(" \t")
         if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(text):
             raise RunError(f"the header {shown(name)} is not a valid HTTP header")
         headers[name] = text
     return headers
+
+
+def _encoded(headers: dict[str, str]) -> dict[str, bytes]:
+    """Header values as the bytes sent: Latin-1 (`_VALUE` admits it; httpx would encode
+    text as ASCII and fail on `José`)."""
+    return {name: text.encode("latin-1") for name, text in headers.items()}
 
 
 def _expected(value: Any) -> frozenset[int] | None:
@@ -95,7 +120,7 @@ def _retry_after(response: httpx.Response, now: datetime) -> float | None:
     return min(max((with_date - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
 
 
-def _request(args: dict[str, Any]) -> dict[str, Any]:
+def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
     method = str(args.get("method") or "GET").upper()
     if method not in METHODS:
         raise RunError(f"method {shown(method)} is not one of {', '.join(sorted(METHODS))}")
@@ -105,12 +130,17 @@ def _request(args: dict[str, Any]) -> dict[str, Any]:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - a port out of range raises here, not later
     except (httpx.InvalidURL, ValueError) as exc:
-        raise InvalidDataError(f"http_request: the url is not valid: {shown(str(exc))}") from exc
+        # the parser's reason quotes a part of the URL (`Invalid port: '…'`)
+        why = "" if any(secret in url for secret in hidden) else f": {shown(str(exc))}"
+        raise InvalidDataError(f"http_request: the url is not valid{why}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidDataError(f"http_request: the url must be an http or https URL, not "
-                               f"{shown(shown_url(url))!r}")
-    request: dict[str, Any] = {"method": method, "url": url,
-                               "headers": _headers(args.get("headers") or {})}
+                               f"{shown(shown_url(url, hidden))!r}")
+    headers = _headers(args.get("headers") or {})
+    # what this step can bound (`max_response_bytes`, while decompressing): not br or zstd
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers["Accept-Encoding"] = "gzip, deflate"
+    request: dict[str, Any] = {"method": method, "url": url, "headers": headers}
     if args.get("query"):
         if not isinstance(args["query"], Mapping):
             raise RunError("query must be a mapping of names to values")
@@ -125,52 +155,104 @@ def _request(args: dict[str, Any]) -> dict[str, Any]:
         request["data"] = {str(k): str(v) for k, v in dict(args["form"]).items()}
     elif "body" in bodies:
         request["content"] = str(args["body"]).encode()
+    request["headers"] = _encoded(request["headers"])
     return request
+
+
+def _too_large(limit: int) -> RunError:
+    return RunError(f"the response is larger than {limit} bytes (http.max_response_bytes)")
 
 
 async def _attempt(ctx: RunContext, client: httpx.AsyncClient, request: dict[str, Any],
                    timeout: float, expected: frozenset[int] | None) -> dict[str, Any]:
+    """One call, `timeout` for the whole of it (httpx's own bounds each read, so a server
+    sending a byte a second would never time out); the body as it came, counted against
+    `max_response_bytes` before it is decompressed (see `_decoded`)."""
     limit = ctx.services.max_response_bytes
     try:
-        async with client.stream(**request, timeout=timeout) as response:
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():  # decoded (gzip…), then counted
-                size += len(chunk)
-                if size > limit:
-                    raise RunError(f"the response is larger than {limit} bytes "
-                                   "(http.max_response_bytes)")
-                chunks.append(chunk)
-            content = b"".join(chunks)
-    except httpx.TimeoutException as exc:
+        async with asyncio.timeout(timeout):
+            async with client.stream(**request, timeout=timeout) as response:
+                chunks, size = [], 0
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                content = b"".join(chunks)
+    except (httpx.TimeoutException, TimeoutError) as exc:
         raise _Retryable(f"timed out after {timeout:g} s") from exc
+    except httpx.LocalProtocolError as exc:  # its reason quotes what was refused (a header)
+        raise _Retryable(f"the request could not be sent: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:
         raise _Retryable(f"could not connect: {exc}") from exc
     status = response.status_code
     if status == 429 or status >= 500:
-        raise _Retryable(f"answered {status}", _retry_after(response, ctx.now))
+        raise _Retryable(f"answered {status}", _retry_after(response, datetime.now(UTC)))
     ok = status in expected if expected is not None else 200 <= status < 300
     if not ok:
-        raise UpstreamError(f"{request['method']} {shown_url(request['url'])} answered "
-                            f"{status}, not an expected status")
-    return await _result(response, content)
+        raise UpstreamError(f"{request['method']} {shown_url(request['url'], ctx.hidden)} "
+                            f"answered {status}, not an expected status")
+    return await _result(response, content, limit)
 
 
-def _decoded(content: bytes, encoding: str, is_json: bool) -> tuple[str, Any]:
-    text = content.decode(encoding, "replace")
+# The content codings a response may come in (`Accept-Encoding` asks for these only), as
+# zlib's window bits.
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+            "deflate": zlib.MAX_WBITS}
+
+
+def _decompressed(content: bytes, codings: list[str], limit: int) -> bytes:
+    """The body with its content codings undone, last applied first, each one bounded by
+    `limit` bytes of output: a small answer that inflates to gigabytes stops at the limit."""
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        bits = _CODINGS.get(coding)
+        if bits is None:
+            raise UpstreamError(f"the response came in a content coding it was not asked for: "
+                                f"{shown(coding)}")
+        try:
+            decoder = zlib.decompressobj(bits)
+            out = decoder.decompress(content, limit + 1)
+        except zlib.error:
+            if coding != "deflate":
+                raise UpstreamError(f"the response is not valid {coding}") from None
+            try:  # "deflate" sent without its zlib wrapper, as some servers do
+                decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = decoder.decompress(content, limit + 1)
+            except zlib.error:
+                raise UpstreamError("the response is not valid deflate") from None
+        if len(out) > limit:
+            raise _too_large(limit)
+        content = out
+    return content
+
+
+def _decoded(content: bytes, codings: list[str], limit: int, encoding: str,
+             is_json: bool) -> tuple[str, Any]:
+    content = _decompressed(content, codings, limit)
+    try:
+        text = content.decode(encoding, "replace")
+    except (LookupError, UnicodeError, TypeError, ValueError):  # `hex`, `zlib`, `idna`…
+        text = content.decode("utf-8", "replace")
     data = None
     if is_json:
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
+        try:  # orjson: a lone surrogate (`"\\ud800"`) is not JSON, nor could be answered
+            data = loads_exact(text.encode("utf-8", "replace"))
+        except ValueError:
             data = None
     return text, data
 
 
-async def _result(response: httpx.Response, content: bytes) -> dict[str, Any]:
-    args = (content, response.encoding or "utf-8",
+async def _result(response: httpx.Response, content: bytes, limit: int) -> dict[str, Any]:
+    codings = [part.strip().lower()
+               for part in response.headers.get("content-encoding", "").split(",")
+               if part.strip()]
+    args = (content, codings, limit, response.charset_encoding or "utf-8",
             "json" in response.headers.get("content-type", ""))
-    # A large body is read off the event loop, so that the server keeps answering meanwhile.
-    text, data = _decoded(*args) if len(content) <= OFF_LOOP_BYTES else \
+    # A large or compressed body is read off the event loop, so that the server keeps
+    # answering meanwhile.
+    text, data = _decoded(*args) if len(content) <= OFF_LOOP_BYTES and not codings else \
         await asyncio.to_thread(_decoded, *args)
     return {"status": response.status_code, "headers": dict(response.headers.items()),
             "json": data, "text": text}
@@ -180,41 +262,44 @@ async def http_request(ctx: RunContext, args: dict[str, Any]) -> Any:
     client = ctx.services.http
     if client is None:
         raise RunError("http_request needs the process's HTTP client (started by serve and run)")
-    request = _request(args)
+    request = _request(args, ctx.hidden)
     timeout = _seconds(args["timeout"], "timeout") if args.get("timeout") is not None else \
         ctx.services.settings.http_timeout.total_seconds()
     retry = args.get("retry") or {}
     attempts = max(1, min(int(retry.get("max_attempts", 1)), MAX_ATTEMPTS))
     backoff = _seconds(retry.get("backoff", "1s"), "retry.backoff")
     expected = _expected(args.get("expect_status"))
-    ctx.remark(request=f"{request['method']} {shown_url(request['url'])}")
+    url = shown_url(request["url"], ctx.hidden)
+    ctx.remark(request=f"{request['method']} {url}")
     for attempt in range(1, attempts + 1):
         try:
             result = await _attempt(ctx, client, request, timeout, expected)
         except _Retryable as exc:
             ctx.remark(attempts=attempt, last_error=exc.message)
             if attempt == attempts:
-                raise UpstreamError(f"{request['method']} {shown_url(request['url'])} failed "
-                                    f"after {attempt} attempt(s): {exc.message}") from exc
+                raise UpstreamError(f"{request['method']} {url} failed after {attempt} "
+                                    f"attempt(s): {exc.message}") from None
             # Exponential, with full jitter; a server's Retry-After wins.
             await asyncio.sleep(exc.wait if exc.wait is not None else
                                 random.uniform(0, backoff * 2 ** (attempt - 1)))
             continue
-        ctx.remark(attempts=attempt, status=result["status"])
+        ctx.remark(attempts=attempt, http_status=result["status"])
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _addresses(value: Any, what: str) -> list[str]:
+    """Each address of `value` (a text of one or more, comma-separated, or a list of such),
+    as it goes in a header: every address a header names is one the message is sent to."""
     items = value if isinstance(value, list) else [value] if value else []
-    found = []
+    found: list[str] = []
     for item in items:
         text = str(item).strip()
-        name, address = email.utils.parseaddr(text)
-        if "@" not in address or any(c in text for c in "\r\n\0"):
+        pairs = [] if _CONTROL.search(text) else email.utils.getaddresses([text])
+        if not pairs or not all(_ADDRESS.fullmatch(address) for _, address in pairs):
             raise InvalidDataError(f"send_email: {what}: {shown(text)!r} is not an e-mail "
-                                   "address")
-        found.append(text)
+                                   "address (or a comma-separated list of them)")
+        found.extend(email.utils.formataddr(pair) for pair in pairs)
     return found
 
 
@@ -257,13 +342,15 @@ async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
     if mailer is None:
         raise RunError("send_email needs an SMTP server: smtp.host in the settings")
     message, recipients = _message(args, mailer.sender)
-    plain = [email.utils.parseaddr(r)[1] for r in recipients]
+    plain = list(dict.fromkeys(email.utils.parseaddr(r)[1] for r in recipients))
     try:
-        await mailer.send(message, plain)
+        refused = await mailer.send(message, plain)
     except MailError as exc:
         raise UpstreamError(f"send_email: {exc}") from exc
-    ctx.remark(recipients=len(plain))
-    return {"message_id": message["Message-ID"], "recipients": len(plain)}
+    # The server took the message for some recipients and refused others: sent, and said.
+    ctx.remark(recipients=len(plain) - len(refused), **({"refused": refused} if refused else {}))
+    return {"message_id": message["Message-ID"], "recipients": len(plain) - len(refused),
+            "refused": refused}
 
 
 ACTIONS = (
