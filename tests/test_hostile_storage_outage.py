@@ -154,6 +154,46 @@ async def test_a_run_that_times_out_while_its_write_is_queued_leaves_no_record(
         assert names == ["after"]
 
 
+@contextlib.asynccontextmanager
+async def write_lock_held(url: str, seconds: float) -> AsyncIterator[None]:
+    """Another connection holds what the run's commit needs (SQLite's write lock, the
+    PostgreSQL records table) for `seconds` from now: the commit has begun, and waits."""
+    if url.startswith("sqlite"):
+        other = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None,
+                                check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = lambda: other.execute("COMMIT")  # noqa: E731
+    else:
+        blocker = await psycopg.AsyncConnection.connect(url)
+        await blocker.execute("LOCK TABLE gateway_records IN EXCLUSIVE MODE")
+        release = None
+    try:
+        yield
+        await asyncio.sleep(seconds)
+    finally:
+        if release is not None:
+            release()
+            other.close()
+        else:
+            await blocker.commit()
+            await blocker.close()
+
+
+async def test_a_commit_under_way_when_the_run_times_out_answers_what_happened(
+        tmp_path: Path, storage_url: str) -> None:
+    """The run's 500 ms pass while its commit waits for the database: the commit goes
+    through, and the run answers 200 (it used to answer 500 while its record was kept, and
+    an idempotent run then gave its key up to a retry that wrote it twice)."""
+    async with gateway_on(storage_url, tmp_path) as (client, store):
+        await store.records.search("item")  # opened: the lock comes after
+        async with write_lock_held(storage_url, 1.5):
+            sent = asyncio.ensure_future(client.post("/api/1.1/wf/add", json={"name": "x"}))
+            await asyncio.sleep(0.2)
+        response = await sent
+        count = (await store.records.search("item")).count
+    assert (response.status_code, count) == (200, 1), response.text
+
+
 async def test_a_write_to_a_store_whose_writer_stopped_is_refused_not_queued(
         tmp_path: Path) -> None:
     store = SqliteStorage(f"sqlite:///{tmp_path / 'gateway.db'}")

@@ -111,17 +111,31 @@ class PostgresUnit(unit.Unit):
             return result
 
     async def commit(self) -> None:
+        """Commit, seen through: cancelled meanwhile (the run's time is up), the commit
+        already on its way to the server is waited for, and if it committed the cancellation
+        is dropped, so that the run answers what happened rather than a failure whose
+        writes landed (and an idempotent run never gives its key up to a retry then)."""
         if not self.end():
             return
         held, self._held, self.conn = self._held, None, None
         pending, self.pending = self.pending, []
+        done = asyncio.ensure_future(self._commit(held, pending))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            if done.cancelled() or done.exception() is not None:
+                raise
+        self.committed()
+
+    async def _commit(self, held: contextlib.AsyncExitStack | None,
+                      pending: list[Deferred]) -> None:
         if held is not None:
             await self.db.guard(_finish(held, None))
         elif len(pending) == 1:  # one statement is a transaction of its own
             await self.db.execute_later(*pending[0])
         elif pending:
             await self.db.atomic(lambda conn: _run_all(conn, pending))
-        self.committed()
 
     async def rollback(self) -> None:
         if not self.end():

@@ -136,7 +136,8 @@ class Writer:
     async def call(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None) -> Any:
         """`fn` run and committed. Cancelled (a run's deadline passed) before the thread
         takes it, it never runs; cancelled after, the cancellation waits for its batch to
-        end (milliseconds): either way nothing commits after the caller has moved on.
+        end (milliseconds), and a write that committed meanwhile is answered as done (the
+        cancellation is dropped): the caller never says it failed while it landed.
         Part of a run's transaction (`held`), it is answered as soon as it ran; the run's
         end decides whether it commits."""
         job = self._enqueue(fn, held)
@@ -144,21 +145,38 @@ class Writer:
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            if not self._claim(job, _WITHDRAWN):
-                await asyncio.wait([job.future])
-            raise
+            if self._claim(job, _WITHDRAWN):
+                raise
+            await asyncio.wait([job.future])
+            if held is not None or job.future.exception() is not None:
+                raise
+            return job.future.result()  # committed: so it is answered
 
     async def end(self, held: Held, commit: bool) -> None:
         """End a run's transaction: kept (answered once its batch committed) or rolled
         back. It is seen through even if the caller is cancelled meanwhile, so that the
-        thread is never left holding a run that has gone."""
+        thread is never left holding a run that has gone: a commit the thread has not taken
+        yet becomes a rollback; one it has taken is waited for, and if it committed the
+        cancellation is dropped (the run's answer is what happened, not a failure whose
+        writes landed)."""
         job = self._enqueue(_nothing, held, _COMMIT if commit else _ROLLBACK)
         assert job.future is not None
         try:
             await asyncio.shield(job.future)
         except asyncio.CancelledError:
+            withdrawn = commit and self._roll_back_queued(job)
             await asyncio.wait([job.future])
-            raise
+            if withdrawn or not commit or job.future.exception() is not None:
+                raise
+
+    def _roll_back_queued(self, job: _Job) -> bool:
+        """A run's commit the thread has not taken yet, made its rollback (False when the
+        thread has it already)."""
+        with self._claims:
+            if job.state != _QUEUED:
+                return False
+            job.kind = _ROLLBACK
+            return True
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None,
                  kind: int = _WORK) -> _Job:
