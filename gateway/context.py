@@ -32,6 +32,7 @@ REQUEST_NAME = "request"
 # would otherwise turn every such character of the run log into `[redacted]`. (Values under
 # a secret-looking key are redacted whatever their length.)
 MIN_SECRET_LENGTH = 4
+Fence = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,9 @@ class RunContext:
     # and how many scheduled runs led to it.
     job: Mapping[str, Any] | None = None
     schedule_depth: int = 0
+    # An idempotent run's hold on its key, checked in the run's transaction as it commits
+    # (what the run wrote is kept only while the run still holds its key; see `hooks`).
+    fence: Fence | None = None
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""

@@ -143,6 +143,11 @@ class InProgressError(GatewayError):
     status, code = 409, "IN_PROGRESS"
 
 
+class KeyTakenError(InProgressError):
+    """An idempotent run whose key another request took over while it ran (its lease had
+    ended): what it wrote is rolled back, and its answer is not the key's."""
+
+
 class RateLimitedError(GatewayError):
     """More requests than the workflow's `rate_limit` allows; `retry_after` in seconds."""
 

@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from gateway.errors import (
     GatewayError,
     InProgressError,
     InvalidDataError,
+    KeyTakenError,
     RateLimitedError,
     StorageError,
 )
@@ -110,6 +111,16 @@ def _network(client: str | None) -> str:
     if address.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack socket
         return str(address.ipv4_mapped)
     return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+def _scope(workflow: str, identity: Identity) -> str:
+    """Whose keys a key is among: the workflow's anonymous callers (a webhook's sender),
+    or one user's, or one API key's. A key never replays one caller's answer to another
+    (a user could otherwise send another's key and read their answer)."""
+    if identity.kind == "anonymous":
+        return workflow
+    who = identity.user_id if identity.kind == "user" else identity.token_hash
+    return f"{workflow} {identity.kind}:{who or ''}"  # no workflow's name holds a space
 
 
 def raw_headers(scope_headers: Iterable[tuple[bytes, bytes]],
@@ -242,16 +253,20 @@ class Guard:
         if isinstance(key, GatewayError):
             return refused(interpreter, workflow, key, identity)
         now = interpreter.clock()
+        scope = _scope(workflow.name, identity)
         owner = _OWNERS.prefix + str(next(_OWNERS.counter))
         # A store that decides in memory (SQLite's) answers without an await.
         claim_now = getattr(store, "claim_now", None)
         stamp = now.timestamp()
-        if claim_now is not None:
-            claim = claim_now(workflow.name, key, owner, stamp, stamp + self._lease,
-                              stamp + self._ttl)
-        else:
-            claim = await store.claim(workflow.name, key, owner, now, now + self.lease,
-                                      now + self.ttl)
+        try:
+            if claim_now is not None:
+                claim = claim_now(scope, key, owner, stamp, stamp + self._lease,
+                                  stamp + self._ttl)
+            else:
+                claim = await store.claim(scope, key, owner, now, now + self.lease,
+                                          now + self.ttl)
+        except GatewayError as exc:  # the database cannot say (503): recorded, as a refusal
+            return refused(interpreter, workflow, exc, identity)
         state = claim.state
         if state == "done":
             replayed = dict(claim.headers)
@@ -263,8 +278,16 @@ class Guard:
                 "A request with the same idempotency key is still running; retry later"),
                 identity)
         finished = False
+
+        async def fence() -> None:  # the run's writes are kept only while it holds the key
+            await store.fence(scope, key, owner, interpreter.clock() + self.lease)
+
         try:
-            rendered = render_result(await self._run(raw, identity, facts, params))
+            result = await self._run(raw, identity, facts, params, fence)
+            rendered = render_result(result)
+            if isinstance(result.error, KeyTakenError):
+                finished = True  # the key is the other request's now, and so is its answer
+                return rendered
             if rendered.status < 500:
                 body = rendered.body
                 kept = dict(rendered.headers)
@@ -275,10 +298,10 @@ class Guard:
                 # ones) says what to await, if anything (it is far behind).
                 finish_now = getattr(store, "finish_now", None)
                 if finish_now is None:
-                    await store.finish(workflow.name, key, owner, rendered.status, kept, data)
+                    await store.finish(scope, key, owner, rendered.status, kept, data)
                     finished = True
                 else:  # handed over: the key is not released, whatever happens to the wait
-                    wait = finish_now(workflow.name, key, owner, rendered.status, kept, data,
+                    wait = finish_now(scope, key, owner, rendered.status, kept, data,
                                       stamp + self._ttl)
                     finished = True
                     if wait is not None:
@@ -286,13 +309,14 @@ class Guard:
             return rendered
         finally:
             if not finished:
-                await store.release(workflow.name, key, owner)
+                await store.release(scope, key, owner)
 
     async def _run(self, raw: dict[str, Any], identity: Identity,
-                   facts: Mapping[str, Any] | None,
-                   params: dict[str, Any] | None = None) -> RunResult:
+                   facts: Mapping[str, Any] | None, params: dict[str, Any] | None = None,
+                   fence: Callable[[], Awaitable[None]] | None = None) -> RunResult:
         return await self.interpreter.run(self.workflow, raw, source="http",
-                                          identity=identity, request=facts, coerced=params)
+                                          identity=identity, request=facts, coerced=params,
+                                          fence=fence)
 
     def _key(self, compiled: Any, params: dict[str, Any],
              facts: Mapping[str, Any] | None) -> str | GatewayError:

@@ -22,6 +22,7 @@ from gateway.clock import Clock, utc_now
 from gateway.context import (
     ANONYMOUS,
     MIN_SECRET_LENGTH,
+    Fence,
     Identity,
     Reply,
     RunContext,
@@ -105,9 +106,9 @@ class Interpreter:
                   identity: Identity = ANONYMOUS,
                   request: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
                   schedule_depth: int = 0, names: Mapping[str, Any] | None = None,
-                  coerced: dict[str, Any] | None = None) -> RunResult:
+                  coerced: dict[str, Any] | None = None, fence: Fence | None = None) -> RunResult:
         # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run;
-        # `coerced`: `workflow.coerce(raw)`, when the caller made it already
+        # `coerced`: `workflow.coerce(raw)`, if made already; `fence`: `RunContext.fence`
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
@@ -115,7 +116,8 @@ class Interpreter:
                          ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
                          accounts=self.accounts, viewer=self.viewer(workflow, identity),
                          hidden=self.hidden, settings=self.registry.settings,
-                         services=self.services, job=job, schedule_depth=schedule_depth)
+                         services=self.services, job=job, schedule_depth=schedule_depth,
+                         fence=fence)
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
@@ -216,6 +218,8 @@ class Interpreter:
         the run's transaction, which commits once they are done); whether there was any."""
         if not (ctx.changes or ctx.jobs):
             return False
+        if ctx.fence is not None:  # first: it may refuse the whole transaction
+            await ctx.fence()
         for hook in self.on_commit:
             await hook(ctx)
         return True
@@ -338,20 +342,13 @@ class Interpreter:
                error: GatewayError | None, hidden: frozenset[str] | None = None) -> None:
         hidden = self.hidden if hidden is None else hidden
         duration = round((time.perf_counter() - started) * 1000, 3)
-        if error is None:
-            status = "success"
-            if self.observe is not None:
-                self.observe(ctx.run_id, workflow.name, status, duration)
-            if self.storage is None or (self.sample < 1.0 and not self.sampled()):
-                return
-        else:
-            status = run_status(error)
-            if self.observe is not None:
-                self.observe(ctx.run_id, workflow.name, status, duration)
-            if isinstance(error, RunError) or error.status >= 500:
-                self.log_failure(ctx, workflow, error, hidden)
-            if self.storage is None:
-                return
+        status = "success" if error is None else run_status(error)
+        if self.observe is not None:
+            self.observe(ctx.run_id, workflow.name, status, duration)
+        if error is not None and (isinstance(error, RunError) or error.status >= 500):
+            self.log_failure(ctx, workflow, error, hidden)
+        if self.storage is None or (error is None and self.sample < 1.0 and not self.sampled()):
+            return
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,

@@ -21,7 +21,10 @@ def parse_duration(text: str | int | float) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h or d)")
-    return timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+    try:
+        return timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+    except OverflowError as exc:
+        raise ValueError(f"not a duration: {text!r} is too long") from exc
 
 
 @dataclass(frozen=True, slots=True)

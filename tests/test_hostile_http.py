@@ -297,6 +297,16 @@ method: GET
 steps:
   - action: return_data
     data: {pong: true}
+---
+kind: api_workflow
+name: nothing
+expose: true
+auth: none
+method: GET
+steps:
+  - action: return_data
+    status: 204
+    data: {ignored: "a 204 has no body"}
 """
 
 
@@ -435,6 +445,34 @@ def test_pipelined_requests_each_get_a_whole_response(server: tuple[int, Path]) 
             assert head.startswith(b"HTTP/1.1 200 "), head
             assert expected in answer, answer
         assert rest == b""
+
+
+def test_a_204_sends_no_body_and_the_connection_goes_on(server: tuple[int, Path]) -> None:
+    """A body after a 204 would be read as the start of the connection's next answer."""
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"GET /api/1.1/wf/nothing HTTP/1.1\r\nHost: gw\r\n\r\n"
+                     b"GET /api/1.1/wf/ping HTTP/1.1\r\nHost: gw\r\n\r\n")
+        data = b""
+        while data.count(b"\r\n\r\n") < 2:
+            data += sock.recv(65536) or pytest.fail(f"the connection closed after {data!r}")
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 204 "), head
+        assert b"content-length" not in head.lower()
+        head, answer, _ = read_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200 ") and b'"pong":true' in answer, rest
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection",
+                                  "content-type"])
+def test_a_header_the_gateway_writes_itself_is_refused_at_validate_time(
+        tmp_path: Path, name: str) -> None:
+    (tmp_path / "w.yaml").write_text(
+        "kind: api_workflow\nname: w\nauth: none\nsteps:\n  - action: return_data\n"
+        f"    data: {{}}\n    headers: {{{name}: '999'}}\n")
+    _, problems = check([tmp_path])
+    assert [(p.code, p.pointer) for p in problems] == [
+        ("value.gateway-header", f"/steps/0/headers/{name}")]
 
 
 def test_expect_100_continue_is_answered_before_the_body_is_sent(

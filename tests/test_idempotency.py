@@ -20,7 +20,7 @@ from starlette.requests import Request
 from support import Clock
 
 from gateway.app import create_app
-from gateway.auth import is_bearer
+from gateway.auth import is_bearer, key_hash, new_key
 from gateway.coercion import gather
 from gateway.http import request_facts
 from gateway.loader import load
@@ -162,6 +162,91 @@ async def test_a_crashed_runs_key_frees_itself_when_its_lease_ends(
         clock.now = NOW + timedelta(seconds=301)  # the lease (limits.run_timeout) is over
         assert (await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})).status_code == 201
         assert await deliveries(storage) == 1
+
+
+SLOW = """\
+kind: api_workflow
+name: slow
+expose: true
+auth: none
+idempotency: {key: "{{ params.id }}"}
+params: {id: {type: text}, url: {type: text}}
+steps:
+  - {action: create_thing, type: delivery, fields: {event: "{{ params.id }}"}}
+  - {action: http_request, url: "{{ params.url }}", timeout: 30s}
+"""
+
+
+async def test_a_run_whose_key_was_taken_over_keeps_none_of_its_writes(
+        tmp_path: Path, storage_url: str) -> None:
+    """A run outlives its lease (the clock jumps past it while the run waits on a call),
+    and a redelivery claims the key and runs: the first run's record is rolled back as it
+    commits, and it answers 409, so that the event is written once."""
+    release = asyncio.Event()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "slow.yaml").write_text(SLOW)
+    clock = Clock(NOW)
+    try:
+        async with gateway(tmp_path, storage_url, clock) as (client, storage):
+            first = asyncio.ensure_future(client.post("/api/1.1/wf/slow",
+                                                      json={"id": "evt_1", "url": url}))
+            await asyncio.sleep(0.3)  # the first run is in its call
+            clock.now = NOW + timedelta(seconds=301)  # past its lease (limits.run_timeout)
+            second = asyncio.ensure_future(client.post("/api/1.1/wf/slow",
+                                                       json={"id": "evt_1", "url": url}))
+            await asyncio.sleep(0.2)
+            release.set()
+            first_answer, second_answer = await first, await second
+            assert second_answer.status_code == 200, second_answer.text
+            assert first_answer.status_code == 409, first_answer.text
+            assert "took it over" in first_answer.json()["body"]["message"]
+            assert await deliveries(storage) == 1
+            replay = await client.post("/api/1.1/wf/slow", json={"id": "evt_1", "url": url})
+            assert replay.headers["idempotent-replayed"] == "true"
+            assert replay.headers["x-run-id"] == second_answer.headers["x-run-id"]
+    finally:
+        server.close()
+
+
+async def test_keys_are_each_callers_own(tmp_path: Path, storage_url: str) -> None:
+    """The same key from another caller is another key: anonymous senders share the
+    workflow's keys, and each API key (each user) has its own, so that no caller is ever
+    replayed another's answer."""
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        keys = [new_key(), new_key()]
+        for name, key in zip(("ops", "ci"), keys, strict=True):
+            await storage.keys.create_key(name, key_hash(key), NOW)
+        runs = []
+        for key in (None, *keys):
+            headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+            answer = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"},
+                                       headers=headers)
+            assert answer.status_code == 201 and "idempotent-replayed" not in answer.headers
+            runs.append(answer.headers["x-run-id"])
+        again = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"},
+                                  headers={"Authorization": f"Bearer {keys[1]}"})
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["x-run-id"] == runs[2]
+        assert await deliveries(storage) == 3
+
+
+async def test_a_claim_the_database_cannot_decide_is_a_recorded_503(tmp_path: Path) -> None:
+    async with gateway(tmp_path, f"sqlite:///{tmp_path / 'g.db'}") as (client, storage):
+        await storage.connector.writer.stop()  # type: ignore[attr-defined]
+        response = await client.post("/api/1.1/wf/hook", json={"id": "evt_1"})
+        assert response.status_code == 503, response.text
+        assert response.json()["body"]["status"] == "UNAVAILABLE"
+        assert "x-run-id" in response.headers
 
 
 async def test_an_answer_is_replayed_for_the_ttl_only(tmp_path: Path, storage_url: str) -> None:

@@ -35,6 +35,15 @@ async def set_values(ctx: RunContext, args: dict[str, Any]) -> Any:
     return args.get("values", {})
 
 
+# Headers the gateway writes itself: the body's length and framing, and the connection's. A
+# second Content-Length would let the caller's HTTP stack and a proxy read the stream
+# differently; the media type is `content_type`.
+GATEWAY_HEADERS = {"content-length": "the gateway sets it from the body",
+                   "transfer-encoding": "the gateway frames the body itself",
+                   "connection": "the server manages the connection",
+                   "content-type": "use content_type"}
+
+
 def _headers(value: Any) -> dict[str, str]:
     """Response headers as HTTP can carry them: a name is a token, a value is Latin-1 text
     with no control character (a CR or LF would end the header; a NUL drops the connection)."""
@@ -45,6 +54,8 @@ def _headers(value: Any) -> dict[str, str]:
         name, text = str(key), "" if item is None else str(item)
         if not _TOKEN.fullmatch(name):
             raise RunError(f"the header name {shown(name)!r} is not a valid HTTP header name")
+        if name.lower() in GATEWAY_HEADERS:
+            raise RunError(f"the header {name} cannot be set: {GATEWAY_HEADERS[name.lower()]}")
         if not _FIELD_VALUE.fullmatch(text):
             raise RunError(f"the value of header {name} holds characters HTTP headers cannot "
                            f"carry (control characters, or beyond Latin-1): {shown(text)!r}")
@@ -117,7 +128,15 @@ def check_trigger(check: StepCheck, args: Mapping[str, Any]) -> None:
 
 
 def check_return(check: StepCheck, args: Mapping[str, Any]) -> None:
-    """In a custom event, what is returned is what the event declares."""
+    """No header the gateway writes itself; in a custom event, what is returned is what the
+    event declares."""
+    headers = args.get("headers")
+    if isinstance(headers, Mapping):
+        for name in headers:
+            reason = GATEWAY_HEADERS.get(str(name).lower())
+            if reason is not None:
+                check.error(f"{check.base}/headers/{name}", "value.gateway-header",
+                            f"the header {name} cannot be set: {reason}")
     if check.kind != "custom_event":
         return
     if not check.returns:

@@ -303,6 +303,12 @@ class Claim:
     body: bytes = b""
 
 
+# Why an idempotent run's writes were not kept (`IdempotencyStore.fence`).
+LOST_KEY = ("another request with the same idempotency key took it over while this one ran "
+            "(its lease, the run's time limit, had ended): what it wrote was not kept; retry "
+            "later for that request's answer")
+
+
 class IdempotencyStore(Protocol):
     """Idempotency keys per workflow (`scope`), claimed atomically across instances. A claim
     holds its key until `lease_until` (a crashed run's key frees itself then), an answer
@@ -315,6 +321,10 @@ class IdempotencyStore(Protocol):
                      headers: Mapping[str, str], body: bytes) -> None: ...
     # Give the key up, so that the next request with it runs (the run failed).
     async def release(self, scope: str, key: str, owner: str) -> None: ...
+    # In the run's transaction, as it commits: the claim `owner` holds, kept until
+    # `lease_until` (the answer's storing); `KeyTakenError` when another claim took the
+    # key (the run's lease ended), which rolls back what the run wrote.
+    async def fence(self, scope: str, key: str, owner: str, lease_until: datetime) -> None: ...
     # Delete the answers expired at `now`; how many (SQLite keeps every answer a key was
     # given, and its newest answer whatever its age; PostgreSQL a key's last).
     async def purge_keys(self, now: datetime) -> int: ...

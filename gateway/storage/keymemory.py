@@ -116,6 +116,15 @@ class KeyMemory:
         keys.move_to_end(slot)
         return True
 
+    def extend(self, slot: Slot, owner: str, lease_until: float) -> bool:
+        """Keep the claim `owner` holds on the key until `lease_until` (False when it holds
+        none: another claim took the key once its lease ended)."""
+        held = self.keys.get(slot)
+        if held is None or held[0] != owner or held[3]:
+            return False
+        self.keys[slot] = (owner, max(held[1], lease_until), *held[2:])
+        return True
+
     def drop(self, slot: Slot, owner: str | None = None) -> bool:
         held = self.keys.get(slot)
         if held is None or (owner is not None and (held[0] != owner or held[3])):

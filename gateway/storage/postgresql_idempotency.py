@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.encoding import dumps
-from gateway.errors import StorageError, StorageUnavailableError
-from gateway.storage.interface import Claim
+from gateway.errors import KeyTakenError, StorageError, StorageUnavailableError
+from gateway.storage.interface import LOST_KEY, Claim
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries
 
@@ -220,6 +220,13 @@ class PostgresIdempotency:
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         await self._db.execute(Q["release_key"], (scope, key, owner))
+
+    async def fence(self, scope: str, key: str, owner: str, lease_until: datetime) -> None:
+        """A statement of the run's transaction that must change the claim's row: it holds
+        the row until the run commits (a claim of the key from another instance waits,
+        then finds the new lease), or refuses the whole transaction."""
+        await self._db.execute_later(Q["fence_key"], (lease_until, scope, key, owner),
+                                     refusal=KeyTakenError(LOST_KEY))
 
     async def purge_keys(self, now: datetime) -> int:
         return await self._db.execute(Q["purge_keys"], (now,))

@@ -26,8 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.encoding import dumps, iso
-from gateway.errors import StorageError, StorageUnavailableError
-from gateway.storage.interface import Claim
+from gateway.errors import KeyTakenError, StorageError, StorageUnavailableError
+from gateway.storage.interface import LOST_KEY, Claim
 from gateway.storage.keymemory import Held, KeyMemory, Slot, answered, claimed
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
@@ -106,6 +106,12 @@ class SqliteIdempotency:
 
     async def release(self, scope: str, key: str, owner: str) -> None:
         self.memory.drop((scope, key), owner)  # the database never heard of the claim
+
+    async def fence(self, scope: str, key: str, owner: str, lease_until: datetime) -> None:
+        """Decided in memory, with no await between the check and the new lease: no claim
+        of the key can come between them (claims are decided on this event loop too)."""
+        if not self.memory.extend((scope, key), owner, lease_until.timestamp()):
+            raise KeyTakenError(LOST_KEY)
 
     async def _caught_up(self) -> None:
         """Until the writer has done what is queued (handed over now): without indexing

@@ -10,10 +10,9 @@ batch instead of once per write, and nobody hears "done" before the data is on d
 The run log rides along: recorded runs wait in a bounded `RunQueue` and each transaction
 appends up to `RUNS_PER_COMMIT` of them after the request jobs, so they never delay a request
 by more than a few milliseconds and never cost a commit of their own while requests are
-flowing. A batch
-the database refuses is split until the run it refuses is found; that run is kept as its
-summary, or dropped and counted. Runs that cannot be written now (the disk is full, say)
-wait in the queue for the next transaction.
+flowing. A batch the database refuses is split until the run it refuses is found; that run
+is kept as its summary, or dropped and counted. Runs that cannot be written now (the disk is
+full, say) wait in the queue for the next transaction.
 
 A run's writes are one transaction (see `gateway.storage.unit`): the first write of a run
 opens a SAVEPOINT inside the batch's transaction and the thread then serves that run alone,
@@ -24,8 +23,9 @@ time is rolled back, and its later writes refused. A batch takes new work for
 `BATCH_SECONDS` at most, so that a stream of runs cannot keep its commit waiting.
 
 A write whose caller stops waiting (its run timed out) before the thread takes it is
-withdrawn and never runs; one the thread has already taken holds the caller until its
-batch ends, so no write commits after its caller has answered. The thread outlives any
+withdrawn and never runs (a run's commit becomes its rollback); one the thread has already
+taken holds the caller until its batch ends, and a commit that landed is answered as done:
+no caller says it failed while its writes are kept. The thread outlives any
 failing batch (a failed ROLLBACK costs it its connection, not its life), and once it has
 stopped every write is refused at once with `StorageUnavailableError` instead of waiting
 for a thread that is gone.
@@ -134,10 +134,7 @@ class Writer:
         return future
 
     async def call(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None) -> Any:
-        """`fn` run and committed. Cancelled (a run's deadline passed) before the thread
-        takes it, it never runs; cancelled after, the cancellation waits for its batch to
-        end (milliseconds), and a write that committed meanwhile is answered as done (the
-        cancellation is dropped): the caller never says it failed while it landed.
+        """`fn` run and committed (withdrawn or seen through if cancelled: see the module).
         Part of a run's transaction (`held`), it is answered as soon as it ran; the run's
         end decides whether it commits."""
         job = self._enqueue(fn, held)
@@ -145,38 +142,25 @@ class Writer:
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            if self._claim(job, _WITHDRAWN):
-                raise
-            await asyncio.wait([job.future])
-            if held is not None or job.future.exception() is not None:
-                raise
-            return job.future.result()  # committed: so it is answered
+            if not self._claim(job, _WITHDRAWN):
+                await asyncio.wait([job.future])
+                if held is None and job.future.exception() is None:
+                    return job.future.result()  # it committed: so it is answered
+            raise
 
     async def end(self, held: Held, commit: bool) -> None:
-        """End a run's transaction: kept (answered once its batch committed) or rolled
-        back. It is seen through even if the caller is cancelled meanwhile, so that the
-        thread is never left holding a run that has gone: a commit the thread has not taken
-        yet becomes a rollback; one it has taken is waited for, and if it committed the
-        cancellation is dropped (the run's answer is what happened, not a failure whose
-        writes landed)."""
+        """End a run's transaction: kept (answered once its batch committed) or rolled back;
+        seen through if the caller is cancelled (see the module): the thread is never left
+        holding a run that has gone."""
         job = self._enqueue(_nothing, held, _COMMIT if commit else _ROLLBACK)
         assert job.future is not None
         try:
             await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            withdrawn = commit and self._roll_back_queued(job)
+            withdrawn = commit and self._claim(job, _QUEUED, _ROLLBACK)
             await asyncio.wait([job.future])
             if withdrawn or not commit or job.future.exception() is not None:
                 raise
-
-    def _roll_back_queued(self, job: _Job) -> bool:
-        """A run's commit the thread has not taken yet, made its rollback (False when the
-        thread has it already)."""
-        with self._claims:
-            if job.state != _QUEUED:
-                return False
-            job.kind = _ROLLBACK
-            return True
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None,
                  kind: int = _WORK) -> _Job:
@@ -189,13 +173,13 @@ class Writer:
             self._refuse_waiting()
         return job
 
-    def _claim(self, job: _Job, state: int) -> bool:
-        """Move a queued job to `state` (started by the thread, or withdrawn by its
-        caller); False when the other side got there first."""
+    def _claim(self, job: _Job, state: int, kind: int | None = None) -> bool:
+        """Move a queued job to `state` (taken by the thread, withdrawn by its caller) or a
+        run's end to `kind` (a commit made a rollback); False if the other side came first."""
         with self._claims:
             if job.state != _QUEUED:
                 return False
-            job.state = state
+            job.state, job.kind = state, job.kind if kind is None else kind
             return True
 
     def _refuse_waiting(self) -> None:

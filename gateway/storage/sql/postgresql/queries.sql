@@ -201,6 +201,13 @@ FROM jsonb_to_recordset(%s::jsonb)
     set_config('synchronous_commit', 'off', true) AS quick
 WHERE i.scope = c.scope AND i.key = c.key AND i.owner = c.owner AND i.state = 'running';
 
+-- name: fence_key
+-- In an idempotent run's transaction, as it commits: the claim still its owner's (else the
+-- run's writes roll back), held longer, until its answer is stored. Durable with the run's
+-- writes, which makes the claim durable too.
+UPDATE gateway_idempotency SET lease_until = greatest(lease_until, %s)
+WHERE scope = %s AND key = %s AND owner = %s AND state = 'running';
+
 -- name: release_key
 DELETE FROM gateway_idempotency
 WHERE scope = %s AND key = %s AND owner = %s AND state = 'running';
