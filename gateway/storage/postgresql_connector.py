@@ -124,8 +124,11 @@ class PostgresUnit(unit.Unit):
             await asyncio.shield(done)
         except asyncio.CancelledError:
             await asyncio.wait([done])
-            if done.cancelled() or done.exception() is not None:
+            if done.cancelled():
                 raise
+            failed = done.exception()
+            if failed is not None:  # its own reason (the database gone: 503), not the time
+                raise failed from None
         self.committed()
 
     async def _commit(self, held: contextlib.AsyncExitStack | None,
