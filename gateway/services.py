@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -23,8 +24,10 @@ import aiosmtplib
 import httpcore
 import httpx
 
+from gateway.encoding import escape
 from gateway.settings import Settings
 
+log = logging.getLogger("gateway.http")
 USER_AGENT = "workflow-gateway"
 MAX_CONNECTIONS = 100
 
@@ -84,9 +87,12 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         addresses = await resolve(host, port)
         refused = [address for address in addresses if not is_public(address)]
         if refused or not addresses:
+            # which address, for the operator only: a caller is not told the inside's map
+            log.warning("http_request to %s refused: it resolves to %s", escape(host),
+                        escape(", ".join(refused)))
             raise BlockedAddressError(
-                f"{host} resolves to a non-public address ({', '.join(refused)}) and "
-                "http.block_private_addresses is set")
+                f"{host} resolves to a non-public address and http.block_private_addresses "
+                "is set")
         # TLS still checks the certificate against `host`: httpcore passes it as the SNI.
         return await self.inner.connect_tcp(addresses[0], port, timeout, local_address,
                                             socket_options)

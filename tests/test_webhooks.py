@@ -253,6 +253,26 @@ async def test_standard_webhooks_signed_by_its_library(tmp_path: Path, storage_u
         assert await deliveries(storage) == 1
 
 
+async def test_a_malformed_standard_webhooks_secret_is_the_operators_to_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The sender is told only that its signature could not be checked; the server log says
+    why. A secret with a stray line break, as the provider's library reads it, works."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    signature = standardwebhooks.Webhook(WHSEC).sign("msg_1", now, EVENT)
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(now.timestamp())),
+               "webhook-signature": signature}
+    database = f"sqlite:///{tmp_path / 'g.db'}"
+    async with gateway(tmp_path, database, "whsec_abc", STANDARD, clock=lambda: now) as (
+            client, _):
+        refused = await client.post("/api/1.1/wf/hook", content=EVENT, headers=headers)
+    assert "whsec_" not in envelope(refused, 401, "INVALID_SIGNATURE")
+    assert "not a whsec_ base64 key" in caplog.text
+    async with gateway(tmp_path / "b", database, WHSEC + "\n", STANDARD,
+                       clock=lambda: now) as (client, _):
+        ok = await client.post("/api/1.1/wf/hook", content=EVENT, headers=headers)
+    assert ok.status_code == 200, ok.text
+
+
 HMAC = receiver("{scheme: hmac, secret: '{{ secrets.HOOK_SECRET }}', header: X-Signature, "
                 "algorithm: sha512, prefix: 'sha512=', encoding: base64, "
                 "timestamp_header: X-Timestamp, tolerance: 60}")
