@@ -51,9 +51,11 @@ def secret_forms(secret: str) -> frozenset[str]:
     """A secret as a message or a URL may carry it: as it is, lower-cased (a host name),
     percent-encoded (a template's `urlencode`, a URL's path), and escaped as `repr` and JSON
     write it (an HTTP library quoting a header value it refused). `redact` looks for each."""
-    escaped = repr(secret)[1:-1]
-    return frozenset({secret, secret.lower(), quote(secret, safe=""), quote(secret),
-                      quote_plus(secret), escaped, json.dumps(secret)[1:-1]})
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
+             repr(secret)[1:-1], json.dumps(secret)[1:-1]}
+    if len(secret) >= 8:  # a short one lower-cased could be a word ("TRUE", "true")
+        forms.add(secret.lower())
+    return frozenset(forms)
 
 
 def redact(value: Any, hidden: frozenset[str], depth: int = 0) -> Any:

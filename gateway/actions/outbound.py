@@ -139,7 +139,7 @@ def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
     headers = _headers(args.get("headers") or {})
     # what this step can bound (`max_response_bytes`, while decompressing): not br or zstd
     if not any(name.lower() == "accept-encoding" for name in headers):
-        headers["Accept-Encoding"] = "gzip, deflate"
+        headers["Accept-Encoding"] = _ACCEPTED.decode()
     request: dict[str, Any] = {"method": method, "url": url, "headers": headers}
     if args.get("query"):
         if not isinstance(args["query"], Mapping):
@@ -192,45 +192,62 @@ async def _attempt(ctx: RunContext, client: httpx.AsyncClient, request: dict[str
     if not ok:
         raise UpstreamError(f"{request['method']} {shown_url(request['url'], ctx.hidden)} "
                             f"answered {status}, not an expected status")
-    return await _result(response, content, limit)
+    asked = request["headers"].get("Accept-Encoding") == _ACCEPTED
+    return await _result(response, content, limit, asked)
 
 
-# The content codings a response may come in (`Accept-Encoding` asks for these only), as
-# zlib's window bits.
+# The content codings a response may come in (`Accept-Encoding` asks for these only, unless
+# the step sets it), as zlib's window bits.
+_ACCEPTED = b"gzip, deflate"
 _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
             "deflate": zlib.MAX_WBITS}
 
 
-def _decompressed(content: bytes, codings: list[str], limit: int) -> bytes:
+def _decompressed(content: bytes, codings: list[str], limit: int, asked: bool) -> bytes:
     """The body with its content codings undone, last applied first, each one bounded by
-    `limit` bytes of output: a small answer that inflates to gigabytes stops at the limit."""
+    `limit` bytes of output: a small answer that inflates to gigabytes stops at the limit.
+    A coding the step cannot undo is refused when the step chose `Accept-Encoding`
+    (`asked`), else the body is kept as it came (the workflow asked for that coding)."""
     for coding in reversed(codings):
         if coding == "identity":
             continue
         bits = _CODINGS.get(coding)
         if bits is None:
+            if not asked:
+                return content
             raise UpstreamError(f"the response came in a content coding it was not asked for: "
                                 f"{shown(coding)}")
         try:
-            decoder = zlib.decompressobj(bits)
-            out = decoder.decompress(content, limit + 1)
+            content = _inflated(content, bits, limit)
         except zlib.error:
             if coding != "deflate":
                 raise UpstreamError(f"the response is not valid {coding}") from None
             try:  # "deflate" sent without its zlib wrapper, as some servers do
-                decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-                out = decoder.decompress(content, limit + 1)
+                content = _inflated(content, -zlib.MAX_WBITS, limit)
             except zlib.error:
                 raise UpstreamError("the response is not valid deflate") from None
-        if len(out) > limit:
-            raise _too_large(limit)
-        content = out
     return content
 
 
-def _decoded(content: bytes, codings: list[str], limit: int, encoding: str,
+def _inflated(content: bytes, bits: int, limit: int) -> bytes:
+    """One coding undone: every gzip member in turn (RFC 1952 allows several), at most
+    `limit` bytes in all; a stream that ends early is no valid one."""
+    out = bytearray()
+    while True:
+        decoder = zlib.decompressobj(bits)
+        out += decoder.decompress(content, limit + 1 - len(out))
+        if len(out) > limit or decoder.unconsumed_tail:
+            raise _too_large(limit)
+        if not decoder.eof:
+            raise zlib.error("the stream ends early")
+        content = decoder.unused_data
+        if not content.strip(b"\0") or bits != _CODINGS["gzip"]:
+            return bytes(out)
+
+
+def _decoded(content: bytes, codings: list[str], limit: int, asked: bool, encoding: str,
              is_json: bool) -> tuple[str, Any]:
-    content = _decompressed(content, codings, limit)
+    content = _decompressed(content, codings, limit, asked)
     try:
         text = content.decode(encoding, "replace")
     except (LookupError, UnicodeError, TypeError, ValueError):  # `hex`, `zlib`, `idna`…
@@ -244,11 +261,12 @@ def _decoded(content: bytes, codings: list[str], limit: int, encoding: str,
     return text, data
 
 
-async def _result(response: httpx.Response, content: bytes, limit: int) -> dict[str, Any]:
+async def _result(response: httpx.Response, content: bytes, limit: int,
+                  asked: bool) -> dict[str, Any]:
     codings = [part.strip().lower()
                for part in response.headers.get("content-encoding", "").split(",")
                if part.strip()]
-    args = (content, codings, limit, response.charset_encoding or "utf-8",
+    args = (content, codings, limit, asked, response.charset_encoding or "utf-8",
             "json" in response.headers.get("content-type", ""))
     # A large or compressed body is read off the event loop, so that the server keeps
     # answering meanwhile.
@@ -299,8 +317,18 @@ def _addresses(value: Any, what: str) -> list[str]:
         if not pairs or not all(_ADDRESS.fullmatch(address) for _, address in pairs):
             raise InvalidDataError(f"send_email: {what}: {shown(text)!r} is not an e-mail "
                                    "address (or a comma-separated list of them)")
-        found.extend(email.utils.formataddr(pair) for pair in pairs)
+        found.extend([text] if len(pairs) == 1 else [_one(*pair) for pair in pairs])
     return found
+
+
+def _one(name: str, address: str) -> str:
+    """One address of a list as a header names it (`formataddr`, which takes ASCII
+    addresses only; an internationalised one is written as it came, its name quoted)."""
+    try:
+        return email.utils.formataddr((name, address))
+    except UnicodeEncodeError:
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{address}>' if name else address
 
 
 def _message(args: dict[str, Any], sender: str | None) -> tuple[EmailMessage, list[str]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
@@ -109,8 +110,10 @@ class SqliteIdempotency:
 
     async def fence(self, scope: str, key: str, owner: str, lease_until: datetime) -> None:
         """Decided in memory, with no await between the check and the new lease: no claim
-        of the key can come between them (claims are decided on this event loop too)."""
-        if not self.memory.extend((scope, key), owner, lease_until.timestamp()):
+        of the key can come between them (claims are decided on this event loop too). The
+        claim is then held until its answer or its release, however long the commit takes
+        (memory is this process's: a crash forgets the claim anyway)."""
+        if not self.memory.extend((scope, key), owner, math.inf):
             raise KeyTakenError(LOST_KEY)
 
     async def _caught_up(self) -> None:

@@ -144,14 +144,13 @@ class Writer:
         except asyncio.CancelledError:
             if not self._claim(job, _WITHDRAWN):
                 await asyncio.wait([job.future])
-                if held is None and job.future.exception() is None:
-                    return job.future.result()  # it committed: so it is answered
+                if held is None:  # its own commit: answered as it went (a 503, say)
+                    return job.future.result()
             raise
 
     async def end(self, held: Held, commit: bool) -> None:
         """End a run's transaction: kept (answered once its batch committed) or rolled back;
-        seen through if the caller is cancelled (see the module): the thread is never left
-        holding a run that has gone."""
+        seen through if the caller is cancelled (see the module), never left half-done."""
         job = self._enqueue(_nothing, held, _COMMIT if commit else _ROLLBACK)
         assert job.future is not None
         try:
@@ -159,8 +158,9 @@ class Writer:
         except asyncio.CancelledError:
             withdrawn = commit and self._claim(job, _QUEUED, _ROLLBACK)
             await asyncio.wait([job.future])
-            if withdrawn or not commit or job.future.exception() is not None:
+            if withdrawn or not commit:
                 raise
+            job.future.result()  # it committed: answered so (or its own reason, a 503 say)
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], Any], held: Held | None = None,
                  kind: int = _WORK) -> _Job:
