@@ -7,7 +7,6 @@ scripts."""
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import gzip
 import json
@@ -26,7 +25,6 @@ from gateway.app import create_app
 from gateway.hooks import LocalRates
 from gateway.loader import load
 from gateway.services import is_public
-from gateway.settings import with_environment
 from gateway.storage import open_storage
 from tests.test_outbound import (
     Inbox,
@@ -272,20 +270,10 @@ async def test_a_secret_never_reaches_the_caller_or_the_logs_in_any_form(
     step = {"action": "http_request", "url": url, "timeout": "2s"}
     if "\t" in secret:
         step["headers"] = {"X-Key": "a{{ secrets.HOOK }}b"}
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "w.yaml").write_text("kind: settings\nsecrets: [HOOK]\n---\n" +
-                                   calling(json.dumps(step)))
-    registry = load([config])
-    registry = dataclasses.replace(registry, settings=with_environment(
-        registry.settings, {"HOOK": secret}))
-    storage = open_storage(storage_url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gateway") as client:
-            response = await client.post("/api/1.1/wf/call", json={"url": "-"})
-            logged = await run_log(storage, response)
+    async with gateway(tmp_path, storage_url, calling(json.dumps(step)),
+                       secrets={"HOOK": secret}) as (client, storage):
+        response = await client.post("/api/1.1/wf/call", json={"url": "-"})
+        logged = await run_log(storage, response)
     assert response.status_code in (400, 502), response.text
     seen = response.text + logged + caplog.text
     for part in ("Tok3n", "pa/ss", "ss@word", "/hooks/123"):

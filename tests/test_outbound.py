@@ -139,16 +139,18 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 
 
 @contextlib.asynccontextmanager
-async def gateway(tmp_path: Path, database: str, *documents: str,
-                  settings: str = "") -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
+async def gateway(tmp_path: Path, database: str, *documents: str, settings: str = "",
+                  secrets: dict[str, str] | None = None,
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
+    secrets = {"API_TOKEN": TOKEN} if secrets is None else secrets
     config = tmp_path / "config"
     config.mkdir(parents=True, exist_ok=True)
-    head = "kind: settings\nsecrets: [API_TOKEN]\n" + settings
+    head = f"kind: settings\nsecrets: [{', '.join(secrets)}]\n" + settings
     (config / "w.yaml").write_text("\n---\n".join(
         [head, *(textwrap.dedent(doc).strip() for doc in documents)]))
     registry = load([config])
     registry = dataclasses.replace(registry, settings=with_environment(
-        registry.settings, {"API_TOKEN": TOKEN}))
+        registry.settings, secrets))
     storage = open_storage(database)
     app = create_app(registry, storage)
     async with app.router.lifespan_context(app):
