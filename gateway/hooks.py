@@ -22,12 +22,12 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway import budget, signature, templating
-from gateway.context import Identity, RunContext
+from gateway.context import Fence, Identity, RunContext
 from gateway.encoding import escape
 from gateway.envelope import Rendered, render_error, render_result
 from gateway.errors import (
@@ -41,7 +41,7 @@ from gateway.errors import (
 from gateway.ids import new_id
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Hooks, Workflow
-from gateway.storage.interface import RateCounter
+from gateway.storage.interface import IdempotencyStore, RateCounter
 
 log = logging.getLogger("gateway.hooks")
 REPLAYED = "Idempotent-Replayed"
@@ -164,6 +164,8 @@ class Guard:
         self.lease = timedelta(seconds=interpreter.timeout)
         self.ttl = max(self.hooks.idempotency_ttl, self.lease)
         self._lease, self._ttl = self.lease.total_seconds(), self.ttl.total_seconds()
+        # runs in a transaction of their own, the only ones with writes to fence
+        self._writes = workflow.may_wait or bool(workflow.record_params)
         self._key_heavy = self.hooks.idempotency_key is not None and \
             templating.heavy(self.hooks.idempotency_key)
         # the headers `verify` and a key that is one of them read, the only ones decoded
@@ -279,11 +281,9 @@ class Guard:
                 identity)
         finished = False
 
-        async def fence() -> None:  # the run's writes are kept only while it holds the key
-            await store.fence(scope, key, owner, interpreter.clock() + self.lease)
-
         try:
-            result = await self._run(raw, identity, facts, params, fence)
+            result = await self._run(raw, identity, facts, params, self._fence(
+                store, scope, key, owner) if self._writes else None)
             rendered = render_result(result)
             if isinstance(result.error, KeyTakenError):
                 finished = True  # the key is the other request's now, and so is its answer
@@ -311,9 +311,14 @@ class Guard:
             if not finished:
                 await store.release(scope, key, owner)
 
+    def _fence(self, store: IdempotencyStore, scope: str, key: str, owner: str) -> Fence:
+        async def fence() -> None:  # the run's writes are kept only while it holds the key
+            await store.fence(scope, key, owner, self.interpreter.clock() + self.lease)
+        return fence
+
     async def _run(self, raw: dict[str, Any], identity: Identity,
                    facts: Mapping[str, Any] | None, params: dict[str, Any] | None = None,
-                   fence: Callable[[], Awaitable[None]] | None = None) -> RunResult:
+                   fence: Fence | None = None) -> RunResult:
         return await self.interpreter.run(self.workflow, raw, source="http",
                                           identity=identity, request=facts, coerced=params,
                                           fence=fence)

@@ -56,17 +56,16 @@ class _Reply(Response):
         media = rendered.media_type
         if media is not None and media.startswith("text/") and "charset=" not in media:
             media += "; charset=utf-8"
+        raw = []
         if rendered.status in (204, 304):  # no body, nor a length: a body would be read as
-            self.body = b""  # the start of the connection's next answer
-            self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                                for k, v in rendered.headers.items()]
-            return
-        self.body = body
-        raw = [(b"content-length", str(len(body)).encode())]
-        if media is not None:
-            raw.append((b"content-type", media.encode("latin-1")))
+            body = b""  # the start of the connection's next answer
+        else:
+            raw.append((b"content-length", str(len(body)).encode()))
+            if media is not None:
+                raw.append((b"content-type", media.encode("latin-1")))
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1"))
                    for k, v in rendered.headers.items())
+        self.body = body
         self.raw_headers = raw
 
 

@@ -136,11 +136,8 @@ def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidDataError(f"http_request: the url must be an http or https URL, not "
                                f"{shown(shown_url(url, hidden))!r}")
-    headers = _headers(args.get("headers") or {})
-    # what this step can bound (`max_response_bytes`, while decompressing): not br or zstd
-    if not any(name.lower() == "accept-encoding" for name in headers):
-        headers["Accept-Encoding"] = _ACCEPTED.decode()
-    request: dict[str, Any] = {"method": method, "url": url, "headers": headers}
+    request: dict[str, Any] = {"method": method, "url": url,
+                               "headers": _headers(args.get("headers") or {})}
     if args.get("query"):
         if not isinstance(args["query"], Mapping):
             raise RunError("query must be a mapping of names to values")
@@ -155,7 +152,11 @@ def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
         request["data"] = {str(k): str(v) for k, v in dict(args["form"]).items()}
     elif "body" in bodies:
         request["content"] = str(args["body"]).encode()
-    request["headers"] = _encoded(request["headers"])
+    headers = _encoded(request["headers"])
+    # what this step can bound (`max_response_bytes`, while decompressing): not br or zstd
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers["Accept-Encoding"] = _ACCEPTED
+    request["headers"] = headers
     return request
 
 
@@ -206,8 +207,8 @@ _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
 def _decompressed(content: bytes, codings: list[str], limit: int, asked: bool) -> bytes:
     """The body with its content codings undone, last applied first, each one bounded by
     `limit` bytes of output: a small answer that inflates to gigabytes stops at the limit.
-    A coding the step cannot undo is refused when the step chose `Accept-Encoding`
-    (`asked`), else the body is kept as it came (the workflow asked for that coding)."""
+    A coding it cannot undo is refused when the gateway chose `Accept-Encoding` (`asked`:
+    only these), else the body is kept as it came (the workflow asked for that coding)."""
     for coding in reversed(codings):
         if coding == "identity":
             continue
