@@ -81,12 +81,8 @@ def create_app(registry: Registry, storage: Storage | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One HTTP client and one mailer for every run of the process (`gateway.services`).
-        await services.start(registry.settings)
-        try:
-            async with store_lifespan(app):
-                yield
-        finally:
-            await services.stop()
+        async with services.running(registry.settings), store_lifespan(app):
+            yield
 
     @contextlib.asynccontextmanager
     async def store_lifespan(app: Starlette) -> AsyncIterator[None]:

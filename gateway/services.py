@@ -1,6 +1,7 @@
 """The outbound services a run's actions use: one pooled HTTP client and one mailer per
-process, started and stopped by whoever owns the process (the app's lifespan, `gateway
-run`) and handed to every run through its `RunContext`.
+process, held for the process's life by whoever owns it (the app's lifespan, `gateway
+worker`, `gateway run`), always through `Services.running`, and handed to every run
+through its `RunContext`.
 
 With `http.block_private_addresses`, the client's connections go through `GuardedBackend`:
 the host is resolved, every address it resolves to must be public, and the connection is
@@ -11,11 +12,12 @@ cannot slip through). Nothing is sent to a refused address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -158,7 +160,7 @@ def mailer(settings: Settings, secrets: Mapping[str, str]) -> Mailer | None:
 
 @dataclass(slots=True)
 class Services:
-    """What a run's actions call out through; empty until `start`."""
+    """What a run's actions call out through; empty until `start`, and again after `stop`."""
 
     http: httpx.AsyncClient | None = None
     mailer: Mailer | None = None
@@ -171,7 +173,21 @@ class Services:
         self.http = http_client(settings)
         self.mailer = mailer(settings, settings.secrets)
 
+    @property
+    def started(self) -> bool:
+        return self.http is not None
+
     async def stop(self) -> None:
-        client, self.http = self.http, None
+        client, self.http, self.mailer = self.http, None, None
         if client is not None:
             await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def running(self, settings: Settings) -> AsyncIterator[Services]:
+        """Started with `settings` while the block runs, stopped after it: the one way a
+        process that runs workflows (serve, worker, run) holds its services."""
+        await self.start(settings)
+        try:
+            yield self
+        finally:
+            await self.stop()

@@ -1,7 +1,8 @@
 """Worker processes (`python -m gateway worker`) on one database: a worker killed with
 SIGKILL mid-run leaves its job to run again after its lease; a restart loses no scheduled
 job; several workers on PostgreSQL run each of 2,000 jobs exactly once; a recurring tick
-fires once across three processes; SIGTERM lets a worker end cleanly."""
+fires once across three processes; SIGTERM lets a worker end cleanly; a worker's jobs call
+out over HTTP and send mail, as `serve`'s do."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import rates_api, smtp_server
 
 from gateway.ids import new_id
 from gateway.loader import load
@@ -81,6 +83,33 @@ steps:
   - action: create_thing
     type: mark
     fields: {due: "{{ run.scheduled_at }}", attempt: "{{ run.attempt }}"}
+"""
+
+OUTBOUND = """
+---
+kind: api_workflow
+name: call-out
+auth: admin
+params:
+  url: {type: text}
+steps:
+  - id: rates
+    action: http_request
+    url: "{{ params.url }}/latest?base=EUR"
+  - action: create_thing
+    type: mark
+    fields: {n: "{{ steps.rates.status }}"}
+---
+kind: api_workflow
+name: mail
+auth: admin
+params:
+  to: {type: text}
+steps:
+  - action: send_email
+    to: "{{ params.to }}"
+    subject: From a worker
+    text: "Sent by a job."
 """
 
 
@@ -149,6 +178,11 @@ def job(workflow: str, n: int, due: datetime | None = None) -> Job:
                data={"params": {"n": n}, "identity": {"kind": "admin", "user_id": None}})
 
 
+def scheduled(workflow: str, params: dict[str, object]) -> Job:
+    return Job(new_id(), workflow, "schedule", datetime.now(UTC),
+               data={"params": params, "identity": {"kind": "admin", "user_id": None}})
+
+
 async def status(storage: Storage, job_id: str) -> str | None:
     found = await storage.jobs.get_job(job_id)
     return None if found is None else found.status
@@ -181,6 +215,33 @@ async def _is(storage: Storage, job_id: str, wanted: str) -> bool:
 
 async def _all_done(storage: Storage, ids: list[str]) -> bool:
     return all([await status(storage, i) == "done" for i in ids])
+
+
+async def test_a_worker_s_jobs_call_out_and_send_mail(
+        config: Path, storage_url: str, workers: Workers) -> None:
+    with rates_api() as url, smtp_server() as (inbox, port):
+        settings = f"smtp: {{host: 127.0.0.1, port: {port}, starttls: false, from: gw@example.com}}"
+        text = (config / "wf.yaml").read_text().replace("kind: settings\n",
+                                                        f"kind: settings\n{settings}\n", 1)
+        (config / "wf.yaml").write_text(text + OUTBOUND)
+        storage = open_storage(storage_url)
+        await storage.open(list(load([config]).data_types.values()))
+        try:
+            jobs = [scheduled("call-out", {"url": url}), scheduled("mail", {"to": "a@example.com"})]
+            await storage.jobs.enqueue(jobs)
+            workers.start()
+            await until("both jobs ended", lambda: _all_ended(storage, [j.id for j in jobs]))
+            ended = [await storage.jobs.get_job(j.id) for j in jobs]
+            assert [(j.status, j.error) for j in ended if j] == [("done", None)] * 2
+            assert [m["n"] for m in await marks(storage)] == [200]
+        finally:
+            await storage.close()
+    assert [(m["To"], m["Subject"]) for m in inbox.messages] == [("a@example.com",
+                                                                  "From a worker")]
+
+
+async def _all_ended(storage: Storage, ids: list[str]) -> bool:
+    return all([await status(storage, i) in ("done", "failed") for i in ids])
 
 
 async def test_sigterm_ends_a_worker_cleanly(store: Storage, workers: Workers) -> None:

@@ -280,7 +280,8 @@ async def _result(response: httpx.Response, content: bytes, limit: int,
 async def http_request(ctx: RunContext, args: dict[str, Any]) -> Any:
     client = ctx.services.http
     if client is None:
-        raise RunError("http_request needs the process's HTTP client (started by serve and run)")
+        raise RunError("http_request needs the process's HTTP client, which this process "
+                       "did not start (serve, worker and run start it)")
     request = _request(args, ctx.hidden)
     timeout = _seconds(args["timeout"], "timeout") if args.get("timeout") is not None else \
         ctx.services.settings.http_timeout.total_seconds()
@@ -369,7 +370,9 @@ def _message(args: dict[str, Any], sender: str | None) -> tuple[EmailMessage, li
 async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
     mailer = ctx.services.mailer
     if mailer is None:
-        raise RunError("send_email needs an SMTP server: smtp.host in the settings")
+        raise RunError("send_email needs an SMTP server: smtp.host in the settings"
+                       if ctx.services.started else "send_email needs the process's mailer, "
+                       "which this process did not start (serve, worker and run start it)")
     message, recipients = _message(args, mailer.sender)
     plain = list(dict.fromkeys(email.utils.parseaddr(r)[1] for r in recipients))
     try:

@@ -201,11 +201,8 @@ async def _run_once(registry: Registry, name: str, params: dict[str, Any],
             return RunResult("", error=exc)
         return await interpreter.run(workflow, params, source="cli", identity=identity)
 
-    await interpreter.services.start(registry.settings)  # http_request, send_email
-    try:
+    async with interpreter.services.running(registry.settings):  # http_request, send_email
         return await with_store(storage, registry, work)
-    finally:
-        await interpreter.services.stop()
 
 
 async def _identity(storage: Storage, as_: str) -> Identity:

@@ -61,10 +61,13 @@ async def _work(registry: Registry) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    scheduler = Scheduler(with_jobs(Interpreter(registry, storage)), storage)
+    interpreter = with_jobs(Interpreter(registry, storage))
+    scheduler = Scheduler(interpreter, storage)
     logging.getLogger("gateway.scheduler").info("worker %s started", scheduler.worker)
     try:
-        await scheduler.run(stop)
+        # Every step `serve` runs: http_request and send_email need the process's services.
+        async with interpreter.services.running(registry.settings):
+            await scheduler.run(stop)
     finally:
         await storage.close()
 
