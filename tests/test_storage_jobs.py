@@ -93,6 +93,27 @@ async def test_cancel_pause_and_unique_keys(storage: Storage) -> None:
     assert last is not None and last.id == tick.id
 
 
+async def test_series_ticks_pages_pending_per_record_ticks_soonest_first(
+        storage: Storage) -> None:
+    def series(due: datetime, subject: str | None = "r1") -> Job:
+        id = new_id(due)
+        return Job(id, "daily", "recurring", due, subject=subject, unique_key=f"k:{id}",
+                   data={"frequency": "daily"})
+
+    ticks = [series(T0 + timedelta(days=d)) for d in (3, 1, 2, 2)]
+    others = [series(T0 + timedelta(days=5), None), job(due=T0 + timedelta(days=5)),
+              series(T0 + timedelta(days=6))]
+    await storage.jobs.enqueue([*ticks, *others])
+    await storage.jobs.cancel([others[2].id], T0)  # not pending any more
+    wanted = sorted(ticks, key=lambda t: (t.due_at, t.id))
+    first = await storage.jobs.series_ticks((T0, ""), 2)
+    assert [t.id for t in first] == [t.id for t in wanted[:2]]
+    rest = await storage.jobs.series_ticks((first[-1].due_at, first[-1].id), 10)
+    assert [t.id for t in rest] == [t.id for t in wanted[2:]]
+    assert rest[0].data["frequency"] == "daily" and rest[0].subject == "r1"
+    assert await storage.jobs.series_ticks((T0 + timedelta(days=3), wanted[-1].id), 10) == []
+
+
 async def test_enqueue_wakes_a_waiting_worker(storage: Storage) -> None:
     waiter = asyncio.create_task(storage.jobs.wait(30))
     await asyncio.sleep(0.2)  # let the listener start (PostgreSQL); not a synchronisation

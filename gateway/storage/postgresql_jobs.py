@@ -19,7 +19,7 @@ import psycopg
 
 from gateway.storage import unit
 from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job, JobEnd
+from gateway.storage.interface import Job, JobEnd, Position
 from gateway.storage.jobstore import lease_lost
 from gateway.storage.postgresql_connector import Conn, PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
@@ -139,6 +139,10 @@ class PostgresJobs:
     async def last_tick(self, workflow: str) -> Job | None:
         rows = await self._db.fetch(Q["last_tick"], (workflow,))
         return job_from_row(rows[0], _when) if rows else None
+
+    async def series_ticks(self, since: Position, limit: int) -> list[Job]:
+        rows = await self._db.fetch(Q["series_ticks"], (since[0], since[1], limit))
+        return [job_from_row(row, _when) for row in rows]
 
     async def pause(self, workflow: str | None, at: datetime) -> None:
         await self._db.execute(Q["pause"], (workflow or "*", at))

@@ -144,6 +144,10 @@ class SqliteJobs:
         rows = await self._db.fetch(Q["last_tick"], (workflow,))
         return job_from_row(rows[0], _when) if rows else None
 
+    async def series_ticks(self, since: Position, limit: int) -> list[Job]:
+        rows = await self._db.fetch(Q["series_ticks"], (iso(since[0]), since[1], limit))
+        return [job_from_row(row, _when) for row in rows]
+
     async def pause(self, workflow: str | None, at: datetime) -> None:
         params = (workflow or "*", iso(at))
         await self._db.write(lambda conn: conn.execute(Q["pause"], params))

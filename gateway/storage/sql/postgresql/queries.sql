@@ -338,6 +338,15 @@ SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, uniqu
 FROM gateway_jobs WHERE workflow = %s AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
+-- name: series_ticks
+-- Pending ticks of per-record events after (due_at, id), soonest first.
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data, claims
+FROM gateway_jobs
+WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL
+  AND (due_at, id) > (%s, %s)
+ORDER BY due_at, id LIMIT %s;
+
 -- name: pause
 INSERT INTO gateway_paused (workflow, paused_at) VALUES (%s, %s) ON CONFLICT DO NOTHING;
 

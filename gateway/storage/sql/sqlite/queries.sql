@@ -282,6 +282,15 @@ SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, uniqu
 FROM gateway_jobs WHERE workflow = ? AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
+-- name: series_ticks
+-- Pending ticks of per-record events after (?1, ?2), soonest first: the pending index's order.
+SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+       subject, created_at, finished_at, run_id, error, data, claims
+FROM gateway_jobs
+WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL
+  AND (due_at > ?1 OR (due_at = ?1 AND id > ?2))
+ORDER BY due_at, id LIMIT ?3;
+
 -- name: pause
 INSERT INTO gateway_paused (workflow, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING;
 
