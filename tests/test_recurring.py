@@ -1,5 +1,6 @@
 """When recurring events fire, with an injected clock: cron in a time zone across daylight
-saving time, `every`, misfire policies, no overlap, and exactly one job per tick."""
+saving time, `every`, misfire policies, no overlap, exactly one job per tick, and ticks
+planned before the clock went back; per-record series likewise."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.model import RecurringEvent
-from gateway.scheduler.recurring import last_fire, next_fire, plan, tick
+from gateway.scheduler.recurring import (
+    Plan,
+    earlier,
+    last_fire,
+    missed,
+    next_fire,
+    plan,
+    series_after_missed,
+    series_rewound,
+    tick,
+)
 from gateway.storage import Job
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -56,8 +67,12 @@ def test_every_counts_from_the_epoch_so_instances_agree() -> None:
     assert last_fire(often, at) == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def _last(event: RecurringEvent, due: datetime, status: str) -> Job:
-    return Job("j", event.name, "recurring", due, status=status)
+def _last(event: RecurringEvent, due: datetime, status: str, attempt: int = 0) -> Job:
+    return Job("j", event.name, "recurring", due, status=status, attempt=attempt)
+
+
+def _due(found: Plan | None) -> datetime | None:
+    return None if found is None else found.due
 
 
 def test_misfire_skip_and_run_once_after_a_day_down() -> None:
@@ -66,10 +81,20 @@ def test_misfire_skip_and_run_once_after_a_day_down() -> None:
     skip = RecurringEvent("e", cron="0 3 * * *", misfire="skip")
     once = RecurringEvent("e", cron="0 3 * * *", misfire="run_once")
     last = _last(skip, down_since, "done")
-    assert plan(skip, last, now) == datetime(2026, 1, 4, 3, 0, tzinfo=UTC)
-    assert plan(once, last, now) == datetime(2026, 1, 3, 3, 0, tzinfo=UTC)  # the last missed
+    assert plan(skip, last, now) == Plan(datetime(2026, 1, 4, 3, 0, tzinfo=UTC))
+    assert plan(once, last, now) == Plan(datetime(2026, 1, 3, 3, 0, tzinfo=UTC))  # last missed
     up_to_date = _last(once, datetime(2026, 1, 3, 3, 0, tzinfo=UTC), "done")
-    assert plan(once, up_to_date, now) == datetime(2026, 1, 4, 3, 0, tzinfo=UTC)
+    assert _due(plan(once, up_to_date, now)) == datetime(2026, 1, 4, 3, 0, tzinfo=UTC)
+
+
+def test_a_pending_tick_missed_is_judged_at_its_first_claim() -> None:
+    event = RecurringEvent("e", every=timedelta(seconds=1))
+    due = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    late = due + timedelta(seconds=10, milliseconds=500)
+    assert plan(event, _last(event, due, "pending"), late) is None  # left to the claim
+    assert missed(event, _last(event, due, "running", attempt=1), late)
+    assert not missed(event, _last(event, due, "running", attempt=1), due + timedelta(seconds=0.9))
+    assert not missed(event, _last(event, due, "running", attempt=2), late)  # a retry runs
 
 
 def test_no_overlap_and_a_first_tick_in_the_future() -> None:
@@ -77,7 +102,57 @@ def test_no_overlap_and_a_first_tick_in_the_future() -> None:
     now = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
     assert plan(event, _last(event, now, "running"), now) is None
     assert plan(event, _last(event, now, "pending"), now) is None
-    assert plan(event, None, now) == datetime(2026, 1, 4, 3, 0, tzinfo=UTC)
+    assert plan(event, _last(event, now + timedelta(hours=5), "pending", attempt=1), now) is None
+    assert plan(event, None, now) == Plan(datetime(2026, 1, 4, 3, 0, tzinfo=UTC))
+
+
+def test_a_tick_planned_before_the_clock_went_back_gets_ticks_before_it() -> None:
+    event = RecurringEvent("e", every=timedelta(seconds=1))
+    planned = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)  # after the tick of 12:00:00 ran
+    back = datetime(2026, 1, 1, 11, 0, 0, 200_000, tzinfo=UTC)  # the clock went back 1 h
+    pending = _last(event, planned, "pending")
+    assert plan(event, pending, back) == Plan(datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC),
+                                              after=pending)
+    ran = _last(event, planned - timedelta(seconds=1), "done")  # nothing planned after it
+    assert plan(event, ran, back) == Plan(datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC), after=ran)
+    # another instance's clock half a second behind is not a clock that went back
+    behind = planned - timedelta(seconds=1, milliseconds=400)
+    assert plan(event, pending, behind) is None
+    assert plan(event, ran, behind) == Plan(planned)
+    one = tick(event, datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC), back, after=pending)
+    assert one.unique_key == "recurring:e:2026-01-01T11:00:01.000000Z:j"
+
+
+def _series(due: datetime, frequency: str, first: bool = False) -> Job:
+    return Job("s-2", "e", "recurring", due, subject="r1", attempt=1,
+               data={"frequency": frequency, "series": "s-2" if first else "s-1"})
+
+
+def test_a_series_missed_tick_and_its_misfire() -> None:
+    start = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
+    now = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
+    event = RecurringEvent("e", type="lead")
+    assert missed(event, _series(start, "monthly"), now)
+    assert not missed(event, _series(start, "monthly"), start + timedelta(days=27))
+    # 31 Jan, 28 Feb, 28 Mar were missed (a month end stays within its month)
+    assert series_after_missed("skip", start, "monthly", now) == datetime(2026, 4, 28, 9, 0,
+                                                                          tzinfo=UTC)
+    assert series_after_missed("run_once", start, "monthly", now) == datetime(2026, 3, 28, 9, 0,
+                                                                              tzinfo=UTC)
+
+
+def test_a_series_tick_planned_before_the_clock_went_back_is_planned_again() -> None:
+    ran = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+    planned = _series(ran + timedelta(days=1), "daily")
+    assert series_rewound(planned, ran - timedelta(days=2, hours=-1)) == ran - timedelta(days=1)
+    assert series_rewound(planned, ran - timedelta(seconds=0.5)) is None  # within SKEW
+    assert series_rewound(planned, ran + timedelta(hours=1)) is None
+    # the first tick of a series is due when set_recurring_event said, however far
+    assert series_rewound(_series(ran + timedelta(days=400), "daily", first=True), ran) is None
+    assert earlier(datetime(2026, 3, 31, tzinfo=UTC), "monthly") == datetime(2026, 2, 28,
+                                                                               tzinfo=UTC)
+    assert earlier(datetime(2026, 1, 15, tzinfo=UTC), "quarterly") == datetime(2025, 10, 15,
+                                                                                tzinfo=UTC)
 
 
 def test_a_tick_is_keyed_by_its_event_and_due_time() -> None:

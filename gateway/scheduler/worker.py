@@ -6,6 +6,9 @@ the jobs it runs, and sleeps until jobs are enqueued (a wake-up) or `scheduler.p
 passes. A job's run that fails is retried per its workflow's `retry` (exponential backoff,
 full jitter) and then stays `failed` with its error. Asked to stop, it claims nothing more,
 gives running jobs `scheduler.grace` to finish, then stops them and gives them back.
+A recurring event's tick is followed by its event's next as soon as it ends; one that was
+missed (the tick after it was due before it started) ends `cancelled` without running, and
+its `misfire` policy plans another (`gateway.scheduler.planner`).
 
 Delivery is at least once: a worker that dies mid-run leaves its lease to expire, and the
 job runs again elsewhere. What a job's run writes to the database commits once, though: in
@@ -28,7 +31,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gateway.actions.jobs import add_frequency, recurring_job
 from gateway.clock import Clock, utc_now
 from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.encoding import escape
@@ -38,7 +40,8 @@ from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Retry, Workflow
 from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher
-from gateway.scheduler.recurring import plan, tick
+from gateway.scheduler.planner import Planner
+from gateway.scheduler.recurring import missed
 from gateway.storage.interface import Job, JobEnd, Storage
 
 log = logging.getLogger("gateway.scheduler")
@@ -75,6 +78,7 @@ class Scheduler:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._ended: set[str] = set()  # running jobs whose end is counted, being written
         self.finisher = Finisher(storage.jobs, self.worker)
+        self.planner = Planner(storage, clock)
         self._planned = 0.0
         # For `/metrics` (`probe`): how the jobs this process ran ended, and how late the
         # latest claimed jobs started.
@@ -204,19 +208,14 @@ class Scheduler:
             log.info("gave back %d running job(s) at shutdown", len(unfinished))
 
     async def _plan_recurring(self) -> None:
-        """Write the next tick of each global recurring event, at most once a poll."""
+        """Write the next tick of each global recurring event, at most once a poll (each
+        is also planned as soon as its last tick ends: see `execute`)."""
         if not self.registry.recurring or self._failures or (
                 time.monotonic() - self._planned < self.poll):
             return
         self._planned = time.monotonic()
-        now = self.clock()
         try:
-            for event in self.registry.recurring.values():
-                if event.per_record:
-                    continue
-                due = plan(event, await self.storage.jobs.last_tick(event.name), now)
-                if due is not None:
-                    await self.storage.jobs.enqueue([tick(event, due, now)])
+            await self.planner.plan(self.registry.recurring.values())
         except GatewayError as exc:
             log.warning("could not plan recurring events: %s", escape(exc.message))
 
@@ -231,7 +230,21 @@ class Scheduler:
                 self._ended.discard(job.id)
 
     async def execute(self, job: Job) -> None:
-        """Run one claimed job and record how it ended."""
+        """Run one claimed job and record how it ended; a recurring event's tick that was
+        missed does not run (its `misfire` plans another), and one that ran is followed by
+        its event's next."""
+        event = self.registry.recurring.get(job.workflow) if job.source == "recurring" else None
+        if event is not None and missed(event, job, self.clock()):
+            await self.end(JobEnd(job.id, "cancelled", self.clock(), None,
+                                  "missed: the tick after it was due before it started "
+                                  f"(misfire: {event.misfire})", claims=job.claims))
+            await self.planner.missed(event, job)
+            return
+        await self._run(job)
+        if event is not None:
+            await self.planner.ended(event, job)
+
+    async def _run(self, job: Job) -> None:
         try:
             workflow, raw, extra = await self.target(job)
         except JobError as exc:
@@ -244,8 +257,6 @@ class Scheduler:
                  "claim": job.claims},
             schedule_depth=int(job.data.get("depth", 0)), names=extra)
         await self.record(job, workflow, result)
-        if job.subject and job.source == "recurring":
-            await self.follow(job)
 
     async def record(self, job: Job, workflow: Workflow, result: RunResult) -> None:
         error = result.error
@@ -271,20 +282,6 @@ class Scheduler:
                               claims=job.claims))
         log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
                     escape(job.workflow), job.attempt, escape(message))
-
-    async def follow(self, job: Job) -> None:
-        """The next tick of a per-record recurring event (unless its record is gone)."""
-        frequency = str(job.data.get("frequency", "none"))
-        event = self.registry.recurring.get(job.workflow)
-        if frequency == "none" or event is None or event.type is None or job.subject is None:
-            return
-        if await self.storage.records.get(event.type, job.subject) is None:
-            return
-        due = add_frequency(job.due_at, frequency)
-        data = {k: v for k, v in job.data.items() if k not in ("thing", "frequency")}
-        series = str(job.data.get("series") or job.id)
-        await self.storage.jobs.enqueue([recurring_job(job.workflow, job.subject, frequency,
-                                                       due, data, series)])
 
     async def target(self, job: Job) -> Target:
         """The workflow a job runs, its raw parameters and the names its templates see."""

@@ -1,0 +1,137 @@
+"""Writing recurring events' ticks (`gateway.scheduler.recurring` says when): each global
+event's next tick, at every pass of the scheduler and as soon as one of its ticks ends (so
+that `every: 1s` fires once a second); a per-record event's next tick after each of its
+ticks; the tick that a missed tick's `misfire` policy plans in its stead; and, at the first
+pass and whenever the clock went back, per-record ticks planned before it did.
+
+Any number of schedulers plan the same ticks: a global tick's key is its event and due
+time, a per-record tick's the tick it follows, so that a tick is written once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from gateway.actions.jobs import add_frequency, recurring_job
+from gateway.clock import Clock
+from gateway.model import RecurringEvent
+from gateway.scheduler.recurring import (
+    SERIES,
+    SKEW,
+    plan,
+    series_after_missed,
+    series_rewound,
+    tick,
+)
+from gateway.storage.interface import Job, Storage
+
+PAGE = 500  # per-record ticks read at once when the clock went back
+REPLACE_SECONDS = 10.0  # how long replacing one tick may hold SQLite's writer
+SHORTEST = timedelta(days=1)  # the shortest period of a per-record event (`daily`)
+
+
+def successor(job: Job, due: datetime, now: datetime) -> Job:
+    """The tick of a per-record event's series that comes after `job` (or in its stead),
+    due at `due`: keyed by the tick it follows, so that every worker that ends `job` writes
+    the same one, and a time the series had a tick for before the clock went back has one
+    again."""
+    data = {k: v for k, v in job.data.items() if k not in ("thing", "frequency")}
+    assert job.subject is not None, "a per-record tick without its record"
+    made = recurring_job(job.workflow, job.subject, str(job.data["frequency"]), due, data,
+                         str(job.data.get("series") or job.id))
+    return replace(made, unique_key=f"{made.unique_key}:{job.id}", created_at=now)
+
+
+class Planner:
+    """Plans the ticks of one store's recurring events, with the scheduler's clock."""
+
+    def __init__(self, storage: Storage, clock: Clock) -> None:
+        self.storage = storage
+        self.clock = clock
+        self._seen: tuple[float, datetime] | None = None  # (monotonic, clock) at the last pass
+
+    async def plan(self, events: Iterable[RecurringEvent]) -> None:
+        """The next tick of each global event; per-record ticks planned before the clock
+        went back, at the first pass and when the clock went back since the one before."""
+        now = self.clock()
+        went_back = self._went_back(now)
+        per_record = False
+        for event in events:
+            per_record = per_record or event.per_record
+            if not event.per_record:
+                await self.plan_event(event, now)
+        if went_back and per_record:
+            await self.rewind(now)
+
+    def _went_back(self, now: datetime) -> bool:
+        """Whether the clock went back (by more than `SKEW`) since the last pass; True at
+        the first, since it may have while no scheduler ran."""
+        mono = time.monotonic()
+        seen, self._seen = self._seen, (mono, now)
+        if seen is None:
+            return True
+        return (now - seen[1]).total_seconds() < mono - seen[0] - SKEW.total_seconds()
+
+    async def plan_event(self, event: RecurringEvent, now: datetime | None = None) -> None:
+        """The next tick of one global event, if it needs one."""
+        now = now or self.clock()
+        found = plan(event, await self.storage.jobs.last_tick(event.name), now)
+        if found is not None:
+            await self.storage.jobs.enqueue([tick(event, found.due, now, found.after)])
+
+    async def ended(self, event: RecurringEvent, job: Job) -> None:
+        """A tick of `event` ended (run, failed, or put back to be retried): its next."""
+        if job.subject is None:
+            await self.plan_event(event)
+            return
+        frequency = str(job.data.get("frequency", "none"))
+        if frequency in SERIES:
+            await self._next_in_series(event, job, add_frequency(job.due_at, frequency))
+
+    async def missed(self, event: RecurringEvent, job: Job) -> None:
+        """A missed tick was ended unrun: the tick that `misfire` plans in its stead."""
+        if job.subject is None:
+            await self.plan_event(event)
+            return
+        due = series_after_missed(event.misfire, job.due_at, str(job.data["frequency"]),
+                                  self.clock())
+        await self._next_in_series(event, job, due)
+
+    async def _next_in_series(self, event: RecurringEvent, job: Job, due: datetime) -> None:
+        """The series' tick after `job`, unless its record is gone (which ends it)."""
+        if event.type is None or job.subject is None:
+            return
+        if await self.storage.records.get(event.type, job.subject) is None:
+            return
+        await self.storage.jobs.enqueue([successor(job, due, self.clock())])
+
+    async def rewind(self, now: datetime) -> int:
+        """Per-record ticks planned before the clock went back (more than one period
+        ahead), each replaced by the first of its series' times after now; how many."""
+        since: tuple[datetime, str] = (now + SKEW + SHORTEST, "")
+        replaced = 0
+        while page := await self.storage.jobs.series_ticks(since, PAGE):
+            for job in page:
+                due = series_rewound(job, now)
+                if due is not None:
+                    replaced += await self._replace(job, successor(job, due, now), now)
+            if len(page) < PAGE:
+                break
+            since = (page[-1].due_at, page[-1].id)
+        return replaced
+
+    async def _replace(self, job: Job, instead: Job, now: datetime) -> int:
+        """`job` cancelled and `instead` written, in one transaction: by the one scheduler
+        whose cancel took it, when several replace it at once."""
+        transaction = self.storage.begin(REPLACE_SECONDS)
+        try:
+            if not await self.storage.jobs.cancel([job.id], now):
+                return 0
+            await self.storage.jobs.enqueue([instead])
+            await transaction.commit()
+            return 1
+        finally:
+            await transaction.rollback()  # unless it committed

@@ -1,0 +1,273 @@
+"""Recurring events run by a real `Scheduler` on a real store (SQLite and PostgreSQL), its
+clock injected and set by the test, one pass at a time (plan, claim, run): ticks come on
+time (`every: 1s` once a second), missed ticks follow `misfire` exactly, a backward clock
+step stalls nothing; per-record series (`set_recurring_event`) likewise, and they run as
+the user who set them."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import Clock
+
+from gateway.context import ADMIN, Identity
+from gateway.interpreter import Interpreter
+from gateway.loader import load
+from gateway.model import Registry
+from gateway.scheduler import Scheduler, with_jobs
+from gateway.storage import Storage, open_storage
+
+TYPES = """
+kind: data_type
+name: mark
+fields:
+  due: {type: date}
+  by: {type: text}
+  name: {type: text}
+---
+kind: data_type
+name: user
+fields:
+  name: {type: text}
+"""
+
+EVERY_SECOND = """
+---
+kind: recurring_event
+name: second
+every: 1s
+misfire: {misfire}
+steps:
+  - {{action: create_thing, type: mark, fields: {{due: "{{{{ run.scheduled_at }}}}"}}}}
+"""
+
+PER_RECORD = """
+---
+kind: recurring_event
+name: daily
+type: user
+misfire: {misfire}
+steps:
+  - action: create_thing
+    type: mark
+    fields:
+      due: "{{{{ run.scheduled_at }}}}"
+      by: "{{{{ current_user._id if current_user else 'nobody' }}}}"
+      name: "{{{{ current_user.name if current_user else '' }}}}"
+---
+kind: api_workflow
+name: subscribe
+auth: user
+params:
+  start: {{type: date}}
+steps:
+  - action: set_recurring_event
+    event: daily
+    thing: "{{{{ current_user._id }}}}"
+    frequency: daily
+    start: "{{{{ params.start }}}}"
+"""
+
+T = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+S = timedelta(seconds=1)
+DAY = timedelta(days=1)
+
+
+def registry(tmp_path: Path, document: str, misfire: str = "skip") -> Registry:
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(TYPES).strip() + "\n" + document.format(misfire=misfire))
+    return load([path])
+
+
+@pytest.fixture
+async def store(tmp_path: Path, storage_url: str) -> AsyncIterator[Storage]:
+    storage = open_storage(storage_url)
+    await storage.open(list(registry(tmp_path, EVERY_SECOND).data_types.values()))
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+class Passes:
+    """A scheduler whose passes the test makes, on the test's clock: each plans the
+    recurring events (as the scheduler's loop does first), then claims what is due and
+    waits for it to end."""
+
+    def __init__(self, found: Registry, storage: Storage, clock: Clock) -> None:
+        self.interpreter = with_jobs(Interpreter(found, storage, clock))
+        self.scheduler = Scheduler(self.interpreter, storage, clock)
+
+    async def run(self, count: int = 1) -> None:
+        for _ in range(count):
+            await self.scheduler.planner.plan(self.scheduler.registry.recurring.values())
+            await self.scheduler.claim(10)
+            await asyncio.gather(*list(self.scheduler.running.values()))
+
+
+async def dues(storage: Storage) -> list[datetime]:
+    return sorted(m["due"] for m in (await storage.records.search("mark")).results)
+
+
+async def pending(storage: Storage, workflow: str) -> list[datetime]:
+    return sorted(j.due_at for j in await storage.jobs.list_jobs("pending", workflow))
+
+
+async def test_every_second_fires_once_a_second(tmp_path: Path, store: Storage) -> None:
+    clock = Clock(T - S / 2)
+    passes = Passes(registry(tmp_path, EVERY_SECOND), store, clock)
+    await passes.run()
+    assert await pending(store, "second") == [T]
+    for second in range(3):
+        clock.now = T + second * S
+        await passes.run()
+        # the next tick is written as the last one ends, not a poll later (when it would be
+        # missed already): it runs when its second comes
+        assert await pending(store, "second") == [T + (second + 1) * S]
+    assert await dues(store) == [T, T + S, T + 2 * S]
+
+
+async def test_skip_runs_no_missed_tick_and_the_next_on_time(tmp_path: Path,
+                                                               store: Storage) -> None:
+    found, clock = registry(tmp_path, EVERY_SECOND), Clock(T - S / 2)
+    await Passes(found, store, clock).run()  # the tick of T is written; then nothing runs
+    clock.now = T + 10.5 * S
+    restarted = Passes(found, store, clock)
+    await restarted.run(2)
+    assert await dues(store) == []
+    (missed,) = await store.jobs.list_jobs("cancelled", "second")
+    assert missed.due_at == T and (missed.error or "").startswith("missed:")
+    assert await pending(store, "second") == [T + 11 * S]
+    clock.now = T + 11 * S
+    await restarted.run()
+    assert await dues(store) == [T + 11 * S]
+
+
+async def test_run_once_runs_one_tick_for_all_missed_then_on_time(tmp_path: Path,
+                                                                   store: Storage) -> None:
+    found, clock = registry(tmp_path, EVERY_SECOND, "run_once"), Clock(T - S / 2)
+    await Passes(found, store, clock).run()
+    clock.now = T + 10.5 * S
+    restarted = Passes(found, store, clock)
+    await restarted.run(3)
+    assert await dues(store) == [T + 10 * S]  # the latest missed, once
+    assert await pending(store, "second") == [T + 11 * S]
+    clock.now = T + 11 * S
+    await restarted.run()
+    assert await dues(store) == [T + 10 * S, T + 11 * S]
+
+
+async def test_a_backward_clock_step_stalls_nothing(tmp_path: Path, store: Storage) -> None:
+    clock = Clock(T - S / 2)
+    passes = Passes(registry(tmp_path, EVERY_SECOND), store, clock)
+    await passes.run()
+    clock.now = T
+    await passes.run()  # the tick of T runs; T + 1 s is written
+    back = T - timedelta(hours=1)
+    clock.now = back + S / 5  # the clock went back an hour
+    await passes.run()
+    assert await pending(store, "second") == [back + S, T + S]
+    for second in (1, 2):
+        clock.now = back + second * S
+        await passes.run()
+    assert await dues(store) == [back + S, back + 2 * S, T]
+    clock.now = T + S  # caught up: the tick planned before the step runs, on time
+    await passes.run()
+    assert (await dues(store))[-1] == T + S
+
+
+async def subscribe(found: Registry, storage: Storage, clock: Clock, start: datetime,
+                    name: str = "Ada") -> str:
+    """A user who starts their own daily series at `start`; the user's id."""
+    user = await storage.records.create("user", {"name": name})
+    record = await storage.records.get("user", user.id)
+    interpreter = with_jobs(Interpreter(found, storage, clock))
+    result = await interpreter.run(found.workflows["subscribe"], {"start": start.isoformat()},
+                                   identity=Identity("user", user.id, user=record))
+    assert result.error is None, result.error
+    return user.id
+
+
+async def test_a_series_skips_its_missed_ticks_and_goes_on_on_time(tmp_path: Path,
+                                                                    store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    clock.now = T
+    await Passes(found, store, clock).run()
+    assert await pending(store, "daily") == [T + DAY]
+    clock.now = T + 3 * DAY + timedelta(hours=1)  # down for three days
+    restarted = Passes(found, store, clock)
+    await restarted.run(2)
+    assert await dues(store) == [T]
+    assert await pending(store, "daily") == [T + 4 * DAY]
+    clock.now = T + 4 * DAY
+    await restarted.run()
+    assert await dues(store) == [T, T + 4 * DAY]
+
+
+async def test_a_series_runs_once_for_its_missed_ticks(tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD, "run_once"), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    clock.now = T
+    await Passes(found, store, clock).run()
+    clock.now = T + 3 * DAY + timedelta(hours=1)
+    restarted = Passes(found, store, clock)
+    await restarted.run(3)
+    assert await dues(store) == [T, T + 3 * DAY]
+    assert await pending(store, "daily") == [T + 4 * DAY]
+
+
+async def test_a_series_tick_planned_before_the_clock_went_back_is_planned_again(
+        tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    clock.now = T
+    passes = Passes(found, store, clock)
+    await passes.run()
+    assert await pending(store, "daily") == [T + DAY]
+    clock.now = T - 2 * DAY + timedelta(hours=1)  # the clock went back two days
+    await passes.run()
+    assert await pending(store, "daily") == [T - DAY]
+    for day in (-1, 0, 1):
+        clock.now = T + day * DAY
+        await passes.run()
+    assert await dues(store) == [T - DAY, T, T, T + DAY]
+    assert await pending(store, "daily") == [T + 2 * DAY]
+
+
+async def test_a_series_runs_as_the_user_who_set_it(tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    user = await subscribe(found, store, clock, T)
+    await store.records.update("user", user, {"name": "Ada L."})  # as their current record
+    clock.now = T
+    await Passes(found, store, clock).run()
+    (mark,) = (await store.records.search("mark")).results
+    assert (mark["by"], mark["name"]) == (user, "Ada L.")
+    (tick,) = await store.jobs.list_jobs("done", "daily")
+    run = await _run(store, tick.run_id)
+    assert run["identity"] == {"kind": "user", "user_id": user}
+    assert run["source"] == "recurring"
+
+
+async def test_a_global_event_runs_as_admin(tmp_path: Path, store: Storage) -> None:
+    clock = Clock(T - S / 2)
+    passes = Passes(registry(tmp_path, EVERY_SECOND), store, clock)
+    await passes.run()
+    clock.now = T
+    await passes.run()
+    (tick,) = await store.jobs.list_jobs("done", "second")
+    assert (await _run(store, tick.run_id))["identity"] == dict(ADMIN.record)
+
+
+async def _run(storage: Storage, run_id: str | None) -> dict[str, Any]:
+    assert run_id is not None
+    await storage.runs.flush_runs()
+    run = await storage.runs.get_run(run_id)
+    assert run is not None
+    return run
