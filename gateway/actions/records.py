@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway import pointer as ptr
 from gateway.action import Action, StepCheck
+from gateway.actions import constraint
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
@@ -24,7 +25,6 @@ from gateway.storage import codec
 from gateway.storage.interface import (
     SYSTEM_KEYS,
     Constraint,
-    FieldSpec,
     Page,
     RecordStore,
     SortKey,
@@ -34,8 +34,6 @@ from gateway.storage.interface import (
 MAX_PAGE = 10_000
 MAX_PRIVACY_SCAN = 10_000
 _NUMERIC = frozenset({"number", "integer"})
-_LIST_CONSTRAINTS = frozenset({"in", "not_in"})
-_VALUELESS = frozenset({"is_empty", "is_not_empty"})
 
 
 def _storage(ctx: RunContext) -> RecordStore:
@@ -235,22 +233,12 @@ def _things(value: Any) -> list[Any]:
 
 
 def _constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
-    key, kind, value = raw["key"], raw["constraint"], raw.get("value")
-    if kind in _VALUELESS or key in SYSTEM_KEYS or key not in spec.fields:
-        return Constraint(key, kind, value)
-    field = spec.fields[key]
-    element = TypeSpec(spec.name, {key: FieldSpec(key, field.type)})
-    if kind in _LIST_CONSTRAINTS:
-        items = value if isinstance(value, list) else [value]
-        return Constraint(key, kind, [check_value(element, key, item) for item in items])
-    if kind in ("text_contains", "not_text_contains"):
-        return Constraint(key, kind, str(value))
-    return Constraint(key, kind, check_value(element, key, value))
+    return constraint.checked(spec, raw)
 
 
 def search_constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
     """A search condition (`{key, constraint, value}`), its value in the field's type."""
-    return _constraint(spec, raw)
+    return constraint.checked(spec, raw)
 
 
 def check_record(check: StepCheck, args: Mapping[str, Any]) -> None:
@@ -305,19 +293,8 @@ def _check_increment(check: StepCheck, spec: TypeSpec, key: str, value: Any,
 
 def _check_constraint(check: StepCheck, spec: TypeSpec, pointer: str,
                       item: Mapping[str, Any]) -> None:
-    key, kind = item["key"], item["constraint"]
-    if not _known_field(check, spec, pointer + "/key", key, system=True):
-        return
-    field = spec.fields.get(key)
-    if field is None:
-        return
-    if kind in ("contains", "not_contains") and not field.list:
-        check.error(pointer + "/constraint", "constraint.mismatch",
-                    f"'{kind}' applies to list fields; '{key}' is not a list")
-    elif kind == "text_contains" and (field.type != "text" or field.list):
-        shown = f"a list of {field.type}" if field.list else field.type
-        check.error(pointer + "/constraint", "constraint.mismatch",
-                    f"'text_contains' applies to text fields; '{key}' is {shown}")
+    if _known_field(check, spec, pointer + "/key", item["key"], system=True):
+        constraint.check(check, spec, pointer, item)
 
 
 def _note_search(result: Any) -> str | None:
