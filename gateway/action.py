@@ -9,7 +9,7 @@ ends the run with a reply.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +49,9 @@ class StepCheck(Protocol):
 
 
 Check = Callable[[StepCheck, Mapping[str, Any]], None]
+# The keys of a step (its whole mapping, as written) in a form the action no longer takes,
+# each with a sentence that says what to write instead.
+OldForm = Callable[[Mapping[str, Any]], Iterable[tuple[str, str]]]
 
 
 def _no_note(result: Any) -> str | None:
@@ -69,6 +72,7 @@ class Action:
     replies_by_default: bool = False
     event_arg: str | None = None  # the argument naming a custom event it calls inline
     note: Callable[[Any], str | None] = _no_note  # what the run log says of a result
+    old_form: OldForm | None = None  # keys it once took, said at load time with the new ones
 
 
 def collect(*families: tuple[Action, ...]) -> dict[str, Action]:

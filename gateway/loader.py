@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gateway import schema
+from gateway.actions import ACTIONS
 from gateway.compiler import Compiler
 from gateway.errors import ConfigError, Diagnostic
 from gateway.model import Registry
@@ -45,9 +46,10 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
         docs, diagnostics = load_file(file)
         problems.extend(diagnostics)
         for doc in docs:
-            found = schema.check(doc)
-            problems.extend(found)
-            if not found:
+            old = old_forms(doc)
+            found = [d for d in schema.check(doc) if not _explained(d, old)]
+            problems.extend(old + found)
+            if not found and not old:
                 documents.append(doc)
             elif isinstance(doc.data.get("name"), str):
                 broken.append((str(doc.data.get("kind")), doc.data["name"]))
@@ -55,6 +57,30 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
     registry = compiler.compile()
     problems.extend(compiler.diagnostics)
     return registry, sorted(set(problems))
+
+
+def old_forms(doc: Document) -> list[Diagnostic]:
+    """The steps written in a form their action no longer takes (its `old_form`), each key
+    said once with what to write instead (`step.renamed-key`)."""
+    steps = doc.data.get("steps") if isinstance(doc.data, dict) else None
+    found = []
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        name = step.get("action") if isinstance(step, dict) else None
+        action = ACTIONS.get(name) if isinstance(name, str) else None
+        if action is None or action.old_form is None:
+            continue
+        for key, message in action.old_form(step):
+            found.append(doc.diagnostic(f"/steps/{index}/{key}", "step.renamed-key", message,
+                                        key=True))
+    return found
+
+
+def _explained(problem: Diagnostic, old: Sequence[Diagnostic]) -> bool:
+    """A schema problem that an old form's diagnostic already says: at its key, or a key
+    missing from its step."""
+    return any(problem.pointer == o.pointer or (problem.code == "schema.required"
+                                                and problem.pointer == o.pointer.rsplit("/", 1)[0])
+               for o in old)
 
 
 def errors(problems: Sequence[Diagnostic]) -> list[Diagnostic]:

@@ -22,7 +22,10 @@ from support import rates_api as loopback_rates_api
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.cli import main
+from gateway.context import ADMIN
+from gateway.interpreter import Interpreter
 from gateway.loader import check, load
+from gateway.scheduler import with_jobs
 from gateway.settings import with_environment
 from gateway.storage import Storage, open_storage
 
@@ -279,3 +282,20 @@ async def test_sign_up_schedules_a_welcome_and_a_new_score_fires_the_trigger(
             await asyncio.sleep(0.02)  # the scheduler of the app's lifespan runs it
     (job,) = await storage.jobs.list_jobs(workflow="lead-score-changed")
     assert job.data["identity"] == {"kind": "user", "user_id": user}
+
+
+async def test_welcome_now_cancels_the_due_welcome_and_reads_what_it_cancelled(
+        client: httpx.AsyncClient, storage: Storage) -> None:
+    signed = await client.post("/api/1.1/wf/signup", json={
+        "email": "di@example.com", "password": "correct horse"})
+    user = signed.json()["response"]["user_id"]
+    (welcome,) = await storage.jobs.list_jobs(workflow="send-welcome")
+    registry = load([EXAMPLES])
+    interpreter = with_jobs(Interpreter(registry, storage))
+    params = {"job": welcome.id, "user": user}
+    for cancelled in (1, 0):  # the second time, there is nothing left to cancel
+        result = await interpreter.run(registry.workflows["welcome-now"], params, source="cli",
+                                       identity=ADMIN)
+        assert result.reply is not None and result.reply.data == {"cancelled": cancelled}
+    jobs = await storage.jobs.list_jobs(workflow="send-welcome")
+    assert len(jobs) == 2 and welcome.id in {j.id for j in jobs if j.status == "cancelled"}

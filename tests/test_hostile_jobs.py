@@ -36,7 +36,7 @@ params:
   delay: {type: text, optional: true}
   items: {type: text, list: true, optional: true}
   interval: {type: text, optional: true}
-  ids: {type: object, optional: true}
+  jobs: {type: object, optional: true}
   frequency: {type: text, optional: true}
   note: {type: text, optional: true, default: ""}
 steps:
@@ -56,8 +56,8 @@ steps:
     item_param: note
     interval: "{{ params.interval or '0s' }}"
   - action: cancel_scheduled
-    only_when: "{{ params.ids }}"
-    ids: "{{ params.ids.list }}"
+    only_when: "{{ params.jobs }}"
+    jobs: "{{ params.jobs.list }}"
   - id: thing
     action: create_thing
     only_when: "{{ params.frequency }}"
@@ -68,6 +68,35 @@ steps:
     event: daily-thing
     thing: "{{ steps.thing }}"
     frequency: "{{ params.frequency }}"
+---
+kind: api_workflow
+name: plan-and-cancel
+expose: true
+auth: none
+params:
+  job: {type: text}
+steps:
+  - id: later
+    action: schedule_workflow
+    workflow: echo
+    delay: 1h
+  - id: many
+    action: schedule_workflow_on_list
+    workflow: echo
+    list: "{{ ['a', 'b'] }}"
+    item_param: note
+  - id: stop_one
+    action: cancel_scheduled
+    job: "{{ steps.later }}"
+  - id: stop_many
+    action: cancel_scheduled
+    jobs: "{{ steps.many }}"
+  - id: stop_earlier
+    action: cancel_scheduled
+    job: "{{ params.job }}"
+  - action: return_data
+    data: {one: "{{ steps.stop_one.cancelled }}", many: "{{ steps.stop_many.cancelled }}",
+           earlier: "{{ steps.stop_earlier.cancelled }}"}
 ---
 kind: api_workflow
 name: echo
@@ -116,7 +145,8 @@ BAD = {
     "a delay beyond any date": {"delay": "99999999999999d"},
     "a list over scheduler.max_list": {"items": [str(i) for i in range(51)]},
     "an interval that is not one": {"items": ["a"], "interval": "soon"},
-    "ids that are not a list": {"ids": {"list": {"a": 1}}},
+    "jobs that are not a list": {"jobs": {"list": {"a": 1}}},
+    "jobs that are not ids": {"jobs": {"list": [{"a": 1}]}},
     "an unknown frequency": {"frequency": "hourly\n"},
 }
 
@@ -143,9 +173,23 @@ async def test_a_list_at_the_limit_is_written_in_one_go_and_unknown_ids_cancel_n
     response = await call(http, items=[f"n{i}" for i in range(50)], interval="1h")
     assert response.status_code == 200, response.text
     assert len(await storage.jobs.list_jobs(workflow="echo", limit=100)) == 50
-    cancelled = await call(http, ids={"list": [f"{i}x1" for i in range(1000)]})
+    cancelled = await call(http, jobs={"list": [f"{i}x1" for i in range(1000)]})
     assert cancelled.status_code == 200
     assert await storage.jobs.list_jobs(workflow="echo", status="cancelled") == []
+
+
+async def test_a_cancel_step_is_named_by_its_id_and_its_result_read(
+        gateway: tuple[httpx.AsyncClient, Storage]) -> None:
+    http, storage = gateway
+    assert (await call(http, at="2999-01-01T00:00:00Z")).status_code == 200
+    (waiting,) = await storage.jobs.list_jobs(workflow="echo")
+    response = await http.post("/api/1.1/wf/plan-and-cancel", json={"job": waiting.id})
+    assert response.status_code == 200, response.text
+    # This run's own jobs are cancelled before they are written; the earlier one in the store.
+    assert response.json()["response"] == {"one": 1, "many": 2, "earlier": 1}
+    (cancelled,) = await storage.jobs.list_jobs(workflow="echo", status="cancelled")
+    assert cancelled.id == waiting.id
+    assert await storage.jobs.list_jobs(workflow="echo", status="pending") == []
 
 
 async def test_what_a_caller_wrote_reaches_the_scheduler_s_log_escaped(

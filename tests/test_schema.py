@@ -219,8 +219,8 @@ steps:
   - {action: schedule_workflow, workflow: welcome, at: "{{ now }}"}
   - {action: schedule_workflow_on_list, workflow: welcome, list: "{{ steps.found }}",
      item_param: lead, params: {}, interval: 1s, delay: 10s}
-  - {action: cancel_scheduled, id: "{{ steps.later.id }}"}
-  - {action: cancel_scheduled, ids: "{{ [steps.later.id] }}"}
+  - {id: stop, action: cancel_scheduled, job: "{{ steps.later.id }}"}
+  - {action: cancel_scheduled, jobs: "{{ [steps.later.id] }}"}
   - {action: set_recurring_event, event: invoice, thing: "{{ steps.lead }}", frequency: monthly,
      start: "{{ now }}"}
   - action: terminate

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -140,10 +140,28 @@ async def schedule_on_list(ctx: RunContext, args: dict[str, Any]) -> Any:
     return {"ids": [job.id for job in jobs]}
 
 
+def _job_id(value: Any) -> str:
+    """A job's id, from the id or from the `{id}` a schedule_workflow step returned."""
+    if isinstance(value, dict) and set(value) == {"id"}:
+        value = value["id"]
+    if not isinstance(value, str) or not value:
+        raise InvalidDataError(f"job must be a job id, not {_shown(value)}")
+    return value
+
+
+def _job_ids(args: Mapping[str, Any]) -> list[str]:
+    if "job" in args:
+        return [_job_id(args["job"])]
+    jobs = args.get("jobs")
+    if isinstance(jobs, dict) and set(jobs) == {"ids"}:
+        jobs = jobs["ids"]  # the result of a schedule_workflow_on_list step
+    if not isinstance(jobs, list):
+        raise InvalidDataError(f"jobs must be a list of job ids, not {_shown(jobs)}")
+    return [_job_id(job) for job in jobs]
+
+
 async def cancel_scheduled(ctx: RunContext, args: dict[str, Any]) -> Any:
-    ids = args.get("ids") if args.get("ids") is not None else [args.get("id")]
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise InvalidDataError(f"ids must be a list of job ids, not {_shown(ids)}")
+    ids = _job_ids(args)
     wanted = set(ids)
     unwritten = [job for job in ctx.jobs if job.id in wanted]  # scheduled by this very run
     for job in unwritten:
@@ -216,8 +234,18 @@ def check_schedule(check: StepCheck, args: Mapping[str, Any]) -> None:
 
 
 def check_cancel(check: StepCheck, args: Mapping[str, Any]) -> None:
-    if "id" not in args and "ids" not in args:
-        check.error(check.base, "schema.required", "'id' or 'ids' is required")
+    if "job" not in args and "jobs" not in args:
+        check.error(check.base, "schema.required", "'job' or 'jobs' is required")
+
+
+def old_cancel(step: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """The keys of the form cancel_scheduled once took: `id` (the job) and `ids`."""
+    if "ids" in step:
+        yield "ids", "cancel_scheduled takes its list of job ids under `jobs`, not `ids`"
+    elif "id" in step and "job" not in step and "jobs" not in step:
+        yield "id", ("`id` names the step, as for every action: cancel_scheduled takes the "
+                     "job to cancel under `job` (e.g. job: \"{{ steps.later.id }}\"), "
+                     "and a list of jobs under `jobs`")
 
 
 def check_recurring(check: StepCheck, args: Mapping[str, Any]) -> None:
@@ -232,6 +260,6 @@ def check_recurring(check: StepCheck, args: Mapping[str, Any]) -> None:
 ACTIONS = (
     Action("schedule_workflow", schedule_workflow, check=check_schedule, writes=True),
     Action("schedule_workflow_on_list", schedule_on_list, check=check_schedule, writes=True),
-    Action("cancel_scheduled", cancel_scheduled, check=check_cancel),
+    Action("cancel_scheduled", cancel_scheduled, check=check_cancel, old_form=old_cancel),
     Action("set_recurring_event", set_recurring_event, check=check_recurring, writes=True),
 )
