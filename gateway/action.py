@@ -17,6 +17,7 @@ from gateway import pointer as ptr
 from gateway.context import RunContext
 from gateway.errors import did_you_mean
 from gateway.param import Param
+from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 
 Execute = Callable[[RunContext, dict[str, Any]], Awaitable[Any]]
@@ -33,6 +34,8 @@ class StepCheck(Protocol):
     def base(self) -> str: ...
     @property
     def returns(self) -> tuple[Param, ...]: ...  # what the enclosing custom event declares
+    @property
+    def settings(self) -> Settings: ...  # the config's settings (the environment's aside)
 
     def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None: ...
     def data_type(self, name: str, pointer: str) -> TypeSpec | None:

@@ -207,3 +207,10 @@ def test_text_contains_on_a_list_field_is_a_mismatch() -> None:
     search = _workflow("  - action: search\n    type: t\n    constraints:\n"
                        "      - {key: tags, constraint: text_contains, value: x}\n")
     assert _codes(types, search) == [("constraint.mismatch", "/steps/0/constraints/0/constraint")]
+
+
+def test_a_message_without_from_takes_the_settings_sender() -> None:
+    step = "  - {action: send_email, to: a@example.com, subject: s, text: t}\n"
+    assert _codes(_workflow(step)) == [("step.no-sender", "/steps/0")]
+    settings = "kind: settings\nsmtp: {host: mail.example.com, from: gw@example.com}\n"
+    assert _codes(settings, _workflow(step)) == []

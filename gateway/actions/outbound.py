@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from gateway.action import Action
+from gateway.action import Action, StepCheck
 from gateway.context import RunContext
 from gateway.encoding import loads_exact
 from gateway.errors import InvalidDataError, RunError, UpstreamError, shown
@@ -385,7 +385,15 @@ async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
             "refused": refused}
 
 
+def check_email(check: StepCheck, args: Mapping[str, Any]) -> None:
+    """A message has a sender: the step's `from`, or else the settings' `smtp.from`."""
+    if args.get("from") in (None, "") and not check.settings.smtp_sender:
+        check.error(check.base + ("/from" if "from" in args else ""), "step.no-sender",
+                    "send_email needs a sender: give the step `from`, or set smtp.from in "
+                    "the settings")
+
+
 ACTIONS = (
     Action("http_request", http_request),
-    Action("send_email", send_email),
+    Action("send_email", send_email, check=check_email),
 )

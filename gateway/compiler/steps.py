@@ -20,7 +20,7 @@ from gateway.compiler.units import Unit
 from gateway.errors import did_you_mean
 from gateway.model import Retry, Step, Workflow
 from gateway.param import Param
-from gateway.settings import parse_duration
+from gateway.settings import Settings, parse_duration
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
@@ -52,6 +52,10 @@ class Site:
     @property
     def returns(self) -> tuple[Param, ...]:
         return self.unit.returns
+
+    @property
+    def settings(self) -> Settings:
+        return self.compiler.settings
 
     def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None:
         self.compiler.error(self.unit.doc, pointer, code, message, key=key)
