@@ -11,10 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.action import Action
+from gateway.errors import GatewayError
 from gateway.param import SCALAR_TYPES, Param
 from gateway.privacy import Privacy
 from gateway.settings import Settings
-from gateway.signature import VerifySpec
+from gateway.signature import VerifySpec, secret_problem
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 
@@ -206,3 +207,21 @@ class Registry:
 
     def exposed(self) -> list[Workflow]:
         return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)
+
+    def secret_problems(self, secrets: Mapping[str, str]) -> list[str]:
+        """Each workflow whose `verify` secret, read from `secrets`, cannot check its
+        scheme's signatures, and why (the secret is not shown): serve and a reload refuse
+        such a config, as they refuse a missing secret."""
+        found = []
+        for workflow in sorted(self.workflows.values(), key=lambda w: w.name):
+            hooks = workflow.hooks
+            if hooks is None or hooks.verify is None or hooks.secret is None:
+                continue
+            try:
+                value = hooks.secret({"secrets": secrets})
+            except GatewayError:
+                continue  # a secret the environment does not set: refused as missing
+            problem = secret_problem(hooks.verify.scheme, "" if value is None else str(value))
+            if problem is not None:
+                found.append(f"workflow {workflow.name}: {problem}")
+        return found

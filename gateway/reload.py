@@ -80,6 +80,10 @@ class Reloader:
         if missing:  # as `serve` refuses to start: a `verify` would fail every delivery
             raise _Refused("the settings declare secrets the environment does not set: "
                            + ", ".join(missing))
+        unusable = registry.secret_problems(settings.secrets)
+        if unusable:
+            raise _Refused("a webhook secret the environment sets cannot check signatures: "
+                           + "; ".join(unusable))
         old = self.app.state.registry.settings
         if settings.database != old.database:
             raise _Refused("the database cannot change on a reload (restart the server)")

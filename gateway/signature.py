@@ -136,11 +136,35 @@ def _slack(secret: str, headers: Mapping[str, str], body: bytes, now: float,
         raise _refuse("the signature does not match")
 
 
+def _standard_key(secret: str) -> bytes:
+    """The key of a standard-webhooks secret: the base64 after `whsec_`, read as the
+    provider's library reads it (the prefix may be left out; a trailing line break is
+    ignored); `ValueError` for anything else."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_").strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64") from exc
+    if not key:
+        raise ValueError("an empty key")
+    return key
+
+
+def secret_problem(scheme: str, secret: str) -> str | None:
+    """Why `secret` cannot check signatures of `scheme`, or None; said without the secret."""
+    if scheme == "standard-webhooks":
+        try:
+            _standard_key(secret)
+        except ValueError:
+            return ("a standard-webhooks secret is whsec_ followed by a key in base64, as "
+                    "the sender shows it")
+    return None
+
+
 def _standard(secret: str, headers: Mapping[str, str], body: bytes, now: float,
               spec: VerifySpec) -> None:
     try:
-        key = base64.b64decode(secret.removeprefix("whsec_").strip(), validate=True)
-    except (binascii.Error, ValueError):
+        key = _standard_key(secret)
+    except ValueError:
         # the operator's mistake: said in the server log, not to whoever sent the request
         log.error("verify: the standard-webhooks secret is not a whsec_ base64 key")
         raise _refuse("the gateway could not check it") from None

@@ -319,3 +319,24 @@ def test_serve_and_run_refuse_secrets_missing_from_the_environment(tmp_path: Pat
         main, ["run", "x", "--config", str(folder), "--database", f"sqlite:///{tmp_path / 'y.db'}"])
     assert given.exit_code == 0, given.output
     assert json.loads(given.stdout) == {"status": "success", "response": {"n": 4}}
+
+
+def test_serve_refuses_a_standard_webhooks_secret_that_is_no_key(tmp_path: Path) -> None:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    name = "GATEWAY_TEST_STANDARD_SECRET"
+    (folder / "main.yaml").write_text(
+        f"kind: settings\nsecrets: [{name}]\n---\n"
+        "kind: api_workflow\nname: hook\nexpose: true\nauth: none\n"
+        f"verify: {{scheme: standard-webhooks, secret: '{{{{ secrets.{name} }}}}'}}\n"
+        "steps:\n  - action: terminate\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(folder), "--port",
+         str(free_port()), "--database", f"sqlite:///{tmp_path / 'x.db'}"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**os.environ, name: "whsec_not-a-key!", "PYTHONPATH": str(
+            Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 1
+    assert "workflow hook: a standard-webhooks secret is whsec_ followed by a key in base64" \
+        in proc.stderr
+    assert "not-a-key" not in proc.stderr and "Uvicorn running" not in proc.stderr

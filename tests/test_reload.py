@@ -179,6 +179,21 @@ async def test_a_secret_missing_from_the_environment_is_refused_as_at_start(
         assert await echo(client) == 2
 
 
+async def test_a_standard_webhooks_secret_that_is_no_key_is_refused_as_at_start(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELOAD_HOOK_SECRET", "whsec_not-base64!")
+    async with serving(folder, f"sqlite:///{tmp_path / 'g.db'}") as (app, client):
+        (folder / "settings.yaml").write_text("kind: settings\nsecrets: [RELOAD_HOOK_SECRET]\n")
+        (folder / "echo.yaml").write_text(ECHO % 2 + "verify: {scheme: standard-webhooks, "
+                                          "secret: '{{ secrets.RELOAD_HOOK_SECRET }}'}\n")
+        assert await app.state.reloader.reload("test") is False
+        assert "workflow echo: a standard-webhooks secret" in app.state.reload_error
+        assert "not-base64" not in app.state.reload_error
+        assert await echo(client) == 1  # the running config goes on
+        monkeypatch.setenv("RELOAD_HOOK_SECRET", "whsec_" + "c2VjcmV0LWtleQ==")
+        assert await app.state.reloader.reload("test") is True
+
+
 async def test_a_request_in_flight_finishes_on_the_config_it_started_with(
         folder: Path, tmp_path: Path) -> None:
     async with serving(folder, f"sqlite:///{tmp_path / 'g.db'}") as (app, client):

@@ -76,6 +76,13 @@ def refuse_missing_secrets(settings: Settings) -> None:
                      + ", ".join(missing))
 
 
+def refuse_unusable_secrets(registry: Registry, settings: Settings) -> None:
+    problems = registry.secret_problems(settings.secrets)
+    if problems:
+        raise Failed("error: a webhook secret the environment sets cannot check signatures: "
+                     + "; ".join(problems))
+
+
 def store_of(config: tuple[Path, ...], database: str | None) -> tuple[Registry, Storage]:
     registry = load_or_exit(config)
     settings = settled(registry, database=database)

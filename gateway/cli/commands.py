@@ -29,6 +29,7 @@ from gateway.cli.base import (
     load_or_exit,
     main,
     refuse_missing_secrets,
+    refuse_unusable_secrets,
     settled,
     with_store,
 )
@@ -123,6 +124,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     registry = load_or_exit(paths)
     settings = settled(registry, host=host, port=port, workers=workers, database=database)
     refuse_missing_secrets(settings)
+    refuse_unusable_secrets(registry, settings)
     if settings.workers > 1 and settings.database.startswith("sqlite:"):
         raise Failed(f"error: {settings.workers} workers cannot share a SQLite database (they "
                      "would block each other's writes); use PostgreSQL "

@@ -11,7 +11,7 @@ from gateway import templating
 from gateway.compiler.units import Unit
 from gateway.model import Hooks
 from gateway.settings import parse_duration
-from gateway.signature import DEFAULT_TOLERANCE, VerifySpec
+from gateway.signature import DEFAULT_TOLERANCE, VerifySpec, secret_problem
 from gateway.templating import Compiled
 
 
@@ -42,6 +42,15 @@ def key_header(text: Any) -> str:
     return name
 
 
+def _check_literal_secret(site: HookSite, scheme: str, text: str) -> None:
+    """A secret written in the template itself is checked here; one read from the
+    environment, when serve starts (`Registry.secret_problems`)."""
+    literal = templating.literal_text(text)
+    problem = None if literal is None else secret_problem(scheme, literal)
+    if problem is not None:
+        site.error("/verify/secret", "verify.bad-secret", problem)
+
+
 def build_hooks(site: HookSite, data: Mapping[str, Any]) -> Hooks | None:
     """The workflow's hooks, or None when it has none (the request path checks only that)."""
     if not any(key in data for key in ("verify", "idempotency", "rate_limit")):
@@ -67,6 +76,7 @@ def build_hooks(site: HookSite, data: Mapping[str, Any]) -> Hooks | None:
                 site.error(f"/params/{param.name}/in", "verify.unsigned-params",
                            f"parameter {param.name} comes from the query string, which no "
                            "signature covers: a signed workflow's parameters come from its body")
+        _check_literal_secret(site, spec.scheme, verify["secret"])
         secret = site.leaf_with(SECRET_NAMES, "/verify/secret", verify["secret"])
         hooks = replace(hooks, verify=spec, secret=secret)
     idempotency = data.get("idempotency")
