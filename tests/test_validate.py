@@ -29,8 +29,8 @@ VALID = TESTS / "configs" / "valid"
 INVALID = TESTS / "configs" / "invalid"
 SCHEMA = REPO / "schemas" / "gateway.schema.json"
 
-_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<column>\d+): error\[(?P<code>[a-z.-]+)\]: "
-                   r"(?P<message>.*?)(?: \(at (?P<pointer>/\S*)\))?$")
+_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<column>\d+): (?:error|warning)"
+                   r"\[(?P<code>[a-z.-]+)\]: (?P<message>.*?)(?: \(at (?P<pointer>/\S*)\))?$")
 # The string literals that name a code, as the brief for codes says: `area.kebab-name`.
 _CODE_LITERAL = re.compile(
     r"[\"']((?:yaml|file|schema|template|ref|event|name|route|settings|step|value|constraint)"
@@ -176,14 +176,14 @@ def _literal_codes() -> set[str]:
 
 
 def _call_codes(tree: ast.AST) -> Iterator[str]:
-    """Codes given to `error(...)`, `diagnostic(...)`, `Diagnostic(...)` or as `code=`, so a
-    new area of codes is found even when its prefix is not in `_CODE_LITERAL`."""
+    """Codes given to `error(...)`, `warn(...)`, `diagnostic(...)`, `Diagnostic(...)` or as
+    `code=`, so a new area of codes is found even when its prefix is not in `_CODE_LITERAL`."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "attr", getattr(node.func, "id", ""))
         values = [k.value for k in node.keywords if k.arg == "code"]
-        if name in {"error", "diagnostic", "Diagnostic"}:
+        if name in {"error", "warn", "diagnostic", "Diagnostic"}:
             values += node.args
         for value in values:
             if isinstance(value, ast.Constant) and isinstance(value.value, str) \

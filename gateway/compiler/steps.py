@@ -110,10 +110,7 @@ def build_units(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, A
 
 def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Workflow:
     doc, data = unit.doc, unit.doc.data
-    if unit.returns and any(not p.optional for p in unit.returns) and not any(
-            ACTIONS[s["action"]].replies for s in data.get("steps", [])):
-        c.error(doc, "/returns", "event.bad-return",
-                "this custom event declares returns but has no return_data step")
+    _check_returns(c, unit)
     _check_access(c, unit)
     params = {p.name: p for p in unit.params}
     top = Site(c, unit, names, params, user_checked=_tests_user(data.get("only_when")))
@@ -133,6 +130,37 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         record_params=tuple(p for p in unit.params if p.is_record),
         coerce=compile_coercer(name, unit.params), hooks=hooks,
         retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit))
+
+
+def _check_returns(c: Compiler, unit: Unit) -> None:
+    """A custom event that declares returns gives them back however its run goes: a caller
+    that reads the returns of a run that returned nothing fails (a 500)."""
+    if not any(not p.optional for p in unit.returns):
+        return
+    steps = unit.doc.data.get("steps", [])
+    replies = [(i, s) for i, s in enumerate(steps) if ACTIONS[s["action"]].replies]
+    if not replies:
+        c.error(unit.doc, "/returns", "event.bad-return",
+                "this custom event declares returns but has no return_data step")
+    elif not any(_always(step.get("only_when")) for _, step in replies):
+        pointer = f"/steps/{replies[-1][0]}/only_when"
+        if len(replies) == 1:
+            c.error(unit.doc, pointer, "event.bad-return",
+                    "the only return_data step of this custom event has a condition: when it "
+                    "is false the event returns nothing, and a caller reading its returns "
+                    "fails; end the event with a return_data step that has no only_when")
+        else:
+            c.warn(unit.doc, pointer, "event.conditional-return",
+                   "every return_data step of this custom event has a condition: when none "
+                   "holds the event returns nothing, and a caller reading its returns fails; "
+                   "end the event with a return_data step that has no only_when")
+
+
+def _always(condition: Any) -> bool:
+    """Whether a step's `only_when` always holds (none, or a constant that is true)."""
+    if isinstance(condition, str):
+        return bool(condition) and not templating.is_template(condition)
+    return condition is None or bool(condition)
 
 
 def retry_of(data: Mapping[str, Any] | None) -> Retry:
