@@ -35,7 +35,7 @@ class StepCheck(Protocol):
     @property
     def returns(self) -> tuple[Param, ...]: ...  # what the enclosing custom event declares
     @property
-    def settings(self) -> Settings: ...  # the config's settings (the environment's aside)
+    def settings(self) -> Settings | None: ...  # None when its document failed the schema
 
     def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None: ...
     def data_type(self, name: str, pointer: str) -> TypeSpec | None:

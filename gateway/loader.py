@@ -1,4 +1,9 @@
-"""Files to a `Registry`, or every problem in them: source, then schema, then compiler."""
+"""Files to a `Registry`, or every problem in them: source, then schema, then compiler.
+
+A document with schema problems still goes to the compiler, as far as it can
+(`schema.well_formed`): its broken steps passed by, its other broken keys taken out, so
+that its other problems are reported with the schema's rather than after they are fixed.
+"""
 
 from __future__ import annotations
 
@@ -49,10 +54,16 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
             old = old_forms(doc)
             found = [d for d in schema.check(doc) if not _explained(d, old)]
             problems.extend(old + found)
-            if not found and not old:
-                documents.append(doc)
-            elif isinstance(doc.data.get("name"), str):
-                broken.append((str(doc.data.get("kind")), doc.data["name"]))
+            # The rest of a document with a problem is still checked, when it can be.
+            kept = doc if not (found or old) else schema.well_formed(
+                doc, frozenset(o.pointer.rsplit("/", 1)[0] for o in old))
+            if kept is not None:
+                documents.append(kept)
+            elif doc.data.get("kind") == "settings" or isinstance(doc.data.get("name"), str):
+                broken.append((str(doc.data.get("kind")), str(doc.data.get("name", ""))))
+    # In one order whatever the order of the paths: which of two documents of one name is
+    # the duplicate does not depend on how the files were named.
+    documents.sort(key=lambda doc: (Path(doc.file).parts, doc.index))
     compiler = Compiler(documents, codegen=codegen, broken=broken)
     registry = compiler.compile()
     problems.extend(compiler.diagnostics)

@@ -9,6 +9,7 @@ of the offending value, or of the offending key for unknown keys.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -93,6 +94,76 @@ def validator() -> Validator:
 def check(doc: Document) -> list[Diagnostic]:
     """Every schema problem of one document, located, without duplicates, in order."""
     return diagnose(doc, validator().iter_errors(doc.data))
+
+
+# What the semantic checks cannot do without: a problem in one of these (or in a key above
+# one) leaves the document out of them, as a whole, lest a missing declaration be reported
+# again under every name that refers to it. Any other problem leaves out only its key, or
+# its step: the rest of the document is still checked.
+_KEPT_WHOLE = frozenset({
+    ("kind",), ("name",), ("auth",), ("params",), ("returns",), ("steps",), ("fields",),
+    ("privacy",), ("everyone_else",), ("secrets",), ("smtp", "from"), ("type",),
+    ("workflow",), ("cron",), ("every",), ("events",), ("cases",),
+    ("ignore_privacy_rules",), ("allow_public_privileged",),
+})
+_MOST_ROUNDS = 10
+
+
+def well_formed(doc: Document, broken: frozenset[str] = frozenset()) -> Document | None:
+    """What the semantic checks may still see of a document that failed the schema: a step
+    with a problem is marked `broken` (the compiler passes it by, knowing its id), another
+    key with a problem is taken out (its default applies), until what remains passes the
+    schema; None when a problem is in something the checks need whole (`_KEPT_WHOLE`).
+    `broken` names steps already known to be broken (`/steps/<n>`)."""
+    data = copy.deepcopy(doc.data)
+    steps = set(broken)
+    for _ in range(_MOST_ROUNDS):
+        cuts = [path for error in validator().iter_errors(data) for path in _cut(error)
+                if not _in_steps(path, steps)]
+        if not cuts:
+            return dataclasses.replace(doc, data=data, broken=frozenset(steps))
+        for path in cuts:
+            if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+                steps.add(f"/steps/{path[1]}")
+            elif any(path[:len(kept)] == kept or kept[:len(path)] == path
+                     for kept in _KEPT_WHOLE):
+                return None
+            else:
+                _remove(data, path)
+    return None
+
+
+def _cut(error: ValidationError) -> list[tuple[Any, ...]]:
+    """Where a schema error is taken out: the keys it names, or the value it is about."""
+    here = tuple(error.absolute_path)
+    keyword = str(error.validator)
+    if keyword == "additionalProperties" and _value_of(error) is False:
+        return [(*here, key) for key in _unknown_keys(error)]
+    if keyword == "dependentRequired":
+        return [(*here, key) for key, _ in _unmet_dependencies(error)]
+    if keyword == "not" and _exclusive_keys(error):
+        return [(*here, _exclusive_keys(error)[-1])]
+    if _is_property_name_error(error):
+        return [(*here, str(error.instance))]
+    return [here]
+
+
+def _in_steps(path: tuple[Any, ...], steps: set[str]) -> bool:
+    return len(path) >= 2 and path[0] == "steps" and f"/steps/{path[1]}" in steps
+
+
+def _remove(data: Any, path: tuple[Any, ...]) -> None:
+    """Take out the key nearest `path`'s end (a list's item takes the list with it, so that
+    the pointers of what stays do not move)."""
+    last = max(i for i, part in enumerate(path) if isinstance(part, str))
+    parent = data
+    for part in path[:last]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return  # taken out already, with a key above it
+    if isinstance(parent, dict):
+        parent.pop(path[last], None)
 
 
 def diagnose(doc: Document, errors: Iterable[ValidationError]) -> list[Diagnostic]:

@@ -59,6 +59,8 @@ class Document:
     data: Any
     positions: Mapping[str, Position] = field(default_factory=dict)
     key_positions: Mapping[str, Position] = field(default_factory=dict)
+    # Steps (`/steps/<n>`) that failed the schema: the compiler passes them by.
+    broken: frozenset[str] = frozenset()
 
     def locate(self, pointer: str, *, key: bool = False) -> Position:
         """The position of `pointer`, or of its nearest ancestor that has one."""

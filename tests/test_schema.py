@@ -512,6 +512,38 @@ def test_a_pattern_ending_in_dollar_refuses_a_final_line_break(text: str, pointe
     assert [(code, at) for _, _, code, at, _ in problems(text)] == [("schema.pattern", pointer)]
 
 
+def test_what_the_checks_still_see_of_a_document_with_schema_problems() -> None:
+    (doc,) = documents("""
+        kind: api_workflow
+        name: hook
+        auth: none
+        method: PUTT
+        verify: {scheme: bogus, secret: "{{ secrets.S }}"}
+        rate_limit: {requests: 0, per: 1m}
+        steps:
+          - {id: first, action: log, message: hi, colour: red}
+          - {action: log, message: "{{ steps.first }}"}
+          - "not a step"
+        """)
+    kept = schema.well_formed(doc)
+    assert kept is not None and schema.check(kept) != []  # what is left out stays in `data`
+    # A bad value goes, then a mapping left without a key it needs, and never a list's item.
+    assert set(kept.data) == {"kind", "name", "auth", "steps"}
+    assert kept.broken == {"/steps/0", "/steps/2"} and len(kept.data["steps"]) == 3
+    assert doc.data["method"] == "PUTT"  # the document itself is not changed
+
+
+@pytest.mark.parametrize("text", [
+    "kind: api_workflow\nname: w\nsteps: [{action: log, message: hi}]\n",  # no auth
+    "kind: api_workflow\nname: w\nauth: none\nparams: {n: {type: 5}}\nsteps: []\n",
+    "kind: settings\nsecrets: [lower]\n",
+    "kind: custom_event\nname: e\nreturns: {a: {}}\nsteps: [{action: terminate}]\n",
+])
+def test_a_problem_in_what_the_checks_need_whole_leaves_the_document_out(text: str) -> None:
+    (doc,) = documents(text)
+    assert schema.check(doc) != [] and schema.well_formed(doc) is None
+
+
 def test_the_fast_validator_reports_what_the_plain_one_does() -> None:
     plain = Draft202012Validator(schema.schema_document())
     texts = [VALID, *(text for text, _ in CASES.values())]

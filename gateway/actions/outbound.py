@@ -387,7 +387,8 @@ async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
 
 def check_email(check: StepCheck, args: Mapping[str, Any]) -> None:
     """A message has a sender: the step's `from`, or else the settings' `smtp.from`."""
-    if args.get("from") in (None, "") and not check.settings.smtp_sender:
+    settings = check.settings
+    if args.get("from") in (None, "") and settings is not None and not settings.smtp_sender:
         check.error(check.base + ("/from" if "from" in args else ""), "step.no-sender",
                     "send_email needs a sender: give the step `from`, or set smtp.from in "
                     "the settings")

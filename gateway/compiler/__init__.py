@@ -1,4 +1,5 @@
-"""From schema-valid documents to the compiled model, with the semantic checks.
+"""From schema-valid documents (or what is well formed of them: a document's `broken`
+steps are passed by) to the compiled model, with the semantic checks.
 
 The schema says what each document may look like; the compiler checks what only the whole
 config can tell: names that must exist (parameters, earlier steps, custom events, data types
@@ -39,7 +40,8 @@ class Compiler:
                  broken: Iterable[tuple[str, str]] = ()) -> None:
         self.documents = list(documents)
         self.codegen = codegen
-        # (kind, name) of documents that failed the schema: they exist, so a reference to
+        # (kind, name) of documents that failed the schema and could not be compiled at all
+        # (a settings document's name is ""): they exist, so a reference to
         # one is not reported again as unknown.
         self.broken = frozenset(broken)
         self.diagnostics: list[Diagnostic] = []
@@ -48,6 +50,7 @@ class Compiler:
         self.units: dict[tuple[str, str], Unit] = {}
         self.privacy: dict[str, Privacy] = {"user": builtin_user_privacy()}
         self.data_api: dict[str, str] = {}  # Data API URL name -> exposed data type
+        self.shadowed: list[Unit] = []  # units whose name another took: checked all the same
 
     def error(self, doc: Document, pointer: str, code: str, message: str, *,
               key: bool = False) -> None:

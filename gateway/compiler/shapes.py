@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import templating
 from gateway.model import ReplyShape
+from gateway.source import Document
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler
@@ -19,21 +20,23 @@ TEXT = "text/plain"
 
 def reply_shapes(c: Compiler, unit: Unit) -> tuple[ReplyShape, ...]:
     found: set[ReplyShape] = set()
-    for data in _documents(c, unit):
-        for step in data.get("steps", []):
+    for doc in _documents(c, unit):
+        for index, step in enumerate(doc.data.get("steps", [])):
+            if f"/steps/{index}" in doc.broken:
+                continue
             shape = _shape(step)
             if shape is not None:
                 found.add(shape)
     return tuple(sorted(found, key=lambda s: (s.status or 0, s.content_type or "")))
 
 
-def _documents(c: Compiler, unit: Unit) -> Iterable[Mapping[str, Any]]:
+def _documents(c: Compiler, unit: Unit) -> Iterable[Document]:
     """The unit's document, and those of every custom event it may call, at any depth."""
     seen = {unit.doc.data.get("name")}
     todo = [unit]
     while todo:
         current = todo.pop()
-        yield current.doc.data
+        yield current.doc
         for event, _ in current.calls:
             called = c.units.get(("custom_event", event))
             if called is not None and event not in seen:

@@ -54,8 +54,8 @@ class Site:
         return self.unit.returns
 
     @property
-    def settings(self) -> Settings:
-        return self.compiler.settings
+    def settings(self) -> Settings | None:
+        return None if self.compiler.is_broken("settings", "") else self.compiler.settings
 
     def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None:
         self.compiler.error(self.unit.doc, pointer, code, message, key=key)
@@ -104,6 +104,9 @@ class Site:
 
 
 def build_units(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:
+    for unit in c.shadowed:
+        if unit.kind == kind:
+            _workflow(c, names, unit.doc.data["name"], unit)  # for its problems only
     return {name: _workflow(c, names, name, unit)
             for (unit_kind, name), unit in c.units.items() if unit_kind == kind}
 
@@ -135,8 +138,8 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
 def _check_returns(c: Compiler, unit: Unit) -> None:
     """A custom event that declares returns gives them back however its run goes: a caller
     that reads the returns of a run that returned nothing fails (a 500)."""
-    if not any(not p.optional for p in unit.returns):
-        return
+    if not any(not p.optional for p in unit.returns) or unit.doc.broken:
+        return  # a broken step may be the one that returns
     steps = unit.doc.data.get("steps", [])
     replies = [(i, s) for i, s in enumerate(steps) if ACTIONS[s["action"]].replies]
     if not replies:
@@ -198,16 +201,19 @@ def _tests_user(value: Any) -> bool:
 def _steps(c: Compiler, names: frozenset[str], unit: Unit, params: Mapping[str, Param],
            user_checked: bool = False) -> tuple[Step, ...]:
     raw_steps = unit.doc.data.get("steps", [])
-    all_ids = {s["id"] for s in raw_steps if "id" in s}
+    all_ids = {s["id"] for s in raw_steps if isinstance(s, dict) and isinstance(s.get("id"), str)}
     seen: set[str] = set()
     steps = []
     for index, data in enumerate(raw_steps):
         base = f"/steps/{index}"
+        step_id = data.get("id") if isinstance(data, dict) else None
+        if base in unit.doc.broken:  # failed the schema: said there; its id still counts
+            if isinstance(step_id, str):
+                seen.add(step_id)
+            continue
         site = Site(c, unit, names, params, frozenset(seen), frozenset(all_ids - seen),
-                    data.get("id"), base,
-                    user_checked or _tests_user(data.get("only_when")))
+                    step_id, base, user_checked or _tests_user(data.get("only_when")))
         steps.append(_step(site, index, data))
-        step_id = data.get("id")
         if step_id in seen:
             site.error(base + "/id", "step.duplicate-id",
                        f"another step already has the id '{step_id}'")
@@ -285,6 +291,7 @@ def _check_references(site: Site, pointer: str, source: templating.Source) -> No
             site.error(pointer, "ref.unknown-step",
                        f"'steps.{key}' refers to {where}; a step can only use the results "
                        "of steps before it")
-        elif root == "secrets" and key not in site.compiler.settings.secret_names:
+        elif root == "secrets" and key not in site.compiler.settings.secret_names and \
+                not site.compiler.is_broken("settings", ""):
             site.error(pointer, "ref.unknown-secret",
                        f"'secrets.{key}' is not declared in the settings' secrets")

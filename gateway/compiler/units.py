@@ -37,11 +37,13 @@ def declare_units(c: Compiler, kind: str, docs: list[Document]) -> None:
         name = doc.data["name"]
         if name in seen:
             _clash(c, kind, doc, seen[name], name)
-            continue
-        seen[name] = doc
         unit = Unit(kind, doc, _params(c, doc, "/params", doc.data.get("params", {})),
                     _params(c, doc, "/returns", doc.data.get("returns", {})))
         unit.calls.extend(_calls(doc))
+        if name in seen:
+            c.shadowed.append(unit)  # its name is taken: checked, never served
+            continue
+        seen[name] = doc
         c.units[(kind, name)] = unit
 
 
@@ -81,6 +83,8 @@ def _calls(doc: Document) -> list[tuple[str, str]]:
     """The custom events the steps call inline, with where each call is written."""
     found = []
     for index, step in enumerate(doc.data.get("steps", [])):
+        if f"/steps/{index}" in doc.broken:
+            continue
         action = ACTIONS.get(step.get("action", ""))
         if action is not None and action.event_arg and action.event_arg in step:
             found.append((step[action.event_arg], f"/steps/{index}/{action.event_arg}"))
