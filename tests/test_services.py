@@ -61,7 +61,8 @@ async def test_a_run_without_the_process_s_services_says_they_were_not_started(
 
 async def test_a_started_process_without_smtp_host_names_the_setting(tmp_path: Path) -> None:
     found = registry(tmp_path, CONFIG.replace(
-        "smtp: {host: 127.0.0.1, port: 2525, starttls: false, from: gw@example.com}\n", ""))
+        "smtp: {host: 127.0.0.1, port: 2525, starttls: false, from: gw@example.com}\n", "")
+        .replace("subject: hi,", "from: gw@example.com, subject: hi,"))
     interpreter = Interpreter(found, None)
     async with interpreter.services.running(found.settings):
         result = await interpreter.run(found.workflows["mail"], {})
