@@ -20,7 +20,9 @@ from support import Clock
 
 from gateway.accounts import FREE_FAILURES, Accounts
 from gateway.app import create_app, purge_tokens_once
+from gateway.auth import key_hash, new_key
 from gateway.cli import main
+from gateway.clock import utc_now
 from gateway.loader import load
 from gateway.settings import Settings
 from gateway.storage import Storage, open_storage
@@ -28,6 +30,7 @@ from gateway.storage import Storage, open_storage
 CONFIG = """
 kind: data_type
 name: user
+api: {expose: true}
 fields:
   name: {type: text}
 ---
@@ -97,6 +100,20 @@ expose: true
 auth: admin
 steps:
   - action: terminate
+---
+kind: api_workflow
+name: readdress
+expose: true
+auth: admin
+params: {id: {type: text}, email: {type: text}}
+steps:
+  - id: user
+    action: make_changes
+    type: user
+    thing: "{{ params.id }}"
+    fields: {email: "{{ params.email }}"}
+  - action: return_data
+    data: {email: "{{ steps.user.email }}"}
 """
 PASSWORD = "correct horse battery"
 
@@ -283,3 +300,70 @@ async def test_tokens_past_their_lifetime_or_idle_are_purged(storage: Storage) -
     assert await purge_tokens_once(storage.users, settings, clock) == 1
     assert await accounts.user_of(old["token"]) is None
     assert await accounts.user_of(fresh["token"]) == fresh["user_id"]
+
+
+async def _login(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post("/api/1.1/wf/login", json={"email": email, "password": PASSWORD})
+
+
+async def _admin(storage: Storage) -> dict[str, str]:
+    key = new_key()
+    await storage.keys.create_key("ops", key_hash(key), utc_now())
+    return bearer(key)
+
+
+async def test_a_changed_email_is_the_one_that_logs_in(config: Path, storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, storage):
+        admin = await _admin(storage)
+        ada = (await signup(client, "ada@example.com")).json()["response"]["user_id"]
+        moved = await client.post("/api/1.1/wf/readdress", headers=admin,
+                                  json={"id": ada, "email": " Ada.New@Example.COM "})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["response"] == {"email": "ada.new@example.com"}
+        new = await _login(client, "ADA.new@example.com")
+        old = await _login(client, "ada@example.com")
+        again = await signup(client, "ada@example.com")  # the old address is free again
+        record = await storage.records.get("user", ada)
+    assert new.status_code == 200 and new.json()["response"] == {"mine": ada}
+    assert old.status_code == 400 and old.json()["body"]["status"] == "INVALID_LOGIN_CREDENTIALS"
+    assert again.status_code == 200, again.text
+    assert record is not None and record["email"] == "ada.new@example.com"
+
+
+async def test_an_email_another_user_has_or_none_is_refused(config: Path,
+                                                            storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, storage):
+        admin = await _admin(storage)
+        ada = (await signup(client, "ada@example.com")).json()["response"]["user_id"]
+        await signup(client, "bo@example.com")
+        taken = await client.post("/api/1.1/wf/readdress", headers=admin,
+                                  json={"id": ada, "email": "BO@example.com"})
+        garbage = await client.post("/api/1.1/wf/readdress", headers=admin,
+                                    json={"id": ada, "email": "no address"})
+        cleared = await client.put(f"/api/1.1/obj/user/{ada}", headers=admin,
+                                   json={"name": "Ada"})
+        still = await _login(client, "ada@example.com")
+        record = await storage.records.get("user", ada)
+    assert taken.status_code == 400 and taken.json()["body"]["status"] == "USED_EMAIL", taken.text
+    assert garbage.status_code == 400 and garbage.json()["body"]["status"] == "INVALID_DATA"
+    assert cleared.status_code == 400, cleared.text
+    assert "cannot be cleared" in cleared.json()["body"]["message"]
+    assert still.status_code == 200 and still.json()["response"] == {"mine": ada}
+    assert record is not None and record["email"] == "ada@example.com" and record["name"] is None
+
+
+async def test_the_data_api_changes_the_email_a_user_logs_in_with(config: Path,
+                                                                  storage_url: str) -> None:
+    async with serving(config, storage_url) as (client, storage):
+        admin = await _admin(storage)
+        ada = (await signup(client, "ada@example.com")).json()["response"]["user_id"]
+        patched = await client.patch(f"/api/1.1/obj/user/{ada}", headers=admin,
+                                     json={"email": "Ada@Elsewhere.org"})
+        assert patched.status_code == 204, patched.text
+        after_patch = (await _login(client, "ada@elsewhere.org")).status_code
+        replaced = await client.put(f"/api/1.1/obj/user/{ada}", headers=admin,
+                                    json={"email": "ada@third.net", "name": "Ada"})
+        assert replaced.status_code == 204, replaced.text
+        logins = [(await _login(client, email)).status_code
+                  for email in ("ada@example.com", "ada@elsewhere.org", "ada@third.net")]
+    assert after_patch == 200 and logins == [400, 400, 200]

@@ -4,7 +4,8 @@
 Values are checked against the declared field types before they reach the store; a record
 reference may be given as an id or as the record itself (the result of an earlier step).
 `increment` adds to number fields in the write itself (no lost updates); reading a value
-in a template and writing it back changed is last-writer-wins.
+in a template and writing it back changed is last-writer-wins. A user's `email` is kept as
+log-ins read it (trimmed, lower case, an address), and its log-in follows it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway import pointer as ptr
+from gateway.accounts import fold_email
 from gateway.action import Action, StepCheck
 from gateway.actions import constraint
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
 from gateway.encoding import size_over
-from gateway.errors import RunError, ValidationError, did_you_mean
+from gateway.errors import DuplicateError, RunError, UsedEmailError, ValidationError, did_you_mean
 from gateway.privacy import Privacy
 from gateway.storage import codec
 from gateway.storage.interface import (
@@ -31,6 +33,7 @@ from gateway.storage.interface import (
     TypeSpec,
 )
 
+USER = "user"
 MAX_PAGE = 10_000
 MAX_PRIVACY_SCAN = 10_000
 _NUMERIC = frozenset({"number", "integer"})
@@ -73,7 +76,10 @@ def check_value(spec: TypeSpec, key: str, value: Any) -> Any:
 
 
 def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: check_value(spec, key, value) for key, value in fields.items()}
+    checked = {key: check_value(spec, key, value) for key, value in fields.items()}
+    if spec.name == USER and checked.get("email") is not None:
+        checked["email"] = fold_email(checked["email"])  # as log-ins look it up
+    return checked
 
 
 def check_increments(spec: TypeSpec, amounts: Any) -> dict[str, Any]:
@@ -106,7 +112,11 @@ async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})
     increment = check_increments(spec, args.get("increment") or {})
-    change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields, increment)
+    try:
+        change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields,
+                                            increment)
+    except DuplicateError as exc:
+        raise _used_email(spec, exc) from exc
     ctx.changes.add(change)
     return change.record
 
@@ -116,9 +126,19 @@ async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[di
     fields = check_fields(spec, args.get("fields") or {})
     increment = check_increments(spec, args.get("increment") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
-    changes = await _storage(ctx).update_many(spec.name, ids, fields, increment)
+    try:
+        changes = await _storage(ctx).update_many(spec.name, ids, fields, increment)
+    except DuplicateError as exc:
+        raise _used_email(spec, exc) from exc
     ctx.changes.add(*changes)
     return [change.record for change in changes]
+
+
+def _used_email(spec: TypeSpec, exc: DuplicateError) -> Exception:
+    """A user's e-mail another user has is refused as sign-up refuses it."""
+    if spec.name == USER and exc.field == "email":
+        return UsedEmailError("This email is already in use")
+    return exc
 
 
 async def delete_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,11 @@ WARN_SECONDS = 60.0
 SIZE_SAMPLE = 1000
 TRIM_CHUNK = 1000
 log = logging.getLogger("gateway.storage")
+# A user's log-in follows the e-mail its record shows (each backend's `follow_email`).
+USER = "user"
+EMAIL_TAKEN = "another user already has this email"
+EMAIL_NEEDED = ("a user who has a password logs in with its email: the email cannot be "
+                "cleared")
 
 R = TypeVar("R")
 

@@ -274,7 +274,10 @@ class Session:
 
 class UserStore(Protocol):
     """Users' passwords and session tokens. A user is a record of type `user`; its password
-    hash and its tokens live apart from it, so no search or template ever sees them."""
+    hash and its tokens live apart from it, so no search or template ever sees them. The
+    e-mail a user logs in with is the one its record shows: an update that sets a user's
+    `email` moves the log-in in the same transaction (or refuses an address another user's
+    password holds, and an empty one for a user who has a password)."""
 
     # The user record and its password in one transaction; DuplicateError when the e-mail
     # (folded to lower case by the caller) is taken.

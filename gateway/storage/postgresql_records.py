@@ -14,10 +14,11 @@ from typing import Any
 from gateway.clock import utc_now
 from gateway.ids import new_id
 from gateway.storage import codec, limits
-from gateway.storage.backend import StoredRow, the_change
+from gateway.storage.backend import USER, StoredRow, the_change
 from gateway.storage.interface import Change, Constraint, Page, SortKey
 from gateway.storage.postgresql_connector import PostgresConnector, jsonb
 from gateway.storage.postgresql_dialect import PostgresDialect
+from gateway.storage.postgresql_users import update_users
 from gateway.storage.query import compile_order, compile_where
 from gateway.storage.sqlfile import queries
 
@@ -86,9 +87,12 @@ class PostgresRecords:
         for n, step in enumerate(steps):  # each incremented field, added up in the UPDATE
             data = _added(data, n, step)
             params |= {f"key{n}": step.key, f"path{n}": [step.key], f"amount{n}": step.amount}
+        sql = Q["update_records"].format(data=data)
         try:
-            rows = await self._db.fetch(Q["update_records"].format(data=data), params,
-                                        write=True)
+            if type == USER and "email" in fields:  # with the log-ins, in one transaction
+                rows = await self._db.atomic(lambda conn: update_users(conn, sql, params))
+            else:
+                rows = await self._db.fetch(sql, params, write=True)
         except (limits.NotANumberError, limits.OutOfRangeError) as exc:
             keys = [step.key for step in steps]
             raise (limits.not_a_number(keys, type) if isinstance(exc, limits.NotANumberError)

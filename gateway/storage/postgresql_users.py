@@ -1,4 +1,5 @@
-"""Users' passwords and tokens on PostgreSQL: `UserStore` over a `PostgresConnector`."""
+"""Users' passwords and tokens on PostgreSQL: `UserStore` over a `PostgresConnector`; and the
+log-in that follows a user record's e-mail when a write changes it (`update_users`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
 from gateway.clock import utc_now
-from gateway.errors import DuplicateError
+from gateway.errors import DuplicateError, InvalidDataError
 from gateway.ids import new_id
 from gateway.storage import codec
-from gateway.storage.backend import StoredRow
+from gateway.storage.backend import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.interface import Change, Session
-from gateway.storage.postgresql_connector import Conn, PostgresConnector, jsonb
+from gateway.storage.postgresql_connector import Conn, Params, PostgresConnector, jsonb
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
@@ -36,7 +39,7 @@ class PostgresUsers:
             added = await conn.execute(Q["create_credential"].encode(),
                                        (email, id, password_hash))
             if not added.rowcount:
-                raise DuplicateError("another user already has this email", "user", "email")
+                raise DuplicateError(EMAIL_TAKEN, "user", "email")
             await conn.execute(Q["create_record"].encode(),
                                (id, "user", jsonb(data), now, now, created_by))
 
@@ -67,3 +70,24 @@ class PostgresUsers:
 
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
         return await self._db.execute(Q["purge_tokens"], (now, idle_since))
+
+
+async def update_users(conn: Conn, sql: str, params: Params) -> list[tuple[Any, ...]]:
+    """`update_records` of users whose e-mail it sets, in one transaction with their
+    log-ins, which follow the e-mail each record now shows (folded by the caller): an
+    address another user's password holds is refused, and a user who has a password keeps
+    an address."""
+    rows: list[tuple[Any, ...]] = await (await conn.execute(sql.encode(), params)).fetchall()
+    for row in rows:
+        user_id, email = row[0], row[6].get("email")
+        if email is None or email == "":
+            found = await conn.execute(Q["has_credential"].encode(), (user_id,))
+            if await found.fetchone() is not None:
+                raise InvalidDataError(EMAIL_NEEDED)
+            continue
+        await conn.execute(Q["drop_stale_credential"].encode(), (email,))
+        try:
+            await conn.execute(Q["move_credential"].encode(), {"email": email, "user": user_id})
+        except psycopg.errors.UniqueViolation as exc:
+            raise DuplicateError(EMAIL_TAKEN, "user", "email") from exc
+    return rows

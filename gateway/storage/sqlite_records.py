@@ -19,12 +19,13 @@ from gateway.clock import utc_now
 from gateway.encoding import dumps, iso, parse_iso
 from gateway.ids import new_id
 from gateway.storage import codec, limits
-from gateway.storage.backend import StoredRow, the_change
+from gateway.storage.backend import USER, StoredRow, the_change
 from gateway.storage.interface import Change, Constraint, Page, SortKey
 from gateway.storage.query import compile_order, compile_where, seeks_an_index
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 from gateway.storage.sqlite_dialect import SqliteDialect
+from gateway.storage.sqlite_users import follow_email
 
 _OUR_INDEX = re.compile(r"INDEX gateway_[iu]x_|PRIMARY KEY")
 Row = tuple[str, str, str, str, str, str | None]
@@ -218,6 +219,8 @@ def _update_rows(
             data[step.key] = limits.incremented(data.get(step.key), step, type)
         text = dumps(data)
         conn.execute(Q["update_record"], (text, stamp, id))
+        if type == USER and "email" in changes:
+            follow_email(conn, id, data.get("email"))
         pairs.append((row, (row[0], row[1], text, row[3], stamp, row[5])))
     return pairs
 

@@ -1,4 +1,5 @@
-"""Users' passwords and tokens on SQLite: `UserStore` over a `SqliteConnector`."""
+"""Users' passwords and tokens on SQLite: `UserStore` over a `SqliteConnector`; and the
+log-in that follows a user record's e-mail when a write changes it (`follow_email`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 
 from gateway.clock import utc_now
 from gateway.encoding import dumps, iso, parse_iso
-from gateway.errors import DuplicateError
+from gateway.errors import DuplicateError, InvalidDataError
 from gateway.ids import new_id
-from gateway.storage.backend import StoredRow
+from gateway.storage.backend import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.interface import Change, Session
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
@@ -35,7 +36,7 @@ class SqliteUsers:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(Q["drop_stale_credential"], (email,))
             if not conn.execute(Q["create_credential"], (email, id, password_hash)).rowcount:
-                raise DuplicateError("another user already has this email", "user", "email")
+                raise DuplicateError(EMAIL_TAKEN, "user", "email")
             conn.execute(Q["create_record"], (id, "user", text, stamp, stamp, created_by))
 
         await self._db.write(write)
@@ -72,3 +73,18 @@ class SqliteUsers:
         params = (iso(now), iso(idle_since))
         return int(await self._db.write(
             lambda conn: conn.execute(Q["purge_tokens"], params).rowcount))
+
+
+def follow_email(conn: sqlite3.Connection, user_id: str, email: Any) -> None:
+    """The log-in of a user whose record now shows `email` (folded by the caller), moved to
+    it in the writer's transaction: an address another user's password holds is refused,
+    and a user who has a password keeps an address."""
+    if email is None or email == "":
+        if conn.execute(Q["has_credential"], (user_id,)).fetchone() is not None:
+            raise InvalidDataError(EMAIL_NEEDED)
+        return
+    conn.execute(Q["drop_stale_credential"], (email,))
+    try:
+        conn.execute(Q["move_credential"], (email, user_id))
+    except sqlite3.IntegrityError as exc:
+        raise DuplicateError(EMAIL_TAKEN, "user", "email") from exc

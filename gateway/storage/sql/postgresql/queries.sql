@@ -128,6 +128,14 @@ SELECT c.user_id, c.password_hash FROM gateway_credentials AS c
 JOIN gateway_records AS r ON r.id = c.user_id AND r.type = 'user'
 WHERE c.email = %s;
 
+-- name: move_credential
+-- A user's log-in follows the e-mail its record shows.
+UPDATE gateway_credentials SET email = %(email)s
+WHERE user_id = %(user)s AND email <> %(email)s;
+
+-- name: has_credential
+SELECT 1 FROM gateway_credentials WHERE user_id = %s;
+
 -- name: create_token
 INSERT INTO gateway_tokens (hash, user_id, created_at, expires_at, last_used_at)
 VALUES (%s, %s, %s, %s, %s);

@@ -114,6 +114,13 @@ SELECT c.user_id, c.password_hash FROM gateway_credentials AS c
 JOIN gateway_records AS r ON r.id = c.user_id AND r.type = 'user'
 WHERE c.email = ?;
 
+-- name: move_credential
+-- A user's log-in follows the e-mail its record shows (?1: the new address, ?2: the user).
+UPDATE gateway_credentials SET email = ?1 WHERE user_id = ?2 AND email <> ?1;
+
+-- name: has_credential
+SELECT 1 FROM gateway_credentials WHERE user_id = ?;
+
 -- name: create_token
 INSERT INTO gateway_tokens (hash, user_id, created_at, expires_at, last_used_at)
 VALUES (?, ?, ?, ?, ?);
