@@ -34,6 +34,7 @@ from gateway.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+from gateway.forwarded import Proxies
 from gateway.interpreter import Interpreter, Observe
 from gateway.loader import config_version, load
 from gateway.logformat import ENV as LOG_FORMAT_ENV
@@ -178,6 +179,9 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     if metrics is not None:
         endpoints.count(lambda endpoint: counting(endpoint, metrics.http))
     app.endpoints = endpoints if app.fast else None
+    settings = registry.settings
+    app.proxies = Proxies(settings.trusted_proxies, settings.forwarded_header) \
+        if settings.trusted_proxies else None
     if app.state.scheduler is not None:  # the scheduler runs the new config's jobs from now on
         app.state.scheduler.use(interpreter)
 
@@ -244,12 +248,18 @@ async def _refused(request: Request, live: Live, public: bool) -> Response | Non
 
 class Gateway(Starlette):
     """The Starlette app, with the workflows' endpoints answered before its router (see
-    `http.Endpoints`); `endpoints` is replaced whole when the config is reloaded."""
+    `http.Endpoints`); `endpoints` is replaced whole when the config is reloaded, and so
+    are the trusted `proxies`, whose forwarded client and scheme every request is seen
+    with from the start (`gateway.forwarded`)."""
 
     endpoints: http.Endpoints | None = None
+    proxies: Proxies | None = None
     fast: bool = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        proxies = self.proxies
+        if proxies is not None and scope["type"] == "http":
+            proxies.apply(scope)
         endpoints = self.endpoints
         endpoint = endpoints.find(scope) if endpoints is not None else None
         if endpoint is None:

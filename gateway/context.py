@@ -134,6 +134,8 @@ class RunContext:
     # An idempotent run's hold on its key, checked in the run's transaction as it commits
     # (what the run wrote is kept only while the run still holds its key; see `hooks`).
     fence: Fence | None = None
+    # The caller's address (a run over HTTP): behind trusted proxies, the forwarded one.
+    client: str | None = None
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""

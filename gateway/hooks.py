@@ -17,7 +17,6 @@ that the sender's retry runs again.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -38,6 +37,7 @@ from gateway.errors import (
     RateLimitedError,
     StorageError,
 )
+from gateway.forwarded import network
 from gateway.ids import new_id
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Hooks, Workflow
@@ -95,22 +95,6 @@ class LocalRates:
         if len(counters) >= self.most:  # all current: drop the oldest half
             for who in list(counters)[: self.most // 2]:
                 del counters[who]
-
-
-def _network(client: str | None) -> str:
-    """What a caller counts as `by: ip`: its IPv4 address, or its IPv6 address's /64 (one
-    subscriber's, which holds more addresses than a counter could track)."""
-    if client is None:
-        return "?"
-    if ":" not in client:
-        return client
-    try:
-        address = ipaddress.IPv6Address(client.split("%", 1)[0])
-    except ValueError:
-        return client
-    if address.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack socket
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def _scope(workflow: str, identity: Identity) -> str:
@@ -183,7 +167,7 @@ class Guard:
         hooks = self.hooks
         if not hooks.rate_requests:
             return None
-        who = "ip:" + _network(client)
+        who = "ip:" + network(client)
         if hooks.rate_by == "user" and identity.user_id:
             who = "user:" + identity.user_id
         elif hooks.rate_by == "key" and credential:
@@ -233,19 +217,20 @@ class Guard:
 
     async def run(self, raw: dict[str, Any], identity: Identity,
                   facts: Mapping[str, Any] | None,
-                  headers: Mapping[str, str] | None = None) -> Rendered:
+                  headers: Mapping[str, str] | None = None,
+                  client: str | None = None) -> Rendered:
         """The run, behind the idempotency key when there is one (`headers`: the request's
-        that `reads` names, for a key that is one of them)."""
+        that `reads` names, for a key that is one of them; `client`: the caller's address)."""
         interpreter, workflow = self.interpreter, self.workflow
         storage = interpreter.storage
         compiled = self.hooks.idempotency_key
         store = storage.idempotency if storage is not None else None
         if compiled is None or store is None:
-            return render_result(await self._run(raw, identity, facts))
+            return render_result(await self._run(raw, identity, facts, client=client))
         try:
             params = workflow.coerce(raw)
         except GatewayError:  # the run refuses the parameters, and says why
-            return render_result(await self._run(raw, identity, facts))
+            return render_result(await self._run(raw, identity, facts, client=client))
         if self.hooks.idempotency_header:
             key = self._header_key(headers or {})
         elif not self._key_heavy:
@@ -283,7 +268,7 @@ class Guard:
 
         try:
             result = await self._run(raw, identity, facts, params, self._fence(
-                store, scope, key, owner) if self._writes else None)
+                store, scope, key, owner) if self._writes else None, client)
             rendered = render_result(result)
             if isinstance(result.error, KeyTakenError):
                 finished = True  # the key is the other request's now, and so is its answer
@@ -318,10 +303,10 @@ class Guard:
 
     async def _run(self, raw: dict[str, Any], identity: Identity,
                    facts: Mapping[str, Any] | None, params: dict[str, Any] | None = None,
-                   fence: Fence | None = None) -> RunResult:
+                   fence: Fence | None = None, client: str | None = None) -> RunResult:
         return await self.interpreter.run(self.workflow, raw, source="http",
                                           identity=identity, request=facts, coerced=params,
-                                          fence=fence)
+                                          fence=fence, client=client)
 
     def _key(self, compiled: Any, params: dict[str, Any],
              facts: Mapping[str, Any] | None) -> str | GatewayError:

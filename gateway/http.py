@@ -233,9 +233,9 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             token = credential(request)  # checked before the body is read
             identity = (admitted(workflow, ANONYMOUS) if token is None else
                         await auth.admit(workflow, token))
+            client = request.client.host if request.client else None
             if guard is not None and guard.hooks.rate_requests and (early := await guard.limit(
-                    identity, request.client.host if request.client else None,
-                    token)) is not None:
+                    identity, client, token)) is not None:
                 return response(early)
             body = await read_body(request, limit)
             seen = raw_headers(request.scope["headers"], reads) if reads else {}
@@ -253,9 +253,9 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
         if run_guard is not None:
-            return response(await run_guard.run(raw, identity, facts, seen))
+            return response(await run_guard.run(raw, identity, facts, seen, client))
         result = await interpreter.run(workflow, raw, source="http", identity=identity,
-                                       request=facts)
+                                       request=facts, client=client)
         return reply_response(result)
 
     return endpoint

@@ -106,9 +106,10 @@ class Interpreter:
                   identity: Identity = ANONYMOUS,
                   request: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
                   schedule_depth: int = 0, names: Mapping[str, Any] | None = None,
-                  coerced: dict[str, Any] | None = None, fence: Fence | None = None) -> RunResult:
+                  coerced: dict[str, Any] | None = None, fence: Fence | None = None,
+                  client: str | None = None) -> RunResult:
         # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run;
-        # `coerced`: `workflow.coerce(raw)`, if made already; `fence`: `RunContext.fence`
+        # `coerced`: `workflow.coerce(raw)`, if made already; `fence`, `client`: `RunContext`'s
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
@@ -117,7 +118,7 @@ class Interpreter:
                          accounts=self.accounts, viewer=self.viewer(workflow, identity),
                          hidden=self.hidden, settings=self.registry.settings,
                          services=self.services, job=job, schedule_depth=schedule_depth,
-                         fence=fence)
+                         fence=fence, client=client)
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}
@@ -361,6 +362,7 @@ class Interpreter:
             "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,
             **({} if ctx.job is None else {"job": ctx.job.get("job"),
                                            "attempt": ctx.job.get("attempt")}),
+            **({} if ctx.client is None else {"client": ctx.client}),
         })
 
     def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,

@@ -58,6 +58,10 @@ class Settings:
     header_timeout: timedelta = timedelta(seconds=10)
     body_timeout: timedelta = timedelta(seconds=30)
     max_connections: int = 1000
+    # Proxies whose forwarded headers are believed (`server.trusted_proxies`), and the one
+    # header they write (`server.forwarded_header`): see `gateway.forwarded`.
+    trusted_proxies: tuple[str, ...] = ()
+    forwarded_header: str = "x-forwarded-for"
     max_event_depth: int = 10
     token_lifetime: timedelta = timedelta(hours=24)
     remember_lifetime: timedelta = timedelta(days=365)
@@ -142,6 +146,8 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         header_timeout=parse_duration(server.get("header_timeout", "10s")),
         body_timeout=parse_duration(server.get("body_timeout", "30s")),
         max_connections=server.get("max_connections", defaults.max_connections),
+        trusted_proxies=tuple(server.get("trusted_proxies", ())),
+        forwarded_header=server.get("forwarded_header", defaults.forwarded_header),
         **_integrations(data, defaults),
         **_scheduler(data.get("scheduler", {}), defaults),
         **_operations(data, server),

@@ -142,6 +142,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
                 http=BoundedHttpToolsProtocol,
                 h11_max_incomplete_event_size=settings.max_header_bytes,
                 limit_concurrency=settings.max_connections,
+                # forwarded headers are read by the app, from `server.trusted_proxies` only
                 log_level="info", access_log=False, proxy_headers=False,
                 log_config=log_config(log_format))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,12 @@ def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
             c.error(docs[0], "/smtp/password", "ref.unknown-secret",
                     "smtp.password must be {{ secrets.NAME }}, naming a secret declared in "
                     "the settings' secrets")
+        for index, proxy in enumerate(docs[0].data.get("server", {}).get("trusted_proxies", ())):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                c.error(docs[0], f"/server/trusted_proxies/{index}", "settings.network",
+                        f"{json.dumps(proxy)} is not an IP address or network")
         secret = docs[0].data.get("console", {}).get("secret")
         if secret is not None and c.settings.console_secret not in c.settings.secret_names:
             c.error(docs[0], "/console/secret", "ref.unknown-secret",
