@@ -6,6 +6,10 @@ take all the memory. A token is 256 random bits shown once; the store keeps its 
 token expires after its lifetime (`tokens.lifetime`, or `tokens.remember_lifetime` when the
 caller asked to be remembered) and lapses when unused for `tokens.idle_lapse`; each use
 moves the lapse on, never past the lifetime.
+
+Failed log-ins are slowed per e-mail address and bounded per client address, attempts in
+flight counted (`Logins`, over `gateway.throttle`); in each process, kept across reloads
+by the app.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -29,18 +32,22 @@ from gateway.errors import (
     PasswordTooShortError,
     UsedEmailError,
 )
+from gateway.forwarded import network
 from gateway.settings import Settings
 from gateway.storage.interface import Change, Session, UserStore
+from gateway.throttle import FailureBudget, Slowdown
 
 HASHING_AT_ONCE = 2
 MAX_PASSWORD = 1024  # characters; longer is refused before any hashing
 MAX_EMAIL = 320
 TOUCH_EVERY = 60.0  # seconds: a token's last use is kept to the minute
 # Failed log-ins per e-mail address: after FREE_FAILURES, each attempt waits twice as long
-# as the one before, up to MAX_DELAY; forgotten after FAILURE_MEMORY seconds.
+# as the one before, up to MAX_DELAY; forgotten after FAILURE_MEMORY seconds. Attempts on
+# one address run one at a time, at most QUEUE waiting (`gateway.throttle.Slowdown`).
 FREE_FAILURES = 3
 MAX_DELAY = 8.0
 FAILURE_MEMORY = 900.0
+QUEUE = 4
 MAX_TRACKED = 10_000
 
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
@@ -63,23 +70,31 @@ def fold_email(value: Any) -> str:
     return email
 
 
-@dataclass(slots=True)
-class _Failures:
-    count: int
-    last: float
+class Logins:
+    """What slows and bounds failed log-ins in one process: per e-mail address (`emails`)
+    and per client network, across e-mail addresses (`addresses`, within
+    `tokens.address_failures`)."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.emails = Slowdown(FREE_FAILURES, MAX_DELAY, memory=FAILURE_MEMORY, queue=QUEUE,
+                               tracked=MAX_TRACKED, what="log-ins for this e-mail address",
+                               monotonic=monotonic, sleep=sleep)
+        self.addresses = FailureBudget(monotonic=monotonic)
 
 
 class Accounts:
     """Sign-up, log-in, log-out and sessions over a `UserStore`."""
 
     def __init__(self, users: UserStore, settings: Settings, clock: Clock = utc_now,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 logins: Logins | None = None) -> None:
         self.users = users
         self.settings = settings
         self.clock = clock
         self.monotonic = monotonic
+        self.logins = logins or Logins(monotonic)
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
-        self._failures: dict[str, _Failures] = {}
         self._touched: dict[str, float] = {}
 
     async def signup(self, email: Any, password: Any, fields: Mapping[str, Any],
@@ -93,18 +108,25 @@ class Accounts:
             raise UsedEmailError("This email is already in use") from exc
         return change, await self._session(change.id, remember)
 
-    async def login(self, email: Any, password: Any, remember: bool) -> dict[str, Any]:
+    async def login(self, email: Any, password: Any, remember: bool,
+                    client: str | None = None) -> dict[str, Any]:
+        """A session for the user with this e-mail and password. `client`: the caller's
+        address, whose failures are bounded too (None: not counted)."""
         folded = fold_email(email)
         text = str(password or "")
         too_long = len(text) > MAX_PASSWORD  # no password kept is longer: a wrong one
-        await self._wait_after_failures(folded)
-        found = await self.users.credential(folded)
-        user_id, hashed = found if found is not None else (None, _DECOY)
-        if (not await self._run_hasher(_verify, hashed, text[:MAX_PASSWORD]) or too_long
-                or user_id is None):
-            self._failed(folded)
+        settings = self.settings
+        async with self.logins.addresses.turn(
+                None if client is None else network(client), settings.address_failures,
+                settings.address_failures_per.total_seconds()) as by_address, \
+                self.logins.emails.turn(folded) as by_email:
+            found = await self.users.credential(folded)
+            user_id, hashed = found if found is not None else (None, _DECOY)
+            ok = (await self._run_hasher(_verify, hashed, text[:MAX_PASSWORD])
+                  and not too_long and user_id is not None)
+            by_address.ok = by_email.ok = ok
+        if not ok or user_id is None:
             raise InvalidLoginError("We didn't find an account with those login credentials")
-        self._failures.pop(folded, None)
         return await self._session(user_id, remember)
 
     async def logout(self, digest: str | None) -> bool:
@@ -147,42 +169,6 @@ class Accounts:
     async def _run_hasher(self, work: Callable[..., Any], *args: Any) -> Any:
         async with self._hashing:
             return await asyncio.to_thread(work, *args)
-
-    async def _wait_after_failures(self, email: str) -> None:
-        delay = self.delay_for(email)
-        if delay:
-            await asyncio.sleep(delay)
-
-    def delay_for(self, email: str) -> float:
-        """How long a log-in for this e-mail waits, after its recent failures."""
-        failures = self._failures.get(email)
-        if failures is None:
-            return 0.0
-        if self.monotonic() - failures.last > FAILURE_MEMORY:
-            del self._failures[email]
-            return 0.0
-        if failures.count < FREE_FAILURES:
-            return 0.0
-        return float(min(0.25 * 2 ** (failures.count - FREE_FAILURES), MAX_DELAY))
-
-    def _failed(self, email: str) -> None:
-        if email not in self._failures and len(self._failures) >= MAX_TRACKED:
-            self._make_room()
-        failures = self._failures.setdefault(email, _Failures(0, 0.0))
-        failures.count += 1
-        failures.last = self.monotonic()
-
-
-    def _make_room(self) -> None:
-        """Room to track one more e-mail address, without forgetting the addresses being
-        slowed (failures for many other addresses would otherwise lift their delay): those
-        forgotten or not slowed yet go first; if every one is slowed, the older half."""
-        now = self.monotonic()
-        self._failures = {email: f for email, f in self._failures.items()
-                          if f.count >= FREE_FAILURES and now - f.last <= FAILURE_MEMORY}
-        if len(self._failures) >= MAX_TRACKED:
-            newest = sorted(self._failures.items(), key=lambda item: item[1].last)
-            self._failures = dict(newest[len(newest) // 2:])
 
 
 def _verify(hashed: str, password: str) -> bool:

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import data_api, http, openapi
+from gateway.accounts import Logins
 from gateway.auth import Authenticator, credential
 from gateway.clock import Clock, utc_now
 from gateway.console import Console
@@ -131,6 +132,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
     app.fast = not middleware
     app.state.scheduler = None
     app.state.services = services
+    app.state.logins = Logins()
     app.router.redirect_slashes = False  # a redirect would go to whatever `Host` said
     app.state.storage = storage
     app.state.clock = clock
@@ -156,6 +158,8 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
         observe = noted(observe)
     interpreter = with_jobs(Interpreter(registry, storage, app.state.clock, observe=observe))
     interpreter.services = app.state.services
+    if interpreter.accounts is not None:  # failed log-ins are remembered across reloads
+        interpreter.accounts.logins = app.state.logins
     auth = Authenticator(storage.keys if storage is not None else None, app.state.clock,
                          accounts=interpreter.accounts,
                          records=storage.records if storage is not None else None)

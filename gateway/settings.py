@@ -67,6 +67,9 @@ class Settings:
     remember_lifetime: timedelta = timedelta(days=365)
     idle_lapse: timedelta = timedelta(days=30)
     min_password_length: int = 8
+    # Failed log-ins from one client network, across e-mails: at most this many per period.
+    address_failures: int = 20
+    address_failures_per: timedelta = timedelta(minutes=1)
     # --- webhooks and integrations: outbound HTTP, SMTP, shared rate limits ---
     http_block_private_addresses: bool = False
     http_timeout: timedelta = timedelta(seconds=30)
@@ -142,6 +145,9 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         remember_lifetime=parse_duration(tokens.get("remember_lifetime", "365d")),
         idle_lapse=parse_duration(tokens.get("idle_lapse", "30d")),
         min_password_length=tokens.get("min_password_length", defaults.min_password_length),
+        address_failures=tokens.get("address_failures", {}).get(
+            "failures", defaults.address_failures),
+        address_failures_per=parse_duration(tokens.get("address_failures", {}).get("per", "1m")),
         max_header_bytes=server.get("max_header_bytes", defaults.max_header_bytes),
         header_timeout=parse_duration(server.get("header_timeout", "10s")),
         body_timeout=parse_duration(server.get("body_timeout", "30s")),

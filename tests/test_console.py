@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from gateway.app import create_app
 from gateway.auth import key_hash
 from gateway.clock import utc_now
-from gateway.console.session import COOKIE, FREE_FAILURES, Signer, Throttle
+from gateway.console.session import COOKIE, FREE_FAILURES, Signer, throttle
 from gateway.console.views import SEARCH_SCAN
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
@@ -441,15 +441,15 @@ async def test_without_a_secret_each_process_signs_its_own_sessions(
 
 def test_sign_in_is_slowed_after_repeated_failures() -> None:
     now = [0.0]
-    throttle = Throttle(monotonic=lambda: now[0])
+    slowdown = throttle(monotonic=lambda: now[0])
     for _ in range(FREE_FAILURES):
-        assert throttle.delay_for("10.0.0.1") == 0.0
-        throttle.failed("10.0.0.1")
-    assert throttle.delay_for("10.0.0.1") == 0.25
-    throttle.failed("10.0.0.1")
-    assert throttle.delay_for("10.0.0.1") == 0.5 and throttle.delay_for("10.0.0.2") == 0.0
+        assert slowdown.delay_for("10.0.0.1") == 0.0
+        slowdown.failed("10.0.0.1")
+    assert slowdown.delay_for("10.0.0.1") == 0.25
+    slowdown.failed("10.0.0.1")
+    assert slowdown.delay_for("10.0.0.1") == 0.5 and slowdown.delay_for("10.0.0.2") == 0.0
     now[0] += 3600
-    assert throttle.delay_for("10.0.0.1") == 0.0
+    assert slowdown.delay_for("10.0.0.1") == 0.0
 
 
 async def test_storage_none_is_not_needed_to_refuse(tmp_path: Path, storage: Storage) -> None:

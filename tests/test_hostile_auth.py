@@ -337,13 +337,13 @@ async def test_signups_racing_for_one_email(tmp_path: Path, storage_url: str) ->
 
 async def test_failures_for_other_emails_do_not_forget_one_being_guessed(
         storage: Storage) -> None:
-    accounts = Accounts(storage.users, Settings())
+    emails = Accounts(storage.users, Settings()).logins.emails
     for _ in range(FREE_FAILURES + 2):
-        accounts._failed("ada@example.com")
-    slowed = accounts.delay_for("ada@example.com")
+        emails.failed("ada@example.com")
+    slowed = emails.delay_for("ada@example.com")
     for index in range(MAX_TRACKED + 1):
-        accounts._failed(f"x{index}@example.com")
-    assert slowed > 0 and accounts.delay_for("ada@example.com") == slowed
+        emails.failed(f"x{index}@example.com")
+    assert slowed > 0 and emails.delay_for("ada@example.com") == slowed
 
 
 def test_key_labels_cannot_forge_lines_of_the_list(tmp_path: Path, storage_url: str) -> None:

@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "gateway.source": 2, "gateway.templating": 2, "gateway.settings": 2, "gateway.budget": 2,
     "gateway.sandbox": 2, "gateway.environment": 2, "gateway.redaction": 2,
     "gateway.shortcut": 2, "gateway.logformat": 2, "gateway.schema_validator": 2,
-    "gateway.forwarded": 2,
+    "gateway.forwarded": 2, "gateway.throttle": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
     "gateway.privacy": 3, "gateway.signature": 3, "gateway.services": 3, "gateway.detect": 3,

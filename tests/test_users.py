@@ -260,14 +260,14 @@ async def test_tokens_expire_and_lapse_when_idle(storage: Storage) -> None:
 
 
 async def test_repeated_failures_for_one_email_are_slowed(storage: Storage) -> None:
-    accounts = Accounts(storage.users, Settings())
+    emails = Accounts(storage.users, Settings()).logins.emails
     delays = []
     for _ in range(FREE_FAILURES + 3):
-        delays.append(accounts.delay_for("x@example.com"))
-        accounts._failed("x@example.com")
+        delays.append(emails.delay_for("x@example.com"))
+        emails.failed("x@example.com")
     assert delays[:FREE_FAILURES + 1] == [0.0] * FREE_FAILURES + [0.25]
     assert delays[FREE_FAILURES + 1:] == [0.5, 1.0]
-    assert accounts.delay_for("other@example.com") == 0.0
+    assert emails.delay_for("other@example.com") == 0.0
 
 
 def test_gateway_run_as_a_user_an_admin_or_nobody(config: Path, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ async def signup_user(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def login_user(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     return await _accounts(ctx).login(args.get("email"), _password(ctx, args),
-                                      _remember(args.get("remember")))
+                                      _remember(args.get("remember")), ctx.client)
 
 
 async def logout_user(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:

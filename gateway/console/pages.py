@@ -3,7 +3,6 @@ same strict security headers, every form a POST with a CSRF token."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -18,8 +17,9 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.auth import Authenticator
 from gateway.console import chart, views
-from gateway.console.session import COOKIE, PRE_COOKIE, Session, Signer, Throttle, signing_key
-from gateway.errors import GatewayError
+from gateway.console.session import COOKIE, PRE_COOKIE, Session, Signer, signing_key, throttle
+from gateway.errors import GatewayError, RateLimitedError
+from gateway.forwarded import network
 from gateway.http import read_body
 from gateway.model import Registry
 from gateway.settings import Settings
@@ -61,7 +61,7 @@ class Console:
 
     def __init__(self, settings: Settings) -> None:
         self.env = _environment()
-        self.throttle = Throttle()
+        self.throttle = throttle()
         self.figures = views.Figures()
         self.assets = {name: resources.files("gateway.console").joinpath(
             "static", name).read_bytes() for name in ASSETS}
@@ -186,19 +186,19 @@ class Console:
                                               fields.get("token")):
             return self.form_page(request, 403, "The sign-in form expired; try again.",
                                   fields.get("next", ""))
-        address = request.client.host if request.client else "?"
-        delay = self.throttle.delay_for(address)
-        if delay:
-            await asyncio.sleep(delay)  # slowed like log-ins: guessing stays impractical
+        address = network(request.client.host if request.client else None)
         key = fields.get("key", "").strip()
         auth: Authenticator = request.app.state.live.auth
-        identity = await auth.identify(key) if key else None
+        try:  # slowed like log-ins, one at a time: guessing stays impractical
+            async with self.throttle.turn(address) as turn:
+                identity = await auth.identify(key) if key else None
+                turn.ok = identity is not None and identity.kind == "admin"
+        except RateLimitedError as exc:
+            return self.form_page(request, exc.status, exc.message, fields.get("next", ""))
         if identity is None or identity.kind != "admin" or identity.token_hash is None:
-            self.throttle.failed(address)
             return self.form_page(request, 401, "That is not an admin API key of this "
                                                 "gateway (or it was revoked).",
                                   fields.get("next", ""))
-        self.throttle.succeeded(address)
         _, cookie = self.signer.issue(identity.token_hash, self.lifetime)
         response = self.redirect(_safe(fields.get("next", "")))
         self._cookie(response, COOKIE, cookie, request, int(self.lifetime))

@@ -9,15 +9,18 @@ A form's CSRF token is an HMAC of the session id: it cannot be made without the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.throttle import Slowdown
 
 COOKIE = "gateway_console"
 PRE_COOKIE = "gateway_console_signin"  # the sign-in form's own CSRF nonce, before a session
@@ -107,41 +110,10 @@ class Signer:
         return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
-@dataclass(slots=True)
-class _Failures:
-    count: int
-    last: float
-
-
-class Throttle:
-    """Slows sign-in from an address after `FREE_FAILURES` wrong keys: each further
-    attempt waits twice as long as the last (from 0.25 s up to `MAX_DELAY`)."""
-
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.monotonic = monotonic
-        self._failures: dict[str, _Failures] = {}
-
-    def delay_for(self, address: str) -> float:
-        failures = self._failures.get(address)
-        if failures is None:
-            return 0.0
-        if self.monotonic() - failures.last > FAILURE_MEMORY:
-            del self._failures[address]
-            return 0.0
-        if failures.count < FREE_FAILURES:
-            return 0.0
-        return float(min(0.25 * 2 ** (failures.count - FREE_FAILURES), MAX_DELAY))
-
-    def failed(self, address: str) -> None:
-        if address not in self._failures and len(self._failures) >= MAX_TRACKED:
-            now = self.monotonic()  # forget the old first, then anyone not slowed yet
-            self._failures = {a: f for a, f in self._failures.items()
-                              if f.count >= FREE_FAILURES and now - f.last <= FAILURE_MEMORY}
-            if len(self._failures) >= MAX_TRACKED:
-                self._failures.clear()
-        failures = self._failures.setdefault(address, _Failures(0, 0.0))
-        failures.count += 1
-        failures.last = self.monotonic()
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+def throttle(monotonic: Callable[[], float] = time.monotonic,
+             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Slowdown:
+    """Sign-in attempts from one address, one at a time, slowed after `FREE_FAILURES` wrong
+    keys: each further attempt waits twice as long as the last (from 0.25 s up to
+    `MAX_DELAY`), and more than a few at once are refused (`gateway.throttle`)."""
+    return Slowdown(FREE_FAILURES, MAX_DELAY, memory=FAILURE_MEMORY, tracked=MAX_TRACKED,
+                    what="sign-ins from this address", monotonic=monotonic, sleep=sleep)
