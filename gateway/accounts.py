@@ -9,7 +9,7 @@ moves the lapse on, never past the lifetime.
 
 Failed log-ins are slowed per e-mail address and bounded per client address, attempts in
 flight counted (`Logins`, over `gateway.throttle`); in each process, kept across reloads
-by the app.
+by the app. A log-out is told to whoever caches tokens in the process (`on_logout`).
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ class Accounts:
         self.clock = clock
         self.monotonic = monotonic
         self.logins = logins or Logins(monotonic)
+        # Called with a token's hash once its log-out has committed (the credential cache's).
+        self.on_logout: Callable[[str], None] | None = None
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._touched: dict[str, float] = {}
 
@@ -130,7 +132,11 @@ class Accounts:
         return await self._session(user_id, remember)
 
     async def logout(self, digest: str | None) -> bool:
-        return digest is not None and await self.users.revoke_token(digest)
+        if digest is None:
+            return False
+        told = self.on_logout
+        return await self.users.revoke_token(
+            digest, None if told is None else lambda: told(digest))
 
     async def user_of(self, token: str) -> str | None:
         """The user whose valid token this is, or None; a use moves its idle lapse on."""

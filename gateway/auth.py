@@ -7,7 +7,8 @@ as the `api_token` query parameter (which never reaches a template, a log or the
 
 Looking a credential up costs database reads, so answers are cached for `KEY_CACHE_SECONDS`:
 a revoked key or a logged-out token stops working within that long on every instance sharing
-the database.
+the database, and at once in the process that revoked it (a log-out, once its run has
+committed: `revoked`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from gateway.storage.interface import KeyStore, RecordStore
 
 KEY_CACHE_SECONDS = 1.0
 KEY_CACHE_SIZE = 10_000
+# Credentials revoked in this process are refused here at once, and remembered so for long
+# enough that no lookup begun before the revocation can cache them as valid again.
+MAX_REVOKED = 10_000
+REVOKED_SECONDS = 60.0
 TOUCH_EVERY = timedelta(minutes=1)  # `last used` is kept to the minute, not per request
 MAX_CREDENTIAL = 512  # longer is no credential this gateway gave
 API_TOKEN = "api_token"  # the query parameter that may carry a credential
@@ -86,6 +91,30 @@ class Authenticator:
         self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
         self._touched: dict[str, float] = {}
+        self._revoked: dict[str, float] = {}  # hash -> until (monotonic)
+        if accounts is not None:
+            accounts.on_logout = self.revoked
+
+    def revoked(self, digest: str) -> None:
+        """A credential (by its SHA-256) whose revocation this process committed: refused
+        here from now on, not after the cache's second (`REVOKED_SECONDS`; then the
+        database, which no longer has it, answers as for any other)."""
+        now = self.monotonic()
+        self._cache.pop(digest, None)
+        if len(self._revoked) >= MAX_REVOKED:
+            self._revoked = {d: until for d, until in self._revoked.items() if until > now}
+            if len(self._revoked) >= MAX_REVOKED:  # all recent: the older half goes
+                self._revoked = dict(list(self._revoked.items())[MAX_REVOKED // 2:])
+        self._revoked[digest] = now + REVOKED_SECONDS
+
+    def _is_revoked(self, digest: str, now: float) -> bool:
+        until = self._revoked.get(digest)
+        if until is None:
+            return False
+        if until <= now:
+            del self._revoked[digest]
+            return False
+        return True
 
     async def identify(self, token: str | None) -> Identity | None:
         """ANONYMOUS without a credential; None for one that is not (or no longer) valid."""
@@ -95,10 +124,14 @@ class Authenticator:
             return None
         digest = key_hash(token)
         now = self.monotonic()
+        if self._revoked and self._is_revoked(digest, now):
+            return None
         cached = self._cache.get(digest)
         if cached is not None and cached.until > now:
             return cached.identity
         identity = await self._lookup(token, digest)
+        if self._revoked and self._is_revoked(digest, now):
+            return None  # revoked while it was looked up
         if len(self._cache) >= KEY_CACHE_SIZE:
             self._cache.clear()  # bounded: garbage credentials cannot grow it
         self._cache[digest] = _Cached(identity, now + KEY_CACHE_SECONDS)
@@ -110,6 +143,8 @@ class Authenticator:
         """The admin whose key has this SHA-256 (what a console session keeps), or None once
         the key is revoked; cached like `identify`."""
         now = self.monotonic()
+        if self._revoked and self._is_revoked(digest, now):
+            return None
         cached = self._cache.get(digest)
         if cached is None or cached.until <= now:
             found = self.keys is not None and await self.keys.find_key(digest) is not None

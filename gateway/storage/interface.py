@@ -8,7 +8,7 @@ so callers never need to know which one they talk to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -289,7 +289,10 @@ class UserStore(Protocol):
                            expires_at: datetime) -> None: ...
     async def find_token(self, hash: str) -> Session | None: ...
     async def touch_token(self, hash: str, at: datetime) -> None: ...
-    async def revoke_token(self, hash: str) -> bool: ...
+    # Whether there was such a token; `committed` is called once the revocation commits
+    # (at once outside a run's transaction, never if it rolls back).
+    async def revoke_token(self, hash: str,
+                           committed: Callable[[], None] | None = None) -> bool: ...
     # Delete the tokens past their lifetime or unused since `idle_since`; how many.
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int: ...
 

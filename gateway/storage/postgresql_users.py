@@ -3,7 +3,7 @@ log-in that follows a user record's e-mail when a write changes it (`update_user
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ import psycopg
 from gateway.clock import utc_now
 from gateway.errors import DuplicateError, InvalidDataError
 from gateway.ids import new_id
-from gateway.storage import codec
+from gateway.storage import codec, unit
 from gateway.storage.backend import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.interface import Change, Session
 from gateway.storage.postgresql_connector import Conn, Params, PostgresConnector, jsonb
@@ -65,8 +65,12 @@ class PostgresUsers:
     async def touch_token(self, hash: str, at: datetime) -> None:
         await self._db.execute(Q["touch_token"], (at, hash))
 
-    async def revoke_token(self, hash: str) -> bool:
-        return bool(await self._db.execute(Q["revoke_token"], (hash,)))
+    async def revoke_token(self, hash: str,
+                           committed: Callable[[], None] | None = None) -> bool:
+        revoked = bool(await self._db.execute(Q["revoke_token"], (hash,)))
+        if committed is not None:
+            unit.after_commit(self._db, committed)
+        return revoked
 
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
         return await self._db.execute(Q["purge_tokens"], (now, idle_since))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from gateway.clock import utc_now
 from gateway.encoding import dumps, iso, parse_iso
 from gateway.errors import DuplicateError, InvalidDataError
 from gateway.ids import new_id
+from gateway.storage import unit
 from gateway.storage.backend import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.interface import Change, Session
 from gateway.storage.sqlfile import queries
@@ -65,9 +66,13 @@ class SqliteUsers:
         params = (iso(at), hash)
         await self._db.write(lambda conn: conn.execute(Q["touch_token"], params))
 
-    async def revoke_token(self, hash: str) -> bool:
-        return bool(await self._db.write(
+    async def revoke_token(self, hash: str,
+                           committed: Callable[[], None] | None = None) -> bool:
+        revoked = bool(await self._db.write(
             lambda conn: conn.execute(Q["revoke_token"], (hash,)).rowcount))
+        if committed is not None:
+            unit.after_commit(self._db, committed)
+        return revoked
 
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
         params = (iso(now), iso(idle_since))
