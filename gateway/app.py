@@ -203,17 +203,37 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Whether the gateway serves (its database answers), its config's version and whether
+    the last reload was refused. The reload's diagnostics (paths, workflows' names) and the
+    count of workflows only to an admin key: anyone else gets the state."""
     state = request.app.state
     live: Live = state.live
-    facts = {"version": live.version, "reload_error": state.reload_error}
+    facts: dict[str, Any] = {"version": live.version,
+                             "reload_refused": state.reload_error is not None}
+    status, code = "ready", 200
     try:
         if state.storage is not None:
             await state.storage.ping()
     except GatewayError as exc:
         log.warning("not ready: the database does not answer: %s", exc.message)
-        return JSONResponse({"status": "unavailable", **facts}, 503)
-    return JSONResponse({"status": "ready", "workflows": len(live.registry.workflows),
-                         **facts})
+        status, code = "unavailable", 503
+    if code == 200 and await _is_admin(request, live):
+        facts |= {"workflows": len(live.registry.workflows),
+                  "reload_error": state.reload_error}
+    return JSONResponse({"status": status, **facts}, code)
+
+
+async def _is_admin(request: Request, live: Live) -> bool:
+    """Whether the request carries an admin key (a wrong or missing one is no error here:
+    the caller gets what anyone gets)."""
+    token = credential(request)
+    if token is None:
+        return False
+    try:
+        identity = await live.auth.identify(token)
+    except GatewayError:  # the database cannot say
+        return False
+    return identity is not None and identity.kind == "admin"
 
 
 async def swagger(request: Request) -> Response:

@@ -23,6 +23,8 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.auth import key_hash, new_key
+from gateway.clock import utc_now
 from gateway.loader import load
 from gateway.storage import open_storage
 
@@ -56,6 +58,18 @@ steps:
     data: {id: "{{ steps.note._id }}"}
 """
 
+JOIN = """\
+kind: api_workflow
+name: join
+expose: true
+auth: none
+params: {email: {type: text}}
+steps:
+  - action: signup_user
+    email: "{{ params.email }}"
+    password: correct horse
+"""
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
@@ -75,6 +89,15 @@ async def serving(folder: Path, database: str, *, watch: bool = False
             yield app, client
 
 
+async def ready(app: Starlette, client: httpx.AsyncClient) -> Any:
+    """What `/readyz` tells an admin key (the reload's diagnostics included)."""
+    key = new_key()
+    await app.state.storage.keys.create_key(key[:8], key_hash(key), utc_now())
+    answer = await client.get("/readyz", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 async def echo(client: httpx.AsyncClient, word: str = "hi") -> Any:
     response = await client.post("/api/1.1/wf/echo", json={"word": word})
     assert response.status_code == 200, response.text
@@ -83,14 +106,14 @@ async def echo(client: httpx.AsyncClient, word: str = "hi") -> Any:
 
 async def test_a_valid_config_is_swapped_in(folder: Path, storage_url: str) -> None:
     async with serving(folder, storage_url) as (app, client):
-        before = (await client.get("/readyz")).json()
+        before = await ready(app, client)
         assert await echo(client) == 1
         (folder / "echo.yaml").write_text(ECHO % 2)
         (folder / "more.yaml").write_text((ECHO % 3).replace("name: echo", "name: more"))
         assert await app.state.reloader.reload("test") is True
         assert await echo(client) == 2
         assert (await client.post("/api/1.1/wf/more", json={"word": "x"})).status_code == 200
-        after = (await client.get("/readyz")).json()
+        after = await ready(app, client)
         assert after["version"] != before["version"] and len(after["version"]) == 12
         assert after["reload_error"] is None and after["workflows"] == 2
 
@@ -106,13 +129,36 @@ async def test_an_invalid_config_is_refused_with_located_diagnostics(
         assert located in caplog.text
         assert "the previous config keeps serving" in caplog.text
         assert await echo(client) == 1
-        ready = (await client.get("/readyz")).json()
-        assert ready["version"] == version
-        assert located in ready["reload_error"]
+        told = await ready(app, client)
+        assert told["version"] == version and told["reload_refused"] is True
+        assert located in told["reload_error"]
         (folder / "echo.yaml").write_text(ECHO % 3)
         assert await app.state.reloader.reload("test") is True
-        assert (await client.get("/readyz")).json()["reload_error"] is None
+        assert (await ready(app, client))["reload_error"] is None
         assert await echo(client) == 3
+
+
+async def test_only_an_admin_key_reads_a_refused_reload_s_diagnostics(
+        folder: Path, storage_url: str) -> None:
+    (folder / "join.yaml").write_text(JOIN)
+    async with serving(folder, storage_url) as (app, client):
+        (folder / "secret-hook.yaml").write_text(
+            (ECHO % 2).replace("name: echo", "name: secret-hook").replace("expose: true",
+                                                                          "expose: false")
+            .replace("auth: none", "auth: nobody"))
+        assert await app.state.reloader.reload("test") is False
+        joined = await client.post("/api/1.1/wf/join", json={"email": "ada@example.com"})
+        user = {"Authorization": f"Bearer {joined.json()['response']['token']}"}
+        answers = [await client.get("/readyz"), await client.get("/readyz", headers=user),
+                   await client.get("/readyz", headers={"Authorization": "Bearer wrong"}),
+                   await client.get("/readyz", params={"api_token": "wrong"})]
+        told = await ready(app, client)
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert set(answer.json()) == {"status", "version", "reload_refused"}
+        assert answer.json()["reload_refused"] is True
+        assert "secret-hook" not in answer.text and str(folder) not in answer.text
+    assert "secret-hook.yaml" in told["reload_error"] and told["workflows"] == 2
 
 
 async def test_a_hostile_config_is_refused_and_the_server_keeps_answering(
@@ -172,7 +218,7 @@ async def test_a_secret_missing_from_the_environment_is_refused_as_at_start(
         (folder / "echo.yaml").write_text(ECHO % 2)
         assert await app.state.reloader.reload("test") is False
         assert "RELOAD_HOOK_SECRET" in app.state.reload_error
-        assert (await client.get("/readyz")).json()["reload_error"] == app.state.reload_error
+        assert (await ready(app, client))["reload_error"] == app.state.reload_error
         assert await echo(client) == 1  # the running config goes on
         monkeypatch.setenv("RELOAD_HOOK_SECRET", "s3cret")
         assert await app.state.reloader.reload("test") is True
@@ -326,8 +372,9 @@ def test_sighup_reloads_a_running_server_and_refuses_a_bad_edit(
     assert _version(url) == 2
     text = log.read_text()
     assert f"{folder / 'echo.yaml'}:4:8: error[schema.type]" in text
-    ready = httpx.get(url + "/readyz").json()
-    assert "error[schema.type]" in ready["reload_error"]
+    state = httpx.get(url + "/readyz").json()  # anonymous: the state, not the diagnostics
+    assert state["reload_refused"] is True and "reload_error" not in state
+    assert str(folder) not in json.dumps(state)
     # JSON logs: every request a line with its run.
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     runs = [line for line in lines if line.get("logger") == "gateway.access"
