@@ -118,7 +118,8 @@ def query(spec: TypeSpec, constraints: Any, sort: Sequence[tuple[Any, bool]], li
 
 def as_bubble(record: Mapping[str, Any]) -> dict[str, Any]:
     """A record as the Data API shows it: `_id`, Bubble's names of the system dates and
-    creator, and the fields that hold a value (Bubble leaves empty ones out)."""
+    creator (those the privacy rules show), and the fields that hold a value (Bubble leaves
+    empty ones out)."""
     shown: dict[str, Any] = {}
     for key, value in record.items():
         if key == "_type" or value is None or value == []:

@@ -3,7 +3,9 @@
 A record gets what every rule whose `when` holds for it grants (rules are ORed); a record no
 rule grants anything gets `everyone_else`. Runs of admin keys and workflows with
 `ignore_privacy_rules: true` are not subject to them. Hidden fields are absent from the
-record, not null; `_id`, `_type` and the system dates are always there.
+record, not null. `_id` and `_type` are always there; the other system fields
+(`created_at`, `modified_at`, `created_by`) are shown only when the rules show them, as in
+Bubble, where "Created By", "Created Date" and "Modified Date" are fields of the rules' lists.
 
 A rule of the form `{{ thing.F == current_user._id }}` is `pushable`: a search can ask the
 database for exactly the records it grants, so that paging and counts stay right and fast.
@@ -18,7 +20,9 @@ from typing import Any
 from gateway.errors import TemplateError
 from gateway.templating import Compiled
 
-ALWAYS_SHOWN = frozenset({"_id", "_type", "created_at", "modified_at", "created_by"})
+ALWAYS_SHOWN = frozenset({"_id", "_type"})
+# System fields a rule shows or hides like declared ones (`view_fields: [created_by]`).
+HIDEABLE_SYSTEM_FIELDS = frozenset({"created_at", "modified_at", "created_by"})
 ALL: frozenset[str] | None = None  # `view_fields: all`
 
 

@@ -5,6 +5,7 @@ a run returns, and what the run log says the rules hid."""
 from __future__ import annotations
 
 import contextlib
+import json
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.clock import utc_now
+from gateway.errors import ConfigError
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
 
@@ -147,6 +149,43 @@ steps:
   - action: return_data
     data: {emails: "{{ steps.found.results | map(attribute='email') | list }}"}
 ---
+kind: data_type
+name: post
+api: {expose: true}
+fields: {owner: {type: user}, text: {type: text}}
+privacy:
+  - name: owners see all of their posts
+    when: "{{ thing.owner == current_user._id }}"
+    find_in_searches: true
+    view_fields: all
+everyone_else: {find_in_searches: true, view_fields: [text, created_at]}
+---
+kind: api_workflow
+name: add-post
+expose: true
+auth: user
+params: {text: {type: text}}
+steps:
+  - id: post
+    action: create_thing
+    type: post
+    fields: {owner: "{{ current_user._id }}", text: "{{ params.text }}"}
+  - action: return_data
+    data: "{{ steps.post }}"
+---
+kind: api_workflow
+name: posts-by
+expose: true
+auth: none
+params: {by: {type: text}}
+steps:
+  - id: found
+    action: search
+    type: post
+    constraints: [{key: created_by, constraint: equals, value: "{{ params.by }}"}]
+  - action: return_data
+    data: {posts: "{{ steps.found.results }}"}
+---
 kind: api_workflow
 name: signup
 expose: true
@@ -256,3 +295,47 @@ async def test_users_find_only_themselves_by_default(world: dict[str, Any]) -> N
     assert (await call(client, "users"))["emails"] == []
     assert (await call(client, "users", world["ada"]))["emails"] == ["ada@example.com"]
     assert len((await call(client, "users", world["admin"]))["emails"]) == 2
+
+
+async def test_rules_hide_who_made_a_record_and_when_as_any_field(world: dict[str, Any]) -> None:
+    client, ada, bo = world["client"], world["ada"], world["bo"]
+    post = await call(client, "add-post", ada, text="hello")
+    author = post["created_by"]
+    assert {"owner", "created_by", "created_at", "modified_at"} <= set(post)  # her own
+    mine = (await call(client, "posts-by", ada, by=author))["posts"]
+    assert [p["_id"] for p in mine] == [post["_id"]] and mine[0]["created_by"] == author
+    # Bo sees the text and the date, not who wrote it: and a search on the hidden creator
+    # does not match (it would tell who wrote the post).
+    assert (await call(client, "posts-by", bo, by=author))["posts"] == []
+    got = await client.get(f"/api/1.1/obj/post/{post['_id']}", headers=_bearer(bo))
+    assert set(got.json()["response"]) == {"_id", "text", "Created Date"}
+    found = await client.get("/api/1.1/obj/post", headers=_bearer(bo), params={
+        "constraints": json.dumps([{"key": "Created By", "constraint_type": "equals",
+                                    "value": author}])})
+    assert found.json()["response"]["results"] == []
+    everything = (await client.get("/api/1.1/obj/post", headers=_bearer(bo))).json()
+    assert [set(p) for p in everything["response"]["results"]] == [
+        {"_id", "text", "Created Date"}]
+    own = await client.get(f"/api/1.1/obj/post/{post['_id']}", headers=_bearer(ada))
+    assert {"Created By", "Created Date", "Modified Date", "owner"} <= set(
+        own.json()["response"])
+
+
+def test_view_fields_name_system_fields_or_declared_ones(tmp_path: Path) -> None:
+    path = tmp_path / "types.yaml"
+    path.write_text(textwrap.dedent("""
+        kind: data_type
+        name: post
+        fields: {text: {type: text}}
+        everyone_else: {find_in_searches: true, view_fields: [text, created_by, modified]}
+        """).strip())
+    with pytest.raises(ConfigError) as refused:
+        load([path])
+    (problem,) = refused.value.diagnostics
+    assert (problem.code, problem.pointer) == ("ref.unknown-field",
+                                               "/everyone_else/view_fields/2")
+    assert "did you mean 'modified_at'?" in problem.message
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

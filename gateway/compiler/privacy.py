@@ -12,7 +12,16 @@ from jinja2 import TemplateSyntaxError, nodes
 from gateway import pointer as ptr
 from gateway import templating
 from gateway.errors import did_you_mean
-from gateway.privacy import ALL, ALWAYS_SHOWN, EVERYTHING, NOTHING, Grant, Privacy, Rule
+from gateway.privacy import (
+    ALL,
+    ALWAYS_SHOWN,
+    EVERYTHING,
+    HIDEABLE_SYSTEM_FIELDS,
+    NOTHING,
+    Grant,
+    Privacy,
+    Rule,
+)
 from gateway.sandbox import is_heavy
 from gateway.source import Document
 from gateway.storage.interface import TypeSpec
@@ -61,11 +70,16 @@ def _grant(c: Compiler, doc: Document, spec: TypeSpec, base: str,
     if view == "all":
         return Grant(bool(raw.get("find_in_searches", False)), ALL, *writes)
     for index, name in enumerate(view):
-        if name not in spec.fields and name not in ALWAYS_SHOWN:
+        if not _known(spec, name):
             c.error(doc, ptr.join(base, "view_fields", index), "ref.unknown-field",
                     f"data type '{spec.name}' has no field '{name}'"
-                    + did_you_mean(name, spec.fields))
+                    + did_you_mean(name, [*spec.fields, *sorted(HIDEABLE_SYSTEM_FIELDS)]))
     return Grant(bool(raw.get("find_in_searches", False)), frozenset(view), *writes)
+
+
+def _known(spec: TypeSpec, name: str) -> bool:
+    """A declared field, or a system one (`_id`, `created_by`, the dates)."""
+    return name in spec.fields or name in ALWAYS_SHOWN or name in HIDEABLE_SYSTEM_FIELDS
 
 
 def _template(c: Compiler, doc: Document, spec: TypeSpec, pointer: str, text: str) -> Compiled:
@@ -88,7 +102,7 @@ def _template(c: Compiler, doc: Document, spec: TypeSpec, pointer: str, text: st
                 f"'{name}' is not defined in a privacy rule (it sees thing and current_user)"
                 + did_you_mean(name, allowed))
     for root, key, _line in refs.attributes:
-        if root == "thing" and key not in spec.fields and key not in ALWAYS_SHOWN:
+        if root == "thing" and not _known(spec, key):
             c.error(doc, pointer, "ref.unknown-field",
                     f"data type '{spec.name}' has no field '{key}'"
                     + did_you_mean(key, spec.fields))
