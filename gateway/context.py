@@ -150,16 +150,20 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
         "params": params, "steps": {}, "now": ctx.now,
         "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth,
                 "source": ctx.source, **(ctx.job or {})},
-        "current_user": current_user(ctx.identity),
+        "current_user": current_user(ctx.identity, ctx.viewer),
         "secrets": secrets, REQUEST_NAME: request or {},
     }
 
 
-def current_user(identity: Identity) -> Mapping[str, Any] | None:
-    """What templates see as `current_user`: the user's record (shared, not copied: templates
-    cannot change it), or None."""
+def current_user(identity: Identity, viewer: Viewer = EXEMPT) -> Mapping[str, Any] | None:
+    """What templates see as `current_user`: the user's record as the user sees it through
+    the user type's privacy rules (whole when `viewer` is exempt from them: admin keys,
+    `ignore_privacy_rules`; then shared, not copied: templates cannot change it), or None.
+    The rules themselves judge with the whole record (`Viewer.user`)."""
     if identity.user is not None:
-        return identity.user
+        if viewer.of("user") is None:
+            return identity.user
+        return viewer.cut("user", dict(identity.user))
     return {"_id": identity.user_id} if identity.user_id else None
 
 

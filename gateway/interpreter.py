@@ -230,10 +230,9 @@ class Interpreter:
 
     def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
         """The privacy rules a run's reads go through: none for admin keys and workflows
-        that ignore them."""
-        if identity.kind == "admin" or workflow.ignore_privacy_rules or not (
-                workflow.may_wait or workflow.record_params):
-            return EXEMPT  # (a run that reads no records has nothing for the rules to judge)
+        that ignore them. A run that reads no records still has one: `current_user`."""
+        if identity.kind == "admin" or workflow.ignore_privacy_rules:
+            return EXEMPT
         return Viewer(self.registry.privacy, current_user(identity))
 
     async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],

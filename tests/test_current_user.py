@@ -1,0 +1,127 @@
+"""`current_user` through the user type's privacy rules, on SQLite and PostgreSQL: a
+workflow gets the caller's record as the caller sees it, whether or not it has a step that
+waits; the rules themselves, admin keys and `ignore_privacy_rules` see it whole."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.loader import load
+from gateway.storage import Storage, open_storage
+
+CONFIG = """
+kind: data_type
+name: user
+fields: {nickname: {type: text}, role: {type: text}}
+privacy:
+  - name: users see themselves, not their role
+    when: "{{ thing._id == current_user._id }}"
+    find_in_searches: true
+    view_fields: [email, nickname]
+---
+kind: data_type
+name: memo
+fields: {text: {type: text}}
+privacy:
+  - name: editors find memos
+    when: "{{ current_user.role == 'editor' }}"
+    find_in_searches: true
+    view_fields: all
+---
+kind: api_workflow
+name: signup
+expose: true
+auth: none
+params: {email: {type: text}}
+steps:
+  - action: signup_user
+    email: "{{ params.email }}"
+    password: correct horse
+    fields: {nickname: ada}
+---
+kind: api_workflow
+name: me
+expose: true
+auth: user
+steps:
+  - action: return_data
+    data: {me: "{{ current_user }}", keys: "{{ current_user | list | sort }}",
+           role: "{{ current_user.role | default('hidden') }}"}
+---
+kind: api_workflow
+name: me-after-a-search
+expose: true
+auth: user
+steps:
+  - {id: memos, action: search, type: memo}
+  - action: return_data
+    data: {me: "{{ current_user }}", memos: "{{ steps.memos.count }}"}
+---
+kind: api_workflow
+name: me-whole
+expose: true
+auth: user
+ignore_privacy_rules: true
+steps:
+  - action: return_data
+    data: {me: "{{ current_user }}"}
+"""
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    storage: Storage
+    token: str
+    user_id: str
+
+
+@pytest.fixture
+async def world(tmp_path: Path, storage_url: str) -> AsyncIterator[World]:
+    (tmp_path / "wf.yaml").write_text(textwrap.dedent(CONFIG).strip())
+    storage = open_storage(storage_url)
+    app = create_app(load([tmp_path]), storage)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            signed = (await client.post("/api/1.1/wf/signup",
+                                        json={"email": "ada@example.com"})).json()["response"]
+            await storage.records.update("user", signed["user_id"], {"role": "editor"})
+            await storage.records.create("memo", {"text": "for editors"})
+            yield World(client, storage, signed["token"], signed["user_id"])
+
+
+async def _call(world: World, name: str) -> Any:
+    answer = await world.client.post(f"/api/1.1/wf/{name}", json={},
+                                     headers={"Authorization": f"Bearer {world.token}"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["response"]
+
+
+async def test_a_workflow_with_no_waiting_step_gets_current_user_as_the_user_sees_it(
+        world: World) -> None:
+    answer = await _call(world, "me")
+    assert answer["me"]["_id"] == world.user_id
+    assert answer["me"]["nickname"] == "ada" and "role" not in answer["me"]
+    assert answer["keys"] == ["_id", "_type", "email", "nickname"]
+    assert answer["role"] == "hidden"  # not only the record: its fields, one by one
+
+
+async def test_a_workflow_that_searches_gets_it_cut_too_while_the_rules_see_it_whole(
+        world: World) -> None:
+    answer = await _call(world, "me-after-a-search")
+    assert "role" not in answer["me"] and answer["me"]["nickname"] == "ada"
+    assert answer["memos"] == 1  # the memo rule read the hidden role
+
+
+async def test_ignore_privacy_rules_sees_current_user_whole(world: World) -> None:
+    me = (await _call(world, "me-whole"))["me"]
+    assert me["role"] == "editor" and {"created_at", "modified_at"} <= set(me)
