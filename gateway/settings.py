@@ -38,6 +38,9 @@ class Settings:
     max_response_bytes: int = 16_777_216
     max_page_bytes: int = 4_194_304
     max_list_ids: int = 1000
+    # Searches whose privacy rules are judged record by record: the most records of the
+    # type one may judge.
+    max_privacy_scan: int = 10_000
     run_timeout: timedelta = timedelta(seconds=300)
     template_timeout: timedelta = timedelta(seconds=1)
     max_template_bytes: int = 1_048_576
@@ -124,6 +127,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         max_response_bytes=limits.get("max_response_bytes", defaults.max_response_bytes),
         max_page_bytes=limits.get("max_page_bytes", defaults.max_page_bytes),
         max_list_ids=limits.get("max_list_ids", defaults.max_list_ids),
+        max_privacy_scan=limits.get("max_privacy_scan", defaults.max_privacy_scan),
         run_timeout=parse_duration(limits.get("run_timeout", "300s")),
         template_timeout=parse_duration(limits.get("template_timeout", "1s")),
         max_template_bytes=limits.get("max_template_bytes", defaults.max_template_bytes),

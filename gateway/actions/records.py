@@ -35,7 +35,6 @@ from gateway.storage.interface import (
 
 USER = "user"
 MAX_PAGE = 10_000
-MAX_PRIVACY_SCAN = 10_000
 _NUMERIC = frozenset({"number", "integer"})
 
 
@@ -187,7 +186,7 @@ async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
                           cursor: str | None) -> Page:
     """A search through the type's privacy rules: in the database when one rule of the form
     `thing.F == current_user._id` decides what is found, else record by record over at most
-    `MAX_PRIVACY_SCAN` matches. The run log says how many matches the rules hid."""
+    `limits.max_privacy_scan` matches. The run log says how many matches the rules hid."""
     store = _storage(ctx)
     everyone = await store.search(type, constraints, [], 1, None)
     using = frozenset(c.key for c in constraints) | frozenset(s.key for s in sort)
@@ -202,11 +201,13 @@ async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
         results = [ctx.viewer.cut(type, r) for r in page.results]
         page = Page(results, page.count, page.remaining, page.cursor)
     else:
-        if everyone.count > MAX_PRIVACY_SCAN:
+        most = ctx.settings.max_privacy_scan
+        if everyone.count > most:
             raise ValidationError(
                 f"the privacy rules of {type} are applied record by record, and this search "
-                f"matches more than {MAX_PRIVACY_SCAN} records: narrow it with constraints")
-        matches = await store.search(type, constraints, sort, MAX_PRIVACY_SCAN, None)
+                f"matches more than {most} records (limits.max_privacy_scan): narrow it "
+                "with constraints")
+        matches = await store.search(type, constraints, sort, most, None)
         viewer = ctx.viewer
         visible = [(m, g) for m in matches.results
                    if (g := viewer.finds(type, m, using)) is not None]
