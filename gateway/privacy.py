@@ -13,7 +13,7 @@ database for exactly the records it grants, so that paging and counts stay right
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +145,11 @@ class Viewer:
         match on a hidden field would tell its value)."""
         grant = self.grant(type, record)
         return grant if grant.find and grant.sees(using) else None
+
+    def passing(self, type: str, records: Sequence[Mapping[str, Any]],
+                using: frozenset[str]) -> list[str]:
+        """The ids of `records` that the caller finds and sees every field in `using` of."""
+        return [r["_id"] for r in records if self.finds(type, r, using) is not None]
 
     def sift(self, type: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
         """The record as the caller may see it; None when the caller may not find it."""

@@ -38,8 +38,8 @@ class Settings:
     max_response_bytes: int = 16_777_216
     max_page_bytes: int = 4_194_304
     max_list_ids: int = 1000
-    # Searches whose privacy rules are judged record by record: the most records of the
-    # type one may judge.
+    # Searches whose privacy rules are judged record by record: the most records a type
+    # may hold for one (counted before any constraint).
     max_privacy_scan: int = 10_000
     run_timeout: timedelta = timedelta(seconds=300)
     template_timeout: timedelta = timedelta(seconds=1)

@@ -17,12 +17,12 @@ from gateway import pointer as ptr
 from gateway.accounts import fold_email
 from gateway.action import Action, StepCheck
 from gateway.actions import constraint
+from gateway.actions.private_search import private_search
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
 from gateway.encoding import size_over
 from gateway.errors import DuplicateError, RunError, UsedEmailError, ValidationError, did_you_mean
-from gateway.privacy import Privacy
 from gateway.storage import codec
 from gateway.storage.interface import (
     SYSTEM_KEYS,
@@ -175,47 +175,11 @@ async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     if privacy is None:
         page = await _storage(ctx).search(spec.name, constraints, sort, limit, cursor)
     else:
-        page = await _private_search(ctx, privacy, spec.name, constraints, sort, limit, cursor)
+        page = await private_search(ctx, _storage(ctx), privacy, spec.name, constraints, sort,
+                                    limit, cursor)
     page = _within(page, ctx.settings.max_page_bytes, cursor)
     return {"results": page.results, "count": page.count, "remaining": page.remaining,
             "cursor": page.cursor}
-
-
-async def _private_search(ctx: RunContext, privacy: Privacy, type: str,
-                          constraints: list[Constraint], sort: list[SortKey], limit: int,
-                          cursor: str | None) -> Page:
-    """A search through the type's privacy rules: in the database when one rule of the form
-    `thing.F == current_user._id` decides what is found, else record by record over at most
-    `limits.max_privacy_scan` matches. The run log says how many matches the rules hid."""
-    store = _storage(ctx)
-    everyone = await store.search(type, constraints, [], 1, None)
-    using = frozenset(c.key for c in constraints) | frozenset(s.key for s in sort)
-    field = privacy.search_field(using)
-    if field is not None:
-        user_id = (ctx.viewer.user or {}).get("_id")
-        if user_id is None:
-            page = Page([], 0, 0, None)
-        else:
-            mine = [*constraints, Constraint(field, "equals", user_id)]
-            page = await store.search(type, mine, sort, limit, cursor)
-        results = [ctx.viewer.cut(type, r) for r in page.results]
-        page = Page(results, page.count, page.remaining, page.cursor)
-    else:
-        most = ctx.settings.max_privacy_scan
-        if everyone.count > most:
-            raise ValidationError(
-                f"the privacy rules of {type} are applied record by record, and this search "
-                f"matches more than {most} records (limits.max_privacy_scan): narrow it "
-                "with constraints")
-        matches = await store.search(type, constraints, sort, most, None)
-        viewer = ctx.viewer
-        visible = [(m, g) for m in matches.results
-                   if (g := viewer.finds(type, m, using)) is not None]
-        offset = codec.decode_cursor(cursor)
-        shown = [viewer.cut(type, m, g) for m, g in visible[offset:offset + limit]]
-        page = codec.page(shown, len(visible), offset)
-    ctx.remark(hidden_by_privacy=everyone.count - page.count)
-    return page
 
 
 def _within(page: Page, budget: int, cursor: str | None) -> Page:

@@ -1,0 +1,227 @@
+"""Hostile searches through privacy rules, on SQLite and PostgreSQL, through the Data API and
+through a workflow's `search` step: no answer (status, body, count, remaining, cursor, the
+work done) may depend on a value or a record the caller cannot see.
+
+The attack: a user pads a type with rows of their own, then asks `ssn less than X` for
+another user's hidden `ssn`. Were the bound on the records a search judges decided on the
+matches (as it was), the answer would flip from results to a refusal as X passes the hidden
+value, and about forty searches would read it by bisection.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.auth import key_hash, new_key
+from gateway.loader import load
+from gateway.storage import Storage, open_storage
+
+BOUND = 30  # limits.max_privacy_scan
+BELOW = """
+kind: api_workflow
+name: below-TYPE
+expose: true
+auth: none
+params: {ssn: {type: number}, cursor: {type: text, optional: true}}
+steps:
+  - id: found
+    action: search
+    type: TYPE
+    constraints: [{key: ssn, constraint: less_than, value: "{{ params.ssn }}"}]
+    sort: [{key: ssn, descending: true}]
+    limit: 7
+    cursor: "{{ params.cursor }}"
+  - action: return_data
+    data: {ssns: "{{ steps.found.results | map(attribute='ssn') | list }}",
+           count: "{{ steps.found.count }}", remaining: "{{ steps.found.remaining }}",
+           cursor: "{{ steps.found.cursor }}"}
+"""
+BELOW_PERSON, BELOW_ACCOUNT = (BELOW.replace("TYPE", type) for type in ("person", "account"))
+VICTIM_SSN = 500
+CONFIG = f"""
+kind: settings
+limits: {{max_privacy_scan: {BOUND}}}
+---
+kind: data_type
+name: person
+api: {{expose: true}}
+fields: {{owner: {{type: user}}, name: {{type: text}}, ssn: {{type: number}}}}
+privacy:                          # two rules find: judged record by record
+  - name: people are listed by name
+    when: "{{{{ thing.name }}}}"
+    find_in_searches: true
+    view_fields: [name]
+  - name: owners see and write their own
+    when: "{{{{ thing.owner == current_user._id }}}}"
+    find_in_searches: true
+    view_fields: all
+    create_via_api: true
+---
+kind: data_type
+name: account
+api: {{expose: true}}
+fields: {{owner: {{type: user}}, ssn: {{type: number}}}}
+privacy:                          # one rule the database applies
+  - name: owners see and write their own
+    when: "{{{{ thing.owner == current_user._id }}}}"
+    find_in_searches: true
+    view_fields: all
+    create_via_api: true
+---
+{BELOW_PERSON}---
+{BELOW_ACCOUNT}---
+kind: api_workflow
+name: signup
+expose: true
+auth: none
+params: {{email: {{type: text}}}}
+steps:
+  - {{action: signup_user, email: "{{{{ params.email }}}}", password: correct horse battery}}
+"""
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    storage: Storage
+    admin: dict[str, str]
+    victim: dict[str, str]
+    attacker: dict[str, str]
+    attacker_id: str
+
+
+@pytest.fixture
+async def world(tmp_path: Path, storage_url: str) -> AsyncIterator[World]:
+    (tmp_path / "wf.yaml").write_text(textwrap.dedent(CONFIG).strip())
+    storage = open_storage(storage_url)
+    app = create_app(load([tmp_path]), storage)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            key = new_key()
+            await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
+            users = [(await client.post("/api/1.1/wf/signup", json={"email": email})).json()
+                     ["response"] for email in ("victim@x.io", "attacker@x.io")]
+            victim, attacker = (_bearer(user["token"]) for user in users)
+            for type in ("person", "account"):
+                await _pad(client, type, victim, users[0]["user_id"], [VICTIM_SSN])
+            yield World(client, storage, _bearer(key), victim, attacker, users[1]["user_id"])
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _pad(client: httpx.AsyncClient, type: str, who: dict[str, str], owner: str,
+               ssns: list[int]) -> None:
+    """Records of `owner`'s own, created through the Data API as any user may."""
+    body = "\n".join(json.dumps({"owner": owner, "name": f"n{ssn}", "ssn": ssn}
+                                if type == "person" else {"owner": owner, "ssn": ssn})
+                     for ssn in ssns)
+    answer = await client.post(f"/api/1.1/obj/{type}/bulk", content=body,
+                               headers={**who, "Content-Type": "text/plain"})
+    assert answer.status_code == 200, answer.text
+    assert all(json.loads(line)["status"] == "success" for line in answer.text.splitlines())
+
+
+async def _data_api(world: World, type: str, ssn: int, cursor: int = 0) -> tuple[int, Any]:
+    answer = await world.client.get(f"/api/1.1/obj/{type}", headers=world.attacker, params={
+        "constraints": json.dumps([{"key": "ssn", "constraint_type": "less than",
+                                    "value": ssn}]),
+        "sort_field": "ssn", "descending": "true", "limit": 7, "cursor": cursor})
+    return answer.status_code, answer.json()
+
+
+async def _workflow(world: World, type: str, ssn: int, cursor: str | None = None
+                    ) -> tuple[int, Any]:
+    params: dict[str, Any] = {"ssn": ssn}
+    if cursor is not None:
+        params["cursor"] = cursor
+    answer = await world.client.post(f"/api/1.1/wf/below-{type}", json=params,
+                                     headers=world.attacker)
+    return answer.status_code, answer.json()
+
+
+async def _probes(world: World, type: str) -> list[tuple[int, Any]]:
+    """The attacker's answers either side of the hidden value, both ways in: each pair must
+    be equal."""
+    answers = []
+    for probe in (VICTIM_SSN - 1, VICTIM_SSN + 1):
+        answers.append(await _data_api(world, type, probe))
+        answers.append(await _workflow(world, type, probe))
+    return answers
+
+
+@pytest.mark.parametrize("type", ["person", "account"])
+async def test_padding_past_the_bound_tells_nothing_of_a_hidden_value(
+        world: World, type: str) -> None:
+    # BOUND rows of the attacker's own, all below the victim's ssn: the type now holds one
+    # more record than the bound.
+    await _pad(world.client, type, world.attacker, world.attacker_id, list(range(BOUND)))
+    api_below, flow_below, api_above, flow_above = await _probes(world, type)
+    assert [api_below[0], flow_below[0]] == [api_above[0], flow_above[0]]  # the status
+    assert api_below == api_above
+    assert flow_below == flow_above
+    if type == "person":  # judged record by record: refused, on the size of the type alone
+        assert api_below[0] == flow_below[0] == 400
+        assert flow_below[1]["body"]["status"] == "INVALID_DATA"
+        assert "limits.max_privacy_scan" in flow_below[1]["body"]["message"]
+    else:  # the database applies the rule: the attacker's own rows, and no more
+        assert api_below[1]["response"]["results"][0]["ssn"] == BOUND - 1
+        assert flow_below[1]["response"]["count"] == BOUND
+
+
+@pytest.mark.parametrize("type", ["person", "account"])
+async def test_within_the_bound_counts_pages_and_cursors_hold_only_what_the_caller_sees(
+        world: World, type: str) -> None:
+    mine = list(range(BOUND - 2))  # with the victim's, the type holds fewer than the bound
+    await _pad(world.client, type, world.attacker, world.attacker_id, mine)
+    api_below, flow_below, api_above, flow_above = await _probes(world, type)
+    assert api_below == api_above and flow_below == flow_above
+    status, answer = flow_below
+    assert status == 200
+    assert answer["response"] == {"ssns": mine[::-1][:7], "count": len(mine),
+                                  "remaining": len(mine) - 7,
+                                  "cursor": answer["response"]["cursor"]}
+    status, page = api_below
+    assert [r["ssn"] for r in page["response"]["results"]] == mine[::-1][:7]
+    assert page["response"]["remaining"] == len(mine) - 7
+    # The work done does not depend on the hidden value either: each search judged the
+    # same records, and the run log says the rules kept the same ones from it.
+    await world.storage.runs.flush_runs()
+    for name in (f"below-{type}", f"obj/{type}"):
+        runs = await world.storage.runs.list_runs(workflow=name, limit=2)
+        assert [run["steps"][0]["hidden_by_privacy"] for run in runs] == [1, 1], name
+    seen: list[int] = []  # paging reaches every own record, and only those
+    cursor = None
+    while True:
+        status, answer = await _workflow(world, type, VICTIM_SSN + 1, cursor)
+        seen += answer["response"]["ssns"]
+        cursor = answer["response"]["cursor"]
+        if cursor is None:
+            break
+    assert seen == mine[::-1]
+
+
+async def test_a_search_on_a_field_hidden_on_a_record_does_not_match_it(world: World) -> None:
+    # The victim's person is found by everyone (by name), but its ssn is hidden from the
+    # attacker: a constraint or a sort on ssn leaves it out, so neither can tell its value.
+    everyone = await world.client.get("/api/1.1/obj/person", headers=world.attacker)
+    assert everyone.json()["response"]["results"] == [
+        {"_id": everyone.json()["response"]["results"][0]["_id"], "name": f"n{VICTIM_SSN}"}]
+    for probe in (0, VICTIM_SSN + 1, 10**9):
+        assert (await _data_api(world, "person", probe))[1]["response"]["results"] == []
+    admin = await world.client.get("/api/1.1/obj/person", headers=world.admin, params={
+        "constraints": json.dumps([{"key": "ssn", "constraint_type": "less than",
+                                    "value": VICTIM_SSN + 1}])})
+    assert [r["ssn"] for r in admin.json()["response"]["results"]] == [VICTIM_SSN]
