@@ -44,7 +44,7 @@ from gateway.errors import (
 from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
-from gateway.privacy import EXEMPT, Viewer
+from gateway.privacy import EXEMPT, Scans, Viewer
 from gateway.redaction import redact, secret_forms, short_repr
 from gateway.services import Services
 from gateway.storage.interface import Transaction
@@ -100,6 +100,7 @@ class Interpreter:
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
+        self.scans = Scans(registry.settings.privacy_scan_concurrency)
         self.services = Services()  # started by the process's owner (the app's lifespan)
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
@@ -233,7 +234,7 @@ class Interpreter:
         that ignore them. A run that reads no records still has one: `current_user`."""
         if identity.kind == "admin" or workflow.ignore_privacy_rules:
             return EXEMPT
-        return Viewer(self.registry.privacy, current_user(identity))
+        return Viewer(self.registry.privacy, current_user(identity), self.scans)
 
     async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],
                            viewer: Viewer = EXEMPT) -> dict[str, Any]:

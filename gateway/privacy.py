@@ -13,7 +13,12 @@ database for exactly the records it grants, so that paging and counts stay right
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import time
+import weakref
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +113,54 @@ def _union(a: Grant, b: Grant) -> Grant:
                  a.delete or b.delete)
 
 
+class Scans:
+    """Searches that judge privacy rules record by record: at most `at_once` of them at a
+    time (the others wait their turn), each judging its records a chunk at a time on a
+    worker thread, so that the event loop keeps answering meanwhile. The rules run as they
+    do anywhere: compiled in the sandbox, within the run's template limits (a context
+    variable, carried into the thread)."""
+
+    def __init__(self, at_once: int = 2) -> None:
+        self.at_once = at_once
+        # Threads start on first use, and end when the scans are collected (a reload).
+        self._threads = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="privacy")
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                               asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+    def turn(self) -> asyncio.Semaphore:
+        """The gate of this event loop: hold it for the length of one search's scan."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = asyncio.Semaphore(self.at_once)
+        return gate
+
+    async def passing(self, viewer: Viewer, type: str, records: Sequence[Mapping[str, Any]],
+                      using: frozenset[str]) -> list[str]:
+        """`viewer.passing(...)`, on a worker thread."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, context.run, _passing, viewer, type, records, using)
+
+
+YIELD_EVERY = 32  # records judged between two offers of the GIL to the event loop
+
+
+def _passing(viewer: Viewer, type: str, records: Sequence[Mapping[str, Any]],
+             using: frozenset[str]) -> list[str]:
+    # The thread holds the GIL while it judges, and would keep the event loop waiting for
+    # it up to the interpreter's switch interval (5 ms) each time the loop wants it back;
+    # it lets go of it every few records instead (`sleep(0)` releases it).
+    passed: list[str] = []
+    for start in range(0, len(records), YIELD_EVERY):
+        passed += viewer.passing(type, records[start:start + YIELD_EVERY], using)
+        time.sleep(0)
+    return passed
+
+
+SCANS = Scans()  # for viewers made without an interpreter's own
+
+
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """Who looks at records in one run: the privacy rules that apply to them (none for admin
@@ -120,6 +173,7 @@ class Viewer:
 
     privacy: Mapping[str, Privacy]
     user: Mapping[str, Any] | None = None
+    scans: Scans = SCANS  # where searches judge records one by one
     _cut: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def of(self, type: str) -> Privacy | None:

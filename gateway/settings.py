@@ -39,8 +39,9 @@ class Settings:
     max_page_bytes: int = 4_194_304
     max_list_ids: int = 1000
     # Searches whose privacy rules are judged record by record: the most records a type
-    # may hold for one (counted before any constraint).
+    # may hold for one (counted before any constraint), and how many judge at once.
     max_privacy_scan: int = 10_000
+    privacy_scan_concurrency: int = 2
     run_timeout: timedelta = timedelta(seconds=300)
     template_timeout: timedelta = timedelta(seconds=1)
     max_template_bytes: int = 1_048_576
@@ -128,6 +129,8 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         max_page_bytes=limits.get("max_page_bytes", defaults.max_page_bytes),
         max_list_ids=limits.get("max_list_ids", defaults.max_list_ids),
         max_privacy_scan=limits.get("max_privacy_scan", defaults.max_privacy_scan),
+        privacy_scan_concurrency=limits.get("privacy_scan_concurrency",
+                                            defaults.privacy_scan_concurrency),
         run_timeout=parse_duration(limits.get("run_timeout", "300s")),
         template_timeout=parse_duration(limits.get("template_timeout", "1s")),
         max_template_bytes=limits.get("max_template_bytes", defaults.max_template_bytes),

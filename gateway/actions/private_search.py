@@ -15,6 +15,9 @@ Any other rules are judged record by record, in this order:
 3. then the constraints, the sort, the page and the cursor apply, in the database, to the
    records that passed, and nothing else.
 The work of step 2 is the same whatever the constraints; step 3 sees only what passed.
+Step 2 reads the records a chunk at a time and judges each chunk on a worker thread, at most
+`limits.privacy_scan_concurrency` searches at once (`privacy.Scans`), so that the server
+keeps answering while it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from gateway.context import RunContext
 from gateway.errors import ValidationError
 from gateway.privacy import Privacy, Viewer
 from gateway.storage.interface import Constraint, Page, RecordStore, SortKey
+
+CHUNK = 250  # records read (and judged) at a time
+_BY_ID = (SortKey("_id"),)
 
 
 async def private_search(ctx: RunContext, store: RecordStore, privacy: Privacy, type: str,
@@ -70,9 +76,19 @@ async def _judged(store: RecordStore, viewer: Viewer, type: str, using: frozense
                   most: int) -> tuple[list[str], int]:
     """The ids of the records of the type that pass the rules (found, with every field in
     `using` shown), and how many records were judged; refused past `most` records."""
-    every = await store.search(type, [], [], most, None)
-    if every.count > most:
-        raise ValidationError(
-            f"the privacy rules of {type} are applied record by record, and it holds more "
-            f"than {most} records (limits.max_privacy_scan)")
-    return viewer.passing(type, every.results, using), len(every.results)
+    async with viewer.scans.turn():
+        page = await store.search(type, [], _BY_ID, min(CHUNK, most), None)
+        if page.count > most:
+            raise ValidationError(
+                f"the privacy rules of {type} are applied record by record, and it holds "
+                f"more than {most} records (limits.max_privacy_scan)")
+        passed: list[str] = []
+        judged = 0
+        while page.results:
+            passed += await viewer.scans.passing(viewer, type, page.results, using)
+            judged += len(page.results)
+            if not page.remaining or judged >= most:
+                break
+            after = Constraint("_id", "greater_than", page.results[-1]["_id"])
+            page = await store.search(type, [after], _BY_ID, min(CHUNK, most - judged), None)
+    return passed, judged
