@@ -120,6 +120,12 @@ class HeadersTooLargeError(GatewayError):
     status, code = 431, "HEADERS_TOO_LARGE"
 
 
+class TooManyConnectionsError(GatewayError):
+    """A connection past `server.max_connections_per_address`: answered and closed."""
+
+    status, code = 503, "TOO_MANY_CONNECTIONS"
+
+
 class UnauthorizedError(GatewayError):
     status, code = 401, "UNAUTHORIZED"
 

@@ -35,7 +35,8 @@ Install = Callable[[Any, Registry, str], None]
 # Settings only a restart applies: the server's socket, processes and connection limits.
 # The run log's retention task and queue are set up once, at start, too.
 RESTART_ONLY = ("host", "port", "workers", "max_header_bytes", "header_timeout",
-                "body_timeout", "max_connections", "database", "run_retention",
+                "body_timeout", "max_connections", "max_connections_per_address",
+                "first_byte_timeout", "database", "run_retention",
                 "failed_run_retention", "run_log_max_queue", "run_log_flush_timeout",
                 "run_log_max_rows", "run_log_max_bytes", "run_log_purge_interval",
                 "metrics_enabled")

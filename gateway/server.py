@@ -3,9 +3,16 @@
 uvicorn's httptools protocol reads a request's line, headers and body with no bound on their
 size and no deadline (a client can send 64 MiB of headers, or one byte a minute, or nothing
 at all, and hold the connection). This protocol closes a connection whose line and headers
-pass `server.max_header_bytes` (431) or take longer than `server.header_timeout` (408), a new
-connection that stays silent included, or whose body takes longer than `server.body_timeout`
-(408). Every answer carries the gateway's JSON error envelope.
+pass `server.max_header_bytes` (431) or take longer than `server.header_timeout` (408) from
+their first byte, whose body takes longer than `server.body_timeout` (408), or that sends
+nothing for `server.first_byte_timeout` once open (408, closed at once: there is nothing to
+drain). Every answer carries the gateway's JSON error envelope.
+
+One client must not hold every connection uvicorn's `limit_concurrency` allows: a process
+keeps at most `server.max_connections_per_address` connections open per client address (the
+socket's peer: an IPv6 client by its /64, which is what one host is given). A connection past
+it is answered 503 and closed as it opens, before anything is read, and the others are left
+alone.
 
 A timer is set only for a request that did not arrive whole in one read: most do, and pay
 nothing for these deadlines.
@@ -19,8 +26,12 @@ rather than a reset that unread data would cause.
 from __future__ import annotations
 
 import asyncio
+import collections
+import ipaddress
 import logging
 import os
+import time
+import weakref
 from http import HTTPStatus
 from typing import Any
 
@@ -29,17 +40,76 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.envelope import render_error
-from gateway.errors import GatewayError, HeadersTooLargeError, RequestTimeoutError
+from gateway.errors import (
+    GatewayError,
+    HeadersTooLargeError,
+    RequestTimeoutError,
+    TooManyConnectionsError,
+)
 
 # `gateway serve` sets it for every worker process (in seconds), as it sets the config path.
 HEADER_TIMEOUT_ENV = "GATEWAY_HEADER_TIMEOUT"
 BODY_TIMEOUT_ENV = "GATEWAY_BODY_TIMEOUT"
+FIRST_BYTE_TIMEOUT_ENV = "GATEWAY_FIRST_BYTE_TIMEOUT"
+PER_ADDRESS_ENV = "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS"
 DEFAULT_MAX_HEADER_BYTES = 65_536
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_FIRST_BYTE_TIMEOUT = 5.0
+DEFAULT_PER_ADDRESS = 64
+WARN_SECONDS = 60.0  # refused connections are said in the log at most this often
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("gateway.server")
+
+
+def address_key(host: str) -> str:
+    """What a client's connections are counted under: its IPv4 address (an IPv4-mapped IPv6
+    one too), or the /64 network of its IPv6 address; any other peer name as it is."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class AddressCounts:
+    """The connections open per client address in one server (one worker process)."""
+
+    def __init__(self) -> None:
+        self.open: collections.Counter[str] = collections.Counter()
+        self.refused = 0  # since the last warning
+        self.warned_at = -WARN_SECONDS
+
+    def take(self, address: str, most: int) -> bool:
+        """Count one more connection of `address`; False (nothing counted) past `most`."""
+        if self.open[address] >= most:
+            self.refused += 1
+            return False
+        self.open[address] += 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+
+    def warn(self, address: str, most: int) -> None:
+        now = time.monotonic()
+        if now - self.warned_at >= WARN_SECONDS:
+            self.warned_at = now
+            log.warning("refused %d connection(s) past server.max_connections_per_address "
+                        "(%d), the latest from %s", self.refused, most, address)
+            self.refused = 0
+
+
+# Per server (uvicorn's `ServerState`, one per process), so that two servers in one process
+# count apart.
+_COUNTS: weakref.WeakKeyDictionary[ServerState, AddressCounts] = weakref.WeakKeyDictionary()
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -53,6 +123,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_header_bytes = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
         self.header_timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT))
         self.body_timeout = float(os.environ.get(BODY_TIMEOUT_ENV, DEFAULT_BODY_TIMEOUT))
+        self.first_byte_timeout = float(os.environ.get(FIRST_BYTE_TIMEOUT_ENV,
+                                                       DEFAULT_FIRST_BYTE_TIMEOUT))
+        self.per_address = int(os.environ.get(PER_ADDRESS_ENV, DEFAULT_PER_ADDRESS))
+        self.counts = _COUNTS.setdefault(server_state, AddressCounts())
+        self.address: str | None = None  # counted in `counts` while the connection is open
+        self.silent = True  # nothing received yet: the first-byte deadline runs
         self.header_bytes = 0
         self.reading = 0  # the size of the read being parsed
         self.in_headers = True
@@ -65,14 +141,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.start_header_timer()
+        if self.client is not None:
+            address = address_key(self.client[0])
+            if not self.counts.take(address, self.per_address):
+                self.refuse_connection(address)
+                return
+            self.address = address
+        self.header_timer = self.loop.call_later(self.first_byte_timeout, self.silence_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.give_back()
         self.stop_header_timer()
         self.stop_body_timer()
         if self.linger_timer is not None:
             self.linger_timer.cancel()
         super().connection_lost(exc)
+
+    def give_back(self) -> None:
+        """The connection no longer counts against its address."""
+        if self.address is not None:
+            self.counts.give_back(self.address)
+            self.address = None
+
+    def handle_websocket_upgrade(self) -> None:
+        # The connection goes on under another protocol: this one never sees it end.
+        self.give_back()
+        super().handle_websocket_upgrade()
 
     def data_received(self, data: bytes) -> None:
         if self.refused:  # lingering: dropped unread
@@ -82,6 +176,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.transport.is_closing():
             return
+        if self.silent:  # the first byte: the head's own deadline runs from here
+            self.silent = False
+            self.stop_header_timer()
         self.reading = len(data)
         super().data_received(data)
         if self.refused or self.transport.is_closing():
@@ -157,17 +254,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 f"The request line and headers did not arrive within {self.header_timeout:g} s "
                 "(server.header_timeout)"))
 
-    def refuse(self, error: GatewayError) -> None:
-        """Answer with the error and close: what else the client sends is not read."""
+    def silence_timed_out(self) -> None:
+        self.header_timer = None
+        if self.silent and not self.refused and not self.transport.is_closing():
+            self.refused = True
+            self.answer(RequestTimeoutError(
+                f"No request arrived within {self.first_byte_timeout:g} s of connecting "
+                "(server.first_byte_timeout)"))
+            self.transport.close()  # nothing was received: nothing to drain
+
+    def refuse_connection(self, address: str) -> None:
+        """A connection past the address's cap: 503 and closed, before anything is read."""
         self.refused = True
-        client = "%s:%d" % self.client if self.client else "a client"
-        log.info("closed the connection of %s: %s", client, error.code)
+        self.counts.warn(address, self.per_address)
+        self.answer(TooManyConnectionsError(
+            f"This address has {self.per_address} connections open already "
+            "(server.max_connections_per_address); retry once one of them closes"))
+        self.transport.close()
+
+    def answer(self, error: GatewayError) -> None:
+        """Write `error` as a whole response that closes the connection."""
         rendered = render_error(error)
         body = rendered.body if isinstance(rendered.body, bytes) else rendered.body.encode()
         phrase = HTTPStatus(error.status).phrase
         head = (f"HTTP/1.1 {error.status} {phrase}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
         self.transport.write(head.encode("latin-1") + body)
+
+    def refuse(self, error: GatewayError) -> None:
+        """Answer with the error and close: what else the client sends is not read."""
+        self.refused = True
+        client = "%s:%d" % self.client if self.client else "a client"
+        log.info("closed the connection of %s: %s", client, error.code)
+        self.answer(error)
         self.stop_header_timer()
         self.stop_body_timer()
         if self.cycle is not None:  # the app's answer, if it still comes, goes nowhere

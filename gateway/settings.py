@@ -66,6 +66,8 @@ class Settings:
     # header they write (`server.forwarded_header`): see `gateway.forwarded`.
     trusted_proxies: tuple[str, ...] = ()
     forwarded_header: str = "x-forwarded-for"
+    max_connections_per_address: int = 64
+    first_byte_timeout: timedelta = timedelta(seconds=5)
     max_event_depth: int = 10
     token_lifetime: timedelta = timedelta(hours=24)
     remember_lifetime: timedelta = timedelta(days=365)
@@ -161,6 +163,9 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         max_connections=server.get("max_connections", defaults.max_connections),
         trusted_proxies=tuple(server.get("trusted_proxies", ())),
         forwarded_header=server.get("forwarded_header", defaults.forwarded_header),
+        max_connections_per_address=server.get("max_connections_per_address",
+                                               defaults.max_connections_per_address),
+        first_byte_timeout=parse_duration(server.get("first_byte_timeout", "5s")),
         **_integrations(data, defaults),
         **_scheduler(data.get("scheduler", {}), defaults),
         **_operations(data, server),

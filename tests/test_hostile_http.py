@@ -278,7 +278,7 @@ async def test_a_header_value_is_checked_once_rendered_and_latin_1_passes(
 
 SERVER_CONFIG = """
 kind: settings
-server: {max_header_bytes: 4096, header_timeout: 1s, body_timeout: 1s}
+server: {max_header_bytes: 4096, header_timeout: 1s, body_timeout: 1s, first_byte_timeout: 1s}
 ---
 kind: api_workflow
 name: hello

@@ -49,7 +49,13 @@ from gateway.model import ROUTE_PREFIX, Registry
 from gateway.reload import RELOAD_ENV
 from gateway.scheduler import with_jobs
 from gateway.scheduler.recurring import next_fire
-from gateway.server import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, BoundedHttpToolsProtocol
+from gateway.server import (
+    BODY_TIMEOUT_ENV,
+    FIRST_BYTE_TIMEOUT_ENV,
+    HEADER_TIMEOUT_ENV,
+    PER_ADDRESS_ENV,
+    BoundedHttpToolsProtocol,
+)
 from gateway.storage import Storage, open_storage
 
 
@@ -137,6 +143,8 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     os.environ[SCHEDULER_ENV] = "off" if no_scheduler else "on"
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout.total_seconds())
     os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout.total_seconds())
+    os.environ[FIRST_BYTE_TIMEOUT_ENV] = str(settings.first_byte_timeout.total_seconds())
+    os.environ[PER_ADDRESS_ENV] = str(settings.max_connections_per_address)
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop",
                 http=BoundedHttpToolsProtocol,

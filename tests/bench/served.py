@@ -65,9 +65,11 @@ def instructions(requests: Iterator[Any], count: int, database: str, folder: Pat
     for file in files:
         text = (run.WORKFLOWS / file).read_text()
         # Under valgrind the server is some fifty times slower: the time limits for a
-        # request's headers and body would close connections still waiting for their turn.
+        # request's first byte, headers and body would close connections still waiting for
+        # their turn.
         text = text.replace("kind: settings\n", "kind: settings\n"
-                            "server: {header_timeout: 600s, body_timeout: 600s}\n")
+                            "server: {header_timeout: 600s, body_timeout: 600s, "
+                            "first_byte_timeout: 600s}\n")
         (config / file).write_text(text)
     port = run.free_port()
     argv = [valgrind, "--tool=callgrind", "--trace-children=yes",
