@@ -45,7 +45,7 @@ from gateway.ids import new_id
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Scans, Viewer
-from gateway.redaction import redact, secret_forms, short_repr
+from gateway.redaction import cut_to, redact, secret_forms, short_repr
 from gateway.services import Services
 from gateway.storage.interface import Transaction
 from gateway.storage.unit import JOINED
@@ -350,16 +350,17 @@ class Interpreter:
             self.log_failure(ctx, workflow, error, hidden)
         if self.storage is None or (error is None and self.sample < 1.0 and not self.sampled()):
             return
+        most = self.registry.settings.run_log_max_value_bytes  # of each value: see `cut_to`
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
             "status": status, "started_at": ctx.now,
-            "duration_ms": duration, "params": redact(params, hidden),
-            "result": redact(reply.data if reply else None, hidden),
+            "duration_ms": duration, "params": cut_to(redact(params, hidden), most),
+            "result": cut_to(redact(reply.data if reply else None, hidden), most),
             "error": None if error is None else {
-                "code": error.code, "message": redact(error.message, hidden),
+                "code": error.code, "message": cut_to(redact(error.message, hidden), most),
                 "location": getattr(error, "location", "")},
-            "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,
+            "steps": cut_to(redact(ctx.steps, hidden) if hidden else ctx.steps, most),
             **({} if ctx.job is None else {"job": ctx.job.get("job"),
                                            "attempt": ctx.job.get("attempt")}),
             **({} if ctx.client is None else {"client": ctx.client}),

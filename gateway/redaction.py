@@ -88,3 +88,92 @@ def short_repr(value: Any) -> str:
         return repr(value)
     except (ValueError, RecursionError):
         return f"<{type(value).__name__} that cannot be shown>"
+
+
+# --- size: what one run-log row may hold ------------------------------------------------
+
+CUT_KEY = "[cut]"  # a mapping's marker: how many of its keys were left out
+
+
+def _size(item: Any) -> int:
+    """About the bytes of JSON `item` takes (`size_within` and `cut_to` agree on it)."""
+    if isinstance(item, str):
+        return 2 + (len(item) if item.isascii() else len(item.encode("utf-8", "replace")))
+    if item is None or isinstance(item, bool):
+        return 5
+    if isinstance(item, int):
+        return 2 + item.bit_length() * 3 // 10  # its decimal digits, about
+    return 24  # a float's repr, a date's text
+
+
+def size_within(value: Any, limit: int) -> bool:
+    """Whether `value` takes at most `limit` bytes of JSON, about: counted without writing
+    it, and only until the count passes `limit` (at most `limit` characters are read)."""
+    size, stack = 0, [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            size += 1 + 2 * len(item)
+            for key, child in item.items():
+                stack.append(str(key))
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            size += 1 + len(item)
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) > limit:
+            return False
+        else:
+            size += _size(item)
+    return size <= limit
+
+
+def cut_to(value: Any, limit: int) -> Any:
+    """`value` as the run log keeps it: whole when it takes at most `limit` bytes of JSON
+    (`size_within`), else what fits of it, in order, each cut marked with what it left out
+    (`… [cut: 884,000 of 900,000 characters]`, a last item `[cut: 90 of 100 items]`, a key
+    `[cut]`: `3 of 40 keys`). The work is bounded by `limit`, not by the value's size."""
+    if size_within(value, limit):
+        return value
+    return _cut(value, [limit], 0)
+
+
+def _cut(value: Any, room: list[int], depth: int) -> Any:
+    """What fits of `value` in `room[0]` bytes, which it uses up."""
+    if isinstance(value, str):
+        return _cut_text(value, room)
+    if not isinstance(value, dict | list | tuple):
+        room[0] -= _size(value)
+        return value
+    if depth >= MAX_DEPTH:
+        return _TOO_DEEP
+    room[0] -= 2
+    if isinstance(value, dict):
+        kept: dict[str, Any] = {}
+        for index, (key, child) in enumerate(value.items()):
+            if room[0] <= 0:
+                kept[CUT_KEY] = f"{len(value) - index:,} of {len(value):,} keys"
+                break
+            room[0] -= 2  # a colon and a comma
+            name = _cut_text(str(key), room)
+            kept[name] = _cut(child, room, depth + 1)
+        return kept
+    items: list[Any] = []
+    for index, child in enumerate(value):
+        if room[0] <= 0:
+            items.append(f"[cut: {len(value) - index:,} of {len(value):,} items]")
+            break
+        room[0] -= 1  # a comma
+        items.append(_cut(child, room, depth + 1))
+    return items
+
+
+def _cut_text(text: str, room: list[int]) -> str:
+    size = _size(text) if len(text) <= room[0] else room[0] + 1
+    if size <= room[0]:
+        room[0] -= size
+        return text
+    head = text[:max(room[0], 0)]
+    if not head.isascii():  # keep whole characters, within the bytes left
+        head = head.encode("utf-8", "replace")[:max(room[0], 0)].decode("utf-8", "ignore")
+    room[0] -= len(head) + 2
+    return f"{head}… [cut: {len(text) - len(head):,} of {len(text):,} characters]"

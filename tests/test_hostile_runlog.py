@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import random
 import sqlite3
 import textwrap
@@ -61,6 +62,18 @@ params:
 steps:
   - action: return_data
     data: {{kept: true}}
+---
+kind: api_workflow
+name: refuse
+expose: true
+auth: none
+params:
+  status: {{type: text}}
+steps:
+  - action: fail
+    status: 422
+    code: REFUSED
+    message: "refused: {{{{ params.status }}}}"
 ---
 kind: api_workflow
 name: negative
@@ -349,3 +362,38 @@ async def test_max_bytes_keeps_the_newest_runs_that_fit(storage_url: str) -> Non
 
 def _in_2024() -> datetime:
     return min(utc_now(), datetime(2024, 5, 2, tzinfo=UTC))
+
+
+# --- issue 22, item 6: a run-log row keeps a bounded size; the log's size is bounded -------
+
+
+MOST = 16_384  # run_log.max_value_bytes, by default
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str, separators=(",", ":")).encode())
+
+
+async def test_a_large_parameter_is_cut_in_the_stored_run_with_a_marker(
+        tmp_path: Path, storage_url: str) -> None:
+    """900 KB parameters made 511 MB of run log in 10 s: each value a run keeps (parameters,
+    result, error, steps) is cut to `run_log.max_value_bytes`, and says what was cut."""
+    big = "x" * 900_000
+    async with gateway(tmp_path, storage_url) as (client, storage):
+        echoed = await client.post("/api/1.1/wf/order-paid", json={"status": big})
+        assert echoed.json()["response"]["status"] == big  # the caller still gets it all
+        refused = await client.post("/api/1.1/wf/refuse", json={"status": big})
+        assert refused.status_code == 422 and len(refused.json()["body"]["message"]) > 900_000
+        items = await client.post("/api/1.1/wf/keep", json={"o": {"ids": list(range(100_000))}})
+        ok, failed, listed = [await logged(storage, r) for r in (echoed, refused, items)]
+    marker = "… [cut: "
+    assert ok["params"]["status"].startswith("x" * 1000) and marker in ok["params"]["status"]
+    assert ok["params"]["status"].endswith(f" of {len(big):,} characters]")
+    assert marker in ok["result"]["status"]
+    assert marker in failed["error"]["message"] and marker in failed["steps"][0]["reason"]
+    assert listed["params"]["o"]["ids"][-1].endswith(" of 100,000 items]")
+    assert listed["params"]["o"]["ids"][:10] == list(range(10))
+    for run in (ok, failed, listed):
+        for key in ("params", "result", "steps"):
+            assert json_size(run[key]) <= MOST + 200, (key, json_size(run[key]))
+        assert json_size(run) <= 4 * MOST + 2000
