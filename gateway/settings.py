@@ -52,7 +52,7 @@ class Settings:
     run_log_max_queue: int = 10_000
     run_log_flush_timeout: timedelta = timedelta(seconds=10)
     run_log_max_rows: int | None = None
-    run_log_max_bytes: int | None = None
+    run_log_max_bytes: int | None = 1_073_741_824
     run_log_max_value_bytes: int = 16_384
     run_log_sample_success: float = 1.0
     run_log_purge_interval: timedelta = timedelta(minutes=5)
@@ -145,7 +145,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         run_log_max_queue=run_log.get("max_queue", defaults.run_log_max_queue),
         run_log_flush_timeout=parse_duration(run_log.get("flush_timeout", "10s")),
         run_log_max_rows=run_log.get("max_rows"),
-        run_log_max_bytes=run_log.get("max_bytes"),
+        run_log_max_bytes=run_log.get("max_bytes", defaults.run_log_max_bytes),
         run_log_max_value_bytes=run_log.get("max_value_bytes", defaults.run_log_max_value_bytes),
         run_log_sample_success=run_log.get("sample_success", defaults.run_log_sample_success),
         run_log_purge_interval=parse_duration(run_log.get("purge_interval", "5m")),

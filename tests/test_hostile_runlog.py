@@ -12,6 +12,7 @@ import json
 import random
 import sqlite3
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -397,3 +398,45 @@ async def test_a_large_parameter_is_cut_in_the_stored_run_with_a_marker(
         for key in ("params", "result", "steps"):
             assert json_size(run[key]) <= MOST + 200, (key, json_size(run[key]))
         assert json_size(run) <= 4 * MOST + 2000
+
+
+async def wait_until_within(storage: Storage, most: int) -> set[str]:
+    """The stored runs, once they are `most` or fewer (the retention task trims in the
+    background), or fail after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        await storage.runs.flush_runs()
+        ids = await stored_ids(storage)
+        if len(ids) <= most:
+            return ids
+        assert time.monotonic() < deadline, f"{len(ids)} runs stored, not {most} or fewer"
+        await asyncio.sleep(0.05)  # polling a condition, with a deadline that says what for
+
+
+async def test_many_runs_keep_the_log_within_max_rows_as_they_arrive(
+        tmp_path: Path, storage_url: str) -> None:
+    """The log is trimmed as runs arrive, each time a tenth of the bound was recorded, not
+    only every `purge_interval` (an hour here)."""
+    run_log = "run_log: {max_rows: 20, purge_interval: 1h}"
+    async with gateway(tmp_path, storage_url, run_log) as (client, storage):
+        for rounds in (30, 150):  # the second round comes after the pass at start, surely
+            responses = [await client.post("/api/1.1/wf/order-paid", json={"status": f"{n}"})
+                         for n in range(rounds)]
+            kept = await wait_until_within(storage, 20)
+            assert {r.headers["x-run-id"] for r in responses[-10:]} <= kept
+
+
+async def test_the_run_log_is_bounded_in_bytes_by_default(tmp_path: Path,
+                                                          storage_url: str) -> None:
+    """`run_log.max_bytes` has a default (1 GiB), and a smaller one holds as runs arrive."""
+    assert Settings().run_log_max_bytes == 1024 ** 3
+    run_log = "run_log: {max_bytes: 200000, purge_interval: 1h}"
+    async with gateway(tmp_path, storage_url, run_log) as (client, storage):
+        for number in range(60):  # incompressible, so that both databases store about as much
+            text = random.Random(number).randbytes(30_000).hex()
+            await client.post("/api/1.1/wf/order-paid", json={"status": text})
+        await storage.runs.flush_runs()
+        size = await storage.runs.run_size()
+        assert size > 10_000
+        kept = await wait_until_within(storage, 200_000 // size)
+    assert 0 < len(kept) < 60

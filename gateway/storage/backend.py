@@ -166,6 +166,7 @@ class RunQueue(Generic[R]):
         self.limit = limit
         self.dropped = 0
         self.summarised = 0
+        self.added = 0  # every run queued since start (what the retention task trims after)
         self._warned_at = -WARN_SECONDS
 
     def __len__(self) -> int:
@@ -177,6 +178,7 @@ class RunQueue(Generic[R]):
             self.drop(1, "the queue of runs to write is full")
             return False
         self._rows.append(row)
+        self.added += 1
         return len(self._rows) == RUN_BATCH
 
     def take(self, limit: int | None = RUN_BATCH) -> list[R]:

@@ -177,6 +177,9 @@ class RunLog(Protocol):
     # Runs waiting to be written now (a metric).
     @property
     def queued(self) -> int: ...
+    # Runs recorded since start, to be written (when to trim the log again).
+    @property
+    def recorded(self) -> int: ...
     async def list_runs(
         self,
         workflow: str | None = None,

@@ -67,6 +67,10 @@ class PostgresRunLog:
     def summarised(self) -> int:
         return self._queue.summarised
 
+    @property
+    def recorded(self) -> int:
+        return self._queue.added
+
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="gateway-run-log")
 

@@ -48,6 +48,10 @@ class SqliteRunLog:
     def summarised(self) -> int:
         return self._db.writer.runs.summarised
 
+    @property
+    def recorded(self) -> int:
+        return self._db.writer.runs.added
+
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
             self._db.writer.record_run(codec.run_row(run))
