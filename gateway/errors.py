@@ -226,6 +226,13 @@ class StepFailedError(GatewayError):
         self.code = code
 
 
+class TooManyJobsError(GatewayError):
+    """A run would leave more jobs pending than `limits.max_pending_jobs` allow, or, for one
+    workflow, `limits.max_pending_jobs_per_workflow`: it fails, and nothing it did is kept."""
+
+    status, code = 503, "TOO_MANY_JOBS"
+
+
 class LeaseLostError(GatewayError):
     """A job's run ended after its lease had expired and another claim took the job: what
     the run wrote is rolled back, and the job's newer claim runs it."""

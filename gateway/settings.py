@@ -47,6 +47,8 @@ class Settings:
     max_template_bytes: int = 1_048_576
     max_template_items: int = 100_000
     max_template_operations: int = 1_000_000
+    max_pending_jobs: int = 1_000_000
+    max_pending_jobs_per_workflow: int = 100_000
     run_retention: timedelta = timedelta(days=14)
     failed_run_retention: timedelta = timedelta(days=30)
     run_log_max_queue: int = 10_000
@@ -140,6 +142,9 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         max_template_items=limits.get("max_template_items", defaults.max_template_items),
         max_template_operations=limits.get("max_template_operations",
                                            defaults.max_template_operations),
+        max_pending_jobs=limits.get("max_pending_jobs", defaults.max_pending_jobs),
+        max_pending_jobs_per_workflow=limits.get("max_pending_jobs_per_workflow",
+                                                 defaults.max_pending_jobs_per_workflow),
         run_retention=parse_duration(run_log.get("retention", "14d")),
         failed_run_retention=parse_duration(run_log.get("failed_retention", "30d")),
         run_log_max_queue=run_log.get("max_queue", defaults.run_log_max_queue),

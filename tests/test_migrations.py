@@ -46,6 +46,7 @@ def sqlite_schema(path: str) -> list[str]:
                 lines.append(_sqlite_column(table, name, type_, notnull, pk))
         for name, sql in conn.execute(_SQLITE_OBJECTS, ("index",)):
             lines.append(f"index {name}: {_squash(sql)}")
+        lines += [f"trigger {name}" for name, _ in conn.execute(_SQLITE_OBJECTS, ("trigger",))]
     return lines
 
 
@@ -69,6 +70,9 @@ def postgres_schema(url: str) -> list[str]:
             " AND tablename LIKE 'gateway%' ORDER BY indexname"
         ):
             lines.append(f"index {name}: {_squash(sql).replace(' public.', ' ')}")
+        lines += [f"trigger {name}" for (name,) in conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+            " AND tgrelid::regclass::text LIKE 'gateway%' ORDER BY tgname")]
     return lines
 
 

@@ -8,6 +8,11 @@ A trigger fires once per record per run, however often the run changed the recor
 the record as the run first saw it (`before`, null on create) and as the run left it
 (`after`, null on delete). Its `only_when` is decided here, so that a trigger that does not
 apply costs no job and no run. Changes made by trigger runs fire no trigger.
+
+The jobs are bounded there too: a run whose jobs would leave more pending than
+`limits.max_pending_jobs` allow, or `max_pending_jobs_per_workflow` for a workflow it adds
+to, fails with 503 `TOO_MANY_JOBS` (a job's run is retried later), and its transaction rolls
+back whole: no job of it, and none of its record changes, is kept.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from gateway.encoding import roundtrip
 from gateway.ids import new_id
 from gateway.interpreter import Interpreter
 from gateway.model import Trigger
-from gateway.storage.interface import Change, Job
+from gateway.storage.interface import Change, Job, PendingBound
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -41,6 +46,9 @@ class Enqueuer:
         for trigger in interpreter.registry.triggers.values():
             by_type.setdefault(trigger.type, []).append(trigger)
         self.by_type = by_type
+        settings = interpreter.registry.settings
+        self.bound = PendingBound(settings.max_pending_jobs,
+                                  settings.max_pending_jobs_per_workflow)
 
     async def __call__(self, ctx: RunContext) -> None:
         storage = self.interpreter.storage
@@ -58,8 +66,8 @@ class Enqueuer:
                     if event_of(change) in trigger.events and await self.applies(
                             trigger, ctx, change):
                         jobs.append(self.trigger_job(trigger, ctx, change))
-        if jobs:
-            await storage.jobs.enqueue(jobs)
+        if jobs:  # past the bound on pending jobs, the run fails and nothing of it is kept
+            await storage.jobs.enqueue(jobs, self.bound)
             ctx.jobs.clear()
 
     async def applies(self, trigger: Trigger, ctx: RunContext, change: Change) -> bool:

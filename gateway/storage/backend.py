@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from gateway.encoding import loads as codec_loads
-from gateway.errors import DuplicateError, RecordNotFoundError, StorageError
+from gateway.errors import DuplicateError, RecordNotFoundError, StorageError, TooManyJobsError
 from gateway.storage import codec, limits
-from gateway.storage.interface import Change, Job, TypeSpec
+from gateway.storage.interface import Change, Job, PendingBound, TypeSpec
 from gateway.storage.limits import Increments
 from gateway.storage.query import Dialect, IndexDef, index_definitions, literal
 from gateway.storage.sqlfile import Migration, migrations
@@ -268,6 +268,22 @@ def job_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> 
                subject=row[9], created_at=when(row[10]), finished_at=when(row[11]),
                run_id=row[12], error=row[13], claims=row[15],
                data=codec_loads(data) if isinstance(data, (str, bytes)) else data)
+
+
+def check_pending(bound: PendingBound, counts: Mapping[str, int], added: Iterable[str]) -> None:
+    """Raise `TooManyJobsError` when the pending jobs `counts` holds (by workflow, the jobs
+    just added included) pass `bound`, in all or for a workflow of `added`."""
+    if bound.per_workflow is not None:
+        for workflow in sorted(set(added)):
+            if counts.get(workflow, 0) > bound.per_workflow:
+                raise TooManyJobsError(
+                    f"Too many jobs of workflow '{workflow}' wait to run (more than "
+                    f"{bound.per_workflow:,}: limits.max_pending_jobs_per_workflow); nothing "
+                    "this run did was kept. Try again later")
+    if bound.most is not None and sum(counts.values()) > bound.most:
+        raise TooManyJobsError(
+            f"Too many jobs wait to run (more than {bound.most:,}: limits.max_pending_jobs); "
+            "nothing this run did was kept. Try again later")
 
 
 class Wake:

@@ -17,6 +17,7 @@ from gateway.storage.jobstore import JOB_STATUSES as JOB_STATUSES
 from gateway.storage.jobstore import Job as Job
 from gateway.storage.jobstore import JobEnd as JobEnd
 from gateway.storage.jobstore import JobStore as JobStore
+from gateway.storage.jobstore import PendingBound as PendingBound
 from gateway.storage.jobstore import Position as Position
 
 SYSTEM_KEYS = frozenset({"_id", "created_at", "modified_at", "created_by"})

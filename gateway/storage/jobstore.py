@@ -46,6 +46,15 @@ class Job:
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBound:
+    """The most jobs that may be pending at once: in all (`most`), and of any one workflow
+    (`per_workflow`); None is no bound."""
+
+    most: int | None = None
+    per_workflow: int | None = None
+
+
 def lease_lost(id: str) -> LeaseLostError:
     """What `JobStore.settle` raises for a claim that is no longer the job's."""
     return LeaseLostError(f"job {id}: its lease expired while this run ran and a newer claim "
@@ -74,8 +83,11 @@ class JobStore(Protocol):
     (`settle`), so that its writes happen once."""
 
     # All in one transaction; a job whose `unique_key` exists already is left out. Then
-    # the workers are woken. Returns the ids written.
-    async def enqueue(self, jobs: Sequence[Job]) -> list[str]: ...
+    # the workers are woken. Returns the ids written. With a `bound`, `TooManyJobsError` is
+    # raised and nothing written when the jobs would leave more pending than it allows (in
+    # all, or of a workflow they add to); checked in the transaction, without counting jobs.
+    async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
+        ...
     # Pending jobs cancelled (by id); a running job is not stopped. How many were.
     async def cancel(self, ids: Sequence[str], at: datetime) -> int: ...
     # The pending jobs of one per-record recurring event for one record, cancelled.

@@ -9,6 +9,7 @@ workers. A lost notification costs a poll interval, never a job.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -17,15 +18,18 @@ from typing import Any
 
 import psycopg
 
+from gateway.encoding import dumps
 from gateway.storage import unit
-from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job, JobEnd, Position
+from gateway.storage.backend import Wake, check_pending, job_from_row
+from gateway.storage.interface import Job, JobEnd, PendingBound, Position
 from gateway.storage.jobstore import lease_lost
-from gateway.storage.postgresql_connector import Conn, PostgresConnector, jsonb
+from gateway.storage.postgresql_connector import Conn, PostgresConnector
 from gateway.storage.sqlfile import queries
 
 Q = queries("postgresql")
 LISTEN_RETRY_SECONDS = 5.0
+ENQUEUE_CHUNK = 1000  # jobs per statement
+COMPACT_ROWS = 1000  # a tally longer than this is folded by the enqueue that finds it
 log = logging.getLogger("gateway.storage")
 
 
@@ -35,7 +39,12 @@ def _when(value: Any) -> datetime | None:
 
 def _row(job: Job) -> tuple[Any, ...]:
     return (job.id, job.workflow, job.source, job.due_at, job.unique_key, job.subject,
-            job.created_at or job.due_at, jsonb(dict(job.data)))
+            job.created_at or job.due_at, dumps(dict(job.data)))
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as the column arrays `enqueue_jobs` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class PostgresJobs:
@@ -47,31 +56,40 @@ class PostgresJobs:
         self._wake = Wake()
         self._listener: asyncio.Task[None] | None = None
 
-    async def enqueue(self, jobs: Sequence[Job]) -> list[str]:
+    async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
         if not jobs:
             return []
-        rows = []
-        for index, job in enumerate(jobs):
-            rows.append(_row(job))
-            if index % 1000 == 999:
-                await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
+        chunks, workflows = [], {job.id: job.workflow for job in jobs}
+        for start in range(0, len(jobs), ENQUEUE_CHUNK):
+            chunks.append(_columns([_row(job) for job in jobs[start:start + ENQUEUE_CHUNK]]))
+            await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
 
         async def work(conn: Conn) -> list[str]:
             written: list[str] = []
-            async with conn.cursor() as cur:
-                await cur.executemany(Q["enqueue_job"].encode(), rows, returning=True)
-                while True:
-                    written.extend(row[0] for row in await cur.fetchall())
-                    if not cur.nextset():
-                        break
-            if written:  # heard by the listeners when the transaction commits
-                await conn.execute(Q["notify_jobs"].encode())
+            for columns in chunks:
+                cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
+                written.extend(row[0] for row in await cursor.fetchall())
+            if not written:
+                return written
+            added = collections.Counter(workflows[id] for id in written)
+            await conn.execute(Q["add_pending"].encode(), [list(added), list(added.values())])
+            if bound is not None:  # raising undoes the enqueue (a savepoint)
+                await self._check(conn, bound, set(added))
+            await conn.execute(Q["notify_jobs"].encode())  # heard once the transaction commits
             return written
 
         written = await self._db.atomic(work)
         if written:  # inside a run's transaction: once it commits
             unit.after_commit(self._db, self._wake.set)
         return written
+
+    @staticmethod
+    async def _check(conn: Conn, bound: PendingBound, added: set[str]) -> None:
+        """The bound on pending jobs, read from the tally (folded when it grew long)."""
+        tally = await (await conn.execute(Q["pending_tally"].encode())).fetchall()
+        check_pending(bound, {str(name): int(count) for name, count, _ in tally}, added)
+        if sum(rows for _, _, rows in tally) > COMPACT_ROWS:
+            await conn.execute(Q["compact_job_tally"].encode())
 
     async def cancel(self, ids: Sequence[str], at: datetime) -> int:
         return await self._db.execute(Q["cancel_jobs"], (at, list(ids))) if ids else 0

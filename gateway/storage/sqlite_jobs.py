@@ -8,6 +8,7 @@ poll.
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,8 +16,8 @@ from typing import Any
 
 from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage import unit
-from gateway.storage.backend import Wake, job_from_row
-from gateway.storage.interface import Job, JobEnd, Position
+from gateway.storage.backend import Wake, check_pending, job_from_row
+from gateway.storage.interface import Job, JobEnd, PendingBound, Position
 from gateway.storage.jobstore import lease_lost
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
@@ -47,12 +48,17 @@ class SqliteJobs:
         self._db = connector
         self._wake = Wake()
 
-    async def enqueue(self, jobs: Sequence[Job]) -> list[str]:
+    async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
-            written = []
+            written, added = [], collections.Counter[str]()
             for job in jobs:  # encoded here, in the writer's thread, not on the event loop
                 if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
                     written.append(job.id)
+                    added[job.workflow] += 1
+            conn.executemany(Q["add_pending"], added.items())
+            if bound is not None and written:  # raising undoes the enqueue (a savepoint)
+                counts = dict(conn.execute(Q["pending_counts"]).fetchall())
+                check_pending(bound, counts, added)
             return written
 
         written = await self._db.write(work) if jobs else []

@@ -234,12 +234,38 @@ RETURNING count;
 
 -- name: purge_rates
 DELETE FROM gateway_rate_limits WHERE expires_at <= %s;
--- name: enqueue_job
+-- name: enqueue_jobs
+-- Many jobs in one statement, one array per column.
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
                           created_at, data)
-VALUES (%s, %s, %s, 'pending', %s, 0, %s, %s, %s, %s)
+SELECT id, workflow, source, 'pending', due_at, 0, unique_key, subject, created_at, data
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[],
+            %s::timestamptz[], %s::jsonb[])
+    AS job (id, workflow, source, due_at, unique_key, subject, created_at, data)
 ON CONFLICT (unique_key) DO NOTHING
 RETURNING id;
+
+-- name: add_pending
+-- New pending jobs, counted by the enqueue that wrote them: a workflow's name and how many
+-- of its jobs, as two arrays (see 0008_job_tally.sql).
+INSERT INTO gateway_job_tally (workflow, pending)
+SELECT * FROM unnest(%s::text[], %s::bigint[]);
+
+-- name: pending_tally
+-- Pending jobs per workflow (those with none may be left out), and the tally rows behind
+-- each count.
+SELECT workflow, sum(pending)::bigint, count(*) FROM gateway_job_tally GROUP BY workflow;
+
+-- name: compact_job_tally
+-- The tally folded into one row per workflow, by one transaction at a time (another that
+-- finds the lock taken leaves it). Rows a transaction not yet committed appended are not
+-- seen, so not deleted: they count once they commit.
+WITH turn AS (SELECT pg_try_advisory_xact_lock(7245623003) AS mine),
+gone AS (
+    DELETE FROM gateway_job_tally WHERE (SELECT mine FROM turn) RETURNING workflow, pending
+)
+INSERT INTO gateway_job_tally (workflow, pending)
+SELECT workflow, sum(pending) FROM gone GROUP BY workflow HAVING sum(pending) <> 0;
 
 -- name: notify_jobs
 SELECT pg_notify('gateway_jobs', '');

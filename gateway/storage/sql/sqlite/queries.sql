@@ -213,6 +213,15 @@ INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_
 VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?)
 ON CONFLICT (unique_key) DO NOTHING;
 
+-- name: pending_counts
+-- Pending jobs per workflow, as 0010_job_counts.sql keeps them.
+SELECT workflow, pending FROM gateway_job_counts WHERE pending <> 0;
+
+-- name: add_pending
+-- New pending jobs of a workflow (?2 of them), counted by the enqueue that wrote them.
+INSERT INTO gateway_job_counts (workflow, pending) VALUES (?1, ?2)
+ON CONFLICT (workflow) DO UPDATE SET pending = pending + excluded.pending;
+
 -- name: cancel_jobs
 -- {ids} is a list of placeholders, one per id.
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
