@@ -22,9 +22,10 @@ import httpx
 import psycopg
 import pytest
 
-from gateway.app import create_app, purge_runs_once
+from gateway.app import create_app
 from gateway.clock import utc_now
 from gateway.loader import load
+from gateway.retention import purge_runs_once
 from gateway.settings import Settings, with_environment
 from gateway.storage import RunLogLimits, Storage, open_storage
 from gateway.storage.sqlite_connector import path_from_url

@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "gateway.loader": 5, "gateway.interpreter": 5,
     "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6, "gateway.hooks": 6,
     "gateway.openapi": 6, "gateway.metrics": 6, "gateway.objects": 6,
-    "gateway.data_openapi": 6,
+    "gateway.data_openapi": 6, "gateway.retention": 6,
     "gateway.http": 7, "gateway.data_api": 7, "gateway.console": 7,
     "gateway.app": 8, "gateway.diagnostics": 8, "gateway.testrun": 8,
     "gateway.reload": 8,

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from gateway.app import run_log_limits, storage_types
+from gateway.app import storage_types
 from gateway.cli.base import (
     Failed,
     config_option,
@@ -28,6 +28,7 @@ from gateway.clock import utc_now
 from gateway.encoding import dumps, dumps_pretty, escape
 from gateway.interpreter import Interpreter
 from gateway.model import Registry
+from gateway.retention import run_log_limits
 from gateway.scheduler import Scheduler, with_jobs
 from gateway.scheduler.recurring import next_fire
 from gateway.storage import JOB_STATUSES, Job, Storage, open_storage

@@ -1,0 +1,117 @@
+"""Retention: what the stores keep is bounded in time and size. One task per process
+deletes runs past their retention and beyond the run log's bound (trimmed as runs arrive),
+users' tokens past their lifetime or idle lapse, idempotency keys past their ttl and rate
+counters of windows that ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.clock import Clock
+from gateway.errors import GatewayError
+from gateway.settings import Settings
+from gateway.storage import RunLog, RunLogLimits, Storage
+from gateway.storage.interface import UserStore
+
+MIN_PURGE_SECONDS = 1.0
+# Between two passes, the retention task looks this often at how many runs were recorded,
+# and trims the run log once a tenth of its bound arrived (at most this many runs).
+GROWTH_SECONDS = 1.0
+SETTLE_SECONDS = 5.0
+MAX_TRIM_EVERY = 10_000
+ROW_BYTES = 1024  # a run's fields besides its four values (id, times, identity, steps' names)
+log = logging.getLogger("gateway")
+
+
+async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
+                         stop: asyncio.Event) -> None:
+    """The retention task: once every `run_log.purge_interval`, delete runs past their
+    retention (then the oldest beyond `run_log.max_rows` and `max_bytes`) and users' tokens
+    past their lifetime or idle lapse; in between, trim the run log to its bound each time
+    `trim_every` runs were recorded, and once `SETTLE_SECONDS` after the last runs came (a
+    run still being written during a trim is not seen by it); until `stop` is set."""
+    interval = max(settings.run_log_purge_interval.total_seconds(), MIN_PURGE_SECONDS)
+    every, runs, loop = trim_every(settings), storage.runs, asyncio.get_running_loop()
+    seen, came = runs.recorded, loop.time()  # (runs may have come before the task began)
+    while not stop.is_set():
+        trimmed, began, due = runs.recorded, loop.time(), loop.time() + interval
+        await purge_runs_once(runs, settings, clock)
+        await purge_tokens_once(storage.users, settings, clock)
+        await purge_keys_once(storage, clock)
+        while not stop.is_set() and loop.time() < due:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(GROWTH_SECONDS, due - loop.time()))
+            now = loop.time()
+            if runs.recorded != seen:
+                seen, came = runs.recorded, now
+            if runs.recorded - trimmed >= every or (
+                    came > began - SETTLE_SECONDS and now >= came + SETTLE_SECONDS):
+                trimmed, began = runs.recorded, now
+                await trim_runs_once(runs, settings)
+
+
+def trim_every(settings: Settings) -> int:
+    """How many runs may be written between two trims: a tenth of the run log's bound, in rows
+    or in bytes (a row holds at most four values of `run_log.max_value_bytes`), so that the
+    log passes its bound by a tenth at most."""
+    bounds = [MAX_TRIM_EVERY]
+    if settings.run_log_max_rows is not None:
+        bounds.append(settings.run_log_max_rows // 10)
+    if settings.run_log_max_bytes is not None:
+        row = 4 * settings.run_log_max_value_bytes + ROW_BYTES
+        bounds.append(settings.run_log_max_bytes // (10 * row))
+    return max(1, min(bounds))
+
+
+async def purge_runs_once(runs: RunLog, settings: Settings, clock: Clock) -> int:
+    """One pass of the retention task; returns how many runs it deleted."""
+    try:
+        deleted = await runs.purge_runs(clock(), settings.run_retention,
+                                        settings.failed_run_retention)
+    except GatewayError as exc:
+        log.warning("could not purge old runs: %s", exc.message)
+        return 0
+    if deleted:
+        log.info("deleted %d run(s) past their retention", deleted)
+    return deleted + await trim_runs_once(runs, settings)
+
+
+async def trim_runs_once(runs: RunLog, settings: Settings) -> int:
+    """The oldest runs beyond `run_log.max_rows` and `max_bytes` deleted; how many."""
+    if settings.run_log_max_rows is None and settings.run_log_max_bytes is None:
+        return 0
+    try:
+        deleted = await runs.trim_runs(settings.run_log_max_rows, settings.run_log_max_bytes)
+    except GatewayError as exc:
+        log.warning("could not trim the run log: %s", exc.message)
+        return 0
+    if deleted:
+        log.info("deleted %d run(s) beyond the run log's size", deleted)
+    return deleted
+
+
+async def purge_tokens_once(users: UserStore, settings: Settings, clock: Clock) -> int:
+    now = clock()
+    try:
+        return await users.purge_tokens(now, now - settings.idle_lapse)
+    except GatewayError as exc:
+        log.warning("could not purge old tokens: %s", exc.message)
+        return 0
+
+
+async def purge_keys_once(storage: Storage, clock: Clock) -> int:
+    """Idempotency keys past their ttl and rate counters of windows that ended."""
+    now = clock()
+    try:
+        return (await storage.idempotency.purge_keys(now)
+                + await storage.rates.purge_counters(now))
+    except GatewayError as exc:
+        log.warning("could not purge idempotency keys: %s", exc.message)
+        return 0
+
+
+def run_log_limits(settings: Settings) -> RunLogLimits:
+    return RunLogLimits(settings.run_log_max_queue,
+                        settings.run_log_flush_timeout.total_seconds())
