@@ -12,7 +12,7 @@ One client must not hold every connection uvicorn's `limit_concurrency` allows: 
 keeps at most `server.max_connections_per_address` connections open per client address (the
 socket's peer: an IPv6 client by its /64, which is what one host is given). A connection past
 it is answered 503 and closed as it opens, before anything is read, and the others are left
-alone.
+alone. A trusted proxy (`server.trusted_proxies`) is not capped: it carries every client.
 
 A timer is set only for a request that did not arrive whole in one read: most do, and pay
 nothing for these deadlines.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import logging
 import os
 import time
@@ -46,12 +45,14 @@ from gateway.errors import (
     RequestTimeoutError,
     TooManyConnectionsError,
 )
+from gateway.forwarded import Proxies, network
 
 # `gateway serve` sets it for every worker process (in seconds), as it sets the config path.
 HEADER_TIMEOUT_ENV = "GATEWAY_HEADER_TIMEOUT"
 BODY_TIMEOUT_ENV = "GATEWAY_BODY_TIMEOUT"
 FIRST_BYTE_TIMEOUT_ENV = "GATEWAY_FIRST_BYTE_TIMEOUT"
 PER_ADDRESS_ENV = "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS"
+TRUSTED_PROXIES_ENV = "GATEWAY_TRUSTED_PROXIES"  # comma-separated
 DEFAULT_MAX_HEADER_BYTES = 65_536
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -63,24 +64,13 @@ LINGER_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("gateway.server")
 
 
-def address_key(host: str) -> str:
-    """What a client's connections are counted under: its IPv4 address (an IPv4-mapped IPv6
-    one too), or the /64 network of its IPv6 address; any other peer name as it is."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
 class AddressCounts:
-    """The connections open per client address in one server (one worker process)."""
+    """The connections open per client address in one server (one worker process), and the
+    trusted proxies, whose connections are not capped: every client behind them comes from
+    their address."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxies: Proxies) -> None:
+        self.proxies = proxies
         self.open: collections.Counter[str] = collections.Counter()
         self.refused = 0  # since the last warning
         self.warned_at = -WARN_SECONDS
@@ -107,6 +97,12 @@ class AddressCounts:
             self.refused = 0
 
 
+def trusted_proxies() -> Proxies:
+    """The proxies `gateway serve` was started behind (`server.trusted_proxies`)."""
+    listed = os.environ.get(TRUSTED_PROXIES_ENV, "")
+    return Proxies([n for n in listed.split(",") if n.strip()])
+
+
 # Per server (uvicorn's `ServerState`, one per process), so that two servers in one process
 # count apart.
 _COUNTS: weakref.WeakKeyDictionary[ServerState, AddressCounts] = weakref.WeakKeyDictionary()
@@ -126,7 +122,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.first_byte_timeout = float(os.environ.get(FIRST_BYTE_TIMEOUT_ENV,
                                                        DEFAULT_FIRST_BYTE_TIMEOUT))
         self.per_address = int(os.environ.get(PER_ADDRESS_ENV, DEFAULT_PER_ADDRESS))
-        self.counts = _COUNTS.setdefault(server_state, AddressCounts())
+        counts = _COUNTS.get(server_state)
+        if counts is None:
+            counts = _COUNTS[server_state] = AddressCounts(trusted_proxies())
+        self.counts = counts
         self.address: str | None = None  # counted in `counts` while the connection is open
         self.silent = True  # nothing received yet: the first-byte deadline runs
         self.header_bytes = 0
@@ -141,8 +140,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if self.client is not None:
-            address = address_key(self.client[0])
+        if self.client is not None and not self.counts.proxies.trusts(self.client[0]):
+            address = network(self.client[0])
             if not self.counts.take(address, self.per_address):
                 self.refuse_connection(address)
                 return

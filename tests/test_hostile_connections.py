@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_hostile_http import ROOT, free_port, read_response, wait_for_health, write_config
 
-from gateway.server import address_key
+from gateway.forwarded import network
 
 PING = b"GET /api/1.1/wf/ping HTTP/1.1\r\nHost: gw\r\n\r\n"
 CONFIG = """
@@ -120,6 +120,22 @@ def test_one_address_past_its_cap_is_refused_and_another_is_served(tmp_path: Pat
                 sock.close()
 
 
+def test_a_trusted_proxy_is_not_capped(tmp_path: Path) -> None:
+    """Behind a proxy every client comes from the proxy's address: a trusted proxy holds more
+    connections than the cap, while another address is still capped."""
+    with served(tmp_path, "{max_connections_per_address: 2, first_byte_timeout: 60s, "
+                          "trusted_proxies: [127.0.0.1]}") as port:
+        held = [connect(port) for _ in range(6)]
+        others = [connect(port, "127.0.0.2") for _ in range(3)]
+        try:
+            for sock in held:
+                assert b'"pong":true' in pong(sock)
+            assert read_to_end(others[-1]).startswith(b"HTTP/1.1 503 ")
+        finally:
+            for sock in held + others:
+                sock.close()
+
+
 def test_a_silent_connection_is_closed_after_first_byte_timeout(tmp_path: Path) -> None:
     """A connection that sends nothing gets 408 and is closed once `first_byte_timeout`
     passes, long before `header_timeout`; one that began its request is not."""
@@ -157,4 +173,4 @@ def test_a_connection_upgraded_to_a_websocket_no_longer_counts(tmp_path: Path) -
     ("not-an-address", "not-an-address"),
 ])
 def test_connections_are_counted_per_ipv4_address_and_per_ipv6_64(host: str, key: str) -> None:
-    assert address_key(host) == key
+    assert network(host) == key

@@ -54,6 +54,7 @@ from gateway.server import (
     FIRST_BYTE_TIMEOUT_ENV,
     HEADER_TIMEOUT_ENV,
     PER_ADDRESS_ENV,
+    TRUSTED_PROXIES_ENV,
     BoundedHttpToolsProtocol,
 )
 from gateway.storage import Storage, open_storage
@@ -145,6 +146,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout.total_seconds())
     os.environ[FIRST_BYTE_TIMEOUT_ENV] = str(settings.first_byte_timeout.total_seconds())
     os.environ[PER_ADDRESS_ENV] = str(settings.max_connections_per_address)
+    os.environ[TRUSTED_PROXIES_ENV] = ",".join(settings.trusted_proxies)
     uvicorn.run("gateway.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop",
                 http=BoundedHttpToolsProtocol,
