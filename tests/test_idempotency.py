@@ -369,6 +369,7 @@ async def test_a_thousand_concurrent_deliveries_run_once_on_sqlite(tmp_path: Pat
 SERVED = """\
 kind: settings
 limits: {run_timeout: 60s}
+server: {max_connections_per_address: 1000}   # a thousand senders, all from loopback
 ---
 """ + CONFIG
 
