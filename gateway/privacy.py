@@ -143,6 +143,18 @@ class Scans:
             self._threads, context.run, _passing, viewer, type, records, using)
 
 
+    async def shown(self, viewer: Viewer, type: str, records: Sequence[dict[str, Any]],
+                    using: frozenset[str]) -> list[dict[str, Any]]:
+        """The records the caller finds and sees every field in `using` of, each cut to what
+        it sees: a page of a few records on the event loop, a longer one on a worker thread
+        (a search's page holds up to 10,000)."""
+        if len(records) <= YIELD_EVERY:
+            return _shown(viewer, type, records, using)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, context.run, _shown, viewer, type, records, using)
+
+
 YIELD_EVERY = 32  # records judged between two offers of the GIL to the event loop
 
 
@@ -156,6 +168,17 @@ def _passing(viewer: Viewer, type: str, records: Sequence[Mapping[str, Any]],
         passed += viewer.passing(type, records[start:start + YIELD_EVERY], using)
         time.sleep(0)
     return passed
+
+
+def _shown(viewer: Viewer, type: str, records: Sequence[dict[str, Any]],
+           using: frozenset[str]) -> list[dict[str, Any]]:
+    shown: list[dict[str, Any]] = []
+    for start in range(0, len(records), YIELD_EVERY):
+        shown += [viewer.cut(type, r, g) for r in records[start:start + YIELD_EVERY]
+                  if (g := viewer.finds(type, r, using)) is not None]
+        if start + YIELD_EVERY < len(records):
+            time.sleep(0)  # the GIL offered to the event loop, as `_passing` does
+    return shown
 
 
 SCANS = Scans()  # for viewers made without an interpreter's own

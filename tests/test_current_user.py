@@ -66,6 +66,21 @@ steps:
     data: {me: "{{ current_user }}", memos: "{{ steps.memos.count }}"}
 ---
 kind: api_workflow
+name: me-changed
+expose: true
+auth: user
+steps:
+  - {id: changed, action: make_changes, type: user, thing: "{{ current_user }}",
+     fields: {nickname: grace}}
+  - {id: listed, action: make_changes_to_list, type: user, things: ["{{ current_user._id }}"],
+     fields: {nickname: grace}}
+  - {id: made, action: create_thing, type: memo, fields: {text: mine}}
+  - action: return_data
+    data: {changed: "{{ steps.changed }}", text: "{{ steps.changed | tojson }}",
+           role: "{{ steps.changed.role | default('hidden') }}", listed: "{{ steps.listed }}",
+           made: "{{ steps.made | list | sort }}"}
+---
+kind: api_workflow
 name: me-whole
 expose: true
 auth: user
@@ -125,3 +140,15 @@ async def test_a_workflow_that_searches_gets_it_cut_too_while_the_rules_see_it_w
 async def test_ignore_privacy_rules_sees_current_user_whole(world: World) -> None:
     me = (await _call(world, "me-whole"))["me"]
     assert me["role"] == "editor" and {"created_at", "modified_at"} <= set(me)
+
+
+async def test_what_a_write_step_returns_is_cut_as_a_search_would_cut_it(world: World) -> None:
+    """A record a step created or changed reaches the run's templates as the caller sees it:
+    changing `current_user` does not hand back its hidden role."""
+    answer = await _call(world, "me-changed")
+    assert answer["changed"]["nickname"] == "grace" and "role" not in answer["changed"]
+    assert "role" not in answer["text"] and "editor" not in answer["text"]
+    assert answer["role"] == "hidden"
+    assert [set(r) for r in answer["listed"]] == [{"_id", "_type", "email", "nickname"}]
+    # memos show every field to editors; the role still decides it while the run writes
+    assert answer["made"] == ["_id", "_type", "created_at", "created_by", "modified_at", "text"]

@@ -257,6 +257,15 @@ privacy:                          # two rules that find: judged record by record
   - {name: public boards, when: "{{ thing.public }}", find_in_searches: true, view_fields: all}
   - {name: top boards, when: "{{ thing.rank > 990 }}", find_in_searches: true,
      view_fields: [title]}
+---
+kind: api_workflow
+name: count-boards
+expose: true
+auth: none
+steps:                            # no limit: a page of every board the caller finds
+  - {id: boards, action: search, type: board}
+  - action: return_data
+    data: {count: "{{ steps.boards.count }}"}
 """
 BOARDS = 3000
 SEARCHERS = 4
@@ -304,7 +313,9 @@ def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
 def test_health_checks_stay_fast_while_four_clients_search_through_rules(
         tmp_path: Path, storage_url: str) -> None:
     """Every search judges the rules on 3,000 boards (tens of ms of CPU). Four clients
-    search without pause while /healthz is timed, one request after another: its p99 must
+    search without pause (two through the Data API, two through a workflow whose search has
+    no limit, so that its page of a thousand boards is judged again as it is read) while
+    /healthz is timed, one request after another: its p99 must
     stay under 50 ms (the bound the issue sets; without the scans off the event loop, a
     health check waited behind every search in progress, p50 ~200 ms). Generous: the
     judging takes the CPU the health checks do not need."""
@@ -312,21 +323,28 @@ def test_health_checks_stay_fast_while_four_clients_search_through_rules(
         stop = threading.Event()
         searched: list[int] = []
 
-        def search() -> None:
+        def search(through_workflow: bool) -> None:
             with httpx.Client(base_url=url, timeout=60) as client:
                 while not stop.is_set():
-                    answer = client.get("/api/1.1/obj/board", params={"limit": 100})
+                    if through_workflow:
+                        answer = client.post("/api/1.1/wf/count-boards", json={})
+                    else:
+                        answer = client.get("/api/1.1/obj/board", params={"limit": 100})
                     searched.append(answer.status_code)
 
-        searchers = [threading.Thread(target=search) for _ in range(SEARCHERS)]
+        searchers = [threading.Thread(target=search, args=(n % 2 == 1,))
+                     for n in range(SEARCHERS)]
         for thread in searchers:
             thread.start()
         try:
             _wait_for(lambda: len(searched) >= SEARCHERS, 60, "a search of each client")
             started = len(searched)
             took = []
+            deadline = time.monotonic() + 120
             with httpx.Client(base_url=url, timeout=60) as client:
-                for _ in range(SAMPLES):
+                # At least SAMPLES checks, and on until each client searched once more.
+                while len(took) < SAMPLES or (len(searched) - started < SEARCHERS
+                                              and time.monotonic() < deadline):
                     begun = time.perf_counter()
                     assert client.get("/healthz").status_code == 200
                     took.append(time.perf_counter() - begun)

@@ -51,9 +51,9 @@ async def private_search(ctx: RunContext, store: RecordStore, privacy: Privacy, 
         page = await store.search(type, within, sort, limit, cursor)
         hidden = judged - len(passed)
     ctx.remark(hidden_by_privacy=hidden)
-    # Judged again as the records are now: one changed since it passed is left out.
-    shown = [viewer.cut(type, r, g) for r in page.results
-             if (g := viewer.finds(type, r, using)) is not None]
+    # Judged again as the records are now (one changed since it passed is left out), off
+    # the event loop when the page is long.
+    shown = await viewer.scans.shown(viewer, type, page.results, using)
     return Page(shown, page.count, page.remaining, page.cursor)
 
 

@@ -104,7 +104,7 @@ async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
     change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)
     ctx.changes.add(change)
-    return change.record
+    return ctx.viewer.cut(spec.name, change.record)
 
 
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     except DuplicateError as exc:
         raise _used_email(spec, exc) from exc
     ctx.changes.add(change)
-    return change.record
+    return ctx.viewer.cut(spec.name, change.record)
 
 
 async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -130,7 +130,7 @@ async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[di
     except DuplicateError as exc:
         raise _used_email(spec, exc) from exc
     ctx.changes.add(*changes)
-    return [change.record for change in changes]
+    return [ctx.viewer.cut(spec.name, change.record) for change in changes]
 
 
 def _used_email(spec: TypeSpec, exc: DuplicateError) -> Exception:
