@@ -233,7 +233,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             token = credential(request)  # checked before the body is read
             identity = (admitted(workflow, ANONYMOUS) if token is None else
                         await auth.admit(workflow, token))
-            client = request.client.host if request.client else None
+            client = peer[0] if (peer := request.scope.get("client")) else None
             if guard is not None and guard.hooks.rate_requests and (early := await guard.limit(
                     identity, client, token)) is not None:
                 return response(early)

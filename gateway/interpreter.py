@@ -11,7 +11,6 @@ import asyncio
 import logging
 import random
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from gateway.context import (
     new_scope,
     reply_bytes,
 )
-from gateway.encoding import escape
 from gateway.errors import (
     GatewayError,
     InvalidDataError,
@@ -42,10 +40,11 @@ from gateway.errors import (
     run_status,
 )
 from gateway.ids import new_id
+from gateway.logformat import log_run_failure
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Scans, Viewer
-from gateway.redaction import cut_to, redact, secret_forms, short_repr
+from gateway.redaction import redact, secret_forms, short_repr
 from gateway.services import Services
 from gateway.storage.interface import Transaction
 from gateway.storage.unit import JOINED
@@ -234,7 +233,10 @@ class Interpreter:
         that ignore them. A run that reads no records still has one: `current_user`."""
         if identity.kind == "admin" or workflow.ignore_privacy_rules:
             return EXEMPT
-        return Viewer(self.registry.privacy, current_user(identity), self.scans)
+        user = current_user(identity)
+        if user is None and not (workflow.may_wait or workflow.record_params):
+            return EXEMPT  # no record to read, and no `current_user` to cut
+        return Viewer(self.registry.privacy, user, self.scans)
 
     async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],
                            viewer: Viewer = EXEMPT) -> dict[str, Any]:
@@ -350,17 +352,16 @@ class Interpreter:
             self.log_failure(ctx, workflow, error, hidden)
         if self.storage is None or (error is None and self.sample < 1.0 and not self.sampled()):
             return
-        most = self.registry.settings.run_log_max_value_bytes  # of each value: see `cut_to`
         self.storage.runs.record_run({
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
             "status": status, "started_at": ctx.now,
-            "duration_ms": duration, "params": cut_to(redact(params, hidden), most),
-            "result": cut_to(redact(reply.data if reply else None, hidden), most),
+            "duration_ms": duration, "params": redact(params, hidden),
+            "result": redact(reply.data if reply else None, hidden),
             "error": None if error is None else {
-                "code": error.code, "message": cut_to(redact(error.message, hidden), most),
+                "code": error.code, "message": redact(error.message, hidden),
                 "location": getattr(error, "location", "")},
-            "steps": cut_to(redact(ctx.steps, hidden) if hidden else ctx.steps, most),
+            "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,  # cut by the run log
             **({} if ctx.job is None else {"job": ctx.job.get("job"),
                                            "attempt": ctx.job.get("attempt")}),
             **({} if ctx.client is None else {"client": ctx.client}),
@@ -368,17 +369,9 @@ class Interpreter:
 
     def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,
                     hidden: frozenset[str] | None = None) -> None:
-        """One line in the server log, with the traceback of a bug; secrets redacted and
-        whatever a caller wrote escaped, so that no text can forge a line."""
-        cause = error.__cause__ or error
         where = getattr(error, "location", "") or workflow.location
-        detail = f"{type(cause).__name__}: {cause}" if not isinstance(cause, GatewayError) \
-            else error.message
-        trace = "" if isinstance(cause, GatewayError) else "\n" + "".join(
-            traceback.format_exception(cause)[:-1]).rstrip()  # the last line is `detail`
-        hidden = self.hidden if hidden is None else hidden
-        log.error("run %s of %s failed at %s: %s%s", ctx.run_id, escape(workflow.name),
-                  escape(where), escape(redact(detail, hidden)), redact(trace, hidden))
+        log_run_failure(log, ctx.run_id, workflow.name, where, error,
+                        self.hidden if hidden is None else hidden)
 
     def sampled(self) -> bool:
         """Whether to record this successful run (`run_log.sample_success` of them)."""

@@ -8,11 +8,16 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from gateway.encoding import escape
+from gateway.errors import GatewayError
+from gateway.redaction import redact
 
 FIELDS = ("run_id", "workflow", "status", "duration_ms", "method", "path", "http_status")
 ENV = "GATEWAY_LOG_FORMAT"  # set by `gateway serve --log-format` for its workers
@@ -100,3 +105,16 @@ class AccessLog:
             facts["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
             access.info("%s %s %s", facts["method"], facts["path"],
                         facts.get("http_status", "-"), extra=facts)
+
+
+def log_run_failure(log: logging.Logger, run_id: str, workflow: str, where: str,
+                    error: GatewayError, hidden: frozenset[str]) -> None:
+    """A failed run's line in the server log, with the traceback of a bug; secrets redacted
+    and whatever a caller wrote escaped, so that no text can forge a line."""
+    cause = error.__cause__ or error
+    detail = f"{type(cause).__name__}: {cause}" if not isinstance(cause, GatewayError) \
+        else error.message
+    trace = "" if isinstance(cause, GatewayError) else "\n" + "".join(
+        traceback.format_exception(cause)[:-1]).rstrip()  # the last line is `detail`
+    log.error("run %s of %s failed at %s: %s%s", run_id, escape(workflow), escape(where),
+              escape(redact(detail, hidden)), redact(trace, hidden))

@@ -114,4 +114,5 @@ async def purge_keys_once(storage: Storage, clock: Clock) -> int:
 
 def run_log_limits(settings: Settings) -> RunLogLimits:
     return RunLogLimits(settings.run_log_max_queue,
-                        settings.run_log_flush_timeout.total_seconds())
+                        settings.run_log_flush_timeout.total_seconds(),
+                        settings.run_log_max_value_bytes)

@@ -21,6 +21,7 @@ from gateway.clock import utc_now
 from gateway.encoding import dumps_lenient, iso, loads, parse_iso, roundtrip
 from gateway.errors import ValidationError
 from gateway.ids import new_id
+from gateway.redaction import cut_to
 from gateway.storage import rollup
 from gateway.storage.interface import FieldSpec, Page, TypeSpec
 
@@ -111,11 +112,17 @@ def without_nul(text: str) -> str:
     return _NUL.sub(lambda m: m.group(1) + NUL_REPLACEMENT, text)
 
 
-def run_row(run: Mapping[str, Any]) -> RunRow:
+CUT = ("params", "result", "error", "steps")  # a run's values that may be long
+
+
+def run_row(run: Mapping[str, Any], most: int | None = None) -> RunRow:
     """(id, workflow, status, started_at ISO text, JSON document, duration in ms if it is a
     number) for one run, the duration for the rollup (see `rollup`); the run log
     never refuses a run, so whatever JSON cannot hold is kept as its repr or a marker, and a
-    NUL character as U+FFFD (the same on both backends)."""
+    NUL character as U+FFFD (the same on both backends). A document longer than `most`
+    characters has each of its values (`CUT`: parameters, result, error, steps) cut to
+    `most` bytes, each cut marked (`redaction.cut_to`): the document, written anyway, tells
+    at no cost whether a value can be over."""
     started = run.get("started_at")
     started_at = iso(started if isinstance(started, datetime) else utc_now())
     run_id, workflow, status = run.get("id"), run.get("workflow", ""), run.get("status", "")
@@ -126,6 +133,10 @@ def run_row(run: Mapping[str, Any]) -> RunRow:
     took = rollup.duration(run.get("duration_ms"))
     try:
         text = without_nul(dumps_lenient({**run, "id": run_id, "started_at": started_at}))
+        if most is not None and len(text) > most:
+            cut = {key: cut_to(run[key], most) for key in CUT if key in run}
+            text = without_nul(dumps_lenient({**run, **cut, "id": run_id,
+                                              "started_at": started_at}))
     except Exception as exc:  # noqa: BLE001 - the run is still recorded, as its summary
         return summary_row((run_id, workflow, status, started_at, "", took), exc)
     return run_id, workflow, status, started_at, text, took

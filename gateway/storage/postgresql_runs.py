@@ -92,7 +92,7 @@ class PostgresRunLog:
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
-            self._queue.add(codec.run_row(run))
+            self._queue.add(codec.run_row(run, self._limits.max_value_bytes))
             self._wake.set()
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)

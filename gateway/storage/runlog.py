@@ -14,10 +14,12 @@ from gateway.storage.jobstore import Position
 @dataclass(frozen=True, slots=True)
 class RunLogLimits:
     """How much the run log may hold back: `max_queue` runs waiting to be written (beyond
-    it, runs are dropped and counted), and `flush_seconds` spent at shutdown writing them."""
+    it, runs are dropped and counted), and `flush_seconds` spent at shutdown writing them;
+    and how much of each of a run's values it keeps (`max_value_bytes`: see `codec.run_row`)."""
 
     max_queue: int = 10_000
     flush_seconds: float = 10.0
+    max_value_bytes: int = 16_384
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,11 @@ class SqliteRunLog:
 
     def __init__(self, connector: SqliteConnector) -> None:
         self._db = connector
+        self._most = RunLogLimits().max_value_bytes
 
     def configure(self, limits: RunLogLimits) -> None:
         self._db.writer.runs.limit = limits.max_queue  # a shutdown writes them all at once
+        self._most = limits.max_value_bytes
 
     @property
     def dropped(self) -> int:
@@ -54,7 +56,7 @@ class SqliteRunLog:
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
-            self._db.writer.record_run(codec.run_row(run))
+            self._db.writer.record_run(codec.run_row(run, self._most))
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)
 
