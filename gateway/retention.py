@@ -20,8 +20,7 @@ MIN_PURGE_SECONDS = 1.0
 # and trims the run log once a tenth of its bound arrived (at most this many runs).
 GROWTH_SECONDS = 1.0
 SETTLE_SECONDS = 5.0
-MAX_TRIM_EVERY = 10_000
-ROW_BYTES = 1024  # a run's fields besides its four values (id, times, identity, steps' names)
+ROW_BYTES = 1024  # what a run takes beyond its document: columns, row header, index entries
 log = logging.getLogger("gateway")
 
 
@@ -30,13 +29,14 @@ async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
     """The retention task: once every `run_log.purge_interval`, delete runs past their
     retention (then the oldest beyond `run_log.max_rows` and `max_bytes`) and users' tokens
     past their lifetime or idle lapse; in between, trim the run log to its bound each time
-    `trim_every` runs were recorded, and once `SETTLE_SECONDS` after the last runs came (a
-    run still being written during a trim is not seen by it); until `stop` is set."""
+    a tenth of its bound was recorded (`trim_due`), and once `SETTLE_SECONDS` after the last
+    runs came (a run still being written during a trim is not seen by it); until `stop` is
+    set."""
     interval = max(settings.run_log_purge_interval.total_seconds(), MIN_PURGE_SECONDS)
-    every, runs, loop = trim_every(settings), storage.runs, asyncio.get_running_loop()
+    runs, loop = storage.runs, asyncio.get_running_loop()
     seen, came = runs.recorded, loop.time()  # (runs may have come before the task began)
     while not stop.is_set():
-        trimmed, began, due = runs.recorded, loop.time(), loop.time() + interval
+        trimmed, began, due = _recorded(runs), loop.time(), loop.time() + interval
         await purge_runs_once(runs, settings, clock)
         await purge_tokens_once(storage.users, settings, clock)
         await purge_keys_once(storage, clock)
@@ -46,23 +46,26 @@ async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
             now = loop.time()
             if runs.recorded != seen:
                 seen, came = runs.recorded, now
-            if runs.recorded - trimmed >= every or (
+            if trim_due(settings, _recorded(runs), trimmed) or (
                     came > began - SETTLE_SECONDS and now >= came + SETTLE_SECONDS):
-                trimmed, began = runs.recorded, now
+                trimmed, began = _recorded(runs), now
                 await trim_runs_once(runs, settings)
 
 
-def trim_every(settings: Settings) -> int:
-    """How many runs may be written between two trims: a tenth of the run log's bound, in rows
-    or in bytes (a row holds at most four values of `run_log.max_value_bytes`), so that the
-    log passes its bound by a tenth at most."""
-    bounds = [MAX_TRIM_EVERY]
-    if settings.run_log_max_rows is not None:
-        bounds.append(settings.run_log_max_rows // 10)
-    if settings.run_log_max_bytes is not None:
-        row = 4 * settings.run_log_max_value_bytes + ROW_BYTES
-        bounds.append(settings.run_log_max_bytes // (10 * row))
-    return max(1, min(bounds))
+def _recorded(runs: RunLog) -> tuple[int, int]:
+    return runs.recorded, runs.recorded_chars
+
+
+def trim_due(settings: Settings, now: tuple[int, int], then: tuple[int, int]) -> bool:
+    """Whether a tenth of the run log's bound was recorded between `then` and `now` (each
+    the runs recorded since start and their documents' characters): in rows, or in bytes (the
+    documents and `ROW_BYTES` a row); so that the log passes its bound by a tenth at most,
+    while a trim (which reads as many of the log's index entries as its bound allows rows)
+    comes no more often than the bound calls for."""
+    added, chars = now[0] - then[0], now[1] - then[1]
+    rows, size = settings.run_log_max_rows, settings.run_log_max_bytes
+    return ((rows is not None and added >= max(1, rows // 10))
+            or (size is not None and chars + added * ROW_BYTES >= max(1, size // 10)))
 
 
 async def purge_runs_once(runs: RunLog, settings: Settings, clock: Clock) -> int:

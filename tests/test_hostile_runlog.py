@@ -25,7 +25,7 @@ import pytest
 from gateway.app import create_app
 from gateway.clock import utc_now
 from gateway.loader import load
-from gateway.retention import purge_runs_once
+from gateway.retention import purge_runs_once, trim_due
 from gateway.settings import Settings, with_environment
 from gateway.storage import RunLogLimits, Storage, open_storage
 from gateway.storage.sqlite_connector import path_from_url
@@ -441,3 +441,19 @@ async def test_the_run_log_is_bounded_in_bytes_by_default(tmp_path: Path,
         assert size > 10_000
         kept = await wait_until_within(storage, 200_000 // size)
     assert 0 < len(kept) < 60
+
+
+def test_a_trim_is_due_once_a_tenth_of_the_bound_was_recorded() -> None:
+    """What was recorded decides, not the largest a run could be: small runs under the 1 GiB
+    default are trimmed every 62,000 runs or so (a worst-case estimate of 64 KiB a run
+    trimmed every 1,600, which cost a trivial request under load), large ones as soon as a
+    tenth of the bound arrived."""
+    default = Settings()
+    assert not trim_due(default, (60_000, 60_000 * 700), (0, 0))
+    assert trim_due(default, (64_000, 64_000 * 700), (0, 0))
+    assert not trim_due(default, (1_000, 1_000 * 100_000), (0, 0))  # 100 MB: under a tenth
+    assert trim_due(default, (1_100, 1_100 * 100_000), (0, 0))
+    small = dataclasses.replace(default, run_log_max_bytes=200_000, run_log_max_rows=50)
+    assert trim_due(small, (12, 12 * 20_000), (11, 11 * 20_000))  # one run of 20 KB
+    assert not trim_due(small, (14, 4_000), (11, 1_000))
+    assert trim_due(small, (16, 5_000), (11, 1_000))  # five rows: a tenth of max_rows

@@ -42,6 +42,7 @@ class PostgresRunLog:
         self._db = connector
         self._queue: RunQueue[RunRow] = RunQueue()
         self._limits = RunLogLimits()
+        self._chars = 0  # of the documents recorded since start
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
@@ -71,6 +72,10 @@ class PostgresRunLog:
     def recorded(self) -> int:
         return self._queue.added
 
+    @property
+    def recorded_chars(self) -> int:
+        return self._chars
+
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="gateway-run-log")
 
@@ -92,7 +97,9 @@ class PostgresRunLog:
 
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
-            self._queue.add(codec.run_row(run, self._limits.max_value_bytes))
+            row = codec.run_row(run, self._limits.max_value_bytes)
+            self._chars += len(row[4])
+            self._queue.add(row)
             self._wake.set()
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)

@@ -52,9 +52,12 @@ class RunLog(Protocol):
     # Runs waiting to be written now (a metric).
     @property
     def queued(self) -> int: ...
-    # Runs recorded since start, to be written (when to trim the log again).
+    # Runs recorded since start, to be written, and the characters of their documents (when
+    # to trim the log again).
     @property
     def recorded(self) -> int: ...
+    @property
+    def recorded_chars(self) -> int: ...
     async def list_runs(
         self,
         workflow: str | None = None,

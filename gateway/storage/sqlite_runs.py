@@ -33,6 +33,7 @@ class SqliteRunLog:
     def __init__(self, connector: SqliteConnector) -> None:
         self._db = connector
         self._most = RunLogLimits().max_value_bytes
+        self._chars = 0  # of the documents recorded since start
 
     def configure(self, limits: RunLogLimits) -> None:
         self._db.writer.runs.limit = limits.max_queue  # a shutdown writes them all at once
@@ -54,9 +55,15 @@ class SqliteRunLog:
     def recorded(self) -> int:
         return self._db.writer.runs.added
 
+    @property
+    def recorded_chars(self) -> int:
+        return self._chars
+
     def record_run(self, run: Mapping[str, Any]) -> None:
         try:
-            self._db.writer.record_run(codec.run_row(run, self._most))
+            row = codec.run_row(run, self._most)
+            self._chars += len(row[4])
+            self._db.writer.record_run(row)
         except Exception:  # the run log must never fail the request that is being logged
             codec.log_unrecordable(run)
 
