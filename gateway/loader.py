@@ -3,6 +3,8 @@
 A document with schema problems still goes to the compiler, as far as it can
 (`schema.well_formed`): its broken steps passed by, its other broken keys taken out, so
 that its other problems are reported with the schema's rather than after they are fixed.
+A document left out whole (for a YAML problem, or a schema problem in what the checks need
+whole) is still known by its kind and name, so that what refers to it is not reported again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from gateway.actions import ACTIONS
 from gateway.compiler import Compiler
 from gateway.errors import ConfigError, Diagnostic
 from gateway.model import Registry
-from gateway.source import Document, load_file
+from gateway.source import Document, Named, declared, load_file
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -46,10 +48,11 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
     """Load and compile; the registry is only meaningful when no diagnostic came back."""
     files, problems = discover(paths)
     documents: list[Document] = []
-    broken: list[tuple[str, str]] = []
+    broken: list[Named] = []  # documents left out: what refers to them is not "unknown"
     for file in files:
-        docs, diagnostics = load_file(file)
+        docs, diagnostics, dropped = load_file(file)
         problems.extend(diagnostics)
+        broken.extend(dropped)
         for doc in docs:
             old = old_forms(doc)
             found = [d for d in schema.check(doc) if not _explained(d, old)]
@@ -59,8 +62,8 @@ def check(paths: Sequence[Path], *, codegen: bool = True) -> tuple[Registry, lis
                 doc, frozenset(o.pointer.rsplit("/", 1)[0] for o in old))
             if kept is not None:
                 documents.append(kept)
-            elif doc.data.get("kind") == "settings" or isinstance(doc.data.get("name"), str):
-                broken.append((str(doc.data.get("kind")), str(doc.data.get("name", ""))))
+            elif (named := declared(doc.data)) is not None:
+                broken.append(named)
     # In one order whatever the order of the paths: which of two documents of one name is
     # the duplicate does not depend on how the files were named.
     documents.sort(key=lambda doc: (Path(doc.file).parts, doc.index))

@@ -4,6 +4,8 @@ Files are composed into PyYAML's node tree (never with PyYAML's global loader ch
 turned into plain JSON-like data by hand, so that every value keeps its line and column under
 its JSON pointer. Duplicate keys and keys YAML reads as something other than a string (an
 unquoted `on:` is a boolean in YAML 1.1) are errors, reported with every other problem.
+A document with such a problem goes no further, but the kind and name it declares are told,
+so that what refers to it is not reported again as unknown.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _SCALARS = {
 _AS_TEXT = {_STR, "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
 
 Position = tuple[int, int]
+# A document's kind and name (a settings document's name is "").
+Named = tuple[str, str]
 # Nodes an alias may re-expand in one document: anchors nested in anchors multiply (nine
 # levels of nine aliases is 387 million nodes), so building stops well before memory does.
 MAX_ALIAS_NODES = 10_000
@@ -203,16 +207,29 @@ def _syntax_error(file: str, exc: yaml.MarkedYAMLError) -> Diagnostic:
     return Diagnostic(file, line, column, "yaml.syntax", message)
 
 
-def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
-    """Every document in `text`, and every problem found in it."""
+def declared(data: Any) -> Named | None:
+    """The kind and name a document declares, when they can be read: ("settings", "") for a
+    settings document, else both must be strings."""
+    if not isinstance(data, dict):
+        return None
+    kind, name = data.get("kind"), data.get("name")
+    if kind == "settings":
+        return ("settings", "")
+    return (kind, name) if isinstance(kind, str) and isinstance(name, str) else None
+
+
+def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic], list[Named]]:
+    """Every document in `text`, every problem found in it, and what the documents dropped
+    for their problems declare (`declared`), when it can be read."""
     documents: list[Document] = []
     diagnostics: list[Diagnostic] = []
+    dropped: list[Named] = []
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
-        return [], [_syntax_error(file, exc)]
+        return [], [_syntax_error(file, exc)], []
     except yaml.YAMLError as exc:
-        return [], [Diagnostic(file, 1, 1, "yaml.syntax", str(exc))]
+        return [], [Diagnostic(file, 1, 1, "yaml.syntax", str(exc))], []
     for index, node in enumerate(nodes):
         if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL
                             and not node.value):
@@ -230,16 +247,21 @@ def load_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
                           "a document must be a mapping with a 'kind' key")
         diagnostics.extend(builder.diagnostics)
         if not builder.diagnostics:
-            # A document with YAML problems goes no further: its data is not what was meant.
             documents.append(Document(file, index, data, builder.positions, builder.key_positions))
-    return documents, diagnostics
+        elif (named := declared(data)) is not None:
+            # A document with YAML problems goes no further: its data is not what was meant.
+            # But it exists, as a document that failed the schema does.
+            dropped.append(named)
+    return documents, diagnostics, dropped
 
 
-def load_file(path: Path, display: str | None = None) -> tuple[list[Document], list[Diagnostic]]:
-    """Read and parse one file; an unreadable file is a diagnostic, not an exception."""
+def load_file(path: Path, display: str | None = None
+              ) -> tuple[list[Document], list[Diagnostic], list[Named]]:
+    """Read and parse one file (`load_text`); an unreadable file is a diagnostic, not an
+    exception."""
     name = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [Diagnostic(name, 1, 1, "file.unreadable", f"cannot read the file: {exc}")]
+        return [], [Diagnostic(name, 1, 1, "file.unreadable", f"cannot read the file: {exc}")], []
     return load_text(text, name)

@@ -14,7 +14,7 @@ from gateway.source import Document, load_text
 def _documents(*texts: str) -> list[Document]:
     documents = []
     for index, text in enumerate(texts):
-        docs, problems = load_text(text, f"f{index}.yaml")
+        docs, problems, _ = load_text(text, f"f{index}.yaml")
         assert problems == []
         for doc in docs:
             assert schema.check(doc) == []

@@ -547,13 +547,13 @@ def bomb(levels: int) -> str:
 
 @pytest.mark.parametrize("levels", [6, 9])
 def test_alias_expansion_past_the_limit_is_a_located_diagnostic(levels: int) -> None:
-    documents, problems = load_text(bomb(levels), "bomb.yaml")
+    documents, problems, _ = load_text(bomb(levels), "bomb.yaml")
     assert documents == []
     assert [(p.code, p.line) for p in problems] == [("yaml.alias-limit", 8)]  # x4: 9**5 nodes
 
 
 def test_a_recursive_alias_is_a_diagnostic() -> None:
-    _, problems = load_text("kind: api_workflow\nsteps: &s\n  - extra: *s\n", "loop.yaml")
+    _, problems, _ = load_text("kind: api_workflow\nsteps: &s\n  - extra: *s\n", "loop.yaml")
     assert [p.code for p in problems] == ["yaml.alias-limit"]
 
 

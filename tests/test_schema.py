@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def documents(text: str) -> list[Document]:
-    docs, problems = load_text(textwrap.dedent(text), "config.yaml")
+    docs, problems, _ = load_text(textwrap.dedent(text), "config.yaml")
     assert problems == []
     return docs
 

@@ -11,7 +11,7 @@ from gateway.source import Document, load_file, load_text
 
 
 def _one(text: str) -> Document:
-    documents, problems = load_text(text, "f.yaml")
+    documents, problems, _ = load_text(text, "f.yaml")
     assert problems == []
     assert len(documents) == 1
     return documents[0]
@@ -89,8 +89,8 @@ def test_flow_mappings_locate_each_key_and_value() -> None:
 
 
 def test_documents_of_one_file_keep_file_lines() -> None:
-    documents, problems = load_text("kind: a\n---\n# comment\nkind: b\nname: n\n---\nkind: c\n",
-                                    "f.yaml")
+    text = "kind: a\n---\n# comment\nkind: b\nname: n\n---\nkind: c\n"
+    documents, problems, _ = load_text(text, "f.yaml")
     assert problems == []
     assert [(d.index, d.data["kind"], d.locate("/kind")) for d in documents] == [
         (0, "a", (1, 7)), (1, "b", (4, 7)), (2, "c", (7, 7))]
@@ -149,9 +149,21 @@ def test_quoted_keys_are_text() -> None:
 
 
 def test_a_document_with_yaml_problems_goes_no_further() -> None:
-    documents, problems = load_text("kind: x\nkind: y\n---\nkind: z\n", "f.yaml")
+    documents, problems, _ = load_text("kind: x\nkind: y\n---\nkind: z\n", "f.yaml")
     assert [d.data["kind"] for d in documents] == ["z"]
     assert [p.code for p in problems] == ["yaml.duplicate-key"]
+
+
+def test_what_a_dropped_document_declares_is_told_when_it_can_be_read() -> None:
+    text = ("kind: settings\nsmtp: {}\nsmtp: {}\n---\n"  # a settings document's name is ""
+            "kind: api_workflow\nname: later\nsteps: [{1: typo}]\n---\n"
+            "kind: data_type\nname: !env TYPE\n---\n"  # its name cannot be read
+            "kind: custom_event\nname: fine\n---\n"  # not dropped
+            "kind: x\nname: [a, b]\nkind: y\n")
+    documents, problems, dropped = load_text(text, "f.yaml")
+    assert [d.data["name"] for d in documents] == ["fine"]
+    assert len(problems) == 4
+    assert dropped == [("settings", ""), ("api_workflow", "later")]
 
 
 @pytest.mark.parametrize(("text", "position"), [
@@ -160,7 +172,7 @@ def test_a_document_with_yaml_problems_goes_no_further() -> None:
     ("kind: x\n\tname: tab\n", (2, 1)),
 ])
 def test_syntax_errors_are_located(text: str, position: tuple[int, int]) -> None:
-    documents, problems = load_text(text, "f.yaml")
+    documents, problems, _ = load_text(text, "f.yaml")
     assert documents == []
     assert [(p.line, p.column, p.code) for p in problems] == [(*position, "yaml.syntax")]
 
@@ -187,20 +199,20 @@ def test_documents_that_are_not_mappings() -> None:
 
 
 def test_an_empty_file_or_comments_only_has_no_documents() -> None:
-    assert load_text("", "f.yaml") == ([], [])
-    assert load_text("# nothing here\n", "f.yaml") == ([], [])
+    assert load_text("", "f.yaml") == ([], [], [])
+    assert load_text("# nothing here\n", "f.yaml") == ([], [], [])
 
 
 @pytest.mark.parametrize("text", ["kind: x\n---\n", "---\nkind: x\n---\n# later\n"])
 def test_empty_documents_are_skipped(text: str) -> None:
-    documents, problems = load_text(text, "f.yaml")
+    documents, problems, _ = load_text(text, "f.yaml")
     assert (len(documents), problems) == (1, [])
 
 
 def test_unreadable_files_are_diagnostics(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_bytes(b"kind: \xff\n")
-    documents, problems = load_file(path, "shown.yaml")
+    documents, problems, _ = load_file(path, "shown.yaml")
     assert documents == []
     assert [(p.file, p.line, p.column, p.code) for p in problems] == [
         ("shown.yaml", 1, 1, "file.unreadable")]

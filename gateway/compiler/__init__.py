@@ -40,9 +40,9 @@ class Compiler:
                  broken: Iterable[tuple[str, str]] = ()) -> None:
         self.documents = list(documents)
         self.codegen = codegen
-        # (kind, name) of documents that failed the schema and could not be compiled at all
-        # (a settings document's name is ""): they exist, so a reference to
-        # one is not reported again as unknown.
+        # (kind, name) of documents left out for a YAML or schema problem (a settings
+        # document's name is ""): they exist, so a reference to one is not reported again as
+        # unknown.
         self.broken = frozenset(broken)
         self.diagnostics: list[Diagnostic] = []
         self.settings = Settings()
