@@ -153,13 +153,6 @@ def lookup_path(text: str) -> tuple[str, ...] | None:
     return None if expression is None else path_of(_expression_node(expression))
 
 
-def literal_text(text: str) -> str | None:
-    """The text of a template that is one string literal (`{{ 'abc' }}`), else None."""
-    expression = lone_expression(text)
-    node = None if expression is None else _expression_node(expression)
-    return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
-
-
 def _expression_node(text: str) -> nodes.Expr | None:
     """The expression as `compile_expression` parses it (None if it does not parse)."""
     parser = Parser(ENV, text, state="variable")

@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from gateway import templating
+from jinja2 import TemplateSyntaxError
+
+from gateway import budget, templating
 from gateway.compiler.units import Unit
+from gateway.errors import TemplateError
 from gateway.model import Hooks
-from gateway.settings import parse_duration
+from gateway.settings import Settings, parse_duration
 from gateway.signature import DEFAULT_TOLERANCE, VerifySpec, secret_problem
 from gateway.templating import Compiled
 
@@ -19,6 +22,9 @@ class HookSite(Protocol):
     """What building hooks needs of the place they are in (a `steps.Site`)."""
 
     unit: Unit
+
+    @property
+    def settings(self) -> Settings | None: ...
 
     def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None: ...
 
@@ -42,11 +48,31 @@ def key_header(text: Any) -> str:
     return name
 
 
-def _check_literal_secret(site: HookSite, scheme: str, text: str) -> None:
-    """A secret written in the template itself is checked here; one read from the
-    environment, when serve starts (`Registry.secret_problems`)."""
-    literal = templating.literal_text(text)
-    problem = None if literal is None else secret_problem(scheme, literal)
+def _constant_secret(text: str, limits: budget.Limits) -> str | None:
+    """The secret a template that reads no names gives (`{{ 'whsec_…' }}`, `whsec_{{ '…' }}`),
+    as a request reads it, evaluated now within `limits`; None for a template that reads a
+    name or does not parse (`leaf` says why). Raises `TemplateError`."""
+    try:
+        source = templating.parse(text)
+    except TemplateSyntaxError:
+        return None
+    if templating.references(source).names:
+        return None
+    with budget.bounded(limits):
+        value = templating.compile_bounded(source)({})
+    return "" if value is None else str(value)
+
+
+def _check_constant_secret(site: HookSite, scheme: str, text: str) -> None:
+    """A secret that is a constant, however it is written, is checked here; one read from
+    the environment, when serve starts (`Registry.secret_problems`). Neither is shown."""
+    try:
+        secret = _constant_secret(text, budget.limits_of(site.settings or Settings()))
+    except TemplateError as exc:
+        cause = exc.__cause__ or "it cannot be evaluated"
+        site.error("/verify/secret", "verify.bad-secret", f"the secret's template fails: {cause}")
+        return
+    problem = None if secret is None else secret_problem(scheme, secret)
     if problem is not None:
         site.error("/verify/secret", "verify.bad-secret", problem)
 
@@ -76,7 +102,7 @@ def build_hooks(site: HookSite, data: Mapping[str, Any]) -> Hooks | None:
                 site.error(f"/params/{param.name}/in", "verify.unsigned-params",
                            f"parameter {param.name} comes from the query string, which no "
                            "signature covers: a signed workflow's parameters come from its body")
-        _check_literal_secret(site, spec.scheme, verify["secret"])
+        _check_constant_secret(site, spec.scheme, verify["secret"])
         secret = site.leaf_with(SECRET_NAMES, "/verify/secret", verify["secret"])
         hooks = replace(hooks, verify=spec, secret=secret)
     idempotency = data.get("idempotency")
