@@ -115,6 +115,20 @@ steps:
     fields: {email: "{{ params.email }}"}
   - action: return_data
     data: {email: "{{ steps.user.email }}"}
+---
+kind: api_workflow
+name: unaddress
+expose: true
+auth: admin
+params: {id: {type: text}}
+steps:
+  - id: user
+    action: make_changes
+    type: user
+    thing: "{{ params.id }}"
+    fields: {email: ""}
+  - action: return_data
+    data: {email: "{{ steps.user.email }}"}
 """
 PASSWORD = "correct horse battery"
 
@@ -351,6 +365,42 @@ async def test_an_email_another_user_has_or_none_is_refused(config: Path,
     assert "cannot be cleared" in cleared.json()["body"]["message"]
     assert still.status_code == 200 and still.json()["response"] == {"mine": ada}
     assert record is not None and record["email"] == "ada@example.com" and record["name"] is None
+
+
+async def test_an_empty_email_clears_it_as_null_does(config: Path, storage_url: str) -> None:
+    """On create, PATCH and make_changes, for a user with no password; one with a password
+    logs in with its e-mail, which "" can no more clear than null."""
+    async with serving(config, storage_url) as (client, storage):
+        admin = await _admin(storage)
+        made = await client.post("/api/1.1/obj/user", headers=admin,
+                                 json={"email": "", "name": "Cy"})
+        assert made.status_code == 201, made.text
+        cy = made.json()["id"]
+        dee = (await client.post("/api/1.1/obj/user", headers=admin,
+                                 json={"email": "dee@example.com"})).json()["id"]
+        eve = (await client.post("/api/1.1/obj/user", headers=admin,
+                                 json={"email": "eve@example.com"})).json()["id"]
+        patched = await client.patch(f"/api/1.1/obj/user/{dee}", headers=admin,
+                                     json={"email": ""})
+        changed = await client.post("/api/1.1/wf/unaddress", headers=admin, json={"id": eve})
+        ada = (await signup(client, "ada@example.com")).json()["response"]["user_id"]
+        refused = [await client.patch(f"/api/1.1/obj/user/{ada}", headers=admin,
+                                      json={"email": ""}),
+                   await client.post("/api/1.1/wf/unaddress", headers=admin, json={"id": ada})]
+        records = [await storage.records.get("user", id) for id in (cy, dee, eve, ada)]
+        reused = await signup(client, "dee@example.com")  # the address it had is free again
+        still = await _login(client, "ada@example.com")
+    assert patched.status_code == 204, patched.text
+    assert changed.status_code == 200 and changed.json()["response"] == {"email": None}, \
+        changed.text
+    assert [record and record["email"] for record in records] == [
+        None, None, None, "ada@example.com"]
+    for answer in refused:
+        assert answer.status_code == 400, answer.text
+        body = answer.json()["body"]
+        assert body["status"] == "INVALID_DATA" and "cannot be cleared" in body["message"]
+    assert reused.status_code == 200, reused.text
+    assert still.status_code == 200 and still.json()["response"] == {"mine": ada}
 
 
 async def test_the_data_api_changes_the_email_a_user_logs_in_with(config: Path,

@@ -5,7 +5,8 @@ Values are checked against the declared field types before they reach the store;
 reference may be given as an id or as the record itself (the result of an earlier step).
 `increment` adds to number fields in the write itself (no lost updates); reading a value
 in a template and writing it back changed is last-writer-wins. A user's `email` is kept as
-log-ins read it (trimmed, lower case, an address), and its log-in follows it.
+log-ins read it (trimmed, lower case, an address), and its log-in follows it; "" clears it
+as null does.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def check_value(spec: TypeSpec, key: str, value: Any) -> Any:
 
 def check_fields(spec: TypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
     checked = {key: check_value(spec, key, value) for key, value in fields.items()}
+    if spec.name == USER and checked.get("email") == "":
+        checked["email"] = None  # clears it, as null does (not for a user with a password)
     if spec.name == USER and checked.get("email") is not None:
         checked["email"] = fold_email(checked["email"])  # as log-ins look it up
     return checked
