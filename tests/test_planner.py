@@ -47,6 +47,15 @@ steps:
   - {{action: create_thing, type: mark, fields: {{due: "{{{{ run.scheduled_at }}}}"}}}}
 """
 
+EVERY_MINUTE = """
+---
+kind: recurring_event
+name: minute
+every: 1m
+steps:
+  - {{action: create_thing, type: mark, fields: {{due: "{{{{ run.scheduled_at }}}}"}}}}
+"""
+
 PER_RECORD = """
 ---
 kind: recurring_event
@@ -119,7 +128,7 @@ async def pending(storage: Storage, workflow: str) -> list[datetime]:
     return sorted(j.due_at for j in await storage.jobs.list_jobs("pending", workflow))
 
 
-async def test_every_second_fires_once_a_second(tmp_path: Path, store: Storage) -> None:
+async def test_every_tickfires_once_a_second(tmp_path: Path, store: Storage) -> None:
     clock = Clock(T - S / 2)
     passes = Passes(registry(tmp_path, EVERY_SECOND), store, clock)
     await passes.run()
@@ -182,6 +191,22 @@ async def test_a_backward_clock_step_stalls_nothing(tmp_path: Path, store: Stora
     assert (await dues(store))[-1] == T + S
 
 
+async def test_two_instances_whose_clocks_differ_run_each_tick_once(tmp_path: Path,
+                                                                   store: Storage) -> None:
+    found = registry(tmp_path, EVERY_MINUTE)
+    ahead, behind = Clock(T - S / 2), Clock(T - 2 * S)
+    first, second = Passes(found, store, ahead), Passes(found, store, behind)
+    await first.run()
+    for tick in range(3 * 60):  # each instance passes once a second (scheduler.poll)
+        ahead.now = T + tick * S + S / 10
+        behind.now = ahead.now - 1.5 * S  # 1.5 s behind: more than SKEW
+        await first.run()
+        await second.run()
+    # right after the first planned the next minute's tick, the second's clock is still in
+    # the minute before: that tick looks two minutes ahead, and is no clock step of its own
+    assert await dues(store) == [T, T + 60 * S, T + 120 * S]
+
+
 async def subscribe(found: Registry, storage: Storage, clock: Clock, start: datetime,
                     name: str = "Ada") -> str:
     """A user who starts their own daily series at `start`; the user's id."""
@@ -239,6 +264,21 @@ async def test_a_series_tick_planned_before_the_clock_went_back_is_planned_again
         await passes.run()
     assert await dues(store) == [T - DAY, T, T, T + DAY]
     assert await pending(store, "daily") == [T + 2 * DAY]
+
+
+async def test_a_scheduler_that_starts_behind_another_runs_no_series_tick_again(
+        tmp_path: Path, store: Storage) -> None:
+    found, ahead = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, ahead, T)
+    ahead.now = T + S / 10
+    await Passes(found, store, ahead).run()  # the tick of T runs; T + 1 day is planned
+    behind = Clock(T - 2 * S)  # a scheduler starts on a machine whose clock is 2 s behind
+    late = Passes(found, store, behind)
+    await late.run()
+    behind.now = T + S
+    await late.run()
+    assert await dues(store) == [T]
+    assert await pending(store, "daily") == [T + DAY]
 
 
 async def test_a_series_runs_as_the_user_who_set_it(tmp_path: Path, store: Storage) -> None:

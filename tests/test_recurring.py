@@ -111,16 +111,27 @@ def test_a_tick_planned_before_the_clock_went_back_gets_ticks_before_it() -> Non
     planned = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)  # after the tick of 12:00:00 ran
     back = datetime(2026, 1, 1, 11, 0, 0, 200_000, tzinfo=UTC)  # the clock went back 1 h
     pending = _last(event, planned, "pending")
-    assert plan(event, pending, back) == Plan(datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC),
-                                              after=pending)
+    assert plan(event, pending, back, went_back=True) == Plan(
+        datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC), after=pending)
     ran = _last(event, planned - timedelta(seconds=1), "done")  # nothing planned after it
-    assert plan(event, ran, back) == Plan(datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC), after=ran)
-    # another instance's clock half a second behind is not a clock that went back
+    assert plan(event, ran, back, went_back=True) == Plan(
+        datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC), after=ran)
+    # within SKEW of the next tick, even a clock that went back plans nothing before it
     behind = planned - timedelta(seconds=1, milliseconds=400)
-    assert plan(event, pending, behind) is None
-    assert plan(event, ran, behind) == Plan(planned)
+    assert plan(event, pending, behind, went_back=True) is None
+    assert plan(event, ran, behind, went_back=True) == Plan(planned)
     one = tick(event, datetime(2026, 1, 1, 11, 0, 1, tzinfo=UTC), back, after=pending)
     assert one.unique_key == "recurring:e:2026-01-01T11:00:01.000000Z:j"
+
+
+def test_a_tick_ahead_of_a_clock_that_did_not_go_back_waits_for_its_time() -> None:
+    # another instance, its clock an hour (or 1.5 s) ahead, planned it: no tick before it
+    event = RecurringEvent("e", every=timedelta(seconds=1))
+    planned = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)
+    for behind in (timedelta(hours=1), timedelta(seconds=1.5)):
+        assert plan(event, _last(event, planned, "pending"), planned - behind) is None
+        ran = _last(event, planned - timedelta(seconds=1), "done")
+        assert plan(event, ran, planned - behind) == Plan(planned)
 
 
 def _series(due: datetime, frequency: str, first: bool = False) -> Job:

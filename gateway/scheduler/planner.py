@@ -1,8 +1,13 @@
 """Writing recurring events' ticks (`gateway.scheduler.recurring` says when): each global
 event's next tick, at every pass of the scheduler and as soon as one of its ticks ends (so
 that `every: 1s` fires once a second); a per-record event's next tick after each of its
-ticks; the tick that a missed tick's `misfire` policy plans in its stead; and, at the first
-pass and whenever the clock went back, per-record ticks planned before it did.
+ticks; the tick that a missed tick's `misfire` policy plans in its stead; and, once this
+scheduler saw its own clock go back, ticks to come before those planned before it did (a
+global event's, until its clock reads again the time it read before the step; a per-record
+event's, at the pass that saw the step). Only its own clock, measured against
+`time.monotonic()`, tells it so: a tick that looks early may come from another instance
+whose clock is ahead (by more than `SKEW`), and taking it for one planned before a step
+would run a tick twice.
 
 Any number of schedulers plan the same ticks: a global tick's key is its event and due
 time, a per-record tick's the tick it follows, so that a tick is written once.
@@ -52,10 +57,11 @@ class Planner:
         self.storage = storage
         self.clock = clock
         self._seen: tuple[float, datetime] | None = None  # (monotonic, clock) at the last pass
+        self._ahead: datetime | None = None  # what the clock read before it went back
 
     async def plan(self, events: Iterable[RecurringEvent]) -> None:
-        """The next tick of each global event; per-record ticks planned before the clock
-        went back, at the first pass and when the clock went back since the one before."""
+        """The next tick of each global event; when the clock went back since the last
+        pass, the per-record ticks planned before it did, planned again."""
         now = self.clock()
         went_back = self._went_back(now)
         per_record = False
@@ -67,18 +73,31 @@ class Planner:
             await self.rewind(now)
 
     def _went_back(self, now: datetime) -> bool:
-        """Whether the clock went back (by more than `SKEW`) since the last pass; True at
-        the first, since it may have while no scheduler ran."""
+        """Whether this scheduler's clock went back (by more than `SKEW`) since its last
+        pass, against `time.monotonic()`; what it read before is kept (see `_behind`).
+        Never at the first pass: with nothing of its own to compare, a tick ahead of its
+        clock is no sign of a step (see the module)."""
         mono = time.monotonic()
         seen, self._seen = self._seen, (mono, now)
         if seen is None:
-            return True
-        return (now - seen[1]).total_seconds() < mono - seen[0] - SKEW.total_seconds()
+            return False
+        if (now - seen[1]).total_seconds() >= mono - seen[0] - SKEW.total_seconds():
+            return False
+        self._ahead = max(self._ahead or seen[1], seen[1])
+        return True
+
+    def _behind(self, now: datetime) -> bool:
+        """Whether the clock still reads a time before the one it read before it last went
+        back: ticks planned before the step may lie ahead by more than a period."""
+        if self._ahead is not None and now >= self._ahead:
+            self._ahead = None
+        return self._ahead is not None
 
     async def plan_event(self, event: RecurringEvent, now: datetime | None = None) -> None:
         """The next tick of one global event, if it needs one."""
         now = now or self.clock()
-        found = plan(event, await self.storage.jobs.last_tick(event.name), now)
+        found = plan(event, await self.storage.jobs.last_tick(event.name), now,
+                     self._behind(now))
         if found is not None:
             await self.storage.jobs.enqueue([tick(event, found.due, now, found.after)])
 

@@ -14,10 +14,12 @@ ticks without talking to the others.
 
 A tick is missed when the tick after it is due before the tick started: `skip` runs none
 of the missed ticks and goes on with the next to come, `run_once` runs the latest of them
-once. A tick due more than one period (and `SKEW`) from now was planned before the clock
-went back: the ticks to come from now are planned before it (a global event's: keyed by
-it, since their times may have had ticks already) or in its stead (a per-record event's),
-so that the event does not stall for the size of the step.
+once. When a scheduler saw its own clock go back (`Planner`), a tick due more than one
+period (and `SKEW`) from now was planned before it did: the ticks to come from now are
+planned before it (a global event's: keyed by it, since their times may have had ticks
+already) or in its stead (a per-record event's), so that the event does not stall for the
+size of the step. A tick that merely looks early is never taken for one: another
+instance, whose clock is ahead of this one's, planned it.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from gateway.model import RecurringEvent
 from gateway.storage.interface import Job
 
 _TICK = timedelta(microseconds=1)
-# How far the clocks of two instances may differ: a tick another instance planned is not
-# taken for one planned before the clock went back unless it is this much further ahead.
+# How far a scheduler's clock may drift from `time.monotonic()` between two passes before it
+# counts as gone back, and how much further than one period ahead a tick must then lie to
+# be taken for one planned before the step.
 SKEW = timedelta(seconds=1)
 
 
@@ -101,19 +104,22 @@ class Plan:
     after: Job | None = None
 
 
-def plan(event: RecurringEvent, last: Job | None, now: datetime) -> Plan | None:
+def plan(event: RecurringEvent, last: Job | None, now: datetime,
+         went_back: bool = False) -> Plan | None:
     """The tick to write next, given the event's newest tick (by due time): None while
     that one is to run or running (ticks never overlap); the next one after it when that is
     still to come; when ticks were missed, `misfire` says which (see `after_missed`); when
-    the newest tick lies beyond one period from now (the clock went back), the next from
-    now. An event never seen before starts with its next tick. A pending tick that was
-    missed is left for the claim to judge (`missed`), a retry to its backoff."""
+    this scheduler's clock `went_back` and the newest tick lies beyond one period from now,
+    the next from now. An event never seen before starts with its next tick. A pending
+    tick that was missed is left for the claim to judge (`missed`), a retry to its backoff;
+    a tick that lies ahead while the clock did not go back, to its time (another instance,
+    whose clock is ahead, planned it)."""
     if last is None:
         return Plan(next_fire(event, now))
     if last.status == "running" or (last.status == "pending" and last.attempt > 0):
         return None
     following = last.due_at if last.status == "pending" else next_fire(event, last.due_at)
-    if following > next_fire(event, now + SKEW):  # planned before the clock went back
+    if went_back and following > next_fire(event, now + SKEW):  # planned before the step
         return Plan(next_fire(event, now), after=last)
     if last.status == "pending":
         return None
