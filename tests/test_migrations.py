@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 import psycopg
 
-from gateway.storage import FieldSpec, Storage, TypeSpec, open_storage
+from gateway.storage import FieldSpec, Job, Storage, TypeSpec, open_storage
 from gateway.storage.sqlfile import migrations
 
 
@@ -121,6 +122,7 @@ def index_lines(storage: Storage) -> list[str]:
     return [line for line in schema_of(storage) if re.match(r"index gateway_[iu]x_", line)]
 
 
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEAD = TypeSpec(
     "lead",
     {
@@ -145,3 +147,42 @@ async def test_type_indexes_are_created_refreshed_and_idempotent(storage_url: st
     assert await reopen(storage_url, [LEAD]) == first  # idempotent
     changed = await reopen(storage_url, [LEAD_CHANGED])  # stale indexes are replaced
     assert len(changed) == 1 and "UNIQUE" not in changed[0] and "email" in changed[0]
+
+
+def execute(storage: Storage, *statements: str) -> None:
+    """SQL run on the store's database from a connection of the test's own."""
+    if backend_of(storage) == "sqlite":
+        with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    with psycopg.connect(storage.url) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def series_tick(id: str, subject: str, series: str | None, created: datetime) -> Job:
+    return Job(id, "daily", "recurring", NOW + timedelta(days=1), subject=subject,
+               unique_key=f"k:{id}", created_at=created,
+               data={"frequency": "daily", **({"series": series} if series else {})})
+
+
+async def test_the_upgrade_runs_on_with_the_series_of_each_record_s_newest_tick(
+        storage: Storage) -> None:
+    await storage.jobs.set_series("daily", "r2", "s-a", NOW)
+    await storage.jobs.set_series("daily", "r3", "s-c", NOW)
+    await storage.jobs.enqueue([series_tick("old", "r1", None, NOW),  # from before series
+                                series_tick("a", "r2", "s-a", NOW),
+                                series_tick("c", "r3", "s-c", NOW)])
+    await storage.jobs.set_series("daily", "r2", "s-b", NOW)  # cancels a
+    await storage.jobs.enqueue([series_tick("b", "r2", "s-b", NOW + timedelta(seconds=1))])
+    await storage.jobs.cancel(["c"], NOW)  # r3's series has no tick to come
+    (migration,) = [m.name for m in migrations(backend_of(storage))
+                    if m.name.endswith("_job_series")]
+    execute(storage, "UPDATE gateway_jobs SET status = 'pending' WHERE id = 'a'",  # two series
+            "DROP TABLE gateway_series",
+            f"DELETE FROM gateway_migrations WHERE name = '{migration}'")
+    assert await storage.migrate() == [migration]
+    probes = [series_tick("old-next", "r1", "old", NOW), series_tick("b-next", "r2", "s-b", NOW),
+              series_tick("a-next", "r2", "s-a", NOW), series_tick("c-next", "r3", "s-c", NOW)]
+    assert await storage.jobs.enqueue(probes) == ["old-next", "b-next"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
-from gateway.storage import Storage, open_storage
+from gateway.scheduler.planner import successor
+from gateway.storage import Job, Storage, open_storage
 
 TYPES = """
 kind: data_type
@@ -81,6 +83,30 @@ steps:
     thing: "{{{{ current_user._id }}}}"
     frequency: daily
     start: "{{{{ params.start }}}}"
+"""
+
+# PER_RECORD, whose tick also sets its own record's series: FREQUENCY from a week on.
+SETS_ITS_OWN = PER_RECORD.replace("""
+---
+kind: api_workflow""", """
+  - action: set_recurring_event
+    event: daily
+    thing: "{{{{ thing._id }}}}"
+    frequency: FREQUENCY
+    start: "{{{{ run.scheduled_at + days(7) }}}}"
+---
+kind: api_workflow""", 1)
+
+TWICE = """
+---
+kind: api_workflow
+name: twice
+auth: admin
+params:
+  user: {{type: user}}
+steps:
+  - {{action: set_recurring_event, event: daily, thing: "{{{{ params.user }}}}", frequency: daily}}
+  - {{action: set_recurring_event, event: daily, thing: "{{{{ params.user }}}}", frequency: weekly}}
 """
 
 T = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -279,6 +305,68 @@ async def test_a_scheduler_that_starts_behind_another_runs_no_series_tick_again(
     await late.run()
     assert await dues(store) == [T]
     assert await pending(store, "daily") == [T + DAY]
+
+
+async def test_a_series_stopped_by_its_own_tick_stops(tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, SETS_ITS_OWN.replace("FREQUENCY", "none")), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    passes = Passes(found, store, clock)
+    for day in range(3):
+        clock.now = T + day * DAY
+        await passes.run()
+    assert await dues(store) == [T]  # its first tick said `frequency: none`
+    assert await pending(store, "daily") == []
+
+
+async def test_a_series_replaced_by_its_own_tick_runs_alone(tmp_path: Path,
+                                                            store: Storage) -> None:
+    found, clock = registry(tmp_path, SETS_ITS_OWN.replace("FREQUENCY", "weekly")), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    passes = Passes(found, store, clock)
+    for day in range(15):
+        clock.now = T + day * DAY
+        await passes.run()
+    # each tick starts a weekly series a week on, in the stead of its own: one tick a week
+    assert await dues(store) == [T, T + 7 * DAY, T + 14 * DAY]
+    assert await pending(store, "daily") == [T + 21 * DAY]
+
+
+async def test_a_run_that_sets_a_series_twice_leaves_the_last(tmp_path: Path,
+                                                               store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD + TWICE), Clock(T)
+    user = await store.records.create("user", {"name": "Ada"})
+    interpreter = with_jobs(Interpreter(found, store, clock))
+    result = await interpreter.run(found.workflows["twice"], {"user": user.id}, identity=ADMIN)
+    assert result.error is None, result.error
+    (tick,) = await store.jobs.list_jobs("pending", "daily")
+    assert tick.data["frequency"] == "weekly"
+
+
+async def test_a_series_tick_run_again_is_followed_once(tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    clock.now = T + 3 * DAY + timedelta(hours=1)  # down for three days: the tick of T missed
+    passes = Passes(found, store, clock)
+    await passes.run()
+    (missed,) = await store.jobs.list_jobs("cancelled", "daily")
+    assert await store.jobs.retry(missed.id, clock.now)  # `gateway jobs retry`: it runs now
+    await passes.run()
+    for day in range(4, 7):
+        clock.now = T + day * DAY + timedelta(hours=2)
+        await passes.run()
+    # the retried tick ran, and was followed by the tick its miss planned, not by another
+    assert await dues(store) == [T + 3 * DAY + timedelta(hours=1), T + 4 * DAY, T + 5 * DAY,
+                                 T + 6 * DAY]
+    assert await pending(store, "daily") == [T + 7 * DAY]
+
+
+def test_a_tick_run_again_is_followed_by_the_tick_that_followed_it() -> None:
+    tick = Job("t-1", "daily", "recurring", T, subject="r1", attempt=1,
+               data={"frequency": "daily", "series": "s-1"})
+    retried = replace(tick, due_at=T + timedelta(hours=5), attempt=2)  # its retry, later
+    first, again = successor(tick, T + DAY, T), successor(retried, T + DAY + timedelta(hours=5), T)
+    assert first.unique_key == again.unique_key == "recurring:daily:r1:s-1:after:t-1"
+    assert first.data["series"] == "s-1" and first.subject == "r1"
 
 
 async def test_a_series_runs_as_the_user_who_set_it(tmp_path: Path, store: Storage) -> None:

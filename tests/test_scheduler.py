@@ -420,7 +420,8 @@ async def test_a_per_record_recurring_event_runs_with_its_thing_and_schedules_th
     start = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
     first = Job("tick-1", "monthly-check", "recurring", start, subject=lead.id,
                 unique_key=f"recurring:monthly-check:{lead.id}:1",
-                data={"identity": {"kind": "admin"}, "frequency": "monthly"})
+                data={"identity": {"kind": "admin"}, "frequency": "monthly", "series": "s"})
+    await store.jobs.set_series("monthly-check", lead.id, "s", start)  # as the step does
     await store.jobs.enqueue([first])
     interpreter = with_jobs(Interpreter(registry, store))
     running = Running(interpreter, store, clock=lambda: start + timedelta(hours=1))

@@ -114,6 +114,32 @@ async def test_series_ticks_pages_pending_per_record_ticks_soonest_first(
     assert await storage.jobs.series_ticks((T0 + timedelta(days=3), wanted[-1].id), 10) == []
 
 
+def series_tick(series: str, day: int, subject: str = "r1") -> Job:
+    due = T0 + timedelta(days=day)
+    return Job(new_id(due), "daily", "recurring", due, subject=subject,
+               unique_key=f"k:{subject}:{series}:{day}",
+               data={"frequency": "daily", "series": series})
+
+
+async def test_a_series_tick_is_written_only_while_its_series_is_current(
+        storage: Storage) -> None:
+    assert await storage.jobs.enqueue([series_tick("s-1", 1)]) == []  # no series started
+    assert await storage.jobs.set_series("daily", "r1", "s-1", T0) == 0
+    first = series_tick("s-1", 1)
+    assert await storage.jobs.enqueue([first]) == [first.id]
+    # replaced: the pending tick of the series before is cancelled, and none written again
+    assert await storage.jobs.set_series("daily", "r1", "s-2", T0) == 1
+    late, new = series_tick("s-1", 2), series_tick("s-2", 2)
+    assert await storage.jobs.enqueue([late, new]) == [new.id]
+    # the series of one record is no other's; a job that is no tick of a series is free
+    other, plain = series_tick("s-2", 2, subject="r2"), job()
+    assert await storage.jobs.enqueue([other, plain]) == [plain.id]
+    # stopped
+    assert await storage.jobs.set_series("daily", "r1", None, T0) == 1
+    assert await storage.jobs.enqueue([series_tick("s-2", 3)]) == []
+    assert [j.id for j in await storage.jobs.list_jobs("pending")] == [plain.id]
+
+
 async def test_enqueue_wakes_a_waiting_worker(storage: Storage) -> None:
     waiter = asyncio.create_task(storage.jobs.wait(30))
     await asyncio.sleep(0.2)  # let the listener start (PostgreSQL); not a synchronisation
@@ -247,5 +273,54 @@ async def test_renewing_leases_skips_a_job_another_statement_holds(postgres_url:
         leases = {j.id: j.lease_until for j in await storage.jobs.list_jobs()}
         assert leases == {held.id: T0 + timedelta(seconds=30),
                           free.id: T0 + timedelta(minutes=5)}
+    finally:
+        await storage.close()
+
+
+async def _waiting_for_a_lock(url: str, writing: asyncio.Task[list[str]]) -> None:
+    """Until a statement waits for a row lock (or `writing` is done without one)."""
+    async with (await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+                asyncio.timeout(10)):
+        while not writing.done():
+            found = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                       "wait_event_type = 'Lock' AND datname = current_database()")
+            if (await found.fetchone() or (0,))[0]:
+                return
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.postgres
+async def test_a_tick_written_while_its_series_is_replaced_waits_and_is_left_out(
+        postgres_url: str) -> None:
+    """A run that replaces a record's series holds the record's row until it commits: a
+    tick of the series before, written meanwhile (as its running tick ends), waits for it,
+    then finds the series replaced and is left out, rather than slipping in beside the new
+    one where the replacement's cancel could not see it."""
+    storage = open_storage(postgres_url)
+    await storage.open([])
+    try:
+        await storage.jobs.set_series("daily", "r1", "s-1", T0)
+        replaced, release = asyncio.Event(), asyncio.Event()
+
+        async def replace() -> None:
+            transaction = storage.begin(30)
+            try:
+                await storage.jobs.set_series("daily", "r1", "s-2", T0)
+                replaced.set()
+                await release.wait()
+                await storage.jobs.enqueue([series_tick("s-2", 1)])
+                await transaction.commit()
+            finally:
+                await transaction.rollback()  # unless it committed
+
+        replacing = asyncio.create_task(replace())
+        await replaced.wait()
+        writing = asyncio.create_task(storage.jobs.enqueue([series_tick("s-1", 1)]))
+        await _waiting_for_a_lock(postgres_url, writing)
+        release.set()
+        await replacing
+        assert await asyncio.wait_for(writing, 10) == []
+        pending = await storage.jobs.list_jobs("pending")
+        assert [j.data["series"] for j in pending] == ["s-2"]
     finally:
         await storage.close()

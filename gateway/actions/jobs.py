@@ -205,15 +205,24 @@ async def set_recurring_event(ctx: RunContext, args: dict[str, Any]) -> Any:
         raise InvalidDataError(
             f"thing must be a record or a record id, not {_shown(args['thing'])}") from exc
     event = str(args["event"])
-    # Changing or stopping takes effect at once; a new schedule is written at the commit.
-    cancelled = await _jobs(ctx).cancel_subject(event, thing, ctx.now)
-    if frequency == "none":
+    job = None
+    if frequency != "none":
+        start = max(_date(args["start"], "start"), ctx.now) if args.get("start") else ctx.now
+        job = recurring_job(event, thing, frequency, start,
+                            {"identity": ctx.identity.record, "depth": _depth(ctx)})
+    # The record's series is replaced (or stopped) at once and its pending ticks cancelled:
+    # a tick of it running now (this very run, it may be) is followed by none. The new
+    # series' first tick is written at the commit.
+    unwritten = [j for j in ctx.jobs if j.source == "recurring" and j.workflow == event
+                 and j.subject == thing]  # a series this very run started
+    for old in unwritten:
+        ctx.jobs.remove(old)
+    cancelled = len(unwritten) + await _jobs(ctx).set_series(
+        event, thing, None if job is None else str(job.data["series"]), ctx.now)
+    if job is None:
         return {"cancelled": cancelled}
-    start = max(_date(args["start"], "start"), ctx.now) if args.get("start") else ctx.now
-    job = recurring_job(event, thing, frequency, start,
-                        {"identity": ctx.identity.record, "depth": _depth(ctx)})
     ctx.jobs.append(job)
-    return {"id": job.id, "next": start}
+    return {"id": job.id, "next": job.due_at}
 
 
 def check_schedule(check: StepCheck, args: Mapping[str, Any]) -> None:

@@ -10,7 +10,10 @@ whose clock is ahead (by more than `SKEW`), and taking it for one planned before
 would run a tick twice.
 
 Any number of schedulers plan the same ticks: a global tick's key is its event and due
-time, a per-record tick's the tick it follows, so that a tick is written once.
+time, a per-record tick's its series and the tick it follows, so that a tick is written
+once, and a tick run again (a retry) is followed by the one tick that followed it already.
+A per-record tick is written only while its series is its record's current one (see
+`JobStore.set_series`): a series stopped or replaced is followed no further.
 """
 
 from __future__ import annotations
@@ -40,14 +43,17 @@ SHORTEST = timedelta(days=1)  # the shortest period of a per-record event (`dail
 
 def successor(job: Job, due: datetime, now: datetime) -> Job:
     """The tick of a per-record event's series that comes after `job` (or in its stead),
-    due at `due`: keyed by the tick it follows, so that every worker that ends `job` writes
-    the same one, and a time the series had a tick for before the clock went back has one
+    due at `due`: keyed by its series and the tick it follows, not by its time, so that
+    every worker that ends `job`, however often `job` runs, writes the same one (the series
+    never forks), and a time the series had a tick for before the clock went back has one
     again."""
     data = {k: v for k, v in job.data.items() if k not in ("thing", "frequency")}
     assert job.subject is not None, "a per-record tick without its record"
+    series = str(job.data.get("series") or job.id)
     made = recurring_job(job.workflow, job.subject, str(job.data["frequency"]), due, data,
-                         str(job.data.get("series") or job.id))
-    return replace(made, unique_key=f"{made.unique_key}:{job.id}", created_at=now)
+                         series)
+    return replace(made, unique_key=f"recurring:{job.workflow}:{job.subject}:{series}"
+                                    f":after:{job.id}", created_at=now)
 
 
 class Planner:

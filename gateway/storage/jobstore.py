@@ -46,6 +46,15 @@ class Job:
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 
+def series_of(job: Job) -> str | None:
+    """The series a tick of a per-record recurring event belongs to (the one
+    `set_recurring_event` started, named in its `data`); None for any other job."""
+    if job.source != "recurring" or job.subject is None:
+        return None
+    series = job.data.get("series")
+    return None if series is None else str(series)
+
+
 @dataclass(frozen=True, slots=True)
 class PendingBound:
     """The most jobs that may be pending at once: in all (`most`), and of any one workflow
@@ -82,16 +91,21 @@ class JobStore(Protocol):
     at-least-once, except that a run which wrote records commits only with its job's end
     (`settle`), so that its writes happen once."""
 
-    # All in one transaction; a job whose `unique_key` exists already is left out. Then
-    # the workers are woken. Returns the ids written. With a `bound`, `TooManyJobsError` is
-    # raised and nothing written when the jobs would leave more pending than it allows (in
-    # all, or of a workflow they add to); checked in the transaction, without counting jobs.
+    # All in one transaction; a job whose `unique_key` exists already is left out, and so
+    # is a tick of a per-record series (`series_of`) that is not its record's current one
+    # (`set_series`). Then the workers are woken. Returns the ids written. With a `bound`,
+    # `TooManyJobsError` is raised and nothing written when the jobs would leave more
+    # pending than it allows (in all, or of a workflow they add to); checked in the
+    # transaction, without counting jobs.
     async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
         ...
     # Pending jobs cancelled (by id); a running job is not stopped. How many were.
     async def cancel(self, ids: Sequence[str], at: datetime) -> int: ...
-    # The pending jobs of one per-record recurring event for one record, cancelled.
-    async def cancel_subject(self, workflow: str, subject: str, at: datetime) -> int: ...
+    # The series one per-record recurring event runs for one record from now on (None: no
+    # series), and the pending ticks of the one before cancelled; how many were. A tick of
+    # it running now is followed by no other: the ticks `enqueue` writes are its new one's.
+    async def set_series(self, workflow: str, subject: str, series: str | None,
+                         at: datetime) -> int: ...
     # Up to `limit` due jobs (and jobs whose lease expired), now `running` for `worker`
     # until `lease_until`, their `attempt` counted; never a paused workflow's.
     async def claim(self, worker: str, now: datetime, lease_until: datetime,

@@ -22,7 +22,7 @@ from gateway.encoding import dumps
 from gateway.storage import unit
 from gateway.storage.backend import Wake, check_pending, job_from_row
 from gateway.storage.interface import Job, JobEnd, PendingBound, Position
-from gateway.storage.jobstore import lease_lost
+from gateway.storage.jobstore import lease_lost, series_of
 from gateway.storage.postgresql_connector import Conn, PostgresConnector
 from gateway.storage.sqlfile import queries
 
@@ -39,7 +39,7 @@ def _when(value: Any) -> datetime | None:
 
 def _row(job: Job) -> tuple[Any, ...]:
     return (job.id, job.workflow, job.source, job.due_at, job.unique_key, job.subject,
-            job.created_at or job.due_at, dumps(dict(job.data)))
+            job.created_at or job.due_at, dumps(dict(job.data)), series_of(job))
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -63,9 +63,12 @@ class PostgresJobs:
         for start in range(0, len(jobs), ENQUEUE_CHUNK):
             chunks.append(_columns([_row(job) for job in jobs[start:start + ENQUEUE_CHUNK]]))
             await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
+        records = sorted({(job.workflow, str(job.subject)) for job in jobs if series_of(job)})
 
         async def work(conn: Conn) -> list[str]:
             written: list[str] = []
+            if records:  # until the transaction ends: see `lock_series`
+                await conn.execute(Q["lock_series"].encode(), _columns(records))
             for columns in chunks:
                 cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
                 written.extend(row[0] for row in await cursor.fetchall())
@@ -94,8 +97,20 @@ class PostgresJobs:
     async def cancel(self, ids: Sequence[str], at: datetime) -> int:
         return await self._db.execute(Q["cancel_jobs"], (at, list(ids))) if ids else 0
 
-    async def cancel_subject(self, workflow: str, subject: str, at: datetime) -> int:
-        return await self._db.execute(Q["cancel_subject"], (at, workflow, subject))
+    async def set_series(self, workflow: str, subject: str, series: str | None,
+                         at: datetime) -> int:
+        async def work(conn: Conn) -> int:
+            # The record's series first: its row stays locked until the transaction ends,
+            # so that ticks of the series before, written meanwhile, are cancelled here or
+            # see it changed (`lock_series`).
+            if series is None:
+                await conn.execute(Q["clear_series"].encode(), (workflow, subject))
+            else:
+                await conn.execute(Q["set_series"].encode(), (workflow, subject, series))
+            cursor = await conn.execute(Q["cancel_subject"].encode(), (at, workflow, subject))
+            return cursor.rowcount
+
+        return await self._db.atomic(work)
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:

@@ -18,7 +18,7 @@ from gateway.encoding import dumps, iso, parse_iso
 from gateway.storage import unit
 from gateway.storage.backend import Wake, check_pending, job_from_row
 from gateway.storage.interface import Job, JobEnd, PendingBound, Position
-from gateway.storage.jobstore import lease_lost
+from gateway.storage.jobstore import lease_lost, series_of
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector
 
@@ -38,7 +38,7 @@ def _placeholders(count: int) -> str:
 def _row(job: Job) -> tuple[Any, ...]:
     created = job.created_at or job.due_at
     return (job.id, job.workflow, job.source, iso(job.due_at), job.unique_key, job.subject,
-            iso(created), dumps(dict(job.data)))
+            iso(created), dumps(dict(job.data)), series_of(job))
 
 
 class SqliteJobs:
@@ -79,10 +79,16 @@ class SqliteJobs:
     async def cancel(self, ids: Sequence[str], at: datetime) -> int:
         return await self._by_ids(Q["cancel_jobs"], (iso(at),), ids)
 
-    async def cancel_subject(self, workflow: str, subject: str, at: datetime) -> int:
-        params = (iso(at), workflow, subject)
-        return int(await self._db.write(
-            lambda conn: conn.execute(Q["cancel_subject"], params).rowcount))
+    async def set_series(self, workflow: str, subject: str, series: str | None,
+                         at: datetime) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            if series is None:
+                conn.execute(Q["clear_series"], (workflow, subject))
+            else:
+                conn.execute(Q["set_series"], (workflow, subject, series))
+            return int(conn.execute(Q["cancel_subject"], (iso(at), workflow, subject)).rowcount)
+
+        return int(await self._db.write(work))
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:

@@ -208,9 +208,13 @@ RETURNING count;
 -- name: purge_rates
 DELETE FROM gateway_rate_limits WHERE expires_at <= ?;
 -- name: enqueue_job
+-- A tick of a per-record series (?9, its series) only while its series is its record's
+-- current one (0011_job_series.sql).
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
                           created_at, data)
-VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?)
+SELECT ?1, ?2, ?3, 'pending', ?4, 0, ?5, ?6, ?7, ?8
+WHERE ?9 IS NULL OR EXISTS (SELECT 1 FROM gateway_series
+                            WHERE workflow = ?2 AND subject = ?6 AND series = ?9)
 ON CONFLICT (unique_key) DO NOTHING;
 
 -- name: pending_counts
@@ -230,6 +234,13 @@ WHERE status = 'pending' AND id IN ({ids});
 -- name: cancel_subject
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
 WHERE status = 'pending' AND workflow = ? AND subject = ?;
+
+-- name: set_series
+INSERT INTO gateway_series (workflow, subject, series) VALUES (?, ?, ?)
+ON CONFLICT (workflow, subject) DO UPDATE SET series = excluded.series;
+
+-- name: clear_series
+DELETE FROM gateway_series WHERE workflow = ? AND subject = ?;
 
 -- name: claim_jobs
 -- One statement, run by the writer: the due jobs (and those whose lease expired) become
