@@ -27,6 +27,8 @@ RUN_LOG = logging.getLogger("gateway.run")
 
 # The names every run's templates see; API workflows also see `request` (the HTTP facts).
 RUN_NAMES = frozenset({"params", "steps", "now", "run", "current_user", "secrets"})
+# What a job's run hands its commit and never shows its templates (`RunContext.job`).
+UNSHOWN_JOB_KEYS = frozenset({"follow"})
 REQUEST_NAME = "request"
 # A secret value shorter than this is not searched for in text: a one-character secret
 # would otherwise turn every such character of the run log into `[redacted]`. (Values under
@@ -127,8 +129,9 @@ class RunContext:
     # only if it succeeds (shared with the custom events the run calls).
     jobs: list[Job] = field(default_factory=list)
     # What a run started by a job knows of it (`run.job`, `run.scheduled_at`,
-    # `run.attempt`; `claim`, the job's count of claims, which its commit is fenced by),
-    # and how many scheduled runs led to it.
+    # `run.attempt`; `claim`, the job's count of claims, which its commit is fenced by;
+    # `follow`, unshown, a job its commit writes with the job's end: see
+    # `gateway.scheduler.enqueue`), and how many scheduled runs led to it.
     job: Mapping[str, Any] | None = None
     schedule_depth: int = 0
     # An idempotent run's hold on its key, checked in the run's transaction as it commits
@@ -149,7 +152,8 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
     return {
         "params": params, "steps": {}, "now": ctx.now,
         "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth,
-                "source": ctx.source, **(ctx.job or {})},
+                "source": ctx.source, **{key: value for key, value in (ctx.job or {}).items()
+                                         if key not in UNSHOWN_JOB_KEYS}},
         "current_user": current_user(ctx.identity, ctx.viewer),
         "secrets": secrets, REQUEST_NAME: request or {},
     }

@@ -1,11 +1,13 @@
-"""What several test modules share: a settable clock, and real servers on loopback standing in
-for the systems the examples call (an exchange-rate API, an SMTP server)."""
+"""What several test modules share: a settable clock, SQL run on a store's database from
+outside it, and real servers on loopback standing in for the systems the examples call (an
+exchange-rate API, an SMTP server)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +15,7 @@ from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 from aiosmtpd.controller import Controller
 
 
@@ -24,6 +27,20 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def run_sql(url: str, *statements: str) -> None:
+    """Statements run and committed on a store's database (by its URL), from a connection
+    of the test's own: a database made to refuse a write, or taken back to an older schema."""
+    if url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            with conn:
+                for statement in statements:
+                    conn.execute(statement)
+        return
+    with psycopg.connect(url) as pg:
+        for statement in statements:
+            pg.execute(statement.encode())
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
+from support import run_sql
 
 from gateway.storage import FieldSpec, Job, Storage, TypeSpec, open_storage
 from gateway.storage.sqlfile import migrations
@@ -149,18 +150,6 @@ async def test_type_indexes_are_created_refreshed_and_idempotent(storage_url: st
     assert len(changed) == 1 and "UNIQUE" not in changed[0] and "email" in changed[0]
 
 
-def execute(storage: Storage, *statements: str) -> None:
-    """SQL run on the store's database from a connection of the test's own."""
-    if backend_of(storage) == "sqlite":
-        with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as conn:
-            for statement in statements:
-                conn.execute(statement)
-        return
-    with psycopg.connect(storage.url) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
 def series_tick(id: str, subject: str, series: str | None, created: datetime) -> Job:
     return Job(id, "daily", "recurring", NOW + timedelta(days=1), subject=subject,
                unique_key=f"k:{id}", created_at=created,
@@ -179,7 +168,7 @@ async def test_the_upgrade_runs_on_with_the_series_of_each_record_s_newest_tick(
     await storage.jobs.cancel(["c"], NOW)  # r3's series has no tick to come
     (migration,) = [m.name for m in migrations(backend_of(storage))
                     if m.name.endswith("_job_series")]
-    execute(storage, "UPDATE gateway_jobs SET status = 'pending' WHERE id = 'a'",  # two series
+    run_sql(storage.url, "UPDATE gateway_jobs SET status = 'pending' WHERE id = 'a'",  # two series
             "DROP TABLE gateway_series",
             f"DELETE FROM gateway_migrations WHERE name = '{migration}'")
     assert await storage.migrate() == [migration]

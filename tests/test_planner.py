@@ -1,8 +1,10 @@
 """Recurring events run by a real `Scheduler` on a real store (SQLite and PostgreSQL), its
 clock injected and set by the test, one pass at a time (plan, claim, run): ticks come on
 time (`every: 1s` once a second), missed ticks follow `misfire` exactly, a backward clock
-step stalls nothing; per-record series (`set_recurring_event`) likewise, and they run as
-the user who set them."""
+step stalls nothing, and a clock behind another instance's runs no tick twice; per-record
+series (`set_recurring_event`) likewise, and they run as the user who set them. A record
+has one series: its own tick can stop or replace it, a tick run again never forks it, and a
+tick ends only with its next written (a database made to refuse shows it)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Clock
+from support import Clock, run_sql
 
 from gateway.context import ADMIN, Identity
 from gateway.interpreter import Interpreter
@@ -358,6 +360,73 @@ async def test_a_series_tick_run_again_is_followed_once(tmp_path: Path, store: S
     assert await dues(store) == [T + 3 * DAY + timedelta(hours=1), T + 4 * DAY, T + 5 * DAY,
                                  T + 6 * DAY]
     assert await pending(store, "daily") == [T + 7 * DAY]
+
+
+# The database refuses every new job for a while (a full disk, say), and takes them again.
+REFUSE = {
+    "sqlite": ["CREATE TRIGGER refuse_jobs BEFORE INSERT ON gateway_jobs "
+               "BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"],
+    "postgresql": ["CREATE FUNCTION refuse_jobs() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$",
+                   "CREATE TRIGGER refuse_jobs BEFORE INSERT ON gateway_jobs "
+                   "FOR EACH ROW EXECUTE FUNCTION refuse_jobs()"],
+}
+ACCEPT = {"sqlite": ["DROP TRIGGER refuse_jobs"],
+          "postgresql": ["DROP TRIGGER refuse_jobs ON gateway_jobs"]}
+
+
+def refusing(storage: Storage, refuse: bool) -> None:
+    backend = storage.url.partition(":")[0]
+    run_sql(storage.url, *(REFUSE if refuse else ACCEPT)[backend])
+
+
+async def test_a_tick_ends_only_with_its_series_next(tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    passes = Passes(found, store, clock)
+    refusing(store, True)
+    clock.now = T
+    await passes.run()  # the tick runs; its next cannot be written
+    (tick,) = await store.jobs.list_jobs(workflow="daily")
+    assert tick.status == "running"  # not ended: neither its run's writes nor its end kept
+    assert await dues(store) == []
+    refusing(store, False)
+    clock.now = T + passes.scheduler.lease + S  # its lease lapsed: claimed again, it runs
+    await passes.run()
+    for day in (1, 2, 3):
+        clock.now = T + day * DAY
+        await passes.run()
+    assert await dues(store) == [T, T + DAY, T + 2 * DAY, T + 3 * DAY]
+    assert await pending(store, "daily") == [T + 4 * DAY]
+
+
+async def test_a_missed_tick_ends_only_with_the_tick_planned_in_its_stead(
+        tmp_path: Path, store: Storage) -> None:
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    passes = Passes(found, store, clock)
+    refusing(store, True)
+    clock.now = T + 3 * DAY + timedelta(hours=1)  # down for three days: the tick of T missed
+    await passes.run()
+    (tick,) = await store.jobs.list_jobs(workflow="daily")
+    assert tick.status == "running"  # not cancelled with nothing in its stead
+    refusing(store, False)
+    clock.now += passes.scheduler.lease + S  # its lease lapsed: claimed again, it runs late
+    await passes.run(2)
+    assert await dues(store) == [T]
+    assert await pending(store, "daily") == [T + 4 * DAY]  # the series goes on, once
+
+
+async def test_a_tick_s_templates_do_not_see_its_next(tmp_path: Path, store: Storage) -> None:
+    shows_run = PER_RECORD.replace("current_user.name if current_user else ''",
+                                   "run | sort | join(',')")
+    found, clock = registry(tmp_path, shows_run), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    clock.now = T
+    await Passes(found, store, clock).run()
+    (mark,) = (await store.records.search("mark")).results
+    assert mark["name"] == "attempt,claim,depth,id,job,scheduled_at,source,workflow"
+    assert await pending(store, "daily") == [T + DAY]
 
 
 def test_a_tick_run_again_is_followed_by_the_tick_that_followed_it() -> None:

@@ -1,7 +1,9 @@
 """Writing recurring events' ticks (`gateway.scheduler.recurring` says when): each global
 event's next tick, at every pass of the scheduler and as soon as one of its ticks ends (so
-that `every: 1s` fires once a second); a per-record event's next tick after each of its
-ticks; the tick that a missed tick's `misfire` policy plans in its stead; and, once this
+that `every: 1s` fires once a second); a per-record event's next tick, and the tick that a
+missed tick's `misfire` policy plans in its stead, made for the scheduler to write with the
+tick's end, in its transaction (`JobEnd.then`, or the run's commit), so that no failure
+between the two ends a series; and, once this
 scheduler saw its own clock go back, ticks to come before those planned before it did (a
 global event's, until its clock reads again the time it read before the step; a per-record
 event's, at the pass that saw the step). Only its own clock, measured against
@@ -107,31 +109,27 @@ class Planner:
         if found is not None:
             await self.storage.jobs.enqueue([tick(event, found.due, now, found.after)])
 
-    async def ended(self, event: RecurringEvent, job: Job) -> None:
-        """A tick of `event` ended (run, failed, or put back to be retried): its next."""
-        if job.subject is None:
-            await self.plan_event(event)
-            return
+    def following(self, event: RecurringEvent, job: Job) -> Job | None:
+        """The tick of a per-record series after `job`, to write with `job`'s end, however
+        it ends (run, failed, or put back to be retried); None for any other job. Asked
+        once `job`'s record was found: a record that is gone ends its series."""
         frequency = str(job.data.get("frequency", "none"))
-        if frequency in SERIES:
-            await self._next_in_series(event, job, add_frequency(job.due_at, frequency))
+        if event.type is None or job.subject is None or frequency not in SERIES:
+            return None
+        return successor(job, add_frequency(job.due_at, frequency), self.clock())
 
-    async def missed(self, event: RecurringEvent, job: Job) -> None:
-        """A missed tick was ended unrun: the tick that `misfire` plans in its stead."""
-        if job.subject is None:
-            await self.plan_event(event)
-            return
-        due = series_after_missed(event.misfire, job.due_at, str(job.data["frequency"]),
-                                  self.clock())
-        await self._next_in_series(event, job, due)
-
-    async def _next_in_series(self, event: RecurringEvent, job: Job, due: datetime) -> None:
-        """The series' tick after `job`, unless its record is gone (which ends it)."""
-        if event.type is None or job.subject is None:
-            return
+    async def instead(self, event: RecurringEvent, job: Job) -> Job | None:
+        """The tick that `misfire` plans in the stead of a per-record series' missed tick,
+        to write with its end; None for a global event's (planned once it ended), and when
+        the record is gone (which ends the series)."""
+        frequency = str(job.data.get("frequency", "none"))
+        if event.type is None or job.subject is None or frequency not in SERIES:
+            return None
         if await self.storage.records.get(event.type, job.subject) is None:
-            return
-        await self.storage.jobs.enqueue([successor(job, due, self.clock())])
+            return None
+        now = self.clock()
+        return successor(job, series_after_missed(event.misfire, job.due_at, frequency, now),
+                         now)
 
     async def rewind(self, now: datetime) -> int:
         """Per-record ticks planned before the clock went back (more than one period

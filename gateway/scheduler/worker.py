@@ -6,9 +6,10 @@ the jobs it runs, and sleeps until jobs are enqueued (a wake-up) or `scheduler.p
 passes. A job's run that fails is retried per its workflow's `retry` (exponential backoff,
 full jitter) and then stays `failed` with its error. Asked to stop, it claims nothing more,
 gives running jobs `scheduler.grace` to finish, then stops them and gives them back.
-A recurring event's tick is followed by its event's next as soon as it ends; one that was
-missed (the tick after it was due before it started) ends `cancelled` without running, and
-its `misfire` policy plans another (`gateway.scheduler.planner`).
+A recurring event's tick is followed by its event's next as soon as it ends (a per-record
+series' next is written with the tick's end, in the same transaction); one that was missed
+(the tick after it was due before it started) ends `cancelled` without running, and its
+`misfire` policy plans another (`gateway.scheduler.planner`).
 
 Delivery is at least once: a worker that dies mid-run leaves its lease to expire, and the
 job runs again elsewhere. What a job's run writes to the database commits once, though: in
@@ -37,7 +38,7 @@ from gateway.encoding import escape
 from gateway.errors import GatewayError, LeaseLostError, NotRunError, StepFailedError
 from gateway.ids import new_id
 from gateway.interpreter import Interpreter, RunResult
-from gateway.model import Retry, Workflow
+from gateway.model import RecurringEvent, Retry, Workflow
 from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher
 from gateway.scheduler.planner import Planner
@@ -237,49 +238,53 @@ class Scheduler:
         if event is not None and missed(event, job, self.clock()):
             await self.end(JobEnd(job.id, "cancelled", self.clock(), None,
                                   "missed: the tick after it was due before it started "
-                                  f"(misfire: {event.misfire})", claims=job.claims))
-            await self.planner.missed(event, job)
-            return
-        await self._run(job)
-        if event is not None:
-            await self.planner.ended(event, job)
+                                  f"(misfire: {event.misfire})", claims=job.claims,
+                                  then=await self.planner.instead(event, job)))
+        else:
+            await self._run(job, event)
+        if event is not None and job.subject is None:
+            await self.planner.plan_event(event)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, event: RecurringEvent | None) -> None:
         try:
             workflow, raw, extra = await self.target(job)
         except JobError as exc:
             await self.end(JobEnd(job.id, "failed", self.clock(), None, str(exc),
                                   claims=job.claims))
             return
+        then = None if event is None else self.planner.following(event, job)  # record found
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
             job={"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt,
-                 "claim": job.claims},
+                 "claim": job.claims, "follow": then},
             schedule_depth=int(job.data.get("depth", 0)), names=extra)
-        await self.record(job, workflow, result)
+        await self.record(job, workflow, result, then)
 
-    async def record(self, job: Job, workflow: Workflow, result: RunResult) -> None:
+    async def record(self, job: Job, workflow: Workflow, result: RunResult,
+                     then: Job | None = None) -> None:
+        """How a job's run ended, written, with `then` (the next tick of its series)."""
         error = result.error
         now = self.clock()
         if isinstance(error, LeaseLostError):  # the job is a newer claim's, which ends it
             self.ended["lost"] += 1  # (a newer claim of this process's runs it still)
             log.warning("%s", escape(error.message))
             return
-        if result.committed:  # its run ended it, in the run's own transaction
+        if result.committed:  # its run ended it, in the run's own transaction (and `then`)
             self._count(job.id, "done")
             return
         if error is None or isinstance(error, NotRunError):
-            await self.end(JobEnd(job.id, "done", now, result.run_id, claims=job.claims))
+            await self.end(JobEnd(job.id, "done", now, result.run_id, claims=job.claims,
+                                  then=then))
             return
         message = f"{error.code}: {error.message}"
         retryable = error.status >= 500 or isinstance(error, StepFailedError)
         if retryable and job.attempt < workflow.retry.max_attempts:
             retry_at = now + backoff(workflow.retry, job.attempt)
             await self.end(JobEnd(job.id, "pending", now, result.run_id, message,
-                                  retry_at, claims=job.claims))
+                                  retry_at, claims=job.claims, then=then))
             return
         await self.end(JobEnd(job.id, "failed", now, result.run_id, message,
-                              claims=job.claims))
+                              claims=job.claims, then=then))
         log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
                     escape(job.workflow), job.attempt, escape(message))
 

@@ -83,6 +83,10 @@ class JobEnd:
     # The claim it ends (the job's `claims` then): a worker's late end of a claim that
     # lapsed never ends the newer claim the same worker made.
     claims: int | None = None
+    # A job written with the end, in its transaction, if the end is written (as `enqueue`
+    # writes one, never bounded): the next tick of a per-record series, which no failure
+    # between the two can leave unwritten once its tick ended.
+    then: Job | None = None
 
 
 class JobStore(Protocol):
@@ -116,8 +120,9 @@ class JobStore(Protocol):
     # and another worker took it).
     async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
                      error: str | None = None, retry_at: datetime | None = None) -> bool: ...
-    # Many `finish`es in one statement (the jobs this worker ended in the same moment); the
-    # ids that were still this worker's (and, where an end names its claim, that claim).
+    # Many `finish`es in one statement (the jobs this worker ended in the same moment), and
+    # the `then` of each that was written, in one transaction; the ids that were still this
+    # worker's (and, where an end names its claim, that claim).
     async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
     # A job's run that wrote ends the job `done` in the run's own transaction (called inside
     # it), so that its writes and the job's end commit together, as long as the job is still

@@ -47,6 +47,25 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+async def _insert(conn: Conn, jobs: Sequence[Job],
+                  chunks: Sequence[list[list[Any]]]) -> tuple[list[str], set[str]]:
+    """`jobs` (as `chunks` of their columns) written on `conn`, those `enqueue_jobs` takes,
+    and counted as pending: their ids, and the workflows they add to."""
+    records = sorted({(job.workflow, str(job.subject)) for job in jobs if series_of(job)})
+    if records:  # until the transaction ends: see `lock_series`
+        await conn.execute(Q["lock_series"].encode(), _columns(records))
+    written: list[str] = []
+    for columns in chunks:
+        cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
+        written.extend(row[0] for row in await cursor.fetchall())
+    if not written:
+        return written, set()
+    workflows = {job.id: job.workflow for job in jobs}
+    added = collections.Counter(workflows[id] for id in written)
+    await conn.execute(Q["add_pending"].encode(), [list(added), list(added.values())])
+    return written, set(added)
+
+
 class PostgresJobs:
     """`JobStore` on a PostgreSQL database."""
 
@@ -59,25 +78,17 @@ class PostgresJobs:
     async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
         if not jobs:
             return []
-        chunks, workflows = [], {job.id: job.workflow for job in jobs}
+        chunks = []
         for start in range(0, len(jobs), ENQUEUE_CHUNK):
             chunks.append(_columns([_row(job) for job in jobs[start:start + ENQUEUE_CHUNK]]))
             await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
-        records = sorted({(job.workflow, str(job.subject)) for job in jobs if series_of(job)})
 
         async def work(conn: Conn) -> list[str]:
-            written: list[str] = []
-            if records:  # until the transaction ends: see `lock_series`
-                await conn.execute(Q["lock_series"].encode(), _columns(records))
-            for columns in chunks:
-                cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
-                written.extend(row[0] for row in await cursor.fetchall())
+            written, added = await _insert(conn, jobs, chunks)
             if not written:
                 return written
-            added = collections.Counter(workflows[id] for id in written)
-            await conn.execute(Q["add_pending"].encode(), [list(added), list(added.values())])
             if bound is not None:  # raising undoes the enqueue (a savepoint)
-                await self._check(conn, bound, set(added))
+                await self._check(conn, bound, added)
             await conn.execute(Q["notify_jobs"].encode())  # heard once the transaction commits
             return written
 
@@ -130,12 +141,29 @@ class PostgresJobs:
     async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
         if not ends:
             return set()
-        rows = await self._db.fetch(Q["finish_jobs"], {
+        params = {
             "ids": [e.id for e in ends], "statuses": [e.status for e in ends],
             "ats": [e.at for e in ends], "runs": [e.run_id for e in ends],
             "errors": [e.error for e in ends], "retries": [e.retry_at for e in ends],
-            "claims": [e.claims for e in ends], "worker": worker})
-        return {row[0] for row in rows}
+            "claims": [e.claims for e in ends], "worker": worker}
+        if all(end.then is None for end in ends):
+            return {row[0] for row in await self._db.fetch(Q["finish_jobs"], params)}
+
+        async def work(conn: Conn) -> tuple[set[str], list[str]]:
+            cursor = await conn.execute(Q["finish_jobs"].encode(), params)
+            done = {row[0] for row in await cursor.fetchall()}
+            then = [end.then for end in ends if end.then is not None and end.id in done]
+            if not then:
+                return done, []
+            written, _ = await _insert(conn, then, [_columns([_row(job) for job in then])])
+            if written:
+                await conn.execute(Q["notify_jobs"].encode())
+            return done, written
+
+        done, written = await self._db.atomic(work)
+        if written:
+            unit.after_commit(self._db, self._wake.set)
+        return done
 
     async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:
         await self._db.execute_later(Q["settle_job"], (at, run_id, id, claims),

@@ -41,6 +41,19 @@ def _row(job: Job) -> tuple[Any, ...]:
             iso(created), dumps(dict(job.data)), series_of(job))
 
 
+def _insert(conn: sqlite3.Connection,
+            jobs: Sequence[Job]) -> tuple[list[str], collections.Counter[str]]:
+    """`jobs` written (those `enqueue_job` takes) and counted as pending: their ids, and
+    how many of each workflow. Encoded here, in the writer's thread, not on the event loop."""
+    written, added = [], collections.Counter[str]()
+    for job in jobs:
+        if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
+            written.append(job.id)
+            added[job.workflow] += 1
+    conn.executemany(Q["add_pending"], added.items())
+    return written, added
+
+
 class SqliteJobs:
     """`JobStore` on one SQLite file."""
 
@@ -50,12 +63,7 @@ class SqliteJobs:
 
     async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
-            written, added = [], collections.Counter[str]()
-            for job in jobs:  # encoded here, in the writer's thread, not on the event loop
-                if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
-                    written.append(job.id)
-                    added[job.workflow] += 1
-            conn.executemany(Q["add_pending"], added.items())
+            written, added = _insert(conn, jobs)
             if bound is not None and written:  # raising undoes the enqueue (a savepoint)
                 counts = dict(conn.execute(Q["pending_counts"]).fetchall())
                 check_pending(bound, counts, added)
@@ -112,10 +120,17 @@ class SqliteJobs:
                  iso(end.retry_at) if end.retry_at else None, end.id, worker, end.claims)
                 for end in ends]
 
-        def work(conn: sqlite3.Connection) -> set[str]:
-            return {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}
+        def work(conn: sqlite3.Connection) -> tuple[set[str], list[str]]:
+            done = {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}
+            then = [end.then for end in ends if end.then is not None and end.id in done]
+            return done, _insert(conn, then)[0] if then else []
 
-        return set(await self._db.write(work)) if rows else set()
+        if not rows:
+            return set()
+        done, written = await self._db.write(work)
+        if written:
+            unit.after_commit(self._db, self._wake.set)
+        return set(done)
 
     async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:
         params = (iso(at), run_id, id, claims)
