@@ -167,6 +167,11 @@ class SqliteRunLog:
         budget = row_budget(max_rows, max_bytes, await self.run_size())
         if budget is None:
             return 0
+        # The cutoff walks the log's index as far as the budget: not while the log is
+        # surely within it, as it mostly is (a walk each trim cost a served echo 5-15% of
+        # its throughput and 4 MiB of page cache under the 1 GiB default).
+        if (await self._db.fetch(Q["runs_at_most"], ()))[0][0] <= budget:
+            return 0
         rows = await self._db.fetch(Q["trim_cutoff"], (budget,))
         if not rows:
             return 0

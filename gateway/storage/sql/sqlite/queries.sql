@@ -140,6 +140,11 @@ SELECT avg(length(CAST(data AS BLOB))) FROM (
     SELECT data FROM gateway_runs ORDER BY started_at DESC LIMIT ?1
 );
 
+-- name: runs_at_most
+-- At least as many as the runs kept, read from the two ends of the rowid's b-tree (rowids
+-- only grow, and the oldest runs are the ones deleted): no walk over the log.
+SELECT coalesce(max(rowid) - min(rowid) + 1, 0) FROM gateway_runs;
+
 -- name: trim_cutoff
 -- The newest run past the first ?1: it and every older run go.
 SELECT started_at, id FROM gateway_runs ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?1;
