@@ -69,8 +69,11 @@ def _check_constant_secret(site: HookSite, scheme: str, text: str) -> None:
     try:
         secret = _constant_secret(text, budget.limits_of(site.settings or Settings()))
     except TemplateError as exc:
-        cause = exc.__cause__ or "it cannot be evaluated"
-        site.error("/verify/secret", "verify.bad-secret", f"the secret's template fails: {cause}")
+        # A bound's message names the bound; any other may quote the secret: its kind only.
+        cause = exc.__cause__ or exc
+        told = str(cause) if isinstance(cause, budget.LimitError) else \
+            f"{type(cause).__name__} (its message is not shown: it may hold the secret)"
+        site.error("/verify/secret", "verify.bad-secret", f"the secret's template fails: {told}")
         return
     problem = None if secret is None else secret_problem(scheme, secret)
     if problem is not None:
