@@ -362,6 +362,22 @@ async def test_a_series_tick_run_again_is_followed_once(tmp_path: Path, store: S
     assert await pending(store, "daily") == [T + 7 * DAY]
 
 
+async def test_a_tick_whose_series_was_replaced_meanwhile_is_cancelled_not_run(
+        tmp_path: Path, store: Storage) -> None:
+    """A tick written while its record's series was being replaced (no lock orders the two,
+    so that no run waits on another) is found out by the worker that claims it: cancelled,
+    not run, and followed by nothing."""
+    found, clock = registry(tmp_path, PER_RECORD), Clock(T - S)
+    await subscribe(found, store, clock, T)
+    run_sql(store.url, "UPDATE gateway_series SET series = 'its-replacement'")
+    clock.now = T
+    await Passes(found, store, clock).run()
+    assert await dues(store) == []
+    (cancelled,) = await store.jobs.list_jobs("cancelled", "daily")
+    assert cancelled.error is not None and cancelled.error.startswith("replaced:")
+    assert await pending(store, "daily") == []
+
+
 # The database refuses every new job for a while (a full disk, say), and takes them again.
 REFUSE = {
     "sqlite": ["CREATE TRIGGER refuse_jobs BEFORE INSERT ON gateway_jobs "

@@ -44,6 +44,7 @@ from gateway.scheduler.finish import Finisher
 from gateway.scheduler.planner import Planner
 from gateway.scheduler.recurring import missed
 from gateway.storage.interface import Job, JobEnd, Storage
+from gateway.storage.jobstore import series_of
 
 log = logging.getLogger("gateway.scheduler")
 MAX_BACKOFF_SECONDS = 30.0
@@ -235,7 +236,13 @@ class Scheduler:
         missed does not run (its `misfire` plans another), and one that ran is followed by
         its event's next."""
         event = self.registry.recurring.get(job.workflow) if job.source == "recurring" else None
-        if event is not None and missed(event, job, self.clock()):
+        series = series_of(job)
+        if series is not None and series != await self.storage.jobs.current_series(
+                job.workflow, str(job.subject)):
+            await self.end(JobEnd(job.id, "cancelled", self.clock(), None,
+                                  "replaced: its record's series was replaced or stopped "
+                                  "(set_recurring_event)", claims=job.claims))
+        elif event is not None and missed(event, job, self.clock()):
             await self.end(JobEnd(job.id, "cancelled", self.clock(), None,
                                   "missed: the tick after it was due before it started "
                                   f"(misfire: {event.misfire})", claims=job.claims,

@@ -110,6 +110,10 @@ class JobStore(Protocol):
     # it running now is followed by no other: the ticks `enqueue` writes are its new one's.
     async def set_series(self, workflow: str, subject: str, series: str | None,
                          at: datetime) -> int: ...
+    # The series a per-record recurring event runs for a record now (None: none). A worker
+    # asks it of a tick it claimed: a tick written while its series was being replaced (no
+    # lock orders the two, so that no run waits on another) is cancelled, not run.
+    async def current_series(self, workflow: str, subject: str) -> str | None: ...
     # Up to `limit` due jobs (and jobs whose lease expired), now `running` for `worker`
     # until `lease_until`, their `attempt` counted; never a paused workflow's.
     async def claim(self, worker: str, now: datetime, lease_until: datetime,

@@ -51,9 +51,6 @@ async def _insert(conn: Conn, jobs: Sequence[Job],
                   chunks: Sequence[list[list[Any]]]) -> tuple[list[str], set[str]]:
     """`jobs` (as `chunks` of their columns) written on `conn`, those `enqueue_jobs` takes,
     and counted as pending: their ids, and the workflows they add to."""
-    records = sorted({(job.workflow, str(job.subject)) for job in jobs if series_of(job)})
-    if records:  # until the transaction ends: see `lock_series`
-        await conn.execute(Q["lock_series"].encode(), _columns(records))
     written: list[str] = []
     for columns in chunks:
         cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
@@ -111,9 +108,9 @@ class PostgresJobs:
     async def set_series(self, workflow: str, subject: str, series: str | None,
                          at: datetime) -> int:
         async def work(conn: Conn) -> int:
-            # The record's series first: its row stays locked until the transaction ends,
-            # so that ticks of the series before, written meanwhile, are cancelled here or
-            # see it changed (`lock_series`).
+            # No lock orders this against a tick of the series before, written meanwhile
+            # (a run would wait on another, or deadlock with it): such a tick is cancelled
+            # by the worker that claims it (`current_series`).
             if series is None:
                 await conn.execute(Q["clear_series"].encode(), (workflow, subject))
             else:
@@ -122,6 +119,10 @@ class PostgresJobs:
             return cursor.rowcount
 
         return await self._db.atomic(work)
+
+    async def current_series(self, workflow: str, subject: str) -> str | None:
+        rows = await self._db.fetch(Q["current_series"], (workflow, subject))
+        return str(rows[0][0]) if rows else None
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:

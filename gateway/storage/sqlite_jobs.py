@@ -98,6 +98,10 @@ class SqliteJobs:
 
         return int(await self._db.write(work))
 
+    async def current_series(self, workflow: str, subject: str) -> str | None:
+        rows = await self._db.fetch(Q["current_series"], (workflow, subject))
+        return str(rows[0][0]) if rows else None
+
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
         params = (iso(lease_until), worker, iso(now), iso(now), limit)

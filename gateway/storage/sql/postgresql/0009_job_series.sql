@@ -1,9 +1,9 @@
 -- The series each per-record recurring event runs for each record: the one that
 -- `set_recurring_event` started last, and none once it said `frequency: none`. A tick of a
--- series is written only while its series is its record's current one, checked in the
--- transaction that writes it, with the record's row locked (`lock_series`, then
--- `enqueue_jobs`): a series stopped or replaced, even from its own tick's run, gets no tick
--- after the one running, and never runs beside its replacement.
+-- series is written only while its series is its record's current one (`enqueue_jobs`), and
+-- a worker runs a tick it claimed only while its series is still current (`current_series`):
+-- a series stopped or replaced, even from its own tick's run, gets no tick after the one
+-- running, and never runs beside its replacement.
 CREATE TABLE gateway_series (
     workflow text NOT NULL,
     subject  text NOT NULL,

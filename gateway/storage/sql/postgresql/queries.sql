@@ -236,8 +236,9 @@ RETURNING count;
 DELETE FROM gateway_rate_limits WHERE expires_at <= %s;
 -- name: enqueue_jobs
 -- Many jobs in one statement, one array per column; a tick of a per-record series (its
--- `series` not null) only while its series is its record's current one, read after
--- `lock_series` locked it (0009_job_series.sql).
+-- `series` not null) only while its series is its record's current one as the statement
+-- reads it; one written while its series is being replaced is cancelled by the worker that
+-- claims it (`current_series`; 0009_job_series.sql).
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
                           created_at, data)
 SELECT id, workflow, source, 'pending', due_at, 0, unique_key, subject, created_at, data
@@ -249,16 +250,6 @@ WHERE job.series IS NULL OR EXISTS (
     WHERE s.workflow = job.workflow AND s.subject = job.subject AND s.series = job.series)
 ON CONFLICT (unique_key) DO NOTHING
 RETURNING id;
-
--- name: lock_series
--- The current series of the records whose ticks are being written (a workflow's and a
--- subject's name per record, as two arrays), locked until the transaction ends, in one
--- order: a change of series waits for the ticks, or they for it, and `enqueue_jobs`, a
--- statement of its own, reads the series that holds then.
-SELECT 1 FROM gateway_series s
-JOIN unnest(%s::text[], %s::text[]) AS r (workflow, subject) USING (workflow, subject)
-ORDER BY workflow, subject
-FOR SHARE OF s;
 
 -- name: add_pending
 -- New pending jobs, counted by the enqueue that wrote them: a workflow's name and how many
@@ -295,6 +286,9 @@ WHERE status = 'pending' AND id = ANY(%s);
 -- name: cancel_subject
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = %s
 WHERE status = 'pending' AND workflow = %s AND subject = %s;
+
+-- name: current_series
+SELECT series FROM gateway_series WHERE workflow = %s AND subject = %s;
 
 -- name: set_series
 INSERT INTO gateway_series (workflow, subject, series) VALUES (%s, %s, %s)

@@ -240,6 +240,9 @@ WHERE status = 'pending' AND id IN ({ids});
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
 WHERE status = 'pending' AND workflow = ? AND subject = ?;
 
+-- name: current_series
+SELECT series FROM gateway_series WHERE workflow = ? AND subject = ?;
+
 -- name: set_series
 INSERT INTO gateway_series (workflow, subject, series) VALUES (?, ?, ?)
 ON CONFLICT (workflow, subject) DO UPDATE SET series = excluded.series;
