@@ -24,16 +24,16 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from gateway.clock import Clock, utc_now
-from gateway.errors import (
+from gateway.core.clock import Clock, utc_now
+from gateway.core.errors import (
     DuplicateError,
     InvalidDataError,
     InvalidLoginError,
     PasswordTooShortError,
     UsedEmailError,
 )
+from gateway.core.settings import Settings
 from gateway.forwarded import network
-from gateway.settings import Settings
 from gateway.storage.interface import Change, Session, UserStore
 from gateway.throttle import FailureBudget, Slowdown
 

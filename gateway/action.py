@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import pointer as ptr
 from gateway.context import RunContext
-from gateway.errors import did_you_mean
+from gateway.core import pointer as ptr
+from gateway.core.errors import did_you_mean
+from gateway.core.settings import Settings
 from gateway.param import Param
-from gateway.settings import Settings
 from gateway.storage.interface import TypeSpec
 
 Execute = Callable[[RunContext, dict[str, Any]], Awaitable[Any]]

@@ -24,22 +24,23 @@ from starlette.types import Receive, Scope, Send
 from gateway import data_api, http, openapi
 from gateway.accounts import Logins
 from gateway.auth import Authenticator, credential
-from gateway.clock import Clock, utc_now
 from gateway.console import Console
-from gateway.diagnostics import render_text
-from gateway.encoding import encode
-from gateway.errors import (
+from gateway.core.clock import Clock, utc_now
+from gateway.core.encoding import encode
+from gateway.core.errors import (
     ConfigError,
     ForbiddenError,
     GatewayError,
     NotFoundError,
     UnauthorizedError,
 )
+from gateway.core.logformat import ENV as LOG_FORMAT_ENV
+from gateway.core.logformat import AccessLog, noted
+from gateway.core.settings import with_environment
+from gateway.diagnostics import render_text
 from gateway.forwarded import Proxies
 from gateway.interpreter import Interpreter, Observe
 from gateway.loader import config_version, load
-from gateway.logformat import ENV as LOG_FORMAT_ENV
-from gateway.logformat import AccessLog, noted
 from gateway.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.metrics import Metrics, counting
 from gateway.model import Registry
@@ -47,7 +48,6 @@ from gateway.reload import RELOAD_ENV, reloading
 from gateway.retention import retain_forever, run_log_limits
 from gateway.scheduler import Scheduler, with_jobs
 from gateway.services import Services
-from gateway.settings import with_environment
 from gateway.storage import Storage, TypeSpec, open_storage
 
 CONFIG_ENV = "GATEWAY_CONFIG"

@@ -23,9 +23,9 @@ from datetime import timedelta
 from starlette.requests import Request
 
 from gateway.accounts import Accounts
-from gateway.clock import Clock, utc_now
 from gateway.context import ANONYMOUS, Identity
-from gateway.errors import ForbiddenError, UnauthorizedError
+from gateway.core.clock import Clock, utc_now
+from gateway.core.errors import ForbiddenError, UnauthorizedError
 from gateway.model import Workflow
 from gateway.storage.interface import KeyStore, RecordStore
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.settings import Settings
+    from gateway.core.settings import Settings
 
 from jinja2.exceptions import SecurityError
 
-from gateway.errors import TemplateError
+from gateway.core.errors import TemplateError
 
 
 class LimitError(SecurityError):

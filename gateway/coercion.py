@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.core.errors import InvalidDataError, MissingDataError
 from gateway.environment import parse_date
-from gateway.errors import InvalidDataError, MissingDataError
 from gateway.param import Param
 
 Convert = Callable[[Any], Any]

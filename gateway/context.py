@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from gateway.accounts import Accounts
-from gateway.encoding import encode, size_over
-from gateway.errors import ResponseTooLargeError
+from gateway.core.encoding import encode, size_over
+from gateway.core.errors import ResponseTooLargeError
+from gateway.core.settings import Settings
 from gateway.privacy import EXEMPT, Viewer
 from gateway.services import Services
-from gateway.settings import Settings
 from gateway.storage.interface import Change, Job, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")

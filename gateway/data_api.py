@@ -18,18 +18,18 @@ from starlette.routing import BaseRoute, Route
 from gateway import objects
 from gateway.auth import API_TOKEN, Authenticator, credential
 from gateway.context import Identity, Reply, RunContext
-from gateway.encoding import encode
-from gateway.envelope import Rendered, public_error, render_error
-from gateway.errors import (
+from gateway.core.encoding import encode
+from gateway.core.errors import (
     DataApiError,
     GatewayError,
     MethodNotAllowedError,
     NotFoundError,
     UnauthorizedError,
 )
+from gateway.core.redaction import short_repr
+from gateway.envelope import Rendered, public_error, render_error
 from gateway.http import ALL_METHODS, error_response, parse_body, read_body, response
 from gateway.interpreter import Interpreter, RunResult
-from gateway.redaction import short_repr
 from gateway.storage.interface import TypeSpec
 
 PREFIX = "/api/1.1/obj"

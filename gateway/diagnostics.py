@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from gateway.encoding import escape
-from gateway.errors import Diagnostic
+from gateway.core.encoding import escape
+from gateway.core.errors import Diagnostic
 
 
 def as_text(diagnostic: Diagnostic) -> str:

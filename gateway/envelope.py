@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.context import Reply
-from gateway.encoding import encode
-from gateway.errors import GatewayError, MethodNotAllowedError, RateLimitedError
+from gateway.core.encoding import encode
+from gateway.core.errors import GatewayError, MethodNotAllowedError, RateLimitedError
 from gateway.interpreter import RunResult
 
 JSON = "application/json"

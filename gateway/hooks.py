@@ -27,9 +27,8 @@ from typing import Any
 
 from gateway import budget, signature, templating
 from gateway.context import Fence, Identity, RunContext
-from gateway.encoding import escape
-from gateway.envelope import Rendered, render_error, render_result
-from gateway.errors import (
+from gateway.core.encoding import escape
+from gateway.core.errors import (
     GatewayError,
     InProgressError,
     InvalidDataError,
@@ -37,8 +36,9 @@ from gateway.errors import (
     RateLimitedError,
     StorageError,
 )
+from gateway.core.ids import new_id
+from gateway.envelope import Rendered, render_error, render_result
 from gateway.forwarded import network
-from gateway.ids import new_id
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Hooks, Workflow
 from gateway.storage.interface import IdempotencyStore, RateCounter

@@ -23,10 +23,8 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
 from gateway.coercion import gather
 from gateway.context import ANONYMOUS
-from gateway.detect import as_yaml
-from gateway.encoding import loads_exact
-from gateway.envelope import Rendered, render_error, render_result
-from gateway.errors import (
+from gateway.core.encoding import loads_exact
+from gateway.core.errors import (
     GatewayError,
     MalformedBodyError,
     MethodNotAllowedError,
@@ -34,6 +32,8 @@ from gateway.errors import (
     PayloadTooLargeError,
     shown,
 )
+from gateway.detect import as_yaml
+from gateway.envelope import Rendered, render_error, render_result
 from gateway.hooks import Guard, LocalRates, raw_headers
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow

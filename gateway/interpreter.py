@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import budget, templating
 from gateway.accounts import Accounts
-from gateway.clock import Clock, utc_now
 from gateway.context import (
     ANONYMOUS,
     MIN_SECRET_LENGTH,
@@ -29,7 +28,8 @@ from gateway.context import (
     new_scope,
     reply_bytes,
 )
-from gateway.errors import (
+from gateway.core.clock import Clock, utc_now
+from gateway.core.errors import (
     GatewayError,
     InvalidDataError,
     NotRunError,
@@ -39,12 +39,12 @@ from gateway.errors import (
     UpstreamError,
     run_status,
 )
-from gateway.ids import new_id
-from gateway.logformat import log_run_failure
+from gateway.core.ids import new_id
+from gateway.core.logformat import log_run_failure
+from gateway.core.redaction import redact, secret_forms, short_repr
 from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Scans, Viewer
-from gateway.redaction import redact, secret_forms, short_repr
 from gateway.services import Services
 from gateway.storage.interface import Transaction
 from gateway.storage.unit import JOINED

@@ -16,7 +16,7 @@ from pathlib import Path
 from gateway import schema
 from gateway.actions import ACTIONS
 from gateway.compiler import Compiler
-from gateway.errors import ConfigError, Diagnostic
+from gateway.core.errors import ConfigError, Diagnostic
 from gateway.model import Registry
 from gateway.source import Document, Named, declared, load_file
 

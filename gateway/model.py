@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.action import Action
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.settings import Settings
 from gateway.param import SCALAR_TYPES, Param
 from gateway.privacy import Privacy
-from gateway.settings import Settings
 from gateway.signature import VerifySpec, secret_problem
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled

@@ -18,8 +18,8 @@ from typing import Any
 
 from gateway.actions import records as actions
 from gateway.context import Reply, RunContext
-from gateway.encoding import iso
-from gateway.errors import DataApiError, GatewayError
+from gateway.core.encoding import iso
+from gateway.core.errors import DataApiError, GatewayError
 from gateway.privacy import EVERYTHING, Grant
 from gateway.storage.codec import MAX_OFFSET, encode_cursor
 from gateway.storage.interface import TypeSpec

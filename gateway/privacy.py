@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import TemplateError
+from gateway.core.errors import TemplateError
 from gateway.templating import Compiled
 
 ALWAYS_SHOWN = frozenset({"_id", "_type"})

@@ -22,11 +22,11 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
+from gateway.core.errors import Diagnostic, GatewayError
+from gateway.core.settings import with_environment
 from gateway.diagnostics import render_text
-from gateway.errors import Diagnostic, GatewayError
 from gateway.loader import SUFFIXES, check, config_version, discover, errors
 from gateway.model import Registry
-from gateway.settings import with_environment
 
 RELOAD_ENV = "GATEWAY_RELOAD"  # "1": watch the config's files (set by `gateway serve --reload`)
 DEBOUNCE_MS = 200  # changes closer together than this are one reload

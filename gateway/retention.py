@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.clock import Clock
-from gateway.errors import GatewayError
-from gateway.settings import Settings
+from gateway.core.clock import Clock
+from gateway.core.errors import GatewayError
+from gateway.core.settings import Settings
 from gateway.storage import RunLog, RunLogLimits, Storage
 from gateway.storage.interface import UserStore
 

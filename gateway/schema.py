@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 from jsonschema.exceptions import ValidationError, best_match, relevance
 from jsonschema.protocols import Validator
 
-from gateway import pointer as ptr
-from gateway.errors import Diagnostic, did_you_mean
+from gateway.core import pointer as ptr
+from gateway.core.errors import Diagnostic, did_you_mean
 from gateway.schema_validator import compiled_validator
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
-from gateway import pointer as ptr
+from gateway.core import pointer as ptr
 
 _ABSENT = object()
 _PLAIN_IF = Draft202012Validator.VALIDATORS["if"]

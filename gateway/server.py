@@ -38,13 +38,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from gateway.envelope import render_error
-from gateway.errors import (
+from gateway.core.errors import (
     GatewayError,
     HeadersTooLargeError,
     RequestTimeoutError,
     TooManyConnectionsError,
 )
+from gateway.envelope import render_error
 from gateway.forwarded import Proxies, network
 
 # `gateway serve` sets it for every worker process (in seconds), as it sets the config path.

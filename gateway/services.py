@@ -26,8 +26,8 @@ import aiosmtplib
 import httpcore
 import httpx
 
-from gateway.encoding import escape
-from gateway.settings import Settings
+from gateway.core.encoding import escape
+from gateway.core.settings import Settings
 
 log = logging.getLogger("gateway.http")
 USER_AGENT = "workflow-gateway"

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import InvalidSignatureError
+from gateway.core.errors import InvalidSignatureError
 
 log = logging.getLogger("gateway.hooks")
 SCHEMES = ("stripe", "github", "slack", "standard-webhooks", "hmac")

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from gateway import pointer as ptr
-from gateway.errors import Diagnostic
+from gateway.core import pointer as ptr
+from gateway.core.errors import Diagnostic
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _constructor = SafeConstructor()

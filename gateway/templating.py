@@ -19,9 +19,9 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.parser import Parser
 
 from gateway import budget
-from gateway import pointer as ptr
+from gateway.core import pointer as ptr
+from gateway.core.errors import TemplateError
 from gateway.environment import ENV
-from gateway.errors import TemplateError
 from gateway.sandbox import is_heavy
 from gateway.shortcut import Scope, path_of, render_parts, shortcut, shortcut_parts
 

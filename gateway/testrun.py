@@ -21,9 +21,9 @@ from starlette.types import Message
 from gateway.accounts import fold_email, token_hash
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
-from gateway.clock import utc_now
 from gateway.coercion import typed_or_as_is
-from gateway.encoding import dumps, encode, loads
+from gateway.core.clock import utc_now
+from gateway.core.encoding import dumps, encode, loads
 from gateway.interpreter import Interpreter
 from gateway.model import ROUTE_PREFIX, Registry, TestCase, WorkflowTest
 from gateway.storage import Storage, open_storage

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.errors import RateLimitedError
+from gateway.core.errors import RateLimitedError
 
 QUEUE = 4  # attempts on one key that may wait behind the one running
 MAX_TRACKED = 10_000

@@ -15,8 +15,8 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
-from gateway.clock import utc_now
-from gateway.ids import new_id
+from gateway.core.clock import utc_now
+from gateway.core.ids import new_id
 from gateway.loader import load
 from gateway.storage import Job, Storage, open_storage
 

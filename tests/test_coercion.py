@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.coercion import compile_coercer, converter
-from gateway.errors import InvalidDataError, MissingDataError
+from gateway.core.errors import InvalidDataError, MissingDataError
 from gateway.param import Param
 
 UTC = timezone.utc

@@ -6,7 +6,7 @@ import pytest
 
 from gateway import schema
 from gateway.compiler import Compiler
-from gateway.errors import Diagnostic
+from gateway.core.errors import Diagnostic
 from gateway.model import Registry
 from gateway.source import Document, load_text
 

@@ -23,10 +23,10 @@ from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.cli import main
 from gateway.context import ADMIN
+from gateway.core.settings import with_environment
 from gateway.interpreter import Interpreter
 from gateway.loader import check, load
 from gateway.scheduler import with_jobs
-from gateway.settings import with_environment
 from gateway.storage import Storage, open_storage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"

@@ -22,10 +22,10 @@ from gateway.app import create_app
 from gateway.app import storage_types as types_of
 from gateway.cli import main
 from gateway.coercion import compile_coercer
-from gateway.errors import DuplicateError
+from gateway.core.errors import DuplicateError
+from gateway.core.settings import with_environment
 from gateway.loader import load
 from gateway.param import Param
-from gateway.settings import with_environment
 from gateway.storage import Constraint, FieldSpec, TypeSpec, open_storage
 
 CONFIG = """

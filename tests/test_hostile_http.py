@@ -23,8 +23,8 @@ from click.testing import CliRunner
 
 from gateway.app import create_app
 from gateway.cli import main
+from gateway.core.settings import Settings, with_environment
 from gateway.loader import check, load
-from gateway.settings import Settings, with_environment
 from gateway.source import load_text
 from gateway.storage import open_storage
 

@@ -21,7 +21,7 @@ from gateway.accounts import FREE_FAILURES, MAX_DELAY, QUEUE, Logins
 from gateway.app import create_app
 from gateway.console.session import FREE_FAILURES as CONSOLE_FREE_FAILURES
 from gateway.console.session import throttle
-from gateway.errors import RateLimitedError
+from gateway.core.errors import RateLimitedError
 from gateway.loader import load
 from gateway.storage import open_storage
 from gateway.throttle import FailureBudget

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
-from gateway.errors import TooManyJobsError
+from gateway.core.errors import TooManyJobsError
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
 from gateway.storage.interface import Job, PendingBound

@@ -23,10 +23,10 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
-from gateway.clock import utc_now
+from gateway.core.clock import utc_now
+from gateway.core.settings import Settings, with_environment
 from gateway.loader import load
 from gateway.retention import purge_runs_once, trim_due
-from gateway.settings import Settings, with_environment
 from gateway.storage import RunLogLimits, Storage, open_storage
 from gateway.storage.sqlite_connector import path_from_url
 

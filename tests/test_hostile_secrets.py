@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.encoding import escape
+from gateway.core.encoding import escape
+from gateway.core.settings import with_environment
 from gateway.loader import load
-from gateway.settings import with_environment
 from gateway.storage import open_storage
 
 SECRET = "s3cr3t-value-42"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.errors import ValidationError
+from gateway.core.errors import ValidationError
 from gateway.loader import load
 from gateway.storage import Constraint, FieldSpec, Storage, TypeSpec, open_storage
 from gateway.storage.limits import MAX_INDEXED_TEXT_BYTES

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
-from gateway.errors import StorageError, StorageUnavailableError
+from gateway.core.errors import StorageError, StorageUnavailableError
 from gateway.loader import load
 from gateway.storage import open_storage
 from gateway.storage.sqlite import SqliteStorage

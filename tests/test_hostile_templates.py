@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from gateway.app import create_app
+from gateway.core.settings import with_environment
 from gateway.loader import load
-from gateway.settings import with_environment
 from gateway.storage import Storage, open_storage
 
 SECRET = "s3cr3t-value"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.encoding import encode
+from gateway.core.encoding import encode
 from gateway.loader import load
 from gateway.storage import open_storage
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.encoding import iso
-from gateway.errors import StorageUnavailableError
+from gateway.core.encoding import iso
+from gateway.core.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
 from gateway.storage.interface import RunLogLimits
 from gateway.storage.keymemory import KeyMemory, Notes, claimed

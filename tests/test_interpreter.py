@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.context import ADMIN, Identity
+from gateway.core.settings import with_environment
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import load
 from gateway.model import Registry
-from gateway.settings import with_environment
 from gateway.storage import Storage, open_storage
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from gateway.app import create_app
 from gateway.auth import Authenticator, key_hash, new_key
 from gateway.cli import main
-from gateway.clock import utc_now
+from gateway.core.clock import utc_now
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
 

@@ -18,11 +18,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 # The table of layers; a module may import from its own layer and any lower number.
 LAYERS: dict[str, int] = {
     "gateway": 0,
-    "gateway.errors": 1, "gateway.pointer": 1, "gateway.encoding": 1, "gateway.clock": 1,
-    "gateway.ids": 1,
-    "gateway.source": 2, "gateway.templating": 2, "gateway.settings": 2, "gateway.budget": 2,
-    "gateway.sandbox": 2, "gateway.environment": 2, "gateway.redaction": 2,
-    "gateway.shortcut": 2, "gateway.logformat": 2, "gateway.schema_validator": 2,
+    "gateway.core": 1,
+    "gateway.source": 2, "gateway.templating": 2, "gateway.budget": 2,
+    "gateway.sandbox": 2, "gateway.environment": 2,
+    "gateway.shortcut": 2, "gateway.schema_validator": 2,
     "gateway.forwarded": 2, "gateway.throttle": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,

@@ -14,8 +14,8 @@ import httpx
 from gateway.accounts import Accounts
 from gateway.app import create_app
 from gateway.auth import KEY_CACHE_SECONDS, Authenticator, key_hash
+from gateway.core.settings import Settings
 from gateway.loader import load
-from gateway.settings import Settings
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
-from gateway.clock import utc_now
+from gateway.core.clock import utc_now
 from gateway.loader import load
 from gateway.metrics import Metrics
 from gateway.storage import open_storage

@@ -34,7 +34,7 @@ from support import rates_api, smtp_server
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.cli import main
-from gateway.clock import utc_now
+from gateway.core.clock import utc_now
 from gateway.loader import load
 from gateway.openapi import PATH, document
 from gateway.storage import open_storage

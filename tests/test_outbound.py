@@ -25,9 +25,9 @@ from click.testing import CliRunner
 
 from gateway.app import create_app
 from gateway.cli import main
+from gateway.core.settings import with_environment
 from gateway.loader import check, load
 from gateway.services import is_public
-from gateway.settings import with_environment
 from gateway.storage import Storage, open_storage
 
 TOKEN = "tok-7f3a9c1e5b2d"

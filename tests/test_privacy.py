@@ -16,8 +16,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
-from gateway.clock import utc_now
-from gateway.errors import ConfigError
+from gateway.core.clock import utc_now
+from gateway.core.errors import ConfigError
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
 

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
-from gateway.clock import utc_now
+from gateway.core.clock import utc_now
 from gateway.loader import load
 from gateway.storage import open_storage
 

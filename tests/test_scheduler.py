@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gateway.clock import Clock, utc_now
 from gateway.context import ADMIN, Identity
+from gateway.core.clock import Clock, utc_now
 from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry

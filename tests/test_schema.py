@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from gateway import schema
-from gateway.errors import Diagnostic
+from gateway.core.errors import Diagnostic
 from gateway.source import Document, load_text
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import Diagnostic
+from gateway.core.errors import Diagnostic
 from gateway.source import Document, load_file, load_text
 
 

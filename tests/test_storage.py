@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway.errors import DuplicateError, RecordNotFoundError, ValidationError
+from gateway.core.errors import DuplicateError, RecordNotFoundError, ValidationError
 from gateway.storage import (
     Change,
     Constraint,

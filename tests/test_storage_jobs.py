@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from gateway.errors import LeaseLostError
-from gateway.ids import new_id
+from gateway.core.errors import LeaseLostError
+from gateway.core.ids import new_id
 from gateway.storage import Job, JobEnd, Storage, open_storage
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

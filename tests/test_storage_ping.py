@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 from gateway.loader import config_version, load
 from gateway.storage import Storage, open_storage
 from gateway.storage.sqlite import SqliteStorage

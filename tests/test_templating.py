@@ -10,9 +10,9 @@ import pytest
 from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from gateway.encoding import dumps
+from gateway.core.encoding import dumps
+from gateway.core.errors import TemplateError
 from gateway.environment import ENV, parse_date
-from gateway.errors import TemplateError
 from gateway.shortcut import shortcut, shortcut_parts
 from gateway.templating import (
     _expression_node,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 from gateway.interpreter import Interpreter
 from gateway.loader import load
 from gateway.model import Registry

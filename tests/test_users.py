@@ -22,10 +22,10 @@ from gateway.accounts import FREE_FAILURES, Accounts
 from gateway.app import create_app
 from gateway.auth import key_hash, new_key
 from gateway.cli import main
-from gateway.clock import utc_now
+from gateway.core.clock import utc_now
+from gateway.core.settings import Settings
 from gateway.loader import load
 from gateway.retention import purge_tokens_once
-from gateway.settings import Settings
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

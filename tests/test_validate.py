@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 from gateway.loader import load
 
 TESTS = Path(__file__).resolve().parent

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from support import rates_api, smtp_server
 
-from gateway.ids import new_id
+from gateway.core.ids import new_id
 from gateway.loader import load
 from gateway.storage import Job, Storage, open_storage
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.action import StepCheck
 from gateway.coercion import convert_value
-from gateway.errors import ValidationError
+from gateway.core.errors import ValidationError
 from gateway.storage.interface import SYSTEM_KEYS, Constraint, FieldSpec, TypeSpec
 
 VALUELESS = frozenset({"is_empty", "is_not_empty"})

@@ -20,10 +20,10 @@ from gateway.action import Action, StepCheck, check_call_params
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
-from gateway.encoding import iso
-from gateway.errors import InvalidDataError, RunError, did_you_mean, shown
-from gateway.ids import new_id
-from gateway.settings import parse_duration
+from gateway.core.encoding import iso
+from gateway.core.errors import InvalidDataError, RunError, did_you_mean, shown
+from gateway.core.ids import new_id
+from gateway.core.settings import parse_duration
 from gateway.storage.interface import Job, JobStore
 
 FREQUENCIES = ("daily", "weekly", "monthly", "quarterly", "yearly", "none")

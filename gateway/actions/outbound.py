@@ -22,11 +22,11 @@ import httpx
 
 from gateway.action import Action, StepCheck
 from gateway.context import RunContext
-from gateway.encoding import loads_exact
-from gateway.errors import InvalidDataError, RunError, UpstreamError, shown
-from gateway.redaction import REDACTED
+from gateway.core.encoding import loads_exact
+from gateway.core.errors import InvalidDataError, RunError, UpstreamError, shown
+from gateway.core.redaction import REDACTED
+from gateway.core.settings import parse_duration
 from gateway.services import MailError
-from gateway.settings import parse_duration
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 MAX_ATTEMPTS = 10

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.context import RunContext
-from gateway.errors import ValidationError
+from gateway.core.errors import ValidationError
 from gateway.privacy import Privacy, Viewer
 from gateway.storage.interface import Constraint, Page, RecordStore, SortKey
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway import pointer as ptr
 from gateway.accounts import fold_email
 from gateway.action import Action, StepCheck
 from gateway.actions import constraint
@@ -22,8 +21,15 @@ from gateway.actions.private_search import private_search
 from gateway.coercion import convert_value
 from gateway.coercion import record_id as coerce_record_id
 from gateway.context import RunContext
-from gateway.encoding import size_over
-from gateway.errors import DuplicateError, RunError, UsedEmailError, ValidationError, did_you_mean
+from gateway.core import pointer as ptr
+from gateway.core.encoding import size_over
+from gateway.core.errors import (
+    DuplicateError,
+    RunError,
+    UsedEmailError,
+    ValidationError,
+    did_you_mean,
+)
 from gateway.storage import codec
 from gateway.storage.interface import (
     SYSTEM_KEYS,

@@ -10,11 +10,11 @@ from typing import IO, Any, TypeVar
 import click
 
 from gateway.app import storage_types
+from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.settings import Settings, with_environment, with_flags
 from gateway.diagnostics import render_text
-from gateway.errors import ConfigError, GatewayError
 from gateway.loader import check, errors
 from gateway.model import Registry
-from gateway.settings import Settings, with_environment, with_flags
 from gateway.storage import Storage, open_storage
 
 DEFAULT_CONFIG = Path("workflows.d")

@@ -33,18 +33,18 @@ from gateway.cli.base import (
     settled,
     with_store,
 )
-from gateway.clock import utc_now
 from gateway.coercion import gather
 from gateway.context import ADMIN, ANONYMOUS, Identity
+from gateway.core.clock import utc_now
+from gateway.core.encoding import loads_exact
+from gateway.core.errors import GatewayError
+from gateway.core.logformat import ENV as LOG_FORMAT_ENV
+from gateway.core.logformat import log_config
 from gateway.detect import as_yaml
 from gateway.diagnostics import render_json, render_text
-from gateway.encoding import loads_exact
 from gateway.envelope import render_result
-from gateway.errors import GatewayError
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import check, discover, errors
-from gateway.logformat import ENV as LOG_FORMAT_ENV
-from gateway.logformat import log_config
 from gateway.model import ROUTE_PREFIX, Registry
 from gateway.reload import RELOAD_ENV
 from gateway.scheduler import with_jobs

@@ -24,8 +24,8 @@ from gateway.cli.base import (
     store_of,
     with_store,
 )
-from gateway.clock import utc_now
-from gateway.encoding import dumps, dumps_pretty, escape
+from gateway.core.clock import utc_now
+from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.interpreter import Interpreter
 from gateway.model import Registry
 from gateway.retention import run_log_limits

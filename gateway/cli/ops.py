@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.base import DEFAULT_CONFIG, Failed, load_or_exit, main, settled
-from gateway.encoding import dumps_pretty, escape
+from gateway.core.encoding import dumps_pretty, escape
 from gateway.loader import config_version, discover
 from gateway.openapi import document
 from gateway.testrun import Outcome, failed, junit_xml, run_tests

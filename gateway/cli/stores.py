@@ -20,9 +20,9 @@ from gateway.cli.base import (
     store_of,
     with_store,
 )
-from gateway.clock import utc_now
-from gateway.encoding import dumps, dumps_pretty, escape
-from gateway.settings import parse_duration
+from gateway.core.clock import utc_now
+from gateway.core.encoding import dumps, dumps_pretty, escape
+from gateway.core.settings import parse_duration
 from gateway.storage import Storage
 
 MAX_LISTED = 10_000  # runs one `runs list` prints at most

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 from jinja2 import TemplateSyntaxError
 
-from gateway import pointer as ptr
 from gateway import templating
 from gateway.compiler.steps import build_workflow, retry_of
 from gateway.compiler.types import duplicate
 from gateway.compiler.units import Unit
-from gateway.errors import did_you_mean
+from gateway.core import pointer as ptr
+from gateway.core.errors import did_you_mean
+from gateway.core.settings import parse_duration
 from gateway.model import RecurringEvent, Trigger
-from gateway.settings import parse_duration
 from gateway.source import Document
 
 if TYPE_CHECKING:

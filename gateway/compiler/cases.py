@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway import pointer as ptr
 from gateway.compiler.types import check_type, duplicate
-from gateway.errors import did_you_mean
+from gateway.core import pointer as ptr
+from gateway.core.errors import did_you_mean
 from gateway.model import TestCase, WorkflowTest
 from gateway.source import Document
 

@@ -11,9 +11,9 @@ from jinja2 import TemplateSyntaxError
 
 from gateway import budget, templating
 from gateway.compiler.units import Unit
-from gateway.errors import TemplateError
+from gateway.core.errors import TemplateError
+from gateway.core.settings import Settings, parse_duration
 from gateway.model import Hooks
-from gateway.settings import Settings, parse_duration
 from gateway.signature import DEFAULT_TOLERANCE, VerifySpec, secret_problem
 from gateway.templating import Compiled
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
-from gateway import pointer as ptr
 from gateway import templating
-from gateway.errors import did_you_mean
+from gateway.core import pointer as ptr
+from gateway.core.errors import did_you_mean
 from gateway.privacy import (
     ALL,
     ALWAYS_SHOWN,

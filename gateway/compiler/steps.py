@@ -17,10 +17,10 @@ from gateway.compiler.hooks import build_hooks
 from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
-from gateway.errors import did_you_mean
+from gateway.core.errors import did_you_mean
+from gateway.core.settings import Settings, parse_duration
 from gateway.model import Retry, Step, Workflow
 from gateway.param import Param
-from gateway.settings import Settings, parse_duration
 from gateway.storage.interface import TypeSpec
 from gateway.templating import Compiled
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway import pointer as ptr
 from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.compiler.types import check_type, check_value, duplicate
+from gateway.core import pointer as ptr
 from gateway.model import ROUTE_PREFIX
 from gateway.param import Param
 from gateway.source import Document

@@ -18,11 +18,11 @@ from starlette.routing import BaseRoute, Route
 from gateway.auth import Authenticator
 from gateway.console import chart, views
 from gateway.console.session import COOKIE, PRE_COOKIE, Session, Signer, signing_key, throttle
-from gateway.errors import GatewayError, RateLimitedError
+from gateway.core.errors import GatewayError, RateLimitedError
+from gateway.core.settings import Settings
 from gateway.forwarded import network
 from gateway.http import read_body
 from gateway.model import Registry
-from gateway.settings import Settings
 from gateway.storage import JOB_STATUSES, Storage
 
 HEADERS = {

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.console import chart
-from gateway.encoding import dumps_pretty, iso, parse_iso
+from gateway.core.encoding import dumps_pretty, iso, parse_iso
+from gateway.core.redaction import redact
+from gateway.core.settings import parse_duration
 from gateway.model import Registry, Workflow
-from gateway.redaction import redact
 from gateway.scheduler.recurring import next_fire
-from gateway.settings import parse_duration
 from gateway.storage import JOB_STATUSES, Job, Storage
 from gateway.storage.interface import Position, RunStats
 

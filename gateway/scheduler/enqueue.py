@@ -25,8 +25,8 @@ import logging
 from typing import Any
 
 from gateway.context import RunContext
-from gateway.encoding import roundtrip
-from gateway.ids import new_id
+from gateway.core.encoding import roundtrip
+from gateway.core.ids import new_id
 from gateway.interpreter import Interpreter
 from gateway.model import Trigger
 from gateway.storage.interface import Change, Job, PendingBound

@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.actions.jobs import add_frequency, recurring_job
-from gateway.clock import Clock
+from gateway.core.clock import Clock
 from gateway.model import RecurringEvent
 from gateway.scheduler.recurring import (
     SERIES,

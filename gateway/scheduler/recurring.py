@@ -33,8 +33,8 @@ from datetime import UTC, datetime, timedelta
 from croniter import croniter
 
 from gateway.actions.jobs import add_frequency
-from gateway.encoding import iso
-from gateway.ids import new_id
+from gateway.core.encoding import iso
+from gateway.core.ids import new_id
 from gateway.model import RecurringEvent
 from gateway.storage.interface import Job
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, cast
 
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 from gateway.storage.interface import (
     JOB_STATUSES,
     Change,

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from gateway.encoding import loads as codec_loads
-from gateway.errors import DuplicateError, RecordNotFoundError, StorageError, TooManyJobsError
+from gateway.core.encoding import loads as codec_loads
+from gateway.core.errors import DuplicateError, RecordNotFoundError, StorageError, TooManyJobsError
 from gateway.storage import codec, limits
 from gateway.storage.interface import Change, Job, PendingBound, TypeSpec
 from gateway.storage.limits import Increments

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.clock import utc_now
-from gateway.encoding import dumps_lenient, iso, loads, parse_iso, roundtrip
-from gateway.errors import ValidationError
-from gateway.ids import new_id
-from gateway.redaction import cut_to
+from gateway.core.clock import utc_now
+from gateway.core.encoding import dumps_lenient, iso, loads, parse_iso, roundtrip
+from gateway.core.errors import ValidationError
+from gateway.core.ids import new_id
+from gateway.core.redaction import cut_to
 from gateway.storage import rollup
 from gateway.storage.interface import FieldSpec, Page, TypeSpec
 

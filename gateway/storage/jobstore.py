@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from gateway.errors import LeaseLostError
+from gateway.core.errors import LeaseLostError
 
 # A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
 Position = tuple[datetime, str]

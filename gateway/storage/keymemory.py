@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 
-from gateway.encoding import loads
+from gateway.core.encoding import loads
 from gateway.storage.interface import Claim
 
 # The idempotency keys one process remembers at most (claims and answers, about 1 KiB each

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from gateway.errors import ValidationError
+from gateway.core.errors import ValidationError
 from gateway.storage.interface import TypeSpec
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what both SQLite and PostgreSQL's bigint hold

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.errors import StorageError
+from gateway.core.errors import StorageError
 from gateway.storage.backend import Catalog, create_index_sql, index_changes, pending_migrations
 from gateway.storage.interface import Transaction, TypeSpec
 from gateway.storage.postgresql_connector import PostgresConnector

@@ -22,8 +22,8 @@ import psycopg
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.encoding import dumps, loads
-from gateway.errors import StorageError, StorageUnavailableError
+from gateway.core.encoding import dumps, loads
+from gateway.core.errors import StorageError, StorageUnavailableError
 from gateway.storage import unit
 from gateway.storage.backend import Catalog
 from gateway.storage.limits import NotANumberError, OutOfRangeError

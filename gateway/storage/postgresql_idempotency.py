@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from gateway.encoding import dumps
-from gateway.errors import KeyTakenError, StorageError, StorageUnavailableError
+from gateway.core.encoding import dumps
+from gateway.core.errors import KeyTakenError, StorageError, StorageUnavailableError
 from gateway.storage.interface import LOST_KEY, Claim
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries

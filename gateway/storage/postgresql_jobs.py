@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.encoding import dumps
+from gateway.core.encoding import dumps
 from gateway.storage import unit
 from gateway.storage.backend import Wake, check_pending, job_from_row
 from gateway.storage.interface import Job, JobEnd, PendingBound, Position

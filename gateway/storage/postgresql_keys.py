@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import DuplicateError
+from gateway.core.errors import DuplicateError
 from gateway.storage.interface import ApiKey
 from gateway.storage.postgresql_connector import PostgresConnector
 from gateway.storage.sqlfile import queries

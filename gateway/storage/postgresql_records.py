@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
-from gateway.clock import utc_now
-from gateway.ids import new_id
+from gateway.core.clock import utc_now
+from gateway.core.ids import new_id
 from gateway.storage import codec, limits
 from gateway.storage.backend import USER, StoredRow, the_change
 from gateway.storage.interface import Change, Constraint, Page, SortKey

@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from gateway.encoding import dumps
-from gateway.errors import StorageError
+from gateway.core.encoding import dumps
+from gateway.core.errors import StorageError
 from gateway.storage import codec, rollup
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, RunQueue, row_budget, size_per_run
 from gateway.storage.codec import RunRow

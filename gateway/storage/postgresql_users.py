@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 
-from gateway.clock import utc_now
-from gateway.errors import DuplicateError, InvalidDataError
-from gateway.ids import new_id
+from gateway.core.clock import utc_now
+from gateway.core.errors import DuplicateError, InvalidDataError
+from gateway.core.ids import new_id
 from gateway.storage import codec, unit
 from gateway.storage.backend import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.interface import Change, Session

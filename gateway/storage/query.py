@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.errors import ValidationError
+from gateway.core.errors import ValidationError
 from gateway.storage.codec import check_name
 from gateway.storage.interface import CONSTRAINTS, Constraint, FieldSpec, SortKey, TypeSpec
 from gateway.storage.limits import check_search

@@ -11,9 +11,9 @@ import os
 import sqlite3
 from collections.abc import Sequence
 
-from gateway.clock import utc_now
-from gateway.encoding import iso
-from gateway.errors import StorageError
+from gateway.core.clock import utc_now
+from gateway.core.encoding import iso
+from gateway.core.errors import StorageError
 from gateway.storage.backend import Catalog, create_index_sql, index_changes, pending_migrations
 from gateway.storage.interface import Transaction, TypeSpec
 from gateway.storage.query import IndexDef

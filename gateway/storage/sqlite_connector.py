@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from gateway.errors import StorageError, StorageUnavailableError
+from gateway.core.errors import StorageError, StorageUnavailableError
 from gateway.storage import rollup, unit
 from gateway.storage.backend import Catalog
 from gateway.storage.sqlfile import queries

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.encoding import dumps
+from gateway.core.encoding import dumps
 from gateway.storage.codec import check_name, to_storable
 from gateway.storage.interface import SYSTEM_KEYS, TypeSpec
 from gateway.storage.query import Term, declared

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from gateway.errors import GatewayError, StorageError, StorageUnavailableError
+from gateway.core.errors import GatewayError, StorageError, StorageUnavailableError
 
 # SQLite's primary result codes that say the file cannot be used right now (busy or locked
 # past the busy timeout, out of memory, read-only, an I/O error, corrupt, full, cannot be

@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.encoding import dumps, iso
-from gateway.errors import KeyTakenError, StorageError, StorageUnavailableError
+from gateway.core.encoding import dumps, iso
+from gateway.core.errors import KeyTakenError, StorageError, StorageUnavailableError
 from gateway.storage.interface import LOST_KEY, Claim
 from gateway.storage.keymemory import Held, KeyMemory, Slot, answered, claimed
 from gateway.storage.sqlfile import queries

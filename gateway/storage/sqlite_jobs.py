@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.encoding import dumps, iso, parse_iso
+from gateway.core.encoding import dumps, iso, parse_iso
 from gateway.storage import unit
 from gateway.storage.backend import Wake, check_pending, job_from_row
 from gateway.storage.interface import Job, JobEnd, PendingBound, Position

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.encoding import iso, parse_iso
-from gateway.errors import DuplicateError
+from gateway.core.encoding import iso, parse_iso
+from gateway.core.errors import DuplicateError
 from gateway.storage.interface import ApiKey
 from gateway.storage.sqlfile import queries
 from gateway.storage.sqlite_connector import SqliteConnector

@@ -15,9 +15,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.clock import utc_now
-from gateway.encoding import dumps, iso, parse_iso
-from gateway.ids import new_id
+from gateway.core.clock import utc_now
+from gateway.core.encoding import dumps, iso, parse_iso
+from gateway.core.ids import new_id
 from gateway.storage import codec, limits
 from gateway.storage.backend import USER, StoredRow, the_change
 from gateway.storage.interface import Change, Constraint, Page, SortKey

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.encoding import dumps, iso, parse_iso
+from gateway.core.encoding import dumps, iso, parse_iso
 from gateway.storage import codec, rollup
 from gateway.storage.backend import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
 from gateway.storage.interface import Position, RunLogLimits, RunStats

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.clock import utc_now
-from gateway.encoding import dumps, iso, parse_iso
-from gateway.errors import DuplicateError, InvalidDataError
-from gateway.ids import new_id
+from gateway.core.clock import utc_now
+from gateway.core.encoding import dumps, iso, parse_iso
+from gateway.core.errors import DuplicateError, InvalidDataError
+from gateway.core.ids import new_id
 from gateway.storage import unit
 from gateway.storage.backend import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.interface import Change, Session

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import StorageError, StorageUnavailableError
+from gateway.core.errors import StorageError, StorageUnavailableError
 from gateway.storage.backend import RUN_BATCH, RunQueue
 from gateway.storage.runwriter import RunRow, RunWriter
 from gateway.storage.sqlite_errors import HELD_TOO_LONG, failure

@@ -26,9 +26,9 @@ import run  # noqa: E402
 
 from gateway.accounts import Accounts  # noqa: E402
 from gateway.auth import key_hash, new_key  # noqa: E402
-from gateway.clock import utc_now  # noqa: E402
+from gateway.core.clock import utc_now  # noqa: E402
+from gateway.core.settings import Settings  # noqa: E402
 from gateway.loader import load  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
 
 FILES = ["echo.yaml", "auth.yaml"]

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from gateway.app import create_app  # noqa: E402
-from gateway.encoding import encode  # noqa: E402
+from gateway.core.encoding import encode  # noqa: E402
 from gateway.loader import load  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
 from gateway.testrun import Request, call  # noqa: E402

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from gateway.encoding import escape
-from gateway.errors import GatewayError
-from gateway.redaction import redact
+from gateway.core.encoding import escape
+from gateway.core.errors import GatewayError
+from gateway.core.redaction import redact
 
 FIELDS = ("run_id", "workflow", "status", "duration_ms", "method", "path", "http_status")
 ENV = "GATEWAY_LOG_FORMAT"  # set by `gateway serve --log-format` for its workers

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from gateway.encoding import MAX_DEPTH, integer_marker
+from gateway.core.encoding import MAX_DEPTH, integer_marker
 
 _SECRET_KEY = re.compile(
     r"passw(or)?d|passphrase|secret|token|api[-_]?key|authorization|signature|cookie", re.I)
