@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.core.errors import InvalidDataError, MissingDataError
-from gateway.environment import parse_date
 from gateway.param import Param
+from gateway.templates.environment import parse_date
 
 Convert = Callable[[Any], Any]
 Coercer = Callable[[Mapping[str, Any]], dict[str, Any]]

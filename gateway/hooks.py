@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway import budget, signature, templating
+from gateway import signature
 from gateway.context import Fence, Identity, RunContext
 from gateway.core.encoding import escape
 from gateway.core.errors import (
@@ -42,6 +42,7 @@ from gateway.forwarded import network
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Hooks, Workflow
 from gateway.storage.interface import IdempotencyStore, RateCounter
+from gateway.templates import budget, templating
 
 log = logging.getLogger("gateway.hooks")
 REPLAYED = "Idempotent-Replayed"

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gateway import budget, templating
 from gateway.accounts import Accounts
 from gateway.context import (
     ANONYMOUS,
@@ -48,7 +47,8 @@ from gateway.privacy import EXEMPT, Scans, Viewer
 from gateway.services import Services
 from gateway.storage.interface import Transaction
 from gateway.storage.unit import JOINED
-from gateway.templating import Compiled
+from gateway.templates import budget, templating
+from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.storage import Storage

@@ -17,7 +17,7 @@ from gateway.param import SCALAR_TYPES, Param
 from gateway.privacy import Privacy
 from gateway.signature import VerifySpec, secret_problem
 from gateway.storage.interface import TypeSpec
-from gateway.templating import Compiled
+from gateway.templates.templating import Compiled
 
 __all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "RecurringEvent", "Registry",
            "ReplyShape", "Retry", "Step", "TestCase", "Trigger", "Workflow", "WorkflowTest"]

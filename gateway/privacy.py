@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import TemplateError
-from gateway.templating import Compiled
+from gateway.templates.templating import Compiled
 
 ALWAYS_SHOWN = frozenset({"_id", "_type"})
 # System fields a rule shows or hides like declared ones (`view_fields: [created_by]`).

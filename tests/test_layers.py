@@ -19,9 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 LAYERS: dict[str, int] = {
     "gateway": 0,
     "gateway.core": 1,
-    "gateway.source": 2, "gateway.templating": 2, "gateway.budget": 2,
-    "gateway.sandbox": 2, "gateway.environment": 2,
-    "gateway.shortcut": 2, "gateway.schema_validator": 2,
+    "gateway.source": 2, "gateway.templates": 2, "gateway.schema_validator": 2,
     "gateway.forwarded": 2, "gateway.throttle": 2,
     "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
@@ -191,10 +189,10 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The walk itself can fail: a layer-2 module importing the HTTP layer is caught."""
     bad = tmp_path / "templating.py"
     bad.write_text("from gateway import http\nimport click\n\ndef f():\n    import json\n")
-    found = imports_of("gateway.templating", bad)
+    found = imports_of("gateway.templates.templating", bad)
     assert [(i.target, i.in_function) for i in found] == [
         ("gateway.http", False), ("click", False), ("json", True)]
-    assert layer_of("gateway.http") > layer_of("gateway.templating")
+    assert layer_of("gateway.http") > layer_of("gateway.templates.templating")
 
 
 def test_the_postgresql_driver_loads_only_when_used() -> None:

@@ -12,9 +12,9 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from gateway.core.encoding import dumps
 from gateway.core.errors import TemplateError
-from gateway.environment import ENV, parse_date
-from gateway.shortcut import shortcut, shortcut_parts
-from gateway.templating import (
+from gateway.templates.environment import ENV, parse_date
+from gateway.templates.shortcut import shortcut, shortcut_parts
+from gateway.templates.templating import (
     _expression_node,
     compile_source,
     compile_tree,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 from jinja2 import TemplateSyntaxError
 
-from gateway import templating
 from gateway.compiler.steps import build_workflow, retry_of
 from gateway.compiler.types import duplicate
 from gateway.compiler.units import Unit
@@ -22,6 +21,7 @@ from gateway.core.errors import did_you_mean
 from gateway.core.settings import parse_duration
 from gateway.model import RecurringEvent, Trigger
 from gateway.source import Document
+from gateway.templates import templating
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

@@ -9,13 +9,13 @@ from typing import Any, Protocol
 
 from jinja2 import TemplateSyntaxError
 
-from gateway import budget, templating
 from gateway.compiler.units import Unit
 from gateway.core.errors import TemplateError
 from gateway.core.settings import Settings, parse_duration
 from gateway.model import Hooks
 from gateway.signature import DEFAULT_TOLERANCE, VerifySpec, secret_problem
-from gateway.templating import Compiled
+from gateway.templates import budget, templating
+from gateway.templates.templating import Compiled
 
 
 class HookSite(Protocol):

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
-from gateway import templating
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.privacy import (
@@ -22,10 +21,11 @@ from gateway.privacy import (
     Privacy,
     Rule,
 )
-from gateway.sandbox import is_heavy
 from gateway.source import Document
 from gateway.storage.interface import TypeSpec
-from gateway.templating import Compiled
+from gateway.templates import templating
+from gateway.templates.sandbox import is_heavy
+from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

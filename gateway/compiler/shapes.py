@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway import templating
 from gateway.model import ReplyShape
 from gateway.source import Document
+from gateway.templates import templating
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

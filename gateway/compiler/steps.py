@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateSyntaxError
 
-from gateway import templating
 from gateway.actions import ACTIONS
 from gateway.coercion import compile_coercer
 from gateway.compiler.hooks import build_hooks
@@ -22,7 +21,8 @@ from gateway.core.settings import Settings, parse_duration
 from gateway.model import Retry, Step, Workflow
 from gateway.param import Param
 from gateway.storage.interface import TypeSpec
-from gateway.templating import Compiled
+from gateway.templates import templating
+from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

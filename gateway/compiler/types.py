@@ -7,7 +7,6 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway import templating
 from gateway.coercion import convert_value, typed_or_as_is
 from gateway.compiler.privacy import compile_privacy
 from gateway.core import pointer as ptr
@@ -16,6 +15,7 @@ from gateway.core.settings import from_document
 from gateway.param import SCALAR_TYPES
 from gateway.source import Document
 from gateway.storage.interface import FieldSpec, TypeSpec
+from gateway.templates import templating
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

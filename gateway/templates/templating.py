@@ -18,12 +18,12 @@ from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.parser import Parser
 
-from gateway import budget
 from gateway.core import pointer as ptr
 from gateway.core.errors import TemplateError
-from gateway.environment import ENV
-from gateway.sandbox import is_heavy
-from gateway.shortcut import Scope, path_of, render_parts, shortcut, shortcut_parts
+from gateway.templates import budget
+from gateway.templates.environment import ENV
+from gateway.templates.sandbox import is_heavy
+from gateway.templates.shortcut import Scope, path_of, render_parts, shortcut, shortcut_parts
 
 Compiled = Callable[[Scope], Any]
 
@@ -115,7 +115,7 @@ def _compile_text(source: Source) -> Compiled:
 
 def compile_bounded(source: Source) -> Compiled:
     """`compile_source`, bounded: a template that may take real work (it loops, calls or
-    filters) runs inside a budget (`gateway.budget`) and is marked `heavy`, so that a run
+    filters) runs inside a budget (`gateway.templates.budget`) and is marked `heavy`, so that a run
     evaluates it off the event loop."""
     compiled = compile_source(source)
     if not is_heavy(source.ast):

@@ -11,9 +11,9 @@ from typing import Any
 
 from jinja2 import StrictUndefined
 
-from gateway.budget import check_size
 from gateway.core.encoding import dumps_pretty
-from gateway.sandbox import Sandbox
+from gateway.templates.budget import check_size
+from gateway.templates.sandbox import Sandbox
 
 _EPOCH_MS = re.compile(r"^\s*[0-9]{12,}\s*$")
 

@@ -2,10 +2,10 @@
 
 Jinja's `ImmutableSandboxedEnvironment` decides what a template may touch; `Sandbox` adds how
 much it may do. Every loop iteration, call and filter ticks the evaluation's budget
-(`gateway.budget`); every value a template builds (a call's or filter's result, a literal, a
-concatenation, an operator's result, each piece of output) is measured; and what could build
-a huge value from a small one (a width, a count, a repetition, a join or replace of large
-inputs) is refused before it allocates.
+(`gateway.templates.budget`); every value a template builds (a call's or filter's result, a
+literal, a concatenation, an operator's result, each piece of output) is measured; and what
+could build a huge value from a small one (a width, a count, a repetition, a join or replace
+of large inputs) is refused before it allocates.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
-from gateway import budget
-from gateway.budget import LimitError, check_size, measure
+from gateway.templates import budget
+from gateway.templates.budget import LimitError, check_size, measure
 
 MAX_POWER = 1000
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?"

@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import nodes
 
-from gateway.environment import ENV
+from gateway.templates.environment import ENV
 
 Scope = Mapping[str, Any]
 _UNSURE: Any = object()
@@ -30,7 +30,7 @@ _PLAIN_FILTERS = frozenset({
 _EVAL_CONTEXT_FILTERS = frozenset({"replace", "join"})
 # Of those, the ones whose result is no larger than what they are given (or a constant of the
 # config's, or a number): the shortcut calls them as they are, without the sandbox's guard
-# (`gateway.sandbox.guard_filter`), which costs more than they do.
+# (`gateway.templates.sandbox.guard_filter`), which costs more than they do.
 _UNGUARDED = frozenset({
     "lower", "upper", "trim", "default", "d", "capitalize", "title", "string", "length",
     "count", "int", "float", "abs", "round", "wordcount", "tojson", "parse_date"})
