@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import data_api, http, openapi
 from gateway.accounts import Logins
 from gateway.auth import Authenticator, credential
+from gateway.config.diagnostics import render_text
 from gateway.console import Console
 from gateway.core.clock import Clock, utc_now
 from gateway.core.encoding import encode
@@ -37,7 +38,6 @@ from gateway.core.errors import (
 from gateway.core.logformat import ENV as LOG_FORMAT_ENV
 from gateway.core.logformat import AccessLog, noted
 from gateway.core.settings import with_environment
-from gateway.diagnostics import render_text
 from gateway.forwarded import Proxies
 from gateway.interpreter import Interpreter, Observe
 from gateway.loader import config_version, load

@@ -13,12 +13,12 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gateway import schema
 from gateway.actions import ACTIONS
 from gateway.compiler import Compiler
+from gateway.config import schema
+from gateway.config.source import Document, Named, declared, load_file
 from gateway.core.errors import ConfigError, Diagnostic
 from gateway.model import Registry
-from gateway.source import Document, Named, declared, load_file
 
 SUFFIXES = (".yaml", ".yml")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
+from gateway.config.diagnostics import render_text
 from gateway.core.errors import Diagnostic, GatewayError
 from gateway.core.settings import with_environment
-from gateway.diagnostics import render_text
 from gateway.loader import SUFFIXES, check, config_version, discover, errors
 from gateway.model import Registry
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import schema
 from gateway.compiler import Compiler
+from gateway.config import schema
+from gateway.config.source import Document, load_text
 from gateway.core.errors import Diagnostic
 from gateway.model import Registry
-from gateway.source import Document, load_text
 
 
 def _documents(*texts: str) -> list[Document]:

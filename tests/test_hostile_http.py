@@ -23,9 +23,9 @@ from click.testing import CliRunner
 
 from gateway.app import create_app
 from gateway.cli import main
+from gateway.config.source import load_text
 from gateway.core.settings import Settings, with_environment
 from gateway.loader import check, load
-from gateway.source import load_text
 from gateway.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 LAYERS: dict[str, int] = {
     "gateway": 0,
     "gateway.core": 1,
-    "gateway.source": 2, "gateway.templates": 2, "gateway.schema_validator": 2,
+    "gateway.config": 2, "gateway.templates": 2,
     "gateway.forwarded": 2, "gateway.throttle": 2,
-    "gateway.schema": 3, "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
+    "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
     "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
     "gateway.privacy": 3, "gateway.signature": 3, "gateway.services": 3, "gateway.detect": 3,
     "gateway.compiler": 4, "gateway.actions": 4,
@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "gateway.openapi": 6, "gateway.metrics": 6, "gateway.objects": 6,
     "gateway.data_openapi": 6, "gateway.retention": 6,
     "gateway.http": 7, "gateway.data_api": 7, "gateway.console": 7,
-    "gateway.app": 8, "gateway.diagnostics": 8, "gateway.testrun": 8,
+    "gateway.app": 8, "gateway.testrun": 8,
     "gateway.reload": 8,
     "gateway.cli": 9, "gateway.server": 9, "gateway.__main__": 9,
 }

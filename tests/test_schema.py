@@ -1,4 +1,5 @@
-"""The JSON Schema of the config, and the diagnostics `gateway.schema.check` makes of it."""
+"""The JSON Schema of the config, and the diagnostics `gateway.config.schema.check` makes of
+it."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway import schema
+from gateway.config import schema
+from gateway.config.source import Document, load_text
 from gateway.core.errors import Diagnostic
-from gateway.source import Document, load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -587,7 +588,7 @@ def test_an_installed_package_reads_its_own_copy_of_the_schema(
         assert "gateway/schemas/gateway.schema.json" in archive.namelist()
         archive.extractall(tmp_path / "site")
     probe = (
-        "import gateway.schema as s; print(s.__file__); print(s.schema_source()); "
+        "import gateway.config.schema as s; print(s.__file__); print(s.schema_source()); "
         "print(s.schema_document()['$id'])"
     )
     run = subprocess.run(

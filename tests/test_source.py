@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.source import Document, load_file, load_text
 from gateway.core.errors import Diagnostic
-from gateway.source import Document, load_file, load_text
 
 
 def _one(text: str) -> Document:

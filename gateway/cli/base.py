@@ -10,9 +10,9 @@ from typing import IO, Any, TypeVar
 import click
 
 from gateway.app import storage_types
+from gateway.config.diagnostics import render_text
 from gateway.core.errors import ConfigError, GatewayError
 from gateway.core.settings import Settings, with_environment, with_flags
-from gateway.diagnostics import render_text
 from gateway.loader import check, errors
 from gateway.model import Registry
 from gateway.storage import Storage, open_storage

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 import click
 import uvicorn
 
-from gateway import schema
 from gateway.accounts import fold_email
 from gateway.app import CONFIG_ENV, SCHEDULER_ENV
 from gateway.auth import admitted
@@ -34,6 +33,8 @@ from gateway.cli.base import (
     with_store,
 )
 from gateway.coercion import gather
+from gateway.config import schema
+from gateway.config.diagnostics import render_json, render_text
 from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.core.clock import utc_now
 from gateway.core.encoding import loads_exact
@@ -41,7 +42,6 @@ from gateway.core.errors import GatewayError
 from gateway.core.logformat import ENV as LOG_FORMAT_ENV
 from gateway.core.logformat import log_config
 from gateway.detect import as_yaml
-from gateway.diagnostics import render_json, render_text
 from gateway.envelope import render_result
 from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import check, discover, errors

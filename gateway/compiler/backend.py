@@ -16,11 +16,11 @@ from jinja2 import TemplateSyntaxError
 from gateway.compiler.steps import build_workflow, retry_of
 from gateway.compiler.types import duplicate
 from gateway.compiler.units import Unit
+from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import parse_duration
 from gateway.model import RecurringEvent, Trigger
-from gateway.source import Document
 from gateway.templates import templating
 
 if TYPE_CHECKING:

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.compiler.types import check_type, duplicate
+from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.model import TestCase, WorkflowTest
-from gateway.source import Document
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.compiler import backend, cases, steps, types, units
+from gateway.config.source import Document
 from gateway.context import REQUEST_NAME, RUN_NAMES
-from gateway.source import Document
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateSyntaxError, nodes
 
+from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.privacy import (
@@ -21,7 +22,6 @@ from gateway.privacy import (
     Privacy,
     Rule,
 )
-from gateway.source import Document
 from gateway.storage.interface import TypeSpec
 from gateway.templates import templating
 from gateway.templates.sandbox import is_heavy

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from gateway.config.source import Document
 from gateway.model import ReplyShape
-from gateway.source import Document
 from gateway.templates import templating
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.coercion import convert_value, typed_or_as_is
 from gateway.compiler.privacy import compile_privacy
+from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import from_document
 from gateway.param import SCALAR_TYPES
-from gateway.source import Document
 from gateway.storage.interface import FieldSpec, TypeSpec
 from gateway.templates import templating
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.actions import ACTIONS
 from gateway.compiler.types import check_type, check_value, duplicate
+from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.model import ROUTE_PREFIX
 from gateway.param import Param
-from gateway.source import Document
 from gateway.templates import templating
 
 if TYPE_CHECKING:

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, cast
 from jsonschema.exceptions import ValidationError, best_match, relevance
 from jsonschema.protocols import Validator
 
+from gateway.config.schema_validator import compiled_validator
 from gateway.core import pointer as ptr
 from gateway.core.errors import Diagnostic, did_you_mean
-from gateway.schema_validator import compiled_validator
 
 if TYPE_CHECKING:
-    from gateway.source import Document
+    from gateway.config.source import Document
 
 SCHEMA_NAME = "gateway.schema.json"
 
@@ -75,7 +75,7 @@ def schema_source() -> Traversable:
     if packaged.is_file():
         return packaged
     # A source checkout or an editable install: the schema lives beside the package.
-    return Path(__file__).resolve().parent.parent / "schemas" / SCHEMA_NAME
+    return Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """The schema's compiled validator: Draft 2020-12, made faster where it is checked often
 (the dispatch on `kind` and `action`, local `$ref`s resolved once) and exact where Python's
-regular expressions differ from JSON Schema's (`pattern`). `gateway.schema` turns what it
-finds into diagnostics."""
+regular expressions differ from JSON Schema's (`pattern`). `gateway.config.schema` turns what
+it finds into diagnostics."""
 
 from __future__ import annotations
 
