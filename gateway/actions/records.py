@@ -33,7 +33,6 @@ from gateway.core.errors import (
 from gateway.storage import codec
 from gateway.storage.interface import (
     SYSTEM_KEYS,
-    Constraint,
     Page,
     RecordStore,
     SortKey,
@@ -177,7 +176,7 @@ async def get_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any] | N
 
 async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
-    constraints = [_constraint(spec, c) for c in args.get("constraints") or []]
+    constraints = [constraint.checked(spec, c) for c in args.get("constraints") or []]
     sort = [SortKey(s["key"], bool(s.get("descending", False))) for s in args.get("sort") or []]
     limit, cursor = _limit(args.get("limit")), args.get("cursor") or None
     privacy = ctx.viewer.of(spec.name)
@@ -224,15 +223,6 @@ def _things(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value
     raise RunError(f"expected a list of records or ids, got {value!r}")
-
-
-def _constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
-    return constraint.checked(spec, raw)
-
-
-def search_constraint(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
-    """A search condition (`{key, constraint, value}`), its value in the field's type."""
-    return constraint.checked(spec, raw)
 
 
 def check_record(check: StepCheck, args: Mapping[str, Any]) -> None:
