@@ -34,7 +34,7 @@ from gateway.core.errors import (
 )
 from gateway.core.settings import Settings
 from gateway.forwarded import network
-from gateway.storage.interface import Change, Session, UserStore
+from gateway.storage.contract import Change, Session, UserStore
 from gateway.throttle import FailureBudget, Slowdown
 
 HASHING_AT_ONCE = 2

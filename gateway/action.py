@@ -18,7 +18,7 @@ from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import Settings
 from gateway.param import Param
-from gateway.storage.interface import TypeSpec
+from gateway.storage.contract import TypeSpec
 
 Execute = Callable[[RunContext, dict[str, Any]], Awaitable[Any]]
 

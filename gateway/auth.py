@@ -27,7 +27,7 @@ from gateway.context import ANONYMOUS, Identity
 from gateway.core.clock import Clock, utc_now
 from gateway.core.errors import ForbiddenError, UnauthorizedError
 from gateway.model import Workflow
-from gateway.storage.interface import KeyStore, RecordStore
+from gateway.storage.contract import KeyStore, RecordStore
 
 KEY_CACHE_SECONDS = 1.0
 KEY_CACHE_SIZE = 10_000

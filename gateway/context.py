@@ -21,7 +21,7 @@ from gateway.core.errors import ResponseTooLargeError
 from gateway.core.settings import Settings
 from gateway.privacy import EXEMPT, Viewer
 from gateway.services import Services
-from gateway.storage.interface import Change, Job, Storage, TypeSpec
+from gateway.storage.contract import Change, Job, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
 

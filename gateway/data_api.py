@@ -30,7 +30,7 @@ from gateway.core.redaction import short_repr
 from gateway.envelope import Rendered, public_error, render_error
 from gateway.http import ALL_METHODS, error_response, parse_body, read_body, response
 from gateway.interpreter import Interpreter, RunResult
-from gateway.storage.interface import TypeSpec
+from gateway.storage.contract import TypeSpec
 
 PREFIX = "/api/1.1/obj"
 BULK_TYPE = "text/plain"

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.model import Registry
 from gateway.objects import CONSTRAINT_TYPES, MAX_BULK, MAX_LIMIT
-from gateway.storage.interface import FieldSpec, TypeSpec
+from gateway.storage.contract import FieldSpec, TypeSpec
 
 TAG = "Data"
 PREFIX = "/api/1.1/obj"

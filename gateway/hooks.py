@@ -41,7 +41,7 @@ from gateway.envelope import Rendered, render_error, render_result
 from gateway.forwarded import network
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import Hooks, Workflow
-from gateway.storage.interface import IdempotencyStore, RateCounter
+from gateway.storage.contract import IdempotencyStore, RateCounter
 from gateway.templates import budget, templating
 
 log = logging.getLogger("gateway.hooks")

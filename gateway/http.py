@@ -37,7 +37,7 @@ from gateway.envelope import Rendered, render_error, render_result
 from gateway.hooks import Guard, LocalRates, raw_headers
 from gateway.interpreter import Interpreter, RunResult
 from gateway.model import ROUTE_PREFIX, Workflow
-from gateway.storage.interface import RateCounter
+from gateway.storage.contract import RateCounter
 
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

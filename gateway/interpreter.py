@@ -45,8 +45,8 @@ from gateway.model import Registry, Step, Workflow
 from gateway.param import Param
 from gateway.privacy import EXEMPT, Scans, Viewer
 from gateway.services import Services
-from gateway.storage.interface import Transaction
-from gateway.storage.unit import JOINED
+from gateway.storage.common.transaction import JOINED
+from gateway.storage.contract import Transaction
 from gateway.templates import budget, templating
 from gateway.templates.templating import Compiled
 
@@ -208,7 +208,7 @@ class Interpreter:
         return await budget.run_off_loop(compiled, scope, self.limits)
 
     def begin(self) -> Transaction:
-        """A run's storage work as one transaction (see `gateway.storage.unit`); it may hold
+        """A run's storage work as one transaction (see `storage.common.transaction`); it may hold
         SQLite's writer a little longer than the run may last."""
         if self.storage is None:
             return JOINED

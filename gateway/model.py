@@ -16,7 +16,7 @@ from gateway.core.settings import Settings
 from gateway.param import SCALAR_TYPES, Param
 from gateway.privacy import Privacy
 from gateway.signature import VerifySpec, secret_problem
-from gateway.storage.interface import TypeSpec
+from gateway.storage.contract import TypeSpec
 from gateway.templates.templating import Compiled
 
 __all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "RecurringEvent", "Registry",

@@ -21,8 +21,8 @@ from gateway.context import Reply, RunContext
 from gateway.core.encoding import iso
 from gateway.core.errors import DataApiError, GatewayError
 from gateway.privacy import EVERYTHING, Grant
-from gateway.storage.codec import MAX_OFFSET, encode_cursor
-from gateway.storage.interface import TypeSpec
+from gateway.storage.common.codec import MAX_OFFSET, encode_cursor
+from gateway.storage.contract import TypeSpec
 
 MAX_LIMIT = 100  # Bubble's page size, and its largest
 MAX_BULK = 1000  # lines of one bulk creation

@@ -13,7 +13,7 @@ from gateway.core.clock import Clock
 from gateway.core.errors import GatewayError
 from gateway.core.settings import Settings
 from gateway.storage import RunLog, RunLogLimits, Storage
-from gateway.storage.interface import UserStore
+from gateway.storage.contract import UserStore
 
 MIN_PURGE_SECONDS = 1.0
 # Between two passes, the retention task looks this often at how many runs were recorded,

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from gateway.storage import Storage, TypeSpec, open_storage
-from gateway.storage.sqlfile import migrations
+from gateway.storage.common.sql_files import migrations
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
 TEMPLATE_PREFIX = "gateway_test_template_"

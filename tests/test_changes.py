@@ -14,7 +14,7 @@ from gateway.interpreter import Interpreter, RunResult
 from gateway.loader import load
 from gateway.model import Registry
 from gateway.storage import Storage, open_storage
-from gateway.storage.interface import Change
+from gateway.storage.contract import Change
 
 CONFIG = """
 kind: data_type

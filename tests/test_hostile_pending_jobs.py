@@ -20,8 +20,8 @@ from gateway.app import create_app
 from gateway.core.errors import TooManyJobsError
 from gateway.loader import load
 from gateway.storage import Storage, open_storage
-from gateway.storage.interface import Job, PendingBound
-from gateway.storage.postgresql_jobs import COMPACT_ROWS
+from gateway.storage.contract import Job, PendingBound
+from gateway.storage.postgresql.job_store import COMPACT_ROWS
 
 CONFIG = """
 kind: settings

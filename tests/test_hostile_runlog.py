@@ -28,7 +28,7 @@ from gateway.core.settings import Settings, with_environment
 from gateway.loader import load
 from gateway.retention import purge_runs_once, trim_due
 from gateway.storage import RunLogLimits, Storage, open_storage
-from gateway.storage.sqlite_connector import path_from_url
+from gateway.storage.sqlite.connector import path_from_url
 
 CONFIG = """
 kind: settings

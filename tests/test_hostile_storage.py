@@ -19,12 +19,12 @@ from gateway.app import create_app
 from gateway.core.errors import ValidationError
 from gateway.loader import load
 from gateway.storage import Constraint, FieldSpec, Storage, TypeSpec, open_storage
-from gateway.storage.limits import MAX_INDEXED_TEXT_BYTES
-from gateway.storage.postgresql_dialect import PostgresDialect
-from gateway.storage.query import compile_where
-from gateway.storage.sqlite import SqliteStorage
-from gateway.storage.sqlite_dialect import SqliteDialect
-from gateway.storage.sqlite_records import QUICK_PLANS, QUICK_ROWS
+from gateway.storage.common.limits import MAX_INDEXED_TEXT_BYTES
+from gateway.storage.common.query import compile_where
+from gateway.storage.postgresql.dialect import PostgresDialect
+from gateway.storage.sqlite.dialect import SqliteDialect
+from gateway.storage.sqlite.record_store import QUICK_PLANS, QUICK_ROWS
+from gateway.storage.sqlite.storage import SqliteStorage
 
 CONFIG = """
 kind: settings

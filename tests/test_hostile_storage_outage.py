@@ -21,7 +21,7 @@ from gateway.app import create_app
 from gateway.core.errors import StorageError, StorageUnavailableError
 from gateway.loader import load
 from gateway.storage import open_storage
-from gateway.storage.sqlite import SqliteStorage
+from gateway.storage.sqlite.storage import SqliteStorage
 
 CONFIG = """
 kind: settings

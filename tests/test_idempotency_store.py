@@ -19,11 +19,11 @@ import pytest
 from gateway.core.encoding import iso
 from gateway.core.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
-from gateway.storage.interface import RunLogLimits
-from gateway.storage.keymemory import KeyMemory, Notes, claimed
-from gateway.storage.postgresql_idempotency import Batcher, PostgresIdempotency
-from gateway.storage.sqlfile import migrations
-from gateway.storage.sqlite_idempotency import SqliteIdempotency
+from gateway.storage.common.sql_files import migrations
+from gateway.storage.contract import RunLogLimits
+from gateway.storage.postgresql.idempotency_store import Batcher, PostgresIdempotency
+from gateway.storage.sqlite.idempotency_store import SqliteIdempotency
+from gateway.storage.sqlite.key_memory import KeyMemory, Notes, claimed
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)

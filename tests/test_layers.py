@@ -70,7 +70,7 @@ def modules() -> list[tuple[str, Path]]:
 
 
 def layer_of(module: str) -> int:
-    """The layer of a module: its own entry, else its package's (`gateway.storage.sqlite`)."""
+    """The layer of a module: its own entry, else its package's (`gateway.storage.common`)."""
     parts = module.split(".")
     for end in range(len(parts), 0, -1):
         name = ".".join(parts[:end])

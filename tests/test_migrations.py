@@ -1,7 +1,7 @@
 """The migrations produce exactly the declared schema, on both backends, and run once.
 
 The declared schema of each backend is kept beside its migrations
-(`gateway/storage/sql/<backend>/schema.txt`); a migration that changes the schema must
+(`gateway/storage/<backend>/sql/schema.txt`); a migration that changes the schema must
 change that file too, which keeps the schema reviewable in one place.
 """
 
@@ -17,11 +17,11 @@ import psycopg
 from support import run_sql
 
 from gateway.storage import FieldSpec, Job, Storage, TypeSpec, open_storage
-from gateway.storage.sqlfile import migrations
+from gateway.storage.common.sql_files import migrations
 
 
 def declared_schema(backend: str) -> list[str]:
-    text = resources.files("gateway.storage").joinpath("sql", backend, "schema.txt").read_text()
+    text = resources.files(f"gateway.storage.{backend}").joinpath("sql", "schema.txt").read_text()
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage.sqlfile import queries
+from gateway.storage.common.sql_files import queries
 
 STORAGE = Path(__file__).resolve().parents[1] / "gateway" / "storage"
 DYNAMIC = "<not a literal name>"
@@ -57,17 +57,17 @@ def missing_queries(source: str) -> list[str]:
     return sorted(name for name in names if name not in defined)
 
 
-MODULES = sorted(p for p in STORAGE.glob("*.py") if query_names(p.read_text())[1])
+MODULES = sorted(p for p in STORAGE.rglob("*.py") if query_names(p.read_text())[1])
 
 
 def test_every_backend_has_modules_that_name_queries() -> None:
     backends = {query_names(p.read_text())[0] for p in MODULES}
     assert backends == {"sqlite", "postgresql"}
-    assert {"sqlite_records.py", "postgresql_records.py", "sqlite_runs.py",
-            "postgresql_runs.py"} <= {p.name for p in MODULES}
+    assert {"sqlite/record_store.py", "postgresql/record_store.py", "sqlite/run_log.py",
+            "postgresql/run_log.py"} <= {p.relative_to(STORAGE).as_posix() for p in MODULES}
 
 
-@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+@pytest.mark.parametrize("path", MODULES, ids=[p.relative_to(STORAGE).as_posix() for p in MODULES])
 def test_every_query_a_module_names_exists(path: Path) -> None:
     assert missing_queries(path.read_text()) == [], f"{path.name} names undefined queries"
 

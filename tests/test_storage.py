@@ -13,19 +13,11 @@ import psycopg
 import pytest
 
 from gateway.core.errors import DuplicateError, RecordNotFoundError, ValidationError
-from gateway.storage import (
-    Change,
-    Constraint,
-    FieldSpec,
-    SortKey,
-    Storage,
-    TypeSpec,
-    open_storage,
-)
-from gateway.storage.postgresql_dialect import PostgresDialect
-from gateway.storage.query import compile_order, compile_where
-from gateway.storage.sqlfile import queries
-from gateway.storage.sqlite_dialect import SqliteDialect
+from gateway.storage import Change, Constraint, FieldSpec, SortKey, Storage, TypeSpec, open_storage
+from gateway.storage.common.query import compile_order, compile_where
+from gateway.storage.common.sql_files import queries
+from gateway.storage.postgresql.dialect import PostgresDialect
+from gateway.storage.sqlite.dialect import SqliteDialect
 
 LEAD = TypeSpec(
     "lead",

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.storage import Job, Storage, open_storage, rollup
-from gateway.storage.interface import RunStats
+from gateway.storage import Job, Storage, open_storage
+from gateway.storage.common import rollup
+from gateway.storage.contract import RunStats
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.core.errors import StorageError
 from gateway.loader import config_version, load
 from gateway.storage import Storage, open_storage
-from gateway.storage.sqlite import SqliteStorage
+from gateway.storage.sqlite.storage import SqliteStorage
 
 PROMPT = 1.5  # seconds: "about a second", with room for a slow test machine
 

@@ -25,7 +25,7 @@ from gateway.loader import load
 from gateway.model import Registry
 from gateway.scheduler import with_jobs
 from gateway.storage import Storage, open_storage
-from gateway.storage.interface import Constraint, FieldSpec, TypeSpec
+from gateway.storage.contract import Constraint, FieldSpec, TypeSpec
 
 CONFIG = """
 kind: settings

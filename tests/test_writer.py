@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.storage import open_storage
-from gateway.storage.runwriter import STATEMENT_SIZES, _in_fixed_sizes
+from gateway.storage.sqlite.run_writer import STATEMENT_SIZES, _in_fixed_sizes
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 17, 255, 256, 257, 499, 500, 1000])

@@ -15,7 +15,7 @@ from typing import Any
 from gateway.action import StepCheck
 from gateway.coercion import convert_value
 from gateway.core.errors import ValidationError
-from gateway.storage.interface import SYSTEM_KEYS, Constraint, FieldSpec, TypeSpec
+from gateway.storage.contract import SYSTEM_KEYS, Constraint, FieldSpec, TypeSpec
 
 VALUELESS = frozenset({"is_empty", "is_not_empty"})
 _LISTS = frozenset({"in", "not_in"})

@@ -24,7 +24,7 @@ from gateway.core.encoding import iso
 from gateway.core.errors import InvalidDataError, RunError, did_you_mean, shown
 from gateway.core.ids import new_id
 from gateway.core.settings import parse_duration
-from gateway.storage.interface import Job, JobStore
+from gateway.storage.contract import Job, JobStore
 
 FREQUENCIES = ("daily", "weekly", "monthly", "quarterly", "yearly", "none")
 _MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}

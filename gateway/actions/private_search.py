@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from gateway.context import RunContext
 from gateway.core.errors import ValidationError
 from gateway.privacy import Privacy, Viewer
-from gateway.storage.interface import Constraint, Page, RecordStore, SortKey
+from gateway.storage.contract import Constraint, Page, RecordStore, SortKey
 
 CHUNK = 250  # records read (and judged) at a time
 _BY_ID = (SortKey("_id"),)

@@ -30,14 +30,8 @@ from gateway.core.errors import (
     ValidationError,
     did_you_mean,
 )
-from gateway.storage import codec
-from gateway.storage.interface import (
-    SYSTEM_KEYS,
-    Page,
-    RecordStore,
-    SortKey,
-    TypeSpec,
-)
+from gateway.storage.common import codec
+from gateway.storage.contract import SYSTEM_KEYS, Page, RecordStore, SortKey, TypeSpec
 
 USER = "user"
 MAX_PAGE = 10_000

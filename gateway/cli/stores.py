@@ -12,14 +12,7 @@ from typing import Any
 import click
 
 from gateway.auth import key_hash, new_key
-from gateway.cli.base import (
-    Failed,
-    config_option,
-    database_option,
-    main,
-    store_of,
-    with_store,
-)
+from gateway.cli.base import Failed, config_option, database_option, main, store_of, with_store
 from gateway.core.clock import utc_now
 from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.core.settings import parse_duration

@@ -27,7 +27,7 @@ from gateway.core.errors import Diagnostic
 from gateway.core.settings import Settings
 from gateway.model import Registry
 from gateway.privacy import Privacy
-from gateway.storage.interface import TypeSpec
+from gateway.storage.contract import TypeSpec
 
 __all__ = ["Compiler"]
 

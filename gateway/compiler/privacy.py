@@ -22,7 +22,7 @@ from gateway.privacy import (
     Privacy,
     Rule,
 )
-from gateway.storage.interface import TypeSpec
+from gateway.storage.contract import TypeSpec
 from gateway.templates import templating
 from gateway.templates.sandbox import is_heavy
 from gateway.templates.templating import Compiled

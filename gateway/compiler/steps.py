@@ -20,7 +20,7 @@ from gateway.core.errors import did_you_mean
 from gateway.core.settings import Settings, parse_duration
 from gateway.model import Retry, Step, Workflow
 from gateway.param import Param
-from gateway.storage.interface import TypeSpec
+from gateway.storage.contract import TypeSpec
 from gateway.templates import templating
 from gateway.templates.templating import Compiled
 

@@ -14,7 +14,7 @@ from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import from_document
 from gateway.param import SCALAR_TYPES
-from gateway.storage.interface import FieldSpec, TypeSpec
+from gateway.storage.contract import FieldSpec, TypeSpec
 from gateway.templates import templating
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from gateway.core.settings import parse_duration
 from gateway.model import Registry, Workflow
 from gateway.scheduler.recurring import next_fire
 from gateway.storage import JOB_STATUSES, Job, Storage
-from gateway.storage.interface import Position, RunStats
+from gateway.storage.contract import Position, RunStats
 
 PAGE = 50  # runs or jobs per page
 FAILURES = 20  # the last hour's failures the overview lists

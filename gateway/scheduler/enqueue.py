@@ -29,7 +29,7 @@ from gateway.core.encoding import roundtrip
 from gateway.core.ids import new_id
 from gateway.interpreter import Interpreter
 from gateway.model import Trigger
-from gateway.storage.interface import Change, Job, PendingBound
+from gateway.storage.contract import Change, Job, PendingBound
 
 log = logging.getLogger("gateway.scheduler")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.storage.interface import JobEnd, JobStore
+from gateway.storage.contract import JobEnd, JobStore
 
 BATCH = 500
 

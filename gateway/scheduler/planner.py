@@ -36,7 +36,7 @@ from gateway.scheduler.recurring import (
     series_rewound,
     tick,
 )
-from gateway.storage.interface import Job, Storage
+from gateway.storage.contract import Job, Storage
 
 PAGE = 500  # per-record ticks read at once when the clock went back
 REPLACE_SECONDS = 10.0  # how long replacing one tick may hold SQLite's writer

@@ -36,7 +36,7 @@ from gateway.actions.jobs import add_frequency
 from gateway.core.encoding import iso
 from gateway.core.ids import new_id
 from gateway.model import RecurringEvent
-from gateway.storage.interface import Job
+from gateway.storage.contract import Job
 
 _TICK = timedelta(microseconds=1)
 # How far a scheduler's clock may drift from `time.monotonic()` between two passes before it

@@ -43,8 +43,8 @@ from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher
 from gateway.scheduler.planner import Planner
 from gateway.scheduler.recurring import missed
-from gateway.storage.interface import Job, JobEnd, Storage
-from gateway.storage.jobstore import series_of
+from gateway.storage.contract import Job, JobEnd, Storage
+from gateway.storage.contract.job_store import series_of
 
 log = logging.getLogger("gateway.scheduler")
 MAX_BACKOFF_SECONDS = 30.0

@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, cast
 
 from gateway.core.errors import StorageError
-from gateway.storage.interface import (
+from gateway.storage.contract import (
     JOB_STATUSES,
     Change,
     Constraint,
@@ -53,15 +53,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # so that mypy checks each backend against the protocols of every role
-    from gateway.storage.postgresql import PostgresStorage
-    from gateway.storage.sqlite import SqliteStorage
+    from gateway.storage.postgresql.storage import PostgresStorage
+    from gateway.storage.sqlite.storage import SqliteStorage
 
     _IMPLEMENTATIONS: tuple[type[Storage], ...] = (SqliteStorage, PostgresStorage)
 
 _BACKENDS = {
-    "sqlite": ("gateway.storage.sqlite", "SqliteStorage"),
-    "postgresql": ("gateway.storage.postgresql", "PostgresStorage"),
-    "postgres": ("gateway.storage.postgresql", "PostgresStorage"),
+    "sqlite": ("gateway.storage.sqlite.storage", "SqliteStorage"),
+    "postgresql": ("gateway.storage.postgresql.storage", "PostgresStorage"),
+    "postgres": ("gateway.storage.postgresql.storage", "PostgresStorage"),
 }
 
 

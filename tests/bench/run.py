@@ -42,7 +42,7 @@ import psycopg  # noqa: E402
 from gateway.app import storage_types  # noqa: E402
 from gateway.loader import load  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
-from gateway.storage.interface import Constraint  # noqa: E402
+from gateway.storage.contract import Constraint  # noqa: E402
 
 WORKFLOWS = HERE / "workflows"
 LUA = HERE / "post.lua"

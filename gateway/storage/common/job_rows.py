@@ -1,0 +1,65 @@
+"""What both backends' job stores share: a row as a `Job`, the pending bound, and the wake
+of this process's workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.core.encoding import loads as codec_loads
+from gateway.core.errors import TooManyJobsError
+from gateway.storage.contract import Job, PendingBound
+
+
+def job_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> Job:
+    """A `gateway_jobs` row (the columns of the `get_job` query) as a `Job`; `when` reads
+    the backend's timestamps (ISO text on SQLite, datetimes on PostgreSQL)."""
+    data = row[14]
+    due = when(row[4])
+    assert due is not None, "a job without a due time"
+    return Job(id=row[0], workflow=row[1], source=row[2], status=row[3], due_at=due,
+               attempt=row[5], lease_until=when(row[6]), worker=row[7], unique_key=row[8],
+               subject=row[9], created_at=when(row[10]), finished_at=when(row[11]),
+               run_id=row[12], error=row[13], claims=row[15],
+               data=codec_loads(data) if isinstance(data, (str, bytes)) else data)
+
+
+def check_pending(bound: PendingBound, counts: Mapping[str, int], added: Iterable[str]) -> None:
+    """Raise `TooManyJobsError` when the pending jobs `counts` holds (by workflow, the jobs
+    just added included) pass `bound`, in all or for a workflow of `added`."""
+    if bound.per_workflow is not None:
+        for workflow in sorted(set(added)):
+            if counts.get(workflow, 0) > bound.per_workflow:
+                raise TooManyJobsError(
+                    f"Too many jobs of workflow '{workflow}' wait to run (more than "
+                    f"{bound.per_workflow:,}: limits.max_pending_jobs_per_workflow); nothing "
+                    "this run did was kept. Try again later")
+    if bound.most is not None and sum(counts.values()) > bound.most:
+        raise TooManyJobsError(
+            f"Too many jobs wait to run (more than {bound.most:,}: limits.max_pending_jobs); "
+            "nothing this run did was kept. Try again later")
+
+
+class Wake:
+    """Wakes the workers of this process when jobs were enqueued (on PostgreSQL, a
+    notification does the same for every instance)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def _ready(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def set(self) -> None:
+        self._ready().set()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._ready()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()

@@ -1,0 +1,159 @@
+"""The jobs role of the storage contract: a job, how one ended, and `JobStore` (re-exported
+by `gateway.storage.contract`, where the other roles are)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from gateway.core.errors import LeaseLostError
+
+# A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
+Position = tuple[datetime, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job: a run of `workflow` (an API workflow, a recurring event or a database
+    trigger, as `source` says: `schedule`, `recurring` or `trigger`) due at `due_at`.
+
+    `data` holds what the run is given: `params`, `identity` (who it acts for), `depth`
+    (how many scheduled runs led to it) and, per source, `thing` (a per-record event),
+    `frequency`, `before` and `after` (a trigger). `attempt` counts the claims so far."""
+
+    id: str
+    workflow: str
+    source: str
+    due_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+    status: str = "pending"
+    attempt: int = 0
+    unique_key: str | None = None
+    subject: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    run_id: str | None = None
+    error: str | None = None
+    lease_until: datetime | None = None
+    worker: str | None = None
+    # Every claim of the job so far, never reset (`attempt` is, by a retry; a release takes
+    # a claim back): which claim a run was started by (see `JobStore.settle`).
+    claims: int = 0
+
+
+JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
+
+
+def series_of(job: Job) -> str | None:
+    """The series a tick of a per-record recurring event belongs to (the one
+    `set_recurring_event` started, named in its `data`); None for any other job."""
+    if job.source != "recurring" or job.subject is None:
+        return None
+    series = job.data.get("series")
+    return None if series is None else str(series)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBound:
+    """The most jobs that may be pending at once: in all (`most`), and of any one workflow
+    (`per_workflow`); None is no bound."""
+
+    most: int | None = None
+    per_workflow: int | None = None
+
+
+def lease_lost(id: str) -> LeaseLostError:
+    """What `JobStore.settle` raises for a claim that is no longer the job's."""
+    return LeaseLostError(f"job {id}: its lease expired while this run ran and a newer claim "
+                          "took the job; this run's changes were rolled back")
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    """How one claimed job ended (what `JobStore.finish` is given)."""
+
+    id: str
+    status: str
+    at: datetime
+    run_id: str | None
+    error: str | None = None
+    retry_at: datetime | None = None
+    # The claim it ends (the job's `claims` then): a worker's late end of a claim that
+    # lapsed never ends the newer claim the same worker made.
+    claims: int | None = None
+    # A job written with the end, in its transaction, if the end is written (as `enqueue`
+    # writes one, never bounded): the next tick of a per-record series, which no failure
+    # between the two can leave unwritten once its tick ended.
+    then: Job | None = None
+
+
+class JobStore(Protocol):
+    """Jobs, claimed by workers with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
+    claiming statement in the writer on SQLite). A job whose lease expires is claimed again:
+    at-least-once, except that a run which wrote records commits only with its job's end
+    (`settle`), so that its writes happen once."""
+
+    # All in one transaction; a job whose `unique_key` exists already is left out, and so
+    # is a tick of a per-record series (`series_of`) that is not its record's current one
+    # (`set_series`). Then the workers are woken. Returns the ids written. With a `bound`,
+    # `TooManyJobsError` is raised and nothing written when the jobs would leave more
+    # pending than it allows (in all, or of a workflow they add to); checked in the
+    # transaction, without counting jobs.
+    async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
+        ...
+    # Pending jobs cancelled (by id); a running job is not stopped. How many were.
+    async def cancel(self, ids: Sequence[str], at: datetime) -> int: ...
+    # The series one per-record recurring event runs for one record from now on (None: no
+    # series), and the pending ticks of the one before cancelled; how many were. A tick of
+    # it running now is followed by no other: the ticks `enqueue` writes are its new one's.
+    async def set_series(self, workflow: str, subject: str, series: str | None,
+                         at: datetime) -> int: ...
+    # The series a per-record recurring event runs for a record now (None: none). A worker
+    # asks it of a tick it claimed: a tick written while its series was being replaced (no
+    # lock orders the two, so that no run waits on another) is cancelled, not run.
+    async def current_series(self, workflow: str, subject: str) -> str | None: ...
+    # Up to `limit` due jobs (and jobs whose lease expired), now `running` for `worker`
+    # until `lease_until`, their `attempt` counted; never a paused workflow's.
+    async def claim(self, worker: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]: ...
+    async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None: ...
+    # A claimed job ends: `done`, `failed` (with its error), or `pending` again at `retry_at`
+    # (its error kept). False when the job is no longer this worker's (its lease expired
+    # and another worker took it).
+    async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
+                     error: str | None = None, retry_at: datetime | None = None) -> bool: ...
+    # Many `finish`es in one statement (the jobs this worker ended in the same moment), and
+    # the `then` of each that was written, in one transaction; the ids that were still this
+    # worker's (and, where an end names its claim, that claim).
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]: ...
+    # A job's run that wrote ends the job `done` in the run's own transaction (called inside
+    # it), so that its writes and the job's end commit together, as long as the job is still
+    # the claim that the run was started by (the job's `claims` then). Once its lease
+    # expired and a newer claim took it, `LeaseLostError` is raised (now, or when the
+    # transaction commits) and nothing of the transaction is kept: the newer claim runs it.
+    async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None: ...
+    # Claimed jobs given back unstarted (a worker stopping): pending again, the claim uncounted.
+    async def release(self, worker: str, ids: Sequence[str]) -> int: ...
+    async def get_job(self, id: str) -> Job | None: ...
+    async def list_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[Job]: ...
+    # `list_jobs`, one page of it: the jobs after `before` (latest due first).
+    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50, *, before: Position | None = None) -> list[Job]: ...
+    # A failed or cancelled job pending again, due `at`, its attempts counted anew.
+    async def retry(self, id: str, at: datetime) -> bool: ...
+    # The newest job of a recurring event (by due time), whatever its status; None if none.
+    async def last_tick(self, workflow: str) -> Job | None: ...
+    # Up to `limit` pending ticks of per-record recurring events after `since` (due time,
+    # then id), soonest first.
+    async def series_ticks(self, since: Position, limit: int) -> list[Job]: ...
+    # `workflow` None pauses or resumes everything (stored as '*').
+    async def pause(self, workflow: str | None, at: datetime) -> None: ...
+    async def resume(self, workflow: str | None) -> None: ...
+    async def paused(self) -> list[str]: ...
+    # When the next pending job (of a workflow not paused) is due; None when none is.
+    async def next_due(self) -> datetime | None: ...
+    # Wait until jobs were enqueued (on this instance, or any on PostgreSQL) or `timeout`.
+    async def wait(self, timeout: float) -> None: ...

@@ -1,0 +1,47 @@
+"""The users role: passwords and session tokens (`Session`, `UserStore`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from gateway.storage.contract.types import (
+    Change,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A user's session token as it is kept: never the token itself."""
+
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime
+
+
+class UserStore(Protocol):
+    """Users' passwords and session tokens. A user is a record of type `user`; its password
+    hash and its tokens live apart from it, so no search or template ever sees them. The
+    e-mail a user logs in with is the one its record shows: an update that sets a user's
+    `email` moves the log-in in the same transaction (or refuses an address another user's
+    password holds, and an empty one for a user who has a password)."""
+
+    # The user record and its password in one transaction; DuplicateError when the e-mail
+    # (folded to lower case by the caller) is taken.
+    async def create_user(self, email: str, fields: Mapping[str, Any], password_hash: str,
+                          created_by: str | None = None) -> Change: ...
+    # (user id, password hash) of the user with this e-mail, or None.
+    async def credential(self, email: str) -> tuple[str, str] | None: ...
+    async def create_token(self, hash: str, user_id: str, at: datetime,
+                           expires_at: datetime) -> None: ...
+    async def find_token(self, hash: str) -> Session | None: ...
+    async def touch_token(self, hash: str, at: datetime) -> None: ...
+    # Whether there was such a token; `committed` is called once the revocation commits
+    # (at once outside a run's transaction, never if it rolls back).
+    async def revoke_token(self, hash: str,
+                           committed: Callable[[], None] | None = None) -> bool: ...
+    # Delete the tokens past their lifetime or unused since `idle_since`; how many.
+    async def purge_tokens(self, now: datetime, idle_since: datetime) -> int: ...

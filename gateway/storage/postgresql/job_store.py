@@ -1,0 +1,250 @@
+"""Jobs on PostgreSQL: `JobStore` over a `PostgresConnector`.
+
+Workers claim with `FOR UPDATE SKIP LOCKED`, so any number of them (in any number of
+instances) never take the same job. Enqueued jobs are written in one transaction that
+ends with a `NOTIFY`; each instance keeps one connection `LISTEN`ing, which wakes its
+workers. A lost notification costs a poll interval, never a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from gateway.core.encoding import dumps
+from gateway.storage.common import transaction
+from gateway.storage.common.job_rows import Wake, check_pending, job_from_row
+from gateway.storage.common.sql_files import queries
+from gateway.storage.contract import Job, JobEnd, PendingBound, Position
+from gateway.storage.contract.job_store import lease_lost, series_of
+from gateway.storage.postgresql.connector import Conn, PostgresConnector
+
+Q = queries("postgresql")
+LISTEN_RETRY_SECONDS = 5.0
+ENQUEUE_CHUNK = 1000  # jobs per statement
+COMPACT_ROWS = 1000  # a tally longer than this is folded by the enqueue that finds it
+log = logging.getLogger("gateway.storage")
+
+
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    return (job.id, job.workflow, job.source, job.due_at, job.unique_key, job.subject,
+            job.created_at or job.due_at, dumps(dict(job.data)), series_of(job))
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as the column arrays `enqueue_jobs` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def _insert(conn: Conn, jobs: Sequence[Job],
+                  chunks: Sequence[list[list[Any]]]) -> tuple[list[str], set[str]]:
+    """`jobs` (as `chunks` of their columns) written on `conn`, those `enqueue_jobs` takes,
+    and counted as pending: their ids, and the workflows they add to."""
+    written: list[str] = []
+    for columns in chunks:
+        cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
+        written.extend(row[0] for row in await cursor.fetchall())
+    if not written:
+        return written, set()
+    workflows = {job.id: job.workflow for job in jobs}
+    added = collections.Counter(workflows[id] for id in written)
+    await conn.execute(Q["add_pending"].encode(), [list(added), list(added.values())])
+    return written, set(added)
+
+
+class PostgresJobs:
+    """`JobStore` on a PostgreSQL database."""
+
+    def __init__(self, connector: PostgresConnector, url: str) -> None:
+        self._db = connector
+        self._url = url
+        self._wake = Wake()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
+        if not jobs:
+            return []
+        chunks = []
+        for start in range(0, len(jobs), ENQUEUE_CHUNK):
+            chunks.append(_columns([_row(job) for job in jobs[start:start + ENQUEUE_CHUNK]]))
+            await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
+
+        async def work(conn: Conn) -> list[str]:
+            written, added = await _insert(conn, jobs, chunks)
+            if not written:
+                return written
+            if bound is not None:  # raising undoes the enqueue (a savepoint)
+                await self._check(conn, bound, added)
+            await conn.execute(Q["notify_jobs"].encode())  # heard once the transaction commits
+            return written
+
+        written = await self._db.atomic(work)
+        if written:  # inside a run's transaction: once it commits
+            transaction.after_commit(self._db, self._wake.set)
+        return written
+
+    @staticmethod
+    async def _check(conn: Conn, bound: PendingBound, added: set[str]) -> None:
+        """The bound on pending jobs, read from the tally (folded when it grew long)."""
+        tally = await (await conn.execute(Q["pending_tally"].encode())).fetchall()
+        check_pending(bound, {str(name): int(count) for name, count, _ in tally}, added)
+        if sum(rows for _, _, rows in tally) > COMPACT_ROWS:
+            await conn.execute(Q["compact_job_tally"].encode())
+
+    async def cancel(self, ids: Sequence[str], at: datetime) -> int:
+        return await self._db.execute(Q["cancel_jobs"], (at, list(ids))) if ids else 0
+
+    async def set_series(self, workflow: str, subject: str, series: str | None,
+                         at: datetime) -> int:
+        async def work(conn: Conn) -> int:
+            # No lock orders this against a tick of the series before, written meanwhile
+            # (a run would wait on another, or deadlock with it): such a tick is cancelled
+            # by the worker that claims it (`current_series`).
+            if series is None:
+                await conn.execute(Q["clear_series"].encode(), (workflow, subject))
+            else:
+                await conn.execute(Q["set_series"].encode(), (workflow, subject, series))
+            cursor = await conn.execute(Q["cancel_subject"].encode(), (at, workflow, subject))
+            return cursor.rowcount
+
+        return await self._db.atomic(work)
+
+    async def current_series(self, workflow: str, subject: str) -> str | None:
+        rows = await self._db.fetch(Q["current_series"], (workflow, subject))
+        return str(rows[0][0]) if rows else None
+
+    async def claim(self, worker: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]:
+        rows = await self._db.fetch(Q["claim_jobs"], {
+            "now": now, "limit": limit, "lease": lease_until, "worker": worker})
+        return sorted((job_from_row(row, _when) for row in rows), key=lambda j: j.due_at)
+
+    async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None:
+        if ids:
+            await self._db.execute(Q["renew_jobs"], (lease_until, worker, list(ids)))
+
+    async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
+                     error: str | None = None, retry_at: datetime | None = None) -> bool:
+        return bool(await self._db.execute(
+            Q["finish_job"], (status, at, run_id, error, retry_at, id, worker)))
+
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
+        if not ends:
+            return set()
+        params = {
+            "ids": [e.id for e in ends], "statuses": [e.status for e in ends],
+            "ats": [e.at for e in ends], "runs": [e.run_id for e in ends],
+            "errors": [e.error for e in ends], "retries": [e.retry_at for e in ends],
+            "claims": [e.claims for e in ends], "worker": worker}
+        if all(end.then is None for end in ends):
+            return {row[0] for row in await self._db.fetch(Q["finish_jobs"], params)}
+
+        async def work(conn: Conn) -> tuple[set[str], list[str]]:
+            cursor = await conn.execute(Q["finish_jobs"].encode(), params)
+            done = {row[0] for row in await cursor.fetchall()}
+            then = [end.then for end in ends if end.then is not None and end.id in done]
+            if not then:
+                return done, []
+            written, _ = await _insert(conn, then, [_columns([_row(job) for job in then])])
+            if written:
+                await conn.execute(Q["notify_jobs"].encode())
+            return done, written
+
+        done, written = await self._db.atomic(work)
+        if written:
+            transaction.after_commit(self._db, self._wake.set)
+        return done
+
+    async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:
+        await self._db.execute_later(Q["settle_job"], (at, run_id, id, claims),
+                                     refusal=lease_lost(id))
+
+    async def release(self, worker: str, ids: Sequence[str]) -> int:
+        return await self._db.execute(Q["release_jobs"], (worker, list(ids))) if ids else 0
+
+    async def get_job(self, id: str) -> Job | None:
+        rows = await self._db.fetch(Q["get_job"], (id,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def list_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[Job]:
+        rows = await self._db.fetch(Q["list_jobs"], {
+            "status": status, "workflow": workflow, "limit": limit})
+        return [job_from_row(row, _when) for row in rows]
+
+    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50, *,
+                        before: tuple[datetime, str] | None = None) -> list[Job]:
+        rows = await self._db.fetch(Q["page_jobs"], {
+            "status": status, "workflow": workflow, "limit": limit,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else None})
+        return [job_from_row(row, _when) for row in rows]
+
+    async def retry(self, id: str, at: datetime) -> bool:
+        changed = await self._db.execute(Q["retry_job"], (at, id))
+        if changed:
+            await self._db.execute(Q["notify_jobs"])
+        return bool(changed)
+
+    async def last_tick(self, workflow: str) -> Job | None:
+        rows = await self._db.fetch(Q["last_tick"], (workflow,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def series_ticks(self, since: Position, limit: int) -> list[Job]:
+        rows = await self._db.fetch(Q["series_ticks"], (since[0], since[1], limit))
+        return [job_from_row(row, _when) for row in rows]
+
+    async def pause(self, workflow: str | None, at: datetime) -> None:
+        await self._db.execute(Q["pause"], (workflow or "*", at))
+
+    async def resume(self, workflow: str | None) -> None:
+        if workflow is None:
+            await self._db.execute(Q["resume_all"])
+        else:
+            await self._db.execute(Q["resume"], (workflow,))
+        await self._db.execute(Q["notify_jobs"])
+
+    async def paused(self) -> list[str]:
+        return [row[0] for row in await self._db.fetch(Q["paused"])]
+
+    async def next_due(self) -> datetime | None:
+        rows = await self._db.fetch(Q["next_due"])
+        return _when(rows[0][0]) if rows else None
+
+    async def wait(self, timeout: float) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="gateway-jobs-listen")
+        await self._wake.wait(timeout)
+
+    async def _listen(self) -> None:
+        """One connection LISTENing for as long as the store is open; reconnects after a
+        failure (polling covers the gap)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                async with conn:
+                    await conn.execute(Q["listen_jobs"].encode())
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("job notifications lost, polling meanwhile: %s", exc)
+                await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                await self._listener
+            self._listener = None

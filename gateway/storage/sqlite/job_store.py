@@ -1,0 +1,201 @@
+"""Jobs on SQLite: `JobStore` over a `SqliteConnector`.
+
+Every write goes through the writer thread, so a claim is one `UPDATE … RETURNING` in the
+writer's transaction: no two workers of a file can take the same job. Enqueued jobs wake
+this process's workers at once; other processes on the same file see them at their next
+poll.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.core.encoding import dumps, iso, parse_iso
+from gateway.storage.common import transaction
+from gateway.storage.common.job_rows import Wake, check_pending, job_from_row
+from gateway.storage.common.sql_files import queries
+from gateway.storage.contract import Job, JobEnd, PendingBound, Position
+from gateway.storage.contract.job_store import lease_lost, series_of
+from gateway.storage.sqlite.connector import SqliteConnector
+
+Q = queries("sqlite")
+# Ids per statement of an `IN (…)` list: well under SQLite's limit on variables.
+CHUNK = 500
+
+
+def _when(value: Any) -> datetime | None:
+    return parse_iso(value) if value else None
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    created = job.created_at or job.due_at
+    return (job.id, job.workflow, job.source, iso(job.due_at), job.unique_key, job.subject,
+            iso(created), dumps(dict(job.data)), series_of(job))
+
+
+def _insert(conn: sqlite3.Connection,
+            jobs: Sequence[Job]) -> tuple[list[str], collections.Counter[str]]:
+    """`jobs` written (those `enqueue_job` takes) and counted as pending: their ids, and
+    how many of each workflow. Encoded here, in the writer's thread, not on the event loop."""
+    written, added = [], collections.Counter[str]()
+    for job in jobs:
+        if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
+            written.append(job.id)
+            added[job.workflow] += 1
+    conn.executemany(Q["add_pending"], added.items())
+    return written, added
+
+
+class SqliteJobs:
+    """`JobStore` on one SQLite file."""
+
+    def __init__(self, connector: SqliteConnector) -> None:
+        self._db = connector
+        self._wake = Wake()
+
+    async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[str]:
+            written, added = _insert(conn, jobs)
+            if bound is not None and written:  # raising undoes the enqueue (a savepoint)
+                counts = dict(conn.execute(Q["pending_counts"]).fetchall())
+                check_pending(bound, counts, added)
+            return written
+
+        written = await self._db.write(work) if jobs else []
+        if written:  # inside a run's transaction: once it commits
+            transaction.after_commit(self._db, self._wake.set)
+        return written
+
+    async def _by_ids(self, sql: str, head: tuple[Any, ...], ids: Sequence[str],
+                      tail: tuple[Any, ...] = ()) -> int:
+        chunks = [list(ids[i:i + CHUNK]) for i in range(0, len(ids), CHUNK)]
+
+        def work(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(sql.format(ids=_placeholders(len(chunk))),
+                                    (*head, *chunk, *tail)).rowcount for chunk in chunks)
+
+        return await self._db.write(work) if chunks else 0
+
+    async def cancel(self, ids: Sequence[str], at: datetime) -> int:
+        return await self._by_ids(Q["cancel_jobs"], (iso(at),), ids)
+
+    async def set_series(self, workflow: str, subject: str, series: str | None,
+                         at: datetime) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            if series is None:
+                conn.execute(Q["clear_series"], (workflow, subject))
+            else:
+                conn.execute(Q["set_series"], (workflow, subject, series))
+            return int(conn.execute(Q["cancel_subject"], (iso(at), workflow, subject)).rowcount)
+
+        return int(await self._db.write(work))
+
+    async def current_series(self, workflow: str, subject: str) -> str | None:
+        rows = await self._db.fetch(Q["current_series"], (workflow, subject))
+        return str(rows[0][0]) if rows else None
+
+    async def claim(self, worker: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]:
+        params = (iso(lease_until), worker, iso(now), iso(now), limit)
+        rows = await self._db.write(
+            lambda conn: conn.execute(Q["claim_jobs"], params).fetchall())
+        return sorted((job_from_row(row, _when) for row in rows), key=lambda j: j.due_at)
+
+    async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None:
+        await self._by_ids(Q["renew_jobs"], (iso(lease_until), worker), ids)
+
+    async def finish(self, id: str, worker: str, status: str, at: datetime, run_id: str | None,
+                     error: str | None = None, retry_at: datetime | None = None) -> bool:
+        params = (status, iso(at), run_id, error, iso(retry_at) if retry_at else None, id,
+                  worker, None)
+        return bool(await self._db.write(
+            lambda conn: conn.execute(Q["finish_job"], params).rowcount))
+
+    async def finish_many(self, worker: str, ends: Sequence[JobEnd]) -> set[str]:
+        rows = [(end.status, iso(end.at), end.run_id, end.error,
+                 iso(end.retry_at) if end.retry_at else None, end.id, worker, end.claims)
+                for end in ends]
+
+        def work(conn: sqlite3.Connection) -> tuple[set[str], list[str]]:
+            done = {row[5] for row in rows if conn.execute(Q["finish_job"], row).rowcount}
+            then = [end.then for end in ends if end.then is not None and end.id in done]
+            return done, _insert(conn, then)[0] if then else []
+
+        if not rows:
+            return set()
+        done, written = await self._db.write(work)
+        if written:
+            transaction.after_commit(self._db, self._wake.set)
+        return set(done)
+
+    async def settle(self, id: str, claims: int, at: datetime, run_id: str) -> None:
+        params = (iso(at), run_id, id, claims)
+
+        def work(conn: sqlite3.Connection) -> None:
+            if not conn.execute(Q["settle_job"], params).rowcount:
+                raise lease_lost(id)  # the writer rolls back what the unit wrote
+
+        await self._db.write_later(work)  # with the run's other held writes: one call
+
+    async def release(self, worker: str, ids: Sequence[str]) -> int:
+        return await self._by_ids(Q["release_jobs"], (worker,), ids)
+
+    async def get_job(self, id: str) -> Job | None:
+        rows = await self._db.fetch(Q["get_job"], (id,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def list_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[Job]:
+        rows = await self._db.fetch(Q["list_jobs"], (status, status, workflow, workflow, limit))
+        return [job_from_row(row, _when) for row in rows]
+
+    async def page_jobs(self, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50, *, before: Position | None = None) -> list[Job]:
+        rows = await self._db.fetch(Q["page_jobs"], (
+            status, workflow, limit, iso(before[0]) if before else None,
+            before[1] if before else None))
+        return [job_from_row(row, _when) for row in rows]
+
+    async def retry(self, id: str, at: datetime) -> bool:
+        params = (iso(at), id)
+        changed = await self._db.write(lambda conn: conn.execute(Q["retry_job"], params).rowcount)
+        if changed:
+            self._wake.set()
+        return bool(changed)
+
+    async def last_tick(self, workflow: str) -> Job | None:
+        rows = await self._db.fetch(Q["last_tick"], (workflow,))
+        return job_from_row(rows[0], _when) if rows else None
+
+    async def series_ticks(self, since: Position, limit: int) -> list[Job]:
+        rows = await self._db.fetch(Q["series_ticks"], (iso(since[0]), since[1], limit))
+        return [job_from_row(row, _when) for row in rows]
+
+    async def pause(self, workflow: str | None, at: datetime) -> None:
+        params = (workflow or "*", iso(at))
+        await self._db.write(lambda conn: conn.execute(Q["pause"], params))
+
+    async def resume(self, workflow: str | None) -> None:
+        if workflow is None:
+            await self._db.write(lambda conn: conn.execute(Q["resume_all"]))
+        else:
+            await self._db.write(lambda conn: conn.execute(Q["resume"], (workflow,)))
+        self._wake.set()
+
+    async def paused(self) -> list[str]:
+        return [row[0] for row in await self._db.fetch(Q["paused"], ())]
+
+    async def next_due(self) -> datetime | None:
+        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"]).fetchall())
+        return _when(rows[0][0]) if rows else None
+
+    async def wait(self, timeout: float) -> None:
+        await self._wake.wait(timeout)
