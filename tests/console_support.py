@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.ids import new_id
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Job, Storage, open_storage
 
 CONFIG = """\

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from support import Clock
 
-from gateway.app import create_app
-from gateway.auth import KEY_CACHE_SECONDS, key_hash, new_key
-from gateway.loader import load
+from gateway.api.auth import KEY_CACHE_SECONDS, key_hash, new_key
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 CONFIG = """

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.action import Action, collect
 from gateway.actions import ACTIONS
 from gateway.actions.flow import log
 from gateway.config import schema
+from gateway.runtime.action_spec import Action, collect
 
 _NOT_ACTIONS = {"step_id"}  # the definition of a step's `id`, not of an action
 

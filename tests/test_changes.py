@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.context import Changes, RunContext
-from gateway.interpreter import Interpreter, RunResult
-from gateway.loader import load
-from gateway.model import Registry
+from gateway.compiler.loader import load
+from gateway.runtime.context import Changes, RunContext
+from gateway.runtime.interpreter import Interpreter, RunResult
+from gateway.runtime.model import Registry
 from gateway.storage import Storage, open_storage
 from gateway.storage.contract import Change
 

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from gateway.interpreter import Interpreter
-from gateway.loader import load
+from gateway.compiler.loader import load
+from gateway.runtime.interpreter import Interpreter
 from gateway.storage import open_storage
 
 CONFIG = """

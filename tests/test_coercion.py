@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from gateway.coercion import compile_coercer, converter
 from gateway.core.errors import InvalidDataError, MissingDataError
-from gateway.param import Param
+from gateway.runtime.coercion import compile_coercer, converter
+from gateway.runtime.param import Param
 
 UTC = timezone.utc
 

@@ -8,7 +8,7 @@ from gateway.compiler import Compiler
 from gateway.config import schema
 from gateway.config.source import Document, load_text
 from gateway.core.errors import Diagnostic
-from gateway.model import Registry
+from gateway.runtime.model import Registry
 
 
 def _documents(*texts: str) -> list[Document]:

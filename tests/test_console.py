@@ -25,12 +25,12 @@ from console_support import (
 )
 from starlette.routing import Mount, Route
 
-from gateway.app import create_app
-from gateway.auth import key_hash
+from gateway.api.auth import key_hash
+from gateway.compiler.loader import load
 from gateway.console.session import COOKIE, FREE_FAILURES, Signer, throttle
 from gateway.console.views import SEARCH_SCAN
 from gateway.core.clock import utc_now
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 SECURITY = {

@@ -19,13 +19,13 @@ import uvicorn
 from bubble_api import BubbleClient, Field  # type: ignore[import-untyped]
 from starlette.applications import Starlette
 
-from gateway.app import create_app
-from gateway.auth import Authenticator, key_hash, new_key
-from gateway.context import RunContext
-from gateway.data_api import DataApi
-from gateway.data_openapi import data_paths
-from gateway.interpreter import Interpreter
-from gateway.loader import load
+from gateway.api.auth import Authenticator, key_hash, new_key
+from gateway.api.data_api import DataApi
+from gateway.api.data_openapi import data_paths
+from gateway.compiler.loader import load
+from gateway.runtime.context import RunContext
+from gateway.runtime.interpreter import Interpreter
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 CONFIG = """

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
+from gateway.api.detection import detect
 from gateway.cli import main
-from gateway.detect import detect
-from gateway.loader import load
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 CONFIG = """\

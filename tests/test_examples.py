@@ -19,14 +19,14 @@ from click.testing import CliRunner
 from support import Inbox, smtp_server
 from support import rates_api as loopback_rates_api
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
 from gateway.cli import main
-from gateway.context import ADMIN
+from gateway.compiler.loader import check, load
 from gateway.core.settings import with_environment
-from gateway.interpreter import Interpreter
-from gateway.loader import check, load
+from gateway.runtime.context import ADMIN
+from gateway.runtime.interpreter import Interpreter
 from gateway.scheduler import with_jobs
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"

@@ -18,14 +18,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import create_app
-from gateway.app import storage_types as types_of
 from gateway.cli import main
-from gateway.coercion import compile_coercer
+from gateway.compiler.loader import load
 from gateway.core.errors import DuplicateError
 from gateway.core.settings import with_environment
-from gateway.loader import load
-from gateway.param import Param
+from gateway.runtime.coercion import compile_coercer
+from gateway.runtime.param import Param
+from gateway.server.app import create_app
+from gateway.server.app import storage_types as types_of
 from gateway.storage import Constraint, FieldSpec, TypeSpec, open_storage
 
 CONFIG = """

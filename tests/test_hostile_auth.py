@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 from click.testing import CliRunner
 
-from gateway.accounts import FREE_FAILURES, MAX_PASSWORD, MAX_TRACKED, Accounts
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
 from gateway.cli import main
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.settings import Settings
-from gateway.loader import load
+from gateway.runtime.accounts import FREE_FAILURES, MAX_PASSWORD, MAX_TRACKED, Accounts
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

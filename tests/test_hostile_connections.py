@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_hostile_http import ROOT, free_port, read_response, wait_for_health, write_config
 
-from gateway.forwarded import network
+from gateway.runtime.forwarded import network
 
 PING = b"GET /api/1.1/wf/ping HTTP/1.1\r\nHost: gw\r\n\r\n"
 CONFIG = """

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import create_app
 from gateway.cli import main
+from gateway.compiler.loader import check, load
 from gateway.config.source import load_text
 from gateway.core.settings import Settings, with_environment
-from gateway.loader import check, load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.loader import load
-from gateway.model import Registry
+from gateway.compiler.loader import load
+from gateway.runtime.model import Registry
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

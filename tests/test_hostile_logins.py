@@ -17,14 +17,14 @@ from console_support import config as console_config
 from console_support import form_value
 from starlette.applications import Starlette
 
-from gateway.accounts import FREE_FAILURES, MAX_DELAY, QUEUE, Logins
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.console.session import FREE_FAILURES as CONSOLE_FREE_FAILURES
 from gateway.console.session import throttle
 from gateway.core.errors import RateLimitedError
-from gateway.loader import load
+from gateway.runtime.accounts import FREE_FAILURES, MAX_DELAY, QUEUE, Logins
+from gateway.runtime.login_throttle import FailureBudget
+from gateway.server.app import create_app
 from gateway.storage import open_storage
-from gateway.throttle import FailureBudget
 
 PROXY = "10.0.0.5"
 PASSWORD = "correct horse"

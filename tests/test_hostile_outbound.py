@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.hooks import LocalRates
-from gateway.loader import load
-from gateway.services import is_public
+from gateway.compiler.loader import load
+from gateway.runtime.services import is_public
+from gateway.server.app import create_app
 from gateway.storage import open_storage
+from gateway.webhooks.guard import LocalRates
 from tests.test_outbound import (
     Inbox,
     calling,

@@ -16,9 +16,9 @@ import httpx
 import psycopg
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.errors import TooManyJobsError
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 from gateway.storage.contract import Job, PendingBound
 from gateway.storage.postgresql.job_store import COMPACT_ROWS

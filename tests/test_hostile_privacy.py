@@ -27,9 +27,9 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
-from gateway.loader import load
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, TypeSpec, open_storage
 
 BOUND = 30  # limits.max_privacy_scan

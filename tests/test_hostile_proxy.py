@@ -15,10 +15,10 @@ import httpx
 import pytest
 from console_support import config as console_config
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.console.session import PRE_COOKIE
-from gateway.forwarded import MAX_HOPS, Proxies
-from gateway.loader import load
+from gateway.runtime.forwarded import MAX_HOPS, Proxies
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 PROXY = "10.0.0.5"

@@ -22,12 +22,12 @@ import httpx
 import psycopg
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.settings import Settings, with_environment
-from gateway.loader import load
-from gateway.retention import purge_runs_once, trim_due
+from gateway.server.app import create_app
 from gateway.storage import RunLogLimits, Storage, open_storage
+from gateway.storage.retention import purge_runs_once, trim_due
 from gateway.storage.sqlite.connector import path_from_url
 
 CONFIG = """

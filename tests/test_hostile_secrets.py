@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.encoding import escape
 from gateway.core.settings import with_environment
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 SECRET = "s3cr3t-value-42"

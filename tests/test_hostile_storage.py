@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.errors import ValidationError
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Constraint, FieldSpec, Storage, TypeSpec, open_storage
 from gateway.storage.common.limits import MAX_INDEXED_TEXT_BYTES
 from gateway.storage.common.query import compile_where

@@ -17,9 +17,9 @@ import httpx
 import psycopg
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.errors import StorageError, StorageUnavailableError
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 from gateway.storage.sqlite.storage import SqliteStorage
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
-from gateway.loader import load
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 SYSTEM_KEYS = ("_id", "created_at", "modified_at", "created_by")

@@ -25,9 +25,9 @@ import httpx
 import pytest
 import yaml
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.settings import with_environment
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 SECRET = "s3cr3t-value"

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.encoding import encode
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 ECHO = """

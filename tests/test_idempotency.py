@@ -19,11 +19,11 @@ import pytest
 from starlette.requests import Request
 from support import Clock
 
-from gateway.app import create_app
-from gateway.auth import is_bearer, key_hash, new_key
-from gateway.coercion import gather
-from gateway.http import request_facts
-from gateway.loader import load
+from gateway.api.auth import is_bearer, key_hash, new_key
+from gateway.api.workflow_endpoints import request_facts
+from gateway.compiler.loader import load
+from gateway.runtime.coercion import gather
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -317,7 +317,7 @@ async def test_a_key_read_straight_from_its_header_hashes_as_its_template_would(
 def test_a_key_header_named_beyond_ascii_is_left_to_its_template(tmp_path: Path) -> None:
     # No request carries such a header name: the template refuses each request (400), and
     # the gateway still starts.
-    from gateway.compiler.hooks import key_header
+    from gateway.compiler.webhook_specs import key_header
 
     assert key_header("{{ request.headers['\u043a\u043b\u044e\u0447'] }}") == ""
     assert key_header("{{ request.headers['x-delivery'] }}") == "x-delivery"
@@ -430,16 +430,16 @@ def test_a_forked_worker_owns_its_claims_under_a_prefix_of_its_own() -> None:
     # would take each other's claims for their own.
     import multiprocessing
 
-    from gateway import hooks
+    from gateway.webhooks import guard
 
-    parent = hooks._OWNERS.prefix
+    parent = guard._OWNERS.prefix
     context = multiprocessing.get_context("fork")
     with context.Pool(1) as pool:
         child = pool.apply(_owner_prefix)
-    assert child != parent and hooks._OWNERS.prefix == parent
+    assert child != parent and guard._OWNERS.prefix == parent
 
 
 def _owner_prefix() -> str:
-    from gateway import hooks
+    from gateway.webhooks import guard
 
-    return hooks._OWNERS.prefix
+    return guard._OWNERS.prefix

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from gateway.context import ADMIN, Identity
+from gateway.compiler.loader import load
 from gateway.core.settings import with_environment
-from gateway.interpreter import Interpreter, RunResult
-from gateway.loader import load
-from gateway.model import Registry
+from gateway.runtime.context import ADMIN, Identity
+from gateway.runtime.interpreter import Interpreter, RunResult
+from gateway.runtime.model import Registry
 from gateway.storage import Storage, open_storage
 
 

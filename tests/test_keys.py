@@ -13,11 +13,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.app import create_app
-from gateway.auth import Authenticator, key_hash, new_key
+from gateway.api.auth import Authenticator, key_hash, new_key
 from gateway.cli import main
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

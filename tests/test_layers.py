@@ -15,41 +15,39 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 
-# The table of layers; a module may import from its own layer and any lower number.
-LAYERS: dict[str, int] = {
+# The table of layers, by package; a module may import from its own layer and any lower
+# number. Inside `storage`, the contract comes first, then what the backends share, then the
+# backends, then the facade that picks one.
+LAYERS: dict[str, float] = {
     "gateway": 0,
     "gateway.core": 1,
     "gateway.config": 2, "gateway.templates": 2,
-    "gateway.forwarded": 2, "gateway.throttle": 2,
-    "gateway.model": 3, "gateway.storage": 3, "gateway.coercion": 3,
-    "gateway.context": 3, "gateway.action": 3, "gateway.param": 3, "gateway.accounts": 3,
-    "gateway.privacy": 3, "gateway.signature": 3, "gateway.services": 3, "gateway.detect": 3,
-    "gateway.compiler": 4, "gateway.actions": 4,
-    "gateway.loader": 5, "gateway.interpreter": 5,
-    "gateway.scheduler": 6, "gateway.auth": 6, "gateway.envelope": 6, "gateway.hooks": 6,
-    "gateway.openapi": 6, "gateway.metrics": 6, "gateway.objects": 6,
-    "gateway.data_openapi": 6, "gateway.retention": 6,
-    "gateway.http": 7, "gateway.data_api": 7, "gateway.console": 7,
-    "gateway.app": 8, "gateway.testrun": 8,
-    "gateway.reload": 8,
-    "gateway.cli": 9, "gateway.server": 9, "gateway.__main__": 9,
+    "gateway.storage.contract": 3.1, "gateway.storage.common": 3.2,
+    "gateway.storage.sqlite": 3.3, "gateway.storage.postgresql": 3.3, "gateway.storage": 3.4,
+    "gateway.runtime": 4,
+    "gateway.actions": 5, "gateway.webhooks": 5,
+    "gateway.compiler": 6, "gateway.scheduler": 6, "gateway.api": 6,
+    "gateway.console": 7,
+    "gateway.server": 8,
+    "gateway.cli": 9, "gateway.__main__": 9,
 }
 # Third-party (and driver) packages and the only modules allowed to import them.
 CONFINED: dict[str, tuple[str, ...]] = {
-    "starlette": ("gateway.http", "gateway.data_api", "gateway.auth", "gateway.app",
-                  "gateway.testrun", "gateway.console"),
-    "uvicorn": ("gateway.cli", "gateway.server"),
+    "starlette": ("gateway.api", "gateway.server", "gateway.console"),
+    "uvicorn": ("gateway.cli", "gateway.server.protocol"),
     "click": ("gateway.cli",),
-    "psycopg": ("gateway.storage",),
-    "psycopg_pool": ("gateway.storage",),
-    "sqlite3": ("gateway.storage",),
-    "argon2": ("gateway.accounts",),
-    "httpx": ("gateway.services", "gateway.context", "gateway.actions"),
-    "httpcore": ("gateway.services",),
-    "aiosmtplib": ("gateway.services",),
-    "prometheus_client": ("gateway.metrics",),
-    "watchfiles": ("gateway.reload",),
+    "psycopg": ("gateway.storage.postgresql",),
+    "psycopg_pool": ("gateway.storage.postgresql",),
+    "sqlite3": ("gateway.storage.sqlite",),
+    "argon2": ("gateway.runtime.accounts",),
+    "httpx": ("gateway.runtime.services", "gateway.runtime.context", "gateway.actions"),
+    "httpcore": ("gateway.runtime.services",),
+    "aiosmtplib": ("gateway.runtime.services",),
+    "prometheus_client": ("gateway.server.metrics",),
+    "watchfiles": ("gateway.server.reload",),
 }
+# A newcomer reads the architecture from the tree: packages, and few modules beside them.
+MOST_TOP_LEVEL_MODULES = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +67,7 @@ def modules() -> list[tuple[str, Path]]:
     return sorted((module_name(p), p) for p in PACKAGE.rglob("*.py"))
 
 
-def layer_of(module: str) -> int:
+def layer_of(module: str) -> float:
     """The layer of a module: its own entry, else its package's (`gateway.storage.common`)."""
     parts = module.split(".")
     for end in range(len(parts), 0, -1):
@@ -97,7 +95,7 @@ def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
         parts = module.split(".")
         keep = len(parts) - node.level + (1 if is_package else 0)
         base = ".".join(parts[:keep] + ([node.module] if node.module else []))
-    # `from gateway import http` imports the module gateway.http, not the package.
+    # `from gateway.api import auth` imports the module gateway.api.auth, not the package.
     return [f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base
             for alias in node.names]
 
@@ -185,18 +183,58 @@ def test_the_import_graph_has_no_cycles() -> None:
             visit(name, [])
 
 
+def package_of(module: str) -> str:
+    """The package a module belongs to: its longest entry in the layer table."""
+    parts = module.split(".")
+    return next(".".join(parts[:end]) for end in range(len(parts), 0, -1)
+                if ".".join(parts[:end]) in LAYERS)
+
+
+def test_every_module_belongs_to_a_package() -> None:
+    loose = [name for name, path in ALL
+             if name.count(".") == 1 and path.name != "__init__.py"]
+    assert len(loose) <= MOST_TOP_LEVEL_MODULES, f"modules directly in gateway/: {loose}"
+    for name, _ in ALL:
+        assert package_of(name) != "gateway" or name in ("gateway", "gateway.__main__"), name
+
+
+def test_packages_import_one_way() -> None:
+    """No two packages import each other, directly or around a loop, type-only imports
+    included: the layering of modules could hide a loop between packages of one layer."""
+    graph: dict[str, set[str]] = {}
+    for name, path in ALL:
+        own = package_of(name)
+        graph.setdefault(own, set()).update(
+            package_of(i.target) for i in imports_of(name, path)
+            if i.target.startswith("gateway.") and package_of(i.target) != own)
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("package cycle: " + " -> ".join([*trail, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The walk itself can fail: a layer-2 module importing the HTTP layer is caught."""
     bad = tmp_path / "templating.py"
-    bad.write_text("from gateway import http\nimport click\n\ndef f():\n    import json\n")
+    bad.write_text("from gateway.api import auth\nimport click\n\ndef f():\n    import json\n")
     found = imports_of("gateway.templates.templating", bad)
     assert [(i.target, i.in_function) for i in found] == [
-        ("gateway.http", False), ("click", False), ("json", True)]
-    assert layer_of("gateway.http") > layer_of("gateway.templates.templating")
+        ("gateway.api.auth", False), ("click", False), ("json", True)]
+    assert layer_of("gateway.api.auth") > layer_of("gateway.templates.templating")
 
 
 def test_the_postgresql_driver_loads_only_when_used() -> None:
-    code = ("import sys, gateway.cli, gateway.app\n"
+    code = ("import sys, gateway.cli, gateway.server.app\n"
             "from gateway.storage import open_storage\n"
             "open_storage('sqlite:///unused.db')\n"
             "print(sorted(m for m in ('psycopg', 'psycopg_pool') if m in sys.modules))")

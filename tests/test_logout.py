@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from gateway.accounts import Accounts
-from gateway.app import create_app
-from gateway.auth import KEY_CACHE_SECONDS, Authenticator, key_hash
+from gateway.api.auth import KEY_CACHE_SECONDS, Authenticator, key_hash
+from gateway.compiler.loader import load
 from gateway.core.settings import Settings
-from gateway.loader import load
+from gateway.runtime.accounts import Accounts
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.loader import load
-from gateway.metrics import Metrics
+from gateway.server.app import create_app
+from gateway.server.metrics import Metrics
 from gateway.storage import open_storage
 
 CONFIG = """\

@@ -31,12 +31,12 @@ from schemathesis.checks import (
 )
 from support import rates_api, smtp_server
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
+from gateway.api.openapi import PATH, document
 from gateway.cli import main
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.loader import load
-from gateway.openapi import PATH, document
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

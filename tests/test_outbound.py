@@ -23,11 +23,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from click.testing import CliRunner
 
-from gateway.app import create_app
 from gateway.cli import main
+from gateway.compiler.loader import check, load
 from gateway.core.settings import with_environment
-from gateway.loader import check, load
-from gateway.services import is_public
+from gateway.runtime.services import is_public
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 TOKEN = "tok-7f3a9c1e5b2d"

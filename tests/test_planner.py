@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from support import Clock, run_sql
 
-from gateway.context import ADMIN, Identity
-from gateway.interpreter import Interpreter
-from gateway.loader import load
-from gateway.model import Registry
+from gateway.compiler.loader import load
+from gateway.runtime.context import ADMIN, Identity
+from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
 from gateway.scheduler.planner import successor
 from gateway.storage import Job, Storage, open_storage

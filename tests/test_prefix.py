@@ -10,9 +10,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import create_app
 from gateway.cli import main
-from gateway.loader import load
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 CONFIG = """\

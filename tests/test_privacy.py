@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.errors import ConfigError
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 CONFIG = """

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 from support import Clock
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
-from gateway.hooks import LocalRates
-from gateway.loader import load
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
+from gateway.webhooks.guard import LocalRates
 
 NOW = datetime(2026, 11, 25, 12, 0, 10, tzinfo=UTC)
 CONFIG = """\

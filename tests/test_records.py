@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.loader import load
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Constraint, Storage, open_storage
 
 CONFIG = """

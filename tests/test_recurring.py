@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from gateway.model import RecurringEvent
+from gateway.runtime.model import RecurringEvent
 from gateway.scheduler.recurring import (
     Plan,
     earlier,

@@ -22,10 +22,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.loader import load
+from gateway.server.app import create_app
 from gateway.storage import open_storage
 
 ECHO = """\

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from gateway.context import ADMIN, Identity
+from gateway.compiler.loader import load
 from gateway.core.clock import Clock, utc_now
-from gateway.interpreter import Interpreter
-from gateway.loader import load
-from gateway.model import Registry
+from gateway.runtime.context import ADMIN, Identity
+from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
 from gateway.storage import Constraint, Job, Storage, open_storage
 

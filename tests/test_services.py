@@ -7,10 +7,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from gateway.interpreter import Interpreter
-from gateway.loader import load
-from gateway.model import Registry
-from gateway.services import Services
+from gateway.compiler.loader import load
+from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.model import Registry
+from gateway.runtime.services import Services
 
 CONFIG = """
 kind: settings

@@ -16,9 +16,9 @@ import httpx
 import psycopg
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import config_version, load
 from gateway.core.errors import StorageError
-from gateway.loader import config_version, load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 from gateway.storage.sqlite.storage import SqliteStorage
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
-from gateway.loader import load
-from gateway.testrun import subset_mismatch
+from gateway.compiler.loader import load
+from gateway.server.workflow_tests import subset_mismatch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
 

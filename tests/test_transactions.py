@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.compiler.loader import load
 from gateway.core.errors import StorageError
-from gateway.interpreter import Interpreter
-from gateway.loader import load
-from gateway.model import Registry
+from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.model import Registry
 from gateway.scheduler import with_jobs
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 from gateway.storage.contract import Constraint, FieldSpec, TypeSpec
 

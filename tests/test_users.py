@@ -18,15 +18,15 @@ import pytest
 from click.testing import CliRunner
 from support import Clock
 
-from gateway.accounts import FREE_FAILURES, Accounts
-from gateway.app import create_app
-from gateway.auth import key_hash, new_key
+from gateway.api.auth import key_hash, new_key
 from gateway.cli import main
+from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.settings import Settings
-from gateway.loader import load
-from gateway.retention import purge_tokens_once
+from gateway.runtime.accounts import FREE_FAILURES, Accounts
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
+from gateway.storage.retention import purge_tokens_once
 
 CONFIG = """
 kind: data_type

@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from gateway.compiler.loader import load
 from gateway.core.errors import ConfigError
-from gateway.loader import load
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

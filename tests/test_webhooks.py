@@ -20,12 +20,12 @@ import standardwebhooks
 import stripe
 from click.testing import CliRunner
 
-from gateway import signature
-from gateway.app import create_app
 from gateway.cli import main
-from gateway.hooks import raw_headers
-from gateway.loader import check, load
+from gateway.compiler.loader import check, load
+from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
+from gateway.webhooks import signature
+from gateway.webhooks.guard import raw_headers
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 STRIPE_SECRET = "whsec_test_5f0c2b1d9a8e4c7b"

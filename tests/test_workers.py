@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from support import rates_api, smtp_server
 
+from gateway.compiler.loader import load
 from gateway.core.ids import new_id
-from gateway.loader import load
 from gateway.storage import Job, Storage, open_storage
 
 CONFIG = """

@@ -3,8 +3,8 @@ functions. `ACTIONS` collects them by name; nothing else names an action."""
 
 from __future__ import annotations
 
-from gateway.action import Action, collect
-from gateway.actions import flow, jobs, outbound, records, users
+from gateway.actions import flow, http_request, mail, records, scheduling, users
+from gateway.runtime.action_spec import Action, collect
 
 ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS, users.ACTIONS,
-                                     outbound.ACTIONS, jobs.ACTIONS)
+                                     http_request.ACTIONS, mail.ACTIONS, scheduling.ACTIONS)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.action import StepCheck
-from gateway.coercion import convert_value
 from gateway.core.errors import ValidationError
+from gateway.runtime.action_spec import StepCheck
+from gateway.runtime.coercion import convert_value
 from gateway.storage.contract import SYSTEM_KEYS, Constraint, FieldSpec, TypeSpec
 
 VALUELESS = frozenset({"is_empty", "is_not_empty"})

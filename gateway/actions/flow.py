@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.action import Action, StepCheck, check_call_params
-from gateway.context import Reply, RunContext
 from gateway.core import pointer as ptr
 from gateway.core.errors import RunError, StepFailedError, did_you_mean, shown
+from gateway.runtime.action_spec import Action, StepCheck, check_call_params
+from gateway.runtime.context import Reply, RunContext
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

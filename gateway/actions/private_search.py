@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.context import RunContext
 from gateway.core.errors import ValidationError
-from gateway.privacy import Privacy, Viewer
+from gateway.runtime.context import RunContext
+from gateway.runtime.privacy import Privacy, Viewer
 from gateway.storage.contract import Constraint, Page, RecordStore, SortKey
 
 CHUNK = 250  # records read (and judged) at a time

@@ -14,13 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.accounts import fold_email
-from gateway.action import Action, StepCheck
 from gateway.actions import constraint
 from gateway.actions.private_search import private_search
-from gateway.coercion import convert_value
-from gateway.coercion import record_id as coerce_record_id
-from gateway.context import RunContext
 from gateway.core import pointer as ptr
 from gateway.core.encoding import size_over
 from gateway.core.errors import (
@@ -30,6 +25,11 @@ from gateway.core.errors import (
     ValidationError,
     did_you_mean,
 )
+from gateway.runtime.accounts import fold_email
+from gateway.runtime.action_spec import Action, StepCheck
+from gateway.runtime.coercion import convert_value
+from gateway.runtime.coercion import record_id as coerce_record_id
+from gateway.runtime.context import RunContext
 from gateway.storage.common import codec
 from gateway.storage.contract import SYSTEM_KEYS, Page, RecordStore, SortKey, TypeSpec
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.accounts import Accounts
-from gateway.action import Action, StepCheck
 from gateway.actions.records import check_fields
-from gateway.coercion import convert_value
-from gateway.context import MIN_SECRET_LENGTH, RunContext
 from gateway.core import pointer as ptr
 from gateway.core.errors import InvalidDataError, RunError, did_you_mean
+from gateway.runtime.accounts import Accounts
+from gateway.runtime.action_spec import Action, StepCheck
+from gateway.runtime.coercion import convert_value
+from gateway.runtime.context import MIN_SECRET_LENGTH, RunContext
 
 USER = "user"
 

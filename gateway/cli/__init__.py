@@ -1,14 +1,14 @@
 """The `gateway` command: the only package that prints or exits.
 
-`base` holds the group, its shared options and the boundary where errors become exit codes;
-`commands` the commands that check, serve and run workflows; `stores` those over the
-database (run log, admin keys, migrations); `jobs` the worker and the jobs; `ops`
-those for operations (workflow tests).
+`group` holds the command group, its shared options and the boundary where errors become
+exit codes; then one module per group of commands: `workflows` (validate, run, routes,
+detect, schema, test, openapi), `serve`, `jobs` (the worker and the jobs), `runs` (the run
+log), `keys` (admin API keys) and `db` (migrations).
 """
 
 from __future__ import annotations
 
-from gateway.cli import commands, jobs, ops, stores
-from gateway.cli.base import main
+from gateway.cli import db, jobs, keys, runs, serve, workflows
+from gateway.cli.group import main
 
-__all__ = ["commands", "jobs", "main", "ops", "stores"]
+__all__ = ["db", "jobs", "keys", "main", "runs", "serve", "workflows"]

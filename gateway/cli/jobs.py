@@ -12,8 +12,7 @@ from typing import Any
 
 import click
 
-from gateway.app import storage_types
-from gateway.cli.base import (
+from gateway.cli.group import (
     Failed,
     config_option,
     database_option,
@@ -26,12 +25,13 @@ from gateway.cli.base import (
 )
 from gateway.core.clock import utc_now
 from gateway.core.encoding import dumps, dumps_pretty, escape
-from gateway.interpreter import Interpreter
-from gateway.model import Registry
-from gateway.retention import run_log_limits
+from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
 from gateway.scheduler.recurring import next_fire
+from gateway.server.app import storage_types
 from gateway.storage import JOB_STATUSES, Job, Storage, open_storage
+from gateway.storage.retention import run_log_limits
 
 
 @main.command()

@@ -19,14 +19,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.compiler.kinds import KINDS
-from gateway.compiler.privacy import builtin_user_privacy
+from gateway.compiler.privacy_rules import builtin_user_privacy
 from gateway.compiler.types import BUILTIN_TYPES
 from gateway.compiler.units import Unit, check_cycles
 from gateway.config.source import Document
 from gateway.core.errors import Diagnostic
 from gateway.core.settings import Settings
-from gateway.model import Registry
-from gateway.privacy import Privacy
+from gateway.runtime.model import Registry
+from gateway.runtime.privacy import Privacy
 from gateway.storage.contract import TypeSpec
 
 __all__ = ["Compiler"]

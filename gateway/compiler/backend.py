@@ -20,7 +20,7 @@ from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import parse_duration
-from gateway.model import RecurringEvent, Trigger
+from gateway.runtime.model import RecurringEvent, Trigger
 from gateway.templates import templating
 
 if TYPE_CHECKING:

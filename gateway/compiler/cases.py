@@ -11,7 +11,7 @@ from gateway.compiler.types import check_type, duplicate
 from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
-from gateway.model import TestCase, WorkflowTest
+from gateway.runtime.model import TestCase, WorkflowTest
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.compiler import backend, cases, steps, types, units
 from gateway.config.source import Document
-from gateway.context import REQUEST_NAME, RUN_NAMES
+from gateway.runtime.context import REQUEST_NAME, RUN_NAMES
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.config.source import Document
-from gateway.model import ReplyShape
+from gateway.runtime.model import ReplyShape
 from gateway.templates import templating
 
 if TYPE_CHECKING:

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import TemplateSyntaxError
 
 from gateway.actions import ACTIONS
-from gateway.coercion import compile_coercer
-from gateway.compiler.hooks import build_hooks
 from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
+from gateway.compiler.webhook_specs import build_hooks
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import Settings, parse_duration
-from gateway.model import Retry, Step, Workflow
-from gateway.param import Param
+from gateway.runtime.coercion import compile_coercer
+from gateway.runtime.model import Retry, Step, Workflow
+from gateway.runtime.param import Param
 from gateway.storage.contract import TypeSpec
 from gateway.templates import templating
 from gateway.templates.templating import Compiled

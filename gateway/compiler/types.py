@@ -7,13 +7,13 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway.coercion import convert_value, typed_or_as_is
-from gateway.compiler.privacy import compile_privacy
+from gateway.compiler.privacy_rules import compile_privacy
 from gateway.config.source import Document
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import from_document
-from gateway.param import SCALAR_TYPES
+from gateway.runtime.coercion import convert_value, typed_or_as_is
+from gateway.runtime.param import SCALAR_TYPES
 from gateway.storage.contract import FieldSpec, TypeSpec
 from gateway.templates import templating
 

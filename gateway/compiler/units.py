@@ -11,8 +11,8 @@ from gateway.actions import ACTIONS
 from gateway.compiler.types import check_type, check_value, duplicate
 from gateway.config.source import Document
 from gateway.core import pointer as ptr
-from gateway.model import ROUTE_PREFIX
-from gateway.param import Param
+from gateway.runtime.model import ROUTE_PREFIX
+from gateway.runtime.param import Param
 from gateway.templates import templating
 
 if TYPE_CHECKING:

@@ -15,14 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import Authenticator
+from gateway.api.auth import Authenticator
+from gateway.api.workflow_endpoints import read_body
 from gateway.console import chart, views
 from gateway.console.session import COOKIE, PRE_COOKIE, Session, Signer, signing_key, throttle
 from gateway.core.errors import GatewayError, RateLimitedError
 from gateway.core.settings import Settings
-from gateway.forwarded import network
-from gateway.http import read_body
-from gateway.model import Registry
+from gateway.runtime.forwarded import network
+from gateway.runtime.model import Registry
 from gateway.storage import JOB_STATUSES, Storage
 
 HEADERS = {

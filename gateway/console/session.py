@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.throttle import Slowdown
+from gateway.runtime.login_throttle import Slowdown
 
 COOKIE = "gateway_console"
 PRE_COOKIE = "gateway_console_signin"  # the sign-in form's own CSRF nonce, before a session
@@ -114,6 +114,6 @@ def throttle(monotonic: Callable[[], float] = time.monotonic,
              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Slowdown:
     """Sign-in attempts from one address, one at a time, slowed after `FREE_FAILURES` wrong
     keys: each further attempt waits twice as long as the last (from 0.25 s up to
-    `MAX_DELAY`), and more than a few at once are refused (`gateway.throttle`)."""
+    `MAX_DELAY`), and more than a few at once are refused (`gateway.runtime.login_throttle`)."""
     return Slowdown(FREE_FAILURES, MAX_DELAY, memory=FAILURE_MEMORY, tracked=MAX_TRACKED,
                     what="sign-ins from this address", monotonic=monotonic, sleep=sleep)

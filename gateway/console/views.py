@@ -13,7 +13,7 @@ from gateway.console import chart
 from gateway.core.encoding import dumps_pretty, iso, parse_iso
 from gateway.core.redaction import redact
 from gateway.core.settings import parse_duration
-from gateway.model import Registry, Workflow
+from gateway.runtime.model import Registry, Workflow
 from gateway.scheduler.recurring import next_fire
 from gateway.storage import JOB_STATUSES, Job, Storage
 from gateway.storage.contract import Position, RunStats

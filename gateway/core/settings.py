@@ -66,7 +66,7 @@ class Settings:
     body_timeout: timedelta = timedelta(seconds=30)
     max_connections: int = 1000
     # Proxies whose forwarded headers are believed (`server.trusted_proxies`), and the one
-    # header they write (`server.forwarded_header`): see `gateway.forwarded`.
+    # header they write (`server.forwarded_header`): see `gateway.runtime.forwarded`.
     trusted_proxies: tuple[str, ...] = ()
     forwarded_header: str = "x-forwarded-for"
     max_connections_per_address: int = 64

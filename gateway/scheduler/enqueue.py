@@ -24,11 +24,11 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.context import RunContext
 from gateway.core.encoding import roundtrip
 from gateway.core.ids import new_id
-from gateway.interpreter import Interpreter
-from gateway.model import Trigger
+from gateway.runtime.context import RunContext
+from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.model import Trigger
 from gateway.storage.contract import Change, Job, PendingBound
 
 log = logging.getLogger("gateway.scheduler")

@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from gateway.actions.jobs import add_frequency, recurring_job
+from gateway.actions.scheduling import add_frequency, recurring_job
 from gateway.core.clock import Clock
-from gateway.model import RecurringEvent
+from gateway.runtime.model import RecurringEvent
 from gateway.scheduler.recurring import (
     SERIES,
     SKEW,

@@ -32,10 +32,10 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-from gateway.actions.jobs import add_frequency
+from gateway.actions.scheduling import add_frequency
 from gateway.core.encoding import iso
 from gateway.core.ids import new_id
-from gateway.model import RecurringEvent
+from gateway.runtime.model import RecurringEvent
 from gateway.storage.contract import Job
 
 _TICK = timedelta(microseconds=1)

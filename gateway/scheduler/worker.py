@@ -32,13 +32,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gateway.context import ADMIN, ANONYMOUS, Identity
 from gateway.core.clock import Clock, utc_now
 from gateway.core.encoding import escape
 from gateway.core.errors import GatewayError, LeaseLostError, NotRunError, StepFailedError
 from gateway.core.ids import new_id
-from gateway.interpreter import Interpreter, RunResult
-from gateway.model import RecurringEvent, Retry, Workflow
+from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
+from gateway.runtime.interpreter import Interpreter, RunResult
+from gateway.runtime.model import RecurringEvent, Retry, Workflow
 from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher
 from gateway.scheduler.planner import Planner

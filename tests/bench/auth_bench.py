@@ -24,11 +24,11 @@ sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402
 
-from gateway.accounts import Accounts  # noqa: E402
-from gateway.auth import key_hash, new_key  # noqa: E402
+from gateway.api.auth import key_hash, new_key  # noqa: E402
+from gateway.compiler.loader import load  # noqa: E402
 from gateway.core.clock import utc_now  # noqa: E402
 from gateway.core.settings import Settings  # noqa: E402
-from gateway.loader import load  # noqa: E402
+from gateway.runtime.accounts import Accounts  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
 
 FILES = ["echo.yaml", "auth.yaml"]

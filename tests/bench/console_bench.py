@@ -35,11 +35,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.app import create_app  # noqa: E402
-from gateway.auth import key_hash, new_key  # noqa: E402
+from gateway.api.auth import key_hash, new_key  # noqa: E402
+from gateway.compiler.loader import load  # noqa: E402
 from gateway.core.ids import new_id  # noqa: E402
 from gateway.core.settings import parse_duration  # noqa: E402
-from gateway.loader import load  # noqa: E402
+from gateway.server.app import create_app  # noqa: E402
 from gateway.storage import Job, Storage, open_storage  # noqa: E402
 
 TARGET_MS = 200.0

@@ -33,8 +33,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.auth import key_hash, new_key  # noqa: E402
-from gateway.loader import load  # noqa: E402
+from gateway.api.auth import key_hash, new_key  # noqa: E402
+from gateway.compiler.loader import load  # noqa: E402
 from gateway.storage import Storage, open_storage  # noqa: E402
 
 CONFIG = """

@@ -54,10 +54,10 @@ import run  # noqa: E402
 import served  # noqa: E402
 import stripe  # noqa: E402
 
-from gateway.app import create_app  # noqa: E402
-from gateway.loader import load  # noqa: E402
+from gateway.compiler.loader import load  # noqa: E402
+from gateway.server.app import create_app  # noqa: E402
+from gateway.server.workflow_tests import Request, call, with_test_secrets  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
-from gateway.testrun import Request, call, with_test_secrets  # noqa: E402
 
 SECRET = "whsec_bench_0123456789abcdef"
 FILES = ["echo.yaml", "hooks.yaml"]

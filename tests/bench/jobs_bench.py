@@ -35,8 +35,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from gateway.compiler.loader import load  # noqa: E402
 from gateway.core.ids import new_id  # noqa: E402
-from gateway.loader import load  # noqa: E402
 from gateway.storage import Job, Storage, open_storage  # noqa: E402
 
 CONFIG = """\

@@ -30,11 +30,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from gateway.app import create_app  # noqa: E402
+from gateway.compiler.loader import load  # noqa: E402
 from gateway.core.encoding import encode  # noqa: E402
-from gateway.loader import load  # noqa: E402
+from gateway.server.app import create_app  # noqa: E402
+from gateway.server.workflow_tests import Request, call  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
-from gateway.testrun import Request, call  # noqa: E402
 
 ECHO = {"name": "Ada", "count": 3}
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))  # the gateway is imported from the checkout, inst
 
 import psycopg  # noqa: E402
 
-from gateway.app import storage_types  # noqa: E402
-from gateway.loader import load  # noqa: E402
+from gateway.compiler.loader import load  # noqa: E402
+from gateway.server.app import storage_types  # noqa: E402
 from gateway.storage import open_storage  # noqa: E402
 from gateway.storage.contract import Constraint  # noqa: E402
 

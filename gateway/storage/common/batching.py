@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
-from gateway.storage.common.catalog import (
-    log,
-)
+from gateway.storage.common.catalog import log
 
 # Runs written per statement: large enough that the log costs little per run, small enough
 # for SQLite's limit on a statement's variables and to never hold up a request for long.

@@ -6,19 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.storage.contract.idempotency_store import (
-    IdempotencyStore,
-    RateCounter,
-)
-from gateway.storage.contract.job_store import (
-    JobStore,
-)
+from gateway.storage.contract.idempotency_store import IdempotencyStore, RateCounter
+from gateway.storage.contract.job_store import JobStore
 from gateway.storage.contract.key_store import KeyStore
 from gateway.storage.contract.record_store import RecordStore
 from gateway.storage.contract.run_log import RunLog
-from gateway.storage.contract.types import (
-    TypeSpec,
-)
+from gateway.storage.contract.types import TypeSpec
 from gateway.storage.contract.user_store import UserStore
 
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from gateway.storage.contract.types import (
-    Change,
-    Constraint,
-    Page,
-    SortKey,
-)
+from gateway.storage.contract.types import Change, Constraint, Page, SortKey
 
 
 class RecordStore(Protocol):

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from gateway.storage.contract.types import (
-    Change,
-)
+from gateway.storage.contract.types import Change
 
 
 @dataclass(frozen=True, slots=True)

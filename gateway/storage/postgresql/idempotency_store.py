@@ -194,7 +194,7 @@ class PostgresIdempotency:
                    headers: Mapping[str, str], body: bytes,
                    expires_at: float) -> Awaitable[None] | None:
         """`finish` without waiting: the answer goes with a coming batch, and the request
-        answers meanwhile (`gateway.hooks` calls this when a store has it); until it is
+        answers meanwhile (`gateway.webhooks.guard` calls this when a store has it); until it is
         stored, this instance replays it to a repeat of its key (others find the key still
         running), up to `expires_at`, its claim's expiry in Unix seconds. What is awaited is
         only the answer past `MOST_PENDING` waiting (the database far behind: requests then

@@ -67,7 +67,7 @@ class SqliteIdempotency:
             await wait
 
     # `claim` and `finish` without a coroutine, times as Unix seconds: neither awaits
-    # anything (`gateway.hooks` calls these when a store has them).
+    # anything (`gateway.webhooks.guard` calls these when a store has them).
 
     def claim_now(self, scope: str, key: str, owner: str, now: float, lease_until: float,
                   expires_at: float) -> Claim:

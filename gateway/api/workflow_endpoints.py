@@ -1,0 +1,364 @@
+"""The registry as Starlette routes; requests to parameters; outcomes and errors to responses.
+
+Every error a caller can see is rendered here, in one shape:
+`{"statusCode": N, "body": {"status": CODE, "message": ...}}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
+from gateway.api.detection import as_yaml
+from gateway.core.encoding import loads_exact
+from gateway.core.errors import (
+    GatewayError,
+    MalformedBodyError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    shown,
+)
+from gateway.runtime.coercion import gather
+from gateway.runtime.context import ANONYMOUS
+from gateway.runtime.envelope import Rendered, render_error, render_result
+from gateway.runtime.interpreter import Interpreter, RunResult
+from gateway.runtime.model import ROUTE_PREFIX, Workflow
+from gateway.storage.contract import RateCounter
+from gateway.webhooks.guard import Guard, LocalRates, raw_headers
+
+# Every method reaches the endpoint, which answers a wrong one with the JSON 405.
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+log = logging.getLogger("gateway.http")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _Reply(Response):
+    """A rendered outcome as a response, its raw headers built directly: Starlette's own
+    constructor parses and rebuilds them, which every request of a run would pay for."""
+
+    def __init__(self, rendered: Rendered) -> None:
+        body = rendered.body if isinstance(rendered.body, bytes) else rendered.body.encode()
+        self.status_code = rendered.status
+        self.background = None
+        media = rendered.media_type
+        if media is not None and media.startswith("text/") and "charset=" not in media:
+            media += "; charset=utf-8"
+        raw = []
+        if rendered.status in (204, 304):  # no body, nor a length: a body would be read as
+            body = b""  # the start of the connection's next answer
+        else:
+            raw.append((b"content-length", str(len(body)).encode()))
+            if media is not None:
+                raw.append((b"content-type", media.encode("latin-1")))
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1"))
+                   for k, v in rendered.headers.items())
+        self.body = body
+        self.raw_headers = raw
+
+
+def response(rendered: Rendered) -> Response:
+    return _Reply(rendered)
+
+
+def error_response(error: GatewayError, run_id: str | None = None) -> Response:
+    return response(render_error(error, run_id))
+
+
+def reply_response(result: RunResult) -> Response:
+    return response(render_result(result))
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    # Straight from the ASGI scope: cheaper than building Starlette's `Headers` per request.
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) anything over `limit` bytes, declared or streamed. A client
+    that goes away mid-body raises Starlette's `ClientDisconnect`; one too slow to send it is
+    answered by the server's connection (`gateway.server.protocol`, `server.body_timeout`)."""
+    declared = _header(request, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+    # From the ASGI messages themselves: Starlette's `stream()` is an async generator, which
+    # costs more than a small body's one message.
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
+    parsed = parse_simple_body(request, body)
+    return parsed if parsed is not None else await _parse_multipart(request, body)
+
+
+def parse_simple_body(request: Request, body: bytes) -> dict[str, Any] | None:
+    """The parameters of a JSON or urlencoded body (without awaiting anything: most bodies
+    are one of those); None for a multipart body (see `parse_body`)."""
+    if not body.strip():
+        return {}
+    content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        return gather(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    if content_type == "multipart/form-data":
+        return None
+    try:
+        data = loads_exact(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBodyError(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedBodyError("The JSON body must be an object of parameter values")
+    return data
+
+
+def parse_signed_body(request: Request, body: bytes) -> dict[str, Any] | None:
+    """`parse_simple_body` for a body a signature covers: a JSON object is read as JSON
+    whatever the Content-Type says. The header is not signed, so a replay could otherwise
+    have the same signed bytes read as a form (`&id=…` inside a JSON string becoming a
+    parameter) or as multipart parts."""
+    try:
+        data = loads_exact(body)
+    except ValueError:
+        return parse_simple_body(request, body)
+    return data if isinstance(data, dict) else parse_simple_body(request, body)
+
+
+async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
+    async def stream() -> Any:
+        yield body
+
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if boundary is None or b"--" + boundary + b"--" not in body:
+        # A body cut off before its closing boundary would otherwise lose parts silently.
+        raise MalformedBodyError("The multipart body is malformed: no closing boundary")
+
+    try:
+        form = await MultiPartParser(request.headers, stream()).parse()
+    except MultiPartException as exc:
+        raise MalformedBodyError(f"The multipart body is malformed: {exc.message}") from exc
+    items: list[tuple[str, Any]] = []
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                # Files arrive as text until file parameters exist; the data is not lost.
+                items.append((key, (await value.read()).decode("utf-8", "replace")))
+            else:
+                items.append((key, value))
+    finally:
+        await form.close()
+    return gather(items)
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"').encode("latin-1")
+    return None
+
+
+def request_facts(request: Request, body: bytes) -> dict[str, Any]:
+    """What templates see as `request`: the credential the call came with (the `api_token`
+    query parameter, an `Authorization: Bearer` header) is left out. Read from the ASGI
+    scope as Starlette's `Request` would read it, without building its objects (URL, query
+    parameters, headers) where the scope alone gives the same."""
+    scope = request.scope
+    query = {} if not scope.get("query_string") else \
+        gather((k, v) for k, v in request.query_params.multi_items() if k != API_TOKEN)
+    headers = {}
+    for key, value in scope["headers"]:
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        if name != "authorization" or not is_bearer(text):
+            headers[name] = text
+    path = scope["path"]
+    if "?" in path or "#" in path or "\\" in path:
+        path = request.url.path  # which escapes those
+    client = scope.get("client")
+    return {
+        "method": scope["method"], "path": path, "headers": headers,
+        "query": query, "body": body.decode("utf-8", "replace"),
+        "client": client[0] if client else None,
+    }
+
+
+def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
+                      auth: Authenticator, rates: RateCounter | None = None) -> Endpoint:
+    query_names = frozenset(p.name for p in workflow.params
+                            if p.in_query or workflow.method == "GET")
+    methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
+    settings = interpreter.registry.settings
+    limit = settings.max_body_bytes
+    # verify, idempotency, rate_limit (`gateway.webhooks.guard`): None for most workflows
+    guard = None if workflow.hooks is None else Guard(workflow, interpreter, rates or LocalRates())
+    # the headers the guard reads (its signature's, its key's), and the guard the run goes
+    # through when there is an idempotency key (otherwise it goes straight to the interpreter)
+    reads = guard.reads if guard is not None else frozenset()
+    run_guard = guard if guard is not None and guard.hooks.idempotency_key is not None \
+        else None
+    parse = parse_signed_body if guard is not None and guard.hooks.verify is not None \
+        else parse_simple_body
+
+    async def endpoint(request: Request) -> Response:
+        if request.method not in methods:
+            return error_response(MethodNotAllowedError(
+                f"The workflow {workflow.name} only accepts {workflow.method}", workflow.method))
+        try:
+            token = credential(request)  # checked before the body is read
+            identity = (admitted(workflow, ANONYMOUS) if token is None else
+                        await auth.admit(workflow, token))
+            client = peer[0] if (peer := request.scope.get("client")) else None
+            if guard is not None and guard.hooks.rate_requests and (early := await guard.limit(
+                    identity, client, token)) is not None:
+                return response(early)
+            body = await read_body(request, limit)
+            seen = raw_headers(request.scope["headers"], reads) if reads else {}
+            if guard is not None and (early := guard.verify(seen, body, identity)) is not None:
+                return response(early)  # before any parameter is parsed
+            raw = (parse(request, body) if workflow.method == "POST" else {})
+            if raw is None:
+                raw = await _parse_multipart(request, body)
+        except ClientDisconnect:
+            return gone(request, workflow)
+        except GatewayError as exc:
+            return error_response(exc)
+        if query_names:
+            query = gather(request.query_params.multi_items())
+            raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
+        facts = request_facts(request, body) if workflow.uses_request else None
+        if run_guard is not None:
+            return response(await run_guard.run(raw, identity, facts, seen, client))
+        result = await interpreter.run(workflow, raw, source="http", identity=identity,
+                                       request=facts, client=client)
+        return reply_response(result)
+
+    return endpoint
+
+
+def initialize_endpoint(workflow: Workflow, auth: Authenticator, limit: int) -> Endpoint:
+    """`.../<name>/initialize`: the parameters detected from a sample request, as YAML to
+    paste into the workflow (admin keys only; nothing runs)."""
+    admin_only = dataclasses.replace(workflow, auth="admin")
+
+    async def endpoint(request: Request) -> Response:
+        if request.method != "POST":
+            return error_response(MethodNotAllowedError(
+                f"{workflow.name}/initialize only accepts POST", "POST"))
+        try:
+            await auth.admit(admin_only, credential(request))
+            raw = await parse_body(request, await read_body(request, limit))
+        except ClientDisconnect:
+            return gone(request, workflow)
+        except GatewayError as exc:
+            return error_response(exc)
+        raw.update({k: v for k, v in gather(request.query_params.multi_items()).items()
+                    if k != API_TOKEN})
+        return Response(as_yaml(raw), media_type="application/yaml")
+
+    return endpoint
+
+
+def gone(request: Request, workflow: Workflow) -> Response:
+    """The client went away before its body arrived: no run started, nobody reads an answer."""
+    client = request.client.host if request.client else "?"
+    log.info("%s closed the connection before sending the whole body (%s %s)", client,
+             request.method, workflow.name)
+    return Response(status_code=400)
+
+
+async def not_found(request: Request) -> Response:
+    # Unknown and unexposed workflows get the same answer, so names do not leak.
+    name = request.path_params.get("name", "")
+    return error_response(NotFoundError(f"No workflow named {shown(name)} is exposed"
+                                        if name else "Not found"))
+
+
+class Endpoints:
+    """Each exposed workflow's endpoint by its path: the requests that make up nearly all of
+    a gateway's traffic are answered from one dictionary lookup, without the Starlette
+    router and middleware in between (they cost about as much as running a small workflow).
+    Everything else (health, `/initialize`, unknown paths, a mounted `root_path`) goes to the
+    Starlette app."""
+
+    def __init__(self, interpreter: Interpreter, auth: Authenticator, prefix: str = "") -> None:
+        storage, settings = interpreter.storage, interpreter.registry.settings
+        self.prefix = prefix  # `server.prefix`: the routes are mounted under it
+        rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
+        exposed = interpreter.registry.exposed()
+        self.by_path: dict[str, Endpoint] = {
+            f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth, rates)
+            for wf in exposed}
+        self.direct = {prefix + path: endpoint for path, endpoint in self.by_path.items()}
+        self.initialize: dict[str, Endpoint] = {
+            f"{ROUTE_PREFIX}/{wf.name}/initialize":
+                initialize_endpoint(wf, auth, settings.max_body_bytes) for wf in exposed}
+
+    def routes(self) -> list[BaseRoute]:
+        """The same endpoints as Starlette routes, with `/initialize` and the catch-alls."""
+        found: list[BaseRoute] = [Route(path, endpoint, methods=ALL_METHODS)
+                                  for path, endpoint in {**self.by_path, **self.initialize}.items()]
+        # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
+        found.append(Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS))
+        found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
+        return found
+
+    def count(self, wrap: Callable[[Endpoint], Endpoint]) -> None:
+        """Wrap the endpoints answered directly (metrics count their responses)."""
+        self.direct = {path: wrap(endpoint) for path, endpoint in self.direct.items()}
+
+    def find(self, scope: Scope) -> Endpoint | None:
+        if scope["type"] != "http" or scope.get("root_path"):
+            return None
+        return self.direct.get(scope["path"])
+
+
+async def serve_endpoint(endpoint: Endpoint, scope: Scope, receive: Receive,
+                         send: Send) -> None:
+    """One request to a workflow's endpoint, answered as the Starlette app would: an error
+    the endpoint did not handle is logged and answered with the 500 envelope."""
+    request = Request(scope, receive)
+    try:
+        reply = await endpoint(request)
+    except Exception as exc:  # noqa: BLE001 - the same answer as the app's error handler
+        reply = await server_error(request, exc)
+    await reply(scope, receive, send)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    errors: Mapping[int, type[GatewayError]] = {404: NotFoundError, 405: MethodNotAllowedError}
+    error_class = errors.get(exc.status_code, GatewayError)
+    error = error_class(exc.detail if exc.status_code != 404 else "Not found")
+    error.status = exc.status_code
+    return error_response(error)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(GatewayError("The server failed to handle the request"))

@@ -1,0 +1,393 @@
+"""Runs a compiled workflow on plain data: parameters, an identity, request facts.
+
+It never sees HTTP: the HTTP layer, `gateway run` and (later) the scheduler all call `run`.
+Every run is recorded, whatever its outcome, with each step's status, duration and, when a
+step did not run or its error was swallowed, the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from gateway.core.clock import Clock, utc_now
+from gateway.core.errors import (
+    GatewayError,
+    InvalidDataError,
+    NotRunError,
+    RunError,
+    StepFailedError,
+    StorageUnavailableError,
+    UpstreamError,
+    run_status,
+)
+from gateway.core.ids import new_id
+from gateway.core.logformat import log_run_failure
+from gateway.core.redaction import redact, secret_forms, short_repr
+from gateway.runtime.accounts import Accounts
+from gateway.runtime.context import (
+    ANONYMOUS,
+    MIN_SECRET_LENGTH,
+    Fence,
+    Identity,
+    Reply,
+    RunContext,
+    current_user,
+    new_scope,
+    reply_bytes,
+)
+from gateway.runtime.model import Registry, Step, Workflow
+from gateway.runtime.param import Param
+from gateway.runtime.privacy import EXEMPT, Scans, Viewer
+from gateway.runtime.services import Services
+from gateway.storage.common.transaction import JOINED
+from gateway.storage.contract import Transaction
+from gateway.templates import budget, templating
+from gateway.templates.templating import Compiled
+
+if TYPE_CHECKING:
+    from gateway.storage import Storage
+
+log = logging.getLogger("gateway.run")
+Observe = Callable[[str, str, str, float], None]  # as a run ends: id, workflow, status, ms
+# Called with a run's context when it ends in success, with every record change it made
+# (`ctx.changes`): where database triggers and jobs are enqueued.
+Commit = Callable[[RunContext], Awaitable[None]]
+# What `Interpreter.perform` runs in place of a workflow's steps.
+Operation = Callable[[RunContext], Awaitable[Reply]]
+
+HOLD_MARGIN_SECONDS = 5.0  # past the run's own timeout, SQLite's writer takes it back
+_ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended: a reply, or an error to render. `run_id` is set either way."""
+
+    run_id: str
+    reply: Reply | None = None
+    error: GatewayError | None = None
+    # The reply's `data` as JSON, when measuring it against the response limit wrote it
+    # already: written once, not once to measure and again to send.
+    encoded: bytes | None = None
+    # Its `on_commit` hooks ran and committed with it (a job's run: its job ended there).
+    committed: bool = False
+
+
+class Interpreter:
+    """Runs workflows of one registry against one store."""
+
+    def __init__(self, registry: Registry, storage: Storage | None = None,
+                 clock: Clock = utc_now, on_commit: Sequence[Commit] = (),
+                 observe: Observe | None = None) -> None:
+        self.registry = registry
+        self.observe = observe
+        self.storage = storage
+        self.clock = clock
+        self.on_commit = tuple(on_commit)
+        self.accounts = (Accounts(storage.users, registry.settings, clock)
+                         if storage is not None else None)
+        self.timeout = registry.settings.run_timeout.total_seconds()
+        self.limits = budget.limits_of(registry.settings)
+        self.hidden = frozenset(form for v in registry.settings.secrets.values()
+                                if len(v) >= MIN_SECRET_LENGTH for form in secret_forms(v))
+        self.sample = registry.settings.run_log_sample_success
+        self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
+        self.data_types = registry.data_types
+        self.scans = Scans(registry.settings.privacy_scan_concurrency)
+        self.services = Services()  # started by the process's owner (the app's lifespan)
+
+    async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
+                  identity: Identity = ANONYMOUS,
+                  request: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
+                  schedule_depth: int = 0, names: Mapping[str, Any] | None = None,
+                  coerced: dict[str, Any] | None = None, fence: Fence | None = None,
+                  client: str | None = None) -> RunResult:
+        # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run;
+        # `coerced`: `workflow.coerce(raw)`, if made already; `fence`, `client`: `RunContext`'s
+        now = self.clock()
+        ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
+                         call_event=self.call_event, storage=self.storage, identity=identity,
+                         data_types=self.data_types,
+                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
+                         accounts=self.accounts, viewer=self.viewer(workflow, identity),
+                         hidden=self.hidden, settings=self.registry.settings,
+                         services=self.services, job=job, schedule_depth=schedule_depth,
+                         fence=fence, client=client)
+        started = time.perf_counter()
+        budget.start_run(self.limits, self.timeout)
+        params: dict[str, Any] = {}
+        reply: Reply | None = None
+        error: GatewayError | None = None
+        encoded: bytes | None = None
+        committed = False
+        try:
+            params = workflow.coerce(raw) if coerced is None else coerced
+            if workflow.may_wait or workflow.record_params:
+                transaction = self.begin()  # what the run writes commits at its end, or not
+                try:
+                    async with asyncio.timeout(self.timeout):  # loading records is part of it
+                        params = await self.load_records(workflow.record_params, params,
+                                                         ctx.viewer)
+                        reply = await self.execute(workflow, ctx, self.scope(ctx, params,
+                                                                             request, names))
+                        encoded = self.check_size(reply, True)
+                        committed = await self.commit(ctx)
+                        await transaction.commit()  # within the run's time, like any write
+                finally:
+                    await transaction.rollback()  # unless it committed
+            else:
+                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request, names))
+                encoded = self.check_size(reply, False)
+        except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
+            error = self.failure(exc)
+        if reply is not None and reply.data is not None and (
+                workflow.may_wait or workflow.record_params) and ctx.viewer.privacy:
+            # Records reach a reply only through steps that wait or record parameters.
+            reply = replace(reply, data=ctx.viewer.shown(reply.data))
+        logged = params if params else _declared(workflow, raw)
+        hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
+        if error is not None and hidden:
+            error.message = redact(error.message, hidden)  # what the caller and every log see
+        self.report(ctx, workflow, started, logged, reply, error, hidden)
+        return RunResult(ctx.run_id, reply or Reply(data={}), error,
+                         encoded if error is None else None, committed and error is None)
+
+    async def perform(self, name: str, operation: Operation, *, params: Mapping[str, Any],
+                      identity: Identity = ANONYMOUS, source: str = "data_api") -> RunResult:
+        """A run made of one operation rather than a workflow's steps (a Data API call):
+        timed out, committed (database triggers see its changes) and recorded like any other
+        run, as `name`. Its reads go through the privacy rules unless `identity` is admin."""
+        now, unit = self.clock(), Workflow(source, name, (), ())
+        ctx = RunContext(run_id=new_id(now), workflow=name, now=now, call_event=self.call_event,
+                         storage=self.storage, identity=identity, data_types=self.data_types,
+                         source=source, accounts=self.accounts, viewer=self.viewer(unit, identity),
+                         hidden=self.hidden, settings=self.registry.settings,
+                         services=self.services)
+        started, reply, error = time.perf_counter(), None, None
+        transaction = self.begin()
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reply = await operation(ctx)
+                    await self.commit(ctx)
+                    await transaction.commit()
+            finally:
+                await transaction.rollback()  # unless it committed
+        except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
+            error = self.failure(exc)
+        self.report(ctx, unit, started, params, reply, error)
+        return RunResult(ctx.run_id, reply or Reply(data={}), error)
+
+    def failure(self, exc: Exception) -> GatewayError:
+        """How a run that raised `exc` ends: its own error, a timeout, or an unexpected one
+        (the cause kept for the server log)."""
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return RunError(f"the run took longer than {self.timeout:g} s and was stopped")
+        error = RunError(f"the run failed unexpectedly: {type(exc).__name__}")
+        error.__cause__ = exc
+        return error
+
+    def scope(self, ctx: RunContext, params: dict[str, Any], request: Mapping[str, Any] | None,
+              names: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        scope = new_scope(ctx, params, self.secrets, request)
+        return scope if names is None else {**scope, **names}
+
+    async def evaluate(self, compiled: Compiled, scope: dict[str, Any]) -> Any:
+        """A template, within the run's limits: one that may take real work runs off the
+        event loop, so that the server keeps answering meanwhile."""
+        if not templating.heavy(compiled):
+            return compiled(scope)
+        return await budget.run_off_loop(compiled, scope, self.limits)
+
+    def begin(self) -> Transaction:
+        """A run's storage work as one transaction (see `storage.common.transaction`); it may hold
+        SQLite's writer a little longer than the run may last."""
+        if self.storage is None:
+            return JOINED
+        return self.storage.begin(self.timeout + HOLD_MARGIN_SECONDS)
+
+    async def commit(self, ctx: RunContext) -> bool:
+        """The run succeeded: hand what it changed and scheduled to whoever listens (in
+        the run's transaction, which commits once they are done); whether there was any."""
+        if not (ctx.changes or ctx.jobs):
+            return False
+        if ctx.fence is not None:  # first: it may refuse the whole transaction
+            await ctx.fence()
+        for hook in self.on_commit:
+            await hook(ctx)
+        return True
+
+    def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
+        return reply_bytes(reply, holds_records, self.registry.settings.max_response_bytes)
+
+    def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
+        """The privacy rules a run's reads go through: none for admin keys and workflows
+        that ignore them. A run that reads no records still has one: `current_user`."""
+        if identity.kind == "admin" or workflow.ignore_privacy_rules:
+            return EXEMPT
+        user = current_user(identity)
+        if user is None and not (workflow.may_wait or workflow.record_params):
+            return EXEMPT  # no record to read, and no `current_user` to cut
+        return Viewer(self.registry.privacy, user, self.scans)
+
+    async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],
+                           viewer: Viewer = EXEMPT) -> dict[str, Any]:
+        """Parameters of a data type arrive as ids; each must name an existing record that
+        the caller may find (the same answer either way, so that ids do not leak)."""
+        most = self.registry.settings.max_list_ids
+        for param in declared:
+            value = params.get(param.name)
+            if value is None or self.storage is None:
+                continue
+            ids = value if param.list else [value]
+            if len(ids) > most:
+                raise InvalidDataError(f"Invalid value for parameter {param.name} (at most "
+                                       f"{most} ids, limits.max_list_ids)")
+            records = []
+            for index, record_id in enumerate(ids, 1):
+                records.append(viewer.sift(
+                    param.type, await self.storage.records.get(param.type, record_id)))
+                if index % 100 == 0:
+                    await asyncio.sleep(0)  # a store that reads on the loop: let the timeout in
+            if any(record is None for record in records):
+                raise InvalidDataError(f"Invalid value for parameter {param.name} "
+                                       f"(no {param.type} with that id)")
+            params[param.name] = records if param.list else records[0]
+        return params
+
+    async def execute(self, workflow: Workflow, ctx: RunContext,
+                      scope: dict[str, Any]) -> Reply | None:
+        if workflow.only_when is not None and not await self.evaluate(workflow.only_when,
+                                                                      scope):
+            status = 200 if workflow.return_200_if_condition_fails else 400
+            raise NotRunError(f"The condition for the workflow {workflow.name} is not met. "
+                              "Workflow won't run", status)
+        default: Reply | None = None  # what a sign-up or log-in answers when nothing is returned
+        for step in workflow.steps:
+            result = await self.step(step, ctx, scope)
+            if isinstance(result, Reply):
+                return result
+            if step.id:
+                scope["steps"][step.id] = result
+            if step.action.replies_by_default and result is not None:
+                default = Reply(data=result)
+        return default
+
+    async def step(self, step: Step, ctx: RunContext, scope: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        action = step.action
+        entry: dict[str, Any] = {"id": step.id, "action": action.name, "status": "success"}
+        ctx.steps.append(entry)
+        try:
+            if step.only_when is not None and not await self.evaluate(step.only_when, scope):
+                entry.update(status="skipped", reason="only_when was false")
+                return None
+            args = step.args
+            # (inline rather than through `evaluate`: most steps' arguments are light)
+            result = await action.execute(ctx, args(scope) if not templating.heavy(args) else
+                                          await self.evaluate(args, scope))
+            note = action.note(result)
+            if note is not None:
+                entry["reason"] = note
+            return result
+        except StepFailedError as exc:
+            entry.update(status="failed", reason=exc.message)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure of a step is handled here
+            return self.step_error(step, entry, exc)
+        finally:
+            entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
+    def step_error(self, step: Step, entry: dict[str, Any], exc: Exception) -> None:
+        message = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
+        if step.continue_on_error:
+            entry.update(status="skipped", reason=f"error ignored (on_error: continue): {message}")
+            return None
+        entry.update(status="failed", reason=message)
+        if isinstance(exc, GatewayError) and (exc.status < 500 or isinstance(
+                exc, StorageUnavailableError | UpstreamError)):  # the caller's, or retry later
+            raise exc
+        label = f"step {step.index + 1} ({step.action.name})"
+        # The innermost location wins: a step of a custom event, not the step that called it.
+        location = exc.location if isinstance(exc, RunError) and exc.location else step.location
+        raise RunError(f"{label} failed: {message}", location) from exc
+
+    async def call_event(self, caller: RunContext, name: str, raw: Mapping[str, Any]) -> Any:
+        """`trigger_event`: run a custom event inline and give back its return values."""
+        event = self.registry.events[name]
+        if caller.depth + 1 > self.registry.settings.max_event_depth:
+            raise RunError(f"custom event '{name}' would nest deeper than "
+                           f"{self.registry.settings.max_event_depth} levels")
+        try:
+            params = await self.load_records(event.record_params, event.coerce(raw),
+                                             caller.viewer)
+        except GatewayError as exc:
+            raise RunError(f"custom event '{name}': {exc.message}") from exc
+        ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])
+        scope = self.scope(ctx, params, None)
+        try:
+            reply = await self.execute(event, ctx, scope)
+        finally:
+            caller.steps[-1]["steps"] = ctx.steps  # kept in the run log, failed or not
+        data = reply.data if reply is not None else {}
+        return data if not isinstance(data, dict) else {**data}
+
+    def report(self, ctx: RunContext, workflow: Workflow, started: float,
+               params: Mapping[str, Any], reply: Reply | None,
+               error: GatewayError | None, hidden: frozenset[str] | None = None) -> None:
+        hidden = self.hidden if hidden is None else hidden
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        status = "success" if error is None else run_status(error)
+        if self.observe is not None:
+            self.observe(ctx.run_id, workflow.name, status, duration)
+        if error is not None and (isinstance(error, RunError) or error.status >= 500):
+            self.log_failure(ctx, workflow, error, hidden)
+        if self.storage is None or (error is None and self.sample < 1.0 and not self.sampled()):
+            return
+        self.storage.runs.record_run({
+            "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
+            "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
+            "status": status, "started_at": ctx.now,
+            "duration_ms": duration, "params": redact(params, hidden),
+            "result": redact(reply.data if reply else None, hidden),
+            "error": None if error is None else {
+                "code": error.code, "message": redact(error.message, hidden),
+                "location": getattr(error, "location", "")},
+            "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,  # cut by the run log
+            **({} if ctx.job is None else {"job": ctx.job.get("job"),
+                                           "attempt": ctx.job.get("attempt")}),
+            **({} if ctx.client is None else {"client": ctx.client}),
+        })
+
+    def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,
+                    hidden: frozenset[str] | None = None) -> None:
+        where = getattr(error, "location", "") or workflow.location
+        log_run_failure(log, ctx.run_id, workflow.name, where, error,
+                        self.hidden if hidden is None else hidden)
+
+    def sampled(self) -> bool:
+        """Whether to record this successful run (`run_log.sample_success` of them)."""
+        return self.sample >= 1.0 or random.random() < self.sample
+
+    def redact(self, value: Any) -> Any:
+        """Secrets out of what the run log keeps: by key name, and by value."""
+        return redact(value, self.hidden)
+
+
+def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a rejected call sent for the declared parameters, cut short: the run log keeps
+    why a call was refused, not whatever a caller chose to send."""
+    kept: dict[str, Any] = {}
+    for param in workflow.params:
+        if param.name in raw:
+            text = short_repr(raw[param.name])
+            kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
+    return kept
