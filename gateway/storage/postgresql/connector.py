@@ -273,10 +273,3 @@ class PostgresConnector:
                 return await count(conn)
 
         return await self.guard(work())
-
-    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
-        async def work() -> None:
-            async with self.pool.connection() as conn, conn.cursor() as cur:
-                await cur.executemany(sql.encode(), rows)
-
-        await self.guard(work())
