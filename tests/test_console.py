@@ -27,8 +27,8 @@ from starlette.routing import Mount, Route
 
 from gateway.api.auth import key_hash
 from gateway.compiler.loader import load
+from gateway.console.runs_page import SEARCH_SCAN
 from gateway.console.session import COOKIE, FREE_FAILURES, Signer, throttle
-from gateway.console.views import SEARCH_SCAN
 from gateway.core.clock import utc_now
 from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.api.auth import Authenticator
 from gateway.api.workflow_endpoints import read_body
-from gateway.console import chart, views
+from gateway.console import chart, jobs_page, overview_page, paging, runs_page, workflows_page
 from gateway.console.session import COOKIE, PRE_COOKIE, Session, Signer, signing_key, throttle
 from gateway.core.errors import GatewayError, RateLimitedError
 from gateway.core.settings import Settings
@@ -62,7 +62,7 @@ class Console:
     def __init__(self, settings: Settings) -> None:
         self.env = _environment()
         self.throttle = throttle()
-        self.figures = views.Figures()
+        self.figures = overview_page.Figures()
         self.assets = {name: resources.files("gateway.console").joinpath(
             "static", name).read_bytes() for name in ASSETS}
         self._secret: str | None = None
@@ -234,23 +234,23 @@ class Console:
                        fields: dict[str, str]) -> Response:
         storage, _, now = self._state(request)
         return self._page("overview.html", session, nav="overview", now=now,
-                          **await views.overview(storage, self.figures, now))
+                          **await overview_page.overview(storage, self.figures, now))
 
     async def workflows(self, request: Request, session: Session,
                         fields: dict[str, str]) -> Response:
         storage, registry, now = self._state(request)
-        return self._page("workflows.html", session, nav="workflows", now=now,
-                          entries=await views.workflows(storage, self.figures, registry, now))
+        entries = await workflows_page.workflows(storage, self.figures, registry, now)
+        return self._page("workflows.html", session, nav="workflows", now=now, entries=entries)
 
     async def _runs(self, request: Request) -> dict[str, Any]:
         storage, registry, now = self._state(request)
-        filters = views.run_filters(request.query_params, now)
-        rows, older = await views.runs(storage, filters)
+        filters = runs_page.run_filters(request.query_params, now)
+        rows, older = await runs_page.runs(storage, filters)
         names = sorted({*registry.workflows, *registry.events, *registry.recurring,
                         *registry.triggers})
         return {"filters": filters, "rows": rows, "older": older, "names": names,
-                "statuses": views.RUN_STATUSES, "sources": views.SOURCES, "now": now,
-                "scan": f"{views.SEARCH_SCAN:,}"}
+                "statuses": runs_page.RUN_STATUSES, "sources": runs_page.SOURCES, "now": now,
+                "scan": f"{runs_page.SEARCH_SCAN:,}"}
 
     async def runs(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
         return self._page("runs.html", session, nav="runs", **await self._runs(request))
@@ -267,12 +267,12 @@ class Console:
             return self._page("error.html", session, nav="runs", title="No such run",
                               message=f"No run has the id {run_id[:200]}.",
                               status=404)
-        return self._page("run.html", session, nav="runs", **views.run_detail(found))
+        return self._page("run.html", session, nav="runs", **runs_page.run_detail(found))
 
     async def jobs(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
         storage, registry, now = self._state(request)
-        filters = views.job_filters(request.query_params)
-        found, older = await views.jobs(storage, filters)
+        filters = jobs_page.job_filters(request.query_params)
+        found, older = await jobs_page.jobs(storage, filters)
         return self._page("jobs.html", session, nav="jobs", filters=filters, jobs=found,
                           older=older, statuses=JOB_STATUSES, now=now,
                           paused=sorted(await storage.jobs.paused()),
@@ -291,8 +291,8 @@ class Console:
         hidden: frozenset[str] = request.app.state.interpreter.hidden
         return self._page("job.html", session, nav="jobs",
                           done=DONE.get(request.query_params.get("done", ""), ""),
-                          attempts=await views.job_runs(storage, found),
-                          **views.job_detail(found, hidden, registry))
+                          attempts=await jobs_page.job_runs(storage, found),
+                          **jobs_page.job_detail(found, hidden, registry))
 
     async def retry(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
         storage, _, now = self._state(request)
@@ -322,7 +322,7 @@ class Console:
 
 def _workflow(fields: dict[str, str]) -> str | None:
     """The workflow a pause or resume names; none (or `*`) is every workflow."""
-    name = fields.get("workflow", "").strip()[:views.MAX_FILTER]
+    name = fields.get("workflow", "").strip()[:paging.MAX_FILTER]
     return None if name in ("", "*") else name
 
 
