@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from gateway.compiler import Compiler
+from gateway.compiler.kinds import KINDS
 from gateway.config import schema
-from gateway.config.source import Document, load_text
+from gateway.config.source import Document, DocumentKind, load_text
 from gateway.core.errors import Diagnostic
 from gateway.runtime.model import Registry
 
@@ -214,3 +218,23 @@ def test_a_message_without_from_takes_the_settings_sender() -> None:
     assert _codes(_workflow(step)) == [("step.no-sender", "/steps/0")]
     settings = "kind: settings\nsmtp: {host: mail.example.com, from: gw@example.com}\n"
     assert _codes(settings, _workflow(step)) == []
+
+
+# A kind's name written out in the code, where it is not a kind: `gateway jobs list --json`
+# prints a recurring event's line under this key.
+NOT_A_KIND = {("gateway/cli/jobs.py", "recurring_event")}
+
+
+def test_kind_names_are_written_once() -> None:
+    """Every kind has its row in the compiler's table, and no module but the enum's writes a
+    kind's name: a new kind is a member of `DocumentKind` and a row of `KINDS`."""
+    assert [kind.name for kind in KINDS] == list(DocumentKind)
+    root = Path(__file__).resolve().parents[1]
+    names = {kind.value for kind in DocumentKind}
+    written = sorted(
+        (path.relative_to(root).as_posix(), node.value)
+        for path in (root / "gateway").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names)
+    assert [place for place in written if place not in NOT_A_KIND
+            and place[0] != "gateway/config/source.py"] == []

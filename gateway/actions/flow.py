@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.config.source import DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import RunError, StepFailedError, did_you_mean, shown
 from gateway.runtime.action_spec import Action, StepCheck, check_call_params
@@ -137,7 +138,7 @@ def check_return(check: StepCheck, args: Mapping[str, Any]) -> None:
             if reason is not None:
                 check.error(f"{check.base}/headers/{name}", "value.gateway-header",
                             f"the header {name} cannot be set: {reason}")
-    if check.kind != "custom_event":
+    if check.kind != DocumentKind.CUSTOM_EVENT:
         return
     if not check.returns:
         if args.get("data") or "text" in args:

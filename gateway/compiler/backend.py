@@ -16,7 +16,7 @@ from jinja2 import TemplateSyntaxError
 from gateway.compiler.steps import build_workflow, retry_of
 from gateway.compiler.types import duplicate
 from gateway.compiler.units import Unit
-from gateway.config.source import Document
+from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import parse_duration
@@ -56,14 +56,14 @@ def _recurring(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Rec
                 "what (workflow or steps)")
     _check_schedule(c, doc, data)
     if "type" in data and data["type"] not in c.data_types and not c.is_broken(
-            "data_type", data["type"]):
+            DocumentKind.DATA_TYPE, data["type"]):
         c.error(doc, "/type", "ref.unknown-type", f"unknown data type '{data['type']}'"
                 + did_you_mean(data["type"], c.data_types))
     if "workflow" in data:
         _check_workflow(c, doc, data["workflow"], data.get("params") or {})
     steps = build_workflow(c, names, name, unit) if "steps" in data else None
     if steps is not None:
-        steps = replace(steps, kind="recurring_event",
+        steps = replace(steps, kind=DocumentKind.RECURRING_EVENT,
                         ignore_privacy_rules=bool(data.get("ignore_privacy_rules")))
     every = data.get("every")
     return RecurringEvent(
@@ -92,10 +92,10 @@ def _check_schedule(c: Compiler, doc: Document, data: Mapping[str, Any]) -> None
 
 
 def _check_workflow(c: Compiler, doc: Document, name: str, params: Mapping[str, Any]) -> None:
-    workflow = c.units.get(("api_workflow", name))
+    workflow = c.units.get((DocumentKind.API_WORKFLOW, name))
     if workflow is None:
-        if not c.is_broken("api_workflow", name):
-            known = [n for k, n in c.units if k == "api_workflow"]
+        if not c.is_broken(DocumentKind.API_WORKFLOW, name):
+            known = [n for k, n in c.units if k == DocumentKind.API_WORKFLOW]
             c.error(doc, "/workflow", "ref.unknown-workflow",
                     f"unknown API workflow '{name}'" + did_you_mean(name, known))
         return
@@ -121,12 +121,12 @@ def _trigger(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Trigg
     doc, data = unit.doc, unit.doc.data
     type_name = data["type"]
     spec = c.data_types.get(type_name)
-    if spec is None and not c.is_broken("data_type", type_name):
+    if spec is None and not c.is_broken(DocumentKind.DATA_TYPE, type_name):
         c.error(doc, "/type", "ref.unknown-type",
                 f"unknown data type '{type_name}'" + did_you_mean(type_name, c.data_types))
     if spec is not None:
         _check_fields(c, doc, "", data, frozenset(spec.fields))
-    run = replace(build_workflow(c, names, name, unit), kind="database_trigger",
+    run = replace(build_workflow(c, names, name, unit), kind=DocumentKind.DATABASE_TRIGGER,
                   ignore_privacy_rules=True)
     return Trigger(name=name, type=type_name, events=frozenset(data.get("events", EVENTS)),
                    run=run, location=f"{doc.file}:{doc.locate('')[0]}")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.compiler.types import check_type, duplicate
-from gateway.config.source import Document
+from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.runtime.model import TestCase, WorkflowTest
@@ -41,11 +41,11 @@ def _build(c: Compiler, doc: Document, name: str) -> WorkflowTest:
 
 def _declared(c: Compiler, doc: Document, pointer: str, workflow: str) -> frozenset[str] | None:
     """The parameters of the workflow, or None when it does not exist (reported here)."""
-    unit = c.units.get(("api_workflow", workflow))
+    unit = c.units.get((DocumentKind.API_WORKFLOW, workflow))
     if unit is not None:
         return frozenset(p.name for p in unit.params)
-    if not c.is_broken("api_workflow", workflow):
-        workflows = [n for (k, n) in c.units if k == "api_workflow"]
+    if not c.is_broken(DocumentKind.API_WORKFLOW, workflow):
+        workflows = [n for (k, n) in c.units if k == DocumentKind.API_WORKFLOW]
         c.error(doc, pointer, "ref.unknown-workflow",
                 f"unknown API workflow '{workflow}'" + did_you_mean(workflow, workflows))
     return None
@@ -80,7 +80,7 @@ def _case(c: Compiler, doc: Document, index: int, case: Mapping[str, Any]) -> Te
 
 
 def _declared_quietly(c: Compiler, workflow: str) -> frozenset[str] | None:
-    unit = c.units.get(("api_workflow", workflow))
+    unit = c.units.get((DocumentKind.API_WORKFLOW, workflow))
     return frozenset(p.name for p in unit.params) if unit is not None else None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.compiler import backend, cases, steps, types, units
-from gateway.config.source import Document
+from gateway.config.source import Document, DocumentKind
 from gateway.runtime.context import REQUEST_NAME, RUN_NAMES
 
 if TYPE_CHECKING:
@@ -28,12 +28,14 @@ class Kind:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("settings", types.declare_settings, types.build_nothing),
-    Kind("data_type", types.declare_data_types, types.build_data_types),
-    Kind("custom_event", units.declare_units, steps.build_units, RUN_NAMES),
-    Kind("api_workflow", units.declare_units, steps.build_units, RUN_NAMES | {REQUEST_NAME}),
-    Kind("recurring_event", backend.declare, backend.build_recurring, RUN_NAMES | {"thing"}),
-    Kind("database_trigger", backend.declare, backend.build_triggers,
+    Kind(DocumentKind.SETTINGS, types.declare_settings, types.build_nothing),
+    Kind(DocumentKind.DATA_TYPE, types.declare_data_types, types.build_data_types),
+    Kind(DocumentKind.CUSTOM_EVENT, units.declare_units, steps.build_units, RUN_NAMES),
+    Kind(DocumentKind.API_WORKFLOW, units.declare_units, steps.build_units,
+         RUN_NAMES | {REQUEST_NAME}),
+    Kind(DocumentKind.RECURRING_EVENT, backend.declare, backend.build_recurring,
+         RUN_NAMES | {"thing"}),
+    Kind(DocumentKind.DATABASE_TRIGGER, backend.declare, backend.build_triggers,
          RUN_NAMES | {"before", "after"}),
-    Kind("workflow_test", cases.declare_nothing, cases.build_tests),
+    Kind(DocumentKind.WORKFLOW_TEST, cases.declare_nothing, cases.build_tests),
 )

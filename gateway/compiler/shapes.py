@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway.config.source import Document
+from gateway.config.source import Document, DocumentKind
 from gateway.runtime.model import ReplyShape
 from gateway.templates import templating
 
@@ -38,7 +38,7 @@ def _documents(c: Compiler, unit: Unit) -> Iterable[Document]:
         current = todo.pop()
         yield current.doc
         for event, _ in current.calls:
-            called = c.units.get(("custom_event", event))
+            called = c.units.get((DocumentKind.CUSTOM_EVENT, event))
             if called is not None and event not in seen:
                 seen.add(event)
                 todo.append(called)

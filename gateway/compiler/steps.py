@@ -15,6 +15,7 @@ from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.compiler.webhook_specs import build_hooks
+from gateway.config.source import DocumentKind
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import Settings, parse_duration
 from gateway.runtime.coercion import compile_coercer
@@ -55,38 +56,39 @@ class Site:
 
     @property
     def settings(self) -> Settings | None:
-        return None if self.compiler.is_broken("settings", "") else self.compiler.settings
+        broken = self.compiler.is_broken(DocumentKind.SETTINGS, "")
+        return None if broken else self.compiler.settings
 
     def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None:
         self.compiler.error(self.unit.doc, pointer, code, message, key=key)
 
     def data_type(self, name: str, pointer: str) -> TypeSpec | None:
         spec = self.compiler.data_types.get(name)
-        if spec is None and not self.compiler.is_broken("data_type", name):
+        if spec is None and not self.compiler.is_broken(DocumentKind.DATA_TYPE, name):
             self.error(pointer, "ref.unknown-type", f"unknown data type '{name}'"
                        + did_you_mean(name, self.compiler.data_types))
         return spec
 
     def event_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
-        event = self.compiler.units.get(("custom_event", name))
-        if event is None and not self.compiler.is_broken("custom_event", name):
-            events = [n for k, n in self.compiler.units if k == "custom_event"]
+        event = self.compiler.units.get((DocumentKind.CUSTOM_EVENT, name))
+        if event is None and not self.compiler.is_broken(DocumentKind.CUSTOM_EVENT, name):
+            events = [n for k, n in self.compiler.units if k == DocumentKind.CUSTOM_EVENT]
             self.error(pointer, "ref.unknown-event",
                        f"unknown custom event '{name}'" + did_you_mean(name, events))
         return None if event is None else event.params
 
     def workflow_params(self, name: str, pointer: str) -> tuple[Param, ...] | None:
-        workflow = self.compiler.units.get(("api_workflow", name))
-        if workflow is None and not self.compiler.is_broken("api_workflow", name):
-            known = [n for k, n in self.compiler.units if k == "api_workflow"]
+        workflow = self.compiler.units.get((DocumentKind.API_WORKFLOW, name))
+        if workflow is None and not self.compiler.is_broken(DocumentKind.API_WORKFLOW, name):
+            known = [n for k, n in self.compiler.units if k == DocumentKind.API_WORKFLOW]
             self.error(pointer, "ref.unknown-workflow",
                        f"unknown API workflow '{name}'" + did_you_mean(name, known))
         return None if workflow is None else workflow.params
 
     def recurring_type(self, name: str, pointer: str) -> str | None:
-        event = self.compiler.units.get(("recurring_event", name))
-        if event is None and not self.compiler.is_broken("recurring_event", name):
-            known = [n for k, n in self.compiler.units if k == "recurring_event"]
+        event = self.compiler.units.get((DocumentKind.RECURRING_EVENT, name))
+        if event is None and not self.compiler.is_broken(DocumentKind.RECURRING_EVENT, name):
+            known = [n for k, n in self.compiler.units if k == DocumentKind.RECURRING_EVENT]
             self.error(pointer, "ref.unknown-recurring-event",
                        f"unknown recurring event '{name}'" + did_you_mean(name, known))
         elif event is not None and "type" not in event.doc.data:
@@ -119,7 +121,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
     top = Site(c, unit, names, params, user_checked=_tests_user(data.get("only_when")))
     only_when = condition(top, "/only_when", data.get("only_when"))
     steps = _steps(c, names, unit, params, top.user_checked)
-    hooks = build_hooks(top, data) if unit.kind == "api_workflow" else None
+    hooks = build_hooks(top, data) if unit.kind == DocumentKind.API_WORKFLOW else None
     return Workflow(
         kind=unit.kind, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
         expose=data.get("expose", False), auth=data.get("auth", "admin"),
@@ -180,7 +182,7 @@ def build_workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) ->
 
 def _check_access(c: Compiler, unit: Unit) -> None:
     data = unit.doc.data
-    if (unit.kind == "api_workflow" and data.get("auth", "admin") == "none"
+    if (unit.kind == DocumentKind.API_WORKFLOW and data.get("auth", "admin") == "none"
             and data.get("ignore_privacy_rules") and not data.get("allow_public_privileged")):
         c.error(unit.doc, "/ignore_privacy_rules", "access.public-privileged",
                 "anyone may call this workflow (auth: none) and it sees every record "
@@ -263,7 +265,8 @@ def _check_user_read(site: Site, pointer: str, source: templating.Source,
     """In a public workflow `current_user` is null for most callers: reading its fields
     without testing it first is a run error waiting for an anonymous call."""
     data = site.unit.doc.data
-    if site.kind != "api_workflow" or data.get("auth", "admin") != "none" or site.user_checked:
+    if (site.kind != DocumentKind.API_WORKFLOW or data.get("auth", "admin") != "none"
+            or site.user_checked):
         return
     if any(root == "current_user" for root, _key, _line in refs.attributes) and not \
             templating.tests_name(source, "current_user"):
@@ -292,6 +295,6 @@ def _check_references(site: Site, pointer: str, source: templating.Source) -> No
                        f"'steps.{key}' refers to {where}; a step can only use the results "
                        "of steps before it")
         elif root == "secrets" and key not in site.compiler.settings.secret_names and \
-                not site.compiler.is_broken("settings", ""):
+                not site.compiler.is_broken(DocumentKind.SETTINGS, ""):
             site.error(pointer, "ref.unknown-secret",
                        f"'secrets.{key}' is not declared in the settings' secrets")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.compiler.privacy_rules import compile_privacy
-from gateway.config.source import Document
+from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.core.settings import from_document
@@ -116,7 +116,7 @@ def duplicate(c: Compiler, doc: Document, first: Document, what: str, name: str)
 
 
 def check_type(c: Compiler, doc: Document, pointer: str, type_name: str) -> None:
-    if c.is_broken("data_type", type_name):
+    if c.is_broken(DocumentKind.DATA_TYPE, type_name):
         return
     if type_name not in SCALAR_TYPES and type_name not in c.data_types:
         c.error(doc, pointer, "ref.unknown-type", f"unknown data type '{type_name}'"

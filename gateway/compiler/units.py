@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.actions import ACTIONS
 from gateway.compiler.types import check_type, check_value, duplicate
-from gateway.config.source import Document
+from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.runtime.model import ROUTE_PREFIX
 from gateway.runtime.param import Param
@@ -48,7 +48,7 @@ def declare_units(c: Compiler, kind: str, docs: list[Document]) -> None:
 
 
 def _clash(c: Compiler, kind: str, doc: Document, first: Document, name: str) -> None:
-    if kind == "api_workflow" and doc.data.get("expose") and first.data.get("expose"):
+    if kind == DocumentKind.API_WORKFLOW and doc.data.get("expose") and first.data.get("expose"):
         line = first.locate("/name")[0]
         c.error(doc, "/name", "route.conflict",
                 f"the route {ROUTE_PREFIX}/{name} is already served by the workflow "
@@ -93,7 +93,8 @@ def _calls(doc: Document) -> list[tuple[str, str]]:
 
 def check_cycles(c: Compiler) -> None:
     """Report each custom-event cycle once, at every call that closes it."""
-    events = {name: unit for (kind, name), unit in c.units.items() if kind == "custom_event"}
+    events = {name: unit for (kind, name), unit in c.units.items()
+              if kind == DocumentKind.CUSTOM_EVENT}
     graph = {name: [event for event, _ in unit.calls] for name, unit in events.items()}
     for name, unit in events.items():
         for event, pointer in unit.calls:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,20 @@ _AS_TEXT = {_STR, "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
 Position = tuple[int, int]
 # A document's kind and name (a settings document's name is "").
 Named = tuple[str, str]
+
+
+class DocumentKind(StrEnum):
+    """The kinds of document, as their `kind:` says: the one place their names are written
+    (the compiler's table in `gateway/compiler/kinds.py` gives each its declaration and
+    build; everything else names a kind through this enum)."""
+
+    SETTINGS = "settings"
+    DATA_TYPE = "data_type"
+    CUSTOM_EVENT = "custom_event"
+    API_WORKFLOW = "api_workflow"
+    RECURRING_EVENT = "recurring_event"
+    DATABASE_TRIGGER = "database_trigger"
+    WORKFLOW_TEST = "workflow_test"
 # Nodes an alias may re-expand in one document: anchors nested in anchors multiply (nine
 # levels of nine aliases is 387 million nodes), so building stops well before memory does.
 MAX_ALIAS_NODES = 10_000
@@ -213,8 +228,8 @@ def declared(data: Any) -> Named | None:
     if not isinstance(data, dict):
         return None
     kind, name = data.get("kind"), data.get("name")
-    if kind == "settings":
-        return ("settings", "")
+    if kind == DocumentKind.SETTINGS:
+        return (DocumentKind.SETTINGS, "")
     return (kind, name) if isinstance(kind, str) and isinstance(name, str) else None
 
 

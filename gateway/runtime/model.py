@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from gateway.config.source import DocumentKind
 from gateway.core.settings import Settings
 from gateway.runtime.action_spec import Action
 from gateway.runtime.param import SCALAR_TYPES, Param
@@ -198,27 +199,27 @@ class Registry:
 
     @property
     def workflows(self) -> Mapping[str, Workflow]:
-        return self.of_kind("api_workflow")
+        return self.of_kind(DocumentKind.API_WORKFLOW)
 
     @property
     def events(self) -> Mapping[str, Workflow]:
-        return self.of_kind("custom_event")
+        return self.of_kind(DocumentKind.CUSTOM_EVENT)
 
     @property
     def data_types(self) -> Mapping[str, TypeSpec]:
-        return self.of_kind("data_type")
+        return self.of_kind(DocumentKind.DATA_TYPE)
 
     @property
     def recurring(self) -> Mapping[str, RecurringEvent]:
-        return self.of_kind("recurring_event")
+        return self.of_kind(DocumentKind.RECURRING_EVENT)
 
     @property
     def triggers(self) -> Mapping[str, Trigger]:
-        return self.of_kind("database_trigger")
+        return self.of_kind(DocumentKind.DATABASE_TRIGGER)
 
     @property
     def tests(self) -> Mapping[str, WorkflowTest]:
-        return self.of_kind("workflow_test")
+        return self.of_kind(DocumentKind.WORKFLOW_TEST)
 
     def exposed(self) -> list[Workflow]:
         return sorted((w for w in self.workflows.values() if w.expose), key=lambda w: w.name)
