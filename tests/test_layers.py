@@ -198,6 +198,19 @@ def test_every_module_belongs_to_a_package() -> None:
         assert package_of(name) != "gateway" or name in ("gateway", "gateway.__main__"), name
 
 
+def test_no_module_name_repeats_across_packages() -> None:
+    """A name says what a module holds, once: only the storage roles repeat, by design, as
+    the contract's protocol and each backend's implementation of it."""
+    by_name: dict[str, set[str]] = {}
+    for name, path in ALL:
+        if path.name != "__init__.py":
+            by_name.setdefault(path.stem, set()).add(package_of(name))
+    storage = {"gateway.storage.contract", "gateway.storage.sqlite", "gateway.storage.postgresql"}
+    repeated = {stem: sorted(packages) for stem, packages in by_name.items()
+                if len(packages) > 1 and not packages <= storage}
+    assert repeated == {}
+
+
 def test_packages_import_one_way() -> None:
     """No two packages import each other, directly or around a loop, type-only imports
     included: the layering of modules could hide a loop between packages of one layer."""

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from gateway.compiler.data_types import BUILTIN_TYPES
 from gateway.compiler.kinds import KINDS
 from gateway.compiler.privacy_rules import builtin_user_privacy
-from gateway.compiler.types import BUILTIN_TYPES
 from gateway.compiler.units import Unit, check_cycles
 from gateway.config.source import Document
 from gateway.core.errors import Diagnostic

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 from jinja2 import TemplateSyntaxError
 
+from gateway.compiler.data_types import duplicate
 from gateway.compiler.steps import build_workflow, retry_of
-from gateway.compiler.types import duplicate
 from gateway.compiler.units import Unit
 from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway.compiler.types import check_type, duplicate
+from gateway.compiler.data_types import check_type, duplicate
 from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean

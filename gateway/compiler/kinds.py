@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.compiler import backend, cases, steps, types, units
+from gateway.compiler import backend, cases, data_types, steps, units
 from gateway.config.source import Document, DocumentKind
 from gateway.runtime.context import REQUEST_NAME, RUN_NAMES
 
@@ -28,8 +28,8 @@ class Kind:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind(DocumentKind.SETTINGS, types.declare_settings, types.build_nothing),
-    Kind(DocumentKind.DATA_TYPE, types.declare_data_types, types.build_data_types),
+    Kind(DocumentKind.SETTINGS, data_types.declare_settings, data_types.build_nothing),
+    Kind(DocumentKind.DATA_TYPE, data_types.declare_data_types, data_types.build_data_types),
     Kind(DocumentKind.CUSTOM_EVENT, units.declare_units, steps.build_units, RUN_NAMES),
     Kind(DocumentKind.API_WORKFLOW, units.declare_units, steps.build_units,
          RUN_NAMES | {REQUEST_NAME}),

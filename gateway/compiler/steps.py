@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import TemplateSyntaxError
 
 from gateway.actions import ACTIONS
+from gateway.compiler.data_types import check_value
 from gateway.compiler.shapes import reply_shapes
-from gateway.compiler.types import check_value
 from gateway.compiler.units import Unit
 from gateway.compiler.webhook_specs import build_hooks
 from gateway.config.source import DocumentKind

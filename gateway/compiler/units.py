@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.actions import ACTIONS
-from gateway.compiler.types import check_type, check_value, duplicate
+from gateway.compiler.data_types import check_type, check_value, duplicate
 from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.runtime.model import ROUTE_PREFIX

@@ -7,13 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.console.overview_page import (
-    FAILURES,
-)
+from gateway.console.overview_page import FAILURES
 from gateway.console.paging import MAX_FILTER, PAGE, position, position_text
-from gateway.console.runs_page import (
-    run_row,
-)
+from gateway.console.runs_page import run_row
 from gateway.core.encoding import dumps_pretty
 from gateway.core.redaction import redact
 from gateway.runtime.model import Registry

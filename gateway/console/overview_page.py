@@ -9,9 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.console import chart
-from gateway.console.runs_page import (
-    run_row,
-)
+from gateway.console.runs_page import run_row
 from gateway.storage import Storage
 from gateway.storage.contract import RunStats
 

@@ -7,10 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.console.overview_page import (
-    Figures,
-    day_stats,
-)
+from gateway.console.overview_page import Figures, day_stats
 from gateway.runtime.model import Registry, Workflow
 from gateway.scheduler.recurring import next_fire
 from gateway.storage import Storage
