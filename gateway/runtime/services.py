@@ -160,25 +160,36 @@ def mailer(settings: Settings, secrets: Mapping[str, str]) -> Mailer | None:
 
 @dataclass(slots=True)
 class Services:
-    """What a run's actions call out through; empty until `start`, and again after `stop`."""
+    """What a run's actions call out through; empty until `start`, and again after `stop`.
 
-    http: httpx.AsyncClient | None = None
+    The HTTP client is made at its first use while the services run: loading the CA bundle
+    costs a process some 7 MiB, which one whose workflows never call out does not pay."""
+
     mailer: Mailer | None = None
     max_response_bytes: int = 10_485_760
     settings: Settings = field(default_factory=Settings)
+    _running: bool = False
+    _http: httpx.AsyncClient | None = None
 
     async def start(self, settings: Settings) -> None:
         self.settings = settings
         self.max_response_bytes = settings.http_max_response_bytes
-        self.http = http_client(settings)
         self.mailer = mailer(settings, settings.secrets)
+        self._running = True
 
     @property
     def started(self) -> bool:
-        return self.http is not None
+        return self._running
+
+    @property
+    def http(self) -> httpx.AsyncClient | None:
+        """The process's HTTP client while the services run (None otherwise)."""
+        if self._http is None and self._running:
+            self._http = http_client(self.settings)
+        return self._http
 
     async def stop(self) -> None:
-        client, self.http, self.mailer = self.http, None, None
+        client, self._http, self.mailer, self._running = self._http, None, None, False
         if client is not None:
             await client.aclose()
 
