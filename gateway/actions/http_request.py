@@ -27,20 +27,10 @@ from gateway.runtime.action_spec import Action
 from gateway.runtime.context import RunContext
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-
-
 MAX_ATTEMPTS = 10
-
-
 MAX_RETRY_AFTER = 300.0
-
-
 OFF_LOOP_BYTES = 65_536  # a server asking for a longer wait is not waited for
-
-
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
@@ -206,8 +196,6 @@ async def _attempt(ctx: RunContext, client: httpx.AsyncClient, request: dict[str
 # The content codings a response may come in (`Accept-Encoding` asks for these only, unless
 # the step sets it), as zlib's window bits.
 _ACCEPTED = b"gzip, deflate"
-
-
 _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
             "deflate": zlib.MAX_WBITS}
 

@@ -16,8 +16,6 @@ from gateway.runtime.context import RunContext
 from gateway.runtime.services import MailError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in an address: `a@b.com\tx` is not `a@b.comx`
-
-
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+")
 
 

@@ -15,8 +15,6 @@ from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.core.settings import parse_duration
 
 MAX_LISTED = 10_000  # runs one `runs list` prints at most
-
-
 MAX_TEXT = 1_000  # characters of a `--text` search
 
 

@@ -14,11 +14,7 @@ from gateway.storage import Storage
 from gateway.storage.contract import RunStats
 
 FAILURES = 20  # the last hour's failures the overview lists
-
-
 DAY_BUCKET = timedelta(minutes=15)
-
-
 FIGURES_SECONDS = 10.0  # how long the day's aggregates are reused
 
 

@@ -9,8 +9,6 @@ from gateway.core.encoding import iso, parse_iso
 from gateway.storage.contract import Position
 
 PAGE = 50  # runs or jobs per page
-
-
 MAX_FILTER = 200  # characters of a filter's value
 
 

@@ -16,11 +16,7 @@ from gateway.storage import Storage
 from gateway.storage.contract import Position
 
 RUN_STATUSES = ("success", "failed", "not_run", "rejected")
-
-
 SOURCES = ("http", "cli", "schedule", "recurring", "trigger")
-
-
 SEARCH_SCAN = 10_000  # runs a text search reads for one page (the next page reads on)
 
 

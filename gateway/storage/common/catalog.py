@@ -18,14 +18,9 @@ from gateway.storage.contract import Change, TypeSpec
 
 log = logging.getLogger("gateway.storage")
 
-
 # A user's log-in follows the e-mail its record shows (each backend's `follow_email`).
 USER = "user"
-
-
 EMAIL_TAKEN = "another user already has this email"
-
-
 EMAIL_NEEDED = ("a user who has a password logs in with its email: the email cannot be "
                 "cleared")
 

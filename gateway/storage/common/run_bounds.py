@@ -9,8 +9,6 @@ from typing import Any
 # Size-aware retention: how many of the newest runs give the average size of a run, and
 # how many runs one delete removes (each its own commit, so writes never wait long).
 SIZE_SAMPLE = 1000
-
-
 TRIM_CHUNK = 1000
 
 
