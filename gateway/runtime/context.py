@@ -19,6 +19,7 @@ from gateway.core.encoding import encode, size_over
 from gateway.core.errors import ResponseTooLargeError
 from gateway.core.settings import Settings
 from gateway.runtime.accounts import Accounts
+from gateway.runtime.origin import JobRun
 from gateway.runtime.privacy import EXEMPT, Viewer
 from gateway.runtime.services import Services
 from gateway.storage.contract import Change, Job, Storage, TypeSpec
@@ -27,8 +28,6 @@ RUN_LOG = logging.getLogger("gateway.run")
 
 # The names every run's templates see; API workflows also see `request` (the HTTP facts).
 RUN_NAMES = frozenset({"params", "steps", "now", "run", "current_user", "secrets"})
-# What a job's run hands its commit and never shows its templates (`RunContext.job`).
-UNSHOWN_JOB_KEYS = frozenset({"follow"})
 REQUEST_NAME = "request"
 # A secret value shorter than this is not searched for in text: a one-character secret
 # would otherwise turn every such character of the run log into `[redacted]`. (Values under
@@ -128,11 +127,9 @@ class RunContext:
     # Jobs the run scheduled: written at its commit, with the triggers of its changes, and
     # only if it succeeds (shared with the custom events the run calls).
     jobs: list[Job] = field(default_factory=list)
-    # What a run started by a job knows of it (`run.job`, `run.scheduled_at`,
-    # `run.attempt`; `claim`, the job's count of claims, which its commit is fenced by;
-    # `follow`, unshown, a job its commit writes with the job's end: see
-    # `gateway.scheduler.enqueue`), and how many scheduled runs led to it.
-    job: Mapping[str, Any] | None = None
+    # The job a run was started by (its templates see `JobRun.shown`; its commit ends it:
+    # see `gateway.scheduler.enqueue`), and how many scheduled runs led to it.
+    job: JobRun | None = None
     schedule_depth: int = 0
     # An idempotent run's hold on its key, checked in the run's transaction as it commits
     # (what the run wrote is kept only while the run still holds its key; see `hooks`).
@@ -152,8 +149,7 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
     return {
         "params": params, "steps": {}, "now": ctx.now,
         "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth,
-                "source": ctx.source, **{key: value for key, value in (ctx.job or {}).items()
-                                         if key not in UNSHOWN_JOB_KEYS}},
+                "source": ctx.source, **({} if ctx.job is None else ctx.job.shown)},
         "current_user": current_user(ctx.identity, ctx.viewer),
         "secrets": secrets, REQUEST_NAME: request or {},
     }

@@ -42,6 +42,7 @@ from gateway.runtime.context import (
     reply_bytes,
 )
 from gateway.runtime.model import Registry, Step, Workflow
+from gateway.runtime.origin import JobRun
 from gateway.runtime.param import Param
 from gateway.runtime.privacy import EXEMPT, Scans, Viewer
 from gateway.runtime.services import Services
@@ -104,7 +105,7 @@ class Interpreter:
 
     async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
                   identity: Identity = ANONYMOUS,
-                  request: Mapping[str, Any] | None = None, job: Mapping[str, Any] | None = None,
+                  request: Mapping[str, Any] | None = None, job: JobRun | None = None,
                   schedule_depth: int = 0, names: Mapping[str, Any] | None = None,
                   coerced: dict[str, Any] | None = None, fence: Fence | None = None,
                   client: str | None = None) -> RunResult:
@@ -362,8 +363,8 @@ class Interpreter:
                 "code": error.code, "message": redact(error.message, hidden),
                 "location": getattr(error, "location", "")},
             "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,  # cut by the run log
-            **({} if ctx.job is None else {"job": ctx.job.get("job"),
-                                           "attempt": ctx.job.get("attempt")}),
+            **({} if ctx.job is None else {"job": ctx.job.job.id,
+                                           "attempt": ctx.job.job.attempt}),
             **({} if ctx.client is None else {"client": ctx.client}),
         })
 

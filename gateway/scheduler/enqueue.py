@@ -3,7 +3,7 @@ its changes call for, written in the run's own transaction (`Storage.begin`), so
 commit with its record changes or not at all. A job's run ends its job there too
 (`JobStore.settle`): a run whose lease expired while it ran, its job claimed again, rolls
 back instead, so that a job's writes commit once however late its worker was. The next tick
-of a per-record series, which the scheduler made before the tick ran (`run.job`'s
+of a per-record series, which the scheduler made before the tick ran (its `JobRun`'s
 `follow`), is written there too, unbounded (it takes the place of the tick that ends), so
 that the series cannot end between the tick's end and its next.
 
@@ -58,11 +58,10 @@ class Enqueuer:
         if storage is None:
             return
         if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
-            await storage.jobs.settle(str(ctx.job["job"]), int(ctx.job["claim"]),
-                                      self.interpreter.clock(), ctx.run_id)
-            follow = ctx.job.get("follow")
-            if isinstance(follow, Job):
-                await storage.jobs.enqueue([follow])
+            job = ctx.job.job
+            await storage.jobs.settle(job.id, job.claims, self.interpreter.clock(), ctx.run_id)
+            if ctx.job.follow is not None:
+                await storage.jobs.enqueue([ctx.job.follow])
         jobs = list(ctx.jobs)
         if ctx.source != "trigger" and self.by_type:
             for index, change in enumerate(ctx.changes):

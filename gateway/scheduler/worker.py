@@ -39,6 +39,7 @@ from gateway.core.ids import new_id
 from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import RecurringEvent, Retry, Workflow
+from gateway.runtime.origin import JobRun
 from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher
 from gateway.scheduler.planner import Planner
@@ -262,9 +263,7 @@ class Scheduler:
         then = None if event is None else self.planner.following(event, job)  # record found
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
-            job={"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt,
-                 "claim": job.claims, "follow": then},
-            schedule_depth=int(job.data.get("depth", 0)), names=extra)
+            job=JobRun(job, then), schedule_depth=int(job.data.get("depth", 0)), names=extra)
         await self.record(job, workflow, result, then)
 
     async def record(self, job: Job, workflow: Workflow, result: RunResult,

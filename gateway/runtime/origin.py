@@ -1,0 +1,31 @@
+"""Where a run comes from: the job a scheduled run was started by (`JobRun`).
+
+A job's run carries the job as its worker claimed it, typed, from the claim to the run's
+commit and back to the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.storage.contract import Job
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """The job a run was started by, as its worker claimed it (its `claims`, the claim the
+    run's commit is fenced by), and `follow`: the next tick of a per-record series, written
+    with the job's end however the job ends (see `gateway.scheduler.enqueue`); templates
+    never see it."""
+
+    job: Job
+    follow: Job | None = None
+
+    @property
+    def shown(self) -> dict[str, Any]:
+        """What the run's templates see of the job, under `run`: `run.job` (its id),
+        `run.scheduled_at` (when it was due), `run.attempt` (1, 2, …) and `run.claim`."""
+        job = self.job
+        return {"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt,
+                "claim": job.claims}
