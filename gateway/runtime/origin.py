@@ -1,15 +1,17 @@
 """Where a run comes from: the job a scheduled run was started by (`JobRun`).
 
 A job's run carries the job as its worker claimed it, typed, from the claim to the run's
-commit and back to the worker.
+commit and back to the worker; and however the job ends, its end is made here
+(`JobRun.end`), with the claim it ends and the tick that follows it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from gateway.storage.contract import Job
+from gateway.storage.contract import Job, JobEnd
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +31,10 @@ class JobRun:
         job = self.job
         return {"job": job.id, "scheduled_at": job.due_at, "attempt": job.attempt,
                 "claim": job.claims}
+
+    def end(self, status: str, at: datetime, run_id: str | None = None,
+            error: str | None = None, retry_at: datetime | None = None) -> JobEnd:
+        """How the job ended (`done`, `failed`, `cancelled`, or `pending` again at
+        `retry_at`): the end of this claim only, written with `follow`."""
+        return JobEnd(self.job.id, status, at, run_id, error, retry_at,
+                      claims=self.job.claims, then=self.follow)

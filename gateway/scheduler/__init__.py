@@ -7,6 +7,7 @@ their commit; `Scheduler` runs them (`gateway serve` and `gateway worker`)."""
 from __future__ import annotations
 
 from gateway.scheduler.enqueue import Enqueuer, with_jobs
-from gateway.scheduler.worker import Scheduler, backoff
+from gateway.scheduler.finish import backoff
+from gateway.scheduler.worker import Scheduler
 
 __all__ = ["Enqueuer", "Scheduler", "backoff", "with_jobs"]

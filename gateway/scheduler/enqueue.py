@@ -1,7 +1,7 @@
 """The commit of a run that succeeded: the jobs it scheduled and the database-trigger runs
 its changes call for, written in the run's own transaction (`Storage.begin`), so that they
 commit with its record changes or not at all. A job's run ends its job there too
-(`JobStore.settle`): a run whose lease expired while it ran, its job claimed again, rolls
+(`finish.settle`): a run whose lease expired while it ran, its job claimed again, rolls
 back instead, so that a job's writes commit once however late its worker was. The next tick
 of a per-record series, which the scheduler made before the tick ran (its `JobRun`'s
 `follow`), is written there too, unbounded (it takes the place of the tick that ends), so
@@ -29,6 +29,7 @@ from gateway.core.ids import new_id
 from gateway.runtime.context import RunContext
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Trigger
+from gateway.scheduler.finish import settle
 from gateway.storage.contract import Change, Job, PendingBound
 
 log = logging.getLogger("gateway.scheduler")
@@ -58,10 +59,7 @@ class Enqueuer:
         if storage is None:
             return
         if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
-            job = ctx.job.job
-            await storage.jobs.settle(job.id, job.claims, self.interpreter.clock(), ctx.run_id)
-            if ctx.job.follow is not None:
-                await storage.jobs.enqueue([ctx.job.follow])
+            await settle(storage.jobs, ctx.job.end("done", self.interpreter.clock(), ctx.run_id))
         jobs = list(ctx.jobs)
         if ctx.source != "trigger" and self.by_type:
             for index, change in enumerate(ctx.changes):

@@ -24,24 +24,22 @@ import collections
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 from gateway.core.clock import Clock, utc_now
 from gateway.core.encoding import escape
-from gateway.core.errors import GatewayError, LeaseLostError, NotRunError, StepFailedError
+from gateway.core.errors import GatewayError, LeaseLostError
 from gateway.core.ids import new_id
 from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
 from gateway.runtime.interpreter import Interpreter, RunResult
-from gateway.runtime.model import RecurringEvent, Retry, Workflow
+from gateway.runtime.model import RecurringEvent, Workflow
 from gateway.runtime.origin import JobRun
 from gateway.scheduler.enqueue import names, writes_jobs
-from gateway.scheduler.finish import Finisher
+from gateway.scheduler.finish import Finisher, ending
 from gateway.scheduler.planner import Planner
 from gateway.scheduler.recurring import missed
 from gateway.storage.contract import Job, JobEnd, Storage
@@ -55,12 +53,6 @@ Target = tuple[Workflow, dict[str, Any], Mapping[str, Any] | None]
 
 class JobError(Exception):
     """A job that cannot run at all (its workflow is gone): failed, never retried."""
-
-
-def backoff(retry: Retry, attempt: int) -> timedelta:
-    """Full jitter: a random wait up to `backoff` x 2^(attempt-1), at most `max_backoff`."""
-    ceiling: timedelta = min(retry.max_backoff, retry.backoff * (2 ** min(attempt - 1, 30)))
-    return ceiling * random.random()
 
 
 class Scheduler:
@@ -143,7 +135,8 @@ class Scheduler:
         return {"running": len(self.running) - len(self._ended), **self.ended}, self.lag
 
     async def end(self, end: JobEnd) -> None:
-        """Write how a job ended; counted only if it was still this claim's to end."""
+        """Write how a job ended (unless its run's commit did: see `finish`); counted only
+        if it was still this claim's to end."""
         if await self.finisher.end(end):
             self._count(end.id, "retried" if end.status == "pending" else end.status)
 
@@ -240,14 +233,14 @@ class Scheduler:
         series = series_of(job)
         if series is not None and series != await self.storage.jobs.current_series(
                 job.workflow, str(job.subject)):
-            await self.end(JobEnd(job.id, "cancelled", self.clock(), None,
-                                  "replaced: its record's series was replaced or stopped "
-                                  "(set_recurring_event)", claims=job.claims))
+            await self.end(JobRun(job).end(
+                "cancelled", self.clock(), error="replaced: its record's series was replaced "
+                "or stopped (set_recurring_event)"))
         elif event is not None and missed(event, job, self.clock()):
-            await self.end(JobEnd(job.id, "cancelled", self.clock(), None,
-                                  "missed: the tick after it was due before it started "
-                                  f"(misfire: {event.misfire})", claims=job.claims,
-                                  then=await self.planner.instead(event, job)))
+            instead = JobRun(job, await self.planner.instead(event, job))
+            await self.end(instead.end(
+                "cancelled", self.clock(), error="missed: the tick after it was due before it "
+                f"started (misfire: {event.misfire})"))
         else:
             await self._run(job, event)
         if event is not None and job.subject is None:
@@ -257,42 +250,31 @@ class Scheduler:
         try:
             workflow, raw, extra = await self.target(job)
         except JobError as exc:
-            await self.end(JobEnd(job.id, "failed", self.clock(), None, str(exc),
-                                  claims=job.claims))
+            await self.end(JobRun(job).end("failed", self.clock(), error=str(exc)))
             return
         then = None if event is None else self.planner.following(event, job)  # record found
+        run = JobRun(job, then)
         result = await self.interpreter.run(
             workflow, raw, source=job.source, identity=await self.identity(job),
-            job=JobRun(job, then), schedule_depth=int(job.data.get("depth", 0)), names=extra)
-        await self.record(job, workflow, result, then)
+            job=run, schedule_depth=int(job.data.get("depth", 0)), names=extra)
+        await self.record(run, workflow, result)
 
-    async def record(self, job: Job, workflow: Workflow, result: RunResult,
-                     then: Job | None = None) -> None:
-        """How a job's run ended, written, with `then` (the next tick of its series)."""
-        error = result.error
-        now = self.clock()
+    async def record(self, run: JobRun, workflow: Workflow, result: RunResult) -> None:
+        """How a job's run ended, written with its `follow` (the next tick of its series),
+        unless the run's commit wrote it."""
+        error, job = result.error, run.job
         if isinstance(error, LeaseLostError):  # the job is a newer claim's, which ends it
             self.ended["lost"] += 1  # (a newer claim of this process's runs it still)
             log.warning("%s", escape(error.message))
             return
-        if result.committed:  # its run ended it, in the run's own transaction (and `then`)
+        if result.committed:  # its run ended it, in the run's own transaction (and `follow`)
             self._count(job.id, "done")
             return
-        if error is None or isinstance(error, NotRunError):
-            await self.end(JobEnd(job.id, "done", now, result.run_id, claims=job.claims,
-                                  then=then))
-            return
-        message = f"{error.code}: {error.message}"
-        retryable = error.status >= 500 or isinstance(error, StepFailedError)
-        if retryable and job.attempt < workflow.retry.max_attempts:
-            retry_at = now + backoff(workflow.retry, job.attempt)
-            await self.end(JobEnd(job.id, "pending", now, result.run_id, message,
-                                  retry_at, claims=job.claims, then=then))
-            return
-        await self.end(JobEnd(job.id, "failed", now, result.run_id, message,
-                              claims=job.claims, then=then))
-        log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
-                    escape(job.workflow), job.attempt, escape(message))
+        end = ending(run, workflow.retry, result, self.clock())
+        await self.end(end)
+        if end.status == "failed":
+            log.warning("job %s (%s) failed after %d attempt(s): %s", job.id,
+                        escape(job.workflow), job.attempt, escape(end.error or ""))
 
     async def target(self, job: Job) -> Target:
         """The workflow a job runs, its raw parameters and the names its templates see."""
