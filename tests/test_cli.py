@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.origin import Origin
 from gateway.storage import open_storage
 
 CONFIG = """
@@ -165,8 +166,8 @@ async def _old_runs(config: Path, database: str) -> None:
     try:
         old = datetime.now(timezone.utc) - timedelta(hours=2)
         interpreter = Interpreter(registry, storage, clock=lambda: old)
-        await interpreter.run(registry.workflows["hello"], {"name": "old"}, source="cli")
-        await interpreter.run(registry.workflows["refuse"], {}, source="cli")
+        await interpreter.run(registry.workflows["hello"], {"name": "old"}, origin=Origin("cli"))
+        await interpreter.run(registry.workflows["refuse"], {}, origin=Origin("cli"))
         await storage.runs.flush_runs()
     finally:
         await storage.close()

@@ -25,6 +25,7 @@ from gateway.compiler.loader import check, load
 from gateway.core.settings import with_environment
 from gateway.runtime.context import ADMIN
 from gateway.runtime.interpreter import Interpreter
+from gateway.runtime.origin import Origin
 from gateway.scheduler import with_jobs
 from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
@@ -294,8 +295,8 @@ async def test_welcome_now_cancels_the_due_welcome_and_reads_what_it_cancelled(
     interpreter = with_jobs(Interpreter(registry, storage))
     params = {"job": welcome.id, "user": user}
     for cancelled in (1, 0):  # the second time, there is nothing left to cancel
-        result = await interpreter.run(registry.workflows["welcome-now"], params, source="cli",
-                                       identity=ADMIN)
+        result = await interpreter.run(registry.workflows["welcome-now"], params,
+                                       origin=Origin("cli"), identity=ADMIN)
         assert result.reply is not None and result.reply.data == {"cancelled": cancelled}
     jobs = await storage.jobs.list_jobs(workflow="send-welcome")
     assert len(jobs) == 2 and welcome.id in {j.id for j in jobs if j.status == "cancelled"}

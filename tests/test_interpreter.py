@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from gateway.core.settings import with_environment
 from gateway.runtime.context import ADMIN, Identity
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import Registry
+from gateway.runtime.origin import Call, Origin
 from gateway.storage import Storage, open_storage
 
 
@@ -296,7 +298,8 @@ steps:
 
 async def test_run_log_of_a_fail_step(tmp_path: Path) -> None:
     registry = registry_of(tmp_path, FAILS)
-    result, logged = await run_logged(tmp_path, registry, "refuse", source="cli", identity=ADMIN)
+    result, logged = await run_logged(tmp_path, registry, "refuse", origin=Origin("cli"),
+                                      identity=ADMIN)
     assert result.error is not None
     assert (result.error.status, result.error.code, result.error.message) == (
         409, "TAKEN", "already taken")
@@ -419,3 +422,23 @@ async def test_runs_without_a_store_still_answer(tmp_path: Path) -> None:
     registry = registry_of(tmp_path, STEPS)
     result = await Interpreter(registry).run(registry.workflows["steps"], {"n": 1})
     assert data_of(result) == {"double": 2, "big": False, "broken": None}
+
+
+async def test_a_run_s_origin_and_call_reach_its_templates_and_its_run_log(
+        tmp_path: Path) -> None:
+    """What started a run (`Origin`) and what its call says (`Call`) travel as two values:
+    `run` takes at most six parameters."""
+    registry = registry_of(tmp_path, """
+        kind: api_workflow
+        name: where
+        auth: none
+        steps:
+          - action: return_data
+            data: {source: "{{ run.source }}", path: "{{ request.path }}"}
+        """)
+    result, logged = await run_logged(tmp_path, registry, "where", origin=Origin("cli"),
+                                      call=Call({"path": "/api/where"}, "192.0.2.7"))
+    assert data_of(result) == {"source": "cli", "path": "/api/where"}
+    assert (logged["source"], logged["client"]) == ("cli", "192.0.2.7")
+    parameters = inspect.signature(Interpreter.run).parameters
+    assert len(parameters) - 1 <= 6, list(parameters)  # `self` aside

@@ -18,7 +18,7 @@ from gateway.core.clock import Clock, utc_now
 from gateway.runtime.context import ADMIN, Identity
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
-from gateway.runtime.origin import JobRun
+from gateway.runtime.origin import JobRun, Origin
 from gateway.scheduler import Scheduler, with_jobs
 from gateway.storage import Constraint, Job, Storage, open_storage
 
@@ -335,15 +335,13 @@ async def test_a_job_s_run_that_writes_ends_its_job_in_its_own_transaction(
     lead, now = await welcome_job(store, "j-own", "Di")
     (job,) = await store.jobs.claim("w", now, now + timedelta(seconds=30), 10)
     result = await interpreter.run(registry.workflows["welcome"], {"lead": lead},
-                                   source="schedule", identity=ADMIN,
-                                   job=JobRun(job))
+                                   origin=Origin("schedule", JobRun(job)), identity=ADMIN)
     assert result.error is None
     ended = await store.jobs.get_job("j-own")  # no `finish` was called
     assert ended is not None and (ended.status, ended.run_id) == ("done", result.run_id)
     # the same run once more (another worker, after a lost end) is refused
     again = await interpreter.run(registry.workflows["welcome"], {"lead": lead},
-                                  source="schedule", identity=ADMIN,
-                                  job=JobRun(job))
+                                  origin=Origin("schedule", JobRun(job)), identity=ADMIN)
     assert again.error is not None and again.error.code == "LEASE_LOST"
 
 

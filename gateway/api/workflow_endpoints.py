@@ -36,6 +36,7 @@ from gateway.runtime.context import ANONYMOUS
 from gateway.runtime.envelope import Rendered, render_error, render_result
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import ROUTE_PREFIX, Workflow
+from gateway.runtime.origin import Call
 from gateway.storage.contract import RateCounter
 from gateway.webhooks.guard import Guard, LocalRates, raw_headers
 
@@ -252,10 +253,10 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             query = gather(request.query_params.multi_items())
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
+        call = Call(facts, client)
         if run_guard is not None:
-            return response(await run_guard.run(raw, identity, facts, seen, client))
-        result = await interpreter.run(workflow, raw, source="http", identity=identity,
-                                       request=facts, client=client)
+            return response(await run_guard.run(raw, identity, call, seen))
+        result = await interpreter.run(workflow, raw, identity=identity, call=call)
         return reply_response(result)
 
     return endpoint

@@ -41,6 +41,7 @@ from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
 from gateway.runtime.envelope import render_result
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import ROUTE_PREFIX, Registry
+from gateway.runtime.origin import Origin
 from gateway.scheduler import with_jobs
 from gateway.scheduler.recurring import next_fire
 from gateway.server.workflow_tests import Outcome, failed, junit_xml, run_tests
@@ -144,7 +145,7 @@ async def _run_once(registry: Registry, name: str, params: dict[str, Any],
             identity = admitted(workflow, await _identity(store, as_))
         except GatewayError as exc:  # refused as the HTTP endpoint would refuse it
             return RunResult("", error=exc)
-        return await interpreter.run(workflow, params, source="cli", identity=identity)
+        return await interpreter.run(workflow, params, origin=Origin("cli"), identity=identity)
 
     async with interpreter.services.running(registry.settings):  # http_request, send_email
         return await with_store(storage, registry, work)

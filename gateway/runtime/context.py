@@ -19,7 +19,7 @@ from gateway.core.encoding import encode, size_over
 from gateway.core.errors import ResponseTooLargeError
 from gateway.core.settings import Settings
 from gateway.runtime.accounts import Accounts
-from gateway.runtime.origin import JobRun
+from gateway.runtime.origin import Fence, JobRun
 from gateway.runtime.privacy import EXEMPT, Viewer
 from gateway.runtime.services import Services
 from gateway.storage.contract import Change, Job, Storage, TypeSpec
@@ -33,7 +33,6 @@ REQUEST_NAME = "request"
 # would otherwise turn every such character of the run log into `[redacted]`. (Values under
 # a secret-looking key are redacted whatever their length.)
 MIN_SECRET_LENGTH = 4
-Fence = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +130,7 @@ class RunContext:
     # see `gateway.scheduler.enqueue`), and how many scheduled runs led to it.
     job: JobRun | None = None
     schedule_depth: int = 0
-    # An idempotent run's hold on its key, checked in the run's transaction as it commits
-    # (what the run wrote is kept only while the run still holds its key; see `hooks`).
+    # An idempotent run's hold on its key, checked in the run's transaction as it commits.
     fence: Fence | None = None
     # The caller's address (a run over HTTP): behind trusted proxies, the forwarded one.
     client: str | None = None

@@ -33,7 +33,6 @@ from gateway.runtime.accounts import Accounts
 from gateway.runtime.context import (
     ANONYMOUS,
     MIN_SECRET_LENGTH,
-    Fence,
     Identity,
     Reply,
     RunContext,
@@ -42,7 +41,7 @@ from gateway.runtime.context import (
     reply_bytes,
 )
 from gateway.runtime.model import Registry, Step, Workflow
-from gateway.runtime.origin import JobRun
+from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
 from gateway.runtime.param import Param
 from gateway.runtime.privacy import EXEMPT, Scans, Viewer
 from gateway.runtime.services import Services
@@ -103,23 +102,23 @@ class Interpreter:
         self.scans = Scans(registry.settings.privacy_scan_concurrency)
         self.services = Services()  # started by the process's owner (the app's lifespan)
 
-    async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, source: str = "http",
-                  identity: Identity = ANONYMOUS,
-                  request: Mapping[str, Any] | None = None, job: JobRun | None = None,
-                  schedule_depth: int = 0, names: Mapping[str, Any] | None = None,
-                  coerced: dict[str, Any] | None = None, fence: Fence | None = None,
-                  client: str | None = None) -> RunResult:
-        # `job`, `schedule_depth` and `names` (`thing`, `before`, `after`): a job's run;
-        # `coerced`: `workflow.coerce(raw)`, if made already; `fence`, `client`: `RunContext`'s
+    async def run(self, workflow: Workflow, raw: Mapping[str, Any], *, origin: Origin = HTTP,
+                  identity: Identity = ANONYMOUS, call: Call = NO_CALL,
+                  coerced: dict[str, Any] | None = None) -> RunResult:
+        """Run `workflow` on `raw` parameters for `identity`: started as `origin` says (over
+        HTTP unless told otherwise), asked for by `call` (an HTTP call's facts); `coerced`
+        is `workflow.coerce(raw)`, if made already."""
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                          call_event=self.call_event, storage=self.storage, identity=identity,
                          data_types=self.data_types,
-                         ignore_privacy_rules=workflow.ignore_privacy_rules, source=source,
-                         accounts=self.accounts, viewer=self.viewer(workflow, identity),
-                         hidden=self.hidden, settings=self.registry.settings,
-                         services=self.services, job=job, schedule_depth=schedule_depth,
-                         fence=fence, client=client)
+                         ignore_privacy_rules=workflow.ignore_privacy_rules,
+                         source=origin.source, accounts=self.accounts,
+                         viewer=self.viewer(workflow, identity), hidden=self.hidden,
+                         settings=self.registry.settings, services=self.services,
+                         job=origin.job, schedule_depth=origin.schedule_depth,
+                         fence=call.fence, client=call.client)
+        request, names = call.request, origin.names
         started = time.perf_counter()
         budget.start_run(self.limits, self.timeout)
         params: dict[str, Any] = {}

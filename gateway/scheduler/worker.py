@@ -37,7 +37,7 @@ from gateway.core.ids import new_id
 from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import RecurringEvent, Workflow
-from gateway.runtime.origin import JobRun
+from gateway.runtime.origin import JobRun, Origin
 from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher, ending
 from gateway.scheduler.planner import Planner
@@ -254,9 +254,9 @@ class Scheduler:
             return
         then = None if event is None else self.planner.following(event, job)  # record found
         run = JobRun(job, then)
-        result = await self.interpreter.run(
-            workflow, raw, source=job.source, identity=await self.identity(job),
-            job=run, schedule_depth=int(job.data.get("depth", 0)), names=extra)
+        origin = Origin(job.source, run, int(job.data.get("depth", 0)), extra)
+        result = await self.interpreter.run(workflow, raw, origin=origin,
+                                            identity=await self.identity(job))
         await self.record(run, workflow, result)
 
     async def record(self, run: JobRun, workflow: Workflow, result: RunResult) -> None:

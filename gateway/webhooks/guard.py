@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,11 +36,12 @@ from gateway.core.errors import (
     StorageError,
 )
 from gateway.core.ids import new_id
-from gateway.runtime.context import Fence, Identity, RunContext
+from gateway.runtime.context import Identity, RunContext
 from gateway.runtime.envelope import Rendered, render_error, render_result
 from gateway.runtime.forwarded import network
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import Hooks, Workflow
+from gateway.runtime.origin import Call, Fence
 from gateway.storage.contract import IdempotencyStore, RateCounter
 from gateway.templates import budget, templating
 from gateway.webhooks import signature
@@ -216,22 +218,22 @@ class Guard:
 
     # --- idempotency ------------------------------------------------------------------
 
-    async def run(self, raw: dict[str, Any], identity: Identity,
-                  facts: Mapping[str, Any] | None,
-                  headers: Mapping[str, str] | None = None,
-                  client: str | None = None) -> Rendered:
-        """The run, behind the idempotency key when there is one (`headers`: the request's
-        that `reads` names, for a key that is one of them; `client`: the caller's address)."""
+    async def run(self, raw: dict[str, Any], identity: Identity, call: Call,
+                  headers: Mapping[str, str] | None = None) -> Rendered:
+        """The run, behind the idempotency key when there is one (`call`: the request's
+        facts and the caller's address; `headers`: the request's that `reads` names, for a
+        key that is one of them)."""
         interpreter, workflow = self.interpreter, self.workflow
         storage = interpreter.storage
         compiled = self.hooks.idempotency_key
         store = storage.idempotency if storage is not None else None
+        facts = call.request
         if compiled is None or store is None:
-            return render_result(await self._run(raw, identity, facts, client=client))
+            return render_result(await self._run(raw, identity, call))
         try:
             params = workflow.coerce(raw)
         except GatewayError:  # the run refuses the parameters, and says why
-            return render_result(await self._run(raw, identity, facts, client=client))
+            return render_result(await self._run(raw, identity, call))
         if self.hooks.idempotency_header:
             key = self._header_key(headers or {})
         elif not self._key_heavy:
@@ -268,8 +270,8 @@ class Guard:
         finished = False
 
         try:
-            result = await self._run(raw, identity, facts, params, self._fence(
-                store, scope, key, owner) if self._writes else None, client)
+            fence = self._fence(store, scope, key, owner) if self._writes else None
+            result = await self._run(raw, identity, replace(call, fence=fence), params)
             rendered = render_result(result)
             if isinstance(result.error, KeyTakenError):
                 finished = True  # the key is the other request's now, and so is its answer
@@ -302,12 +304,10 @@ class Guard:
             await store.fence(scope, key, owner, self.interpreter.clock() + self.lease)
         return fence
 
-    async def _run(self, raw: dict[str, Any], identity: Identity,
-                   facts: Mapping[str, Any] | None, params: dict[str, Any] | None = None,
-                   fence: Fence | None = None, client: str | None = None) -> RunResult:
-        return await self.interpreter.run(self.workflow, raw, source="http",
-                                          identity=identity, request=facts, coerced=params,
-                                          fence=fence, client=client)
+    async def _run(self, raw: dict[str, Any], identity: Identity, call: Call,
+                   params: dict[str, Any] | None = None) -> RunResult:
+        return await self.interpreter.run(self.workflow, raw, identity=identity, call=call,
+                                          coerced=params)
 
     def _key(self, compiled: Any, params: dict[str, Any],
              facts: Mapping[str, Any] | None) -> str | GatewayError:
