@@ -6,6 +6,7 @@ import contextlib
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from gateway.compiler.loader import load
+from gateway.core.clock import Clock, utc_now
 from gateway.server.app import create_app
 from gateway.storage import Constraint, Storage, open_storage
 
@@ -234,11 +236,12 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway_on(url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+async def gateway_on(url: str, tmp_path: Path, config: str = CONFIG,
+                     clock: Clock = utc_now) -> AsyncIterator[Gateway]:
     path = tmp_path / "records.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
+    path.write_text(textwrap.dedent(config).strip())
     storage = open_storage(url)
-    app = create_app(load([path]), storage)
+    app = create_app(load([path]), storage, clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -404,3 +407,43 @@ async def test_make_changes_on_a_missing_id_is_a_clear_error(gw: Gateway) -> Non
     assert response.status_code in (400, 404), response.text
     assert response.json()["body"]["status"] in ("INVALID_DATA", "NOT_FOUND")
     assert "Traceback" not in response.text
+
+
+SIGNUP = """
+---
+kind: api_workflow
+name: signup
+expose: true
+auth: none
+params: {email: {type: text}}
+steps:
+  - action: signup_user
+    email: "{{ params.email }}"
+    password: correct horse battery
+"""
+
+
+async def test_records_are_stamped_with_the_run_s_clock(storage_url: str,
+                                                        tmp_path: Path) -> None:
+    """A record's Created Date and Modified Date are the time of the run's clock (the
+    app's, injected here, years from the wall clock's), on both backends: by each record
+    action, and by a sign-up."""
+    now = [datetime(2031, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)]
+    async with gateway_on(storage_url, tmp_path, CONFIG + SIGNUP, lambda: now[0]) as gw:
+        both = await gw.ok("create-then-change", {"name": "Di"})
+        lead = await gw.ok("create-lead", {"name": "Ed", "email": "ed@x.io", "tags": ["t"]})
+        created = now[0]
+        for id in (both["created"]["_id"], lead["_id"]):
+            stored = await gw.storage.records.get("lead", id)
+            assert stored is not None
+            assert (stored["created_at"], stored["modified_at"]) == (created, created)
+        now[0] += timedelta(days=3)
+        await gw.ok("rename-by-id", {"id": both["created"]["_id"], "name": "Dee"})
+        await gw.ok("rescore-tagged", {"tag": "t", "score": 2})
+        for id in (both["created"]["_id"], lead["_id"]):
+            stored = await gw.storage.records.get("lead", id)
+            assert stored is not None
+            assert (stored["created_at"], stored["modified_at"]) == (created, now[0])
+        await gw.ok("signup", {"email": "fay@x.io"})
+        (user,) = (await gw.storage.records.search("user")).results
+        assert (user["created_at"], user["modified_at"]) == (now[0], now[0])

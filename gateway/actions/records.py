@@ -104,7 +104,8 @@ def check_increments(spec: TypeSpec, amounts: Any) -> dict[str, Any]:
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
-    change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id)
+    change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id,
+                                        at=ctx.clock())
     ctx.changes.add(change)
     return ctx.viewer.cut(spec.name, change.record)
 
@@ -115,7 +116,7 @@ async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     increment = check_increments(spec, args.get("increment") or {})
     try:
         change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields,
-                                            increment)
+                                            increment, at=ctx.clock())
     except DuplicateError as exc:
         raise _used_email(spec, exc) from exc
     ctx.changes.add(change)
@@ -128,7 +129,8 @@ async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[di
     increment = check_increments(spec, args.get("increment") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
     try:
-        changes = await _storage(ctx).update_many(spec.name, ids, fields, increment)
+        changes = await _storage(ctx).update_many(spec.name, ids, fields, increment,
+                                                  at=ctx.clock())
     except DuplicateError as exc:
         raise _used_email(spec, exc) from exc
     ctx.changes.add(*changes)

@@ -105,7 +105,8 @@ class Accounts:
         text = self._password(password)
         hashed = await self._run_hasher(_HASHER.hash, text)
         try:
-            change = await self.users.create_user(folded, fields, hashed, created_by)
+            change = await self.users.create_user(folded, fields, hashed, created_by,
+                                                  at=self.clock())
         except DuplicateError as exc:
             raise UsedEmailError("This email is already in use") from exc
         return change, await self._session(change.id, remember)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from gateway.core.clock import Clock, utc_now
 from gateway.core.encoding import encode, size_over
 from gateway.core.errors import ResponseTooLargeError
 from gateway.core.settings import Settings
@@ -104,8 +105,10 @@ class RunContext:
 
     run_id: str
     workflow: str
-    now: datetime
+    now: datetime  # when the run started, by `clock`
     call_event: CallEvent
+    # The run's clock (the interpreter's): what a record's Created and Modified Date read.
+    clock: Clock = utc_now
     storage: Storage | None = None
     data_types: Mapping[str, TypeSpec] = field(default_factory=dict)
     identity: Identity = ANONYMOUS

@@ -110,8 +110,8 @@ class Interpreter:
         is `workflow.coerce(raw)`, if made already."""
         now = self.clock()
         ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
-                         call_event=self.call_event, storage=self.storage, identity=identity,
-                         data_types=self.data_types,
+                         call_event=self.call_event, clock=self.clock, storage=self.storage,
+                         identity=identity, data_types=self.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules,
                          source=origin.source, accounts=self.accounts,
                          viewer=self.viewer(workflow, identity), hidden=self.hidden,
@@ -165,7 +165,8 @@ class Interpreter:
         run, as `name`. Its reads go through the privacy rules unless `identity` is admin."""
         now, unit = self.clock(), Workflow(source, name, (), ())
         ctx = RunContext(run_id=new_id(now), workflow=name, now=now, call_event=self.call_event,
-                         storage=self.storage, identity=identity, data_types=self.data_types,
+                         clock=self.clock, storage=self.storage, identity=identity,
+                         data_types=self.data_types,
                          source=source, accounts=self.accounts, viewer=self.viewer(unit, identity),
                          hidden=self.hidden, settings=self.registry.settings,
                          services=self.services)

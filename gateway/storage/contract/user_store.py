@@ -29,8 +29,10 @@ class UserStore(Protocol):
 
     # The user record and its password in one transaction; DuplicateError when the e-mail
     # (folded to lower case by the caller) is taken.
+    # `at`: its time, as `RecordStore.create` takes it.
     async def create_user(self, email: str, fields: Mapping[str, Any], password_hash: str,
-                          created_by: str | None = None) -> Change: ...
+                          created_by: str | None = None, *,
+                          at: datetime | None = None) -> Change: ...
     # (user id, password hash) of the user with this e-mail, or None.
     async def credential(self, email: str) -> tuple[str, str] | None: ...
     async def create_token(self, hash: str, user_id: str, at: datetime,

@@ -8,7 +8,7 @@ them, so each `Change` holds the states the write went from and to.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.clock import utc_now
@@ -56,9 +56,10 @@ class PostgresRecords:
         return self._catalog.record(_stored(row))
 
     async def create(
-        self, type: str, fields: Mapping[str, Any], created_by: str | None = None
+        self, type: str, fields: Mapping[str, Any], created_by: str | None = None, *,
+        at: datetime | None = None,
     ) -> Change:
-        now = utc_now()
+        now = at or utc_now()
         # Round-trip through JSON so the caller gets exactly what a later get() returns.
         stored = codec.json_roundtrip(self._catalog.with_defaults(type, fields))
         id = new_id(now)
@@ -73,16 +74,19 @@ class PostgresRecords:
         return self._record(rows[0]) if rows else None
 
     async def update(self, type: str, id: str, fields: Mapping[str, Any],
-                     increment: Mapping[str, Any] | None = None) -> Change:
-        return the_change(await self.update_many(type, [id], fields, increment), type, id)
+                     increment: Mapping[str, Any] | None = None, *,
+                     at: datetime | None = None) -> Change:
+        return the_change(await self.update_many(type, [id], fields, increment, at=at),
+                          type, id)
 
     async def update_many(
         self, type: str, ids: Sequence[str], fields: Mapping[str, Any],
-        increment: Mapping[str, Any] | None = None,
+        increment: Mapping[str, Any] | None = None, *, at: datetime | None = None,
     ) -> list[Change]:
         steps = self._catalog.changes(type, fields, increment)
         ids = [id for id in ids if limits.usable_id(id)]
-        params = {"ids": ids, "type": type, "changes": jsonb(dict(fields)), "now": utc_now()}
+        params = {"ids": ids, "type": type, "changes": jsonb(dict(fields)),
+                  "now": at or utc_now()}
         data = "r.data || %(changes)s"
         for n, step in enumerate(steps):  # each incremented field, added up in the UPDATE
             data = _added(data, n, step)

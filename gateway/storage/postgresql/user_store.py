@@ -28,8 +28,9 @@ class PostgresUsers:
         self._db = connector
 
     async def create_user(self, email: str, fields: Mapping[str, Any], password_hash: str,
-                          created_by: str | None = None) -> Change:
-        now = utc_now()
+                          created_by: str | None = None, *,
+                          at: datetime | None = None) -> Change:
+        now = at or utc_now()
         id = new_id(now)
         data = codec.json_roundtrip(
             self._db.catalog.with_defaults("user", {**fields, "email": email}))

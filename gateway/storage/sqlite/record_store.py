@@ -13,6 +13,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from gateway.core.clock import utc_now
@@ -56,9 +57,10 @@ class SqliteRecords:
                       None if after is None else self._record(after))
 
     async def create(
-        self, type: str, fields: Mapping[str, Any], created_by: str | None = None
+        self, type: str, fields: Mapping[str, Any], created_by: str | None = None, *,
+        at: datetime | None = None,
     ) -> Change:
-        now = utc_now()
+        now = at or utc_now()
         text = dumps(self._catalog.with_defaults(type, fields))
         stamp = iso(now)
         row: Row = (new_id(now), type, text, stamp, stamp, created_by)
@@ -74,16 +76,18 @@ class SqliteRecords:
         return None if row is None else self._record(row)
 
     async def update(self, type: str, id: str, fields: Mapping[str, Any],
-                     increment: Mapping[str, Any] | None = None) -> Change:
-        return the_change(await self.update_many(type, [id], fields, increment), type, id)
+                     increment: Mapping[str, Any] | None = None, *,
+                     at: datetime | None = None) -> Change:
+        return the_change(await self.update_many(type, [id], fields, increment, at=at),
+                          type, id)
 
     async def update_many(
         self, type: str, ids: Sequence[str], fields: Mapping[str, Any],
-        increment: Mapping[str, Any] | None = None,
+        increment: Mapping[str, Any] | None = None, *, at: datetime | None = None,
     ) -> list[Change]:
         steps = self._catalog.changes(type, fields, increment)
         changes = json.loads(dumps(dict(fields)))
-        stamp = iso(utc_now())
+        stamp = iso(at or utc_now())
         ids = [id for id in ids if limits.usable_id(id)]
         # The writer runs one job at a time: reading the current values and writing the
         # sums in one job is as atomic as one statement.
