@@ -12,6 +12,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from gateway.core.encoding import dumps
 from gateway.core.errors import TemplateError
+from gateway.templates import budget
 from gateway.templates.environment import ENV, parse_date
 from gateway.templates.shortcut import shortcut, shortcut_parts
 from gateway.templates.templating import (
@@ -311,6 +312,31 @@ def test_the_shortcut_gives_what_jinja_gives(text: str) -> None:
             assert expected[1] is None or got[1] == expected[1], (scope, got, expected)
         else:
             assert got[1] == expected[1] and type(got[1]) is type(expected[1]), (scope, got)
+
+
+@pytest.mark.parametrize("text", [*(f"{{{{ {e} }}}}" for e in SHORTCUT_EXPRESSIONS),
+                                  *TEXT_TEMPLATES])
+def test_the_shortcut_spends_what_jinja_spends(text: str) -> None:
+    """Every filter the shortcut calls goes through the sandbox's guard, as on Jinja's path:
+    the same budget spent for the same answer."""
+    for scope in _SCOPES:
+        with budget.bounded() as jinja:
+            expected = _jinja(text, scope)
+        with budget.bounded() as ours:
+            got = _ours(text, scope)
+        if expected[0] == "value":
+            assert ours.left == jinja.left, (scope, got)
+
+
+@pytest.mark.parametrize("text", ["{{ params.text | upper }}", "{{ params.text | trim }}!",
+                                  "x {{ params.text }}", "{{ params.words | join }}"])
+def test_the_shortcut_keeps_the_sandboxs_size_limits(text: str) -> None:
+    render = compile_source(parse(text))
+    scope = {"params": {"text": "a" * 20, "words": ["a" * 10, "b" * 10]}}
+    assert "a" * 10 in render(scope).lower()
+    with budget.bounded(budget.Limits(max_bytes=16)), \
+            pytest.raises(TemplateError, match="limits.max_template_bytes"):
+        render(scope)
 
 
 @pytest.mark.parametrize("expression", SHORTCUT_EXPRESSIONS)

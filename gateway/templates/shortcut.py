@@ -1,9 +1,11 @@
 """The shortcut: most templates are a lookup through dicts (`params.email`, `steps.a['b']`)
 with a few everyday filters after it (`| lower`, `| default('free', true) | upper`). Those
-evaluate in plain Python, calling the very filter functions Jinja's generated code calls, with
-the same arguments. Anything else (a missing key, a value that is not a dict, a filter that
-raises, an expression of any other shape) is unsure and takes Jinja's path, so undefined
-names, the sandbox's checks and every error stay Jinja's own (see `templating`).
+evaluate in plain Python, calling the very filter functions Jinja's generated code calls (the
+environment's, each behind the sandbox's guard: it ticks the budget and measures the result),
+with the same arguments. Anything else (a missing key, a value that is not a dict, a filter
+that raises or goes past a limit, an expression of any other shape) is unsure and takes
+Jinja's path, so undefined names, the sandbox's checks and every error stay Jinja's own (see
+`templating`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from jinja2 import nodes
 
+from gateway.templates.budget import LimitError, measure
 from gateway.templates.environment import ENV
 
 Scope = Mapping[str, Any]
@@ -28,17 +31,7 @@ _PLAIN_FILTERS = frozenset({
     "count", "int", "float", "abs", "round", "wordcount", "format_date", "date", "tojson",
     "parse_date"})
 _EVAL_CONTEXT_FILTERS = frozenset({"replace", "join"})
-# Of those, the ones whose result is no larger than what they are given (or a constant of the
-# config's, or a number): the shortcut calls them as they are, without the sandbox's guard
-# (`gateway.templates.sandbox.guard_filter`), which costs more than they do.
-_UNGUARDED = frozenset({
-    "lower", "upper", "trim", "default", "d", "capitalize", "title", "string", "length",
-    "count", "int", "float", "abs", "round", "wordcount", "tojson", "parse_date"})
 _EVAL_CONTEXT = nodes.EvalContext(ENV)
-# Filters that are, on text, the method of the same effect: called as it is (a value that is
-# not text makes it raise, and Jinja's path then gives the filter's own answer).
-_STR_METHODS: dict[str, Callable[[str], str]] = {
-    "lower": str.lower, "upper": str.upper, "trim": str.strip}
 
 
 def _unsure(scope: Scope) -> Any:
@@ -142,8 +135,6 @@ def _filter_call(node: nodes.Filter) -> _FilterCall | None:
         function = functools.partial(function, _EVAL_CONTEXT)
     elif node.name not in _PLAIN_FILTERS or passes is not None:
         return None
-    if node.name in _UNGUARDED:
-        function = getattr(function, "__wrapped__", None) or function
     args = tuple(arg.value for arg in node.args if isinstance(arg, nodes.Const))
     kwargs: dict[str, Any] = {}
     for keyword in node.kwargs:  # typed as `Pair`, built by the parser as `Keyword`
@@ -153,14 +144,13 @@ def _filter_call(node: nodes.Filter) -> _FilterCall | None:
         kwargs[keyword.key] = value.value
     if len(args) != len(node.args) or len(kwargs) != len(node.kwargs):
         return None  # an argument that is not a constant, or a keyword given twice
-    if not args and not kwargs and node.name in _STR_METHODS:
-        function = _STR_METHODS[node.name]
     return function, args, kwargs
 
 
 # A text template made only of literal text and shortcut expressions (`Hello {{ params.name
 # }}`, `{{ params.name | trim }} <{{ params.email | lower }}>`) renders by concatenation,
-# each value through `str` as Jinja's generated code does; anything unsure takes Jinja's path.
+# each value measured and through `str` as Jinja's generated code does (the sandbox's
+# `finalize`), joined by the sandbox's `concat`; anything unsure takes Jinja's path.
 _Part = str | Shortcut
 
 
@@ -180,15 +170,21 @@ def shortcut_parts(ast: nodes.Template) -> list[_Part] | None:
 
 
 def render_parts(parts: list[_Part], scope: Scope) -> str | None:
+    """The text, each value measured and the whole joined as the sandbox's output is; None
+    when unsure, or past a limit (Jinja's path then reports it in its own words)."""
     out: list[str] = []
-    for part in parts:
-        if type(part) is str:
-            out.append(part)
-            continue
-        value = part(scope)  # type: ignore[operator]
-        if value is _UNSURE:
-            return None
-        out.append(value if type(value) is str else str(value))
-    return "".join(out)
+    try:
+        for part in parts:
+            if type(part) is str:
+                out.append(part)
+                continue
+            value = part(scope)  # type: ignore[operator]
+            if value is _UNSURE:
+                return None
+            value = measure(value)
+            out.append(value if type(value) is str else str(value))
+        return ENV.concat(out)
+    except LimitError:
+        return None
 
 
