@@ -14,7 +14,7 @@ from gateway.core.encoding import dumps
 from gateway.core.errors import TemplateError
 from gateway.templates import budget
 from gateway.templates.environment import ENV, parse_date
-from gateway.templates.shortcut import shortcut, shortcut_parts
+from gateway.templates.lookups import compile_lookup, lookup_parts
 from gateway.templates.templating import (
     _expression_node,
     compile_source,
@@ -215,11 +215,11 @@ def test_arithmetic_cannot_build_huge_values(text: str) -> None:
         render({"params": {"n": 10**9}})
 
 
-# The shortcut (lookups through dicts and everyday filters, evaluated without Jinja) must give
-# exactly what Jinja gives, or leave the template to Jinja: each template below is compared
+# Lookups (through dicts, with everyday filters, evaluated in plain Python) must give exactly
+# what Jinja gives, or leave the template to Jinja: each template below is compared
 # with Jinja's own result on every scope, errors included.
 class _Mapping(dict[str, Any]):
-    """A dict that is not exactly a dict: the shortcut leaves it to Jinja."""
+    """A dict that is not exactly a dict: a lookup leaves it to Jinja."""
 
 
 _PARAMS: dict[str, Any] = {
@@ -237,7 +237,7 @@ _SCOPES: list[dict[str, Any]] = [
     {"params": "text"},
     {},
 ]
-SHORTCUT_EXPRESSIONS = [
+LOOKUP_EXPRESSIONS = [
     "params.name", "params.name | lower", "params.email | lower", "params.name | upper | trim",
     "params.name | trim('A ')", "params.name | trim(chars=' Ada')", "params['text'] | title",
     "params.missing | default('x')", "params.none | default('x')",
@@ -259,7 +259,7 @@ SHORTCUT_EXPRESSIONS = [
     "steps.other._id | upper", "missing_name | lower", "range | default(1)",
     "now | format_date", "params.obj['a']['b'] | default('z', true)",
 ]
-NOT_SHORTCUT_EXPRESSIONS = [
+NOT_LOOKUP_EXPRESSIONS = [
     "params.text | replace(*params.words)", "params.text | default(params.name)",
     "params.text | center(20)", "params.items | first", "params.text | default(['x'] | first)",
     "params.items[0] | string", "params.name ~ '!'", "params.name | lower == 'ada'",
@@ -300,10 +300,10 @@ def _ours(text: str, scope: dict[str, Any]) -> tuple[str, Any]:
 
 
 @pytest.mark.parametrize("text", [
-    *(f"{{{{ {e} }}}}" for e in SHORTCUT_EXPRESSIONS + NOT_SHORTCUT_EXPRESSIONS),
+    *(f"{{{{ {e} }}}}" for e in LOOKUP_EXPRESSIONS + NOT_LOOKUP_EXPRESSIONS),
     *TEXT_TEMPLATES,
 ])
-def test_the_shortcut_gives_what_jinja_gives(text: str) -> None:
+def test_lookups_give_what_jinja_gives(text: str) -> None:
     for scope in _SCOPES:
         expected = _jinja(text, scope)
         got = _ours(text, scope)
@@ -314,11 +314,11 @@ def test_the_shortcut_gives_what_jinja_gives(text: str) -> None:
             assert got[1] == expected[1] and type(got[1]) is type(expected[1]), (scope, got)
 
 
-@pytest.mark.parametrize("text", [*(f"{{{{ {e} }}}}" for e in SHORTCUT_EXPRESSIONS),
+@pytest.mark.parametrize("text", [*(f"{{{{ {e} }}}}" for e in LOOKUP_EXPRESSIONS),
                                   *TEXT_TEMPLATES])
-def test_the_shortcut_spends_what_jinja_spends(text: str) -> None:
-    """Every filter the shortcut calls goes through the sandbox's guard, as on Jinja's path:
-    the same budget spent for the same answer."""
+def test_lookups_spend_what_jinja_spends(text: str) -> None:
+    """Every filter a lookup calls goes through the sandbox's guard, as on Jinja's path: the
+    same budget spent for the same answer."""
     for scope in _SCOPES:
         with budget.bounded() as jinja:
             expected = _jinja(text, scope)
@@ -330,7 +330,7 @@ def test_the_shortcut_spends_what_jinja_spends(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["{{ params.text | upper }}", "{{ params.text | trim }}!",
                                   "x {{ params.text }}", "{{ params.words | join }}"])
-def test_the_shortcut_keeps_the_sandboxs_size_limits(text: str) -> None:
+def test_lookups_keep_the_sandboxs_size_limits(text: str) -> None:
     render = compile_source(parse(text))
     scope = {"params": {"text": "a" * 20, "words": ["a" * 10, "b" * 10]}}
     assert "a" * 10 in render(scope).lower()
@@ -339,14 +339,14 @@ def test_the_shortcut_keeps_the_sandboxs_size_limits(text: str) -> None:
         render(scope)
 
 
-@pytest.mark.parametrize("expression", SHORTCUT_EXPRESSIONS)
-def test_everyday_expressions_take_theshortcut(expression: str) -> None:
-    assert shortcut(_expression_node(expression)) is not None
+@pytest.mark.parametrize("expression", LOOKUP_EXPRESSIONS)
+def test_everyday_expressions_are_lookups(expression: str) -> None:
+    assert compile_lookup(_expression_node(expression)) is not None
 
 
-@pytest.mark.parametrize("expression", NOT_SHORTCUT_EXPRESSIONS)
+@pytest.mark.parametrize("expression", NOT_LOOKUP_EXPRESSIONS)
 def test_other_expressions_are_left_to_jinja(expression: str) -> None:
-    assert shortcut(_expression_node(expression)) is None
+    assert compile_lookup(_expression_node(expression)) is None
 
 
 def test_only_a_whole_expression_is_taken() -> None:
@@ -355,7 +355,7 @@ def test_only_a_whole_expression_is_taken() -> None:
     assert _expression_node("params.name |") is None
 
 
-def test_text_templates_of_shortcuts_render_by_concatenation() -> None:
-    assert shortcut_parts(parse("{{ params.name | trim }} <{{ params.email | lower }}>").ast)
-    assert shortcut_parts(parse("{{ params.items | first }}").ast) is None
-    assert shortcut_parts(parse("{% if params.flag %}x{% endif %}").ast) is None
+def test_text_templates_of_lookups_render_by_concatenation() -> None:
+    assert lookup_parts(parse("{{ params.name | trim }} <{{ params.email | lower }}>").ast)
+    assert lookup_parts(parse("{{ params.items | first }}").ast) is None
+    assert lookup_parts(parse("{% if params.flag %}x{% endif %}").ast) is None

@@ -1,3 +1,4 @@
 """Templates: the one sandboxed Jinja environment and its limits (`environment`, `sandbox`),
 what one template evaluation may spend (`budget`), templates compiled once (`templating`),
-and lookups and everyday filters evaluated without Jinja (`shortcut`)."""
+and the lookups with everyday filters it evaluates in plain Python, through the sandbox's
+guarded filters (`lookups`)."""

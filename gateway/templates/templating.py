@@ -4,6 +4,10 @@ A string that is exactly one `{{ expr }}` evaluates to the expression's native v
 number stays a number, a list a list); any other string with template syntax renders to
 text; everything else is a constant. Output is never rendered again, so request data that
 contains `{{ }}` is only ever data.
+
+A template that is a lookup through dicts with everyday filters (`{{ params.email | lower }}`,
+`Hello {{ params.name }}`) is evaluated in plain Python (`lookups`), through the same guarded
+filters, and otherwise by Jinja: a compiled template is one function of the scope either way.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from gateway.core import pointer as ptr
 from gateway.core.errors import TemplateError
 from gateway.templates import budget
 from gateway.templates.environment import ENV
+from gateway.templates.lookups import Scope, compile_lookup, lookup_parts, path_of, render_parts
 from gateway.templates.sandbox import is_heavy
-from gateway.templates.shortcut import Scope, path_of, render_parts, shortcut, shortcut_parts
 
 Compiled = Callable[[Scope], Any]
 
@@ -92,12 +96,12 @@ def _compile_expression(source: Source, text: str) -> Compiled:
             raise TemplateError(f"{source.text.strip()}: {_undefined_error(value)}")
         return value
 
-    return shortcut(_expression_node(text), evaluate) or evaluate
+    return compile_lookup(_expression_node(text), evaluate) or evaluate
 
 
 def _compile_text(source: Source) -> Compiled:
     template = ENV.from_string(source.ast)
-    parts = shortcut_parts(source.ast)
+    parts = lookup_parts(source.ast)
 
     def render(scope: Scope) -> str:
         if parts is not None:

@@ -1,11 +1,13 @@
-"""The shortcut: most templates are a lookup through dicts (`params.email`, `steps.a['b']`)
+"""Lookups: most templates are a lookup through dicts (`params.email`, `steps.a['b']`)
 with a few everyday filters after it (`| lower`, `| default('free', true) | upper`). Those
 evaluate in plain Python, calling the very filter functions Jinja's generated code calls (the
 environment's, each behind the sandbox's guard: it ticks the budget and measures the result),
 with the same arguments. Anything else (a missing key, a value that is not a dict, a filter
 that raises or goes past a limit, an expression of any other shape) is unsure and takes
-Jinja's path, so undefined names, the sandbox's checks and every error stay Jinja's own (see
-`templating`).
+Jinja's path, so undefined names, the sandbox's checks and every error stay Jinja's own.
+
+Only `templating` uses this module: it compiles a template as a lookup when it is one, behind
+the one compile/evaluate interface, and callers never know which path a template takes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gateway.templates.environment import ENV
 
 Scope = Mapping[str, Any]
 _UNSURE: Any = object()
-Shortcut = Callable[[Scope], Any]
+Lookup = Callable[[Scope], Any]
 _FilterCall = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 # Filters that are plain functions of their arguments; `replace` and `join` take the
@@ -38,9 +40,10 @@ def _unsure(scope: Scope) -> Any:
     return _UNSURE
 
 
-def shortcut(node: nodes.Node | None, otherwise: Shortcut = _unsure) -> Shortcut | None:
-    """A function evaluating `node` by the shortcut, which calls `otherwise` (by default:
-    gives `_UNSURE`) whenever it is unsure; None if the node has no shortcut."""
+def compile_lookup(node: nodes.Node | None, otherwise: Lookup = _unsure) -> Lookup | None:
+    """A function evaluating `node` as a lookup, which calls `otherwise` (by default: gives
+    `_UNSURE`) whenever it is unsure; None if the node is not a lookup with everyday
+    filters."""
     calls: list[_FilterCall] = []
     while isinstance(node, nodes.Filter):
         call = _filter_call(node)
@@ -52,12 +55,12 @@ def shortcut(node: nodes.Node | None, otherwise: Shortcut = _unsure) -> Shortcut
     if path is None:
         return None
     if not calls:
-        return _lookup(path, otherwise)
-    lookup = _lookup(path, _unsure)
+        return _read(path, otherwise)
+    read = _read(path, _unsure)
     chain = tuple(_applied(call) for call in reversed(calls))
 
     def chain_of_filters(scope: Scope) -> Any:
-        value = lookup(scope)
+        value = read(scope)
         if value is _UNSURE:
             return otherwise(scope)
         try:
@@ -70,21 +73,21 @@ def shortcut(node: nodes.Node | None, otherwise: Shortcut = _unsure) -> Shortcut
     return chain_of_filters
 
 
-def _lookup(path: tuple[str, ...], otherwise: Shortcut) -> Shortcut:
+def _read(path: tuple[str, ...], otherwise: Lookup) -> Lookup:
     """The value at `path` through nested dicts, or `otherwise(scope)` (not a dict, a key
     missing). Two keys (`params.email`) is by far the most common path: it gets a function
     of its own."""
     if len(path) == 2:
         first, second = path
 
-        def lookup_two(scope: Scope) -> Any:
+        def read_two(scope: Scope) -> Any:
             value = scope.get(first, _UNSURE) if type(scope) is dict else _UNSURE
             value = value.get(second, _UNSURE) if type(value) is dict else _UNSURE
             return value if value is not _UNSURE else otherwise(scope)
 
-        return lookup_two
+        return read_two
 
-    def lookup(scope: Scope) -> Any:
+    def read(scope: Scope) -> Any:
         value: Any = scope
         for key in path:
             if type(value) is not dict:
@@ -92,7 +95,7 @@ def _lookup(path: tuple[str, ...], otherwise: Shortcut) -> Shortcut:
             value = value.get(key, _UNSURE)
         return value if value is not _UNSURE else otherwise(scope)
 
-    return lookup
+    return read
 
 
 def _applied(call: _FilterCall) -> Callable[[Any], Any]:
@@ -147,14 +150,16 @@ def _filter_call(node: nodes.Filter) -> _FilterCall | None:
     return function, args, kwargs
 
 
-# A text template made only of literal text and shortcut expressions (`Hello {{ params.name
+# A text template made only of literal text and lookups (`Hello {{ params.name
 # }}`, `{{ params.name | trim }} <{{ params.email | lower }}>`) renders by concatenation,
 # each value measured and through `str` as Jinja's generated code does (the sandbox's
 # `finalize`), joined by the sandbox's `concat`; anything unsure takes Jinja's path.
-_Part = str | Shortcut
+_Part = str | Lookup
 
 
-def shortcut_parts(ast: nodes.Template) -> list[_Part] | None:
+def lookup_parts(ast: nodes.Template) -> list[_Part] | None:
+    """The template's literal text and compiled lookups, in order; None if any of its
+    pieces is something else."""
     if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
         return None
     parts: list[_Part] = []
@@ -162,7 +167,7 @@ def shortcut_parts(ast: nodes.Template) -> list[_Part] | None:
         if isinstance(node, nodes.TemplateData):
             parts.append(node.data)
             continue
-        found = shortcut(node)
+        found = compile_lookup(node)
         if found is None:
             return None
         parts.append(found)
