@@ -11,14 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from starlette.applications import Starlette
+from conftest import Served, served
 
 from gateway.api.auth import key_hash, new_key
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.ids import new_id
-from gateway.server.app import create_app
-from gateway.storage import Job, Storage, open_storage
+from gateway.storage import Job, Storage
 
 CONFIG = """\
 kind: settings
@@ -88,19 +86,15 @@ def config(tmp_path: Path, server: str = "", console: str = "{enabled: true}") -
     return folder
 
 
-def app_for(folder: Path, url: str) -> tuple[Starlette, Storage]:
-    storage = open_storage(url)
-    return create_app(load([folder]), storage, scheduler=False), storage
+def console_served(folder: Path, url: str) -> contextlib.AbstractAsyncContextManager[Served]:
+    """The console's config served on a store, without the scheduler."""
+    return served(folder, url, scheduler=False)
 
 
 @contextlib.asynccontextmanager
 async def serving(folder: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    app, storage = app_for(folder, url)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client, storage
+    async with console_served(folder, url) as gateway:
+        yield gateway.client, gateway.storage
 
 
 async def admin_key(storage: Storage, label: str = "ops") -> str:

@@ -5,7 +5,6 @@ the job actions, filters, paging, and hostile data rendered escaped."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
 import time
@@ -14,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import served
 from console_support import (
     admin_key,
     config,
+    console_served,
     failed_job,
     form_value,
     job,
@@ -26,12 +27,10 @@ from console_support import (
 from starlette.routing import Mount, Route
 
 from gateway.api.auth import key_hash
-from gateway.compiler.loader import load
 from gateway.console.runs_page import SEARCH_SCAN
 from gateway.console.session import COOKIE, FREE_FAILURES, Signer, throttle
 from gateway.core.clock import utc_now
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 SECURITY = {
     "content-security-policy": "default-src 'none'; script-src 'self'; connect-src 'self'; "
@@ -66,11 +65,12 @@ def assert_secure(answer: httpx.Response) -> None:
 
 async def test_every_console_route_without_a_session_gives_the_sign_in_form_only(
         tmp_path: Path, storage_url: str) -> None:
-    async with serving(config(tmp_path), storage_url) as (client, storage):
+    async with console_served(config(tmp_path), storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
         await client.post("/api/1.1/wf/create-lead", json={"email": "planted-secret@x"})
         failed = await failed_job(storage, "ERROR: planted-job-error")
         await storage.runs.flush_runs()
-        routes = console_routes(client.app)  # type: ignore[attr-defined]
+        routes = console_routes(gateway.app)
         assert len(routes) >= 14 and ("POST", "/console/jobs/x1/retry") in routes
         for method, path in routes:
             for cookie in (None, "forged.cookie", "x" * 5000):
@@ -96,11 +96,11 @@ async def test_every_console_route_without_a_session_gives_the_sign_in_form_only
 
 
 async def test_the_console_is_off_unless_enabled(tmp_path: Path, storage_url: str) -> None:
-    async with serving(config(tmp_path, console="{enabled: false}"), storage_url) as (
-            client, _):
+    async with console_served(config(tmp_path, console="{enabled: false}"),
+                              storage_url) as gateway:
         for path in ("/console", "/console/sign-in", "/console/runs", "/console/static/x"):
-            assert (await client.get(path)).status_code == 404
-        assert console_routes(client.app) == []  # type: ignore[attr-defined]
+            assert (await gateway.client.get(path)).status_code == 404
+        assert console_routes(gateway.app) == []
 
 
 async def test_sign_in_with_an_admin_key_opens_every_page(tmp_path: Path,
@@ -142,12 +142,13 @@ async def test_wrong_and_revoked_keys_and_user_tokens_do_not_sign_in(
 
 async def test_forged_tampered_and_expired_cookies_open_nothing(tmp_path: Path,
                                                                 storage_url: str) -> None:
-    async with serving(config(tmp_path), storage_url) as (client, storage):
+    async with console_served(config(tmp_path), storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
         key = await admin_key(storage)
         await sign_in(client, key)
         good = client.cookies[COOKIE]
         body, mac = good.split(".")
-        signer = client.app.state.console.signer  # type: ignore[attr-defined]
+        signer = gateway.app.state.console.signer
         stranger = Signer(b"another key" * 3)
         _, forged = stranger.issue(key_hash(key), 3600)
         _, expired = Signer(signer.key, clock=lambda: time.time() - 7200).issue(
@@ -372,10 +373,11 @@ async def test_hostile_data_and_filters_render_escaped(tmp_path: Path,
 async def test_the_console_is_served_under_the_prefix(tmp_path: Path,
                                                       storage_url: str) -> None:
     folder = config(tmp_path, server="server: {prefix: /version-test}")
-    async with serving(folder, storage_url) as (client, storage):
+    async with console_served(folder, storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
         assert (await client.get("/console")).status_code == 404
-        assert {path for _, path in console_routes(  # type: ignore[attr-defined]
-            client.app, "/version-test/console")} >= {"/version-test/console"}
+        assert {path for _, path in console_routes(
+            gateway.app, "/version-test/console")} >= {"/version-test/console"}
         answer = await client.get("/version-test/console/runs")
         assert answer.status_code == 401
         assert 'action="/version-test/console/sign-in"' in answer.text
@@ -411,22 +413,13 @@ async def test_with_a_secret_a_session_works_on_every_instance(tmp_path: Path,
                                                    "kind: settings\nsecrets: [CONSOLE_SECRET]\n",
                                                    1))
     secret = {"CONSOLE_SECRET": "s" * 40}
-    apps = []
-    for _ in range(2):
-        registry = load([folder])
-        registry = dataclasses.replace(registry, settings=dataclasses.replace(
-            registry.settings, secrets=secret))
-        apps.append(create_app(registry, open_storage(storage_url), scheduler=False))
-    async with apps[0].router.lifespan_context(apps[0]), \
-            apps[1].router.lifespan_context(apps[1]):
-        one, two = (httpx.AsyncClient(transport=httpx.ASGITransport(app=a),
-                                      base_url="http://gateway") for a in apps)
-        async with one, two:
-            storage = apps[0].state.storage
-            signed = await sign_in(one, await admin_key(storage))
-            assert "Max-Age=7200" in signed.headers["set-cookie"]
-            two.cookies.set(COOKIE, one.cookies[COOKIE])
-            assert (await two.get("/console/jobs")).status_code == 200
+    async with served(folder, storage_url, scheduler=False, environment=secret) as first, \
+            served(folder, storage_url, scheduler=False, environment=secret) as second:
+        one, two = first.client, second.client
+        signed = await sign_in(one, await admin_key(first.storage))
+        assert "Max-Age=7200" in signed.headers["set-cookie"]
+        two.cookies.set(COOKIE, one.cookies[COOKIE])
+        assert (await two.get("/console/jobs")).status_code == 200
 
 
 async def test_without_a_secret_each_process_signs_its_own_sessions(

@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from console_support import admin_key, app_for, config, failed_job
+from console_support import admin_key, config, failed_job
 
+from gateway.compiler.loader import load
+from gateway.server.app import create_app
 from gateway.storage import Job, open_storage
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,7 +65,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, str, Job]]:
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     folder = config(tmp_path)
     key, failed = asyncio.run(_prepare(url))
-    app, _ = app_for(folder, url)
+    app = create_app(load([folder]), open_storage(url), scheduler=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

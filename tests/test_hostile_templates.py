@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -24,10 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from conftest import Serve
 
-from gateway.compiler.loader import load
-from gateway.core.settings import with_environment
-from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 SECRET = "s3cr3t-value"
@@ -118,23 +115,15 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway_on(url: str, tmp_path: Path, **limits: Any) -> AsyncIterator[Gateway]:
-    path = tmp_path / "hostile.yaml"
-    path.write_text(_config({"secrets": ["API_KEY"], "limits": {**LIMITS, **limits}}))
-    registry = load([path])
-    registry = dataclasses.replace(
-        registry, settings=with_environment(registry.settings, {"API_KEY": SECRET}))
-    storage = open_storage(url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Gateway(client, storage)
+async def gateway_on(serve: Serve, url: str, **limits: Any) -> AsyncIterator[Gateway]:
+    config = _config({"secrets": ["API_KEY"], "limits": {**LIMITS, **limits}})
+    async with serve(config, url, environment={"API_KEY": SECRET}) as served:
+        yield Gateway(served.client, served.storage)
 
 
 @pytest.fixture
-async def gw(storage_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    async with gateway_on(storage_url, tmp_path) as gateway:
+async def gw(serve: Serve, storage_url: str) -> AsyncIterator[Gateway]:
+    async with gateway_on(serve, storage_url) as gateway:
         yield gateway
 
 
@@ -159,9 +148,8 @@ async def test_a_template_past_its_limits_fails_the_run_with_the_reason(
     assert len(response.content) < 10_000
 
 
-async def test_no_template_runs_past_the_runs_deadline(storage_url: str,
-                                                       tmp_path: Path) -> None:
-    async with gateway_on(storage_url, tmp_path, run_timeout="0s") as gateway:
+async def test_no_template_runs_past_the_runs_deadline(serve: Serve, storage_url: str) -> None:
+    async with gateway_on(serve, storage_url, run_timeout="0s") as gateway:
         response = await gateway.post("busy", {})
         _error(response, 500, "ERROR")
         logged = await gateway.run_log(response)

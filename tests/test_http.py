@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve, served
 
-from gateway.compiler.loader import load
 from gateway.core.encoding import encode
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 ECHO = """
 kind: api_workflow
@@ -86,12 +84,8 @@ async def client_for(tmp_path: Path, *documents: str) -> AsyncIterator[httpx.Asy
     config.mkdir(parents=True, exist_ok=True)
     (config / "workflows.yaml").write_text(
         "\n---\n".join(textwrap.dedent(doc).strip() for doc in documents))
-    registry = load([config])
-    app = create_app(registry, open_storage(f"sqlite:///{tmp_path / 'gateway.db'}"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    async with served(config, home=tmp_path) as gateway:
+        yield gateway.client
 
 
 @pytest.fixture
@@ -619,21 +613,15 @@ async def test_a_reply_json_cannot_hold_is_a_recorded_failure(tmp_path: Path) ->
         assert response.json()["body"]["run_id"] == run_id
 
 
-async def test_workflows_answer_under_a_mounted_root_path(tmp_path: Path) -> None:
+async def test_workflows_answer_under_a_mounted_root_path(serve: Serve) -> None:
     # Behind a `root_path` the app's own router answers, as it always did.
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "w.yaml").write_text(textwrap.dedent(ENCODED).strip())
-    app = create_app(load([config]))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, root_path="/mounted")
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            response = await client.post("/mounted/api/1.1/wf/nested",
-                                         json={"who": "Ada", "when": "2024-05-01"})
-            assert response.status_code == 200, response.text
-            assert response.json()["response"]["who"] == "Ada"
-            missing = await client.post("/mounted/api/1.1/wf/absent")
-            assert missing.status_code == 404
+    async with serve(ENCODED, stored=False, root_path="/mounted") as gateway:
+        response = await gateway.client.post("/mounted/api/1.1/wf/nested",
+                                             json={"who": "Ada", "when": "2024-05-01"})
+        assert response.status_code == 200, response.text
+        assert response.json()["response"]["who"] == "Ada"
+        missing = await gateway.client.post("/mounted/api/1.1/wf/absent")
+        assert missing.status_code == 404
 
 
 async def test_return_text_with_content_type_status_and_headers(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import schemathesis
 from click.testing import CliRunner
+from conftest import Serve
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -36,8 +37,6 @@ from gateway.api.openapi import PATH, document
 from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "workflows.d"
@@ -152,19 +151,14 @@ def test_the_document_describes_parameters_bodies_and_errors(tmp_path: Path) -> 
 
 
 @pytest.fixture
-async def app_client(tmp_path: Path, storage_url: str
+async def app_client(serve: Serve, tmp_path: Path, storage_url: str
                      ) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
     """An in-process client, an admin key and a user's token, on each database."""
-    registry = load([config_folder(tmp_path)])
-    storage = open_storage(storage_url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            key = await _admin_key(storage)
-            signed = await client.post("/api/1.1/wf/signup", json={
-                "email": "u@example.com", "password": "correct horse"})
-            yield client, key, signed.json()["response"]["token"]
+    async with serve(config_folder(tmp_path), storage_url) as gateway:
+        key = await _admin_key(gateway.storage)
+        signed = await gateway.client.post("/api/1.1/wf/signup", json={
+            "email": "u@example.com", "password": "correct horse"})
+        yield gateway.client, key, signed.json()["response"]["token"]
 
 
 async def _admin_key(storage: Any) -> str:
@@ -195,20 +189,17 @@ async def test_the_document_needs_an_admin_key(
     assert json.loads(printed.output) == served
 
 
-async def test_openapi_public_serves_it_to_anyone(tmp_path: Path) -> None:
+async def test_openapi_public_serves_it_to_anyone(serve: Serve, tmp_path: Path) -> None:
     folder = config_folder(tmp_path)
     settings = folder / "settings.yaml"  # the examples' own, and one key more
     settings.write_text(settings.read_text() + "openapi: {public: true}\n")
-    app = create_app(load([folder]), open_storage(f"sqlite:///{tmp_path / 'g.db'}"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
-            response = await client.get(PATH)
-            assert response.status_code == 200
-            assert "/api/1.1/wf/typed" in response.json()["paths"]
-            # A credential that is not valid is still refused, as on every endpoint.
-            refused = await client.get(PATH, headers={"Authorization": "Bearer nope"})
-            assert refused.status_code == 200  # public: the credential is not even read
+    async with serve(folder) as gateway:
+        response = await gateway.client.get(PATH)
+        assert response.status_code == 200
+        assert "/api/1.1/wf/typed" in response.json()["paths"]
+        # A credential that is not valid is still refused, as on every endpoint.
+        refused = await gateway.client.get(PATH, headers={"Authorization": "Bearer nope"})
+        assert refused.status_code == 200  # public: the credential is not even read
 
 
 # --- fuzzing a real server --------------------------------------------------------------------

@@ -10,12 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from conftest import Served, served
 from support import Clock
 
 from gateway.api.auth import key_hash, new_key
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 from gateway.webhooks.guard import LocalRates
 
 NOW = datetime(2026, 11, 25, 12, 0, 10, tzinfo=UTC)
@@ -40,28 +38,24 @@ steps:
 @contextlib.asynccontextmanager
 async def apps(tmp_path: Path, database: str, by: str = "ip", shared: bool = False,
                clock: Clock | None = None, count: int = 1,
-               ) -> AsyncIterator[list[httpx.ASGITransport]]:
+               ) -> AsyncIterator[list[Served]]:
     """`count` gateway apps on one database (as instances would be)."""
     settings = f"kind: settings\nrate_limits: {{shared: {str(shared).lower()}}}\n---\n"
-    (tmp_path / "w.yaml").write_text(settings + CONFIG.replace("BY", by))
-    registry = load([tmp_path / "w.yaml"])
-    built = [create_app(registry, open_storage(database), clock or Clock(NOW))
-             for _ in range(count)]
+    config = settings + CONFIG.replace("BY", by)
     async with contextlib.AsyncExitStack() as stack:
-        for app in built:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        yield [httpx.ASGITransport(app=app, client=("203.0.113.9", 1)) for app in built]
+        yield [await stack.enter_async_context(
+            served(config, database, home=tmp_path, clock=clock or Clock(NOW)))
+            for _ in range(count)]
 
 
-def client(transport: httpx.ASGITransport, ip: str = "203.0.113.9") -> httpx.AsyncClient:
-    transport.client = (ip, 1)
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+def client(app: Served, ip: str = "203.0.113.9") -> httpx.AsyncClient:
+    return app.connect((ip, 1))
 
 
 async def test_over_the_limit_is_429_with_retry_after(tmp_path: Path, storage_url: str) -> None:
     clock = Clock(NOW)
-    async with apps(tmp_path, storage_url, clock=clock) as (transport,):
-        async with client(transport) as caller:
+    async with apps(tmp_path, storage_url, clock=clock) as (gateway,):
+        async with client(gateway) as caller:
             assert [(await caller.post("/api/1.1/wf/limited")).status_code
                     for _ in range(2)] == [200, 200]
             refused = await caller.post("/api/1.1/wf/limited")
@@ -76,23 +70,22 @@ async def test_over_the_limit_is_429_with_retry_after(tmp_path: Path, storage_ur
 
 
 async def test_each_address_has_its_own_count(tmp_path: Path) -> None:
-    async with apps(tmp_path, f"sqlite:///{tmp_path / 'g.db'}") as (transport,):
-        async with client(transport, "203.0.113.1") as one:
+    async with apps(tmp_path, f"sqlite:///{tmp_path / 'g.db'}") as (gateway,):
+        async with client(gateway, "203.0.113.1") as one:
             for _ in range(2):
                 await one.post("/api/1.1/wf/limited")
             assert (await one.post("/api/1.1/wf/limited")).status_code == 429
-        async with client(transport, "203.0.113.2") as two:
+        async with client(gateway, "203.0.113.2") as two:
             assert (await two.post("/api/1.1/wf/limited")).status_code == 200
 
 
 async def test_by_key_counts_each_credential(tmp_path: Path, storage_url: str) -> None:
-    async with apps(tmp_path, storage_url, by="key") as (transport,):
-        app = transport.app
-        storage = app.state.interpreter.storage  # type: ignore[attr-defined]
+    async with apps(tmp_path, storage_url, by="key") as (gateway,):
+        storage = gateway.storage
         keys = [new_key(), new_key()]
         for n, key in enumerate(keys):
             await storage.keys.create_key(f"k{n}", key_hash(key), NOW)
-        async with client(transport) as caller:
+        async with client(gateway) as caller:
             first = {"Authorization": f"Bearer {keys[0]}"}
             for _ in range(2):
                 assert (await caller.post("/api/1.1/wf/limited", headers=first)).status_code \
@@ -117,7 +110,7 @@ async def test_shared_through_the_database(tmp_path: Path, storage_url: str) -> 
             assert (await two.post("/api/1.1/wf/limited")).status_code == 200
             assert (await one.post("/api/1.1/wf/limited")).status_code == 429
             assert (await two.post("/api/1.1/wf/limited")).status_code == 429
-        storage = a.app.state.interpreter.storage  # type: ignore[attr-defined]
+        storage = a.storage
         assert await storage.rates.purge_counters(NOW + timedelta(minutes=2)) == 1
 
 

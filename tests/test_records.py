@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import load
-from gateway.core.clock import Clock, utc_now
-from gateway.server.app import create_app
-from gateway.storage import Constraint, Storage, open_storage
+from gateway.storage import Constraint, Storage
 
 CONFIG = """
 kind: data_type
@@ -235,23 +230,10 @@ class Gateway:
         return logged
 
 
-@contextlib.asynccontextmanager
-async def gateway_on(url: str, tmp_path: Path, config: str = CONFIG,
-                     clock: Clock = utc_now) -> AsyncIterator[Gateway]:
-    path = tmp_path / "records.yaml"
-    path.write_text(textwrap.dedent(config).strip())
-    storage = open_storage(url)
-    app = create_app(load([path]), storage, clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Gateway(client, storage)
-
-
 @pytest.fixture
-async def gw(storage_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    async with gateway_on(storage_url, tmp_path) as gateway:
-        yield gateway
+async def gw(serve: Serve, storage_url: str) -> AsyncIterator[Gateway]:
+    async with serve(CONFIG, storage_url) as served:
+        yield Gateway(served.client, served.storage)
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> str:
@@ -423,13 +405,13 @@ steps:
 """
 
 
-async def test_records_are_stamped_with_the_run_s_clock(storage_url: str,
-                                                        tmp_path: Path) -> None:
+async def test_records_are_stamped_with_the_run_s_clock(serve: Serve, storage_url: str) -> None:
     """A record's Created Date and Modified Date are the time of the run's clock (the
     app's, injected here, years from the wall clock's), on both backends: by each record
     action, and by a sign-up."""
     now = [datetime(2031, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)]
-    async with gateway_on(storage_url, tmp_path, CONFIG + SIGNUP, lambda: now[0]) as gw:
+    async with serve(CONFIG + SIGNUP, storage_url, clock=lambda: now[0]) as served:
+        gw = Gateway(served.client, served.storage)
         both = await gw.ok("create-then-change", {"name": "Di"})
         lead = await gw.ok("create-lead", {"name": "Ed", "email": "ed@x.io", "tags": ["t"]})
         created = now[0]

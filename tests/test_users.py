@@ -16,16 +16,15 @@ import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
+from conftest import served
 from support import Clock
 
 from gateway.api.auth import key_hash, new_key
 from gateway.cli import main
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.settings import Settings
 from gateway.runtime.accounts import FREE_FAILURES, Accounts
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 from gateway.storage.retention import purge_tokens_once
 
 CONFIG = """
@@ -142,12 +141,8 @@ def config(tmp_path: Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def serving(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    storage = open_storage(url)
-    app = create_app(load([config]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    async with served(config, url) as gateway:
+        yield gateway.client, gateway.storage
 
 
 async def signup(client: httpx.AsyncClient, email: str = "Ada@Example.com",
