@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import textwrap
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Serve
 from support import Clock
 
 from gateway.api.auth import KEY_CACHE_SECONDS, key_hash, new_key
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 CONFIG = """
 kind: api_workflow
@@ -70,40 +66,36 @@ async def _settled(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
 
 
 async def test_each_access_level_against_each_identity(
-        tmp_path: Path, storage_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
+        serve: Serve, storage_url: str, caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    storage = open_storage(storage_url)
-    app = create_app(load([path]), storage, clock)
     caplog.set_level(logging.DEBUG)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            async def token(email: str) -> str:
-                answer = await client.post("/api/1.1/wf/signup", json={"email": email})
-                return str(answer.json()["response"]["token"])
+    async with serve(CONFIG, storage_url, clock=clock) as gateway:
+        client, storage = gateway.client, gateway.storage
 
-            old, gone = await token("o@x.io"), await token("g@x.io")
-            admin, revoked = new_key(), new_key()
-            await storage.keys.create_key("admin", key_hash(admin), clock())
-            await storage.keys.create_key("old", key_hash(revoked), clock())
-            await storage.keys.revoke_key("old", clock())
-            await client.post("/api/1.1/wf/logout", headers={"Authorization": f"Bearer {gone}"})
-            clock.now += timedelta(hours=25)  # past the 24 h lifetime of the tokens so far
-            user = await token("v@x.io")  # a fresh one for the `user` row
-            began = time.monotonic()
-            credentials = {"anonymous": None, "user": user, "expired token": old,
-                           "logged-out token": gone, "revoked key": revoked, "admin": admin}
-            await _settled(client, {})
-            got = {}
-            for who, credential in credentials.items():
-                headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-                got[who] = tuple([(await client.post(f"/api/1.1/wf/{name}", headers=headers))
-                                  .status_code for name in ("open", "members", "staff")])
-            assert time.monotonic() - began < 60
-            await storage.runs.flush_runs()
-            runs = await storage.runs.list_runs(limit=500)
+        async def token(email: str) -> str:
+            answer = await client.post("/api/1.1/wf/signup", json={"email": email})
+            return str(answer.json()["response"]["token"])
+
+        old, gone = await token("o@x.io"), await token("g@x.io")
+        admin, revoked = new_key(), new_key()
+        await storage.keys.create_key("admin", key_hash(admin), clock())
+        await storage.keys.create_key("old", key_hash(revoked), clock())
+        await storage.keys.revoke_key("old", clock())
+        await client.post("/api/1.1/wf/logout", headers={"Authorization": f"Bearer {gone}"})
+        clock.now += timedelta(hours=25)  # past the 24 h lifetime of the tokens so far
+        user = await token("v@x.io")  # a fresh one for the `user` row
+        began = time.monotonic()
+        credentials = {"anonymous": None, "user": user, "expired token": old,
+                       "logged-out token": gone, "revoked key": revoked, "admin": admin}
+        await _settled(client, {})
+        got = {}
+        for who, credential in credentials.items():
+            headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+            got[who] = tuple([(await client.post(f"/api/1.1/wf/{name}", headers=headers))
+                              .status_code for name in ("open", "members", "staff")])
+        assert time.monotonic() - began < 60
+        await storage.runs.flush_runs()
+        runs = await storage.runs.list_runs(limit=500)
     assert got == EXPECTED
     for secret in (user, old, gone, admin, revoked, "correct horse battery"):
         assert secret not in repr(runs) and secret not in caplog.text

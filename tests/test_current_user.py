@@ -4,18 +4,15 @@ waits; the rules themselves, admin keys and `ignore_privacy_rules` see it whole.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """
 kind: data_type
@@ -100,18 +97,14 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, storage_url: str) -> AsyncIterator[World]:
-    (tmp_path / "wf.yaml").write_text(textwrap.dedent(CONFIG).strip())
-    storage = open_storage(storage_url)
-    app = create_app(load([tmp_path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            signed = (await client.post("/api/1.1/wf/signup",
-                                        json={"email": "ada@example.com"})).json()["response"]
-            await storage.records.update("user", signed["user_id"], {"role": "editor"})
-            await storage.records.create("memo", {"text": "for editors"})
-            yield World(client, storage, signed["token"], signed["user_id"])
+async def world(serve: Serve, storage_url: str) -> AsyncIterator[World]:
+    async with serve(CONFIG, storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
+        signed = (await client.post("/api/1.1/wf/signup",
+                                    json={"email": "ada@example.com"})).json()["response"]
+        await storage.records.update("user", signed["user_id"], {"role": "editor"})
+        await storage.records.create("memo", {"text": "for editors"})
+        yield World(client, storage, signed["token"], signed["user_id"])
 
 
 async def _call(world: World, name: str) -> Any:

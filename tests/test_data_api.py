@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
-import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
 from gateway.api.auth import key_hash, new_key
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """
 kind: data_type
@@ -82,22 +79,17 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path, storage_url: str) -> AsyncIterator[Api]:
-    (tmp_path / "types.yaml").write_text(textwrap.dedent(CONFIG).strip())
-    (tmp_path / "signup.yaml").write_text(textwrap.dedent(SIGNUP).strip())
-    storage = open_storage(storage_url)
-    app = create_app(load([tmp_path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            key = new_key()
-            await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
-            users = []
-            for email in ("alice@x.io", "bob@x.io"):
-                answer = (await client.post("/api/1.1/wf/signup", json={"email": email}))
-                users.append(answer.json()["response"])
-            yield Api(client, storage, _bearer(key), _bearer(users[0]["token"]),
-                      users[0]["user_id"], _bearer(users[1]["token"]))
+async def api(serve: Serve, storage_url: str) -> AsyncIterator[Api]:
+    async with serve(f"{CONFIG}\n---\n{SIGNUP}", storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
+        key = new_key()
+        await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
+        users = []
+        for email in ("alice@x.io", "bob@x.io"):
+            answer = (await client.post("/api/1.1/wf/signup", json={"email": email}))
+            users.append(answer.json()["response"])
+        yield Api(client, storage, _bearer(key), _bearer(users[0]["token"]),
+                  users[0]["user_id"], _bearer(users[1]["token"]))
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -374,19 +366,15 @@ async def test_the_api_token_query_parameter_never_reaches_the_run_log(api: Api)
     assert len(runs) == 2 and key not in repr(runs)
 
 
-async def test_the_data_api_is_served_under_the_prefix(tmp_path: Path, storage_url: str) -> None:
-    (tmp_path / "types.yaml").write_text(textwrap.dedent(CONFIG).strip())
-    (tmp_path / "settings.yaml").write_text("kind: settings\nserver: {prefix: /version-test}\n")
-    storage = open_storage(storage_url)
-    app = create_app(load([tmp_path]), storage)
-    async with app.router.lifespan_context(app):
+async def test_the_data_api_is_served_under_the_prefix(serve: Serve, storage_url: str) -> None:
+    prefixed = f"{CONFIG}\n---\nkind: settings\nserver: {{prefix: /version-test}}\n"
+    async with serve(prefixed, storage_url) as gateway:
         key = new_key()
-        await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                     headers=_bearer(key)) as client:
-            made = await client.post("/version-test/api/1.1/obj/lead", json={"name": "Ada"})
-            assert made.status_code == 201, made.text
-            found = await client.get(f"/version-test/api/1.1/obj/lead/{made.json()['id']}")
-            assert found.status_code == 200 and found.json()["response"]["name"] == "Ada"
-            assert (await client.get("/api/1.1/obj/lead")).status_code == 404  # not unprefixed
+        await gateway.storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
+        client = gateway.client
+        client.headers.update(_bearer(key))
+        made = await client.post("/version-test/api/1.1/obj/lead", json={"name": "Ada"})
+        assert made.status_code == 201, made.text
+        found = await client.get(f"/version-test/api/1.1/obj/lead/{made.json()['id']}")
+        assert found.status_code == 200 and found.json()["response"]["name"] == "Ada"
+        assert (await client.get("/api/1.1/obj/lead")).status_code == 404  # not unprefixed

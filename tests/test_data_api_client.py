@@ -17,6 +17,7 @@ import pytest
 import requests
 import uvicorn
 from bubble_api import BubbleClient, Field  # type: ignore[import-untyped]
+from conftest import Serve
 from starlette.applications import Starlette
 
 from gateway.api.auth import Authenticator, key_hash, new_key
@@ -149,7 +150,8 @@ async def test_writes_reach_the_commit_hooks_and_the_run_log(tmp_path: Path,
     assert all(r["identity"]["kind"] == "admin" for r in runs)
 
 
-async def test_the_openapi_paths_answer_as_documented(tmp_path: Path, storage_url: str) -> None:
+async def test_the_openapi_paths_answer_as_documented(serve: Serve, tmp_path: Path,
+                                                      storage_url: str) -> None:
     """Every documented path and method of an exposed type answers one of its documented
     statuses; unexposed types are not documented."""
     (tmp_path / "types.yaml").write_text(textwrap.dedent(CONFIG).strip() + "\n---\n"
@@ -158,19 +160,17 @@ async def test_the_openapi_paths_answer_as_documented(tmp_path: Path, storage_ur
     paths = data_paths(registry)
     assert set(paths) == {"/api/1.1/obj/leadsource", "/api/1.1/obj/leadsource/bulk",
                           "/api/1.1/obj/leadsource/{id}"}
-    storage = open_storage(storage_url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
+    async with serve(registry, storage_url) as gateway:
         key = new_key()
-        await storage.keys.create_key("tests", key_hash(key), datetime.now(UTC))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
-                                     headers={"Authorization": f"Bearer {key}"}) as http:
-            id = (await http.post("/api/1.1/obj/leadsource", json={})).json()["id"]
-            for path, item in paths.items():
-                for method, operation in item.items():
-                    assert operation["tags"] == ["Data"]
-                    body = {"content": "{}", "headers": {"Content-Type": "text/plain"}} \
-                        if path.endswith("/bulk") else {"json": {"score": 1}} \
-                        if method in ("post", "patch", "put") else {}
-                    answer = await http.request(method.upper(), path.replace("{id}", id), **body)
-                    assert str(answer.status_code) in operation["responses"], (path, method)
+        await gateway.storage.keys.create_key("tests", key_hash(key), datetime.now(UTC))
+        http = gateway.client
+        http.headers.update({"Authorization": f"Bearer {key}"})
+        id = (await http.post("/api/1.1/obj/leadsource", json={})).json()["id"]
+        for path, item in paths.items():
+            for method, operation in item.items():
+                assert operation["tags"] == ["Data"]
+                body = {"content": "{}", "headers": {"Content-Type": "text/plain"}} \
+                    if path.endswith("/bulk") else {"json": {"score": 1}} \
+                    if method in ("post", "patch", "put") else {}
+                answer = await http.request(method.upper(), path.replace("{id}", id), **body)
+                assert str(answer.status_code) in operation["responses"], (path, method)

@@ -13,13 +13,12 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import Serve, served
 
 from gateway.api.auth import key_hash, new_key
 from gateway.api.detection import detect
 from gateway.cli import main
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """\
 kind: data_type
@@ -82,7 +81,7 @@ def test_a_detected_type_takes_its_own_sample() -> None:
 
 
 async def test_a_workflow_of_the_detected_params_takes_the_sample(
-        tmp_path: Path, storage_url: str) -> None:
+        serve: Serve, storage_url: str) -> None:
     """The YAML pasted into a workflow, and the sample sent to it: every parameter detected
     is read, none refused."""
     sample = {**SAMPLE, **AWKWARD, "newline\n": 1}
@@ -90,30 +89,20 @@ async def test_a_workflow_of_the_detected_params_takes_the_sample(
     assert pasted.exit_code == 0, pasted.output
     assert "left out: 'bad key', 'newline\\n'\n" in pasted.output
     assert "'nested'" in pasted.output
-    (tmp_path / "w.yaml").write_text(
-        "kind: api_workflow\nname: pasted\nexpose: true\nauth: none\n" + pasted.output +
-        "steps:\n  - action: return_data\n    data: {n: 1}\n")
-    storage = open_storage(storage_url)
-    app = create_app(load([tmp_path / "w.yaml"]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            answer = await client.post("/api/1.1/wf/pasted", json=sample)
+    config = ("kind: api_workflow\nname: pasted\nexpose: true\nauth: none\n" + pasted.output +
+              "steps:\n  - action: return_data\n    data: {n: 1}\n")
+    async with serve(config, storage_url) as gateway:
+        answer = await gateway.client.post("/api/1.1/wf/pasted", json=sample)
     assert answer.status_code == 200, answer.text
 
 
 @contextlib.asynccontextmanager
 async def gateway(tmp_path: Path, database: str,
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage, str]]:
-    (tmp_path / "w.yaml").write_text(CONFIG)
-    storage = open_storage(database)
-    app = create_app(load([tmp_path / "w.yaml"]), storage)
-    async with app.router.lifespan_context(app):
+    async with served(CONFIG, database, home=tmp_path) as gw:
         key = new_key()
-        await storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client, storage, key
+        await gw.storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
+        yield gw.client, gw.storage, key
 
 
 async def test_initialize_answers_yaml_to_paste_and_runs_nothing(

@@ -16,18 +16,17 @@ import httpx
 import pytest
 import stripe
 from click.testing import CliRunner
+from conftest import Serve
 from support import Inbox, smtp_server
 from support import rates_api as loopback_rates_api
 
 from gateway.api.auth import key_hash, new_key
 from gateway.cli import main
 from gateway.compiler.loader import check, load
-from gateway.core.settings import with_environment
 from gateway.runtime.context import ADMIN
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.origin import Origin
 from gateway.scheduler import with_jobs
-from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
@@ -61,12 +60,9 @@ def storage(tmp_path: Path) -> Storage:
 
 
 @pytest.fixture
-async def client(storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load([EXAMPLES]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield http
+async def client(serve: Serve, storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(EXAMPLES, storage) as gateway:
+        yield gateway.client
 
 
 async def test_contact_form_stores_a_lead(client: httpx.AsyncClient) -> None:
@@ -178,24 +174,19 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 
 @pytest.fixture
-async def hooked(tmp_path: Path, rates_api: str, inbox: tuple[Inbox, int],
+async def hooked(serve: Serve, rates_api: str, inbox: tuple[Inbox, int],
                  ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """The examples with their secrets set, the SMTP server and rates API on loopback, and
     an admin key."""
     registry = load([EXAMPLES])
-    settings = with_environment(registry.settings, {
-        "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
-        "RATES_API_URL": rates_api})
     registry = dataclasses.replace(registry, settings=dataclasses.replace(
-        settings, smtp_host="127.0.0.1", smtp_port=inbox[1]))
-    storage = open_storage(f"sqlite:///{tmp_path / 'gateway.db'}")
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
+        registry.settings, smtp_host="127.0.0.1", smtp_port=inbox[1]))
+    async with serve(registry, environment={
+            "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
+            "RATES_API_URL": rates_api}) as gateway:
         key = new_key()
-        await storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield http, key
+        await gateway.storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
+        yield gateway.client, key
 
 
 def _stripe_event(event_id: str, kind: str) -> str:

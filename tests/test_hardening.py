@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -17,14 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from conftest import served
 
 from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.core.errors import DuplicateError
-from gateway.core.settings import with_environment
 from gateway.runtime.coercion import compile_coercer
 from gateway.runtime.param import Param
-from gateway.server.app import create_app
 from gateway.server.app import storage_types as types_of
 from gateway.storage import Constraint, FieldSpec, TypeSpec, open_storage
 
@@ -110,15 +108,8 @@ def config(tmp_path: Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def client_for(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    registry = load([config])
-    registry = dataclasses.replace(
-        registry, settings=with_environment(registry.settings, {"API_KEY": SECRET}))
-    storage = open_storage(url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    async with served(config, url, environment={"API_KEY": SECRET}) as gateway:
+        yield gateway.client, gateway.storage
 
 
 async def run_of(storage: Any, response: httpx.Response) -> dict[str, Any]:

@@ -13,15 +13,14 @@ from typing import Any
 
 import httpx
 from click.testing import CliRunner
+from conftest import served
 
 from gateway.api.auth import key_hash, new_key
 from gateway.cli import main
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.settings import Settings
 from gateway.runtime.accounts import FREE_FAILURES, MAX_PASSWORD, MAX_TRACKED, Accounts
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """
 kind: data_type
@@ -124,14 +123,9 @@ steps:
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, url: str,
                   extra: str = "") -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip() + ("\n---\n" + extra if extra else ""))
-    storage = open_storage(url)
-    app = create_app(load([path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    config = textwrap.dedent(CONFIG).strip() + ("\n---\n" + extra if extra else "")
+    async with served(config, url, home=tmp_path) as gateway:
+        yield gateway.client, gateway.storage
 
 
 async def post(client: httpx.AsyncClient, name: str, token: str | None = None,

@@ -6,7 +6,6 @@ config cannot expand YAML aliases without end or serve SQLite from several worke
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import socket
 import subprocess
@@ -20,13 +19,12 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from conftest import served
 
 from gateway.cli import main
-from gateway.compiler.loader import check, load
+from gateway.compiler.loader import check
 from gateway.config.source import load_text
-from gateway.core.settings import Settings, with_environment
-from gateway.server.app import create_app
-from gateway.storage import open_storage
+from gateway.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -158,15 +156,8 @@ def config(tmp_path: Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def client_for(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    registry = load([config])
-    registry = dataclasses.replace(
-        registry, settings=with_environment(registry.settings, {"API_KEY": "k"}))
-    storage = open_storage(url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    async with served(config, url, environment={"API_KEY": "k"}) as gateway:
+        yield gateway.client, gateway.storage
 
 
 async def run_of(storage: Any, response: httpx.Response) -> dict[str, Any]:

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import textwrap
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import load
-from gateway.runtime.model import Registry
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """
 kind: settings
@@ -117,21 +113,10 @@ steps: [{action: terminate}]
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
-    return load([path])
-
-
-@pytest.fixture
-async def gateway(registry: Registry, storage_url: str
+async def gateway(serve: Serve, storage_url: str
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    storage = open_storage(storage_url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield http, storage
+    async with serve(CONFIG, storage_url) as served:
+        yield served.client, served.storage
 
 
 async def call(http: httpx.AsyncClient, **params: Any) -> httpx.Response:

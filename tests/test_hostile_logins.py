@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import textwrap
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import served
 from console_support import config as console_config
 from console_support import form_value
 from starlette.applications import Starlette
 
-from gateway.compiler.loader import load
 from gateway.console.session import FREE_FAILURES as CONSOLE_FREE_FAILURES
 from gateway.console.session import throttle
 from gateway.core.errors import RateLimitedError
 from gateway.runtime.accounts import FREE_FAILURES, MAX_DELAY, QUEUE, Logins
 from gateway.runtime.login_throttle import FailureBudget
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 PROXY = "10.0.0.5"
 PASSWORD = "correct horse"
@@ -81,14 +78,10 @@ class Clock:
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, url: str, logins: Logins
                   ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
-    app = create_app(load([path]), open_storage(url))
-    app.state.logins = app.state.interpreter.accounts.logins = logins
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(PROXY, 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield app, client
+    async with served(CONFIG, url, home=tmp_path, peer=(PROXY, 5000)) as gateway:
+        app = gateway.app
+        app.state.logins = app.state.interpreter.accounts.logins = logins
+        yield app, gateway.client
 
 
 async def login(client: httpx.AsyncClient, email: str, password: str,
@@ -182,28 +175,25 @@ async def test_an_ipv6_network_is_one_address(tmp_path: Path, storage_url: str) 
 
 async def test_parallel_console_sign_ins_take_their_turns(tmp_path: Path,
                                                           storage_url: str) -> None:
-    app = create_app(load([console_config(tmp_path)]), open_storage(storage_url),
-                     scheduler=False)
     gate = Gate()
-    app.state.console.throttle = slowdown = throttle(sleep=gate.sleep)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            token = form_value((await client.get("/console/sign-in")).text, "token")
+    async with served(console_config(tmp_path), storage_url, scheduler=False,
+                      peer=("203.0.113.9", 5000)) as gateway:
+        gateway.app.state.console.throttle = slowdown = throttle(sleep=gate.sleep)
+        client = gateway.client
+        token = form_value((await client.get("/console/sign-in")).text, "token")
 
-            async def sign_in(key: str) -> httpx.Response:
-                return await client.post("/console/sign-in", data={"key": key,
-                                                                   "token": token})
+        async def sign_in(key: str) -> httpx.Response:
+            return await client.post("/console/sign-in", data={"key": key, "token": token})
 
-            for _ in range(CONSOLE_FREE_FAILURES):
-                assert (await sign_in("wrong")).status_code == 401
-            tries = [asyncio.create_task(sign_in(f"guess {n}")) for n in range(20)]
-            refused = await answered(tries, 20 - (QUEUE + 1))
-            assert {a.status_code for a in refused} == {429}
-            assert all("Too many sign-ins from this address" in a.text for a in refused)
-            assert slowdown.in_flight("203.0.113.9") == QUEUE + 1
-            gate.opened.set()
-            ran = await asyncio.gather(*tries)
+        for _ in range(CONSOLE_FREE_FAILURES):
+            assert (await sign_in("wrong")).status_code == 401
+        tries = [asyncio.create_task(sign_in(f"guess {n}")) for n in range(20)]
+        refused = await answered(tries, 20 - (QUEUE + 1))
+        assert {a.status_code for a in refused} == {429}
+        assert all("Too many sign-ins from this address" in a.text for a in refused)
+        assert slowdown.in_flight("203.0.113.9") == QUEUE + 1
+        gate.opened.set()
+        ran = await asyncio.gather(*tries)
     assert sorted(a.status_code for a in ran).count(401) == QUEUE + 1
     assert gate.delays == [0.25, 0.5, 1.0, 2.0, 4.0]
 

@@ -18,13 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import load
 from gateway.runtime.services import is_public
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 from gateway.webhooks.guard import LocalRates
 from tests.test_outbound import (
     Inbox,
@@ -207,7 +204,7 @@ async def test_a_retry_after_that_is_no_delay_is_retried_after_the_backoff(
 
 
 async def test_a_retry_after_date_counts_from_when_the_answer_came(
-        tmp_path: Path, raw: RawUpstream) -> None:
+        serve: Serve, raw: RawUpstream) -> None:
     """The run's clock says an hour ago (a long run, or a test's): the server's date, a
     second from now, is a second's wait, not the 300 s cap past the run's time limit."""
     calls: list[int] = []
@@ -222,18 +219,11 @@ async def test_a_retry_after_date_counts_from_when_the_answer_came(
             reply(200, b"{}")(conn, head)
 
     raw.answers["/limited"] = limited
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "w.yaml").write_text(
-        "kind: settings\nlimits: {run_timeout: 20s}\n---\n" + call(raw.url + "/limited", retry={
-            "max_attempts": 2, "backoff": "1ms"}))
+    config = "kind: settings\nlimits: {run_timeout: 20s}\n---\n" + call(
+        raw.url + "/limited", retry={"max_attempts": 2, "backoff": "1ms"})
     past = datetime.now(UTC) - timedelta(hours=1)
-    app = create_app(load([config]), open_storage(f"sqlite:///{tmp_path / 'g.db'}"),
-                     lambda: past)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gateway") as client:
-            response = await client.post("/api/1.1/wf/call", json={"url": "-"})
+    async with serve(config, clock=lambda: past) as gateway:
+        response = await gateway.client.post("/api/1.1/wf/call", json={"url": "-"})
     assert response.status_code == 200, response.text
     assert len(calls) == 2
 
@@ -357,21 +347,14 @@ async def test_a_flood_to_one_workflow_never_resets_anothers_counters() -> None:
     assert len(rates.counters["ping"]) <= 100
 
 
-async def test_ipv6_callers_count_by_their_64(tmp_path: Path) -> None:
-    config = tmp_path / "w.yaml"
-    config.write_text("kind: api_workflow\nname: ping\nexpose: true\nauth: none\n"
-                      "rate_limit: {requests: 2, per: 1h}\nsteps: [{action: terminate}]\n")
-    app = create_app(load([config]), open_storage(f"sqlite:///{tmp_path / 'g.db'}"))
-    async with app.router.lifespan_context(app):
+async def test_ipv6_callers_count_by_their_64(serve: Serve) -> None:
+    config = ("kind: api_workflow\nname: ping\nexpose: true\nauth: none\n"
+              "rate_limit: {requests: 2, per: 1h}\nsteps: [{action: terminate}]\n")
+    async with serve(config) as gateway:
         statuses = []
-        for host in range(1, 5):  # four addresses of one /64
-            transport = httpx.ASGITransport(app=app, client=(f"2001:db8:1:2::{host}", 4000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        peers = [*(f"2001:db8:1:2::{host}" for host in range(1, 5)),  # four of one /64
+                 "2001:db8:1:3::1", "::ffff:192.0.2.1"]
+        for peer in peers:
+            async with gateway.connect((peer, 4000)) as client:
                 statuses.append((await client.post("/api/1.1/wf/ping")).status_code)
-        other = httpx.ASGITransport(app=app, client=("2001:db8:1:3::1", 4000))
-        async with httpx.AsyncClient(transport=other, base_url="http://g") as client:
-            statuses.append((await client.post("/api/1.1/wf/ping")).status_code)
-        mapped = httpx.ASGITransport(app=app, client=("::ffff:192.0.2.1", 4000))
-        async with httpx.AsyncClient(transport=mapped, base_url="http://g") as client:
-            statuses.append((await client.post("/api/1.1/wf/ping")).status_code)
     assert statuses == [200, 200, 429, 429, 200, 200]

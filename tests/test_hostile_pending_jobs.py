@@ -6,19 +6,16 @@ bound is read from counts the database keeps as jobs change status, not by count
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import load
 from gateway.core.errors import TooManyJobsError
-from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 from gateway.storage.contract import Job, PendingBound
 from gateway.storage.postgresql.job_store import COMPACT_ROWS
@@ -92,18 +89,12 @@ steps:
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, storage_url: str
+async def gateway(serve: Serve, storage_url: str
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
     """The app, its scheduler off, so that every job stays pending."""
-    path = tmp_path / "wf.yaml"
     text = CONFIG + "".join(WORKER.format(name=n) for n in WORKERS)
-    path.write_text(textwrap.dedent(text + TRIGGER).strip())
-    storage = open_storage(storage_url)
-    app = create_app(load([path]), storage, scheduler=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield http, storage
+    async with serve(text + TRIGGER, storage_url, scheduler=False) as served:
+        yield served.client, served.storage
 
 
 async def fan_out(http: httpx.AsyncClient, count: int, to: str = "work") -> httpx.Response:

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from conftest import Serve
 
 from gateway.api.auth import key_hash, new_key
 from gateway.compiler.loader import load
@@ -107,21 +108,17 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, storage_url: str) -> AsyncIterator[World]:
-    (tmp_path / "wf.yaml").write_text(textwrap.dedent(CONFIG).strip())
-    storage = open_storage(storage_url)
-    app = create_app(load([tmp_path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            key = new_key()
-            await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
-            users = [(await client.post("/api/1.1/wf/signup", json={"email": email})).json()
-                     ["response"] for email in ("victim@x.io", "attacker@x.io")]
-            victim, attacker = (_bearer(user["token"]) for user in users)
-            for type in ("person", "account"):
-                await _pad(client, type, victim, users[0]["user_id"], [VICTIM_SSN])
-            yield World(client, storage, _bearer(key), victim, attacker, users[1]["user_id"])
+async def world(serve: Serve, storage_url: str) -> AsyncIterator[World]:
+    async with serve(CONFIG, storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
+        key = new_key()
+        await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
+        users = [(await client.post("/api/1.1/wf/signup", json={"email": email})).json()
+                 ["response"] for email in ("victim@x.io", "attacker@x.io")]
+        victim, attacker = (_bearer(user["token"]) for user in users)
+        for type in ("person", "account"):
+            await _pad(client, type, victim, users[0]["user_id"], [VICTIM_SSN])
+        yield World(client, storage, _bearer(key), victim, attacker, users[1]["user_id"])
 
 
 def _bearer(token: str) -> dict[str, str]:

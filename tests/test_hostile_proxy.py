@@ -5,21 +5,17 @@ proxy, malformed `Forwarded` values, and more hops than any chain of proxies has
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve, Served
 from console_support import config as console_config
 
-from gateway.compiler.loader import load
 from gateway.console.session import PRE_COOKIE
 from gateway.runtime.forwarded import MAX_HOPS, Proxies
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
 
 PROXY = "10.0.0.5"
 CLIENT = "203.0.113.7"
@@ -144,36 +140,24 @@ def test_many_hops_are_read_from_the_right_only() -> None:
     assert seen(FORWARDED, PROXY, ("forwarded", f"{hops}, for={CLIENT}")) == (CLIENT, "http")
 
 
-@contextlib.asynccontextmanager
-async def serving(tmp_path: Path, url: str) -> AsyncIterator[tuple[httpx.ASGITransport,
-                                                                   Storage]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
-    storage = open_storage(url)
-    app = create_app(load([path]), storage)
-    async with app.router.lifespan_context(app):
-        yield httpx.ASGITransport(app=app), storage
-
-
-async def whoami(transport: httpx.ASGITransport, peer: str, **headers: str) -> httpx.Response:
-    transport.client = (peer, 5000)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+async def whoami(gateway: Served, peer: str, **headers: str) -> httpx.Response:
+    async with gateway.connect((peer, 5000)) as client:
         return await client.post("/api/1.1/wf/whoami", headers={
             name.replace("_", "-"): value for name, value in headers.items()})
 
 
 async def test_rate_limits_and_runs_count_the_client_behind_the_proxy(
-        tmp_path: Path, storage_url: str) -> None:
-    async with serving(tmp_path, storage_url) as (transport, storage):
-        ada = [await whoami(transport, PROXY, x_forwarded_for=f"{SPOOF}, 203.0.113.1")
+        serve: Serve, storage_url: str) -> None:
+    async with serve(CONFIG, storage_url) as gateway:
+        ada = [await whoami(gateway, PROXY, x_forwarded_for=f"{SPOOF}, 203.0.113.1")
                for _ in range(3)]
-        bo = [await whoami(transport, peer, x_forwarded_for="203.0.113.2")
+        bo = [await whoami(gateway, peer, x_forwarded_for="203.0.113.2")
               for peer in (PROXY, "2001:db8:ffff::9", PROXY)]
         # an untrusted peer's headers change nothing: one address, one count
-        spoofer = [await whoami(transport, SPOOF, x_forwarded_for=f"192.0.2.{n}")
+        spoofer = [await whoami(gateway, SPOOF, x_forwarded_for=f"192.0.2.{n}")
                    for n in range(3)]
-        await storage.runs.flush_runs()
-        runs = await storage.runs.list_runs(limit=10)
+        await gateway.storage.runs.flush_runs()
+        runs = await gateway.storage.runs.list_runs(limit=10)
     assert [r.status_code for r in ada] == [r.status_code for r in bo] == \
         [r.status_code for r in spoofer] == [200, 200, 429]
     assert [r.json()["response"]["client"] for r in (ada[0], bo[0], spoofer[0])] == \
@@ -182,27 +166,21 @@ async def test_rate_limits_and_runs_count_the_client_behind_the_proxy(
         sorted(["203.0.113.1"] * 2 + ["203.0.113.2"] * 2 + [SPOOF] * 2)
 
 
-async def test_without_trusted_proxies_the_peer_is_the_client(tmp_path: Path) -> None:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip().replace(
-        "server: {trusted_proxies: [10.0.0.5, \"2001:db8:ffff::/48\"]}\n", ""))
-    app = create_app(load([path]), None)
-    async with app.router.lifespan_context(app):
-        answer = await whoami(httpx.ASGITransport(app=app), PROXY,
-                              x_forwarded_for=CLIENT, x_forwarded_proto="https")
+async def test_without_trusted_proxies_the_peer_is_the_client(serve: Serve) -> None:
+    config = textwrap.dedent(CONFIG).strip().replace(
+        "server: {trusted_proxies: [10.0.0.5, \"2001:db8:ffff::/48\"]}\n", "")
+    async with serve(config, stored=False) as gateway:
+        answer = await whoami(gateway, PROXY, x_forwarded_for=CLIENT, x_forwarded_proto="https")
     assert answer.json()["response"]["client"] == PROXY
 
 
 @pytest.mark.parametrize(("peer", "secure"), [(PROXY, True), (SPOOF, False)])
 async def test_the_console_cookie_is_secure_behind_a_tls_proxy(
-        tmp_path: Path, storage_url: str, peer: str, secure: bool) -> None:
+        serve: Serve, tmp_path: Path, storage_url: str, peer: str, secure: bool) -> None:
     folder = console_config(tmp_path, server=f"server: {{trusted_proxies: [{PROXY}]}}")
-    app = create_app(load([folder]), open_storage(storage_url), scheduler=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(peer, 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            form = await client.get("/console/sign-in", headers={
-                "x-forwarded-for": CLIENT, "x-forwarded-proto": "https"})
+    async with serve(folder, storage_url, scheduler=False, peer=(peer, 5000)) as gateway:
+        form = await gateway.client.get("/console/sign-in", headers={
+            "x-forwarded-for": CLIENT, "x-forwarded-proto": "https"})
     cookie = form.headers["set-cookie"]
     assert cookie.startswith(PRE_COOKIE + "=") and form.status_code == 200
     assert ("; secure" in cookie.lower()) is secure, cookie

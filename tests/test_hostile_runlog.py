@@ -11,7 +11,6 @@ import dataclasses
 import json
 import random
 import sqlite3
-import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,11 +20,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from conftest import served
 
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.core.settings import Settings, with_environment
-from gateway.server.app import create_app
+from gateway.core.settings import Settings
 from gateway.storage import RunLogLimits, Storage, open_storage
 from gateway.storage.retention import purge_runs_once, trim_due
 from gateway.storage.sqlite.connector import path_from_url
@@ -93,17 +91,9 @@ SECRETS = {"SHORT": "e", "TINY": "abc", "LONG": "sekrit-1234"}
 @contextlib.asynccontextmanager
 async def gateway(tmp_path: Path, url: str, run_log: str = "") -> AsyncIterator[
         tuple[httpx.AsyncClient, Storage]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG.format(run_log=run_log)))
-    registry = load([path])
-    registry = dataclasses.replace(
-        registry, settings=with_environment(registry.settings, SECRETS))
-    storage = open_storage(url)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    config = CONFIG.format(run_log=run_log)
+    async with served(config, url, home=tmp_path, environment=SECRETS) as served_app:
+        yield served_app.client, served_app.storage
 
 
 @contextlib.asynccontextmanager

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import served
 
-from gateway.compiler.loader import load
 from gateway.core.encoding import escape
-from gateway.core.settings import with_environment
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 SECRET = "s3cr3t-value-42"
 CONFIG = """
@@ -50,16 +46,8 @@ steps:
 
 @contextlib.asynccontextmanager
 async def client_for(tmp_path: Path, url: str) -> AsyncIterator[httpx.AsyncClient]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
-    registry = load([path])
-    registry = registry.__class__(registry.units, with_environment(
-        registry.settings, {"API_KEY": SECRET}), registry.files)
-    app = create_app(registry, open_storage(url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client
+    async with served(CONFIG, url, home=tmp_path, environment={"API_KEY": SECRET}) as gateway:
+        yield gateway.client
 
 
 async def test_a_secret_in_an_error_message_is_redacted_in_the_answer(

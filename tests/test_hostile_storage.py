@@ -6,19 +6,16 @@ does not grow with a list. A database that cannot serve: `test_hostile_storage_o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import load
 from gateway.core.errors import ValidationError
-from gateway.server.app import create_app
-from gateway.storage import Constraint, FieldSpec, Storage, TypeSpec, open_storage
+from gateway.storage import Constraint, FieldSpec, Storage, TypeSpec
 from gateway.storage.common.limits import MAX_INDEXED_TEXT_BYTES
 from gateway.storage.common.query import compile_where
 from gateway.storage.postgresql.dialect import PostgresDialect
@@ -157,22 +154,10 @@ def storage_types() -> list[TypeSpec]:
     })]
 
 
-@contextlib.asynccontextmanager
-async def gateway_on(url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG))
-    storage = open_storage(url)
-    app = create_app(load([path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
-
-
 @pytest.fixture
-async def gw(storage_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    async with gateway_on(storage_url, tmp_path) as pair:
-        yield pair
+async def gw(serve: Serve, storage_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    async with serve(CONFIG, storage_url) as gateway:
+        yield gateway.client, gateway.storage
 
 
 def refused(response: httpx.Response, field: str, value: str = "") -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import textwrap
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,11 +15,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from conftest import served
 
-from gateway.compiler.loader import load
 from gateway.core.errors import StorageError, StorageUnavailableError
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 from gateway.storage.sqlite.storage import SqliteStorage
 
 CONFIG = """
@@ -50,14 +47,8 @@ steps:
 
 @contextlib.asynccontextmanager
 async def gateway_on(url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG))
-    storage = open_storage(url)
-    app = create_app(load([path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    async with served(CONFIG, url, home=tmp_path) as gateway:
+        yield gateway.client, gateway.storage
 
 
 # --- a database that cannot serve: 503 UNAVAILABLE, at once -----------------------------

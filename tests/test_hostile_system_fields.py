@@ -10,16 +10,14 @@ import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
 from gateway.api.auth import key_hash, new_key
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 SYSTEM_KEYS = ("_id", "created_at", "modified_at", "created_by")
 VALUED = ("equals", "not_equal", "text_contains", "not_text_contains", "greater_than",
@@ -79,19 +77,15 @@ class Gateway:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, storage_url: str) -> AsyncIterator[Gateway]:
-    (tmp_path / "types.yaml").write_text(textwrap.dedent(TYPES).strip())
-    (tmp_path / "find.yaml").write_text(_workflow())
-    storage = open_storage(storage_url)
-    app = create_app(load([tmp_path]), storage)
-    async with app.router.lifespan_context(app):
+async def gw(serve: Serve, storage_url: str) -> AsyncIterator[Gateway]:
+    config = textwrap.dedent(TYPES).strip() + "\n---\n" + _workflow()
+    async with serve(config, storage_url) as served:
+        storage = served.storage
         key = new_key()
         await storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
         first = (await storage.records.create("item", {"name": "a"}, created_by="u1")).record
         second = (await storage.records.create("item", {"name": "b"}, created_by="u2")).record
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield Gateway(client, storage, {"Authorization": f"Bearer {key}"}, first, second)
+        yield Gateway(served.client, storage, {"Authorization": f"Bearer {key}"}, first, second)
 
 
 def _refused(response: httpx.Response, name: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import served
 from starlette.requests import Request
 from support import Clock
 
@@ -83,15 +84,11 @@ steps:
 @contextlib.asynccontextmanager
 async def gateway(tmp_path: Path, database: str, clock: Clock | None = None,
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    config = tmp_path / "config"
+    config = tmp_path / "config"  # a folder: a test may add a file of its own to it
     config.mkdir(parents=True, exist_ok=True)
     (config / "w.yaml").write_text(CONFIG)
-    storage = open_storage(database)
-    app = create_app(load([config]), storage, clock or Clock(NOW))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client, storage
+    async with served(config, database, clock=clock or Clock(NOW)) as served_app:
+        yield served_app.client, served_app.storage
 
 
 async def deliveries(storage: Storage) -> int:

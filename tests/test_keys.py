@@ -12,13 +12,12 @@ import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from conftest import served
 
 from gateway.api.auth import Authenticator, key_hash, new_key
 from gateway.cli import main
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """
 kind: api_workflow
@@ -97,12 +96,8 @@ def test_only_a_hash_of_the_key_is_stored(config: Path, storage_url: str) -> Non
 
 @contextlib.asynccontextmanager
 async def serving(config: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    storage = open_storage(url)
-    app = create_app(load([config]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
+    async with served(config, url) as gateway:
+        yield gateway.client, gateway.storage
 
 
 async def _admin_key(storage: Storage, label: str = "ci") -> str:

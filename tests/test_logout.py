@@ -5,18 +5,16 @@ second, and not at all when the run that logged out failed and was rolled back."
 from __future__ import annotations
 
 import contextlib
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+from conftest import served
 
 from gateway.api.auth import KEY_CACHE_SECONDS, Authenticator, key_hash
-from gateway.compiler.loader import load
 from gateway.core.settings import Settings
 from gateway.runtime.accounts import Accounts
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 CONFIG = """
 kind: api_workflow
@@ -59,12 +57,8 @@ steps:
 
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, url: str) -> AsyncIterator[httpx.AsyncClient]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
-    app = create_app(load([path]), open_storage(url), scheduler=False)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-        yield client
+    async with served(CONFIG, url, home=tmp_path, scheduler=False) as gateway:
+        yield gateway.client
 
 
 async def call(client: httpx.AsyncClient, name: str, token: str) -> httpx.Response:

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Serve, served
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.api.auth import key_hash, new_key
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.server.app import create_app
 from gateway.server.metrics import Metrics
-from gateway.storage import open_storage
 
 CONFIG = """\
 kind: api_workflow
@@ -52,13 +50,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def client_for(folder: Path, database: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    app = create_app(load([folder]), open_storage(database))
-    async with app.router.lifespan_context(app):
+    async with served(folder, database) as gateway:
         key = new_key()
-        await app.state.storage.keys.create_key("metrics", key_hash(key), utc_now())
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client, key
+        await gateway.storage.keys.create_key("metrics", key_hash(key), utc_now())
+        yield gateway.client, key
 
 
 @pytest.fixture
@@ -177,23 +172,20 @@ steps:
 """
 
 
-async def test_jobs_the_scheduler_ran_are_reported(tmp_path: Path, storage_url: str) -> None:
-    (tmp_path / "wf.yaml").write_text(SCHEDULING)
-    app = create_app(load([tmp_path]), open_storage(storage_url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            for word in ("fine", "boom"):
-                assert (await http.post("/api/1.1/wf/plan", json={"word": word})).is_success
-            deadline = utc_now() + timedelta(seconds=20)
-            got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-            while utc_now() < deadline:  # polling a condition, with a deadline
-                got = samples((await http.get("/metrics")).text)
-                if got.get(("gateway_jobs", (("status", "failed"),))) == 1 and got.get(
-                        ("gateway_jobs", (("status", "done"),))) == 1:
-                    break
-                await asyncio.sleep(0.05)
-            assert got[("gateway_jobs", (("status", "done"),))] == 1, got
-            assert got[("gateway_jobs", (("status", "failed"),))] == 1
-            assert got[("gateway_jobs", (("status", "running"),))] == 0
-            assert got[("gateway_jobs_due_lag_seconds", ())] >= 0
+async def test_jobs_the_scheduler_ran_are_reported(serve: Serve, storage_url: str) -> None:
+    async with serve(SCHEDULING, storage_url) as gateway:
+        http = gateway.client
+        for word in ("fine", "boom"):
+            assert (await http.post("/api/1.1/wf/plan", json={"word": word})).is_success
+        deadline = utc_now() + timedelta(seconds=20)
+        got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while utc_now() < deadline:  # polling a condition, with a deadline
+            got = samples((await http.get("/metrics")).text)
+            if got.get(("gateway_jobs", (("status", "failed"),))) == 1 and got.get(
+                    ("gateway_jobs", (("status", "done"),))) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert got[("gateway_jobs", (("status", "done"),))] == 1, got
+        assert got[("gateway_jobs", (("status", "failed"),))] == 1
+        assert got[("gateway_jobs", (("status", "running"),))] == 0
+        assert got[("gateway_jobs_due_lag_seconds", ())] >= 0

@@ -4,7 +4,6 @@ server (aiosmtpd) on loopback, on both backends: results, retries, refusals, red
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import socket
 import textwrap
@@ -22,13 +21,12 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from click.testing import CliRunner
+from conftest import served
 
 from gateway.cli import main
-from gateway.compiler.loader import check, load
-from gateway.core.settings import with_environment
+from gateway.compiler.loader import check
 from gateway.runtime.services import is_public
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.storage import Storage
 
 TOKEN = "tok-7f3a9c1e5b2d"
 
@@ -143,20 +141,10 @@ async def gateway(tmp_path: Path, database: str, *documents: str, settings: str 
                   secrets: dict[str, str] | None = None,
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
     secrets = {"API_TOKEN": TOKEN} if secrets is None else secrets
-    config = tmp_path / "config"
-    config.mkdir(parents=True, exist_ok=True)
     head = f"kind: settings\nsecrets: [{', '.join(secrets)}]\n" + settings
-    (config / "w.yaml").write_text("\n---\n".join(
-        [head, *(textwrap.dedent(doc).strip() for doc in documents)]))
-    registry = load([config])
-    registry = dataclasses.replace(registry, settings=with_environment(
-        registry.settings, secrets))
-    storage = open_storage(database)
-    app = create_app(registry, storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client, storage
+    config = "\n---\n".join([head, *(textwrap.dedent(doc).strip() for doc in documents)])
+    async with served(config, database, home=tmp_path, environment=secrets) as served_app:
+        yield served_app.client, served_app.storage
 
 
 def calling(step: str, params: str = "{url: {type: text}}") -> str:

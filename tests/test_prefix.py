@@ -9,11 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from conftest import Serve
 
 from gateway.cli import main
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 CONFIG = """\
 kind: settings
@@ -48,12 +46,10 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def client(folder: Path, storage_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load([folder]), open_storage(storage_url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield http
+async def client(serve: Serve, folder: Path, storage_url: str
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(folder, storage_url) as gateway:
+        yield gateway.client
 
 
 async def test_workflows_and_the_document_are_served_under_the_prefix(

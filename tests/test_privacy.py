@@ -4,7 +4,6 @@ a run returns, and what the run log says the rules hid."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -13,13 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Serve
 
 from gateway.api.auth import key_hash, new_key
 from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 from gateway.core.errors import ConfigError
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
 
 CONFIG = """
 kind: data_type
@@ -198,18 +196,6 @@ steps:
 """
 
 
-@contextlib.asynccontextmanager
-async def serving(tmp_path: Path, url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    path = tmp_path / "wf.yaml"
-    path.write_text(textwrap.dedent(CONFIG).strip())
-    storage = open_storage(url)
-    app = create_app(load([path]), storage)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, storage
-
-
 async def call(client: httpx.AsyncClient, name: str, token: str | None = None,
                **params: Any) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -219,9 +205,10 @@ async def call(client: httpx.AsyncClient, name: str, token: str | None = None,
 
 
 @pytest.fixture
-async def world(tmp_path: Path, storage_url: str) -> AsyncIterator[dict[str, Any]]:
+async def world(serve: Serve, storage_url: str) -> AsyncIterator[dict[str, Any]]:
     """Two users with two notes each, an admin key, and the client."""
-    async with serving(tmp_path, storage_url) as (client, storage):
+    async with serve(CONFIG, storage_url) as gateway:
+        client, storage = gateway.client, gateway.storage
         ada = (await call(client, "signup", email="ada@example.com"))["token"]
         bo = (await call(client, "signup", email="bo@example.com"))["token"]
         admin = new_key()

@@ -20,13 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import served
 from starlette.applications import Starlette
 
 from gateway.api.auth import key_hash, new_key
-from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 ECHO = """\
 kind: api_workflow
@@ -82,11 +80,8 @@ def folder(tmp_path: Path) -> Path:
 @contextlib.asynccontextmanager
 async def serving(folder: Path, database: str, *, watch: bool = False
                   ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    app = create_app(load([folder]), open_storage(database), paths=[folder], watch=watch)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield app, client
+    async with served(folder, database, reload=True, watch=watch) as gateway:
+        yield gateway.app, gateway.client
 
 
 async def ready(app: Starlette, client: httpx.AsyncClient) -> Any:

@@ -7,14 +7,11 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
+from conftest import served
 
 from gateway.cli import main
-from gateway.compiler.loader import load
-from gateway.server.app import create_app
-from gateway.storage import open_storage
 
 CONFIG = """\
 kind: api_workflow
@@ -52,12 +49,9 @@ def folder(tmp_path: Path) -> Path:
 
 
 async def call(folder: Path, database: str, *calls: tuple[str, dict[str, object]]) -> None:
-    app = create_app(load([folder]), open_storage(database))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
-            for name, body in calls:
-                await client.post(f"/api/1.1/wf/{name}", json=body)
+    async with served(folder, database) as gateway:
+        for name, body in calls:
+            await gateway.client.post(f"/api/1.1/wf/{name}", json=body)
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ import contextlib
 import os
 import shutil
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
+from conftest import Serve
 
-from gateway.compiler.loader import config_version, load
+from gateway.compiler.loader import config_version
 from gateway.core.errors import StorageError
-from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 from gateway.storage.sqlite.storage import SqliteStorage
 
@@ -103,10 +101,10 @@ async def test_postgresql_ping_fails_when_the_database_is_gone(
         await store.close()
 
 
-async def test_readyz_answers_503_when_the_store_cannot_serve(tmp_path: Path) -> None:
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "hello.yaml").write_text(textwrap.dedent("""
+async def test_readyz_answers_503_when_the_store_cannot_serve(serve: Serve,
+                                                              tmp_path: Path) -> None:
+    store = SqliteStorage(f"sqlite:///{tmp_path / 'gateway.db'}")
+    async with serve("""
         kind: api_workflow
         name: hello
         expose: true
@@ -114,18 +112,11 @@ async def test_readyz_answers_503_when_the_store_cannot_serve(tmp_path: Path) ->
         steps:
           - action: return_data
             data: {greeting: hello}
-    """))
-    store = SqliteStorage(f"sqlite:///{tmp_path / 'gateway.db'}")
-    app = create_app(load([config]), store)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            ready = await client.get("/readyz")
-            facts = {"version": config_version(app.state.registry.files),
-                     "reload_refused": False}
-            assert (ready.status_code, ready.json()) == (
-                200, {"status": "ready", **facts})
-            await store.connector.writer.stop()
-            unready = await client.get("/readyz")
-            assert (unready.status_code, unready.json()) == (
-                503, {"status": "unavailable", **facts})
+    """, store) as gateway:
+        ready = await gateway.client.get("/readyz")
+        facts = {"version": config_version(gateway.registry.files), "reload_refused": False}
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready", **facts})
+        await store.connector.writer.stop()
+        unready = await gateway.client.get("/readyz")
+        assert (unready.status_code, unready.json()) == (
+            503, {"status": "unavailable", **facts})

@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import served
 
 from gateway.compiler.loader import load
 from gateway.core.errors import StorageError
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
 from gateway.scheduler import with_jobs
-from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
 from gateway.storage.contract import Constraint, FieldSpec, TypeSpec
 
@@ -265,12 +265,9 @@ def _slow_server() -> Iterator[tuple[str, threading.Event, threading.Event]]:
 async def _slow_gateway(tmp_path: Path, storage_url: str) -> AsyncIterator[
         tuple[httpx.AsyncClient, Storage, str, threading.Event, threading.Event]]:
     """The app on `storage_url` with its lifespan, a client, and the slow server's parts."""
-    app = create_app(_registry(tmp_path), open_storage(storage_url))
     with _slow_server() as (url, arrived, release):
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                yield http, app.state.storage, url, arrived, release
+        async with served(_registry(tmp_path), storage_url) as gateway:
+            yield gateway.client, gateway.storage, url, arrived, release
 
 
 async def test_others_see_a_run_s_writes_only_once_it_committed(tmp_path: Path,

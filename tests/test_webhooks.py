@@ -19,11 +19,11 @@ import pytest
 import standardwebhooks
 import stripe
 from click.testing import CliRunner
+from conftest import served
 
 from gateway.cli import main
-from gateway.compiler.loader import check, load
-from gateway.server.app import create_app
-from gateway.storage import Storage, open_storage
+from gateway.compiler.loader import check
+from gateway.storage import Storage
 from gateway.webhooks import signature
 from gateway.webhooks.guard import raw_headers
 
@@ -63,20 +63,10 @@ steps:
 async def gateway(tmp_path: Path, database: str, secret: str, *documents: str,
                   clock: Callable[[], datetime] = lambda: NOW,
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
-    config = tmp_path / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "workflows.yaml").write_text("\n---\n".join(
-        textwrap.dedent(doc).strip() for doc in (SETTINGS, ORDER, *documents)))
-    registry = load([config])
-    registry = registry.__class__(registry.units, registry.settings.__class__(
-        **{**{f: getattr(registry.settings, f) for f in registry.settings.__slots__},
-           "secrets": {"HOOK_SECRET": secret}}), registry.files, registry.privacy)
-    storage = open_storage(database)
-    app = create_app(registry, storage, clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client, storage
+    config = "\n---\n".join(textwrap.dedent(doc).strip() for doc in (SETTINGS, ORDER, *documents))
+    async with served(config, database, home=tmp_path, environment={"HOOK_SECRET": secret},
+                      clock=clock, peer=("203.0.113.9", 4000)) as served_app:
+        yield served_app.client, served_app.storage
 
 
 async def deliveries(storage: Storage) -> int:
