@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,7 @@ def storage_of(database: str | Storage | None, home: Path | None) -> Storage:
 async def served(config: Config, database: str | Storage | None = None, *,
                  home: Path | None = None, stored: bool = True,
                  environment: Mapping[str, str] | None = None, clock: Clock = utc_now,
+                 monotonic: Callable[[], float] = time.monotonic,
                  scheduler: bool = True, reload: bool = False, watch: bool = False,
                  peer: Peer = DEFAULT_PEER, root_path: str = "",
                  base_url: str = "http://gateway") -> AsyncIterator[Served]:
@@ -191,9 +193,11 @@ async def served(config: Config, database: str | Storage | None = None, *,
     `config` is YAML text, a file or a folder, several of them, or a compiled registry.
     `database` is a URL or a store not yet opened (by default a fresh SQLite file in
     `home`); with `stored=False` the app has no database. `environment` is applied to the
-    settings as `gateway serve` applies the process's (secrets, `GATEWAY_*`). `clock` and
-    `scheduler` are `create_app`'s; `reload` and `watch` reload the config from its paths
-    as `gateway serve` does. `peer`, `root_path` and `base_url` are the client's."""
+    settings as `gateway serve` applies the process's (secrets, `GATEWAY_*`). `clock`,
+    `monotonic` and `scheduler` are `create_app`'s (a test's `support.Clock` gives both
+    clocks: `clock=clock, monotonic=clock.monotonic`); `reload` and `watch` reload the
+    config from its paths as `gateway serve` does. `peer`, `root_path` and `base_url` are
+    the client's."""
     paths = [] if isinstance(config, Registry) else config_paths(config, home)
     registry = config if isinstance(config, Registry) else load(paths)
     if environment is not None:
@@ -201,7 +205,7 @@ async def served(config: Config, database: str | Storage | None = None, *,
             registry, settings=with_environment(registry.settings, environment))
     storage = storage_of(database, home) if stored else None
     app = create_app(registry, storage, clock, scheduler, paths=paths if reload else (),
-                     watch=watch)
+                     watch=watch, monotonic=monotonic)
     assert isinstance(app, Gateway)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=peer, root_path=root_path)

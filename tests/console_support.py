@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from conftest import Served, served
@@ -86,9 +87,11 @@ def config(tmp_path: Path, server: str = "", console: str = "{enabled: true}") -
     return folder
 
 
-def console_served(folder: Path, url: str) -> contextlib.AbstractAsyncContextManager[Served]:
-    """The console's config served on a store, without the scheduler."""
-    return served(folder, url, scheduler=False)
+def console_served(folder: Path, url: str, **options: Any
+                   ) -> contextlib.AbstractAsyncContextManager[Served]:
+    """The console's config served on a store, without the scheduler (`options` go to
+    `served`)."""
+    return served(folder, url, scheduler=False, **options)
 
 
 @contextlib.asynccontextmanager

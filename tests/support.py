@@ -20,13 +20,17 @@ from aiosmtpd.controller import Controller
 
 
 class Clock:
-    """A clock a test sets: `clock.now = ...`."""
+    """A clock a test sets: `clock.now = ...`. `monotonic` reads the same time in seconds,
+    for what counts in monotonic time (the credential cache): moving `now` on moves both."""
 
     def __init__(self, now: datetime | None = None) -> None:
         self.now = now or datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now.timestamp()
 
 
 def run_sql(url: str, *statements: str) -> None:

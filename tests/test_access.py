@@ -4,7 +4,6 @@ no credential in clear in the run log or the server log."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import timedelta
@@ -59,9 +58,9 @@ EXPECTED = {  # identity -> (open, members, staff)
 }
 
 
-async def _settled(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    """Wait out the credential cache, so that a revocation is seen."""
-    await asyncio.sleep(KEY_CACHE_SECONDS + 0.05)
+async def _settled(client: httpx.AsyncClient, clock: Clock, headers: dict[str, str]) -> None:
+    """Move the clock past the credential cache, so that a revocation is seen."""
+    clock.now += timedelta(seconds=KEY_CACHE_SECONDS + 0.05)
     await client.post("/api/1.1/wf/open", headers=headers)
 
 
@@ -69,7 +68,7 @@ async def test_each_access_level_against_each_identity(
         serve: Serve, storage_url: str, caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     caplog.set_level(logging.DEBUG)
-    async with serve(CONFIG, storage_url, clock=clock) as gateway:
+    async with serve(CONFIG, storage_url, clock=clock, monotonic=clock.monotonic) as gateway:
         client, storage = gateway.client, gateway.storage
 
         async def token(email: str) -> str:
@@ -87,7 +86,7 @@ async def test_each_access_level_against_each_identity(
         began = time.monotonic()
         credentials = {"anonymous": None, "user": user, "expired token": old,
                        "logged-out token": gone, "revoked key": revoked, "admin": admin}
-        await _settled(client, {})
+        await _settled(client, clock, {})
         got = {}
         for who, credential in credentials.items():
             headers = {"Authorization": f"Bearer {credential}"} if credential else {}

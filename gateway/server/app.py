@@ -8,7 +8,8 @@ import dataclasses
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,13 @@ class Live:
 
 def create_app(registry: Registry, storage: Storage | None = None,
                clock: Clock = utc_now, scheduler: bool = True, *,
-               paths: Sequence[Path] = (), watch: bool = False) -> Starlette:
+               paths: Sequence[Path] = (), watch: bool = False,
+               monotonic: Callable[[], float] = time.monotonic) -> Starlette:
     """The app for a compiled registry. The store (if any) is opened and closed with the
     app's lifespan; the registry's data types get their indexes when it opens. With
     `scheduler`, the lifespan runs the scheduler too (jobs, recurring events, triggers).
     With `paths`, SIGHUP reloads the config from them (and, with `watch`, any change to
-    their files)."""
+    their files). `monotonic` is what the credential cache counts its seconds by."""
     metrics = Metrics() if registry.settings.metrics_enabled else None
     services = Services()  # shared by the interpreters of every config the app serves
 
@@ -136,6 +138,7 @@ def create_app(registry: Registry, storage: Storage | None = None,
     app.router.redirect_slashes = False  # a redirect would go to whatever `Host` said
     app.state.storage = storage
     app.state.clock = clock
+    app.state.monotonic = monotonic
     app.state.metrics = metrics
     app.state.reload_error = None
     app.state.console = Console(registry.settings)
@@ -161,7 +164,7 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     if interpreter.accounts is not None:  # failed log-ins are remembered across reloads
         interpreter.accounts.logins = app.state.logins
     auth = Authenticator(storage.keys if storage is not None else None, app.state.clock,
-                         accounts=interpreter.accounts,
+                         app.state.monotonic, accounts=interpreter.accounts,
                          records=storage.records if storage is not None else None)
     version = version or config_version(registry.files)
     live = Live(registry, interpreter, auth, version,
