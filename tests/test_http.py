@@ -614,7 +614,7 @@ async def test_a_reply_json_cannot_hold_is_a_recorded_failure(tmp_path: Path) ->
 
 
 async def test_workflows_answer_under_a_mounted_root_path(serve: Serve) -> None:
-    # Behind a `root_path` the app's own router answers, as it always did.
+    # Behind a `root_path`, the workflows' route matches the path below it, as a `Route` does.
     async with serve(ENCODED, stored=False, root_path="/mounted") as gateway:
         response = await gateway.client.post("/mounted/api/1.1/wf/nested",
                                              json={"who": "Ada", "when": "2024-05-01"})

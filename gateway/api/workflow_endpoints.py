@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import UploadFile
+from starlette._utils import get_route_path
+from starlette.datastructures import UploadFile, URLPath
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
@@ -300,55 +301,51 @@ async def not_found(request: Request) -> Response:
                                         if name else "Not found"))
 
 
-class Endpoints:
-    """Each exposed workflow's endpoint by its path: the requests that make up nearly all of
-    a gateway's traffic are answered from one dictionary lookup, without the Starlette
-    router and middleware in between (they cost about as much as running a small workflow).
-    Everything else (health, `/initialize`, unknown paths, a mounted `root_path`) goes to the
-    Starlette app."""
+class WorkflowRoutes(BaseRoute):
+    """Every exposed workflow's endpoint as one route of Starlette's router: the requests
+    that make up nearly all of a gateway's traffic are matched by one dictionary lookup on
+    the path, where a `Route` per workflow would try a regular expression each, and answered
+    without `Route`'s wrapping of each request. Every method reaches the endpoint, which
+    answers a wrong one with the JSON 405. An error the endpoint does not answer itself goes
+    up to the app's exception handlers, as from any route."""
 
-    def __init__(self, interpreter: Interpreter, auth: Authenticator, prefix: str = "") -> None:
-        storage, settings = interpreter.storage, interpreter.registry.settings
-        self.prefix = prefix  # `server.prefix`: the routes are mounted under it
-        rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
-        exposed = interpreter.registry.exposed()
-        self.by_path: dict[str, Endpoint] = {
-            f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth, rates)
-            for wf in exposed}
-        self.direct = {prefix + path: endpoint for path, endpoint in self.by_path.items()}
-        self.initialize: dict[str, Endpoint] = {
-            f"{ROUTE_PREFIX}/{wf.name}/initialize":
-                initialize_endpoint(wf, auth, settings.max_body_bytes) for wf in exposed}
+    def __init__(self, endpoints: Mapping[str, Endpoint]) -> None:
+        self.endpoints = dict(endpoints)
 
-    def routes(self) -> list[BaseRoute]:
-        """The same endpoints as Starlette routes, with `/initialize` and the catch-alls."""
-        found: list[BaseRoute] = [Route(path, endpoint, methods=ALL_METHODS)
-                                  for path, endpoint in {**self.by_path, **self.initialize}.items()]
-        # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
-        found.append(Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS))
-        found.append(Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS))
-        return found
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            endpoint = self.endpoints.get(get_route_path(scope))
+            if endpoint is not None:
+                return Match.FULL, {"endpoint": endpoint}
+        return Match.NONE, {}
 
-    def count(self, wrap: Callable[[Endpoint], Endpoint]) -> None:
-        """Wrap the endpoints answered directly (metrics count their responses)."""
-        self.direct = {path: wrap(endpoint) for path, endpoint in self.direct.items()}
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)  # the endpoints have no names to look up
 
-    def find(self, scope: Scope) -> Endpoint | None:
-        if scope["type"] != "http" or scope.get("root_path"):
-            return None
-        return self.direct.get(scope["path"])
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint: Endpoint = scope["endpoint"]
+        reply = await endpoint(Request(scope, receive, send))
+        await reply(scope, receive, send)
+
+    def wrapped(self, wrap: Callable[[Endpoint], Endpoint]) -> WorkflowRoutes:
+        """The same route, each endpoint wrapped (metrics count their responses)."""
+        return WorkflowRoutes({path: wrap(endpoint) for path, endpoint in self.endpoints.items()})
 
 
-async def serve_endpoint(endpoint: Endpoint, scope: Scope, receive: Receive,
-                         send: Send) -> None:
-    """One request to a workflow's endpoint, answered as the Starlette app would: an error
-    the endpoint did not handle is logged and answered with the 500 envelope."""
-    request = Request(scope, receive)
-    try:
-        reply = await endpoint(request)
-    except Exception as exc:  # noqa: BLE001 - the same answer as the app's error handler
-        reply = await server_error(request, exc)
-    await reply(scope, receive, send)
+def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
+    """The exposed workflows' endpoints, their `/initialize`, and the catch-alls that answer
+    any other path under the workflows' prefix with the JSON 404."""
+    storage, settings = interpreter.storage, interpreter.registry.settings
+    rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
+    exposed = interpreter.registry.exposed()
+    return [WorkflowRoutes({f"{ROUTE_PREFIX}/{wf.name}":
+                            workflow_endpoint(wf, interpreter, auth, rates) for wf in exposed}),
+            *(Route(f"{ROUTE_PREFIX}/{wf.name}/initialize",
+                    initialize_endpoint(wf, auth, settings.max_body_bytes), methods=ALL_METHODS)
+              for wf in exposed),
+            # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
+            Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS),
+            Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS)]
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api import data_api, openapi, workflow_endpoints
 from gateway.api.auth import Authenticator, credential
-from gateway.api.workflow_endpoints import error_response
+from gateway.api.workflow_endpoints import WorkflowRoutes, error_response
 from gateway.compiler.loader import config_version, load
 from gateway.config.diagnostics import render_text
 from gateway.console import Console
@@ -130,8 +130,6 @@ def create_app(registry: Registry, storage: Storage | None = None,
     if metrics is not None:
         handlers = {kind: counting(handler, metrics.http) for kind, handler in handlers.items()}
     app = Gateway(lifespan=lifespan, middleware=middleware, exception_handlers=handlers)
-    # Workflow calls skip Starlette's router, unless a middleware must see every request.
-    app.fast = not middleware
     app.state.scheduler = None
     app.state.services = services
     app.state.logins = Logins()
@@ -169,10 +167,9 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     version = version or config_version(registry.files)
     live = Live(registry, interpreter, auth, version,
                 encode(openapi.document(registry, version=version)))
-    endpoints = workflow_endpoints.Endpoints(interpreter, auth, registry.settings.prefix)
     console: Console = app.state.console
     console.configure(registry.settings)
-    served = _counted([Route(openapi.PATH, swagger), *endpoints.routes(),
+    served = _counted([Route(openapi.PATH, swagger), *workflow_endpoints.routes(interpreter, auth),
                        *data_api.DataApi(interpreter, auth).routes(),
                        *(console.routes() if registry.settings.console_enabled else [])],
                       metrics)
@@ -183,9 +180,6 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     app.state.registry = registry
     app.state.interpreter = interpreter
     app.router.routes = [*own, *([Mount(prefix, routes=served)] if prefix else served)]
-    if metrics is not None:
-        endpoints.count(lambda endpoint: counting(endpoint, metrics.http))
-    app.endpoints = endpoints if app.fast else None
     settings = registry.settings
     app.proxies = Proxies(settings.trusted_proxies, settings.forwarded_header) \
         if settings.trusted_proxies else None
@@ -197,8 +191,16 @@ def _counted(routes: list[BaseRoute], metrics: Metrics | None) -> list[BaseRoute
     """The routes, their responses counted by status class when metrics are on."""
     if metrics is None:
         return routes
-    return [Route(r.path, counting(r.endpoint, metrics.http), methods=r.methods, name=r.name)
-            if isinstance(r, Route) else r for r in routes]
+    return [_counted_route(route, metrics.http) for route in routes]
+
+
+def _counted_route(route: BaseRoute, counts: list[int]) -> BaseRoute:
+    if isinstance(route, Route):
+        return Route(route.path, counting(route.endpoint, counts), methods=route.methods,
+                     name=route.name)
+    if isinstance(route, WorkflowRoutes):
+        return route.wrapped(lambda endpoint: counting(endpoint, counts))
+    return route
 
 
 async def healthz(request: Request) -> Response:
@@ -274,26 +276,17 @@ async def _refused(request: Request, live: Live, public: bool) -> Response | Non
 
 
 class Gateway(Starlette):
-    """The Starlette app, with the workflows' endpoints answered before its router (see
-    `workflow_endpoints.Endpoints`); `endpoints` is replaced whole when the config is
-    reloaded, and so are the trusted `proxies`, whose forwarded client and scheme every
-    request is seen with from the start (`gateway.runtime.forwarded`)."""
+    """The Starlette app, with its trusted `proxies` (replaced whole when the config is
+    reloaded), whose forwarded client and scheme every request is seen with from the start
+    (`gateway.runtime.forwarded`)."""
 
-    endpoints: workflow_endpoints.Endpoints | None = None
     proxies: Proxies | None = None
-    fast: bool = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         proxies = self.proxies
         if proxies is not None and scope["type"] == "http":
             proxies.apply(scope)
-        endpoints = self.endpoints
-        endpoint = endpoints.find(scope) if endpoints is not None else None
-        if endpoint is None:
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self
-        await workflow_endpoints.serve_endpoint(endpoint, scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def storage_types(registry: Registry) -> list[TypeSpec]:
