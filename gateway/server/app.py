@@ -169,7 +169,10 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
                 encode(openapi.document(registry, version=version)))
     console: Console = app.state.console
     console.configure(registry.settings)
-    served = _counted([Route(openapi.PATH, swagger), *workflow_endpoints.routes(interpreter, auth),
+    # The workflows' routes first: nearly every request is one of theirs, and the router
+    # tries its routes in order. They answer only paths under the workflows' prefix, which
+    # no other route answers, so the order changes nothing else.
+    served = _counted([*workflow_endpoints.routes(interpreter, auth), Route(openapi.PATH, swagger),
                        *data_api.DataApi(interpreter, auth).routes(),
                        *(console.routes() if registry.settings.console_enabled else [])],
                       metrics)
@@ -179,7 +182,7 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     app.state.live = live
     app.state.registry = registry
     app.state.interpreter = interpreter
-    app.router.routes = [*own, *([Mount(prefix, routes=served)] if prefix else served)]
+    app.router.routes = [*([Mount(prefix, routes=served)] if prefix else served), *own]
     settings = registry.settings
     app.proxies = Proxies(settings.trusted_proxies, settings.forwarded_header) \
         if settings.trusted_proxies else None
