@@ -18,6 +18,7 @@ from gateway.storage.common.batching import (
     answer_from_thread,
     write_splitting,
 )
+from gateway.storage.common.run_queue import RunQueue
 
 WAIT = 5.0  # seconds a test waits for a condition before it says what it waited for
 
@@ -63,6 +64,17 @@ def test_put_back_goes_in_front_in_order_and_drops_the_newest_beyond_the_limit()
     backlog.add(5)
     assert backlog.put_back(taken) == 2
     assert backlog.take(None) == [0, 1, 2, 3]
+
+
+def test_a_run_queue_counts_the_runs_it_drops() -> None:
+    runs: RunQueue[str] = RunQueue(limit=2)
+    assert runs.add("a") and runs.add("b")
+    assert not runs.add("c")
+    taken = runs.take(1)
+    runs.add("d")
+    runs.add("e")  # full again: dropped
+    runs.put_back(taken)  # "a" in front, "d" beyond the limit
+    assert (runs.take(None), runs.added, runs.dropped) == (["a", "b"], 3, 3)
 
 
 async def test_each_waiter_gets_its_own_outcome_and_a_cancelled_one_is_passed_over() -> None:

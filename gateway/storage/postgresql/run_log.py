@@ -19,9 +19,9 @@ import psycopg
 from gateway.core.encoding import dumps
 from gateway.core.errors import StorageError
 from gateway.storage.common import codec, rollup
-from gateway.storage.common.batching import RunQueue
 from gateway.storage.common.codec import RunRow
 from gateway.storage.common.run_bounds import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
+from gateway.storage.common.run_queue import RUN_BATCH, RunQueue
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Position, RunLogLimits, RunStats
 from gateway.storage.postgresql.connector import PostgresConnector
@@ -126,7 +126,7 @@ class PostgresRunLog:
         database cannot be reached."""
         async with self._lock:
             while self._queue:
-                batch = self._queue.take()
+                batch = self._queue.take(RUN_BATCH)
                 try:
                     await self._write_splitting(batch)
                 except BaseException:  # unreachable, or a cancel at shutdown: keep them

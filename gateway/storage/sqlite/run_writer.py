@@ -9,7 +9,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from gateway.storage.common import codec, rollup
-from gateway.storage.common.batching import RunQueue, batches, write_splitting
+from gateway.storage.common.batching import batches, write_splitting
+from gateway.storage.common.run_queue import RUN_BATCH, RunQueue
 from gateway.storage.common.sql_files import queries
 
 RunRow = codec.RunRow
@@ -53,7 +54,7 @@ class RunWriter:
     def _write_part(self, conn: sqlite3.Connection, rows: Sequence[RunRow]) -> None:
         conn.execute("SAVEPOINT runs")
         try:
-            for chunk in batches(rows):  # SQLite caps a statement's variables
+            for chunk in batches(rows, RUN_BATCH):  # SQLite caps a statement's variables
                 for part in _in_fixed_sizes(chunk):
                     conn.execute(self._upsert_sql(len(part)),
                                  [v for row in part for v in row[:5]])

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import StorageError, StorageUnavailableError
-from gateway.storage.common.batching import RUN_BATCH, RunQueue
+from gateway.storage.common.run_queue import RUN_BATCH, RunQueue
 from gateway.storage.sqlite.error_mapping import HELD_TOO_LONG, STOPPED, failure
 from gateway.storage.sqlite.run_writer import RunRow, RunWriter
 
@@ -197,7 +197,7 @@ class Writer:
         """Queue one run; thread-safe and never blocks. Runs are written with the next
         commit, or within `RUN_FLUSH_SECONDS`: waking the writer (and syncing the file) for
         each run would cost more than the runs themselves."""
-        if self.runs.add(row):
+        if self.runs.add(row) and len(self.runs) == RUN_BATCH:  # a batch is complete
             self._queue.put(_WAKE)
 
     async def flush_runs(self) -> None:
