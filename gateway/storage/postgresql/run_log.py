@@ -19,6 +19,7 @@ import psycopg
 from gateway.core.encoding import dumps
 from gateway.core.errors import StorageError
 from gateway.storage.common import codec, rollup
+from gateway.storage.common.batching import Splitting
 from gateway.storage.common.codec import RunRow
 from gateway.storage.common.run_bounds import SIZE_SAMPLE, TRIM_CHUNK, row_budget, size_per_run
 from gateway.storage.common.run_queue import RUN_BATCH, RunQueue
@@ -134,22 +135,18 @@ class PostgresRunLog:
                     raise
 
     async def _write_splitting(self, rows: Sequence[RunRow]) -> None:
-        """`write_splitting` (see `backend`), awaited: halves of a refused batch, down to the
-        one run refused, which is kept as its summary or dropped. A batch over `BATCH_BYTES`
-        goes in halves from the start."""
-        if len(rows) == 1 or sum(len(row[4]) for row in rows) <= BATCH_BYTES:
+        """`rows` through `Splitting`, awaited: halves of a refused batch, down to the one run
+        refused, which is kept as its summary or dropped. A batch over `BATCH_BYTES` goes in
+        halves from the start."""
+        parts = Splitting(rows, fits=_fits)
+        for part in parts:
             try:
-                await self._write(rows)
-                return
+                await self._write(part)
             except Exception as exc:
                 if not _refused(exc):
                     raise
-                if len(rows) == 1:
-                    await self._write_summary(rows[0], exc)
-                    return
-        middle = len(rows) // 2
-        await self._write_splitting(rows[:middle])
-        await self._write_splitting(rows[middle:])
+                if not parts.split(part):
+                    await self._write_summary(part[0], exc)
 
     async def _write(self, rows: Sequence[RunRow]) -> None:
         """`rows` and what they add to the rollup, in one transaction."""
@@ -290,6 +287,11 @@ def _refused(exc: Exception) -> bool:
     # OperationalError for psycopg, but the same rows would be refused every time)
     return isinstance(cause, psycopg.errors.ProgramLimitExceeded) or not isinstance(
         cause, psycopg.OperationalError)
+
+
+def _fits(rows: Sequence[RunRow]) -> bool:
+    """Whether one statement holds these runs' documents."""
+    return sum(len(row[4]) for row in rows) <= BATCH_BYTES
 
 
 def _documents(rows: Sequence[RunRow]) -> str:
