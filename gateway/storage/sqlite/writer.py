@@ -1,11 +1,12 @@
 """The SQLite writer: one thread, one connection, group commit.
 
-Every write is a job (a function of the connection) put on a queue. The thread takes the
-first waiting job plus every other job already queued, runs them all in ONE transaction with
-a SAVEPOINT per job (so a failing job rolls back alone), commits once, and only then
-resolves each job's future on its event loop. With `synchronous=FULL` the commit is one
-fsync shared by the whole batch: under concurrency the cost of durability is paid once per
-batch instead of once per write, and nobody hears "done" before the data is on disk.
+Every write is a job (a function of the connection) handed to the thread (a `Handoff`). The
+thread takes the first waiting job plus every other job already queued, runs them all in ONE
+transaction with a SAVEPOINT per job (so a failing job rolls back alone), commits once, and
+only then resolves each job's future on its event loop (`answer_from_thread`). With
+`synchronous=FULL` the commit is one fsync shared by the whole batch: under concurrency the
+cost of durability is paid once per batch instead of once per write, and nobody hears "done"
+before the data is on disk.
 
 The run log rides along: recorded runs wait in a bounded `RunQueue` and each transaction
 appends up to `RUNS_PER_COMMIT` of them after the request jobs, so they never delay a request
@@ -37,7 +38,6 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import StorageError, StorageUnavailableError
+from gateway.storage.common.batching import Handoff, Outcome, answer_from_thread
 from gateway.storage.common.run_queue import RUN_BATCH, RunQueue
 from gateway.storage.sqlite.error_mapping import HELD_TOO_LONG, STOPPED, failure
 from gateway.storage.sqlite.run_writer import RunRow, RunWriter
@@ -82,14 +83,13 @@ class Held:
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any] | None
-    loop: asyncio.AbstractEventLoop | None
     state: int = _QUEUED  # changed under `Writer._claims` only
     held: Held | None = None  # the run whose transaction it is part of
     kind: int = _WORK  # or the end of that run: _COMMIT, _ROLLBACK
 
 
-_WAKE = _Job(lambda conn: None, None, None)
-_STOP = _Job(lambda conn: None, None, None)
+_WAKE = _Job(lambda conn: None, None)
+_STOP = _Job(lambda conn: None, None)
 
 
 class Writer:
@@ -97,7 +97,7 @@ class Writer:
 
     def __init__(self, connect: Connect, upsert_runs_sql: str) -> None:
         self._connect = connect
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._queue: Handoff[_Job] = Handoff()
         self._carried: collections.deque[_Job] = collections.deque()  # for the next batch
         self._stopping = False
         self.log = RunWriter(upsert_runs_sql, lambda: self._queue.put(_WAKE))
@@ -165,8 +165,7 @@ class Writer:
                  kind: int = _WORK) -> _Job:
         if not self._thread.is_alive():
             raise StorageUnavailableError(STOPPED)
-        loop = asyncio.get_running_loop()
-        job = _Job(fn, loop.create_future(), loop, held=held, kind=kind)
+        job = _Job(fn, asyncio.get_running_loop().create_future(), held=held, kind=kind)
         self._queue.put(job)
         if not self._thread.is_alive():  # it ended while this was queued: nobody will run it
             self._refuse_waiting()
@@ -183,14 +182,8 @@ class Writer:
 
     def _refuse_waiting(self) -> None:
         """Answer every job still queued: the thread that would have run them is gone."""
-        refused = []
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job.future is not None and self._claim(job, _STARTED):
-                refused.append(job)
+        refused = [job for job in self._queue.take()
+                   if job.future is not None and self._claim(job, _STARTED)]
         _resolve(refused, [(False, StorageUnavailableError(STOPPED))] * len(refused))
 
     def record_run(self, row: RunRow) -> None:
@@ -238,18 +231,9 @@ class Writer:
         while not (self._stopping and not self._carried):
             jobs = list(self._carried)  # taken already, by the last transaction
             self._carried.clear()
-            batch = []
-            if not jobs:
-                try:
-                    batch = [self._queue.get(timeout=RUN_FLUSH_SECONDS)]
-                except queue.Empty:
-                    if not self.runs:
-                        continue
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._queue.take(0 if jobs else RUN_FLUSH_SECONDS)
+            if not (jobs or batch or self.runs):
+                continue
             jobs.extend(job for job in batch if self._take(job))
             self._commit(jobs)
 
@@ -262,7 +246,7 @@ class Writer:
     def _commit(self, jobs: list[_Job]) -> None:
         """One transaction: `jobs` (runs held in turn), then queued runs of the log."""
         waiting: list[_Job] = []  # answered once the transaction has committed
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: list[Outcome] = []
         written: list[RunRow] = []
         held: list[Held] = []
         todo = collections.deque(jobs)
@@ -337,12 +321,8 @@ class Writer:
                 log.warning("a run held the SQLite writer for %.1f s; it was rolled back",
                             run.seconds)
                 return None
-            try:
-                candidate = self._queue.get(timeout=left)
-            except queue.Empty:
-                next_job = None
-                continue
-            next_job = candidate if self._take(candidate) else None
+            candidate = self._queue.next(left)
+            next_job = candidate if candidate is not None and self._take(candidate) else None
 
     @staticmethod
     def _undo_run(conn: sqlite3.Connection, run: Held, refusal: str | None) -> None:
@@ -362,7 +342,7 @@ class Writer:
         self._close()
 
     @staticmethod
-    def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[bool, Any]:
+    def _run_job(conn: sqlite3.Connection, job: _Job) -> Outcome:
         conn.execute("SAVEPOINT job")
         try:
             result = job.fn(conn)
@@ -377,23 +357,5 @@ def _nothing(conn: sqlite3.Connection) -> None:
     return None
 
 
-def _resolve(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-    for job, (ok, value) in zip(jobs, outcomes, strict=True):
-        assert job.loop is not None and job.future is not None
-        by_loop.setdefault(job.loop, []).append((job.future, ok, value))
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle, items)  # one wake-up per loop per batch
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-
-def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, value in items:
-        if future.done():  # cancelled while queued
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+def _resolve(jobs: list[_Job], outcomes: list[Outcome]) -> None:
+    answer_from_thread([job.future for job in jobs], outcomes)  # one wake-up per loop
