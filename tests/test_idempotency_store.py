@@ -19,9 +19,10 @@ import pytest
 from gateway.core.encoding import iso
 from gateway.core.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
+from gateway.storage.common.batching import Batcher
 from gateway.storage.common.sql_files import migrations
 from gateway.storage.contract import RunLogLimits
-from gateway.storage.postgresql.idempotency_store import Batcher, PostgresIdempotency
+from gateway.storage.postgresql.idempotency_store import BATCH, PostgresIdempotency
 from gateway.storage.sqlite.idempotency_store import SqliteIdempotency
 from gateway.storage.sqlite.key_memory import KeyMemory, Notes, claimed
 
@@ -482,7 +483,7 @@ async def test_a_batch_stops_at_its_bytes() -> None:
         sent.append(items)
         return [None] * len(items)
 
-    batcher: Batcher[bytes, None] = Batcher(send, weigh=len, most_bytes=10)
+    batcher: Batcher[bytes, None] = Batcher(send, most=BATCH, weigh=len, most_bytes=10)
     await asyncio.gather(*[batcher(b"x" * 4) for _ in range(5)], batcher(b"y" * 30))
     # two of 4 bytes a batch, the one left, then the large one alone: never over 10 bytes
     # but for an item larger than that on its own

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from base64 import b64encode
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from gateway.core.encoding import dumps
 from gateway.core.errors import KeyTakenError, StorageError, StorageUnavailableError
+from gateway.storage.common.batching import Batcher
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import LOST_KEY, Claim
 from gateway.storage.postgresql.connector import PostgresConnector
@@ -43,106 +44,6 @@ MOST_PENDING_BYTES = 32 * 1024 * 1024
 LINGER = 0.005
 RUNNING = Claim("running")
 CLAIMED = Claim("claimed")
-STOPPED = "the database is unavailable: the gateway is stopping"
-Item = TypeVar("Item")
-Result = TypeVar("Result")
-
-
-class Batcher(Generic[Item, Result]):
-    """Items sent together: one `send` at a time, each with every item that arrived while
-    the one before was on its way (at most `most`). `abandoned` hears of an item whose
-    caller stopped waiting before its result came; `failed`, of the items nobody waits for
-    (`later`) whose batch failed. A batch of such items only waits `linger` seconds for
-    more before it goes (unless it is full), so that they go many to a statement. With
-    `weigh`, a batch also stops at `most_bytes` (one item at least)."""
-
-    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Result]]],
-                 abandoned: Callable[[Item, Result], None] | None = None,
-                 failed: Callable[[int, Exception], None] | None = None,
-                 most: int = BATCH, linger: float = 0.0,
-                 weigh: Callable[[Item], int] | None = None,
-                 most_bytes: int = BATCH_BYTES) -> None:
-        self._send, self._abandoned, self._failed = send, abandoned, failed
-        self._most, self._linger = most, linger
-        self._weigh, self._most_bytes = weigh, most_bytes
-        self._waiting: list[tuple[Item, asyncio.Future[Result] | None]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def __call__(self, item: Item) -> asyncio.Future[Result]:
-        """The item's result, once its batch is sent (to be awaited)."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._add(item, future)
-        return future
-
-    def later(self, item: Item) -> None:
-        """Send `item` with a coming batch, waited for by nobody."""
-        self._add(item, None)
-
-    def __len__(self) -> int:
-        """The items waiting for a batch."""
-        return len(self._waiting)
-
-    async def drained(self) -> None:
-        """Until every item handed over so far is sent (or failed)."""
-        while self._task is not None:
-            await asyncio.wait([self._task])
-
-    def _add(self, item: Item, future: asyncio.Future[Result] | None) -> None:
-        self._waiting.append((item, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        taken: list[tuple[Item, asyncio.Future[Result] | None]] = []
-        try:
-            while self._waiting:
-                if self._linger and len(self._waiting) < self._most and \
-                        all(future is None for _, future in self._waiting):
-                    await asyncio.sleep(self._linger)
-                count = self._count()
-                taken = self._waiting[:count]
-                del self._waiting[:count]
-                try:
-                    results = await self._send([item for item, _ in taken])
-                except Exception as exc:  # noqa: BLE001 - each caller gets the error
-                    self._fail(taken, exc)
-                    taken = []
-                    continue
-                for (item, future), result in zip(taken, results, strict=True):
-                    if future is None:
-                        continue
-                    if not future.done():
-                        future.set_result(result)
-                    elif self._abandoned is not None:
-                        self._abandoned(item, result)
-                taken = []
-        except BaseException:  # cancelled (the loop is closing): nobody is left waiting
-            self._fail(taken + self._waiting, StorageUnavailableError(STOPPED))
-            raise
-        finally:
-            self._task = None
-
-    def _count(self) -> int:
-        """How many of the waiting items the next batch takes."""
-        if self._weigh is None:
-            return self._most
-        weight = 0
-        for count, (item, _) in enumerate(self._waiting[:self._most]):
-            weight += self._weigh(item)
-            if weight > self._most_bytes:
-                return max(1, count)
-        return self._most
-
-    def _fail(self, taken: Sequence[tuple[Any, asyncio.Future[Any] | None]],
-              exc: Exception) -> None:
-        unwaited = 0
-        for _, future in taken:
-            if future is None:
-                unwaited += 1
-            elif not future.done():
-                future.set_exception(exc)
-        if unwaited and self._failed is not None:
-            self._failed(unwaited, exc)
 
 
 class Wanted(NamedTuple):
@@ -168,10 +69,11 @@ class PostgresIdempotency:
 
     def __init__(self, connector: PostgresConnector) -> None:
         self._db = connector
-        self._claims: Batcher[Wanted, Claim] = Batcher(self._claim_all, self._give_back)
+        self._claims: Batcher[Wanted, Claim] = Batcher(
+            self._claim_all, most=BATCH, abandoned=self._give_back)
         self._answers: Batcher[Answer, None] = Batcher(
-            self._finish_all, failed=_answers_lost, linger=LINGER,
-            weigh=lambda answer: len(answer.body))
+            self._finish_all, most=BATCH, failed=_answers_lost, linger=LINGER,
+            weigh=lambda answer: len(answer.body), most_bytes=BATCH_BYTES)
         self._releasing: set[asyncio.Task[None]] = set()  # held until done (asyncio's advice)
         # answers given and not yet stored, with their expiry, by key (`MOST_PENDING` and
         # the requests that wait for theirs, at most)
