@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from gateway.core.encoding import dumps
 from gateway.core.errors import KeyTakenError, StorageError, StorageUnavailableError
-from gateway.storage.common.batching import Batcher
+from gateway.storage.common.batching import Batcher, Splitting
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import LOST_KEY, Claim
 from gateway.storage.postgresql.connector import PostgresConnector
@@ -170,25 +170,23 @@ class PostgresIdempotency:
                     self._unsent_bytes -= len(answer.body)
         return [None] * len(answers)
 
-    async def _store(self, answers: Sequence[Answer], split: bool = False) -> None:
+    async def _store(self, answers: Sequence[Answer]) -> None:
         """One statement for the answers. One the database refuses (rather than one it
-        cannot take now) is split in halves, down to the answer refused, which is lost
-        alone (and logged): the others are stored. Once split, a part the database cannot
-        take is lost alone too (and logged), not the parts stored before it."""
-        batch = [{"scope": a.scope, "key": a.key, "owner": a.owner, "status": a.status,
-                  "headers": a.headers, "body": b64encode(a.body).decode()} for a in answers]
-        try:
-            await self._db.execute(Q["finish_keys"], (dumps(batch),))
-        except StorageError as exc:
-            unavailable = isinstance(exc, StorageUnavailableError)
-            if unavailable and not split:
-                raise  # the whole batch: its waiters hear of it (and the batcher logs it)
-            if unavailable or len(answers) == 1:
-                _answers_lost(len(answers), exc)
-                return
-            middle = len(answers) // 2
-            await self._store(answers[:middle], split=True)
-            await self._store(answers[middle:], split=True)
+        cannot take now) is split in halves (`Splitting`), down to the answer refused, which
+        is lost alone (and logged): the others are stored. Once split, a part the database
+        cannot take is lost alone too (and logged), not the parts stored before it."""
+        parts = Splitting(answers)
+        for part in parts:
+            batch = [{"scope": a.scope, "key": a.key, "owner": a.owner, "status": a.status,
+                      "headers": a.headers, "body": b64encode(a.body).decode()} for a in part]
+            try:
+                await self._db.execute(Q["finish_keys"], (dumps(batch),))
+            except StorageError as exc:
+                unavailable = isinstance(exc, StorageUnavailableError)
+                if unavailable and len(part) == len(answers):
+                    raise  # the whole batch: its waiters hear of it (and the batcher logs it)
+                if unavailable or not parts.split(part):
+                    _answers_lost(len(part), exc)
 
     def _give_back(self, want: Wanted, claim: Claim) -> None:
         """A claim its request no longer waits for (it was cancelled) is released."""
