@@ -13,7 +13,6 @@ is decided in `ending`.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from datetime import datetime, timedelta
 
@@ -21,6 +20,7 @@ from gateway.core.errors import NotRunError, StepFailedError
 from gateway.runtime.interpreter import RunResult
 from gateway.runtime.model import Retry
 from gateway.runtime.origin import JobRun
+from gateway.storage.common.batching import Batcher
 from gateway.storage.contract import JobEnd, JobStore
 
 BATCH = 500
@@ -58,34 +58,19 @@ async def settle(jobs: JobStore, end: JobEnd) -> None:
 
 
 class Finisher:
-    """Writes `JobEnd`s for one worker, batched."""
+    """Writes `JobEnd`s for one worker, batched (a `Batcher` whose rounds begin a turn of
+    the event loop later: the jobs that end in the same turn join in)."""
 
     def __init__(self, jobs: JobStore, worker: str) -> None:
         self.jobs = jobs
         self.worker = worker
-        self._waiting: list[tuple[JobEnd, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._ends: Batcher[JobEnd, bool] = Batcher(self._finish, most=BATCH, yield_first=True)
 
     async def end(self, end: JobEnd) -> bool:
         """Write how a job ended; False when it was no longer this worker's (its lease had
         expired and another worker took it)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((end, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        return await future
+        return await self._ends(end)
 
-    async def _write(self) -> None:
-        await asyncio.sleep(0)  # the jobs that end in this same turn of the loop join in
-        while self._waiting:
-            batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
-            try:
-                done = await self.jobs.finish_many(self.worker, [end for end, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - each waiting job gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for end, future in batch:
-                if not future.done():
-                    future.set_result(end.id in done)
+    async def _finish(self, ends: list[JobEnd]) -> list[bool]:
+        done = await self.jobs.finish_many(self.worker, ends)
+        return [end.id in done for end in ends]
