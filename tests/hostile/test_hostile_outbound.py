@@ -23,7 +23,7 @@ from conftest import Serve
 
 from gateway.runtime.services import is_public
 from gateway.webhooks.guard import LocalRates
-from tests.test_outbound import (
+from tests.actions.test_outbound import (
     Inbox,
     calling,
     gateway,

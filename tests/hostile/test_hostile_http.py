@@ -26,7 +26,7 @@ from gateway.compiler.loader import check
 from gateway.config.source import load_text
 from gateway.core.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
 kind: settings
 secrets: [API_KEY]

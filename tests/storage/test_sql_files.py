@@ -11,7 +11,7 @@ import pytest
 
 from gateway.storage.common.sql_files import queries
 
-STORAGE = Path(__file__).resolve().parents[1] / "gateway" / "storage"
+STORAGE = Path(__file__).resolve().parents[2] / "gateway" / "storage"
 DYNAMIC = "<not a literal name>"
 
 

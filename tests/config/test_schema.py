@@ -20,7 +20,7 @@ from gateway.config import schema
 from gateway.config.source import Document, load_text
 from gateway.core.errors import Diagnostic
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- helpers ----------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -26,9 +25,7 @@ from gateway.compiler.loader import load
 from gateway.runtime.coercion import gather
 from gateway.server.app import create_app
 from gateway.storage import Storage, open_storage
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_server import Server, start, stop  # noqa: E402
+from tests.server.test_serve_process import Server, start, stop
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

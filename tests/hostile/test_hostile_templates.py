@@ -191,7 +191,7 @@ async def test_a_log_step_writes_one_line_without_secrets(
 # --- The server keeps answering while a template runs -----------------------------------------
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

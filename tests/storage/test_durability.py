@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.storage import open_storage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WRITER = """
 import asyncio, sys
 from gateway.storage import open_storage

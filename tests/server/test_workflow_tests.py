@@ -13,7 +13,7 @@ from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.server.workflow_tests import subset_mismatch
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
+EXAMPLES = Path(__file__).resolve().parents[2] / "workflows.d"
 
 ECHO = """\
 kind: api_workflow

@@ -289,7 +289,7 @@ def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
         [sys.executable, "-m", "gateway", "serve", "--config", str(bad), "--port",
          str(free_port()), "--database", f"sqlite:///{tmp_path / 'x.db'}"],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert proc.returncode == 1
     validate = invoke("validate", str(bad))
     assert validate.stdout.strip() in proc.stderr
@@ -310,7 +310,7 @@ def test_serve_and_run_refuse_secrets_missing_from_the_environment(tmp_path: Pat
         [sys.executable, "-m", "gateway", "serve", "--config", str(folder), "--port",
          str(free_port()), "--database", f"sqlite:///{tmp_path / 'x.db'}"],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert proc.returncode == 1
     assert name in proc.stderr and "Uvicorn running" not in proc.stderr
     ran = CliRunner(env={name: None}).invoke(
@@ -336,7 +336,7 @@ def test_serve_refuses_a_standard_webhooks_secret_that_is_no_key(tmp_path: Path)
          str(free_port()), "--database", f"sqlite:///{tmp_path / 'x.db'}"],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
         env={**os.environ, name: "whsec_not-a-key!", "PYTHONPATH": str(
-            Path(__file__).resolve().parents[1])})
+            Path(__file__).resolve().parents[2])})
     assert proc.returncode == 1
     assert "workflow hook: a standard-webhooks secret is whsec_ followed by a key in base64" \
         in proc.stderr

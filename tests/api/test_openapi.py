@@ -38,7 +38,7 @@ from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "workflows.d"
 # The webhook senders' secrets the examples declare (the rates API is served on loopback).
 EXAMPLE_SECRETS = {"STRIPE_WEBHOOK_SECRET": "whsec_fuzzing", "GITHUB_WEBHOOK_SECRET": "fuzzing"}

@@ -23,7 +23,7 @@ from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.core.errors import ConfigError
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 VALID = TESTS / "configs" / "valid"
 INVALID = TESTS / "configs" / "invalid"

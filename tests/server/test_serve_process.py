@@ -22,7 +22,7 @@ import pytest
 
 from gateway.storage import open_storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
 kind: data_type
 name: item

@@ -229,7 +229,7 @@ def test_kind_names_are_written_once() -> None:
     """Every kind has its row in the compiler's table, and no module but the enum's writes a
     kind's name: a new kind is a member of `DocumentKind` and a row of `KINDS`."""
     assert [kind.name for kind in KINDS] == list(DocumentKind)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     names = {kind.value for kind in DocumentKind}
     written = sorted(
         (path.relative_to(root).as_posix(), node.value)
