@@ -150,7 +150,6 @@ class Guard:
             signature.header_names(self.hooks.verify) if self.hooks.verify else ()))
         self.lease = timedelta(seconds=interpreter.timeout)
         self.ttl = max(self.hooks.idempotency_ttl, self.lease)
-        self._lease, self._ttl = self.lease.total_seconds(), self.ttl.total_seconds()
         # runs in a transaction of their own, the only ones with writes to fence
         self._writes = workflow.may_wait or bool(workflow.record_params)
         self._key_heavy = self.hooks.idempotency_key is not None and \
@@ -245,16 +244,8 @@ class Guard:
         now = interpreter.clock()
         scope = _scope(workflow.name, identity)
         owner = _OWNERS.prefix + str(next(_OWNERS.counter))
-        # A store that decides in memory (SQLite's) answers without an await.
-        claim_now = getattr(store, "claim_now", None)
-        stamp = now.timestamp()
         try:
-            if claim_now is not None:
-                claim = claim_now(scope, key, owner, stamp, stamp + self._lease,
-                                  stamp + self._ttl)
-            else:
-                claim = await store.claim(scope, key, owner, now, now + self.lease,
-                                          now + self.ttl)
+            claim = await store.claim(scope, key, owner, now, now + self.lease, now + self.ttl)
         except GatewayError as exc:  # the database cannot say (503): recorded, as a refusal
             return refused(interpreter, workflow, exc, identity)
         state = claim.state
@@ -282,18 +273,12 @@ class Guard:
                 if rendered.media_type is not None:
                     kept["content-type"] = rendered.media_type
                 data = body if isinstance(body, bytes) else body.encode()
-                # A store that keeps answers without the request waiting (both built-in
-                # ones) says what to await, if anything (it is far behind).
-                finish_now = getattr(store, "finish_now", None)
-                if finish_now is None:
-                    await store.finish(scope, key, owner, rendered.status, kept, data)
-                    finished = True
-                else:  # handed over: the key is not released, whatever happens to the wait
-                    wait = finish_now(scope, key, owner, rendered.status, kept, data,
-                                      stamp + self._ttl)
-                    finished = True
-                    if wait is not None:
-                        await wait
+                # handed over: the key is the answer's, whatever happens to the wait
+                wait = store.finish(scope, key, owner, rendered.status, kept, data,
+                                    now + self.ttl)
+                finished = True
+                if wait is not None:
+                    await wait
             return rendered
         finally:
             if not finished:

@@ -21,7 +21,7 @@ from gateway.core.errors import StorageUnavailableError
 from gateway.storage import Storage, open_storage
 from gateway.storage.common.batching import Batcher
 from gateway.storage.common.sql_files import migrations
-from gateway.storage.contract import RunLogLimits
+from gateway.storage.contract import IdempotencyStore, RunLogLimits
 from gateway.storage.postgresql.idempotency_store import BATCH, PostgresIdempotency
 from gateway.storage.sqlite.idempotency_store import SqliteIdempotency
 from gateway.storage.sqlite.key_memory import KeyMemory, Notes, claimed
@@ -51,7 +51,15 @@ async def opened(url: str, memory: KeyMemory | None = None) -> AsyncIterator[Sto
 async def answer(storage: Storage, key: str, status: int = 201) -> None:
     claim = await storage.idempotency.claim("hook", key, f"owner-{key}", NOW, LEASE, EXPIRES)
     assert claim.state == "claimed", (key, claim)
-    await storage.idempotency.finish("hook", key, f"owner-{key}", status, HEADERS, BODY)
+    await finish(storage.idempotency, key, f"owner-{key}", status, HEADERS, BODY)
+
+
+async def finish(store: IdempotencyStore, key: str, owner: str, status: int,
+                 headers: dict[str, str], body: bytes) -> None:
+    """An answer handed over, and what the store says to await awaited."""
+    wait = store.finish("hook", key, owner, status, headers, body, EXPIRES)
+    if wait is not None:
+        await wait
 
 
 async def test_an_answer_outlives_a_restart(storage_url: str) -> None:
@@ -92,9 +100,11 @@ async def test_claims_made_together_are_decided_one_by_one(storage_url: str) -> 
         same = [claim.state for claim in claims[300:350]]
         assert same.count("claimed") == 1 and same.count("running") == 49
         assert all(claim.state == "done" and claim.body == BODY for claim in claims[350:])
-        await store.finish("hook", "k7", "o7", 200, {}, b"seven")
+        await finish(store, "k7", "o7", 200, {}, b"seven")
         await store.release("hook", "k8", "o8")
-        await store.finish("hook", "k9", "not-the-owner", 200, {}, b"nine")
+        await finish(store, "k9", "not-the-owner", 200, {}, b"nine")
+        if isinstance(store, PostgresIdempotency):
+            await store.flush()  # its answers on their way are replayed until stored
         replay = await store.claim("hook", "k7", "x", NOW, LEASE, EXPIRES)
         assert (replay.state, replay.body) == ("done", b"seven")
         assert (await store.claim("hook", "k8", "x", NOW, LEASE, EXPIRES)).state == "claimed"
@@ -356,16 +366,16 @@ async def test_postgresql_answers_go_without_waiting_and_are_replayed_meanwhile(
         store = storage.idempotency
         assert isinstance(store, PostgresIdempotency)
         assert (await store.claim("hook", "k1", "o1", NOW, LEASE, EXPIRES)).state == "claimed"
-        assert store.finish_now("hook", "k1", "o1", 201, HEADERS, BODY,
-                                EXPIRES.timestamp()) is None  # nothing to wait for
+        assert store.finish("hook", "k1", "o1", 201, HEADERS, BODY,
+                                EXPIRES) is None  # nothing to wait for
         # Not in the database yet: this instance replays it, another finds it running.
         found = await store.claim("hook", "k1", "o2", NOW, LEASE, EXPIRES)
         assert (found.state, found.status, found.body) == ("done", 201, BODY)
         # One on its way past its expiry is not replayed: the database decides (the claim's
         # lease has ended, so the key is claimed afresh, and the late answer is not stored).
         assert (await store.claim("hook", "k2", "o1", NOW, LEASE, EXPIRES)).state == "claimed"
-        assert store.finish_now("hook", "k2", "o1", 201, HEADERS, BODY,
-                                EXPIRES.timestamp()) is None
+        assert store.finish("hook", "k2", "o1", 201, HEADERS, BODY,
+                                EXPIRES) is None
         late = EXPIRES + timedelta(seconds=1)
         assert (await store.claim("hook", "k2", "o2", late, late + timedelta(minutes=5),
                                   late + timedelta(hours=1))).state == "claimed"
@@ -388,8 +398,8 @@ async def test_postgresql_answers_the_database_did_not_take_are_logged_and_forgo
         assert (await store.claim("hook", "k1", "o1", NOW, LEASE, EXPIRES)).state == "claimed"
         await storage.connector.stop()  # type: ignore[attr-defined]  # the database gone
         with caplog.at_level("WARNING", logger="gateway.storage"):
-            assert store.finish_now("hook", "k1", "o1", 201, HEADERS, BODY,
-                                    EXPIRES.timestamp()) is None
+            assert store.finish("hook", "k1", "o1", 201, HEADERS, BODY,
+                                    EXPIRES) is None
             await store.flush()
         assert "1 idempotent answer(s) were not stored" in caplog.text
         with pytest.raises(StorageUnavailableError):  # not replayed from memory any more
@@ -408,8 +418,8 @@ async def twenty_answers_one_refused(url: str, store: PostgresIdempotency) -> li
     for key in keys:
         assert (await store.claim("hook", key, "o1", NOW, LEASE, EXPIRES)).state == "claimed"
     for n, key in enumerate(keys):
-        store.finish_now("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
-                         EXPIRES.timestamp())
+        store.finish("hook", key, "o1", 418 if n == 7 else 201, HEADERS, BODY,
+                         EXPIRES)
     return keys
 
 
@@ -468,7 +478,7 @@ async def test_sqlite_large_answers_are_indexed_by_their_bytes_too(tmp_path: Pat
             for key in keys:
                 claim = await store.claim("hook", key, "o", NOW, LEASE, EXPIRES)
                 assert claim.state == "claimed"
-            await asyncio.gather(*(store.finish("hook", key, "o", 200, HEADERS, big)
+            await asyncio.gather(*(finish(store, key, "o", 200, HEADERS, big)
                                    for key in keys))
             peak = max(peak, memory.bytes)
         assert peak <= 3 * memory.most_bytes, peak
@@ -500,7 +510,7 @@ async def test_postgresql_answers_over_a_batchs_bytes_are_all_stored(postgres_ur
             assert (await store.claim("hook", f"k{n}", "o", NOW, LEASE, EXPIRES)).state == \
                 "claimed"
         for n in range(6):
-            store.finish_now("hook", f"k{n}", "o", 200, HEADERS, big, EXPIRES.timestamp())
+            store.finish("hook", f"k{n}", "o", 200, HEADERS, big, EXPIRES)
         await store.flush()
         for n in range(6):
             found = await other.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
@@ -518,7 +528,7 @@ async def test_postgresql_a_shutdown_waits_for_unsent_answers_only_so_long(
     assert (await store.claim("hook", "k1", "o", NOW, LEASE, EXPIRES)).state == "claimed"
     with psycopg.connect(postgres_url) as locker:  # the table locked: the answer cannot go
         locker.execute("LOCK TABLE gateway_idempotency IN EXCLUSIVE MODE")
-        store.finish_now("hook", "k1", "o", 200, HEADERS, BODY, EXPIRES.timestamp())
+        store.finish("hook", "k1", "o", 200, HEADERS, BODY, EXPIRES)
         with caplog.at_level("WARNING", logger="gateway.storage"):
             async with asyncio.timeout(30):  # the lock is held for as long as this takes
                 await storage.close()

@@ -3,7 +3,7 @@ counters (`RateCounter`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -34,9 +34,14 @@ class IdempotencyStore(Protocol):
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim: ...
-    # Store the answer of the claim `owner` holds (nothing when it lost the key meanwhile).
-    async def finish(self, scope: str, key: str, owner: str, status: int,
-                     headers: Mapping[str, str], body: bytes) -> None: ...
+    # Keep the answer of the claim `owner` holds (nothing when it lost the key meanwhile),
+    # until `expires_at`: handed over at once, and stored with a coming batch (a repeat of
+    # the key meanwhile is answered from it). What the caller awaits before it answers, if
+    # anything: the store's catching up, when it is far behind (requests then go at the
+    # database's pace). Once called, the key is the answer's, whatever becomes of the wait.
+    def finish(self, scope: str, key: str, owner: str, status: int,
+               headers: Mapping[str, str], body: bytes,
+               expires_at: datetime) -> Awaitable[None] | None: ...
     # Give the key up, so that the next request with it runs (the run failed).
     async def release(self, scope: str, key: str, owner: str) -> None: ...
     # In the run's transaction, as it commits: the claim `owner` holds, kept until

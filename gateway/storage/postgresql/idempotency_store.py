@@ -88,22 +88,17 @@ class PostgresIdempotency:
             return Claim("done", answer.status, answer.headers, answer.body)
         return await self._claims(Wanted(scope, key, owner, now, lease_until, expires_at))
 
-    async def finish(self, scope: str, key: str, owner: str, status: int,
-                     headers: Mapping[str, str], body: bytes) -> None:
-        await self._answers(Answer(scope, key, owner, status, headers, body))
-
-    def finish_now(self, scope: str, key: str, owner: str, status: int,
-                   headers: Mapping[str, str], body: bytes,
-                   expires_at: float) -> Awaitable[None] | None:
-        """`finish` without waiting: the answer goes with a coming batch, and the request
-        answers meanwhile (`gateway.webhooks.guard` calls this when a store has it); until it is
-        stored, this instance replays it to a repeat of its key (others find the key still
-        running), up to `expires_at`, its claim's expiry in Unix seconds. What is awaited is
-        only the answer past `MOST_PENDING` waiting (the database far behind: requests then
-        go at its pace)."""
+    def finish(self, scope: str, key: str, owner: str, status: int,
+               headers: Mapping[str, str], body: bytes,
+               expires_at: datetime) -> Awaitable[None] | None:
+        """The answer goes with a coming batch, and the request answers meanwhile; until it
+        is stored, this instance replays it to a repeat of its key (others find the key
+        still running), up to `expires_at`, its claim's expiry. What is awaited is only the
+        answer past `MOST_PENDING` waiting (the database far behind: requests then go at its
+        pace)."""
         answer = Answer(scope, key, owner, status, headers, body)
         replaced = self._unsent.get((scope, key))
-        self._unsent[(scope, key)] = (answer, expires_at)
+        self._unsent[(scope, key)] = (answer, expires_at.timestamp())
         self._unsent_bytes += len(body) - (len(replaced[0].body) if replaced else 0)
         if len(self._answers) < MOST_PENDING and self._unsent_bytes <= MOST_PENDING_BYTES:
             self._answers.later(answer)

@@ -57,38 +57,26 @@ class SqliteIdempotency:
 
     async def claim(self, scope: str, key: str, owner: str, now: datetime,
                     lease_until: datetime, expires_at: datetime) -> Claim:
-        return self.claim_now(scope, key, owner, now.timestamp(), lease_until.timestamp(),
-                              expires_at.timestamp())
-
-    async def finish(self, scope: str, key: str, owner: str, status: int,
-                     headers: Mapping[str, str], body: bytes) -> None:
-        wait = self.finish_now(scope, key, owner, status, headers, body)
-        if wait is not None:
-            await wait
-
-    # `claim` and `finish` without a coroutine, times as Unix seconds: neither awaits
-    # anything (`gateway.webhooks.guard` calls these when a store has them).
-
-    def claim_now(self, scope: str, key: str, owner: str, now: float, lease_until: float,
-                  expires_at: float) -> Claim:
+        """Decided in memory, without a round trip (a key memory lacks and the database may
+        hold is read first)."""
         if not self._db.writer.alive:
             raise StorageUnavailableError(STOPPED)
         slot = (scope, key)
         memory = self.memory
         held = memory.keys.get(slot)
-        if held is None and memory.maybe_stored(slot, now):
+        stamp = now.timestamp()
+        if held is None and memory.maybe_stored(slot, stamp):
             held = self._read(slot)
-        if held is not None and (found := memory.decide(held, now)) is not None:
+        if held is not None and (found := memory.decide(held, stamp)) is not None:
             return found
-        memory.hold(slot, claimed(owner, lease_until, expires_at))
+        memory.hold(slot, claimed(owner, lease_until.timestamp(), expires_at.timestamp()))
         return CLAIMED
 
-    def finish_now(self, scope: str, key: str, owner: str, status: int,
-                   headers: Mapping[str, str], body: bytes,
-                   expires_at: float = 0.0) -> Awaitable[None] | None:
+    def finish(self, scope: str, key: str, owner: str, status: int,
+               headers: Mapping[str, str], body: bytes,
+               expires_at: datetime) -> Awaitable[None] | None:
         """Keep the answer, and hand it to the writer after this turn of the event loop
-        (until the expiry its claim was given: `expires_at` is for stores that do not
-        remember it).
+        (until the expiry its claim was given, which memory holds).
         What the caller should await before it answers, if anything: the writer's catching
         up, when it is so far behind that memory holds twice its bound (the requests then go
         at the writer's pace)."""
