@@ -6,7 +6,6 @@ from the database."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +23,7 @@ from gateway.storage.common.sql_files import migrations
 from gateway.storage.contract import IdempotencyStore, RunLogLimits
 from gateway.storage.postgresql.idempotency_store import BATCH, PostgresIdempotency
 from gateway.storage.sqlite.idempotency_store import SqliteIdempotency
-from gateway.storage.sqlite.key_memory import KeyMemory, Notes, claimed
+from gateway.storage.sqlite.key_memory import KeyMemory, claimed
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)
@@ -126,10 +125,11 @@ async def test_sqlite_memory_stays_bounded_and_reads_forgotten_keys_back(
             found = await store.claim("hook", f"k{n}", "again", NOW, LEASE, EXPIRES)
             assert (found.state, found.body) == ("done", BODY), n
         assert (await store.claim("hook", "new", "o", NOW, LEASE, EXPIRES)).state == "claimed"
-    # More keys in the database than memory holds at start: every unknown key is looked up.
-    async with opened(url, KeyMemory(most=3, most_stored=3)) as storage:
+    # Keys in the database at start, memory empty: every unknown key is looked up.
+    async with opened(url, KeyMemory(most=3)) as storage:
         store = storage.idempotency
-        assert isinstance(store, SqliteIdempotency) and store.memory.stored is None
+        assert isinstance(store, SqliteIdempotency)
+        assert not store.memory.keys and store.memory.horizon == EXPIRES.timestamp()
         found = await store.claim("hook", "k4", "again", NOW, LEASE, EXPIRES)
         assert found.state == "done"
         assert (await store.claim("hook", "k99", "o", NOW, LEASE, EXPIRES)).state == "claimed"
@@ -188,7 +188,7 @@ async def test_sqlite_answers_a_crash_left_unindexed_are_indexed_at_start(
                          "(?, ?, ?, 201, '{}', ?)",
                          [("hook", f"k{n}", EXPIRES.timestamp(), BODY) for n in (1, 2)])
     assert counted(tmp_path / "g.db") == (3, 1)
-    async with opened(url, KeyMemory(most_stored=0)) as storage:  # memory: every key unknown
+    async with opened(url) as storage:  # memory: every key unknown
         assert counted(tmp_path / "g.db") == (3, 3)
         for n in range(3):
             found = await storage.idempotency.claim("hook", f"k{n}", "x", NOW, LEASE, EXPIRES)
@@ -207,7 +207,7 @@ async def test_sqlite_answers_after_a_purge_of_every_answer_are_found(tmp_path: 
         await storage.idempotency.flush()
         assert await storage.idempotency.purge_keys(EXPIRES + timedelta(days=1)) == 1
         await answer(storage, "k2")
-    async with opened(url, KeyMemory(most_stored=0)) as storage:  # every key looked up
+    async with opened(url) as storage:  # every key looked up
         found = await storage.idempotency.claim("hook", "k2", "x", NOW, LEASE, EXPIRES)
         assert (found.state, found.body) == ("done", BODY)
         late = EXPIRES + timedelta(seconds=1)  # the one left after the purge: expired
@@ -247,7 +247,7 @@ async def test_sqlite_answers_of_the_old_layout_are_kept_by_the_upgrade(
         stored = conn.execute("SELECT key, expires_at FROM gateway_idempotency_answers")
         assert dict(stored.fetchall()) == {  # (to the microsecond: the ttl is exact)
             "done": EXPIRES.timestamp(), "fine": PRECISE.timestamp()}
-    async with opened(f"sqlite:///{path}", KeyMemory(most_stored=0)) as storage:
+    async with opened(f"sqlite:///{path}") as storage:
         # read back from the database: still there 10 ms before its expiry
         soon = EXPIRES - timedelta(milliseconds=10)
         found = await storage.idempotency.claim("hook", "done", "x", soon, soon, EXPIRES)
@@ -279,18 +279,6 @@ async def test_postgresql_a_claim_whose_caller_stopped_waiting_is_released(
             while (await store.claim("hook", "k1", "next", NOW, LEASE, EXPIRES)).state \
                     != "claimed":
                 await asyncio.sleep(0.01)
-
-
-def test_the_notes_of_forgotten_keys_never_miss_one_and_rarely_take_another() -> None:
-    notes = Notes()
-    assert ("hook", "k0") not in notes
-    noted = [("hook", hashlib.sha256(b"%d" % n).hexdigest()) for n in range(100_000)]
-    for slot in noted:
-        notes.add(slot)
-    assert all(slot in notes for slot in noted) and notes.count == 100_000
-    others = [("hook", hashlib.sha256(b"other %d" % n).hexdigest()) for n in range(10_000)]
-    # About 4 in 100,000 at this fill (three bits of 2^23 a key); 1 MiB whatever the count.
-    assert sum(slot in notes for slot in others) < 100 and len(notes.bits) == 1 << 20
 
 
 async def test_sqlite_answers_wait_for_the_writer_past_twice_the_bound(tmp_path: Path) -> None:
@@ -341,10 +329,10 @@ def test_memory_forgets_an_eighth_of_its_bound_at_a_time() -> None:
     assert len(memory.keys) == 64  # at the bound: nothing forgotten
     memory.hold(("hook", "one more"), claimed("o", later, later))
     assert len(memory.keys) == 64 - 8 and ("hook", "k8") not in memory.keys
-    assert ("hook", "k9") in memory.keys and memory.stored is None  # nothing loaded yet
-    for n in range(9):  # forgotten: the database may hold them, until their expiry
-        assert memory.maybe_stored(("hook", f"k{n}"), later - 1)
-    assert not memory.maybe_stored(("hook", "k0"), later)  # all expired: surely free
+    assert ("hook", "k9") in memory.keys
+    # forgotten: the database may hold them (any key memory lacks), until their expiry
+    assert memory.horizon == later and memory.maybe_stored(later - 1)
+    assert not memory.maybe_stored(later) and memory.horizon is None  # all expired: free
     assert memory.bytes == len(b"x") * (64 - 9)
 
 

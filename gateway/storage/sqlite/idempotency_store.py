@@ -65,7 +65,7 @@ class SqliteIdempotency:
         memory = self.memory
         held = memory.keys.get(slot)
         stamp = now.timestamp()
-        if held is None and memory.maybe_stored(slot, stamp):
+        if held is None and memory.maybe_stored(stamp):
             held = self._read(slot)
         if held is not None and (found := memory.decide(held, stamp)) is not None:
             return found
@@ -134,12 +134,10 @@ class SqliteIdempotency:
 
     async def start(self) -> None:
         """Index the keys of answers stored before a stop that had not been yet, then learn
-        which keys the database holds (a read on a reader thread)."""
+        the latest expiry among the keys the database holds (a read on a reader thread)."""
         await self._db.write(_index)
-        most = self.memory.most_stored + 1
-        rows = await self._db.read(
-            lambda conn: conn.execute(Q["stored_keys"], (most,)).fetchall())
-        self.memory.load(rows)
+        row = await self._db.read(lambda conn: conn.execute(Q["latest_key"]).fetchone())
+        self.memory.load(row[0])
 
     def _read(self, slot: Slot) -> Held | None:
         """The key as the database holds it: an indexed read on the event loop's reader."""

@@ -8,7 +8,6 @@ as they are kept."""
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
 
 from gateway.core.encoding import loads
 from gateway.storage.contract import Claim
@@ -20,12 +19,6 @@ from gateway.storage.contract import Claim
 # 64 MiB in all.
 MEMORY_KEYS = 4096
 MEMORY_BYTES = 8 * 1024 * 1024
-# The most keys a process notes as held by the database and not by its memory, in a Bloom
-# filter of `NOTE_BITS` bits (1 MiB: a key the database does not hold is taken for one it
-# may hold, and read, about 4 times in 100 when the filter is full); past it, any key memory
-# lacks is looked up until the ones noted have expired.
-STORED_KEYS = 1_000_000
-NOTE_BITS = 1 << 23
 RUNNING = Claim("running")
 
 Slot = tuple[str, str]  # the workflow and the key
@@ -47,42 +40,30 @@ def answered(expires_at: float, status: int, headers: str, body: bytes,
 class KeyMemory:
     """The idempotency keys a process claimed, answered or read, oldest first, bounded by
     `most` keys and `most_bytes` of answers. A key is forgotten only once it is done and its
-    last write is in the database (`written` at most `committed`). `stored` notes the keys
-    the database may hold and memory does not (a prefix of each: one that matches by chance
-    costs a needless read), at most `most_stored`; past that (or before they were loaded) it
-    is None, and any key memory lacks may be in the database until `horizon`, the latest
-    expiry it may hold."""
+    last write is in the database (`written` at most `committed`). Any key memory lacks may
+    be in the database until `horizon`, the latest expiry it may hold (None: the database
+    holds no key that has not expired)."""
 
-    def __init__(self, most: int = MEMORY_KEYS, most_bytes: int = MEMORY_BYTES,
-                 most_stored: int = STORED_KEYS) -> None:
+    def __init__(self, most: int = MEMORY_KEYS, most_bytes: int = MEMORY_BYTES) -> None:
         self.keys: collections.OrderedDict[Slot, Held] = collections.OrderedDict()
         self.most, self.most_bytes = most, most_bytes
         self.bytes = 0
         self.committed = 0
-        self.most_stored = most_stored
-        self.stored: Notes | None = None
         self.horizon: float | None = None
         # the write the oldest answer waits for, when forgetting stopped at it: nothing can
         # be forgotten before `committed` reaches it, so new keys skip the walk until then
         self.waiting = 0
 
-    def load(self, rows: Sequence[tuple[str, str, float]]) -> None:
-        """The keys the database holds (`most_stored` + 1 at most, latest expiry first)."""
-        self.stored = None
-        self.horizon = rows[0][2] if rows else None
-        if len(rows) <= self.most_stored:
-            self.stored = Notes()
-            for row in rows:
-                self.stored.add((row[0], row[1]))
+    def load(self, horizon: float | None) -> None:
+        """The latest expiry of the keys the database holds (None when it holds none)."""
+        self.horizon = horizon
 
-    def maybe_stored(self, slot: Slot, now: float) -> bool:
+    def maybe_stored(self, now: float) -> bool:
         """Whether the database may hold a key memory lacks (else it is surely free)."""
-        if self.stored is not None:
-            return slot in self.stored
-        if self.horizon is not None and self.horizon <= now:
-            self.stored = Notes()  # everything noted has expired: start afresh
-            return False
-        return True
+        horizon = self.horizon
+        if horizon is not None and horizon <= now:
+            self.horizon = horizon = None  # everything forgotten has expired
+        return horizon is not None
 
     @staticmethod
     def decide(held: Held | None, now: float) -> Claim | None:
@@ -179,44 +160,3 @@ class KeyMemory:
         latest = max(expires_at for _, expires_at in forgotten)
         if self.horizon is None or latest > self.horizon:
             self.horizon = latest
-        if self.stored is not None:
-            for slot, _ in forgotten:
-                self.stored.add(slot)
-            if self.stored.count > self.most_stored:
-                self.stored = None
-
-
-class Notes:
-    """A Bloom filter of keys (three bits each, from the key's 64-bit hash in this process):
-    whether a key may have been noted. A key never noted is taken for one that may have been
-    now and then; a noted key never passes for one that was not."""
-
-    __slots__ = ("bits", "count")
-
-    def __init__(self) -> None:
-        self.bits = bytearray(NOTE_BITS // 8)
-        self.count = 0
-
-    def add(self, slot: Slot) -> None:
-        bits = self.bits
-        for place in _places(slot):
-            bits[place >> 3] |= 1 << (place & 7)
-        self.count += 1
-
-    def __contains__(self, slot: Slot) -> bool:
-        if not self.count:
-            return False
-        bits = self.bits
-        one, two, three = _places(slot)
-        return bool(bits[one >> 3] & (1 << (one & 7)) and bits[two >> 3] & (1 << (two & 7))
-                    and bits[three >> 3] & (1 << (three & 7)))
-
-
-def _places(slot: Slot) -> tuple[int, int, int]:
-    """The key's three bits (double hashing over the two halves of its hash)."""
-    value = hash(slot) & 0xFFFF_FFFF_FFFF_FFFF
-    low, high = value & 0xFFFF_FFFF, (value >> 32) | 1
-    return low & _MASK, (low + high) & _MASK, (low + 2 * high) & _MASK
-
-
-_MASK = NOTE_BITS - 1

@@ -185,9 +185,8 @@ WHERE id > (SELECT id FROM gateway_idempotency_indexed) ORDER BY 1, 2;
 UPDATE gateway_idempotency_indexed
 SET id = coalesce((SELECT max(id) FROM gateway_idempotency_answers), id);
 
--- name: stored_keys
-SELECT scope, key, expires_at FROM gateway_idempotency_answers
-ORDER BY expires_at DESC LIMIT ?;
+-- name: latest_key
+SELECT max(expires_at) FROM gateway_idempotency_answers;
 
 -- name: purge_keys
 -- Not the newest answer, expired or not: a new answer's id is one more than the largest
