@@ -98,10 +98,7 @@ _BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
 def limits() -> Limits:
     """The limits in force: the evaluation's, else the run's, else the defaults."""
     budget = _BUDGET.get()
-    if budget is not None:
-        return budget.limits
-    run = _RUN.get()
-    return run[0] if run is not None else DEFAULT_LIMITS
+    return budget.limits if budget is not None else run_limits()
 
 
 def tick() -> None:
@@ -112,6 +109,17 @@ def tick() -> None:
 
 def active() -> bool:
     return _BUDGET.get() is not None
+
+
+# The budget of the evaluation running (None outside one), and the limits in force outside
+# one: plain calls, for the guard every filter goes through.
+current = _BUDGET.get
+
+
+def run_limits() -> Limits:
+    """The limits of the run under way, else the defaults."""
+    run = _RUN.get()
+    return run[0] if run is not None else DEFAULT_LIMITS
 
 
 @contextmanager
@@ -125,12 +133,16 @@ def bounded(given: Limits | None = None) -> Iterator[Budget]:
         _BUDGET.reset(token)
 
 
-def measure(value: Any) -> Any:
-    """`value`, once it is known not to be larger than the limits allow.
+def measure(value: Any, limit: Limits | None = None) -> Any:
+    """`value`, once it is known not to be larger than the limits allow (`limit`: those in
+    force, when the caller has them at hand).
 
     Nested values are counted along every path, so a list that holds itself twice, twenty
     levels deep, counts as the million items it prints as. The walk stops at the limit."""
-    limit = limits()
+    if limit is None:
+        limit = limits()
+    if value.__class__ is str and len(value) <= limit.max_bytes:
+        return value  # by far the most common value: a text within the limit
     items = text = 0
     stack = [value]
     while stack:

@@ -18,7 +18,7 @@ from typing import Any
 
 from jinja2 import nodes
 
-from gateway.templates.budget import LimitError, measure
+from gateway.templates.budget import LimitError, limits, measure
 from gateway.templates.environment import ENV
 
 Scope = Mapping[str, Any]
@@ -178,18 +178,23 @@ def render_parts(parts: list[_Part], scope: Scope) -> str | None:
     """The text, each value measured and the whole joined as the sandbox's output is; None
     when unsure, or past a limit (Jinja's path then reports it in its own words)."""
     out: list[str] = []
+    limit = limits()
+    total = 0
     try:
         for part in parts:
             if type(part) is str:
-                out.append(part)
-                continue
-            value = part(scope)  # type: ignore[operator]
-            if value is _UNSURE:
-                return None
-            value = measure(value)
-            out.append(value if type(value) is str else str(value))
-        return ENV.concat(out)
+                text = part
+            else:
+                value = part(scope)  # type: ignore[operator]
+                if value is _UNSURE:
+                    return None
+                value = measure(value, limit)
+                text = value if type(value) is str else str(value)
+            total += len(text)
+            out.append(text)
     except LimitError:
         return None
+    # the whole measured as the sandbox's output is
+    return "".join(out) if total <= limit.max_bytes else None
 
 

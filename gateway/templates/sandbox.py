@@ -198,24 +198,35 @@ def guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     skip = 1 if hasattr(fn, "jinja_pass_arg") else 0
     estimate = _ESTIMATES.get(name)
     sizes = name not in _DATA_FILTERS
+    formats = name == "format"
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        budget.tick()
+        running = budget.current()
+        if running is not None:
+            running.tick()
+            limit = running.limits
+        else:
+            limit = budget.run_limits()
         if len(args) > skip:
             params = args[skip + 1:]
             if sizes:
-                _numbers(params)
-                _numbers(kwargs.values())
+                if params:
+                    _numbers(params)
+                if kwargs:
+                    _numbers(kwargs.values())
             if estimate is not None:
                 args = (*args[:skip], estimate(args[skip], params, kwargs), *params)
-        if name == "format" and len(args) > skip:
+        if formats and len(args) > skip:
             check_percent(str(args[skip]), kwargs or tuple(args[skip + 1:]))
         try:
-            return measure(fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
         except AssertionError as exc:  # Jinja checks some arguments with `assert`
             detail = f" ({exc})" if str(exc) else ""
             raise ValueError(f"the {name} filter cannot take these arguments{detail}") from exc
+        if result.__class__ is str and len(result) <= limit.max_bytes:
+            return result  # the most common result: a text within the limit
+        return measure(result, limit)
 
     return guarded
 
