@@ -1,6 +1,7 @@
-"""What several test modules share: a settable clock, SQL run on a store's database from
-outside it, and real servers on loopback standing in for the systems the examples call (an
-exchange-rate API, an SMTP server)."""
+"""What several test modules share: the shipped configs (`workflows.d/` and the folders of
+`examples/`), a settable clock, SQL run on a store's database from outside it, and real
+servers on loopback standing in for the systems the examples call (an exchange-rate API, an
+SMTP server)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS_D = ROOT / "workflows.d"  # served by `gateway serve` as shipped: no secret needed
+EXAMPLES = ROOT / "examples"  # a complete config per folder, each with the secrets it needs
+
+
+def example_folders() -> list[Path]:
+    """The folders of `examples/`, by name."""
+    return sorted(path for path in EXAMPLES.iterdir() if path.is_dir())
 
 
 class Clock:

@@ -1,13 +1,21 @@
-"""The examples in `workflows.d/`: they validate, and each workflow answers as its comments say."""
+"""The shipped configs: `workflows.d/`, which `gateway serve` serves with no environment
+variable set, and each folder of `examples/`, a complete config declaring the secrets it needs.
+They validate, and each workflow answers as its comments say."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +25,7 @@ import pytest
 import stripe
 from click.testing import CliRunner
 from conftest import Serve
-from support import Inbox, smtp_server
+from support import EXAMPLES, WORKFLOWS_D, Inbox, example_folders, smtp_server
 from support import rates_api as loopback_rates_api
 
 from gateway.api.auth import key_hash, new_key
@@ -29,26 +37,108 @@ from gateway.runtime.origin import Origin
 from gateway.scheduler import with_jobs
 from gateway.storage import Storage, open_storage
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "workflows.d"
-CALLED = {"contact-form", "leads", "order-paid", "status", "signup", "login", "logout", "my-leads",
-          "stripe-events", "github-push", "email-rates", "rate-lead"}
+SHIPPED = [WORKFLOWS_D, *example_folders()]
+STRIPE_WEBHOOKS = EXAMPLES / "stripe-webhooks"
+GITHUB_WEBHOOKS = EXAMPLES / "github-webhooks"
+EXCHANGE_RATES = EXAMPLES / "exchange-rates"
+# What each shipped config exposes (each is called by a test below), and the secrets it
+# declares: each example folder just the ones its workflows use, workflows.d none.
+CALLED = {
+    "workflows.d": {"contact-form", "leads", "order-paid", "status", "signup", "login",
+                    "logout", "my-leads", "rate-lead"},
+    "stripe-webhooks": {"stripe-events"},
+    "github-webhooks": {"github-push"},
+    "exchange-rates": {"email-rates"},
+}
+SECRETS = {
+    "workflows.d": set(),
+    "stripe-webhooks": {"STRIPE_WEBHOOK_SECRET"},
+    "github-webhooks": {"GITHUB_WEBHOOK_SECRET"},
+    "exchange-rates": {"RATES_API_URL"},
+}
+by_name = pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
 
 
-def test_the_examples_validate() -> None:
-    _, problems = check([EXAMPLES])
+def test_every_example_folder_is_listed() -> None:
+    assert {folder.name for folder in SHIPPED} == set(CALLED) == set(SECRETS)
+    for folder in example_folders():
+        assert (folder / "settings.yaml").is_file() and (folder / "README.md").is_file()
+
+
+@by_name
+def test_the_examples_validate(folder: Path) -> None:
+    _, problems = check([folder])
     assert problems == []
-    result = CliRunner().invoke(main, ["validate", str(EXAMPLES)])
+    result = CliRunner().invoke(main, ["validate", str(folder)])
     assert result.exit_code == 0, result.output
 
 
-def test_every_exposed_example_is_called_by_a_test() -> None:
-    exposed = {wf.name for wf in load([EXAMPLES]).exposed()}
-    assert exposed == CALLED, "call each new example below and list it in CALLED"
+@by_name
+def test_every_exposed_example_is_called_by_a_test(folder: Path) -> None:
+    exposed = {wf.name for wf in load([folder]).exposed()}
+    assert exposed == CALLED[folder.name], "call each new example below and list it in CALLED"
+
+
+@by_name
+def test_each_config_declares_just_the_secrets_it_uses(folder: Path) -> None:
+    declared = set(load([folder]).settings.secret_names)
+    assert declared == SECRETS[folder.name]
+    text = "\n".join(path.read_text() for path in sorted(folder.rglob("*.y*ml"))
+                     if path.name != "settings.yaml")
+    assert set(re.findall(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)", text)) == declared
+
+
+@pytest.mark.parametrize("folder", example_folders(), ids=lambda folder: folder.name)
+def test_serve_names_the_secrets_an_example_needs(folder: Path, tmp_path: Path) -> None:
+    # Declared, so serve refuses before it binds (an example declaring none would serve on).
+    assert set(load([folder]).settings.secret_names) == SECRETS[folder.name] != set()
+    unset = {name: None for names in SECRETS.values() for name in names}
+    result = CliRunner().invoke(main, ["serve", "--config", str(folder), "--database",
+                                       f"sqlite:///{tmp_path / 'gateway.db'}"], env=unset)
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: the settings declare secrets the environment "
+                                     "does not set: " + ", ".join(sorted(SECRETS[folder.name])))
+
+
+def test_workflows_d_serves_with_no_environment_variable(tmp_path: Path) -> None:
+    """`gateway serve` as a process, its environment only what runs Python: it starts on
+    the shipped workflows.d, answers a workflow, and stops."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    bare = {name: os.environ[name] for name in ("PATH", "PYTHONPATH") if name in os.environ}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(WORKFLOWS_D),
+             "--port", str(port), "--database", f"sqlite:///{tmp_path / 'gateway.db'}"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=bare)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_for_health(url, process, log)
+            status = httpx.get(url + "/api/1.1/wf/status", timeout=10)
+            assert (status.status_code, status.text) == (200, "ok")
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    assert "Application startup complete" in log.read_text()
+    assert "ERROR" not in log.read_text()
+
+
+def _wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"serve exited:\n{log.read_text()}"
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)  # polling a condition, with a deadline that says what it waits for
+    raise AssertionError(f"the server did not answer /healthz within 30 s:\n{log.read_text()}")
 
 
 def test_every_custom_event_example_is_used() -> None:
-    registry = load([EXAMPLES])
-    text = "\n".join(path.read_text() for path in sorted(EXAMPLES.rglob("*.y*ml")))
+    registry = load([WORKFLOWS_D])
+    text = "\n".join(path.read_text() for path in sorted(WORKFLOWS_D.rglob("*.y*ml")))
     called = set(re.findall(r"^\s*event:\s*([a-z0-9][a-z0-9_-]*)\s*$", text, re.M))
     assert registry.events
     assert set(registry.events) <= called
@@ -61,7 +151,7 @@ def storage(tmp_path: Path) -> Storage:
 
 @pytest.fixture
 async def client(serve: Serve, storage: Storage) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(EXAMPLES, storage) as gateway:
+    async with serve(WORKFLOWS_D, storage) as gateway:
         yield gateway.client
 
 
@@ -155,7 +245,7 @@ async def test_users_sign_up_log_in_and_list_their_own_leads(client: httpx.Async
     assert (await client.post("/api/1.1/wf/logout", headers=auth)).status_code == 200
 
 
-# --- webhooks and integrations (workflows.d/webhooks.yaml) -----------------------------------
+# --- webhooks and integrations (examples/) ---------------------------------------------------
 
 STRIPE_SECRET = "whsec_example_0123456789"
 GITHUB_SECRET = "github-example-secret"
@@ -174,16 +264,30 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 
 @pytest.fixture
-async def hooked(serve: Serve, rates_api: str, inbox: tuple[Inbox, int],
-                 ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The examples with their secrets set, the SMTP server and rates API on loopback, and
-    an admin key."""
-    registry = load([EXAMPLES])
+async def stripe_client(serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
+    """examples/stripe-webhooks with its secret set."""
+    async with serve(STRIPE_WEBHOOKS,
+                     environment={"STRIPE_WEBHOOK_SECRET": STRIPE_SECRET}) as gateway:
+        yield gateway.client
+
+
+@pytest.fixture
+async def github_client(serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
+    """examples/github-webhooks with its secret set."""
+    async with serve(GITHUB_WEBHOOKS,
+                     environment={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}) as gateway:
+        yield gateway.client
+
+
+@pytest.fixture
+async def rates_client(serve: Serve, rates_api: str, inbox: tuple[Inbox, int],
+                       ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """examples/exchange-rates with the rate API and the SMTP server on loopback, and an
+    admin key."""
+    registry = load([EXCHANGE_RATES])
     registry = dataclasses.replace(registry, settings=dataclasses.replace(
         registry.settings, smtp_host="127.0.0.1", smtp_port=inbox[1]))
-    async with serve(registry, environment={
-            "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET,
-            "RATES_API_URL": rates_api}) as gateway:
+    async with serve(registry, environment={"RATES_API_URL": rates_api}) as gateway:
         key = new_key()
         await gateway.storage.keys.create_key("ops", key_hash(key), datetime.now(UTC))
         yield gateway.client, key
@@ -197,8 +301,8 @@ def _stripe_event(event_id: str, kind: str) -> str:
 
 
 async def test_stripe_invoice_paid_is_verified_and_recorded_once(
-        hooked: tuple[httpx.AsyncClient, str]) -> None:
-    client, _ = hooked
+        stripe_client: httpx.AsyncClient) -> None:
+    client = stripe_client
     event = _stripe_event("evt_1", "invoice.paid")
     signed = {"Stripe-Signature": stripe.WebhookSignature.generate_signature_header(
         event, STRIPE_SECRET), "Content-Type": "application/json"}
@@ -221,8 +325,8 @@ async def test_stripe_invoice_paid_is_verified_and_recorded_once(
 
 
 async def test_github_push_is_verified_and_other_events_ignored(
-        hooked: tuple[httpx.AsyncClient, str]) -> None:
-    client, _ = hooked
+        github_client: httpx.AsyncClient) -> None:
+    client = github_client
     body = json.dumps({"ref": "refs/heads/main", "repository": {"full_name": "acme/app"},
                        "commits": [{"id": "a"}, {"id": "b"}], "pusher": {"name": "ada"}})
     digest = hmac.new(GITHUB_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
@@ -241,8 +345,8 @@ async def test_github_push_is_verified_and_other_events_ignored(
 
 
 async def test_email_rates_calls_the_api_and_mails_the_result(
-        hooked: tuple[httpx.AsyncClient, str], inbox: tuple[Inbox, int]) -> None:
-    client, key = hooked
+        rates_client: tuple[httpx.AsyncClient, str], inbox: tuple[Inbox, int]) -> None:
+    client, key = rates_client
     auth = {"Authorization": f"Bearer {key}"}
     sent = await client.post("/api/1.1/wf/email-rates", json={"to": "ops@example.com",
                                                                 "base": "USD"}, headers=auth)
@@ -282,7 +386,7 @@ async def test_welcome_now_cancels_the_due_welcome_and_reads_what_it_cancelled(
         "email": "di@example.com", "password": "correct horse"})
     user = signed.json()["response"]["user_id"]
     (welcome,) = await storage.jobs.list_jobs(workflow="send-welcome")
-    registry = load([EXAMPLES])
+    registry = load([WORKFLOWS_D])
     interpreter = with_jobs(Interpreter(registry, storage))
     params = {"job": welcome.id, "user": user}
     for cancelled in (1, 0):  # the second time, there is nothing left to cancel

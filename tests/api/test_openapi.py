@@ -1,7 +1,8 @@
 """The OpenAPI document: its shape, who may read it, that `gateway openapi` prints what the
 server serves, and that it is true: schemathesis fuzzes a real server (`gateway serve` on
-loopback) over the examples and a typed workflow, and every answer must be documented (no
-server error, no undocumented status, content type, header or shape)."""
+loopback) over the examples (workflows.d/ and every folder of examples/) and a typed
+workflow, and every answer must be documented (no server error, no undocumented status,
+content type, header or shape)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+import yaml
 from click.testing import CliRunner
 from conftest import Serve
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +32,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import rates_api, smtp_server
+from support import WORKFLOWS_D, example_folders, rates_api, smtp_server
 
 from gateway.api.auth import key_hash, new_key
 from gateway.api.openapi import PATH, document
@@ -38,8 +40,6 @@ from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "workflows.d"
 # The webhook senders' secrets the examples declare (the rates API is served on loopback).
 EXAMPLE_SECRETS = {"STRIPE_WEBHOOK_SECRET": "whsec_fuzzing", "GITHUB_WEBHOOK_SECRET": "fuzzing"}
 MAX_EXAMPLES = 25  # per operation: keeps the fuzzing to seconds, in CI too
@@ -114,10 +114,32 @@ steps:
 
 
 def config_folder(root: Path) -> Path:
+    """workflows.d, the workflows and tests of every folder of examples/, and the typed
+    workflows, in one folder with one settings document: every example's settings in it."""
     folder = root / "config"
-    shutil.copytree(EXAMPLES, folder)
+    shutil.copytree(WORKFLOWS_D, folder)
+    merged = _settings_of(WORKFLOWS_D)
+    for example in example_folders():
+        shutil.copytree(example, folder / "examples" / example.name,
+                        ignore=shutil.ignore_patterns("settings.yaml", "*.md"))
+        for key, value in _settings_of(example).items():
+            if key == "secrets":
+                merged["secrets"] = [*merged.get("secrets", []), *value]
+            elif key != "kind":
+                assert key not in merged, f"two examples set {key}: merge them here"
+                merged[key] = value
+    write_settings(folder, merged)
     (folder / "typed.yaml").write_text(TYPED)
     return folder
+
+
+def _settings_of(folder: Path) -> dict[str, Any]:
+    settings: dict[str, Any] = yaml.safe_load((folder / "settings.yaml").read_text())
+    return settings
+
+
+def write_settings(folder: Path, settings: dict[str, Any]) -> None:
+    (folder / "settings.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def test_the_document_describes_parameters_bodies_and_errors(tmp_path: Path) -> None:
@@ -147,6 +169,8 @@ def test_the_document_describes_parameters_bodies_and_errors(tmp_path: Path) -> 
     status = doc["paths"]["/api/1.1/wf/status"]["get"]["responses"]["200"]["content"]
     assert "text/plain" in status
     assert "/api/1.1/wf/signup" in doc["paths"]
+    assert {"/api/1.1/wf/stripe-events", "/api/1.1/wf/github-push",
+            "/api/1.1/wf/email-rates"} <= set(doc["paths"])  # the folders of examples/
     assert all("wf/normalize-email" not in path for path in doc["paths"])  # an event
 
 
@@ -191,8 +215,8 @@ async def test_the_document_needs_an_admin_key(
 
 async def test_openapi_public_serves_it_to_anyone(serve: Serve, tmp_path: Path) -> None:
     folder = config_folder(tmp_path)
-    settings = folder / "settings.yaml"  # the examples' own, and one key more
-    settings.write_text(settings.read_text() + "openapi: {public: true}\n")
+    settings = _settings_of(folder)  # the examples' own, and one key more
+    write_settings(folder, {**settings, "openapi": {"public": True}})
     async with serve(folder) as gateway:
         response = await gateway.client.get(PATH)
         assert response.status_code == 200
@@ -218,9 +242,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     root = tmp_path_factory.mktemp("openapi")
     folder = config_folder(root)
     with rates_api() as rates, smtp_server() as (_, smtp_port):
-        settings = folder / "settings.yaml"  # the examples' mail goes to the server above
-        settings.write_text(settings.read_text().replace("host: localhost, port: 1025",
-                                                         f"host: 127.0.0.1, port: {smtp_port}"))
+        settings = _settings_of(folder)  # the examples' mail goes to the server above
+        assert settings["smtp"]["host"] == "localhost"
+        settings["smtp"].update(host="127.0.0.1", port=smtp_port)
+        write_settings(folder, settings)
         yield from _serve(root, folder, {**EXAMPLE_SECRETS, "RATES_API_URL": rates})
 
 

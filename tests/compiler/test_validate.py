@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from support import example_folders
 
 from gateway.cli import main
 from gateway.compiler.loader import load
@@ -117,6 +118,14 @@ def test_every_file_in_workflows_d_validates(monkeypatch: pytest.MonkeyPatch) ->
     folder.mkdir(exist_ok=True)  # an empty or absent folder is still validated
     monkeypatch.chdir(REPO)
     result = _validate("workflows.d")
+    assert (result.stdout, result.exit_code) == ("ok\n", 0)
+
+
+@pytest.mark.parametrize("folder", [f.name for f in example_folders()])
+def test_every_folder_of_examples_validates(folder: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    result = _validate(f"examples/{folder}")
     assert (result.stdout, result.exit_code) == ("ok\n", 0)
 
 

@@ -1,5 +1,6 @@
 """`gateway test`: workflow tests run in-process on a throwaway database, failures located
-to their case, a JUnit report for CI; and the examples' own tests pass."""
+to their case, a JUnit report for CI; and the tests of workflows.d/ and of every folder of
+examples/ pass."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from xml.etree import ElementTree
 
 import pytest
 from click.testing import CliRunner
+from support import WORKFLOWS_D, example_folders
 
 from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.server.workflow_tests import subset_mismatch
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "workflows.d"
+SHIPPED = [WORKFLOWS_D, *example_folders()]
+by_name = pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
 
 ECHO = """\
 kind: api_workflow
@@ -45,17 +48,27 @@ def write(tmp_path: Path, tests: str) -> Path:
     return folder
 
 
-def test_every_example_passes_its_tests(tmp_path: Path) -> None:
+def test_there_are_examples_beside_workflows_d() -> None:
+    assert {folder.name for folder in example_folders()} >= {
+        "stripe-webhooks", "github-webhooks", "exchange-rates"}
+
+
+@by_name
+def test_every_example_passes_its_tests(folder: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.xml"
-    result = CliRunner().invoke(main, ["test", str(EXAMPLES), "--junit", str(report)])
+    result = CliRunner().invoke(main, ["test", str(folder), "--junit", str(report)])
     assert result.exit_code == 0, result.output
     assert " 0 failed" in result.output
+    cases = sum(len(test.cases) for test in load([folder]).tests.values())
     root = ElementTree.parse(report).getroot()
-    assert root.get("failures") == "0" and int(root.get("tests") or 0) >= 20
+    assert root.get("failures") == "0" and int(root.get("tests") or 0) == cases > 0
+    if folder == WORKFLOWS_D:
+        assert cases >= 20
 
 
-def test_every_exposed_example_has_a_workflow_test() -> None:
-    registry = load([EXAMPLES])
+@by_name
+def test_every_exposed_example_has_a_workflow_test(folder: Path) -> None:
+    registry = load([folder])
     tested = {case.workflow for test in registry.tests.values() for case in test.cases}
     assert {wf.name for wf in registry.exposed()} <= tested
 
