@@ -251,8 +251,8 @@ def actions_page() -> str:
            "shows them at work.", "",
            '## Every step {#def-step}', "", _cell(description(defs["step"])), "",
            "| key | takes | default | description |", "| --- | --- | --- | --- |"]
-    for key in sorted(common):
-        sub = step["properties"][key]
+    for key in sorted(common | {"action"}):
+        sub = (defs["step"] if key == "action" else step)["properties"][key]
         default = _code(sub["default"]) if "default" in sub else ""
         out.append(f'| <a id="key-step-{key}"></a>`{key}` | {type_of(sub, "actions.md")} | '
                    f"{default} | {_cell(description(sub))} |")
