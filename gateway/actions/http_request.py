@@ -27,8 +27,8 @@ from gateway.runtime.action_spec import Action
 from gateway.runtime.context import RunContext
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-MAX_ATTEMPTS = 10
-MAX_RETRY_AFTER = 300.0
+MAX_ATTEMPTS = 10  # attempts an http_request step makes at most, whatever its retry says
+MAX_RETRY_AFTER = 300.0  # seconds: the longest `Retry-After` waited for
 OFF_LOOP_BYTES = 65_536  # a server asking for a longer wait is not waited for
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")

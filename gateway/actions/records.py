@@ -34,7 +34,7 @@ from gateway.storage.common import codec
 from gateway.storage.contract import SYSTEM_KEYS, Page, RecordStore, SortKey, TypeSpec
 
 USER = "user"
-MAX_PAGE = 10_000
+MAX_PAGE = 10_000  # records a search step returns at most (`limit`; also its page without one)
 _NUMERIC = frozenset({"number", "integer"})
 
 

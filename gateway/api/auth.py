@@ -29,7 +29,7 @@ from gateway.runtime.context import ANONYMOUS, Identity
 from gateway.runtime.model import Workflow
 from gateway.storage.contract import KeyStore, RecordStore
 
-KEY_CACHE_SECONDS = 1.0
+KEY_CACHE_SECONDS = 1.0  # a revoked key or token is refused everywhere within this
 KEY_CACHE_SIZE = 10_000
 # Credentials revoked in this process are refused here at once, and remembered so for long
 # enough that no lookup begun before the revocation can cache them as valid again.

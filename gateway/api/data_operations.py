@@ -26,8 +26,8 @@ from gateway.storage.contract import TypeSpec
 
 MAX_LIMIT = 100  # Bubble's page size, and its largest
 MAX_BULK = 1000  # lines of one bulk creation
-MAX_CONSTRAINTS = 100
-MAX_SORT_FIELDS = 10
+MAX_CONSTRAINTS = 100  # constraints of one Data API search
+MAX_SORT_FIELDS = 10  # sort fields of one Data API search
 # Bubble's names of the system fields, as written and as clients fold them.
 SYSTEM_FIELDS = {
     "_id": "_id", "Created Date": "created_at", "createddate": "created_at",

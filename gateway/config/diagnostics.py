@@ -32,3 +32,99 @@ def render_json(diagnostics: Sequence[Diagnostic], files_checked: int | None = N
     if files_checked is not None:
         payload["files"] = files_checked
     return json.dumps(payload, indent=2)
+
+
+# Every diagnostic code the loader can report, with what it means: `gateway validate` names
+# the code on each line, and the documentation's reference is made from this table (a test
+# keeps it equal to the codes the code base emits).
+CATALOG: dict[str, str] = {
+    # Files and YAML, before any schema
+    "file.not-found": "A path given to the loader is neither a file nor a folder.",
+    "file.unreadable": "A file cannot be read, or is not UTF-8 text.",
+    "yaml.syntax": "The file is not valid YAML; the position is where the parser stopped.",
+    "yaml.duplicate-key": "A key appears twice in one mapping (YAML would keep only the last).",
+    "yaml.non-string-key": "A key is not a string: YAML 1.1 reads unquoted `on`, `yes` or `1` "
+                           "as a boolean or a number; quote it.",
+    "yaml.not-a-mapping": "A document is not a mapping with a `kind` key.",
+    "yaml.unknown-tag": "A YAML tag (`!env`, `!!python/...`) the safe loader does not accept.",
+    "yaml.bad-merge": "A merge key `<<` is given something other than a mapping.",
+    "yaml.alias-limit": "Aliases expand to more nodes than the loader builds (anchors nested "
+                        "in anchors).",
+    # The JSON Schema (schemas/gateway.schema.json)
+    "schema.kind": "A document has no `kind`, or one the gateway does not know.",
+    "schema.required": "A required key is missing.",
+    "schema.additional-properties": "An unknown key (the message suggests the closest one).",
+    "schema.dependent-required": "A key that needs another one beside it (`content_type` "
+                                 "needs `text`).",
+    "schema.not": "Two keys that cannot be used together (`data` and `text`).",
+    "schema.type": "A value of the wrong type (a string where a number is expected...).",
+    "schema.enum": "A value that is not one of the allowed ones.",
+    "schema.pattern": "A string that does not have the required form (a name, a duration, a "
+                      "template where a number or a boolean may be a template).",
+    "schema.minimum": "A number below the allowed minimum.",
+    "schema.maximum": "A number above the allowed maximum.",
+    "schema.min-items": "A list that must not be empty is empty.",
+    "schema.unique-items": "A list names the same item twice.",
+    "schema.min-length": "A string that must not be empty is empty.",
+    "schema.max-length": "A string longer than allowed.",
+    "schema.min-properties": "A mapping that must not be empty is empty.",
+    "schema.const": "A value other than the one allowed; it cannot occur, since every `const` "
+                    "in the schema sits in the branch that value chose.",
+    # Names and references between documents
+    "name.duplicate": "Two documents of one kind have the same name.",
+    "route.conflict": "Two workflows would answer on the same route.",
+    "settings.duplicate": "More than one `settings` document.",
+    "settings.network": "An entry of `server.trusted_proxies` is not an IP address or network.",
+    "ref.unknown-param": "A template reads `params.X` and no parameter X is declared.",
+    "ref.unknown-step": "A template reads `steps.X` and no earlier step has the id X.",
+    "ref.unknown-secret": "A template reads `secrets.X` and the settings do not declare X.",
+    "ref.unknown-type": "A data type that no `data_type` document declares.",
+    "ref.unknown-field": "A field that the data type does not have.",
+    "ref.unknown-workflow": "A step or event names an API workflow that does not exist.",
+    "ref.unknown-workflow-param": "A step gives a workflow a parameter it does not declare.",
+    "ref.missing-workflow-param": "A step calls a workflow without a parameter it requires.",
+    "ref.unknown-event": "A `trigger_event` step names a custom event that does not exist.",
+    "ref.unknown-event-param": "A step gives a custom event a parameter it does not declare.",
+    "ref.missing-event-param": "A step calls a custom event without a parameter it requires.",
+    "ref.unknown-recurring-event": "`set_recurring_event` names a recurring event that does not "
+                                   "exist or is not one per record (it has no `type`).",
+    # Templates
+    "template.syntax": "A template that Jinja cannot parse.",
+    "template.undefined-name": "A template uses a name that does not exist where it runs.",
+    # Steps, events and values
+    "step.duplicate-id": "Two steps of one document have the same `id`.",
+    "step.no-sender": "A `send_email` step with no `from`, and no `smtp.from` in the settings.",
+    "step.renamed-key": "A step uses a key the action no longer takes; the message says what "
+                        "to write instead.",
+    "event.cycle": "Custom events that call each other in a loop.",
+    "event.bad-return": "A custom event's `return_data` returns a key it does not declare in "
+                        "`returns`.",
+    "event.conditional-return": "Warning: every `return_data` step of a custom event has a "
+                                "condition, so it may return nothing.",
+    "constraint.mismatch": "A search constraint that does not apply to its field (a list "
+                           "constraint on a field that is not a list...).",
+    "value.type-mismatch": "A constant value that does not fit the type it is given to.",
+    "value.bad-frequency": "A frequency that is not daily, weekly, monthly, quarterly, yearly "
+                           "or none.",
+    "value.gateway-header": "A `return_data` header the gateway writes itself "
+                            "(`Content-Length`, `Content-Type`...).",
+    "increment.mismatch": "An `increment` of a field that is not a number or an integer, or of "
+                          "one that `fields` sets too.",
+    "param.template-default": "A parameter's `default` is a template; defaults are plain values.",
+    "privacy.heavy-rule": "A privacy rule that loops, calls or filters: rules run for every "
+                          "record a search reads, so they may only compare and test fields.",
+    "access.public-privileged": "`auth: none` with `ignore_privacy_rules: true`, without "
+                                "`allow_public_privileged: true` to say it is meant.",
+    "access.unchecked-current-user": "Warning: a public workflow reads a field of "
+                                     "`current_user`, which is null for anonymous callers.",
+    "recurring.incomplete": "A recurring event without when (`cron`, `every` or `type`) or what "
+                            "(`workflow` or `steps`).",
+    "recurring.bad-cron": "A `cron` that is not a five-field cron expression.",
+    "recurring.bad-every": "An `every` shorter than one second.",
+    "recurring.bad-timezone": "A `timezone` that is not an IANA time zone.",
+    "verify.bad-secret": "A `verify` secret that cannot be the scheme's key (standard-webhooks "
+                         "secrets are `whsec_` and base64).",
+    "verify.unsigned-params": "A signed workflow that reads parameters from the query string, "
+                              "which no signature covers.",
+    "data_api.name-clash": "Two data types exposed to the Data API with one URL name.",
+}

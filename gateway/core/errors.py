@@ -74,10 +74,15 @@ class ConfigError(GatewayError):
 
 
 class NotFoundError(GatewayError):
+    """An unknown or unexposed workflow (one answer for both, so names do not leak), a
+    record a step names that does not exist, an unknown Data API type or constraint type."""
+
     status, code = 404, "NOT_FOUND"
 
 
 class MethodNotAllowedError(GatewayError):
+    """The route exists but not for this method; the answer carries `Allow`."""
+
     status, code = 405, "METHOD_NOT_ALLOWED"
 
     def __init__(self, message: str, allow: str = "") -> None:
@@ -86,10 +91,15 @@ class MethodNotAllowedError(GatewayError):
 
 
 class MissingDataError(GatewayError):
+    """A required parameter is missing (or sent as an empty text)."""
+
     status, code = 400, "MISSING_DATA"
 
 
 class InvalidDataError(GatewayError):
+    """A value that does not fit: a parameter of the wrong type, an unknown record id, a
+    bad date, delay or address given to a step, a missing idempotency key."""
+
     status, code = 400, "INVALID_DATA"
 
 
@@ -103,10 +113,14 @@ class DataApiError(GatewayError):
 
 
 class MalformedBodyError(GatewayError):
+    """A request body that is not valid JSON, or not a JSON object."""
+
     status, code = 400, "INVALID_BODY"
 
 
 class PayloadTooLargeError(GatewayError):
+    """A request body over `limits.max_body_bytes`."""
+
     status, code = 413, "PAYLOAD_TOO_LARGE"
 
 
@@ -117,6 +131,8 @@ class RequestTimeoutError(GatewayError):
 
 
 class HeadersTooLargeError(GatewayError):
+    """A request line and headers over `server.max_header_bytes`; the connection is closed."""
+
     status, code = 431, "HEADERS_TOO_LARGE"
 
 
@@ -127,10 +143,15 @@ class TooManyConnectionsError(GatewayError):
 
 
 class UnauthorizedError(GatewayError):
+    """No credential where the workflow needs one, or a credential that is not valid
+    (unknown, revoked, expired) on any workflow; a Data API write no privacy rule grants."""
+
     status, code = 401, "UNAUTHORIZED"
 
 
 class ForbiddenError(GatewayError):
+    """A user's token on an `auth: admin` workflow."""
+
     status, code = 403, "FORBIDDEN"
 
 
@@ -171,10 +192,14 @@ class UpstreamError(GatewayError):
 
 
 class UsedEmailError(GatewayError):
+    """A sign-up, or a change of e-mail, to an address another user has."""
+
     status, code = 400, "USED_EMAIL"
 
 
 class PasswordTooShortError(GatewayError):
+    """A password shorter than `tokens.min_password_length`."""
+
     status, code = 400, "PASSWORD_TOO_SHORT"
 
 
@@ -268,6 +293,8 @@ class StorageUnavailableError(StorageError):
 
 
 class RecordNotFoundError(StorageError):
+    """A record a step names (by id) that does not exist."""
+
     status, code = 404, "NOT_FOUND"
 
 

@@ -235,21 +235,28 @@ def _console(block: Mapping[str, Any]) -> dict[str, Any]:
             "console_secret": secret_reference(block.get("secret"))}
 
 
+# The environment variables that override the settings document: the variable, the
+# `Settings` field it sets, and the settings key it stands for (flags override them in turn).
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("GATEWAY_DATABASE_URL", "database", "database"),
+    ("GATEWAY_HOST", "host", "server.host"),
+    ("GATEWAY_PORT", "port", "server.port"),
+    ("GATEWAY_WORKERS", "workers", "server.workers"),
+    ("GATEWAY_MAX_BODY_BYTES", "max_body_bytes", "limits.max_body_bytes"),
+)
+
+
 def with_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
-    """Apply `GATEWAY_DATABASE_URL`, `GATEWAY_HOST`, `GATEWAY_PORT`, `GATEWAY_WORKERS`,
-    `GATEWAY_MAX_BODY_BYTES`, and read the declared secrets from the environment."""
+    """Apply the variables of `ENVIRONMENT`, and read the declared secrets from the
+    environment."""
     env = os.environ if environ is None else environ
     changes: dict[str, Any] = {
         "secrets": {name: env[name] for name in settings.secret_names if name in env},
     }
-    if "GATEWAY_DATABASE_URL" in env:
-        changes["database"] = env["GATEWAY_DATABASE_URL"]
-    if "GATEWAY_HOST" in env:
-        changes["host"] = env["GATEWAY_HOST"]
-    for name, key in (("GATEWAY_PORT", "port"), ("GATEWAY_WORKERS", "workers"),
-                      ("GATEWAY_MAX_BODY_BYTES", "max_body_bytes")):
+    for name, key, _ in ENVIRONMENT:
         if name in env:
-            changes[key] = int(env[name])
+            text = env[name]
+            changes[key] = int(text) if isinstance(getattr(settings, key), int) else text
     return replace(settings, **changes)
 
 

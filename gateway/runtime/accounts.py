@@ -39,15 +39,15 @@ from gateway.storage.contract import Change, Session, UserStore
 
 HASHING_AT_ONCE = 2
 MAX_PASSWORD = 1024  # characters; longer is refused before any hashing
-MAX_EMAIL = 320
+MAX_EMAIL = 320  # characters of an e-mail address (RFC 5321's bound)
 TOUCH_EVERY = 60.0  # seconds: a token's last use is kept to the minute
 # Failed log-ins per e-mail address: after FREE_FAILURES, each attempt waits twice as long
 # as the one before, up to MAX_DELAY; forgotten after FAILURE_MEMORY seconds. Attempts on
 # one address run one at a time, at most QUEUE waiting (`gateway.runtime.login_throttle.Slowdown`).
-FREE_FAILURES = 3
-MAX_DELAY = 8.0
-FAILURE_MEMORY = 900.0
-QUEUE = 4
+FREE_FAILURES = 3  # failed log-ins on one e-mail before each attempt waits
+MAX_DELAY = 8.0  # seconds: the longest wait before a log-in attempt
+FAILURE_MEMORY = 900.0  # seconds failed log-ins on one e-mail are remembered
+QUEUE = 4  # log-in attempts on one e-mail waiting; more get 429 RATE_LIMITED
 MAX_TRACKED = 10_000
 
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)

@@ -32,7 +32,7 @@ from markupsafe import Markup
 from gateway.templates import budget
 from gateway.templates.budget import LimitError, check_size, measure
 
-MAX_POWER = 1000
+MAX_POWER = 1000  # the largest exponent of `**` in a template
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?"
                       r"[hlL]?(?P<type>.)", re.S)
 _DIGITS = re.compile(r"\d+")

@@ -29,7 +29,7 @@ from gateway.storage.postgresql.connector import PostgresConnector
 
 Q = queries("postgresql")
 # What a run costs beyond its stored document: the tuple header, its other columns and its
-# entries in the four indexes (measured: see "The database" in README).
+# entries in the four indexes (measured: see docs/operations/database.md).
 ROW_OVERHEAD = 290
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # The most bytes of runs' documents one statement carries (a run's document is JSON text

@@ -23,7 +23,7 @@ from gateway.storage.sqlite.connector import SqliteConnector
 Q = queries("sqlite")
 PURGE_CHUNK = 1000
 # What a run costs beyond the bytes of its JSON text: its other columns, the row's header
-# and its entries in the four indexes (measured: see "The database" in README).
+# and its entries in the four indexes (measured: see docs/operations/database.md).
 ROW_OVERHEAD = 300
 
 
