@@ -14,10 +14,8 @@ import re
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from gateway.core.encoding import loads_exact
 from gateway.core.errors import InvalidDataError, RunError, UpstreamError, shown
@@ -25,6 +23,9 @@ from gateway.core.redaction import REDACTED
 from gateway.core.settings import parse_duration
 from gateway.runtime.action_spec import Action
 from gateway.runtime.context import RunContext
+
+if TYPE_CHECKING:  # imported where a call is made: see gateway.runtime.http_client
+    import httpx
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 MAX_ATTEMPTS = 10  # attempts an http_request step makes at most, whatever its retry says
@@ -117,6 +118,8 @@ def _retry_after(response: httpx.Response, now: datetime) -> float | None:
 
 
 def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
+    import httpx  # loaded by the first call out (see gateway.runtime.http_client)
+
     method = str(args.get("method") or "GET").upper()
     if method not in METHODS:
         raise RunError(f"method {shown(method)} is not one of {', '.join(sorted(METHODS))}")
@@ -165,6 +168,8 @@ async def _attempt(ctx: RunContext, client: httpx.AsyncClient, request: dict[str
     """One call, `timeout` for the whole of it (httpx's own bounds each read, so a server
     sending a byte a second would never time out); the body as it came, counted against
     `max_response_bytes` before it is decompressed (see `_decoded`)."""
+    import httpx  # loaded by the first call out (see gateway.runtime.http_client)
+
     limit = ctx.services.max_response_bytes
     try:
         async with asyncio.timeout(timeout):

@@ -25,7 +25,7 @@ from conftest import served
 
 from gateway.cli import main
 from gateway.compiler.loader import check
-from gateway.runtime.services import is_public
+from gateway.runtime.http_client import is_public
 from gateway.storage import Storage
 
 TOKEN = "tok-7f3a9c1e5b2d"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import Serve
 
-from gateway.runtime.services import is_public
+from gateway.runtime.http_client import is_public
 from gateway.webhooks.guard import LocalRates
 from tests.actions.test_outbound import (
     Inbox,

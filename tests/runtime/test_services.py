@@ -4,6 +4,8 @@ the settings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -68,3 +70,27 @@ async def test_a_started_process_without_smtp_host_names_the_setting(tmp_path: P
         result = await interpreter.run(found.workflows["mail"], {})
     assert result.error is not None
     assert "smtp.host in the settings" in result.error.message
+
+
+def test_a_process_loads_the_http_client_only_when_it_calls_out(tmp_path: Path) -> None:
+    # In a process of its own: the tests' process has httpx loaded already.
+    (tmp_path / "wf.yaml").write_text(textwrap.dedent(CONFIG).strip())
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        from pathlib import Path
+        from gateway.cli import main
+        from gateway.compiler.loader import load
+        from gateway.runtime.services import Services
+        from gateway.server.app import create_app
+        create_app(load([Path({str(tmp_path / 'wf.yaml')!r})]))
+        assert "httpx" not in sys.modules, "loaded at start"
+        async def call_out():
+            async with Services().running(load([Path({str(tmp_path / 'wf.yaml')!r})]).settings) \\
+                    as services:
+                assert services.http is not None
+        asyncio.run(call_out())
+        assert "httpx" in sys.modules, "not loaded by the first call out"
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
