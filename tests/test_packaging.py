@@ -1,14 +1,17 @@
 """The releasable package: `python -m build` makes a wheel and an sdist, each installs into a
-fresh virtual environment, and the installed `gateway` validates the shipped workflows with
-its own copy of the schema (not this checkout's)."""
+fresh virtual environment, and the installed `gateway` validates the shipped workflows and
+the examples with its own copy of the schema (not this checkout's), and serves them."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import time
+import urllib.request
 import venv
 import zipfile
 from email.parser import Parser
@@ -70,11 +73,44 @@ def install_and_validate(artifact: Path, where: Path) -> None:
     schema = Path(probe.stdout.strip()).resolve()
     assert schema.is_relative_to(where.resolve()), schema
     assert schema.name == "gateway.schema.json"
-    run = subprocess.run(
-        [str(where / "bin" / "gateway"), "validate", str(ROOT / "workflows.d")],
-        capture_output=True, text=True, env=clean_env(), cwd=where,
+    folders = [ROOT / "workflows.d", *sorted(p for p in (ROOT / "examples").iterdir()
+                                             if p.is_dir())]
+    for folder in folders:
+        run = subprocess.run(
+            [str(where / "bin" / "gateway"), "validate", str(folder)],
+            capture_output=True, text=True, env=clean_env(), cwd=where,
+        )
+        assert run.returncode == 0, f"{folder.name}: {run.stdout}{run.stderr}"
+    serve(where, ROOT / "workflows.d")
+
+
+def serve(where: Path, folder: Path) -> None:
+    """The installed `gateway serve` on `folder`, with no environment variable of its own,
+    answers a workflow."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(where / "bin" / "gateway"), "serve", "--config", str(folder), "--host",
+         "127.0.0.1", "--port", str(port), "--database", f"sqlite:///{where / 'g.db'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env(), cwd=where,
     )
-    assert run.returncode == 0, run.stdout + run.stderr
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/1.1/wf/status", timeout=5) as answer:
+                    assert answer.status == 200
+                    assert answer.read().startswith(b"ok")
+                    return
+            except OSError:
+                assert server.poll() is None, server.communicate()[0]
+                assert time.monotonic() < deadline, "the installed gateway did not answer"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def test_the_sdist_carries_what_a_wheel_is_built_from(dist: Path) -> None:
@@ -101,7 +137,7 @@ def test_the_wheel_carries_the_schema_the_licence_and_the_metadata(dist: Path) -
 
 
 @pytest.mark.parametrize("pattern", ["*.whl", "*.tar.gz"], ids=["wheel", "sdist"])
-def test_an_installed_package_validates_the_shipped_workflows(
+def test_an_installed_package_validates_and_serves_the_shipped_workflows(
     dist: Path, tmp_path: Path, pattern: str,
 ) -> None:
     install_and_validate(artifact(dist, pattern), tmp_path / "venv")
