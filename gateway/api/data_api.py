@@ -30,6 +30,7 @@ from gateway.core.errors import (
     GatewayError,
     MethodNotAllowedError,
     NotFoundError,
+    RefusedError,
     UnauthorizedError,
 )
 from gateway.core.redaction import short_repr
@@ -196,6 +197,8 @@ def _line(line: str) -> Any:
 
 def _rendered(result: RunResult) -> Response:
     headers = {"X-Run-Id": result.run_id}
+    if isinstance(result.error, RefusedError):
+        return response(refusal(result.error, headers))
     if result.error is not None:
         return response(render_error(public_error(result.error), result.run_id))
     reply = result.reply or Reply()
@@ -205,6 +208,14 @@ def _rendered(result: RunResult) -> Response:
         text = b"\n".join(encode(item) for item in reply.data)
         return response(Rendered(reply.status, text, BULK_TYPE, headers))
     return response(Rendered(reply.status, encode(reply.data), "application/json", headers))
+
+
+def refusal(error: RefusedError, headers: Mapping[str, str]) -> Rendered:
+    """A refused write in Bubble's body for it (its `error_class` is what Bubble's clients
+    test), with our stable code in `args` where Bubble puts its own."""
+    body = {"error_class": "Unauthorized", "args": {"code": error.code},
+            "message": error.message, "translation": error.message}
+    return Rendered(error.status, encode(body), "application/json", dict(headers))
 
 
 def _logged(value: Any) -> Any:

@@ -31,8 +31,8 @@ def data_paths(registry: Registry, prefix: str = "") -> dict[str, Any]:
     for url, name in sorted(registry.data_api.items()):
         spec = registry.data_types[name]
         base = f"{prefix}{PREFIX}/{url}"
-        record = _record(spec)
-        fields = _fields(spec)
+        record = record_schema(spec)
+        fields = fields_schema(spec)
         paths[base] = {"get": _search(spec, record), "post": _operation(
             spec, f"Create a {name}", {201: _json(_created())}, _body(fields))}
         paths[f"{base}/bulk"] = {"post": _operation(
@@ -93,13 +93,15 @@ def _field(field: FieldSpec) -> dict[str, Any]:
     return {"type": "array", "items": one} if field.list else one
 
 
-def _fields(spec: TypeSpec) -> dict[str, Any]:
+def fields_schema(spec: TypeSpec) -> dict[str, Any]:
+    """A body of field values of `spec` (no field it does not declare)."""
     return {"type": "object", "additionalProperties": False,
             "properties": {name: _field(f) for name, f in spec.fields.items()}}
 
 
-def _record(spec: TypeSpec) -> dict[str, Any]:
-    fields = _fields(spec)
+def record_schema(spec: TypeSpec) -> dict[str, Any]:
+    """A record as the Data API shows it: Bubble's system fields, then its own."""
+    fields = fields_schema(spec)
     text = {"type": "string"}
     date = _SCALARS["date"]
     return {"type": "object", "properties": {

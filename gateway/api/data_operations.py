@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.actions import records as actions
 from gateway.core.encoding import iso
-from gateway.core.errors import DataApiError, GatewayError
+from gateway.core.errors import DataApiError, GatewayError, RefusedError
 from gateway.runtime.context import Reply, RunContext
 from gateway.runtime.privacy import EVERYTHING, Grant
 from gateway.storage.common.codec import MAX_OFFSET, encode_cursor
@@ -144,8 +144,8 @@ def grant(ctx: RunContext, type: str, record: Mapping[str, Any]) -> Grant:
     return privacy.grant(record, ctx.viewer.user)
 
 
-def _refuse(action: str, type: str) -> DataApiError:
-    return DataApiError(NOT_ALLOWED[action].format(type=type), 401, "UNAUTHORIZED")
+def _refuse(action: str, type: str) -> RefusedError:
+    return RefusedError(NOT_ALLOWED[action].format(type=type))
 
 
 def checked_fields(spec: TypeSpec, body: Any) -> dict[str, Any]:

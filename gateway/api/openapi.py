@@ -14,7 +14,7 @@ from typing import Any
 from gateway.api.data_openapi import data_paths
 from gateway.runtime.model import ROUTE_PREFIX, Param, Registry, Workflow
 
-PATH = "/api/1.1/meta/swagger.json"
+PATH = "/api/1.1/meta/openapi.json"  # Swagger 2.0 is at `swagger.PATH`, as on Bubble
 JSON = "application/json"
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -81,7 +81,7 @@ def operation(wf: Workflow) -> dict[str, Any]:
 
 
 def _query_parameter(param: Param) -> dict[str, Any]:
-    spec: dict[str, Any] = {"name": param.name, "in": "query", "required": _required(param),
+    spec: dict[str, Any] = {"name": param.name, "in": "query", "required": is_required(param),
                             "schema": _param_schema(param)}
     if param.list:
         spec.update(style="form", explode=True)
@@ -92,13 +92,13 @@ def _object_schema(params: Iterable[Param]) -> dict[str, Any]:
     params = list(params)
     schema: dict[str, Any] = {"type": "object",
                               "properties": {p.name: _param_schema(p) for p in params}}
-    required = [p.name for p in params if _required(p)]
+    required = [p.name for p in params if is_required(p)]
     if required:
         schema["required"] = required
     return schema
 
 
-def _required(param: Param) -> bool:
+def is_required(param: Param) -> bool:
     return not param.optional and not param.has_default
 
 
@@ -113,7 +113,9 @@ def _param_schema(param: Param) -> dict[str, Any]:
     return schema
 
 
-def _responses(wf: Workflow) -> dict[str, Any]:
+def errors_of(wf: Workflow) -> dict[int, str]:
+    """The error statuses a workflow can answer with, and what each means (both documents
+    describe the same answers)."""
     errors: dict[int, str] = dict(_ALWAYS)
     if wf.auth == "admin":
         errors[403] = "FORBIDDEN: a user's token on a workflow for admin keys only"
@@ -123,6 +125,11 @@ def _responses(wf: Workflow) -> dict[str, Any]:
     if wf.method == "POST":
         errors[413] = "PAYLOAD_TOO_LARGE: a body over the size limit"
     errors.update(_around(wf))
+    return errors
+
+
+def _responses(wf: Workflow) -> dict[str, Any]:
+    errors = errors_of(wf)
     responses: dict[str, Any] = {"200": _success(
         "The run's returned data" + (", or NOT_RUN when the condition is false"
                                      if wf.return_200_if_condition_fails else ""),

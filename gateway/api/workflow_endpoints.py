@@ -304,17 +304,21 @@ async def not_found(request: Request) -> Response:
 class WorkflowRoutes(BaseRoute):
     """Every exposed workflow's endpoint as one route of Starlette's router: the requests
     that make up nearly all of a gateway's traffic are matched by one dictionary lookup on
-    the path, where a `Route` per workflow would try a regular expression each, and answered
-    without `Route`'s wrapping of each request. Every method reaches the endpoint, which
-    answers a wrong one with the JSON 405. An error the endpoint does not answer itself goes
-    up to the app's exception handlers, as from any route."""
+    the path (with or without one trailing slash), where a `Route` per workflow would try a
+    regular expression each, and answered without `Route`'s wrapping of each request. Every
+    method reaches the endpoint, which answers a wrong one with the JSON 405. An error the
+    endpoint does not answer itself goes up to the app's exception handlers, as from any
+    route."""
 
     def __init__(self, endpoints: Mapping[str, Endpoint]) -> None:
         self.endpoints = dict(endpoints)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http":
-            endpoint = self.endpoints.get(get_route_path(scope))
+            path = get_route_path(scope)
+            endpoint = self.endpoints.get(path)
+            if endpoint is None and path.endswith("/"):  # `wf/<name>/` as Bubble takes it
+                endpoint = self.endpoints.get(path[:-1])  # (one slash: `wf/<name>//` is no name)
             if endpoint is not None:
                 return Match.FULL, {"endpoint": endpoint}
         return Match.NONE, {}

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from gateway.api import openapi, swagger
 from gateway.api.auth import admitted
 from gateway.api.detection import as_yaml
-from gateway.api.openapi import document
 from gateway.cli.group import (
     DEFAULT_CONFIG,
     Failed,
@@ -244,15 +244,21 @@ def _line(outcome: Outcome) -> str:
 
 @main.command("openapi")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def openapi_command(paths: tuple[Path, ...]) -> None:
-    """Print the OpenAPI 3.1 document of the exposed workflows (what the server serves at
-    /api/1.1/meta/swagger.json).
+@click.option("--format", "form", type=click.Choice(["openapi3", "swagger2"]),
+              default="openapi3", show_default=True,
+              help="openapi3: OpenAPI 3.1, as served at /api/1.1/meta/openapi.json; swagger2: "
+                   "Swagger 2.0 as Bubble writes it, as served at /api/1.1/meta/swagger.json.")
+def openapi_command(paths: tuple[Path, ...], form: str) -> None:
+    """Print the description of the exposed workflows and Data API types: OpenAPI 3.1 by
+    default (the fuller one), or Swagger 2.0 for clients generated from Bubble's file.
 
     \b
     Example:
       gateway openapi workflows.d/ > openapi.json
+      gateway openapi --format swagger2 workflows.d/ > swagger.json
     """
     targets = list(paths) or [DEFAULT_CONFIG]
     registry = load_or_exit(targets)
     files, _ = discover(targets)
-    click.echo(dumps_pretty(document(registry, version=config_version(str(f) for f in files))))
+    make = swagger.document if form == "swagger2" else openapi.document
+    click.echo(dumps_pretty(make(registry, version=config_version(str(f) for f in files))))

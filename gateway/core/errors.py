@@ -112,6 +112,16 @@ class DataApiError(GatewayError):
         self.code = code
 
 
+class RefusedError(DataApiError):
+    """A Data API write (create, modify, delete) that the privacy rules, or the caller's access
+    level, do not grant: 401 `UNAUTHORIZED`, answered with Bubble's body for it
+    (`{"error_class": "Unauthorized", "args": {"code": ...}, "message": ..., "translation":
+    ...}`). The message names the permission, never what the rules hide."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 401, "UNAUTHORIZED")
+
+
 class MalformedBodyError(GatewayError):
     """A request body that is not valid JSON, or not a JSON object."""
 

@@ -9,7 +9,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import data_api, openapi, workflow_endpoints
+from gateway.api import data_api, meta, openapi, swagger, workflow_endpoints
 from gateway.api.auth import Authenticator, credential
 from gateway.api.workflow_endpoints import WorkflowRoutes, error_response
 from gateway.compiler.loader import config_version, load
@@ -54,6 +54,7 @@ from gateway.storage.retention import retain_forever, run_log_limits
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 SCHEDULER_ENV = "GATEWAY_SCHEDULER"  # "off": `gateway serve --no-scheduler`
+LIVE_ALIAS = "/version-live"  # Bubble's other URL of the live API: the same routes
 SHUTDOWN_SECONDS = 5.0  # how long background tasks get to end when the app stops
 log = logging.getLogger("gateway")
 
@@ -67,7 +68,9 @@ class Live:
     interpreter: Interpreter
     auth: Authenticator
     version: str
-    openapi: bytes
+    openapi: bytes  # the documents at /api/1.1/meta/openapi.json, swagger.json and meta
+    swagger: bytes
+    meta: bytes
 
 
 def create_app(registry: Registry, storage: Storage | None = None,
@@ -166,28 +169,37 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
                          records=storage.records if storage is not None else None)
     version = version or config_version(registry.files)
     live = Live(registry, interpreter, auth, version,
-                encode(openapi.document(registry, version=version)))
+                encode(openapi.document(registry, version=version)),
+                encode(swagger.document(registry, version=version)),
+                encode(meta.listing(registry)))
     console: Console = app.state.console
     console.configure(registry.settings)
     # The workflows' routes first: nearly every request is one of theirs, and the router
     # tries its routes in order. They answer only paths under the workflows' prefix, which
     # no other route answers, so the order changes nothing else.
-    served = _counted([*workflow_endpoints.routes(interpreter, auth), Route(openapi.PATH, swagger),
-                       *data_api.DataApi(interpreter, auth).routes(),
-                       *(console.routes() if registry.settings.console_enabled else [])],
-                      metrics)
+    api = _counted([*workflow_endpoints.routes(interpreter, auth), *_documents(),
+                    *data_api.DataApi(interpreter, auth).routes()], metrics)
+    served = [*api, _mount(LIVE_ALIAS, api),  # Bubble's other URL of the live API
+              *_counted(console.routes() if registry.settings.console_enabled else [],
+                        metrics)]
     own = _counted([Route("/healthz", healthz), Route("/readyz", readyz),
                     Route("/metrics", prometheus)], metrics)
     prefix = registry.settings.prefix
     app.state.live = live
     app.state.registry = registry
     app.state.interpreter = interpreter
-    app.router.routes = [*([Mount(prefix, routes=served)] if prefix else served), *own]
+    app.router.routes = [*([_mount(prefix, served)] if prefix else served), *own]
     settings = registry.settings
     app.proxies = Proxies(settings.trusted_proxies, settings.forwarded_header) \
         if settings.trusted_proxies else None
     if app.state.scheduler is not None:  # the scheduler runs the new config's jobs from now on
         app.state.scheduler.use(interpreter)
+
+
+def _mount(path: str, routes: list[BaseRoute]) -> Mount:
+    """`routes` under `path`, never redirecting a path with a slash more or less (a redirect
+    would go to whatever `Host` said)."""
+    return Mount(path, app=Router(routes, redirect_slashes=False))
 
 
 def _counted(routes: list[BaseRoute], metrics: Metrics | None) -> list[BaseRoute]:
@@ -244,12 +256,23 @@ async def _is_admin(request: Request, live: Live) -> bool:
     return identity is not None and identity.kind == "admin"
 
 
-async def swagger(request: Request) -> Response:
-    live: Live = request.app.state.live
-    refused = await _refused(request, live, live.registry.settings.openapi_public)
-    if refused is not None:
-        return refused
-    return Response(live.openapi, media_type="application/json")
+def _documents() -> list[BaseRoute]:
+    """The API's descriptions: who may read them is `openapi.public` (admin keys only by
+    default: the names of workflows and types are not for everyone)."""
+    return [Route(openapi.PATH, _document(lambda live: live.openapi)),
+            Route(swagger.PATH, _document(lambda live: live.swagger)),
+            Route(meta.PATH, _document(lambda live: live.meta))]
+
+
+def _document(content: Callable[[Live], bytes]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        live: Live = request.app.state.live
+        refused = await _refused(request, live, live.registry.settings.openapi_public)
+        if refused is not None:
+            return refused
+        return Response(content(live), media_type="application/json")
+
+    return endpoint
 
 
 async def prometheus(request: Request) -> Response:

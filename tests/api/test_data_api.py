@@ -252,10 +252,9 @@ async def test_refusal_matrix(api: Api) -> None:
     # a user creates only what a rule lets them create (here: notes they own)
     for fields in ({"body": "x"}, {"body": "x", "owner": api.alice_id}):
         refused = await api.client.post("/api/1.1/obj/note", json=fields, headers=api.bob)
-        assert refused.status_code == 401
-        assert refused.json()["body"]["status"] == "UNAUTHORIZED"
+        _assert_refused(refused, "create", "note")
     anonymous = await api.client.post("/api/1.1/obj/note", json={"body": "x"})
-    assert anonymous.status_code == 401
+    _assert_refused(anonymous, "create", "note")
     # alice sees her note's visible fields; the hidden one never shows
     got = (await api.client.get(f"/api/1.1/obj/note/{mine}", headers=api.alice)).json()
     assert got["response"]["owner"] == api.alice_id and "hidden" not in got["response"]
@@ -276,6 +275,8 @@ async def test_refusal_matrix(api: Api) -> None:
         answer = await api.client.patch(f"/api/1.1/obj/note/{mine}", json=fields,
                                         headers=who or {})
         assert answer.status_code == status, (fields, answer.text)
+        if status == 401:  # the same body whatever the reason: nothing hidden is named
+            _assert_refused(answer, "modify", "note")
     assert (await api.client.put(f"/api/1.1/obj/note/{mine}", json={"body": "p"},
                                  headers=api.alice)).status_code == 401  # clears hidden
     # locking takes the note out of her `modify` rule: she can lock it once, not undo it
@@ -290,10 +291,25 @@ async def test_refusal_matrix(api: Api) -> None:
     assert (await api.client.delete(f"/api/1.1/obj/note/{other}",
                                     headers=api.admin)).status_code == 204
     # writes to a type without privacy rules are for admin keys only
-    assert (await api.client.post("/api/1.1/obj/lead", json={"name": "x"},
-                                  headers=api.alice)).status_code == 401
+    _assert_refused(await api.client.post("/api/1.1/obj/lead", json={"name": "x"},
+                                          headers=api.alice), "create", "lead")
+    kept = await _create(api, {"body": "kept"}, "note")  # found by everyone, modified by none
+    _assert_refused(await api.client.put(f"/api/1.1/obj/note/{kept}", json={"body": "x"},
+                                         headers=api.bob), "modify", "note")
+    # a credential that is not valid is no refusal by the rules: the envelope of every API
     bad = await api.client.get("/api/1.1/obj/lead", headers=_bearer("nonsense"))
-    assert bad.status_code == 401
+    assert bad.status_code == 401 and bad.json()["body"]["status"] == "UNAUTHORIZED"
+
+
+def _assert_refused(answer: httpx.Response, action: str, type: str) -> None:
+    """Bubble's body for a write the privacy rules refuse, with our stable code in `args`."""
+    assert answer.status_code == 401, answer.text
+    sentence = (f"You are not allowed to {action} this {type} (privacy rules: "
+                f"{action}_via_api)")
+    assert answer.json() == {"error_class": "Unauthorized", "args": {"code": "UNAUTHORIZED"},
+                             "message": sentence, "translation": sentence}
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-run-id"]
 
 
 async def test_hostile_input(api: Api, caplog: pytest.LogCaptureFixture) -> None:

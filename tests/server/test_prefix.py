@@ -61,8 +61,13 @@ async def test_workflows_and_the_document_are_served_under_the_prefix(
     assert outside.json()["body"]["status"] == "NOT_FOUND"
     unknown = await client.post("/version-test/api/1.1/wf/nope", json={})
     assert unknown.status_code == 404 and unknown.json()["body"]["status"] == "NOT_FOUND"
-    doc = (await client.get("/version-test/api/1.1/meta/swagger.json")).json()
+    doc = (await client.get("/version-test/api/1.1/meta/openapi.json")).json()
     assert list(doc["paths"]) == ["/version-test/api/1.1/wf/echo"]
+    bubbles = (await client.get("/version-test/api/1.1/meta/swagger.json")).json()
+    assert bubbles["basePath"] == "/version-test/api/1.1" and list(bubbles["paths"]) == [
+        "/wf/echo"]  # Swagger 2.0 paths are relative to the base path, as Bubble writes them
+    alias = await client.post("/version-test/version-live/api/1.1/wf/echo", json={"word": "a"})
+    assert alias.status_code == 200
     assert (await client.get("/healthz")).status_code == 200
     assert (await client.get("/readyz")).status_code == 200
     assert (await client.get("/metrics")).status_code == 200
