@@ -25,9 +25,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from storage_bench import CONCURRENCY, with_database  # noqa: E402
+
 from gateway.storage import Constraint, FieldSpec, Storage, TypeSpec, open_storage  # noqa: E402
 from gateway.storage.common.geo import Near, distance_km  # noqa: E402
-from storage_bench import CONCURRENCY, with_database  # noqa: E402
 
 PLACE = TypeSpec("place", {"name": FieldSpec("name", "text"),
                            "where": FieldSpec("where", "geographic_address")})
