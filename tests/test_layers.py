@@ -163,6 +163,7 @@ DEFERRED = {
     # httpx and its pool, some 4 MiB, loaded by a process's first call out
     ("gateway.runtime.services", "gateway.runtime.http_client"),
     ("gateway.actions.http_request", "httpx"),
+    ("gateway.actions.geocoding", "httpx"),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from gateway.core.errors import ValidationError
 from gateway.runtime.action_spec import StepCheck
 from gateway.runtime.coercion import convert_value
+from gateway.storage.common.geo import GEOGRAPHIC_ADDRESS, near_value
 from gateway.storage.contract import SYSTEM_KEYS, Constraint, FieldSpec, TypeSpec
 
 VALUELESS = frozenset({"is_empty", "is_not_empty"})
@@ -22,6 +23,8 @@ _LISTS = frozenset({"in", "not_in"})
 _TEXT = frozenset({"text_contains", "not_text_contains"})
 _PART = frozenset({"contains", "not_contains"})
 _DATES = frozenset({"created_at", "modified_at"})
+NEAR = "geographic_search"
+_ON_ADDRESSES = VALUELESS | {NEAR}  # what applies to a geographic address
 # How messages name the system keys: as a workflow writes them, and as the Data API does.
 _SHOWN = {"_id": "_id", "created_at": "created_at (Created Date)",
           "modified_at": "modified_at (Modified Date)", "created_by": "created_by (Created By)"}
@@ -40,14 +43,27 @@ def checked(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
     key, kind, value = raw["key"], raw["constraint"], raw.get("value")
     if kind in VALUELESS:
         return Constraint(key, kind, value)
+    field = spec.fields.get(key)
+    if kind == NEAR or (field is not None and field.type == GEOGRAPHIC_ADDRESS):
+        _on_address(spec, key, kind, field)
+        return Constraint(key, kind, near_value(value))  # its origin is located later
     if key in SYSTEM_KEYS:
         return Constraint(key, kind, _system_value(spec, key, kind, value))
-    field = spec.fields.get(key)
     if field is None:
         return Constraint(key, kind, value)
     if kind in _TEXT:
         return Constraint(key, kind, str(value))
     return Constraint(key, kind, _fit(spec, f"field {key}", field.type, kind, value))
+
+
+def _on_address(spec: TypeSpec, key: str, kind: str, field: FieldSpec | None) -> None:
+    """geographic_search tests a (single) geographic address, and only it applies there."""
+    if field is None or field.type != GEOGRAPHIC_ADDRESS or field.list:
+        raise ValidationError(f"'{NEAR}' applies to a geographic_address field; {key!r} of "
+                              f"{spec.name} is not one")
+    if kind != NEAR:
+        raise ValidationError(f"'{kind}' does not apply to {key!r} of {spec.name}, a "
+                              f"geographic address: use {NEAR}, is_empty or is_not_empty")
 
 
 def _system_value(spec: TypeSpec, key: str, kind: str, value: Any) -> Any:
@@ -95,6 +111,13 @@ def check(check: StepCheck, spec: TypeSpec, pointer: str, item: Mapping[str, Any
     if field is None:
         return
     shown = f"a list of {field.type}" if field.list else field.type
+    if kind == NEAR or (field.type == GEOGRAPHIC_ADDRESS and kind not in _ON_ADDRESSES):
+        if field.type != GEOGRAPHIC_ADDRESS or field.list or kind != NEAR:
+            check.error(pointer + "/constraint", "constraint.mismatch",
+                        f"'{kind}' does not apply to '{key}', {shown}: only {NEAR}, "
+                        "is_empty and is_not_empty apply to a geographic_address, and "
+                        f"{NEAR} to nothing else")
+        return
     if kind in _PART and not field.list:
         check.error(pointer + "/constraint", "constraint.mismatch",
                     f"'{kind}' applies to list fields; '{key}' is not a list")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.actions import constraint
+from gateway.actions.geocoding import located_constraints, located_fields
 from gateway.actions.private_search import private_search
 from gateway.core import pointer as ptr
 from gateway.core.encoding import size_over
@@ -104,6 +105,7 @@ def check_increments(spec: TypeSpec, amounts: Any) -> dict[str, Any]:
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
+    fields = await located_fields(ctx, spec, fields)
     change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id,
                                         at=ctx.clock())
     ctx.changes.add(change)
@@ -112,7 +114,7 @@ async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
-    fields = check_fields(spec, args.get("fields") or {})
+    fields = await located_fields(ctx, spec, check_fields(spec, args.get("fields") or {}))
     increment = check_increments(spec, args.get("increment") or {})
     try:
         change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields,
@@ -125,7 +127,7 @@ async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     spec = _type(ctx, args["type"])
-    fields = check_fields(spec, args.get("fields") or {})
+    fields = await located_fields(ctx, spec, check_fields(spec, args.get("fields") or {}))
     increment = check_increments(spec, args.get("increment") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
     try:
@@ -172,7 +174,8 @@ async def get_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any] | N
 
 async def search(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
-    constraints = [constraint.checked(spec, c) for c in args.get("constraints") or []]
+    constraints = await located_constraints(
+        ctx, [constraint.checked(spec, c) for c in args.get("constraints") or []])
     sort = [SortKey(s["key"], bool(s.get("descending", False))) for s in args.get("sort") or []]
     limit, cursor = _limit(args.get("limit")), args.get("cursor") or None
     privacy = ctx.viewer.of(spec.name)

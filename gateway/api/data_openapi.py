@@ -8,14 +8,21 @@ from typing import Any
 
 from gateway.api.data_operations import CONSTRAINT_TYPES, MAX_BULK, MAX_LIMIT
 from gateway.runtime.model import Registry
+from gateway.storage.common.geo import MAX_ADDRESS_CHARS
 from gateway.storage.contract import FieldSpec, TypeSpec
 
 TAG = "Data"
 PREFIX = "/api/1.1/obj"
+# A geographic address as Bubble's Data API sends and returns it.
+GEOGRAPHIC_ADDRESS: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                                      "properties": {
+    "address": {"type": "string", "maxLength": MAX_ADDRESS_CHARS},
+    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+    "lng": {"type": "number", "minimum": -180, "maximum": 180}}}
 _SCALARS: dict[str, dict[str, Any]] = {
     "text": {"type": "string"}, "number": {"type": "number"}, "integer": {"type": "integer"},
     "boolean": {"type": "boolean"}, "date": {"type": "string", "format": "date-time"},
-    "object": {"type": "object"},
+    "object": {"type": "object"}, "geographic_address": GEOGRAPHIC_ADDRESS,
 }
 _ERRORS = {
     400: "ERROR (Unrecognized field: X), INVALID_DATA or INVALID_BODY",

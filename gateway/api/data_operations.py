@@ -43,6 +43,7 @@ CONSTRAINT_TYPES = {
     "text contains": "text_contains", "not text contains": "not_text_contains",
     "greater than": "greater_than", "less than": "less_than", "in": "in", "not in": "not_in",
     "contains": "contains", "not contains": "not_contains",
+    "geographic_search": "geographic_search", "geographic search": "geographic_search",
 }
 NOT_ALLOWED = {
     "create": "You are not allowed to create this {type} (privacy rules: create_via_api)",

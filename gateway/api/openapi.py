@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.api.data_openapi import data_paths
+from gateway.api.data_openapi import GEOGRAPHIC_ADDRESS, data_paths
 from gateway.runtime.model import ROUTE_PREFIX, Param, Registry, Workflow
 
 PATH = "/api/1.1/meta/openapi.json"  # Swagger 2.0 is at `swagger.PATH`, as on Bubble
@@ -25,6 +25,7 @@ _SCALARS: dict[str, dict[str, Any]] = {
     "boolean": {"type": "boolean"},
     "date": {"type": "string", "format": "date-time"},
     "object": {"type": "object"},
+    "geographic_address": GEOGRAPHIC_ADDRESS,
 }
 _OUTBOUND = frozenset({"http_request", "send_email"})  # steps that call other systems
 # The errors every endpoint can answer with, and when.

@@ -92,6 +92,9 @@ class Settings:
     smtp_sender: str | None = None
     smtp_timeout: timedelta = timedelta(seconds=30)
     rate_limits_shared: bool = False
+    # A Nominatim-compatible search API that locates geographic addresses (`geocoder:`).
+    geocoder_url: str | None = None
+    geocoder_timeout: timedelta = timedelta(seconds=10)
     # --- the scheduler (`scheduler:`) ---
     scheduler_lease: timedelta = timedelta(seconds=60)
     scheduler_concurrency: int = 10
@@ -190,7 +193,7 @@ def secret_reference(text: str | None) -> str | None:
 
 
 def _integrations(data: Mapping[str, Any], defaults: Settings) -> dict[str, Any]:
-    """The `http`, `smtp` and `rate_limits` settings."""
+    """The `http`, `smtp`, `geocoder` and `rate_limits` settings."""
     http, smtp = data.get("http", {}), data.get("smtp", {})
     return {
         "http_block_private_addresses": http.get("block_private_addresses", False),
@@ -203,6 +206,8 @@ def _integrations(data: Mapping[str, Any], defaults: Settings) -> dict[str, Any]
         "smtp_password_secret": secret_reference(smtp.get("password")),
         "smtp_sender": smtp.get("from"),
         "smtp_timeout": parse_duration(smtp.get("timeout", "30s")),
+        "geocoder_url": data.get("geocoder", {}).get("url"),
+        "geocoder_timeout": parse_duration(data.get("geocoder", {}).get("timeout", "10s")),
         "rate_limits_shared": data.get("rate_limits", {}).get("shared", False),
     }
 

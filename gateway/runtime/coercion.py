@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.core.errors import InvalidDataError, MissingDataError
 from gateway.runtime.param import Param
+from gateway.storage.common.geo import address_value
 from gateway.templates.environment import parse_date
 
 Convert = Callable[[Any], Any]
@@ -98,7 +99,7 @@ def record_id(value: Any) -> str:
 
 CONVERTERS: dict[str, Convert] = {
     "text": _text, "number": _number, "integer": _integer, "boolean": _boolean,
-    "date": _date, "object": _object,
+    "date": _date, "object": _object, "geographic_address": address_value,
 }
 
 
@@ -157,7 +158,8 @@ def _text_list(value: str) -> Any:
 
 
 # Converters that refuse a list by themselves: a single value needs no check of its own.
-_REFUSE_LISTS = frozenset({_text, _number, _integer, _boolean, _object, record_id})
+_REFUSE_LISTS = frozenset({_text, _number, _integer, _boolean, _object, record_id,
+                           address_value})
 
 
 def _single(convert: Convert) -> Convert:

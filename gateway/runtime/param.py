@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object")
+SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object", "geographic_address")
 
 
 @dataclass(frozen=True, slots=True)

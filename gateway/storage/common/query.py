@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from gateway.core.errors import ValidationError
 from gateway.storage.common.codec import check_name
+from gateway.storage.common.geo import GEOGRAPHIC_ADDRESS, Near, box
 from gateway.storage.common.limits import check_search
 from gateway.storage.contract import CONSTRAINTS, Constraint, FieldSpec, SortKey, TypeSpec
 
@@ -49,6 +50,10 @@ class Dialect(Protocol):
     # the SQL text is the same whatever the length of the list.
     def any_of(self, term: Term, values: list[Any]) -> tuple[str, list[Any]]: ...
     def index_columns(self, expr: str) -> str: ...
+    # The latitude and longitude of a geographic address field, as its index has them.
+    def coordinates(self, field: str) -> tuple[str, str]: ...
+    # The exact test: the great-circle distance from `near`'s origin within its range.
+    def within(self, lat: str, lng: str, near: Near) -> tuple[str, list[Any]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,8 @@ def compile_where(
 def _compile_one(dialect: Dialect, spec: TypeSpec | None, c: Constraint) -> tuple[str, list[Any]]:
     if c.constraint not in CONSTRAINTS:
         raise ValidationError(f"unknown constraint {c.constraint!r}")
+    if c.constraint == "geographic_search":
+        return _compile_near(dialect, spec, c)
     term = dialect.term(spec, c.key)
     kind = c.constraint
     if kind in ("is_empty", "is_not_empty"):
@@ -124,6 +131,27 @@ def _compile_in(dialect: Dialect, term: Term, values: Any,
     return sql, params
 
 
+def _compile_near(dialect: Dialect, spec: TypeSpec | None,
+                  c: Constraint) -> tuple[str, list[Any]]:
+    """A bounding box the index seeks (lat, then lng), then the exact distance."""
+    field, near = declared(spec, c.key), c.value
+    if field is None or field.type != GEOGRAPHIC_ADDRESS or field.list:
+        raise ValidationError(f"geographic_search applies to a geographic_address field; "
+                              f"{c.key!r} is not one")
+    if not isinstance(near, Near) or near.lat is None or near.lng is None:
+        raise ValidationError("a geographic_search needs an origin with lat and lng")
+    lat, lng = dialect.coordinates(c.key)
+    bounds = box(near.lat, near.lng, near.km)
+    ph = dialect.term(None, "_id").placeholder  # a plain bound value, on either backend
+    parts, params = [f"{lat} BETWEEN {ph} AND {ph}"], [bounds.lat_min, bounds.lat_max]
+    ranges = [f"{lng} BETWEEN {ph} AND {ph}" for _ in bounds.lng_ranges]
+    if ranges:
+        parts.append(ranges[0] if len(ranges) == 1 else f"({' OR '.join(ranges)})")
+        params += [bound for pair in bounds.lng_ranges for bound in pair]
+    exact, more = dialect.within(lat, lng, near)
+    return f"({' AND '.join([*parts, exact])})", [*params, *more]
+
+
 _DIRECTION = {False: "ASC NULLS LAST", True: "DESC NULLS FIRST"}
 
 
@@ -147,9 +175,12 @@ def compile_order(
 
 
 def seeks_an_index(spec: TypeSpec | None, constraints: Sequence[Constraint]) -> bool:
-    """True when a constraint can seek a declared field's index (equality or `in`)."""
+    """True when a constraint can seek a declared field's index (equality or `in`, or a
+    geographic_search's box)."""
     for c in constraints:
         field = declared(spec, c.key)
+        if c.constraint == "geographic_search":
+            return True
         if (
             field
             and not field.list
@@ -172,13 +203,17 @@ def index_definitions(dialect: Dialect, spec: TypeSpec) -> list[IndexDef]:
     """
     defs = []
     for field in spec.fields.values():
-        if field.list or not (field.unique or field.indexed):
+        geographic = field.type == GEOGRAPHIC_ADDRESS
+        if field.list or not (field.unique or field.indexed or geographic):
             continue
-        expression = dialect.index_columns(dialect.term(spec, field.name).expr)
-        kind = "ux" if field.unique else "ix"
+        if geographic:  # always indexed: geographic_search seeks its coordinates
+            expression = dialect.index_columns(", ".join(dialect.coordinates(field.name)))
+        else:
+            expression = dialect.index_columns(dialect.term(spec, field.name).expr)
+        kind = "ux" if field.unique and not geographic else "ix"
         digest = hashlib.sha1(f"{spec.name}\0{field.name}\0{kind}\0{expression}".encode())
         name = f"gateway_{kind}_{_slug(spec.name)}_{_slug(field.name)}_{digest.hexdigest()[:10]}"
-        defs.append(IndexDef(name, spec.name, field.name, field.unique, expression))
+        defs.append(IndexDef(name, spec.name, field.name, kind == "ux", expression))
     return defs
 
 

@@ -10,7 +10,8 @@ from typing import Any
 SYSTEM_KEYS = frozenset({"_id", "created_at", "modified_at", "created_by"})
 CONSTRAINTS = frozenset({
     "equals", "not_equal", "is_empty", "is_not_empty", "text_contains", "not_text_contains",
-    "greater_than", "less_than", "in", "not_in", "contains", "not_contains"})
+    "greater_than", "less_than", "in", "not_in", "contains", "not_contains",
+    "geographic_search"})
 
 
 @dataclass(frozen=True, slots=True)

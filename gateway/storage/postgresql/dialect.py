@@ -13,10 +13,12 @@ from typing import Any
 
 from gateway.core.encoding import dumps
 from gateway.storage.common.codec import check_name, to_storable
+from gateway.storage.common.geo import EARTH_RADIUS_KM, Near
 from gateway.storage.common.query import Term, declared
 from gateway.storage.contract import SYSTEM_KEYS, TypeSpec
 
 _NUMERIC = frozenset({"number", "integer"})
+_DOCUMENTS = frozenset({"object", "geographic_address"})  # compared as JSONB
 
 
 def _same(value: Any) -> Any:
@@ -43,7 +45,7 @@ class PostgresDialect:
             return Term("id" if key == "_id" else key, "%s", _same, array=cast)
         name = check_name(key, "field")
         field = declared(spec, key)
-        if field is None or field.list or field.type == "object":
+        if field is None or field.list or field.type in _DOCUMENTS:
             return Term(f"(data->'{name}')", "%s::jsonb", _json, key, True, "jsonb[]")
         if field.type in _NUMERIC:
             return Term(f"((data->>'{name}')::numeric)", "%s::numeric", _same, key,
@@ -70,3 +72,17 @@ class PostgresDialect:
 
     def index_columns(self, expr: str) -> str:
         return expr
+
+    def coordinates(self, field: str) -> tuple[str, str]:
+        name = check_name(field, "field")
+        return (f"((data->'{name}'->>'lat')::double precision)",
+                f"((data->'{name}'->>'lng')::double precision)")
+
+    def within(self, lat: str, lng: str, near: Near) -> tuple[str, list[Any]]:
+        # The haversine of `geo.distance_km`, in the same order of operations.
+        haversine = (
+            f"power(sin(radians({lat} - %s::double precision) / 2), 2)"
+            f" + cos(radians(%s::double precision)) * cos(radians({lat}))"
+            f" * power(sin(radians({lng} - %s::double precision) / 2), 2)")
+        return (f"2 * {EARTH_RADIUS_KM} * asin(least(1.0, sqrt({haversine})))"
+                " <= %s::double precision", [near.lat, near.lat, near.lng, near.km])

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from gateway.core.errors import StorageError, StorageUnavailableError
-from gateway.storage.common import rollup, transaction
+from gateway.storage.common import geo, rollup, transaction
 from gateway.storage.common.catalog import Catalog
 from gateway.storage.common.sql_files import queries
-from gateway.storage.sqlite.dialect import LOWER_FUNCTION, fold
+from gateway.storage.sqlite.dialect import DISTANCE_FUNCTION, LOWER_FUNCTION, fold
 from gateway.storage.sqlite.error_mapping import UNAVAILABLE, unavailable
 from gateway.storage.sqlite.writer import Held, Writer
 
@@ -102,6 +102,7 @@ class SqliteConnector:
         )
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.create_function(LOWER_FUNCTION, 1, fold, deterministic=True)
+        conn.create_function(DISTANCE_FUNCTION, 4, geo.sql_distance_km, deterministic=True)
         # the rollup's bucket, for the migration that fills it from an older log
         conn.create_function("gateway_duration_bucket", 1, rollup.bucket, deterministic=True)
         return conn

@@ -6,12 +6,15 @@ from typing import Any
 
 from gateway.core.encoding import dumps
 from gateway.storage.common.codec import check_name, to_storable
+from gateway.storage.common.geo import Near
 from gateway.storage.common.query import Term, declared
 from gateway.storage.contract import SYSTEM_KEYS, TypeSpec
 
 # Python's lower() so that non-ASCII text folds the same way as on PostgreSQL; SQLite's own
 # lower() only folds ASCII.
 LOWER_FUNCTION = "gateway_lower"
+# The great-circle distance in km (`geo.distance_km`), registered on every connection.
+DISTANCE_FUNCTION = "gateway_distance_km"
 
 
 def fold(value: Any) -> str | None:
@@ -72,3 +75,11 @@ class SqliteDialect:
         # `type` leads even though the index is partial on it: without statistics SQLite
         # would otherwise prefer the (type, created_at) index for `type = ? AND expr > ?`.
         return f"type, {expr}"
+
+    def coordinates(self, field: str) -> tuple[str, str]:
+        name = check_name(field, "field")
+        return (f"json_extract(data, '$.\"{name}\".lat')",
+                f"json_extract(data, '$.\"{name}\".lng')")
+
+    def within(self, lat: str, lng: str, near: Near) -> tuple[str, list[Any]]:
+        return f"{DISTANCE_FUNCTION}({lat}, {lng}, ?, ?) <= ?", [near.lat, near.lng, near.km]
