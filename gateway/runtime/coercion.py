@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.core.errors import InvalidDataError, MissingDataError
 from gateway.runtime.param import Param
+from gateway.storage.contract import OptionSet
 from gateway.templates.environment import parse_date
 
 Convert = Callable[[Any], Any]
@@ -102,18 +103,22 @@ CONVERTERS: dict[str, Convert] = {
 }
 
 
-def converter(type_name: str) -> Convert:
-    """The converter for a declared type (a data type's name converts to a record id)."""
+def converter(type_name: str, options: OptionSet | None = None) -> Convert:
+    """The converter for a declared type (a data type's name converts to a record id, an
+    option set's to one of its options)."""
+    if options is not None:
+        return options.find
     return CONVERTERS.get(type_name, record_id)
 
 
 _FAILURES = (ValueError, TypeError, OverflowError, RecursionError, OSError)
 
 
-def convert_value(value: Any, type_name: str, is_list: bool = False) -> Any:
+def convert_value(value: Any, type_name: str, is_list: bool = False,
+                  options: OptionSet | None = None) -> Any:
     """`value` in a declared type: a list of it when `is_list` (and then `value` must be a
     list). Raises `ValueError` whatever the converter met."""
-    convert = converter(type_name)
+    convert = converter(type_name, options)
     try:
         if not is_list:
             return convert(value)
@@ -124,13 +129,14 @@ def convert_value(value: Any, type_name: str, is_list: bool = False) -> Any:
         raise ValueError(str(exc)) from exc
 
 
-def typed_or_as_is(value: Any, type_name: str, is_list: bool = False) -> Any:
+def typed_or_as_is(value: Any, type_name: str, is_list: bool = False,
+                   options: OptionSet | None = None) -> Any:
     """A declared default in its type; one that does not convert (the compiler reports it)
     is kept as written."""
     if value is None:
         return None
     try:
-        return convert_value(value, type_name, is_list)
+        return convert_value(value, type_name, is_list, options)
     except ValueError:
         return value
 
@@ -184,8 +190,9 @@ def gather(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
     """A function from raw values to declared, typed values; raises `MissingDataError` or
     `InvalidDataError` naming the parameter and, for the latter, the expected type."""
-    plan = [(p, (_listed if p.list else _single)(converter(p.type))) for p in params]
-    defaults = {p.name: typed_or_as_is(p.default, p.type, p.list) for p in params
+    plan = [(p, (_listed if p.list else _single)(converter(p.type, p.options)))
+            for p in params]
+    defaults = {p.name: typed_or_as_is(p.default, p.type, p.list, p.options) for p in params
                 if p.has_default}
 
     def coerce(raw: Mapping[str, Any]) -> dict[str, Any]:
