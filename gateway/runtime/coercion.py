@@ -120,6 +120,8 @@ def convert_value(value: Any, type_name: str, is_list: bool = False,
     list). Raises `ValueError` whatever the converter met."""
     convert = converter(type_name, options)
     try:
+        if options is not None and is_list:
+            return options.find_all(value)
         if not is_list:
             return convert(value)
         if not isinstance(value, list):
@@ -139,6 +141,19 @@ def typed_or_as_is(value: Any, type_name: str, is_list: bool = False,
         return convert_value(value, type_name, is_list, options)
     except ValueError:
         return value
+
+
+def _options_listed(options: OptionSet) -> Convert:
+    def convert_list(value: Any) -> list[Any]:
+        return options.find_all(_text_list(value) if isinstance(value, str) else value)
+
+    return convert_list
+
+
+def _plan(param: Param) -> Convert:
+    if param.options is not None and param.list:
+        return _options_listed(param.options)
+    return (_listed if param.list else _single)(converter(param.type, param.options))
 
 
 def _listed(convert: Convert) -> Convert:
@@ -190,8 +205,7 @@ def gather(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
     """A function from raw values to declared, typed values; raises `MissingDataError` or
     `InvalidDataError` naming the parameter and, for the latter, the expected type."""
-    plan = [(p, (_listed if p.list else _single)(converter(p.type, p.options)))
-            for p in params]
+    plan = [(p, _plan(p)) for p in params]
     defaults = {p.name: typed_or_as_is(p.default, p.type, p.list, p.options) for p in params
                 if p.has_default}
 

@@ -67,6 +67,16 @@ class OptionSet:
                 return found
         raise ValueError(f"not an option of {self.name}")
 
+    def find_all(self, values: Any) -> list[Option]:
+        """A list of options, each at most once (so never longer than the set: a huge
+        list is refused before any item is looked up); `ValueError` otherwise."""
+        if not isinstance(values, list) or len(values) > len(self.options):
+            raise ValueError(f"not a list of options of {self.name}")
+        found = [self.find(value) for value in values]
+        if len(set(found)) != len(found):
+            raise ValueError(f"an option of {self.name} is listed twice")
+        return found
+
     def stored(self, value: Any) -> Any:
         """A stored value as its option; one that is no longer an option stays as it is."""
         if isinstance(value, list):
@@ -77,5 +87,6 @@ class OptionSet:
         values = [option.value for option in self.options[:SHOWN_OPTIONS]]
         more = len(self.options) - len(values)
         listed = ", ".join(values) + (f" and {more} more" if more > 0 else "")
-        what = "a list of options" if is_list else "an option"
-        return f"{what} of the option set {self.name}: {listed}"
+        if is_list:
+            return f"a list of options of the option set {self.name}, each once: {listed}"
+        return f"an option of the option set {self.name}: {listed}"
