@@ -186,3 +186,17 @@ async def test_a_renamed_display_keeps_the_stored_records(serve: Serve,
         again = await after.client.post("/api/1.1/wf/open-ticket",
                                         json={"title": "u", "status": "Opened"})
         assert again.json()["response"]["same_status"] == 2
+
+
+async def test_the_openapi_document_lists_the_options(api: Api) -> None:
+    answer = await api.client.get("/api/1.1/meta/swagger.json", headers=api.admin)
+    assert answer.status_code == 200, answer.text
+    paths = answer.json()["paths"]
+    body = paths["/api/1.1/wf/open-ticket"]["post"]["requestBody"]["content"]
+    params = body["application/json"]["schema"]["properties"]
+    assert params["status"]["enum"] == ["open", "waiting", "closed", "Open",
+                                        "Waiting, on {{ them }}", "Closed"]
+    assert params["history"]["uniqueItems"] is True
+    created = paths["/api/1.1/obj/ticket"]["post"]["requestBody"]["content"]
+    fields = created["application/json"]["schema"]["properties"]
+    assert fields["status"]["enum"] == ["Open", "Waiting, on {{ them }}", "Closed"]
