@@ -53,6 +53,8 @@ def checked(spec: TypeSpec, raw: Mapping[str, Any]) -> Constraint:
         return Constraint(key, kind, value)
     if kind in _TEXT:
         return Constraint(key, kind, str(value))
+    if field.options is not None:
+        return Constraint(key, kind, _option(spec, field, kind, value))
     return Constraint(key, kind, _fit(spec, f"field {key}", field.type, kind, value))
 
 
@@ -64,6 +66,21 @@ def _on_address(spec: TypeSpec, key: str, kind: str, field: FieldSpec | None) ->
     if kind != NEAR:
         raise ValidationError(f"'{kind}' does not apply to {key!r} of {spec.name}, a "
                               f"geographic address: use {NEAR}, is_empty or is_not_empty")
+
+
+def _option(spec: TypeSpec, field: FieldSpec, kind: str, value: Any) -> Any:
+    """An option set field is compared by its options' values (a display finds its
+    option); null stays null."""
+    assert field.options is not None
+    options = field.options
+    try:
+        if kind in _LISTS:
+            items = value if isinstance(value, list) else [value]
+            return [None if item is None else str(options.find(item)) for item in items]
+        return None if value is None else str(options.find(value))
+    except ValueError as exc:
+        raise ValidationError(f"invalid value for field {field.name} of {spec.name} "
+                              f"(must be {options.describe()})") from exc
 
 
 def _system_value(spec: TypeSpec, key: str, kind: str, value: Any) -> Any:

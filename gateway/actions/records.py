@@ -68,9 +68,10 @@ def check_value(spec: TypeSpec, key: str, value: Any) -> Any:
     if value is None:
         return [] if field.list else None
     try:
-        return convert_value(value, field.type, field.list)
+        return convert_value(value, field.type, field.list, field.options)
     except ValueError as exc:
-        shown = f"list of {field.type}" if field.list else field.type
+        shown = (field.options.describe(field.list) if field.options is not None
+                 else f"list of {field.type}" if field.list else field.type)
         raise ValidationError(
             f"invalid value for field {key} of {spec.name} (must be {shown})") from exc
 

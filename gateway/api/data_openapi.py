@@ -97,6 +97,11 @@ def _search(spec: TypeSpec, record: dict[str, Any]) -> dict[str, Any]:
 
 def _field(field: FieldSpec) -> dict[str, Any]:
     one = _SCALARS.get(field.type, {"type": "string", "description": f"a {field.type} id"})
+    if field.options is not None:  # by display, as Bubble's Data API has them
+        one = {"type": "string", "enum": [o.display for o in field.options.options],
+               "description": f"an option of {field.options.name}, by its display"}
+        if field.list:
+            return {"type": "array", "items": one, "uniqueItems": True}
     return {"type": "array", "items": one} if field.list else one
 
 

@@ -22,7 +22,7 @@ from gateway.core.errors import DataApiError, GatewayError, RefusedError
 from gateway.runtime.context import Reply, RunContext
 from gateway.runtime.privacy import EVERYTHING, Grant
 from gateway.storage.common.codec import MAX_OFFSET, encode_cursor
-from gateway.storage.contract import TypeSpec
+from gateway.storage.contract import Option, TypeSpec
 
 MAX_LIMIT = 100  # Bubble's page size, and its largest
 MAX_BULK = 1000  # lines of one bulk creation
@@ -125,8 +125,19 @@ def as_bubble(record: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in record.items():
         if key == "_type" or value is None or value == []:
             continue
-        shown[_SHOWN_AS.get(key, key)] = iso(value) if isinstance(value, datetime) else value
+        shown[_SHOWN_AS.get(key, key)] = _shown(value)
     return shown
+
+
+def _shown(value: Any) -> Any:
+    """A value as Bubble shows it: a date in ISO form, an option by its display."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Option):
+        return value.display
+    if isinstance(value, list) and value and isinstance(value[0], Option):
+        return [item.display if isinstance(item, Option) else item for item in value]
+    return value
 
 
 def _step(ctx: RunContext, action: str) -> None:

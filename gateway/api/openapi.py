@@ -108,7 +108,14 @@ def _param_schema(param: Param) -> dict[str, Any]:
                                           "description": f"The id of a {param.type} record."}))
     if param.type in ("text", "date") or param.is_record:
         item["minLength"] = 1  # an empty text is no value: missing, for a required one
-    schema = {"type": "array", "items": item} if param.list else item
+    if param.options is not None:
+        names = [o.value for o in param.options.options]
+        names += [o.display for o in param.options.options if o.display not in names]
+        item = {"type": "string", "enum": names, "description":
+                f"An option of the option set {param.options.name}, by value or display."}
+    schema: dict[str, Any] = {"type": "array", "items": item} if param.list else item
+    if param.list and param.options is not None:
+        schema["uniqueItems"] = True
     if param.has_default and param.default is not None:
         schema["default"] = param.default
     return schema

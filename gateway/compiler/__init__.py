@@ -10,7 +10,8 @@ a located `Diagnostic`; compilation goes on after one, so that all are reported 
 It runs in passes, one module each: `kinds` (the table of document kinds, in the order they
 are declared), `types` (settings, data types, values against types), `units` (workflows and
 events: parameters, the calls between events), `steps` (steps, templates and what they
-refer to; each action's own check through its declaration).
+refer to; each action's own check through its declaration), `option_sets` (the sets and
+their options, declared before the data types that use them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gateway.core.errors import Diagnostic
 from gateway.core.settings import Settings
 from gateway.runtime.model import Registry
 from gateway.runtime.privacy import Privacy
-from gateway.storage.contract import TypeSpec
+from gateway.storage.contract import OptionSet, TypeSpec
 
 __all__ = ["Compiler"]
 
@@ -46,6 +47,7 @@ class Compiler:
         self.broken = frozenset(broken)
         self.diagnostics: list[Diagnostic] = []
         self.settings = Settings()
+        self.option_sets: dict[str, OptionSet] = {}
         self.data_types: dict[str, TypeSpec] = dict(BUILTIN_TYPES)
         self.units: dict[tuple[str, str], Unit] = {}
         self.privacy: dict[str, Privacy] = {"user": builtin_user_privacy()}

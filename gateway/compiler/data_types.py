@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gateway.compiler.option_sets import check_names
 from gateway.compiler.privacy_rules import compile_privacy
 from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
@@ -59,7 +60,8 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
             duplicate(c, doc, seen[name], "data type", name)
             continue
         seen[name] = doc
-        fields = {key: _field(key, spec) for key, spec in doc.data.get("fields", {}).items()}
+        fields = {key: _field(c, key, spec)
+                  for key, spec in doc.data.get("fields", {}).items()}
         base = BUILTIN_TYPES.get(name)
         c.data_types[name] = TypeSpec(name, {**(base.fields if base else {}), **fields})
     for name, doc in seen.items():
@@ -69,6 +71,7 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
         else:
             c.privacy[name] = privacy
     _declare_data_api(c, seen)
+    check_names(c)
     for doc in seen.values():
         for key, spec in doc.data.get("fields", {}).items():
             check_type(c, doc, ptr.join("/fields", key, "type"), spec["type"])
@@ -97,12 +100,14 @@ def _declare_data_api(c: Compiler, docs: Mapping[str, Document]) -> None:
         c.data_api[url] = name
 
 
-def _field(key: str, spec: Mapping[str, Any]) -> FieldSpec:
+def _field(c: Compiler, key: str, spec: Mapping[str, Any]) -> FieldSpec:
     # A default in its field's type (a date default is a datetime, as stored values are).
     is_list = spec.get("list", False)
+    options = c.option_sets.get(spec["type"])
     return FieldSpec(key, spec["type"], is_list, spec.get("unique", False),
                      spec.get("indexed", False),
-                     typed_or_as_is(spec.get("default"), spec["type"], is_list))
+                     typed_or_as_is(spec.get("default"), spec["type"], is_list, options),
+                     options)
 
 
 def build_data_types(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:
@@ -116,11 +121,14 @@ def duplicate(c: Compiler, doc: Document, first: Document, what: str, name: str)
 
 
 def check_type(c: Compiler, doc: Document, pointer: str, type_name: str) -> None:
-    if c.is_broken(DocumentKind.DATA_TYPE, type_name):
+    if c.is_broken(DocumentKind.DATA_TYPE, type_name) or \
+            c.is_broken(DocumentKind.OPTION_SET, type_name):
         return
-    if type_name not in SCALAR_TYPES and type_name not in c.data_types:
-        c.error(doc, pointer, "ref.unknown-type", f"unknown data type '{type_name}'"
-                + did_you_mean(type_name, c.data_types))
+    if type_name not in SCALAR_TYPES and type_name not in c.data_types and \
+            type_name not in c.option_sets:
+        c.error(doc, pointer, "ref.unknown-type",
+                f"unknown data type or option set '{type_name}'"
+                + did_you_mean(type_name, [*c.data_types, *c.option_sets]))
 
 
 def check_value(c: Compiler, doc: Document, pointer: str, value: Any, type_name: str,
@@ -128,8 +136,12 @@ def check_value(c: Compiler, doc: Document, pointer: str, value: Any, type_name:
     """A constant value that does not fit its declared type is reported; templates pass."""
     if isinstance(value, str) and templating.is_template(value):
         return
+    options = c.option_sets.get(type_name)
+    if options is not None and templating.contains_template(value):
+        return  # a list of options some of which are templates: checked when it runs
     try:
-        convert_value(value, type_name, is_list)
+        convert_value(value, type_name, is_list, options)
     except ValueError:
-        shown = f"list of {type_name}" if is_list else type_name
-        c.error(doc, pointer, "value.type-mismatch", f"{json.dumps(value)} is not a valid {shown}")
+        shown = (options.describe(is_list) if options is not None
+                 else "a valid " + (f"list of {type_name}" if is_list else type_name))
+        c.error(doc, pointer, "value.type-mismatch", f"{json.dumps(value)} is not {shown}")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.compiler import backend, cases, data_types, steps, units
+from gateway.compiler import backend, cases, data_types, option_sets, steps, units
 from gateway.config.source import Document, DocumentKind
 from gateway.runtime.context import REQUEST_NAME, RUN_NAMES
 
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """One kind of document. Kinds are declared in table order (settings and data types
-    first, so that every later kind can refer to them), then built in the same order."""
+    """One kind of document. Kinds are declared in table order (settings, option sets and
+    data types first, so that every later kind can refer to them), then built in the same
+    order."""
 
     name: str
     declare: Callable[[Compiler, str, list[Document]], None]
@@ -29,6 +30,8 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind(DocumentKind.SETTINGS, data_types.declare_settings, data_types.build_nothing),
+    Kind(DocumentKind.OPTION_SET, option_sets.declare_option_sets,
+         option_sets.build_option_sets),
     Kind(DocumentKind.DATA_TYPE, data_types.declare_data_types, data_types.build_data_types),
     Kind(DocumentKind.CUSTOM_EVENT, units.declare_units, steps.build_units, RUN_NAMES),
     Kind(DocumentKind.API_WORKFLOW, units.declare_units, steps.build_units,

@@ -12,6 +12,7 @@ from jinja2 import TemplateSyntaxError
 
 from gateway.actions import ACTIONS
 from gateway.compiler.data_types import check_value
+from gateway.compiler.option_sets import check_attributes
 from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.units import Unit
 from gateway.compiler.webhook_specs import build_hooks
@@ -279,6 +280,7 @@ def _check_references(site: Site, pointer: str, source: templating.Source) -> No
     refs = templating.references(source)
     if "request" in refs.names:
         site.unit.reads_request = True
+    check_attributes(site, pointer, source)
     _check_user_read(site, pointer, source, refs)
     allowed = site.names | templating.GLOBAL_NAMES
     for name in sorted(refs.names - allowed):
@@ -294,6 +296,10 @@ def _check_references(site: Site, pointer: str, source: templating.Source) -> No
             site.error(pointer, "ref.unknown-step",
                        f"'steps.{key}' refers to {where}; a step can only use the results "
                        "of steps before it")
+        elif root == "option_sets" and key not in site.compiler.option_sets and \
+                not site.compiler.is_broken(DocumentKind.OPTION_SET, key):
+            site.error(pointer, "ref.unknown-type", f"unknown option set '{key}'"
+                       + did_you_mean(key, site.compiler.option_sets))
         elif root == "secrets" and key not in site.compiler.settings.secret_names and \
                 not site.compiler.is_broken(DocumentKind.SETTINGS, ""):
             site.error(pointer, "ref.unknown-secret",

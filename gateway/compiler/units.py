@@ -66,7 +66,8 @@ def _params(c: Compiler, doc: Document, base: str, specs: Mapping[str, Any]) -> 
             _check_default(c, doc, pointer + "/default", spec)
         params.append(Param(key, spec["type"], spec.get("list", False),
                             spec.get("optional", False), spec.get("default"),
-                            "default" in spec, spec.get("in") == "query"))
+                            "default" in spec, spec.get("in") == "query",
+                            c.option_sets.get(spec["type"])))
     return tuple(params)
 
 

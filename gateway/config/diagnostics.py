@@ -78,7 +78,10 @@ CATALOG: dict[str, str] = {
     "ref.unknown-param": "A template reads `params.X` and no parameter X is declared.",
     "ref.unknown-step": "A template reads `steps.X` and no earlier step has the id X.",
     "ref.unknown-secret": "A template reads `secrets.X` and the settings do not declare X.",
-    "ref.unknown-type": "A data type that no `data_type` document declares.",
+    "ref.unknown-type": "A type that no `data_type` or `option_set` document declares (or "
+                        "`option_sets.X` naming no option set).",
+    "ref.unknown-attribute": "A template reads `params.P.X` where P is an option and its set "
+                             "has no attribute X.",
     "ref.unknown-field": "A field that the data type does not have.",
     "ref.unknown-workflow": "A step or event names an API workflow that does not exist.",
     "ref.unknown-workflow-param": "A step gives a workflow a parameter it does not declare.",
@@ -126,5 +129,10 @@ CATALOG: dict[str, str] = {
                          "secrets are `whsec_` and base64).",
     "verify.unsigned-params": "A signed workflow that reads parameters from the query string, "
                               "which no signature covers.",
+    "option_set.duplicate-value": "Two options of one option set have the same `value`.",
+    "option_set.duplicate-display": "Two options of one option set have the same `display`.",
+    "option_set.unknown-attribute": "An option gives an attribute its option set does not "
+                                    "declare under `attributes`.",
+    "option_set.name-clash": "An option set named like a built-in type or a data type.",
     "data_api.name-clash": "Two data types exposed to the Data API with one URL name.",
 }

@@ -104,7 +104,7 @@ _KEPT_WHOLE = frozenset({
     ("kind",), ("name",), ("auth",), ("params",), ("returns",), ("steps",), ("fields",),
     ("privacy",), ("everyone_else",), ("secrets",), ("smtp", "from"), ("type",),
     ("workflow",), ("cron",), ("every",), ("events",), ("cases",),
-    ("ignore_privacy_rules",), ("allow_public_privileged",),
+    ("ignore_privacy_rules",), ("allow_public_privileged",), ("options",), ("attributes",),
 })
 _MOST_ROUNDS = 10
 

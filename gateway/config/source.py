@@ -49,6 +49,7 @@ class DocumentKind(StrEnum):
     build; everything else names a kind through this enum)."""
 
     SETTINGS = "settings"
+    OPTION_SET = "option_set"
     DATA_TYPE = "data_type"
     CUSTOM_EVENT = "custom_event"
     API_WORKFLOW = "api_workflow"

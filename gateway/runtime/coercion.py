@@ -17,6 +17,7 @@ from typing import Any
 from gateway.core.errors import InvalidDataError, MissingDataError
 from gateway.runtime.param import Param
 from gateway.storage.common.geo import address_value
+from gateway.storage.contract import OptionSet
 from gateway.templates.environment import parse_date
 
 Convert = Callable[[Any], Any]
@@ -103,19 +104,25 @@ CONVERTERS: dict[str, Convert] = {
 }
 
 
-def converter(type_name: str) -> Convert:
-    """The converter for a declared type (a data type's name converts to a record id)."""
+def converter(type_name: str, options: OptionSet | None = None) -> Convert:
+    """The converter for a declared type (a data type's name converts to a record id, an
+    option set's to one of its options)."""
+    if options is not None:
+        return options.find
     return CONVERTERS.get(type_name, record_id)
 
 
 _FAILURES = (ValueError, TypeError, OverflowError, RecursionError, OSError)
 
 
-def convert_value(value: Any, type_name: str, is_list: bool = False) -> Any:
+def convert_value(value: Any, type_name: str, is_list: bool = False,
+                  options: OptionSet | None = None) -> Any:
     """`value` in a declared type: a list of it when `is_list` (and then `value` must be a
     list). Raises `ValueError` whatever the converter met."""
-    convert = converter(type_name)
+    convert = converter(type_name, options)
     try:
+        if options is not None and is_list:
+            return options.find_all(value)
         if not is_list:
             return convert(value)
         if not isinstance(value, list):
@@ -125,15 +132,29 @@ def convert_value(value: Any, type_name: str, is_list: bool = False) -> Any:
         raise ValueError(str(exc)) from exc
 
 
-def typed_or_as_is(value: Any, type_name: str, is_list: bool = False) -> Any:
+def typed_or_as_is(value: Any, type_name: str, is_list: bool = False,
+                   options: OptionSet | None = None) -> Any:
     """A declared default in its type; one that does not convert (the compiler reports it)
     is kept as written."""
     if value is None:
         return None
     try:
-        return convert_value(value, type_name, is_list)
+        return convert_value(value, type_name, is_list, options)
     except ValueError:
         return value
+
+
+def _options_listed(options: OptionSet) -> Convert:
+    def convert_list(value: Any) -> list[Any]:
+        return options.find_all(_text_list(value) if isinstance(value, str) else value)
+
+    return convert_list
+
+
+def _plan(param: Param) -> Convert:
+    if param.options is not None and param.list:
+        return _options_listed(param.options)
+    return (_listed if param.list else _single)(converter(param.type, param.options))
 
 
 def _listed(convert: Convert) -> Convert:
@@ -186,8 +207,8 @@ def gather(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 def compile_coercer(workflow: str, params: Sequence[Param]) -> Coercer:
     """A function from raw values to declared, typed values; raises `MissingDataError` or
     `InvalidDataError` naming the parameter and, for the latter, the expected type."""
-    plan = [(p, (_listed if p.list else _single)(converter(p.type))) for p in params]
-    defaults = {p.name: typed_or_as_is(p.default, p.type, p.list) for p in params
+    plan = [(p, _plan(p)) for p in params]
+    defaults = {p.name: typed_or_as_is(p.default, p.type, p.list, p.options) for p in params
                 if p.has_default}
 
     def coerce(raw: Mapping[str, Any]) -> dict[str, Any]:

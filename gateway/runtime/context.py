@@ -23,12 +23,13 @@ from gateway.runtime.accounts import Accounts
 from gateway.runtime.origin import Fence, JobRun
 from gateway.runtime.privacy import EXEMPT, Viewer
 from gateway.runtime.services import Services
-from gateway.storage.contract import Change, Job, Storage, TypeSpec
+from gateway.storage.contract import Change, Job, Option, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
 
 # The names every run's templates see; API workflows also see `request` (the HTTP facts).
-RUN_NAMES = frozenset({"params", "steps", "now", "run", "current_user", "secrets"})
+RUN_NAMES = frozenset({"params", "steps", "now", "run", "current_user", "secrets",
+                       "option_sets"})
 REQUEST_NAME = "request"
 # A secret value shorter than this is not searched for in text: a one-character secret
 # would otherwise turn every such character of the run log into `[redacted]`. (Values under
@@ -145,14 +146,16 @@ class RunContext:
 
 
 def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str],
-              request: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The names a run's templates see (`RUN_NAMES`, and `request`)."""
+              request: Mapping[str, Any] | None,
+              options: Mapping[str, tuple[Option, ...]] | None = None) -> dict[str, Any]:
+    """The names a run's templates see (`RUN_NAMES`, and `request`); `options` are the
+    option sets' options, in order, by set (`option_sets.status`)."""
     return {
         "params": params, "steps": {}, "now": ctx.now,
         "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth,
                 "source": ctx.source, **({} if ctx.job is None else ctx.job.shown)},
         "current_user": current_user(ctx.identity, ctx.viewer),
-        "secrets": secrets, REQUEST_NAME: request or {},
+        "secrets": secrets, REQUEST_NAME: request or {}, "option_sets": options or {},
     }
 
 

@@ -99,6 +99,8 @@ class Interpreter:
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
+        # what templates see as `option_sets`: each set's options, in order
+        self.options = {name: s.options for name, s in registry.option_sets.items()}
         self.scans = Scans(registry.settings.privacy_scan_concurrency)
         self.services = Services()  # started by the process's owner (the app's lifespan)
 
@@ -198,7 +200,7 @@ class Interpreter:
 
     def scope(self, ctx: RunContext, params: dict[str, Any], request: Mapping[str, Any] | None,
               names: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        scope = new_scope(ctx, params, self.secrets, request)
+        scope = new_scope(ctx, params, self.secrets, request, self.options)
         return scope if names is None else {**scope, **names}
 
     async def evaluate(self, compiled: Compiled, scope: dict[str, Any]) -> Any:

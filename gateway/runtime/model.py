@@ -15,7 +15,7 @@ from gateway.core.settings import Settings
 from gateway.runtime.action_spec import Action
 from gateway.runtime.param import SCALAR_TYPES, Param
 from gateway.runtime.privacy import Privacy
-from gateway.storage.contract import TypeSpec
+from gateway.storage.contract import OptionSet, TypeSpec
 from gateway.templates.templating import Compiled
 
 __all__ = ["ROUTE_PREFIX", "SCALAR_TYPES", "Hooks", "Param", "RecurringEvent", "Registry",
@@ -204,6 +204,10 @@ class Registry:
     @property
     def events(self) -> Mapping[str, Workflow]:
         return self.of_kind(DocumentKind.CUSTOM_EVENT)
+
+    @property
+    def option_sets(self) -> Mapping[str, OptionSet]:
+        return self.of_kind(DocumentKind.OPTION_SET)
 
     @property
     def data_types(self) -> Mapping[str, TypeSpec]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.storage.contract import OptionSet
+
 SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object", "geographic_address")
 
 
@@ -19,10 +21,13 @@ class Param:
     default: Any = None
     has_default: bool = False
     in_query: bool = False
+    options: OptionSet | None = None  # its type is this option set
 
     @property
     def is_record(self) -> bool:
-        return self.type not in SCALAR_TYPES
+        return self.options is None and self.type not in SCALAR_TYPES
 
     def describe(self) -> str:
+        if self.options is not None:
+            return self.options.describe(self.list)
         return f"list of {self.type}" if self.list else self.type

@@ -236,6 +236,19 @@ def _references(text: str) -> References:
     return References(names, tuple(found))
 
 
+def reads_through(source: Source, root: str) -> list[tuple[str, str, int]]:
+    """`(key, name, line)` for each `root.key.name` (or `root.key['name']`) the template
+    reads: what it reads of a value it names by key (an option's attribute)."""
+    found = []
+    for node in source.ast.find_all(nodes.Getattr):
+        assert isinstance(node, nodes.Getattr)
+        target = node.node
+        path = path_of(target)
+        if path is not None and len(path) == 2 and path[0] == root:
+            found.append((path[1], node.attr, node.lineno))
+    return found
+
+
 def tests_name(source: Source, name: str) -> bool:
     """Whether the template uses `name` by itself (`current_user and …`, `if current_user`,
     `current_user is none`), not only to read through it (`current_user.email`)."""

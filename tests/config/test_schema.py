@@ -287,6 +287,15 @@ privacy:
   - {name: staff see names, when: "{{ current_user.staff }}", view_fields: [name]}
 everyone_else: {find_in_searches: false, view_fields: [name]}
 ---
+kind: option_set
+name: status
+label: Status
+description: Where a ticket stands.
+attributes: {color: text, rank: number}
+options:
+  - {value: open, display: Open, attributes: {color: green, rank: 1}}
+  - {value: closed}
+---
 kind: settings
 database: sqlite:///gateway.db
 secrets: [STRIPE_WEBHOOK_SECRET, SMTP_PASSWORD]
@@ -475,7 +484,8 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
         "kind: recurring_events\nname: Nightly\ncron: x\n",
         [(1, 7, "schema.kind", "/kind",
           "'recurring_events' is not one of ['api_workflow', 'custom_event', 'settings', "
-          "'data_type', 'recurring_event', 'database_trigger', 'workflow_test'] "
+          "'data_type', 'option_set', 'recurring_event', 'database_trigger', "
+          "'workflow_test'] "
           "(did you mean 'recurring_event'?)")],
     ),
 }

@@ -50,12 +50,18 @@ def _decode_date(value: Any) -> Any:
 
 
 def decode_fields(spec: TypeSpec | None, data: dict[str, Any]) -> dict[str, Any]:
-    """Turn the stored text of declared `date` fields back into datetimes, in place."""
+    """Turn the stored text of declared `date` fields back into datetimes, and the stored
+    values of option set fields into their options, in place."""
     if spec is None:
         return data
     for name, field in spec.fields.items():
         value = data.get(name)
-        if field.type != "date" or value is None:
+        if value is None:
+            continue
+        if field.options is not None:
+            data[name] = field.options.stored(value)
+            continue
+        if field.type != "date":
             continue
         data[name] = [_decode_date(v) for v in value] if field.list else _decode_date(value)
     return data
@@ -65,6 +71,8 @@ def to_storable(field: FieldSpec | None, value: Any) -> Any:
     """A search value as the database compares it (datetimes become their stored text)."""
     if isinstance(value, datetime):
         return iso(value)
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)  # an option: its value, as plain text the drivers bind
     if isinstance(value, list):
         return [to_storable(field, v) for v in value]
     return value

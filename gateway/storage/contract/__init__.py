@@ -29,6 +29,8 @@ from gateway.storage.contract.key_store import KeyStore as KeyStore
 from gateway.storage.contract.lifecycle import Lifecycle as Lifecycle
 from gateway.storage.contract.lifecycle import Storage as Storage
 from gateway.storage.contract.lifecycle import Transaction as Transaction
+from gateway.storage.contract.options import Option as Option
+from gateway.storage.contract.options import OptionSet as OptionSet
 from gateway.storage.contract.record_store import RecordStore as RecordStore
 from gateway.storage.contract.run_log import RunLog as RunLog
 from gateway.storage.contract.run_log import RunLogLimits as RunLogLimits

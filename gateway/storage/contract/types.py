@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.storage.contract.options import OptionSet
+
 SYSTEM_KEYS = frozenset({"_id", "created_at", "modified_at", "created_by"})
 CONSTRAINTS = frozenset({
     "equals", "not_equal", "is_empty", "is_not_empty", "text_contains", "not_text_contains",
@@ -16,7 +18,8 @@ CONSTRAINTS = frozenset({
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One declared field; `type` is a scalar type name or another data type's name."""
+    """One declared field; `type` is a scalar type name, another data type's name or an
+    option set's name (then `options` is that set)."""
 
     name: str
     type: str
@@ -24,6 +27,7 @@ class FieldSpec:
     unique: bool = False
     indexed: bool = False
     default: Any = None
+    options: OptionSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
