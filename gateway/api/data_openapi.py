@@ -19,7 +19,8 @@ GEOGRAPHIC_ADDRESS: dict[str, Any] = {"type": "object", "additionalProperties": 
     "address": {"type": "string", "maxLength": MAX_ADDRESS_CHARS},
     "lat": {"type": "number", "minimum": -90, "maximum": 90},
     "lng": {"type": "number", "minimum": -180, "maximum": 180}}}
-_SCALARS: dict[str, dict[str, Any]] = {
+# The JSON Schema of each built-in value type, in every document the gateway serves.
+SCALARS: dict[str, dict[str, Any]] = {
     "text": {"type": "string"}, "number": {"type": "number"}, "integer": {"type": "integer"},
     "boolean": {"type": "boolean"}, "date": {"type": "string", "format": "date-time"},
     "object": {"type": "object"}, "geographic_address": GEOGRAPHIC_ADDRESS,
@@ -96,7 +97,7 @@ def _search(spec: TypeSpec, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _field(field: FieldSpec) -> dict[str, Any]:
-    one = _SCALARS.get(field.type, {"type": "string", "description": f"a {field.type} id"})
+    one = SCALARS.get(field.type, {"type": "string", "description": f"a {field.type} id"})
     if field.options is not None:  # by display, as Bubble's Data API has them
         one = {"type": "string", "enum": [o.display for o in field.options.options],
                "description": f"an option of {field.options.name}, by its display"}
@@ -115,7 +116,7 @@ def record_schema(spec: TypeSpec) -> dict[str, Any]:
     """A record as the Data API shows it: Bubble's system fields, then its own."""
     fields = fields_schema(spec)
     text = {"type": "string"}
-    date = _SCALARS["date"]
+    date = SCALARS["date"]
     return {"type": "object", "properties": {
         "_id": text, "Created Date": date, "Modified Date": date, "Created By": text,
         **fields["properties"]}}

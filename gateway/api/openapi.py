@@ -11,22 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.api.data_openapi import GEOGRAPHIC_ADDRESS, data_paths
+from gateway.api.data_openapi import SCALARS, data_paths
 from gateway.runtime.model import ROUTE_PREFIX, Param, Registry, Workflow
 
 PATH = "/api/1.1/meta/openapi.json"  # Swagger 2.0 is at `swagger.PATH`, as on Bubble
 JSON = "application/json"
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-_SCALARS: dict[str, dict[str, Any]] = {
-    "text": {"type": "string"},
-    "number": {"type": "number"},
-    "integer": {"type": "integer"},
-    "boolean": {"type": "boolean"},
-    "date": {"type": "string", "format": "date-time"},
-    "object": {"type": "object"},
-    "geographic_address": GEOGRAPHIC_ADDRESS,
-}
 _OUTBOUND = frozenset({"http_request", "send_email"})  # steps that call other systems
 # The errors every endpoint can answer with, and when.
 _ALWAYS = {
@@ -83,7 +74,7 @@ def operation(wf: Workflow) -> dict[str, Any]:
 
 def _query_parameter(param: Param) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": param.name, "in": "query", "required": is_required(param),
-                            "schema": _param_schema(param)}
+                            "schema": param_schema(param)}
     if param.list:
         spec.update(style="form", explode=True)
     return spec
@@ -92,7 +83,7 @@ def _query_parameter(param: Param) -> dict[str, Any]:
 def _object_schema(params: Iterable[Param]) -> dict[str, Any]:
     params = list(params)
     schema: dict[str, Any] = {"type": "object",
-                              "properties": {p.name: _param_schema(p) for p in params}}
+                              "properties": {p.name: param_schema(p) for p in params}}
     required = [p.name for p in params if is_required(p)]
     if required:
         schema["required"] = required
@@ -103,11 +94,11 @@ def is_required(param: Param) -> bool:
     return not param.optional and not param.has_default
 
 
-def _param_schema(param: Param) -> dict[str, Any]:
-    item = dict(_SCALARS.get(param.type, {"type": "string",
+def param_schema(param: Param) -> dict[str, Any]:
+    item = dict(SCALARS.get(param.type, {"type": "string",
                                           "description": f"The id of a {param.type} record."}))
-    if param.type in ("text", "date") or param.is_record:
-        item["minLength"] = 1  # an empty text is no value: missing, for a required one
+    if (param.type in ("text", "date") or param.is_record) and not param.has_default:
+        item["minLength"] = 1  # an empty text is no value (a default may be one)
     if param.options is not None:
         names = [o.value for o in param.options.options]
         names += [o.display for o in param.options.options if o.display not in names]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.api.data_openapi import SCALARS
 from gateway.api.data_swagger import data_definitions, data_paths
-from gateway.api.openapi import errors_of, is_required
+from gateway.api.openapi import errors_of, is_required, param_schema
 from gateway.runtime.model import Param, Registry, Workflow
 
 PATH = "/api/1.1/meta/swagger.json"
@@ -22,14 +23,6 @@ BASE = "/api/1.1"
 WORKFLOW_TAG = "Workflow"
 DATA_TAG = "Data"
 JSON = "application/json"
-_SCALARS: dict[str, dict[str, Any]] = {
-    "text": {"type": "string"},
-    "number": {"type": "number"},
-    "integer": {"type": "integer"},
-    "boolean": {"type": "boolean"},
-    "date": {"type": "string", "format": "date-time"},
-    "object": {"type": "object"},
-}
 # The credential, as Bubble's file declares it, and the header Bubble also reads.
 SECURITY_DEFINITIONS = {
     "api_token": {"type": "apiKey", "in": "query", "name": "api_token",
@@ -103,7 +96,7 @@ def _query_type(param: Param) -> dict[str, Any]:
     """A query parameter's type: Swagger 2.0 has no object in the query (a JSON text)."""
     if param.type == "object":
         return {"type": "string", "description": "A JSON object"}
-    item = dict(_SCALARS.get(param.type, {"type": "string"}))
+    item = dict(SCALARS.get(param.type, {"type": "string"}))
     if (param.type in ("text", "date") or param.is_record) and not param.has_default:
         item["minLength"] = 1  # an empty text is no value (a default may be one)
     return item
@@ -111,21 +104,10 @@ def _query_type(param: Param) -> dict[str, Any]:
 
 def _object_schema(params: list[Param]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object",
-                              "properties": {p.name: _param_schema(p) for p in params}}
+                              "properties": {p.name: param_schema(p) for p in params}}
     required = [p.name for p in params if is_required(p)]
     if required:
         schema["required"] = required
-    return schema
-
-
-def _param_schema(param: Param) -> dict[str, Any]:
-    item = dict(_SCALARS.get(param.type, {"type": "string",
-                                          "description": f"The id of a {param.type} record."}))
-    if (param.type in ("text", "date") or param.is_record) and not param.has_default:
-        item["minLength"] = 1  # an empty text is no value (a default may be one)
-    schema = {"type": "array", "items": item} if param.list else item
-    if param.has_default and param.default is not None:
-        schema["default"] = param.default
     return schema
 
 

@@ -189,7 +189,7 @@ async def test_a_renamed_display_keeps_the_stored_records(serve: Serve,
 
 
 async def test_the_openapi_document_lists_the_options(api: Api) -> None:
-    answer = await api.client.get("/api/1.1/meta/swagger.json", headers=api.admin)
+    answer = await api.client.get("/api/1.1/meta/openapi.json", headers=api.admin)
     assert answer.status_code == 200, answer.text
     paths = answer.json()["paths"]
     body = paths["/api/1.1/wf/open-ticket"]["post"]["requestBody"]["content"]

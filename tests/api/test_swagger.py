@@ -116,6 +116,50 @@ def test_the_document_is_valid_swagger_2_in_bubbles_form(tmp_path: Path) -> None
     assert doc["definitions"]["lead"]["properties"]["tags"]["type"] == "array"
 
 
+OPTIONS_AND_PLACES = """\
+kind: option_set
+name: status
+attributes: {color: text}
+options:
+  - {value: open, display: Open, attributes: {color: green}}
+  - {value: closed, display: Closed, attributes: {color: grey}}
+---
+kind: data_type
+name: shop
+api: {expose: true}
+fields:
+  status: {type: status}
+  place: {type: geographic_address}
+---
+kind: api_workflow
+name: visit
+expose: true
+auth: none
+params:
+  status: {type: status}
+  statuses: {type: status, list: true, optional: true}
+  place: {type: geographic_address, optional: true}
+steps:
+  - action: return_data
+    data: {status: "{{ params.status }}"}
+"""
+
+
+def test_option_sets_and_addresses_are_described_in_swagger_2(tmp_path: Path) -> None:
+    (tmp_path / "main.yaml").write_text(OPTIONS_AND_PLACES)
+    doc = swagger.document(load([tmp_path]))
+    validate(doc, cls=OpenAPIV2SpecValidator)
+    body = next(p for p in doc["paths"]["/wf/visit"]["post"]["parameters"] if p["in"] == "body")
+    fields = body["schema"]["properties"]
+    assert fields["status"]["enum"] == ["open", "closed", "Open", "Closed"]
+    assert fields["statuses"]["items"]["enum"] == ["open", "closed", "Open", "Closed"]
+    assert fields["place"]["type"] == "object"
+    assert set(fields["place"]["properties"]) == {"address", "lat", "lng"}
+    shop = doc["definitions"]["shop"]["properties"]
+    assert shop["status"]["enum"] == ["Open", "Closed"]  # the Data API's: by display
+    assert shop["place"]["properties"]["lat"]["maximum"] == 90
+
+
 def test_the_validator_refuses_a_broken_document(tmp_path: Path) -> None:
     """The check above can fail: the validator knows Swagger 2.0 from OpenAPI 3.1."""
     (tmp_path / "main.yaml").write_text(CONFIG)
