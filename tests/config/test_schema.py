@@ -454,7 +454,7 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
          (7, 70, "schema.enum", "/steps/0/constraints/1/constraint",
           "'like' is not one of ['equals', 'not_equal', 'is_empty', 'is_not_empty', "
           "'text_contains', 'not_text_contains', 'greater_than', 'less_than', 'in', 'not_in', "
-          "'contains', 'not_contains']"),
+          "'contains', 'not_contains', 'geographic_search']"),
          (8, 33, "schema.pattern", "/steps/0/sort/0/descending",
           "expected a boolean or a template ('{{ ... }}'), got 'maybe'"),
          (9, 12, "schema.maximum", "/steps/0/limit",
