@@ -64,7 +64,7 @@ def operation(wf: Workflow) -> dict[str, Any]:
         op["parameters"] = [_query_parameter(p) for p in query]
     body = [p for p in wf.params if p not in query]
     if wf.method == "POST":
-        schema = _object_schema(body)
+        schema = object_schema(body)
         op["requestBody"] = {
             "required": bool(schema.get("required")),
             "content": {JSON: {"schema": schema}, **{form: {"schema": schema} for form in FORMS}},
@@ -80,7 +80,7 @@ def _query_parameter(param: Param) -> dict[str, Any]:
     return spec
 
 
-def _object_schema(params: Iterable[Param]) -> dict[str, Any]:
+def object_schema(params: Iterable[Param]) -> dict[str, Any]:
     params = list(params)
     schema: dict[str, Any] = {"type": "object",
                               "properties": {p.name: param_schema(p) for p in params}}

@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.api.data_openapi import SCALARS
 from gateway.api.data_swagger import data_definitions, data_paths
-from gateway.api.openapi import errors_of, is_required, param_schema
+from gateway.api.openapi import errors_of, is_required, object_schema
 from gateway.runtime.model import Param, Registry, Workflow
 
 PATH = "/api/1.1/meta/swagger.json"
@@ -68,7 +68,7 @@ def operation(wf: Workflow) -> dict[str, Any]:
     parameters = [_query_parameter(p) for p in query]
     body = [p for p in wf.params if p not in query]
     if wf.method == "POST":
-        schema = _object_schema(body)
+        schema = object_schema(body)
         parameters.append({"name": "body", "in": "body", "required": "required" in schema,
                            "schema": schema})
     if parameters:
@@ -100,15 +100,6 @@ def _query_type(param: Param) -> dict[str, Any]:
     if (param.type in ("text", "date") or param.is_record) and not param.has_default:
         item["minLength"] = 1  # an empty text is no value (a default may be one)
     return item
-
-
-def _object_schema(params: list[Param]) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object",
-                              "properties": {p.name: param_schema(p) for p in params}}
-    required = [p.name for p in params if is_required(p)]
-    if required:
-        schema["required"] = required
-    return schema
 
 
 def _responses(wf: Workflow) -> dict[str, Any]:
