@@ -139,7 +139,7 @@ def _wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> N
 def test_every_custom_event_example_is_used() -> None:
     registry = load([WORKFLOWS_D])
     text = "\n".join(path.read_text() for path in sorted(WORKFLOWS_D.rglob("*.y*ml")))
-    called = set(re.findall(r"^\s*event:\s*([a-z0-9][a-z0-9_-]*)\s*$", text, re.M))
+    called = set(re.findall(r"^\s*event:\s*([A-Za-z0-9][A-Za-z0-9_-]*)\s*$", text, re.M))
     assert registry.events
     assert set(registry.events) <= called
 

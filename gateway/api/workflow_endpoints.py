@@ -317,8 +317,11 @@ class WorkflowRoutes(BaseRoute):
         if scope["type"] == "http":
             path = get_route_path(scope)
             endpoint = self.endpoints.get(path)
-            if endpoint is None and path.endswith("/"):  # `wf/<name>/` as Bubble takes it
-                endpoint = self.endpoints.get(path[:-1])  # (one slash: `wf/<name>//` is no name)
+            # `wf/<name>/` as Bubble takes it (one slash: `wf/<name>//` is no name), a slash
+            # written as one: `wf/<name>%2F` names a segment `<name>/`, which no name is.
+            if endpoint is None and path.endswith("/") and \
+                    scope.get("raw_path", b"/").endswith(b"/"):
+                endpoint = self.endpoints.get(path[:-1])
             if endpoint is not None:
                 return Match.FULL, {"endpoint": endpoint}
         return Match.NONE, {}

@@ -399,7 +399,7 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
     "bad workflow name": (
         "kind: custom_event\nname: Normalize Email\nsteps: [{action: terminate}]\n",
         [(2, 7, "schema.pattern", "/name",
-          "'Normalize Email' does not match '^[a-z0-9][a-z0-9_-]*$'")],
+          "'Normalize Email' does not match '^[A-Za-z0-9][A-Za-z0-9_-]*$'")],
     ),
     "bad step id": (
         STEP + "{id: 2nd, action: terminate}\n",
