@@ -113,7 +113,7 @@ class DataApi:
             q = data_operations.query(
                 spec, _json_param(raw, "constraints", []), _sort(raw),
                 _whole(raw, "limit", data_operations.MAX_LIMIT), _whole(raw, "cursor", 0),
-                _flag(raw, "exclude_remaining"))
+                _flag(raw, "exclude_remaining"), ctx.settings.data_api_display_keys)
             return await data_operations.search(ctx, spec, q)
 
         return await self._run(spec.name, spec, identity, raw, search)

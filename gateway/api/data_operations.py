@@ -77,17 +77,19 @@ def missing(type: str, id: str) -> DataApiError:
                         "does not exist", 404, "MISSING_DATA")
 
 
-def search_key(spec: TypeSpec, name: Any) -> str:
-    """A field of `spec` (or a system field, by Bubble's name) as the store names it."""
+def search_key(spec: TypeSpec, name: Any, display: bool = False) -> str:
+    """A field of `spec` (or a system field, by Bubble's name) as the store names it; with
+    `display`, a field is keyed by its display where it has one."""
     if isinstance(name, str):
         if name in SYSTEM_FIELDS:
             return SYSTEM_FIELDS[name]
-        if name in spec.fields:
-            return name
+        field = spec.field_keyed(name) if display else name if name in spec.fields else None
+        if field is not None:
+            return field
     raise unrecognized(name)
 
 
-def constraint(spec: TypeSpec, raw: Any) -> dict[str, Any]:
+def constraint(spec: TypeSpec, raw: Any, display: bool = False) -> dict[str, Any]:
     """One of Bubble's `{key, constraint_type, value}` as a search step's constraint. An
     unknown constraint type is 404 `NOT_FOUND`, as Bubble answers it."""
     if not isinstance(raw, dict):
@@ -96,12 +98,13 @@ def constraint(spec: TypeSpec, raw: Any) -> dict[str, Any]:
     kind = raw.get("constraint_type")
     if not isinstance(kind, str) or kind not in CONSTRAINT_TYPES:
         raise DataApiError(f"Constraint type {printable(kind)} not found", 404, "NOT_FOUND")
-    return {"key": search_key(spec, raw.get("key")), "constraint": CONSTRAINT_TYPES[kind],
+    return {"key": search_key(spec, raw.get("key"), display),
+            "constraint": CONSTRAINT_TYPES[kind],
             "value": raw.get("value")}
 
 
 def query(spec: TypeSpec, constraints: Any, sort: Sequence[tuple[Any, bool]], limit: int,
-          cursor: int, exclude_remaining: bool) -> Query:
+          cursor: int, exclude_remaining: bool, display: bool = False) -> Query:
     if not isinstance(constraints, list):
         raise DataApiError("constraints must be a JSON array", 400, "INVALID_DATA")
     if len(constraints) > MAX_CONSTRAINTS:
@@ -112,21 +115,27 @@ def query(spec: TypeSpec, constraints: Any, sort: Sequence[tuple[Any, bool]], li
         raise DataApiError(f"limit must be between 1 and {MAX_LIMIT}", 400, "INVALID_DATA")
     if not 0 <= cursor <= MAX_OFFSET:
         raise DataApiError("cursor must be a whole number from 0", 400, "INVALID_DATA")
-    return Query([constraint(spec, c) for c in constraints],
-                 [{"key": search_key(spec, key), "descending": down} for key, down in sort],
+    return Query([constraint(spec, c, display) for c in constraints],
+                 [{"key": search_key(spec, key, display), "descending": down}
+                  for key, down in sort],
                  limit, cursor, exclude_remaining)
 
 
-def as_bubble(record: Mapping[str, Any]) -> dict[str, Any]:
+def as_bubble(record: Mapping[str, Any], spec: TypeSpec | None = None) -> dict[str, Any]:
     """A record as the Data API shows it: `_id`, Bubble's names of the system dates and
     creator (those the privacy rules show), and the fields that hold a value (Bubble leaves
-    empty ones out)."""
+    empty ones out), keyed by their displays when `spec` is given."""
     shown: dict[str, Any] = {}
-    for key, value in record.items():
+    for key, value in (spec.keyed(record) if spec else record).items():
         if key == "_type" or value is None or value == []:
             continue
         shown[_SHOWN_AS.get(key, key)] = _shown(value)
     return shown
+
+
+def _displayed(ctx: RunContext, spec: TypeSpec) -> TypeSpec | None:
+    """`spec` when the Data API keys fields by their displays, None when by their names."""
+    return spec if ctx.settings.data_api_display_keys else None
 
 
 def _shown(value: Any) -> Any:
@@ -160,15 +169,19 @@ def _refuse(action: str, type: str) -> RefusedError:
     return RefusedError(NOT_ALLOWED[action].format(type=type))
 
 
-def checked_fields(spec: TypeSpec, body: Any) -> dict[str, Any]:
-    """The body's fields in their declared types: an unknown one is 400 `ERROR`."""
+def checked_fields(spec: TypeSpec, body: Any, display: bool = False) -> dict[str, Any]:
+    """The body's fields (keyed by their displays with `display`) in their declared types,
+    by name: an unknown one is 400 `ERROR`."""
     if not isinstance(body, dict):
         raise DataApiError("The body must be a JSON object of field values", 400,
                            "INVALID_DATA")
-    for key in body:
-        if key not in spec.fields:
+    named = {}
+    for key, value in body.items():
+        name = spec.field_keyed(key) if display else key if key in spec.fields else None
+        if name is None:
             raise unrecognized(key)
-    return actions.check_fields(spec, body)
+        named[name] = value
+    return actions.check_fields(spec, named)
 
 
 async def get_one(ctx: RunContext, spec: TypeSpec, id: str) -> Reply:
@@ -176,7 +189,7 @@ async def get_one(ctx: RunContext, spec: TypeSpec, id: str) -> Reply:
     found = await actions.get_thing(ctx, {"type": spec.name, "thing": id})
     if found is None:
         raise missing(spec.name, id)
-    return Reply(data={"response": as_bubble(found)})
+    return Reply(data={"response": as_bubble(found, _displayed(ctx, spec))})
 
 
 async def search(ctx: RunContext, spec: TypeSpec, q: Query) -> Reply:
@@ -184,7 +197,7 @@ async def search(ctx: RunContext, spec: TypeSpec, q: Query) -> Reply:
     page = await actions.search(ctx, {
         "type": spec.name, "constraints": q.constraints, "sort": q.sort, "limit": q.limit,
         "cursor": encode_cursor(q.cursor) if q.cursor else None})
-    results = [as_bubble(r) for r in page["results"]]
+    results = [as_bubble(r, _displayed(ctx, spec)) for r in page["results"]]
     response: dict[str, Any] = {"cursor": q.cursor, "results": results, "count": len(results)}
     if not q.exclude_remaining:
         response["remaining"] = max(page["count"] - q.cursor - len(results), 0)
@@ -197,7 +210,7 @@ async def create(ctx: RunContext, spec: TypeSpec, body: Any) -> Reply:
 
 
 async def _create(ctx: RunContext, spec: TypeSpec, body: Any) -> str:
-    fields = checked_fields(spec, body)
+    fields = checked_fields(spec, body, ctx.settings.data_api_display_keys)
     if ctx.identity.kind != "admin":
         defaults = {k: f.default for k, f in spec.fields.items() if f.default is not None}
         prospective = {"_id": None, "_type": spec.name, "created_at": ctx.now,
@@ -230,7 +243,7 @@ async def change(ctx: RunContext, spec: TypeSpec, id: str, body: Any, *,
                  replace: bool) -> Reply:
     """PATCH (the fields given) or PUT (every field: those not given are cleared)."""
     _step(ctx, "make_changes")
-    fields = checked_fields(spec, body)
+    fields = checked_fields(spec, body, ctx.settings.data_api_display_keys)
     if replace:
         fields = {key: actions.check_value(spec, key, None) for key in spec.fields} | fields
     before = await _findable(ctx, spec, id)

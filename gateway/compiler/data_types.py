@@ -63,7 +63,8 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
         fields = {key: _field(c, key, spec)
                   for key, spec in doc.data.get("fields", {}).items()}
         base = BUILTIN_TYPES.get(name)
-        c.data_types[name] = TypeSpec(name, {**(base.fields if base else {}), **fields})
+        c.data_types[name] = TypeSpec(name, {**(base.fields if base else {}), **fields},
+                                      doc.data.get("display"))
     for name, doc in seen.items():
         privacy = compile_privacy(c, doc, c.data_types[name])
         if privacy is None:
@@ -81,8 +82,9 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
 
 
 def api_name(type_name: str) -> str:
-    """A data type's name on the Data API, as Bubble makes it: lowercased, without spaces or
-    underscores (`Lead_Source` answers at `/api/1.1/obj/leadsource`)."""
+    """A data type's name on the Data API, as Bubble makes it of its display (or here of
+    its name, for a type without one): lowercased, without spaces or underscores
+    (`Rental Unit` answers at `/api/1.1/obj/rentalunit`, `lead_source` at `leadsource`)."""
     return type_name.lower().replace(" ", "").replace("_", "")
 
 
@@ -90,7 +92,7 @@ def _declare_data_api(c: Compiler, docs: Mapping[str, Document]) -> None:
     for name, doc in docs.items():
         if not doc.data.get("api", {}).get("expose", False):
             continue
-        url = api_name(name)
+        url = api_name(doc.data.get("display") or name)
         other = c.data_api.get(url)
         if other is not None:
             c.error(doc, "/api/expose", "data_api.name-clash",
@@ -107,7 +109,7 @@ def _field(c: Compiler, key: str, spec: Mapping[str, Any]) -> FieldSpec:
     return FieldSpec(key, spec["type"], is_list, spec.get("unique", False),
                      spec.get("indexed", False),
                      typed_or_as_is(spec.get("default"), spec["type"], is_list, options),
-                     options)
+                     options, spec.get("display"))
 
 
 def build_data_types(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:

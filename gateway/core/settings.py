@@ -108,6 +108,10 @@ class Settings:
     openapi_public: bool = False
     metrics_enabled: bool = True
     metrics_public: bool = False
+    # Bubble's "use field display for key names", on the Data API (`data_api:`) and in the
+    # records workflows return (`workflow_api:`).
+    data_api_display_keys: bool = False
+    workflow_api_display_keys: bool = False
     # The console (`console:`): off unless enabled; how long a sign-in lasts; the secret
     # (by name) its cookies are signed with (None: a random key per process).
     console_enabled: bool = False
@@ -231,7 +235,9 @@ def _operations(data: Mapping[str, Any], server: Mapping[str, Any]) -> dict[str,
     return {"prefix": server.get("prefix", "").rstrip("/"),
             "openapi_public": openapi.get("public", False),
             "metrics_enabled": metrics.get("enabled", True),
-            "metrics_public": metrics.get("public", False)}
+            "metrics_public": metrics.get("public", False),
+            "data_api_display_keys": data.get("data_api", {}).get("display_keys", False),
+            "workflow_api_display_keys": data.get("workflow_api", {}).get("display_keys", False)}
 
 
 def _console(block: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from gateway.runtime.context import (
     new_scope,
     reply_bytes,
 )
+from gateway.runtime.display_keys import displayed_types, keyed_reply
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
 from gateway.runtime.param import Param
@@ -99,6 +100,7 @@ class Interpreter:
         self.sample = registry.settings.run_log_sample_success
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
+        self.displayed = displayed_types(registry)  # the types replies key by display
         # what templates see as `option_sets`: each set's options, in order
         self.options = {name: s.options for name, s in registry.option_sets.items()}
         self.scans = Scans(registry.settings.privacy_scan_concurrency)
@@ -152,6 +154,8 @@ class Interpreter:
                 workflow.may_wait or workflow.record_params) and ctx.viewer.privacy:
             # Records reach a reply only through steps that wait or record parameters.
             reply = replace(reply, data=ctx.viewer.shown(reply.data))
+        if reply is not None and self.displayed:  # Bubble's "use field display for key names"
+            reply, encoded = keyed_reply(reply, self.displayed), None
         logged = params if params else _declared(workflow, raw)
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:

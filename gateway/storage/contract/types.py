@@ -28,6 +28,12 @@ class FieldSpec:
     indexed: bool = False
     default: Any = None
     options: OptionSet | None = None
+    display: str | None = None  # the name Bubble shows (`First Name`), keying it on the wire
+
+    @property
+    def key(self) -> str:
+        """The field's key where display keys are asked for: its display, or its name."""
+        return self.display or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,17 @@ class TypeSpec:
 
     name: str
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    display: str | None = None  # the name Bubble shows (`Rental Unit`): its Data API URL
+
+    def keyed(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """`record` with each declared field keyed by its display, where it has one (Bubble's
+        "use field display for key names"); other keys as they are."""
+        return {(spec.key if (spec := self.fields.get(k)) else k): v for k, v in record.items()}
+
+    def field_keyed(self, key: str) -> str | None:
+        """The name of the field whose display keys it as `key` (or that has no display and
+        is named `key`), if any."""
+        return next((name for name, spec in self.fields.items() if spec.key == key), None)
 
 
 @dataclass(frozen=True, slots=True)
