@@ -72,6 +72,8 @@ def declare_data_types(c: Compiler, kind: str, docs: list[Document]) -> None:
         else:
             c.privacy[name] = privacy
     _declare_data_api(c, seen)
+    for name, doc in seen.items():
+        _check_keys(c, doc, c.data_types[name])
     check_names(c)
     for doc in seen.values():
         for key, spec in doc.data.get("fields", {}).items():
@@ -97,9 +99,33 @@ def _declare_data_api(c: Compiler, docs: Mapping[str, Document]) -> None:
         if other is not None:
             c.error(doc, "/api/expose", "data_api.name-clash",
                     f"data types '{other}' and '{name}' would both answer at "
-                    f"/api/1.1/obj/{url} on the Data API: expose one of them only, or rename it")
+                    f"/api/1.1/obj/{url} on the Data API: expose one of them only, or rename "
+                    "one or change its display")
             continue
         c.data_api[url] = name
+
+
+# Bubble's names of the system fields on the Data API, which a display must not take.
+_SYSTEM_KEYS = frozenset({"_id", "_type", "Created Date", "Modified Date", "Created By",
+                          "createddate", "modifieddate", "createdby"})
+
+
+def _check_keys(c: Compiler, doc: Document, spec: TypeSpec) -> None:
+    """Two fields with one display are reported; with display keys asked for, so is a
+    display that is another field's key (its display, or its name) or a system field's."""
+    on = c.settings.data_api_display_keys or c.settings.workflow_api_display_keys
+    taken: dict[str, str] = {} if not on else {
+        **dict.fromkeys(_SYSTEM_KEYS, "a system field"),
+        **{f.name: f"the field '{f.name}'" for f in spec.fields.values() if not f.display}}
+    for field in spec.fields.values():
+        if field.display is None:
+            continue
+        other = taken.get(field.display)
+        if other is not None:
+            c.error(doc, ptr.join("/fields", field.name, "display"), "data_type.key-clash",
+                    f"the display {json.dumps(field.display)} of the field '{field.name}' is "
+                    f"already the key of {other} on the wire: choose another display")
+        taken.setdefault(field.display, f"the field '{field.name}'")
 
 
 def _field(c: Compiler, key: str, spec: Mapping[str, Any]) -> FieldSpec:

@@ -134,5 +134,9 @@ CATALOG: dict[str, str] = {
     "option_set.unknown-attribute": "An option gives an attribute its option set does not "
                                     "declare under `attributes`.",
     "option_set.name-clash": "An option set named like a built-in type or a data type.",
-    "data_api.name-clash": "Two data types exposed to the Data API with one URL name.",
+    "data_api.name-clash": "Two data types exposed to the Data API with one URL name (made "
+                           "of a type's `display`, or else of its name).",
+    "data_type.key-clash": "Two fields of a data type would have one key on the wire: the "
+                           "same `display`, or, when the settings ask for display keys, a "
+                           "display that is another field's key or a system field's name.",
 }
