@@ -39,8 +39,8 @@ def data_paths(registry: Registry, prefix: str = "") -> dict[str, Any]:
     for url, name in sorted(registry.data_api.items()):
         spec = registry.data_types[name]
         base = f"{prefix}{PREFIX}/{url}"
-        record = record_schema(spec)
-        fields = fields_schema(spec)
+        display = registry.settings.data_api_display_keys
+        record, fields = record_schema(spec, display), fields_schema(spec, display)
         paths[base] = {"get": _search(spec, record), "post": _operation(
             spec, f"Create a {name}", {201: _json(_created())}, _body(fields))}
         paths[f"{base}/bulk"] = {"post": _operation(
@@ -106,15 +106,17 @@ def _field(field: FieldSpec) -> dict[str, Any]:
     return {"type": "array", "items": one} if field.list else one
 
 
-def fields_schema(spec: TypeSpec) -> dict[str, Any]:
-    """A body of field values of `spec` (no field it does not declare)."""
+def fields_schema(spec: TypeSpec, display: bool = False) -> dict[str, Any]:
+    """A body of field values of `spec` (no field it does not declare), keyed by their
+    displays with `display` (the settings' `data_api: {display_keys: true}`)."""
     return {"type": "object", "additionalProperties": False,
-            "properties": {name: _field(f) for name, f in spec.fields.items()}}
+            "properties": {f.key if display else name: _field(f)
+                           for name, f in spec.fields.items()}}
 
 
-def record_schema(spec: TypeSpec) -> dict[str, Any]:
+def record_schema(spec: TypeSpec, display: bool = False) -> dict[str, Any]:
     """A record as the Data API shows it: Bubble's system fields, then its own."""
-    fields = fields_schema(spec)
+    fields = fields_schema(spec, display)
     text = {"type": "string"}
     date = SCALARS["date"]
     return {"type": "object", "properties": {

@@ -31,7 +31,8 @@ def definition(url: str) -> str:
 
 
 def data_definitions(registry: Registry) -> dict[str, Any]:
-    definitions = {definition(url): record_schema(registry.data_types[name])
+    definitions = {definition(url): record_schema(registry.data_types[name],
+                                                   registry.settings.data_api_display_keys)
                    for url, name in sorted(registry.data_api.items())}
     if registry.data_api:
         definitions["Created"] = {"type": "object", "properties": {
@@ -51,7 +52,8 @@ def data_paths(registry: Registry, taken: set[str]) -> dict[str, Any]:
     (the workflows' names), which the Data API's own ids keep clear of."""
     paths: dict[str, Any] = {}
     for url, name in sorted(registry.data_api.items()):
-        fields = fields_schema(registry.data_types[name])
+        fields = fields_schema(registry.data_types[name],
+                               registry.settings.data_api_display_keys)
         record = {"$ref": f"#/definitions/{definition(url)}"}
         ids = _Ids(taken, url)
         body = [{"name": "body", "in": "body", "required": True, "schema": fields}]

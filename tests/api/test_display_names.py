@@ -67,7 +67,7 @@ async def client(serve: Serve, config: str, storage_url: str
     async with serve(config, storage_url) as gw:
         assert gw.storage is not None
         key = new_key()
-        await gw.storage.keys.create_key("admin", key_hash(key), utc_now())
+        await gw.storage.keys.create_key(f"admin {key[:8]}", key_hash(key), utc_now())
         yield gw.client, {"Authorization": f"Bearer {key}"}
 
 
@@ -146,3 +146,17 @@ async def test_records_a_workflow_returns_keep_names_by_default(serve: Serve,
         assert answer.status_code == 200, answer.text
         assert answer.json()["response"]["unit"]["first_name"] == "Ada"
         assert "First Name" not in answer.json()["response"]["unit"]
+
+
+async def test_the_api_documents_use_the_keys_the_data_api_uses(serve: Serve,
+                                                                 storage_url: str) -> None:
+    by_name = {"first_name", "rent", "owner_email"}
+    by_display = {"First Name", "rent", "Owner's e-mail"}
+    for config, keys in ((TYPES, by_name), (TYPES + DISPLAY_KEYS, by_display)):
+        async with client(serve, config, storage_url) as (http, admin):
+            openapi = (await http.get("/api/1.1/meta/openapi.json", headers=admin)).json()
+            swagger = (await http.get("/api/1.1/meta/swagger.json", headers=admin)).json()
+        body = openapi["paths"]["/api/1.1/obj/rentalunit"]["post"]["requestBody"]
+        assert set(body["content"]["application/json"]["schema"]["properties"]) == keys
+        record = swagger["definitions"]["rentalunit"]["properties"]
+        assert keys <= set(record) and not (by_name | by_display) - keys & set(record)
