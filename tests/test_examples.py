@@ -1,5 +1,6 @@
 """The shipped configs: `workflows.d/`, which `gateway serve` serves with no environment
-variable set, and each folder of `examples/`, a complete config declaring the secrets it needs.
+variable set, and each folder of `examples/`, a complete config declaring the secrets it needs
+(none, for a themed app that calls nothing outside, such as `examples/rentals`).
 They validate, and each workflow answers as its comments say."""
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SHIPPED = [WORKFLOWS_D, *example_folders()]
 STRIPE_WEBHOOKS = EXAMPLES / "stripe-webhooks"
 GITHUB_WEBHOOKS = EXAMPLES / "github-webhooks"
 EXCHANGE_RATES = EXAMPLES / "exchange-rates"
+RENTALS = EXAMPLES / "rentals"
 # What each shipped config exposes (each is called by a test below), and the secrets it
 # declares: each example folder just the ones its workflows use, workflows.d none.
 CALLED = {
@@ -49,12 +51,14 @@ CALLED = {
     "stripe-webhooks": {"stripe-events"},
     "github-webhooks": {"github-push"},
     "exchange-rates": {"email-rates"},
+    "rentals": {"createUnit", "nearbyUnits"},
 }
 SECRETS = {
     "workflows.d": set(),
     "stripe-webhooks": {"STRIPE_WEBHOOK_SECRET"},
     "github-webhooks": {"GITHUB_WEBHOOK_SECRET"},
     "exchange-rates": {"RATES_API_URL"},
+    "rentals": set(),
 }
 by_name = pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
 
@@ -88,9 +92,12 @@ def test_each_config_declares_just_the_secrets_it_uses(folder: Path) -> None:
     assert set(re.findall(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)", text)) == declared
 
 
-@pytest.mark.parametrize("folder", example_folders(), ids=lambda folder: folder.name)
+@pytest.mark.parametrize("folder", [folder for folder in example_folders()
+                                    if SECRETS.get(folder.name)],
+                         ids=lambda folder: folder.name)
 def test_serve_names_the_secrets_an_example_needs(folder: Path, tmp_path: Path) -> None:
-    # Declared, so serve refuses before it binds (an example declaring none would serve on).
+    # Declared, so serve refuses before it binds. An example declaring none (rentals) would
+    # serve on: test_rentals_serves_with_no_environment_variable serves it with none set.
     assert set(load([folder]).settings.secret_names) == SECRETS[folder.name] != set()
     unset = {name: None for names in SECRETS.values() for name in names}
     result = CliRunner().invoke(main, ["serve", "--config", str(folder), "--database",
@@ -100,9 +107,12 @@ def test_serve_names_the_secrets_an_example_needs(folder: Path, tmp_path: Path) 
                                      "does not set: " + ", ".join(sorted(SECRETS[folder.name])))
 
 
-def test_workflows_d_serves_with_no_environment_variable(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("config", "path"), [
+    (WORKFLOWS_D, "/api/1.1/wf/status"),
+    (RENTALS, "/api/1.1/wf/nearbyUnits?lat=51.5&lng=-0.12")], ids=["workflows.d", "rentals"])
+def test_serves_with_no_environment_variable(config: Path, path: str, tmp_path: Path) -> None:
     """`gateway serve` as a process, its environment only what runs Python: it starts on
-    the shipped workflows.d, answers a workflow, and stops."""
+    a shipped config that declares no secret, answers a workflow, and stops."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -110,14 +120,18 @@ def test_workflows_d_serves_with_no_environment_variable(tmp_path: Path) -> None
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(WORKFLOWS_D),
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config),
              "--port", str(port), "--database", f"sqlite:///{tmp_path / 'gateway.db'}"],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=bare)
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_for_health(url, process, log)
-            status = httpx.get(url + "/api/1.1/wf/status", timeout=10)
-            assert (status.status_code, status.text) == (200, "ok")
+            answer = httpx.get(url + path, timeout=10)
+            assert answer.status_code == 200, answer.text
+            if config == WORKFLOWS_D:
+                assert answer.text == "ok"
+            else:
+                assert answer.json()["response"] == {"units": [], "rents": [], "count": 0}
         finally:
             process.terminate()
             process.wait(timeout=20)
@@ -358,6 +372,72 @@ async def test_email_rates_calls_the_api_and_mails_the_result(
     assert "<td>USD</td>" in message.get_body(("html",)).get_content()
     assert (await client.post("/api/1.1/wf/email-rates", json={"to": "x@example.com"})
             ).status_code == 401
+
+
+@pytest.fixture
+async def rentals_client(serve: Serve) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """examples/rentals with no environment variable set, and an admin key."""
+    async with serve(RENTALS, environment={}) as gateway:
+        key = new_key()
+        await gateway.storage.keys.create_key("landlord", key_hash(key), datetime.now(UTC))
+        yield gateway.client, key
+
+
+SOHO = {"address": "12 Greek St, London", "lat": 51.5136, "lng": -0.1312}  # 0.7 km from
+CAMDEN = {"address": "Camden High St, London", "lat": 51.539, "lng": -0.1426}  # 3.6 km
+BRIGHTON = {"address": "Brighton", "lat": 50.8225, "lng": -0.1372}  # 76 km (47 miles)
+CENTRAL_LONDON = {"lat": 51.5074, "lng": -0.1278}
+
+
+async def test_rentals_create_units_and_find_them_nearby(
+        rentals_client: tuple[httpx.AsyncClient, str]) -> None:
+    client, key = rentals_client
+    admin = {"Authorization": f"Bearer {key}"}
+    made = {}
+    for title, rent, location, status in [("Soho flat", 2100, SOHO, None),
+                                          ("Camden studio", 1500, CAMDEN, "Reserved"),
+                                          ("Brighton house", 1800, BRIGHTON, "available")]:
+        body = {"title": title, "rent": rent, "location": location}
+        if status:
+            body["status"] = status
+        created = await client.post("/api/1.1/wf/createUnit", json=body, headers=admin)
+        assert created.status_code == 200, created.text
+        made[title] = created.json()["response"]
+    assert made["Soho flat"]["status"] == "available"  # the default
+    assert {k: made["Camden studio"][k] for k in ("status", "status_label", "color")} == {
+        "status": "reserved", "status_label": "Reserved", "color": "orange"}
+    assert (await client.post("/api/1.1/wf/createUnit", json={
+        "title": "x", "rent": 1, "location": SOHO})).status_code == 401
+    vacant = await client.post("/api/1.1/wf/createUnit", headers=admin, json={
+        "title": "Mystery", "rent": 900, "location": SOHO, "status": "vacant"})
+    assert vacant.status_code == 400
+    assert vacant.json()["body"]["status"] == "INVALID_DATA"
+    assert "option set unit_status" in vacant.json()["body"]["message"]
+
+    # Camden is reserved, so only Soho is available within 5 km; 50 miles reach Brighton.
+    near = await client.get("/api/1.1/wf/nearbyUnits", params={**CENTRAL_LONDON, "range": 5})
+    assert near.json()["response"] == {"units": ["Soho flat"], "rents": [2100], "count": 1}
+    far = await client.get("/api/1.1/wf/nearbyUnits",
+                           params={**CENTRAL_LONDON, "range": 50, "unit": "miles"})
+    assert far.json()["response"]["units"] == ["Brighton house", "Soho flat"]
+
+    # The Data API: Bubble's URL name from the type's display, fields keyed by displays,
+    # the option by its display, and a geographic_search constraint of Bubble's shape.
+    soho = await client.get(f"/api/1.1/obj/rentalunit/{made['Soho flat']['id']}")
+    assert soho.status_code == 200, soho.text
+    record = soho.json()["response"]
+    assert {k: record[k] for k in ("Title", "Status", "Location", "Monthly Rent")} == {
+        "Title": "Soho flat", "Status": "Available", "Location": SOHO, "Monthly Rent": 2100}
+    constraints = [{"key": "Location", "constraint_type": "geographic_search",
+                    "value": {"range": 5, "unit": "km", "origin": CENTRAL_LONDON}}]
+    found = await client.get("/api/1.1/obj/rentalunit",
+                             params={"constraints": json.dumps(constraints)})
+    assert sorted(r["Title"] for r in found.json()["response"]["results"]) == [
+        "Camden studio", "Soho flat"]
+    anonymous = await client.post("/api/1.1/obj/rentalunit", json={"Title": "x"})
+    assert anonymous.status_code == 401  # no privacy rules: admin keys write
+
+
 async def test_sign_up_schedules_a_welcome_and_a_new_score_fires_the_trigger(
         client: httpx.AsyncClient, storage: Storage) -> None:
     signed = await client.post("/api/1.1/wf/signup", json={
