@@ -24,6 +24,7 @@ LAYERS: dict[str, float] = {
     "gateway.config": 2, "gateway.templates": 2,
     "gateway.storage.contract": 3.1, "gateway.storage.common": 3.2,
     "gateway.storage.sqlite": 3.3, "gateway.storage.postgresql": 3.3, "gateway.storage": 3.4,
+    "gateway.files": 3.5,
     "gateway.runtime": 4,
     "gateway.actions": 5, "gateway.webhooks": 5,
     "gateway.compiler": 6, "gateway.scheduler": 6, "gateway.api": 6,
@@ -46,6 +47,9 @@ CONFINED: dict[str, tuple[str, ...]] = {
     "aiosmtplib": ("gateway.runtime.services",),
     "prometheus_client": ("gateway.server.metrics",),
     "watchfiles": ("gateway.server.reload",),
+    "boto3": ("gateway.files.s3",),
+    "botocore": ("gateway.files.s3",),
+    "PIL": ("gateway.files.keeping",),
 }
 # A newcomer reads the architecture from the tree: packages, and few modules beside them.
 MOST_TOP_LEVEL_MODULES = 12
@@ -164,6 +168,9 @@ DEFERRED = {
     ("gateway.runtime.services", "gateway.runtime.http_client"),
     ("gateway.actions.http_request", "httpx"),
     ("gateway.actions.geocoding", "httpx"),
+    # Pillow, loaded by a process's first upload; boto3, only where files go to a bucket
+    ("gateway.files.service", "gateway.files.keeping"),
+    ("gateway.files.service", "gateway.files.s3"),
 }
 
 

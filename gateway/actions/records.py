@@ -31,6 +31,7 @@ from gateway.runtime.action_spec import Action, StepCheck
 from gateway.runtime.coercion import convert_value
 from gateway.runtime.coercion import record_id as coerce_record_id
 from gateway.runtime.context import RunContext
+from gateway.runtime.file_values import kept_fields
 from gateway.storage.common import codec
 from gateway.storage.contract import SYSTEM_KEYS, Page, RecordStore, SortKey, TypeSpec
 
@@ -106,7 +107,7 @@ def check_increments(spec: TypeSpec, amounts: Any) -> dict[str, Any]:
 async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
-    fields = await located_fields(ctx, spec, fields)
+    fields = await kept_fields(ctx, spec, await located_fields(ctx, spec, fields))
     change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id,
                                         at=ctx.clock())
     ctx.changes.add(change)
@@ -115,7 +116,8 @@ async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
-    fields = await located_fields(ctx, spec, check_fields(spec, args.get("fields") or {}))
+    fields = await kept_fields(ctx, spec, await located_fields(
+        ctx, spec, check_fields(spec, args.get("fields") or {})))
     increment = check_increments(spec, args.get("increment") or {})
     try:
         change = await _storage(ctx).update(spec.name, record_id(args["thing"]), fields,
@@ -128,7 +130,8 @@ async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def make_changes_to_list(ctx: RunContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     spec = _type(ctx, args["type"])
-    fields = await located_fields(ctx, spec, check_fields(spec, args.get("fields") or {}))
+    fields = await kept_fields(ctx, spec, await located_fields(
+        ctx, spec, check_fields(spec, args.get("fields") or {})))
     increment = check_increments(spec, args.get("increment") or {})
     ids = [record_id(thing) for thing in _things(args["things"])]
     try:

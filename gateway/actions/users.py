@@ -16,6 +16,7 @@ from gateway.runtime.accounts import Accounts
 from gateway.runtime.action_spec import Action, StepCheck
 from gateway.runtime.coercion import convert_value
 from gateway.runtime.context import MIN_SECRET_LENGTH, RunContext
+from gateway.runtime.file_values import kept_fields
 
 USER = "user"
 
@@ -47,7 +48,8 @@ async def signup_user(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     password = _password(ctx, args)
     spec = ctx.data_types.get(USER)
     fields = dict(args.get("fields") or {})
-    checked = check_fields(spec, fields) if spec is not None else fields
+    checked = await kept_fields(ctx, spec, check_fields(spec, fields)) if spec is not None \
+        else fields
     change, result = await _accounts(ctx).signup(
         args.get("email"), password, checked, _remember(args.get("remember")),
         ctx.identity.user_id)

@@ -23,6 +23,7 @@ from gateway.api.workflow_endpoints import (
     parse_body,
     read_body,
     response,
+    upload_limit,
 )
 from gateway.core.encoding import encode
 from gateway.core.errors import (
@@ -37,6 +38,7 @@ from gateway.core.redaction import short_repr
 from gateway.runtime.context import Identity, Reply, RunContext
 from gateway.runtime.envelope import Rendered, public_error, render_error
 from gateway.runtime.interpreter import Interpreter, RunResult
+from gateway.runtime.param import FILE_TYPES
 from gateway.storage.contract import TypeSpec
 
 PREFIX = "/api/1.1/obj"
@@ -54,6 +56,8 @@ class DataApi:
         registry = interpreter.registry
         self.types = {url: registry.data_types[name] for url, name in registry.data_api.items()}
         self.limit = registry.settings.max_body_bytes
+        # a type with file fields takes a body that carries a file (in base64)
+        self.file_limit = upload_limit(registry.settings)
 
     def routes(self) -> list[BaseRoute]:
         if not self.types or self.interpreter.storage is None:
@@ -119,7 +123,7 @@ class DataApi:
         return await self._run(spec.name, spec, identity, raw, search)
 
     async def _create(self, request: Request, spec: TypeSpec, identity: Identity) -> Response:
-        fields, refused = await self._fields(request)
+        fields, refused = await self._fields(request, spec)
 
         async def create(ctx: RunContext) -> Reply:  # a body that does not parse is recorded
             if refused is not None:
@@ -137,7 +141,7 @@ class DataApi:
     async def _change(self, request: Request, spec: TypeSpec, identity: Identity, *,
                       replace: bool) -> Response:
         id = request.path_params["id"]
-        fields, refused = await self._fields(request)
+        fields, refused = await self._fields(request, spec)
 
         async def change(ctx: RunContext) -> Reply:
             if refused is not None:
@@ -146,10 +150,13 @@ class DataApi:
 
         return await self._run(spec.name, spec, identity, {"id": id, **fields}, change)
 
-    async def _fields(self, request: Request) -> tuple[dict[str, Any], GatewayError | None]:
+    async def _fields(self, request: Request, spec: TypeSpec
+                      ) -> tuple[dict[str, Any], GatewayError | None]:
         """The body's fields; or, for a body that does not parse, the error its run ends with
         (and what the run log keeps of it: its start, as text)."""
-        body = await read_body(request, self.limit)
+        limit = self.file_limit if any(f.type in FILE_TYPES for f in spec.fields.values()) \
+            else self.limit
+        body = await read_body(request, limit)
         try:
             return await parse_body(request, body), None
         except GatewayError as exc:

@@ -19,7 +19,9 @@ from typing import Any
 from gateway.actions import records as actions
 from gateway.core.encoding import iso
 from gateway.core.errors import DataApiError, GatewayError, RefusedError
+from gateway.files.service import Files
 from gateway.runtime.context import Reply, RunContext
+from gateway.runtime.param import FILE_TYPES
 from gateway.runtime.privacy import EVERYTHING, Grant
 from gateway.storage.common.codec import MAX_OFFSET, encode_cursor
 from gateway.storage.contract import Option, TypeSpec
@@ -133,6 +135,27 @@ def as_bubble(record: Mapping[str, Any], spec: TypeSpec | None = None) -> dict[s
     return shown
 
 
+def linked(ctx: RunContext, spec: TypeSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with a signed, expiring link in place of each private file's path (Bubble
+    shows a file as its URL)."""
+    files = ctx.services.files
+    names = [n for n, f in spec.fields.items() if f.type in FILE_TYPES and record.get(n)]
+    if files is None or not names:
+        return record
+    signed = dict(record)
+    for name in names:
+        value = record[name]
+        signed[name] = [_link(files, v) for v in value] if isinstance(value, list) \
+            else _link(files, value)
+    return signed
+
+
+def _link(files: Files, value: Any) -> Any:
+    if isinstance(value, str) and "/files/private/" in value and files.file_id(value):
+        return files.sign(value)
+    return value
+
+
 def _displayed(ctx: RunContext, spec: TypeSpec) -> TypeSpec | None:
     """`spec` when the Data API keys fields by their displays, None when by their names."""
     return spec if ctx.settings.data_api_display_keys else None
@@ -189,7 +212,7 @@ async def get_one(ctx: RunContext, spec: TypeSpec, id: str) -> Reply:
     found = await actions.get_thing(ctx, {"type": spec.name, "thing": id})
     if found is None:
         raise missing(spec.name, id)
-    return Reply(data={"response": as_bubble(found, _displayed(ctx, spec))})
+    return Reply(data={"response": as_bubble(linked(ctx, spec, found), _displayed(ctx, spec))})
 
 
 async def search(ctx: RunContext, spec: TypeSpec, q: Query) -> Reply:
@@ -197,7 +220,7 @@ async def search(ctx: RunContext, spec: TypeSpec, q: Query) -> Reply:
     page = await actions.search(ctx, {
         "type": spec.name, "constraints": q.constraints, "sort": q.sort, "limit": q.limit,
         "cursor": encode_cursor(q.cursor) if q.cursor else None})
-    results = [as_bubble(r, _displayed(ctx, spec)) for r in page["results"]]
+    results = [as_bubble(linked(ctx, spec, r), _displayed(ctx, spec)) for r in page["results"]]
     response: dict[str, Any] = {"cursor": q.cursor, "results": results, "count": len(results)}
     if not q.exclude_remaining:
         response["remaining"] = max(page["count"] - q.cursor - len(results), 0)

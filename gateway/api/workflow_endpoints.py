@@ -32,6 +32,8 @@ from gateway.core.errors import (
     PayloadTooLargeError,
     shown,
 )
+from gateway.core.settings import Settings
+from gateway.files.uploads import Upload, safe_name
 from gateway.runtime.coercion import gather
 from gateway.runtime.context import ANONYMOUS
 from gateway.runtime.envelope import Rendered, render_error, render_result
@@ -152,7 +154,24 @@ def parse_signed_body(request: Request, body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else parse_simple_body(request, body)
 
 
-async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
+def upload_limit(settings: Settings) -> int:
+    """The largest body of a request that may carry a file: the usual limit, and a file at
+    its largest in base64 (the longer of its two forms)."""
+    return settings.max_body_bytes + settings.max_file_bytes * 4 // 3 + 4
+
+
+def close_uploads(raw: Mapping[str, Any]) -> None:
+    """Close the files a multipart body's parts were spooled to (once the run kept them)."""
+    for value in raw.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Upload) and item.file is not None:
+                item.file.close()
+
+
+async def _parse_multipart(request: Request, body: bytes,
+                           uploads: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The parts of a multipart body: a file part of a parameter named in `uploads` as an
+    `Upload` (its spooled file stays open: see `close_uploads`), other parts as text."""
     async def stream() -> Any:
         yield body
 
@@ -168,13 +187,18 @@ async def _parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
     items: list[tuple[str, Any]] = []
     try:
         for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                # Files arrive as text until file parameters exist; the data is not lost.
+            if isinstance(value, UploadFile) and key in uploads:
+                items.append((key, Upload(safe_name(value.filename or key),
+                                          value.content_type, file=value.file)))
+            elif isinstance(value, UploadFile):
+                # A file sent for a parameter that is not a file: read as text, not lost.
                 items.append((key, (await value.read()).decode("utf-8", "replace")))
             else:
                 items.append((key, value))
     finally:
-        await form.close()
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile) and key not in uploads:
+                await value.close()
     return gather(items)
 
 
@@ -216,7 +240,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                             if p.in_query or workflow.method == "GET")
     methods = {workflow.method, "HEAD"} if workflow.method == "GET" else {workflow.method}
     settings = interpreter.registry.settings
-    limit = settings.max_body_bytes
+    uploads = frozenset(p.name for p in workflow.file_params)
+    limit = upload_limit(settings) if uploads else settings.max_body_bytes
     # verify, idempotency, rate_limit (`gateway.webhooks.guard`): None for most workflows
     guard = None if workflow.hooks is None else Guard(workflow, interpreter, rates or LocalRates())
     # the headers the guard reads (its signature's, its key's), and the guard the run goes
@@ -245,7 +270,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                 return response(early)  # before any parameter is parsed
             raw = (parse(request, body) if workflow.method == "POST" else {})
             if raw is None:
-                raw = await _parse_multipart(request, body)
+                raw = await _parse_multipart(request, body, uploads)
         except ClientDisconnect:
             return gone(request, workflow)
         except GatewayError as exc:
@@ -255,9 +280,13 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             raw.update({k: v for k, v in query.items() if k in query_names and k != API_TOKEN})
         facts = request_facts(request, body) if workflow.uses_request else None
         call = Call(facts, client)
-        if run_guard is not None:
-            return response(await run_guard.run(raw, identity, call, seen))
-        result = await interpreter.run(workflow, raw, identity=identity, call=call)
+        try:
+            if run_guard is not None:
+                return response(await run_guard.run(raw, identity, call, seen))
+            result = await interpreter.run(workflow, raw, identity=identity, call=call)
+        finally:
+            if uploads:
+                close_uploads(raw)
         return reply_response(result)
 
     return endpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.compiler.option_sets import check_names
@@ -12,9 +12,9 @@ from gateway.compiler.privacy_rules import compile_privacy
 from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
-from gateway.core.settings import from_document
+from gateway.core.settings import Settings, from_document
 from gateway.runtime.coercion import convert_value, typed_or_as_is
-from gateway.runtime.param import SCALAR_TYPES
+from gateway.runtime.param import FILE_TYPES, SCALAR_TYPES
 from gateway.storage.contract import FieldSpec, TypeSpec
 from gateway.templates import templating
 
@@ -30,21 +30,35 @@ def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
                 f"only one settings document is allowed (another is in {docs[0].file})")
     if docs:
         c.settings = from_document(docs[0].data)
-        password = docs[0].data.get("smtp", {}).get("password")
-        if password is not None and c.settings.smtp_password_secret not in c.settings.secret_names:
-            c.error(docs[0], "/smtp/password", "ref.unknown-secret",
-                    "smtp.password must be {{ secrets.NAME }}, naming a secret declared in "
-                    "the settings' secrets")
+        _check_secret_references(c, docs[0])
         for index, proxy in enumerate(docs[0].data.get("server", {}).get("trusted_proxies", ())):
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 c.error(docs[0], f"/server/trusted_proxies/{index}", "settings.network",
                         f"{json.dumps(proxy)} is not an IP address or network")
-        secret = docs[0].data.get("console", {}).get("secret")
-        if secret is not None and c.settings.console_secret not in c.settings.secret_names:
-            c.error(docs[0], "/console/secret", "ref.unknown-secret",
-                    "console.secret must be {{ secrets.NAME }}, naming a secret declared in "
+
+
+# Settings that name a secret (`{{ secrets.NAME }}`): where, and what names it once read.
+_SECRET_SETTINGS: tuple[tuple[str, Callable[[Settings], str | None]], ...] = (
+    ("/smtp/password", lambda s: s.smtp_password_secret),
+    ("/console/secret", lambda s: s.console_secret),
+    ("/files/secret", lambda s: s.files_secret),
+    ("/files/s3/access_key_id", lambda s: (s.files_s3 or {}).get("access_key_id_secret")),
+    ("/files/s3/secret_access_key",
+     lambda s: (s.files_s3 or {}).get("secret_access_key_secret")),
+)
+
+
+def _check_secret_references(c: Compiler, doc: Document) -> None:
+    for pointer, named in _SECRET_SETTINGS:
+        given: Any = doc.data
+        for token in ptr.split(pointer):
+            given = given.get(token) if isinstance(given, dict) else None
+        if given is not None and named(c.settings) not in c.settings.secret_names:
+            setting = pointer.strip("/").replace("/", ".")
+            c.error(doc, pointer, "ref.unknown-secret",
+                    f"{setting} must be {{{{ secrets.NAME }}}}, naming a secret declared in "
                     "the settings' secrets")
 
 
@@ -132,10 +146,11 @@ def _field(c: Compiler, key: str, spec: Mapping[str, Any]) -> FieldSpec:
     # A default in its field's type (a date default is a datetime, as stored values are).
     is_list = spec.get("list", False)
     options = c.option_sets.get(spec["type"])
-    return FieldSpec(key, spec["type"], is_list, spec.get("unique", False),
-                     spec.get("indexed", False),
+    # A single file's field is indexed: serving a file looks up the record that holds it.
+    indexed = spec.get("indexed", spec["type"] in FILE_TYPES and not is_list)
+    return FieldSpec(key, spec["type"], is_list, spec.get("unique", False), indexed,
                      typed_or_as_is(spec.get("default"), spec["type"], is_list, options),
-                     options, spec.get("display"))
+                     options, spec.get("display"), spec.get("private", False))
 
 
 def build_data_types(c: Compiler, kind: str, names: frozenset[str]) -> Mapping[str, Any]:

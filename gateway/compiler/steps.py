@@ -134,6 +134,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         may_wait=any(step.action.waits for step in steps),
         writes=any(step.action.writes for step in steps),
         record_params=tuple(p for p in unit.params if p.is_record),
+        file_params=tuple(p for p in unit.params if p.is_file),
         coerce=compile_coercer(name, unit.params), hooks=hooks,
         retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit))
 

@@ -95,6 +95,15 @@ class Settings:
     # A Nominatim-compatible search API that locates geographic addresses (`geocoder:`).
     geocoder_url: str | None = None
     geocoder_timeout: timedelta = timedelta(seconds=10)
+    # --- files and images (`files:`, and their `limits:`) ---
+    max_file_bytes: int = 52_428_800
+    max_image_pixels: int = 50_000_000
+    files_folder: str = "files"
+    files_s3: Mapping[str, str] | None = None  # bucket, prefix, endpoint_url, region, and
+    # the names of the secrets holding its keys (access_key_id_secret, ...)
+    files_secret: str | None = None  # the name of the secret file links are signed with
+    files_link_lifetime: timedelta = timedelta(hours=1)
+    files_allowed_types: tuple[str, ...] = ()
     # --- the scheduler (`scheduler:`) ---
     scheduler_lease: timedelta = timedelta(seconds=60)
     scheduler_concurrency: int = 10
@@ -184,6 +193,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         **_scheduler(data.get("scheduler", {}), defaults),
         **_operations(data, server),
         **_console(data.get("console", {})),
+        **_files(data.get("files", {}), limits, defaults),
     )
 
 
@@ -244,6 +254,26 @@ def _console(block: Mapping[str, Any]) -> dict[str, Any]:
     return {"console_enabled": block.get("enabled", False),
             "console_session_lifetime": parse_duration(block.get("session_lifetime", "8h")),
             "console_secret": secret_reference(block.get("secret"))}
+
+
+def _files(block: Mapping[str, Any], limits: Mapping[str, Any],
+           defaults: Settings) -> dict[str, Any]:
+    """The `files:` block (where files are kept, how their links are signed) and the
+    limits uploads are held to."""
+    s3 = block.get("s3")
+    return {
+        "max_file_bytes": limits.get("max_file_bytes", defaults.max_file_bytes),
+        "max_image_pixels": limits.get("max_image_pixels", defaults.max_image_pixels),
+        "files_folder": block.get("folder", defaults.files_folder),
+        "files_s3": None if s3 is None else {
+            **{k: v for k, v in s3.items() if k in ("bucket", "prefix", "endpoint_url",
+                                                     "region")},
+            "access_key_id_secret": secret_reference(s3.get("access_key_id")),
+            "secret_access_key_secret": secret_reference(s3.get("secret_access_key"))},
+        "files_secret": secret_reference(block.get("secret")),
+        "files_link_lifetime": parse_duration(block.get("link_lifetime", "1h")),
+        "files_allowed_types": tuple(block.get("allowed_types", ())),
+    }
 
 
 # The environment variables that override the settings document: the variable, the

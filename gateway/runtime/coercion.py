@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.core.errors import InvalidDataError, MissingDataError
+from gateway.files.uploads import file_value
 from gateway.runtime.param import Param
 from gateway.storage.common.geo import address_value
 from gateway.storage.contract import OptionSet
@@ -101,6 +102,7 @@ def record_id(value: Any) -> str:
 CONVERTERS: dict[str, Convert] = {
     "text": _text, "number": _number, "integer": _integer, "boolean": _boolean,
     "date": _date, "object": _object, "geographic_address": address_value,
+    "file": file_value, "image": file_value,
 }
 
 
@@ -180,7 +182,7 @@ def _text_list(value: str) -> Any:
 
 # Converters that refuse a list by themselves: a single value needs no check of its own.
 _REFUSE_LISTS = frozenset({_text, _number, _integer, _boolean, _object, record_id,
-                           address_value})
+                           address_value, file_value})
 
 
 def _single(convert: Convert) -> Convert:

@@ -41,6 +41,7 @@ from gateway.runtime.context import (
     reply_bytes,
 )
 from gateway.runtime.display_keys import displayed_types, keyed_reply
+from gateway.runtime.file_values import forget_dropped, kept_params
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
 from gateway.runtime.param import Param
@@ -132,6 +133,9 @@ class Interpreter:
         committed = False
         try:
             params = workflow.coerce(raw) if coerced is None else coerced
+            if workflow.file_params:  # uploads are kept before the steps see their paths
+                params = await kept_params(self.services.files, workflow.file_params, params,
+                                           now)
             if workflow.may_wait or workflow.record_params:
                 transaction = self.begin()  # what the run writes commits at its end, or not
                 try:
@@ -230,6 +234,7 @@ class Interpreter:
             await ctx.fence()
         for hook in self.on_commit:
             await hook(ctx)
+        await forget_dropped(ctx)
         return True
 
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:

@@ -112,6 +112,7 @@ class Workflow:
     may_wait: bool = True  # some step waits on something (a store, an event): time it out
     writes: bool = False  # some step writes records
     record_params: tuple[Param, ...] = ()  # parameters of a data type: loaded from the store
+    file_params: tuple[Param, ...] = ()  # files and images: uploads kept before the steps run
     coerce: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     hooks: Hooks | None = None  # verify, idempotency, rate_limit: None for most workflows
     retry: Retry = Retry()

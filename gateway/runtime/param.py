@@ -7,7 +7,9 @@ from typing import Any
 
 from gateway.storage.contract import OptionSet
 
-SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object", "geographic_address")
+SCALAR_TYPES = ("text", "number", "integer", "boolean", "date", "object", "geographic_address",
+                "file", "image")
+FILE_TYPES = frozenset({"file", "image"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,11 @@ class Param:
     has_default: bool = False
     in_query: bool = False
     options: OptionSet | None = None  # its type is this option set
+    private: bool = False  # a file or image kept private (served through signed links)
+
+    @property
+    def is_file(self) -> bool:
+        return self.type in FILE_TYPES
 
     @property
     def is_record(self) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 
 from gateway.core.settings import Settings
+from gateway.files.service import Files, open_files
 
 if TYPE_CHECKING:
     import httpx
@@ -73,6 +74,7 @@ class Services:
     settings: Settings = field(default_factory=Settings)
     _running: bool = False
     _http: httpx.AsyncClient | None = None
+    _files: Files | None = None
 
     async def start(self, settings: Settings) -> None:
         self.settings = settings
@@ -92,10 +94,20 @@ class Services:
             self._http = http_client(self.settings)
         return self._http
 
+    @property
+    def files(self) -> Files | None:
+        """The process's files (their store, limits and links) while the services run."""
+        if self._files is None and self._running:
+            self._files = open_files(self.settings)
+        return self._files
+
     async def stop(self) -> None:
         client, self._http, self.mailer, self._running = self._http, None, None, False
+        files, self._files = self._files, None
         if client is not None:
             await client.aclose()
+        if files is not None:
+            await files.close()
 
     @contextlib.asynccontextmanager
     async def running(self, settings: Settings) -> AsyncIterator[Services]:

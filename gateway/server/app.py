@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import data_api, meta, openapi, swagger, workflow_endpoints
+from gateway.api import data_api, file_serving, meta, openapi, swagger, workflow_endpoints
 from gateway.api.auth import Authenticator, credential
 from gateway.api.workflow_endpoints import WorkflowRoutes, error_response
 from gateway.compiler.loader import config_version, load
@@ -180,6 +180,7 @@ def install(app: Gateway, registry: Registry, version: str | None = None) -> Non
     api = _counted([*workflow_endpoints.routes(interpreter, auth), *_documents(),
                     *data_api.DataApi(interpreter, auth).routes()], metrics)
     served = [*api, _mount(LIVE_ALIAS, api),  # Bubble's other URL of the live API
+              *_counted(file_serving.routes(interpreter), metrics),
               *_counted(console.routes() if registry.settings.console_enabled else [],
                         metrics)]
     own = _counted([Route("/healthz", healthz), Route("/readyz", readyz),

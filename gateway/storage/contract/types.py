@@ -29,6 +29,7 @@ class FieldSpec:
     default: Any = None
     options: OptionSet | None = None
     display: str | None = None  # the name Bubble shows (`First Name`), keying it on the wire
+    private: bool = False  # a file or image field whose uploads are kept private
 
     @property
     def key(self) -> str:

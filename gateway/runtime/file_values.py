@@ -1,0 +1,151 @@
+"""Files and images in runs: uploads sent as parameters are kept before the steps run (so
+templates see their paths), and the file fields of a record being written keep their
+uploads (held by the field) and hold the gateway's own files they are given (checked to
+exist and, in an image field, to be images). Any other URL is kept as it is, as Bubble
+keeps one.
+
+Serving a file asks whether a record of a field that holds it still keeps its path
+(`is_held`): a file no record holds is never served, and once a write drops one (the
+record deleted, or given another file), `forget_dropped` deletes its bytes soon after the
+write commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from gateway.core.errors import RunError
+from gateway.files.service import Files
+from gateway.files.store import StoredFile
+from gateway.files.uploads import Upload
+from gateway.runtime.context import RunContext
+from gateway.runtime.param import FILE_TYPES, Param
+from gateway.storage.contract import Change, Constraint, FieldSpec, TypeSpec
+
+if TYPE_CHECKING:
+    from gateway.storage import Storage
+
+async def kept_params(files: Files | None, declared: Sequence[Param], params: dict[str, Any],
+                      now: datetime) -> dict[str, Any]:
+    """`params` with every upload among the `declared` file parameters kept: its path in
+    its place."""
+    for param in declared:
+        value = params.get(param.name)
+        if isinstance(value, list):
+            params[param.name] = [await _kept_param(files, param, item, now)
+                                 for item in value]
+        elif isinstance(value, Upload):
+            params[param.name] = await _kept_param(files, param, value, now)
+    return params
+
+
+async def _kept_param(files: Files | None, param: Param, value: Any, now: datetime) -> Any:
+    if not isinstance(value, Upload):
+        return value
+    if files is None:
+        raise RunError("files cannot be kept in this process (no file store is running)")
+    return await files.keep(value, image=param.type == "image", private=param.private,
+                            now=now)
+
+
+log = logging.getLogger("gateway.files")
+FORGET_AFTER = 1.0  # seconds after a run's commit that the files it dropped are deleted
+
+
+async def kept_fields(ctx: RunContext, spec: TypeSpec,
+                      fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`fields` (already checked) with every upload kept and every own file held."""
+    result = dict(fields)
+    for key, value in fields.items():
+        field = spec.fields.get(key)
+        if field is None or field.type not in FILE_TYPES or value is None:
+            continue
+        if field.list:
+            result[key] = [await _kept(ctx, spec, field, item) for item in value]
+        else:
+            result[key] = await _kept(ctx, spec, field, value)
+    return result
+
+
+async def _kept(ctx: RunContext, spec: TypeSpec, field: FieldSpec, value: Any) -> Any:
+    files = ctx.services.files
+    image = field.type == "image"
+    if isinstance(value, Upload):
+        if files is None:
+            raise RunError("files cannot be kept in this process (no file store is running)")
+        return await files.keep(value, image=image, private=field.private, now=ctx.now,
+                                holder=(spec.name, field.name))
+    if files is not None and files.file_id(value) is not None:
+        return await files.hold(value, spec.name, field.name, image=image)
+    return value
+
+
+async def is_held(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
+                  file: StoredFile) -> bool:
+    """Whether a record of a field that holds `file` keeps its path."""
+    path = file.path(files.prefix)
+    for type, name in file.holders:
+        field = types[type].fields.get(name) if type in types else None
+        if field is None or field.type not in FILE_TYPES:
+            continue
+        test = Constraint(name, "contains" if field.list else "equals", path)
+        if (await storage.records.search(type, [test], limit=1)).results:
+            return True
+    return False
+
+
+def dropped(types: Mapping[str, TypeSpec], files: Files, changes: Iterable[Change]) -> set[str]:
+    """The ids of the gateway's files that `changes` took out of a record."""
+    ids: set[str] = set()
+    for change in changes:
+        spec = types.get(change.type)
+        if spec is None or change.before is None:
+            continue
+        for name, field in spec.fields.items():
+            if field.type not in FILE_TYPES:
+                continue
+            gone = _paths(change.before.get(name)) - _paths(
+                (change.after or {}).get(name))
+            ids.update(id for path in gone if (id := files.file_id(path)) is not None)
+    return ids
+
+
+def _paths(value: Any) -> set[str]:
+    items = value if isinstance(value, list) else [value]
+    return {item for item in items if isinstance(item, str)}
+
+
+async def forget_dropped(ctx: RunContext) -> None:
+    """After the run commits: delete the bytes of the files its changes dropped that no
+    record holds any more. (A run that rolls back leaves them held; a file whose bytes
+    outlive this, e.g. when the process stops first, is never served and is deleted by
+    `gateway files sweep`.)"""
+    files, storage = ctx.services.files, ctx.storage
+    if files is None or storage is None or not ctx.changes:
+        return
+    ids = dropped(ctx.data_types, files, ctx.changes)
+    if ids:
+        types = ctx.data_types
+        asyncio.get_running_loop().call_later(FORGET_AFTER, lambda: _BACKGROUND.add(
+            asyncio.ensure_future(_forget(storage, types, files, ids))))
+
+
+_BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+async def _forget(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
+                  ids: set[str]) -> None:
+    try:
+        for id in ids:
+            file = await files.store.describe(id)
+            if file is not None and not await is_held(storage, types, files, file):
+                await files.store.delete(id)
+    except Exception:  # noqa: BLE001 - best effort: `gateway files sweep` finishes it
+        log.warning("could not delete the files a write dropped", exc_info=True)
+    finally:
+        for future in [f for f in _BACKGROUND if f.done()]:
+            _BACKGROUND.discard(future)
