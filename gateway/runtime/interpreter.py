@@ -138,24 +138,19 @@ class Interpreter:
                     async with asyncio.timeout(self.timeout):  # loading records is part of it
                         params = await self.load_records(workflow.record_params, params,
                                                          ctx.viewer)
-                        reply = await self.execute(workflow, ctx, self.scope(ctx, params,
-                                                                             request, names))
-                        encoded = self.check_size(reply, True)
+                        reply = self.outgoing(ctx, await self.execute(
+                            workflow, ctx, self.scope(ctx, params, request, names)), True)
+                        encoded = self.check_size(reply, True)  # measures what is sent
                         committed = await self.commit(ctx)
                         await transaction.commit()  # within the run's time, like any write
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
-                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request, names))
+                reply = self.outgoing(ctx, await self.execute(
+                    workflow, ctx, self.scope(ctx, params, request, names)), False)
                 encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
-        if reply is not None and reply.data is not None and (
-                workflow.may_wait or workflow.record_params) and ctx.viewer.privacy:
-            # Records reach a reply only through steps that wait or record parameters.
-            reply = replace(reply, data=ctx.viewer.shown(reply.data))
-        if reply is not None and self.displayed:  # Bubble's "use field display for key names"
-            reply, encoded = keyed_reply(reply, self.displayed), None
         logged = params if params else _declared(workflow, raw)
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:
@@ -231,6 +226,18 @@ class Interpreter:
         for hook in self.on_commit:
             await hook(ctx)
         return True
+
+    def outgoing(self, ctx: RunContext, reply: Reply | None,
+                 holds_records: bool) -> Reply | None:
+        """`reply` as the caller gets it: its records cut to what the caller sees (records
+        reach a reply only through steps that wait or record parameters), then keyed by
+        their fields' displays when the settings ask (Bubble's "use field display for key
+        names"): after the cut, since privacy rules speak of fields by name."""
+        if reply is None:
+            return None
+        if holds_records and reply.data is not None and ctx.viewer.privacy:
+            reply = replace(reply, data=ctx.viewer.shown(reply.data))
+        return keyed_reply(reply, self.displayed) if self.displayed else reply
 
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
         return reply_bytes(reply, holds_records, self.registry.settings.max_response_bytes)
