@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config.source import Document, DocumentKind
 from gateway.core import pointer as ptr
 from gateway.core.errors import did_you_mean
 from gateway.runtime.coercion import convert_value
-from gateway.runtime.param import SCALAR_TYPES
+from gateway.runtime.param import SCALAR_TYPES, Param
 from gateway.storage.contract import Option, OptionSet
 from gateway.templates import templating
 
 if TYPE_CHECKING:
     from gateway.compiler import Compiler
-    from gateway.compiler.steps import Site
 
 # The types an attribute may have: an option's attributes are constants of the config.
 ATTRIBUTE_TYPES = ("text", "number", "integer", "boolean")
@@ -93,7 +92,17 @@ def _check_unique(c: Compiler, doc: Document, options: tuple[Option, ...]) -> No
                 first[key] = index
 
 
-def check_attributes(site: Site, pointer: str, source: templating.Source) -> None:
+class AttributeSite(Protocol):
+    """What checking an option's attributes needs of the place a template is in (a
+    `steps.Site`, not imported: the steps pass imports this one)."""
+
+    @property
+    def params(self) -> Mapping[str, Param]: ...
+
+    def error(self, pointer: str, code: str, message: str, *, key: bool = False) -> None: ...
+
+
+def check_attributes(site: AttributeSite, pointer: str, source: templating.Source) -> None:
     """A template reading `params.p.x` where `p` is an option: `x` must be one of the set's
     attributes, `value`, `display`, or a text method (an option is text)."""
     for key, name, _line in templating.reads_through(source, "params"):

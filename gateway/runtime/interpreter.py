@@ -1,15 +1,12 @@
 """Runs a compiled workflow on plain data: parameters, an identity, request facts.
 
 It never sees HTTP: the HTTP layer, `gateway run` and (later) the scheduler all call `run`.
-Every run is recorded, whatever its outcome, with each step's status, duration and, when a
-step did not run or its error was swallowed, the reason.
+Every run is recorded, whatever its outcome (see `reporting`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -18,17 +15,15 @@ from typing import TYPE_CHECKING, Any
 from gateway.core.clock import Clock, utc_now
 from gateway.core.errors import (
     GatewayError,
-    InvalidDataError,
     NotRunError,
     RunError,
     StepFailedError,
     StorageUnavailableError,
     UpstreamError,
-    run_status,
 )
 from gateway.core.ids import new_id
-from gateway.core.logformat import log_run_failure
-from gateway.core.redaction import redact, secret_forms, short_repr
+from gateway.core.redaction import redact, secret_forms
+from gateway.runtime import reading
 from gateway.runtime.accounts import Accounts
 from gateway.runtime.context import (
     ANONYMOUS,
@@ -36,7 +31,6 @@ from gateway.runtime.context import (
     Identity,
     Reply,
     RunContext,
-    current_user,
     new_scope,
     reply_bytes,
 )
@@ -44,8 +38,9 @@ from gateway.runtime.display_keys import displayed_types, keyed_reply
 from gateway.runtime.file_values import forget_dropped, kept_params
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
-from gateway.runtime.param import Param
-from gateway.runtime.privacy import EXEMPT, Scans, Viewer
+from gateway.runtime.privacy import Scans
+from gateway.runtime.reporting import Observe as Observe  # where the app imports it from
+from gateway.runtime.reporting import Reports, declared
 from gateway.runtime.services import Services
 from gateway.storage.common.transaction import JOINED
 from gateway.storage.contract import Transaction
@@ -55,8 +50,6 @@ from gateway.templates.templating import Compiled
 if TYPE_CHECKING:
     from gateway.storage import Storage
 
-log = logging.getLogger("gateway.run")
-Observe = Callable[[str, str, str, float], None]  # as a run ends: id, workflow, status, ms
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
 Commit = Callable[[RunContext], Awaitable[None]]
@@ -64,7 +57,6 @@ Commit = Callable[[RunContext], Awaitable[None]]
 Operation = Callable[[RunContext], Awaitable[Reply]]
 
 HOLD_MARGIN_SECONDS = 5.0  # past the run's own timeout, SQLite's writer takes it back
-_ANONYMOUS = ANONYMOUS.record  # how the run log keeps most identities: made once
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +80,6 @@ class Interpreter:
                  clock: Clock = utc_now, on_commit: Sequence[Commit] = (),
                  observe: Observe | None = None) -> None:
         self.registry = registry
-        self.observe = observe
         self.storage = storage
         self.clock = clock
         self.on_commit = tuple(on_commit)
@@ -98,7 +89,8 @@ class Interpreter:
         self.limits = budget.limits_of(registry.settings)
         self.hidden = frozenset(form for v in registry.settings.secrets.values()
                                 if len(v) >= MIN_SECRET_LENGTH for form in secret_forms(v))
-        self.sample = registry.settings.run_log_sample_success
+        self.reports = Reports(storage, self.hidden, registry.settings.run_log_sample_success,
+                               observe)
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
         self.displayed = displayed_types(registry)  # the types replies key by display
@@ -119,7 +111,8 @@ class Interpreter:
                          identity=identity, data_types=self.data_types,
                          ignore_privacy_rules=workflow.ignore_privacy_rules,
                          source=origin.source, accounts=self.accounts,
-                         viewer=self.viewer(workflow, identity), hidden=self.hidden,
+                         viewer=reading.viewer(self.registry, self.scans, workflow, identity),
+                         hidden=self.hidden,
                          settings=self.registry.settings, services=self.services,
                          job=origin.job, schedule_depth=origin.schedule_depth,
                          fence=call.fence, client=call.client)
@@ -140,31 +133,27 @@ class Interpreter:
                 transaction = self.begin()  # what the run writes commits at its end, or not
                 try:
                     async with asyncio.timeout(self.timeout):  # loading records is part of it
-                        params = await self.load_records(workflow.record_params, params,
-                                                         ctx.viewer)
-                        reply = await self.execute(workflow, ctx, self.scope(ctx, params,
-                                                                             request, names))
-                        encoded = self.check_size(reply, True)
+                        params = await reading.load_records(
+                            self.storage, self.registry, workflow.record_params, params,
+                            ctx.viewer)
+                        reply = self.outgoing(ctx, await self.execute(
+                            workflow, ctx, self.scope(ctx, params, request, names)), True)
+                        encoded = self.check_size(reply, True)  # measures what is sent
                         committed = await self.commit(ctx)
                         await transaction.commit()  # within the run's time, like any write
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
-                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request, names))
+                reply = self.outgoing(ctx, await self.execute(
+                    workflow, ctx, self.scope(ctx, params, request, names)), False)
                 encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
-        if reply is not None and reply.data is not None and (
-                workflow.may_wait or workflow.record_params) and ctx.viewer.privacy:
-            # Records reach a reply only through steps that wait or record parameters.
-            reply = replace(reply, data=ctx.viewer.shown(reply.data))
-        if reply is not None and self.displayed:  # Bubble's "use field display for key names"
-            reply, encoded = keyed_reply(reply, self.displayed), None
-        logged = params if params else _declared(workflow, raw)
+        logged = params if params else declared(workflow, raw)
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:
             error.message = redact(error.message, hidden)  # what the caller and every log see
-        self.report(ctx, workflow, started, logged, reply, error, hidden)
+        self.reports.report(ctx, workflow, started, logged, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None, committed and error is None)
 
@@ -177,7 +166,8 @@ class Interpreter:
         ctx = RunContext(run_id=new_id(now), workflow=name, now=now, call_event=self.call_event,
                          clock=self.clock, storage=self.storage, identity=identity,
                          data_types=self.data_types,
-                         source=source, accounts=self.accounts, viewer=self.viewer(unit, identity),
+                         source=source, accounts=self.accounts,
+                         viewer=reading.viewer(self.registry, self.scans, unit, identity),
                          hidden=self.hidden, settings=self.registry.settings,
                          services=self.services)
         started, reply, error = time.perf_counter(), None, None
@@ -192,7 +182,7 @@ class Interpreter:
                 await transaction.rollback()  # unless it committed
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
-        self.report(ctx, unit, started, params, reply, error)
+        self.reports.report(ctx, unit, started, params, reply, error)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
     def failure(self, exc: Exception) -> GatewayError:
@@ -237,43 +227,20 @@ class Interpreter:
         await forget_dropped(ctx)
         return True
 
+    def outgoing(self, ctx: RunContext, reply: Reply | None,
+                 holds_records: bool) -> Reply | None:
+        """`reply` as the caller gets it: its records cut to what the caller sees (records
+        reach a reply only through steps that wait or record parameters), then keyed by
+        their fields' displays when the settings ask (Bubble's "use field display for key
+        names"): after the cut, since privacy rules speak of fields by name."""
+        if reply is None:
+            return None
+        if holds_records and reply.data is not None and ctx.viewer.privacy:
+            reply = replace(reply, data=ctx.viewer.shown(reply.data))
+        return keyed_reply(reply, self.displayed) if self.displayed else reply
+
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
         return reply_bytes(reply, holds_records, self.registry.settings.max_response_bytes)
-
-    def viewer(self, workflow: Workflow, identity: Identity) -> Viewer:
-        """The privacy rules a run's reads go through: none for admin keys and workflows
-        that ignore them. A run that reads no records still has one: `current_user`."""
-        if identity.kind == "admin" or workflow.ignore_privacy_rules:
-            return EXEMPT
-        user = current_user(identity)
-        if user is None and not (workflow.may_wait or workflow.record_params):
-            return EXEMPT  # no record to read, and no `current_user` to cut
-        return Viewer(self.registry.privacy, user, self.scans)
-
-    async def load_records(self, declared: tuple[Param, ...], params: dict[str, Any],
-                           viewer: Viewer = EXEMPT) -> dict[str, Any]:
-        """Parameters of a data type arrive as ids; each must name an existing record that
-        the caller may find (the same answer either way, so that ids do not leak)."""
-        most = self.registry.settings.max_list_ids
-        for param in declared:
-            value = params.get(param.name)
-            if value is None or self.storage is None:
-                continue
-            ids = value if param.list else [value]
-            if len(ids) > most:
-                raise InvalidDataError(f"Invalid value for parameter {param.name} (at most "
-                                       f"{most} ids, limits.max_list_ids)")
-            records = []
-            for index, record_id in enumerate(ids, 1):
-                records.append(viewer.sift(
-                    param.type, await self.storage.records.get(param.type, record_id)))
-                if index % 100 == 0:
-                    await asyncio.sleep(0)  # a store that reads on the loop: let the timeout in
-            if any(record is None for record in records):
-                raise InvalidDataError(f"Invalid value for parameter {param.name} "
-                                       f"(no {param.type} with that id)")
-            params[param.name] = records if param.list else records[0]
-        return params
 
     async def execute(self, workflow: Workflow, ctx: RunContext,
                       scope: dict[str, Any]) -> Reply | None:
@@ -339,8 +306,9 @@ class Interpreter:
             raise RunError(f"custom event '{name}' would nest deeper than "
                            f"{self.registry.settings.max_event_depth} levels")
         try:
-            params = await self.load_records(event.record_params, event.coerce(raw),
-                                             caller.viewer)
+            params = await reading.load_records(self.storage, self.registry,
+                                                event.record_params, event.coerce(raw),
+                                                caller.viewer)
         except GatewayError as exc:
             raise RunError(f"custom event '{name}': {exc.message}") from exc
         ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])
@@ -351,55 +319,3 @@ class Interpreter:
             caller.steps[-1]["steps"] = ctx.steps  # kept in the run log, failed or not
         data = reply.data if reply is not None else {}
         return data if not isinstance(data, dict) else {**data}
-
-    def report(self, ctx: RunContext, workflow: Workflow, started: float,
-               params: Mapping[str, Any], reply: Reply | None,
-               error: GatewayError | None, hidden: frozenset[str] | None = None) -> None:
-        hidden = self.hidden if hidden is None else hidden
-        duration = round((time.perf_counter() - started) * 1000, 3)
-        status = "success" if error is None else run_status(error)
-        if self.observe is not None:
-            self.observe(ctx.run_id, workflow.name, status, duration)
-        if error is not None and (isinstance(error, RunError) or error.status >= 500):
-            self.log_failure(ctx, workflow, error, hidden)
-        if self.storage is None or (error is None and self.sample < 1.0 and not self.sampled()):
-            return
-        self.storage.runs.record_run({
-            "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
-            "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
-            "status": status, "started_at": ctx.now,
-            "duration_ms": duration, "params": redact(params, hidden),
-            "result": redact(reply.data if reply else None, hidden),
-            "error": None if error is None else {
-                "code": error.code, "message": redact(error.message, hidden),
-                "location": getattr(error, "location", "")},
-            "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,  # cut by the run log
-            **({} if ctx.job is None else {"job": ctx.job.job.id,
-                                           "attempt": ctx.job.job.attempt}),
-            **({} if ctx.client is None else {"client": ctx.client}),
-        })
-
-    def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,
-                    hidden: frozenset[str] | None = None) -> None:
-        where = getattr(error, "location", "") or workflow.location
-        log_run_failure(log, ctx.run_id, workflow.name, where, error,
-                        self.hidden if hidden is None else hidden)
-
-    def sampled(self) -> bool:
-        """Whether to record this successful run (`run_log.sample_success` of them)."""
-        return self.sample >= 1.0 or random.random() < self.sample
-
-    def redact(self, value: Any) -> Any:
-        """Secrets out of what the run log keeps: by key name, and by value."""
-        return redact(value, self.hidden)
-
-
-def _declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """What a rejected call sent for the declared parameters, cut short: the run log keeps
-    why a call was refused, not whatever a caller chose to send."""
-    kept: dict[str, Any] = {}
-    for param in workflow.params:
-        if param.name in raw:
-            text = short_repr(raw[param.name])
-            kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
-    return kept

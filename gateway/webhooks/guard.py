@@ -130,7 +130,7 @@ def refused(interpreter: Interpreter, workflow: Workflow, error: GatewayError,
     now = interpreter.clock()
     ctx = RunContext(run_id=new_id(now), workflow=workflow.name, now=now,
                      call_event=interpreter.call_event, identity=identity, source="http")
-    interpreter.report(ctx, workflow, time.perf_counter(), {}, None, error)
+    interpreter.reports.report(ctx, workflow, time.perf_counter(), {}, None, error)
     return render_error(error, ctx.run_id)
 
 

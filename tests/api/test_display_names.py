@@ -160,3 +160,40 @@ async def test_the_api_documents_use_the_keys_the_data_api_uses(serve: Serve,
         assert set(body["content"]["application/json"]["schema"]["properties"]) == keys
         record = swagger["definitions"]["rentalunit"]["properties"]
         assert keys <= set(record) and not (by_name | by_display) - keys & set(record)
+
+
+LONG = "x" * 100  # the longest display a field may have
+SIZED = """
+kind: data_type
+name: note
+fields:
+""" + "".join(f"  f{n}: {{type: text, display: {LONG[:-1]}{n}}}\n" for n in range(4)) + """
+---
+kind: api_workflow
+name: add-note
+expose: true
+auth: none
+steps:
+  - id: note
+    action: create_thing
+    type: note
+    fields: {f0: a, f1: b, f2: c, f3: d}
+  - action: return_data
+    data: {note: "{{ steps.note }}"}
+"""
+
+
+async def test_the_size_limit_measures_the_reply_with_display_keys(serve: Serve,
+                                                                   storage_url: str) -> None:
+    # Under the limit with the fields' names (some 220 bytes), over it with their displays
+    # (some 600): the reply measured is the one sent.
+    limit = "limits: {max_response_bytes: 400}\n"
+    async with client(serve, SIZED + "---\nkind: settings\n" + limit, storage_url) as (http, _):
+        named = await http.post("/api/1.1/wf/add-note", json={})
+        assert named.status_code == 200, named.text
+        assert "f0" in named.json()["response"]["note"]
+    async with client(serve, SIZED + DISPLAY_KEYS + limit, storage_url) as (http, _):
+        keyed = await http.post("/api/1.1/wf/add-note", json={})
+    body = keyed.json()["body"]
+    assert (keyed.status_code, body["status"]) == (500, "RESPONSE_TOO_LARGE"), keyed.text
+    assert "400 bytes" in body["message"] and "limits.max_response_bytes" in body["message"]
