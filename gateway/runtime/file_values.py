@@ -149,3 +149,22 @@ async def _forget(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
     finally:
         for future in [f for f in _BACKGROUND if f.done()]:
             _BACKGROUND.discard(future)
+
+
+async def sweep(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
+                kept_before: datetime, *, dry_run: bool = False) -> tuple[int, list[str]]:
+    """Delete the kept files no record holds that were kept before `kept_before` (a newer
+    one may belong to a write that has not committed yet): how many files were looked at,
+    and the ids of those deleted (or, with `dry_run`, that would be)."""
+    seen, dropped_ids = 0, []
+    async for id in files.store.ids():
+        seen += 1
+        file = await files.store.describe(id)
+        if file is not None and (not file.created or
+                                 datetime.fromisoformat(file.created) >= kept_before):
+            continue
+        if file is None or not await is_held(storage, types, files, file):
+            dropped_ids.append(id)
+            if not dry_run:
+                await files.store.delete(id)
+    return seen, dropped_ids

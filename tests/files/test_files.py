@@ -20,10 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 from conftest import Serve
 from PIL import Image
 
 from gateway.api.auth import key_hash, new_key
+from gateway.cli import main
 from gateway.storage import Storage
 
 CONFIG = """
@@ -322,3 +324,43 @@ async def test_addresses_that_are_not_files(api: Api) -> None:
         assert (await api.client.get(path)).status_code == 404, path
     assert (await api.client.post("/files/00000000000000000000000000000000/x")).status_code \
         == 405
+
+
+def test_sweep_deletes_what_no_record_holds(serve: Serve, storage_url: str,
+                                            tmp_path: Path) -> None:
+    folder = tmp_path / "kept"
+    config_file = tmp_path / "config" / "gateway.yaml"
+    config_file.parent.mkdir()
+    config_file.write_text(CONFIG.format(files=folder_files(folder)))
+
+    async def upload_two() -> dict[str, Any]:
+        async with serve(config_file, storage_url, environment=SECRET) as gateway:
+            assert gateway.storage is not None
+            for title in ("kept", "orphan"):
+                run = await gateway.client.post("/api/1.1/wf/upload", data={"title": title},
+                                                files={"photo": ("p.png", png(), "image/png")})
+                assert run.status_code == 200, run.text
+            orphan: dict[str, Any] = run.json()["response"]
+            # gone behind the gateway's back (no run: nothing deletes its file)
+            assert await gateway.storage.records.delete("listing", orphan["id"]) is not None
+            assert (await gateway.client.get(orphan["photo"])).status_code == 404
+            return orphan
+
+    orphan = asyncio.run(upload_two())
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 4
+
+    def sweep(*args: str) -> Result:
+        result = CliRunner().invoke(main, ["files", "sweep", *args, "--config",
+                                           str(config_file.parent), "--database", storage_url],
+                                    env=SECRET)
+        assert result.exit_code == 0, result.output
+        return result
+
+    assert sweep().stdout == ""  # kept less than an hour ago: left alone
+    dry = sweep("--older-than", "0s", "--dry-run")
+    orphan_id = orphan["photo"].split("/")[2]
+    assert dry.stdout.split() == [orphan_id]
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 4
+    assert sweep("--older-than", "0s").stdout.split() == [orphan_id]
+    left = sorted(p.name for p in folder.rglob("*") if p.is_file())
+    assert len(left) == 2 and orphan_id not in "".join(left)
