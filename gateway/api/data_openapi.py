@@ -24,6 +24,12 @@ SCALARS: dict[str, dict[str, Any]] = {
     "text": {"type": "string"}, "number": {"type": "number"}, "integer": {"type": "integer"},
     "boolean": {"type": "boolean"}, "date": {"type": "string", "format": "date-time"},
     "object": {"type": "object"}, "geographic_address": GEOGRAPHIC_ADDRESS,
+    "file": {"type": "string", "description": "The file's URL. A write may also send Bubble's "
+             "object form {filename, contents: base64, private}, or a multipart file part "
+             "to a workflow"},
+    "image": {"type": "string", "description": "The image's URL (PNG, JPEG, GIF or WebP). A "
+              "write may also send Bubble's object form {filename, contents: base64, "
+              "private}, or a multipart file part to a workflow"},
 }
 _ERRORS = {
     400: "ERROR (Unrecognized field: X), INVALID_DATA or INVALID_BODY",
