@@ -19,8 +19,8 @@ from typing import Any
 from gateway.actions import records as actions
 from gateway.core.encoding import iso
 from gateway.core.errors import DataApiError, GatewayError, RefusedError
-from gateway.files.service import Files
 from gateway.runtime.context import Reply, RunContext
+from gateway.runtime.file_values import signed_record
 from gateway.runtime.param import FILE_TYPES
 from gateway.runtime.privacy import EVERYTHING, Grant
 from gateway.storage.common.codec import MAX_OFFSET, encode_cursor
@@ -139,21 +139,8 @@ def linked(ctx: RunContext, spec: TypeSpec, record: dict[str, Any]) -> dict[str,
     """`record` with a signed, expiring link in place of each private file's path (Bubble
     shows a file as its URL)."""
     files = ctx.services.files
-    names = [n for n, f in spec.fields.items() if f.type in FILE_TYPES and record.get(n)]
-    if files is None or not names:
-        return record
-    signed = dict(record)
-    for name in names:
-        value = record[name]
-        signed[name] = [_link(files, v) for v in value] if isinstance(value, list) \
-            else _link(files, value)
-    return signed
-
-
-def _link(files: Files, value: Any) -> Any:
-    if isinstance(value, str) and "/files/private/" in value and files.file_id(value):
-        return files.sign(value)
-    return value
+    names = [n for n, f in spec.fields.items() if f.type in FILE_TYPES]
+    return record if files is None or not names else signed_record(files, names, record)
 
 
 def _displayed(ctx: RunContext, spec: TypeSpec) -> TypeSpec | None:

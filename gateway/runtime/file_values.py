@@ -168,3 +168,49 @@ async def sweep(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
             if not dry_run:
                 await files.store.delete(id)
     return seen, dropped_ids
+
+
+MAX_DEPTH = 64  # as deep as a reply is searched for records
+
+
+def file_fields(types: Mapping[str, TypeSpec]) -> dict[str, tuple[str, ...]]:
+    """The file and image fields of each type that has any."""
+    found = {name: tuple(n for n, f in spec.fields.items() if f.type in FILE_TYPES)
+             for name, spec in types.items()}
+    return {name: fields for name, fields in found.items() if fields}
+
+
+def signed_record(files: Files, names: Sequence[str],
+                  record: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` with a signed, expiring link in place of the path of each private file
+    that its fields `names` keep."""
+    signed = dict(record)
+    for name in names:
+        value = record.get(name)
+        if isinstance(value, list):
+            signed[name] = [_link(files, item) for item in value]
+        elif value:
+            signed[name] = _link(files, value)
+    return signed
+
+
+def _link(files: Files, value: Any) -> Any:
+    if isinstance(value, str) and "/files/private/" in value and files.file_id(value):
+        return files.sign(value)
+    return value
+
+
+def signed_links(value: Any, fields: Mapping[str, tuple[str, ...]], files: Files,
+                 depth: int = 0) -> Any:
+    """`value` (what a run returns) with every record in it (a mapping with `_id` and the
+    `_type` of a type with file fields) showing its private files as signed links."""
+    if depth > MAX_DEPTH:
+        return value
+    if isinstance(value, list):
+        return [signed_links(item, fields, files, depth + 1) for item in value]
+    if not isinstance(value, dict):
+        return value
+    names = fields.get(value["_type"]) if isinstance(value.get("_type"), str) else None
+    if names is not None and "_id" in value:
+        return signed_record(files, names, value)
+    return {key: signed_links(item, fields, files, depth + 1) for key, item in value.items()}

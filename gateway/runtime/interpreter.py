@@ -35,7 +35,7 @@ from gateway.runtime.context import (
     reply_bytes,
 )
 from gateway.runtime.display_keys import displayed_types, keyed_reply
-from gateway.runtime.file_values import forget_dropped, kept_params
+from gateway.runtime.file_values import file_fields, forget_dropped, kept_params, signed_links
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
 from gateway.runtime.privacy import Scans
@@ -94,6 +94,7 @@ class Interpreter:
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
         self.displayed = displayed_types(registry)  # the types replies key by display
+        self.file_fields = file_fields(registry.data_types)  # whose private files are signed
         # what templates see as `option_sets`: each set's options, in order
         self.options = {name: s.options for name, s in registry.option_sets.items()}
         self.scans = Scans(registry.settings.privacy_scan_concurrency)
@@ -237,6 +238,9 @@ class Interpreter:
             return None
         if holds_records and reply.data is not None and ctx.viewer.privacy:
             reply = replace(reply, data=ctx.viewer.shown(reply.data))
+        if holds_records and self.file_fields and reply.data is not None and (
+                files := self.services.files) is not None:  # private files: signed links
+            reply = replace(reply, data=signed_links(reply.data, self.file_fields, files))
         return keyed_reply(reply, self.displayed) if self.displayed else reply
 
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:

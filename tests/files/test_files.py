@@ -58,6 +58,15 @@ steps:
              brochure: "{{{{ params.brochure }}}}"}}
   - action: return_data
     data: {{id: "{{{{ steps.made._id }}}}", photo: "{{{{ steps.made.photo }}}}"}}
+---
+kind: api_workflow
+name: show
+expose: true
+auth: none
+params: {{thing: {{type: listing}}}}
+steps:
+  - action: return_data
+    data: {{listing: "{{{{ params.thing }}}}", lease: "{{{{ params.thing.lease }}}}"}}
 """
 SECRET = {"FILES_SECRET": "s" * 40}
 
@@ -165,6 +174,17 @@ async def test_private_files_need_a_signed_link(api: Api) -> None:
     assert (await api.client.get(later)).status_code == 403
     public_path = bare.replace("/files/private/", "/files/")
     assert (await api.client.get(public_path)).status_code == 404
+
+
+async def test_a_workflow_returns_private_files_of_records_signed(api: Api) -> None:
+    made = await api.create({"title": "a", "lease": as_object("lease.pdf", b"%PDF")})
+    run = await api.client.post("/api/1.1/wf/show", json={"thing": made.json()["id"]})
+    assert run.status_code == 200, run.text
+    answer = run.json()["response"]
+    assert "signature=" in answer["listing"]["lease"]
+    assert (await api.client.get(answer["listing"]["lease"])).content == b"%PDF"
+    assert "signature=" not in answer["lease"]  # a path alone is not a record's: unsigned
+    assert (await api.client.get(answer["lease"])).status_code == 403
 
 
 async def test_bubbles_private_flag_makes_a_file_private(api: Api) -> None:
