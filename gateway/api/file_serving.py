@@ -52,7 +52,7 @@ def _serve(interpreter: Interpreter) -> Endpoint:
         if not await is_held(storage, interpreter.data_types, files, file):
             return error_response(missing)
         headers = {**_SAFE, "Content-Length": str(file.size),
-                   "Cache-Control": "private, no-store" if private else "public, max-age=300",
+                   "Cache-Control": "private, no-store" if private else "no-cache",
                    "Content-Disposition": _disposition(file)}
         if request.method == "HEAD":
             return Response(status_code=200, headers=headers, media_type=file.content_type)

@@ -6,6 +6,7 @@ Every error a caller can see is rendered here, in one shape:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,6 +46,9 @@ from gateway.webhooks.guard import Guard, LocalRates, raw_headers
 
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# A body larger than this (one that carries a file) is parsed off the event loop.
+OFF_LOOP_BYTES = 1_048_576
+MULTIPART_PIECE = 262_144  # bytes of a multipart body the parser takes at once
 log = logging.getLogger("gateway.http")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -119,7 +123,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
-    parsed = parse_simple_body(request, body)
+    parsed = parse_simple_body(request, body) if len(body) <= OFF_LOOP_BYTES else \
+        await asyncio.to_thread(parse_simple_body, request, body)
     return parsed if parsed is not None else await _parse_multipart(request, body)
 
 
@@ -173,7 +178,10 @@ async def _parse_multipart(request: Request, body: bytes,
     """The parts of a multipart body: a file part of a parameter named in `uploads` as an
     `Upload` (its spooled file stays open: see `close_uploads`), other parts as text."""
     async def stream() -> Any:
-        yield body
+        # A large body (one carrying a file) in pieces: the parser lets other requests
+        # run between them, and writes a large part to disk off the event loop.
+        for start in range(0, len(body), MULTIPART_PIECE):
+            yield body[start:start + MULTIPART_PIECE]
 
     boundary = _boundary(request.headers.get("content-type", ""))
     if boundary is None or b"--" + boundary + b"--" not in body:
@@ -268,7 +276,9 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
             seen = raw_headers(request.scope["headers"], reads) if reads else {}
             if guard is not None and (early := guard.verify(seen, body, identity)) is not None:
                 return response(early)  # before any parameter is parsed
-            raw = (parse(request, body) if workflow.method == "POST" else {})
+            raw = ({} if workflow.method != "POST" else parse(request, body)
+                   if len(body) <= OFF_LOOP_BYTES else
+                   await asyncio.to_thread(parse, request, body))
             if raw is None:
                 raw = await _parse_multipart(request, body, uploads)
         except ClientDisconnect:
