@@ -6,10 +6,12 @@ They validate, and each workflow answers as its comments say."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import pytest
 import stripe
 from click.testing import CliRunner
 from conftest import Serve
+from PIL import Image
 from support import EXAMPLES, WORKFLOWS_D, Inbox, example_folders, smtp_server
 from support import rates_api as loopback_rates_api
 
@@ -375,8 +378,11 @@ async def test_email_rates_calls_the_api_and_mails_the_result(
 
 
 @pytest.fixture
-async def rentals_client(serve: Serve) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """examples/rentals with no environment variable set, and an admin key."""
+async def rentals_client(serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                         ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """examples/rentals with no environment variable set, and an admin key; run in the
+    test's folder, where its file store (`rentals-files`, relative) is kept."""
+    monkeypatch.chdir(tmp_path)
     async with serve(RENTALS, environment={}) as gateway:
         key = new_key()
         await gateway.storage.keys.create_key("landlord", key_hash(key), datetime.now(UTC))
@@ -436,6 +442,45 @@ async def test_rentals_create_units_and_find_them_nearby(
         "Camden studio", "Soho flat"]
     anonymous = await client.post("/api/1.1/obj/rentalunit", json={"Title": "x"})
     assert anonymous.status_code == 401  # no privacy rules: admin keys write
+
+
+def png_base64() -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 3), "green").save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+async def test_rentals_keep_a_photo_and_a_private_lease(
+        rentals_client: tuple[httpx.AsyncClient, str], tmp_path: Path) -> None:
+    client, key = rentals_client
+    admin = {"Authorization": f"Bearer {key}"}
+    lease, picture = b"%PDF-1.4 a lease", png_base64()
+    created = await client.post("/api/1.1/wf/createUnit", headers=admin, json={
+        "title": "Soho flat", "rent": 2100, "location": SOHO,
+        "photo": {"filename": "soho.png", "contents": "data:image/png;base64," + picture},
+        "lease": {"filename": "lease.pdf", "contents": base64.b64encode(lease).decode()}})
+    assert created.status_code == 200, created.text
+    answer = created.json()["response"]
+    assert answer["photo"].startswith("/files/") and answer["photo"].endswith("/soho.png")
+    photo = await client.get(answer["photo"])
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
+    assert photo.content == base64.b64decode(picture)
+    assert (tmp_path / "rentals-files").is_dir()  # the example's folder, in the working one
+
+    # The Data API answers the private lease as a signed link; its bare path is refused.
+    record = (await client.get(f"/api/1.1/obj/rentalunit/{answer['id']}")).json()["response"]
+    assert record["Photo"] == answer["photo"]
+    assert "/files/private/" in record["Lease"] and "signature=" in record["Lease"]
+    signed = await client.get(record["Lease"])
+    assert signed.status_code == 200 and signed.content == lease
+    assert signed.headers["content-disposition"].startswith("attachment")
+    assert (await client.get(record["Lease"].split("?")[0])).status_code == 403
+
+    # Deleting the unit makes both unreachable at once.
+    gone = await client.delete(f"/api/1.1/obj/rentalunit/{answer['id']}", headers=admin)
+    assert gone.status_code == 204, gone.text
+    assert (await client.get(answer["photo"])).status_code == 404
+    assert (await client.get(record["Lease"])).status_code == 404
 
 
 async def test_sign_up_schedules_a_welcome_and_a_new_score_fires_the_trigger(
