@@ -63,9 +63,11 @@ class Files:
         match = self._ours.fullmatch(urlsplit(url).path)
         return match.group(1) if match else None
 
-    async def hold(self, url: str, type: str, field: str, *, image: bool) -> str:
+    async def hold(self, url: str, type: str, field: str, *, image: bool,
+                   private: bool) -> str:
         """`url`, one of this gateway's files, as a field of `type` keeps it (its path,
-        without a signature), once the file is known to be held by that field's records."""
+        without a signature), once the file is known to be held by that field's records
+        (and made private, if the field is)."""
         id = self.file_id(url)
         file = None if id is None else await self.store.describe(id)
         if file is None:
@@ -73,7 +75,7 @@ class Files:
         if image and not file.image:
             raise ValidationError(f"field {field} of {type} takes images, and the file "
                                   f"{file.name[:100]!r} is not one")
-        held = file.held_by(type, field)
+        held = file.held_by(type, field, private)
         if held != file:
             await self.store.redescribe(held)
         return held.path(self.prefix)

@@ -36,10 +36,12 @@ class StoredFile:
         where = "files/private" if self.private else "files"
         return f"{prefix}/{where}/{self.id}/{quote(self.name, safe='')}"
 
-    def held_by(self, type: str, field: str) -> StoredFile:
-        if (type, field) in self.holders:
-            return self
-        return replace(self, holders=(*self.holders, (type, field)))
+    def held_by(self, type: str, field: str, private: bool) -> StoredFile:
+        """Held by the records of `type`'s `field` too; private from now on if that field
+        is (its path changes: the public one no longer answers)."""
+        holders = self.holders if (type, field) in self.holders else (
+            *self.holders, (type, field))
+        return replace(self, holders=holders, private=self.private or private)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()

@@ -80,7 +80,8 @@ async def _kept(ctx: RunContext, spec: TypeSpec, field: FieldSpec, value: Any) -
         return await files.keep(value, image=image, private=field.private, now=ctx.now,
                                 holder=(spec.name, field.name))
     if files is not None and files.file_id(value) is not None:
-        return await files.hold(value, spec.name, field.name, image=image)
+        return await files.hold(value, spec.name, field.name, image=image,
+                                private=field.private)
     return value
 
 

@@ -56,15 +56,19 @@ class Answer:
 
 async def run_tests(registry: Registry, folder: Path,
                     tests: Iterable[WorkflowTest] | None = None) -> list[Outcome]:
-    """Run `tests` (default: every test of the registry), each on a fresh database in
-    `folder`, in name order."""
+    """Run `tests` (default: every test of the registry), each on a fresh database and a
+    fresh folder of files in `folder`, in name order."""
     chosen = sorted(tests if tests is not None else registry.tests.values(),
                     key=lambda t: t.name)
     registry = with_test_secrets(registry)
     outcomes: list[Outcome] = []
     for number, test in enumerate(chosen):
         storage = open_storage(f"sqlite:///{folder / f'test-{number}.db'}")
-        outcomes.extend(await _run_test(registry, storage, test))
+        # and files of its own: never the config's folder or bucket
+        own = dataclasses.replace(registry.settings, files_s3=None,
+                                  files_folder=str(folder / f"test-{number}-files"))
+        outcomes.extend(await _run_test(dataclasses.replace(registry, settings=own), storage,
+                                        test))
     return outcomes
 
 

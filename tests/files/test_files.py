@@ -60,6 +60,21 @@ steps:
     data: {{id: "{{{{ steps.made._id }}}}", photo: "{{{{ steps.made.photo }}}}"}}
 ---
 kind: api_workflow
+name: keep-nothing
+expose: true
+auth: none
+params: {{photo: {{type: image}}, copy: {{type: file, optional: true}}}}
+steps:
+  - id: made
+    only_when: "{{{{ params.copy is not none }}}}"
+    action: create_thing
+    type: listing
+    fields: {{lease: "{{{{ params.copy }}}}"}}
+  - action: return_data
+    data: {{photo: "{{{{ params.photo }}}}",
+           lease: "{{{{ steps.made.lease if steps.made else none }}}}"}}
+---
+kind: api_workflow
 name: show
 expose: true
 auth: none
@@ -210,6 +225,30 @@ async def test_a_multipart_upload_to_a_workflow(api: Api) -> None:
 
 
 async def test_a_file_no_record_holds_is_not_served(api: Api) -> None:
+    run = await api.client.post("/api/1.1/wf/keep-nothing", files={
+        "photo": ("p.png", png(), "image/png")})
+    assert run.status_code == 200, run.text
+    photo = run.json()["response"]["photo"]
+    assert photo.startswith("/files/")
+    assert len(api.kept()) == 2  # kept, but held by no record
+    assert (await api.client.get(photo)).status_code == 404
+
+
+async def test_a_private_field_makes_a_public_upload_private(api: Api) -> None:
+    run = await api.client.post("/api/1.1/wf/keep-nothing", files={
+        "photo": ("p.png", png(), "image/png"), "copy": ("l.txt", b"lease", "text/plain")})
+    assert run.status_code == 200, run.text
+    lease = run.json()["response"]["lease"]
+    assert "/files/private/" in lease
+    assert (await api.client.get(lease)).status_code == 403
+    assert (await api.client.get(lease.replace("/files/private/", "/files/"))).status_code \
+        == 404
+    records = (await api.client.get("/api/1.1/obj/rentallisting", headers=api.admin)).json()
+    signed = records["response"]["results"][0]["lease"]
+    assert (await api.client.get(signed)).content == b"lease"
+
+
+async def test_a_kept_file_can_be_held_by_another_record(api: Api) -> None:
     picture = png()
     run = await api.client.post("/api/1.1/wf/upload", data={"title": "m"},
                                 files={"photo": ("p.png", picture, "image/png")})
@@ -218,6 +257,11 @@ async def test_a_file_no_record_holds_is_not_served(api: Api) -> None:
     # the same image written into another record's field: held there too
     other = await api.create({"title": "b", "brochure": photo})
     assert other.status_code == 201, other.text
+    first = run.json()["response"]["id"]
+    gone = await api.client.delete(f"/api/1.1/obj/rentallisting/{first}", headers=api.admin)
+    assert gone.status_code == 204
+    await asyncio.sleep(1.3)  # past the deletion of what the delete dropped
+    assert (await api.client.get(photo)).status_code == 200  # the other record holds it
 
 
 async def test_deleting_a_record_leaves_its_files_unreachable(api: Api) -> None:
