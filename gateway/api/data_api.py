@@ -17,14 +17,8 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.api import data_operations
 from gateway.api.auth import API_TOKEN, Authenticator, credential
-from gateway.api.workflow_endpoints import (
-    ALL_METHODS,
-    error_response,
-    parse_body,
-    read_body,
-    response,
-    upload_limit,
-)
+from gateway.api.request_bodies import parse_body, read_body, upload_limit
+from gateway.api.workflow_endpoints import ALL_METHODS, error_response, response
 from gateway.core.encoding import encode
 from gateway.core.errors import (
     DataApiError,

@@ -11,12 +11,10 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette._utils import get_route_path
-from starlette.datastructures import UploadFile, URLPath
+from starlette.datastructures import URLPath
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
@@ -24,17 +22,22 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
 from gateway.api.detection import as_yaml
-from gateway.core.encoding import loads_exact
+from gateway.api.request_bodies import (
+    OFF_LOOP_BYTES,
+    close_uploads,
+    parse_body,
+    parse_multipart,
+    parse_signed_body,
+    parse_simple_body,
+    read_body,
+    upload_limit,
+)
 from gateway.core.errors import (
     GatewayError,
-    MalformedBodyError,
     MethodNotAllowedError,
     NotFoundError,
-    PayloadTooLargeError,
     shown,
 )
-from gateway.core.settings import Settings
-from gateway.files.uploads import Upload, safe_name
 from gateway.runtime.coercion import gather
 from gateway.runtime.context import ANONYMOUS
 from gateway.runtime.envelope import Rendered, render_error, render_result
@@ -46,9 +49,6 @@ from gateway.webhooks.guard import Guard, LocalRates, raw_headers
 
 # Every method reaches the endpoint, which answers a wrong one with the JSON 405.
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-# A body larger than this (one that carries a file) is parsed off the event loop.
-OFF_LOOP_BYTES = 1_048_576
-MULTIPART_PIECE = 262_144  # bytes of a multipart body the parser takes at once
 log = logging.getLogger("gateway.http")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -87,135 +87,6 @@ def error_response(error: GatewayError, run_id: str | None = None) -> Response:
 
 def reply_response(result: RunResult) -> Response:
     return response(render_result(result))
-
-
-def _header(request: Request, name: bytes) -> str | None:
-    # Straight from the ASGI scope: cheaper than building Starlette's `Headers` per request.
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over `limit` bytes, declared or streamed. A client
-    that goes away mid-body raises Starlette's `ClientDisconnect`; one too slow to send it is
-    answered by the server's connection (`gateway.server.protocol`, `server.body_timeout`)."""
-    declared = _header(request, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
-    # From the ASGI messages themselves: Starlette's `stream()` is an async generator, which
-    # costs more than a small body's one message.
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def parse_body(request: Request, body: bytes) -> dict[str, Any]:
-    parsed = parse_simple_body(request, body) if len(body) <= OFF_LOOP_BYTES else \
-        await asyncio.to_thread(parse_simple_body, request, body)
-    return parsed if parsed is not None else await _parse_multipart(request, body)
-
-
-def parse_simple_body(request: Request, body: bytes) -> dict[str, Any] | None:
-    """The parameters of a JSON or urlencoded body (without awaiting anything: most bodies
-    are one of those); None for a multipart body (see `parse_body`)."""
-    if not body.strip():
-        return {}
-    content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
-    if content_type == "application/x-www-form-urlencoded":
-        return gather(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    if content_type == "multipart/form-data":
-        return None
-    try:
-        data = loads_exact(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBodyError(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedBodyError("The JSON body must be an object of parameter values")
-    return data
-
-
-def parse_signed_body(request: Request, body: bytes) -> dict[str, Any] | None:
-    """`parse_simple_body` for a body a signature covers: a JSON object is read as JSON
-    whatever the Content-Type says. The header is not signed, so a replay could otherwise
-    have the same signed bytes read as a form (`&id=…` inside a JSON string becoming a
-    parameter) or as multipart parts."""
-    try:
-        data = loads_exact(body)
-    except ValueError:
-        return parse_simple_body(request, body)
-    return data if isinstance(data, dict) else parse_simple_body(request, body)
-
-
-def upload_limit(settings: Settings) -> int:
-    """The largest body of a request that may carry a file: the usual limit, and a file at
-    its largest in base64 (the longer of its two forms)."""
-    return settings.max_body_bytes + settings.max_file_bytes * 4 // 3 + 4
-
-
-def close_uploads(raw: Mapping[str, Any]) -> None:
-    """Close the files a multipart body's parts were spooled to (once the run kept them)."""
-    for value in raw.values():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, Upload) and item.file is not None:
-                item.file.close()
-
-
-async def _parse_multipart(request: Request, body: bytes,
-                           uploads: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The parts of a multipart body: a file part of a parameter named in `uploads` as an
-    `Upload` (its spooled file stays open: see `close_uploads`), other parts as text."""
-    async def stream() -> Any:
-        # A large body (one carrying a file) in pieces: the parser lets other requests
-        # run between them, and writes a large part to disk off the event loop.
-        for start in range(0, len(body), MULTIPART_PIECE):
-            yield body[start:start + MULTIPART_PIECE]
-
-    boundary = _boundary(request.headers.get("content-type", ""))
-    if boundary is None or b"--" + boundary + b"--" not in body:
-        # A body cut off before its closing boundary would otherwise lose parts silently.
-        raise MalformedBodyError("The multipart body is malformed: no closing boundary")
-
-    try:
-        form = await MultiPartParser(request.headers, stream()).parse()
-    except MultiPartException as exc:
-        raise MalformedBodyError(f"The multipart body is malformed: {exc.message}") from exc
-    items: list[tuple[str, Any]] = []
-    try:
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile) and key in uploads:
-                items.append((key, Upload(safe_name(value.filename or key),
-                                          value.content_type, file=value.file)))
-            elif isinstance(value, UploadFile):
-                # A file sent for a parameter that is not a file: read as text, not lost.
-                items.append((key, (await value.read()).decode("utf-8", "replace")))
-            else:
-                items.append((key, value))
-    finally:
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile) and key not in uploads:
-                await value.close()
-    return gather(items)
-
-
-def _boundary(content_type: str) -> bytes | None:
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "boundary" and value:
-            return value.strip('"').encode("latin-1")
-    return None
 
 
 def request_facts(request: Request, body: bytes) -> dict[str, Any]:
@@ -280,7 +151,7 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
                    if len(body) <= OFF_LOOP_BYTES else
                    await asyncio.to_thread(parse, request, body))
             if raw is None:
-                raw = await _parse_multipart(request, body, uploads)
+                raw = await parse_multipart(request, body, uploads)
         except ClientDisconnect:
             return gone(request, workflow)
         except GatewayError as exc:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.auth import Authenticator
-from gateway.api.workflow_endpoints import read_body
+from gateway.api.request_bodies import read_body
 from gateway.console import chart, jobs_page, overview_page, paging, runs_page, workflows_page
 from gateway.console.session import COOKIE, PRE_COOKIE, Session, Signer, signing_key, throttle
 from gateway.core.errors import GatewayError, RateLimitedError
