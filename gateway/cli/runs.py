@@ -42,37 +42,48 @@ def runs() -> None:
 @click.option("--text", default=None, metavar="TEXT",
               help="Only runs whose parameters, result, error or steps contain TEXT "
                    "(ASCII case ignored).")
+@click.option("--user", default=None, metavar="ID|EMAIL",
+              help="Only runs a user called: the user's id or e-mail.")
 @click.option("--limit", type=click.IntRange(min=1, max=MAX_LISTED), default=50,
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @config_option
 @database_option
 def runs_list(workflow: str | None, status: str | None, source: str | None, since: str | None,
-              until: str | None, text: str | None, limit: int, as_json: bool,
-              config: tuple[Path, ...], database: str | None) -> None:
+              until: str | None, text: str | None, user: str | None, limit: int,
+              as_json: bool, config: tuple[Path, ...], database: str | None) -> None:
     """List recent runs, newest first.
 
     \b
     Example:
       gateway runs list --workflow create-lead --status failed --since 1h
       gateway runs list --source http --since 2024-05-01 --until 2024-05-02 --text ada@
+      gateway runs list --user ada@example.com
     """
     now = utc_now()
     start, end = _moment(since, now, "--since"), _moment(until, now, "--until")
     if text is not None and (not text or len(text) > MAX_TEXT or not text.isprintable()):
         raise click.BadParameter(f"1 to {MAX_TEXT} printable characters", param_hint="--text")
+    if user is not None and (not user or len(user) > MAX_TEXT or not user.isprintable()):
+        raise click.BadParameter(f"1 to {MAX_TEXT} printable characters", param_hint="--user")
     registry, storage = store_of(config, database)
     found = asyncio.run(with_store(storage, registry, lambda s: s.runs.list_runs(
         workflow=workflow, status=status, since=start, limit=limit, source=source, until=end,
-        text=text), sync_indexes=False))
+        text=text, user=user), sync_indexes=False))
     for item in found:
         if as_json:
             click.echo(dumps(item))
             continue
         error = item.get("error") or {}
+        shown = registry.workflows.get(item["workflow"])
+        label = f" ({escape(shown.label)})" if shown is not None and shown.label else ""
+        identity = item.get("identity") or {}
+        caller = identity.get("email") or identity.get("user_id")
+        by = f"  by {escape(str(caller))}" if caller else ""
         click.echo(f"{item['id']}  {item['started_at']:%Y-%m-%d %H:%M:%S}  "
                    f"{item['status']:<8} {item['duration_ms']:>9.2f} ms  "
-                   f"{escape(str(item.get('source', ''))):<5} {escape(item['workflow'])}"
+                   f"{escape(str(item.get('source', ''))):<5} {escape(item['workflow'])}{label}"
+                   f"{by}"
                    + (f"  {escape(str(error.get('code')))}: {escape(str(error.get('message')))}"
                       if error else ""))
 
@@ -120,7 +131,8 @@ def timeline(run: dict[str, Any]) -> list[str]:
     """A run for people: a header, then each step at its offset from the start."""
     identity = run.get("identity") or {}
     who = identity.get("kind", "?") + (f" {identity['user_id']}" if identity.get("user_id")
-                                       else "")
+                                       else "") + (f" <{identity['email']}>"
+                                                   if identity.get("email") else "")
     lines = [f"run {run['id']}  {escape(run['workflow'])}  {run['status']}  "
              f"{run['duration_ms']:.2f} ms  ({escape(str(run.get('source')))}, {escape(who)})",
              f"started   {run['started_at']:%Y-%m-%d %H:%M:%S.%f} UTC",

@@ -245,7 +245,8 @@ class Console:
     async def _runs(self, request: Request) -> dict[str, Any]:
         storage, registry, now = self._state(request)
         filters = runs_page.run_filters(request.query_params, now)
-        rows, older = await runs_page.runs(storage, filters)
+        labels = {n: w.label for n, w in registry.workflows.items() if w.label}
+        rows, older = await runs_page.runs(storage, filters, labels)
         names = sorted({*registry.workflows, *registry.events, *registry.recurring,
                         *registry.triggers})
         return {"filters": filters, "rows": rows, "older": older, "names": names,

@@ -31,6 +31,7 @@ class RunFilters:
     until: str = ""
     text: str = ""
     before: str = ""
+    user: str = ""  # the caller: a user's id or e-mail
     errors: list[str] = field(default_factory=list)
     since_at: datetime | None = None
     until_at: datetime | None = None
@@ -39,7 +40,7 @@ class RunFilters:
 
     def query(self, **changes: str) -> dict[str, str]:
         """The filters as query parameters (those set), with `changes`."""
-        keys = ("workflow", "status", "source", "since", "until", "text", "before")
+        keys = ("workflow", "status", "source", "since", "until", "text", "before", "user")
         values = {k: getattr(self, k) for k in keys} | changes
         return {k: v for k, v in values.items() if v}
 
@@ -55,9 +56,9 @@ def _moment(text: str, now: datetime) -> datetime:
 
 def run_filters(query: Mapping[str, str], now: datetime) -> RunFilters:
     values = {k: str(query.get(k, "")).strip() for k in (
-        "workflow", "status", "source", "since", "until", "text", "before")}
+        "workflow", "status", "source", "since", "until", "text", "before", "user")}
     found = RunFilters(values["workflow"], values["status"], values["source"], values["since"],
-                       values["until"], values["text"], values["before"])
+                       values["until"], values["text"], values["before"], values["user"])
     for key, value in values.items():
         if len(value) > MAX_FILTER or not value.isprintable():
             found.errors.append(f"{key}: at most {MAX_FILTER} printable characters")
@@ -83,7 +84,9 @@ def run_filters(query: Mapping[str, str], now: datetime) -> RunFilters:
     return found
 
 
-async def runs(storage: Storage, f: RunFilters) -> tuple[list[dict[str, Any]], str | None]:
+async def runs(storage: Storage, f: RunFilters,
+               labels: Mapping[str, str] | None = None
+               ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the run log, newest first, and the position of the next page (if any).
 
     A text search reads `SEARCH_SCAN` runs a page at most, so that it costs the same
@@ -94,11 +97,12 @@ async def runs(storage: Storage, f: RunFilters) -> tuple[list[dict[str, Any]], s
         found, reach = await storage.runs.search_runs(
             f.text, workflow=f.workflow or None, status=f.status or None, since=f.since_at,
             until=f.until_at, source=f.source or None, before=f.position, limit=PAGE + 1,
-            scan=SEARCH_SCAN)
+            scan=SEARCH_SCAN, user=f.user or None)
     else:
         found = await storage.runs.page_runs(
             workflow=f.workflow or None, status=f.status or None, since=f.since_at,
-            limit=PAGE + 1, source=f.source or None, until=f.until_at, before=f.position)
+            limit=PAGE + 1, source=f.source or None, until=f.until_at, before=f.position,
+            user=f.user or None)
     older = None
     if len(found) > PAGE:
         found = found[:PAGE]
@@ -106,12 +110,17 @@ async def runs(storage: Storage, f: RunFilters) -> tuple[list[dict[str, Any]], s
     elif reach is not None:
         f.searched_to = reach[0]
         older = position_text(*reach)
-    return [run_row(r) for r in found], older
+    rows = [run_row(r) for r in found]
+    for row in rows:
+        row["label"] = (labels or {}).get(row["workflow"], "")
+    return rows, older
 
 
 def run_row(run: Mapping[str, Any]) -> dict[str, Any]:
     error = run.get("error") or {}
+    identity = run.get("identity") or {}
     return {"id": str(run.get("id")), "workflow": str(run.get("workflow")),
+            "user": str(identity.get("email") or identity.get("user_id") or ""),
             "status": str(run.get("status")), "started_at": run.get("started_at"),
             "duration_ms": _number(run.get("duration_ms")),
             "source": str(run.get("source") or ""),

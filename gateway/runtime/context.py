@@ -50,7 +50,10 @@ class Identity:
 
     @property
     def record(self) -> dict[str, Any]:
-        """As the run log keeps it."""
+        """As the run log keeps it: a user's e-mail too, as Bubble's logs show the user."""
+        email = self.user.get("email") if self.user is not None else None
+        if isinstance(email, str):
+            return {"kind": self.kind, "user_id": self.user_id, "email": email}
         return {"kind": self.kind, "user_id": self.user_id}
 
 

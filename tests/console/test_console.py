@@ -290,7 +290,9 @@ async def test_runs_are_filtered_and_paged(tmp_path: Path, storage_url: str) -> 
                                  "params": {"n": "ancient-value"}})
         storage.runs.record_run({"id": "odd-one", "workflow": "charge-card",
                                  "status": "failed", "source": "schedule",
-                                 "started_at": utc_now(), "duration_ms": 2.0})
+                                 "started_at": utc_now(), "duration_ms": 2.0,
+                                 "identity": {"kind": "user", "user_id": "u-1",
+                                              "email": "ada@example.com"}})
         await storage.runs.flush_runs()
         seen: list[str] = []
         url = "/console/runs?workflow=create-lead"
@@ -306,7 +308,10 @@ async def test_runs_are_filtered_and_paged(tmp_path: Path, storage_url: str) -> 
                                 ("text=VALUE-007", ["run-007"]), ("since=1h&workflow=charge-card",
                                                                   ["odd-one"]),
                                 ("until=2000-01-01", []), ("text=ancient", ["old-one"]),
-                                ("text=ancient&since=1d", [])):
+                                ("text=ancient&since=1d", []),
+                                ("user=ADA@example.com", ["odd-one"]), ("user=u-1", ["odd-one"]),
+                                ("user=u-1&text=charge", ["odd-one"]), ("user=u-2", []),
+                                ("user=u-1&workflow=create-lead", [])):
             page = await client.get(f"/console/runs?{query}")
             assert re.findall(r'/console/runs/([a-z0-9-]+)"', page.text) == expected, query
         # The whole log was read (it is shorter than one stretch): no "Search older runs".

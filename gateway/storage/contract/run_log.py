@@ -68,6 +68,7 @@ class RunLog(Protocol):
         source: str | None = None,
         until: datetime | None = None,
         text: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]]: ...
     # `list_runs`, one page of it: the runs after `before` (newest first), keyset-paged;
     # `job`: only the runs of that job (its attempts).
@@ -82,6 +83,7 @@ class RunLog(Protocol):
         until: datetime | None = None,
         before: Position | None = None,
         job: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]]: ...
     # `page_runs` with a `text`, over one stretch of the log: of the newest `scan` runs the
     # other filters select (after `before`), the first `limit` whose JSON holds the text;
@@ -99,6 +101,7 @@ class RunLog(Protocol):
         before: Position | None = None,
         limit: int = 50,
         scan: int = 10_000,
+        user: str | None = None,
     ) -> tuple[list[dict[str, Any]], Position | None]: ...
     # Runs started in [since, until) by status, in buckets of `bucket` counted from `since`:
     # (bucket number, status, runs), the empty buckets left out; from the rollup, which

@@ -186,9 +186,10 @@ class PostgresRunLog:
         source: str | None = None,
         until: datetime | None = None,
         text: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
-                  "source": source, "until": until, "text": text}
+                  "source": source, "until": until, "text": text, "user": user}
         rows = await self._db.fetch(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
@@ -203,11 +204,12 @@ class PostgresRunLog:
         until: datetime | None = None,
         before: Position | None = None,
         job: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
                   "source": source, "until": until,
                   "before_at": before[0] if before else None,
-                  "before_id": before[1] if before else None, "job": job}
+                  "before_id": before[1] if before else None, "job": job, "user": user}
         rows = await self._db.fetch(Q["page_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
@@ -223,11 +225,12 @@ class PostgresRunLog:
         before: Position | None = None,
         limit: int = 50,
         scan: int = 10_000,
+        user: str | None = None,
     ) -> tuple[list[dict[str, Any]], Position | None]:
         if "\x00" in text:
             return [], None  # the log holds no NUL (see codec.without_nul)
         params = {"workflow": workflow, "status": status, "since": since, "limit": limit,
-                  "source": source, "until": until, "text": text, "scan": scan,
+                  "source": source, "until": until, "text": text, "scan": scan, "user": user,
                   "before_at": before[0] if before else None,
                   "before_id": before[1] if before else None}
         end = await self._db.fetch(Q["search_reach"], params)

@@ -80,9 +80,10 @@ class SqliteRunLog:
         source: str | None = None,
         until: datetime | None = None,
         text: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]]:
         params = (workflow, status, iso(since) if since else None, limit, source,
-                  iso(until) if until else None, text)
+                  iso(until) if until else None, text, user)
         rows = await self._db.fetch(Q["list_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
@@ -97,10 +98,11 @@ class SqliteRunLog:
         until: datetime | None = None,
         before: Position | None = None,
         job: str | None = None,
+        user: str | None = None,
     ) -> list[dict[str, Any]]:
         params = (workflow, status, iso(since) if since else None, limit, source,
                   iso(until) if until else None,
-                  iso(before[0]) if before else None, before[1] if before else None, job)
+                  iso(before[0]) if before else None, before[1] if before else None, job, user)
         rows = await self._db.fetch(Q["page_runs"], params)
         return [codec.decode_run(row[0]) for row in rows]
 
@@ -116,13 +118,15 @@ class SqliteRunLog:
         before: Position | None = None,
         limit: int = 50,
         scan: int = 10_000,
+        user: str | None = None,
     ) -> tuple[list[dict[str, Any]], Position | None]:
         if "\x00" in text:
             return [], None  # the log holds no NUL (see codec.without_nul)
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
         params = (workflow, status, iso(since) if since else None, limit, source,
                   iso(until) if until else None, pattern,
-                  iso(before[0]) if before else None, before[1] if before else None, scan)
+                  iso(before[0]) if before else None, before[1] if before else None, scan,
+                  user)
         end = await self._db.fetch(Q["search_reach"], params)
         bound = tuple(end[0]) if end else (None, None)  # the stretch's end, found first
         rows = await self._db.fetch(Q["search_runs"], (*params, *bound))

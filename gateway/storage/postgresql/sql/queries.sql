@@ -90,6 +90,8 @@ WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
   AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
   AND (%(text)s::text IS NULL OR strpos(lower(data::text), lower(%(text)s)) > 0)
+  AND (%(user)s::text IS NULL OR data->'identity'->>'user_id' = %(user)s
+       OR data->'identity'->>'email' = lower(%(user)s))
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: purge_runs
@@ -426,6 +428,8 @@ WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(before_at)s::timestamptz IS NULL
        OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
   AND (%(job)s::text IS NULL OR data->>'job' = %(job)s)
+  AND (%(user)s::text IS NULL OR data->'identity'->>'user_id' = %(user)s
+       OR data->'identity'->>'email' = lower(%(user)s))
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: search_runs
@@ -445,6 +449,8 @@ WHERE started_at >= coalesce(%(reach_at)s::timestamptz, '-infinity')
   AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
   AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
   AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+  AND (%(user)s::text IS NULL OR data->'identity'->>'user_id' = %(user)s
+       OR data->'identity'->>'email' = lower(%(user)s))
   AND strpos(lower(data::text), lower(%(text)s)) > 0
 ORDER BY started_at DESC, id DESC LIMIT %(limit)s;
 
@@ -458,6 +464,8 @@ WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
   AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
   AND (%(source)s::text IS NULL OR data->>'source' = %(source)s)
   AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
+  AND (%(user)s::text IS NULL OR data->'identity'->>'user_id' = %(user)s
+       OR data->'identity'->>'email' = lower(%(user)s))
   AND (%(before_at)s::timestamptz IS NULL
        OR (started_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
 ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET %(scan)s - 1;

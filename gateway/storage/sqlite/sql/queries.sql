@@ -72,6 +72,8 @@ SELECT data FROM gateway_runs
 WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR started_at >= ?3)
   AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
   AND (?7 IS NULL OR instr(lower(data), lower(?7)) > 0)
+  AND (?8 IS NULL OR json_extract(data, '$.identity.user_id') = ?8
+       OR json_extract(data, '$.identity.email') = lower(?8))
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: purge_runs
@@ -350,22 +352,26 @@ WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS N
   AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
   AND (?7 IS NULL OR (started_at <= ?7 AND (started_at < ?7 OR id < ?8)))
   AND (?9 IS NULL OR json_extract(data, '$.job') = ?9)
+  AND (?10 IS NULL OR json_extract(data, '$.identity.user_id') = ?10
+       OR json_extract(data, '$.identity.email') = lower(?10))
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_runs
 -- `page_runs` with a text, over one stretch of the log: the runs the other filters select
--- older than the run ?8, ?9 and no older than the run ?11, ?12 (the stretch's end, found
+-- older than the run ?8, ?9 and no older than the run ?12, ?13 (the stretch's end, found
 -- first by `search_reach`), those whose JSON matches the LIKE pattern ?7 (`%text%`, escaped
 -- with a backslash; LIKE ignores ASCII case, as lower() would, without copying each
 -- document). The two plain bounds on started_at keep it a range of the index on it.
 SELECT data FROM gateway_runs
-WHERE started_at >= coalesce(?11, '') AND started_at <= coalesce(?8, '9999')
-  AND (?11 IS NULL OR started_at > ?11 OR id >= ?12)
+WHERE started_at >= coalesce(?12, '') AND started_at <= coalesce(?8, '9999')
+  AND (?12 IS NULL OR started_at > ?12 OR id >= ?13)
   AND (?8 IS NULL OR started_at < ?8 OR id < ?9)
   AND (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
   AND (?3 IS NULL OR started_at >= ?3)
   AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
   AND data LIKE ?7 ESCAPE '\'
+  AND (?11 IS NULL OR json_extract(data, '$.identity.user_id') = ?11
+       OR json_extract(data, '$.identity.email') = lower(?11))
 ORDER BY started_at DESC, id DESC LIMIT ?4;
 
 -- name: search_reach
@@ -380,6 +386,8 @@ SELECT started_at, id FROM (
       AND (?3 IS NULL OR started_at >= ?3)
       AND (?5 IS NULL OR json_extract(data, '$.source') = ?5) AND (?6 IS NULL OR started_at < ?6)
       AND (?8 IS NULL OR (started_at <= ?8 AND (started_at < ?8 OR id < ?9)))
+      AND (?11 IS NULL OR json_extract(data, '$.identity.user_id') = ?11
+           OR json_extract(data, '$.identity.email') = lower(?11))
     ORDER BY started_at DESC, id DESC LIMIT ?10)
 ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?10 - 1;
 
