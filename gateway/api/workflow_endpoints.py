@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.api import samples
 from gateway.api.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
 from gateway.api.detection import as_yaml
 from gateway.api.request_bodies import (
@@ -173,12 +174,24 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
     return endpoint
 
 
-def initialize_endpoint(workflow: Workflow, auth: Authenticator, limit: int) -> Endpoint:
+def initialize_endpoint(workflow: Workflow, interpreter: Interpreter,
+                        auth: Authenticator) -> Endpoint:
     """`.../<name>/initialize`: the parameters detected from a sample request, as YAML to
-    paste into the workflow (admin keys only; nothing runs)."""
+    paste into the workflow (admin keys only; nothing runs); while a detection window is
+    open for the workflow, the request is kept as its sample instead (see `samples`)."""
     admin_only = dataclasses.replace(workflow, auth="admin")
+    limit = interpreter.registry.settings.max_body_bytes
 
     async def endpoint(request: Request) -> Response:
+        try:
+            window = await samples.open_window(interpreter, workflow.name)
+            if window is not None:
+                return response(await samples.keep_sample(request, interpreter, auth, window,
+                                                          workflow))
+        except ClientDisconnect:
+            return gone(request, workflow)
+        except GatewayError as exc:
+            return error_response(exc)
         if request.method != "POST":
             return error_response(MethodNotAllowedError(
                 f"{workflow.name}/initialize only accepts POST", "POST"))
@@ -202,6 +215,25 @@ def gone(request: Request, workflow: Workflow) -> Response:
     log.info("%s closed the connection before sending the whole body (%s %s)", client,
              request.method, workflow.name)
     return Response(status_code=400)
+
+
+def sample_endpoint(interpreter: Interpreter, auth: Authenticator) -> Endpoint:
+    """`.../<name>/initialize` for a name no exposed workflow has: a detection window's
+    sample, or the 404 of an unknown workflow."""
+    async def endpoint(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            window = await samples.open_window(interpreter, name)
+            if window is None:
+                raise samples.unknown(name)
+            return response(await samples.keep_sample(
+                request, interpreter, auth, window, interpreter.registry.workflows.get(name)))
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except GatewayError as exc:
+            return error_response(exc)
+
+    return endpoint
 
 
 async def not_found(request: Request) -> Response:
@@ -258,8 +290,10 @@ def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
     return [WorkflowRoutes({f"{ROUTE_PREFIX}/{wf.name}":
                             workflow_endpoint(wf, interpreter, auth, rates) for wf in exposed}),
             *(Route(f"{ROUTE_PREFIX}/{wf.name}/initialize",
-                    initialize_endpoint(wf, auth, settings.max_body_bytes), methods=ALL_METHODS)
+                    initialize_endpoint(wf, interpreter, auth), methods=ALL_METHODS)
               for wf in exposed),
+            *([Route(ROUTE_PREFIX + "/{name}/initialize", sample_endpoint(interpreter, auth),
+                     methods=ALL_METHODS)] if storage is not None else []),
             # The bare prefix too: Starlette would otherwise redirect it, to whatever `Host` said.
             Route(ROUTE_PREFIX, not_found, methods=ALL_METHODS),
             Route(ROUTE_PREFIX + "/{name:path}", not_found, methods=ALL_METHODS)]

@@ -17,7 +17,6 @@ import click
 
 from gateway.api import openapi, swagger
 from gateway.api.auth import admitted
-from gateway.api.detection import as_yaml
 from gateway.cli.group import (
     DEFAULT_CONFIG,
     Failed,
@@ -33,7 +32,7 @@ from gateway.compiler.loader import check, config_version, discover, errors
 from gateway.config import schema
 from gateway.config.diagnostics import render_json, render_text
 from gateway.core.clock import utc_now
-from gateway.core.encoding import dumps_pretty, escape, loads_exact
+from gateway.core.encoding import dumps_pretty, escape
 from gateway.core.errors import GatewayError
 from gateway.runtime.accounts import fold_email
 from gateway.runtime.coercion import gather
@@ -175,20 +174,6 @@ def routes(config: tuple[Path, ...]) -> None:
     registry = load_or_exit(config)
     for wf in registry.exposed():
         click.echo(f"{wf.method:<6} {ROUTE_PREFIX}/{wf.name:<32} auth={wf.auth:<6} {wf.location}")
-
-
-@main.command()
-@click.argument("sample", type=click.File("rb"))
-def detect(sample: Any) -> None:
-    """Print the parameters detected from SAMPLE (a JSON object; - for standard input), as
-    YAML to paste under a workflow's params:, as POST .../<name>/initialize does."""
-    try:
-        data = loads_exact(sample.read())  # as a request's body is read
-    except ValueError as exc:
-        raise Failed(f"error: {sample.name} is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise Failed(f"error: {sample.name} must hold a JSON object of parameter values")
-    click.echo(as_yaml(data), nl=False)
 
 
 @main.command("schema")

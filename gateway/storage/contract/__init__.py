@@ -12,6 +12,8 @@ talk to. Adding a role: its protocol in a module of its own here, one property o
 
 from __future__ import annotations
 
+from gateway.storage.contract.detection_store import Detection as Detection
+from gateway.storage.contract.detection_store import DetectionStore as DetectionStore
 from gateway.storage.contract.idempotency_store import LOST_KEY as LOST_KEY
 from gateway.storage.contract.idempotency_store import Claim as Claim
 from gateway.storage.contract.idempotency_store import IdempotencyStore as IdempotencyStore

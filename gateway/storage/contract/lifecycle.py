@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from gateway.storage.contract.detection_store import DetectionStore
 from gateway.storage.contract.idempotency_store import IdempotencyStore, RateCounter
 from gateway.storage.contract.job_store import JobStore
 from gateway.storage.contract.key_store import KeyStore
@@ -55,6 +56,8 @@ class Storage(Lifecycle, Protocol):
     def runs(self) -> RunLog: ...
     @property
     def keys(self) -> KeyStore: ...
+    @property
+    def detections(self) -> DetectionStore: ...
     @property
     def users(self) -> UserStore: ...
     @property

@@ -22,6 +22,7 @@ from gateway.storage.common.query import IndexDef
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Transaction, TypeSpec
 from gateway.storage.postgresql.connector import PostgresConnector
+from gateway.storage.postgresql.detection_store import PostgresDetections
 from gateway.storage.postgresql.dialect import PostgresDialect
 from gateway.storage.postgresql.idempotency_store import PostgresIdempotency, PostgresRates
 from gateway.storage.postgresql.job_store import PostgresJobs
@@ -45,6 +46,7 @@ class PostgresStorage:
         self.records = PostgresRecords(self.connector)
         self.runs = PostgresRunLog(self.connector)
         self.keys = PostgresKeys(self.connector)
+        self.detections = PostgresDetections(self.connector)
         self.users = PostgresUsers(self.connector)
         self.idempotency = PostgresIdempotency(self.connector)
         self.rates = PostgresRates(self.connector)

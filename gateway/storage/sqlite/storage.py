@@ -24,6 +24,7 @@ from gateway.storage.common.query import IndexDef
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Transaction, TypeSpec
 from gateway.storage.sqlite.connector import SqliteConnector
+from gateway.storage.sqlite.detection_store import SqliteDetections
 from gateway.storage.sqlite.dialect import SqliteDialect
 from gateway.storage.sqlite.idempotency_store import SqliteIdempotency, SqliteRates
 from gateway.storage.sqlite.job_store import SqliteJobs
@@ -46,6 +47,7 @@ class SqliteStorage:
         self.records = SqliteRecords(self.connector)
         self.runs = SqliteRunLog(self.connector)
         self.keys = SqliteKeys(self.connector)
+        self.detections = SqliteDetections(self.connector)
         self.users = SqliteUsers(self.connector)
         self.idempotency = SqliteIdempotency(self.connector)
         self.rates = SqliteRates(self.connector)

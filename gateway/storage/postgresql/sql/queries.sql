@@ -519,3 +519,17 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(before_at)s::timestamptz IS NULL
        OR (due_at, id) < (%(before_at)s::timestamptz, %(before_id)s::text))
 ORDER BY due_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: open_detection
+INSERT INTO gateway_detections (name, opened_at, until, headers, sample, sampled_at)
+VALUES (%(name)s, %(at)s, %(until)s, %(headers)s, NULL, NULL)
+ON CONFLICT (name) DO UPDATE SET opened_at = %(at)s, until = %(until)s,
+                                 headers = %(headers)s, sample = NULL, sampled_at = NULL;
+
+-- name: find_detection
+SELECT name, opened_at, until, headers, sample, sampled_at FROM gateway_detections
+WHERE name = %s;
+
+-- name: take_sample
+UPDATE gateway_detections SET sample = %(sample)s, sampled_at = %(at)s
+WHERE name = %(name)s AND sample IS NULL AND until > %(at)s;

@@ -438,3 +438,17 @@ FROM gateway_jobs
 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
   AND (?4 IS NULL OR (due_at <= ?4 AND (due_at < ?4 OR id < ?5)))
 ORDER BY due_at DESC, id DESC LIMIT ?3;
+
+-- name: open_detection
+INSERT INTO gateway_detections (name, opened_at, until, headers, sample, sampled_at)
+VALUES (?1, ?2, ?3, ?4, NULL, NULL)
+ON CONFLICT (name) DO UPDATE SET opened_at = ?2, until = ?3, headers = ?4, sample = NULL,
+                                 sampled_at = NULL;
+
+-- name: find_detection
+SELECT name, opened_at, until, headers, sample, sampled_at FROM gateway_detections
+WHERE name = ?1;
+
+-- name: take_sample
+UPDATE gateway_detections SET sample = ?2, sampled_at = ?3
+WHERE name = ?1 AND sample IS NULL AND until > ?3;
