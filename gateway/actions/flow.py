@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from gateway.config.source import DocumentKind
@@ -12,6 +13,7 @@ from gateway.core import pointer as ptr
 from gateway.core.errors import RunError, StepFailedError, did_you_mean, shown
 from gateway.runtime.action_spec import Action, StepCheck, check_call_params
 from gateway.runtime.context import Reply, RunContext
+from gateway.runtime.privacy import EXEMPT
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -115,7 +117,13 @@ def _loggable(text: str, hidden: frozenset[str]) -> str:
 
 
 async def trigger_event(ctx: RunContext, args: dict[str, Any]) -> Any:
-    return await ctx.call_event(ctx, str(args["event"]), args.get("params") or {})
+    """The event runs for the caller, through its privacy rules; with the step's
+    `ignore_privacy_rules` (allowed where the workflow's own would be), through none. The
+    run's steps, changes and jobs are shared either way."""
+    caller = ctx
+    if args.get("ignore_privacy_rules") is True:
+        caller = replace(ctx, viewer=EXEMPT, ignore_privacy_rules=True)
+    return await ctx.call_event(caller, str(args["event"]), args.get("params") or {})
 
 
 def check_trigger(check: StepCheck, args: Mapping[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""Scheduling actions: `schedule_workflow`, `schedule_workflow_on_list`, `cancel_scheduled`
-and `set_recurring_event`.
+"""Scheduling actions: `schedule_workflow` (of an API workflow or a custom event),
+`schedule_workflow_on_list`, `cancel_scheduled`, `cancel_all_scheduled` and
+`set_recurring_event`.
 
 A scheduled job is not written when its step runs: it joins the run's `jobs`, which the
 run's commit writes in one transaction with the jobs of its database triggers, and only
@@ -103,9 +104,22 @@ def new_job(ctx: RunContext, workflow: str, due: datetime, params: dict[str, Any
                                          "depth": _depth(ctx), "by_run": ctx.run_id, **data})
 
 
+def _target(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """What a schedule_workflow step runs, and what its job says of it: a custom event
+    (`event`), and privacy rules ignored (the step's `ignore_privacy_rules`, which the
+    loader allows only where the workflow's own would be)."""
+    data: dict[str, Any] = {}
+    if args.get("event") is not None:
+        data["event"] = True
+    if args.get("ignore_privacy_rules") is True:
+        data["ignore_privacy_rules"] = True
+    return str(args["event"] if "event" in data else args["workflow"]), data
+
+
 async def schedule_workflow(ctx: RunContext, args: dict[str, Any]) -> Any:
     _jobs(ctx)
-    job = new_job(ctx, str(args["workflow"]), _due(ctx, args), _params(args.get("params")))
+    name, data = _target(args)
+    job = new_job(ctx, name, _due(ctx, args), _params(args.get("params")), **data)
     ctx.jobs.append(job)
     return {"id": job.id}
 
@@ -170,6 +184,17 @@ async def cancel_scheduled(ctx: RunContext, args: dict[str, Any]) -> Any:
     return {"cancelled": cancelled + len(unwritten)}
 
 
+async def cancel_all_scheduled(ctx: RunContext, args: dict[str, Any]) -> Any:
+    """Bubble's "Cancel all scheduled API workflows" for one workflow (or custom event):
+    its pending scheduled jobs (not recurring ticks, not trigger runs), and those this very
+    run scheduled. A running job is not stopped."""
+    name = str(args["event"] if args.get("event") is not None else args["workflow"])
+    unwritten = [job for job in ctx.jobs if job.source == "schedule" and job.workflow == name]
+    for job in unwritten:
+        ctx.jobs.remove(job)
+    return {"cancelled": len(unwritten) + await _jobs(ctx).cancel_workflow(name, ctx.now)}
+
+
 def add_frequency(when: datetime, frequency: str) -> datetime:
     """`when` one period later; a month end stays within its month (31 Jan -> 28 Feb)."""
     if frequency == "daily":
@@ -226,8 +251,22 @@ async def set_recurring_event(ctx: RunContext, args: dict[str, Any]) -> Any:
 
 
 def check_schedule(check: StepCheck, args: Mapping[str, Any]) -> None:
-    """The workflow exists; the constant parameters it is given are its own and fit; the
-    parameters it needs are given (the list's item counts as one)."""
+    """The workflow (or custom event) exists; the constant parameters it is given are its
+    own and fit; the parameters it needs are given (the list's item counts as one)."""
+    if "event" in args:
+        if "workflow" in args:
+            check.error(check.base + "/event", "schema.not",
+                        "'workflow' and 'event' cannot both be given: schedule one of them")
+            return
+        event = args["event"]
+        declared = check.event_params(event, check.base + "/event")
+        if declared is not None:
+            check_call_params(check, args, declared, f"custom event '{event}'",
+                              ("ref.unknown-event-param", "ref.missing-event-param"))
+        return
+    if "workflow" not in args:
+        check.error(check.base, "schema.required", "'workflow' or 'event' is required")
+        return
     name = args["workflow"]
     declared_params = check.workflow_params(name, check.base + "/workflow")
     if declared_params is None:
@@ -240,6 +279,17 @@ def check_schedule(check: StepCheck, args: Mapping[str, Any]) -> None:
     check_call_params(check, args, declared_params, f"workflow '{name}'",
                       ("ref.unknown-workflow-param", "ref.missing-workflow-param"),
                       item if isinstance(item, str) else None)
+
+
+def check_cancel_all(check: StepCheck, args: Mapping[str, Any]) -> None:
+    """One API workflow (or custom event), and one that exists."""
+    if ("workflow" in args) == ("event" in args):
+        check.error(check.base, "schema.required", "'workflow' or 'event' is required "
+                    "(one of them)")
+    elif "event" in args:
+        check.event_params(args["event"], check.base + "/event")
+    else:
+        check.workflow_params(args["workflow"], check.base + "/workflow")
 
 
 def check_cancel(check: StepCheck, args: Mapping[str, Any]) -> None:
@@ -270,5 +320,6 @@ ACTIONS = (
     Action("schedule_workflow", schedule_workflow, check=check_schedule, writes=True),
     Action("schedule_workflow_on_list", schedule_on_list, check=check_schedule, writes=True),
     Action("cancel_scheduled", cancel_scheduled, check=check_cancel, old_form=old_cancel),
+    Action("cancel_all_scheduled", cancel_all_scheduled, check=check_cancel_all),
     Action("set_recurring_event", set_recurring_event, check=check_recurring, writes=True),
 )

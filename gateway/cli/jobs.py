@@ -28,6 +28,7 @@ from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
+from gateway.scheduler.listing import label_of, params_text, scheduled_by
 from gateway.scheduler.recurring import next_fire
 from gateway.server.app import storage_types
 from gateway.storage import JOB_STATUSES, Job, Storage, open_storage
@@ -91,10 +92,15 @@ def _in_store(config: tuple[Path, ...], database: str | None, work: Any) -> Any:
                                   sync_indexes=False))
 
 
-def _line(job: Job) -> str:
+def _line(job: Job, registry: Registry) -> str:
+    """One job: its workflow and label, who scheduled it and its parameters (cut short),
+    every text escaped (a caller's value cannot start a line of its own)."""
     error = f"  {escape(job.error)}" if job.error and job.status != "done" else ""
+    label, by, params = label_of(registry, job), scheduled_by(job), params_text(job)
     return (f"{job.id}  {job.due_at:%Y-%m-%d %H:%M:%S}  {job.status:<9} {job.source:<9} "
-            f"attempt {job.attempt}  {escape(job.workflow)}{error}")
+            f"attempt {job.attempt}  {escape(job.workflow)}"
+            + (f" ({escape(label)})" if label else "") + (f"  by {escape(by)}" if by else "")
+            + (f"  params {escape(params)}" if params else "") + error)
 
 
 def _as_dict(job: Job) -> dict[str, Any]:
@@ -118,13 +124,15 @@ def jobs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
       gateway jobs list --status failed --workflow send-welcome
     """
 
-    async def work(storage: Storage, registry: Registry) -> tuple[list[Job], list[str]]:
+    async def work(storage: Storage,
+                   registry: Registry) -> tuple[list[Job], list[str], Registry]:
         found = await storage.jobs.list_jobs(status=status, workflow=workflow, limit=limit)
-        return found, await _recurring_lines(storage, registry, as_json)
+        return found, await _recurring_lines(storage, registry, as_json), registry
 
-    found, recurring = _in_store(config, database, work)
+    found, recurring, registry = _in_store(config, database, work)
     for job in found:
-        click.echo(dumps(_as_dict(job)) if as_json else _line(job))
+        click.echo(dumps({**_as_dict(job), "label": label_of(registry, job)}) if as_json
+                   else _line(job, registry))
     for line in recurring:
         click.echo(line)
 
@@ -165,20 +173,42 @@ def jobs_show(job_id: str, config: tuple[Path, ...], database: str | None) -> No
 
 
 @jobs.command("cancel")
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1)
+@click.option("--workflow", "-w", default=None,
+              help="Cancel every pending scheduled job of this API workflow (or custom event).")
 @config_option
 @database_option
-def jobs_cancel(job_ids: tuple[str, ...], config: tuple[Path, ...], database: str | None) -> None:
-    """Cancel pending jobs (a running job is not stopped).
+def jobs_cancel(job_ids: tuple[str, ...], workflow: str | None, config: tuple[Path, ...],
+                database: str | None) -> None:
+    """Cancel pending jobs (a running job is not stopped): by id, or every scheduled job of
+    one workflow (Bubble's "Cancel all scheduled API workflows").
 
     \b
     Example:
       gateway jobs cancel 1732406400000x123456789012345678
+      gateway jobs cancel --workflow send-welcome
     """
+    if (workflow is None) == (not job_ids):
+        raise click.UsageError("give job ids or --workflow NAME (one of them)")
+    if workflow is not None:
+        _cancel_workflow(workflow, config, database)
+        return
     count = _in_store(config, database, lambda s, r: s.jobs.cancel(list(job_ids), utc_now()))
     click.echo(f"cancelled {count} job(s)")
     if count < len(job_ids):
         raise Failed(f"{len(job_ids) - count} job(s) were not pending (or do not exist)")
+
+
+def _cancel_workflow(workflow: str, config: tuple[Path, ...], database: str | None) -> None:
+    async def work(storage: Storage, registry: Registry) -> tuple[int, bool]:
+        known = workflow in registry.workflows or workflow in registry.events
+        return await storage.jobs.cancel_workflow(workflow, utc_now()), known
+
+    count, known = _in_store(config, database, work)
+    click.echo(f"cancelled {count} job(s) of {escape(workflow)}")
+    if not count and not known:  # a typo, most likely: jobs of a removed workflow still go
+        raise Failed(f"no API workflow or custom event is named {escape(workflow)} in the "
+                     "config, and no job of that name was pending")
 
 
 @jobs.command("retry")

@@ -4,6 +4,8 @@ runs through its declaration, at a `Site` that knows where the step is."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -136,7 +138,15 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         record_params=tuple(p for p in unit.params if p.is_record),
         file_params=tuple(p for p in unit.params if p.is_file),
         coerce=compile_coercer(name, unit.params), hooks=hooks,
-        retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit))
+        retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit),
+        version=definition_version(data))
+
+
+def definition_version(data: Mapping[str, Any]) -> str:
+    """A document's version: a hash of what it says (12 hex digits), whatever its file's
+    layout and whatever the other documents say."""
+    text = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _check_returns(c: Compiler, unit: Unit) -> None:
@@ -191,6 +201,26 @@ def _check_access(c: Compiler, unit: Unit) -> None:
                 "(ignore_privacy_rules); say allow_public_privileged: true if that is meant")
 
 
+def _check_privileged_step(site: Site, data: Mapping[str, Any]) -> None:
+    """A step's `ignore_privacy_rules: true` (schedule_workflow, trigger_event) follows the
+    rule for workflows: not in a public workflow unless it says `allow_public_privileged`,
+    and not in a custom event, which runs for whoever triggers it (the caller decides)."""
+    if data.get("ignore_privacy_rules") is not True:
+        return
+    doc = site.unit.doc.data
+    pointer = site.base + "/ignore_privacy_rules"
+    if site.kind == DocumentKind.CUSTOM_EVENT:
+        site.error(pointer, "access.public-privileged",
+                   "a custom event runs for whoever triggers it: say ignore_privacy_rules on "
+                   "the step of the workflow that triggers or schedules it instead")
+    elif (site.kind == DocumentKind.API_WORKFLOW and doc.get("auth", "admin") == "none"
+            and not doc.get("allow_public_privileged")):
+        site.error(pointer, "access.public-privileged",
+                   "anyone may call this workflow (auth: none) and this step would see every "
+                   "record (ignore_privacy_rules); say allow_public_privileged: true on the "
+                   "workflow if that is meant")
+
+
 def _tests_user(value: Any) -> bool:
     """Whether a condition tests `current_user` itself (so the templates under it may read
     its fields)."""
@@ -232,6 +262,7 @@ def _step(site: Site, index: int, data: Mapping[str, Any]) -> Step:
     compiled = templating.compile_tree(args, lambda text, p: leaf(site, site.base + p, text))
     if action.check is not None:
         action.check(site, args)
+    _check_privileged_step(site, data)
     line = site.unit.doc.locate(site.base)[0]
     return Step(index=index, action=action, args=compiled, id=data.get("id"),
                 only_when=condition(site, site.base + "/only_when", data.get("only_when")),

@@ -274,7 +274,9 @@ class Console:
         storage, registry, now = self._state(request)
         filters = jobs_page.job_filters(request.query_params)
         found, older = await jobs_page.jobs(storage, filters)
-        return self._page("jobs.html", session, nav="jobs", filters=filters, jobs=found,
+        hidden: frozenset[str] = request.app.state.interpreter.hidden
+        return self._page("jobs.html", session, nav="jobs", filters=filters,
+                          jobs=jobs_page.job_rows(found, hidden, registry),
                           older=older, statuses=JOB_STATUSES, now=now,
                           paused=sorted(await storage.jobs.paused()),
                           names=sorted({*registry.workflows, *registry.recurring,

@@ -117,6 +117,9 @@ class Workflow:
     hooks: Hooks | None = None  # verify, idempotency, rate_limit: None for most workflows
     retry: Retry = Retry()
     replies: tuple[ReplyShape, ...] = ()  # what its steps (and the events it calls) answer
+    # A hash of its own document (12 hex digits): a job keeps the one it was scheduled
+    # under, and its run says so when it ran another (`gateway.scheduler.worker`).
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ class JobRun:
 
     job: Job
     follow: Job | None = None
+    # What the run log says of the job beside its id (a definition that changed since the
+    # job was scheduled), or None.
+    remark: str | None = None
 
     @property
     def shown(self) -> dict[str, Any]:

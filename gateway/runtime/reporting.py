@@ -66,6 +66,7 @@ class Reports:
             "steps": redact(ctx.steps, hidden) if hidden else ctx.steps,  # cut by the run log
             **({} if ctx.job is None else {"job": ctx.job.job.id,
                                            "attempt": ctx.job.job.attempt}),
+            **({} if ctx.job is None or not ctx.job.remark else {"remark": ctx.job.remark}),
             **({} if ctx.client is None else {"client": ctx.client}),
         })
 

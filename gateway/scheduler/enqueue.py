@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from gateway.core.encoding import roundtrip
@@ -60,7 +61,7 @@ class Enqueuer:
             return
         if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
             await settle(storage.jobs, ctx.job.end("done", self.interpreter.clock(), ctx.run_id))
-        jobs = list(ctx.jobs)
+        jobs = [self.stamped(job) for job in ctx.jobs]
         if ctx.source != "trigger" and self.by_type:
             for index, change in enumerate(ctx.changes):
                 if index % 100 == 99:
@@ -72,6 +73,18 @@ class Enqueuer:
         if jobs:  # past the bound on pending jobs, the run fails and nothing of it is kept
             await storage.jobs.enqueue(jobs, self.bound)
             ctx.jobs.clear()
+
+    def stamped(self, job: Job) -> Job:
+        """A scheduled job with the version of the definition it was scheduled under (the
+        run's registry's), which its run compares with the one it runs."""
+        if job.source != "schedule" or "version" in job.data:
+            return job
+        registry = self.interpreter.registry
+        target = (registry.events if job.data.get("event") else registry.workflows).get(
+            job.workflow)
+        if target is None or not target.version:
+            return job
+        return replace(job, data={**job.data, "version": target.version})
 
     async def applies(self, trigger: Trigger, ctx: RunContext, change: Change) -> bool:
         """The trigger's `only_when`; one that fails to evaluate runs, so that its run

@@ -51,6 +51,18 @@ MIN_WAIT = 0.001  # a job due now that another worker took: wait a little, never
 Target = tuple[Workflow, dict[str, Any], Mapping[str, Any] | None]
 
 
+def changed_since(job: Job, workflow: Workflow) -> str | None:
+    """What a scheduled job's run log says when its workflow's definition changed between
+    the scheduling and the run (a reload): the job runs the definition of now, unlike
+    Bubble's, which keeps the one it was scheduled with; None when it did not change."""
+    scheduled = job.data.get("version")
+    if job.source != "schedule" or not isinstance(scheduled, str) or not workflow.version \
+            or scheduled == workflow.version:
+        return None
+    return (f"scheduled under version {scheduled} of the definition of '{job.workflow}'; "
+            f"ran version {workflow.version} (the definition changed in between)")
+
+
 class JobError(Exception):
     """A job that cannot run at all (its workflow is gone): failed, never retried."""
 
@@ -253,7 +265,7 @@ class Scheduler:
             await self.end(JobRun(job).end("failed", self.clock(), error=str(exc)))
             return
         then = None if event is None else self.planner.following(event, job)  # record found
-        run = JobRun(job, then)
+        run = JobRun(job, then, remark=changed_since(job, workflow))
         origin = Origin(job.source, run, int(job.data.get("depth", 0)), extra)
         result = await self.interpreter.run(workflow, raw, origin=origin,
                                             identity=await self.identity(job))
@@ -286,9 +298,16 @@ class Scheduler:
             return trigger.run, params, names(job.data.get("before"), job.data.get("after"))
         if job.source == "recurring":
             return await self._recurring_target(job, params)
-        workflow = self.registry.workflows.get(job.workflow)
-        if workflow is None:
-            raise JobError(f"the API workflow '{job.workflow}' no longer exists")
+        if job.data.get("event"):
+            workflow = self.registry.events.get(job.workflow)
+            if workflow is None:
+                raise JobError(f"the custom event '{job.workflow}' no longer exists")
+        else:
+            workflow = self.registry.workflows.get(job.workflow)
+            if workflow is None:
+                raise JobError(f"the API workflow '{job.workflow}' no longer exists")
+        if job.data.get("ignore_privacy_rules") is True:  # the scheduling step said so
+            workflow = replace(workflow, ignore_privacy_rules=True)
         return workflow, params, None
 
     async def _recurring_target(self, job: Job, params: dict[str, Any]) -> Target:

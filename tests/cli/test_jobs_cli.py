@@ -29,6 +29,7 @@ steps:
 ---
 kind: api_workflow
 name: welcome
+label: Say welcome
 auth: admin
 params:
   name: {type: text}
@@ -88,6 +89,31 @@ def test_jobs_from_a_run_listed_cancelled_replayed_paused_and_resumed(
     assert "(paused)" in invoke("jobs", "list", *where).stdout
     assert invoke("jobs", "resume", *where).exit_code == 0
     assert "(paused)" not in invoke("jobs", "list", *where).stdout
+
+
+def test_jobs_list_shows_label_scheduler_and_params_and_cancel_by_workflow(
+        config: Path, storage_url: str) -> None:
+    where = ("--config", str(config), "--database", storage_url)
+    huge = "Ada\x1b[31m" + "z" * 50_000
+    for name in ("Bo", huge):
+        assert invoke("run", "signup", "-p", f"name={name}", *where).exit_code == 0
+    listed = invoke("jobs", "list", "--status", "pending", *where).stdout
+    lines = [line for line in listed.splitlines() if " welcome " in line]
+    assert len(lines) == 2 and all("welcome (Say welcome)  by admin  params {" in line
+                                   for line in lines)
+    assert max(len(line) for line in lines) < 400 and "\x1b" not in listed
+    assert '"name":"Bo"' in listed
+    as_json = json.loads(invoke("jobs", "list", "--json", *where).stdout.splitlines()[0])
+    assert as_json["label"] == "Say welcome"
+
+    unknown = invoke("jobs", "cancel", "--workflow", "no-such-workflow", *where)
+    assert unknown.exit_code == 1 and unknown.stdout.startswith("cancelled 0 job(s)")
+    assert "no API workflow or custom event is named no-such-workflow" in unknown.output
+    assert invoke("jobs", "cancel", *where).exit_code == 2  # neither ids nor --workflow
+    cancelled = invoke("jobs", "cancel", "--workflow", "welcome", *where)
+    assert cancelled.exit_code == 0 and cancelled.stdout == "cancelled 2 job(s) of welcome\n"
+    again = invoke("jobs", "cancel", "--workflow", "welcome", *where)
+    assert again.exit_code == 0 and again.stdout == "cancelled 0 job(s) of welcome\n"
 
 
 def test_jobs_list_refuses_an_unknown_status(config: Path) -> None:

@@ -222,6 +222,7 @@ steps:
      item_param: lead, params: {}, interval: 1s, delay: 10s}
   - {id: stop, action: cancel_scheduled, job: "{{ steps.later.id }}"}
   - {action: cancel_scheduled, jobs: "{{ [steps.later.id] }}"}
+  - {action: cancel_all_scheduled, workflow: create-lead}
   - {action: set_recurring_event, event: invoice, thing: "{{ steps.lead }}", frequency: monthly,
      start: "{{ now }}"}
   - action: terminate
@@ -385,7 +386,8 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
           "'logout_user', 'http_request', 'send_email', 'schedule_workflow', "
-          "'schedule_workflow_on_list', 'cancel_scheduled', 'set_recurring_event'] "
+          "'schedule_workflow_on_list', 'cancel_scheduled', 'cancel_all_scheduled', "
+          "'set_recurring_event'] "
           "(did you mean 'create_thing'?)")],
     ),
     "a scheduling step takes a date or a delay, not both": (

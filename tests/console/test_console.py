@@ -454,3 +454,29 @@ def test_sign_in_is_slowed_after_repeated_failures() -> None:
 
 async def test_storage_none_is_not_needed_to_refuse(tmp_path: Path, storage: Storage) -> None:
     assert storage is not None  # every test above runs on both backends (storage_url)
+
+
+async def test_the_jobs_list_shows_label_scheduler_and_params_escaped_and_cut(
+        tmp_path: Path, storage_url: str) -> None:
+    folder = config(tmp_path)
+    with (folder / "main.yaml").open("a") as file:
+        file.write("---\nkind: api_workflow\nname: shady\nlabel: \"<script>alert(1)</script>"
+                   "<b>bold</b>\"\nauth: admin\nparams: {blob: {type: text}}\n"
+                   "steps:\n  - action: terminate\n")
+    async with serving(folder, storage_url) as (client, storage):
+        hostile = job("shady")
+        hostile = type(hostile)(id=hostile.id, workflow="shady", source="schedule",
+                                due_at=hostile.due_at, data={
+                                    "params": {"blob": "<img src=x onerror=alert(2)>"
+                                               + "y" * 100_000},
+                                    "identity": {"kind": "user", "user_id": "u<1>"}})
+        await storage.jobs.enqueue([hostile])
+        await sign_in(client, await admin_key(storage))
+        page = await client.get("/console/jobs")
+        assert page.status_code == 200
+        body = page.text
+        assert "<script>alert(1)" not in body and "<b>bold" not in body
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;" in body
+        assert "<img" not in body and "&lt;img src=x onerror=alert(2)&gt;" in body
+        assert "y" * 200 not in body and len(body) < 50_000  # the parameters cut short
+        assert "user u&lt;1&gt;" in body

@@ -105,6 +105,9 @@ class JobStore(Protocol):
         ...
     # Pending jobs cancelled (by id); a running job is not stopped. How many were.
     async def cancel(self, ids: Sequence[str], at: datetime) -> int: ...
+    # The pending scheduled jobs (source `schedule`: not recurring ticks, not trigger runs)
+    # of one workflow or custom event cancelled; how many were.
+    async def cancel_workflow(self, workflow: str, at: datetime) -> int: ...
     # The series one per-record recurring event runs for one record from now on (None: no
     # series), and the pending ticks of the one before cancelled; how many were. A tick of
     # it running now is followed by no other: the ticks `enqueue` writes are its new one's.

@@ -105,6 +105,9 @@ class PostgresJobs:
     async def cancel(self, ids: Sequence[str], at: datetime) -> int:
         return await self._db.execute(Q["cancel_jobs"], (at, list(ids))) if ids else 0
 
+    async def cancel_workflow(self, workflow: str, at: datetime) -> int:
+        return await self._db.execute(Q["cancel_workflow"], (at, workflow))
+
     async def set_series(self, workflow: str, subject: str, series: str | None,
                          at: datetime) -> int:
         async def work(conn: Conn) -> int:

@@ -87,6 +87,11 @@ class SqliteJobs:
     async def cancel(self, ids: Sequence[str], at: datetime) -> int:
         return await self._by_ids(Q["cancel_jobs"], (iso(at),), ids)
 
+    async def cancel_workflow(self, workflow: str, at: datetime) -> int:
+        params = (iso(at), workflow)
+        return int(await self._db.write(
+            lambda conn: conn.execute(Q["cancel_workflow"], params).rowcount))
+
     async def set_series(self, workflow: str, subject: str, series: str | None,
                          at: datetime) -> int:
         def work(conn: sqlite3.Connection) -> int:

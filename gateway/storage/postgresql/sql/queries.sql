@@ -285,6 +285,11 @@ LISTEN gateway_jobs;
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = %s
 WHERE status = 'pending' AND id = ANY(%s);
 
+-- name: cancel_workflow
+-- Through gateway_jobs_workflow (workflow, due_at).
+UPDATE gateway_jobs SET status = 'cancelled', finished_at = %s
+WHERE status = 'pending' AND source = 'schedule' AND workflow = %s;
+
 -- name: cancel_subject
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = %s
 WHERE status = 'pending' AND workflow = %s AND subject = %s;

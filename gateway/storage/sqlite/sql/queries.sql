@@ -237,6 +237,11 @@ ON CONFLICT (workflow) DO UPDATE SET pending = pending + excluded.pending;
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
 WHERE status = 'pending' AND id IN ({ids});
 
+-- name: cancel_workflow
+-- Through gateway_jobs_workflow (workflow, due_at).
+UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
+WHERE status = 'pending' AND source = 'schedule' AND workflow = ?;
+
 -- name: cancel_subject
 UPDATE gateway_jobs SET status = 'cancelled', finished_at = ?
 WHERE status = 'pending' AND workflow = ? AND subject = ?;
