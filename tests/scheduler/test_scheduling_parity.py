@@ -184,7 +184,8 @@ async def test_a_custom_event_is_scheduled_with_a_delay_and_privacy_is_ignored_w
         assert ended.status == "done", ended.error
         run = await _run_log(store, ended.run_id)
         assert run["workflow"] == "count-notes" and run["source"] == "schedule"
-        assert run["identity"] == {"kind": "user", "user_id": ada["_id"]}
+        assert run["identity"] == {"kind": "user", "user_id": ada["_id"],
+                                   "email": ada["email"]}
         counts[job.data["params"]["by"]] = run["result"]["count"]
     assert counts == {"plain": 1, "wide": 2}
 
