@@ -46,7 +46,9 @@ def safe_name(name: str) -> str:
     return name[-MAX_NAME:] or "file"
 
 
-MAX_URL = 2048
+# Characters of a URL a file value may be: room for a kept file's own signed path, whose name
+# alone may quote to 12 characters a character (`MAX_NAME` of them, each 4 UTF-8 bytes).
+MAX_URL = 4096
 
 
 def file_value(value: Any) -> Any:

@@ -41,6 +41,18 @@ async def test_hostile_names_round_trip(api: Api, name: str) -> None:
     assert "\u202e" not in served and "\u200b" not in served
 
 
+async def test_a_kept_path_can_be_given_back_whatever_its_name(api: Api) -> None:
+    link = await brochure_link(api, "\U0001f600" * 300)
+    assert len(link) > 2048
+    again = await api.create({"title": "b", "brochure": link})
+    assert again.status_code == 201, again.text
+    record = await api.record(again.json()["id"])
+    assert record["brochure"] == link
+    _, lease = await private_link(api)
+    signed = await api.create({"title": "c", "lease": lease})  # a signed path, given back
+    assert signed.status_code == 201, signed.text
+
+
 async def test_names_that_differ_only_by_normalization(api: Api) -> None:
     nfd = unicodedata.normalize("NFD", "café.txt")
     nfc = unicodedata.normalize("NFC", "café.txt")
