@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import struct
 import tracemalloc
 import unicodedata
@@ -308,3 +309,34 @@ async def test_a_list_with_one_bad_image(api: Api) -> None:
     left = api.kept()
     assert len(left) in (0, 2)
 
+
+
+async def test_the_run_log_keeps_no_contents(api: Api) -> None:
+    picture = png(7, 7, "green")
+    encoded = base64.b64encode(picture).decode()
+    run = await api.client.post("/api/1.1/wf/upload", json={
+        "title": "o", "photo": {"filename": "p.png", "contents": encoded}})
+    assert run.status_code == 200, run.text
+    multipart = await api.client.post("/api/1.1/wf/upload", data={"title": "m"},
+                                      files={"photo": ("p.png", picture, "image/png")})
+    assert multipart.status_code == 200, multipart.text
+    made = await api.create({"title": "d", "photo": as_object("p.png", picture)})
+    assert made.status_code == 201, made.text
+    lying = await api.client.post("/api/1.1/wf/upload", json={  # refused: logged as sent
+        "title": "r", "photo": {"filename": "p.png", "contents": "AAAA" + encoded}})
+    assert lying.status_code == 400, lying.text
+    cut = await api.client.post("/api/1.1/wf/upload", data={"title": "c"},
+                                files={"photo": ("p.png", picture[:-20], "image/png")})
+    assert cut.status_code == 400, cut.text
+    refused = await api.create({"title": "d", "gallery": [
+        as_object("p.png", picture), {"filename": "q.png", "contents": "AAAA" + encoded}]})
+    assert refused.status_code == 400, refused.text
+    await api.storage.runs.flush_runs()
+    runs = await api.storage.runs.list_runs(limit=100)
+    assert len(runs) == 6
+    for listed in runs:
+        logged = await api.storage.runs.get_run(listed["id"])
+        text = json.dumps(logged, default=repr)
+        assert encoded[:40] not in text
+        assert base64.b64encode(picture[:30]).decode()[:20] not in text
+        assert "IHDR" not in text and "\\u0089PNG" not in text
