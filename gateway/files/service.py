@@ -91,7 +91,9 @@ class Files:
             return False
         if int(expires) < (time.time() if now is None else now):
             return False
-        return hmac.compare_digest(self._signature(path, int(expires)), signature)
+        # As bytes: `compare_digest` raises TypeError on a str that is not ASCII.
+        return hmac.compare_digest(self._signature(path, int(expires)).encode(),
+                                   signature.encode())
 
     def _signature(self, path: str, expires: int) -> str:
         digest = hmac.new(self.key, f"{unquote(path)}\n{expires}".encode(),

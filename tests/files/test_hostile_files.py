@@ -102,6 +102,18 @@ async def test_signed_links_resist_tampering(api: Api) -> None:
     assert (await api.client.get(one)).content == b"one"
 
 
+async def test_a_signature_that_is_not_ascii(api: Api) -> None:
+    _, link = await private_link(api)
+    path, query = link.split("?")
+    expires = query.split("expires=")[1].split("&")[0]
+    for signature in ("é", "\u00e9" * 43, "\U0001f600", "%FF"):
+        got = await api.client.get(path, params={"expires": expires, "signature": signature})
+        assert got.status_code == 403, (signature, got.status_code)
+        head = await api.client.head(path, params={"expires": expires,
+                                                  "signature": signature})
+        assert head.status_code == 403
+
+
 async def test_a_signed_link_dies_with_its_record(api: Api) -> None:
     id, link = await private_link(api)
     gone = await api.client.delete(f"/api/1.1/obj/rentallisting/{id}", headers=api.admin)
