@@ -11,10 +11,14 @@ import struct
 import tracemalloc
 import unicodedata
 import zlib
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from conftest import Serve
 from PIL import Image
 
+from gateway.api.auth import key_hash, new_key
 from tests.files import test_files
 from tests.files.test_files import Api, as_object, png
 
@@ -400,3 +404,43 @@ async def test_what_a_refused_list_leaves_behind(api: Api) -> None:
     # by design (docs/guides/files.md): the images kept before the refusal stay, held by
     # no record, never served, until `gateway files sweep`
     assert len(api.kept()) == 4
+
+
+ECHO = test_files.CONFIG + """
+---
+kind: api_workflow
+name: echo
+expose: true
+auth: none
+params: {{o: {{type: object}}, thing: {{type: listing, optional: true}}}}
+steps:
+  - action: return_data
+    data: {{echo: "{{{{ params.o }}}}"}}
+"""
+
+
+async def test_a_workflow_echoing_a_record_shaped_object_signs_it(
+        serve: Serve, storage_url: str, tmp_path: Path) -> None:
+    """FINDING (not fixed: a design question): `signed_links` signs the private paths of
+    any mapping with `_id` and a `_type` that has file fields in a workflow's reply, not
+    only records read from the store. A workflow whose reply may hold records (it takes a
+    record parameter, or writes) and returns what a caller sent is then a signing oracle
+    for any private path the caller knows, with no write at all."""
+    config = ECHO.format(files=test_files.folder_files(tmp_path / "kept"))
+    async with serve(config, storage_url, environment=test_files.SECRET) as gateway:
+        assert gateway.storage is not None
+        key = new_key()
+        await gateway.storage.keys.create_key("admin", key_hash(key), datetime.now(UTC))
+        made = await gateway.client.post(
+            "/api/1.1/obj/rentallisting", headers={"Authorization": f"Bearer {key}"},
+            json={"lease": as_object("lease.pdf", b"private")})
+        assert made.status_code == 201, made.text
+        got = await gateway.client.get(f"/api/1.1/obj/rentallisting/{made.json()['id']}",
+                                       headers={"Authorization": f"Bearer {key}"})
+        bare = got.json()["response"]["lease"].split("?")[0]
+        forged = {"_id": "x", "_type": "listing", "lease": bare}
+        echoed = await gateway.client.post("/api/1.1/wf/echo", json={"o": forged})
+        assert echoed.status_code == 200, echoed.text
+        link = echoed.json()["response"]["echo"]["lease"]
+        assert "signature=" in link
+        assert (await gateway.client.get(link)).content == b"private"
