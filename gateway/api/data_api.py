@@ -29,6 +29,7 @@ from gateway.core.errors import (
     UnauthorizedError,
 )
 from gateway.core.redaction import short_repr
+from gateway.files.uploads import without_contents
 from gateway.runtime.context import Identity, Reply, RunContext
 from gateway.runtime.envelope import Rendered, public_error, render_error
 from gateway.runtime.interpreter import Interpreter, RunResult
@@ -220,7 +221,7 @@ def refusal(error: RefusedError, headers: Mapping[str, str]) -> Rendered:
 
 
 def _logged(value: Any) -> Any:
-    text = value if isinstance(value, str) else short_repr(value)
+    text = value if isinstance(value, str) else short_repr(without_contents(value))
     return text if len(text) <= MAX_LOGGED else text[:MAX_LOGGED] + "…"
 
 

@@ -9,6 +9,7 @@ its bytes are; any other file as an attachment, never rendered as a page of this
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -54,12 +55,30 @@ def _serve(interpreter: Interpreter) -> Endpoint:
         headers = {**_SAFE, "Content-Length": str(file.size),
                    "Cache-Control": "private, no-store" if private else "no-cache",
                    "Content-Disposition": _disposition(file)}
+        # The bytes opened before the answer starts: ones gone (a delete racing this, a
+        # store restored without them) are the same 404, not a 200 cut off mid-stream.
+        chunks = files.store.read(file.id)
+        try:
+            first = await anext(chunks, b"")
+        except FileNotFoundError:
+            return error_response(missing)
         if request.method == "HEAD":
+            await chunks.aclose()
             return Response(status_code=200, headers=headers, media_type=file.content_type)
-        return StreamingResponse(files.store.read(file.id), headers=headers,
+        return StreamingResponse(_rest(first, chunks), headers=headers,
                                  media_type=file.content_type)
 
     return serve
+
+
+async def _rest(first: bytes, chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()
 
 
 def _disposition(file: StoredFile) -> str:

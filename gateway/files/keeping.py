@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import mimetypes
+import re
 import secrets
 import tempfile
 import warnings
@@ -33,6 +34,7 @@ SPOOL_BYTES = 1_048_576  # a temporary file stays in memory up to this size
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif",
                  "WEBP": "image/webp"}  # never SVG: it can carry script
 _BASE64_PREFIX = ";base64,"
+_SPACE = re.compile(r"\s")  # anywhere in the text: a chunk is decoded with validate=True
 
 
 def _spool(upload: Upload, most: int) -> IO[bytes]:
@@ -64,7 +66,7 @@ def _chunks(upload: Upload) -> Any:
     if text.startswith("data:") and _BASE64_PREFIX in text[:200]:
         text = text[text.index(_BASE64_PREFIX) + len(_BASE64_PREFIX):]
     step = CHUNK // 3 * 4  # a whole number of base64 quanta
-    if any(c.isspace() for c in text[:step]) or len(text) % 4:
+    if _SPACE.search(text) is not None or len(text) % 4:
         text = "".join(text.split())  # wrapped lines (a rare form): decoded in one go
     try:
         for start in range(0, len(text), step):

@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -60,7 +60,7 @@ class LocalFileStore:
         path = self._bytes(file.id).with_suffix(".json")
         await asyncio.to_thread(self._write, path, io.BytesIO(file.to_json()))
 
-    async def read(self, id: str) -> AsyncIterator[bytes]:
+    async def read(self, id: str) -> AsyncGenerator[bytes, None]:
         stream = await asyncio.to_thread(open, self._bytes(id), "rb")
         try:
             while chunk := await asyncio.to_thread(stream.read, CHUNK):

@@ -6,7 +6,7 @@ thread."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import IO, Any
 
 import boto3
@@ -66,9 +66,14 @@ class S3FileStore:
     async def redescribe(self, file: StoredFile) -> None:
         await asyncio.to_thread(self._describe, file)
 
-    async def read(self, id: str) -> AsyncIterator[bytes]:
-        answer = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket,
-                                         Key=self._key(id))
+    async def read(self, id: str) -> AsyncGenerator[bytes, None]:
+        try:
+            answer = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket,
+                                             Key=self._key(id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise FileNotFoundError(id) from exc
+            raise
         body = answer["Body"]
         try:
             while chunk := await asyncio.to_thread(body.read, CHUNK):

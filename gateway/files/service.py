@@ -28,6 +28,7 @@ from gateway.files.uploads import Upload
 
 log = logging.getLogger("gateway.files")
 MIN_SECRET = 32  # characters of a `files.secret` worth signing with
+_DIGITS = re.compile(r"[0-9]{1,12}")  # an expiry: ASCII digits (`str.isdigit` takes "²")
 
 
 @dataclass
@@ -86,11 +87,13 @@ class Files:
 
     def signed_ok(self, path: str, expires: str | None, signature: str | None,
                   now: float | None = None) -> bool:
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        if not expires or not signature or not _DIGITS.fullmatch(expires):
             return False
         if int(expires) < (time.time() if now is None else now):
             return False
-        return hmac.compare_digest(self._signature(path, int(expires)), signature)
+        # As bytes: `compare_digest` raises TypeError on a str that is not ASCII.
+        return hmac.compare_digest(self._signature(path, int(expires)).encode(),
+                                   signature.encode())
 
     def _signature(self, path: str, expires: int) -> str:
         digest = hmac.new(self.key, f"{unquote(path)}\n{expires}".encode(),

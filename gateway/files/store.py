@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Protocol
 from urllib.parse import quote
@@ -66,8 +66,9 @@ class FileStore(Protocol):
     async def redescribe(self, file: StoredFile) -> None:
         """Replace the description of a kept file."""
 
-    def read(self, id: str) -> AsyncIterator[bytes]:
-        """The bytes of a kept file, in chunks."""
+    def read(self, id: str) -> AsyncGenerator[bytes, None]:
+        """The bytes of a kept file, in chunks; `FileNotFoundError` (from the first) when
+        they are gone."""
 
     async def delete(self, id: str) -> None:
         """Forget a file, bytes and description (nothing if it is not there)."""

@@ -38,6 +38,19 @@ def from_object(value: dict[str, Any]) -> Upload:
     return Upload(safe_name(name), None, private, base64=contents)
 
 
+def without_contents(value: Any) -> Any:
+    """`value` as a run log shows it: an upload as its name, and a file in Bubble's object
+    form with the length of its `contents` in their place (alone or in a list), never the
+    contents themselves."""
+    if isinstance(value, Upload):
+        return repr(value)
+    if isinstance(value, list):
+        return [without_contents(item) for item in value]
+    if isinstance(value, dict) and isinstance(value.get("contents"), str):
+        return {**value, "contents": f"<{len(value['contents'])} characters>"}
+    return value
+
+
 def safe_name(name: str) -> str:
     """A file name fit to serve: its last path segment, without control characters or
     leading dots, at most `MAX_NAME` characters, never empty."""
@@ -46,7 +59,9 @@ def safe_name(name: str) -> str:
     return name[-MAX_NAME:] or "file"
 
 
-MAX_URL = 2048
+# Characters of a URL a file value may be: room for a kept file's own signed path, whose name
+# alone may quote to 12 characters a character (`MAX_NAME` of them, each 4 UTF-8 bytes).
+MAX_URL = 4096
 
 
 def file_value(value: Any) -> Any:

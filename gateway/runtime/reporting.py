@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.core.errors import GatewayError, RunError, run_status
 from gateway.core.logformat import log_run_failure
 from gateway.core.redaction import redact, short_repr
+from gateway.files.uploads import without_contents
 from gateway.runtime.context import ANONYMOUS, Reply, RunContext
 from gateway.runtime.model import Workflow
 
@@ -58,7 +59,8 @@ class Reports:
             "id": ctx.run_id, "workflow": workflow.name, "source": ctx.source,
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
             "status": status, "started_at": ctx.now,
-            "duration_ms": duration, "params": redact(params, hidden),
+            "duration_ms": duration,
+            "params": redact({k: without_contents(v) for k, v in params.items()}, hidden),
             "result": redact(reply.data if reply else None, hidden),
             "error": None if error is None else {
                 "code": error.code, "message": redact(error.message, hidden),
@@ -87,6 +89,6 @@ def declared(workflow: Workflow, raw: Mapping[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     for param in workflow.params:
         if param.name in raw:
-            text = short_repr(raw[param.name])
+            text = short_repr(without_contents(raw[param.name]))
             kept[param.name] = text if len(text) <= 200 else text[:200] + "…"
     return kept

@@ -133,3 +133,16 @@ async def test_a_refused_image_leaves_the_bucket_empty(
         "photo": {"filename": "p.png", "contents": base64.b64encode(b"GIF89a lies").decode()}})
     assert made.status_code == 400
     assert keys_in(s3_endpoint, name) == []
+
+
+async def test_bytes_gone_from_the_bucket_are_a_clean_404(
+        bucket: tuple[httpx.AsyncClient, dict[str, str], str], s3_endpoint: str) -> None:
+    client, admin, name = bucket
+    made = await client.post("/api/1.1/obj/listing", headers=admin, json={
+        "photo": {"filename": "p.png", "contents": base64.b64encode(png()).decode()}})
+    id = made.json()["id"]
+    photo = (await client.get(f"/api/1.1/obj/listing/{id}", headers=admin)).json()[
+        "response"]["photo"]
+    bucket_client(s3_endpoint).delete_object(Bucket=name, Key="kept/" + photo.split("/")[2])
+    assert (await client.get(photo)).status_code == 404
+    assert (await client.head(photo)).status_code == 404
