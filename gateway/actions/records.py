@@ -21,6 +21,7 @@ from gateway.core import pointer as ptr
 from gateway.core.encoding import size_over
 from gateway.core.errors import (
     DuplicateError,
+    InvalidDataError,
     RunError,
     UsedEmailError,
     ValidationError,
@@ -108,7 +109,9 @@ async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
     fields = await kept_fields(ctx, spec, await located_fields(ctx, spec, fields))
-    if spec.name == USER and args.get("password") not in (None, ""):
+    if args.get("password") not in (None, ""):
+        if spec.name != USER:
+            raise InvalidDataError("create_thing takes a password for a user only")
         change = await _user_with_password(ctx, fields, args["password"])
     else:
         change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id,

@@ -39,6 +39,40 @@ api: {{expose: true}}
 fields:
   name: {{type: text}}
 ---
+kind: data_type
+name: note
+fields:
+  text: {{type: text}}
+---
+kind: api_workflow
+name: make_note
+expose: true
+auth: admin
+steps:
+  - action: create_thing
+    type: note
+    fields: {{text: hi}}
+    password: "a password for a note"
+---
+kind: api_workflow
+name: change_other
+expose: true
+auth: user
+params: {{user: {{type: text}}}}
+steps:
+  - action: update_credentials
+    user: "{{{{ params.user }}}}"
+    password: "{{{{ params.user }}}}-and-more"
+---
+kind: api_workflow
+name: bad_link
+expose: true
+auth: none
+steps:
+  - action: send_password_reset_email
+    email: ada@example.com
+    link: "https://app.example.com/reset"
+---
 kind: api_workflow
 name: signup
 expose: true
@@ -482,3 +516,21 @@ async def test_a_disabled_user_cannot_log_in_and_its_tokens_stop(tmp_path: Path,
     assert refused.status_code == 400
     assert refused.json()["body"]["status"] == "INVALID_LOGIN_CREDENTIALS"
     assert account is not None and account.disabled_at is not None and account.has_password
+
+
+async def test_what_a_step_refuses(tmp_path: Path, storage_url: str, clock: Clock,
+                                   smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    async with gateway(tmp_path, storage_url, clock, port) as (client, storage):
+        ada = await signup(client)
+        bo = await signup(client, "bo@example.com")
+        note = await client.post("/api/1.1/wf/make_note", headers=await admin(storage))
+        other = await client.post("/api/1.1/wf/change_other", headers=bearer(bo["token"]),
+                                  json={"user": ada["user_id"]})
+        link = await client.post("/api/1.1/wf/bad_link")
+        anonymous = await client.post("/api/1.1/wf/others")
+    assert note.status_code == 400 and note.json()["body"]["status"] == "INVALID_DATA"
+    assert other.status_code == 403 and other.json()["body"]["status"] == "FORBIDDEN"
+    assert link.status_code == 400 and "{token}" in link.json()["body"]["message"]
+    assert anonymous.status_code == 401
+    assert inbox.messages == []
