@@ -44,7 +44,7 @@ def _one(name: str, address: str) -> str:
         return f'"{quoted}" <{address}>' if name else address
 
 
-def _message(args: dict[str, Any], sender: str | None) -> tuple[EmailMessage, list[str]]:
+def build_message(args: dict[str, Any], sender: str | None) -> tuple[EmailMessage, list[str]]:
     to, cc = _addresses(args.get("to"), "to"), _addresses(args.get("cc"), "cc")
     bcc = _addresses(args.get("bcc"), "bcc")
     if not to and not cc and not bcc:
@@ -84,7 +84,7 @@ async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
         raise RunError("send_email needs an SMTP server: smtp.host in the settings"
                        if ctx.services.started else "send_email needs the process's mailer, "
                        "which this process did not start (serve, worker and run start it)")
-    message, recipients = _message(args, mailer.sender)
+    message, recipients = build_message(args, mailer.sender)
     plain = list(dict.fromkeys(email.utils.parseaddr(r)[1] for r in recipients))
     try:
         refused = await mailer.send(message, plain)

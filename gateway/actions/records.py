@@ -21,6 +21,7 @@ from gateway.core import pointer as ptr
 from gateway.core.encoding import size_over
 from gateway.core.errors import (
     DuplicateError,
+    InvalidDataError,
     RunError,
     UsedEmailError,
     ValidationError,
@@ -30,10 +31,10 @@ from gateway.runtime.accounts import fold_email
 from gateway.runtime.action_spec import Action, StepCheck
 from gateway.runtime.coercion import convert_value
 from gateway.runtime.coercion import record_id as coerce_record_id
-from gateway.runtime.context import RunContext
+from gateway.runtime.context import MIN_SECRET_LENGTH, RunContext
 from gateway.runtime.file_values import kept_fields
 from gateway.storage.common import codec
-from gateway.storage.contract import SYSTEM_KEYS, Page, RecordStore, SortKey, TypeSpec
+from gateway.storage.contract import SYSTEM_KEYS, Change, Page, RecordStore, SortKey, TypeSpec
 
 USER = "user"
 MAX_PAGE = 10_000  # records a search step returns at most (`limit`; also its page without one)
@@ -108,10 +109,27 @@ async def create_thing(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     spec = _type(ctx, args["type"])
     fields = check_fields(spec, args.get("fields") or {})  # the store adds the defaults
     fields = await kept_fields(ctx, spec, await located_fields(ctx, spec, fields))
-    change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id,
-                                        at=ctx.clock())
+    if args.get("password") not in (None, ""):
+        if spec.name != USER:
+            raise InvalidDataError("create_thing takes a password for a user only")
+        change = await _user_with_password(ctx, fields, args["password"])
+    else:
+        change = await _storage(ctx).create(spec.name, fields, created_by=ctx.identity.user_id,
+                                            at=ctx.clock())
     ctx.changes.add(change)
     return ctx.viewer.cut(spec.name, change.record)
+
+
+async def _user_with_password(ctx: RunContext, fields: dict[str, Any],
+                              password: Any) -> Change:
+    """A user record that can log in: its `email` field and `password` (never logged)."""
+    if ctx.accounts is None:
+        raise RunError("no database is configured for this run")
+    if isinstance(password, str) and len(password) >= MIN_SECRET_LENGTH:
+        ctx.passwords.add(password)
+    others = {k: v for k, v in fields.items() if k != "email"}
+    return await ctx.accounts.create_user(fields.get("email"), password, others,
+                                          ctx.identity.user_id)
 
 
 async def make_changes(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:

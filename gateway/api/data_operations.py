@@ -220,6 +220,11 @@ async def create(ctx: RunContext, spec: TypeSpec, body: Any) -> Reply:
 
 
 async def _create(ctx: RunContext, spec: TypeSpec, body: Any) -> str:
+    password = None
+    if (spec.name == actions.USER and isinstance(body, dict) and "password" in body
+            and "password" not in spec.fields):  # Bubble's optional password of a new user
+        body = dict(body)
+        password = body.pop("password")
     fields = checked_fields(spec, body, ctx.settings.data_api_display_keys)
     if ctx.identity.kind != "admin":
         defaults = {k: f.default for k, f in spec.fields.items() if f.default is not None}
@@ -228,7 +233,8 @@ async def _create(ctx: RunContext, spec: TypeSpec, body: Any) -> str:
                        **defaults, **fields}
         if not grant(ctx, spec.name, prospective).create:
             raise _refuse("create", spec.name)
-    record = await actions.create_thing(ctx, {"type": spec.name, "fields": fields})
+    record = await actions.create_thing(ctx, {"type": spec.name, "fields": fields,
+                                              "password": password})
     return str(record["_id"])
 
 

@@ -219,6 +219,13 @@ class InvalidLoginError(GatewayError):
     status, code = 400, "INVALID_LOGIN_CREDENTIALS"
 
 
+class InvalidResetTokenError(GatewayError):
+    """A password reset token unknown, used already, expired or another user's: one error,
+    with one message."""
+
+    status, code = 400, "INVALID_RESET_TOKEN"
+
+
 class NotRunError(GatewayError):
     """The workflow's `only_when` was false; status is 400, or 200 when the workflow asks."""
 

@@ -183,7 +183,10 @@ class Interpreter:
                 await transaction.rollback()  # unless it committed
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
-        self.reports.report(ctx, unit, started, params, reply, error)
+        hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
+        if error is not None and ctx.passwords:
+            error.message = redact(error.message, hidden)
+        self.reports.report(ctx, unit, started, params, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
     def failure(self, exc: Exception) -> GatewayError:

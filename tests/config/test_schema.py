@@ -189,6 +189,15 @@ steps:
      fields: {}, remember: true}
   - {action: login_user, email: "{{ params.email }}", password: x, remember: "{{ params.desc }}"}
   - {action: logout_user}
+  - {action: update_credentials, email: a@example.com, password: "{{ params.name }}",
+     current_password: "{{ params.desc }}", keep_other_sessions: true, user: "{{ params.name }}"}
+  - {action: assign_temp_password, user: "{{ params.name }}"}
+  - {action: send_password_reset_email, email: "{{ params.email }}",
+     link: "https://app.example.com/reset?token={token}", expires_in: 600, subject: Reset,
+     text: "Reset: {link}", html: "<a href='{link}'>Reset</a>", from: ops@example.com}
+  - {action: reset_password, token: "{{ params.name }}", password: "{{ params.desc }}",
+     email: "{{ params.email }}"}
+  - {action: logout_other_sessions}
   - id: call
     action: http_request
     method: POST
@@ -385,7 +394,9 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
           "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
-          "'logout_user', 'http_request', 'send_email', 'schedule_workflow', "
+          "'logout_user', 'update_credentials', 'assign_temp_password', "
+          "'send_password_reset_email', 'reset_password', 'logout_other_sessions', "
+          "'http_request', 'send_email', 'schedule_workflow', "
           "'schedule_workflow_on_list', 'cancel_scheduled', 'cancel_all_scheduled', "
           "'set_recurring_event'] "
           "(did you mean 'create_thing'?)")],

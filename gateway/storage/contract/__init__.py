@@ -45,5 +45,6 @@ from gateway.storage.contract.types import FieldSpec as FieldSpec
 from gateway.storage.contract.types import Page as Page
 from gateway.storage.contract.types import SortKey as SortKey
 from gateway.storage.contract.types import TypeSpec as TypeSpec
+from gateway.storage.contract.user_store import Account as Account
 from gateway.storage.contract.user_store import Session as Session
 from gateway.storage.contract.user_store import UserStore as UserStore

@@ -15,7 +15,7 @@ from gateway.core.ids import new_id
 from gateway.storage.common import codec, transaction
 from gateway.storage.common.catalog import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.common.sql_files import queries
-from gateway.storage.contract import Change, Session
+from gateway.storage.contract import Account, Change, Session
 from gateway.storage.postgresql.connector import Conn, Params, PostgresConnector, jsonb
 
 Q = queries("postgresql")
@@ -74,7 +74,76 @@ class PostgresUsers:
         return revoked
 
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
-        return await self._db.execute(Q["purge_tokens"], (now, idle_since))
+        return (await self._db.execute(Q["purge_tokens"], (now, idle_since))
+                + await self._db.execute(Q["purge_reset_tokens"], (now,)))
+
+    async def user_credential(self, user_id: str) -> tuple[str, str] | None:
+        rows = await self._db.fetch(Q["user_credential"], (user_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def set_password(self, user_id: str, email: str, password_hash: str) -> None:
+        async def work(conn: Conn) -> None:
+            if (await conn.execute(Q["set_password"].encode(),
+                                   (password_hash, user_id))).rowcount:
+                return
+            await conn.execute(Q["drop_stale_credential"].encode(), (email,))
+            added = await conn.execute(Q["create_credential"].encode(),
+                                       (email, user_id, password_hash))
+            if not added.rowcount:
+                raise DuplicateError(EMAIL_TAKEN, "user", "email")
+
+        await self._db.atomic(work)
+
+    async def revoke_user_tokens(self, user_id: str, keep: str | None = None,
+                                 committed: Callable[[str], None] | None = None
+                                 ) -> list[str]:
+        rows = await self._db.fetch(Q["revoke_user_tokens"], (user_id, keep), write=True)
+        hashes = [row[0] for row in rows]
+        if committed is not None and hashes:
+            transaction.after_commit(self._db, _telling(committed, hashes))
+        return hashes
+
+    async def create_reset_token(self, hash: str, user_id: str, at: datetime,
+                                 expires_at: datetime) -> None:
+        await self._db.execute(Q["create_reset_token"], (hash, user_id, at, expires_at))
+
+    async def use_reset_token(self, hash: str, now: datetime) -> str | None:
+        async def work(conn: Conn) -> str | None:
+            rows = await (await conn.execute(Q["use_reset_token"].encode(), (hash,))).fetchall()
+            if not rows or rows[0][1] <= now:
+                return None
+            await conn.execute(Q["drop_reset_tokens"].encode(), (rows[0][0],))
+            return str(rows[0][0])
+
+        return await self._db.atomic(work)
+
+    async def disable_user(self, user_id: str, at: datetime,
+                           committed: Callable[[str], None] | None = None) -> bool:
+        added = bool(await self._db.execute(Q["disable_user"], (user_id, at)))
+        await self.revoke_user_tokens(user_id, None, committed)
+        return added
+
+    async def list_accounts(self, limit: int) -> list[Account]:
+        return [_account(row) for row in await self._db.fetch(Q["list_accounts"], (limit,))]
+
+    async def find_account(self, key: str) -> Account | None:
+        rows = await self._db.fetch(Q["find_account"], (key, key.lower()))
+        return _account(rows[0]) if rows else None
+
+
+def _telling(committed: Callable[[str], None], hashes: list[str]) -> Callable[[], None]:
+    def tell() -> None:
+        for digest in hashes:
+            committed(digest)
+
+    return tell
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    user_id, email, has_password, disabled_at, created_at = row
+    return Account(user_id, email, bool(has_password),
+                   None if disabled_at is None else disabled_at.astimezone(UTC),
+                   created_at.astimezone(UTC))
 
 
 async def update_users(conn: Conn, sql: str, params: Params) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ from gateway.core.ids import new_id
 from gateway.storage.common import transaction
 from gateway.storage.common.catalog import EMAIL_NEEDED, EMAIL_TAKEN, StoredRow
 from gateway.storage.common.sql_files import queries
-from gateway.storage.contract import Change, Session
+from gateway.storage.contract import Account, Change, Session
 from gateway.storage.sqlite.connector import SqliteConnector
 
 Q = queries("sqlite")
@@ -77,8 +77,83 @@ class SqliteUsers:
 
     async def purge_tokens(self, now: datetime, idle_since: datetime) -> int:
         params = (iso(now), iso(idle_since))
-        return int(await self._db.write(
-            lambda conn: conn.execute(Q["purge_tokens"], params).rowcount))
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(Q["purge_tokens"], params).rowcount
+                       + conn.execute(Q["purge_reset_tokens"], (iso(now),)).rowcount)
+
+        return await self._db.write(purge)
+
+    async def user_credential(self, user_id: str) -> tuple[str, str] | None:
+        rows = await self._db.read_near(
+            lambda conn: conn.execute(Q["user_credential"], (user_id,)).fetchall())
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def set_password(self, user_id: str, email: str, password_hash: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if conn.execute(Q["set_password"], (password_hash, user_id)).rowcount:
+                return
+            conn.execute(Q["drop_stale_credential"], (email,))
+            if not conn.execute(Q["create_credential"], (email, user_id, password_hash)).rowcount:
+                raise DuplicateError(EMAIL_TAKEN, "user", "email")
+
+        await self._db.write(write)
+
+    async def revoke_user_tokens(self, user_id: str, keep: str | None = None,
+                                 committed: Callable[[str], None] | None = None
+                                 ) -> list[str]:
+        rows = await self._db.write(
+            lambda conn: conn.execute(Q["revoke_user_tokens"], (user_id, keep)).fetchall())
+        hashes = [row[0] for row in rows]
+        if committed is not None and hashes:
+            transaction.after_commit(self._db, _telling(committed, hashes))
+        return hashes
+
+    async def create_reset_token(self, hash: str, user_id: str, at: datetime,
+                                 expires_at: datetime) -> None:
+        row = (hash, user_id, iso(at), iso(expires_at))
+        await self._db.write(lambda conn: conn.execute(Q["create_reset_token"], row))
+
+    async def use_reset_token(self, hash: str, now: datetime) -> str | None:
+        def use(conn: sqlite3.Connection) -> str | None:
+            rows = conn.execute(Q["use_reset_token"], (hash,)).fetchall()
+            if not rows or parse_iso(rows[0][1]) <= now:
+                return None
+            conn.execute(Q["drop_reset_tokens"], (rows[0][0],))
+            return str(rows[0][0])
+
+        return await self._db.write(use)
+
+    async def disable_user(self, user_id: str, at: datetime,
+                           committed: Callable[[str], None] | None = None) -> bool:
+        added = bool(await self._db.write(
+            lambda conn: conn.execute(Q["disable_user"], (user_id, iso(at))).rowcount))
+        await self.revoke_user_tokens(user_id, None, committed)
+        return added
+
+    async def list_accounts(self, limit: int) -> list[Account]:
+        rows = await self._db.read_near(
+            lambda conn: conn.execute(Q["list_accounts"], (limit,)).fetchall())
+        return [_account(row) for row in rows]
+
+    async def find_account(self, key: str) -> Account | None:
+        rows = await self._db.read_near(
+            lambda conn: conn.execute(Q["find_account"], (key, key.lower())).fetchall())
+        return _account(rows[0]) if rows else None
+
+
+def _telling(committed: Callable[[str], None], hashes: list[str]) -> Callable[[], None]:
+    def tell() -> None:
+        for digest in hashes:
+            committed(digest)
+
+    return tell
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    user_id, email, has_password, disabled_at, created_at = row
+    return Account(user_id, email, bool(has_password),
+                   None if disabled_at is None else parse_iso(disabled_at), parse_iso(created_at))
 
 
 def follow_email(conn: sqlite3.Connection, user_id: str, email: Any) -> None:

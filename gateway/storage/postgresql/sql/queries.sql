@@ -125,10 +125,11 @@ DELETE FROM gateway_credentials WHERE email = %s AND NOT EXISTS (
     WHERE r.id = gateway_credentials.user_id AND r.type = 'user');
 
 -- name: find_credential
--- Only a user whose record still exists can log in.
+-- Only a user whose record still exists, and who is not disabled, can log in.
 SELECT c.user_id, c.password_hash FROM gateway_credentials AS c
 JOIN gateway_records AS r ON r.id = c.user_id AND r.type = 'user'
-WHERE c.email = %s;
+WHERE c.email = %s
+    AND NOT EXISTS (SELECT 1 FROM gateway_disabled_users AS d WHERE d.user_id = c.user_id);
 
 -- name: move_credential
 -- A user's log-in follows the e-mail its record shows.
@@ -143,7 +144,60 @@ INSERT INTO gateway_tokens (hash, user_id, created_at, expires_at, last_used_at)
 VALUES (%s, %s, %s, %s, %s);
 
 -- name: find_token
-SELECT user_id, created_at, expires_at, last_used_at FROM gateway_tokens WHERE hash = %s;
+-- A disabled user's tokens stop working.
+SELECT t.user_id, t.created_at, t.expires_at, t.last_used_at FROM gateway_tokens AS t
+WHERE t.hash = %s
+    AND NOT EXISTS (SELECT 1 FROM gateway_disabled_users AS d WHERE d.user_id = t.user_id);
+
+-- name: user_credential
+-- The e-mail and password hash of a user who may log in.
+SELECT c.email, c.password_hash FROM gateway_credentials AS c
+JOIN gateway_records AS r ON r.id = c.user_id AND r.type = 'user'
+WHERE c.user_id = %s
+    AND NOT EXISTS (SELECT 1 FROM gateway_disabled_users AS d WHERE d.user_id = c.user_id);
+
+-- name: set_password
+UPDATE gateway_credentials SET password_hash = %s WHERE user_id = %s;
+
+-- name: revoke_user_tokens
+-- Every token of a user (the first parameter) but one (the second; NULL: none kept).
+DELETE FROM gateway_tokens WHERE user_id = %s AND hash IS DISTINCT FROM %s RETURNING hash;
+
+-- name: create_reset_token
+INSERT INTO gateway_reset_tokens (hash, user_id, created_at, expires_at)
+VALUES (%s, %s, %s, %s);
+
+-- name: use_reset_token
+-- A reset token is used once: it goes as it is read, expired or not.
+DELETE FROM gateway_reset_tokens WHERE hash = %s RETURNING user_id, expires_at;
+
+-- name: drop_reset_tokens
+DELETE FROM gateway_reset_tokens WHERE user_id = %s;
+
+-- name: purge_reset_tokens
+DELETE FROM gateway_reset_tokens WHERE expires_at <= %s;
+
+-- name: disable_user
+INSERT INTO gateway_disabled_users (user_id, disabled_at) VALUES (%s, %s)
+ON CONFLICT DO NOTHING;
+
+-- name: list_accounts
+-- Users, oldest first, with whether each has a password and when it was disabled (the parameter: how many).
+SELECT r.id, r.data->>'email', c.user_id IS NOT NULL, d.disabled_at, r.created_at
+FROM gateway_records AS r
+LEFT JOIN gateway_credentials AS c ON c.user_id = r.id
+LEFT JOIN gateway_disabled_users AS d ON d.user_id = r.id
+WHERE r.type = 'user'
+ORDER BY r.created_at, r.id LIMIT %s;
+
+-- name: find_account
+-- A user by id or by e-mail (folded), as `list_accounts` shows it.
+SELECT r.id, r.data->>'email', c.user_id IS NOT NULL, d.disabled_at, r.created_at
+FROM gateway_records AS r
+LEFT JOIN gateway_credentials AS c ON c.user_id = r.id
+LEFT JOIN gateway_disabled_users AS d ON d.user_id = r.id
+WHERE r.type = 'user' AND (r.id = %s OR lower(r.data->>'email') = %s)
+ORDER BY r.created_at LIMIT 1;
 
 -- name: touch_token
 UPDATE gateway_tokens SET last_used_at = %s WHERE hash = %s;
