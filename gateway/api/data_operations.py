@@ -20,7 +20,7 @@ from gateway.actions import records as actions
 from gateway.core.encoding import iso
 from gateway.core.errors import DataApiError, GatewayError, RefusedError
 from gateway.runtime.context import Reply, RunContext
-from gateway.runtime.file_values import signed_record
+from gateway.runtime.file_values import admitted_fields, signed_record
 from gateway.runtime.param import FILE_TYPES
 from gateway.runtime.privacy import EVERYTHING, Grant
 from gateway.storage.common.codec import MAX_OFFSET, encode_cursor
@@ -225,7 +225,8 @@ async def _create(ctx: RunContext, spec: TypeSpec, body: Any) -> str:
             and "password" not in spec.fields):  # Bubble's optional password of a new user
         body = dict(body)
         password = body.pop("password")
-    fields = checked_fields(spec, body, ctx.settings.data_api_display_keys)
+    fields = await admitted_fields(ctx, spec, checked_fields(
+        spec, body, ctx.settings.data_api_display_keys))
     if ctx.identity.kind != "admin":
         defaults = {k: f.default for k, f in spec.fields.items() if f.default is not None}
         prospective = {"_id": None, "_type": spec.name, "created_at": ctx.now,
@@ -259,7 +260,8 @@ async def change(ctx: RunContext, spec: TypeSpec, id: str, body: Any, *,
                  replace: bool) -> Reply:
     """PATCH (the fields given) or PUT (every field: those not given are cleared)."""
     _step(ctx, "make_changes")
-    fields = checked_fields(spec, body, ctx.settings.data_api_display_keys)
+    fields = await admitted_fields(ctx, spec, checked_fields(
+        spec, body, ctx.settings.data_api_display_keys))
     if replace:
         fields = {key: actions.check_value(spec, key, None) for key in spec.fields} | fields
     before = await _findable(ctx, spec, id)

@@ -17,13 +17,15 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
-from gateway.core.errors import RunError
+from gateway.core.errors import RunError, ValidationError, shown
 from gateway.files.service import Files
 from gateway.files.store import StoredFile
 from gateway.files.uploads import Upload
 from gateway.runtime.context import RunContext
 from gateway.runtime.param import FILE_TYPES, Param
+from gateway.runtime.privacy import Viewer
 from gateway.storage.contract import Change, Constraint, FieldSpec, TypeSpec
 
 if TYPE_CHECKING:
@@ -31,21 +33,21 @@ if TYPE_CHECKING:
 
 async def kept_params(files: Files | None, declared: Sequence[Param], params: dict[str, Any],
                       now: datetime) -> dict[str, Any]:
-    """`params` with every upload among the `declared` file parameters kept: its path in
-    its place."""
+    """`params` with every upload among the `declared` file parameters kept (its path in
+    its place), and every private file given by its path checked (`admitted`)."""
     for param in declared:
         value = params.get(param.name)
         if isinstance(value, list):
             params[param.name] = [await _kept_param(files, param, item, now)
                                  for item in value]
-        elif isinstance(value, Upload):
+        elif value is not None:
             params[param.name] = await _kept_param(files, param, value, now)
     return params
 
 
 async def _kept_param(files: Files | None, param: Param, value: Any, now: datetime) -> Any:
     if not isinstance(value, Upload):
-        return value
+        return await admitted(files, value)
     if files is None:
         raise RunError("files cannot be kept in this process (no file store is running)")
     return await files.keep(value, image=param.type == "image", private=param.private,
@@ -174,11 +176,14 @@ async def sweep(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
 MAX_DEPTH = 64  # as deep as a reply is searched for records
 
 
-def file_fields(types: Mapping[str, TypeSpec]) -> dict[str, tuple[str, ...]]:
-    """The file and image fields of each type that has any."""
-    found = {name: tuple(n for n, f in spec.fields.items() if f.type in FILE_TYPES)
+def file_fields(types: Mapping[str, TypeSpec],
+                displayed: Mapping[str, TypeSpec]) -> dict[str, dict[str, str]]:
+    """The file and image fields of each type that has any, by the key a reply gives them
+    (their display, for a type in `displayed`), each to its field's name."""
+    found = {name: {(f.key if name in displayed else n): n for n, f in spec.fields.items()
+                     if f.type in FILE_TYPES}
              for name, spec in types.items()}
-    return {name: fields for name, fields in found.items() if fields}
+    return {name: keys for name, keys in found.items() if keys}
 
 
 def signed_record(files: Files, names: Sequence[str],
@@ -201,17 +206,103 @@ def _link(files: Files, value: Any) -> Any:
     return value
 
 
-def signed_links(value: Any, fields: Mapping[str, tuple[str, ...]], files: Files,
-                 depth: int = 0) -> Any:
-    """`value` (what a run returns) with every record in it (a mapping with `_id` and the
-    `_type` of a type with file fields) showing its private files as signed links."""
+async def signed_links(value: Any, fields: Mapping[str, Mapping[str, str]], files: Files,
+                       storage: Storage, viewer: Viewer) -> Any:
+    """`value` (what a run returns) with the private files of the records in it (mappings
+    with an `_id` and the `_type` of a type with file fields) as signed links: only paths
+    that record keeps in the store, in a field the caller may see of a record the caller
+    may find, so that a record-shaped object a caller made up signs nothing."""
+    found: list[tuple[str, str, str, str]] = []  # (type, id, field name, path)
+    _private_paths(value, fields, found, 0)
+    if not found:
+        return value
+    kept: set[tuple[str, str, str, str]] = set()
+    for type, id in {(t, i) for t, i, _, _ in found}:
+        record = viewer.sift(type, await storage.records.get(type, id))
+        if record is not None:
+            kept.update((t, i, n, p) for t, i, n, p in found
+                        if t == type and i == id and p in _paths(record.get(n)))
+    return _signed(value, fields, files, kept, 0)
+
+
+def _private_paths(value: Any, fields: Mapping[str, Mapping[str, str]],
+                   found: list[tuple[str, str, str, str]], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        return
+    if isinstance(value, list):
+        for item in value:
+            _private_paths(item, fields, found, depth + 1)
+        return
+    if not isinstance(value, dict):
+        return
+    keys = fields.get(value["_type"]) if isinstance(value.get("_type"), str) else None
+    if keys is not None and isinstance(value.get("_id"), str):
+        for key, name in keys.items():
+            found.extend((value["_type"], value["_id"], name, path)
+                         for path in _paths(value.get(key)) if _private(path))
+        return
+    for item in value.values():
+        _private_paths(item, fields, found, depth + 1)
+
+
+def _private(path: str) -> bool:
+    return "/files/private/" in path and "?" not in path
+
+
+def _signed(value: Any, fields: Mapping[str, Mapping[str, str]], files: Files,
+            kept: set[tuple[str, str, str, str]], depth: int) -> Any:
     if depth > MAX_DEPTH:
         return value
     if isinstance(value, list):
-        return [signed_links(item, fields, files, depth + 1) for item in value]
+        return [_signed(item, fields, files, kept, depth + 1) for item in value]
     if not isinstance(value, dict):
         return value
-    names = fields.get(value["_type"]) if isinstance(value.get("_type"), str) else None
-    if names is not None and "_id" in value:
-        return signed_record(files, names, value)
-    return {key: signed_links(item, fields, files, depth + 1) for key, item in value.items()}
+    keys = fields.get(value["_type"]) if isinstance(value.get("_type"), str) else None
+    if keys is None or not isinstance(value.get("_id"), str):
+        return {key: _signed(item, fields, files, kept, depth + 1)
+                for key, item in value.items()}
+    type, id = value["_type"], value["_id"]
+
+    def sign(name: str, item: Any) -> Any:
+        if isinstance(item, str) and (type, id, name, item) in kept:
+            return files.sign(item)
+        return item
+
+    signed = dict(value)
+    for key, name in keys.items():
+        item = value.get(key)
+        signed[key] = [sign(name, x) for x in item] if isinstance(item, list) \
+            else sign(name, item)
+    return signed
+
+
+async def admitted(files: Files | None, value: Any) -> Any:
+    """A file value a caller sent: one of the gateway's private files that a record holds
+    already is taken only by a valid signed link (the bare path of a private file is no key
+    to it: one seen once could otherwise be copied into a record of the caller's, and read
+    through it for ever, whatever the privacy rules of the record that holds it)."""
+    if files is None or not isinstance(value, str) or files.file_id(value) is None:
+        return value
+    file = await files.store.describe(files.file_id(value) or "")
+    if file is None or not file.private or not file.holders:
+        return value  # unknown (refused where a record takes it), public, or just kept
+    query = parse_qs(urlsplit(value).query)
+    expires, signature = (query.get("expires") or [""])[0], (query.get("signature") or [""])[0]
+    if not files.signed_ok(file.path(files.prefix), expires, signature):
+        raise ValidationError(f"the private file {shown(file.name)!r} is given by its signed "
+                              "link (a fresh one, from a read of a record that holds it), "
+                              "not by its path")
+    return value
+
+
+async def admitted_fields(ctx: RunContext, spec: TypeSpec,
+                          fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`fields` a caller sent (the Data API's), each private file checked by `admitted`."""
+    files = ctx.services.files
+    result = dict(fields)
+    for key, value in fields.items():
+        field = spec.fields.get(key)
+        if field is not None and field.type in FILE_TYPES and value is not None:
+            result[key] = [await admitted(files, v) for v in value] if isinstance(value, list) \
+                else await admitted(files, value)
+    return result

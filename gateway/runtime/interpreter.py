@@ -94,7 +94,8 @@ class Interpreter:
         self.secrets = dict(registry.settings.secrets)  # templates cannot change it (sandbox)
         self.data_types = registry.data_types
         self.displayed = displayed_types(registry)  # the types replies key by display
-        self.file_fields = file_fields(registry.data_types)  # whose private files are signed
+        # the file fields of replies' records, whose private files are signed
+        self.file_fields = file_fields(registry.data_types, self.displayed)
         # what templates see as `option_sets`: each set's options, in order
         self.options = {name: s.options for name, s in registry.option_sets.items()}
         self.scans = Scans(registry.settings.privacy_scan_concurrency)
@@ -139,6 +140,8 @@ class Interpreter:
                             ctx.viewer)
                         reply = self.outgoing(ctx, await self.execute(
                             workflow, ctx, self.scope(ctx, params, request, names)), True)
+                        if self.file_fields and reply is not None and reply.data is not None:
+                            reply = await self.signed(ctx, reply)  # private files: signed
                         encoded = self.check_size(reply, True)  # measures what is sent
                         committed = await self.commit(ctx)
                         await transaction.commit()  # within the run's time, like any write
@@ -241,10 +244,15 @@ class Interpreter:
             return None
         if holds_records and reply.data is not None and ctx.viewer.privacy:
             reply = replace(reply, data=ctx.viewer.shown(reply.data))
-        if holds_records and self.file_fields and reply.data is not None and (
-                files := self.services.files) is not None:  # private files: signed links
-            reply = replace(reply, data=signed_links(reply.data, self.file_fields, files))
         return keyed_reply(reply, self.displayed) if self.displayed else reply
+
+    async def signed(self, ctx: RunContext, reply: Reply) -> Reply:
+        """`reply` with the private files of its records as signed links."""
+        files = self.services.files
+        if files is None or self.storage is None:
+            return reply
+        return replace(reply, data=await signed_links(reply.data, self.file_fields, files,
+                                                      self.storage, ctx.viewer))
 
     def check_size(self, reply: Reply | None, holds_records: bool) -> bytes | None:
         return reply_bytes(reply, holds_records, self.registry.settings.max_response_bytes)

@@ -45,6 +45,27 @@ fields:
   lease: {{type: file, private: true}}
   brochure: {{type: file}}
 ---
+kind: data_type
+name: deed
+api: {{expose: true}}
+fields:
+  owner: {{type: text}}
+  scan: {{type: file, private: true}}
+privacy:
+  - name: public deeds
+    when: "{{{{ thing.owner == 'public' }}}}"
+    find_in_searches: true
+    view_fields: all
+---
+kind: api_workflow
+name: echo-deed
+expose: true
+auth: none
+params: {{o: {{type: object}}, d: {{type: deed, optional: true}}}}
+steps:
+  - action: return_data
+    data: {{echo: "{{{{ params.o }}}}"}}
+---
 kind: api_workflow
 name: upload
 expose: true
@@ -200,6 +221,22 @@ async def test_a_workflow_returns_private_files_of_records_signed(api: Api) -> N
     assert (await api.client.get(answer["listing"]["lease"])).content == b"%PDF"
     assert "signature=" not in answer["lease"]  # a path alone is not a record's: unsigned
     assert (await api.client.get(answer["lease"])).status_code == 403
+
+
+async def test_a_reply_signs_no_file_the_privacy_rules_hide(api: Api) -> None:
+    made = await api.client.post("/api/1.1/obj/deed", headers=api.admin, json={
+        "owner": "someone", "scan": as_object("deed.pdf", b"deed")})
+    assert made.status_code == 201, made.text
+    got = await api.client.get(f"/api/1.1/obj/deed/{made.json()['id']}", headers=api.admin)
+    bare = got.json()["response"]["scan"].split("?")[0]
+    # the real record's id and path, and an owner that passes the rule as the caller made
+    # it up: the stored deed is not public
+    forged = {"_id": made.json()["id"], "_type": "deed", "owner": "public", "scan": bare}
+    echoed = await api.client.post("/api/1.1/wf/echo-deed", json={"o": forged})
+    assert echoed.status_code == 200, echoed.text
+    link = echoed.json()["response"]["echo"]["scan"]
+    assert "signature=" not in link
+    assert (await api.client.get(link)).status_code == 403
 
 
 async def test_bubbles_private_flag_makes_a_file_private(api: Api) -> None:

@@ -360,15 +360,20 @@ async def test_the_run_log_keeps_no_contents(api: Api) -> None:
 
 
 async def test_a_private_path_copied_into_another_record(api: Api) -> None:
-    """FINDING (not fixed: a design question): a private file's bare path is a bearer
-    capability. Whoever saw it once (in a signed link, or a workflow's unsigned reply)
-    and may write any record can write it into a field of their own, even a public one;
-    the file becomes held by that field too (still private), and every read of *their*
-    record signs a fresh link, long after the first link expired and whatever privacy
-    rules guard the first record."""
+    """A private file's bare path is no key to it: copied into a record of the caller's, it
+    is refused, so it cannot be read through that record for ever, whatever the privacy
+    rules of the record that holds it. A caller who may read the file (who has a valid
+    signed link) may copy it, as they could download and upload it again."""
     id, link = await private_link(api, b"secret lease")
     bare = link.split("?")[0]
-    copied = await api.create({"title": "mine", "brochure": bare})
+    refused = await api.create({"title": "mine", "brochure": bare})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["body"]["status"] == "INVALID_DATA"
+    assert "signed link" in refused.json()["body"]["message"]
+    forged = await api.create({"title": "mine", "brochure": bare + "?expires=9999999999"
+                               "&signature=AAAA"})
+    assert forged.status_code == 400, forged.text
+    copied = await api.create({"title": "mine", "brochure": link})
     assert copied.status_code == 201, copied.text
     mine = await api.record(copied.json()["id"])
     assert mine["brochure"].startswith(bare + "?")  # signed for the copier
@@ -421,11 +426,10 @@ steps:
 
 async def test_a_workflow_echoing_a_record_shaped_object_signs_it(
         serve: Serve, storage_url: str, tmp_path: Path) -> None:
-    """FINDING (not fixed: a design question): `signed_links` signs the private paths of
-    any mapping with `_id` and a `_type` that has file fields in a workflow's reply, not
-    only records read from the store. A workflow whose reply may hold records (it takes a
-    record parameter, or writes) and returns what a caller sent is then a signing oracle
-    for any private path the caller knows, with no write at all."""
+    """A workflow's reply signs the private paths of records as the store keeps them, in
+    fields the caller sees: a record-shaped object a caller made up signs nothing (with
+    the real record's id it signs what that record shows the caller: here everything, as
+    the type has no privacy rules; `test_files` covers a type with rules)."""
     config = ECHO.format(files=test_files.folder_files(tmp_path / "kept"))
     async with serve(config, storage_url, environment=test_files.SECRET) as gateway:
         assert gateway.storage is not None
@@ -438,9 +442,10 @@ async def test_a_workflow_echoing_a_record_shaped_object_signs_it(
         got = await gateway.client.get(f"/api/1.1/obj/rentallisting/{made.json()['id']}",
                                        headers={"Authorization": f"Bearer {key}"})
         bare = got.json()["response"]["lease"].split("?")[0]
-        forged = {"_id": "x", "_type": "listing", "lease": bare}
-        echoed = await gateway.client.post("/api/1.1/wf/echo", json={"o": forged})
-        assert echoed.status_code == 200, echoed.text
-        link = echoed.json()["response"]["echo"]["lease"]
-        assert "signature=" in link
-        assert (await gateway.client.get(link)).content == b"private"
+        for id, signed in (("x", False), (made.json()["id"], True)):
+            forged = {"_id": id, "_type": "listing", "lease": bare, "title": "t"}
+            echoed = await gateway.client.post("/api/1.1/wf/echo", json={"o": forged})
+            assert echoed.status_code == 200, echoed.text
+            link = echoed.json()["response"]["echo"]["lease"]
+            assert ("signature=" in link) == signed, id
+            assert (await gateway.client.get(link)).status_code == (200 if signed else 403)
