@@ -42,9 +42,11 @@ from gateway.runtime.privacy import Scans
 from gateway.runtime.reporting import Observe as Observe  # where the app imports it from
 from gateway.runtime.reporting import Reports, declared
 from gateway.runtime.services import Services
+from gateway.runtime.zones import zone_of
 from gateway.storage.common.transaction import JOINED
 from gateway.storage.contract import Transaction
 from gateway.templates import budget, templating
+from gateway.templates.environment import reset_zone, set_zone
 from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
@@ -125,7 +127,11 @@ class Interpreter:
         error: GatewayError | None = None
         encoded: bytes | None = None
         committed = False
+        zoned = None  # set only for a workflow with a `timezone`
         try:
+            if workflow.timezone is not None:
+                ctx.zone = zone_of(workflow, request, names)
+                zoned, coerced = set_zone(ctx.zone), None  # its dates are read in the zone
             params = workflow.coerce(raw) if coerced is None else coerced
             if workflow.file_params:  # uploads are kept before the steps see their paths
                 params = await kept_params(self.services.files, workflow.file_params, params,
@@ -150,6 +156,9 @@ class Interpreter:
                 encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
+        finally:
+            if zoned is not None:
+                reset_zone(zoned)
         logged = params if params else declared(workflow, raw)
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:

@@ -117,6 +117,9 @@ class Workflow:
     hooks: Hooks | None = None  # verify, idempotency, rate_limit: None for most workflows
     retry: Retry = Retry()
     replies: tuple[ReplyShape, ...] = ()  # what its steps (and the events it calls) answer
+    # Its `timezone`: gives a zone (or its name) from `request` (or `before`/`after`); None:
+    # UTC, and the run pays nothing for zones.
+    timezone: Compiled | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,7 @@ ignore_privacy_rules: false
 allow_public_privileged: false
 only_when: "{{ params.email }}"
 return_200_if_condition_fails: true
+timezone: "{{ request.headers.get('x-timezone') }}"
 params:
   name: {type: text, description: Full name}
   email: {type: text}
@@ -256,6 +257,7 @@ description: Reacts.
 type: lead
 events: [create, change]
 only_when: "{{ before and after and before.score != after.score }}"
+timezone: Europe/Paris
 steps: [{action: log, message: changed}]
 retry: {max_attempts: 2}
 ---
