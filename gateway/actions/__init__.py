@@ -3,8 +3,9 @@ functions. `ACTIONS` collects them by name; nothing else names an action."""
 
 from __future__ import annotations
 
-from gateway.actions import flow, http_request, mail, records, scheduling, users
+from gateway.actions import flow, http_request, mail, records, redirects, scheduling, users
 from gateway.runtime.action_spec import Action, collect
 
 ACTIONS: dict[str, Action] = collect(flow.ACTIONS, records.ACTIONS, users.ACTIONS,
-                                     http_request.ACTIONS, mail.ACTIONS, scheduling.ACTIONS)
+                                     http_request.ACTIONS, mail.ACTIONS, scheduling.ACTIONS,
+                                     redirects.ACTIONS)

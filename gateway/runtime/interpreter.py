@@ -16,6 +16,7 @@ from gateway.core.clock import Clock, utc_now
 from gateway.core.errors import (
     GatewayError,
     NotRunError,
+    RedirectRefusedError,
     RunError,
     StepFailedError,
     StorageUnavailableError,
@@ -39,6 +40,7 @@ from gateway.runtime.file_values import file_fields, forget_dropped, kept_params
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
 from gateway.runtime.privacy import Scans
+from gateway.runtime.redirect import error_target
 from gateway.runtime.reporting import Observe as Observe  # where the app imports it from
 from gateway.runtime.reporting import Reports, declared
 from gateway.runtime.services import Services
@@ -73,6 +75,9 @@ class RunResult:
     encoded: bytes | None = None
     # Its `on_commit` hooks ran and committed with it (a job's run: its job ended there).
     committed: bool = False
+    # A failed run of a workflow with an `error_redirect`: the URL it redirects to (allowed
+    # already), with the error's `statusCode` and `message` to add.
+    redirect: Reply | None = None
 
 
 class Interpreter:
@@ -164,6 +169,10 @@ class Interpreter:
         if error is not None and hidden:
             error.message = redact(error.message, hidden)  # what the caller and every log see
         self.reports.report(ctx, workflow, started, logged, reply, error, hidden)
+        if error is not None and workflow.error_redirect is not None:
+            error, redirect = error_target(workflow.error_redirect, error, request,
+                                           self.registry.settings)
+            return RunResult(ctx.run_id, Reply(data={}), error, redirect=redirect)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None, committed and error is None)
 
@@ -305,8 +314,8 @@ class Interpreter:
             return None
         entry.update(status="failed", reason=message)
         if isinstance(exc, GatewayError) and (exc.status < 500 or isinstance(
-                exc, StorageUnavailableError | UpstreamError)):  # the caller's, or retry later
-            raise exc
+                exc, StorageUnavailableError | UpstreamError | RedirectRefusedError)):
+            raise exc  # the caller's, retry later, or a redirect refused (its own code)
         label = f"step {step.index + 1} ({step.action.name})"
         # The innermost location wins: a step of a custom event, not the step that called it.
         location = exc.location if isinstance(exc, RunError) and exc.location else step.location

@@ -120,6 +120,8 @@ class Workflow:
     # Its `timezone`: gives a zone (or its name) from `request` (or `before`/`after`); None:
     # UTC, and the run pays nothing for zones.
     timezone: Compiled | None = None
+    # Its `error_redirect`: gives the URL a failed run redirects to (from `request`).
+    error_redirect: Compiled | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,7 @@ allow_public_privileged: false
 only_when: "{{ params.email }}"
 return_200_if_condition_fails: true
 timezone: "{{ request.headers.get('x-timezone') }}"
+error_redirect: "{{ request.query.back }}"
 params:
   name: {type: text, description: Full name}
   email: {type: text}
@@ -217,6 +218,7 @@ steps:
   - {action: return_data, text: "a,b", content_type: text/csv, status: 201, headers: {X-A: b}}
   - {action: return_data, status: "{{ params.status }}"}
   - {action: return_data, data: {id: "{{ steps.lead._id }}"}}
+  - {action: return_redirect, url: "{{ request.query.back }}", data: {id: "{{ steps.lead._id }}"}}
   - {id: later, action: schedule_workflow, workflow: welcome, delay: 5m, params: {lead: x}}
   - {action: schedule_workflow, workflow: welcome, at: "{{ now }}"}
   - {action: schedule_workflow_on_list, workflow: welcome, list: "{{ steps.found }}",
@@ -301,6 +303,7 @@ options:
 kind: settings
 database: sqlite:///gateway.db
 secrets: [STRIPE_WEBHOOK_SECRET, SMTP_PASSWORD]
+redirects: {allowed: ["https://app.example.com/"], max_url_length: 4096}
 limits: {max_body_bytes: 1048576, run_timeout: 300s}
 run_log: {retention: 14d, failed_retention: 30d}
 server: {host: 0.0.0.0, port: 8080, workers: 2}
@@ -383,7 +386,8 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
     "unknown action, with a suggestion": (
         STEP + "{action: create_thng, type: lead}\n",
         [(5, 14, "schema.enum", "/steps/0/action",
-          "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
+          "'create_thng' is not one of ['set', 'return_data', 'return_redirect', 'terminate', "
+          "'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
           "'logout_user', 'http_request', 'send_email', 'schedule_workflow', "
