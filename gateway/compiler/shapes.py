@@ -45,6 +45,8 @@ def _documents(c: Compiler, unit: Unit) -> Iterable[Document]:
 
 
 def _shape(step: Mapping[str, Any]) -> ReplyShape | None:
+    if step.get("action") == "return_redirect":
+        return ReplyShape(302, None)
     if not any(key in step for key in ("status", "text", "content_type")):
         return None
     status = step.get("status", 200)  # a step answering text or a content type: 200

@@ -15,6 +15,7 @@ from jinja2 import TemplateSyntaxError
 from gateway.actions import ACTIONS
 from gateway.compiler.data_types import check_value
 from gateway.compiler.option_sets import check_attributes
+from gateway.compiler.run_options import error_redirect_of, timezone_of
 from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.units import Unit
 from gateway.compiler.webhook_specs import build_hooks
@@ -125,6 +126,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
     only_when = condition(top, "/only_when", data.get("only_when"))
     steps = _steps(c, names, unit, params, top.user_checked)
     hooks = build_hooks(top, data) if unit.kind == DocumentKind.API_WORKFLOW else None
+    zone, error_redirect = timezone_of(top, data), error_redirect_of(top, data)
     return Workflow(
         kind=unit.kind, name=name, params=unit.params, steps=steps, label=data.get("label", ""),
         expose=data.get("expose", False), auth=data.get("auth", "admin"),
@@ -139,7 +141,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         file_params=tuple(p for p in unit.params if p.is_file),
         coerce=compile_coercer(name, unit.params), hooks=hooks,
         retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit),
-        version=definition_version(data))
+        version=definition_version(data), timezone=zone, error_redirect=error_redirect)
 
 
 def definition_version(data: Mapping[str, Any]) -> str:

@@ -125,6 +125,9 @@ CATALOG: dict[str, str] = {
     "recurring.bad-cron": "A `cron` that is not a five-field cron expression.",
     "recurring.bad-every": "An `every` shorter than one second.",
     "recurring.bad-timezone": "A `timezone` that is not an IANA time zone.",
+    "timezone.unknown": "A workflow's or trigger's `timezone` that is not an IANA time zone.",
+    "redirect.not-allowed": "A redirect target (`return_redirect`'s `url`, `error_redirect`) "
+                            "that `redirects.allowed` in the settings does not allow.",
     "verify.bad-secret": "A `verify` secret that cannot be the scheme's key (standard-webhooks "
                          "secrets are `whsec_` and base64).",
     "verify.unsigned-params": "A signed workflow that reads parameters from the query string, "

@@ -255,6 +255,20 @@ class ResponseTooLargeError(RunError):
     code = "RESPONSE_TOO_LARGE"
 
 
+class RedirectRefusedError(RunError):
+    """A redirect to a target `redirects.allowed` does not list (or no well-formed URL):
+    nothing is redirected, the run fails with this code."""
+
+    code = "REDIRECT_NOT_ALLOWED"
+
+
+class RedirectTooLongError(RedirectRefusedError):
+    """A redirect whose URL, with its query parameters, is longer than
+    `redirects.max_url_length`."""
+
+    code = "REDIRECT_TOO_LONG"
+
+
 class TemplateError(RunError):
     """A template failed at run time (an undefined name, a sandbox refusal, a bad filter)."""
 
@@ -332,3 +346,10 @@ def run_status(error: GatewayError | None) -> str:
                                                      LeaseLostError)):
         return "rejected"
     return "failed"
+
+
+def public_error(error: GatewayError) -> GatewayError:
+    """A 5xx never shows its cause to the caller: the run log and the server log have it."""
+    if error.status >= 500 and error.code == "ERROR":
+        return GatewayError("The workflow failed; see the run log for details")
+    return error

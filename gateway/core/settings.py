@@ -126,6 +126,10 @@ class Settings:
     console_enabled: bool = False
     console_session_lifetime: timedelta = timedelta(hours=8)
     console_secret: str | None = None
+    # Redirect responses (`redirects:`): the URL prefixes a run may redirect to, and how long
+    # a redirect's URL (with its query parameters) may be.
+    redirect_allowed: tuple[str, ...] = ()
+    redirect_max_url: int = 8192
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -247,7 +251,9 @@ def _operations(data: Mapping[str, Any], server: Mapping[str, Any]) -> dict[str,
             "metrics_enabled": metrics.get("enabled", True),
             "metrics_public": metrics.get("public", False),
             "data_api_display_keys": data.get("data_api", {}).get("display_keys", False),
-            "workflow_api_display_keys": data.get("workflow_api", {}).get("display_keys", False)}
+            "workflow_api_display_keys": data.get("workflow_api", {}).get("display_keys", False),
+            "redirect_allowed": tuple(data.get("redirects", {}).get("allowed", ())),
+            "redirect_max_url": data.get("redirects", {}).get("max_url_length", 8192)}
 
 
 def _console(block: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from gateway.core.clock import Clock, utc_now
@@ -141,6 +141,8 @@ class RunContext:
     fence: Fence | None = None
     # The caller's address (a run over HTTP): behind trusted proxies, the forwarded one.
     client: str | None = None
+    # The workflow's time zone (`timezone`): templates see `now` in it. None: UTC.
+    zone: tzinfo | None = None
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""
@@ -154,7 +156,8 @@ def new_scope(ctx: RunContext, params: dict[str, Any], secrets: Mapping[str, str
     """The names a run's templates see (`RUN_NAMES`, and `request`); `options` are the
     option sets' options, in order, by set (`option_sets.status`)."""
     return {
-        "params": params, "steps": {}, "now": ctx.now,
+        "params": params, "steps": {},
+        "now": ctx.now if ctx.zone is None else ctx.now.astimezone(ctx.zone),
         "run": {"id": ctx.run_id, "workflow": ctx.workflow, "depth": ctx.depth,
                 "source": ctx.source, **({} if ctx.job is None else ctx.job.shown)},
         "current_user": current_user(ctx.identity, ctx.viewer),

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.core.encoding import encode
 from gateway.core.errors import GatewayError, MethodNotAllowedError, RateLimitedError
+from gateway.core.errors import public_error as public_error  # where callers import it from
 from gateway.runtime.context import Reply
 from gateway.runtime.interpreter import RunResult
 
@@ -48,15 +49,11 @@ def render_error(error: GatewayError, run_id: str | None = None) -> Rendered:
                     headers)
 
 
-def public_error(error: GatewayError) -> GatewayError:
-    """A 5xx never shows its cause to the caller: the run log and the server log have it."""
-    if error.status >= 500 and error.code == "ERROR":
-        return GatewayError("The workflow failed; see the run log for details")
-    return error
-
-
 def render_result(result: RunResult) -> Rendered:
     if result.error is not None:
+        if result.redirect is not None:  # `error_redirect`: the error rides in the URL
+            return Rendered(result.redirect.status, b"", None,
+                            {**result.redirect.headers, "X-Run-Id": result.run_id})
         return render_error(public_error(result.error), result.run_id or None)
     reply = result.reply or Reply(data={})
     headers = {**reply.headers, "X-Run-Id": result.run_id}

@@ -16,6 +16,7 @@ from gateway.core.clock import Clock, utc_now
 from gateway.core.errors import (
     GatewayError,
     NotRunError,
+    RedirectRefusedError,
     RunError,
     StepFailedError,
     StorageUnavailableError,
@@ -39,12 +40,15 @@ from gateway.runtime.file_values import file_fields, forget_dropped, kept_params
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
 from gateway.runtime.privacy import Scans
+from gateway.runtime.redirect import error_target
 from gateway.runtime.reporting import Observe as Observe  # where the app imports it from
 from gateway.runtime.reporting import Reports, declared
 from gateway.runtime.services import Services
+from gateway.runtime.zones import zone_of
 from gateway.storage.common.transaction import JOINED
 from gateway.storage.contract import Transaction
 from gateway.templates import budget, templating
+from gateway.templates.environment import reset_zone, set_zone
 from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
@@ -71,6 +75,9 @@ class RunResult:
     encoded: bytes | None = None
     # Its `on_commit` hooks ran and committed with it (a job's run: its job ended there).
     committed: bool = False
+    # A failed run of a workflow with an `error_redirect`: the URL it redirects to (allowed
+    # already), with the error's `statusCode` and `message` to add.
+    redirect: Reply | None = None
 
 
 class Interpreter:
@@ -126,7 +133,11 @@ class Interpreter:
         error: GatewayError | None = None
         encoded: bytes | None = None
         committed = False
+        zoned = None  # set only for a workflow with a `timezone`
         try:
+            if workflow.timezone is not None:
+                ctx.zone = zone_of(workflow, request, names)
+                zoned, coerced = set_zone(ctx.zone), None  # its dates are read in the zone
             params = workflow.coerce(raw) if coerced is None else coerced
             if workflow.file_params:  # uploads are kept before the steps see their paths
                 params = await kept_params(self.services.files, workflow.file_params, params,
@@ -153,11 +164,18 @@ class Interpreter:
                 encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
+        finally:
+            if zoned is not None:
+                reset_zone(zoned)
         logged = params if params else declared(workflow, raw)
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:
             error.message = redact(error.message, hidden)  # what the caller and every log see
         self.reports.report(ctx, workflow, started, logged, reply, error, hidden)
+        if error is not None and workflow.error_redirect is not None:
+            error, redirect = error_target(workflow.error_redirect, error, request,
+                                           self.registry.settings)
+            return RunResult(ctx.run_id, Reply(data={}), error, redirect=redirect)
         return RunResult(ctx.run_id, reply or Reply(data={}), error,
                          encoded if error is None else None, committed and error is None)
 
@@ -307,8 +325,8 @@ class Interpreter:
             return None
         entry.update(status="failed", reason=message)
         if isinstance(exc, GatewayError) and (exc.status < 500 or isinstance(
-                exc, StorageUnavailableError | UpstreamError)):  # the caller's, or retry later
-            raise exc
+                exc, StorageUnavailableError | UpstreamError | RedirectRefusedError)):
+            raise exc  # the caller's, retry later, or a redirect refused (its own code)
         label = f"step {step.index + 1} ({step.action.name})"
         # The innermost location wins: a step of a custom event, not the step that called it.
         location = exc.location if isinstance(exc, RunError) and exc.location else step.location

@@ -120,6 +120,11 @@ class Workflow:
     # A hash of its own document (12 hex digits): a job keeps the one it was scheduled
     # under, and its run says so when it ran another (`gateway.scheduler.worker`).
     version: str = ""
+    # Its `timezone`: gives a zone (or its name) from `request` (or `before`/`after`); None:
+    # UTC, and the run pays nothing for zones.
+    timezone: Compiled | None = None
+    # Its `error_redirect`: gives the URL a failed run redirects to (from `request`).
+    error_redirect: Compiled | None = None
 
 
 @dataclass(frozen=True, slots=True)

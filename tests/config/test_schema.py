@@ -150,6 +150,8 @@ ignore_privacy_rules: false
 allow_public_privileged: false
 only_when: "{{ params.email }}"
 return_200_if_condition_fails: true
+timezone: "{{ request.headers.get('x-timezone') }}"
+error_redirect: "{{ request.query.back }}"
 params:
   name: {type: text, description: Full name}
   email: {type: text}
@@ -225,6 +227,7 @@ steps:
   - {action: return_data, text: "a,b", content_type: text/csv, status: 201, headers: {X-A: b}}
   - {action: return_data, status: "{{ params.status }}"}
   - {action: return_data, data: {id: "{{ steps.lead._id }}"}}
+  - {action: return_redirect, url: "{{ request.query.back }}", data: {id: "{{ steps.lead._id }}"}}
   - {id: later, action: schedule_workflow, workflow: welcome, delay: 5m, params: {lead: x}}
   - {action: schedule_workflow, workflow: welcome, at: "{{ now }}"}
   - {action: schedule_workflow_on_list, workflow: welcome, list: "{{ steps.found }}",
@@ -266,6 +269,7 @@ description: Reacts.
 type: lead
 events: [create, change]
 only_when: "{{ before and after and before.score != after.score }}"
+timezone: Europe/Paris
 steps: [{action: log, message: changed}]
 retry: {max_attempts: 2}
 ---
@@ -309,6 +313,7 @@ options:
 kind: settings
 database: sqlite:///gateway.db
 secrets: [STRIPE_WEBHOOK_SECRET, SMTP_PASSWORD]
+redirects: {allowed: ["https://app.example.com/"], max_url_length: 4096}
 limits: {max_body_bytes: 1048576, run_timeout: 300s}
 run_log: {retention: 14d, failed_retention: 30d}
 server: {host: 0.0.0.0, port: 8080, workers: 2}
@@ -391,7 +396,8 @@ CASES: dict[str, tuple[str, list[tuple[int, int, str, str, str]]]] = {
     "unknown action, with a suggestion": (
         STEP + "{action: create_thng, type: lead}\n",
         [(5, 14, "schema.enum", "/steps/0/action",
-          "'create_thng' is not one of ['set', 'return_data', 'terminate', 'fail', 'log', "
+          "'create_thng' is not one of ['set', 'return_data', 'return_redirect', 'terminate', "
+          "'fail', 'log', "
           "'trigger_event', 'create_thing', 'make_changes', 'make_changes_to_list', "
           "'delete_thing', 'delete_list', 'get_thing', 'search', 'signup_user', 'login_user', "
           "'logout_user', 'update_credentials', 'assign_temp_password', "

@@ -1,0 +1,47 @@
+"""What an API workflow or a database trigger says about its whole run: its `timezone` (an
+IANA name, checked here, or a template over what starts the run) and, for an API workflow,
+its `error_redirect` (a URL the settings allow, checked here when it is no template)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway.actions.redirects import check_target
+from gateway.config.source import DocumentKind
+from gateway.templates import templating
+from gateway.templates.environment import zone_named
+from gateway.templates.templating import Compiled
+
+if TYPE_CHECKING:
+    from gateway.compiler.steps import Site
+
+# What a `timezone` template may read: the request, or the record a trigger fired for.
+ZONE_NAMES: dict[str, frozenset[str]] = {
+    DocumentKind.API_WORKFLOW: frozenset({"request"}),
+    DocumentKind.DATABASE_TRIGGER: frozenset({"before", "after"})}
+REDIRECT_NAMES = frozenset({"request"})
+
+
+def timezone_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
+    value = data.get("timezone")
+    names = ZONE_NAMES.get(site.kind)
+    if not isinstance(value, str) or names is None:
+        return None
+    if templating.is_template(value):
+        return site.leaf_with(names, "/timezone", value)
+    try:
+        return templating.constant(zone_named(value))
+    except ValueError as exc:
+        site.error("/timezone", "timezone.unknown", str(exc))
+        return None
+
+
+def error_redirect_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
+    value = data.get("error_redirect")
+    if not isinstance(value, str) or site.kind != DocumentKind.API_WORKFLOW:
+        return None
+    if templating.is_template(value):
+        return site.leaf_with(REDIRECT_NAMES, "/error_redirect", value)
+    check_target(site, "/error_redirect", value)
+    return templating.constant(value)
