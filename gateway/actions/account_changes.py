@@ -11,7 +11,9 @@ privacy rules: it may change another user's credentials, without the current pas
 from __future__ import annotations
 
 import email.utils
+import logging
 from collections.abc import Mapping
+from email.message import EmailMessage
 from typing import Any
 
 from gateway.actions.mail import build_message
@@ -24,14 +26,15 @@ from gateway.core.errors import (
     RecordNotFoundError,
     RunError,
     UnauthorizedError,
-    UpstreamError,
     UsedEmailError,
 )
 from gateway.runtime.accounts import Accounts, fold_email
 from gateway.runtime.action_spec import Action
 from gateway.runtime.coercion import convert_value
 from gateway.runtime.context import MIN_SECRET_LENGTH, RunContext
-from gateway.runtime.services import MailError
+from gateway.runtime.services import Mailer, MailError
+
+log = logging.getLogger("gateway.run")
 
 TOKEN_MARK = "{token}"  # where a reset link takes the token
 LINK_MARK = "{link}"  # where a reset e-mail's text takes the link
@@ -167,7 +170,10 @@ def _lifetime(value: Any) -> int:
 
 
 async def send_password_reset_email(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
-    """The same answer whether or not a user has this e-mail: nothing tells who exists."""
+    """The same answer whether or not a user has this e-mail, and as soon: nothing tells
+    who exists, not even the time the SMTP server takes. The message goes once the run has
+    committed (its token with it), in the background; a refusal by the SMTP server is
+    logged, never answered."""
     accounts = _accounts(ctx)
     mailer = ctx.services.mailer
     if mailer is None:
@@ -191,11 +197,18 @@ async def send_password_reset_email(ctx: RunContext, args: dict[str, Any]) -> di
              "html": None if html is None else str(html).replace(LINK_MARK, filled)},
             mailer.sender)
         plain = [email.utils.parseaddr(r)[1] for r in recipients]
-        try:
-            await mailer.send(message, plain)
-        except MailError as exc:
-            raise UpstreamError(f"send_password_reset_email: {exc}") from exc
+        ctx.after_commit.append(lambda: _send(mailer, message, plain))
     return {"requested": True, "expires_in": lifetime}
+
+
+async def _send(mailer: Mailer, message: EmailMessage, recipients: list[str]) -> None:
+    try:
+        refused = await mailer.send(message, recipients)
+    except MailError as exc:
+        log.warning("send_password_reset_email: %s", exc)
+        return
+    if refused:
+        log.warning("send_password_reset_email: the SMTP server refused %s", refused)
 
 
 async def reset_password(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:

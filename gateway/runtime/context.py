@@ -139,6 +139,9 @@ class RunContext:
     schedule_depth: int = 0
     # An idempotent run's hold on its key, checked in the run's transaction as it commits.
     fence: Fence | None = None
+    # Work handed on once the run has committed (`gateway.runtime.after_commit`): an
+    # e-mail that must not hold the answer, bytes of files the run dropped.
+    after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # The caller's address (a run over HTTP): behind trusted proxies, the forwarded one.
     client: str | None = None
     # The workflow's time zone (`timezone`): templates see `now` in it. None: UTC.

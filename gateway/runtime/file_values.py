@@ -12,7 +12,6 @@ write commits.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -55,7 +54,6 @@ async def _kept_param(files: Files | None, param: Param, value: Any, now: dateti
 
 
 log = logging.getLogger("gateway.files")
-FORGET_AFTER = 1.0  # seconds after a run's commit that the files it dropped are deleted
 
 
 async def kept_fields(ctx: RunContext, spec: TypeSpec,
@@ -133,25 +131,17 @@ async def forget_dropped(ctx: RunContext) -> None:
     ids = dropped(ctx.data_types, files, ctx.changes)
     if ids:
         types = ctx.data_types
-        asyncio.get_running_loop().call_later(FORGET_AFTER, lambda: _BACKGROUND.add(
-            asyncio.ensure_future(_forget(storage, types, files, ids))))
-
-
-_BACKGROUND: set[asyncio.Future[None]] = set()
+        ctx.after_commit.append(lambda: _forget(storage, types, files, ids))
 
 
 async def _forget(storage: Storage, types: Mapping[str, TypeSpec], files: Files,
                   ids: set[str]) -> None:
-    try:
-        for id in ids:
-            file = await files.store.describe(id)
-            if file is not None and not await is_held(storage, types, files, file):
-                await files.store.delete(id)
-    except Exception:  # noqa: BLE001 - best effort: `gateway files sweep` finishes it
-        log.warning("could not delete the files a write dropped", exc_info=True)
-    finally:
-        for future in [f for f in _BACKGROUND if f.done()]:
-            _BACKGROUND.discard(future)
+    """Delete what no record holds (once committed, so a rolled-back delete keeps them; a
+    failure is logged and left to `gateway files sweep`)."""
+    for id in ids:
+        file = await files.store.describe(id)
+        if file is not None and not await is_held(storage, types, files, file):
+            await files.store.delete(id)
 
 
 async def sweep(storage: Storage, types: Mapping[str, TypeSpec], files: Files,

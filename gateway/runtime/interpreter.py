@@ -26,6 +26,7 @@ from gateway.core.ids import new_id
 from gateway.core.redaction import redact, secret_forms
 from gateway.runtime import reading
 from gateway.runtime.accounts import Accounts
+from gateway.runtime.after_commit import hand_on
 from gateway.runtime.context import (
     ANONYMOUS,
     MIN_SECRET_LENGTH,
@@ -156,6 +157,8 @@ class Interpreter:
                         encoded = self.check_size(reply, True)  # measures what is sent
                         committed = await self.commit(ctx)
                         await transaction.commit()  # within the run's time, like any write
+                    if ctx.after_commit:
+                        hand_on(ctx.after_commit)
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
@@ -200,6 +203,8 @@ class Interpreter:
                     reply = await operation(ctx)
                     await self.commit(ctx)
                     await transaction.commit()
+                if ctx.after_commit:
+                    hand_on(ctx.after_commit)
             finally:
                 await transaction.rollback()  # unless it committed
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
