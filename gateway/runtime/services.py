@@ -5,6 +5,7 @@ whoever owns it (the app's lifespan, `gateway worker`, `gateway run`), always th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -16,9 +17,13 @@ import aiosmtplib
 
 from gateway.core.settings import Settings
 from gateway.files.service import Files, open_files
+from gateway.runtime.after_commit import settled
 
 if TYPE_CHECKING:
     import httpx
+
+
+SETTLE_SECONDS = 30.0  # the most a stopping process waits for work runs handed on
 
 
 class MailError(Exception):
@@ -117,4 +122,6 @@ class Services:
         try:
             yield self
         finally:
+            with contextlib.suppress(TimeoutError):  # what runs handed on (e-mails) first
+                await asyncio.wait_for(settled(), SETTLE_SECONDS)
             await self.stop()

@@ -41,6 +41,7 @@ from gateway.core.logformat import ENV as LOG_FORMAT_ENV
 from gateway.core.logformat import AccessLog, noted
 from gateway.core.settings import with_environment
 from gateway.runtime.accounts import Logins
+from gateway.runtime.after_commit import settled
 from gateway.runtime.forwarded import Proxies
 from gateway.runtime.interpreter import Interpreter, Observe
 from gateway.runtime.model import Registry
@@ -125,6 +126,9 @@ def create_app(registry: Registry, storage: Storage | None = None,
                     retention.cancel()
                 if jobs is not None:  # bounded by its own grace period (scheduler.grace)
                     await asyncio.gather(jobs, return_exceptions=True)
+                # what runs handed on after their commits (e-mails, dropped files' bytes)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(settled(), SHUTDOWN_SECONDS)
                 await storage.close()
 
     middleware = [Middleware(AccessLog)] if os.environ.get(LOG_FORMAT_ENV) == "json" else []
