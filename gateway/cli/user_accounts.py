@@ -119,6 +119,26 @@ def users_disable(user: str, config: tuple[Path, ...], database: str | None) -> 
                else f"{account.user_id} was disabled already")
 
 
+@users.command("enable")
+@click.argument("user")
+@config_option
+@database_option
+def users_enable(user: str, config: tuple[Path, ...], database: str | None) -> None:
+    """Let a disabled user, by id or e-mail, log in again (the tokens it had before it was
+    disabled stay revoked).
+
+    \b
+    Example:
+      gateway users enable ada@example.com
+    """
+    account = _find(user, config, database)
+    registry, storage = store_of(config, database)
+    removed = asyncio.run(with_store(storage, registry, lambda s: s.users.enable_user(
+        account.user_id), sync_indexes=False))
+    click.echo(f"enabled {account.user_id}" if removed
+               else f"{account.user_id} was not disabled")
+
+
 def _find(user: str, config: tuple[Path, ...], database: str | None) -> Account:
     registry, storage = store_of(config, database)
     found = asyncio.run(with_store(storage, registry,

@@ -76,5 +76,12 @@ def test_create_list_show_and_disable(config: Path, storage_url: str) -> None:
     assert "DISABLED" in users(config, storage_url, "show", user_id).stdout
     assert asyncio.run(_log_in(storage_url, "ada@example.com", PASSWORD)) is None
     assert asyncio.run(_user_of(storage_url, token)) is None
+    enabled = users(config, storage_url, "enable", "ADA@example.com")
+    assert enabled.exit_code == 0 and f"enabled {user_id}" in enabled.stdout
+    assert "DISABLED" not in users(config, storage_url, "show", user_id).stdout
+    assert asyncio.run(_log_in(storage_url, "ada@example.com", PASSWORD)) is not None
+    assert asyncio.run(_user_of(storage_url, token)) is None  # revoked with the disable
+    again = users(config, storage_url, "enable", user_id)
+    assert again.exit_code == 0 and "was not disabled" in again.stdout
     unknown = users(config, storage_url, "show", "who@example.com")
     assert unknown.exit_code == 1 and "no user" in unknown.output

@@ -123,6 +123,9 @@ class PostgresUsers:
         await self.revoke_user_tokens(user_id, None, committed)
         return added
 
+    async def enable_user(self, user_id: str) -> bool:
+        return bool(await self._db.execute(Q["enable_user"], (user_id,)))
+
     async def list_accounts(self, limit: int) -> list[Account]:
         return [_account(row) for row in await self._db.fetch(Q["list_accounts"], (limit,))]
 

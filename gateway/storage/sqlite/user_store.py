@@ -131,6 +131,10 @@ class SqliteUsers:
         await self.revoke_user_tokens(user_id, None, committed)
         return added
 
+    async def enable_user(self, user_id: str) -> bool:
+        return bool(await self._db.write(
+            lambda conn: conn.execute(Q["enable_user"], (user_id,)).rowcount))
+
     async def list_accounts(self, limit: int) -> list[Account]:
         rows = await self._db.read_near(
             lambda conn: conn.execute(Q["list_accounts"], (limit,)).fetchall())

@@ -181,6 +181,9 @@ DELETE FROM gateway_reset_tokens WHERE expires_at <= %s;
 INSERT INTO gateway_disabled_users (user_id, disabled_at) VALUES (%s, %s)
 ON CONFLICT DO NOTHING;
 
+-- name: enable_user
+DELETE FROM gateway_disabled_users WHERE user_id = %s;
+
 -- name: list_accounts
 -- Users, oldest first, with whether each has a password and when it was disabled (the parameter: how many).
 SELECT r.id, r.data->>'email', c.user_id IS NOT NULL, d.disabled_at, r.created_at

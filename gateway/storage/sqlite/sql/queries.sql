@@ -166,6 +166,9 @@ DELETE FROM gateway_reset_tokens WHERE expires_at <= ?;
 INSERT INTO gateway_disabled_users (user_id, disabled_at) VALUES (?, ?)
 ON CONFLICT DO NOTHING;
 
+-- name: enable_user
+DELETE FROM gateway_disabled_users WHERE user_id = ?;
+
 -- name: list_accounts
 -- Users, oldest first, with whether each has a password and when it was disabled (the parameter: how many).
 SELECT r.id, json_extract(r.data, '$.email'), c.user_id IS NOT NULL, d.disabled_at, r.created_at
