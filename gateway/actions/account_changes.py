@@ -184,20 +184,26 @@ async def send_password_reset_email(ctx: RunContext, args: dict[str, Any]) -> di
         raise InvalidDataError(f"send_password_reset_email: link must hold {TOKEN_MARK}, "
                                "where the reset token goes")
     lifetime = _lifetime(args.get("expires_in"))
-    made = await accounts.reset_token(args.get("email"), lifetime, ctx.client)
-    if made is not None:
-        _, token = made
-        _secret(ctx, token)
-        filled = _secret(ctx, link.replace(TOKEN_MARK, token))
+
+    def message(token: str) -> tuple[EmailMessage, list[str]]:
+        filled = link.replace(TOKEN_MARK, token)
         text = str(args.get("text") or DEFAULT_TEXT).replace(LINK_MARK, filled)
         html = args.get("html")
-        message, recipients = build_message(
+        return build_message(
             {"to": fold_email(args.get("email")), "from": args.get("from"),
              "subject": args.get("subject") or DEFAULT_SUBJECT, "text": text,
              "html": None if html is None else str(html).replace(LINK_MARK, filled)},
             mailer.sender)
+
+    message("x" * 43)  # a message that cannot be made is refused for every address alike
+    made = await accounts.reset_token(args.get("email"), lifetime, ctx.client)
+    if made is not None:
+        _, token = made
+        _secret(ctx, token)
+        _secret(ctx, link.replace(TOKEN_MARK, token))
+        built, recipients = message(token)
         plain = [email.utils.parseaddr(r)[1] for r in recipients]
-        ctx.after_commit.append(lambda: _send(mailer, message, plain))
+        ctx.after_commit.append(lambda: _send(mailer, built, plain))
     return {"requested": True, "expires_in": lifetime}
 
 

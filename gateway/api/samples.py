@@ -4,8 +4,9 @@ is open for a name (`gateway detect --start NAME`), the first POST to
 headers when the window asked for them) and closes it; `gateway detect --from-last NAME`
 prints the parameters as YAML.
 
-Only a window's first request is kept: any other gets the 404 of an unknown workflow, as
-does a name with no open window, so the endpoint says nothing of which names are being
+Only a window's first request is kept: any other, and any request refused (a method, a
+body, a key), gets what it would get with no window open (for a name no exposed workflow
+has, the 404 of an unknown workflow), so the endpoint says nothing of which names are being
 detected. A workflow that exists and is not `auth: none` still needs an admin key.
 """
 

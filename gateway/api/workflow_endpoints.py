@@ -191,6 +191,15 @@ def initialize_endpoint(workflow: Workflow, interpreter: Interpreter,
         except ClientDisconnect:
             return gone(request, workflow)
         except GatewayError as exc:
+            # Refused while detecting: the answer it would get otherwise (405, then 401 for
+            # anything but an admin key), so that probing tells nothing of the window.
+            if request.method != "POST":
+                return error_response(MethodNotAllowedError(
+                    f"{workflow.name}/initialize only accepts POST", "POST"))
+            try:
+                await auth.admit(admin_only, credential(request))
+            except GatewayError as refusal:
+                return error_response(refusal)
             return error_response(exc)
         if request.method != "POST":
             return error_response(MethodNotAllowedError(
@@ -230,8 +239,10 @@ def sample_endpoint(interpreter: Interpreter, auth: Authenticator) -> Endpoint:
                 request, interpreter, auth, window, interpreter.registry.workflows.get(name)))
         except ClientDisconnect:
             return Response(status_code=400)
-        except GatewayError as exc:
-            return error_response(exc)
+        except GatewayError:
+            # Whatever refused it (a method, a body, a key): the 404 of an unknown
+            # workflow, as without a window, so that probing tells nothing of one.
+            return error_response(samples.unknown(name))
 
     return endpoint
 

@@ -89,11 +89,12 @@ async def runs(storage: Storage, f: RunFilters,
                ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the run log, newest first, and the position of the next page (if any).
 
-    A text search reads `SEARCH_SCAN` runs a page at most, so that it costs the same
-    however long the log: when those hold fewer than a page of matches, the page shows what
-    they held, says how far back it read (`f.searched_to`) and its next page reads on."""
+    A text search, or one by user, reads `SEARCH_SCAN` runs a page at most, so that it
+    costs the same however long the log: when those hold fewer than a page of matches, the
+    page shows what they held, says how far back it read (`f.searched_to`) and its next
+    page reads on."""
     reach = None
-    if f.text:
+    if f.text or f.user:  # what no index serves reads a bounded stretch of the log a page
         found, reach = await storage.runs.search_runs(
             f.text, workflow=f.workflow or None, status=f.status or None, since=f.since_at,
             until=f.until_at, source=f.source or None, before=f.position, limit=PAGE + 1,

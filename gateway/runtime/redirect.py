@@ -32,6 +32,9 @@ from gateway.templates.templating import Compiled
 
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 _DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.I)
+# In a path, what a server behind the allowed host may decode into another path: an encoded
+# slash, backslash or percent sign (`%2f..%2f`, `%252e%252e`), and `;` (`/app/..;/x`).
+_PATH_TRICK = re.compile(r"%2f|%5c|%25|;", re.I)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -46,8 +49,12 @@ def refusal(url: Any, allowed: Iterable[str]) -> str | None:
     if target is None:
         return (f"the redirect target {shown(url)!r} is not an absolute http(s) URL with a "
                 "host and no user information")
-    if _DOT_SEGMENT.search(urlsplit(url).path):
+    path = urlsplit(url).path
+    if _DOT_SEGMENT.search(path):
         return f"the redirect target {shown(url)!r} has '.' or '..' path segments"
+    if _PATH_TRICK.search(path):
+        return (f"the redirect target {shown(url)!r} has an encoded '/', '\\' or '%', or a "
+                "';', in its path")
     for prefix in allowed:
         listed = _origin_and_path(prefix)
         if listed is not None and listed[0] == target[0] and _under(target[1], listed[1]):

@@ -153,13 +153,13 @@ kind: api_workflow
 name: forgot
 expose: true
 auth: none
-params: {{email: {{type: text}}}}
+params: {{email: {{type: text}}, subject: {{type: text, default: Your reset link}}}}
 steps:
   - id: sent
     action: send_password_reset_email
     email: "{{{{ params.email }}}}"
     link: "https://app.example.com/reset?token={{token}}"
-    subject: Your reset link
+    subject: "{{{{ params.subject }}}}"
   - action: return_data
     data: {{sent: "{{{{ steps.sent }}}}"}}
 ---
@@ -431,6 +431,18 @@ async def test_the_answer_is_the_same_for_an_unknown_email(tmp_path: Path, stora
     assert [m["To"] for m in inbox.messages] == ["ada@example.com"]
 
 
+async def test_a_message_that_cannot_be_made_tells_nothing(
+        tmp_path: Path, storage_url: str, clock: Clock, smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    async with gateway(tmp_path, storage_url, clock, port) as (client, _):
+        await signup(client)
+        answers = [await forgot(client, json={"email": email, "subject": "a\r\nBcc: x@y"})
+                   for email in ("ada@example.com", "who@example.com")]
+    assert answers[0].status_code == answers[1].status_code
+    assert answers[0].json()["body"]["status"] == answers[1].json()["body"]["status"]
+    assert inbox.messages == []
+
+
 async def test_an_smtp_server_down_tells_nothing_either(tmp_path: Path, storage_url: str,
                                                        clock: Clock) -> None:
     """The message goes after the answer: a known address whose e-mail cannot be sent gets
@@ -444,6 +456,39 @@ async def test_an_smtp_server_down_tells_nothing_either(tmp_path: Path, storage_
         unknown = await forgot(client, json={"email": "who@example.com"})
     assert known.status_code == unknown.status_code == 200
     assert known.json() == unknown.json()
+
+
+@pytest.mark.parametrize("change", ["password", "email", "temp", "disable"])
+async def test_a_credentials_change_ends_the_reset_links_sent_before(
+        tmp_path: Path, storage_url: str, clock: Clock, smtp: tuple[Inbox, int],
+        change: str) -> None:
+    """A reset link read from an old mailbox, or an old e-mail, must not take the account
+    back once the user has changed their password or address (or an admin has)."""
+    inbox, port = smtp
+    async with gateway(tmp_path, storage_url, clock, port) as (client, storage):
+        ada = await signup(client)
+        await forgot(client, json={"email": "ada@example.com"})
+        token = inbox.token()
+        if change == "password":
+            changed = await client.post("/api/1.1/wf/change", headers=bearer(ada["token"]),
+                                        json={"password": NEW_PASSWORD, "current": PASSWORD})
+        elif change == "email":
+            changed = await client.post("/api/1.1/wf/change", headers=bearer(ada["token"]),
+                                        json={"email": "ada2@example.com",
+                                              "current": PASSWORD})
+        elif change == "temp":
+            changed = await client.post("/api/1.1/wf/temp", headers=await admin(storage),
+                                        json={"user": ada["user_id"]})
+        else:
+            assert await storage.users.disable_user(ada["user_id"], clock())
+            changed = None
+        assert changed is None or changed.status_code == 200, changed.text
+        taken = await client.post("/api/1.1/wf/reset",
+                                  json={"token": token, "password": "attacker pass 123"})
+        assert taken.status_code == 400, taken.text
+        assert taken.json()["body"]["status"] == "INVALID_RESET_TOKEN"
+        for email in ("ada@example.com", "ada2@example.com"):
+            assert (await login(client, email, "attacker pass 123")).status_code == 400
 
 
 async def test_an_expired_token_and_another_users_token(tmp_path: Path, storage_url: str,

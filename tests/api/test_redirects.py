@@ -124,6 +124,10 @@ async def test_return_redirect_sends_the_data_as_query_parameters(serve: Serve,
     "https://example.org:8443/returns",  # not a segment of /return
     "https://example.org:8443/return/../admin",
     "https://example.org:8443/return/%2e%2e/admin",
+    "https://example.org:8443/return/x%2f..%2f..%2fadmin",  # decoded by a server behind it
+    "https://example.org:8443/return/%252e%252e/admin",
+    "https://example.org:8443/return/..;/admin",
+    "https://example.org:8443/return/x%5c..%5cadmin",
     "//evil.com/",
     "/relative",
     "javascript:alert(1)",

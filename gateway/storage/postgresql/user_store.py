@@ -83,6 +83,8 @@ class PostgresUsers:
 
     async def set_password(self, user_id: str, email: str, password_hash: str) -> None:
         async def work(conn: Conn) -> None:
+            # a new password ends the reset links sent before it
+            await conn.execute(Q["drop_reset_tokens"].encode(), (user_id,))
             if (await conn.execute(Q["set_password"].encode(),
                                    (password_hash, user_id))).rowcount:
                 return
@@ -119,7 +121,11 @@ class PostgresUsers:
 
     async def disable_user(self, user_id: str, at: datetime,
                            committed: Callable[[str], None] | None = None) -> bool:
-        added = bool(await self._db.execute(Q["disable_user"], (user_id, at)))
+        async def work(conn: Conn) -> bool:
+            await conn.execute(Q["drop_reset_tokens"].encode(), (user_id,))
+            return bool((await conn.execute(Q["disable_user"].encode(), (user_id, at))).rowcount)
+
+        added = await self._db.atomic(work)
         await self.revoke_user_tokens(user_id, None, committed)
         return added
 
@@ -163,6 +169,8 @@ async def update_users(conn: Conn, sql: str, params: Params) -> list[tuple[Any, 
                 raise InvalidDataError(EMAIL_NEEDED)
             continue
         await conn.execute(Q["drop_stale_credential"].encode(), (email,))
+        # reset links sent to an address the user may leave
+        await conn.execute(Q["drop_reset_tokens"].encode(), (user_id,))
         try:
             await conn.execute(Q["move_credential"].encode(), {"email": email, "user": user_id})
         except psycopg.errors.UniqueViolation as exc:

@@ -91,6 +91,7 @@ class SqliteUsers:
 
     async def set_password(self, user_id: str, email: str, password_hash: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["drop_reset_tokens"], (user_id,))  # a new password ends them
             if conn.execute(Q["set_password"], (password_hash, user_id)).rowcount:
                 return
             conn.execute(Q["drop_stale_credential"], (email,))
@@ -126,8 +127,11 @@ class SqliteUsers:
 
     async def disable_user(self, user_id: str, at: datetime,
                            committed: Callable[[str], None] | None = None) -> bool:
-        added = bool(await self._db.write(
-            lambda conn: conn.execute(Q["disable_user"], (user_id, iso(at))).rowcount))
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute(Q["drop_reset_tokens"], (user_id,))
+            return int(conn.execute(Q["disable_user"], (user_id, iso(at))).rowcount)
+
+        added = bool(await self._db.write(write))
         await self.revoke_user_tokens(user_id, None, committed)
         return added
 
@@ -169,6 +173,7 @@ def follow_email(conn: sqlite3.Connection, user_id: str, email: Any) -> None:
             raise InvalidDataError(EMAIL_NEEDED)
         return
     conn.execute(Q["drop_stale_credential"], (email,))
+    conn.execute(Q["drop_reset_tokens"], (user_id,))  # links sent to an address it may leave
     try:
         conn.execute(Q["move_credential"], (email, user_id))
     except sqlite3.IntegrityError as exc:
