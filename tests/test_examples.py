@@ -502,7 +502,7 @@ async def test_sign_up_schedules_a_welcome_and_a_new_score_fires_the_trigger(
                 workflow="lead-score-changed")] != ["done"]:
             await asyncio.sleep(0.02)  # the scheduler of the app's lifespan runs it
     (job,) = await storage.jobs.list_jobs(workflow="lead-score-changed")
-    assert job.data["identity"] == {"kind": "user", "user_id": user}
+    assert job.data["identity"] == {"kind": "user", "user_id": user, "email": "bo@example.com"}
 
 
 async def test_welcome_now_cancels_the_due_welcome_and_reads_what_it_cancelled(
