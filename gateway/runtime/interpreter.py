@@ -162,8 +162,10 @@ class Interpreter:
                 finally:
                     await transaction.rollback()  # unless it committed
             else:
-                reply = self.outgoing(ctx, await self.execute(
-                    workflow, ctx, self.scope(ctx, params, request, names)), False)
+                reply = await self.execute(workflow, ctx, self.scope(ctx, params, request,
+                                                                     names))
+                if self.displayed:  # no records to cut: only keys to change, if asked
+                    reply = self.outgoing(ctx, reply, False)
                 encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)

@@ -60,7 +60,8 @@ class Reports:
             "identity": _ANONYMOUS if ctx.identity is ANONYMOUS else ctx.identity.record,
             "status": status, "started_at": ctx.now,
             "duration_ms": duration,
-            "params": redact({k: without_contents(v) for k, v in params.items()}, hidden),
+            "params": redact({k: without_contents(v) for k, v in params.items()}
+                             if workflow.file_params else params, hidden),
             "result": redact(reply.data if reply else None, hidden),
             "error": None if error is None else {
                 "code": error.code, "message": redact(error.message, hidden),
