@@ -96,12 +96,13 @@ class Inbox:
 
 
 @contextlib.contextmanager
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    """A real SMTP server (aiosmtpd) on loopback; its inbox and port."""
+def smtp_server(inbox: Inbox | None = None) -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server (aiosmtpd) on loopback; its inbox (a new `Inbox`, or the one
+    given) and port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    found = Inbox()
+    found = inbox if inbox is not None else Inbox()
     controller = Controller(found, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -11,15 +11,12 @@ import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session
+import support
 from conftest import served
 from support import Clock
 
@@ -205,18 +202,8 @@ async def forgot(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
     return answer
 
 
-class Inbox:
-    """An aiosmtpd handler keeping every message delivered to it."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        content = envelope.content if isinstance(envelope.content, bytes) else b""
-        parsed = message_from_bytes(content, policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        return "250 Message accepted for delivery"
+class Inbox(support.Inbox):
+    """The shared test inbox, and the reset token of its last message."""
 
     def token(self) -> str:
         body = self.messages[-1].get_body(("plain",))
@@ -228,16 +215,8 @@ class Inbox:
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    with support.smtp_server(Inbox()) as served:
+        yield served
 
 
 @pytest.fixture
