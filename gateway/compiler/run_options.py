@@ -5,16 +5,22 @@ its `error_redirect` (a URL the settings allow, checked here when it is no templ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway.actions.redirects import check_target
 from gateway.config.source import DocumentKind
+from gateway.runtime.action_spec import StepCheck
 from gateway.templates import templating
 from gateway.templates.environment import zone_named
 from gateway.templates.templating import Compiled
 
-if TYPE_CHECKING:
-    from gateway.compiler.steps import Site
+
+class Site(StepCheck, Protocol):
+    """What reading a run's options needs of the place they are in (a `steps.Site`, not
+    imported: the steps pass imports this one): a step check's view, and templates that
+    may read only some names."""
+
+    def leaf_with(self, names: frozenset[str], pointer: str, text: str) -> Compiled: ...
 
 # What a `timezone` template may read: the request, or the record a trigger fired for.
 ZONE_NAMES: dict[str, frozenset[str]] = {

@@ -99,3 +99,12 @@ def after_commit(owner: object, callback: Callable[[], None]) -> None:
         callback()
     else:
         unit.after_commit.append(callback)
+
+
+def each_of(tell: Callable[[str], None], items: list[str]) -> Callable[[], None]:
+    """A callback that tells `tell` each of `items` (for `after_commit`)."""
+    def told() -> None:
+        for item in items:
+            tell(item)
+
+    return told

@@ -102,7 +102,7 @@ class PostgresUsers:
         rows = await self._db.fetch(Q["revoke_user_tokens"], (user_id, keep), write=True)
         hashes = [row[0] for row in rows]
         if committed is not None and hashes:
-            transaction.after_commit(self._db, _telling(committed, hashes))
+            transaction.after_commit(self._db, transaction.each_of(committed, hashes))
         return hashes
 
     async def create_reset_token(self, hash: str, user_id: str, at: datetime,
@@ -138,14 +138,6 @@ class PostgresUsers:
     async def find_account(self, key: str) -> Account | None:
         rows = await self._db.fetch(Q["find_account"], (key, key.lower()))
         return _account(rows[0]) if rows else None
-
-
-def _telling(committed: Callable[[str], None], hashes: list[str]) -> Callable[[], None]:
-    def tell() -> None:
-        for digest in hashes:
-            committed(digest)
-
-    return tell
 
 
 def _account(row: tuple[Any, ...]) -> Account:

@@ -107,7 +107,7 @@ class SqliteUsers:
             lambda conn: conn.execute(Q["revoke_user_tokens"], (user_id, keep)).fetchall())
         hashes = [row[0] for row in rows]
         if committed is not None and hashes:
-            transaction.after_commit(self._db, _telling(committed, hashes))
+            transaction.after_commit(self._db, transaction.each_of(committed, hashes))
         return hashes
 
     async def create_reset_token(self, hash: str, user_id: str, at: datetime,
@@ -148,14 +148,6 @@ class SqliteUsers:
         rows = await self._db.read_near(
             lambda conn: conn.execute(Q["find_account"], (key, key.lower())).fetchall())
         return _account(rows[0]) if rows else None
-
-
-def _telling(committed: Callable[[str], None], hashes: list[str]) -> Callable[[], None]:
-    def tell() -> None:
-        for digest in hashes:
-            committed(digest)
-
-    return tell
 
 
 def _account(row: tuple[Any, ...]) -> Account:
