@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 LAYERS: dict[str, float] = {
     "gateway": 0,
     "gateway.core": 1,
+    "gateway.tracing": 1.5,
     "gateway.config": 2, "gateway.templates": 2,
     "gateway.storage.contract": 3.1, "gateway.storage.common": 3.2,
     "gateway.storage.sqlite": 3.3, "gateway.storage.postgresql": 3.3, "gateway.storage": 3.4,
@@ -50,6 +51,7 @@ CONFINED: dict[str, tuple[str, ...]] = {
     "boto3": ("gateway.files.s3",),
     "botocore": ("gateway.files.s3",),
     "PIL": ("gateway.files.keeping",),
+    "opentelemetry": ("gateway.tracing.otel",),
 }
 # A newcomer reads the architecture from the tree: packages, and few modules beside them.
 MOST_TOP_LEVEL_MODULES = 12
@@ -171,6 +173,8 @@ DEFERRED = {
     # Pillow, loaded by a process's first upload; boto3, only where files go to a bucket
     ("gateway.files.service", "gateway.files.keeping"),
     ("gateway.files.service", "gateway.files.s3"),
+    # the OpenTelemetry SDK (the `otel` extra), only when tracing is on
+    ("gateway.tracing", "gateway.tracing.otel"),
 }
 
 

@@ -27,6 +27,8 @@ from gateway.runtime.context import RunContext
 if TYPE_CHECKING:  # imported where a call is made: see gateway.runtime.http_client
     import httpx
 
+    from gateway.tracing.otel import Tracing
+
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 MAX_ATTEMPTS = 10  # attempts an http_request step makes at most, whatever its retry says
 MAX_RETRY_AFTER = 300.0  # seconds: the longest `Retry-After` waited for
@@ -36,9 +38,10 @@ _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, wait: float | None = None) -> None:
+    def __init__(self, message: str, wait: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
-        self.message, self.wait = message, wait
+        self.message, self.wait, self.status = message, wait, status
 
 
 def shown_url(url: httpx.URL | str, hidden: frozenset[str] = frozenset()) -> str:
@@ -189,7 +192,8 @@ async def _attempt(ctx: RunContext, client: httpx.AsyncClient, request: dict[str
         raise _Retryable(f"could not connect: {exc}") from exc
     status = response.status_code
     if status == 429 or status >= 500:
-        raise _Retryable(f"answered {status}", _retry_after(response, datetime.now(UTC)))
+        raise _Retryable(f"answered {status}", _retry_after(response, datetime.now(UTC)),
+                         status)
     ok = status in expected if expected is not None else 200 <= status < 300
     if not ok:
         raise UpstreamError(f"{request['method']} {shown_url(request['url'], ctx.hidden)} "
@@ -292,9 +296,12 @@ async def http_request(ctx: RunContext, args: dict[str, Any]) -> Any:
     expected = _expected(args.get("expect_status"))
     url = shown_url(request["url"], ctx.hidden)
     ctx.remark(request=f"{request['method']} {url}")
+    tracing = ctx.services.tracing
     for attempt in range(1, attempts + 1):
         try:
-            result = await _attempt(ctx, client, request, timeout, expected)
+            result = await (_attempt(ctx, client, request, timeout, expected) if tracing is None
+                            else _traced(tracing, ctx, client, request, timeout, expected,
+                                         attempt, url))
         except _Retryable as exc:
             ctx.remark(attempts=attempt, last_error=exc.message)
             if attempt == attempts:
@@ -307,6 +314,43 @@ async def http_request(ctx: RunContext, args: dict[str, Any]) -> Any:
         ctx.remark(attempts=attempt, http_status=result["status"])
         return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _traced(tracing: Tracing, ctx: RunContext, client: httpx.AsyncClient,
+                  request: dict[str, Any], timeout: float, expected: frozenset[int] | None,
+                  attempt: int, url: str) -> dict[str, Any]:
+    """One attempt as a client span (HTTP semantic conventions: the URL as the run log shows
+    it), its `traceparent` sent to the upstream unless the step sets one itself."""
+    parts = urlsplit(request["url"])
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    opened = tracing.client(request["method"], {
+        "http.request.method": request["method"], "server.address": parts.hostname,
+        "server.port": port, "url.full": url,
+        "http.request.resend_count": attempt - 1 if attempt > 1 else None})
+    headers = request["headers"]
+    if not any(name.lower() in ("traceparent", "tracestate") for name in headers):
+        headers = {**headers, **{name: value.encode("latin-1")
+                                 for name, value in tracing.headers(opened).items()}}
+    status: int | None = None
+    failed: str | None = None
+    kind: str | None = None
+    try:
+        result = await _attempt(ctx, client, {**request, "headers": headers}, timeout, expected)
+        status = result["status"]
+        return result
+    except _Retryable as exc:
+        status, failed = exc.status, exc.message
+        kind = str(exc.status) if exc.status is not None else "_OTHER"
+        raise
+    except Exception as exc:
+        failed, kind = getattr(exc, "message", type(exc).__name__), type(exc).__name__
+        raise
+    finally:
+        tracing.close(opened, {"http.response.status_code": status, "error.type": kind},
+                      error=failed, hidden=ctx.hidden)
 
 
 ACTIONS = (Action("http_request", http_request),)

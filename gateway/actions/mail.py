@@ -86,10 +86,24 @@ async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
                        "which this process did not start (serve, worker and run start it)")
     message, recipients = build_message(args, mailer.sender)
     plain = list(dict.fromkeys(email.utils.parseaddr(r)[1] for r in recipients))
+    tracing = ctx.services.tracing
+    opened = None if tracing is None else tracing.client("send_email", {
+        "gateway.email.recipients": len(plain), "server.address": mailer.host,
+        "server.port": mailer.port})  # how many, never who
+    failed: str | None = None
+    refused: dict[str, str] = {}
     try:
         refused = await mailer.send(message, plain)
     except MailError as exc:
+        # the span says that it failed; the server's answer, which may name recipients,
+        # stays in the run log
+        failed = f"the SMTP server {mailer.host}:{mailer.port} did not take the message"
         raise UpstreamError(f"send_email: {exc}") from exc
+    finally:
+        if tracing is not None and opened is not None:
+            tracing.close(opened, {"error.type": "MailError" if failed else None,
+                                   "gateway.email.refused": len(refused)},
+                          error=failed, hidden=ctx.hidden)
     # The server took the message for some recipients and refused others: sent, and said.
     ctx.remark(recipients=len(plain) - len(refused), **({"refused": refused} if refused else {}))
     return {"message_id": message["Message-ID"], "recipients": len(plain) - len(refused),

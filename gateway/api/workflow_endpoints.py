@@ -292,14 +292,40 @@ class WorkflowRoutes(BaseRoute):
         return WorkflowRoutes({path: wrap(endpoint) for path, endpoint in self.endpoints.items()})
 
 
+def traced(endpoint: Endpoint, interpreter: Interpreter, route: str) -> Endpoint:
+    """`endpoint` within a server span per request, while the process traces (see
+    `gateway.tracing`): its answer's status, the caller's trace continued if trusted."""
+    services = interpreter.services
+
+    async def endpoint_traced(request: Request) -> Response:
+        tracing = services.tracing
+        if tracing is None:
+            return await endpoint(request)
+        opened = tracing.request(request.scope, route)
+        status = 500  # unless it answers
+        try:
+            response = await endpoint(request)
+            status = response.status_code
+            return response
+        finally:
+            tracing.responded(opened, status)
+
+    return endpoint_traced
+
+
 def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
     """The exposed workflows' endpoints, their `/initialize`, and the catch-alls that answer
-    any other path under the workflows' prefix with the JSON 404."""
+    any other path under the workflows' prefix with the JSON 404. With tracing on, each
+    request to a workflow is a span."""
     storage, settings = interpreter.storage, interpreter.registry.settings
     rates = storage.rates if settings.rate_limits_shared and storage else LocalRates()
     exposed = interpreter.registry.exposed()
-    return [WorkflowRoutes({f"{ROUTE_PREFIX}/{wf.name}":
-                            workflow_endpoint(wf, interpreter, auth, rates) for wf in exposed}),
+    endpoints = {f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth, rates)
+                 for wf in exposed}
+    if settings.tracing_enabled:
+        endpoints = {path: traced(endpoint, interpreter, settings.prefix + path)
+                     for path, endpoint in endpoints.items()}
+    return [WorkflowRoutes(endpoints),
             *(Route(f"{ROUTE_PREFIX}/{wf.name}/initialize",
                     initialize_endpoint(wf, interpreter, auth), methods=ALL_METHODS)
               for wf in exposed),

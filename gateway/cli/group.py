@@ -9,6 +9,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
+from gateway import tracing
 from gateway.compiler.loader import check, errors
 from gateway.config.diagnostics import render_text
 from gateway.core.errors import ConfigError, GatewayError
@@ -70,11 +71,16 @@ def main() -> None:
     """The workflow gateway: YAML workflows validated, compiled and served as HTTP endpoints."""
 
 
-def refuse_missing_secrets(settings: Settings) -> None:
+def refuse_unready(settings: Settings) -> None:
+    """Stop a process that runs workflows before it starts when its environment lacks what
+    the settings need: a declared secret, the packages tracing needs."""
     missing = settings.missing_secrets()
     if missing:
         raise Failed("error: the settings declare secrets the environment does not set: "
                      + ", ".join(missing))
+    untraceable = tracing.missing() if settings.tracing_enabled else None
+    if untraceable is not None:
+        raise Failed(f"error: {untraceable}")
 
 
 def refuse_unusable_secrets(registry: Registry, settings: Settings) -> None:

@@ -18,7 +18,7 @@ from gateway.cli.group import (
     database_option,
     load_or_exit,
     main,
-    refuse_missing_secrets,
+    refuse_unready,
     settled,
     store_of,
     with_store,
@@ -49,7 +49,7 @@ def worker(config: tuple[Path, ...], database: str | None) -> None:
     """
     registry = load_or_exit(config)
     settings = settled(registry, database=database)
-    refuse_missing_secrets(settings)
+    refuse_unready(settings)
     registry = dataclasses.replace(registry, settings=settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     asyncio.run(_work(registry))

@@ -13,6 +13,7 @@ from gateway.cli.group import Failed, config_option, database_option, main, stor
 from gateway.core.clock import utc_now
 from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.core.settings import parse_duration
+from gateway.tracing import trace_id_of, trace_link
 
 MAX_LISTED = 10_000  # runs one `runs list` prints at most
 MAX_TEXT = 1_000  # characters of a `--text` search
@@ -124,10 +125,11 @@ def runs_show(run_id: str, as_json: bool, config: tuple[Path, ...],
                                     sync_indexes=False))
     if found is None:
         raise Failed(f"no run with id {escape(run_id)}")
-    click.echo(dumps_pretty(found) if as_json else "\n".join(timeline(found)))
+    click.echo(dumps_pretty(found) if as_json else "\n".join(
+        timeline(found, registry.settings.tracing_ui_url)))
 
 
-def timeline(run: dict[str, Any]) -> list[str]:
+def timeline(run: dict[str, Any], ui_url: str | None = None) -> list[str]:
     """A run for people: a header, then each step at its offset from the start."""
     identity = run.get("identity") or {}
     who = identity.get("kind", "?") + (f" {identity['user_id']}" if identity.get("user_id")
@@ -137,6 +139,10 @@ def timeline(run: dict[str, Any]) -> list[str]:
              f"{run['duration_ms']:.2f} ms  ({escape(str(run.get('source')))}, {escape(who)})",
              f"started   {run['started_at']:%Y-%m-%d %H:%M:%S.%f} UTC",
              f"params    {escape(dumps(run.get('params')))}"]
+    trace_id = trace_id_of(run)
+    if trace_id is not None:
+        link = trace_link(ui_url, trace_id)
+        lines.insert(2, f"trace     {trace_id}" + (f"  {escape(link)}" if link else ""))
     if run.get("result") is not None:
         lines.append(f"result    {escape(dumps(run['result']))}")
     error = run.get("error")

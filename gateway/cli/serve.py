@@ -16,7 +16,7 @@ from gateway.cli.group import (
     database_option,
     load_or_exit,
     main,
-    refuse_missing_secrets,
+    refuse_unready,
     refuse_unusable_secrets,
     settled,
 )
@@ -62,7 +62,7 @@ def serve(config: tuple[Path, ...], host: str | None, port: int | None, workers:
     paths = list(config) or [DEFAULT_CONFIG]
     registry = load_or_exit(paths)
     settings = settled(registry, host=host, port=port, workers=workers, database=database)
-    refuse_missing_secrets(settings)
+    refuse_unready(settings)
     refuse_unusable_secrets(registry, settings)
     if settings.workers > 1 and settings.database.startswith("sqlite:"):
         raise Failed(f"error: {settings.workers} workers cannot share a SQLite database (they "

@@ -24,7 +24,7 @@ from gateway.cli.group import (
     database_option,
     load_or_exit,
     main,
-    refuse_missing_secrets,
+    refuse_unready,
     settled,
     with_store,
 )
@@ -122,7 +122,7 @@ def run(name: str, pairs: tuple[str, ...], as_: str, config: tuple[Path, ...],
     if workflow is None:
         raise click.UsageError(f"no workflow named {name!r}")
     settings = settled(registry, database=database)
-    refuse_missing_secrets(settings)
+    refuse_unready(settings)
     registry = dataclasses.replace(registry, settings=settings)
     result = asyncio.run(_run_once(registry, name, _parse_params(pairs), as_))
     rendered = render_result(result)

@@ -31,12 +31,23 @@ def declare_settings(c: Compiler, kind: str, docs: list[Document]) -> None:
     if docs:
         c.settings = from_document(docs[0].data)
         _check_secret_references(c, docs[0])
-        for index, proxy in enumerate(docs[0].data.get("server", {}).get("trusted_proxies", ())):
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                c.error(docs[0], f"/server/trusted_proxies/{index}", "settings.network",
-                        f"{json.dumps(proxy)} is not an IP address or network")
+        data = docs[0].data
+        ui_url = data.get("tracing", {}).get("ui_url")
+        if ui_url is not None and "{trace_id}" not in ui_url:
+            c.error(docs[0], "/tracing/ui_url", "settings.ui-url",
+                    f"{json.dumps(ui_url)} does not say where the trace id goes: write "
+                    "{trace_id} in it (http://localhost:16686/trace/{trace_id})")
+        trusted = data.get("tracing", {}).get("trust_parent", ())
+        for pointer, networks in (("/server/trusted_proxies",
+                                   data.get("server", {}).get("trusted_proxies", ())),
+                                  ("/tracing/trust_parent",
+                                   () if isinstance(trusted, str) else trusted)):
+            for index, network in enumerate(networks):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    c.error(docs[0], f"{pointer}/{index}", "settings.network",
+                            f"{json.dumps(network)} is not an IP address or network")
 
 
 # Settings that name a secret (`{{ secrets.NAME }}`): where, and what names it once read.

@@ -67,7 +67,8 @@ def _params(c: Compiler, doc: Document, base: str, specs: Mapping[str, Any]) -> 
         params.append(Param(key, spec["type"], spec.get("list", False),
                             spec.get("optional", False), spec.get("default"),
                             "default" in spec, spec.get("in") == "query",
-                            c.option_sets.get(spec["type"]), spec.get("private", False)))
+                            c.option_sets.get(spec["type"]), spec.get("private", False),
+                            spec.get("trace", False)))
     return tuple(params)
 
 

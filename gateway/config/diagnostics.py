@@ -74,7 +74,9 @@ CATALOG: dict[str, str] = {
     "name.duplicate": "Two documents of one kind have the same name.",
     "route.conflict": "Two workflows would answer on the same route.",
     "settings.duplicate": "More than one `settings` document.",
-    "settings.network": "An entry of `server.trusted_proxies` is not an IP address or network.",
+    "settings.network": "An entry of `server.trusted_proxies` or `tracing.trust_parent` is "
+                        "not an IP address or network.",
+    "settings.ui-url": "`tracing.ui_url` has no `{trace_id}` to put a run's trace id in.",
     "ref.unknown-param": "A template reads `params.X` and no parameter X is declared.",
     "ref.unknown-step": "A template reads `steps.X` and no earlier step has the id X.",
     "ref.unknown-secret": "A template reads `secrets.X` and the settings do not declare X.",

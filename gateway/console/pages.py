@@ -261,14 +261,15 @@ class Console:
         return self._page("run_rows.html", session, **await self._runs(request))
 
     async def run(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
-        storage, _, now = self._state(request)
+        storage, registry, now = self._state(request)
         run_id = request.path_params["run_id"]
         found = await storage.runs.get_run(run_id) if len(run_id) <= 200 else None
         if found is None:
             return self._page("error.html", session, nav="runs", title="No such run",
                               message=f"No run has the id {run_id[:200]}.",
                               status=404)
-        return self._page("run.html", session, nav="runs", **runs_page.run_detail(found))
+        return self._page("run.html", session, nav="runs", **runs_page.run_detail(
+            found, registry.settings.tracing_ui_url))
 
     async def jobs(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
         storage, registry, now = self._state(request)

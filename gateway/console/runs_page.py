@@ -14,6 +14,7 @@ from gateway.core.encoding import dumps_pretty
 from gateway.core.settings import parse_duration
 from gateway.storage import Storage
 from gateway.storage.contract import Position
+from gateway.tracing import trace_id_of, trace_link
 
 RUN_STATUSES = ("success", "failed", "not_run", "rejected")
 SOURCES = ("http", "cli", "schedule", "recurring", "trigger")
@@ -168,8 +169,10 @@ def timeline(steps: Any, depth: int = 0, start: float = 0.0, prefix: str = "") -
     return lines
 
 
-def run_detail(run: dict[str, Any]) -> dict[str, Any]:
+def run_detail(run: dict[str, Any], ui_url: str | None = None) -> dict[str, Any]:
+    """What the run page shows of `run`; its trace linked where `ui_url` shows traces."""
     total = _number(run.get("duration_ms")) or 0.0
+    trace_id = trace_id_of(run)
     lines = timeline(run.get("steps"))
     total = max([total, *(s.offset_ms + s.duration_ms for s in lines)])
     identity = run.get("identity") or {}
@@ -179,4 +182,5 @@ def run_detail(run: dict[str, Any]) -> dict[str, Any]:
             "identity": dumps_pretty(identity), "params": dumps_pretty(run.get("params")),
             "result": dumps_pretty(run.get("result")),
             "error": run.get("error") or None, "location": str(
-                (run.get("error") or {}).get("location") or "")}
+                (run.get("error") or {}).get("location") or ""),
+            "trace_id": trace_id, "trace_url": trace_link(ui_url, trace_id)}

@@ -130,6 +130,14 @@ class Settings:
     # a redirect's URL (with its query parameters) may be.
     redirect_allowed: tuple[str, ...] = ()
     redirect_max_url: int = 8192
+    # Tracing (`tracing:`, read when a process starts): off unless enabled; the share of
+    # new traces kept; where a trace is shown (`{trace_id}` in it); whose `traceparent` is
+    # continued (`never`, `always`, or networks); how many finished spans wait for export.
+    tracing_enabled: bool = False
+    tracing_sample_ratio: float = 1.0
+    tracing_ui_url: str | None = None
+    tracing_trust_parent: str | tuple[str, ...] = "never"
+    tracing_max_queue: int = 2048
 
     def missing_secrets(self) -> list[str]:
         """Declared secrets the environment does not set, or sets to an empty string (an
@@ -198,6 +206,7 @@ def from_document(data: Mapping[str, Any] | None) -> Settings:
         **_operations(data, server),
         **_console(data.get("console", {})),
         **_files(data.get("files", {}), limits, defaults),
+        **_tracing(data.get("tracing", {}), defaults),
     )
 
 
@@ -280,6 +289,16 @@ def _files(block: Mapping[str, Any], limits: Mapping[str, Any],
         "files_link_lifetime": parse_duration(block.get("link_lifetime", "1h")),
         "files_allowed_types": tuple(block.get("allowed_types", ())),
     }
+
+
+def _tracing(block: Mapping[str, Any], defaults: Settings) -> dict[str, Any]:
+    trust = block.get("trust_parent", defaults.tracing_trust_parent)
+    return {"tracing_enabled": block.get("enabled", False),
+            "tracing_sample_ratio": float(block.get("sample_ratio",
+                                                    defaults.tracing_sample_ratio)),
+            "tracing_ui_url": block.get("ui_url"),
+            "tracing_trust_parent": trust if isinstance(trust, str) else tuple(trust),
+            "tracing_max_queue": block.get("max_queue", defaults.tracing_max_queue)}
 
 
 # The environment variables that override the settings document: the variable, the

@@ -146,6 +146,9 @@ class RunContext:
     client: str | None = None
     # The workflow's time zone (`timezone`): templates see `now` in it. None: UTC.
     zone: tzinfo | None = None
+    # The `traceparent` of the run's span, when tracing is on and kept the run's trace: in
+    # the run log (its trace id), and in the jobs it schedules, whose runs link to it.
+    trace: str | None = None
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""

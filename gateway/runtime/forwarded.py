@@ -22,30 +22,11 @@ import ipaddress
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from gateway.core.networks import IPAddress, Networks, parse_address
+
 HEADERS = ("x-forwarded-for", "forwarded")  # what `server.forwarded_header` may name
 MAX_HOPS = 32  # hops read from the right of a forwarded list
-MAX_HOP = 100  # characters of one hop worth parsing
 SCHEMES = frozenset({"http", "https"})
-
-
-def parse_address(text: str) -> IPAddress | None:
-    """An IP address as a forwarded header gives it (`203.0.113.7`, `203.0.113.7:4711`,
-    `2001:db8::1`, `[2001:db8::1]:4711`), or None for anything else."""
-    text = text.strip()
-    if not text or len(text) > MAX_HOP:
-        return None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or (text[end + 1:] and not text[end + 1:].startswith(":")):
-            return None
-        text = text[1:end]
-    elif text.count(":") == 1:  # IPv4 with a port
-        text = text.partition(":")[0]
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0])  # without an IPv6 zone
-    except ValueError:
-        return None
 
 
 def network(client: str | None) -> str:
@@ -65,23 +46,13 @@ def network(client: str | None) -> str:
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
-class Proxies:
+class Proxies(Networks):
     """The trusted proxies (`server.trusted_proxies`) and the header they write."""
 
     def __init__(self, networks: Sequence[str], header: str = "x-forwarded-for") -> None:
-        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        super().__init__(networks)
         self.header = header.encode("latin-1")
         self._forwarded = header == "forwarded"
-
-    def trusts(self, address: IPAddress | str) -> bool:
-        if isinstance(address, str):
-            found = parse_address(address)
-            if found is None:
-                return False
-            address = found
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.networks)
 
     def apply(self, scope: MutableMapping[str, Any]) -> None:
         """The scope's `client` and `scheme` made the forwarded ones, when its peer is a

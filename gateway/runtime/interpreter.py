@@ -21,6 +21,7 @@ from gateway.core.errors import (
     StepFailedError,
     StorageUnavailableError,
     UpstreamError,
+    run_status,
 )
 from gateway.core.ids import new_id
 from gateway.core.redaction import redact, secret_forms
@@ -54,6 +55,7 @@ from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.storage import Storage
+    from gateway.tracing.otel import Opened, Tracing
 
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
@@ -135,6 +137,8 @@ class Interpreter:
         encoded: bytes | None = None
         committed = False
         zoned = None  # set only for a workflow with a `timezone`
+        tracing = self.services.tracing
+        traced = None if tracing is None else self.traced_run(tracing, ctx, origin)
         try:
             if workflow.timezone is not None:
                 ctx.zone = zone_of(workflow, request, names)
@@ -147,16 +151,14 @@ class Interpreter:
                 transaction = self.begin()  # what the run writes commits at its end, or not
                 try:
                     async with asyncio.timeout(self.timeout):  # loading records is part of it
-                        params = await reading.load_records(
-                            self.storage, self.registry, workflow.record_params, params,
-                            ctx.viewer)
+                        params = await self.load_records(workflow, params, ctx)
                         reply = self.outgoing(ctx, await self.execute(
                             workflow, ctx, self.scope(ctx, params, request, names)), True)
                         if self.file_fields and reply is not None and reply.data is not None:
                             reply = await self.signed(ctx, reply)  # private files: signed
                         encoded = self.check_size(reply, True)  # measures what is sent
-                        committed = await self.commit(ctx)
-                        await transaction.commit()  # within the run's time, like any write
+                        # within the run's time, like any write
+                        committed = await self.commit_all(ctx, transaction)
                     if ctx.after_commit:
                         hand_on(ctx.after_commit)
                 finally:
@@ -176,6 +178,8 @@ class Interpreter:
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and hidden:
             error.message = redact(error.message, hidden)  # what the caller and every log see
+        if traced is not None:
+            self.traced_end(traced, workflow, params, error, hidden)
         self.reports.report(ctx, workflow, started, logged, reply, error, hidden)
         if error is not None and workflow.error_redirect is not None:
             error, redirect = error_target(workflow.error_redirect, error, request,
@@ -198,13 +202,14 @@ class Interpreter:
                          hidden=self.hidden, settings=self.registry.settings,
                          services=self.services)
         started, reply, error = time.perf_counter(), None, None
+        tracing = self.services.tracing
+        traced = None if tracing is None else self.traced_run(tracing, ctx, None)
         transaction = self.begin()
         try:
             try:
                 async with asyncio.timeout(self.timeout):
                     reply = await operation(ctx)
-                    await self.commit(ctx)
-                    await transaction.commit()
+                    await self.commit_all(ctx, transaction)
                 if ctx.after_commit:
                     hand_on(ctx.after_commit)
             finally:
@@ -214,6 +219,8 @@ class Interpreter:
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and ctx.passwords:
             error.message = redact(error.message, hidden)
+        if traced is not None:
+            self.traced_end(traced, unit, {}, error, hidden)
         self.reports.report(ctx, unit, started, params, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
@@ -246,6 +253,80 @@ class Interpreter:
         if self.storage is None:
             return JOINED
         return self.storage.begin(self.timeout + HOLD_MARGIN_SECONDS)
+
+    async def load_records(self, workflow: Workflow, params: dict[str, Any],
+                           ctx: RunContext) -> dict[str, Any]:
+        """`params` with the records its record parameters name, read (through the
+        privacy rules) in one batch: a span of its own when tracing."""
+        if not workflow.record_params:
+            return params
+        tracing = self.services.tracing
+        if tracing is None:
+            return await reading.load_records(self.storage, self.registry,
+                                              workflow.record_params, params, ctx.viewer)
+        opened = tracing.client("SELECT", self.database_span("SELECT"))
+        failed = None
+        try:
+            return await reading.load_records(self.storage, self.registry,
+                                              workflow.record_params, params, ctx.viewer)
+        except Exception as exc:
+            failed = type(exc).__name__
+            raise
+        finally:
+            tracing.close(opened, {"gateway.db.records": len(workflow.record_params),
+                                   "error.type": failed}, error=failed)
+
+    async def commit_all(self, ctx: RunContext, transaction: Transaction) -> bool:
+        """`commit`, then the run's transaction: a span of its own when tracing."""
+        tracing = self.services.tracing
+        if tracing is None:
+            committed = await self.commit(ctx)
+            await transaction.commit()
+            return committed
+        opened = tracing.client("COMMIT", self.database_span("COMMIT"))
+        changes, jobs, failed = len(ctx.changes), len(ctx.jobs), None
+        try:
+            committed = await self.commit(ctx)
+            await transaction.commit()
+            return committed
+        except Exception as exc:
+            failed = type(exc).__name__
+            raise
+        finally:
+            tracing.close(opened, {"gateway.db.changes": changes, "gateway.db.jobs": jobs,
+                                   "error.type": failed}, error=failed)
+
+    def database_span(self, operation: str) -> dict[str, Any]:
+        return {"db.system.name": self.storage.system if self.storage is not None else None,
+                "db.operation.name": operation}
+
+    def traced_run(self, tracing: Tracing, ctx: RunContext, origin: Origin | None) -> Opened:
+        """The span of the run of `ctx`, made current; its `traceparent` kept in `ctx`. A
+        job's run begins a trace of its own, linked to the run that scheduled the job."""
+        job = origin.job if origin is not None else None
+        opened = tracing.run(ctx.workflow, {
+            "gateway.workflow": ctx.workflow, "gateway.run.id": ctx.run_id,
+            "gateway.run.source": ctx.source,
+            **({} if job is None else {"gateway.job.id": job.job.id,
+                                       "gateway.job.attempt": job.job.attempt}),
+        }, job=job is not None, link=None if job is None else job.job.data.get("trace"))
+        ctx.trace = opened.traceparent()
+        return opened
+
+    def traced_end(self, opened: Opened, workflow: Workflow, params: Mapping[str, Any],
+                   error: GatewayError | None, hidden: frozenset[str]) -> None:
+        tracing = self.services.tracing
+        if tracing is None:  # stopped while the run ran: the span ends unsent
+            return
+        status = "success" if error is None else run_status(error)
+        values: dict[str, Any] = {"gateway.run.status": status}
+        if error is not None:
+            values["error.type"] = error.code
+        for param in workflow.params:
+            if param.traced and param.name in params:
+                values[f"gateway.param.{param.name}"] = params[param.name]
+        tracing.close(opened, values, hidden=hidden,
+                      error=error.message if error is not None and status == "failed" else None)
 
     async def commit(self, ctx: RunContext) -> bool:
         """The run succeeded: hand what it changed and scheduled to whoever listens (in
@@ -290,8 +371,9 @@ class Interpreter:
             raise NotRunError(f"The condition for the workflow {workflow.name} is not met. "
                               "Workflow won't run", status)
         default: Reply | None = None  # what a sign-up or log-in answers when nothing is returned
+        run_step = self.step if self.services.tracing is None else self.traced_step
         for step in workflow.steps:
-            result = await self.step(step, ctx, scope)
+            result = await run_step(step, ctx, scope)
             if isinstance(result, Reply):
                 return result
             if step.id:
@@ -324,6 +406,26 @@ class Interpreter:
             return self.step_error(step, entry, exc)
         finally:
             entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+
+    async def traced_step(self, step: Step, ctx: RunContext, scope: dict[str, Any]) -> Any:
+        """`step`, within a span of its own (current while it runs: its outbound calls'
+        spans go under it) that says how it ended, as the run log does."""
+        tracing = self.services.tracing
+        assert tracing is not None
+        opened = tracing.open(f"step {step.index + 1} {step.action.name}", {
+            "gateway.step.index": step.index + 1, "gateway.step.id": step.id or None,
+            "gateway.step.action": step.action.name})
+        try:
+            return await self.step(step, ctx, scope)
+        finally:
+            entry = ctx.steps[-1]  # this step's (a custom event's steps have their own list)
+            failed = entry.get("status") == "failed"
+            tracing.close(opened, {
+                "gateway.step.status": entry.get("status"),
+                "gateway.step.reason": entry.get("reason"),
+                "gateway.step.attempts": entry.get("attempts")},
+                error=str(entry.get("reason", "")) if failed else None,
+                hidden=self.hidden | ctx.passwords if ctx.passwords else self.hidden)
 
     def step_error(self, step: Step, entry: dict[str, Any], exc: Exception) -> None:
         message = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"

@@ -25,6 +25,7 @@ class Param:
     in_query: bool = False
     options: OptionSet | None = None  # its type is this option set
     private: bool = False  # a file or image kept private (served through signed links)
+    traced: bool = False  # its value is an attribute of the run's span (`trace: true`)
 
     @property
     def is_file(self) -> bool:

@@ -1,7 +1,8 @@
 """The outbound services a run's actions use: one pooled HTTP client
-(`gateway.runtime.http_client`) and one mailer per process, held for the process's life by
-whoever owns it (the app's lifespan, `gateway worker`, `gateway run`), always through
-`Services.running`, and handed to every run through its `RunContext`."""
+(`gateway.runtime.http_client`), one mailer and, when tracing is on, one tracer
+(`gateway.tracing`) per process, held for the process's life by whoever owns it (the app's
+lifespan, `gateway worker`, `gateway run`), always through `Services.running`, and handed
+to every run through its `RunContext`."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ import aiosmtplib
 from gateway.core.settings import Settings
 from gateway.files.service import Files, open_files
 from gateway.runtime.after_commit import settled
+from gateway.tracing import start as start_tracing
 
 if TYPE_CHECKING:
     import httpx
+
+    from gateway.tracing.otel import Tracing
 
 
 SETTLE_SECONDS = 30.0  # the most a stopping process waits for work runs handed on
@@ -75,6 +79,8 @@ class Services:
     costs a process some 7 MiB, which one whose workflows never call out does not pay."""
 
     mailer: Mailer | None = None
+    # Where spans go while the services run with tracing on (`gateway.tracing`); else None.
+    tracing: Tracing | None = None
     max_response_bytes: int = 10_485_760
     settings: Settings = field(default_factory=Settings)
     _running: bool = False
@@ -85,6 +91,7 @@ class Services:
         self.settings = settings
         self.max_response_bytes = settings.http_max_response_bytes
         self.mailer = mailer(settings, settings.secrets)
+        self.tracing = start_tracing(settings)
         self._running = True
 
     @property
@@ -109,10 +116,13 @@ class Services:
     async def stop(self) -> None:
         client, self._http, self.mailer, self._running = self._http, None, None, False
         files, self._files = self._files, None
+        tracing, self.tracing = self.tracing, None
         if client is not None:
             await client.aclose()
         if files is not None:
             await files.close()
+        if tracing is not None:  # what waits is sent, off the event loop
+            await asyncio.to_thread(tracing.close_all)
 
     @contextlib.asynccontextmanager
     async def running(self, settings: Settings) -> AsyncIterator[Services]:

@@ -61,7 +61,7 @@ class Enqueuer:
             return
         if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
             await settle(storage.jobs, ctx.job.end("done", self.interpreter.clock(), ctx.run_id))
-        jobs = [self.stamped(job) for job in ctx.jobs]
+        jobs = [self.stamped(job, ctx.trace) for job in ctx.jobs]
         if ctx.source != "trigger" and self.by_type:
             for index, change in enumerate(ctx.changes):
                 if index % 100 == 99:
@@ -74,9 +74,12 @@ class Enqueuer:
             await storage.jobs.enqueue(jobs, self.bound)
             ctx.jobs.clear()
 
-    def stamped(self, job: Job) -> Job:
+    def stamped(self, job: Job, trace: str | None) -> Job:
         """A scheduled job with the version of the definition it was scheduled under (the
-        run's registry's), which its run compares with the one it runs."""
+        run's registry's), which its run compares with the one it runs; and, when the run
+        was traced, its span (`trace`), which the job's run links to."""
+        if trace is not None:
+            job = replace(job, data={**job.data, "trace": trace})
         if job.source != "schedule" or "version" in job.data:
             return job
         registry = self.interpreter.registry
@@ -104,7 +107,8 @@ class Enqueuer:
                    created_at=ctx.now, subject=change.id, data={
                        "params": {}, "identity": ctx.identity.record,
                        "depth": ctx.schedule_depth, "by_run": ctx.run_id, "type": change.type,
-                       "before": roundtrip(change.before), "after": roundtrip(change.after)})
+                       "before": roundtrip(change.before), "after": roundtrip(change.after),
+                       **({} if ctx.trace is None else {"trace": ctx.trace})})
 
 
 def names(before: Any, after: Any) -> dict[str, Any]:

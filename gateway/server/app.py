@@ -150,6 +150,9 @@ def create_app(registry: Registry, storage: Storage | None = None,
     if metrics is not None and storage is not None:
         runs = storage.runs
         metrics.queue_depth = lambda: runs.queued
+    if metrics is not None and registry.settings.tracing_enabled:
+        metrics.spans = lambda: None if services.tracing is None else \
+            services.tracing.counts.shown()
     install(app, registry)
     return app
 

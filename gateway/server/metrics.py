@@ -32,6 +32,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 # What the scheduler reports when it exists: jobs by status, and how late the oldest due job
 # is (seconds). Called on the event loop when `/metrics` is read: figures it keeps, no query.
 JobsProbe = Callable[[], tuple[dict[str, int], float | None]]
+# What tracing reports while it is on: spans sent, and spans dropped by why (`queue_full`,
+# `export_failed`); None while it is off.
+SpansProbe = Callable[[], tuple[int, dict[str, int]] | None]
 
 
 class WorkflowCounts:
@@ -59,6 +62,7 @@ class Metrics:
         self.http = [0] * 6  # responses by status class: index 1 to 5 (1xx to 5xx)
         self.queue_depth: Callable[[], int] | None = None
         self.jobs: JobsProbe | None = None  # set by the scheduler, once it exists
+        self.spans: SpansProbe | None = None  # set when tracing is on
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -104,6 +108,9 @@ class _Collector(Collector):
                                     value=m.queue_depth())
         if m.jobs is not None:
             yield from _jobs(m.jobs)
+        spans = m.spans() if m.spans is not None else None
+        if spans is not None:
+            yield from _spans(*spans)
 
 
 def _cumulative(buckets: list[int]) -> list[tuple[str, float]]:
@@ -124,6 +131,17 @@ def _jobs(probe: JobsProbe) -> Iterator[Metric]:
     if lag is not None:
         yield GaugeMetricFamily("gateway_jobs_due_lag_seconds",
                                 "How late the oldest due job is to start.", value=lag)
+
+
+def _spans(exported: int, dropped: dict[str, int]) -> Iterator[Metric]:
+    yield CounterMetricFamily("gateway_trace_spans_exported",
+                              "Spans the collector took.", value=exported)
+    lost = CounterMetricFamily("gateway_trace_spans_dropped",
+                               "Spans dropped: the export queue was full, or the collector "
+                               "refused or missed them.", labels=["reason"])
+    for reason, count in sorted(dropped.items()):
+        lost.add_metric([reason], count)
+    yield lost
 
 
 Handler = Callable[..., Awaitable[Any]]

@@ -50,6 +50,9 @@ class Lifecycle(Protocol):
 class Storage(Lifecycle, Protocol):
     """A backend: its lifecycle, and each role as an attribute (`storage.records`)."""
 
+    # Which database it is (`sqlite`, `postgresql`), as traces name it (`db.system.name`).
+    system: str
+
     @property
     def records(self) -> RecordStore: ...
     @property

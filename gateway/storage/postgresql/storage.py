@@ -39,6 +39,8 @@ PING_SECONDS = 1.0
 class PostgresStorage:
     """`Storage` on a PostgreSQL database."""
 
+    system = "postgresql"
+
     def __init__(self, url: str, min_size: int = 2, max_size: int = 16) -> None:
         self.url = url
         self.migrations_applied: list[str] = []

@@ -40,6 +40,8 @@ _DIALECT = SqliteDialect()
 class SqliteStorage:
     """`Storage` on one SQLite file."""
 
+    system = "sqlite"
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.migrations_applied: list[str] = []
