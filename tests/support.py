@@ -1,7 +1,8 @@
 """What several test modules share: the shipped configs (`workflows.d/` and the folders of
 `examples/`), a settable clock, SQL run on a store's database from outside it, and real
 servers on loopback standing in for the systems the examples call (an exchange-rate API, an
-SMTP server) and for an OpenTelemetry collector (an OTLP/HTTP trace receiver)."""
+SMTP server, an upstream that keeps the headers it gets) and for an OpenTelemetry collector
+(an OTLP/HTTP trace receiver)."""
 
 from __future__ import annotations
 
@@ -324,3 +325,52 @@ def otlp_receiver() -> Iterator[TraceReceiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
+    """The one span of `spans` named `name` (it is an error that there be none, or more)."""
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, f"{len(found)} spans named {name!r}"
+    return found[0]
+
+
+def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSpan]:
+    """The spans of `spans` whose parent is `parent`."""
+    return [s for s in spans if s.parent_span_id == parent.span_id
+            and s.trace_id == parent.trace_id]
+
+
+class Upstream:
+    """A real HTTP server on loopback that answers every call with `{}` and keeps the
+    headers of each."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        self.url = ""
+
+
+@contextlib.contextmanager
+def upstream() -> Iterator[Upstream]:
+    found = Upstream()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            found.headers.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    found.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield found
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.core.encoding import loads_exact
-from gateway.core.errors import InvalidDataError, RunError, UpstreamError, shown
+from gateway.core.errors import GatewayError, InvalidDataError, RunError, UpstreamError, shown
 from gateway.core.redaction import REDACTED
 from gateway.core.settings import parse_duration
 from gateway.runtime.action_spec import Action
@@ -326,31 +326,33 @@ async def _traced(tracing: Tracing, ctx: RunContext, client: httpx.AsyncClient,
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         port = None
+    hidden = ctx.hidden | ctx.passwords if ctx.passwords else ctx.hidden
+    # the URL's origin: its path and query may carry a caller's values
+    origin = shown_url(urlunsplit((parts.scheme, parts.netloc, "/", "", "")), hidden)
     opened = tracing.client(request["method"], {
         "http.request.method": request["method"], "server.address": parts.hostname,
-        "server.port": port, "url.full": url,
-        "http.request.resend_count": attempt - 1 if attempt > 1 else None})
+        "server.port": port, "url.full": origin,
+        "http.request.resend_count": attempt - 1 if attempt > 1 else None}, hidden)
     headers = request["headers"]
     if not any(name.lower() in ("traceparent", "tracestate") for name in headers):
         headers = {**headers, **{name: value.encode("latin-1")
                                  for name, value in tracing.headers(opened).items()}}
     status: int | None = None
-    failed: str | None = None
-    kind: str | None = None
+    kind: str | None = None  # the error's type, its status description too (never a message)
     try:
         result = await _attempt(ctx, client, {**request, "headers": headers}, timeout, expected)
         status = result["status"]
         return result
     except _Retryable as exc:
-        status, failed = exc.status, exc.message
-        kind = str(exc.status) if exc.status is not None else "_OTHER"
+        status = exc.status
+        kind = str(exc.status) if exc.status is not None else type(exc.__cause__).__name__ \
+            if exc.__cause__ is not None else "_OTHER"
         raise
-    except Exception as exc:
-        failed, kind = getattr(exc, "message", type(exc).__name__), type(exc).__name__
+    except BaseException as exc:
+        kind = exc.code if isinstance(exc, GatewayError) else type(exc).__name__
         raise
     finally:
-        tracing.close(opened, {"http.response.status_code": status, "error.type": kind},
-                      error=failed, hidden=ctx.hidden)
+        opened.close({"http.response.status_code": status, "error.type": kind}, error=kind)
 
 
 ACTIONS = (Action("http_request", http_request),)

@@ -100,10 +100,9 @@ async def send_email(ctx: RunContext, args: dict[str, Any]) -> Any:
         failed = f"the SMTP server {mailer.host}:{mailer.port} did not take the message"
         raise UpstreamError(f"send_email: {exc}") from exc
     finally:
-        if tracing is not None and opened is not None:
-            tracing.close(opened, {"error.type": "MailError" if failed else None,
-                                   "gateway.email.refused": len(refused)},
-                          error=failed, hidden=ctx.hidden)
+        if opened is not None:
+            opened.close({"error.type": "MailError" if failed else None,
+                          "gateway.email.refused": len(refused)}, error=failed)
     # The server took the message for some recipients and refused others: sent, and said.
     ctx.remark(recipients=len(plain) - len(refused), **({"refused": refused} if refused else {}))
     return {"message_id": message["Message-ID"], "recipients": len(plain) - len(refused),

@@ -322,7 +322,8 @@ def routes(interpreter: Interpreter, auth: Authenticator) -> list[BaseRoute]:
     exposed = interpreter.registry.exposed()
     endpoints = {f"{ROUTE_PREFIX}/{wf.name}": workflow_endpoint(wf, interpreter, auth, rates)
                  for wf in exposed}
-    if settings.tracing_enabled:
+    if settings.tracing_enabled or interpreter.services.tracing is not None:
+        # (tracing is read when the process starts: a reload does not turn it on or off)
         endpoints = {path: traced(endpoint, interpreter, settings.prefix + path)
                      for path, endpoint in endpoints.items()}
     return [WorkflowRoutes(endpoints),

@@ -41,6 +41,7 @@ from gateway.runtime.display_keys import displayed_types, keyed_reply
 from gateway.runtime.file_values import file_fields, forget_dropped, kept_params, signed_links
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
+from gateway.runtime.param import Param
 from gateway.runtime.privacy import Scans
 from gateway.runtime.redirect import error_target
 from gateway.runtime.reporting import Observe as Observe  # where the app imports it from
@@ -171,6 +172,10 @@ class Interpreter:
                 encoded = self.check_size(reply, False)
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
+        except BaseException:  # cancelled (a stopping worker, a stopping server)
+            if traced is not None:
+                traced.close({"gateway.run.status": "cancelled"}, error="cancelled")
+            raise
         finally:
             if zoned is not None:
                 reset_zone(zoned)
@@ -216,6 +221,10 @@ class Interpreter:
                 await transaction.rollback()  # unless it committed
         except Exception as exc:  # noqa: BLE001 - a run always ends recorded, never as a crash
             error = self.failure(exc)
+        except BaseException:  # cancelled
+            if traced is not None:
+                traced.close({"gateway.run.status": "cancelled"}, error="cancelled")
+            raise
         hidden = self.hidden | ctx.passwords if ctx.passwords else self.hidden
         if error is not None and ctx.passwords:
             error.message = redact(error.message, hidden)
@@ -273,8 +282,8 @@ class Interpreter:
             failed = type(exc).__name__
             raise
         finally:
-            tracing.close(opened, {"gateway.db.records": len(workflow.record_params),
-                                   "error.type": failed}, error=failed)
+            opened.close({"gateway.db.records": len(workflow.record_params),
+                          "error.type": failed}, error=failed)
 
     async def commit_all(self, ctx: RunContext, transaction: Transaction) -> bool:
         """`commit`, then the run's transaction: a span of its own when tracing."""
@@ -293,8 +302,8 @@ class Interpreter:
             failed = type(exc).__name__
             raise
         finally:
-            tracing.close(opened, {"gateway.db.changes": changes, "gateway.db.jobs": jobs,
-                                   "error.type": failed}, error=failed)
+            opened.close({"gateway.db.changes": changes, "gateway.db.jobs": jobs,
+                          "error.type": failed}, error=failed)
 
     def database_span(self, operation: str) -> dict[str, Any]:
         return {"db.system.name": self.storage.system if self.storage is not None else None,
@@ -315,18 +324,18 @@ class Interpreter:
 
     def traced_end(self, opened: Opened, workflow: Workflow, params: Mapping[str, Any],
                    error: GatewayError | None, hidden: frozenset[str]) -> None:
-        tracing = self.services.tracing
-        if tracing is None:  # stopped while the run ran: the span ends unsent
-            return
+        """The run's span ended as the run did: its status, its error's code (its message,
+        which may quote a caller's values, stays in the run log), the parameters declared
+        `trace: true`."""
         status = "success" if error is None else run_status(error)
         values: dict[str, Any] = {"gateway.run.status": status}
         if error is not None:
             values["error.type"] = error.code
         for param in workflow.params:
             if param.traced and param.name in params:
-                values[f"gateway.param.{param.name}"] = params[param.name]
-        tracing.close(opened, values, hidden=hidden,
-                      error=error.message if error is not None and status == "failed" else None)
+                values[f"gateway.param.{param.name}"] = traced_value(param, params[param.name])
+        opened.close(values, hidden=hidden,
+                     error=error.code if error is not None and status == "failed" else None)
 
     async def commit(self, ctx: RunContext) -> bool:
         """The run succeeded: hand what it changed and scheduled to whoever listens (in
@@ -409,23 +418,29 @@ class Interpreter:
 
     async def traced_step(self, step: Step, ctx: RunContext, scope: dict[str, Any]) -> Any:
         """`step`, within a span of its own (current while it runs: its outbound calls'
-        spans go under it) that says how it ended, as the run log does."""
+        spans go under it) that says how it ended: its status, why it was skipped, its
+        attempts, its error's code. Not its error's message, which may quote a caller's
+        values: that stays in the run log."""
         tracing = self.services.tracing
         assert tracing is not None
         opened = tracing.open(f"step {step.index + 1} {step.action.name}", {
             "gateway.step.index": step.index + 1, "gateway.step.id": step.id or None,
             "gateway.step.action": step.action.name})
+        failed: str | None = None
         try:
             return await self.step(step, ctx, scope)
+        except GatewayError as exc:
+            failed = exc.code
+            raise
+        except BaseException as exc:
+            failed = type(exc).__name__
+            raise
         finally:
             entry = ctx.steps[-1]  # this step's (a custom event's steps have their own list)
-            failed = entry.get("status") == "failed"
-            tracing.close(opened, {
-                "gateway.step.status": entry.get("status"),
-                "gateway.step.reason": entry.get("reason"),
-                "gateway.step.attempts": entry.get("attempts")},
-                error=str(entry.get("reason", "")) if failed else None,
-                hidden=self.hidden | ctx.passwords if ctx.passwords else self.hidden)
+            opened.close({"gateway.step.status": entry.get("status"),
+                          "gateway.step.reason": step_reason(entry),
+                          "gateway.step.attempts": entry.get("attempts"),
+                          "error.type": failed}, error=failed)
 
     def step_error(self, step: Step, entry: dict[str, Any], exc: Exception) -> None:
         message = exc.message if isinstance(exc, GatewayError) else f"{type(exc).__name__}: {exc}"
@@ -461,3 +476,27 @@ class Interpreter:
             caller.steps[-1]["steps"] = ctx.steps  # kept in the run log, failed or not
         data = reply.data if reply is not None else {}
         return data if not isinstance(data, dict) else {**data}
+
+
+# What a step span says of why a step did not run or went on: the run log's reason when it
+# is one of the gateway's own words, never a message that may quote a caller's values.
+_IGNORED = "error ignored (on_error: continue)"
+
+
+def step_reason(entry: Mapping[str, Any]) -> str | None:
+    reason = entry.get("reason")
+    if not isinstance(reason, str) or entry.get("status") != "skipped":
+        return None
+    return _IGNORED if reason.startswith(_IGNORED) else reason
+
+
+def traced_value(param: Param, value: Any) -> Any:
+    """What a span shows of a parameter declared `trace: true`: a record by its id (a list
+    of them by theirs), a file by nothing, anything else as it is."""
+    if param.is_file:
+        return None
+    if param.is_record:
+        if isinstance(value, list):
+            return [item.get("_id") if isinstance(item, Mapping) else item for item in value]
+        return value.get("_id") if isinstance(value, Mapping) else value
+    return value

@@ -64,9 +64,10 @@ async def run_tests(registry: Registry, folder: Path,
     outcomes: list[Outcome] = []
     for number, test in enumerate(chosen):
         storage = open_storage(f"sqlite:///{folder / f'test-{number}.db'}")
-        # and files of its own: never the config's folder or bucket
+        # and files of its own: never the config's folder or bucket; and no traces sent
         own = dataclasses.replace(registry.settings, files_s3=None,
-                                  files_folder=str(folder / f"test-{number}-files"))
+                                  files_folder=str(folder / f"test-{number}-files"),
+                                  tracing_enabled=False)
         outcomes.extend(await _run_test(dataclasses.replace(registry, settings=own), storage,
                                         test))
     return outcomes

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import threading
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from typing import Any
@@ -52,6 +54,7 @@ from gateway.core.settings import Settings
 
 log = logging.getLogger("gateway.tracing")
 SERVICE_NAME = "workflow-gateway"
+CLOSE_SECONDS = 3.0  # what a stopping process gives its last spans to be sent
 ATTRIBUTE_LENGTH = 4096  # characters of an attribute's text kept (unless OTEL_* says)
 _ROOT = Context()  # no parent: a span started in it begins a trace
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -108,9 +111,10 @@ class BoundedExport(SpanProcessor):
     def __init__(self, exporter: SpanExporter, max_queue: int) -> None:
         self.counts = SpanCounts()
         self.max_queue = max_queue
+        batch = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
         self.batch = BatchSpanProcessor(_CountingExporter(exporter, self.counts),
                                         max_queue_size=max_queue,
-                                        max_export_batch_size=min(512, max_queue))
+                                        max_export_batch_size=max(1, min(batch, max_queue)))
         # The queue the batch processor drains (its length is all that is read). Should a
         # release of the SDK hold it elsewhere, spans go to the batch processor unchecked,
         # which still bounds its queue; the tests of the bound would then fail.
@@ -128,6 +132,10 @@ class BoundedExport(SpanProcessor):
             return
         self.batch.on_end(span)
 
+    def waiting(self) -> int:
+        """Spans in the queue, not yet handed to the exporter."""
+        return len(self._queue) if self._queue is not None else 0
+
     def shutdown(self) -> None:
         self.batch.shutdown()  # type: ignore[no-untyped-call]
 
@@ -136,13 +144,28 @@ class BoundedExport(SpanProcessor):
 
 
 class Opened:
-    """A span made current: ended, and its context put back, by `Tracing.close`."""
+    """A span, made current unless it has no children: ended, and the context it replaced
+    put back, by `close`."""
 
     __slots__ = ("span", "token")
 
     def __init__(self, span: Span, token: Token[Context] | None) -> None:
         self.span = span
         self.token = token
+
+    def close(self, values: Attributes | None = None, *, error: str | None = None,
+              hidden: frozenset[str] = frozenset()) -> None:
+        """End the span with `values` added and, when it failed, `error` (a fixed text or a
+        code: never a caller's) as its status."""
+        span = self.span
+        if self.token is not None:
+            detach(self.token)
+            self.token = None
+        if values:
+            span.set_attributes(attributes(values, hidden))
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, redact(error, hidden) if hidden else error))
+        span.end()
 
     def traceparent(self) -> str | None:
         """The W3C `traceparent` of the span when it is sampled (what a job keeps to link
@@ -169,8 +192,28 @@ def attributes(values: Attributes, hidden: frozenset[str] = frozenset()) -> dict
     return found
 
 
-def remote(carrier: Mapping[str, str]) -> tuple[Context, SpanContext | None]:
-    """The context a `traceparent` (and `tracestate`) continues, and its span, if valid."""
+# W3C Trace Context, as read here before the SDK sees a header (whose parser logs what it
+# refuses, as it came): a `traceparent` of version 00 (a later version's first four fields,
+# as the standard says), and a `tracestate` of valid members only, 512 characters at most.
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}"
+                          r"-[0-9a-f]{2}(?:-[\x21-\x7e]*)?")
+_MEMBER = re.compile(r"(?:[a-z0-9][a-z0-9_*/-]{0,240}@)?[a-z][a-z0-9_*/-]{0,255}"
+                     r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+MAX_TRACESTATE = 512
+
+
+def remote(traceparent: object,
+           tracestate: object = None) -> tuple[Context, SpanContext | None]:
+    """The context a `traceparent` (and `tracestate`) continues, and its span; none for a
+    header that is not valid."""
+    if not isinstance(traceparent, str) or not _TRACEPARENT.fullmatch(traceparent) or \
+            (traceparent.startswith("00") and len(traceparent) != 55):
+        return _ROOT, None
+    carrier = {"traceparent": traceparent[:55]}
+    if isinstance(tracestate, str) and len(tracestate) <= MAX_TRACESTATE and all(
+            _MEMBER.fullmatch(member.strip(" \t"))
+            for member in tracestate.split(",") if member.strip(" \t")):
+        carrier["tracestate"] = tracestate
     context = _PROPAGATOR.extract(carrier)
     found = get_current_span(context).get_span_context()
     return context, found if found.is_valid else None
@@ -204,7 +247,8 @@ class Tracing:
     def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
         self.provider = TracerProvider(resource=_resource(), sampler=_sampler(settings),
                                        span_limits=_limits())
-        self.export = BoundedExport(exporter or OTLPSpanExporter(), settings.tracing_max_queue)
+        self.exporter = exporter or OTLPSpanExporter()
+        self.export = BoundedExport(self.exporter, settings.tracing_max_queue)
         self.provider.add_span_processor(self.export)
         self.counts = self.export.counts
         self.tracer = self.provider.get_tracer("workflow-gateway", __version__)
@@ -212,11 +256,19 @@ class Tracing:
         self.trust: bool | Networks = trust == "always" if isinstance(trust, str) else \
             Networks(trust)
 
-    def close_all(self) -> None:
-        """Send what waits, then stop (a process that ends; bounded by the exporter's
-        timeout when the collector is down), and say what could not be sent."""
-        self.provider.shutdown()
+    def close_all(self, seconds: float = CLOSE_SECONDS) -> None:
+        """Send what waits, then stop, within `seconds` (a process that ends: a collector
+        that is down does not hold it longer; what could not be sent then is dropped), and
+        say what was dropped."""
+        closing = threading.Thread(target=self.provider.shutdown, name="tracing-shutdown",
+                                   daemon=True)
+        closing.start()
+        closing.join(seconds)
         counts = self.counts
+        if closing.is_alive():  # the collector does not answer: its retries end now, and
+            self.exporter.shutdown()  # what they held fails at once (and is counted)
+            closing.join(1.0)
+            counts.export_failed += self.export.waiting()
         if counts.queue_full or counts.export_failed:
             log.warning("tracing: %d spans were dropped (export queue full: %d, refused or "
                         "missed by the collector: %d); %d were sent",
@@ -227,23 +279,11 @@ class Tracing:
 
     def open(self, name: str, values: Attributes, *, kind: SpanKind = SpanKind.INTERNAL,
              parent: Context | None = None, links: Sequence[Link] = (),
-             current: bool = True) -> Opened:
+             current: bool = True, hidden: frozenset[str] = frozenset()) -> Opened:
         """A span started now, under `parent` (by default, the current span); made the
         current one unless `current` is false (a span with no children)."""
-        span = self.tracer.start_span(name, parent, kind, attributes(values), links)
+        span = self.tracer.start_span(name, parent, kind, attributes(values, hidden), links)
         return Opened(span, attach(set_span_in_context(span)) if current else None)
-
-    def close(self, opened: Opened, values: Attributes | None = None, *,
-              error: str | None = None, hidden: frozenset[str] = frozenset()) -> None:
-        """End a span with `values` added and, when it failed, `error` as its status."""
-        span = opened.span
-        if opened.token is not None:
-            detach(opened.token)
-        if values:
-            span.set_attributes(attributes(values, hidden))
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, redact(error, hidden) if hidden else error))
-        span.end()
 
     def request(self, scope: Mapping[str, Any], route: str) -> Opened:
         """The server span of an HTTP request to a workflow (`route`), continuing the
@@ -252,13 +292,16 @@ class Tracing:
         carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]
                    if name in (b"traceparent", b"tracestate")}
         client = scope.get("client")
-        peer = client[0] if client else None
+        peer = client[0] if client else None  # behind trusted proxies, the forwarded one
         parent = _ROOT
         links: tuple[Link, ...] = ()
-        if carrier:
-            context, caller = remote(carrier)
+        if "traceparent" in carrier:
+            trusted = self.trusts(peer)
+            # an untrusted caller's tracestate is not carried on
+            context, caller = remote(carrier["traceparent"],
+                                     carrier.get("tracestate") if trusted else None)
             if caller is not None:
-                if self.trusts(peer):
+                if trusted:
                     parent = context
                 else:
                     links = (Link(caller, {"gateway.link": "caller"}),)
@@ -276,8 +319,7 @@ class Tracing:
 
     def responded(self, opened: Opened, status: int) -> None:
         failed = str(status) if status >= 500 else None
-        self.close(opened, {"http.response.status_code": status, "error.type": failed},
-                   error=failed)
+        opened.close({"http.response.status_code": status, "error.type": failed}, error=failed)
 
     def run(self, workflow: str, values: Attributes, *, job: bool,
             link: str | None) -> Opened:
@@ -286,14 +328,15 @@ class Tracing:
         `traceparent` that run's span had)."""
         if not job:
             return self.open(f"run {workflow}", values)
-        caller = remote({"traceparent": link})[1] if link else None
+        caller = remote(link)[1] if link else None
         return self.open(f"run {workflow}", values, parent=_ROOT,
                          links=(Link(caller, {"gateway.link": "scheduled_by"}),)
                          if caller is not None else ())
 
-    def client(self, name: str, values: Attributes) -> Opened:
+    def client(self, name: str, values: Attributes,
+               hidden: frozenset[str] = frozenset()) -> Opened:
         """An outbound call's span (HTTP, SMTP, the database): no children."""
-        return self.open(name, values, kind=SpanKind.CLIENT, current=False)
+        return self.open(name, values, kind=SpanKind.CLIENT, current=False, hidden=hidden)
 
     def headers(self, opened: Opened) -> dict[str, str]:
         """The `traceparent` (and `tracestate`) an outbound HTTP call sends for its span."""
