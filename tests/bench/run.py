@@ -440,7 +440,7 @@ def tracing_cost(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
 
 
 def tracing_down(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
-                 passes: int = 2) -> list[Row]:
+                 passes: int = 3) -> list[Row]:
     """Tracing on, every trace sampled, its collector a closed loopback port: driven
     `passes` times, printing the spans exported and dropped (from /metrics) and the peak RSS
     after each, which should level off (the export queue is bounded)."""
