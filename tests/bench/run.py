@@ -3,6 +3,7 @@
     python tests/bench/run.py [--duration 10]
                               [--scenario trivial|typical|create|search|all]
                               [--postgres URL] [--scenario metrics --rounds 3]
+                              [--scenario tracing|tracing-down --rounds 3]
 
 Each server runs as its own process with one uvicorn worker (uvloop, httptools); wrk runs
 as another, at 64 connections (-t2 -c64) and at 1 (-t1 -c1), after a short warm-up. The
@@ -24,9 +25,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib import error as urlerror
@@ -60,6 +63,7 @@ SEEDED = 100_000
 SEED_BATCH = 500
 SEARCH_SAMPLES = 1_000
 MIB = 1024 * 1024
+DOWN_STOP_SECONDS = 60.0  # tracing-down: how long a stop may take before SIGKILL
 
 
 class BenchError(Exception):
@@ -115,8 +119,8 @@ def free_port() -> int:
 
 
 def spawn(stack: contextlib.ExitStack, name: str, argv: Sequence[str], port: int,
-          log: Path) -> Server:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+          log: Path, extra_env: Mapping[str, str] | None = None) -> Server:
+    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": os.pathsep.join(filter(None, [
         str(ROOT), os.environ.get("PYTHONPATH", "")]))}
     with log.open("wb") as out:
         # A session of its own, so that the whole group can be stopped, and Ctrl-C reaches
@@ -127,13 +131,13 @@ def spawn(stack: contextlib.ExitStack, name: str, argv: Sequence[str], port: int
     return Server(name, f"http://127.0.0.1:{port}", process, log)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -252,7 +256,7 @@ def start_bare(stack: contextlib.ExitStack, tmp: Path) -> Server:
 
 
 def start_gateway(stack: contextlib.ExitStack, tmp: Path, name: str, files: Sequence[str],
-                  database: str) -> Server:
+                  database: str, env: Mapping[str, str] | None = None) -> Server:
     config = tmp / f"config-{name}"
     config.mkdir()
     for file in files:
@@ -260,7 +264,7 @@ def start_gateway(stack: contextlib.ExitStack, tmp: Path, name: str, files: Sequ
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host",
             "127.0.0.1", "--port", str(port), "--workers", "1", "--database", database]
-    return spawn(stack, name, argv, port, tmp / f"{name}.log")
+    return spawn(stack, name, argv, port, tmp / f"{name}.log", env)
 
 
 def check_echo(answer: Any, who: str) -> None:
@@ -310,6 +314,153 @@ def metrics_cost(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
         ratio = (sum(on) / len(on)) / (sum(off) / len(off))
         print(f"  metrics at c={connections}: {sum(on) / len(on):.0f} req/s on, "
               f"{sum(off) / len(off):.0f} off: {ratio:.3f}x ({(1 - ratio) * 100:+.1f}% lost)")
+    return rows
+
+
+# --- tracing -----------------------------------------------------------------------------
+
+class Receiver:
+    """A stand-in OTLP/HTTP trace collector on loopback, in this process: it reads the body of
+    every `POST /v1/traces` (without decoding it) and answers 200 with an empty
+    `ExportTraceServiceResponse` (zero bytes of protobuf), counting requests and bytes."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the exporter's session expects
+
+            def do_POST(self) -> None:
+                body = self.body()
+                found = self.path == "/v1/traces"
+                if found:
+                    with receiver.lock:
+                        receiver.requests += 1
+                        receiver.bytes += len(body)
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def take(self) -> tuple[int, int]:
+        """The requests and bytes received since the last call."""
+        with self.lock:
+            got = self.requests, self.bytes
+            self.requests = self.bytes = 0
+        return got
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def span_counts(server: Server) -> dict[str, float]:
+    """The `gateway_trace_spans_*` samples of the server's /metrics (public in
+    `workflows/tracing.yaml`)."""
+    with urlrequest.urlopen(server.base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("gateway_trace_spans_") and "_created" not in line:
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    if not found:
+        raise BenchError(f"{server.name}: /metrics shows no gateway_trace_spans_* sample")
+    return found
+
+
+def shown(counts: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {value:.0f}" for name, value in sorted(counts.items()))
+
+
+def tracing_cost(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
+                 rounds: int = 3) -> list[Row]:
+    """The trivial echo with tracing off (the default) and on (`workflows/tracing.yaml`,
+    every trace sampled), exporting to a `Receiver` on loopback; alternated `rounds` times,
+    which goes first swapped each round. Prints what tracing costs, and the receiver's
+    counts."""
+    receiver = Receiver()
+    stack.callback(receiver.close)
+    print(f"  OTLP/HTTP receiver at {receiver.endpoint}/v1/traces")
+    runs: tuple[tuple[str, list[str], dict[str, str]], ...] = (
+        ("tracing-off", ["echo.yaml"], {}),
+        ("tracing-on", ["echo.yaml", "tracing.yaml"],
+         {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}))
+    rows: list[Row] = []
+    for index in range(rounds):
+        for label, files, env in (runs if index % 2 == 0 else runs[::-1]):
+            name = f"gateway-{label}-{index}"
+            server = start_gateway(stack, tmp, name, files, f"sqlite:///{tmp / (name + '.db')}",
+                                   env)
+            check_echo(wait_ready(server, f"{PREFIX}/echo", ECHO), server.name)
+            found = drive(wrk, server, "trivial", f"{PREFIX}/echo", fixed_body(ECHO), seconds)
+            rows += [replace(row, server=label) for row in found]
+            if env:
+                print(f"  {name}: /metrics {shown(span_counts(server))}; "
+                      f"peak RSS {found[0].rss_mib:.1f} MiB")
+            stop(server.process)  # sends what still waits
+            if env:
+                requests, size = receiver.take()
+                print(f"  receiver got {requests} export requests, {size / MIB:.1f} MiB "
+                      f"from {name}")
+    for connections in sorted({row.connections for row in rows}, reverse=True):
+        on = [r.rps for r in rows if r.server == "tracing-on" and r.connections == connections]
+        off = [r.rps for r in rows if r.server == "tracing-off" and r.connections == connections]
+        ratio = (sum(on) / len(on)) / (sum(off) / len(off))
+        print(f"  tracing at c={connections}: {sum(on) / len(on):.0f} req/s on, "
+              f"{sum(off) / len(off):.0f} off: {ratio:.3f}x ({(1 - ratio) * 100:+.1f}% lost; "
+              f"target >= 0.8x: {'PASS' if ratio >= 0.8 else 'MISS'})")
+    for label in ("tracing-off", "tracing-on"):
+        rss = [r.rss_mib for r in rows if r.server == label]
+        print(f"  peak RSS {label}: {min(rss):.1f}-{max(rss):.1f} MiB")
+    return rows
+
+
+def tracing_down(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
+                 passes: int = 3) -> list[Row]:
+    """Tracing on, every trace sampled, its collector a closed loopback port: driven
+    `passes` times, printing the spans exported and dropped (from /metrics) and the peak RSS
+    after each, which should level off (the export queue is bounded)."""
+    closed = free_port()  # bound, then closed: nothing listens there
+    name = "gateway-tracing-down"
+    server = start_gateway(stack, tmp, name, ["echo.yaml", "tracing.yaml"],
+                           f"sqlite:///{tmp / (name + '.db')}",
+                           {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}"})
+    check_echo(wait_ready(server, f"{PREFIX}/echo", ECHO), server.name)
+    print(f"  receiver down: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{closed} (closed)")
+    rows: list[Row] = []
+    for index in range(passes):
+        found = drive(wrk, server, "trivial", f"{PREFIX}/echo", fixed_body(ECHO), seconds)
+        rows += [replace(row, server="tracing-down") for row in found]
+        print(f"  pass {index + 1}: /metrics {shown(span_counts(server))}; "
+              f"peak RSS {found[0].rss_mib:.1f} MiB")
+    began = time.monotonic()
+    stop(server.process, timeout=DOWN_STOP_SECONDS)  # the last export waits for its timeout
+    print(f"  stopped in {time.monotonic() - began:.1f} s (exit status "
+          f"{server.process.returncode}; SIGKILL after {DOWN_STOP_SECONDS:.0f} s)")
     return rows
 
 
@@ -460,10 +611,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--scenario", choices=["trivial", "typical", "create", "search", "metrics",
-                                               "all"],
+                                               "tracing", "tracing-down", "all"],
                         default="all")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="metrics: how many times to alternate metrics on and off")
+                        help="metrics, tracing: how many times to alternate on and off")
     parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"),
                         help="also run create and search on PostgreSQL at this URL "
                              "(default: $GATEWAY_TEST_POSTGRES_URL)")
@@ -484,6 +635,10 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> l
         rows += typical(wrk, stack, tmp, args.duration)
     if "metrics" in wanted:
         rows += metrics_cost(wrk, stack, tmp, args.duration, args.rounds)
+    if "tracing" in wanted:
+        rows += tracing_cost(wrk, stack, tmp, args.duration, args.rounds)
+    if "tracing" in wanted or "tracing-down" in wanted:
+        rows += tracing_down(wrk, stack, tmp, args.duration)
     databases = [("sqlite", None)] + ([("postgres", args.postgres)] if args.postgres else [])
     search_p50: dict[str, float] = {}
     for label, pg_url in databases:
