@@ -34,7 +34,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import (
     Link,
     Span,
@@ -161,7 +161,7 @@ class Opened:
         if self.token is not None:
             detach(self.token)
             self.token = None
-        if values:
+        if values and span.is_recording():
             span.set_attributes(attributes(values, hidden))
         if error is not None:
             span.set_status(Status(StatusCode.ERROR, redact(error, hidden) if hidden else error))
@@ -222,7 +222,8 @@ def remote(traceparent: object,
 def _sampler(settings: Settings) -> Sampler | None:
     if os.environ.get("OTEL_TRACES_SAMPLER"):
         return None  # the SDK reads it (and OTEL_TRACES_SAMPLER_ARG)
-    return ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio))
+    ratio = settings.tracing_sample_ratio
+    return ParentBased(ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio))
 
 
 def _resource() -> Resource:
@@ -245,7 +246,9 @@ class Tracing:
     """One process's tracer, the export of its spans, and the gateway's spans."""
 
     def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
-        self.provider = TracerProvider(resource=_resource(), sampler=_sampler(settings),
+        sampler = _sampler(settings)
+        self.parent_based = sampler is not None  # else the environment's: maybe not
+        self.provider = TracerProvider(resource=_resource(), sampler=sampler,
                                        span_limits=_limits())
         self.exporter = exporter or OTLPSpanExporter()
         self.export = BoundedExport(self.exporter, settings.tracing_max_queue)
@@ -281,8 +284,17 @@ class Tracing:
              parent: Context | None = None, links: Sequence[Link] = (),
              current: bool = True, hidden: frozenset[str] = frozenset()) -> Opened:
         """A span started now, under `parent` (by default, the current span); made the
-        current one unless `current` is false (a span with no children)."""
-        span = self.tracer.start_span(name, parent, kind, attributes(values, hidden), links)
+        current one unless `current` is false (a span with no children). Under a current
+        span that is not recorded, with the gateway's parent-based sampler, none is made:
+        it would not be recorded either (the current one stands for it, and is what an
+        outbound call's `traceparent` names)."""
+        if parent is None and self.parent_based:
+            here = get_current_span()
+            if not here.is_recording() and here.get_span_context().is_valid:
+                return Opened(here, None)
+        span = self.tracer.start_span(name, parent, kind, None, links)
+        if span.is_recording():  # an unsampled span: nothing to describe
+            span.set_attributes(attributes(values, hidden))
         return Opened(span, attach(set_span_in_context(span)) if current else None)
 
     def request(self, scope: Mapping[str, Any], route: str) -> Opened:

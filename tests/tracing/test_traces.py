@@ -96,6 +96,15 @@ steps:
     data: {{ref: "{{{{ params.order.ref }}}}"}}
 ---
 kind: api_workflow
+name: relay
+auth: none
+expose: true
+steps:
+  - action: http_request
+    method: POST
+    url: "{upstream}/relay"
+---
+kind: api_workflow
 name: call
 auth: admin
 params:
@@ -256,6 +265,24 @@ async def test_a_trusted_caller_s_trace_is_continued(
     server = one(spans, "POST /api/1.1/wf/hook")
     assert (server.trace_id, server.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
     assert server.links == ()
+
+
+async def test_a_trusted_caller_s_decision_not_to_sample_is_kept_and_passed_on(
+        serve: Serve, storage_url: str, receiver: TraceReceiver,
+        outside: tuple[Upstream, int]) -> None:
+    unsampled = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    async with serve(config(outside, "always"), storage_url, environment=ENV) as gw:
+        answer = await gw.client.post("/api/1.1/wf/relay", headers={"traceparent": unsampled})
+        assert answer.status_code == 200, answer.text
+        run = await wait_run(gw.storage, "relay")
+        await gw.client.post("/api/1.1/wf/relay")  # a trace of its own: sent
+        spans = await arrived(receiver, lambda s: any(x.name == "run relay" for x in s))
+    assert "trace_id" not in run
+    assert all(s.trace_id != CALLER_TRACE for s in spans)
+    assert len([s for s in spans if s.name == "run relay"]) == 1
+    # the upstream is told the caller's trace, unsampled, as the caller would expect
+    first = outside[0].headers[0]["traceparent"].split("-")
+    assert first[1] == CALLER_TRACE and first[3] == "00"
 
 
 async def test_a_caller_outside_the_trusted_networks_starts_a_new_trace(
