@@ -3,7 +3,8 @@
     python tests/bench/run.py [--duration 10]
                               [--scenario trivial|typical|create|search|all]
                               [--postgres URL] [--scenario metrics --rounds 3]
-                              [--scenario tracing|tracing-down --rounds 3]
+                              [--scenario tracing|tracing-down --rounds 3
+                               --sample-ratio 1.0]
 
 Each server runs as its own process with one uvicorn worker (uvloop, httptools); wrk runs
 as another, at 64 connections (-t2 -c64) and at 1 (-t1 -c1), after a short warm-up. The
@@ -259,8 +260,8 @@ def start_gateway(stack: contextlib.ExitStack, tmp: Path, name: str, files: Sequ
                   database: str, env: Mapping[str, str] | None = None) -> Server:
     config = tmp / f"config-{name}"
     config.mkdir()
-    for file in files:
-        shutil.copy(WORKFLOWS / file, config / file)
+    for file in files:  # a name of workflows/, or a file made by the scenario
+        shutil.copy(WORKFLOWS / file, config / Path(file).name)
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host",
             "127.0.0.1", "--port", str(port), "--workers", "1", "--database", database]
@@ -397,17 +398,20 @@ def shown(counts: Mapping[str, float]) -> str:
 
 
 def tracing_cost(wrk: str, stack: contextlib.ExitStack, tmp: Path, seconds: int,
-                 rounds: int = 3) -> list[Row]:
+                 rounds: int = 3, ratio: float = 1.0) -> list[Row]:
     """The trivial echo with tracing off (the default) and on (`workflows/tracing.yaml`,
-    every trace sampled), exporting to a `Receiver` on loopback; alternated `rounds` times,
-    which goes first swapped each round. Prints what tracing costs, and the receiver's
-    counts."""
+    `ratio` of the traces sampled: by default every one), exporting to a `Receiver` on
+    loopback; alternated `rounds` times, which goes first swapped each round. Prints what
+    tracing costs, and the receiver's counts."""
     receiver = Receiver()
     stack.callback(receiver.close)
-    print(f"  OTLP/HTTP receiver at {receiver.endpoint}/v1/traces")
+    print(f"  OTLP/HTTP receiver at {receiver.endpoint}/v1/traces; sample_ratio {ratio:g}")
+    settings = tmp / "tracing.yaml"
+    settings.write_text((WORKFLOWS / "tracing.yaml").read_text().replace(
+        "sample_ratio: 1.0", f"sample_ratio: {ratio:g}"))
     runs: tuple[tuple[str, list[str], dict[str, str]], ...] = (
         ("tracing-off", ["echo.yaml"], {}),
-        ("tracing-on", ["echo.yaml", "tracing.yaml"],
+        ("tracing-on", ["echo.yaml", str(settings)],
          {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}))
     rows: list[Row] = []
     for index in range(rounds):
@@ -615,6 +619,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default="all")
     parser.add_argument("--rounds", type=int, default=3,
                         help="metrics, tracing: how many times to alternate on and off")
+    parser.add_argument("--passes", type=int, default=3,
+                        help="tracing-down: how many times to drive the server")
+    parser.add_argument("--sample-ratio", type=float, default=1.0,
+                        help="tracing: the share of traces sampled (default: every one)")
     parser.add_argument("--postgres", default=os.environ.get("GATEWAY_TEST_POSTGRES_URL"),
                         help="also run create and search on PostgreSQL at this URL "
                              "(default: $GATEWAY_TEST_POSTGRES_URL)")
@@ -636,9 +644,9 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> l
     if "metrics" in wanted:
         rows += metrics_cost(wrk, stack, tmp, args.duration, args.rounds)
     if "tracing" in wanted:
-        rows += tracing_cost(wrk, stack, tmp, args.duration, args.rounds)
+        rows += tracing_cost(wrk, stack, tmp, args.duration, args.rounds, args.sample_ratio)
     if "tracing" in wanted or "tracing-down" in wanted:
-        rows += tracing_down(wrk, stack, tmp, args.duration)
+        rows += tracing_down(wrk, stack, tmp, args.duration, args.passes)
     databases = [("sqlite", None)] + ([("postgres", args.postgres)] if args.postgres else [])
     search_p50: dict[str, float] = {}
     for label, pg_url in databases:
