@@ -21,7 +21,6 @@ from gateway.core.errors import (
     StepFailedError,
     StorageUnavailableError,
     UpstreamError,
-    run_status,
 )
 from gateway.core.ids import new_id
 from gateway.core.redaction import redact, secret_forms
@@ -41,11 +40,11 @@ from gateway.runtime.display_keys import displayed_types, keyed_reply
 from gateway.runtime.file_values import file_fields, forget_dropped, kept_params, signed_links
 from gateway.runtime.model import Registry, Step, Workflow
 from gateway.runtime.origin import HTTP, NO_CALL, Call, Origin
-from gateway.runtime.param import Param
 from gateway.runtime.privacy import Scans
 from gateway.runtime.redirect import error_target
 from gateway.runtime.reporting import Observe as Observe  # where the app imports it from
 from gateway.runtime.reporting import Reports, declared
+from gateway.runtime.run_spans import close_run, database_span, open_run, step_reason
 from gateway.runtime.services import Services
 from gateway.runtime.zones import zone_of
 from gateway.storage.common.transaction import JOINED
@@ -56,7 +55,6 @@ from gateway.templates.templating import Compiled
 
 if TYPE_CHECKING:
     from gateway.storage import Storage
-    from gateway.tracing.otel import Opened, Tracing
 
 # Called with a run's context when it ends in success, with every record change it made
 # (`ctx.changes`): where database triggers and jobs are enqueued.
@@ -139,7 +137,7 @@ class Interpreter:
         committed = False
         zoned = None  # set only for a workflow with a `timezone`
         tracing = self.services.tracing
-        traced = None if tracing is None else self.traced_run(tracing, ctx, origin)
+        traced = None if tracing is None else open_run(tracing, ctx, origin)
         try:
             if workflow.timezone is not None:
                 ctx.zone = zone_of(workflow, request, names)
@@ -184,7 +182,7 @@ class Interpreter:
         if error is not None and hidden:
             error.message = redact(error.message, hidden)  # what the caller and every log see
         if traced is not None:
-            self.traced_end(traced, workflow, params, error, hidden)
+            close_run(traced, workflow, params, error, hidden)
         self.reports.report(ctx, workflow, started, logged, reply, error, hidden)
         if error is not None and workflow.error_redirect is not None:
             error, redirect = error_target(workflow.error_redirect, error, request,
@@ -208,7 +206,7 @@ class Interpreter:
                          services=self.services)
         started, reply, error = time.perf_counter(), None, None
         tracing = self.services.tracing
-        traced = None if tracing is None else self.traced_run(tracing, ctx, None)
+        traced = None if tracing is None else open_run(tracing, ctx, None)
         transaction = self.begin()
         try:
             try:
@@ -229,7 +227,7 @@ class Interpreter:
         if error is not None and ctx.passwords:
             error.message = redact(error.message, hidden)
         if traced is not None:
-            self.traced_end(traced, unit, {}, error, hidden)
+            close_run(traced, unit, {}, error, hidden)
         self.reports.report(ctx, unit, started, params, reply, error, hidden)
         return RunResult(ctx.run_id, reply or Reply(data={}), error)
 
@@ -273,7 +271,7 @@ class Interpreter:
         if tracing is None:
             return await reading.load_records(self.storage, self.registry,
                                               workflow.record_params, params, ctx.viewer)
-        opened = tracing.client("SELECT", self.database_span("SELECT"))
+        opened = tracing.client("SELECT", database_span(self.storage, "SELECT"))
         failed = None
         try:
             return await reading.load_records(self.storage, self.registry,
@@ -292,7 +290,7 @@ class Interpreter:
             committed = await self.commit(ctx)
             await transaction.commit()
             return committed
-        opened = tracing.client("COMMIT", self.database_span("COMMIT"))
+        opened = tracing.client("COMMIT", database_span(self.storage, "COMMIT"))
         changes, jobs, failed = len(ctx.changes), len(ctx.jobs), None
         try:
             committed = await self.commit(ctx)
@@ -304,38 +302,6 @@ class Interpreter:
         finally:
             opened.close({"gateway.db.changes": changes, "gateway.db.jobs": jobs,
                           "error.type": failed}, error=failed)
-
-    def database_span(self, operation: str) -> dict[str, Any]:
-        return {"db.system.name": self.storage.system if self.storage is not None else None,
-                "db.operation.name": operation}
-
-    def traced_run(self, tracing: Tracing, ctx: RunContext, origin: Origin | None) -> Opened:
-        """The span of the run of `ctx`, made current; its `traceparent` kept in `ctx`. A
-        job's run begins a trace of its own, linked to the run that scheduled the job."""
-        job = origin.job if origin is not None else None
-        opened = tracing.run(ctx.workflow, {
-            "gateway.workflow": ctx.workflow, "gateway.run.id": ctx.run_id,
-            "gateway.run.source": ctx.source,
-            **({} if job is None else {"gateway.job.id": job.job.id,
-                                       "gateway.job.attempt": job.job.attempt}),
-        }, job=job is not None, link=None if job is None else job.job.data.get("trace"))
-        ctx.trace = opened.traceparent()
-        return opened
-
-    def traced_end(self, opened: Opened, workflow: Workflow, params: Mapping[str, Any],
-                   error: GatewayError | None, hidden: frozenset[str]) -> None:
-        """The run's span ended as the run did: its status, its error's code (its message,
-        which may quote a caller's values, stays in the run log), the parameters declared
-        `trace: true`."""
-        status = "success" if error is None else run_status(error)
-        values: dict[str, Any] = {"gateway.run.status": status}
-        if error is not None:
-            values["error.type"] = error.code
-        for param in workflow.params:
-            if param.traced and param.name in params:
-                values[f"gateway.param.{param.name}"] = traced_value(param, params[param.name])
-        opened.close(values, hidden=hidden,
-                     error=error.code if error is not None and status == "failed" else None)
 
     async def commit(self, ctx: RunContext) -> bool:
         """The run succeeded: hand what it changed and scheduled to whoever listens (in
@@ -477,26 +443,3 @@ class Interpreter:
         data = reply.data if reply is not None else {}
         return data if not isinstance(data, dict) else {**data}
 
-
-# What a step span says of why a step did not run or went on: the run log's reason when it
-# is one of the gateway's own words, never a message that may quote a caller's values.
-_IGNORED = "error ignored (on_error: continue)"
-
-
-def step_reason(entry: Mapping[str, Any]) -> str | None:
-    reason = entry.get("reason")
-    if not isinstance(reason, str) or entry.get("status") != "skipped":
-        return None
-    return _IGNORED if reason.startswith(_IGNORED) else reason
-
-
-def traced_value(param: Param, value: Any) -> Any:
-    """What a span shows of a parameter declared `trace: true`: a record by its id (a list
-    of them by theirs), a file by nothing, anything else as it is."""
-    if param.is_file:
-        return None
-    if param.is_record:
-        if isinstance(value, list):
-            return [item.get("_id") if isinstance(item, Mapping) else item for item in value]
-        return value.get("_id") if isinstance(value, Mapping) else value
-    return value
