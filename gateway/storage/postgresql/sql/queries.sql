@@ -415,7 +415,7 @@ WITH due AS (
     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s
       AND NOT EXISTS (SELECT 1 FROM gateway_paused p
                       WHERE p.workflow IN ('*', gateway_jobs.workflow))
-    ORDER BY due_at, id LIMIT %(window)s
+    ORDER BY due_at LIMIT %(window)s
 ), ranked AS (
     SELECT id, due_at, flow_key, flow_limit,
            row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place

@@ -13,3 +13,10 @@ WHERE status = 'running' AND flow_key IS NOT NULL;
 -- the window a keyed claim ranks. Jobs without a key are not in it.
 CREATE INDEX gateway_jobs_flow_pending ON gateway_jobs (due_at)
 WHERE status = 'pending' AND flow_key IS NOT NULL;
+
+-- The pending jobs without a key, soonest due first (what `claim_jobs` takes): the keyed
+-- ones, however many wait for their key, are no longer in it, so that claiming jobs without
+-- a key never steps over them.
+DROP INDEX gateway_jobs_pending;
+CREATE INDEX gateway_jobs_pending ON gateway_jobs (due_at)
+WHERE status = 'pending' AND flow_key IS NULL;

@@ -345,20 +345,25 @@ SELECT EXISTS (SELECT 1 FROM gateway_jobs
 -- their key, a job taken only while its rank is within its limit less its key's running
 -- jobs, so that one claim never takes more than the room left. A backlog of one key longer
 -- than the window holds back the keys behind it until it shrinks.
+WITH due AS (
+    SELECT id, due_at, flow_key, flow_limit FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p
+                      WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    ORDER BY due_at LIMIT :window
+), busy AS (
+    SELECT flow_key, count(*) AS running FROM gateway_jobs
+    WHERE status = 'running' AND flow_key IS NOT NULL GROUP BY flow_key
+)
 UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
                         lease_until = :lease, worker = :worker
 WHERE id IN (
     SELECT r.id FROM (
         SELECT id, due_at, flow_key, flow_limit,
                row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
-        FROM (SELECT id, due_at, flow_key, flow_limit FROM gateway_jobs
-              WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= :now
-                AND NOT EXISTS (SELECT 1 FROM gateway_paused p
-                                WHERE p.workflow IN ('*', gateway_jobs.workflow))
-              ORDER BY due_at, id LIMIT :window)
-    ) AS r
-    WHERE r.place <= r.flow_limit - (SELECT count(*) FROM gateway_jobs b
-                                     WHERE b.status = 'running' AND b.flow_key = r.flow_key)
+        FROM due
+    ) AS r LEFT JOIN busy b ON b.flow_key = r.flow_key
+    WHERE r.place <= r.flow_limit - coalesce(b.running, 0)
     ORDER BY r.due_at, r.id LIMIT :limit
 )
 RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
@@ -418,7 +423,7 @@ ORDER BY due_at DESC LIMIT 1;
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
        subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
-WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL
+WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL AND flow_key IS NULL
   AND (due_at > ?1 OR (due_at = ?1 AND id > ?2))
 ORDER BY due_at, id LIMIT ?3;
 
@@ -437,9 +442,16 @@ SELECT workflow FROM gateway_paused ORDER BY workflow;
 -- name: next_due
 -- A keyed job due by ?1 waits for its key, not for its time: left out (the end of a job
 -- of its key wakes the workers).
-SELECT min(due_at) FROM gateway_jobs
-WHERE status = 'pending' AND (flow_key IS NULL OR ?1 IS NULL OR due_at > ?1)
-  AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
+-- One pending index each (gateway_jobs_pending: without a key; gateway_jobs_flow_pending).
+SELECT min(due) FROM (
+    SELECT min(due_at) AS due FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NULL
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    UNION ALL
+    SELECT min(due_at) FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND (?1 IS NULL OR due_at > ?1)
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
+);
 
 -- name: page_runs
 -- `list_runs` for the console, without a text (`search_runs` searches): one page older
