@@ -65,9 +65,10 @@ def job_rows(jobs: list[Job], hidden: frozenset[str],
              registry: Registry) -> list[dict[str, Any]]:
     """What the jobs list shows of each job besides the job itself: its label, who
     scheduled it, its parameters (secrets cut out, cut short; the template escapes
-    them) and its concurrency key."""
+    them) and its concurrency key (secrets cut out)."""
     return [{"job": job, "label": label_of(registry, job), "by": scheduled_by(job),
-             "params": params_text(job, hidden), "key": key_text(job)} for job in jobs]
+             "params": params_text(job, hidden), "key": redact(key_text(job), hidden)}
+            for job in jobs]
 
 
 async def job_runs(storage: Storage, job: Job) -> list[dict[str, Any]]:
