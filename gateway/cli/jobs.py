@@ -28,7 +28,7 @@ from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
-from gateway.scheduler.listing import label_of, params_text, scheduled_by
+from gateway.scheduler.listing import key_text, label_of, params_text, scheduled_by
 from gateway.scheduler.recurring import next_fire
 from gateway.server.app import storage_types
 from gateway.storage import JOB_STATUSES, Job, Storage, open_storage
@@ -93,14 +93,16 @@ def _in_store(config: tuple[Path, ...], database: str | None, work: Any) -> Any:
 
 
 def _line(job: Job, registry: Registry) -> str:
-    """One job: its workflow and label, who scheduled it and its parameters (cut short),
-    every text escaped (a caller's value cannot start a line of its own)."""
+    """One job: its workflow and label, who scheduled it, its parameters (cut short) and
+    its concurrency key, every text escaped (a caller's value cannot start a line of its own)."""
     error = f"  {escape(job.error)}" if job.error and job.status != "done" else ""
     label, by, params = label_of(registry, job), scheduled_by(job), params_text(job)
+    key = key_text(job)
     return (f"{job.id}  {job.due_at:%Y-%m-%d %H:%M:%S}  {job.status:<9} {job.source:<9} "
             f"attempt {job.attempt}  {escape(job.workflow)}"
             + (f" ({escape(label)})" if label else "") + (f"  by {escape(by)}" if by else "")
-            + (f"  params {escape(params)}" if params else "") + error)
+            + (f"  params {escape(params)}" if params else "")
+            + (f"  key {escape(key)}" if key else "") + error)
 
 
 def _as_dict(job: Job) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """What an API workflow or a database trigger says about its whole run: its `timezone` (an
-IANA name, checked here, or a template over what starts the run) and, for an API workflow,
-its `error_redirect` (a URL the settings allow, checked here when it is no template)."""
+IANA name, checked here, or a template over what starts the run), for an API workflow,
+its `error_redirect` (a URL the settings allow, checked here when it is no template), and
+for an API workflow or a custom event run as a job its `concurrency` (a key template over
+`params`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any, Protocol
 from gateway.actions.redirects import check_target
 from gateway.config.source import DocumentKind
 from gateway.runtime.action_spec import StepCheck
+from gateway.runtime.model import Concurrency
 from gateway.templates import templating
 from gateway.templates.environment import zone_named
 from gateway.templates.templating import Compiled
@@ -27,6 +30,8 @@ ZONE_NAMES: dict[str, frozenset[str]] = {
     DocumentKind.API_WORKFLOW: frozenset({"request"}),
     DocumentKind.DATABASE_TRIGGER: frozenset({"before", "after"})}
 REDIRECT_NAMES = frozenset({"request"})
+# What a `concurrency.key` template may read: the job's parameters, as its run sees them.
+KEY_NAMES = frozenset({"params"})
 
 
 def timezone_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
@@ -51,3 +56,16 @@ def error_redirect_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
         return site.leaf_with(REDIRECT_NAMES, "/error_redirect", value)
     check_target(site, "/error_redirect", value)
     return templating.constant(value)
+
+
+def concurrency_of(site: Site, data: Mapping[str, Any]) -> Concurrency | None:
+    """An API workflow's or custom event's `concurrency` (the schema checked its shape)."""
+    value = data.get("concurrency")
+    if not isinstance(value, Mapping) or site.kind not in (DocumentKind.API_WORKFLOW,
+                                                           DocumentKind.CUSTOM_EVENT):
+        return None
+    key, limit = value.get("key"), value.get("limit", 1)
+    if not isinstance(key, str):
+        return None
+    return Concurrency(site.leaf_with(KEY_NAMES, "/concurrency/key", key),
+                       limit if isinstance(limit, int) and limit >= 1 else 1)

@@ -13,7 +13,7 @@ from gateway.console.runs_page import run_row
 from gateway.core.encoding import dumps_pretty
 from gateway.core.redaction import redact
 from gateway.runtime.model import Registry
-from gateway.scheduler.listing import label_of, params_text, scheduled_by
+from gateway.scheduler.listing import key_text, label_of, params_text, scheduled_by
 from gateway.storage import JOB_STATUSES, Job, Storage
 from gateway.storage.contract import Position
 
@@ -64,10 +64,11 @@ async def jobs(storage: Storage, f: JobFilters) -> tuple[list[Job], str | None]:
 def job_rows(jobs: list[Job], hidden: frozenset[str],
              registry: Registry) -> list[dict[str, Any]]:
     """What the jobs list shows of each job besides the job itself: its label, who
-    scheduled it and its parameters (secrets cut out, cut short; the template escapes
-    them)."""
+    scheduled it, its parameters (secrets cut out, cut short; the template escapes
+    them) and its concurrency key (secrets cut out)."""
     return [{"job": job, "label": label_of(registry, job), "by": scheduled_by(job),
-             "params": params_text(job, hidden)} for job in jobs]
+             "params": params_text(job, hidden), "key": redact(key_text(job), hidden)}
+            for job in jobs]
 
 
 async def job_runs(storage: Storage, job: Job) -> list[dict[str, Any]]:

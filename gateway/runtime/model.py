@@ -83,6 +83,16 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Concurrency:
+    """An API workflow's or custom event's `concurrency`: at most `limit` of its jobs with
+    the same key (`key`, a template over `params`, rendered when a job is scheduled) run at
+    once, on every instance sharing the database; the others wait, pending."""
+
+    key: Compiled
+    limit: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyShape:
     """A status and content type a workflow's steps may answer with (None: decided by a
     template at run time), for its description in the OpenAPI document."""
@@ -125,6 +135,8 @@ class Workflow:
     timezone: Compiled | None = None
     # Its `error_redirect`: gives the URL a failed run redirects to (from `request`).
     error_redirect: Compiled | None = None
+    # Its `concurrency`: keys its jobs (`gateway.scheduler.enqueue`); None: no key.
+    concurrency: Concurrency | None = None
 
 
 @dataclass(frozen=True, slots=True)

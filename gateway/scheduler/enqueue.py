@@ -16,24 +16,34 @@ The jobs are bounded there too: a run whose jobs would leave more pending than
 `limits.max_pending_jobs` allow, or `max_pending_jobs_per_workflow` for a workflow it adds
 to, fails with 503 `TOO_MANY_JOBS` (a job's run is retried later), and its transaction rolls
 back whole: no job of it, and none of its record changes, is kept.
+
+A scheduled job of a workflow (or custom event) with `concurrency` gets its key here: the
+key template rendered with the job's parameters as its run will see them (coerced; a
+parameter of a data type is its id), prefixed with the workflow's name, so that the keys
+of two workflows never meet. A key longer than `MAX_KEY` characters keeps its start and a
+hash of the whole. A key that fails to render, or renders empty, fails the scheduling run
+(400 `INVALID_DATA`, nothing of it kept): a job without its key would run unguarded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import replace
 from typing import Any
 
-from gateway.core.encoding import roundtrip
+from gateway.core.encoding import dumps_lenient, roundtrip
+from gateway.core.errors import GatewayError, InvalidDataError
 from gateway.core.ids import new_id
 from gateway.runtime.context import RunContext
 from gateway.runtime.interpreter import Interpreter
-from gateway.runtime.model import Trigger
+from gateway.runtime.model import Trigger, Workflow
 from gateway.scheduler.finish import settle
 from gateway.storage.contract import Change, Job, PendingBound
 
 log = logging.getLogger("gateway.scheduler")
+MAX_KEY = 200  # characters of a rendered concurrency key kept as they are
 
 
 def event_of(change: Change) -> str:
@@ -61,7 +71,7 @@ class Enqueuer:
             return
         if ctx.job is not None:  # a newer claim of the job refuses it: nothing is kept
             await settle(storage.jobs, ctx.job.end("done", self.interpreter.clock(), ctx.run_id))
-        jobs = [self.stamped(job, ctx.trace) for job in ctx.jobs]
+        jobs = [await self.keyed(self.stamped(job, ctx.trace), ctx) for job in ctx.jobs]
         if ctx.source != "trigger" and self.by_type:
             for index, change in enumerate(ctx.changes):
                 if index % 100 == 99:
@@ -74,6 +84,39 @@ class Enqueuer:
             await storage.jobs.enqueue(jobs, self.bound)
             ctx.jobs.clear()
 
+    def target(self, job: Job) -> Workflow | None:
+        """The API workflow or custom event a scheduled job runs (None: gone, or not one)."""
+        if job.source != "schedule":
+            return None
+        registry = self.interpreter.registry
+        return (registry.events if job.data.get("event") else registry.workflows).get(
+            job.workflow)
+
+    async def keyed(self, job: Job, ctx: RunContext) -> Job:
+        """A scheduled job of a workflow with `concurrency`, with its key and limit."""
+        target = self.target(job)
+        if target is None or target.concurrency is None or job.flow_key is not None:
+            return job
+        try:
+            params = target.coerce(dict(job.data.get("params") or {}))
+            value = await self.interpreter.evaluate(
+                target.concurrency.key, self.interpreter.scope(ctx, params, None))
+        except GatewayError as exc:
+            raise InvalidDataError(
+                f"the concurrency key of '{job.workflow}' could not be made from the job's "
+                f"params: {exc.message}") from exc
+        except Exception as exc:  # noqa: BLE001 - a template's own error, said plainly
+            raise InvalidDataError(
+                f"the concurrency key of '{job.workflow}' could not be made from the job's "
+                f"params: {type(exc).__name__}: {exc}") from exc
+        key = value if isinstance(value, str) else "" if value is None else dumps_lenient(value)
+        if not key.strip():
+            raise InvalidDataError(
+                f"the concurrency key of '{job.workflow}' is empty for the job's params: "
+                "a job needs a key (give every job one, e.g. a default in the template)")
+        return replace(job, flow_key=f"{job.workflow}:{bounded_key(key)}",
+                       flow_limit=target.concurrency.limit)
+
     def stamped(self, job: Job, trace: str | None) -> Job:
         """A scheduled job with the version of the definition it was scheduled under (the
         run's registry's), which its run compares with the one it runs; and, when the run
@@ -82,9 +125,7 @@ class Enqueuer:
             job = replace(job, data={**job.data, "trace": trace})
         if job.source != "schedule" or "version" in job.data:
             return job
-        registry = self.interpreter.registry
-        target = (registry.events if job.data.get("event") else registry.workflows).get(
-            job.workflow)
+        target = self.target(job)
         if target is None or not target.version:
             return job
         return replace(job, data={**job.data, "version": target.version})
@@ -109,6 +150,15 @@ class Enqueuer:
                        "depth": ctx.schedule_depth, "by_run": ctx.run_id, "type": change.type,
                        "before": roundtrip(change.before), "after": roundtrip(change.after),
                        **({} if ctx.trace is None else {"trace": ctx.trace})})
+
+
+def bounded_key(key: str) -> str:
+    """A rendered key as stored: as it is up to `MAX_KEY` characters; longer, its start
+    and a hash of the whole (two long keys that differ anywhere stay two keys)."""
+    if len(key) <= MAX_KEY:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{key[:MAX_KEY - 33]}#{digest}"
 
 
 def names(before: Any, after: Any) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """What a list of jobs shows of each (`gateway jobs list`, the console's jobs page): the
-label of what it runs, who scheduled it and its parameters, cut short."""
+label of what it runs, who scheduled it, its parameters, cut short, and its concurrency key
+(what a pending job past its due time waits for)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def params_text(job: Job, hidden: frozenset[str] = frozenset(),
         return ""
     text = dumps_lenient(redact(params, hidden) if hidden else params)
     return text if len(text) <= most else text[:most - 1] + "…"
+
+
+def key_text(job: Job, most: int = PARAMS_SHOWN) -> str:
+    """A job's concurrency key as its workflow's template made it (without the workflow's
+    name the store prefixes it with) and its limit, cut short; '' if it has none."""
+    if job.flow_key is None:
+        return ""
+    key = job.flow_key.removeprefix(f"{job.workflow}:")
+    key = key if len(key) <= most else key[:most - 1] + "…"
+    return f"{key} (limit {job.flow_limit})"

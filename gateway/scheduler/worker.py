@@ -92,6 +92,10 @@ class Scheduler:
         self.ended: collections.Counter[str] = collections.Counter()
         self.lag: float | None = None
         self._failures = 0  # claims that failed in a row (the database is away)
+        # Set when a job with a concurrency key ended here: its key has room again, and the
+        # jobs waiting for it are claimed at once (other instances hear of it from the
+        # database, PostgreSQL's notification).
+        self._freed = asyncio.Event()
 
     def use(self, interpreter: Interpreter) -> None:
         """Run jobs with a reloaded config's interpreter from now on (the `scheduler:`
@@ -170,18 +174,20 @@ class Scheduler:
             waiters: list[asyncio.Future[Any]] = [stopper, *self.running.values()]
         else:
             helpers.append(asyncio.ensure_future(self.storage.jobs.wait(timeout)))
+            helpers.append(asyncio.ensure_future(self._freed.wait()))
             waiters = helpers
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for helper in helpers:
                 helper.cancel()
+            self._freed.clear()
 
     async def _until_next_due(self) -> float:
         """Seconds until the next pending job is due, at most a poll interval: a job due
         in 30 ms starts in about 30 ms, not at the next poll."""
         try:
-            due = await self.storage.jobs.next_due()
+            due = await self.storage.jobs.next_due(self.clock())
         except GatewayError:
             return self.poll
         if due is None:
@@ -236,6 +242,8 @@ class Scheduler:
             if self.running.get(job.id) is asyncio.current_task():
                 del self.running[job.id]
                 self._ended.discard(job.id)
+            if job.flow_key is not None:  # its end is written: its key has room again
+                self._freed.set()
 
     async def execute(self, job: Job) -> None:
         """Run one claimed job and record how it ended; a recurring event's tick that was

@@ -1,6 +1,7 @@
 """Jobs benchmark: throughput, start lag and memory of `gateway worker` processes.
 
     python tests/bench/jobs_bench.py [--jobs 10000] [--lag-jobs 1000] [--rate 100]
+                                     [--keys N [--key-limit 1]]
     GATEWAY_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
         python tests/bench/jobs_bench.py
 
@@ -13,6 +14,10 @@ Lag: `--lag-jobs` jobs due one after the other at `--rate` per second (below wha
 runs, so the queue is not saturated), enqueued before any is due. A job's lag is the time
 between when it was due (`run.scheduled_at`) and when its run started (the record it
 creates holds both). Peak RSS is each worker's `VmHWM` at the end of a run.
+
+With `--keys N`, every job of the throughput runs carries a concurrency key (`mark:<n mod
+N>`, at most `--key-limit` running at once per key), as a workflow's `concurrency` gives
+it: `--keys` as large as `--jobs` measures what keyed claiming costs when no key is full.
 """
 
 from __future__ import annotations
@@ -63,9 +68,11 @@ steps:
 """
 
 
-def job(n: int, due: datetime) -> Job:
+def job(n: int, due: datetime, keys: int = 0, key_limit: int = 1) -> Job:
     return Job(new_id(due), "mark", "schedule", due,
-               data={"params": {"n": n}, "identity": {"kind": "admin", "user_id": None}})
+               data={"params": {"n": n}, "identity": {"kind": "admin", "user_id": None}},
+               flow_key=f"mark:{n % keys}" if keys else None,
+               flow_limit=key_limit if keys else None)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -107,7 +114,8 @@ async def wait_done(storage: Storage, total: int, timeout: float = 900) -> None:
         await asyncio.sleep(0.05)
 
 
-async def throughput(config: Path, url: str, workers: int, jobs: int) -> dict[str, float]:
+async def throughput(config: Path, url: str, workers: int, jobs: int, keys: int = 0,
+                     key_limit: int = 1) -> dict[str, float]:
     storage = open_storage(url)
     await storage.open(list(load([config]).data_types.values()))
     try:
@@ -115,8 +123,8 @@ async def throughput(config: Path, url: str, workers: int, jobs: int) -> dict[st
         running = Workers(config, url, workers)
         now = datetime.now(UTC)
         for start in range(0, jobs, 10_000):
-            await storage.jobs.enqueue([job(n, now) for n in range(start,
-                                                                   min(start + 10_000, jobs))])
+            await storage.jobs.enqueue([job(n, now, keys, key_limit)
+                                        for n in range(start, min(start + 10_000, jobs))])
         await asyncio.sleep(2)  # let the workers start (they import, migrate, listen)
         started = time.perf_counter()
         await storage.jobs.resume(None)
@@ -168,7 +176,13 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--lag-jobs", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--keys", type=int, default=0,
+                        help="concurrency keys over the throughput runs' jobs (0: none)")
+    parser.add_argument("--key-limit", type=int, default=1)
     args = parser.parse_args()
+    keyed = (args.keys, args.key_limit)
+    load_text = f"{args.jobs} due at once" + (
+        f", {args.keys} keys (limit {args.key_limit})" if args.keys else "")
     folder = Path(tempfile.mkdtemp(prefix="gateway-jobs-bench-"))
     config = folder / "workflows.d"
     config.mkdir()
@@ -178,8 +192,8 @@ async def main() -> None:
     def sqlite_url(tag: str) -> str:
         return f"sqlite:///{folder / f'{tag}.db'}"
 
-    result = await throughput(config, sqlite_url("throughput"), 1, args.jobs)
-    rows.append(("SQLite", "1 worker", f"{args.jobs} due at once", result))
+    result = await throughput(config, sqlite_url("throughput"), 1, args.jobs, *keyed)
+    rows.append(("SQLite", "1 worker", load_text, result))
     result = await lag(config, sqlite_url("lag"), args.lag_jobs, args.rate)
     rows.append(("SQLite", "1 worker", f"lag at {args.rate:g}/s", result))
     base = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
@@ -187,11 +201,10 @@ async def main() -> None:
         for workers in (1, 2):
             name, url = fresh_postgres(base)
             try:
-                result = await throughput(config, url, workers, args.jobs)
+                result = await throughput(config, url, workers, args.jobs, *keyed)
             finally:
                 drop_postgres(base, name)
-            rows.append(("PostgreSQL", f"{workers} worker(s)", f"{args.jobs} due at once",
-                         result))
+            rows.append(("PostgreSQL", f"{workers} worker(s)", load_text, result))
         name, url = fresh_postgres(base)
         try:
             result = await lag(config, url, args.lag_jobs, args.rate)

@@ -37,6 +37,27 @@ steps:
   - action: log
     message: "welcome {{ params.name }}"
 ---
+kind: api_workflow
+name: sync
+auth: admin
+params:
+  name: {type: text}
+concurrency: {key: "acct-{{ params.name }}", limit: 2}
+steps:
+  - action: log
+    message: "sync {{ params.name }}"
+---
+kind: api_workflow
+name: schedule-sync
+auth: none
+params:
+  name: {type: text}
+steps:
+  - action: schedule_workflow
+    workflow: sync
+    delay: 1h
+    params: {name: "{{ params.name }}"}
+---
 kind: recurring_event
 name: nightly
 cron: "0 3 * * *"
@@ -128,3 +149,20 @@ def test_validate_verbose_prints_the_next_three_fire_times(config: Path) -> None
     line = result.output.splitlines()[-1]
     assert line.startswith("recurring nightly (cron '0 3 * * *' Europe/Paris): next ")
     assert line.count("03:00 CE") == 3
+
+
+def test_jobs_list_shows_a_keyed_job_s_key(config: Path, storage_url: str) -> None:
+    where = ("--config", str(config), "--database", storage_url)
+    for name in ("Bo", "Ada\x1b[31m" + "z" * 5_000):
+        assert invoke("run", "schedule-sync", "-p", f"name={name}", *where).exit_code == 0
+    listed = invoke("jobs", "list", "--workflow", "sync", *where).stdout
+    lines = [line for line in listed.splitlines() if "  sync  " in line]
+    assert len(lines) == 2 and "\x1b" not in listed
+    assert any(line.endswith("  key acct-Bo (limit 2)") for line in lines)
+    assert all(len(line) < 600 for line in lines)  # a huge key cut short
+    as_json = [row for line in invoke("jobs", "list", "--json", "--workflow", "sync",
+                                      *where).stdout.splitlines()
+               if (row := json.loads(line)).get("workflow") == "sync"]
+    assert len(as_json) == 2
+    assert {row["flow_key"] for row in as_json} >= {"sync:acct-Bo"}
+    assert {row["flow_limit"] for row in as_json} == {2}

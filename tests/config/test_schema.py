@@ -164,6 +164,7 @@ verify: {scheme: hmac, secret: "{{ secrets.STRIPE_WEBHOOK_SECRET }}", tolerance:
          timestamp_header: X-Timestamp}
 idempotency: {key: "{{ params.email }}", ttl: 24h}
 rate_limit: {requests: 100, per: 1m, by: ip}
+concurrency: {key: "{{ params.email }}", limit: 2}
 steps:
   - {id: values, action: set, values: {a: 1}, description: named values}
   - id: lead

@@ -23,7 +23,8 @@ def job_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> 
     return Job(id=row[0], workflow=row[1], source=row[2], status=row[3], due_at=due,
                attempt=row[5], lease_until=when(row[6]), worker=row[7], unique_key=row[8],
                subject=row[9], created_at=when(row[10]), finished_at=when(row[11]),
-               run_id=row[12], error=row[13], claims=row[15],
+               run_id=row[12], error=row[13], claims=row[15], flow_key=row[16],
+               flow_limit=row[17],
                data=codec_loads(data) if isinstance(data, (str, bytes)) else data)
 
 

@@ -41,6 +41,10 @@ class Job:
     # Every claim of the job so far, never reset (`attempt` is, by a retry; a release takes
     # a claim back): which claim a run was started by (see `JobStore.settle`).
     claims: int = 0
+    # Its concurrency key (its workflow's name and its rendered `concurrency.key`) and the
+    # most jobs of that key that may run at once (`flow_limit`); None: no key.
+    flow_key: str | None = None
+    flow_limit: int | None = None
 
 
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
@@ -118,7 +122,9 @@ class JobStore(Protocol):
     # lock orders the two, so that no run waits on another) is cancelled, not run.
     async def current_series(self, workflow: str, subject: str) -> str | None: ...
     # Up to `limit` due jobs (and jobs whose lease expired), now `running` for `worker`
-    # until `lease_until`, their `attempt` counted; never a paused workflow's.
+    # until `lease_until`, their `attempt` counted; never a paused workflow's, and a job with
+    # a `flow_key` only while fewer than its `flow_limit` jobs of that key are running (on
+    # every instance: keyed claims are serialized).
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]: ...
     async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None: ...
@@ -156,7 +162,8 @@ class JobStore(Protocol):
     async def pause(self, workflow: str | None, at: datetime) -> None: ...
     async def resume(self, workflow: str | None) -> None: ...
     async def paused(self) -> list[str]: ...
-    # When the next pending job (of a workflow not paused) is due; None when none is.
-    async def next_due(self) -> datetime | None: ...
+    # When the next pending job (of a workflow not paused) is due; None when none is. With
+    # `now`, keyed jobs due by then are left out: they wait for their key, not their time.
+    async def next_due(self, now: datetime | None = None) -> datetime | None: ...
     # Wait until jobs were enqueued (on this instance, or any on PostgreSQL) or `timeout`.
     async def wait(self, timeout: float) -> None: ...

@@ -30,6 +30,7 @@ Q = queries("postgresql")
 LISTEN_RETRY_SECONDS = 5.0
 ENQUEUE_CHUNK = 1000  # jobs per statement
 COMPACT_ROWS = 1000  # a tally longer than this is folded by the enqueue that finds it
+KEYED_WINDOW = 500  # due keyed jobs a keyed claim ranks (see `claim_keyed_jobs`)
 log = logging.getLogger("gateway.storage")
 
 
@@ -39,7 +40,8 @@ def _when(value: Any) -> datetime | None:
 
 def _row(job: Job) -> tuple[Any, ...]:
     return (job.id, job.workflow, job.source, job.due_at, job.unique_key, job.subject,
-            job.created_at or job.due_at, dumps(dict(job.data)), series_of(job))
+            job.created_at or job.due_at, dumps(dict(job.data)), series_of(job), job.flow_key,
+            job.flow_limit)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -129,9 +131,19 @@ class PostgresJobs:
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
-        rows = await self._db.fetch(Q["claim_jobs"], {
-            "now": now, "limit": limit, "lease": lease_until, "worker": worker})
-        return sorted((job_from_row(row, _when) for row in rows), key=lambda j: j.due_at)
+        params = {"now": now, "limit": limit, "lease": lease_until, "worker": worker}
+        rows = await self._db.fetch(Q["claim_jobs"], params)
+        jobs = [job_from_row(row, _when) for row in rows if row[0] is not None]
+        if rows and rows[0][-1] and len(jobs) < limit:  # keyed jobs are due: the room left
+            params["limit"], params["window"] = limit - len(jobs), KEYED_WINDOW
+
+            async def keyed(conn: Conn) -> list[Any]:
+                await conn.execute(Q["lock_keyed_claims"].encode())
+                cursor = await conn.execute(Q["claim_keyed_jobs"].encode(), params)
+                return await cursor.fetchall()
+
+            jobs += [job_from_row(row, _when) for row in await self._db.alone(keyed)]
+        return sorted(jobs, key=lambda j: j.due_at)
 
     async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None:
         if ids:
@@ -222,8 +234,8 @@ class PostgresJobs:
     async def paused(self) -> list[str]:
         return [row[0] for row in await self._db.fetch(Q["paused"])]
 
-    async def next_due(self) -> datetime | None:
-        rows = await self._db.fetch(Q["next_due"])
+    async def next_due(self, now: datetime | None = None) -> datetime | None:
+        rows = await self._db.fetch(Q["next_due"], {"now": now})
         return _when(rows[0][0]) if rows else None
 
     async def wait(self, timeout: float) -> None:

@@ -25,6 +25,7 @@ from gateway.storage.sqlite.connector import SqliteConnector
 Q = queries("sqlite")
 # Ids per statement of an `IN (…)` list: well under SQLite's limit on variables.
 CHUNK = 500
+KEYED_WINDOW = 500  # due keyed jobs a keyed claim ranks (see `claim_keyed_jobs`)
 
 
 def _when(value: Any) -> datetime | None:
@@ -38,7 +39,7 @@ def _placeholders(count: int) -> str:
 def _row(job: Job) -> tuple[Any, ...]:
     created = job.created_at or job.due_at
     return (job.id, job.workflow, job.source, iso(job.due_at), job.unique_key, job.subject,
-            iso(created), dumps(dict(job.data)), series_of(job))
+            iso(created), dumps(dict(job.data)), series_of(job), job.flow_key, job.flow_limit)
 
 
 def _insert(conn: sqlite3.Connection,
@@ -110,8 +111,16 @@ class SqliteJobs:
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
         params = (iso(lease_until), worker, iso(now), iso(now), limit)
-        rows = await self._db.write(
-            lambda conn: conn.execute(Q["claim_jobs"], params).fetchall())
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            rows = conn.execute(Q["claim_jobs"], params).fetchall()
+            if len(rows) < limit and conn.execute(Q["keyed_due"], (iso(now),)).fetchone()[0]:
+                rows += conn.execute(Q["claim_keyed_jobs"], {
+                    "lease": iso(lease_until), "worker": worker, "now": iso(now),
+                    "window": KEYED_WINDOW, "limit": limit - len(rows)}).fetchall()
+            return rows
+
+        rows = await self._db.write(work)
         return sorted((job_from_row(row, _when) for row in rows), key=lambda j: j.due_at)
 
     async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None:
@@ -198,8 +207,9 @@ class SqliteJobs:
     async def paused(self) -> list[str]:
         return [row[0] for row in await self._db.fetch(Q["paused"], ())]
 
-    async def next_due(self) -> datetime | None:
-        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"]).fetchall())
+    async def next_due(self, now: datetime | None = None) -> datetime | None:
+        at = iso(now) if now is not None else None
+        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"], (at,)).fetchall())
         return _when(rows[0][0]) if rows else None
 
     async def wait(self, timeout: float) -> None:

@@ -299,11 +299,13 @@ DELETE FROM gateway_rate_limits WHERE expires_at <= %s;
 -- reads it; one written while its series is being replaced is cancelled by the worker that
 -- claims it (`current_series`; 0009_job_series.sql).
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
-                          created_at, data)
-SELECT id, workflow, source, 'pending', due_at, 0, unique_key, subject, created_at, data
+                          created_at, data, flow_key, flow_limit)
+SELECT id, workflow, source, 'pending', due_at, 0, unique_key, subject, created_at, data,
+       flow_key, flow_limit
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[],
-            %s::timestamptz[], %s::jsonb[], %s::text[])
-    AS job (id, workflow, source, due_at, unique_key, subject, created_at, data, series)
+            %s::timestamptz[], %s::jsonb[], %s::text[], %s::text[], %s::integer[])
+    AS job (id, workflow, source, due_at, unique_key, subject, created_at, data, series,
+            flow_key, flow_limit)
 WHERE job.series IS NULL OR EXISTS (
     SELECT 1 FROM gateway_series s
     WHERE s.workflow = job.workflow AND s.subject = job.subject AND s.series = job.series)
@@ -362,11 +364,14 @@ ON CONFLICT (workflow, subject) DO UPDATE SET series = excluded.series;
 DELETE FROM gateway_series WHERE workflow = %s AND subject = %s;
 
 -- name: claim_jobs
--- The due jobs (and those whose lease expired), oldest due first, locked by this statement
--- and skipped by every other worker's; paused workflows are left alone.
+-- The due jobs without a concurrency key (and those whose lease expired), oldest due first,
+-- locked by this statement and skipped by every other worker's; paused workflows are left
+-- alone. Every row says too whether a keyed job is due (`keyed`; one row of nulls when
+-- none was claimed): then `claim_keyed_jobs` claims what room is left. A keyed job whose
+-- lease expired is claimed here: its key's running jobs stay as many.
 WITH due AS (
     SELECT id, due_at FROM gateway_jobs
-    WHERE status = 'pending' AND due_at <= %(now)s
+    WHERE status = 'pending' AND due_at <= %(now)s AND flow_key IS NULL
       AND NOT EXISTS (SELECT 1 FROM gateway_paused p
                       WHERE p.workflow IN ('*', gateway_jobs.workflow))
     ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
@@ -378,15 +383,65 @@ WITH due AS (
     LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ), next AS (
     SELECT id, due_at FROM due UNION ALL SELECT id, due_at FROM expired
+), claimed AS (
+    UPDATE gateway_jobs j
+    SET status = 'running', attempt = j.attempt + 1, claims = j.claims + 1,
+        lease_until = %(lease)s, worker = %(worker)s
+    FROM (SELECT id FROM next ORDER BY due_at LIMIT %(limit)s) n
+    WHERE j.id = n.id
+    RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until,
+              j.worker, j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id,
+              j.error, j.data, j.claims, j.flow_key, j.flow_limit
+)
+SELECT c.*, EXISTS (SELECT 1 FROM gateway_jobs
+                    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s)
+FROM (SELECT 1) AS one LEFT JOIN claimed c ON true;
+
+-- name: lock_keyed_claims
+-- Keyed claims one at a time, across every instance: taken first in the claim's own
+-- transaction, so that the claim's snapshot (the next statement's) sees every keyed claim
+-- before it committed. Claims of jobs without a key never take it.
+SELECT pg_advisory_xact_lock(7245623012);
+
+-- name: claim_keyed_jobs
+-- The due keyed jobs that their keys have room for, oldest due first: the first
+-- `window` due keyed jobs (gateway_jobs_flow_pending) ranked within their key, a job taken
+-- only while its rank is within its limit less its key's running jobs, so that one claim
+-- never takes more than the room left. Run after `lock_keyed_claims`. A key whose older
+-- jobs wait beyond the window waits for them (a backlog of one key longer than the window
+-- holds back the keys behind it until it shrinks).
+WITH due AS (
+    SELECT id, due_at, flow_key, flow_limit FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p
+                      WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    ORDER BY due_at LIMIT %(window)s
+), ranked AS (
+    SELECT id, due_at, flow_key, flow_limit,
+           row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
+    FROM due
+), busy AS (
+    SELECT flow_key, count(*) AS running FROM gateway_jobs
+    WHERE status = 'running' AND flow_key IS NOT NULL
+      AND flow_key IN (SELECT flow_key FROM due)
+    GROUP BY flow_key
+), chosen AS (
+    SELECT r.id FROM ranked r LEFT JOIN busy b ON b.flow_key = r.flow_key
+    WHERE r.place <= r.flow_limit - coalesce(b.running, 0)
+    ORDER BY r.due_at, r.id LIMIT %(limit)s
+), locked AS (
+    SELECT id FROM gateway_jobs
+    WHERE id IN (SELECT id FROM chosen) AND status = 'pending'
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE gateway_jobs j
 SET status = 'running', attempt = j.attempt + 1, claims = j.claims + 1, lease_until = %(lease)s,
     worker = %(worker)s
-FROM (SELECT id FROM next ORDER BY due_at LIMIT %(limit)s) n
+FROM locked n
 WHERE j.id = n.id
 RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until, j.worker,
           j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id, j.error, j.data,
-          j.claims;
+          j.claims, j.flow_key, j.flow_limit;
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's
@@ -430,12 +485,12 @@ WHERE status = 'running' AND worker = %s AND id = ANY(%s);
 
 -- name: get_job
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs WHERE id = %s;
 
 -- name: list_jobs
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
@@ -448,14 +503,14 @@ WHERE id = %s AND status IN ('failed', 'cancelled');
 
 -- name: last_tick
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs WHERE workflow = %s AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
 -- name: series_ticks
 -- Pending ticks of per-record events after (due_at, id), soonest first.
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
 WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL
   AND (due_at, id) > (%s, %s)
@@ -474,8 +529,11 @@ DELETE FROM gateway_paused;
 SELECT workflow FROM gateway_paused ORDER BY workflow;
 
 -- name: next_due
+-- A keyed job due by `now` waits for its key, not for its time: left out (the end of a
+-- job of its key wakes the workers: gateway_jobs_flow_freed).
 SELECT min(due_at) FROM gateway_jobs
 WHERE status = 'pending'
+  AND (flow_key IS NULL OR %(now)s::timestamptz IS NULL OR due_at > %(now)s)
   AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
 
 -- name: page_runs
@@ -574,7 +632,7 @@ FROM unnest(%(names)s::text[]) AS name;
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (`before_at`, `before_id`).
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)

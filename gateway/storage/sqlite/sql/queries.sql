@@ -274,8 +274,8 @@ DELETE FROM gateway_rate_limits WHERE expires_at <= ?;
 -- A tick of a per-record series (?9, its series) only while its series is its record's
 -- current one (0011_job_series.sql).
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
-                          created_at, data)
-SELECT ?1, ?2, ?3, 'pending', ?4, 0, ?5, ?6, ?7, ?8
+                          created_at, data, flow_key, flow_limit)
+SELECT ?1, ?2, ?3, 'pending', ?4, 0, ?5, ?6, ?7, ?8, ?10, ?11
 WHERE ?9 IS NULL OR EXISTS (SELECT 1 FROM gateway_series
                             WHERE workflow = ?2 AND subject = ?6 AND series = ?9)
 ON CONFLICT (unique_key) DO NOTHING;
@@ -314,13 +314,15 @@ ON CONFLICT (workflow, subject) DO UPDATE SET series = excluded.series;
 DELETE FROM gateway_series WHERE workflow = ? AND subject = ?;
 
 -- name: claim_jobs
--- One statement, run by the writer: the due jobs (and those whose lease expired) become
--- this worker's, oldest due first, leaving paused workflows alone.
+-- One statement, run by the writer: the due jobs without a concurrency key (and those whose
+-- lease expired) become this worker's, oldest due first, leaving paused workflows alone.
+-- Keyed jobs are `claim_keyed_jobs`'s (a keyed job whose lease expired is claimed here: its
+-- key's running jobs stay as many).
 UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
                         lease_until = ?, worker = ?
 WHERE id IN (
     SELECT id FROM gateway_jobs
-    WHERE status = 'pending' AND due_at <= ?
+    WHERE status = 'pending' AND due_at <= ? AND flow_key IS NULL
       AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
     UNION ALL
     SELECT id FROM gateway_jobs
@@ -329,7 +331,43 @@ WHERE id IN (
     LIMIT ?
 )
 RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-          subject, created_at, finished_at, run_id, error, data, claims;
+          subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit;
+
+-- name: keyed_due
+-- Whether a keyed job is due (gateway_jobs_flow_pending).
+SELECT EXISTS (SELECT 1 FROM gateway_jobs
+               WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= ?);
+
+-- name: claim_keyed_jobs
+-- In the writer's transaction, after `claim_jobs` (the writer serializes claims, and a
+-- write transaction on the file those of other processes): the due keyed jobs that their
+-- keys have room for, oldest due first. The first :window due keyed jobs are ranked within
+-- their key, a job taken only while its rank is within its limit less its key's running
+-- jobs, so that one claim never takes more than the room left. A backlog of one key longer
+-- than the window holds back the keys behind it until it shrinks.
+WITH due AS (
+    SELECT id, due_at, flow_key, flow_limit FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p
+                      WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    ORDER BY due_at LIMIT :window
+), busy AS (
+    SELECT flow_key, count(*) AS running FROM gateway_jobs
+    WHERE status = 'running' AND flow_key IS NOT NULL GROUP BY flow_key
+)
+UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
+                        lease_until = :lease, worker = :worker
+WHERE id IN (
+    SELECT r.id FROM (
+        SELECT id, due_at, flow_key, flow_limit,
+               row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
+        FROM due
+    ) AS r LEFT JOIN busy b ON b.flow_key = r.flow_key
+    WHERE r.place <= r.flow_limit - coalesce(b.running, 0)
+    ORDER BY r.due_at, r.id LIMIT :limit
+)
+RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
+          subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit;
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.
@@ -359,12 +397,12 @@ WHERE status = 'running' AND worker = ? AND id IN ({ids});
 
 -- name: get_job
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs WHERE id = ?;
 
 -- name: list_jobs
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
 WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow = ?)
 ORDER BY due_at DESC, id DESC LIMIT ?;
@@ -376,16 +414,16 @@ WHERE id = ? AND status IN ('failed', 'cancelled');
 
 -- name: last_tick
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs WHERE workflow = ? AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
 -- name: series_ticks
 -- Pending ticks of per-record events after (?1, ?2), soonest first: the pending index's order.
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
-WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL
+WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL AND flow_key IS NULL
   AND (due_at > ?1 OR (due_at = ?1 AND id > ?2))
 ORDER BY due_at, id LIMIT ?3;
 
@@ -402,9 +440,18 @@ DELETE FROM gateway_paused;
 SELECT workflow FROM gateway_paused ORDER BY workflow;
 
 -- name: next_due
-SELECT min(due_at) FROM gateway_jobs
-WHERE status = 'pending'
-  AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow));
+-- A keyed job due by ?1 waits for its key, not for its time: left out (the end of a job
+-- of its key wakes the workers).
+-- One pending index each (gateway_jobs_pending: without a key; gateway_jobs_flow_pending).
+SELECT min(due) FROM (
+    SELECT min(due_at) AS due FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NULL
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
+    UNION ALL
+    SELECT min(due_at) FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND (?1 IS NULL OR due_at > ?1)
+      AND NOT EXISTS (SELECT 1 FROM gateway_paused p WHERE p.workflow IN ('*', gateway_jobs.workflow))
+);
 
 -- name: page_runs
 -- `list_runs` for the console, without a text (`search_runs` searches): one page older
@@ -495,7 +542,7 @@ FROM json_each(?1) AS names;
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (due_at, id) (?4, ?5).
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
 FROM gateway_jobs
 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
   AND (?4 IS NULL OR (due_at <= ?4 AND (due_at < ?4 OR id < ?5)))
