@@ -1,18 +1,20 @@
 """What an API workflow or a database trigger says about its whole run: its `timezone` (an
 IANA name, checked here, or a template over what starts the run), for an API workflow,
 its `error_redirect` (a URL the settings allow, checked here when it is no template), and
-for an API workflow or a custom event run as a job its `concurrency` (a key template over
-`params`)."""
+for an API workflow or a custom event its flow control (`concurrency`, `throttle`,
+`debounce`, `singleton`: key templates over `params`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Protocol
 
 from gateway.actions.redirects import check_target
 from gateway.config.source import DocumentKind
 from gateway.runtime.action_spec import StepCheck
-from gateway.runtime.model import Concurrency
+from gateway.core.settings import parse_duration
+from gateway.runtime.model import Concurrency, Debounce, Flow, Throttle
 from gateway.templates import templating
 from gateway.templates.environment import zone_named
 from gateway.templates.templating import Compiled
@@ -58,14 +60,40 @@ def error_redirect_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
     return templating.constant(value)
 
 
-def concurrency_of(site: Site, data: Mapping[str, Any]) -> Concurrency | None:
-    """An API workflow's or custom event's `concurrency` (the schema checked its shape)."""
-    value = data.get("concurrency")
-    if not isinstance(value, Mapping) or site.kind not in (DocumentKind.API_WORKFLOW,
-                                                           DocumentKind.CUSTOM_EVENT):
+def flow_of(site: Site, data: Mapping[str, Any]) -> Flow | None:
+    """An API workflow's or custom event's flow control (the schema checked its shapes);
+    None when it declares none."""
+    if site.kind not in (DocumentKind.API_WORKFLOW, DocumentKind.CUSTOM_EVENT):
         return None
-    key, limit = value.get("key"), value.get("limit", 1)
-    if not isinstance(key, str):
-        return None
-    return Concurrency(site.leaf_with(KEY_NAMES, "/concurrency/key", key),
-                       limit if isinstance(limit, int) and limit >= 1 else 1)
+    concurrency, throttle = data.get("concurrency"), data.get("throttle")
+    debounce, singleton = data.get("debounce"), data.get("singleton")
+    flow = Flow(
+        concurrency=Concurrency(_key(site, "concurrency", concurrency),
+                                _count(concurrency.get("limit", 1)),
+                                _duration(concurrency.get("max_wait")))
+        if _keyed(concurrency) else None,
+        throttle=Throttle(_key(site, "throttle", throttle), _count(throttle.get("limit")),
+                          _duration(throttle.get("per")) or timedelta(seconds=1),
+                          _duration(throttle.get("max_wait")))
+        if _keyed(throttle) else None,
+        debounce=Debounce(_key(site, "debounce", debounce),
+                          _duration(debounce.get("period")) or timedelta(0))
+        if _keyed(debounce) else None,
+        singleton=_key(site, "singleton", singleton) if _keyed(singleton) else None)
+    return None if flow == Flow() else flow
+
+
+def _keyed(value: Any) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get("key"), str)
+
+
+def _key(site: Site, name: str, value: Mapping[str, Any]) -> Compiled:
+    return site.leaf_with(KEY_NAMES, f"/{name}/key", value["key"])
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _duration(value: Any) -> timedelta | None:
+    return parse_duration(value) if isinstance(value, str) else None

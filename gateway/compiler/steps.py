@@ -15,7 +15,7 @@ from jinja2 import TemplateSyntaxError
 from gateway.actions import ACTIONS
 from gateway.compiler.data_types import check_value
 from gateway.compiler.option_sets import check_attributes
-from gateway.compiler.run_options import concurrency_of, error_redirect_of, timezone_of
+from gateway.compiler.run_options import error_redirect_of, flow_of, timezone_of
 from gateway.compiler.shapes import reply_shapes
 from gateway.compiler.units import Unit
 from gateway.compiler.webhook_specs import build_hooks
@@ -142,7 +142,7 @@ def _workflow(c: Compiler, names: frozenset[str], name: str, unit: Unit) -> Work
         coerce=compile_coercer(name, unit.params), hooks=hooks,
         retry=retry_of(data.get("retry")), replies=reply_shapes(c, unit),
         version=definition_version(data), timezone=zone, error_redirect=error_redirect,
-        concurrency=concurrency_of(top, data))
+        flow=flow_of(top, data))
 
 
 def definition_version(data: Mapping[str, Any]) -> str:

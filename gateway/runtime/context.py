@@ -149,6 +149,9 @@ class RunContext:
     # The `traceparent` of the run's span, when tracing is on and kept the run's trace: in
     # the run log (its trace id), and in the jobs it schedules, whose runs link to it.
     trace: str | None = None
+    # What flow control did to the jobs the run scheduled (a job skipped by `singleton`,
+    # one written over the waiting job of its `debounce` key), said in the run log.
+    flow: list[str] = field(default_factory=list)
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""

@@ -90,6 +90,46 @@ class Concurrency:
 
     key: Compiled
     limit: int = 1
+    max_wait: timedelta | None = None  # an HTTP call's wait for room (None: 429 at once)
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """`throttle`: at most `limit` runs with the same key start per `per`, on every
+    instance; the others wait, pending, and start in order as the period frees room."""
+
+    key: Compiled
+    limit: int
+    per: timedelta
+    max_wait: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Debounce:
+    """`debounce`: jobs scheduled with the same key while one of them waits collapse into
+    it, which runs `period` after the last, with the last one's params."""
+
+    key: Compiled
+    period: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """An API workflow's or custom event's flow control: `concurrency`, `throttle`,
+    `debounce` and `singleton` (a key template: a job scheduled while another of its key
+    waits or runs is skipped). Every key is rendered over the job's params when it is
+    scheduled (`gateway.scheduler.enqueue`)."""
+
+    concurrency: Concurrency | None = None
+    throttle: Throttle | None = None
+    debounce: Debounce | None = None
+    singleton: Compiled | None = None
+
+    @property
+    def admits(self) -> bool:
+        """Whether an HTTP call to the workflow is admitted by a key (concurrency and
+        throttle are; debounce and singleton apply to jobs only)."""
+        return self.concurrency is not None or self.throttle is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +175,9 @@ class Workflow:
     timezone: Compiled | None = None
     # Its `error_redirect`: gives the URL a failed run redirects to (from `request`).
     error_redirect: Compiled | None = None
-    # Its `concurrency`: keys its jobs (`gateway.scheduler.enqueue`); None: no key.
-    concurrency: Concurrency | None = None
+    # Its flow control (`concurrency`, `throttle`, `debounce`, `singleton`): keys its jobs
+    # (`gateway.scheduler.enqueue`) and admits its HTTP calls; None: none.
+    flow: Flow | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class Reports:
             **({} if ctx.job is None or not ctx.job.remark else {"remark": ctx.job.remark}),
             **({} if ctx.client is None else {"client": ctx.client}),
             **({} if ctx.trace is None else {"trace_id": ctx.trace[3:35]}),
+            **({} if not ctx.flow else {"flow": redact(ctx.flow, hidden)}),
         })
 
     def log_failure(self, ctx: RunContext, workflow: Workflow, error: GatewayError,

@@ -17,17 +17,22 @@ The jobs are bounded there too: a run whose jobs would leave more pending than
 to, fails with 503 `TOO_MANY_JOBS` (a job's run is retried later), and its transaction rolls
 back whole: no job of it, and none of its record changes, is kept.
 
-A scheduled job of a workflow (or custom event) with `concurrency` gets its key here: the
-key template rendered with the job's parameters as its run will see them (coerced; a
-parameter of a data type is its id), prefixed with the workflow's name, so that the keys
-of two workflows never meet. A key longer than `MAX_KEY` characters keeps its start and a
-hash of the whole. A key that fails to render, or renders empty, fails the scheduling run
-(400 `INVALID_DATA`, nothing of it kept): a job without its key would run unguarded.
+A scheduled job of a workflow (or custom event) with flow control (`concurrency`,
+`throttle`, `debounce`, `singleton`) gets its keys here: each key template rendered with
+the job's parameters as its run will see them (coerced; a parameter of a data type is its
+id), prefixed with the workflow's name, so that the keys of two workflows never meet. A
+key longer than `MAX_KEY` characters keeps its start and a hash of the whole. A key that
+fails to render, or renders empty, fails the scheduling run (400 `INVALID_DATA`, nothing
+of it kept): a job without its key would run unguarded. A debounced job is due `period`
+after it was scheduled. The store skips a job whose singleton key is taken, and writes a
+debounced job over the one waiting with its key; the run log says so (`ctx.flow`), and
+`skips` counts them for /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 from dataclasses import replace
@@ -39,6 +44,7 @@ from gateway.core.ids import new_id
 from gateway.runtime.context import RunContext
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Trigger, Workflow
+from gateway.templates.templating import Compiled
 from gateway.scheduler.finish import settle
 from gateway.storage.contract import Change, Job, PendingBound
 
@@ -64,6 +70,9 @@ class Enqueuer:
         settings = interpreter.registry.settings
         self.bound = PendingBound(settings.max_pending_jobs,
                                   settings.max_pending_jobs_per_workflow)
+        # Jobs flow control kept from being written, by workflow and what kept them
+        # (`skipped`, `debounced`): what /metrics counts.
+        self.skips: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def __call__(self, ctx: RunContext) -> None:
         storage = self.interpreter.storage
@@ -81,8 +90,31 @@ class Enqueuer:
                             trigger, ctx, change):
                         jobs.append(self.trigger_job(trigger, ctx, change))
         if jobs:  # past the bound on pending jobs, the run fails and nothing of it is kept
-            await storage.jobs.enqueue(jobs, self.bound)
+            written = await storage.jobs.enqueue(jobs, self.bound)
+            if len(written) < len(jobs):
+                self.unwritten(ctx, jobs, set(written))
             ctx.jobs.clear()
+
+    def unwritten(self, ctx: RunContext, jobs: list[Job], written: set[str]) -> None:
+        """Say in the run log (`ctx.flow`) and count (`flow_skips`) the jobs flow control
+        kept from being written: skipped by `singleton`, or written over the waiting job
+        of their `debounce` key."""
+        said: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for job in jobs:
+            if job.id in written:
+                continue
+            if job.single_key is not None:
+                said[("skipped", job.workflow, job.single_key)] += 1
+            elif job.debounce_key is not None:
+                said[("debounced", job.workflow, job.debounce_key)] += 1
+        for (what, workflow, key), count in said.items():
+            self.skips[(workflow, what)] += count
+            jobs_said = "a job" if count == 1 else f"{count} jobs"
+            ctx.flow.append(
+                f"{jobs_said} of '{workflow}' skipped: a job with its singleton key "
+                f"{shown_key(key)} waits or runs" if what == "skipped" else
+                f"{jobs_said} of '{workflow}' debounced: the job waiting with its key "
+                f"{shown_key(key)} runs instead, with the latest params")
 
     def target(self, job: Job) -> Workflow | None:
         """The API workflow or custom event a scheduled job runs (None: gone, or not one)."""
@@ -93,29 +125,59 @@ class Enqueuer:
             job.workflow)
 
     async def keyed(self, job: Job, ctx: RunContext) -> Job:
-        """A scheduled job of a workflow with `concurrency`, with its key and limit."""
+        """A scheduled job of a workflow with flow control, with its keys: each rendered
+        over the job's params as its run will see them, prefixed with the workflow's name;
+        a debounced job is due `period` after its scheduling."""
         target = self.target(job)
-        if target is None or target.concurrency is None or job.flow_key is not None:
+        flow = None if target is None else target.flow
+        if target is None or flow is None or job.flow_key is not None:
             return job
+        params = await self.params_of(target, job)
+        scope = self.interpreter.scope(ctx, params, None)
+        keys: dict[str, Any] = {}
+        if flow.concurrency is not None:
+            keys.update(flow_key=await self.key(job, "concurrency", flow.concurrency.key, scope),
+                        flow_limit=flow.concurrency.limit)
+        if flow.throttle is not None:
+            throttle = await self.key(job, "throttle", flow.throttle.key, scope)
+            keys.update(throttle_key=throttle, throttle_limit=flow.throttle.limit,
+                        throttle_ms=max(1, int(flow.throttle.per.total_seconds() * 1000)))
+            keys.setdefault("flow_key", throttle)  # under flow control: claimed by its keys
+        if flow.debounce is not None:
+            keys.update(debounce_key=await self.key(job, "debounce", flow.debounce.key, scope),
+                        due_at=max(job.due_at, ctx.now + flow.debounce.period))
+        if flow.singleton is not None:
+            keys["single_key"] = await self.key(job, "singleton", flow.singleton, scope)
+        return replace(job, **keys)
+
+    async def params_of(self, target: Workflow, job: Job) -> dict[str, Any]:
         try:
-            params = target.coerce(dict(job.data.get("params") or {}))
-            value = await self.interpreter.evaluate(
-                target.concurrency.key, self.interpreter.scope(ctx, params, None))
+            return target.coerce(dict(job.data.get("params") or {}))
+        except GatewayError as exc:
+            raise InvalidDataError(f"the job's params do not fit '{job.workflow}', so its flow "
+                                   f"control keys could not be made: {exc.message}") from exc
+
+    async def key(self, job: Job, control: str, template: Compiled,
+                  scope: dict[str, Any]) -> str:
+        """One of a job's flow control keys, as stored: its workflow's name, then the
+        rendered template (`bounded_key`). One that fails or renders empty is refused (400
+        `INVALID_DATA`): a job without its key would run unguarded."""
+        try:
+            value = await self.interpreter.evaluate(template, scope)
         except GatewayError as exc:
             raise InvalidDataError(
-                f"the concurrency key of '{job.workflow}' could not be made from the job's "
+                f"the {control} key of '{job.workflow}' could not be made from the job's "
                 f"params: {exc.message}") from exc
         except Exception as exc:  # noqa: BLE001 - a template's own error, said plainly
             raise InvalidDataError(
-                f"the concurrency key of '{job.workflow}' could not be made from the job's "
+                f"the {control} key of '{job.workflow}' could not be made from the job's "
                 f"params: {type(exc).__name__}: {exc}") from exc
         key = value if isinstance(value, str) else "" if value is None else dumps_lenient(value)
         if not key.strip():
             raise InvalidDataError(
-                f"the concurrency key of '{job.workflow}' is empty for the job's params: "
+                f"the {control} key of '{job.workflow}' is empty for the job's params: "
                 "a job needs a key (give every job one, e.g. a default in the template)")
-        return replace(job, flow_key=f"{job.workflow}:{bounded_key(key)}",
-                       flow_limit=target.concurrency.limit)
+        return f"{job.workflow}:{bounded_key(key)}"
 
     def stamped(self, job: Job, trace: str | None) -> Job:
         """A scheduled job with the version of the definition it was scheduled under (the
@@ -159,6 +221,11 @@ def bounded_key(key: str) -> str:
         return key
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"{key[:MAX_KEY - 33]}#{digest}"
+
+
+def shown_key(key: str) -> str:
+    """A stored key as the run log says it: without its workflow's name, quoted."""
+    return repr(key.partition(":")[2][:80])
 
 
 def names(before: Any, after: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.encoding import loads as codec_loads
@@ -24,8 +24,24 @@ def job_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> 
                attempt=row[5], lease_until=when(row[6]), worker=row[7], unique_key=row[8],
                subject=row[9], created_at=when(row[10]), finished_at=when(row[11]),
                run_id=row[12], error=row[13], claims=row[15], flow_key=row[16],
-               flow_limit=row[17],
+               flow_limit=row[17], throttle_key=row[18], throttle_limit=row[19],
+               throttle_ms=row[20], debounce_key=row[21], single_key=row[22],
                data=codec_loads(data) if isinstance(data, (str, bytes)) else data)
+
+
+def epoch_ms(at: datetime) -> int:
+    """A time as whole milliseconds since the epoch: how a job's start is kept for its
+    throttle (`started_ms`), so that both backends compare it with plain arithmetic."""
+    return int(at.timestamp() * 1000)
+
+
+def sooner(due: datetime | None, opens_ms: Any) -> datetime | None:
+    """`next_due`'s answer: the next pending job's due time, or the moment a throttle that
+    a due job waits for opens (`opens_ms`, epoch milliseconds), whichever comes first."""
+    if opens_ms is None:
+        return due
+    opens = datetime.fromtimestamp(int(opens_ms) / 1000, UTC)
+    return opens if due is None else min(due, opens)
 
 
 def check_pending(bound: PendingBound, counts: Mapping[str, int], added: Iterable[str]) -> None:

@@ -45,6 +45,15 @@ class Job:
     # most jobs of that key that may run at once (`flow_limit`); None: no key.
     flow_key: str | None = None
     flow_limit: int | None = None
+    # Its throttle (at most `throttle_limit` jobs of `throttle_key` start per `throttle_ms`
+    # milliseconds), its debounce key and its singleton key (see `gateway.scheduler.enqueue`).
+    # A job under any flow control has a `flow_key`: its concurrency key, or else its
+    # throttle key with no `flow_limit`.
+    throttle_key: str | None = None
+    throttle_limit: int | None = None
+    throttle_ms: int | None = None
+    debounce_key: str | None = None
+    single_key: str | None = None
 
 
 JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
@@ -101,7 +110,10 @@ class JobStore(Protocol):
 
     # All in one transaction; a job whose `unique_key` exists already is left out, and so
     # is a tick of a per-record series (`series_of`) that is not its record's current one
-    # (`set_series`). Then the workers are woken. Returns the ids written. With a `bound`,
+    # (`set_series`), and so is a job whose `single_key` a job waiting or running holds; a
+    # job with a `debounce_key` that a job waiting unstarted holds is written over that job
+    # (its params, due time and keys) instead. Then the workers are woken. Returns the ids
+    # written (never one written over). With a `bound`,
     # `TooManyJobsError` is raised and nothing written when the jobs would leave more
     # pending than it allows (in all, or of a workflow they add to); checked in the
     # transaction, without counting jobs.
@@ -124,7 +136,8 @@ class JobStore(Protocol):
     # Up to `limit` due jobs (and jobs whose lease expired), now `running` for `worker`
     # until `lease_until`, their `attempt` counted; never a paused workflow's, and a job with
     # a `flow_key` only while fewer than its `flow_limit` jobs of that key are running (on
-    # every instance: keyed claims are serialized).
+    # every instance: keyed claims are serialized), and one with a `throttle_key` only while
+    # fewer than its `throttle_limit` of that key started in the last `throttle_ms`.
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]: ...
     async def renew(self, worker: str, ids: Sequence[str], lease_until: datetime) -> None: ...

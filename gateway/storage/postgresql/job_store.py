@@ -20,7 +20,7 @@ import psycopg
 
 from gateway.core.encoding import dumps
 from gateway.storage.common import transaction
-from gateway.storage.common.job_rows import Wake, check_pending, job_from_row
+from gateway.storage.common.job_rows import Wake, check_pending, epoch_ms, job_from_row, sooner
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
 from gateway.storage.contract.job_store import lease_lost, series_of
@@ -41,7 +41,8 @@ def _when(value: Any) -> datetime | None:
 def _row(job: Job) -> tuple[Any, ...]:
     return (job.id, job.workflow, job.source, job.due_at, job.unique_key, job.subject,
             job.created_at or job.due_at, dumps(dict(job.data)), series_of(job), job.flow_key,
-            job.flow_limit)
+            job.flow_limit, job.throttle_key, job.throttle_limit, job.throttle_ms,
+            job.debounce_key, job.single_key)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -52,11 +53,19 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
 async def _insert(conn: Conn, jobs: Sequence[Job],
                   chunks: Sequence[list[list[Any]]]) -> tuple[list[str], set[str]]:
     """`jobs` (as `chunks` of their columns) written on `conn`, those `enqueue_jobs` takes,
-    and counted as pending: their ids, and the workflows they add to."""
+    and counted as pending: their ids, and the workflows they add to. Jobs of debounced
+    workflows are not in `chunks`: each is written (or written over the one waiting with
+    its key, and then neither counted nor returned) by a statement of its own."""
     written: list[str] = []
     for columns in chunks:
         cursor = await conn.execute(Q["enqueue_jobs"].encode(), columns)
         written.extend(row[0] for row in await cursor.fetchall())
+    for job in jobs:
+        if job.debounce_key is not None:
+            row = _row(job)
+            cursor = await conn.execute(Q["enqueue_debounced"].encode(), (*row[:8], *row[9:]))
+            if (await cursor.fetchone() or (None,))[0] == job.id:
+                written.append(job.id)
     if not written:
         return written, set()
     workflows = {job.id: job.workflow for job in jobs}
@@ -78,8 +87,9 @@ class PostgresJobs:
         if not jobs:
             return []
         chunks = []
-        for start in range(0, len(jobs), ENQUEUE_CHUNK):
-            chunks.append(_columns([_row(job) for job in jobs[start:start + ENQUEUE_CHUNK]]))
+        plain = [job for job in jobs if job.debounce_key is None]
+        for start in range(0, len(plain), ENQUEUE_CHUNK):
+            chunks.append(_columns([_row(job) for job in plain[start:start + ENQUEUE_CHUNK]]))
             await asyncio.sleep(0)  # a list of 100,000 must not hold the event loop
 
         async def work(conn: Conn) -> list[str]:
@@ -131,7 +141,8 @@ class PostgresJobs:
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
-        params = {"now": now, "limit": limit, "lease": lease_until, "worker": worker}
+        params = {"now": now, "limit": limit, "lease": lease_until, "worker": worker,
+                  "now_ms": epoch_ms(now)}
         rows = await self._db.fetch(Q["claim_jobs"], params)
         jobs = [job_from_row(row, _when) for row in rows if row[0] is not None]
         if rows and rows[0][-1] and len(jobs) < limit:  # keyed jobs are due: the room left
@@ -236,7 +247,11 @@ class PostgresJobs:
 
     async def next_due(self, now: datetime | None = None) -> datetime | None:
         rows = await self._db.fetch(Q["next_due"], {"now": now})
-        return _when(rows[0][0]) if rows else None
+        due = _when(rows[0][0]) if rows else None
+        if now is None:
+            return due
+        opens = await self._db.fetch(Q["throttle_opens"], {"now": now, "now_ms": epoch_ms(now)})
+        return sooner(due, opens[0][0] if opens else None)
 
     async def wait(self, timeout: float) -> None:
         if self._listener is None or self._listener.done():

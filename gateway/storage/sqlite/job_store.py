@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.core.encoding import dumps, iso, parse_iso
 from gateway.storage.common import transaction
-from gateway.storage.common.job_rows import Wake, check_pending, job_from_row
+from gateway.storage.common.job_rows import Wake, check_pending, epoch_ms, job_from_row, sooner
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
 from gateway.storage.contract.job_store import lease_lost, series_of
@@ -39,16 +39,23 @@ def _placeholders(count: int) -> str:
 def _row(job: Job) -> tuple[Any, ...]:
     created = job.created_at or job.due_at
     return (job.id, job.workflow, job.source, iso(job.due_at), job.unique_key, job.subject,
-            iso(created), dumps(dict(job.data)), series_of(job), job.flow_key, job.flow_limit)
+            iso(created), dumps(dict(job.data)), series_of(job), job.flow_key, job.flow_limit,
+            job.throttle_key, job.throttle_limit, job.throttle_ms, job.debounce_key,
+            job.single_key)
 
 
 def _insert(conn: sqlite3.Connection,
             jobs: Sequence[Job]) -> tuple[list[str], collections.Counter[str]]:
     """`jobs` written (those `enqueue_job` takes) and counted as pending: their ids, and
-    how many of each workflow. Encoded here, in the writer's thread, not on the event loop."""
+    how many of each workflow. Encoded here, in the writer's thread, not on the event loop.
+    A debounced job written over the one waiting with its key is neither."""
     written, added = [], collections.Counter[str]()
     for job in jobs:
-        if conn.execute(Q["enqueue_job"], _row(job)).rowcount:
+        if job.debounce_key is None:
+            new = conn.execute(Q["enqueue_job"], _row(job)).rowcount
+        else:
+            new = conn.execute(Q["enqueue_debounced"], _row(job)).fetchone()[0] == job.id
+        if new:
             written.append(job.id)
             added[job.workflow] += 1
     conn.executemany(Q["add_pending"], added.items())
@@ -110,13 +117,14 @@ class SqliteJobs:
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
-        params = (iso(lease_until), worker, iso(now), iso(now), limit)
+        params = (iso(lease_until), worker, epoch_ms(now), iso(now), iso(now), limit)
 
         def work(conn: sqlite3.Connection) -> list[Any]:
             rows = conn.execute(Q["claim_jobs"], params).fetchall()
             if len(rows) < limit and conn.execute(Q["keyed_due"], (iso(now),)).fetchone()[0]:
                 rows += conn.execute(Q["claim_keyed_jobs"], {
                     "lease": iso(lease_until), "worker": worker, "now": iso(now),
+                    "now_ms": epoch_ms(now),
                     "window": KEYED_WINDOW, "limit": limit - len(rows)}).fetchall()
             return rows
 
@@ -209,8 +217,15 @@ class SqliteJobs:
 
     async def next_due(self, now: datetime | None = None) -> datetime | None:
         at = iso(now) if now is not None else None
-        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"], (at,)).fetchall())
-        return _when(rows[0][0]) if rows else None
+
+        def read(conn: sqlite3.Connection) -> tuple[Any, Any]:
+            due = conn.execute(Q["next_due"], (at,)).fetchone()
+            opens = (conn.execute(Q["throttle_opens"], (at, epoch_ms(now))).fetchone()
+                     if now is not None else None)
+            return due[0] if due else None, opens[0] if opens else None
+
+        due, opens = self._db.read_here(read)
+        return sooner(_when(due), opens)
 
     async def wait(self, timeout: float) -> None:
         await self._wake.wait(timeout)

@@ -298,18 +298,40 @@ DELETE FROM gateway_rate_limits WHERE expires_at <= %s;
 -- `series` not null) only while its series is its record's current one as the statement
 -- reads it; one written while its series is being replaced is cancelled by the worker that
 -- claims it (`current_series`; 0009_job_series.sql).
+-- A job whose `unique_key` is taken, or whose singleton key is waiting or running already,
+-- is not written (jobs of debounced workflows are `enqueue_debounced`'s).
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
-                          created_at, data, flow_key, flow_limit)
+                          created_at, data, flow_key, flow_limit, throttle_key,
+                          throttle_limit, throttle_ms, debounce_key, single_key)
 SELECT id, workflow, source, 'pending', due_at, 0, unique_key, subject, created_at, data,
-       flow_key, flow_limit
+       flow_key, flow_limit, throttle_key, throttle_limit, throttle_ms, debounce_key,
+       single_key
 FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[],
-            %s::timestamptz[], %s::jsonb[], %s::text[], %s::text[], %s::integer[])
+            %s::timestamptz[], %s::jsonb[], %s::text[], %s::text[], %s::integer[],
+            %s::text[], %s::integer[], %s::bigint[], %s::text[], %s::text[])
     AS job (id, workflow, source, due_at, unique_key, subject, created_at, data, series,
-            flow_key, flow_limit)
+            flow_key, flow_limit, throttle_key, throttle_limit, throttle_ms, debounce_key,
+            single_key)
 WHERE job.series IS NULL OR EXISTS (
     SELECT 1 FROM gateway_series s
     WHERE s.workflow = job.workflow AND s.subject = job.subject AND s.series = job.series)
-ON CONFLICT (unique_key) DO NOTHING
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: enqueue_debounced
+-- A job of a debounced workflow: while a job with its debounce key waits unstarted, that
+-- job takes this one's params, due time and keys instead (the id returned is then that
+-- job's); otherwise it is written. Two at once on one key: the second waits for the first's
+-- transaction, then replaces what it wrote.
+INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
+                          created_at, data, flow_key, flow_limit, throttle_key,
+                          throttle_limit, throttle_ms, debounce_key, single_key)
+VALUES (%s, %s, %s, 'pending', %s, 0, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (debounce_key)
+    WHERE status = 'pending' AND started_ms IS NULL AND debounce_key IS NOT NULL
+DO UPDATE SET data = excluded.data, due_at = excluded.due_at, flow_key = excluded.flow_key,
+    flow_limit = excluded.flow_limit, throttle_key = excluded.throttle_key,
+    throttle_limit = excluded.throttle_limit, throttle_ms = excluded.throttle_ms
 RETURNING id;
 
 -- name: add_pending
@@ -386,12 +408,13 @@ WITH due AS (
 ), claimed AS (
     UPDATE gateway_jobs j
     SET status = 'running', attempt = j.attempt + 1, claims = j.claims + 1,
-        lease_until = %(lease)s, worker = %(worker)s
+        lease_until = %(lease)s, worker = %(worker)s, started_ms = %(now_ms)s
     FROM (SELECT id FROM next ORDER BY due_at LIMIT %(limit)s) n
     WHERE j.id = n.id
     RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until,
               j.worker, j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id,
-              j.error, j.data, j.claims, j.flow_key, j.flow_limit
+              j.error, j.data, j.claims, j.flow_key, j.flow_limit, j.throttle_key,
+              j.throttle_limit, j.throttle_ms, j.debounce_key, j.single_key
 )
 SELECT c.*, EXISTS (SELECT 1 FROM gateway_jobs
                     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s)
@@ -404,30 +427,46 @@ FROM (SELECT 1) AS one LEFT JOIN claimed c ON true;
 SELECT pg_advisory_xact_lock(7245623012);
 
 -- name: claim_keyed_jobs
--- The due keyed jobs that their keys have room for, oldest due first: the first
--- `window` due keyed jobs (gateway_jobs_flow_pending) ranked within their key, a job taken
--- only while its rank is within its limit less its key's running jobs, so that one claim
--- never takes more than the room left. Run after `lock_keyed_claims`. A key whose older
--- jobs wait beyond the window waits for them (a backlog of one key longer than the window
--- holds back the keys behind it until it shrinks).
+-- The due jobs under flow control that their keys have room for, oldest due first: the
+-- first `window` of them (gateway_jobs_flow_pending) ranked within their concurrency key
+-- and within their throttle key; a job is taken only while its rank is within its
+-- `flow_limit` less its key's running jobs (no `flow_limit`: no bound), and within its
+-- `throttle_limit` less the jobs of its throttle key started in the last `throttle_ms`, so
+-- that one claim never takes more than the room left. (A job one key holds back still
+-- counts in the other's rank: a claim may take fewer than it could, never more.) Run after
+-- `lock_keyed_claims`. A backlog of one key longer than the window holds back the keys
+-- behind it until it shrinks.
 WITH due AS (
-    SELECT id, due_at, flow_key, flow_limit FROM gateway_jobs
+    SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit, throttle_ms
+    FROM gateway_jobs
     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s
       AND NOT EXISTS (SELECT 1 FROM gateway_paused p
                       WHERE p.workflow IN ('*', gateway_jobs.workflow))
     ORDER BY due_at LIMIT %(window)s
 ), ranked AS (
-    SELECT id, due_at, flow_key, flow_limit,
-           row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
+    SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit,
+           row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place,
+           row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
     FROM due
 ), busy AS (
     SELECT flow_key, count(*) AS running FROM gateway_jobs
     WHERE status = 'running' AND flow_key IS NOT NULL
       AND flow_key IN (SELECT flow_key FROM due)
     GROUP BY flow_key
+), throttles AS (
+    SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM due
+    WHERE throttle_key IS NOT NULL GROUP BY throttle_key
+), recent AS (
+    SELECT t.throttle_key, count(*) AS started
+    FROM throttles t JOIN gateway_jobs s
+        ON s.throttle_key = t.throttle_key AND s.started_ms > %(now_ms)s - t.throttle_ms
+    GROUP BY t.throttle_key
 ), chosen AS (
-    SELECT r.id FROM ranked r LEFT JOIN busy b ON b.flow_key = r.flow_key
-    WHERE r.place <= r.flow_limit - coalesce(b.running, 0)
+    SELECT r.id FROM ranked r
+    LEFT JOIN busy b ON b.flow_key = r.flow_key
+    LEFT JOIN recent t ON t.throttle_key = r.throttle_key
+    WHERE (r.flow_limit IS NULL OR r.place <= r.flow_limit - coalesce(b.running, 0))
+      AND (r.throttle_key IS NULL OR r.tplace <= r.throttle_limit - coalesce(t.started, 0))
     ORDER BY r.due_at, r.id LIMIT %(limit)s
 ), locked AS (
     SELECT id FROM gateway_jobs
@@ -436,12 +475,25 @@ WITH due AS (
 )
 UPDATE gateway_jobs j
 SET status = 'running', attempt = j.attempt + 1, claims = j.claims + 1, lease_until = %(lease)s,
-    worker = %(worker)s
+    worker = %(worker)s, started_ms = %(now_ms)s
 FROM locked n
 WHERE j.id = n.id
 RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until, j.worker,
           j.unique_key, j.subject, j.created_at, j.finished_at, j.run_id, j.error, j.data,
-          j.claims, j.flow_key, j.flow_limit;
+          j.claims, j.flow_key, j.flow_limit, j.throttle_key, j.throttle_limit, j.throttle_ms,
+          j.debounce_key, j.single_key;
+
+-- name: throttle_opens
+-- When the next start of a throttle key that a due job waits for opens, in milliseconds
+-- since the epoch: its oldest start within the period, plus the period. NULL when no due
+-- job waits for a throttle.
+SELECT min(s.started_ms + t.throttle_ms) FROM (
+    SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s
+      AND throttle_key IS NOT NULL
+    GROUP BY throttle_key
+) AS t JOIN gateway_jobs s
+    ON s.throttle_key = t.throttle_key AND s.started_ms > %(now_ms)s - t.throttle_ms;
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's
@@ -485,32 +537,44 @@ WHERE status = 'running' AND worker = %s AND id = ANY(%s);
 
 -- name: get_job
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs WHERE id = %s;
 
 -- name: list_jobs
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
 ORDER BY due_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: retry_job
+-- Not while another job waits with its debounce key, or waits or runs with its singleton
+-- key: it would be a second one.
 UPDATE gateway_jobs SET status = 'pending', due_at = %s, attempt = 0, finished_at = NULL,
                         lease_until = NULL, worker = NULL
-WHERE id = %s AND status IN ('failed', 'cancelled');
+WHERE id = %s AND status IN ('failed', 'cancelled')
+  AND (debounce_key IS NULL OR started_ms IS NOT NULL OR NOT EXISTS (
+      SELECT 1 FROM gateway_jobs o WHERE o.debounce_key = gateway_jobs.debounce_key
+        AND o.status = 'pending' AND o.started_ms IS NULL))
+  AND (single_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM gateway_jobs o WHERE o.single_key = gateway_jobs.single_key
+        AND o.status IN ('pending', 'running')));
 
 -- name: last_tick
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs WHERE workflow = %s AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
 -- name: series_ticks
 -- Pending ticks of per-record events after (due_at, id), soonest first.
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs
 WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL
   AND (due_at, id) > (%s, %s)
@@ -632,7 +696,8 @@ FROM unnest(%(names)s::text[]) AS name;
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (`before_at`, `before_id`).
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)

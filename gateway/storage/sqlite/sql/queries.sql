@@ -272,13 +272,30 @@ RETURNING count;
 DELETE FROM gateway_rate_limits WHERE expires_at <= ?;
 -- name: enqueue_job
 -- A tick of a per-record series (?9, its series) only while its series is its record's
--- current one (0011_job_series.sql).
+-- current one (0011_job_series.sql). A job whose `unique_key` is taken, or whose singleton
+-- key (?16) is waiting or running already, is not written.
 INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
-                          created_at, data, flow_key, flow_limit)
-SELECT ?1, ?2, ?3, 'pending', ?4, 0, ?5, ?6, ?7, ?8, ?10, ?11
+                          created_at, data, flow_key, flow_limit, throttle_key,
+                          throttle_limit, throttle_ms, debounce_key, single_key)
+SELECT ?1, ?2, ?3, 'pending', ?4, 0, ?5, ?6, ?7, ?8, ?10, ?11, ?12, ?13, ?14, ?15, ?16
 WHERE ?9 IS NULL OR EXISTS (SELECT 1 FROM gateway_series
                             WHERE workflow = ?2 AND subject = ?6 AND series = ?9)
-ON CONFLICT (unique_key) DO NOTHING;
+ON CONFLICT DO NOTHING;
+
+-- name: enqueue_debounced
+-- A job of a debounced workflow: while a job with its debounce key (?15) waits unstarted,
+-- that job takes this one's params, due time and keys instead (the id returned is then
+-- that job's); otherwise it is written.
+INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, unique_key, subject,
+                          created_at, data, flow_key, flow_limit, throttle_key,
+                          throttle_limit, throttle_ms, debounce_key, single_key)
+VALUES (?1, ?2, ?3, 'pending', ?4, 0, ?5, ?6, ?7, ?8, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+ON CONFLICT (debounce_key)
+    WHERE status = 'pending' AND started_ms IS NULL AND debounce_key IS NOT NULL
+DO UPDATE SET data = excluded.data, due_at = excluded.due_at, flow_key = excluded.flow_key,
+    flow_limit = excluded.flow_limit, throttle_key = excluded.throttle_key,
+    throttle_limit = excluded.throttle_limit, throttle_ms = excluded.throttle_ms
+RETURNING id;
 
 -- name: pending_counts
 -- Pending jobs per workflow, as 0010_job_counts.sql keeps them.
@@ -319,7 +336,7 @@ DELETE FROM gateway_series WHERE workflow = ? AND subject = ?;
 -- Keyed jobs are `claim_keyed_jobs`'s (a keyed job whose lease expired is claimed here: its
 -- key's running jobs stay as many).
 UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
-                        lease_until = ?, worker = ?
+                        lease_until = ?, worker = ?, started_ms = ?
 WHERE id IN (
     SELECT id FROM gateway_jobs
     WHERE status = 'pending' AND due_at <= ? AND flow_key IS NULL
@@ -331,7 +348,8 @@ WHERE id IN (
     LIMIT ?
 )
 RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-          subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit;
+          subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+          throttle_key, throttle_limit, throttle_ms, debounce_key, single_key;
 
 -- name: keyed_due
 -- Whether a keyed job is due (gateway_jobs_flow_pending).
@@ -340,13 +358,18 @@ SELECT EXISTS (SELECT 1 FROM gateway_jobs
 
 -- name: claim_keyed_jobs
 -- In the writer's transaction, after `claim_jobs` (the writer serializes claims, and a
--- write transaction on the file those of other processes): the due keyed jobs that their
--- keys have room for, oldest due first. The first :window due keyed jobs are ranked within
--- their key, a job taken only while its rank is within its limit less its key's running
--- jobs, so that one claim never takes more than the room left. A backlog of one key longer
--- than the window holds back the keys behind it until it shrinks.
+-- write transaction on the file those of other processes): the due jobs under flow
+-- control that their keys have room for, oldest due first. The first :window of them are
+-- ranked within their concurrency key and within their throttle key; a job is taken only
+-- while its rank is within its `flow_limit` less its key's running jobs (no `flow_limit`:
+-- no bound), and within its `throttle_limit` less the jobs of its throttle key started in
+-- the last `throttle_ms`, so that one claim never takes more than the room left. (A job
+-- one key holds back still counts in the other's rank: a claim may take fewer than it
+-- could, never more.) A backlog of one key longer than the window holds back the keys
+-- behind it until it shrinks.
 WITH due AS (
-    SELECT id, due_at, flow_key, flow_limit FROM gateway_jobs
+    SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit, throttle_ms
+    FROM gateway_jobs
     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= :now
       AND NOT EXISTS (SELECT 1 FROM gateway_paused p
                       WHERE p.workflow IN ('*', gateway_jobs.workflow))
@@ -354,20 +377,44 @@ WITH due AS (
 ), busy AS (
     SELECT flow_key, count(*) AS running FROM gateway_jobs
     WHERE status = 'running' AND flow_key IS NOT NULL GROUP BY flow_key
+), throttles AS (
+    SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM due
+    WHERE throttle_key IS NOT NULL GROUP BY throttle_key
+), recent AS (
+    SELECT t.throttle_key, count(*) AS started
+    FROM throttles t JOIN gateway_jobs s
+        ON s.throttle_key = t.throttle_key AND s.started_ms > :now_ms - t.throttle_ms
+    GROUP BY t.throttle_key
 )
 UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
-                        lease_until = :lease, worker = :worker
+                        lease_until = :lease, worker = :worker, started_ms = :now_ms
 WHERE id IN (
     SELECT r.id FROM (
-        SELECT id, due_at, flow_key, flow_limit,
-               row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
+        SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit,
+               row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place,
+               row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
         FROM due
     ) AS r LEFT JOIN busy b ON b.flow_key = r.flow_key
-    WHERE r.place <= r.flow_limit - coalesce(b.running, 0)
+      LEFT JOIN recent t ON t.throttle_key = r.throttle_key
+    WHERE (r.flow_limit IS NULL OR r.place <= r.flow_limit - coalesce(b.running, 0))
+      AND (r.throttle_key IS NULL OR r.tplace <= r.throttle_limit - coalesce(t.started, 0))
     ORDER BY r.due_at, r.id LIMIT :limit
 )
 RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-          subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit;
+          subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+          throttle_key, throttle_limit, throttle_ms, debounce_key, single_key;
+
+-- name: throttle_opens
+-- When the next start of a throttle key that a due job waits for opens, in milliseconds
+-- since the epoch (?2 is now in them): its oldest start within the period, plus the
+-- period. NULL when no due job waits for a throttle.
+SELECT min(s.started_ms + t.throttle_ms) FROM (
+    SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM gateway_jobs
+    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= ?1
+      AND throttle_key IS NOT NULL
+    GROUP BY throttle_key
+) AS t JOIN gateway_jobs s
+    ON s.throttle_key = t.throttle_key AND s.started_ms > ?2 - t.throttle_ms;
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.
@@ -397,31 +444,43 @@ WHERE status = 'running' AND worker = ? AND id IN ({ids});
 
 -- name: get_job
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs WHERE id = ?;
 
 -- name: list_jobs
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs
 WHERE (? IS NULL OR status = ?) AND (? IS NULL OR workflow = ?)
 ORDER BY due_at DESC, id DESC LIMIT ?;
 
 -- name: retry_job
+-- Not while another job waits with its debounce key, or waits or runs with its singleton
+-- key: it would be a second one.
 UPDATE gateway_jobs SET status = 'pending', due_at = ?, attempt = 0, finished_at = NULL,
                         lease_until = NULL, worker = NULL
-WHERE id = ? AND status IN ('failed', 'cancelled');
+WHERE id = ? AND status IN ('failed', 'cancelled')
+  AND (debounce_key IS NULL OR started_ms IS NOT NULL OR NOT EXISTS (
+      SELECT 1 FROM gateway_jobs o WHERE o.debounce_key = gateway_jobs.debounce_key
+        AND o.status = 'pending' AND o.started_ms IS NULL))
+  AND (single_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM gateway_jobs o WHERE o.single_key = gateway_jobs.single_key
+        AND o.status IN ('pending', 'running')));
 
 -- name: last_tick
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs WHERE workflow = ? AND source = 'recurring' AND subject IS NULL
 ORDER BY due_at DESC LIMIT 1;
 
 -- name: series_ticks
 -- Pending ticks of per-record events after (?1, ?2), soonest first: the pending index's order.
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs
 WHERE status = 'pending' AND source = 'recurring' AND subject IS NOT NULL AND flow_key IS NULL
   AND (due_at > ?1 OR (due_at = ?1 AND id > ?2))
@@ -542,7 +601,8 @@ FROM json_each(?1) AS names;
 -- name: page_jobs
 -- `list_jobs` for the console: one page older than the job (due_at, id) (?4, ?5).
 SELECT id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
-       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit
+       subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
+       throttle_key, throttle_limit, throttle_ms, debounce_key, single_key
 FROM gateway_jobs
 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
   AND (?4 IS NULL OR (due_at <= ?4 AND (due_at < ?4 OR id < ?5)))
