@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from gateway.actions.redirects import check_target
 from gateway.config.source import DocumentKind
-from gateway.runtime.action_spec import StepCheck
 from gateway.core.settings import parse_duration
+from gateway.runtime.action_spec import StepCheck
 from gateway.runtime.model import Concurrency, Debounce, Flow, Throttle
 from gateway.templates import templating
 from gateway.templates.environment import zone_named

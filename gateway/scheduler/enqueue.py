@@ -44,9 +44,9 @@ from gateway.core.ids import new_id
 from gateway.runtime.context import RunContext
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Trigger, Workflow
-from gateway.templates.templating import Compiled
 from gateway.scheduler.finish import settle
 from gateway.storage.contract import Change, Job, PendingBound
+from gateway.templates.templating import Compiled
 
 log = logging.getLogger("gateway.scheduler")
 MAX_KEY = 200  # characters of a rendered concurrency key kept as they are
