@@ -28,10 +28,18 @@ from gateway.core.encoding import dumps, dumps_pretty, escape
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
-from gateway.scheduler.listing import key_text, label_of, params_text, scheduled_by
+from gateway.scheduler.listing import (
+    key_text,
+    key_use,
+    label_of,
+    params_text,
+    scheduled_by,
+    waits_text,
+)
 from gateway.scheduler.recurring import next_fire
 from gateway.server.app import storage_types
 from gateway.storage import JOB_STATUSES, Job, Storage, open_storage
+from gateway.storage.contract import KeyUse
 from gateway.storage.retention import run_log_limits
 
 
@@ -92,9 +100,10 @@ def _in_store(config: tuple[Path, ...], database: str | None, work: Any) -> Any:
                                   sync_indexes=False))
 
 
-def _line(job: Job, registry: Registry) -> str:
-    """One job: its workflow and label, who scheduled it, its parameters (cut short) and
-    its concurrency key, every text escaped (a caller's value cannot start a line of its own)."""
+def _line(job: Job, registry: Registry, waits: str = "") -> str:
+    """One job: its workflow and label, who scheduled it, its parameters (cut short), its
+    flow control keys and why it waits, every text escaped (a caller's value cannot start a
+    line of its own)."""
     error = f"  {escape(job.error)}" if job.error and job.status != "done" else ""
     label, by, params = label_of(registry, job), scheduled_by(job), params_text(job)
     key = key_text(job)
@@ -102,7 +111,8 @@ def _line(job: Job, registry: Registry) -> str:
             f"attempt {job.attempt}  {escape(job.workflow)}"
             + (f" ({escape(label)})" if label else "") + (f"  by {escape(by)}" if by else "")
             + (f"  params {escape(params)}" if params else "")
-            + (f"  key {escape(key)}" if key else "") + error)
+            + (f"  keys {escape(key)}" if key else "")
+            + (f"  waits ({escape(waits)})" if waits else "") + error)
 
 
 def _as_dict(job: Job) -> dict[str, Any]:
@@ -126,15 +136,19 @@ def jobs_list(status: str | None, workflow: str | None, limit: int, as_json: boo
       gateway jobs list --status failed --workflow send-welcome
     """
 
-    async def work(storage: Storage,
-                   registry: Registry) -> tuple[list[Job], list[str], Registry]:
-        found = await storage.jobs.list_jobs(status=status, workflow=workflow, limit=limit)
-        return found, await _recurring_lines(storage, registry, as_json), registry
+    now = utc_now()
 
-    found, recurring, registry = _in_store(config, database, work)
+    async def work(storage: Storage,
+                   registry: Registry) -> tuple[list[Job], KeyUse, list[str], Registry]:
+        found = await storage.jobs.list_jobs(status=status, workflow=workflow, limit=limit)
+        use = await key_use(storage.jobs, found, now)
+        return found, use, await _recurring_lines(storage, registry, as_json), registry
+
+    found, use, recurring, registry = _in_store(config, database, work)
     for job in found:
-        click.echo(dumps({**_as_dict(job), "label": label_of(registry, job)}) if as_json
-                   else _line(job, registry))
+        waits = waits_text(job, use, now)
+        click.echo(dumps({**_as_dict(job), "label": label_of(registry, job), "waits": waits})
+                   if as_json else _line(job, registry, waits))
     for line in recurring:
         click.echo(line)
 

@@ -69,12 +69,10 @@ def flow_of(site: Site, data: Mapping[str, Any]) -> Flow | None:
     debounce, singleton = data.get("debounce"), data.get("singleton")
     flow = Flow(
         concurrency=Concurrency(_key(site, "concurrency", concurrency),
-                                _count(concurrency.get("limit", 1)),
-                                _duration(concurrency.get("max_wait")))
+                                _count(concurrency.get("limit", 1)))
         if _keyed(concurrency) else None,
         throttle=Throttle(_key(site, "throttle", throttle), _count(throttle.get("limit")),
-                          _duration(throttle.get("per")) or timedelta(seconds=1),
-                          _duration(throttle.get("max_wait")))
+                          _duration(throttle.get("per")) or timedelta(seconds=1))
         if _keyed(throttle) else None,
         debounce=Debounce(_key(site, "debounce", debounce),
                           _duration(debounce.get("period")) or timedelta(0))

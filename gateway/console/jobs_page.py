@@ -13,9 +13,9 @@ from gateway.console.runs_page import run_row
 from gateway.core.encoding import dumps_pretty
 from gateway.core.redaction import redact
 from gateway.runtime.model import Registry
-from gateway.scheduler.listing import key_text, label_of, params_text, scheduled_by
+from gateway.scheduler.listing import key_text, label_of, params_text, scheduled_by, waits_text
 from gateway.storage import JOB_STATUSES, Job, Storage
-from gateway.storage.contract import Position
+from gateway.storage.contract import KeyUse, Position
 
 
 @dataclass(slots=True)
@@ -61,13 +61,15 @@ async def jobs(storage: Storage, f: JobFilters) -> tuple[list[Job], str | None]:
     return found, older
 
 
-def job_rows(jobs: list[Job], hidden: frozenset[str],
-             registry: Registry) -> list[dict[str, Any]]:
+def job_rows(jobs: list[Job], hidden: frozenset[str], registry: Registry,
+             use: KeyUse = ({}, {}), now: datetime | None = None) -> list[dict[str, Any]]:
     """What the jobs list shows of each job besides the job itself: its label, who
     scheduled it, its parameters (secrets cut out, cut short; the template escapes
-    them) and its concurrency key (secrets cut out)."""
+    them), its flow control keys (secrets cut out) and why it waits (`use`: how much of
+    its keys is used `now`)."""
     return [{"job": job, "label": label_of(registry, job), "by": scheduled_by(job),
-             "params": params_text(job, hidden), "key": redact(key_text(job), hidden)}
+             "params": params_text(job, hidden), "key": redact(key_text(job), hidden),
+             "waits": "" if now is None else waits_text(job, use, now)}
             for job in jobs]
 
 

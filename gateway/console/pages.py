@@ -23,6 +23,7 @@ from gateway.core.errors import GatewayError, RateLimitedError
 from gateway.core.settings import Settings
 from gateway.runtime.forwarded import network
 from gateway.runtime.model import Registry
+from gateway.scheduler.listing import key_use
 from gateway.storage import JOB_STATUSES, Storage
 
 HEADERS = {
@@ -277,7 +278,9 @@ class Console:
         found, older = await jobs_page.jobs(storage, filters)
         hidden: frozenset[str] = request.app.state.interpreter.hidden
         return self._page("jobs.html", session, nav="jobs", filters=filters,
-                          jobs=jobs_page.job_rows(found, hidden, registry),
+                          jobs=jobs_page.job_rows(
+                              found, hidden, registry,
+                              await key_use(storage.jobs, found, now), now),
                           older=older, statuses=JOB_STATUSES, now=now,
                           paused=sorted(await storage.jobs.paused()),
                           names=sorted({*registry.workflows, *registry.recurring,

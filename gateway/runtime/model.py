@@ -90,7 +90,6 @@ class Concurrency:
 
     key: Compiled
     limit: int = 1
-    max_wait: timedelta | None = None  # an HTTP call's wait for room (None: 429 at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +100,6 @@ class Throttle:
     key: Compiled
     limit: int
     per: timedelta
-    max_wait: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +122,6 @@ class Flow:
     throttle: Throttle | None = None
     debounce: Debounce | None = None
     singleton: Compiled | None = None
-
-    @property
-    def admits(self) -> bool:
-        """Whether an HTTP call to the workflow is admitted by a key (concurrency and
-        throttle are; debounce and singleton apply to jobs only)."""
-        return self.concurrency is not None or self.throttle is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +168,7 @@ class Workflow:
     # Its `error_redirect`: gives the URL a failed run redirects to (from `request`).
     error_redirect: Compiled | None = None
     # Its flow control (`concurrency`, `throttle`, `debounce`, `singleton`): keys its jobs
-    # (`gateway.scheduler.enqueue`) and admits its HTTP calls; None: none.
+    # (`gateway.scheduler.enqueue`); None: none.
     flow: Flow | None = None
 
 

@@ -26,7 +26,7 @@ fails to render, or renders empty, fails the scheduling run (400 `INVALID_DATA`,
 of it kept): a job without its key would run unguarded. A debounced job is due `period`
 after it was scheduled. The store skips a job whose singleton key is taken, and writes a
 debounced job over the one waiting with its key; the run log says so (`ctx.flow`), and
-`skips` counts them for /metrics.
+`SKIPPED` counts them for /metrics.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ from gateway.templates.templating import Compiled
 
 log = logging.getLogger("gateway.scheduler")
 MAX_KEY = 200  # characters of a rendered concurrency key kept as they are
+# Jobs flow control kept from being written in this process, by workflow and what kept
+# them (`singleton`, `debounce`): what /metrics counts. One for the process, not one per
+# interpreter, so that a reload of the config does not set it back.
+SKIPPED: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
 def event_of(change: Change) -> str:
@@ -70,9 +74,6 @@ class Enqueuer:
         settings = interpreter.registry.settings
         self.bound = PendingBound(settings.max_pending_jobs,
                                   settings.max_pending_jobs_per_workflow)
-        # Jobs flow control kept from being written, by workflow and what kept them
-        # (`skipped`, `debounced`): what /metrics counts.
-        self.skips: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def __call__(self, ctx: RunContext) -> None:
         storage = self.interpreter.storage
@@ -96,9 +97,9 @@ class Enqueuer:
             ctx.jobs.clear()
 
     def unwritten(self, ctx: RunContext, jobs: list[Job], written: set[str]) -> None:
-        """Say in the run log (`ctx.flow`) and count (`flow_skips`) the jobs flow control
-        kept from being written: skipped by `singleton`, or written over the waiting job
-        of their `debounce` key."""
+        """Say in the run log (`ctx.flow`) and count (`SKIPPED`) the jobs flow control kept
+        from being written: skipped by `singleton`, or written over the waiting job of
+        their `debounce` key."""
         said: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for job in jobs:
             if job.id in written:
@@ -108,7 +109,7 @@ class Enqueuer:
             elif job.debounce_key is not None:
                 said[("debounced", job.workflow, job.debounce_key)] += 1
         for (what, workflow, key), count in said.items():
-            self.skips[(workflow, what)] += count
+            SKIPPED[(workflow, "singleton" if what == "skipped" else "debounce")] += count
             jobs_said = "a job" if count == 1 else f"{count} jobs"
             ctx.flow.append(
                 f"{jobs_said} of '{workflow}' skipped: a job with its singleton key "

@@ -38,7 +38,7 @@ from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import RecurringEvent, Workflow
 from gateway.runtime.origin import JobRun, Origin
-from gateway.scheduler.enqueue import names, writes_jobs
+from gateway.scheduler.enqueue import SKIPPED, names, writes_jobs
 from gateway.scheduler.finish import Finisher, ending
 from gateway.scheduler.planner import Planner
 from gateway.scheduler.recurring import missed
@@ -48,6 +48,7 @@ from gateway.storage.contract.job_store import series_of
 log = logging.getLogger("gateway.scheduler")
 MAX_BACKOFF_SECONDS = 30.0
 MIN_WAIT = 0.001  # a job due now that another worker took: wait a little, never spin
+WAITING_EVERY = 1.0  # seconds between two reads of the jobs waiting for their keys
 Target = tuple[Workflow, dict[str, Any], Mapping[str, Any] | None]
 
 
@@ -96,6 +97,10 @@ class Scheduler:
         # jobs waiting for it are claimed at once (other instances hear of it from the
         # database, PostgreSQL's notification).
         self._freed = asyncio.Event()
+        # Due jobs waiting for their flow control keys, by workflow, as last read (when the
+        # worker found fewer jobs to claim than it had room for), and when (monotonic).
+        self.waiting: dict[str, int] = {}
+        self._waiting_read = 0.0
 
     def use(self, interpreter: Interpreter) -> None:
         """Run jobs with a reloaded config's interpreter from now on (the `scheduler:`
@@ -144,6 +149,12 @@ class Scheduler:
             self.running[job.id] = asyncio.create_task(self._execute(job))
         return len(jobs)
 
+    def flow_probe(self) -> tuple[Mapping[tuple[str, str], int], Mapping[str, int] | None]:
+        """What `/metrics` reports of flow control (`Metrics.flow`): the jobs it kept from
+        being written in this process, and the due jobs waiting for their keys (as last
+        read, at most a second ago while any wait). No query."""
+        return SKIPPED, self.waiting
+
     def probe(self) -> tuple[dict[str, int], float | None]:
         """What `/metrics` reports of jobs (`Metrics.jobs`): those running in this process
         now, those it ended since it started (done, failed, retried: ended to run again),
@@ -185,9 +196,13 @@ class Scheduler:
 
     async def _until_next_due(self) -> float:
         """Seconds until the next pending job is due, at most a poll interval: a job due
-        in 30 ms starts in about 30 ms, not at the next poll."""
+        in 30 ms starts in about 30 ms, not at the next poll. (And, at most once a second,
+        how many due jobs wait for their keys, for /metrics.)"""
         try:
             due = await self.storage.jobs.next_due(self.clock())
+            if time.monotonic() - self._waiting_read >= WAITING_EVERY:
+                self.waiting = await self.storage.jobs.flow_waiting(self.clock())
+                self._waiting_read = time.monotonic()
         except GatewayError:
             return self.poll
         if due is None:

@@ -47,6 +47,7 @@ from gateway.runtime.interpreter import Interpreter, Observe
 from gateway.runtime.model import Registry
 from gateway.runtime.services import Services
 from gateway.scheduler import Scheduler, with_jobs
+from gateway.scheduler.enqueue import SKIPPED
 from gateway.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.server.metrics import Metrics, counting
 from gateway.server.reload import RELOAD_ENV, reloading
@@ -113,7 +114,10 @@ def create_app(registry: Registry, storage: Storage | None = None,
                 app.state.scheduler = Scheduler(app.state.interpreter, storage, clock)
                 if metrics is not None:
                     metrics.jobs = app.state.scheduler.probe
+                    metrics.flow = app.state.scheduler.flow_probe
                 jobs = asyncio.create_task(app.state.scheduler.run(stop))
+            elif metrics is not None:  # jobs are scheduled here, run elsewhere
+                metrics.flow = lambda: (SKIPPED, None)
             try:
                 yield
             finally:

@@ -12,7 +12,7 @@ worker (run one instance per worker port, or a single worker, when the totals ma
 from __future__ import annotations
 
 import bisect
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +32,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 # What the scheduler reports when it exists: jobs by status, and how late the oldest due job
 # is (seconds). Called on the event loop when `/metrics` is read: figures it keeps, no query.
 JobsProbe = Callable[[], tuple[dict[str, int], float | None]]
+# Flow control: jobs it kept from being written, by (workflow, `singleton` or `debounce`),
+# and due jobs waiting for their keys, by workflow (None: not known here).
+FlowProbe = Callable[[], tuple[Mapping[tuple[str, str], int], Mapping[str, int] | None]]
 # What tracing reports while it is on: spans sent, and spans dropped by why (`queue_full`,
 # `export_failed`); None while it is off.
 SpansProbe = Callable[[], tuple[int, dict[str, int]] | None]
@@ -63,6 +66,7 @@ class Metrics:
         self.queue_depth: Callable[[], int] | None = None
         self.jobs: JobsProbe | None = None  # set by the scheduler, once it exists
         self.spans: SpansProbe | None = None  # set when tracing is on
+        self.flow: FlowProbe | None = None  # set by the app
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -108,6 +112,8 @@ class _Collector(Collector):
                                     value=m.queue_depth())
         if m.jobs is not None:
             yield from _jobs(m.jobs)
+        if m.flow is not None:
+            yield from _flow(m.flow)
         spans = m.spans() if m.spans is not None else None
         if spans is not None:
             yield from _spans(*spans)
@@ -131,6 +137,24 @@ def _jobs(probe: JobsProbe) -> Iterator[Metric]:
     if lag is not None:
         yield GaugeMetricFamily("gateway_jobs_due_lag_seconds",
                                 "How late the oldest due job is to start.", value=lag)
+
+
+def _flow(probe: FlowProbe) -> Iterator[Metric]:
+    skipped, waiting = probe()
+    kept = CounterMetricFamily("gateway_jobs_flow_skipped",
+                               "Jobs flow control kept from being written: skipped by a "
+                               "singleton key, or debounced into the job waiting with its "
+                               "key.", labels=["workflow", "reason"])
+    for (workflow, reason), count in sorted(skipped.items()):
+        kept.add_metric([workflow, reason], count)
+    yield kept
+    if waiting is not None:
+        waits = GaugeMetricFamily("gateway_jobs_flow_waiting",
+                                  "Due jobs waiting for their concurrency or throttle key.",
+                                  labels=["workflow"])
+        for workflow, count in sorted(waiting.items()):
+            waits.add_metric([workflow], count)
+        yield waits
 
 
 def _spans(exported: int, dropped: dict[str, int]) -> Iterator[Metric]:

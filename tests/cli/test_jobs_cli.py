@@ -3,14 +3,17 @@ real SQLite file (and PostgreSQL through the `storage_url` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from gateway.storage import Job, open_storage
 
 CONFIG = """
 kind: api_workflow
@@ -158,7 +161,7 @@ def test_jobs_list_shows_a_keyed_job_s_key(config: Path, storage_url: str) -> No
     listed = invoke("jobs", "list", "--workflow", "sync", *where).stdout
     lines = [line for line in listed.splitlines() if "  sync  " in line]
     assert len(lines) == 2 and "\x1b" not in listed
-    assert any(line.endswith("  key acct-Bo (limit 2)") for line in lines)
+    assert any(line.endswith("  keys concurrency acct-Bo (limit 2)") for line in lines)
     assert all(len(line) < 600 for line in lines)  # a huge key cut short
     as_json = [row for line in invoke("jobs", "list", "--json", "--workflow", "sync",
                                       *where).stdout.splitlines()
@@ -166,3 +169,46 @@ def test_jobs_list_shows_a_keyed_job_s_key(config: Path, storage_url: str) -> No
     assert len(as_json) == 2
     assert {row["flow_key"] for row in as_json} >= {"sync:acct-Bo"}
     assert {row["flow_limit"] for row in as_json} == {2}
+
+
+async def _waiting_jobs(url: str) -> None:
+    """Jobs of `sync` waiting for their keys: one of key a running (limit 1) and one
+    pending behind it; one of throttle key t started (1 per 1 h) and one pending behind it;
+    a debounced one due later."""
+    storage = open_storage(url)
+    await storage.open([])
+    try:
+        now = datetime.now(UTC) - timedelta(seconds=5)
+        later = now + timedelta(hours=1)
+        await storage.jobs.enqueue([
+            Job(id=f"{now:%s}000x00000000000000000{n}", workflow="sync", source="schedule",
+                due_at=now + timedelta(milliseconds=n), data={"params": {"n": n}}, **keys)
+            for n, keys in enumerate([
+                {"flow_key": "sync:a", "flow_limit": 1},
+                {"flow_key": "sync:a", "flow_limit": 1},
+                {"flow_key": "sync:t", "throttle_key": "sync:t", "throttle_limit": 1,
+                 "throttle_ms": 3_600_000},
+                {"flow_key": "sync:t", "throttle_key": "sync:t", "throttle_limit": 1,
+                 "throttle_ms": 3_600_000}])])
+        await storage.jobs.enqueue([Job(id=f"{now:%s}000x000000000000000009", workflow="sync",
+                                        source="schedule", due_at=later,
+                                        data={"params": {"n": 9}}, debounce_key="sync:d")])
+        claimed = await storage.jobs.claim("w", now + timedelta(seconds=1), later, 10)
+        assert sorted(job.data["params"]["n"] for job in claimed) == [0, 2]
+    finally:
+        await storage.close()
+
+
+def test_jobs_list_says_why_a_job_waits(config: Path, storage_url: str) -> None:
+    asyncio.run(_waiting_jobs(storage_url))
+    where = ("--config", str(config), "--database", storage_url)
+    listed = invoke("jobs", "list", "--workflow", "sync", "--status", "pending", *where).stdout
+    rows = [json.loads(line) for line in invoke(
+        "jobs", "list", "--json", "--workflow", "sync", "--status", "pending",
+        *where).stdout.splitlines()]
+    lines = {row["data"]["params"]["n"]: row["waits"] for row in rows if "data" in row}
+    assert lines == {1: "concurrency: 1 of 1 running",
+                     3: "throttle: 1 of 1 started in the last 3600s",
+                     9: "debounced: runs once no job of its key is scheduled for its period"}
+    assert "waits (concurrency: 1 of 1 running)" in listed
+    assert "keys throttle t (1 per 3600s)" in listed

@@ -189,3 +189,75 @@ async def test_jobs_the_scheduler_ran_are_reported(serve: Serve, storage_url: st
         assert got[("gateway_jobs", (("status", "failed"),))] == 1
         assert got[("gateway_jobs", (("status", "running"),))] == 0
         assert got[("gateway_jobs_due_lag_seconds", ())] >= 0
+
+
+FLOW = """\
+kind: settings
+scheduler: {poll: 100ms}
+metrics: {public: true}
+---
+kind: api_workflow
+name: single
+auth: admin
+params: {word: {type: text}}
+singleton: {key: "{{ params.word }}"}
+steps: [{action: terminate}]
+---
+kind: api_workflow
+name: settled
+auth: admin
+params: {word: {type: text}}
+debounce: {key: "{{ params.word }}", period: 1h}
+steps: [{action: terminate}]
+---
+kind: api_workflow
+name: metered
+auth: admin
+params: {word: {type: text}}
+throttle: {key: "{{ params.word }}", limit: 1, per: 1h}
+steps: [{action: terminate}]
+---
+kind: api_workflow
+name: plan
+expose: true
+auth: none
+params: {word: {type: text}}
+steps:
+  - action: schedule_workflow
+    workflow: single
+    delay: 1h
+    params: {word: "{{ params.word }}"}
+  - action: schedule_workflow
+    workflow: settled
+    params: {word: "{{ params.word }}"}
+  - action: schedule_workflow
+    workflow: metered
+    params: {word: "{{ params.word }}"}
+"""
+
+
+async def test_flow_control_skips_and_waits_are_reported(serve: Serve, storage_url: str) -> None:
+    async with serve(FLOW, storage_url) as gateway:
+        http = gateway.client
+
+        def skipped(got: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+                    workflow: str, reason: str) -> float:
+            return got.get(("gateway_jobs_flow_skipped_total",
+                            (("reason", reason), ("workflow", workflow))), 0)
+
+        before = samples((await http.get("/metrics")).text)  # the process's counts so far
+        for _ in range(3):
+            assert (await http.post("/api/1.1/wf/plan", json={"word": "w"})).is_success
+        deadline = utc_now() + timedelta(seconds=20)
+        got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        waiting = ("gateway_jobs_flow_waiting", (("workflow", "metered"),))
+        while utc_now() < deadline:  # polling a condition, with a deadline
+            got = samples((await http.get("/metrics")).text)
+            if got.get(waiting) == 2:
+                break
+            await asyncio.sleep(0.05)
+        # The 2nd and 3rd singleton jobs were skipped, the 2nd and 3rd debounced ones were
+        # written over the 1st; of three throttled jobs (1 an hour), one ran, two wait.
+        assert skipped(got, "single", "singleton") - skipped(before, "single", "singleton") == 2
+        assert skipped(got, "settled", "debounce") - skipped(before, "settled", "debounce") == 2
+        assert got.get(waiting) == 2, got

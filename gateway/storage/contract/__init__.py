@@ -22,6 +22,7 @@ from gateway.storage.contract.job_store import JOB_STATUSES as JOB_STATUSES
 from gateway.storage.contract.job_store import Job as Job
 from gateway.storage.contract.job_store import JobEnd as JobEnd
 from gateway.storage.contract.job_store import JobStore as JobStore
+from gateway.storage.contract.job_store import KeyUse as KeyUse
 from gateway.storage.contract.job_store import PendingBound as PendingBound
 from gateway.storage.contract.job_store import Position as Position
 from gateway.storage.contract.job_store import lease_lost as lease_lost

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from gateway.core.errors import LeaseLostError
 
+# What `JobStore.key_use` says: running jobs by concurrency key, starts by throttle key.
+KeyUse = tuple[dict[str, int], dict[str, int]]
 # A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
 Position = tuple[datetime, str]
 
@@ -178,5 +180,12 @@ class JobStore(Protocol):
     # When the next pending job (of a workflow not paused) is due; None when none is. With
     # `now`, keyed jobs due by then are left out: they wait for their key, not their time.
     async def next_due(self, now: datetime | None = None) -> datetime | None: ...
+    # What due jobs under flow control wait for, now: how many jobs of each concurrency key
+    # in `flow_keys` run, and how many of each throttle key in `throttles` (key, period in
+    # milliseconds) started within its period.
+    async def key_use(self, now: datetime, flow_keys: Sequence[str],
+                      throttles: Sequence[tuple[str, int]]) -> KeyUse: ...
+    # Due jobs under flow control still pending at `now`, by workflow.
+    async def flow_waiting(self, now: datetime) -> dict[str, int]: ...
     # Wait until jobs were enqueued (on this instance, or any on PostgreSQL) or `timeout`.
     async def wait(self, timeout: float) -> None: ...

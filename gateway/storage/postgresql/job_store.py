@@ -23,7 +23,7 @@ from gateway.storage.common import transaction
 from gateway.storage.common.job_rows import Wake, check_pending, epoch_ms, job_from_row, sooner
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
-from gateway.storage.contract.job_store import lease_lost, series_of
+from gateway.storage.contract.job_store import KeyUse, lease_lost, series_of
 from gateway.storage.postgresql.connector import Conn, PostgresConnector
 
 Q = queries("postgresql")
@@ -252,6 +252,20 @@ class PostgresJobs:
             return due
         opens = await self._db.fetch(Q["throttle_opens"], {"now": now, "now_ms": epoch_ms(now)})
         return sooner(due, opens[0][0] if opens else None)
+
+    async def key_use(self, now: datetime, flow_keys: Sequence[str],
+                      throttles: Sequence[tuple[str, int]]) -> KeyUse:
+        running, started = {}, {}
+        for key in dict.fromkeys(flow_keys):
+            running[key] = int((await self._db.fetch(Q["key_running"], (key,)))[0][0])
+        for key, ms in dict.fromkeys(throttles):
+            since = epoch_ms(now) - ms
+            started[key] = int((await self._db.fetch(Q["key_started"], (key, since)))[0][0])
+        return running, started
+
+    async def flow_waiting(self, now: datetime) -> dict[str, int]:
+        rows = await self._db.fetch(Q["flow_waiting"], (now,))
+        return {str(workflow): int(count) for workflow, count in rows}
 
     async def wait(self, timeout: float) -> None:
         if self._listener is None or self._listener.done():

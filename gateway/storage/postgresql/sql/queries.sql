@@ -420,6 +420,19 @@ SELECT c.*, EXISTS (SELECT 1 FROM gateway_jobs
                     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s)
 FROM (SELECT 1) AS one LEFT JOIN claimed c ON true;
 
+-- name: key_running
+-- How many jobs of a concurrency key run now (what a job of it waits for).
+SELECT count(*) FROM gateway_jobs WHERE status = 'running' AND flow_key = %s;
+
+-- name: key_started
+-- How many jobs of a throttle key started since the second parameter (epoch milliseconds).
+SELECT count(*) FROM gateway_jobs WHERE throttle_key = %s AND started_ms > %s;
+
+-- name: flow_waiting
+-- Due jobs under flow control still pending at `now`, by workflow: they wait for their keys.
+SELECT workflow, count(*) FROM gateway_jobs
+WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %s GROUP BY workflow;
+
 -- name: lock_keyed_claims
 -- Keyed claims one at a time, across every instance: taken first in the claim's own
 -- transaction, so that the claim's snapshot (the next statement's) sees every keyed claim

@@ -351,6 +351,19 @@ RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, un
           subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
           throttle_key, throttle_limit, throttle_ms, debounce_key, single_key;
 
+-- name: key_running
+-- How many jobs of a concurrency key run now (what a job of it waits for).
+SELECT count(*) FROM gateway_jobs WHERE status = 'running' AND flow_key = ?;
+
+-- name: key_started
+-- How many jobs of a throttle key started since ?2 (epoch milliseconds).
+SELECT count(*) FROM gateway_jobs WHERE throttle_key = ?1 AND started_ms > ?2;
+
+-- name: flow_waiting
+-- Due jobs under flow control still pending at ?1, by workflow: they wait for their keys.
+SELECT workflow, count(*) FROM gateway_jobs
+WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= ?1 GROUP BY workflow;
+
 -- name: keyed_due
 -- Whether a keyed job is due (gateway_jobs_flow_pending).
 SELECT EXISTS (SELECT 1 FROM gateway_jobs
