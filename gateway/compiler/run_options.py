@@ -1,8 +1,9 @@
 """What an API workflow or a database trigger says about its whole run: its `timezone` (an
 IANA name, checked here, or a template over what starts the run), for an API workflow,
 its `error_redirect` (a URL the settings allow, checked here when it is no template), and
-for an API workflow or a custom event its flow control (`concurrency`, `throttle`,
-`debounce`, `singleton`: key templates over `params`)."""
+for an API workflow, a custom event or a database trigger its flow control
+(`concurrency`, `throttle`, `debounce`, `singleton`: key templates over `params`, or over
+`before` and `after`)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,12 @@ ZONE_NAMES: dict[str, frozenset[str]] = {
     DocumentKind.API_WORKFLOW: frozenset({"request"}),
     DocumentKind.DATABASE_TRIGGER: frozenset({"before", "after"})}
 REDIRECT_NAMES = frozenset({"request"})
-# What a `concurrency.key` template may read: the job's parameters, as its run sees them.
-KEY_NAMES = frozenset({"params"})
+# What a flow control key template may read: the job's parameters, as its run sees them;
+# for a database trigger, the record as the run that fired it first saw and left it.
+KEY_NAMES: dict[str, frozenset[str]] = {
+    DocumentKind.API_WORKFLOW: frozenset({"params"}),
+    DocumentKind.CUSTOM_EVENT: frozenset({"params"}),
+    DocumentKind.DATABASE_TRIGGER: frozenset({"before", "after"})}
 
 
 def timezone_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
@@ -61,23 +66,24 @@ def error_redirect_of(site: Site, data: Mapping[str, Any]) -> Compiled | None:
 
 
 def flow_of(site: Site, data: Mapping[str, Any]) -> Flow | None:
-    """An API workflow's or custom event's flow control (the schema checked its shapes);
-    None when it declares none."""
-    if site.kind not in (DocumentKind.API_WORKFLOW, DocumentKind.CUSTOM_EVENT):
+    """An API workflow's, custom event's or database trigger's flow control (the schema
+    checked its shapes); None when it declares none."""
+    names = KEY_NAMES.get(site.kind)
+    if names is None:
         return None
     concurrency, throttle = data.get("concurrency"), data.get("throttle")
     debounce, singleton = data.get("debounce"), data.get("singleton")
     flow = Flow(
-        concurrency=Concurrency(_key(site, "concurrency", concurrency),
+        concurrency=Concurrency(_key(site, names, "concurrency", concurrency),
                                 _count(concurrency.get("limit", 1)))
         if _keyed(concurrency) else None,
-        throttle=Throttle(_key(site, "throttle", throttle), _count(throttle.get("limit")),
+        throttle=Throttle(_key(site, names, "throttle", throttle), _count(throttle.get("limit")),
                           _duration(throttle.get("per")) or timedelta(seconds=1))
         if _keyed(throttle) else None,
-        debounce=Debounce(_key(site, "debounce", debounce),
+        debounce=Debounce(_key(site, names, "debounce", debounce),
                           _duration(debounce.get("period")) or timedelta(0))
         if _keyed(debounce) else None,
-        singleton=_key(site, "singleton", singleton) if _keyed(singleton) else None)
+        singleton=_key(site, names, "singleton", singleton) if _keyed(singleton) else None)
     return None if flow == Flow() else flow
 
 
@@ -85,8 +91,8 @@ def _keyed(value: Any) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get("key"), str)
 
 
-def _key(site: Site, name: str, value: Mapping[str, Any]) -> Compiled:
-    return site.leaf_with(KEY_NAMES, f"/{name}/key", value["key"])
+def _key(site: Site, names: frozenset[str], name: str, value: Mapping[str, Any]) -> Compiled:
+    return site.leaf_with(names, f"/{name}/key", value["key"])
 
 
 def _count(value: Any) -> int:

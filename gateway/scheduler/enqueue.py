@@ -36,6 +36,7 @@ import collections
 import hashlib
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from gateway.core.encoding import dumps_lenient, roundtrip
@@ -43,7 +44,7 @@ from gateway.core.errors import GatewayError, InvalidDataError
 from gateway.core.ids import new_id
 from gateway.runtime.context import RunContext
 from gateway.runtime.interpreter import Interpreter
-from gateway.runtime.model import Trigger, Workflow
+from gateway.runtime.model import Flow, Trigger, Workflow
 from gateway.scheduler.finish import settle
 from gateway.storage.contract import Change, Job, PendingBound
 from gateway.templates.templating import Compiled
@@ -89,7 +90,7 @@ class Enqueuer:
                 for trigger in self.by_type.get(change.type, ()):
                     if event_of(change) in trigger.events and await self.applies(
                             trigger, ctx, change):
-                        jobs.append(self.trigger_job(trigger, ctx, change))
+                        jobs.append(await self.trigger_job(trigger, ctx, change))
         if jobs:  # past the bound on pending jobs, the run fails and nothing of it is kept
             written = await storage.jobs.enqueue(jobs, self.bound)
             if len(written) < len(jobs):
@@ -134,7 +135,11 @@ class Enqueuer:
         if target is None or flow is None or job.flow_key is not None:
             return job
         params = await self.params_of(target, job)
-        scope = self.interpreter.scope(ctx, params, None)
+        return await self.flowed(job, flow, self.interpreter.scope(ctx, params, None), ctx.now)
+
+    async def flowed(self, job: Job, flow: Flow, scope: dict[str, Any], now: datetime) -> Job:
+        """`job` with the keys of `flow`, rendered in `scope` (a scheduled job's params, a
+        trigger's `before` and `after`)."""
         keys: dict[str, Any] = {}
         if flow.concurrency is not None:
             keys.update(flow_key=await self.key(job, "concurrency", flow.concurrency.key, scope),
@@ -146,7 +151,7 @@ class Enqueuer:
             keys.setdefault("flow_key", throttle)  # under flow control: claimed by its keys
         if flow.debounce is not None:
             keys.update(debounce_key=await self.key(job, "debounce", flow.debounce.key, scope),
-                        due_at=max(job.due_at, ctx.now + flow.debounce.period))
+                        due_at=max(job.due_at, now + flow.debounce.period))
         if flow.singleton is not None:
             keys["single_key"] = await self.key(job, "singleton", flow.singleton, scope)
         return replace(job, **keys)
@@ -206,13 +211,21 @@ class Enqueuer:
         except Exception:  # noqa: BLE001 - the trigger's run will report it
             return True
 
-    def trigger_job(self, trigger: Trigger, ctx: RunContext, change: Change) -> Job:
-        return Job(id=new_id(ctx.now), workflow=trigger.name, source="trigger", due_at=ctx.now,
-                   created_at=ctx.now, subject=change.id, data={
-                       "params": {}, "identity": ctx.identity.record,
-                       "depth": ctx.schedule_depth, "by_run": ctx.run_id, "type": change.type,
-                       "before": roundtrip(change.before), "after": roundtrip(change.after),
-                       **({} if ctx.trace is None else {"trace": ctx.trace})})
+    async def trigger_job(self, trigger: Trigger, ctx: RunContext, change: Change) -> Job:
+        """The job of a trigger's run for one change: with its flow control's keys, made
+        over `before` and `after`."""
+        job = Job(id=new_id(ctx.now), workflow=trigger.name, source="trigger", due_at=ctx.now,
+                  created_at=ctx.now, subject=change.id, data={
+                      "params": {}, "identity": ctx.identity.record,
+                      "depth": ctx.schedule_depth, "by_run": ctx.run_id, "type": change.type,
+                      "before": roundtrip(change.before), "after": roundtrip(change.after),
+                      **({} if ctx.trace is None else {"trace": ctx.trace})})
+        flow = trigger.run.flow
+        if flow is None:
+            return job
+        scope = self.interpreter.scope(ctx, {}, None, names(roundtrip(change.before),
+                                                            roundtrip(change.after)))
+        return await self.flowed(job, flow, scope, ctx.now)
 
 
 def bounded_key(key: str) -> str:

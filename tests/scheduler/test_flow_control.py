@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import itertools
 import json
 import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from gateway.compiler.loader import load
+from gateway.core.settings import with_environment
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
@@ -33,6 +36,7 @@ from gateway.storage import Storage, open_storage
 CONFIG = """
 kind: settings
 scheduler: {poll: 1s, lease: 30s, concurrency: 8}
+secrets: [UPSTREAM]
 run_log: {sample_success: 1}
 ---
 kind: api_workflow
@@ -70,6 +74,32 @@ singleton: {key: "{{ params.rec }}"}
 steps:
   - action: http_request
     url: "{{ params.url }}/?key={{ params.rec }}&n={{ params.n }}"
+---
+kind: data_type
+name: contact
+fields:
+  n: {type: integer}
+---
+kind: api_workflow
+name: edit
+auth: admin
+params:
+  contact: {type: contact}
+  n: {type: integer}
+steps:
+  - action: make_changes
+    type: contact
+    thing: "{{ params.contact }}"
+    fields: {n: "{{ params.n }}"}
+---
+kind: database_trigger
+name: contact-changed
+type: contact
+events: [change]
+debounce: {key: "{{ after._id }}", period: 300ms}
+steps:
+  - action: http_request
+    url: "{{ secrets.UPSTREAM }}/?key={{ after._id }}&n={{ after.n }}"
 """
 # One workflow scheduling jobs of each (a step names the workflow it schedules).
 PLAN = """
@@ -278,3 +308,22 @@ async def test_a_failed_singleton_job_is_not_retried_while_its_key_is_taken(
     [second] = await store.jobs.list_jobs(workflow="single", status="pending")
     await store.jobs.cancel([second.id], second.due_at)
     assert await store.jobs.retry(first.id, first.due_at)
+
+
+async def test_a_debounced_trigger_runs_once_for_forty_changes_with_the_last_record(
+        registry: Registry, store: Storage, upstream: tuple[Upstream, str]) -> None:
+    found, url = upstream
+    settings = with_environment(registry.settings, {"UPSTREAM": url})
+    registry = dataclasses.replace(registry, settings=settings)
+    interpreter = with_jobs(Interpreter(registry, store))
+    ids = [(await store.records.create("contact", {"n": 0}, at=datetime.now(UTC))).id
+           for _ in range(2)]
+    assert all(isinstance(id, str) for id in ids)
+    for n in range(1, 41):  # forty runs, each changing the first contact
+        result = await interpreter.run(registry.workflows["edit"], {"contact": ids[0], "n": n})
+        assert result.error is None, result.error
+    await interpreter.run(registry.workflows["edit"], {"contact": ids[1], "n": 7})
+    pending = await store.jobs.list_jobs(workflow="contact-changed", status="pending")
+    assert sorted(job.data["after"]["n"] for job in pending) == [7, 40]
+    await run_until(interpreter, store, 2)
+    assert found.ns == {ids[0]: [40], ids[1]: [7]}
