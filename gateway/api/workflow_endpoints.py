@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.api import samples
 from gateway.api.auth import API_TOKEN, Authenticator, admitted, credential, is_bearer
 from gateway.api.detection import as_yaml
+from gateway.api.flow_gate import FlowGate
 from gateway.api.request_bodies import (
     OFF_LOOP_BYTES,
     close_uploads,
@@ -40,7 +41,7 @@ from gateway.core.errors import (
     shown,
 )
 from gateway.runtime.coercion import gather
-from gateway.runtime.context import ANONYMOUS
+from gateway.runtime.context import ANONYMOUS, Identity
 from gateway.runtime.envelope import Rendered, render_error, render_result
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import ROUTE_PREFIX, Workflow
@@ -131,6 +132,8 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
         else None
     parse = parse_signed_body if guard is not None and guard.hooks.verify is not None \
         else parse_simple_body
+    flow = workflow.flow
+    gate = FlowGate(workflow, flow, interpreter) if flow is not None and flow.admits else None
 
     async def endpoint(request: Request) -> Response:
         if request.method not in methods:
@@ -163,13 +166,22 @@ def workflow_endpoint(workflow: Workflow, interpreter: Interpreter,
         facts = request_facts(request, body) if workflow.uses_request else None
         call = Call(facts, client)
         try:
-            if run_guard is not None:
-                return response(await run_guard.run(raw, identity, call, seen))
-            result = await interpreter.run(workflow, raw, identity=identity, call=call)
+            if gate is not None:  # concurrency or throttle: the call's keys must have room
+                async with gate.admitted(raw):
+                    return await run(raw, identity, call, seen)
+            return await run(raw, identity, call, seen)
+        except GatewayError as exc:  # refused by its keys (429), or they could not be made
+            return error_response(exc)
         finally:
             if uploads:
                 close_uploads(raw)
-        return reply_response(result)
+
+    async def run(raw: dict[str, Any], identity: Identity, call: Call,
+                  seen: Mapping[str, str]) -> Response:
+        if run_guard is not None:
+            return response(await run_guard.run(raw, identity, call, seen))
+        return reply_response(await interpreter.run(workflow, raw, identity=identity,
+                                                    call=call))
 
     return endpoint
 

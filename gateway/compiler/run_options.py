@@ -35,6 +35,7 @@ ZONE_NAMES: dict[str, frozenset[str]] = {
 REDIRECT_NAMES = frozenset({"request"})
 # What a flow control key template may read: the job's parameters, as its run sees them;
 # for a database trigger, the record as the run that fired it first saw and left it.
+MAX_WAIT = timedelta(seconds=60)  # the longest an HTTP call waits for room under its keys
 KEY_NAMES: dict[str, frozenset[str]] = {
     DocumentKind.API_WORKFLOW: frozenset({"params"}),
     DocumentKind.CUSTOM_EVENT: frozenset({"params"}),
@@ -75,10 +76,12 @@ def flow_of(site: Site, data: Mapping[str, Any]) -> Flow | None:
     debounce, singleton = data.get("debounce"), data.get("singleton")
     flow = Flow(
         concurrency=Concurrency(_key(site, names, "concurrency", concurrency),
-                                _count(concurrency.get("limit", 1)))
+                                _count(concurrency.get("limit", 1)),
+                                _wait(concurrency.get("max_wait")))
         if _keyed(concurrency) else None,
         throttle=Throttle(_key(site, names, "throttle", throttle), _count(throttle.get("limit")),
-                          _duration(throttle.get("per")) or timedelta(seconds=1))
+                          _duration(throttle.get("per")) or timedelta(seconds=1),
+                          _wait(throttle.get("max_wait")))
         if _keyed(throttle) else None,
         debounce=Debounce(_key(site, names, "debounce", debounce),
                           _duration(debounce.get("period")) or timedelta(0))
@@ -97,6 +100,11 @@ def _key(site: Site, names: frozenset[str], name: str, value: Mapping[str, Any])
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _wait(value: Any) -> timedelta:
+    """An HTTP call's `max_wait`: at most `MAX_WAIT` (it holds a connection meanwhile)."""
+    return min(_duration(value) or timedelta(0), MAX_WAIT)
 
 
 def _duration(value: Any) -> timedelta | None:

@@ -90,6 +90,7 @@ class Concurrency:
 
     key: Compiled
     limit: int = 1
+    max_wait: timedelta = timedelta(0)  # how long an HTTP call waits for room
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class Throttle:
     key: Compiled
     limit: int
     per: timedelta
+    max_wait: timedelta = timedelta(0)  # how long an HTTP call waits for a start
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,19 @@ class Flow:
     throttle: Throttle | None = None
     debounce: Debounce | None = None
     singleton: Compiled | None = None
+
+    @property
+    def admits(self) -> bool:
+        """Whether HTTP calls to the workflow are admitted by keys (`concurrency` and
+        `throttle` hold while a run runs or starts; `debounce` and `singleton` apply to
+        jobs only)."""
+        return self.concurrency is not None or self.throttle is not None
+
+    @property
+    def max_wait(self) -> timedelta:
+        """How long an HTTP call waits for room under its keys before its 429."""
+        return max(timedelta(0), *(c.max_wait for c in (self.concurrency, self.throttle)
+                                   if c is not None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +183,8 @@ class Workflow:
     # Its `error_redirect`: gives the URL a failed run redirects to (from `request`).
     error_redirect: Compiled | None = None
     # Its flow control (`concurrency`, `throttle`, `debounce`, `singleton`): keys its jobs
-    # (`gateway.scheduler.enqueue`); None: none.
+    # (`gateway.scheduler.enqueue`) and admits its HTTP calls (`gateway.api.flow_gate`);
+    # None: none.
     flow: Flow | None = None
 
 

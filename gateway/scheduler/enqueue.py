@@ -33,28 +33,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from gateway.core.encoding import dumps_lenient, roundtrip
+from gateway.core.encoding import roundtrip
 from gateway.core.errors import GatewayError, InvalidDataError
 from gateway.core.ids import new_id
 from gateway.runtime.context import RunContext
+from gateway.runtime.flow_keys import SKIPPED, held_keys, render_key, shown_key
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Flow, Trigger, Workflow
 from gateway.scheduler.finish import settle
 from gateway.storage.contract import Change, Job, PendingBound
-from gateway.templates.templating import Compiled
 
 log = logging.getLogger("gateway.scheduler")
-MAX_KEY = 200  # characters of a rendered concurrency key kept as they are
-# Jobs flow control kept from being written in this process, by workflow and what kept
-# them (`singleton`, `debounce`): what /metrics counts. One for the process, not one per
-# interpreter, so that a reload of the config does not set it back.
-SKIPPED: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
 def event_of(change: Change) -> str:
@@ -140,20 +134,19 @@ class Enqueuer:
     async def flowed(self, job: Job, flow: Flow, scope: dict[str, Any], now: datetime) -> Job:
         """`job` with the keys of `flow`, rendered in `scope` (a scheduled job's params, a
         trigger's `before` and `after`)."""
-        keys: dict[str, Any] = {}
-        if flow.concurrency is not None:
-            keys.update(flow_key=await self.key(job, "concurrency", flow.concurrency.key, scope),
-                        flow_limit=flow.concurrency.limit)
-        if flow.throttle is not None:
-            throttle = await self.key(job, "throttle", flow.throttle.key, scope)
-            keys.update(throttle_key=throttle, throttle_limit=flow.throttle.limit,
-                        throttle_ms=max(1, int(flow.throttle.per.total_seconds() * 1000)))
-            keys.setdefault("flow_key", throttle)  # under flow control: claimed by its keys
+        name = job.workflow
+        held = await held_keys(self.interpreter, name, flow, scope)
+        keys: dict[str, Any] = {
+            "flow_key": held.flow_key or held.throttle_key,  # under flow control: claimed by
+            "flow_limit": held.flow_limit, "throttle_key": held.throttle_key,  # its keys
+            "throttle_limit": held.throttle_limit, "throttle_ms": held.throttle_ms}
         if flow.debounce is not None:
-            keys.update(debounce_key=await self.key(job, "debounce", flow.debounce.key, scope),
+            keys.update(debounce_key=await render_key(self.interpreter, name, "debounce",
+                                                      flow.debounce.key, scope),
                         due_at=max(job.due_at, now + flow.debounce.period))
         if flow.singleton is not None:
-            keys["single_key"] = await self.key(job, "singleton", flow.singleton, scope)
+            keys["single_key"] = await render_key(self.interpreter, name, "singleton",
+                                                  flow.singleton, scope)
         return replace(job, **keys)
 
     async def params_of(self, target: Workflow, job: Job) -> dict[str, Any]:
@@ -162,28 +155,6 @@ class Enqueuer:
         except GatewayError as exc:
             raise InvalidDataError(f"the job's params do not fit '{job.workflow}', so its flow "
                                    f"control keys could not be made: {exc.message}") from exc
-
-    async def key(self, job: Job, control: str, template: Compiled,
-                  scope: dict[str, Any]) -> str:
-        """One of a job's flow control keys, as stored: its workflow's name, then the
-        rendered template (`bounded_key`). One that fails or renders empty is refused (400
-        `INVALID_DATA`): a job without its key would run unguarded."""
-        try:
-            value = await self.interpreter.evaluate(template, scope)
-        except GatewayError as exc:
-            raise InvalidDataError(
-                f"the {control} key of '{job.workflow}' could not be made from the job's "
-                f"params: {exc.message}") from exc
-        except Exception as exc:  # noqa: BLE001 - a template's own error, said plainly
-            raise InvalidDataError(
-                f"the {control} key of '{job.workflow}' could not be made from the job's "
-                f"params: {type(exc).__name__}: {exc}") from exc
-        key = value if isinstance(value, str) else "" if value is None else dumps_lenient(value)
-        if not key.strip():
-            raise InvalidDataError(
-                f"the {control} key of '{job.workflow}' is empty for the job's params: "
-                "a job needs a key (give every job one, e.g. a default in the template)")
-        return f"{job.workflow}:{bounded_key(key)}"
 
     def stamped(self, job: Job, trace: str | None) -> Job:
         """A scheduled job with the version of the definition it was scheduled under (the
@@ -226,20 +197,6 @@ class Enqueuer:
         scope = self.interpreter.scope(ctx, {}, None, names(roundtrip(change.before),
                                                             roundtrip(change.after)))
         return await self.flowed(job, flow, scope, ctx.now)
-
-
-def bounded_key(key: str) -> str:
-    """A rendered key as stored: as it is up to `MAX_KEY` characters; longer, its start
-    and a hash of the whole (two long keys that differ anywhere stay two keys)."""
-    if len(key) <= MAX_KEY:
-        return key
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{key[:MAX_KEY - 33]}#{digest}"
-
-
-def shown_key(key: str) -> str:
-    """A stored key as the run log says it: without its workflow's name, quoted."""
-    return repr(key.partition(":")[2][:80])
 
 
 def names(before: Any, after: Any) -> dict[str, Any]:

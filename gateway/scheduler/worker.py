@@ -35,10 +35,11 @@ from gateway.core.encoding import escape
 from gateway.core.errors import GatewayError, LeaseLostError
 from gateway.core.ids import new_id
 from gateway.runtime.context import ADMIN, ANONYMOUS, Identity
+from gateway.runtime.flow_keys import SKIPPED
 from gateway.runtime.interpreter import Interpreter, RunResult
 from gateway.runtime.model import RecurringEvent, Workflow
 from gateway.runtime.origin import JobRun, Origin
-from gateway.scheduler.enqueue import SKIPPED, names, writes_jobs
+from gateway.scheduler.enqueue import names, writes_jobs
 from gateway.scheduler.finish import Finisher, ending
 from gateway.scheduler.planner import Planner
 from gateway.scheduler.recurring import missed

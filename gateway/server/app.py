@@ -42,12 +42,12 @@ from gateway.core.logformat import AccessLog, noted
 from gateway.core.settings import with_environment
 from gateway.runtime.accounts import Logins
 from gateway.runtime.after_commit import settled
+from gateway.runtime.flow_keys import SKIPPED
 from gateway.runtime.forwarded import Proxies
 from gateway.runtime.interpreter import Interpreter, Observe
 from gateway.runtime.model import Registry
 from gateway.runtime.services import Services
 from gateway.scheduler import Scheduler, with_jobs
-from gateway.scheduler.enqueue import SKIPPED
 from gateway.server.metrics import CONTENT_TYPE as METRICS_TYPE
 from gateway.server.metrics import Metrics, counting
 from gateway.server.reload import RELOAD_ENV, reloading

@@ -27,10 +27,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from gateway.compiler.loader import load
+from gateway.runtime.flow_keys import MAX_KEY
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
 from gateway.scheduler import Scheduler, with_jobs
-from gateway.scheduler.enqueue import MAX_KEY
 from gateway.storage import Job, Storage, open_storage
 
 CONFIG = """

@@ -12,6 +12,7 @@ from typing import Any
 from gateway.core.encoding import loads as codec_loads
 from gateway.core.errors import TooManyJobsError
 from gateway.storage.contract import Job, PendingBound
+from gateway.storage.contract.job_store import CallKeys
 
 
 def job_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> Job:
@@ -42,6 +43,29 @@ def sooner(due: datetime | None, opens_ms: Any) -> datetime | None:
         return due
     opens = datetime.fromtimestamp(int(opens_ms) / 1000, UTC)
     return opens if due is None else min(due, opens)
+
+
+CONCURRENCY_WAIT = 1.0  # seconds a call refused by a full concurrency key is told to wait
+
+
+def call_wait(keys: CallKeys, running: int, started: int, first_ms: int | None,
+              now_ms: int) -> float | None:
+    """Whether a call under `keys` is admitted now (None) or how long to wait: its
+    concurrency key holds `running` jobs and calls; its throttle key saw `started` starts
+    in its period, the first at `first_ms` (epoch milliseconds), whose leaving it opens."""
+    waits = []
+    if keys.flow_limit is not None and running >= keys.flow_limit:
+        waits.append(CONCURRENCY_WAIT)
+    if keys.throttle_limit is not None and started >= keys.throttle_limit:
+        opens = (first_ms if first_ms is not None else now_ms) + (keys.throttle_ms or 0)
+        waits.append(max(opens - now_ms, 1) / 1000)
+    return max(waits) if waits else None
+
+
+def first_of(*starts: Any) -> int | None:
+    """The earliest of some start times (epoch milliseconds), None among them ignored."""
+    found = [int(start) for start in starts if start is not None]
+    return min(found) if found else None
 
 
 def check_pending(bound: PendingBound, counts: Mapping[str, int], added: Iterable[str]) -> None:

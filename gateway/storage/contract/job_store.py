@@ -104,6 +104,19 @@ class JobEnd:
     then: Job | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CallKeys:
+    """The keys an HTTP call to a workflow with `concurrency` or `throttle` is admitted
+    by, as a job of it would carry them (see `Job`)."""
+
+    workflow: str
+    flow_key: str | None = None
+    flow_limit: int | None = None
+    throttle_key: str | None = None
+    throttle_limit: int | None = None
+    throttle_ms: int | None = None
+
+
 class JobStore(Protocol):
     """Jobs, claimed by workers with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
     claiming statement in the writer on SQLite). A job whose lease expires is claimed again:
@@ -187,5 +200,15 @@ class JobStore(Protocol):
                       throttles: Sequence[tuple[str, int]]) -> KeyUse: ...
     # Due jobs under flow control still pending at `now`, by workflow.
     async def flow_waiting(self, now: datetime) -> dict[str, int]: ...
+    # One HTTP call admitted under `keys` at `now` (by id), on every instance: while its
+    # concurrency key has room and its throttle's period too (the jobs of the keys counted
+    # with the calls), it is written as running until `until` at the latest, and None is
+    # returned; otherwise nothing is written, and the seconds until room may open are (a
+    # throttle's, exactly; a concurrency key's, a guess). Serialized with keyed claims.
+    async def admit_call(self, id: str, keys: CallKeys, now: datetime,
+                         until: datetime) -> float | None: ...
+    # An admitted call ended: it holds its concurrency key no longer (the workers are
+    # woken) and keeps its start while its throttle's period lasts.
+    async def end_call(self, id: str, keys: CallKeys, now: datetime) -> None: ...
     # Wait until jobs were enqueued (on this instance, or any on PostgreSQL) or `timeout`.
     async def wait(self, timeout: float) -> None: ...

@@ -20,10 +20,18 @@ import psycopg
 
 from gateway.core.encoding import dumps
 from gateway.storage.common import transaction
-from gateway.storage.common.job_rows import Wake, check_pending, epoch_ms, job_from_row, sooner
+from gateway.storage.common.job_rows import (
+    Wake,
+    call_wait,
+    check_pending,
+    epoch_ms,
+    first_of,
+    job_from_row,
+    sooner,
+)
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
-from gateway.storage.contract.job_store import KeyUse, lease_lost, series_of
+from gateway.storage.contract.job_store import CallKeys, KeyUse, lease_lost, series_of
 from gateway.storage.postgresql.connector import Conn, PostgresConnector
 
 Q = queries("postgresql")
@@ -255,13 +263,46 @@ class PostgresJobs:
 
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
                       throttles: Sequence[tuple[str, int]]) -> KeyUse:
-        running, started = {}, {}
+        running, started, now_ms = {}, {}, epoch_ms(now)
         for key in dict.fromkeys(flow_keys):
-            running[key] = int((await self._db.fetch(Q["key_running"], (key,)))[0][0])
+            rows = await self._db.fetch(Q["key_running"], {"key": key, "now_ms": now_ms})
+            running[key] = int(rows[0][0])
         for key, ms in dict.fromkeys(throttles):
-            since = epoch_ms(now) - ms
-            started[key] = int((await self._db.fetch(Q["key_started"], (key, since)))[0][0])
+            rows = await self._db.fetch(Q["key_started"], {"key": key, "since": now_ms - ms})
+            started[key] = int(rows[0][0])
         return running, started
+
+    async def admit_call(self, id: str, keys: CallKeys, now: datetime,
+                         until: datetime) -> float | None:
+        now_ms = epoch_ms(now)
+
+        async def work(conn: Conn) -> float | None:
+            await conn.execute(Q["lock_keyed_claims"].encode())  # as keyed claims: one at a time
+            await conn.execute(Q["purge_flow_calls"].encode(), (now_ms,))
+            running = started = 0
+            first = None
+            if keys.flow_key is not None:
+                cursor = await conn.execute(Q["key_running"].encode(),
+                                            {"key": keys.flow_key, "now_ms": now_ms})
+                running = (await cursor.fetchone() or (0,))[0]
+            if keys.throttle_key is not None:
+                cursor = await conn.execute(Q["key_started"].encode(), {
+                    "key": keys.throttle_key, "since": now_ms - (keys.throttle_ms or 0)})
+                started, *firsts = await cursor.fetchone() or (0, None, None)
+                first = first_of(*firsts)
+            wait = call_wait(keys, running, started, first, now_ms)
+            if wait is None:
+                await conn.execute(Q["add_flow_call"].encode(), (
+                    id, keys.workflow, keys.flow_key, keys.throttle_key, now_ms,
+                    epoch_ms(until)))
+            return wait
+
+        return await self._db.alone(work)
+
+    async def end_call(self, id: str, keys: CallKeys, now: datetime) -> None:
+        until = epoch_ms(now) + ((keys.throttle_ms or 0) if keys.throttle_key else 0)
+        await self._db.fetch(Q["end_flow_call"], (until, id), write=True)
+        self._wake.set()  # a job of its key may start now (other instances: notified)
 
     async def flow_waiting(self, now: datetime) -> dict[str, int]:
         rows = await self._db.fetch(Q["flow_waiting"], (now,))

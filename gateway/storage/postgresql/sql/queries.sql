@@ -421,12 +421,38 @@ SELECT c.*, EXISTS (SELECT 1 FROM gateway_jobs
 FROM (SELECT 1) AS one LEFT JOIN claimed c ON true;
 
 -- name: key_running
--- How many jobs of a concurrency key run now (what a job of it waits for).
-SELECT count(*) FROM gateway_jobs WHERE status = 'running' AND flow_key = %s;
+-- How many jobs and HTTP calls of a concurrency key run now (`now_ms`: epoch milliseconds).
+SELECT (SELECT count(*) FROM gateway_jobs WHERE status = 'running' AND flow_key = %(key)s)
+       + (SELECT count(*) FROM gateway_flow_calls
+          WHERE running = 1 AND flow_key = %(key)s AND until_ms > %(now_ms)s);
 
 -- name: key_started
--- How many jobs of a throttle key started since the second parameter (epoch milliseconds).
-SELECT count(*) FROM gateway_jobs WHERE throttle_key = %s AND started_ms > %s;
+-- How many jobs and HTTP calls of a throttle key started since `since` (epoch
+-- milliseconds), and the first of each.
+SELECT (SELECT count(*) FROM gateway_jobs WHERE throttle_key = %(key)s AND started_ms > %(since)s)
+       + (SELECT count(*) FROM gateway_flow_calls
+          WHERE throttle_key = %(key)s AND started_ms > %(since)s),
+       (SELECT min(started_ms) FROM gateway_jobs
+        WHERE throttle_key = %(key)s AND started_ms > %(since)s),
+       (SELECT min(started_ms) FROM gateway_flow_calls
+        WHERE throttle_key = %(key)s AND started_ms > %(since)s);
+
+-- name: purge_flow_calls
+-- Calls that no longer hold a key: ended, and past their throttle's period if any; or
+-- running past their time (the process that ran them died).
+DELETE FROM gateway_flow_calls WHERE until_ms <= %s;
+
+-- name: add_flow_call
+INSERT INTO gateway_flow_calls (id, workflow, flow_key, throttle_key, started_ms, until_ms,
+                                running)
+VALUES (%s, %s, %s, %s, %s, %s, 1);
+
+-- name: end_flow_call
+-- A call that ended: it keeps its start while its throttle's period lasts (the end of it;
+-- no throttle: now), and holds its concurrency key no longer. The workers are woken: a
+-- job of its key may start now.
+WITH ended AS (UPDATE gateway_flow_calls SET running = 0, until_ms = %s WHERE id = %s)
+SELECT pg_notify('gateway_jobs', '');
 
 -- name: flow_waiting
 -- Due jobs under flow control still pending at `now`, by workflow: they wait for their keys.
@@ -462,18 +488,25 @@ WITH due AS (
            row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
     FROM due
 ), busy AS (
-    SELECT flow_key, count(*) AS running FROM gateway_jobs
-    WHERE status = 'running' AND flow_key IS NOT NULL
-      AND flow_key IN (SELECT flow_key FROM due)
+    SELECT flow_key, count(*) AS running FROM (
+        SELECT flow_key FROM gateway_jobs
+        WHERE status = 'running' AND flow_key IS NOT NULL
+          AND flow_key IN (SELECT flow_key FROM due)
+        UNION ALL
+        SELECT flow_key FROM gateway_flow_calls
+        WHERE running = 1 AND until_ms > %(now_ms)s AND flow_key IN (SELECT flow_key FROM due)
+    ) AS holding
     GROUP BY flow_key
 ), throttles AS (
     SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM due
     WHERE throttle_key IS NOT NULL GROUP BY throttle_key
 ), recent AS (
-    SELECT t.throttle_key, count(*) AS started
-    FROM throttles t JOIN gateway_jobs s
-        ON s.throttle_key = t.throttle_key AND s.started_ms > %(now_ms)s - t.throttle_ms
-    GROUP BY t.throttle_key
+    SELECT t.throttle_key,
+           (SELECT count(*) FROM gateway_jobs s WHERE s.throttle_key = t.throttle_key
+              AND s.started_ms > %(now_ms)s - t.throttle_ms)
+           + (SELECT count(*) FROM gateway_flow_calls c WHERE c.throttle_key = t.throttle_key
+              AND c.started_ms > %(now_ms)s - t.throttle_ms) AS started
+    FROM throttles t
 ), chosen AS (
     SELECT r.id FROM ranked r
     LEFT JOIN busy b ON b.flow_key = r.flow_key
@@ -500,13 +533,20 @@ RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_unt
 -- When the next start of a throttle key that a due job waits for opens, in milliseconds
 -- since the epoch: its oldest start within the period, plus the period. NULL when no due
 -- job waits for a throttle.
-SELECT min(s.started_ms + t.throttle_ms) FROM (
+WITH t AS (
     SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM gateway_jobs
     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s
       AND throttle_key IS NOT NULL
     GROUP BY throttle_key
-) AS t JOIN gateway_jobs s
-    ON s.throttle_key = t.throttle_key AND s.started_ms > %(now_ms)s - t.throttle_ms;
+)
+SELECT min(opens) FROM (
+    SELECT (SELECT min(s.started_ms) FROM gateway_jobs s WHERE s.throttle_key = t.throttle_key
+              AND s.started_ms > %(now_ms)s - t.throttle_ms) + t.throttle_ms AS opens FROM t
+    UNION ALL
+    SELECT (SELECT min(c.started_ms) FROM gateway_flow_calls c
+            WHERE c.throttle_key = t.throttle_key AND c.started_ms > %(now_ms)s - t.throttle_ms)
+           + t.throttle_ms FROM t
+) AS o;
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's

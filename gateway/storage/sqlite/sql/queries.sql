@@ -352,12 +352,34 @@ RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, un
           throttle_key, throttle_limit, throttle_ms, debounce_key, single_key;
 
 -- name: key_running
--- How many jobs of a concurrency key run now (what a job of it waits for).
-SELECT count(*) FROM gateway_jobs WHERE status = 'running' AND flow_key = ?;
+-- How many jobs and HTTP calls of a concurrency key run now (?2: now, epoch milliseconds).
+SELECT (SELECT count(*) FROM gateway_jobs WHERE status = 'running' AND flow_key = ?1)
+       + (SELECT count(*) FROM gateway_flow_calls
+          WHERE running = 1 AND flow_key = ?1 AND until_ms > ?2);
 
 -- name: key_started
--- How many jobs of a throttle key started since ?2 (epoch milliseconds).
-SELECT count(*) FROM gateway_jobs WHERE throttle_key = ?1 AND started_ms > ?2;
+-- How many jobs and HTTP calls of a throttle key started since ?2 (epoch milliseconds),
+-- and the first of each.
+SELECT (SELECT count(*) FROM gateway_jobs WHERE throttle_key = ?1 AND started_ms > ?2)
+       + (SELECT count(*) FROM gateway_flow_calls WHERE throttle_key = ?1 AND started_ms > ?2),
+       (SELECT min(started_ms) FROM gateway_jobs WHERE throttle_key = ?1 AND started_ms > ?2),
+       (SELECT min(started_ms) FROM gateway_flow_calls
+        WHERE throttle_key = ?1 AND started_ms > ?2);
+
+-- name: purge_flow_calls
+-- Calls that no longer hold a key: ended, and past their throttle's period if any; or
+-- running past their time (the process that ran them died).
+DELETE FROM gateway_flow_calls WHERE until_ms <= ?;
+
+-- name: add_flow_call
+INSERT INTO gateway_flow_calls (id, workflow, flow_key, throttle_key, started_ms, until_ms,
+                                running)
+VALUES (?, ?, ?, ?, ?, ?, 1);
+
+-- name: end_flow_call
+-- A call that ended: it keeps its start while its throttle's period lasts (?2, the end of
+-- it; no throttle: now), and holds its concurrency key no longer.
+UPDATE gateway_flow_calls SET running = 0, until_ms = ?2 WHERE id = ?1;
 
 -- name: flow_waiting
 -- Due jobs under flow control still pending at ?1, by workflow: they wait for their keys.
@@ -388,16 +410,23 @@ WITH due AS (
                       WHERE p.workflow IN ('*', gateway_jobs.workflow))
     ORDER BY due_at LIMIT :window
 ), busy AS (
-    SELECT flow_key, count(*) AS running FROM gateway_jobs
-    WHERE status = 'running' AND flow_key IS NOT NULL GROUP BY flow_key
+    SELECT flow_key, count(*) AS running FROM (
+        SELECT flow_key FROM gateway_jobs WHERE status = 'running' AND flow_key IS NOT NULL
+        UNION ALL
+        SELECT flow_key FROM gateway_flow_calls
+        WHERE running = 1 AND flow_key IS NOT NULL AND until_ms > :now_ms
+    ) GROUP BY flow_key
 ), throttles AS (
     SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM due
     WHERE throttle_key IS NOT NULL GROUP BY throttle_key
 ), recent AS (
-    SELECT t.throttle_key, count(*) AS started
-    FROM throttles t JOIN gateway_jobs s
-        ON s.throttle_key = t.throttle_key AND s.started_ms > :now_ms - t.throttle_ms
-    GROUP BY t.throttle_key
+    SELECT t.throttle_key,
+           (SELECT count(*) FROM gateway_jobs s
+            WHERE s.throttle_key = t.throttle_key AND s.started_ms > :now_ms - t.throttle_ms)
+           + (SELECT count(*) FROM gateway_flow_calls c
+              WHERE c.throttle_key = t.throttle_key AND c.started_ms > :now_ms - t.throttle_ms)
+           AS started
+    FROM throttles t
 )
 UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
                         lease_until = :lease, worker = :worker, started_ms = :now_ms
@@ -421,13 +450,21 @@ RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, un
 -- When the next start of a throttle key that a due job waits for opens, in milliseconds
 -- since the epoch (?2 is now in them): its oldest start within the period, plus the
 -- period. NULL when no due job waits for a throttle.
-SELECT min(s.started_ms + t.throttle_ms) FROM (
+WITH t AS (
     SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM gateway_jobs
     WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= ?1
       AND throttle_key IS NOT NULL
     GROUP BY throttle_key
-) AS t JOIN gateway_jobs s
-    ON s.throttle_key = t.throttle_key AND s.started_ms > ?2 - t.throttle_ms;
+)
+SELECT min(opens) FROM (
+    SELECT (SELECT min(s.started_ms) FROM gateway_jobs s
+            WHERE s.throttle_key = t.throttle_key AND s.started_ms > ?2 - t.throttle_ms)
+           + t.throttle_ms AS opens FROM t
+    UNION ALL
+    SELECT (SELECT min(c.started_ms) FROM gateway_flow_calls c
+            WHERE c.throttle_key = t.throttle_key AND c.started_ms > ?2 - t.throttle_ms)
+           + t.throttle_ms FROM t
+);
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.

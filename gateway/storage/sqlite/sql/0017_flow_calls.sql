@@ -1,0 +1,19 @@
+-- HTTP calls to a workflow with `concurrency` or `throttle`: each call admitted holds a
+-- row while it runs (`running`, until `until_ms` at the latest: a process that died
+-- mid-call holds its key no longer), and a call under a throttle keeps its start until
+-- its period is over. Keyed claims of jobs count these beside the jobs of the same keys,
+-- and calls count the jobs: one limit for both. Times are milliseconds since the epoch.
+CREATE TABLE gateway_flow_calls (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    flow_key TEXT,
+    throttle_key TEXT,
+    started_ms INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL,
+    running INTEGER NOT NULL
+);
+CREATE INDEX gateway_flow_calls_running ON gateway_flow_calls (flow_key, until_ms)
+WHERE running = 1;
+CREATE INDEX gateway_flow_calls_starts ON gateway_flow_calls (throttle_key, started_ms)
+WHERE throttle_key IS NOT NULL;
+CREATE INDEX gateway_flow_calls_until ON gateway_flow_calls (until_ms);
