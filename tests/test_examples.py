@@ -46,8 +46,9 @@ STRIPE_WEBHOOKS = EXAMPLES / "stripe-webhooks"
 GITHUB_WEBHOOKS = EXAMPLES / "github-webhooks"
 EXCHANGE_RATES = EXAMPLES / "exchange-rates"
 RENTALS = EXAMPLES / "rentals"
-# What each shipped config exposes (each is called by a test below), and the secrets it
-# declares: each example folder just the ones its workflows use, workflows.d none.
+# What each shipped config exposes (each is called by a test below, crm-sync's in
+# test_example_crm_sync.py), and the secrets it declares: each example folder just the ones
+# its workflows use, workflows.d none.
 CALLED = {
     "workflows.d": {"contact-form", "leads", "order-paid", "status", "signup", "login",
                     "logout", "my-leads", "rate-lead"},
@@ -55,6 +56,7 @@ CALLED = {
     "github-webhooks": {"github-push"},
     "exchange-rates": {"email-rates"},
     "rentals": {"createUnit", "nearbyUnits"},
+    "crm-sync": {"contact-changed"},
 }
 SECRETS = {
     "workflows.d": set(),
@@ -62,6 +64,7 @@ SECRETS = {
     "github-webhooks": {"GITHUB_WEBHOOK_SECRET"},
     "exchange-rates": {"RATES_API_URL"},
     "rentals": set(),
+    "crm-sync": {"CRM_API_URL", "CRM_API_TOKEN"},
 }
 by_name = pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
 

@@ -40,8 +40,10 @@ from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.core.clock import utc_now
 
-# The webhook senders' secrets the examples declare (the rates API is served on loopback).
-EXAMPLE_SECRETS = {"STRIPE_WEBHOOK_SECRET": "whsec_fuzzing", "GITHUB_WEBHOOK_SECRET": "fuzzing"}
+# The webhook senders' secrets the examples declare (the rates API is served on loopback),
+# and the CRM's: a port nothing listens on (the syncs the fuzzing schedules fail there).
+EXAMPLE_SECRETS = {"STRIPE_WEBHOOK_SECRET": "whsec_fuzzing", "GITHUB_WEBHOOK_SECRET": "fuzzing",
+                   "CRM_API_URL": "http://127.0.0.1:9", "CRM_API_TOKEN": "fuzzing"}
 MAX_EXAMPLES = 25  # per operation: keeps the fuzzing to seconds, in CI too
 TYPED = """\
 kind: data_type
@@ -169,8 +171,8 @@ def test_the_document_describes_parameters_bodies_and_errors(tmp_path: Path) -> 
     status = doc["paths"]["/api/1.1/wf/status"]["get"]["responses"]["200"]["content"]
     assert "text/plain" in status
     assert "/api/1.1/wf/signup" in doc["paths"]
-    assert {"/api/1.1/wf/stripe-events", "/api/1.1/wf/github-push",
-            "/api/1.1/wf/email-rates"} <= set(doc["paths"])  # the folders of examples/
+    assert {"/api/1.1/wf/stripe-events", "/api/1.1/wf/github-push", "/api/1.1/wf/email-rates",
+            "/api/1.1/wf/contact-changed"} <= set(doc["paths"])  # the folders of examples/
     assert all("wf/normalize-email" not in path for path in doc["paths"])  # an event
 
 

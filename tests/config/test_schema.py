@@ -165,6 +165,9 @@ verify: {scheme: hmac, secret: "{{ secrets.STRIPE_WEBHOOK_SECRET }}", tolerance:
 idempotency: {key: "{{ params.email }}", ttl: 24h}
 rate_limit: {requests: 100, per: 1m, by: ip}
 concurrency: {key: "{{ params.email }}", limit: 2}
+throttle: {key: "{{ params.email }}", limit: 5, per: 1s, max_wait: 2s}
+debounce: {key: "{{ params.email }}", period: 10s}
+singleton: {key: "{{ params.name }}"}
 steps:
   - {id: values, action: set, values: {a: 1}, description: named values}
   - id: lead

@@ -50,7 +50,7 @@ def write(tmp_path: Path, tests: str) -> Path:
 
 def test_there_are_examples_beside_workflows_d() -> None:
     assert {folder.name for folder in example_folders()} >= {
-        "stripe-webhooks", "github-webhooks", "exchange-rates"}
+        "stripe-webhooks", "github-webhooks", "exchange-rates", "rentals", "crm-sync"}
 
 
 @by_name
