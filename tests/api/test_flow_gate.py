@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import Serve
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core.clock import utc_now
 from gateway.storage.contract import CallKeys
@@ -26,6 +27,7 @@ from gateway.storage.contract import CallKeys
 CONFIG = """\
 kind: settings
 scheduler: {poll: 100ms}
+metrics: {public: true}
 secrets: [UPSTREAM]
 ---
 kind: api_workflow
@@ -126,6 +128,16 @@ def gate() -> Iterator[tuple[Gate, str]]:
         server.server_close()
 
 
+def refusals(text: str) -> float:
+    """The calls to `metered` refused so far, as /metrics says."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gateway_jobs_flow_skipped_total" and sample.labels == {
+                    "workflow": "metered", "reason": "refused"}:
+                return sample.value
+    return 0
+
+
 async def until_waiting(gate: Gate, count: int) -> None:
     async with asyncio.timeout(20):
         while gate.waiting < count:
@@ -177,8 +189,10 @@ async def test_a_throttle_refuses_past_its_limit_until_its_period_ends(
         http = gateway.client
         for _ in range(2):
             assert (await http.post("/api/1.1/wf/metered", json={"account": "a"})).is_success
+        before = refusals((await http.get("/metrics")).text)
         refused = await http.post("/api/1.1/wf/metered", json={"account": "a"})
         assert refused.status_code == 429
+        assert refusals((await http.get("/metrics")).text) == before + 1
         assert 3590 <= int(refused.headers["retry-after"]) <= 3600
         assert "at most 2 starts per 3600 s (throttle)" in refused.json()["body"]["message"]
         assert (await http.post("/api/1.1/wf/metered", json={"account": "b"})).is_success

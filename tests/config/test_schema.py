@@ -164,10 +164,9 @@ verify: {scheme: hmac, secret: "{{ secrets.STRIPE_WEBHOOK_SECRET }}", tolerance:
          timestamp_header: X-Timestamp}
 idempotency: {key: "{{ params.email }}", ttl: 24h}
 rate_limit: {requests: 100, per: 1m, by: ip}
-concurrency: {key: "{{ params.email }}", limit: 2}
+concurrency: {key: "{{ params.email }}", limit: 2, max_wait: 5s}
 throttle: {key: "{{ params.email }}", limit: 5, per: 1s, max_wait: 2s}
 debounce: {key: "{{ params.email }}", period: 10s}
-singleton: {key: "{{ params.name }}"}
 steps:
   - {id: values, action: set, values: {a: 1}, description: named values}
   - id: lead
@@ -274,8 +273,16 @@ type: lead
 events: [create, change]
 only_when: "{{ before and after and before.score != after.score }}"
 timezone: Europe/Paris
+singleton: {key: "{{ after._id }}"}
 steps: [{action: log, message: changed}]
 retry: {max_attempts: 2}
+---
+kind: api_workflow
+name: rebuild-index
+auth: admin
+params: {index: {type: text}}
+singleton: {key: "{{ params.index }}"}
+steps: [{action: terminate}]
 ---
 kind: custom_event
 name: normalize-email
@@ -361,7 +368,11 @@ def test_the_valid_documents_use_every_action_and_every_key() -> None:
     api = documents(VALID)[0].data
     used = {step["action"] for step in api["steps"]}
     assert used == set(document["$defs"]["step"]["properties"]["action"]["enum"])
-    assert set(api) == set(document["$defs"]["api_workflow"]["properties"])
+    # (every key in the first, but for those it cannot have beside others: `debounce` and
+    # `singleton` exclude each other, so another API workflow has `singleton`)
+    apis = [d.data for d in documents(VALID) if d.data.get("kind") == "api_workflow"]
+    assert set(api) | {"singleton"} == set(document["$defs"]["api_workflow"]["properties"])
+    assert set().union(*apis) == set(document["$defs"]["api_workflow"]["properties"])
 
 
 # --- invalid documents ------------------------------------------------------------------------
