@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,14 @@ import psycopg
 
 from gateway.core.encoding import dumps
 from gateway.storage.common import transaction
-from gateway.storage.common.job_rows import Wake, check_pending, epoch_ms, job_from_row, sooner
+from gateway.storage.common.job_rows import (
+    Wake,
+    check_pending,
+    epoch_ms,
+    job_from_row,
+    sooner,
+    started_ms,
+)
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
 from gateway.storage.contract.job_store import lease_lost, series_of
@@ -141,6 +149,7 @@ class PostgresJobs:
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
+        asked = time.monotonic()
         params = {"now": now, "limit": limit, "lease": lease_until, "worker": worker,
                   "now_ms": epoch_ms(now)}
         rows = await self._db.fetch(Q["claim_jobs"], params)
@@ -150,6 +159,7 @@ class PostgresJobs:
 
             async def keyed(conn: Conn) -> list[Any]:
                 await conn.execute(Q["lock_keyed_claims"].encode())
+                params["now_ms"] = started_ms(now, asked)  # its turn came: the start
                 cursor = await conn.execute(Q["claim_keyed_jobs"].encode(), params)
                 return await cursor.fetchall()
 
