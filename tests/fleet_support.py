@@ -170,7 +170,8 @@ async def opened(storage_url: str) -> AsyncIterator[Storage]:
 
 
 class Upstream:
-    """A loopback HTTP server that holds each call `hold` seconds and counts the calls in
+    """A loopback HTTP server that holds each call `hold` seconds (or its `hold` query
+    parameter's) and counts the calls in
     flight at once, per key (`n % keys` of the call's `n`: worked out here, not trusted
     from the caller) and overall: the most ever (`peak`, `peak_all`), and each `n`'s calls
     (`calls`)."""
@@ -202,6 +203,13 @@ class Upstream:
         with self.lock:
             return sum(self.calls.values())
 
+    def reset(self) -> None:
+        """Forget the calls so far (a warm-up's)."""
+        with self.lock:
+            self.calls.clear()
+            self.peak.clear()
+            self.peak_all = 0
+
     def handler(self) -> type[BaseHTTPRequestHandler]:
         upstream = self
 
@@ -210,9 +218,10 @@ class Upstream:
                 pass
 
             def do_GET(self) -> None:
-                n = int(parse_qs(urlsplit(self.path).query)["n"][0])
+                query = parse_qs(urlsplit(self.path).query)
+                n = int(query["n"][0])
                 upstream.enter(n % upstream.keys)
-                time.sleep(upstream.hold)
+                time.sleep(float(query.get("hold", [upstream.hold])[0]))
                 upstream.leave(n % upstream.keys, n)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
