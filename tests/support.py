@@ -67,6 +67,16 @@ def run_sql(url: str, *statements: str) -> None:
             pg.execute(statement.encode())
 
 
+def query_sql(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """The rows a query reads from a store's database (by its URL), on a connection of the
+    test's own: a column the storage contract does not show (a job's `started_ms`)."""
+    if url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            return conn.execute(statement).fetchall()
+    with psycopg.connect(url) as pg:
+        return pg.execute(statement.encode()).fetchall()
+
+
 @contextlib.contextmanager
 def rates_api() -> Iterator[str]:
     """A real HTTP server on loopback standing in for the exchange-rate API; its URL."""

@@ -72,26 +72,28 @@ def flow_of(site: Site, data: Mapping[str, Any]) -> Flow | None:
     names = KEY_NAMES.get(site.kind)
     if names is None:
         return None
-    concurrency, throttle = data.get("concurrency"), data.get("throttle")
-    debounce, singleton = data.get("debounce"), data.get("singleton")
+    concurrency, throttle = _block(data, "concurrency"), _block(data, "throttle")
+    debounce, singleton = _block(data, "debounce"), _block(data, "singleton")
     flow = Flow(
-        concurrency=Concurrency(_key(site, names, "concurrency", concurrency),
-                                _count(concurrency.get("limit", 1)),
-                                _wait(concurrency.get("max_wait")))
-        if _keyed(concurrency) else None,
-        throttle=Throttle(_key(site, names, "throttle", throttle), _count(throttle.get("limit")),
-                          _duration(throttle.get("per")) or timedelta(seconds=1),
-                          _wait(throttle.get("max_wait")))
-        if _keyed(throttle) else None,
-        debounce=Debounce(_key(site, names, "debounce", debounce),
-                          _duration(debounce.get("period")) or timedelta(0))
-        if _keyed(debounce) else None,
-        singleton=_key(site, names, "singleton", singleton) if _keyed(singleton) else None)
+        concurrency=None if concurrency is None else Concurrency(
+            _key(site, names, "concurrency", concurrency),
+            _count(concurrency.get("limit", 1)), _wait(concurrency.get("max_wait"))),
+        throttle=None if throttle is None else Throttle(
+            _key(site, names, "throttle", throttle), _count(throttle.get("limit")),
+            _duration(throttle.get("per")) or timedelta(seconds=1),
+            _wait(throttle.get("max_wait"))),
+        debounce=None if debounce is None else Debounce(
+            _key(site, names, "debounce", debounce),
+            _duration(debounce.get("period")) or timedelta(0)),
+        singleton=None if singleton is None else _key(site, names, "singleton", singleton))
     return None if flow == Flow() else flow
 
 
-def _keyed(value: Any) -> bool:
-    return isinstance(value, Mapping) and isinstance(value.get("key"), str)
+def _block(data: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    """One flow control block, when it is a mapping with a key template (the schema
+    reported any other shape)."""
+    value = data.get(name)
+    return value if isinstance(value, Mapping) and isinstance(value.get("key"), str) else None
 
 
 def _key(site: Site, names: frozenset[str], name: str, value: Mapping[str, Any]) -> Compiled:

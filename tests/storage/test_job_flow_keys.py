@@ -1,17 +1,23 @@
 """Concurrency keys in the job store, on both backends: a keyed job is claimed only while
 fewer than its limit of its key's jobs run, one claim never takes more than the room left,
 jobs without a key are claimed as before, and a keyed job that waits for its key is not
-what the next wake-up is timed by."""
+what the next wake-up is timed by. A claim that waits for its turn stamps a throttled
+job's start when its turn came."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from support import query_sql
 
 from gateway.storage import Job, Storage, open_storage
+from gateway.storage.common.job_rows import epoch_ms
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)
@@ -94,3 +100,39 @@ async def test_a_keyed_claim_on_postgresql_waits_for_one_in_flight_and_sees_its_
             assert await asyncio.wait_for(claim, 10) == []  # k0 runs: k1 waits
     finally:
         await storage.close()
+
+
+@contextlib.contextmanager
+def turn_held(url: str) -> Iterator[None]:
+    """What a claim waits for its turn behind, held by a connection of the test's own until
+    the end of the block: PostgreSQL's keyed-claim lock, or SQLite's write lock (as another
+    process's claim holds them)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(url) as pg:
+        pg.execute("SELECT pg_advisory_xact_lock(7245623012)")
+        yield  # committed, and the lock let go, as the block ends
+
+
+async def test_a_claim_that_waited_for_its_turn_stamps_the_start_when_it_came(
+        storage: Storage, storage_url: str) -> None:
+    """A throttle counts a start from its job's `started_ms`. Stamped when the claim was
+    asked for, before it waited 0.3 s for its turn, the start would leave its throttle's
+    period 0.3 s early, and let more than the limit start within a period."""
+    await storage.jobs.enqueue([Job("t0", "sync", "schedule", NOW, data={"params": {}},
+                                    flow_key="sync:t", throttle_key="sync:t",
+                                    throttle_limit=1, throttle_ms=1000)])
+    with turn_held(storage_url):
+        claim = asyncio.create_task(storage.jobs.claim("w", NOW, LEASE, 5))
+        await asyncio.sleep(0.3)
+        assert not claim.done()  # it waits for its turn
+    assert [j.id for j in await asyncio.wait_for(claim, 10)] == ["t0"]
+    [(started,)] = query_sql(storage_url, "SELECT started_ms FROM gateway_jobs")
+    assert epoch_ms(NOW) + 300 <= started < epoch_ms(NOW) + 10_000

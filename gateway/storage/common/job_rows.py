@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,15 @@ def epoch_ms(at: datetime) -> int:
     """A time as whole milliseconds since the epoch: how a job's start is kept for its
     throttle (`started_ms`), so that both backends compare it with plain arithmetic."""
     return int(at.timestamp() * 1000)
+
+
+def started_ms(now: datetime, asked: float) -> int:
+    """A claim's start as kept for its throttle (`started_ms`), and the moment its throttle
+    counts back from: `now`, when the claim was asked for, plus how long it waited since
+    (`asked`, a `time.monotonic()`) for its turn (PostgreSQL's lock on keyed claims,
+    SQLite's writer). A start stamped before that wait would leave its throttle's window
+    that much early, and let more than the limit start within a period."""
+    return epoch_ms(now) + int((time.monotonic() - asked) * 1000)
 
 
 def sooner(due: datetime | None, opens_ms: Any) -> datetime | None:

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from gateway.storage.common.job_rows import (
     first_of,
     job_from_row,
     sooner,
+    started_ms,
 )
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
@@ -149,6 +151,7 @@ class PostgresJobs:
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
+        asked = time.monotonic()
         params = {"now": now, "limit": limit, "lease": lease_until, "worker": worker,
                   "now_ms": epoch_ms(now)}
         rows = await self._db.fetch(Q["claim_jobs"], params)
@@ -158,6 +161,7 @@ class PostgresJobs:
 
             async def keyed(conn: Conn) -> list[Any]:
                 await conn.execute(Q["lock_keyed_claims"].encode())
+                params["now_ms"] = started_ms(now, asked)  # its turn came: the start
                 cursor = await conn.execute(Q["claim_keyed_jobs"].encode(), params)
                 return await cursor.fetchall()
 
@@ -274,10 +278,11 @@ class PostgresJobs:
 
     async def admit_call(self, id: str, keys: CallKeys, now: datetime,
                          until: datetime) -> float | None:
-        now_ms = epoch_ms(now)
+        asked = time.monotonic()
 
         async def work(conn: Conn) -> float | None:
             await conn.execute(Q["lock_keyed_claims"].encode())  # as keyed claims: one at a time
+            now_ms = started_ms(now, asked)  # its turn came: the start
             await conn.execute(Q["purge_flow_calls"].encode(), (now_ms,))
             running = started = 0
             first = None

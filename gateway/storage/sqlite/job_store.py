@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from gateway.storage.common.job_rows import (
     first_of,
     job_from_row,
     sooner,
+    started_ms,
 )
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Job, JobEnd, PendingBound, Position
@@ -125,15 +127,17 @@ class SqliteJobs:
 
     async def claim(self, worker: str, now: datetime, lease_until: datetime,
                     limit: int) -> list[Job]:
-        params = (iso(lease_until), worker, epoch_ms(now), iso(now), iso(now), limit)
+        asked = time.monotonic()
 
         def work(conn: sqlite3.Connection) -> list[Any]:
-            rows = conn.execute(Q["claim_jobs"], params).fetchall()
+            now_ms = started_ms(now, asked)  # the writer's turn came: the start
+            rows = conn.execute(Q["claim_jobs"], (iso(lease_until), worker, now_ms, iso(now),
+                                                  iso(now), limit)).fetchall()
             if len(rows) < limit and conn.execute(Q["keyed_due"], (iso(now),)).fetchone()[0]:
                 rows += conn.execute(Q["claim_keyed_jobs"], {
                     "lease": iso(lease_until), "worker": worker, "now": iso(now),
-                    "now_ms": epoch_ms(now),
-                    "window": KEYED_WINDOW, "limit": limit - len(rows)}).fetchall()
+                    "now_ms": now_ms, "window": KEYED_WINDOW,
+                    "limit": limit - len(rows)}).fetchall()
             return rows
 
         rows = await self._db.write(work)
@@ -247,9 +251,10 @@ class SqliteJobs:
 
     async def admit_call(self, id: str, keys: CallKeys, now: datetime,
                          until: datetime) -> float | None:
-        now_ms = epoch_ms(now)
+        asked = time.monotonic()
 
         def work(conn: sqlite3.Connection) -> float | None:
+            now_ms = started_ms(now, asked)  # the writer's turn came: the start
             conn.execute(Q["purge_flow_calls"], (now_ms,))
             running = started = 0
             first = None
