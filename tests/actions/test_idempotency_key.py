@@ -82,5 +82,6 @@ async def test_a_header_given_twice_when_it_runs_is_an_error(
         await gw.storage.runs.flush_runs()
         run = await gw.storage.runs.get_run(response.headers["x-run-id"])
         assert run is not None
-        assert "X-Request-Key is given by both headers and idempotency_key" in run["error"]["message"]
+        message = run["error"]["message"]
+        assert "X-Request-Key is given by both headers and idempotency_key" in message
     assert len(up.headers) == 1  # the first step's call only
