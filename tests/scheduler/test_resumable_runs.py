@@ -6,6 +6,7 @@ a checkpoint whose step changed, and a first run reads no checkpoint at all."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from support import Inbox, Upstream, smtp_server, upstream
 
+from gateway.cli import main
 from gateway.compiler.loader import load
 from gateway.runtime.interpreter import Interpreter
 from gateway.runtime.model import Registry
@@ -206,3 +209,44 @@ async def test_a_first_run_reads_no_checkpoint(
     assert done.claims == 1 and len(inbox.messages) == 1  # the first run sent it
     assert done.run_id is not None
     assert (await steps_of(store, done.run_id))[1]["status"] == "success"
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+async def test_a_retry_from_a_step_runs_it_and_later_ones_again(
+        tmp_path: Path, registry: Registry, store: Storage, mail: tuple[Inbox, int],
+        up: Upstream, storage_url: str) -> None:
+    inbox, _ = mail
+    where = ("--config", str(tmp_path / "wf.yaml"), "--database", storage_url)
+    interpreter = with_jobs(Interpreter(registry, store))
+    up.statuses = [500] * 3  # the payment fails on every attempt
+    job = order(up.url)
+    await store.jobs.enqueue([job])
+    await run_jobs(interpreter, store, job.id, "failed")
+    assert len(inbox.messages) == 1
+    shown = json.loads((await asyncio.to_thread(invoke, "jobs", "show", job.id, *where)).stdout)
+    assert [(c["step"], c["action"], c["id"]) for c in shown["checkpoints"]] == [
+        ("2", "send_email", "mail")]
+    # from step 3: the mail of step 2 stays done (the payment fails three times again)
+    up.statuses = [500] * 3
+    retried = await asyncio.to_thread(invoke, "jobs", "retry", job.id, "--from-step", "3",
+                                      *where)
+    assert retried.exit_code == 0 and "from step 3" in retried.stdout
+    await run_jobs(interpreter, store, job.id, "failed")
+    assert len(inbox.messages) == 1
+    # from step 1: everything runs again, the mail too
+    retried = await asyncio.to_thread(invoke, "jobs", "retry", job.id, "--from-step", "1",
+                                      *where)
+    assert retried.exit_code == 0
+    await run_jobs(interpreter, store, job.id, "done")
+    assert len(inbox.messages) == 2
+    assert "sent at attempt 1" in inbox.messages[1].get_content()
+    # a job that is not failed forgets nothing and is not replayed
+    again = await asyncio.to_thread(invoke, "jobs", "retry", job.id, "--from-step", "1",
+                                    *where)
+    assert again.exit_code == 1
+    usage = await asyncio.to_thread(invoke, "jobs", "retry", job.id, "--from-step", "0",
+                                    *where)
+    assert usage.exit_code == 2
