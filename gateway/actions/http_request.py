@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.core import pointer as ptr
+from gateway.actions.idempotency_key import check_http, idempotency_header
 from gateway.core.encoding import loads_exact
 from gateway.core.errors import GatewayError, InvalidDataError, RunError, UpstreamError, shown
 from gateway.core.redaction import REDACTED
 from gateway.core.settings import parse_duration
-from gateway.runtime.action_spec import Action, StepCheck
+from gateway.runtime.action_spec import Action
 from gateway.runtime.context import RunContext
 
 if TYPE_CHECKING:  # imported where a call is made: see gateway.runtime.http_client
@@ -36,9 +36,6 @@ MAX_RETRY_AFTER = 300.0  # seconds: the longest `Retry-After` waited for
 OFF_LOOP_BYTES = 65_536  # a server asking for a longer wait is not waited for
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_IDEMPOTENCY_KEY = 255  # characters: Stripe's limit, and more than any key needs
-_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # visible ASCII, inner blanks
 
 
 class _Retryable(Exception):
@@ -90,30 +87,6 @@ def _headers(value: Any) -> dict[str, str]:
             raise RunError(f"the header {shown(name)} is not a valid HTTP header")
         headers[name] = text
     return headers
-
-
-def _idempotency(value: Any) -> tuple[str, str]:
-    """The header and the key an `idempotency_key` sends: the rendered key must be a
-    header value an upstream can compare (visible ASCII, no line break that would start
-    another header, not empty, at most `MAX_IDEMPOTENCY_KEY` characters). The key is not
-    quoted in the error: it may hold a caller's value."""
-    name, key = IDEMPOTENCY_HEADER, value
-    if isinstance(value, Mapping):
-        name, key = str(value.get("header") or IDEMPOTENCY_HEADER), value.get("key")
-        if not _TOKEN.fullmatch(name):
-            raise RunError(f"http_request: idempotency_key.header {shown(name)!r} is not a "
-                           "header name")
-    text = "" if key is None else str(key)
-    if not text.strip():
-        raise InvalidDataError("http_request: idempotency_key rendered empty; it needs a "
-                               "value that is the same on every attempt (run.job, say)")
-    if len(text) > MAX_IDEMPOTENCY_KEY:
-        raise InvalidDataError(f"http_request: idempotency_key is {len(text)} characters "
-                               f"long; at most {MAX_IDEMPOTENCY_KEY} are sent")
-    if not _KEY.fullmatch(text):
-        raise InvalidDataError("http_request: idempotency_key must be printable ASCII with "
-                               "no line breaks, control characters or blanks at its ends")
-    return name, text
 
 
 def _encoded(headers: dict[str, str]) -> dict[str, bytes]:
@@ -173,7 +146,7 @@ def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
             raise RunError("query must be a mapping of names to values")
         request["params"] = {str(k): "" if v is None else v for k, v in args["query"].items()}
     if args.get("idempotency_key") is not None:
-        name, key = _idempotency(args["idempotency_key"])
+        name, key = idempotency_header(args["idempotency_key"])
         if any(given.lower() == name.lower() for given in request["headers"]):
             raise RunError(f"http_request: the header {name} is given by both headers and "
                            "idempotency_key")
@@ -387,22 +360,6 @@ async def _traced(tracing: Tracing, ctx: RunContext, client: httpx.AsyncClient,
         raise
     finally:
         opened.close({"http.response.status_code": status, "error.type": kind}, error=kind)
-
-
-def check_http(check: StepCheck, args: Mapping[str, Any]) -> None:
-    """An `idempotency_key` and a `headers` entry of the same name: which one to send is
-    not guessed, it is an error (a `headers` template is checked when it runs)."""
-    given, headers = args.get("idempotency_key"), args.get("headers")
-    if given is None or not isinstance(headers, Mapping):
-        return
-    name = IDEMPOTENCY_HEADER
-    if isinstance(given, Mapping) and isinstance(given.get("header"), str):
-        name = given["header"]
-    for key in headers:
-        if str(key).lower() == name.lower():
-            check.error(ptr.join(check.base, "headers", str(key)), "step.idempotency-header",
-                        f"the header {key} is also sent by idempotency_key: give it in one "
-                        "place", key=True)
 
 
 ACTIONS = (Action("http_request", http_request, check=check_http, outbound=True),)
