@@ -8,8 +8,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from gateway.core.ids import new_id
+from gateway.core.settings import Settings
 from gateway.storage import Job, Storage
 from gateway.storage.contract import Checkpoint
+from gateway.storage.retention import purge_checkpoints_once
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -81,3 +83,13 @@ async def test_purge_takes_old_checkpoints_and_those_of_done_jobs(storage: Stora
     assert await storage.jobs.purge_checkpoints(T0 + timedelta(hours=1)) == 2
     assert [c.place for c in await storage.jobs.checkpoints(failed)] == ["1"]
     assert await storage.jobs.checkpoints(done) == []
+
+
+async def test_the_retention_pass_keeps_checkpoints_as_long_as_failed_runs(
+        storage: Storage) -> None:
+    job_id = await a_job(storage)  # pending: a retry could use them
+    settings = Settings(run_retention=timedelta(days=1), failed_run_retention=timedelta(days=3))
+    await storage.jobs.checkpoint(job_id, point("1", at=T0))
+    await storage.jobs.checkpoint(job_id, point("2", at=T0 + timedelta(days=2)))
+    assert await purge_checkpoints_once(storage, settings, lambda: T0 + timedelta(days=4)) == 1
+    assert [c.place for c in await storage.jobs.checkpoints(job_id)] == ["2"]
