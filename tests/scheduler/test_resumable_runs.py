@@ -61,6 +61,40 @@ steps:
     fields: {n: "{{ steps.pay.status }}", attempt: "{{ run.attempt }}"}
   - action: return_data
     data: {mail: "{{ steps.mail.message_id }}"}
+---
+kind: custom_event
+name: mail-buyer
+params:
+  n: {type: integer}
+returns:
+  id: {type: text}
+steps:
+  - action: log
+    message: "about to mail"
+  - id: sent
+    action: send_email
+    to: buyer@example.com
+    subject: "Note {{ params.n }}"
+    text: "from an event"
+  - action: return_data
+    data: {id: "{{ steps.sent.message_id }}"}
+---
+kind: api_workflow
+name: notify
+auth: admin
+retry: {max_attempts: 3, backoff: 0s, max_backoff: 0s}
+params:
+  url: {type: text}
+steps:
+  - action: log
+    message: start
+  - id: note
+    action: trigger_event
+    event: mail-buyer
+    params: {n: 1}
+  - action: http_request
+    method: POST
+    url: "{{ params.url }}/after"
 """
 
 
@@ -250,3 +284,20 @@ async def test_a_retry_from_a_step_runs_it_and_later_ones_again(
     usage = await asyncio.to_thread(invoke, "jobs", "retry", job.id, "--from-step", "0",
                                     *where)
     assert usage.exit_code == 2
+
+
+async def test_the_steps_of_a_custom_event_are_checkpointed_at_their_path(
+        registry: Registry, store: Storage, mail: tuple[Inbox, int], up: Upstream) -> None:
+    inbox, _ = mail
+    up.statuses = [500]
+    job = Job(f"notify-{datetime.now(UTC).timestamp()}", "notify", "schedule",
+              datetime.now(UTC), data={"params": {"url": up.url}, "identity": {"kind": "admin"}})
+    await store.jobs.enqueue([job])
+    done = await run_jobs(with_jobs(Interpreter(registry, store)), store, job.id, "done")
+    assert done.claims == 2 and len(inbox.messages) == 1
+    assert [(c.place, c.action, c.step_id) for c in await store.jobs.checkpoints(job.id)] == [
+        ("2.2", "send_email", "sent"), ("3", "http_request", "")]
+    assert done.run_id is not None
+    event_steps = (await steps_of(store, done.run_id))[1]["steps"]
+    assert [s["status"] for s in event_steps] == ["success", "skipped", "success"]
+    assert event_steps[1]["reason"].startswith("done by an earlier attempt (run ")
