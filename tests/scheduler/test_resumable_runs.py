@@ -62,6 +62,28 @@ steps:
   - action: return_data
     data: {mail: "{{ steps.mail.message_id }}"}
 ---
+kind: api_workflow
+name: write-then-mail
+auth: admin
+retry: {max_attempts: 3, backoff: 0s, max_backoff: 0s}
+params:
+  url: {type: text}
+steps:
+  - action: create_thing
+    type: mark
+    fields: {n: 7, attempt: "{{ run.attempt }}"}
+  - id: found
+    action: search
+    type: mark
+  - id: mail
+    action: send_email
+    to: buyer@example.com
+    subject: "{{ steps.found.count }} mark(s)"
+    text: "sent at attempt {{ run.attempt }}"
+  - action: http_request
+    method: POST
+    url: "{{ params.url }}/pay"
+---
 kind: custom_event
 name: mail-buyer
 params:
@@ -301,3 +323,21 @@ async def test_the_steps_of_a_custom_event_are_checkpointed_at_their_path(
     event_steps = (await steps_of(store, done.run_id))[1]["steps"]
     assert [s["status"] for s in event_steps] == ["success", "skipped", "success"]
     assert event_steps[1]["reason"].startswith("done by an earlier attempt (run ")
+
+
+async def test_a_run_that_wrote_before_its_mail_still_leaves_its_checkpoint(
+        registry: Registry, store: Storage, mail: tuple[Inbox, int], up: Upstream) -> None:
+    """The run holds its transaction's writes (on SQLite, the only writer) when the mail
+    goes: its checkpoint is written outside that transaction all the same (on SQLite,
+    queued behind it), and survives its rollback."""
+    inbox, _ = mail
+    up.statuses = [500]
+    job = Job(f"wtm-{datetime.now(UTC).timestamp()}", "write-then-mail", "schedule",
+              datetime.now(UTC), data={"params": {"url": up.url}, "identity": {"kind": "admin"}})
+    await store.jobs.enqueue([job])
+    done = await run_jobs(with_jobs(Interpreter(registry, store)), store, job.id, "done")
+    assert done.claims == 2 and len(inbox.messages) == 1
+    assert inbox.messages[0]["Subject"] == "1 mark(s)"  # the first attempt's write was read
+    assert await marks(store) == [(7, 2)]  # and rolled back: the second attempt's is kept
+    assert done.run_id is not None
+    assert (await steps_of(store, done.run_id))[2]["status"] == "skipped"
