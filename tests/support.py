@@ -351,12 +351,15 @@ def children(spans: list[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSp
 
 
 class Upstream:
-    """A real HTTP server on loopback that answers every call with `{}` and keeps the
-    headers of each."""
+    """A real HTTP server on loopback that answers every call (GET or POST) with `{}` and
+    keeps the headers of each. `statuses` are answered first, one per call, in order (200
+    after them); each answer waits `delay` seconds first."""
 
     def __init__(self) -> None:
         self.headers: list[dict[str, str]] = []
         self.url = ""
+        self.statuses: list[int] = []
+        self.delay = 0.0
 
 
 @contextlib.contextmanager
@@ -370,11 +373,16 @@ def upstream() -> Iterator[Upstream]:
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
             found.headers.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(200)
+            status = found.statuses.pop(0) if found.statuses else 200
+            if found.delay:
+                time.sleep(found.delay)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
+
+        do_GET = do_POST
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

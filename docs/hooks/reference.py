@@ -43,6 +43,8 @@ FIXED_LIMITS: tuple[tuple[str, str], ...] = (
     ("gateway.api.auth", "KEY_CACHE_SECONDS"),
     ("gateway.actions.http_request", "MAX_ATTEMPTS"),
     ("gateway.actions.http_request", "MAX_RETRY_AFTER"),
+    ("gateway.actions.idempotency_key", "MAX_IDEMPOTENCY_KEY"),
+    ("gateway.runtime.checkpoints", "MAX_RESULT_BYTES"),
     ("gateway.runtime.accounts", "MAX_PASSWORD"),
     ("gateway.runtime.accounts", "MAX_EMAIL"),
     ("gateway.runtime.accounts", "FREE_FAILURES"),
@@ -230,6 +232,9 @@ def _facts(name: str) -> str:
     facts = []
     if action.writes:
         facts.append("writes records, in the run's transaction")
+    if action.outbound:
+        facts.append("acts outside the database: checkpointed in a job's run, and restored "
+                     "rather than done again when the job is retried")
     if action.replies:
         facts.append("ends the run with its reply")
     if action.replies_by_default:

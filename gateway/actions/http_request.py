@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.actions.idempotency_key import check_http, idempotency_header
 from gateway.core.encoding import loads_exact
 from gateway.core.errors import GatewayError, InvalidDataError, RunError, UpstreamError, shown
 from gateway.core.redaction import REDACTED
@@ -144,6 +145,12 @@ def _request(args: dict[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
         if not isinstance(args["query"], Mapping):
             raise RunError("query must be a mapping of names to values")
         request["params"] = {str(k): "" if v is None else v for k, v in args["query"].items()}
+    if args.get("idempotency_key") is not None:
+        name, key = idempotency_header(args["idempotency_key"])
+        if any(given.lower() == name.lower() for given in request["headers"]):
+            raise RunError(f"http_request: the header {name} is given by both headers and "
+                           "idempotency_key")
+        request["headers"][name] = key
     bodies = [key for key in ("json", "form", "body") if args.get(key) is not None]
     if len(bodies) > 1:
         raise RunError(f"give one of json, form and body, not {' and '.join(bodies)}")
@@ -355,4 +362,4 @@ async def _traced(tracing: Tracing, ctx: RunContext, client: httpx.AsyncClient,
         opened.close({"http.response.status_code": status, "error.type": kind}, error=kind)
 
 
-ACTIONS = (Action("http_request", http_request),)
+ACTIONS = (Action("http_request", http_request, check=check_http, outbound=True),)

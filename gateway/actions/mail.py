@@ -118,4 +118,4 @@ def check_email(check: StepCheck, args: Mapping[str, Any]) -> None:
                     "the settings")
 
 
-ACTIONS = (Action("send_email", send_email, check=check_email),)
+ACTIONS = (Action("send_email", send_email, check=check_email, outbound=True),)

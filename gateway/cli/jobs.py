@@ -37,6 +37,7 @@ from gateway.scheduler.listing import (
     waits_text,
 )
 from gateway.scheduler.recurring import next_fire
+from gateway.scheduler.replay import replay
 from gateway.server.app import storage_types
 from gateway.storage import JOB_STATUSES, Job, Storage, open_storage
 from gateway.storage.contract import KeyUse
@@ -176,16 +177,26 @@ async def _recurring_lines(storage: Storage, registry: Registry, as_json: bool) 
 @config_option
 @database_option
 def jobs_show(job_id: str, config: tuple[Path, ...], database: str | None) -> None:
-    """Show one job: its workflow, status, attempts, error, last run and what it is given.
+    """Show one job: its workflow, status, attempts, error, last run, what it is given, and
+    the steps earlier runs checkpointed (restored when it is retried).
 
     \b
     Example:
       gateway jobs show 1732406400000x123456789012345678
     """
-    found = _in_store(config, database, lambda s, r: s.jobs.get_job(job_id))
-    if found is None:
+    async def work(storage: Storage, registry: Registry) -> dict[str, Any] | None:
+        found = await storage.jobs.get_job(job_id)
+        if found is None:
+            return None
+        done = await storage.jobs.checkpoints(job_id)
+        return {**_as_dict(found), "checkpoints": [
+            {"step": c.place, "action": c.action, "id": c.step_id or None, "run_id": c.run_id,
+             "at": c.at, "kept": c.kept} for c in done]}
+
+    shown = _in_store(config, database, work)
+    if shown is None:
         raise Failed(f"no job with id {escape(job_id)}")
-    click.echo(dumps_pretty(_as_dict(found)))
+    click.echo(dumps_pretty(shown))
 
 
 @jobs.command("cancel")
@@ -229,18 +240,28 @@ def _cancel_workflow(workflow: str, config: tuple[Path, ...], database: str | No
 
 @jobs.command("retry")
 @click.argument("job_id")
+@click.option("--from-step", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run steps N and later again, even those an earlier run did (1: the "
+                   "whole workflow). Without it the job resumes: the steps that called out "
+                   "or sent mail and succeeded are restored, not done again.")
 @config_option
 @database_option
-def jobs_retry(job_id: str, config: tuple[Path, ...], database: str | None) -> None:
-    """Replay a failed (or cancelled) job now, its attempts counted anew.
+def jobs_retry(job_id: str, from_step: int | None, config: tuple[Path, ...],
+               database: str | None) -> None:
+    """Replay a failed (or cancelled) job now, its attempts counted anew. It resumes: the
+    outbound steps (http_request, send_email) an earlier run did are restored from their
+    checkpoints, the others run again.
 
     \b
     Example:
       gateway jobs retry 1732406400000x123456789012345678
+      gateway jobs retry 1732406400000x123456789012345678 --from-step 1
     """
-    if not _in_store(config, database, lambda s, r: s.jobs.retry(job_id, utc_now())):
+    if not _in_store(config, database,
+                     lambda s, r: replay(s.jobs, job_id, utc_now(), from_step)):
         raise Failed(f"no failed or cancelled job with id {escape(job_id)}")
-    click.echo(f"job {job_id} is pending again")
+    click.echo(f"job {job_id} is pending again" + (
+        "" if from_step is None else f", from step {from_step}"))
 
 
 @jobs.command("pause")

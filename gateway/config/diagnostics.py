@@ -99,6 +99,8 @@ CATALOG: dict[str, str] = {
     # Steps, events and values
     "step.duplicate-id": "Two steps of one document have the same `id`.",
     "step.no-sender": "A `send_email` step with no `from`, and no `smtp.from` in the settings.",
+    "step.idempotency-header": "An `http_request` step whose `headers` give the header its "
+                               "`idempotency_key` sends.",
     "step.renamed-key": "A step uses a key the action no longer takes; the message says what "
                         "to write instead.",
     "event.cycle": "Custom events that call each other in a loop.",

@@ -15,7 +15,7 @@ from gateway.core.redaction import redact
 from gateway.runtime.model import Registry
 from gateway.scheduler.listing import key_text, label_of, params_text, scheduled_by, waits_text
 from gateway.storage import JOB_STATUSES, Job, Storage
-from gateway.storage.contract import KeyUse, Position
+from gateway.storage.contract import Checkpoint, KeyUse, Position
 
 
 @dataclass(slots=True)
@@ -83,6 +83,30 @@ async def job_runs(storage: Storage, job: Job) -> list[dict[str, Any]]:
                                          since=job.created_at, until=until, limit=FAILURES,
                                          job=job.id)
     return [run_row(r) for r in found]
+
+
+def job_steps(registry: Registry, job: Job) -> list[dict[str, Any]]:
+    """The steps of what the job runs, as the config says now (what a retry from a step
+    offers): the number, action and id of each; none when its workflow is gone."""
+    workflow = registry.workflows.get(job.workflow)
+    recurring = registry.recurring.get(job.workflow)
+    trigger = registry.triggers.get(job.workflow)
+    if recurring is not None:
+        workflow = recurring.steps if recurring.workflow is None else \
+            registry.workflows.get(recurring.workflow)
+    elif trigger is not None:
+        workflow = trigger.run
+    if workflow is None:
+        return []
+    return [{"number": s.index + 1, "action": s.action.name, "id": s.id}
+            for s in workflow.steps]
+
+
+async def job_checkpoints(storage: Storage, job: Job) -> list[Checkpoint]:
+    """The steps earlier runs of the job checkpointed, which a retry restores."""
+    if job.claims == 0:
+        return []
+    return await storage.jobs.checkpoints(job.id)
 
 
 def job_detail(job: Job, hidden: frozenset[str], registry: Registry) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from gateway.core.settings import Settings
 from gateway.runtime.forwarded import network
 from gateway.runtime.model import Registry
 from gateway.scheduler.listing import key_use
+from gateway.scheduler.replay import replay
 from gateway.storage import JOB_STATUSES, Storage
 
 HEADERS = {
@@ -41,7 +42,9 @@ ASSETS = {"console.css": "text/css; charset=utf-8",
 DONE = {"retry": "The job is pending again.", "cancel": "The job is cancelled.",
         "pause": "Paused: no job of it is claimed until it is resumed.",
         "resume": "Resumed: its jobs are claimed again.",
+        "retry-from": "The job is pending again: the steps from the one chosen run again.",
         "not-retried": "Only a failed or cancelled job can be retried.",
+        "bad-step": "Choose a step of the job's workflow to retry from.",
         "not-cancelled": "Only a pending job can be cancelled."}
 Page = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
 
@@ -299,13 +302,23 @@ class Console:
         return self._page("job.html", session, nav="jobs",
                           done=DONE.get(request.query_params.get("done", ""), ""),
                           attempts=await jobs_page.job_runs(storage, found),
+                          steps=jobs_page.job_steps(registry, found),
+                          checkpoints=await jobs_page.job_checkpoints(storage, found),
                           **jobs_page.job_detail(found, hidden, registry))
 
     async def retry(self, request: Request, session: Session, fields: dict[str, str]) -> Response:
+        """Retry a failed or cancelled job: resuming at the failed step (the form's
+        default, and the jobs list's button), or from the step the form chose (`from_step`:
+        its checkpoints and those of the steps after it are forgotten)."""
         storage, _, now = self._state(request)
         job_id = request.path_params["job_id"]
-        done = await storage.jobs.retry(job_id, now)
-        return self.redirect(f"/jobs/{_quoted(job_id)}?done={'retry' if done else 'not-retried'}")
+        chosen = fields.get("from_step", "").strip()
+        if chosen and not (chosen.isascii() and chosen.isdigit() and 1 <= int(chosen) <= 10_000):
+            return self.redirect(f"/jobs/{_quoted(job_id)}?done=bad-step")
+        from_step = int(chosen) if chosen else None
+        done = await replay(storage.jobs, job_id, now, from_step)
+        said = "not-retried" if not done else "retry" if from_step is None else "retry-from"
+        return self.redirect(f"/jobs/{_quoted(job_id)}?done={said}")
 
     async def cancel(self, request: Request, session: Session,
                      fields: dict[str, str]) -> Response:

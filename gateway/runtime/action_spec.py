@@ -3,8 +3,9 @@ one, declared in one place beside its function (the families live in `gateway.ac
 
 The compiler and the interpreter name no action themselves: they ask the declaration
 whether its static check has something to say, whether a step of it can wait (so that the
-run needs a timer), whether it writes records, which custom event it calls and whether it
-ends the run with a reply.
+run needs a timer), whether it writes records, whether its effect is outside the database
+(checkpointed in jobs' runs), which custom event it calls and whether it ends the run with
+a reply.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class Action:
     check: Check | None = None  # static checks of the step's arguments, at load time
     waits: bool = True  # it may wait on something (a store, an event): runs get a timer
     writes: bool = False  # it writes records (and reports each change to the run)
+    # Its effect is outside the database (a call out, an e-mail), which no rollback undoes:
+    # in a job's run it is checkpointed once it succeeds, and a retried run restores its
+    # result rather than doing it again (see `gateway.runtime.checkpoints`).
+    outbound: bool = False
     replies: bool = False  # it ends the run with a reply (the data a workflow returns)
     # Its result is the run's reply when no step returns data (Bubble's sign-up and log-in).
     replies_by_default: bool = False

@@ -23,7 +23,7 @@ from gateway.runtime.accounts import Accounts
 from gateway.runtime.origin import Fence, JobRun
 from gateway.runtime.privacy import EXEMPT, Viewer
 from gateway.runtime.services import Services
-from gateway.storage.contract import Change, Job, Option, Storage, TypeSpec
+from gateway.storage.contract import Change, Checkpoint, Job, Option, Storage, TypeSpec
 
 RUN_LOG = logging.getLogger("gateway.run")
 
@@ -152,6 +152,14 @@ class RunContext:
     # What flow control did to the jobs the run scheduled (a job skipped by `singleton`,
     # one written over the waiting job of its `debounce` key), said in the run log.
     flow: list[str] = field(default_factory=list)
+    # A job's run only: the checkpoints of earlier runs of its job by place, that its
+    # steps restore (see `gateway.runtime.checkpoints`; shared with the custom events it
+    # calls); None in any other run, whose steps are not checkpointed.
+    restore: dict[str, Checkpoint] | None = None
+    # In a job's run, the place of the step running now (`3`; `3.2` in a custom event
+    # called by step 3), and what the places of this context's steps start with (`3.`).
+    place: str = ""
+    prefix: str = ""
 
     def remark(self, **facts: Any) -> None:
         """Add facts to the run log's entry of the step that is running."""

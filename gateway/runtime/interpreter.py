@@ -24,7 +24,7 @@ from gateway.core.errors import (
 )
 from gateway.core.ids import new_id
 from gateway.core.redaction import redact, secret_forms
-from gateway.runtime import reading
+from gateway.runtime import checkpoints, reading
 from gateway.runtime.accounts import Accounts
 from gateway.runtime.after_commit import hand_on
 from gateway.runtime.context import (
@@ -143,6 +143,8 @@ class Interpreter:
                 ctx.zone = zone_of(workflow, request, names)
                 zoned, coerced = set_zone(ctx.zone), None  # its dates are read in the zone
             params = workflow.coerce(raw) if coerced is None else coerced
+            if ctx.job is not None:  # what earlier runs of its job did (none: no query)
+                await checkpoints.load(ctx)
             if workflow.file_params:  # uploads are kept before the steps see their paths
                 params = await kept_params(self.services.files, workflow.file_params, params,
                                            now)
@@ -362,7 +364,13 @@ class Interpreter:
         action = step.action
         entry: dict[str, Any] = {"id": step.id, "action": action.name, "status": "success"}
         ctx.steps.append(entry)
+        restore = ctx.restore  # None unless this is a job's run
         try:
+            if restore is not None:
+                ctx.place = place = f"{ctx.prefix}{step.index + 1}"
+                if restore and (done := checkpoints.restored(restore, place, step,
+                                                             entry)) is not None:
+                    return done.result
             if step.only_when is not None and not await self.evaluate(step.only_when, scope):
                 entry.update(status="skipped", reason="only_when was false")
                 return None
@@ -373,6 +381,8 @@ class Interpreter:
             note = action.note(result)
             if note is not None:
                 entry["reason"] = note
+            if action.outbound and restore is not None:
+                await checkpoints.save(ctx, step, result)
             return result
         except StepFailedError as exc:
             entry.update(status="failed", reason=exc.message)
@@ -434,7 +444,8 @@ class Interpreter:
                                                 caller.viewer)
         except GatewayError as exc:
             raise RunError(f"custom event '{name}': {exc.message}") from exc
-        ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[])
+        ctx = replace(caller, workflow=name, depth=caller.depth + 1, steps=[],
+                      prefix=f"{caller.place}.")
         scope = self.scope(ctx, params, None)
         try:
             reply = await self.execute(event, ctx, scope)

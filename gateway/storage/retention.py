@@ -1,7 +1,8 @@
 """Retention: what the stores keep is bounded in time and size. One task per process
 deletes runs past their retention and beyond the run log's bound (trimmed as runs arrive),
-users' tokens past their lifetime or idle lapse, idempotency keys past their ttl and rate
-counters of windows that ended."""
+users' tokens past their lifetime or idle lapse, idempotency keys past their ttl, rate
+counters of windows that ended, and jobs' step checkpoints no retry can use (their job is
+done, or they are older than any run the log keeps)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ async def retain_forever(storage: Storage, settings: Settings, clock: Clock,
         await purge_runs_once(runs, settings, clock)
         await purge_tokens_once(storage.users, settings, clock)
         await purge_keys_once(storage, clock)
+        await purge_checkpoints_once(storage, settings, clock)
         while not stop.is_set() and loop.time() < due:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), min(GROWTH_SECONDS, due - loop.time()))
@@ -112,6 +114,18 @@ async def purge_keys_once(storage: Storage, clock: Clock) -> int:
                 + await storage.rates.purge_counters(now))
     except GatewayError as exc:
         log.warning("could not purge idempotency keys: %s", exc.message)
+        return 0
+
+
+async def purge_checkpoints_once(storage: Storage, settings: Settings, clock: Clock) -> int:
+    """Jobs' step checkpoints of jobs that are done (or gone), and those older than the
+    run log keeps failed runs: here rather than as each job ends, which is the scheduler's
+    hot path."""
+    kept = max(settings.run_retention, settings.failed_run_retention)
+    try:
+        return await storage.jobs.purge_checkpoints(clock() - kept)
+    except GatewayError as exc:
+        log.warning("could not purge jobs' checkpoints: %s", exc.message)
         return 0
 
 

@@ -20,6 +20,7 @@ from gateway.storage.contract.idempotency_store import IdempotencyStore as Idemp
 from gateway.storage.contract.idempotency_store import RateCounter as RateCounter
 from gateway.storage.contract.job_store import JOB_STATUSES as JOB_STATUSES
 from gateway.storage.contract.job_store import CallKeys as CallKeys
+from gateway.storage.contract.job_store import Checkpoint as Checkpoint
 from gateway.storage.contract.job_store import Job as Job
 from gateway.storage.contract.job_store import JobEnd as JobEnd
 from gateway.storage.contract.job_store import JobStore as JobStore

@@ -117,6 +117,25 @@ class CallKeys:
     throttle_ms: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A step of a job's run whose effect is outside the database (an outbound call, an
+    e-mail), done: what a retried run of the job restores instead of doing it again.
+
+    `place` is the step's number in its workflow (`"3"`), or its path through the custom
+    events called inline (`"3.2"`); `action` and `step_id` (`""`: none) tell whether the
+    step is still the one that was done; `kept` is False for a result too large to keep
+    (`result` None), whose step runs again."""
+
+    place: str
+    action: str
+    step_id: str
+    run_id: str
+    at: datetime
+    result: Any = None
+    kept: bool = True
+
+
 class JobStore(Protocol):
     """Jobs, claimed by workers with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
     claiming statement in the writer on SQLite). A job whose lease expires is claimed again:
@@ -210,5 +229,17 @@ class JobStore(Protocol):
     # An admitted call ended: it holds its concurrency key no longer (the workers are
     # woken) and keeps its start while its throttle's period lasts.
     async def end_call(self, id: str, keys: CallKeys, now: datetime) -> None: ...
+    # A step's checkpoint written (replacing the job's checkpoint at its place) and
+    # committed on its own, never as part of the calling task's transaction, which a failed
+    # run rolls back. On SQLite, while that transaction holds the writer, it is queued and
+    # commits as soon as the transaction ends, committed or rolled back.
+    async def checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None: ...
+    # A job's checkpoints, in one query (what a claim after the first restores).
+    async def checkpoints(self, job_id: str) -> list[Checkpoint]: ...
+    # The checkpoints of steps `from_step` (1-based, of the workflow: nested places go with
+    # their step) and later forgotten, so that a retry runs them again; how many were.
+    async def forget_checkpoints(self, job_id: str, from_step: int) -> int: ...
+    # Checkpoints written before `before`, and those of jobs done or gone, deleted.
+    async def purge_checkpoints(self, before: datetime) -> int: ...
     # Wait until jobs were enqueued (on this instance, or any on PostgreSQL) or `timeout`.
     async def wait(self, timeout: float) -> None: ...

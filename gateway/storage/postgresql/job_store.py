@@ -32,9 +32,9 @@ from gateway.storage.common.job_rows import (
     started_ms,
 )
 from gateway.storage.common.sql_files import queries
-from gateway.storage.contract import Job, JobEnd, PendingBound, Position
+from gateway.storage.contract import Checkpoint, Job, JobEnd, PendingBound, Position
 from gateway.storage.contract.job_store import CallKeys, KeyUse, lease_lost, series_of
-from gateway.storage.postgresql.connector import Conn, PostgresConnector
+from gateway.storage.postgresql.connector import Conn, PostgresConnector, jsonb
 
 Q = queries("postgresql")
 LISTEN_RETRY_SECONDS = 5.0
@@ -312,6 +312,30 @@ class PostgresJobs:
     async def flow_waiting(self, now: datetime) -> dict[str, int]:
         rows = await self._db.fetch(Q["flow_waiting"], (now,))
         return {str(workflow): int(count) for workflow, count in rows}
+
+    async def checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None:
+        """In a transaction of its own, on a connection of its own: the caller's
+        transaction, if any, does not hold it back."""
+        c = checkpoint
+        params = (job_id, c.place, c.action, c.step_id, c.run_id, c.at, c.kept,
+                  jsonb(c.result) if c.kept else None)
+
+        async def work(conn: Conn) -> None:
+            await conn.execute(Q["put_checkpoint"].encode(), params)
+
+        await self._db.alone(work)
+
+    async def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        rows = await self._db.fetch(Q["job_checkpoints"], (job_id,))
+        return [Checkpoint(place, action, step_id, run_id, at, result if kept else None,
+                           bool(kept))
+                for place, action, step_id, run_id, at, kept, result in rows]
+
+    async def forget_checkpoints(self, job_id: str, from_step: int) -> int:
+        return await self._db.execute(Q["forget_checkpoints"], (job_id, from_step))
+
+    async def purge_checkpoints(self, before: datetime) -> int:
+        return await self._db.execute(Q["purge_checkpoints"], (before,))
 
     async def wait(self, timeout: float) -> None:
         if self._listener is None or self._listener.done():

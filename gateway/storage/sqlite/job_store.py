@@ -8,14 +8,16 @@ poll.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.core.encoding import dumps, iso, parse_iso
+from gateway.core.encoding import dumps, iso, loads, parse_iso
 from gateway.storage.common import transaction
 from gateway.storage.common.job_rows import (
     Wake,
@@ -28,11 +30,12 @@ from gateway.storage.common.job_rows import (
     started_ms,
 )
 from gateway.storage.common.sql_files import queries
-from gateway.storage.contract import Job, JobEnd, PendingBound, Position
+from gateway.storage.contract import Checkpoint, Job, JobEnd, PendingBound, Position
 from gateway.storage.contract.job_store import CallKeys, KeyUse, lease_lost, series_of
 from gateway.storage.sqlite.connector import SqliteConnector
 
 Q = queries("sqlite")
+log = logging.getLogger("gateway.storage")
 # Ids per statement of an `IN (…)` list: well under SQLite's limit on variables.
 CHUNK = 500
 KEYED_WINDOW = 500  # due keyed jobs a keyed claim ranks (see `claim_keyed_jobs`)
@@ -78,6 +81,9 @@ class SqliteJobs:
     def __init__(self, connector: SqliteConnector) -> None:
         self._db = connector
         self._wake = Wake()
+        # Checkpoints queued behind a run that holds the writer (see `checkpoint`), kept
+        # referenced until they are written.
+        self._queued: set[asyncio.Task[Any]] = set()
 
     async def enqueue(self, jobs: Sequence[Job], bound: PendingBound | None = None) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
@@ -281,6 +287,43 @@ class SqliteJobs:
     async def flow_waiting(self, now: datetime) -> dict[str, int]:
         rows = await self._db.fetch(Q["flow_waiting"], (iso(now),))
         return {str(workflow): int(count) for workflow, count in rows}
+
+    async def checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None:
+        """Written by a task of its own, outside the caller's transaction. A run that
+        holds the writer (it wrote records) would wait for itself: its checkpoint is queued
+        and commits right after the run's transaction ends, whichever way it ends."""
+        c = checkpoint
+        row = (job_id, c.place, c.action, c.step_id, c.run_id, iso(c.at), int(c.kept),
+               dumps(c.result) if c.kept else None)
+        task = asyncio.create_task(self._db.write(
+            lambda conn: conn.execute(Q["put_checkpoint"], row)))
+        current = transaction.current(self._db)
+        if current is None or not current.written:
+            await task
+            return
+        self._queued.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[Any]) -> None:
+        self._queued.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not write a step's checkpoint: %s", task.exception())
+
+    async def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        rows = await self._db.fetch(Q["job_checkpoints"], (job_id,))
+        return [Checkpoint(place, action, step_id, run_id, parse_iso(at),
+                           loads(result) if kept else None, bool(kept))
+                for place, action, step_id, run_id, at, kept, result in rows]
+
+    async def forget_checkpoints(self, job_id: str, from_step: int) -> int:
+        params = (job_id, from_step)
+        return int(await self._db.write(
+            lambda conn: conn.execute(Q["forget_checkpoints"], params).rowcount))
+
+    async def purge_checkpoints(self, before: datetime) -> int:
+        at = iso(before)
+        return int(await self._db.write(
+            lambda conn: conn.execute(Q["purge_checkpoints"], (at,)).rowcount))
 
     async def wait(self, timeout: float) -> None:
         await self._wake.wait(timeout)

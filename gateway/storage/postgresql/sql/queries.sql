@@ -771,3 +771,26 @@ WHERE name = %s;
 -- name: take_sample
 UPDATE gateway_detections SET sample = %(sample)s, sampled_at = %(at)s
 WHERE name = %(name)s AND sample IS NULL AND until > %(at)s;
+
+-- name: put_checkpoint
+INSERT INTO gateway_job_steps (job_id, place, action, step_id, run_id, at, kept, result)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (job_id, place) DO UPDATE SET
+    action = excluded.action, step_id = excluded.step_id, run_id = excluded.run_id,
+    at = excluded.at, kept = excluded.kept, result = excluded.result;
+
+-- name: job_checkpoints
+SELECT place, action, step_id, run_id, at, kept, result
+FROM gateway_job_steps WHERE job_id = %s ORDER BY at, place;
+
+-- name: forget_checkpoints
+-- A step's number is the first part of its place (`3` of `3.2`).
+DELETE FROM gateway_job_steps
+WHERE job_id = %s AND split_part(place, '.', 1)::integer >= %s;
+
+-- name: purge_checkpoints
+-- Those older than the run log keeps runs, and those of jobs that are done (or gone):
+-- only a failed, cancelled, pending or running job can be run again.
+DELETE FROM gateway_job_steps s
+WHERE s.at < %s OR NOT EXISTS (
+    SELECT 1 FROM gateway_jobs j WHERE j.id = s.job_id AND j.status <> 'done');

@@ -671,3 +671,26 @@ WHERE name = ?1;
 -- name: take_sample
 UPDATE gateway_detections SET sample = ?2, sampled_at = ?3
 WHERE name = ?1 AND sample IS NULL AND until > ?3;
+
+-- name: put_checkpoint
+INSERT INTO gateway_job_steps (job_id, place, action, step_id, run_id, at, kept, result)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (job_id, place) DO UPDATE SET
+    action = excluded.action, step_id = excluded.step_id, run_id = excluded.run_id,
+    at = excluded.at, kept = excluded.kept, result = excluded.result;
+
+-- name: job_checkpoints
+SELECT place, action, step_id, run_id, at, kept, result
+FROM gateway_job_steps WHERE job_id = ? ORDER BY at, place;
+
+-- name: forget_checkpoints
+-- A step's number is the first part of its place (`3` of `3.2`).
+DELETE FROM gateway_job_steps WHERE job_id = ? AND CAST(place AS INTEGER) >= ?;
+
+-- name: purge_checkpoints
+-- Those older than the run log keeps runs, and those of jobs that are done (or gone):
+-- only a failed, cancelled, pending or running job can be run again.
+DELETE FROM gateway_job_steps
+WHERE at < ? OR NOT EXISTS (
+    SELECT 1 FROM gateway_jobs j
+    WHERE j.id = gateway_job_steps.job_id AND j.status <> 'done');
