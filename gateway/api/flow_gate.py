@@ -8,8 +8,10 @@ throttle's period too; then the call runs, holding its key until it ends (at the
 its run's time, plus a margin: a process that dies mid-call holds it no longer). A call
 refused waits up to the workflow's `max_wait`, asking again as room may have opened, then
 gets 429 `RATE_LIMITED` with `Retry-After`: a throttle's, when its next start opens; a full
-concurrency key's, a second. The refusal says which limit, never the key: a key is made
-of a caller's values. Refusals are counted for /metrics (`SKIPPED`).
+concurrency key's, a second. A call whose throttle opens only after `max_wait` is refused
+at once, and at most `MAX_WAITERS` calls of a workflow wait at once in a process. The
+refusal says which limit, never the key: a key is made of a caller's values. Refusals are
+counted for /metrics (`SKIPPED`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from gateway.core.ids import new_id
 from gateway.runtime.flow_keys import SKIPPED, held_keys
 from gateway.runtime.interpreter import HOLD_MARGIN_SECONDS, Interpreter
 from gateway.runtime.model import Flow, Workflow
+from gateway.storage.common.job_rows import CONCURRENCY_WAIT
 from gateway.storage.contract import CallKeys
 
 log = logging.getLogger("gateway.api")
-ASK_AGAIN = 0.25  # seconds at most between two asks of a call waiting for room
+ASK_AGAIN = 0.25  # seconds between two asks of a call waiting for a concurrency key
+MAX_WAITERS = 64  # calls of one workflow waiting for room at once, per process; more: 429
 
 
 class FlowGate:
@@ -42,6 +46,7 @@ class FlowGate:
         self.flow = flow
         self.interpreter = interpreter
         self.max_wait = flow.max_wait.total_seconds()
+        self.waiters = 0  # calls of this process waiting for room now
 
     @asynccontextmanager
     async def admitted(self, raw: Mapping[str, Any]) -> AsyncIterator[None]:
@@ -54,16 +59,29 @@ class FlowGate:
             return
         id = new_id(self.interpreter.clock())
         deadline = time.monotonic() + self.max_wait
-        while True:
-            now = self.interpreter.clock()
-            until = now + timedelta(seconds=self.interpreter.timeout + HOLD_MARGIN_SECONDS)
-            wait = await storage.jobs.admit_call(id, keys, now, until)
-            if wait is None:
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self.refusal(keys, wait)
-            await asyncio.sleep(min(wait, left, ASK_AGAIN))
+        waiting = False
+        try:
+            while True:
+                now = self.interpreter.clock()
+                until = now + timedelta(seconds=self.interpreter.timeout + HOLD_MARGIN_SECONDS)
+                wait = await storage.jobs.admit_call(id, keys, now, until)
+                if wait is None:
+                    break
+                left = deadline - time.monotonic()
+                # A wait longer than a full concurrency key's guess is a throttle's, known:
+                # past what is left, waiting is no use, and within it one sleep does. Shorter
+                # waits are asked again every `ASK_AGAIN` seconds, by at most `MAX_WAITERS`
+                # calls at once.
+                known = wait > CONCURRENCY_WAIT
+                if left <= 0 or (known and wait > left) or (
+                        not waiting and self.waiters >= MAX_WAITERS):
+                    raise self.refusal(keys, wait)
+                if not waiting:
+                    waiting, self.waiters = True, self.waiters + 1
+                await asyncio.sleep(min(left, wait if known else min(wait, ASK_AGAIN)))
+        finally:
+            if waiting:
+                self.waiters -= 1
         try:
             yield
         finally:

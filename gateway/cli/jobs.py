@@ -240,7 +240,7 @@ def _cancel_workflow(workflow: str, config: tuple[Path, ...], database: str | No
 
 @jobs.command("retry")
 @click.argument("job_id")
-@click.option("--from-step", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--from-step", type=click.IntRange(min=1, max=10_000), default=None, metavar="N",
               help="Run steps N and later again, even those an earlier run did (1: the "
                    "whole workflow). Without it the job resumes: the steps that called out "
                    "or sent mail and succeeded are restored, not done again.")
@@ -259,7 +259,8 @@ def jobs_retry(job_id: str, from_step: int | None, config: tuple[Path, ...],
     """
     if not _in_store(config, database,
                      lambda s, r: replay(s.jobs, job_id, utc_now(), from_step)):
-        raise Failed(f"no failed or cancelled job with id {escape(job_id)}")
+        raise Failed(f"no failed or cancelled job with id {escape(job_id)} (or another job "
+                     "holds its singleton or debounce key)")
     click.echo(f"job {job_id} is pending again" + (
         "" if from_step is None else f", from step {from_step}"))
 

@@ -43,7 +43,8 @@ DONE = {"retry": "The job is pending again.", "cancel": "The job is cancelled.",
         "pause": "Paused: no job of it is claimed until it is resumed.",
         "resume": "Resumed: its jobs are claimed again.",
         "retry-from": "The job is pending again: the steps from the one chosen run again.",
-        "not-retried": "Only a failed or cancelled job can be retried.",
+        "not-retried": "Only a failed or cancelled job can be retried, and not while another "
+                       "job holds its singleton or debounce key.",
         "bad-step": "Choose a step of the job's workflow to retry from.",
         "not-cancelled": "Only a pending job can be cancelled."}
 Page = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]

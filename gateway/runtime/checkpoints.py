@@ -22,6 +22,7 @@ window with an `idempotency_key`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from gateway.core.encoding import encode
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 # The largest result kept (as JSON): a larger one is recorded as not kept, and its step
 # runs again on a retry (which the run log says). An outbound call's answer may be up to
 # `http.max_response_bytes`; a checkpoint is a row read back whole by every retry.
+CHECKPOINT_SECONDS = 5.0  # the longest a step waits for its checkpoint to be taken
 MAX_RESULT_BYTES = 1_048_576
 
 
@@ -90,7 +92,13 @@ async def save(ctx: RunContext, step: Step, result: Any) -> None:
     done = Checkpoint(ctx.place, step.action.name, step.id or "", ctx.run_id, ctx.clock(),
                       result if kept else None, kept)
     try:
-        await storage.jobs.checkpoint(job.job.id, done)
+        # Bounded: on PostgreSQL it takes a connection of its own, which a pool that the
+        # runs holding transactions exhaust would make it wait for until the pool's timeout.
+        async with asyncio.timeout(CHECKPOINT_SECONDS):
+            await storage.jobs.checkpoint(job.job.id, done)
     except StorageError as exc:
         ctx.remark(checkpoint=f"not checkpointed: {exc.message}; a retry runs this step "
                               "again")
+    except TimeoutError:
+        ctx.remark(checkpoint=f"not checkpointed: the database did not take it within "
+                              f"{CHECKPOINT_SECONDS:g} s; a retry runs this step again")

@@ -129,12 +129,16 @@ class Enqueuer:
         if target is None or flow is None or job.flow_key is not None:
             return job
         params = await self.params_of(target, job)
-        return await self.flowed(job, flow, self.interpreter.scope(ctx, params, None), ctx.now)
+        name = f"event/{job.workflow}" if job.data.get("event") else job.workflow
+        return await self.flowed(job, flow, self.interpreter.scope(ctx, params, None), ctx.now,
+                                 name)
 
-    async def flowed(self, job: Job, flow: Flow, scope: dict[str, Any], now: datetime) -> Job:
+    async def flowed(self, job: Job, flow: Flow, scope: dict[str, Any], now: datetime,
+                     name: str) -> Job:
         """`job` with the keys of `flow`, rendered in `scope` (a scheduled job's params, a
-        trigger's `before` and `after`)."""
-        name = job.workflow
+        trigger's `before` and `after`), each prefixed with `name`: an API workflow's own
+        (as its HTTP calls' keys are), `event/<name>` for a custom event's, `trigger/<name>`
+        for a trigger's, so that no two kinds of document share a key."""
         held = await held_keys(self.interpreter, name, flow, scope)
         keys: dict[str, Any] = {
             "flow_key": held.flow_key or held.throttle_key,  # under flow control: claimed by
@@ -194,9 +198,11 @@ class Enqueuer:
         flow = trigger.run.flow
         if flow is None:
             return job
-        scope = self.interpreter.scope(ctx, {}, None, names(roundtrip(change.before),
-                                                            roundtrip(change.after)))
-        return await self.flowed(job, flow, scope, ctx.now)
+        # A key reads the record whatever the event: `after` of a delete is the record as
+        # it was, `before` of a create the record as made (`after._id` keys every event).
+        before, after = roundtrip(change.before), roundtrip(change.after)
+        scope = self.interpreter.scope(ctx, {}, None, names(before or after, after or before))
+        return await self.flowed(job, flow, scope, ctx.now, f"trigger/{trigger.name}")
 
 
 def names(before: Any, after: Any) -> dict[str, Any]:

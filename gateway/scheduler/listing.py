@@ -45,7 +45,7 @@ def params_text(job: Job, hidden: frozenset[str] = frozenset(),
 
 
 def _shown(job: Job, key: str, most: int) -> str:
-    key = key.removeprefix(f"{job.workflow}:")
+    key = key.partition(":")[2]  # without the name of what it keys (no name holds a ':')
     return key if len(key) <= most else key[:most - 1] + "…"
 
 

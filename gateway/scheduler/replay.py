@@ -13,18 +13,14 @@ from datetime import datetime
 
 from gateway.storage.contract import JobStore
 
-REPLAYABLE = frozenset({"failed", "cancelled"})
+MAX_STEP = 10_000  # the most steps `--from-step` names (a workflow has far fewer)
 
 
 async def replay(jobs: JobStore, job_id: str, at: datetime,
                  from_step: int | None = None) -> bool:
     """The job pending again, due `at`, resuming (or run again from step `from_step`);
-    False when it is not failed or cancelled (then nothing is forgotten)."""
-    if from_step is not None:
-        if from_step < 1:
-            raise ValueError("steps are numbered from 1")
-        found = await jobs.get_job(job_id)
-        if found is None or found.status not in REPLAYABLE:
-            return False
-        await jobs.forget_checkpoints(job_id, from_step)
-    return await jobs.retry(job_id, at)
+    False when it is not failed or cancelled, or when its flow control keys are taken
+    (`JobStore.retry`): then nothing is forgotten."""
+    if from_step is not None and not 1 <= from_step <= MAX_STEP:
+        raise ValueError(f"steps are numbered from 1 to at most {MAX_STEP}")
+    return await jobs.retry(job_id, at, from_step)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,15 @@ throttle: {key: "{{ params.account }}", limit: 2, per: 1h}
 steps:
   - action: return_data
     data: {done: "{{ params.account }}"}
+---
+kind: api_workflow
+name: hourly
+expose: true
+auth: none
+params:
+  account: {type: text}
+throttle: {key: "{{ params.account }}", limit: 1, per: 1h, max_wait: 30s}
+steps: [{action: terminate}]
 ---
 kind: api_workflow
 name: keyless
@@ -251,3 +261,15 @@ async def test_hostile_params_get_the_answers_they_would_without_flow_control(
         assert empty.status_code == 400
         assert empty.json()["body"]["status"] == "INVALID_DATA"
         assert "concurrency key of 'keyless' is empty" in empty.json()["body"]["message"]
+
+
+async def test_a_throttle_that_opens_after_max_wait_refuses_at_once(
+        serve: Serve, storage_url: str) -> None:
+    async with serve(CONFIG, storage_url) as gateway:
+        http = gateway.client
+        assert (await http.post("/api/1.1/wf/hourly", json={"account": "a"})).is_success
+        started = time.monotonic()
+        refused = await http.post("/api/1.1/wf/hourly", json={"account": "a"})
+        assert refused.status_code == 429
+        assert time.monotonic() - started < 5  # not the 30 s max_wait: waiting is no use
+        assert int(refused.headers["retry-after"]) > 3500

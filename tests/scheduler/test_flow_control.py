@@ -100,6 +100,21 @@ debounce: {key: "{{ after._id }}", period: 300ms}
 steps:
   - action: http_request
     url: "{{ secrets.UPSTREAM }}/?key={{ after._id }}&n={{ after.n }}"
+---
+kind: api_workflow
+name: drop
+auth: admin
+params:
+  contact: {type: contact}
+steps:
+  - {action: delete_thing, type: contact, thing: "{{ params.contact }}"}
+---
+kind: database_trigger
+name: contact-gone
+type: contact
+events: [create, delete]
+throttle: {key: "{{ after._id }}", limit: 1, per: 1h}
+steps: [{action: terminate}]
 """
 # One workflow scheduling jobs of each (a step names the workflow it schedules).
 PLAN = """
@@ -327,3 +342,16 @@ async def test_a_debounced_trigger_runs_once_for_forty_changes_with_the_last_rec
     assert sorted(job.data["after"]["n"] for job in pending) == [7, 40]
     await run_until(interpreter, store, 2)
     assert found.ns == {ids[0]: [40], ids[1]: [7]}
+
+
+async def test_a_trigger_key_reads_the_record_on_every_event_and_is_its_own(
+        registry: Registry, store: Storage) -> None:
+    """`after._id` keys a delete too (the record as it was), and a trigger's keys are
+    prefixed `trigger/<name>`: no API workflow's (its own name, no '/') can meet them."""
+    interpreter = with_jobs(Interpreter(registry, store))
+    change = await store.records.create("contact", {"n": 0}, at=datetime.now(UTC))
+    result = await interpreter.run(registry.workflows["drop"], {"contact": change.id})
+    assert result.error is None, result.error
+    [job] = await store.jobs.list_jobs(workflow="contact-gone")
+    assert job.throttle_key == f"trigger/contact-gone:{change.id}"
+    assert job.data["after"] is None  # the run sees the change as it was

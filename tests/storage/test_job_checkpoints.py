@@ -93,3 +93,24 @@ async def test_the_retention_pass_keeps_checkpoints_as_long_as_failed_runs(
     await storage.jobs.checkpoint(job_id, point("2", at=T0 + timedelta(days=2)))
     assert await purge_checkpoints_once(storage, settings, lambda: T0 + timedelta(days=4)) == 1
     assert [c.place for c in await storage.jobs.checkpoints(job_id)] == ["2"]
+
+
+async def test_a_retry_from_a_step_refused_forgets_nothing(storage: Storage) -> None:
+    """A failed job whose singleton key another job holds is not retried, and its
+    checkpoints stay (a later resume restores them); once the key is free, the retry from
+    step 2 forgets steps 2 and later with it, in one go."""
+    jobs = storage.jobs
+    await jobs.enqueue([Job("held", "w", "schedule", T0, data={"params": {}},
+                            single_key="w:k")])
+    assert [j.id for j in await jobs.claim("worker", T0, T0 + timedelta(minutes=5), 1)] == [
+        "held"]
+    assert await jobs.finish("held", "worker", "failed", T0, None, "boom")
+    for place in ("1", "2", "3"):
+        await jobs.checkpoint("held", point(place))
+    await jobs.enqueue([Job("other", "w", "schedule", T0, data={"params": {}},
+                            single_key="w:k")])
+    assert not await jobs.retry("held", T0, from_step=2)
+    assert [c.place for c in await jobs.checkpoints("held")] == ["1", "2", "3"]
+    assert await jobs.cancel(["other"], T0) == 1
+    assert await jobs.retry("held", T0, from_step=2)
+    assert [c.place for c in await jobs.checkpoints("held")] == ["1"]

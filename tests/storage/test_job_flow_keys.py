@@ -136,3 +136,65 @@ async def test_a_claim_that_waited_for_its_turn_stamps_the_start_when_it_came(
     assert [j.id for j in await asyncio.wait_for(claim, 10)] == ["t0"]
     [(started,)] = query_sql(storage_url, "SELECT started_ms FROM gateway_jobs")
     assert epoch_ms(NOW) + 300 <= started < epoch_ms(NOW) + 10_000
+
+
+def throttled(id: str, key: str, limit: int, per_ms: int, due: datetime = NOW) -> Job:
+    return Job(id, "sync", "schedule", due, data={"params": {}}, flow_key=key,
+               throttle_key=key, throttle_limit=limit, throttle_ms=per_ms)
+
+
+async def test_a_throttled_backlog_waits_for_its_turns_and_holds_back_no_other_key(
+        storage: Storage) -> None:
+    """600 jobs of one throttle key (2 an hour), more than a keyed claim's window, and a
+    job of another key behind them: the claim that fills the throttle makes the key's due
+    jobs due at their turns (two an hour), so the other key's job is claimed next, and the
+    next wake-up is the throttle's next turn."""
+    hour = 3_600_000
+    await storage.jobs.enqueue(
+        [throttled(f"t{i:03}", "sync:t", 2, hour, NOW - timedelta(seconds=700 - i))
+         for i in range(600)] + [job("other", "sync:o", 1, NOW - timedelta(seconds=1))])
+    first = await storage.jobs.claim("w", NOW, LEASE, 5)
+    assert [j.id for j in first] == ["t000", "t001"]
+    assert [j.id for j in await storage.jobs.claim("w", NOW, LEASE, 5)] == ["other"]
+    assert await storage.jobs.claim("w", NOW, LEASE, 5) == []
+    turn = NOW + timedelta(hours=1)
+    assert abs((await storage.jobs.next_due(NOW) - turn).total_seconds()) < 2
+    waiting = {j.id: j.due_at for j in await storage.jobs.list_jobs(
+        workflow="sync", status="pending", limit=1000)}
+    # in order, two a turn (the window's 500 this time; the rest at the next claims)
+    assert abs((waiting["t002"] - turn).total_seconds()) < 2
+    assert waiting["t003"] == waiting["t002"]
+    assert abs((waiting["t004"] - waiting["t002"]).total_seconds() - 3600) < 0.01
+    for id in ("t000", "t001", "other"):
+        assert await storage.jobs.finish(id, "w", "done", NOW, None)
+    later = turn + timedelta(seconds=2)
+    assert [j.id for j in await storage.jobs.claim("w", later, later + timedelta(minutes=5),
+                                                   5)] == ["t002", "t003"]
+
+
+@pytest.mark.postgres
+async def test_a_retry_racing_a_job_of_its_singleton_key_is_refused_not_an_error(
+        postgres_url: str) -> None:
+    """A failed singleton job retried while another transaction writes a job of its key,
+    not yet committed: the retry waits for it, then is refused (False), not a database
+    error naming the key."""
+    storage = open_storage(postgres_url)
+    await storage.open()
+    try:
+        jobs = storage.jobs
+        await jobs.enqueue([Job("held", "w", "schedule", NOW, data={"params": {}},
+                                single_key="w:k")])
+        assert [j.id for j in await jobs.claim("w1", NOW, LEASE, 1)] == ["held"]
+        assert await jobs.finish("held", "w1", "failed", NOW, None, "boom")
+        async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+            await other.execute(
+                "INSERT INTO gateway_jobs (id, workflow, source, status, due_at, attempt, "
+                "created_at, data, single_key) VALUES ('new', 'w', 'schedule', 'pending', "
+                "%s, 0, %s, '{}', 'w:k')", (NOW, NOW))
+            retry = asyncio.create_task(jobs.retry("held", NOW))
+            await asyncio.sleep(0.3)
+            await other.commit()
+            assert await asyncio.wait_for(retry, 10) is False
+        assert (await jobs.get_job("held")).status == "failed"
+    finally:
+        await storage.close()

@@ -46,13 +46,21 @@ def started_ms(now: datetime, asked: float) -> int:
     return epoch_ms(now) + int((time.monotonic() - asked) * 1000)
 
 
-def sooner(due: datetime | None, opens_ms: Any) -> datetime | None:
-    """`next_due`'s answer: the next pending job's due time, or the moment a throttle that
-    a due job waits for opens (`opens_ms`, epoch milliseconds), whichever comes first."""
-    if opens_ms is None:
-        return due
-    opens = datetime.fromtimestamp(int(opens_ms) / 1000, UTC)
-    return opens if due is None else min(due, opens)
+def turns(full: Sequence[Any], due: Mapping[str, Sequence[str]],
+          now_ms: int) -> list[tuple[datetime, str]]:
+    """The due times of the throttled jobs that must wait for their turn: for each full
+    throttle key (a `full_throttles` row: key, period, limit, the first start of its jobs
+    and of its calls within the period), its due jobs in order (`due[key]`), made due in
+    batches of its limit, one period apart, from when its next start opens. A job made due
+    later leaves the keyed claims' window until then (it holds back no other key's jobs),
+    and the workers wake for it."""
+    found = []
+    for key, period, limit, first_job, first_call in full:
+        opens = (first_of(first_job, first_call) or now_ms) + int(period)
+        for rank, id in enumerate(due.get(key, ())):
+            at = opens + (rank // max(int(limit), 1)) * int(period)
+            found.append((datetime.fromtimestamp(at / 1000, UTC), id))
+    return found
 
 
 CONCURRENCY_WAIT = 1.0  # seconds a call refused by a full concurrency key is told to wait

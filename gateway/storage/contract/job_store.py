@@ -198,8 +198,12 @@ class JobStore(Protocol):
     # `list_jobs`, one page of it: the jobs after `before` (latest due first).
     async def page_jobs(self, status: str | None = None, workflow: str | None = None,
                         limit: int = 50, *, before: Position | None = None) -> list[Job]: ...
-    # A failed or cancelled job pending again, due `at`, its attempts counted anew.
-    async def retry(self, id: str, at: datetime) -> bool: ...
+    # A failed or cancelled job pending again, due `at`, its attempts counted anew, and
+    # (`from_step`) the checkpoints of steps `from_step` and later forgotten with it, in one
+    # transaction. False, and nothing done, when it is not failed or cancelled, or when it
+    # would be a second job waiting with its debounce key, or waiting or running with its
+    # singleton key.
+    async def retry(self, id: str, at: datetime, from_step: int | None = None) -> bool: ...
     # The newest job of a recurring event (by due time), whatever its status; None if none.
     async def last_tick(self, workflow: str) -> Job | None: ...
     # Up to `limit` pending ticks of per-record recurring events after `since` (due time,

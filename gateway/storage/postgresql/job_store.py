@@ -28,8 +28,8 @@ from gateway.storage.common.job_rows import (
     epoch_ms,
     first_of,
     job_from_row,
-    sooner,
     started_ms,
+    turns,
 )
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Checkpoint, Job, JobEnd, PendingBound, Position
@@ -82,6 +82,23 @@ async def _insert(conn: Conn, jobs: Sequence[Job],
     added = collections.Counter(workflows[id] for id in written)
     await conn.execute(Q["add_pending"].encode(), [list(added), list(added.values())])
     return written, set(added)
+
+
+async def _defer_throttled(conn: Conn, now: datetime, now_ms: int) -> None:
+    """The due jobs of throttle keys left full by a claim made due at their turns
+    (`turns`), in the claim's transaction."""
+    cursor = await conn.execute(Q["full_throttles"].encode(), {
+        "now": now, "now_ms": now_ms, "window": KEYED_WINDOW})
+    full = await cursor.fetchall()
+    if not full:
+        return
+    due = {}
+    for key, *_ in full:
+        cursor = await conn.execute(Q["throttled_due"].encode(), {
+            "key": key, "now": now, "window": KEYED_WINDOW})
+        due[key] = [row[0] for row in await cursor.fetchall()]
+    async with conn.cursor() as many:
+        await many.executemany(Q["defer_job"].encode(), turns(full, due, now_ms))
 
 
 class PostgresJobs:
@@ -161,9 +178,11 @@ class PostgresJobs:
 
             async def keyed(conn: Conn) -> list[Any]:
                 await conn.execute(Q["lock_keyed_claims"].encode())
-                params["now_ms"] = started_ms(now, asked)  # its turn came: the start
+                params["now_ms"] = turn = started_ms(now, asked)  # its turn came: the start
                 cursor = await conn.execute(Q["claim_keyed_jobs"].encode(), params)
-                return await cursor.fetchall()
+                claimed = await cursor.fetchall()
+                await _defer_throttled(conn, now, turn)
+                return claimed
 
             jobs += [job_from_row(row, _when) for row in await self._db.alone(keyed)]
         return sorted(jobs, key=lambda j: j.due_at)
@@ -230,11 +249,21 @@ class PostgresJobs:
             "before_id": before[1] if before else None})
         return [job_from_row(row, _when) for row in rows]
 
-    async def retry(self, id: str, at: datetime) -> bool:
-        changed = await self._db.execute(Q["retry_job"], (at, id))
-        if changed:
-            await self._db.execute(Q["notify_jobs"])
-        return bool(changed)
+    async def retry(self, id: str, at: datetime, from_step: int | None = None) -> bool:
+        async def work(conn: Conn) -> bool:
+            try:
+                async with conn.transaction():  # a savepoint: a refusal leaves the rest
+                    cursor = await conn.execute(Q["retry_job"].encode(), (at, id))
+            except psycopg.errors.UniqueViolation:
+                return False  # a job of its singleton or debounce key, written meanwhile
+            if not cursor.rowcount:
+                return False
+            if from_step is not None:
+                await conn.execute(Q["forget_checkpoints"].encode(), (id, from_step))
+            await conn.execute(Q["notify_jobs"].encode())
+            return True
+
+        return await self._db.atomic(work)
 
     async def last_tick(self, workflow: str) -> Job | None:
         rows = await self._db.fetch(Q["last_tick"], (workflow,))
@@ -259,11 +288,7 @@ class PostgresJobs:
 
     async def next_due(self, now: datetime | None = None) -> datetime | None:
         rows = await self._db.fetch(Q["next_due"], {"now": now})
-        due = _when(rows[0][0]) if rows else None
-        if now is None:
-            return due
-        opens = await self._db.fetch(Q["throttle_opens"], {"now": now, "now_ms": epoch_ms(now)})
-        return sooner(due, opens[0][0] if opens else None)
+        return _when(rows[0][0]) if rows else None
 
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
                       throttles: Sequence[tuple[str, int]]) -> KeyUse:

@@ -26,8 +26,8 @@ from gateway.storage.common.job_rows import (
     epoch_ms,
     first_of,
     job_from_row,
-    sooner,
     started_ms,
+    turns,
 )
 from gateway.storage.common.sql_files import queries
 from gateway.storage.contract import Checkpoint, Job, JobEnd, PendingBound, Position
@@ -73,6 +73,17 @@ def _insert(conn: sqlite3.Connection,
             added[job.workflow] += 1
     conn.executemany(Q["add_pending"], added.items())
     return written, added
+
+
+def _defer_throttled(conn: sqlite3.Connection, now: str, now_ms: int) -> None:
+    """The due jobs of throttle keys left full by a claim made due at their turns
+    (`turns`), in the claim's transaction."""
+    full = conn.execute(Q["full_throttles"], (now, now_ms, KEYED_WINDOW)).fetchall()
+    if not full:
+        return
+    due = {key: [row[0] for row in conn.execute(Q["throttled_due"], (key, now, KEYED_WINDOW))]
+           for key, *_ in full}
+    conn.executemany(Q["defer_job"], [(iso(at), id) for at, id in turns(full, due, now_ms)])
 
 
 class SqliteJobs:
@@ -144,6 +155,7 @@ class SqliteJobs:
                     "lease": iso(lease_until), "worker": worker, "now": iso(now),
                     "now_ms": now_ms, "window": KEYED_WINDOW,
                     "limit": limit - len(rows)}).fetchall()
+                _defer_throttled(conn, iso(now), now_ms)
             return rows
 
         rows = await self._db.write(work)
@@ -204,9 +216,14 @@ class SqliteJobs:
             before[1] if before else None))
         return [job_from_row(row, _when) for row in rows]
 
-    async def retry(self, id: str, at: datetime) -> bool:
-        params = (iso(at), id)
-        changed = await self._db.write(lambda conn: conn.execute(Q["retry_job"], params).rowcount)
+    async def retry(self, id: str, at: datetime, from_step: int | None = None) -> bool:
+        def work(conn: sqlite3.Connection) -> int:
+            changed = int(conn.execute(Q["retry_job"], (iso(at), id)).rowcount)
+            if changed and from_step is not None:
+                conn.execute(Q["forget_checkpoints"], (id, from_step))
+            return changed
+
+        changed = await self._db.write(work)
         if changed:
             self._wake.set()
         return bool(changed)
@@ -235,15 +252,8 @@ class SqliteJobs:
 
     async def next_due(self, now: datetime | None = None) -> datetime | None:
         at = iso(now) if now is not None else None
-
-        def read(conn: sqlite3.Connection) -> tuple[Any, Any]:
-            due = conn.execute(Q["next_due"], (at,)).fetchone()
-            opens = (conn.execute(Q["throttle_opens"], (at, epoch_ms(now))).fetchone()
-                     if now is not None else None)
-            return due[0] if due else None, opens[0] if opens else None
-
-        due, opens = self._db.read_here(read)
-        return sooner(_when(due), opens)
+        rows = self._db.read_here(lambda conn: conn.execute(Q["next_due"], (at,)).fetchall())
+        return _when(rows[0][0]) if rows else None
 
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
                       throttles: Sequence[tuple[str, int]]) -> KeyUse:

@@ -17,3 +17,11 @@ WHERE running = 1;
 CREATE INDEX gateway_flow_calls_starts ON gateway_flow_calls (throttle_key, started_ms)
 WHERE throttle_key IS NOT NULL;
 CREATE INDEX gateway_flow_calls_until ON gateway_flow_calls (until_ms);
+
+-- Due jobs under a throttle, soonest first: whether any waits, and which keys are full (a
+-- full key's due jobs are made due again when its next starts open: `defer_throttled`).
+CREATE INDEX gateway_jobs_throttle_due ON gateway_jobs (due_at)
+WHERE status = 'pending' AND throttle_key IS NOT NULL;
+-- The pending jobs of one throttle key, soonest due first.
+CREATE INDEX gateway_jobs_throttle_pending ON gateway_jobs (throttle_key, due_at)
+WHERE status = 'pending' AND throttle_key IS NOT NULL;

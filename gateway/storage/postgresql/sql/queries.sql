@@ -529,24 +529,44 @@ RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_unt
           j.claims, j.flow_key, j.flow_limit, j.throttle_key, j.throttle_limit, j.throttle_ms,
           j.debounce_key, j.single_key;
 
--- name: throttle_opens
--- When the next start of a throttle key that a due job waits for opens, in milliseconds
--- since the epoch: its oldest start within the period, plus the period. NULL when no due
--- job waits for a throttle.
-WITH t AS (
-    SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM gateway_jobs
-    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %(now)s
-      AND throttle_key IS NOT NULL
-    GROUP BY throttle_key
-)
-SELECT min(opens) FROM (
-    SELECT (SELECT min(s.started_ms) FROM gateway_jobs s WHERE s.throttle_key = t.throttle_key
-              AND s.started_ms > %(now_ms)s - t.throttle_ms) + t.throttle_ms AS opens FROM t
-    UNION ALL
-    SELECT (SELECT min(c.started_ms) FROM gateway_flow_calls c
+-- name: full_throttles
+-- The throttle keys of the first `window` due throttled jobs that have no start left in
+-- their period at `now_ms` (epoch milliseconds; `now` the same as a time): each with its
+-- period, its limit, and the first start of its jobs and of its calls within the period.
+WITH due AS (
+    SELECT throttle_key, throttle_limit, throttle_ms FROM gateway_jobs
+    WHERE status = 'pending' AND throttle_key IS NOT NULL AND due_at <= %(now)s
+    ORDER BY due_at LIMIT %(window)s
+), t AS (
+    SELECT throttle_key, max(throttle_ms) AS throttle_ms, max(throttle_limit) AS throttle_limit
+    FROM due GROUP BY throttle_key
+), used AS (
+    SELECT t.throttle_key, t.throttle_ms, t.throttle_limit,
+           (SELECT count(*) FROM gateway_jobs s
+            WHERE s.throttle_key = t.throttle_key AND s.started_ms > %(now_ms)s - t.throttle_ms)
+           + (SELECT count(*) FROM gateway_flow_calls c
+              WHERE c.throttle_key = t.throttle_key AND c.started_ms > %(now_ms)s - t.throttle_ms)
+           AS started,
+           (SELECT min(started_ms) FROM gateway_jobs s
+            WHERE s.throttle_key = t.throttle_key AND s.started_ms > %(now_ms)s - t.throttle_ms)
+           AS first_job,
+           (SELECT min(started_ms) FROM gateway_flow_calls c
             WHERE c.throttle_key = t.throttle_key AND c.started_ms > %(now_ms)s - t.throttle_ms)
-           + t.throttle_ms FROM t
-) AS o;
+           AS first_call
+    FROM t
+)
+SELECT throttle_key, throttle_ms, throttle_limit, first_job, first_call FROM used
+WHERE started >= throttle_limit;
+
+-- name: throttled_due
+-- The first `window` due jobs of one throttle key at `now`, in the order they start.
+SELECT id FROM gateway_jobs
+WHERE status = 'pending' AND throttle_key = %(key)s AND due_at <= %(now)s
+ORDER BY due_at, id LIMIT %(window)s;
+
+-- name: defer_job
+-- A throttled job due again when its turn opens.
+UPDATE gateway_jobs SET due_at = %s WHERE id = %s AND status = 'pending';
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's

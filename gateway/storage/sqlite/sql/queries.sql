@@ -446,25 +446,44 @@ RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, un
           subject, created_at, finished_at, run_id, error, data, claims, flow_key, flow_limit,
           throttle_key, throttle_limit, throttle_ms, debounce_key, single_key;
 
--- name: throttle_opens
--- When the next start of a throttle key that a due job waits for opens, in milliseconds
--- since the epoch (?2 is now in them): its oldest start within the period, plus the
--- period. NULL when no due job waits for a throttle.
-WITH t AS (
-    SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM gateway_jobs
-    WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= ?1
-      AND throttle_key IS NOT NULL
-    GROUP BY throttle_key
-)
-SELECT min(opens) FROM (
-    SELECT (SELECT min(s.started_ms) FROM gateway_jobs s
+-- name: full_throttles
+-- The throttle keys of the first ?3 due throttled jobs that have no start left in their
+-- period at ?2 (epoch milliseconds; ?1 the same as a time): each with its period, its
+-- limit, and the first start of its jobs and of its calls within the period.
+WITH due AS (
+    SELECT throttle_key, throttle_limit, throttle_ms FROM gateway_jobs
+    WHERE status = 'pending' AND throttle_key IS NOT NULL AND due_at <= ?1
+    ORDER BY due_at LIMIT ?3
+), t AS (
+    SELECT throttle_key, max(throttle_ms) AS throttle_ms, max(throttle_limit) AS throttle_limit
+    FROM due GROUP BY throttle_key
+), used AS (
+    SELECT t.throttle_key, t.throttle_ms, t.throttle_limit,
+           (SELECT count(*) FROM gateway_jobs s
             WHERE s.throttle_key = t.throttle_key AND s.started_ms > ?2 - t.throttle_ms)
-           + t.throttle_ms AS opens FROM t
-    UNION ALL
-    SELECT (SELECT min(c.started_ms) FROM gateway_flow_calls c
+           + (SELECT count(*) FROM gateway_flow_calls c
+              WHERE c.throttle_key = t.throttle_key AND c.started_ms > ?2 - t.throttle_ms)
+           AS started,
+           (SELECT min(started_ms) FROM gateway_jobs s
+            WHERE s.throttle_key = t.throttle_key AND s.started_ms > ?2 - t.throttle_ms)
+           AS first_job,
+           (SELECT min(started_ms) FROM gateway_flow_calls c
             WHERE c.throttle_key = t.throttle_key AND c.started_ms > ?2 - t.throttle_ms)
-           + t.throttle_ms FROM t
-);
+           AS first_call
+    FROM t
+)
+SELECT throttle_key, throttle_ms, throttle_limit, first_job, first_call FROM used
+WHERE started >= throttle_limit;
+
+-- name: throttled_due
+-- The first ?3 due jobs of one throttle key (?1) at ?2 (a time), in the order they start.
+SELECT id FROM gateway_jobs
+WHERE status = 'pending' AND throttle_key = ?1 AND due_at <= ?2
+ORDER BY due_at, id LIMIT ?3;
+
+-- name: defer_job
+-- A throttled job due again when its turn opens.
+UPDATE gateway_jobs SET due_at = ? WHERE id = ? AND status = 'pending';
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.
