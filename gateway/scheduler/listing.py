@@ -72,30 +72,27 @@ def key_text(job: Job, most: int = PARAMS_SHOWN) -> str:
 
 
 async def key_use(jobs: JobStore, listed: list[Job], now: datetime) -> KeyUse:
-    """How much of the keys the due pending jobs of `listed` wait for is used now."""
-    waiting = [job for job in listed if job.status == "pending" and job.due_at <= now
-               and job.flow_key is not None]
+    """How much of the keys the pending jobs of `listed` wait for is used now."""
+    waiting = [job for job in listed if job.status == "pending" and job.flow_key is not None]
     if not waiting:
         return {}, {}
     return await jobs.key_use(now, [j.flow_key for j in waiting if j.flow_limit is not None
-                                    and j.flow_key is not None],
+                                    and j.flow_key is not None and j.due_at <= now],
                               [(j.throttle_key, j.throttle_ms or 0) for j in waiting
                                if j.throttle_key is not None])
 
 
 def waits_text(job: Job, use: KeyUse, now: datetime) -> str:
     """Why a pending job waits: past its due time, for its concurrency key (as many of
-    its jobs running as its limit allows) or its throttle (as many started within the
-    period as it allows); before it, debounced (a later scheduling pushes it back). ''
-    when it does not wait, or waits only for a worker."""
+    its jobs running as its limit allows); for its throttle (as many started within the
+    period as it allows: a claim made it due at its turn); before its due time,
+    debounced (a later scheduling pushes it back). '' when it does not wait, or waits
+    only for its time or a worker."""
     if job.status != "pending":
         return ""
-    if job.due_at > now:
-        return "debounced: runs once no job of its key is scheduled for its period" if (
-            job.debounce_key is not None and job.attempt == 0) else ""
     running, started = use
     reasons = []
-    if job.flow_key is not None and job.flow_limit is not None:
+    if job.due_at <= now and job.flow_key is not None and job.flow_limit is not None:
         count = running.get(job.flow_key, 0)
         if count >= job.flow_limit:
             reasons.append(f"concurrency: {count} of {job.flow_limit} running")
@@ -104,4 +101,6 @@ def waits_text(job: Job, use: KeyUse, now: datetime) -> str:
         if count >= job.throttle_limit:
             reasons.append(f"throttle: {count} of {job.throttle_limit} started in the last "
                            f"{_period(job.throttle_ms or 0)}")
+    if not reasons and job.due_at > now and job.debounce_key is not None and job.attempt == 0:
+        reasons.append("debounced: runs once no job of its key is scheduled for its period")
     return "; ".join(reasons)

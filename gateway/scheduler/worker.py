@@ -98,7 +98,7 @@ class Scheduler:
         # jobs waiting for it are claimed at once (other instances hear of it from the
         # database, PostgreSQL's notification).
         self._freed = asyncio.Event()
-        # Due jobs waiting for their flow control keys, by workflow, as last read (when the
+        # Jobs waiting for their flow control keys, by workflow, as last read (when the
         # worker found fewer jobs to claim than it had room for), and when (monotonic).
         self.waiting: dict[str, int] = {}
         self._waiting_read = 0.0

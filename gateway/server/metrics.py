@@ -150,7 +150,7 @@ def _flow(probe: FlowProbe) -> Iterator[Metric]:
     yield kept
     if waiting is not None:
         waits = GaugeMetricFamily("gateway_jobs_flow_waiting",
-                                  "Due jobs waiting for their concurrency or throttle key.",
+                                  "Jobs waiting for their concurrency or throttle key.",
                                   labels=["workflow"])
         for workflow, count in sorted(waiting.items()):
             waits.add_metric([workflow], count)

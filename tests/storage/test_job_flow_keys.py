@@ -157,6 +157,7 @@ async def test_a_throttled_backlog_waits_for_its_turns_and_holds_back_no_other_k
     assert [j.id for j in first] == ["t000", "t001"]
     assert [j.id for j in await storage.jobs.claim("w", NOW, LEASE, 5)] == ["other"]
     assert await storage.jobs.claim("w", NOW, LEASE, 5) == []
+    assert await storage.jobs.flow_waiting(NOW) == {"sync": 598}  # due, or made due later
     turn = NOW + timedelta(hours=1)
     assert abs((await storage.jobs.next_due(NOW) - turn).total_seconds()) < 2
     waiting = {j.id: j.due_at for j in await storage.jobs.list_jobs(

@@ -221,7 +221,8 @@ class JobStore(Protocol):
     # milliseconds) started within its period.
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
                       throttles: Sequence[tuple[str, int]]) -> KeyUse: ...
-    # Due jobs under flow control still pending at `now`, by workflow.
+    # Jobs under flow control waiting for their keys at `now`, by workflow: those due, and
+    # those a throttle made due later, at their turns.
     async def flow_waiting(self, now: datetime) -> dict[str, int]: ...
     # One HTTP call admitted under `keys` at `now` (by id), on every instance: while its
     # concurrency key has room and its throttle's period too (the jobs of the keys counted

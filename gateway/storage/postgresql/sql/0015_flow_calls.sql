@@ -18,6 +18,10 @@ CREATE INDEX gateway_flow_calls_starts ON gateway_flow_calls (throttle_key, star
 WHERE throttle_key IS NOT NULL;
 CREATE INDEX gateway_flow_calls_until ON gateway_flow_calls (until_ms);
 
+-- A throttled job that a claim made due later, at its turn (`defer_throttled`): it waits
+-- for its throttle, not for its time (what /metrics counts as waiting), until claimed.
+ALTER TABLE gateway_jobs ADD COLUMN deferred integer;
+
 -- Due jobs under a throttle, soonest first: whether any waits, and which keys are full (a
 -- full key's due jobs are made due again when its next starts open: `defer_throttled`).
 CREATE INDEX gateway_jobs_throttle_due ON gateway_jobs (due_at)

@@ -455,9 +455,11 @@ WITH ended AS (UPDATE gateway_flow_calls SET running = 0, until_ms = %s WHERE id
 SELECT pg_notify('gateway_jobs', '');
 
 -- name: flow_waiting
--- Due jobs under flow control still pending at `now`, by workflow: they wait for their keys.
+-- Jobs under flow control waiting for their keys at `now`, by workflow: those due, and
+-- those a throttle made due later (`deferred`).
 SELECT workflow, count(*) FROM gateway_jobs
-WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= %s GROUP BY workflow;
+WHERE status = 'pending' AND flow_key IS NOT NULL AND (due_at <= %s OR deferred = 1)
+GROUP BY workflow;
 
 -- name: lock_keyed_claims
 -- Keyed claims one at a time, across every instance: taken first in the claim's own
@@ -521,7 +523,7 @@ WITH due AS (
 )
 UPDATE gateway_jobs j
 SET status = 'running', attempt = j.attempt + 1, claims = j.claims + 1, lease_until = %(lease)s,
-    worker = %(worker)s, started_ms = %(now_ms)s
+    worker = %(worker)s, started_ms = %(now_ms)s, deferred = NULL
 FROM locked n
 WHERE j.id = n.id
 RETURNING j.id, j.workflow, j.source, j.status, j.due_at, j.attempt, j.lease_until, j.worker,
@@ -566,7 +568,7 @@ ORDER BY due_at, id LIMIT %(window)s;
 
 -- name: defer_job
 -- A throttled job due again when its turn opens.
-UPDATE gateway_jobs SET due_at = %s WHERE id = %s AND status = 'pending';
+UPDATE gateway_jobs SET due_at = %s, deferred = 1 WHERE id = %s AND status = 'pending';
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's

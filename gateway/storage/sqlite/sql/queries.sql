@@ -382,9 +382,11 @@ VALUES (?, ?, ?, ?, ?, ?, 1);
 UPDATE gateway_flow_calls SET running = 0, until_ms = ?2 WHERE id = ?1;
 
 -- name: flow_waiting
--- Due jobs under flow control still pending at ?1, by workflow: they wait for their keys.
+-- Jobs under flow control waiting for their keys at ?1, by workflow: those due, and those a
+-- throttle made due later (`deferred`).
 SELECT workflow, count(*) FROM gateway_jobs
-WHERE status = 'pending' AND flow_key IS NOT NULL AND due_at <= ?1 GROUP BY workflow;
+WHERE status = 'pending' AND flow_key IS NOT NULL AND (due_at <= ?1 OR deferred = 1)
+GROUP BY workflow;
 
 -- name: keyed_due
 -- Whether a keyed job is due (gateway_jobs_flow_pending).
@@ -429,7 +431,8 @@ WITH due AS (
     FROM throttles t
 )
 UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = claims + 1,
-                        lease_until = :lease, worker = :worker, started_ms = :now_ms
+                        lease_until = :lease, worker = :worker, started_ms = :now_ms,
+                        deferred = NULL
 WHERE id IN (
     SELECT r.id FROM (
         SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit,
@@ -483,7 +486,7 @@ ORDER BY due_at, id LIMIT ?3;
 
 -- name: defer_job
 -- A throttled job due again when its turn opens.
-UPDATE gateway_jobs SET due_at = ? WHERE id = ? AND status = 'pending';
+UPDATE gateway_jobs SET due_at = ?, deferred = 1 WHERE id = ? AND status = 'pending';
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.
