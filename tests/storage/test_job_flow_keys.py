@@ -199,3 +199,38 @@ async def test_a_retry_racing_a_job_of_its_singleton_key_is_refused_not_an_error
         assert (await jobs.get_job("held")).status == "failed"
     finally:
         await storage.close()
+
+
+@pytest.mark.postgres
+async def test_a_claim_does_not_wait_on_a_throttled_job_another_transaction_holds(
+        postgres_url: str) -> None:
+    """A due throttled job locked by another transaction (a debounce writing over it, a
+    cancel) is left to it by the claim that makes its key's jobs due later: the claim,
+    which holds the lock every keyed claim waits on, does not wait for it."""
+    storage = open_storage(postgres_url)
+    await storage.open()
+    try:
+        minute = 60_000
+        await storage.jobs.enqueue([
+            throttled("a0", "sync:a", 1, minute, NOW - timedelta(seconds=2)),
+            throttled("a1", "sync:a", 1, minute, NOW - timedelta(seconds=1)),
+            job("o0", "sync:o", 1, NOW)])
+        async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+            await other.execute("UPDATE gateway_jobs SET data = data WHERE id = 'a1'")
+            claimed = await asyncio.wait_for(storage.jobs.claim("w", NOW, LEASE, 5), 3)
+            assert sorted(j.id for j in claimed) == ["a0", "o0"]
+            await other.rollback()
+    finally:
+        await storage.close()
+
+
+async def test_a_deferred_job_retried_waits_for_its_time_not_its_throttle(
+        storage: Storage) -> None:
+    hour = 3_600_000
+    await storage.jobs.enqueue([throttled("a0", "sync:a", 1, hour),
+                                throttled("a1", "sync:a", 1, hour)])
+    assert [j.id for j in await storage.jobs.claim("w", NOW, LEASE, 5)] == ["a0"]
+    assert await storage.jobs.flow_waiting(NOW) == {"sync": 1}  # a1: at its turn
+    assert await storage.jobs.cancel(["a1"], NOW) == 1
+    assert await storage.jobs.retry("a1", NOW + timedelta(days=1))
+    assert await storage.jobs.flow_waiting(NOW) == {}  # due tomorrow: its time, not a turn

@@ -98,7 +98,8 @@ async def _defer_throttled(conn: Conn, now: datetime, now_ms: int) -> None:
             "key": key, "now": now, "window": KEYED_WINDOW})
         due[key] = [row[0] for row in await cursor.fetchall()]
     async with conn.cursor() as many:
-        await many.executemany(Q["defer_job"].encode(), turns(full, due, now_ms))
+        await many.executemany(Q["defer_job"].encode(),
+                               [(at, id, now) for at, id in turns(full, due, now_ms)])
 
 
 class PostgresJobs:

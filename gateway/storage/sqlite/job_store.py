@@ -83,7 +83,8 @@ def _defer_throttled(conn: sqlite3.Connection, now: str, now_ms: int) -> None:
         return
     due = {key: [row[0] for row in conn.execute(Q["throttled_due"], (key, now, KEYED_WINDOW))]
            for key, *_ in full}
-    conn.executemany(Q["defer_job"], [(iso(at), id) for at, id in turns(full, due, now_ms)])
+    conn.executemany(Q["defer_job"], [(iso(at), id, now)
+                                       for at, id in turns(full, due, now_ms)])
 
 
 class SqliteJobs:

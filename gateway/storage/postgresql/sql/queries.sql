@@ -331,7 +331,8 @@ ON CONFLICT (debounce_key)
     WHERE status = 'pending' AND started_ms IS NULL AND debounce_key IS NOT NULL
 DO UPDATE SET data = excluded.data, due_at = excluded.due_at, flow_key = excluded.flow_key,
     flow_limit = excluded.flow_limit, throttle_key = excluded.throttle_key,
-    throttle_limit = excluded.throttle_limit, throttle_ms = excluded.throttle_ms
+    throttle_limit = excluded.throttle_limit, throttle_ms = excluded.throttle_ms,
+    deferred = NULL
 RETURNING id;
 
 -- name: add_pending
@@ -561,14 +562,19 @@ SELECT throttle_key, throttle_ms, throttle_limit, first_job, first_call FROM use
 WHERE started >= throttle_limit;
 
 -- name: throttled_due
--- The first `window` due jobs of one throttle key at `now`, in the order they start.
+-- The first `window` due jobs of one throttle key at `now`, in the order they start; a row
+-- another transaction holds (a debounce writing over it, a cancel) is left to it, not
+-- waited for: the claim runs under the keyed-claim lock, which every keyed claim waits on.
 SELECT id FROM gateway_jobs
 WHERE status = 'pending' AND throttle_key = %(key)s AND due_at <= %(now)s
-ORDER BY due_at, id LIMIT %(window)s;
+ORDER BY due_at, id LIMIT %(window)s
+FOR UPDATE SKIP LOCKED;
 
 -- name: defer_job
 -- A throttled job due again when its turn opens.
-UPDATE gateway_jobs SET due_at = %s, deferred = 1 WHERE id = %s AND status = 'pending';
+-- (Still due: a job a debounce made due later meanwhile keeps its time.)
+UPDATE gateway_jobs SET due_at = %s, deferred = 1
+WHERE id = %s AND status = 'pending' AND due_at <= %s;
 
 -- name: renew_jobs
 -- Rows another statement holds are skipped, not waited for: they are ending (this worker's
@@ -629,7 +635,7 @@ ORDER BY due_at DESC, id DESC LIMIT %(limit)s;
 -- Not while another job waits with its debounce key, or waits or runs with its singleton
 -- key: it would be a second one.
 UPDATE gateway_jobs SET status = 'pending', due_at = %s, attempt = 0, finished_at = NULL,
-                        lease_until = NULL, worker = NULL
+                        lease_until = NULL, worker = NULL, deferred = NULL
 WHERE id = %s AND status IN ('failed', 'cancelled')
   AND (debounce_key IS NULL OR started_ms IS NOT NULL OR NOT EXISTS (
       SELECT 1 FROM gateway_jobs o WHERE o.debounce_key = gateway_jobs.debounce_key

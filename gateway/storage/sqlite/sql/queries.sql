@@ -294,7 +294,8 @@ ON CONFLICT (debounce_key)
     WHERE status = 'pending' AND started_ms IS NULL AND debounce_key IS NOT NULL
 DO UPDATE SET data = excluded.data, due_at = excluded.due_at, flow_key = excluded.flow_key,
     flow_limit = excluded.flow_limit, throttle_key = excluded.throttle_key,
-    throttle_limit = excluded.throttle_limit, throttle_ms = excluded.throttle_ms
+    throttle_limit = excluded.throttle_limit, throttle_ms = excluded.throttle_ms,
+    deferred = NULL
 RETURNING id;
 
 -- name: pending_counts
@@ -486,7 +487,9 @@ ORDER BY due_at, id LIMIT ?3;
 
 -- name: defer_job
 -- A throttled job due again when its turn opens.
-UPDATE gateway_jobs SET due_at = ?, deferred = 1 WHERE id = ? AND status = 'pending';
+-- (Still due: a job a debounce made due later meanwhile keeps its time.)
+UPDATE gateway_jobs SET due_at = ?, deferred = 1
+WHERE id = ? AND status = 'pending' AND due_at <= ?;
 
 -- name: renew_jobs
 -- {ids} is a list of placeholders, one per id.
@@ -532,7 +535,7 @@ ORDER BY due_at DESC, id DESC LIMIT ?;
 -- Not while another job waits with its debounce key, or waits or runs with its singleton
 -- key: it would be a second one.
 UPDATE gateway_jobs SET status = 'pending', due_at = ?, attempt = 0, finished_at = NULL,
-                        lease_until = NULL, worker = NULL
+                        lease_until = NULL, worker = NULL, deferred = NULL
 WHERE id = ? AND status IN ('failed', 'cancelled')
   AND (debounce_key IS NULL OR started_ms IS NOT NULL OR NOT EXISTS (
       SELECT 1 FROM gateway_jobs o WHERE o.debounce_key = gateway_jobs.debounce_key
