@@ -9,7 +9,7 @@ its run's time, plus a margin: a process that dies mid-call holds it no longer).
 refused waits up to the workflow's `max_wait`, asking again as room may have opened, then
 gets 429 `RATE_LIMITED` with `Retry-After`: a throttle's, when its next start opens; a full
 concurrency key's, a second. A call whose throttle opens only after `max_wait` is refused
-at once, and at most `MAX_WAITERS` calls of a workflow wait at once in a process. The
+at once, and at most `MAX_WAITERS` calls of a key wait at once in a process. The
 refusal says which limit, never the key: a key is made of a caller's values. Refusals are
 counted for /metrics (`SKIPPED`).
 """
@@ -35,7 +35,7 @@ from gateway.storage.contract import CallKeys
 
 log = logging.getLogger("gateway.api")
 ASK_AGAIN = 0.25  # seconds between two asks of a call waiting for a concurrency key
-MAX_WAITERS = 64  # calls of one workflow waiting for room at once, per process; more: 429
+MAX_WAITERS = 64  # calls of one key waiting for room at once, per process; more: 429
 
 
 class FlowGate:
@@ -46,7 +46,9 @@ class FlowGate:
         self.flow = flow
         self.interpreter = interpreter
         self.max_wait = flow.max_wait.total_seconds()
-        self.waiters = 0  # calls of this process waiting for room now
+        # Calls of this process waiting for room now, by key (a caller flooding one key
+        # holds back no other key's calls); a key no call waits for is not kept.
+        self.waiters: dict[str, int] = {}
 
     @asynccontextmanager
     async def admitted(self, raw: Mapping[str, Any]) -> AsyncIterator[None]:
@@ -60,6 +62,7 @@ class FlowGate:
         id = new_id(self.interpreter.clock())
         deadline = time.monotonic() + self.max_wait
         waiting = False
+        key = keys.flow_key or keys.throttle_key or ""
         try:
             while True:
                 now = self.interpreter.clock()
@@ -74,14 +77,16 @@ class FlowGate:
                 # calls at once.
                 known = wait > CONCURRENCY_WAIT
                 if left <= 0 or (known and wait > left) or (
-                        not waiting and self.waiters >= MAX_WAITERS):
+                        not waiting and self.waiters.get(key, 0) >= MAX_WAITERS):
                     raise self.refusal(keys, wait)
                 if not waiting:
-                    waiting, self.waiters = True, self.waiters + 1
+                    waiting, self.waiters[key] = True, self.waiters.get(key, 0) + 1
                 await asyncio.sleep(min(left, wait if known else min(wait, ASK_AGAIN)))
         finally:
             if waiting:
-                self.waiters -= 1
+                self.waiters[key] -= 1
+                if not self.waiters[key]:
+                    del self.waiters[key]
         try:
             yield
         finally:

@@ -62,7 +62,8 @@ async def jobs(storage: Storage, f: JobFilters) -> tuple[list[Job], str | None]:
 
 
 def job_rows(jobs: list[Job], hidden: frozenset[str], registry: Registry,
-             use: KeyUse = ({}, {}), now: datetime | None = None) -> list[dict[str, Any]]:
+             use: KeyUse = ({}, {}, frozenset()),
+             now: datetime | None = None) -> list[dict[str, Any]]:
     """What the jobs list shows of each job besides the job itself: its label, who
     scheduled it, its parameters (secrets cut out, cut short; the template escapes
     them), its flow control keys (secrets cut out) and why it waits (`use`: how much of

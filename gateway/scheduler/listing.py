@@ -72,14 +72,16 @@ def key_text(job: Job, most: int = PARAMS_SHOWN) -> str:
 
 
 async def key_use(jobs: JobStore, listed: list[Job], now: datetime) -> KeyUse:
-    """How much of the keys the pending jobs of `listed` wait for is used now."""
+    """How much of the keys the pending jobs of `listed` wait for is used now, and which
+    of them a throttle made due later."""
     waiting = [job for job in listed if job.status == "pending" and job.flow_key is not None]
     if not waiting:
-        return {}, {}
-    return await jobs.key_use(now, [j.flow_key for j in waiting if j.flow_limit is not None
-                                    and j.flow_key is not None and j.due_at <= now],
-                              [(j.throttle_key, j.throttle_ms or 0) for j in waiting
-                               if j.throttle_key is not None])
+        return {}, {}, frozenset()
+    return await jobs.key_use(
+        now, [j.flow_key for j in waiting if j.flow_limit is not None
+              and j.flow_key is not None and j.due_at <= now],
+        [(j.throttle_key, j.throttle_ms or 0) for j in waiting if j.throttle_key is not None],
+        [j.id for j in waiting if j.throttle_key is not None and j.due_at > now])
 
 
 def waits_text(job: Job, use: KeyUse, now: datetime) -> str:
@@ -90,13 +92,14 @@ def waits_text(job: Job, use: KeyUse, now: datetime) -> str:
     only for its time or a worker."""
     if job.status != "pending":
         return ""
-    running, started = use
+    running, started, deferred = use
     reasons = []
     if job.due_at <= now and job.flow_key is not None and job.flow_limit is not None:
         count = running.get(job.flow_key, 0)
         if count >= job.flow_limit:
             reasons.append(f"concurrency: {count} of {job.flow_limit} running")
-    if job.throttle_key is not None and job.throttle_limit is not None:
+    if job.throttle_key is not None and job.throttle_limit is not None and (
+            job.due_at <= now or job.id in deferred):
         count = started.get(job.throttle_key, 0)
         if count >= job.throttle_limit:
             reasons.append(f"throttle: {count} of {job.throttle_limit} started in the last "

@@ -224,7 +224,7 @@ async def test_calls_and_jobs_of_a_key_count_against_one_limit(
         [waiting] = await jobs.list_jobs(workflow="metered", status="pending")
         assert waiting.data["params"] == {"account": "a"}
         use = await jobs.key_use(utc_now(), [], [("metered:a", 3_600_000)])
-        assert use == ({}, {"metered:a": 2})
+        assert use == ({}, {"metered:a": 2}, frozenset())
 
 
 async def test_a_hold_left_by_a_dead_process_ends_at_its_time(

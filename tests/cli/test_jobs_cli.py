@@ -173,8 +173,8 @@ def test_jobs_list_shows_a_keyed_job_s_key(config: Path, storage_url: str) -> No
 
 async def _waiting_jobs(url: str) -> None:
     """Jobs of `sync` waiting for their keys: one of key a running (limit 1) and one
-    pending behind it; one of throttle key t started (1 per 1 h) and one pending behind it;
-    a debounced one due later."""
+    pending behind it; one of throttle key t started (1 per 1 h) and one pending behind it
+    (made due at its turn); a debounced one due later, and one of key t scheduled later."""
     storage = open_storage(url)
     await storage.open([])
     try:
@@ -192,7 +192,12 @@ async def _waiting_jobs(url: str) -> None:
                  "throttle_ms": 3_600_000}])])
         await storage.jobs.enqueue([Job(id=f"{now:%s}000x000000000000000009", workflow="sync",
                                         source="schedule", due_at=later,
-                                        data={"params": {"n": 9}}, debounce_key="sync:d")])
+                                        data={"params": {"n": 9}}, debounce_key="sync:d"),
+                                    Job(id=f"{now:%s}000x000000000000000005", workflow="sync",
+                                        source="schedule", due_at=later,
+                                        data={"params": {"n": 5}}, flow_key="sync:t",
+                                        throttle_key="sync:t", throttle_limit=1,
+                                        throttle_ms=3_600_000)])
         claimed = await storage.jobs.claim("w", now + timedelta(seconds=1), later, 10)
         assert sorted(job.data["params"]["n"] for job in claimed) == [0, 2]
     finally:
@@ -209,6 +214,7 @@ def test_jobs_list_says_why_a_job_waits(config: Path, storage_url: str) -> None:
     lines = {row["data"]["params"]["n"]: row["waits"] for row in rows if "data" in row}
     assert lines == {1: "concurrency: 1 of 1 running",
                      3: "throttle: 1 of 1 started in the last 3600s",
-                     9: "debounced: runs once no job of its key is scheduled for its period"}
+                     9: "debounced: runs once no job of its key is scheduled for its period",
+                     5: ""}  # due later as scheduled: its time, not its throttle
     assert "waits (concurrency: 1 of 1 running)" in listed
     assert "keys throttle t (1 per 3600s)" in listed

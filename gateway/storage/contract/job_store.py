@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 from gateway.core.errors import LeaseLostError
 
-# What `JobStore.key_use` says: running jobs by concurrency key, starts by throttle key.
-KeyUse = tuple[dict[str, int], dict[str, int]]
+# What `JobStore.key_use` says: running jobs by concurrency key, starts by throttle key, and
+# which of the jobs asked of a throttle made due later, at their turns.
+KeyUse = tuple[dict[str, int], dict[str, int], frozenset[str]]
 # A run's or a job's place in its list, newest first: (`started_at` or `due_at`, `id`).
 Position = tuple[datetime, str]
 
@@ -218,9 +219,11 @@ class JobStore(Protocol):
     async def next_due(self, now: datetime | None = None) -> datetime | None: ...
     # What due jobs under flow control wait for, now: how many jobs of each concurrency key
     # in `flow_keys` run, and how many of each throttle key in `throttles` (key, period in
-    # milliseconds) started within its period.
+    # milliseconds) started within its period, and which jobs of `deferred` (ids) a throttle
+    # made due later.
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
-                      throttles: Sequence[tuple[str, int]]) -> KeyUse: ...
+                      throttles: Sequence[tuple[str, int]],
+                      deferred: Sequence[str] = ()) -> KeyUse: ...
     # Jobs under flow control waiting for their keys at `now`, by workflow: those due, and
     # those a throttle made due later, at their turns.
     async def flow_waiting(self, now: datetime) -> dict[str, int]: ...

@@ -292,7 +292,8 @@ class PostgresJobs:
         return _when(rows[0][0]) if rows else None
 
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
-                      throttles: Sequence[tuple[str, int]]) -> KeyUse:
+                      throttles: Sequence[tuple[str, int]],
+                      deferred: Sequence[str] = ()) -> KeyUse:
         running, started, now_ms = {}, {}, epoch_ms(now)
         for key in dict.fromkeys(flow_keys):
             rows = await self._db.fetch(Q["key_running"], {"key": key, "now_ms": now_ms})
@@ -300,7 +301,8 @@ class PostgresJobs:
         for key, ms in dict.fromkeys(throttles):
             rows = await self._db.fetch(Q["key_started"], {"key": key, "since": now_ms - ms})
             started[key] = int(rows[0][0])
-        return running, started
+        found = await self._db.fetch(Q["deferred_jobs"], (list(deferred),)) if deferred else []
+        return running, started, frozenset(str(row[0]) for row in found)
 
     async def admit_call(self, id: str, keys: CallKeys, now: datetime,
                          until: datetime) -> float | None:

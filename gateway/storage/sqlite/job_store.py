@@ -257,14 +257,18 @@ class SqliteJobs:
         return _when(rows[0][0]) if rows else None
 
     async def key_use(self, now: datetime, flow_keys: Sequence[str],
-                      throttles: Sequence[tuple[str, int]]) -> KeyUse:
+                      throttles: Sequence[tuple[str, int]],
+                      deferred: Sequence[str] = ()) -> KeyUse:
         running, started, now_ms = {}, {}, epoch_ms(now)
         for key in dict.fromkeys(flow_keys):
             running[key] = int((await self._db.fetch(Q["key_running"], (key, now_ms)))[0][0])
         for key, ms in dict.fromkeys(throttles):
             rows = await self._db.fetch(Q["key_started"], (key, now_ms - ms))
             started[key] = int(rows[0][0])
-        return running, started
+        ids = list(dict.fromkeys(deferred))[:CHUNK]  # a page of a list: far fewer
+        found = await self._db.fetch(
+            Q["deferred_jobs"].format(ids=_placeholders(len(ids))), ids) if ids else []
+        return running, started, frozenset(str(row[0]) for row in found)
 
     async def admit_call(self, id: str, keys: CallKeys, now: datetime,
                          until: datetime) -> float | None:

@@ -438,6 +438,10 @@ SELECT (SELECT count(*) FROM gateway_jobs WHERE throttle_key = %(key)s AND start
        (SELECT min(started_ms) FROM gateway_flow_calls
         WHERE throttle_key = %(key)s AND started_ms > %(since)s);
 
+-- name: deferred_jobs
+-- Which of some jobs (an array of ids) a throttle made due later, at their turns.
+SELECT id FROM gateway_jobs WHERE deferred = 1 AND id = ANY(%s);
+
 -- name: purge_flow_calls
 -- Calls that no longer hold a key: ended, and past their throttle's period if any; or
 -- running past their time (the process that ran them died).

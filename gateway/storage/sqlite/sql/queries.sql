@@ -367,6 +367,10 @@ SELECT (SELECT count(*) FROM gateway_jobs WHERE throttle_key = ?1 AND started_ms
        (SELECT min(started_ms) FROM gateway_flow_calls
         WHERE throttle_key = ?1 AND started_ms > ?2);
 
+-- name: deferred_jobs
+-- Which of some jobs a throttle made due later, at their turns. {ids}: a placeholder each.
+SELECT id FROM gateway_jobs WHERE deferred = 1 AND id IN ({ids});
+
 -- name: purge_flow_calls
 -- Calls that no longer hold a key: ended, and past their throttle's period if any; or
 -- running past their time (the process that ran them died).
