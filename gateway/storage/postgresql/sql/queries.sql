@@ -491,9 +491,12 @@ WITH due AS (
     ORDER BY due_at LIMIT %(window)s
 ), ranked AS (
     SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit,
-           row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place,
-           row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
+           row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
     FROM due
+), throttled AS (
+    -- (ranked apart: most windows hold no throttled job, and then this costs nothing)
+    SELECT id, row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
+    FROM due WHERE throttle_key IS NOT NULL
 ), busy AS (
     SELECT flow_key, count(*) AS running FROM (
         SELECT flow_key FROM gateway_jobs
@@ -518,8 +521,9 @@ WITH due AS (
     SELECT r.id FROM ranked r
     LEFT JOIN busy b ON b.flow_key = r.flow_key
     LEFT JOIN recent t ON t.throttle_key = r.throttle_key
+    LEFT JOIN throttled q ON q.id = r.id
     WHERE (r.flow_limit IS NULL OR r.place <= r.flow_limit - coalesce(b.running, 0))
-      AND (r.throttle_key IS NULL OR r.tplace <= r.throttle_limit - coalesce(t.started, 0))
+      AND (r.throttle_key IS NULL OR q.tplace <= r.throttle_limit - coalesce(t.started, 0))
     ORDER BY r.due_at, r.id LIMIT %(limit)s
 ), locked AS (
     SELECT id FROM gateway_jobs

@@ -426,6 +426,10 @@ WITH due AS (
 ), throttles AS (
     SELECT throttle_key, max(throttle_ms) AS throttle_ms FROM due
     WHERE throttle_key IS NOT NULL GROUP BY throttle_key
+), throttled AS (
+    -- (ranked apart: most windows hold no throttled job, and then this costs nothing)
+    SELECT id, row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
+    FROM due WHERE throttle_key IS NOT NULL
 ), recent AS (
     SELECT t.throttle_key,
            (SELECT count(*) FROM gateway_jobs s
@@ -441,13 +445,13 @@ UPDATE gateway_jobs SET status = 'running', attempt = attempt + 1, claims = clai
 WHERE id IN (
     SELECT r.id FROM (
         SELECT id, due_at, flow_key, flow_limit, throttle_key, throttle_limit,
-               row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place,
-               row_number() OVER (PARTITION BY throttle_key ORDER BY due_at, id) AS tplace
+               row_number() OVER (PARTITION BY flow_key ORDER BY due_at, id) AS place
         FROM due
     ) AS r LEFT JOIN busy b ON b.flow_key = r.flow_key
       LEFT JOIN recent t ON t.throttle_key = r.throttle_key
+      LEFT JOIN throttled q ON q.id = r.id
     WHERE (r.flow_limit IS NULL OR r.place <= r.flow_limit - coalesce(b.running, 0))
-      AND (r.throttle_key IS NULL OR r.tplace <= r.throttle_limit - coalesce(t.started, 0))
+      AND (r.throttle_key IS NULL OR q.tplace <= r.throttle_limit - coalesce(t.started, 0))
     ORDER BY r.due_at, r.id LIMIT :limit
 )
 RETURNING id, workflow, source, status, due_at, attempt, lease_until, worker, unique_key,
