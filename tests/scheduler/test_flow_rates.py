@@ -40,8 +40,10 @@ JOBS = KEYS * PER_KEY
 CALLS = 20  # calls of `plan-paced`, each scheduling JOBS // CALLS jobs
 # How much later than its claim (what the throttle counts) a run may start: the run starts
 # a moment after its job is claimed, a moment that varies with the load; so a window of a
-# second of run starts may hold starts claimed a little more than a second apart.
-SLACK = 0.1
+# second of run starts may hold starts claimed a little more than a second apart. Runs
+# have been seen to start up to 0.125 s after their claims under CI's load, so the slack
+# is a quarter second; the claims themselves are checked against the whole second.
+SLACK = 0.25
 # Jobs without flow control run first (each held WARM_HOLD s by the upstream), until every
 # process has run one, so that each has made its first call out: that one blocks its
 # process some 0.3 s (it imports and builds the HTTP client, TLS context and all), and
